@@ -1,0 +1,2 @@
+/* placeholder: autoindex.c is being written */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* placeholder: cache.c is being written */
+#include "config.h"

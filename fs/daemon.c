@@ -1,0 +1,2 @@
+/* placeholder: daemon.c is being written */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* placeholder: fetch.c is being written */
+#include "config.h"

@@ -1,0 +1,52 @@
+/* The fetch engine: turns reads of object ranges into chunk acquisitions from the cache and,
+ * for misses, ranged GETs (many in flight over one libcurl multi handle, retried with
+ * backoff, pinned to the object's ETag by If-Match). */
+#ifndef FERRY_FETCH_H
+#define FERRY_FETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct remote;
+struct remote_object;
+struct cache;
+struct cache_object;
+struct fetcher;
+
+struct fetch_config {
+	unsigned max_transfers;  /* transfers in flight at once; 0: 16 */
+	unsigned max_retries;    /* per chunk, for retryable failures; 0: 5 */
+	unsigned backoff_ms;     /* first backoff, doubled with jitter each retry; 0: 100 */
+};
+
+struct fetch_stats {
+	uint64_t bytes_fetched;
+	uint64_t requests;
+	uint64_t retries;
+	uint64_t errors;         /* chunk fetches that failed for good */
+	uint64_t fetch_ns;       /* summed wall time of successful transfers */
+};
+
+int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
+	const struct fetch_config *cfg);
+void fetcher_free(struct fetcher *f);
+void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st);
+
+/* Reads [off, off+len) of obj through the cache: hits come from disk, misses are fetched once
+ * each, the chunks of one read concurrently. Returns bytes read (short only at the object's
+ * end) or -EIO (server error, short body), -ESTALE (the object changed on the server). */
+ssize_t fetcher_read(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
+	void *buf, size_t len, uint64_t off);
+
+/* Starts fetching the absent chunks among [first, first + n) in the background and returns at
+ * once (readahead). obj's strings are copied; co gets a reference for as long as needed. */
+void fetcher_prefetch(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
+	uint64_t first, uint64_t n);
+
+/* Blocks until the chunks covering [off, off+len) are present, fetching what is absent;
+ * 0 or -errno. Used by `ferry warm` and the loader's residency call. */
+int fetcher_make_resident(struct fetcher *f, const struct remote_object *obj,
+	struct cache_object *co, uint64_t off, uint64_t len);
+
+#endif

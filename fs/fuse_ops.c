@@ -1,0 +1,2 @@
+/* placeholder: fuse_ops.c is being written */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* placeholder: io_sync.c is being written */
+#include "config.h"

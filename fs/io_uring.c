@@ -1,0 +1,2 @@
+/* placeholder: io_uring.c is being written */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* placeholder: manifest.c is being written */
+#include "config.h"

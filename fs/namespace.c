@@ -1,0 +1,2 @@
+/* placeholder: namespace.c is being written */
+#include "config.h"

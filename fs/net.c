@@ -1,0 +1,2 @@
+/* placeholder: net.c is being written */
+#include "config.h"

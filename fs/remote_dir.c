@@ -1,0 +1,2 @@
+/* placeholder: remote_dir.c is being written */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* placeholder: remote_http.c is being written */
+#include "config.h"

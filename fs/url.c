@@ -1,0 +1,2 @@
+/* placeholder: url.c is being written */
+#include "config.h"

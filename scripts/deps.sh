@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what ferry needs to build, test and demo on Debian 12. Safe to run twice.
+set -euo pipefail
+pkgs=(
+	build-essential meson ninja-build pkg-config
+	libfuse3-dev fuse3 liburing-dev libcurl4-openssl-dev libssl-dev
+	libxxhash-dev libexpat1-dev libcriterion-dev
+	nginx-light curl openssl python3 python3-numpy python3-botocore
+	openmpi-bin libopenmpi-dev
+	radosgw ceph-mon ceph-osd ceph-common
+)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+[ "$(id -u)" -eq 0 ] || { echo "deps.sh: need root to install: ${missing[*]}" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# nginx-light's package starts a system nginx on port 80; the tests run their own.
+systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
