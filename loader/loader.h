@@ -1,0 +1,68 @@
+/* loader/: token batches for training, read ahead of use from any path (fast path on a ferry
+ * mount) into a fixed ring of page-aligned (pinned, with CUDA) host buffers, and onto the GPU
+ * when a device is given. The sample order is a pure function of (seed, epoch, world size,
+ * rank); a (epoch, position) pair resumes it exactly. */
+#ifndef FERRY_LOADER_H
+#define FERRY_LOADER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum loader_format {
+	LOADER_FORMAT_AUTO = 0,   /* by content: llm.c header, Megatron .idx, else an error */
+	LOADER_FORMAT_LLMC,       /* 256 int32 header, magic 20240520 (u16) or 20240801 (u32) */
+	LOADER_FORMAT_RAW_U16,    /* headerless little-endian tokens */
+	LOADER_FORMAT_RAW_U32,
+	LOADER_FORMAT_MEGATRON,   /* .bin + .idx (MMIDIDX) */
+};
+
+struct loader_config {
+	const char *paths;        /* a glob, a directory, or a file; shards are sorted by name */
+	enum loader_format format;
+	uint32_t batch;           /* B: sequences per batch on this rank */
+	uint32_t seq_len;         /* T: a sample is T+1 consecutive tokens of one shard */
+	uint64_t seed;
+	bool shuffle;             /* false: samples in file order (validation) */
+	uint32_t rank, world_size;/* world_size 0 is taken as 1 */
+	uint32_t nr_buffers;      /* batches read ahead; 0: 4 */
+	int device;               /* -1: host only; >= 0: CUDA device to stage batches onto */
+	int verbose;
+};
+
+/* Where the order stands: the next batch is the position-th of epoch on this rank. */
+struct loader_state {
+	uint64_t epoch;
+	uint64_t position;
+};
+
+struct loader_batch {
+	const int32_t *inputs;    /* (B, T) host tokens */
+	const int32_t *targets;   /* (B, T) host tokens: inputs shifted by one */
+	int32_t *d_inputs;        /* (B, T) on the GPU when device >= 0, else NULL */
+	int32_t *d_targets;
+	void *ready_event;        /* cudaEvent_t the compute stream waits on; NULL on host */
+	struct loader_state state;/* the position of this batch */
+	double wait_ms;           /* time loader_next_batch waited for data */
+};
+
+struct loader;
+
+/* Opens the dataset (headers are read lazily, as shards are first used; sizes come from
+ * stat) and starts reading ahead. -errno with a one-line reason in errbuf. */
+int loader_open(struct loader **out, const struct loader_config *cfg, char *errbuf, size_t errlen);
+void loader_free(struct loader *l);
+/* Fills b with the next batch; its buffers stay valid until the next call. Crosses epochs by
+ * itself. 0 or -errno (a shard that turned out malformed or unreadable: -EINVAL / -EIO). */
+int loader_next_batch(struct loader *l, struct loader_batch *b);
+void loader_get_state(const struct loader *l, struct loader_state *st);
+/* Repositions so that the next batch is the one at st (exact resume). */
+int loader_seek(struct loader *l, const struct loader_state *st);
+uint64_t loader_steps_per_epoch(const struct loader *l);
+/* The vocabulary size the data declares: header[3] of our llm.c shards when set (ferry data
+ * make writes 256), else 50257 for llm.c shards, else 0 (unknown). */
+uint32_t loader_vocab_size(const struct loader *l);
+/* The read path chosen ("ferry-direct", "cufile", "io_uring", "pread"), for logs. */
+const char *loader_path_name(const struct loader *l);
+
+#endif
