@@ -65,4 +65,8 @@ uint32_t loader_vocab_size(const struct loader *l);
 /* The read path chosen ("ferry-direct", "cufile", "io_uring", "pread"), for logs. */
 const char *loader_path_name(const struct loader *l);
 
+/* `ferry data make|inspect ...`: the command line of the dataset tools (loader/data_cmd.c).
+ * Returns the process exit status. */
+int data_main(int argc, char **argv);
+
 #endif
