@@ -50,6 +50,11 @@ nr_mounts_at() { # path: how many mounts are stacked there
 		/proc/self/mountinfo
 }
 
+mounts_under() { # dir: mountpoints strictly inside it
+	awk -v p="$1/" '{ gsub(/\\040/, " ", $5); if (index($5, p) == 1) print $5 }' \
+		/proc/self/mountinfo
+}
+
 cleanup() {
 	local rc=$? m s p
 	set +e
@@ -60,6 +65,10 @@ cleanup() {
 			fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 		done < <(tac "$T/.mounts")
 	fi
+	# Anything a failed check left mounted inside $T, deepest first.
+	while read -r m; do
+		fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done < <(mounts_under "$T" | sort -r)
 	while read -r s; do
 		[ -n "$s" ] && bash "$NGINX_SH" stop "$s" 2>/dev/null
 	done <"$T/.servers"
@@ -73,8 +82,12 @@ cleanup() {
 	fi
 	if [ "${FERRY_KEEP_TMP:-0}" = 1 ]; then
 		echo "kept $T" >&2
+	elif [ -n "$(mounts_under "$T")" ]; then
+		# Never delete through a mount: it could reach a source tree.
+		echo "$TEST_NAME: still mounted under $T, left in place" >&2
+		[ "$rc" -eq 0 ] && rc=1
 	else
-		rm -rf "$T"
+		rm -rf --one-file-system "$T"
 	fi
 	exit "$rc"
 }
@@ -279,6 +292,7 @@ expect_clean_failure() {
 	timeout 60 "$@" >"$T/.out" 2>"$T/.err" </dev/null || rc=$?
 	[ "$rc" -ne 0 ] || fail "$desc: exit 0, want failure"
 	[ "$rc" -ne 124 ] || fail "$desc: still running after 60 s"
+	[ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] || fail "$desc: could not run $1"
 	[ "$rc" -lt 128 ] || fail "$desc: killed by signal $((rc - 128))"
 	local nr_lines
 	nr_lines=$(grep -c . "$T/.err" || true)
