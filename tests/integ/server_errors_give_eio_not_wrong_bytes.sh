@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A server that answers chunk reads with 5xx, a short body or a reset connection: a read
+# through the mount returns EIO or the source's bytes, never other bytes; when every range
+# read fails, reads fail with EIO, the error is counted, and the mount stays up.
+# Server: tests/lib/faultserver.py --root DIR --port-file F --mode 500|short|reset
+# [--every N] (faults hit ranged GETs, every Nth of them; listings and HEADs are served).
+. "$(dirname "$0")/lib.sh"
+need_fuse
+FAULTSERVER=$FERRY_SRC/tests/lib/faultserver.py
+[ -f "$FAULTSERVER" ] || fail "no $FAULTSERVER"
+make_tree "$T/src" a.bin:3M b.bin:1M c.bin:100K
+
+start_faultserver() { # mode every
+	rm -f "$T/port"
+	"$PY" "$FAULTSERVER" --root "$T/src" --port-file "$T/port" --mode "$1" --every "$2" \
+		>"$T/fault-$1-$2.log" 2>&1 &
+	FAULT_PID=$!
+	echo "$FAULT_PID" >>"$T/.pids"
+	for _ in $(seq 100); do
+		[ -s "$T/port" ] && break
+		kill -0 "$FAULT_PID" 2>/dev/null || { cat "$T/fault-$1-$2.log" >&2; fail "faultserver died"; }
+		sleep 0.05
+	done
+	[ -s "$T/port" ] || fail "faultserver wrote no port"
+	FPORT=$(cat "$T/port")
+}
+
+# check_reads.py SRC MNT WANT: reads each file whole and at odd offsets; WANT is "eio"
+# (every read must fail with EIO) or "eio-or-right" (each read is EIO or the source's bytes).
+cat >"$T/check_reads.py" <<'PY'
+import errno, os, sys
+src, mnt, want = sys.argv[1:4]
+nr_eio = nr_ok = 0
+for name in sorted(os.listdir(src)):
+    size = os.path.getsize(os.path.join(src, name))
+    ref = open(os.path.join(src, name), "rb").read()
+    for off, n in ((0, size), (size // 3, 70000), (size - 10, 4096), (12345, 1 << 20)):
+        fd = os.open(os.path.join(mnt, name), os.O_RDONLY)
+        try:
+            got = os.pread(fd, n, off)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                sys.exit("%s read %d at %d: %s, want EIO" % (name, n, off, e))
+            nr_eio += 1
+            continue
+        finally:
+            os.close(fd)
+        if got != ref[off:off + n]:
+            sys.exit("%s read %d at %d: WRONG BYTES (%d bytes returned)" % (name, n, off, len(got)))
+        if want == "eio":
+            sys.exit("%s read %d at %d succeeded from a server failing every range read" %
+                     (name, n, off))
+        nr_ok += 1
+print("%d reads EIO, %d reads right" % (nr_eio, nr_ok))
+PY
+
+for mode in 500 short reset; do
+	log "mode $mode, every range read"
+	start_faultserver "$mode" 1
+	mount_ferry "http://127.0.0.1:$FPORT/" "$T/mnt-$mode" --chunk-size 1M \
+		--cache-dir "$T/cache-$mode-1"
+	timeout 120 "$PY" "$T/check_reads.py" "$T/src" "$T/mnt-$mode" eio ||
+		fail "mode $mode: see above"
+	ls "$T/mnt-$mode" >/dev/null || fail "mode $mode: the mount died"
+	errors=$(stat_json "$T/mnt-$mode" errors)
+	[ "$errors" -gt 0 ] || fail "mode $mode: no errors counted"
+	umount_ferry "$T/mnt-$mode"
+	kill "$FAULT_PID"; wait "$FAULT_PID" 2>/dev/null || true
+
+	log "mode $mode, every third range read"
+	start_faultserver "$mode" 3
+	mount_ferry "http://127.0.0.1:$FPORT/" "$T/mnt-$mode" --chunk-size 1M \
+		--cache-dir "$T/cache-$mode-3"
+	timeout 120 "$PY" "$T/check_reads.py" "$T/src" "$T/mnt-$mode" eio-or-right ||
+		fail "mode $mode every 3: see above"
+	umount_ferry "$T/mnt-$mode"
+	kill "$FAULT_PID"; wait "$FAULT_PID" 2>/dev/null || true
+done
+pass
