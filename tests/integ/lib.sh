@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared harness of the integration tests: sourced by each tests/integ/*.sh. It makes a temp
 # dir, starts loopback servers, mounts ferry, and undoes all of it on exit, whatever happens.
 #   . "$(dirname "$0")/lib.sh"; need_fuse; make_tree "$T/src" ...; serve_nginx "$T/src"
