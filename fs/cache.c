@@ -61,15 +61,15 @@
  * the cache is opened, so disk use matches the maps.
  */
 
-#define META_NAME "meta"
-#define META_MAGIC "ferry-cache 1"
-#define MAP_MAGIC "FERRYMAP"
-#define MAP_FORMAT 1
-#define MAP_HEADER_BYTES 64
-#define MAP_RECORD_BYTES 32
-#define MAP_ALIGN 512
-#define REC_PRESENT 1u
-#define MAX_PATH_BYTES 16384
+#define META_NAME	  "meta"
+#define META_MAGIC	  "ferry-cache 1"
+#define MAP_MAGIC	  "FERRYMAP"
+#define MAP_FORMAT	  1
+#define MAP_HEADER_BYTES  64
+#define MAP_RECORD_BYTES  32
+#define MAP_ALIGN	  512
+#define REC_PRESENT	  1u
+#define MAX_PATH_BYTES	  16384
 #define MAX_VERSION_BYTES 1024
 
 struct map_header {
@@ -149,7 +149,7 @@ struct chunk {
 	struct chunk *lru_prev, *lru_next; /* c->lru; lru_next also chains a victim list */
 	struct cache_object *obj;
 	struct flight *flight;
-	uint64_t sum;   /* XXH3-64 of its bytes, when PRESENT */
+	uint64_t sum;	/* XXH3-64 of its bytes, when PRESENT */
 	uint64_t stamp; /* last use, c->clock */
 	uint32_t pins;
 	uint8_t state;
@@ -171,14 +171,14 @@ struct cache_object {
 	/* protected by c->lock */
 	unsigned refs;
 	bool stale, dead;
-	struct cache_object *hash_next;            /* c->table bucket, keyed by path */
-	struct cache_object *all_prev, *all_next;  /* c->all, every object until freed */
-	struct cache_object *stale_next;           /* c->stale, while stale */
-	struct cache_object *dirty_next;           /* c->dirty, when on_dirty */
+	struct cache_object *hash_next;		  /* c->table bucket, keyed by path */
+	struct cache_object *all_prev, *all_next; /* c->all, every object until freed */
+	struct cache_object *stale_next;	  /* c->stale, while stale */
+	struct cache_object *dirty_next;	  /* c->dirty, when on_dirty */
 	bool on_dirty;
-	uint64_t dirty_lo, dirty_hi;               /* records to rewrite: [lo, hi) */
+	uint64_t dirty_lo, dirty_hi; /* records to rewrite: [lo, hi) */
 	uint64_t cached_bytes;
-	struct chunk *chunks;                      /* nr_chunks */
+	struct chunk *chunks; /* nr_chunks */
 
 	/* protected by io_lock; data_fd is read without it by holders of a reference */
 	pthread_mutex_t io_lock;
@@ -197,12 +197,12 @@ struct cache {
 	pthread_mutex_t lock;
 	struct cache_object **table; /* current objects by path hash; nr_buckets a power of 2 */
 	size_t nr_buckets, nr_in_table;
-	struct cache_object *all;    /* every object, current, stale or being deleted */
-	struct cache_object *stale;  /* stale objects: still read, or being deleted */
-	struct cache_object *dirty;  /* objects with records to write */
-	struct chunk lru;            /* list head: lru.lru_next is the least recently used */
+	struct cache_object *all;   /* every object, current, stale or being deleted */
+	struct cache_object *stale; /* stale objects: still read, or being deleted */
+	struct cache_object *dirty; /* objects with records to write */
+	struct chunk lru;	    /* list head: lru.lru_next is the least recently used */
 	uint64_t clock;
-	struct cache_stats st;       /* used_bytes also counts fills in progress */
+	struct cache_stats st; /* used_bytes also counts fills in progress */
 };
 
 /* ---- small helpers ---- */
@@ -487,8 +487,8 @@ static void obj_destroy(struct cache_object *o)
 	free(o);
 }
 
-static struct cache_object *obj_new(struct cache *c, const char *path, const char *version,
-	uint64_t size, uint64_t key_hash)
+static struct cache_object *obj_new(
+	struct cache *c, const char *path, const char *version, uint64_t size, uint64_t key_hash)
 {
 	struct cache_object *o = calloc(1, sizeof(*o));
 	size_t prefix_bytes = strlen(path) + strlen(version) + MAP_HEADER_BYTES;
@@ -508,8 +508,8 @@ static struct cache_object *obj_new(struct cache *c, const char *path, const cha
 	if (asprintf(&o->data_path, "%s/%02x/%016" PRIx64 ".data", c->dir,
 		    (unsigned)(key_hash >> 56), key_hash) < 0)
 		o->data_path = NULL;
-	if (asprintf(&o->map_path, "%s/%02x/%016" PRIx64 ".map", c->dir,
-		    (unsigned)(key_hash >> 56), key_hash) < 0)
+	if (asprintf(&o->map_path, "%s/%02x/%016" PRIx64 ".map", c->dir, (unsigned)(key_hash >> 56),
+		    key_hash) < 0)
 		o->map_path = NULL;
 	if (!o->path || !o->version || !o->chunks || !o->data_path || !o->map_path) {
 		obj_destroy(o);
@@ -525,7 +525,7 @@ static struct cache_object *obj_new(struct cache *c, const char *path, const cha
 static int obj_create_files(struct cache_object *o)
 {
 	struct cache *c = o->cache;
-	struct map_header h = { .format = MAP_FORMAT };
+	struct map_header h = {.format = MAP_FORMAT};
 	size_t pl = strlen(o->path), vl = strlen(o->version);
 	char *buf = NULL, dir[PATH_MAX];
 	ssize_t n;
@@ -561,8 +561,8 @@ static int obj_create_files(struct cache_object *o)
 	free(buf);
 	if (n < 0)
 		return (int)n;
-	rc = ftruncate(o->map_fd,
-		(off_t)(o->records_off + o->nr_chunks * (uint64_t)MAP_RECORD_BYTES));
+	rc = ftruncate(
+		o->map_fd, (off_t)(o->records_off + o->nr_chunks * (uint64_t)MAP_RECORD_BYTES));
 	if (rc < 0)
 		return -errno;
 	o->files_exist = true;
@@ -694,7 +694,7 @@ static void evict_victims(struct cache *c, struct chunk *victims)
 		struct chunk *ch = victims;
 		struct cache_object *o = ch->obj;
 		uint64_t idx = chunk_idx(ch), len = chunk_len(o, idx);
-		struct map_record zero = { 0 };
+		struct map_record zero = {0};
 		ssize_t n;
 
 		victims = ch->lru_next;
@@ -1126,8 +1126,8 @@ static int obj_sync(struct cache *c, struct cache_object *o)
 		mark_dirty(c, o, new_hi - 1);
 	}
 	pthread_mutex_unlock(&c->lock);
-	n = c->io->pwrite(o->map_fd, recs, (hi - lo) * sizeof(*recs),
-		o->records_off + lo * MAP_RECORD_BYTES);
+	n = c->io->pwrite(
+		o->map_fd, recs, (hi - lo) * sizeof(*recs), o->records_off + lo * MAP_RECORD_BYTES);
 	if (n < 0) {
 		rc = (int)n;
 		goto restore;
@@ -1238,8 +1238,8 @@ static int meta_open(struct cache *c, char *errbuf, size_t errlen)
 
 			close(tfd);
 			unlink(tmp);
-			return errf(errbuf, errlen, -err, "cannot write %s: %s", tmp,
-				strerror(err));
+			return errf(
+				errbuf, errlen, -err, "cannot write %s: %s", tmp, strerror(err));
 		}
 		close(tfd);
 		/* link() fails if another process made the meta file meanwhile: read theirs */
@@ -1247,8 +1247,8 @@ static int meta_open(struct cache *c, char *errbuf, size_t errlen)
 			int err = errno;
 
 			unlink(tmp);
-			return errf(errbuf, errlen, -err, "cannot create %s: %s", path,
-				strerror(err));
+			return errf(
+				errbuf, errlen, -err, "cannot create %s: %s", path, strerror(err));
 		}
 		unlink(tmp);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -1362,8 +1362,8 @@ static struct cache_object *map_load(struct cache *c, const char *map_path)
 	if (c->io->pread(mfd, path, h.path_bytes, MAP_HEADER_BYTES) != (ssize_t)h.path_bytes ||
 		c->io->pread(mfd, version, h.version_bytes, MAP_HEADER_BYTES + h.path_bytes) !=
 			(ssize_t)h.version_bytes ||
-		header_sum_of(&h, path, version) != h.header_sum ||
-		strlen(path) != h.path_bytes || strlen(version) != h.version_bytes ||
+		header_sum_of(&h, path, version) != h.header_sum || strlen(path) != h.path_bytes ||
+		strlen(version) != h.version_bytes ||
 		key_hash_of(path, version, h.object_size) != h.key_hash) {
 		why = "header checksum mismatch";
 		goto bad;
@@ -1498,7 +1498,8 @@ static int cache_load(struct cache *c)
 				/* a data file whose map is gone (removed mid-way): an orphan */
 				char map[PATH_MAX + 32];
 
-				snprintf(map, sizeof(map), "%.*s.map", (int)(strlen(path) - 5), path);
+				snprintf(map, sizeof(map), "%.*s.map", (int)(strlen(path) - 5),
+					path);
 				if (access(map, F_OK) < 0 && errno == ENOENT)
 					unlink(path);
 				continue;

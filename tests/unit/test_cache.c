@@ -54,8 +54,7 @@ static unsigned char src_byte(const char *path, const char *version, uint64_t k)
 	return (unsigned char)h;
 }
 
-static void src_fill(const char *path, const char *version, uint64_t off, void *buf,
-	size_t len)
+static void src_fill(const char *path, const char *version, uint64_t off, void *buf, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
 		((unsigned char *)buf)[i] = src_byte(path, version, off + i);
@@ -63,8 +62,8 @@ static void src_fill(const char *path, const char *version, uint64_t off, void *
 
 static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
 {
-	struct cache_config cfg = { .dir = tmp_dir, .max_bytes = max_bytes, .chunk_bytes = CB,
-		.io = io };
+	struct cache_config cfg = {
+		.dir = tmp_dir, .max_bytes = max_bytes, .chunk_bytes = CB, .io = io};
 	struct cache *c = NULL;
 	char err[256] = "";
 	int rc = cache_open(&c, &cfg, err, sizeof(err));
@@ -73,8 +72,8 @@ static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
 	return c;
 }
 
-static struct cache_object *open_obj(struct cache *c, const char *path, uint64_t size,
-	const char *version)
+static struct cache_object *open_obj(
+	struct cache *c, const char *path, uint64_t size, const char *version)
 {
 	struct cache_object *o = NULL;
 	int rc = cache_object_open(c, path, size, version, &o);
@@ -91,8 +90,8 @@ static size_t len_of(struct cache_object *o, uint64_t idx)
 }
 
 /* The fetcher's part, with the oracle's bytes. */
-static int fill_from_src(struct cache_object *o, const char *path, const char *version,
-	uint64_t idx)
+static int fill_from_src(
+	struct cache_object *o, const char *path, const char *version, uint64_t idx)
 {
 	size_t len = len_of(o, idx);
 	void *buf = malloc(len);
@@ -107,16 +106,14 @@ static int fill_from_src(struct cache_object *o, const char *path, const char *v
 
 /* Acquires chunk idx (fetching it from the oracle on a miss), checks its bytes against the
  * oracle and leaves it pinned. Returns CACHE_HIT or CACHE_FETCH. */
-static int get_chunk(struct cache_object *o, const char *path, const char *version,
-	uint64_t idx)
+static int get_chunk(struct cache_object *o, const char *path, const char *version, uint64_t idx)
 {
 	size_t len = len_of(o, idx);
 	unsigned char *got = malloc(len), *want = malloc(len);
 	int rc = cache_chunk_acquire(o, idx, true);
 
 	cr_assert(got && want);
-	cr_assert(rc == CACHE_HIT || rc == CACHE_FETCH, "acquire %lu: %d", (unsigned long)idx,
-		rc);
+	cr_assert(rc == CACHE_HIT || rc == CACHE_FETCH, "acquire %lu: %d", (unsigned long)idx, rc);
 	if (rc == CACHE_FETCH)
 		cr_assert_eq(fill_from_src(o, path, version, idx), 0);
 	cr_assert_eq(cache_object_read(o, got, len, idx * CB), (ssize_t)len);
@@ -128,8 +125,8 @@ static int get_chunk(struct cache_object *o, const char *path, const char *versi
 	return rc;
 }
 
-static int get_and_release(struct cache_object *o, const char *path, const char *version,
-	uint64_t idx)
+static int get_and_release(
+	struct cache_object *o, const char *path, const char *version, uint64_t idx)
 {
 	int rc = get_chunk(o, path, version, idx);
 
@@ -177,8 +174,8 @@ Test(cache, first_acquire_fetches_and_second_hits)
 		struct cache_object *o = open_obj(c, "/a/b.bin", 3 * CB, "etag-1");
 
 		cr_assert_eq(get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_FETCH);
-		cr_assert_eq(get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_HIT, "%s",
-			io[b]->name);
+		cr_assert_eq(
+			get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_HIT, "%s", io[b]->name);
 		cr_assert_eq(stats(c).hits, 1);
 		cr_assert_eq(stats(c).misses, 1);
 		cr_assert_eq(cache_object_cached_bytes(o), CB);
@@ -233,7 +230,7 @@ Test(cache, many_threads_on_one_absent_chunk_make_exactly_one_fetcher)
 {
 	enum { N = 12 };
 	struct cache *c = open_cache(NULL, 0);
-	struct crowd cw = { .o = open_obj(c, "/crowd", 4 * CB, "v") };
+	struct crowd cw = {.o = open_obj(c, "/crowd", 4 * CB, "v")};
 	pthread_t tids[N];
 
 	pthread_barrier_init(&cw.start, NULL, N);
@@ -280,7 +277,7 @@ Test(cache, waiters_get_the_error_of_a_failed_fetch)
 	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_FETCH);
 	cr_assert_eq(cache_chunk_acquire(o, 0, false), -EAGAIN);
 	for (int i = 0; i < N; i++) {
-		w[i] = (struct waiter){ .o = o, .started = &started };
+		w[i] = (struct waiter){.o = o, .started = &started};
 		cr_assert_eq(pthread_create(&tids[i], NULL, waiter_thread, &w[i]), 0);
 	}
 	while (atomic_load(&started) < N)
@@ -313,7 +310,7 @@ Test(cache, waiters_become_fetchers_after_a_failed_fill)
 	/* Limit one chunk, two pinned: a third fill cannot keep within one chunk over. */
 	struct cache *c = open_cache(NULL, CB);
 	struct cache_object *o = open_obj(c, "/full", 3 * CB, "v");
-	struct waiter w = { .o = o };
+	struct waiter w = {.o = o};
 	atomic_int started = 0;
 	pthread_t tid;
 
@@ -400,7 +397,7 @@ struct worker {
 	atomic_int *over;
 };
 
-static const char *const work_paths[3] = { "/w0", "/w1", "/w2" };
+static const char *const work_paths[3] = {"/w0", "/w1", "/w2"};
 
 static void *work_thread(void *p)
 {
@@ -460,8 +457,8 @@ Test(cache, limit_is_never_exceeded_by_more_than_one_chunk_under_random_load)
 	objs[1] = open_obj(c, work_paths[1], 7 * CB + 1000, "v");
 	objs[2] = open_obj(c, work_paths[2], 3000, "v");
 	for (int t = 0; t < NR_THREADS; t++) {
-		w[t] = (struct worker){ .c = c, .seed = 0x1234567ull * (t + 1), .bad = &bad,
-			.over = &over };
+		w[t] = (struct worker){
+			.c = c, .seed = 0x1234567ull * (t + 1), .bad = &bad, .over = &over};
 		memcpy(w[t].objs, objs, sizeof(objs));
 		cr_assert_eq(pthread_create(&tids[t], NULL, work_thread, &w[t]), 0);
 	}
@@ -586,7 +583,7 @@ Test(cache, unsynced_chunks_are_absent_after_reopen)
 
 Test(cache, cache_made_with_another_chunk_size_is_refused)
 {
-	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = 2 * CB };
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = 2 * CB};
 	struct cache *c = open_cache(NULL, 0), *c2 = NULL;
 	char err[256] = "";
 
@@ -602,7 +599,7 @@ Test(cache, cache_made_with_another_chunk_size_is_refused)
 Test(cache, second_process_on_one_cache_is_refused)
 {
 	struct cache *c = open_cache(NULL, 0);
-	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = CB };
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB};
 	struct cache *c2 = NULL;
 	char err[256] = "";
 	pid_t pid;
@@ -745,7 +742,7 @@ Test(cache, eviction_reaches_objects_not_opened_since_restart_in_lru_order)
 
 Test(cache, bad_arguments_are_refused)
 {
-	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = 32u << 10 };
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = 32u << 10};
 	struct cache *c = NULL;
 	struct cache_object *o;
 	char err[256] = "";
@@ -755,7 +752,7 @@ Test(cache, bad_arguments_are_refused)
 	c = open_cache(NULL, 0);
 	o = open_obj(c, "/x", CB, "v");
 	cr_assert_eq(cache_chunk_fill(o, 0, err, 10), -EINVAL); /* not the fetcher */
-	cache_chunk_release(o, 0);                              /* not pinned: ignored */
+	cache_chunk_release(o, 0);				/* not pinned: ignored */
 	cache_object_unref(o);
 	cache_free(c);
 	cache_free(NULL);
