@@ -22,7 +22,8 @@ struct cache_config {
 };
 
 struct cache_stats {
-	uint64_t used_bytes;          /* bytes of present chunks, all objects */
+	uint64_t used_bytes;          /* bytes of present chunks, all objects, and of fills
+	                               * in progress */
 	uint64_t max_bytes;
 	uint64_t nr_objects;
 	uint64_t nr_chunks;           /* present */
@@ -32,8 +33,10 @@ struct cache_stats {
 };
 
 /* Opens (or creates) the cache in cfg->dir and loads the maps left by earlier runs. A cache
- * made with another chunk size is refused. -errno, with a one-line reason in errbuf. */
+ * made with another chunk size is refused (-EINVAL), as is a cache another process has open
+ * (-EBUSY). -errno, with a one-line reason in errbuf. Chunks over max_bytes are evicted. */
 int cache_open(struct cache **out, const struct cache_config *cfg, char *errbuf, size_t errlen);
+/* Does not sync: chunks filled since the last cache_sync are absent after a reopen. */
 void cache_free(struct cache *c);
 uint32_t cache_chunk_bytes(const struct cache *c);
 void cache_get_stats(struct cache *c, struct cache_stats *st);
@@ -65,7 +68,9 @@ int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait);
 /* Fetcher only: stores the chunk's bytes (chunk_bytes, shorter for the last chunk), makes it
  * visible once written, and wakes the waiters. The caller keeps it pinned, as on a hit. May
  * evict least-recently used unpinned chunks first. On failure (-ENOSPC, -EIO) the chunk stays
- * absent and the waiters retry as fetchers; the caller still owns its buffer. */
+ * absent and the waiters retry as fetchers; the caller still owns its buffer. -ENOSPC also
+ * when pinned chunks and other fills in progress leave no room within one chunk over
+ * max_bytes. -EINVAL (nothing changes) when the caller is not the fetcher or len is wrong. */
 int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size_t len);
 /* Fetcher only: the fetch failed with err (-errno); waiters get err. */
 void cache_chunk_fail(struct cache_object *o, uint64_t idx, int err);

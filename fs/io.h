@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Every call blocks until done and may be made from any thread at once. */
 struct io_backend {
 	const char *name;
 	/* Reads up to len bytes at off; returns bytes read (short only at end of file) or -errno. */

@@ -1,0 +1,760 @@
+/* Tests of the chunk cache: single flight, eviction, persistence and verification, on real
+ * files under /tmp with both disk I/O backends. */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fs/cache.h"
+#include "fs/io.h"
+
+#define CB (64u << 10) /* the smallest chunk size keeps tests small */
+
+static char tmp_dir[64];
+
+static void setup(void)
+{
+	strcpy(tmp_dir, "/tmp/ferry-test-cache-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmp_dir));
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
+	if (system(cmd) != 0)
+		cr_log_warn("could not remove %s", tmp_dir);
+}
+
+TestSuite(cache, .init = setup, .fini = teardown);
+
+/* The independent oracle: byte k of object (path, version) is a hash of all three. */
+static unsigned char src_byte(const char *path, const char *version, uint64_t k)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (const char *p = path; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	for (const char *p = version; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h ^= k * 0x9e3779b97f4a7c15ull;
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
+	return (unsigned char)h;
+}
+
+static void src_fill(const char *path, const char *version, uint64_t off, void *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		((unsigned char *)buf)[i] = src_byte(path, version, off + i);
+}
+
+static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
+{
+	struct cache_config cfg = {
+		.dir = tmp_dir, .max_bytes = max_bytes, .chunk_bytes = CB, .io = io};
+	struct cache *c = NULL;
+	char err[256] = "";
+	int rc = cache_open(&c, &cfg, err, sizeof(err));
+
+	cr_assert_eq(rc, 0, "cache_open: %d %s", rc, err);
+	return c;
+}
+
+static struct cache_object *open_obj(
+	struct cache *c, const char *path, uint64_t size, const char *version)
+{
+	struct cache_object *o = NULL;
+	int rc = cache_object_open(c, path, size, version, &o);
+
+	cr_assert_eq(rc, 0, "cache_object_open %s: %d", path, rc);
+	return o;
+}
+
+static size_t len_of(struct cache_object *o, uint64_t idx)
+{
+	uint64_t size = cache_object_size(o), off = idx * CB;
+
+	return size - off < CB ? (size_t)(size - off) : CB;
+}
+
+/* The fetcher's part, with the oracle's bytes. */
+static int fill_from_src(
+	struct cache_object *o, const char *path, const char *version, uint64_t idx)
+{
+	size_t len = len_of(o, idx);
+	void *buf = malloc(len);
+	int rc;
+
+	cr_assert_not_null(buf);
+	src_fill(path, version, idx * CB, buf, len);
+	rc = cache_chunk_fill(o, idx, buf, len);
+	free(buf);
+	return rc;
+}
+
+/* Acquires chunk idx (fetching it from the oracle on a miss), checks its bytes against the
+ * oracle and leaves it pinned. Returns CACHE_HIT or CACHE_FETCH. */
+static int get_chunk(struct cache_object *o, const char *path, const char *version, uint64_t idx)
+{
+	size_t len = len_of(o, idx);
+	unsigned char *got = malloc(len), *want = malloc(len);
+	int rc = cache_chunk_acquire(o, idx, true);
+
+	cr_assert(got && want);
+	cr_assert(rc == CACHE_HIT || rc == CACHE_FETCH, "acquire %lu: %d", (unsigned long)idx, rc);
+	if (rc == CACHE_FETCH)
+		cr_assert_eq(fill_from_src(o, path, version, idx), 0);
+	cr_assert_eq(cache_object_read(o, got, len, idx * CB), (ssize_t)len);
+	src_fill(path, version, idx * CB, want, len);
+	cr_assert_eq(memcmp(got, want, len), 0, "chunk %lu of %s has wrong bytes",
+		(unsigned long)idx, path);
+	free(got);
+	free(want);
+	return rc;
+}
+
+static int get_and_release(
+	struct cache_object *o, const char *path, const char *version, uint64_t idx)
+{
+	int rc = get_chunk(o, path, version, idx);
+
+	cache_chunk_release(o, idx);
+	return rc;
+}
+
+static const struct io_backend *const *backends(int *n)
+{
+	static const struct io_backend *list[2];
+
+	*n = 0;
+	list[(*n)++] = &io_sync_backend;
+#if HAVE_IO_URING
+	if (io_default() == &io_uring_backend)
+		list[(*n)++] = &io_uring_backend;
+#endif
+	return list;
+}
+
+static struct cache_stats stats(struct cache *c)
+{
+	struct cache_stats st;
+
+	cache_get_stats(c, &st);
+	return st;
+}
+
+/* Bytes the file really occupies on disk. */
+static uint64_t disk_bytes(const char *path)
+{
+	struct stat sb;
+
+	cr_assert_eq(stat(path, &sb), 0, "stat %s: %s", path, strerror(errno));
+	return (uint64_t)sb.st_blocks * 512;
+}
+
+Test(cache, first_acquire_fetches_and_second_hits)
+{
+	int nr;
+	const struct io_backend *const *io = backends(&nr);
+
+	for (int b = 0; b < nr; b++) {
+		struct cache *c = open_cache(io[b], 0);
+		struct cache_object *o = open_obj(c, "/a/b.bin", 3 * CB, "etag-1");
+
+		cr_assert_eq(get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_FETCH);
+		cr_assert_eq(
+			get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_HIT, "%s", io[b]->name);
+		cr_assert_eq(stats(c).hits, 1);
+		cr_assert_eq(stats(c).misses, 1);
+		cr_assert_eq(cache_object_cached_bytes(o), CB);
+		cache_object_unref(o);
+		cache_free(c);
+		teardown();
+		setup();
+	}
+}
+
+struct crowd {
+	struct cache_object *o;
+	pthread_barrier_t start;
+	atomic_int nr_fetchers, nr_ok, nr_bad;
+	atomic_int result_err;
+	int fill; /* 1: the fetcher fills; 0: the fetcher fails with -ECONNRESET */
+};
+
+static void *crowd_thread(void *p)
+{
+	struct crowd *cw = p;
+	unsigned char got[512];
+	int rc;
+
+	pthread_barrier_wait(&cw->start);
+	rc = cache_chunk_acquire(cw->o, 2, true);
+	if (rc == CACHE_FETCH) {
+		atomic_fetch_add(&cw->nr_fetchers, 1);
+		usleep(100000); /* let the others pile up behind this fetch */
+		if (fill_from_src(cw->o, "/crowd", "v", 2) != 0) {
+			atomic_fetch_add(&cw->nr_bad, 1);
+			return NULL;
+		}
+	} else if (rc != CACHE_HIT) {
+		atomic_fetch_add(&cw->nr_bad, 1);
+		return NULL;
+	}
+	if (cache_object_read(cw->o, got, sizeof(got), 2 * CB + 100) != (ssize_t)sizeof(got))
+		atomic_fetch_add(&cw->nr_bad, 1);
+	for (size_t i = 0; i < sizeof(got); i++) {
+		if (got[i] != src_byte("/crowd", "v", 2 * CB + 100 + i)) {
+			atomic_fetch_add(&cw->nr_bad, 1);
+			break;
+		}
+	}
+	cache_chunk_release(cw->o, 2);
+	atomic_fetch_add(&cw->nr_ok, 1);
+	return NULL;
+}
+
+Test(cache, many_threads_on_one_absent_chunk_make_exactly_one_fetcher)
+{
+	enum { N = 12 };
+	struct cache *c = open_cache(NULL, 0);
+	struct crowd cw = {.o = open_obj(c, "/crowd", 4 * CB, "v")};
+	pthread_t tids[N];
+
+	pthread_barrier_init(&cw.start, NULL, N);
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(pthread_create(&tids[i], NULL, crowd_thread, &cw), 0);
+	for (int i = 0; i < N; i++)
+		pthread_join(tids[i], NULL);
+	cr_assert_eq(atomic_load(&cw.nr_fetchers), 1);
+	cr_assert_eq(atomic_load(&cw.nr_bad), 0);
+	cr_assert_eq(atomic_load(&cw.nr_ok), N);
+	cr_assert_eq(stats(c).misses, 1);
+	cr_assert_eq(stats(c).hits, N - 1);
+	pthread_barrier_destroy(&cw.start);
+	cache_object_unref(cw.o);
+	cache_free(c);
+}
+
+struct waiter {
+	struct cache_object *o;
+	atomic_int *started;
+	int rc;
+};
+
+static void *waiter_thread(void *p)
+{
+	struct waiter *w = p;
+
+	atomic_fetch_add(w->started, 1);
+	w->rc = cache_chunk_acquire(w->o, 0, true);
+	if (w->rc == CACHE_FETCH)
+		cache_chunk_fail(w->o, 0, -EPIPE); /* a late thread: not what the test wants */
+	return NULL;
+}
+
+Test(cache, waiters_get_the_error_of_a_failed_fetch)
+{
+	enum { N = 6 };
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/err", CB, "v");
+	struct waiter w[N];
+	pthread_t tids[N];
+	atomic_int started = 0;
+
+	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_FETCH);
+	cr_assert_eq(cache_chunk_acquire(o, 0, false), -EAGAIN);
+	for (int i = 0; i < N; i++) {
+		w[i] = (struct waiter){.o = o, .started = &started};
+		cr_assert_eq(pthread_create(&tids[i], NULL, waiter_thread, &w[i]), 0);
+	}
+	while (atomic_load(&started) < N)
+		usleep(1000);
+	usleep(300000); /* they are asleep in acquire by now */
+	cache_chunk_fail(o, 0, -ECONNRESET);
+	for (int i = 0; i < N; i++) {
+		pthread_join(tids[i], NULL);
+		cr_assert_eq(w[i].rc, -ECONNRESET, "waiter %d got %d", i, w[i].rc);
+	}
+	/* The chunk is absent: the next acquirer fetches it. */
+	cr_assert_eq(get_and_release(o, "/err", "v", 0), CACHE_FETCH);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+static void *retry_thread(void *p)
+{
+	struct waiter *w = p;
+
+	atomic_fetch_add(w->started, 1);
+	w->rc = cache_chunk_acquire(w->o, 2, true);
+	if (w->rc == CACHE_FETCH)
+		cache_chunk_fail(w->o, 2, -EIO);
+	return NULL;
+}
+
+Test(cache, waiters_become_fetchers_after_a_failed_fill)
+{
+	/* Limit one chunk, two pinned: a third fill cannot keep within one chunk over. */
+	struct cache *c = open_cache(NULL, CB);
+	struct cache_object *o = open_obj(c, "/full", 3 * CB, "v");
+	struct waiter w = {.o = o};
+	atomic_int started = 0;
+	pthread_t tid;
+
+	w.started = &started;
+	get_chunk(o, "/full", "v", 0);
+	get_chunk(o, "/full", "v", 1);
+	cr_assert_eq(cache_chunk_acquire(o, 2, true), CACHE_FETCH);
+	cr_assert_eq(pthread_create(&tid, NULL, retry_thread, &w), 0);
+	while (atomic_load(&started) < 1)
+		usleep(1000);
+	usleep(200000);
+	cr_assert_eq(fill_from_src(o, "/full", "v", 2), -ENOSPC);
+	pthread_join(tid, NULL);
+	cr_assert_eq(w.rc, CACHE_FETCH, "the waiter got %d", w.rc);
+	cr_assert_leq(stats(c).used_bytes, CB + CB);
+	cache_chunk_release(o, 0);
+	cache_chunk_release(o, 1);
+	/* With the pins gone there is room again. */
+	cr_assert_eq(get_and_release(o, "/full", "v", 2), CACHE_FETCH);
+	cr_assert_leq(stats(c).used_bytes, CB);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, evicts_least_recently_used_chunk)
+{
+	struct cache *c = open_cache(NULL, 3 * CB);
+	struct cache_object *a = open_obj(c, "/a", 4 * CB, "v");
+	struct cache_object *b = open_obj(c, "/b", 4 * CB, "v");
+
+	get_and_release(a, "/a", "v", 0);
+	get_and_release(b, "/b", "v", 0);
+	get_and_release(a, "/a", "v", 1);
+	cr_assert_eq(get_and_release(a, "/a", "v", 0), CACHE_HIT); /* /a 0 is now the newest */
+	get_and_release(b, "/b", "v", 1); /* evicts /b 0, the least recently used */
+	cr_assert_eq(stats(c).evictions, 1);
+	get_and_release(b, "/b", "v", 2); /* evicts /a 1 */
+	cr_assert_eq(stats(c).evictions, 2);
+	cr_assert_eq(cache_chunk_acquire(b, 0, false), CACHE_FETCH);
+	cache_chunk_fail(b, 0, -EIO);
+	cr_assert_eq(cache_chunk_acquire(a, 1, false), CACHE_FETCH);
+	cache_chunk_fail(a, 1, -EIO);
+	cr_assert_eq(get_and_release(a, "/a", "v", 0), CACHE_HIT);
+	cr_assert_eq(get_and_release(b, "/b", "v", 1), CACHE_HIT);
+	cr_assert_eq(get_and_release(b, "/b", "v", 2), CACHE_HIT);
+	cr_assert_eq(stats(c).used_bytes, 3 * CB);
+	/* Evicted bytes are holes: the data files hold 1 and 2 chunks. */
+	cr_assert_eq(disk_bytes(cache_object_data_path(a)), CB);
+	cr_assert_eq(disk_bytes(cache_object_data_path(b)), 2 * CB);
+	cache_object_unref(a);
+	cache_object_unref(b);
+	cache_free(c);
+}
+
+Test(cache, pinned_chunks_are_never_evicted)
+{
+	struct cache *c = open_cache(NULL, 2 * CB);
+	struct cache_object *o = open_obj(c, "/pin", 10 * CB, "v");
+	unsigned char got[64];
+
+	get_chunk(o, "/pin", "v", 0); /* stays pinned */
+	for (uint64_t i = 1; i < 10; i++) {
+		get_and_release(o, "/pin", "v", i);
+		cr_assert_leq(stats(c).used_bytes, 2 * CB + CB);
+	}
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), 10), (ssize_t)sizeof(got));
+	for (size_t i = 0; i < sizeof(got); i++)
+		cr_assert_eq(got[i], src_byte("/pin", "v", 10 + i));
+	/* Releasing is a use: chunk 0 is now newer than 9, so 9 goes first. */
+	cache_chunk_release(o, 0);
+	get_and_release(o, "/pin", "v", 1);
+	cr_assert_eq(cache_chunk_acquire(o, 9, false), CACHE_FETCH);
+	cache_chunk_fail(o, 9, -EIO);
+	cr_assert_eq(get_and_release(o, "/pin", "v", 0), CACHE_HIT);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+struct worker {
+	struct cache *c;
+	struct cache_object *objs[3];
+	uint64_t seed;
+	atomic_int *bad;
+	atomic_int *over;
+};
+
+static const char *const work_paths[3] = {"/w0", "/w1", "/w2"};
+
+static void *work_thread(void *p)
+{
+	struct worker *w = p;
+	unsigned char *buf = malloc(CB), *want = malloc(CB);
+
+	for (int i = 0; i < 400; i++) {
+		uint64_t r, idx;
+		int k, rc;
+		size_t len;
+		struct cache_stats st;
+
+		w->seed ^= w->seed << 13;
+		w->seed ^= w->seed >> 7;
+		w->seed ^= w->seed << 17;
+		r = w->seed;
+		k = (int)(r % 3);
+		idx = (r >> 8) % cache_object_nr_chunks(w->objs[k]);
+		len = len_of(w->objs[k], idx);
+		rc = cache_chunk_acquire(w->objs[k], idx, true);
+		if (rc == CACHE_FETCH) {
+			src_fill(work_paths[k], "v", idx * CB, buf, len);
+			rc = cache_chunk_fill(w->objs[k], idx, buf, len);
+			if (rc == -ENOSPC)
+				continue; /* both threads' pins fill the cache: allowed */
+		}
+		if (rc < 0) {
+			atomic_fetch_add(w->bad, 1);
+			continue;
+		}
+		if (cache_object_read(w->objs[k], buf, len, idx * CB) != (ssize_t)len)
+			atomic_fetch_add(w->bad, 1);
+		src_fill(work_paths[k], "v", idx * CB, want, len);
+		if (memcmp(buf, want, len) != 0)
+			atomic_fetch_add(w->bad, 1);
+		cache_chunk_release(w->objs[k], idx);
+		cache_get_stats(w->c, &st);
+		if (st.used_bytes > st.max_bytes + CB)
+			atomic_fetch_add(w->over, 1);
+	}
+	free(buf);
+	free(want);
+	return NULL;
+}
+
+Test(cache, limit_is_never_exceeded_by_more_than_one_chunk_under_random_load)
+{
+	enum { MAX = 6 * CB, NR_THREADS = 3 };
+	struct cache *c = open_cache(NULL, MAX);
+	struct worker w[NR_THREADS];
+	pthread_t tids[NR_THREADS];
+	atomic_int bad = 0, over = 0;
+	struct cache_object *objs[3];
+	uint64_t disk = 0;
+
+	objs[0] = open_obj(c, work_paths[0], 20 * CB, "v");
+	objs[1] = open_obj(c, work_paths[1], 7 * CB + 1000, "v");
+	objs[2] = open_obj(c, work_paths[2], 3000, "v");
+	for (int t = 0; t < NR_THREADS; t++) {
+		w[t] = (struct worker){
+			.c = c, .seed = 0x1234567ull * (t + 1), .bad = &bad, .over = &over};
+		memcpy(w[t].objs, objs, sizeof(objs));
+		cr_assert_eq(pthread_create(&tids[t], NULL, work_thread, &w[t]), 0);
+	}
+	for (int t = 0; t < NR_THREADS; t++)
+		pthread_join(tids[t], NULL);
+	cr_assert_eq(atomic_load(&bad), 0);
+	cr_assert_eq(atomic_load(&over), 0);
+	cr_assert_leq(stats(c).used_bytes, MAX);
+	cr_assert_gt(stats(c).evictions, 0);
+	/* What the disk holds agrees with the count (data files only; the 3000-byte object
+	 * occupies one 4 KiB block). */
+	for (int k = 0; k < 3; k++)
+		disk += disk_bytes(cache_object_data_path(objs[k]));
+	cr_assert_leq(disk, MAX + 4096, "data files hold %lu bytes", (unsigned long)disk);
+	for (int k = 0; k < 3; k++) {
+		uint64_t sum = 0;
+
+		for (uint64_t i = 0; i < cache_object_nr_chunks(objs[k]); i++) {
+			if (cache_chunk_acquire(objs[k], i, false) == CACHE_HIT) {
+				sum += len_of(objs[k], i);
+				cache_chunk_release(objs[k], i);
+			} else {
+				cache_chunk_fail(objs[k], i, -EIO);
+			}
+		}
+		cr_assert_eq(sum, cache_object_cached_bytes(objs[k]));
+		cache_object_unref(objs[k]);
+	}
+	cache_free(c);
+}
+
+Test(cache, synced_chunks_survive_free_and_reopen)
+{
+	int nr;
+	const struct io_backend *const *io = backends(&nr);
+
+	for (int b = 0; b < nr; b++) {
+		struct cache *c = open_cache(io[b], 0);
+		struct cache_object *o = open_obj(c, "/keep", 5 * CB + 77, "etag");
+
+		for (uint64_t i = 1; i < 6; i += 2)
+			get_and_release(o, "/keep", "etag", i); /* the last one is 77 bytes */
+		cr_assert_eq(cache_sync(c), 0);
+		cache_object_unref(o);
+		cache_free(c);
+
+		c = open_cache(io[b], 0);
+		cr_assert_eq(stats(c).nr_objects, 1);
+		cr_assert_eq(stats(c).nr_chunks, 3);
+		cr_assert_eq(stats(c).used_bytes, 2 * CB + 77);
+		o = open_obj(c, "/keep", 5 * CB + 77, "etag");
+		cr_assert_eq(cache_object_cached_bytes(o), 2 * CB + 77);
+		for (uint64_t i = 0; i < 6; i++)
+			cr_assert_eq(get_and_release(o, "/keep", "etag", i),
+				i % 2 ? CACHE_HIT : CACHE_FETCH, "%s chunk %lu", io[b]->name,
+				(unsigned long)i);
+		cr_assert_eq(stats(c).verify_failures, 0);
+		cache_object_unref(o);
+		cache_free(c);
+		teardown();
+		setup();
+	}
+}
+
+Test(cache, corrupted_byte_is_detected_after_reopen_and_refetched)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/bad", 2 * CB, "v");
+	char path[256];
+	unsigned char x;
+	int fd;
+
+	get_and_release(o, "/bad", "v", 0);
+	get_and_release(o, "/bad", "v", 1);
+	cr_assert_eq(cache_sync(c), 0);
+	snprintf(path, sizeof(path), "%s", cache_object_data_path(o));
+	cache_object_unref(o);
+	cache_free(c);
+
+	fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &x, 1, CB + 1234), 1);
+	x ^= 0x40;
+	cr_assert_eq(pwrite(fd, &x, 1, CB + 1234), 1);
+	close(fd);
+
+	c = open_cache(NULL, 0);
+	o = open_obj(c, "/bad", 2 * CB, "v");
+	cr_assert_eq(get_and_release(o, "/bad", "v", 0), CACHE_HIT);
+	cr_assert_eq(get_and_release(o, "/bad", "v", 1), CACHE_FETCH); /* checks the bytes */
+	cr_assert_eq(stats(c).verify_failures, 1);
+	cr_assert_eq(get_and_release(o, "/bad", "v", 1), CACHE_HIT);
+	cr_assert_eq(stats(c).used_bytes, 2 * CB);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, unsynced_chunks_are_absent_after_reopen)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/lost", 3 * CB, "v");
+	char path[256];
+
+	get_and_release(o, "/lost", "v", 0);
+	cr_assert_eq(cache_sync(c), 0);
+	get_and_release(o, "/lost", "v", 1); /* never synced */
+	snprintf(path, sizeof(path), "%s", cache_object_data_path(o));
+	cache_object_unref(o);
+	cache_free(c);
+
+	c = open_cache(NULL, 0);
+	cr_assert_eq(stats(c).used_bytes, CB);
+	/* The unsynced bytes were punched out when the cache was opened. */
+	cr_assert_eq(disk_bytes(path), CB);
+	o = open_obj(c, "/lost", 3 * CB, "v");
+	cr_assert_eq(get_and_release(o, "/lost", "v", 0), CACHE_HIT);
+	cr_assert_eq(get_and_release(o, "/lost", "v", 1), CACHE_FETCH);
+	cr_assert_eq(stats(c).verify_failures, 0);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, cache_made_with_another_chunk_size_is_refused)
+{
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = 2 * CB};
+	struct cache *c = open_cache(NULL, 0), *c2 = NULL;
+	char err[256] = "";
+
+	cache_free(c);
+	cr_assert_eq(cache_open(&c2, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_null(c2);
+	cr_assert_not_null(strstr(err, "chunk size 65536"), "reason: %s", err);
+	cfg.chunk_bytes = 3 * CB; /* not a power of two */
+	cr_assert_eq(cache_open(&c2, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_not_null(strstr(err, "power of two"), "reason: %s", err);
+}
+
+Test(cache, second_process_on_one_cache_is_refused)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB};
+	struct cache *c2 = NULL;
+	char err[256] = "";
+	pid_t pid;
+	int status;
+
+	/* flock is per open file description: a second open in another process conflicts */
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(cache_open(&c2, &cfg, err, sizeof(err)) == -EBUSY ? 0 : 1);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cache_free(c);
+}
+
+Test(cache, new_version_replaces_the_old_one)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o1 = open_obj(c, "/f", 2 * CB, "v1"), *o2, *o3;
+	char old_data[256];
+	struct stat sb;
+
+	get_and_release(o1, "/f", "v1", 0);
+	get_and_release(o1, "/f", "v1", 1);
+	snprintf(old_data, sizeof(old_data), "%s", cache_object_data_path(o1));
+	cr_assert_eq(cache_sync(c), 0);
+
+	/* While v1 is still read, its files stay; v2 starts empty. */
+	o2 = open_obj(c, "/f", 2 * CB + 5, "v2");
+	cr_assert_str_neq(cache_object_data_path(o2), old_data);
+	cr_assert_eq(get_and_release(o1, "/f", "v1", 0), CACHE_HIT);
+	cr_assert_eq(get_and_release(o2, "/f", "v2", 0), CACHE_FETCH);
+	cr_assert_eq(stat(old_data, &sb), 0);
+	cache_object_unref(o1);
+	cr_assert_eq(stat(old_data, &sb), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(stats(c).nr_objects, 1);
+	cr_assert_eq(stats(c).used_bytes, CB);
+	cr_assert_eq(cache_sync(c), 0);
+	cache_object_unref(o2);
+	cache_free(c);
+
+	/* After a restart, v3 evicts v2 right away (nobody reads v2). */
+	c = open_cache(NULL, 0);
+	cr_assert_eq(stats(c).nr_objects, 1);
+	o3 = open_obj(c, "/f", 2 * CB, "v3");
+	cr_assert_eq(stats(c).nr_objects, 1);
+	cr_assert_eq(stats(c).used_bytes, 0);
+	cr_assert_eq(get_and_release(o3, "/f", "v3", 1), CACHE_FETCH);
+	cache_object_unref(o3);
+	cache_free(c);
+}
+
+Test(cache, last_chunk_is_shorter_and_must_be_filled_with_its_length)
+{
+	struct cache *c = open_cache(NULL, 0);
+	uint64_t size = 2 * CB + 1000;
+	struct cache_object *o = open_obj(c, "/short", size, "v");
+	unsigned char *buf = calloc(1, CB), got[2000];
+
+	cr_assert_eq(cache_object_nr_chunks(o), 3);
+	cr_assert_eq(cache_chunk_acquire(o, 3, true), -EINVAL);
+	cr_assert_eq(cache_chunk_acquire(o, 2, true), CACHE_FETCH);
+	cr_assert_eq(cache_chunk_fill(o, 2, buf, CB), -EINVAL);
+	src_fill("/short", "v", 2 * CB, buf, 1000);
+	cr_assert_eq(cache_chunk_fill(o, 2, buf, 1000), 0);
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), 2 * CB), 1000);
+	cr_assert_eq(memcmp(got, buf, 1000), 0);
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), size), 0);
+	cache_chunk_release(o, 2);
+	cr_assert_eq(stats(c).used_bytes, 1000);
+	cr_assert_eq(cache_object_cached_bytes(o), 1000);
+	free(buf);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, stats_count_hits_misses_evictions_and_objects)
+{
+	struct cache *c = open_cache(NULL, 2 * CB);
+	struct cache_object *a = open_obj(c, "/s1", 3 * CB, "v");
+	struct cache_object *b = open_obj(c, "/s2", 0, "v");
+	struct cache_stats st;
+
+	cr_assert_eq(cache_object_nr_chunks(b), 0);
+	for (uint64_t i = 0; i < 3; i++)
+		get_and_release(a, "/s1", "v", i);
+	get_and_release(a, "/s1", "v", 2);
+	st = stats(c);
+	cr_assert_eq(st.nr_objects, 2);
+	cr_assert_eq(st.misses, 3);
+	cr_assert_eq(st.hits, 1);
+	cr_assert_eq(st.evictions, 1);
+	cr_assert_eq(st.nr_chunks, 2);
+	cr_assert_eq(st.used_bytes, 2 * CB);
+	cr_assert_eq(st.max_bytes, 2 * CB);
+	cr_assert_eq(st.verify_failures, 0);
+	cr_assert_eq(cache_chunk_bytes(c), CB);
+	cache_object_unref(a);
+	cache_object_unref(b);
+	cache_free(c);
+}
+
+Test(cache, eviction_reaches_objects_not_opened_since_restart_in_lru_order)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *a = open_obj(c, "/old-a", 2 * CB, "v");
+	struct cache_object *b = open_obj(c, "/old-b", 2 * CB, "v");
+	struct cache_object *n;
+
+	get_and_release(b, "/old-b", "v", 0);
+	get_and_release(a, "/old-a", "v", 0);
+	get_and_release(a, "/old-a", "v", 1);
+	get_and_release(b, "/old-b", "v", 1);
+	cr_assert_eq(cache_sync(c), 0);
+	cache_object_unref(a);
+	cache_object_unref(b);
+	cache_free(c);
+
+	/* A limit of three chunks: opening shrinks to it, dropping /old-b 0 (oldest). */
+	c = open_cache(NULL, 3 * CB);
+	cr_assert_eq(stats(c).used_bytes, 3 * CB);
+	n = open_obj(c, "/new", CB, "v");
+	get_and_release(n, "/new", "v", 0); /* evicts /old-a 0 */
+	cr_assert_eq(stats(c).evictions, 2);
+	a = open_obj(c, "/old-a", 2 * CB, "v");
+	b = open_obj(c, "/old-b", 2 * CB, "v");
+	cr_assert_eq(cache_object_cached_bytes(a), CB);
+	cr_assert_eq(cache_object_cached_bytes(b), CB);
+	cr_assert_eq(cache_chunk_acquire(b, 0, false), CACHE_FETCH);
+	cache_chunk_fail(b, 0, -EIO);
+	cr_assert_eq(cache_chunk_acquire(a, 0, false), CACHE_FETCH);
+	cache_chunk_fail(a, 0, -EIO);
+	cr_assert_eq(get_and_release(a, "/old-a", "v", 1), CACHE_HIT);
+	cache_object_unref(a);
+	cache_object_unref(b);
+	cache_object_unref(n);
+	cache_free(c);
+}
+
+Test(cache, bad_arguments_are_refused)
+{
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = 32u << 10};
+	struct cache *c = NULL;
+	struct cache_object *o;
+	char err[256] = "";
+
+	cr_assert_eq(cache_open(&c, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_neq(err[0], '\0');
+	c = open_cache(NULL, 0);
+	o = open_obj(c, "/x", CB, "v");
+	cr_assert_eq(cache_chunk_fill(o, 0, err, 10), -EINVAL); /* not the fetcher */
+	cache_chunk_release(o, 0);				/* not pinned: ignored */
+	cache_object_unref(o);
+	cache_free(c);
+	cache_free(NULL);
+	cache_object_unref(NULL);
+}
