@@ -220,18 +220,6 @@ static int direct_prepare(struct loader *l, uint32_t s, struct read_op *op, uint
 
 /* ---- the reader ---- */
 
-static void widen_run(const void *raw, uint32_t w, size_t n, int32_t *out)
-{
-	if (w == 2) {
-		const uint16_t *src = raw;
-
-		for (size_t i = 0; i < n; i++)
-			out[i] = src[i];
-	} else {
-		memcpy(out, raw, n * 4);
-	}
-}
-
 static int run_ops(struct loader *l, struct read_op *ops, uint32_t n)
 {
 	int ret;

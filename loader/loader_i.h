@@ -176,6 +176,8 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 int stage_reclaim(struct stage *st, uint32_t slot);
 const char *stage_name(void);
 
+/* One run of n raw tokens into n int32. */
+void widen_run(const void *raw, uint32_t token_bytes, size_t n, int32_t *out);
 /* Host widening, the CPU twin of the GPU kernel. */
 void widen_rows(const void *raw, uint32_t token_bytes, uint32_t batch, uint32_t seq_len,
 	uint32_t row_stride, int32_t *inputs, int32_t *targets);
