@@ -64,6 +64,9 @@ uint64_t loader_steps_per_epoch(const struct loader *l);
 uint32_t loader_vocab_size(const struct loader *l);
 /* The read path chosen ("ferry-direct", "cufile", "io_uring", "pread"), for logs. */
 const char *loader_path_name(const struct loader *l);
+/* The one-line reason of the last failed loader_next_batch ("" when none). Added after the
+ * first version of this header; the functions above are unchanged. */
+const char *loader_last_error(const struct loader *l);
 
 /* `ferry data make|inspect ...`: the command line of the dataset tools (loader/data_cmd.c).
  * Returns the process exit status. */

@@ -1,0 +1,185 @@
+/* loader/ internals: shard formats (shard.c), the sample order (sampler.c), ring bookkeeping
+ * (ring.c), the read backends (read_pread in read.c, io_uring in read_uring.c) and the staging
+ * backend (stage_host.c or stage_cuda.c, one of them compiled in). Not a public header. */
+#ifndef FERRY_LOADER_I_H
+#define FERRY_LOADER_I_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loader/loader.h"
+
+#define LLMC_HEADER_INTS  256
+#define LLMC_HEADER_BYTES (LLMC_HEADER_INTS * 4)
+#define LLMC_MAGIC_U16    20240520
+#define LLMC_MAGIC_U32    20240801
+#define LLMC_VERSION_U16  1
+#define LLMC_VERSION_U32  7
+#define LLMC_VOCAB        50257
+#define MEGATRON_MAGIC    "MMIDIDX\0\0"
+#define MEGATRON_HDR_BYTES 34 /* magic 9, version 8, dtype 1, nr_seqs 8, nr_docs 8 */
+/* No real token file holds 2^48 tokens; a count above it is a corrupt header, and refusing it
+ * keeps every size computation below far from 64-bit overflow. */
+#define SHARD_MAX_TOKENS (1ull << 48)
+
+/* ---- shard.c: one token file and what its header says ---- */
+
+/* What a header declares, filled by shard_parse_header*() without trusting it: every count is
+ * checked against the file size before it is stored. */
+struct shard_info {
+	enum loader_format format;
+	uint32_t token_bytes;   /* 2 or 4 */
+	uint64_t data_offset;   /* bytes before the first token (1024 for llm.c, 0 otherwise) */
+	uint64_t nr_tokens;
+	uint32_t vocab;         /* 0: not declared */
+	uint32_t version;       /* llm.c/Megatron header version */
+	uint64_t nr_seqs;       /* Megatron: sequences in the .idx */
+};
+
+/* Parses an llm.c header (hdr holds the first LLMC_HEADER_BYTES of a file of file_bytes bytes;
+ * hdr_bytes may be fewer when the file is shorter). 0 or -EINVAL with a reason in err. */
+int shard_parse_llmc(const void *hdr, size_t hdr_bytes, uint64_t file_bytes,
+	struct shard_info *info, char *err, size_t errlen);
+/* Parses a whole Megatron .idx (idx_bytes long) against its .bin's size. */
+int shard_parse_megatron_idx(const void *idx, size_t idx_bytes, uint64_t bin_bytes,
+	struct shard_info *info, char *err, size_t errlen);
+/* Probes one file: format by content (or as given), header checked against the size. path may
+ * name a Megatron .bin or .idx. Reads the header (and the whole .idx for Megatron). */
+int shard_probe(const char *path, enum loader_format format, struct shard_info *info,
+	char *err, size_t errlen);
+const char *shard_format_name(enum loader_format format);
+
+/* One shard of a dataset. Sizes come from stat at open; the header is read and checked
+ * against them when the shard is first read (checked). Touched only by the reader thread
+ * after loader_open. */
+struct shard {
+	char *path;             /* the token file (the .bin for Megatron) */
+	char *idx_path;         /* Megatron .idx, else NULL */
+	uint64_t file_bytes;
+	uint64_t nr_tokens;     /* as derived from file_bytes; the header must agree */
+	uint64_t first_sample;  /* global index of this shard's first sample */
+	uint64_t nr_samples;
+	int fd;                 /* -1 until first read; see dataset_fd() */
+	bool checked;
+	bool ferry_probed;      /* on_ferry is known */
+	bool on_ferry;          /* FERRY_XATTR_SOURCE present: the fast path may apply */
+};
+
+/* The sorted list of shards of a loader. All shards share the format and token width of the
+ * first (whose header alone is read at open). */
+struct dataset {
+	struct shard *shards;
+	uint32_t nr_shards;
+	enum loader_format format;
+	uint32_t token_bytes;
+	uint64_t data_offset;
+	uint32_t vocab;
+	uint32_t seq_len;
+	uint64_t nr_samples;
+	uint32_t nr_open;       /* shards with fd >= 0, kept under DATASET_MAX_OPEN */
+	uint32_t clock;         /* next shard considered for closing */
+};
+
+#define DATASET_MAX_OPEN 128
+
+int dataset_open(struct dataset *ds, const char *paths, enum loader_format format,
+	uint32_t seq_len, char *err, size_t errlen);
+void dataset_done(struct dataset *ds);
+/* The shard holding global sample g (g < nr_samples). */
+uint32_t dataset_find(const struct dataset *ds, uint64_t g);
+/* Opens (if needed) and, on first use, checks the header of shard s. 0 or -errno. */
+int dataset_prepare(struct dataset *ds, uint32_t s, char *err, size_t errlen);
+
+/* ---- sampler.c: the order, a pure function ---- */
+
+/* Batch `position` of epoch `epoch` on rank r holds samples perm_e(k) for
+ * k = (position * world + r) * batch + j, j < batch; perm_e is a keyed bijection of
+ * [0, nr_samples) (the identity without shuffle). The last nr_samples mod (world * batch)
+ * positions of each epoch's order are dropped, so every rank has steps_per_epoch batches. */
+struct sampler {
+	uint64_t nr_samples;
+	uint64_t steps_per_epoch;
+	uint64_t seed;
+	uint32_t batch, world, rank;
+	bool shuffle;
+	uint32_t half_bits;     /* the Feistel domain is 2^(2 * half_bits) >= nr_samples */
+};
+
+void sampler_init(struct sampler *s, uint64_t nr_samples, uint32_t batch, uint32_t world,
+	uint32_t rank, uint64_t seed, bool shuffle);
+/* The j-th sample of the batch at (epoch, position); position < steps_per_epoch. */
+uint64_t sampler_sample(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j);
+/* perm_e(k): the keyed permutation itself. */
+uint64_t sampler_permute(const struct sampler *s, uint64_t epoch, uint64_t k);
+/* The state after st (next position, crossing into the next epoch). */
+void sampler_advance(const struct sampler *s, struct loader_state *st);
+
+/* ---- ring.c: which slot the reader fills and the consumer takes ---- */
+
+/* Counters only; the caller's lock protects them. Invariant:
+ * released <= taken <= filled <= released + nr. Slot of the n-th batch: n % nr. The consumer
+ * holds the last slot taken until it releases it (on its next take), so the reader can run
+ * nr - 1 batches ahead of the batch in use. */
+struct ring {
+	uint32_t nr;
+	uint64_t filled, taken, released;
+};
+
+void ring_init(struct ring *r, uint32_t nr);
+/* Slot to fill next, or -1 when every slot is full or held. */
+int ring_fill_slot(const struct ring *r);
+void ring_filled(struct ring *r);
+/* Slot to take next, or -1 when none is filled. */
+int ring_take_slot(const struct ring *r);
+void ring_taken(struct ring *r);
+/* Gives back every taken slot. */
+void ring_release_all(struct ring *r);
+/* Forgets every filled batch (after a seek); requires nothing held. */
+void ring_reset(struct ring *r);
+
+/* ---- read backends ---- */
+
+/* One read: at least `need` bytes (of `len` asked) from fd at off into dst. */
+struct read_op {
+	int fd;
+	uint64_t off;
+	uint32_t len;
+	uint32_t need;
+	void *dst;
+	int res;                /* out: bytes read, or -errno */
+};
+
+struct read_uring;
+/* pread twin: the oracle. Fills res of each op; returns 0 or the first op's -errno. */
+int read_pread_run(struct read_op *ops, uint32_t nr_ops);
+/* io_uring backend (read_uring.c, or a stub that says -ENOSYS without liburing). */
+int read_uring_new(struct read_uring **out, uint32_t depth);
+void read_uring_free(struct read_uring *u);
+int read_uring_run(struct read_uring *u, struct read_op *ops, uint32_t nr_ops);
+
+/* ---- staging backend (stage_host.c or stage_cuda.c) ---- */
+
+/* Raw token rows of a batch: row b starts at token b * row_stride of the slot's host buffer
+ * and holds T + 1 tokens (row_stride is T + 1, or T when the batch was one contiguous run). */
+struct stage;
+int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes,
+	uint32_t batch, uint32_t seq_len, char *err, size_t errlen);
+void stage_free(struct stage *st);
+/* Page-aligned host buffer of slot (pinned with CUDA); raw_bytes long. */
+void *stage_host_buffer(struct stage *st, uint32_t slot);
+/* Starts the copy of slot's rows to the GPU and the widening there; fills d_inputs,
+ * d_targets, ready_event. A no-op on host (device < 0). */
+int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t row_stride,
+	struct loader_batch *b);
+/* Waits until the GPU no longer reads slot's host buffer (before the reader refills it). */
+int stage_reclaim(struct stage *st, uint32_t slot);
+const char *stage_name(void);
+
+/* One run of n raw tokens into n int32. */
+void widen_run(const void *raw, uint32_t token_bytes, size_t n, int32_t *out);
+/* Host widening, the CPU twin of the GPU kernel. */
+void widen_rows(const void *raw, uint32_t token_bytes, uint32_t batch, uint32_t seq_len,
+	uint32_t row_stride, int32_t *inputs, int32_t *targets);
+
+#endif

@@ -1,0 +1,298 @@
+/* The loader end to end on real files (loader/loader.c): batches equal the tokens read
+ * directly from the files, io_uring equals pread, exact resume, late header errors. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "loader/loader_i.h"
+
+static char dir[64];
+static const uint64_t counts[] = { 3001, 129, 5000, 64, 2222 }; /* tokens per shard */
+#define NR_SHARDS 5
+
+static uint32_t token_at(int shard, uint64_t i, uint32_t w)
+{
+	uint64_t x = (shard + 1) * 0x9e3779b97f4a7c15ull + i * 0xbf58476d1ce4e5b9ull;
+
+	x ^= x >> 29;
+	return w == 2 ? (uint32_t)(x & 0xffff) : (uint32_t)(x & 0x7fffffff);
+}
+
+static void write_shards(uint32_t w)
+{
+	for (int s = 0; s < NR_SHARDS; s++) {
+		int32_t hdr[256] = { w == 2 ? 20240520 : 20240801, w == 2 ? 1 : 7,
+			(int32_t)counts[s], 0 };
+		char path[128];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/shard_%02d.bin", dir, s);
+		f = fopen(path, "wb");
+		cr_assert_not_null(f);
+		fwrite(hdr, sizeof(hdr), 1, f);
+		for (uint64_t i = 0; i < counts[s]; i++) {
+			uint32_t t = token_at(s, i, w);
+
+			fwrite(&t, w, 1, f);
+		}
+		fclose(f);
+	}
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ferry_test_loader_XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	unsetenv("FERRY_LOADER_IO");
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+	unsetenv("FERRY_LOADER_IO");
+}
+
+TestSuite(loader, .init = setup, .fini = teardown);
+
+static struct loader *open_loader(uint32_t B, uint32_t T, bool shuffle, uint32_t rank,
+	uint32_t world, uint32_t nr_buffers)
+{
+	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 1234,
+		.shuffle = shuffle, .rank = rank, .world_size = world, .nr_buffers = nr_buffers,
+		.device = -1 };
+	struct loader *l;
+	char err[256];
+
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
+	return l;
+}
+
+/* The oracle: which shard and token a global sample is, from the counts alone. */
+static void locate(uint64_t g, uint32_t T, int *shard, uint64_t *tok)
+{
+	for (int s = 0; s < NR_SHARDS; s++) {
+		uint64_t n = counts[s] > T ? (counts[s] - 1) / T : 0;
+
+		if (g < n) {
+			*shard = s;
+			*tok = g * T;
+			return;
+		}
+		g -= n;
+	}
+	cr_assert_fail("sample beyond the dataset");
+}
+
+static void check_batch(const struct loader_batch *b, uint32_t B, uint32_t T, uint32_t w,
+	bool shuffle, uint32_t rank, uint32_t world)
+{
+	struct sampler s;
+	uint64_t total = 0;
+
+	for (int i = 0; i < NR_SHARDS; i++)
+		total += counts[i] > T ? (counts[i] - 1) / T : 0;
+	sampler_init(&s, total, B, world, rank, 1234, shuffle);
+	for (uint32_t j = 0; j < B; j++) {
+		uint64_t g = sampler_sample(&s, b->state.epoch, b->state.position, j), tok;
+		int sh;
+
+		locate(g, T, &sh, &tok);
+		for (uint32_t t = 0; t < T; t++) {
+			cr_assert_eq((uint32_t)b->inputs[j * T + t], token_at(sh, tok + t, w),
+				"row %u col %u", j, t);
+			cr_assert_eq((uint32_t)b->targets[j * T + t], token_at(sh, tok + t + 1, w));
+		}
+	}
+}
+
+Test(loader, shuffled_batches_equal_the_tokens_in_the_files)
+{
+	struct loader *l;
+	struct loader_batch b;
+
+	write_shards(2);
+	l = open_loader(4, 32, true, 1, 2, 3);
+	cr_assert_eq(loader_vocab_size(l), 50257);
+	for (int i = 0; i < 100; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0, "%s", loader_last_error(l));
+		cr_assert_null(b.d_inputs);
+		cr_assert_geq(b.wait_ms, 0);
+		check_batch(&b, 4, 32, 2, true, 1, 2);
+	}
+	loader_free(l);
+}
+
+Test(loader, sequential_batches_of_uint32_tokens_equal_the_files_in_order)
+{
+	struct loader *l;
+	struct loader_batch b;
+
+	write_shards(4);
+	l = open_loader(3, 50, false, 0, 1, 2);
+	for (uint64_t i = 0; i < 2 * loader_steps_per_epoch(l) + 3; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0, "%s", loader_last_error(l));
+		check_batch(&b, 3, 50, 4, false, 0, 1);
+	}
+	loader_free(l);
+}
+
+static int32_t *collect(bool use_pread, uint32_t B, uint32_t T, int n)
+{
+	int32_t *out = malloc((size_t)n * 2 * B * T * 4);
+	struct loader *l;
+	struct loader_batch b;
+
+	if (use_pread)
+		setenv("FERRY_LOADER_IO", "pread", 1);
+	else
+		unsetenv("FERRY_LOADER_IO");
+	l = open_loader(B, T, true, 0, 1, 4);
+	cr_assert_str_eq(loader_path_name(l), use_pread ? "pread" : "io_uring");
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		memcpy(out + (size_t)i * 2 * B * T, b.inputs, (size_t)B * T * 4);
+		memcpy(out + (size_t)i * 2 * B * T + B * T, b.targets, (size_t)B * T * 4);
+	}
+	loader_free(l);
+	unsetenv("FERRY_LOADER_IO");
+	return out;
+}
+
+Test(loader, io_uring_and_pread_give_identical_batches)
+{
+	write_shards(2);
+	int32_t *a = collect(true, 8, 20, 150), *u = collect(false, 8, 20, 150);
+
+	cr_assert_eq(memcmp(a, u, (size_t)150 * 2 * 8 * 20 * 4), 0);
+	free(a);
+	free(u);
+}
+
+Test(loader, resumes_exactly_at_every_position)
+{
+	enum { B = 2, T = 40 };
+	struct loader *l;
+	struct loader_batch b;
+	uint64_t steps, n;
+	int32_t *base;
+	struct loader_state *states, st;
+
+	write_shards(2);
+	l = open_loader(B, T, true, 0, 1, 3);
+	steps = loader_steps_per_epoch(l);
+	n = steps * 2 + 5;
+	base = malloc(n * 2 * B * T * 4);
+	states = malloc(n * sizeof(*states));
+	for (uint64_t i = 0; i < n; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		states[i] = b.state;
+		memcpy(base + i * 2 * B * T, b.inputs, B * T * 4);
+		memcpy(base + i * 2 * B * T + B * T, b.targets, B * T * 4);
+		loader_get_state(l, &st);
+		if (i + 1 < n)
+			cr_assert(st.epoch == (i + 1) / steps && st.position == (i + 1) % steps);
+	}
+	cr_assert_eq(states[steps].epoch, 1);
+	cr_assert_eq(states[steps].position, 0);
+	cr_assert_neq(memcmp(base, base + steps * 2 * B * T, B * T * 4), 0,
+		"epoch 1 starts with another batch than epoch 0");
+	/* Seek the same loader to every saved state, in a scrambled order. */
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t i = (k * 7) % n;
+
+		cr_assert_eq(loader_seek(l, &states[i]), 0);
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		cr_assert_eq(b.state.epoch, states[i].epoch);
+		cr_assert_eq(b.state.position, states[i].position);
+		cr_assert_eq(memcmp(b.inputs, base + i * 2 * B * T, B * T * 4), 0, "batch %llu",
+			(unsigned long long)i);
+		cr_assert_eq(memcmp(b.targets, base + i * 2 * B * T + B * T, B * T * 4), 0);
+		/* and the one after it, read ahead after the seek */
+		if (i + 1 < n) {
+			cr_assert_eq(loader_next_batch(l, &b), 0);
+			cr_assert_eq(memcmp(b.inputs, base + (i + 1) * 2 * B * T, B * T * 4), 0);
+		}
+	}
+	loader_free(l);
+	/* A fresh loader (a restart) resumes the same way. */
+	l = open_loader(B, T, true, 0, 1, 2);
+	cr_assert_eq(loader_seek(l, &states[n - 3]), 0);
+	for (uint64_t i = n - 3; i < n; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		cr_assert_eq(memcmp(b.inputs, base + i * 2 * B * T, B * T * 4), 0);
+	}
+	st = (struct loader_state){ 0, steps };
+	cr_assert_eq(loader_seek(l, &st), -EINVAL);
+	loader_free(l);
+	free(base);
+	free(states);
+}
+
+Test(loader, a_malformed_shard_found_late_fails_its_batch_with_einval)
+{
+	struct loader *l;
+	struct loader_batch b;
+	struct loader_state zero = { 0, 0 };
+	char path[128];
+	FILE *f;
+	int ret = 0;
+	uint64_t i;
+
+	write_shards(2);
+	/* Shard 2: right size, wrong magic: only a read of its header can tell. */
+	snprintf(path, sizeof(path), "%s/shard_02.bin", dir);
+	f = fopen(path, "r+b");
+	fwrite("XXXX", 4, 1, f);
+	fclose(f);
+	l = open_loader(2, 16, false, 0, 1, 2);
+	for (i = 0; i < loader_steps_per_epoch(l) && ret == 0; i++)
+		ret = loader_next_batch(l, &b);
+	cr_assert_eq(ret, -EINVAL);
+	cr_assert(strstr(loader_last_error(l), "shard_02.bin"), "%s", loader_last_error(l));
+	cr_assert(strstr(loader_last_error(l), "magic"), "%s", loader_last_error(l));
+	cr_assert_eq(loader_next_batch(l, &b), -EINVAL, "the error stays until a seek");
+	cr_assert_eq(loader_seek(l, &zero), 0);
+	cr_assert_eq(loader_next_batch(l, &b), 0);
+	loader_free(l);
+}
+
+Test(loader, refuses_a_dataset_smaller_than_one_step)
+{
+	struct loader_config cfg = { .paths = dir, .batch = 1000, .seq_len = 64, .device = -1 };
+	struct loader *l = NULL;
+	char err[256];
+
+	write_shards(2);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_null(l);
+	cr_assert(strstr(err, "fewer than one step"), "%s", err);
+	cfg.batch = 1;
+	cfg.rank = 2;
+	cfg.world_size = 2;
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+}
+
+Test(loader, reads_ahead_so_a_consumer_that_computes_rarely_waits)
+{
+	struct loader *l;
+	struct loader_batch b;
+	double waited = 0;
+
+	write_shards(2);
+	l = open_loader(4, 32, true, 0, 1, 4);
+	cr_assert_eq(loader_next_batch(l, &b), 0);
+	for (int i = 0; i < 20; i++) {
+		usleep(5000); /* "compute" */
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		waited += b.wait_ms;
+	}
+	/* Files in page cache, 5 ms of compute per batch: the ring is full each time. */
+	cr_assert_lt(waited / 20, 2.0, "mean wait %.3f ms", waited / 20);
+	loader_free(l);
+}
