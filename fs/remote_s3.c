@@ -527,6 +527,7 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 	char *dir = NULL, *token = NULL;
 	char errbuf[512];
 	size_t dir_len;
+	bool saw_any = false;     /* keys under dir, shown or hidden */
 	int err = 0;
 
 	if (s->single_file)
@@ -546,6 +547,7 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 			log_error("listing s3://%s/%s: %s", s->bucket, dir, errbuf);
 			goto out;
 		}
+		saw_any |= page.nr_objects || page.nr_prefixes;
 		for (size_t i = 0; !err && i < page.nr_objects; i++) {
 			const struct s3_list_object *o = &page.objects[i];
 			if (o->key_bytes < dir_len || memcmp(o->key, dir, dir_len))
@@ -595,7 +597,7 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 	}
 	if (err)
 		goto out;
-	if (d.n == 0 && *path) {
+	if (!saw_any && *path) {
 		err = -ENOENT; /* S3 has no empty directories: nothing under it, no directory */
 		goto out;
 	}
