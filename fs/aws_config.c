@@ -84,8 +84,8 @@ static bool section_matches(const char *section, const char *profile, bool confi
 /* Reads profile from the file at path into p. A missing file is not an error (-ENOENT is
  * returned and p stays empty). A file that holds a secret of the profile and is readable by
  * group or others is refused with -EPERM. */
-static int ini_read(const char *path, const char *profile, bool config_file,
-	struct ini_profile *p, char *errbuf, size_t errlen)
+static int ini_read(const char *path, const char *profile, bool config_file, struct ini_profile *p,
+	char *errbuf, size_t errlen)
 {
 	char line[4096], section[512] = "";
 	bool in_profile = false, in_s3 = false;
@@ -161,7 +161,8 @@ static int ini_read(const char *path, const char *profile, bool config_file,
 	}
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);
-	if (!err && (p->secret_access_key || p->session_token) && (st.st_mode & (S_IRGRP | S_IROTH))) {
+	if (!err && (p->secret_access_key || p->session_token) &&
+		(st.st_mode & (S_IRGRP | S_IROTH))) {
 		snprintf(errbuf, errlen,
 			"refusing %s: it holds secrets and is readable by %s (mode %04o); "
 			"run chmod 600 %s",
@@ -252,10 +253,10 @@ static int take_pair(struct aws_credentials *cred, const char *id, const char *s
 	return 0;
 }
 
-int aws_config_load(struct aws_config *cfg, const struct aws_config_request *req, char *errbuf,
-	size_t errlen)
+int aws_config_load(
+	struct aws_config *cfg, const struct aws_config_request *req, char *errbuf, size_t errlen)
 {
-	struct ini_profile cp = { 0 }, fp = { 0 };
+	struct ini_profile cp = {0}, fp = {0};
 	char *cred_path = NULL, *conf_path = NULL;
 	bool explicit_profile = req->profile && *req->profile;
 	int err = -ENOMEM, r;
@@ -279,8 +280,8 @@ int aws_config_load(struct aws_config *cfg, const struct aws_config_request *req
 		    env("AWS_DEFAULT_REGION") ? env("AWS_DEFAULT_REGION") : cp.region) ||
 		(!cfg->region && !(cfg->region = strdup("us-east-1"))))
 		goto err;
-	const char *env_ep = env("AWS_ENDPOINT_URL_S3") ? env("AWS_ENDPOINT_URL_S3")
-							: env("AWS_ENDPOINT_URL");
+	const char *env_ep =
+		env("AWS_ENDPOINT_URL_S3") ? env("AWS_ENDPOINT_URL_S3") : env("AWS_ENDPOINT_URL");
 	if (pick(&cfg->endpoint, req->endpoint, env_ep,
 		    cp.s3_endpoint_url ? cp.s3_endpoint_url : cp.endpoint_url))
 		goto err;
@@ -342,7 +343,8 @@ int aws_config_load(struct aws_config *cfg, const struct aws_config_request *req
 	}
 	snprintf(errbuf, errlen,
 		"no AWS credentials found for profile '%s' (set AWS_ACCESS_KEY_ID and "
-		"AWS_SECRET_ACCESS_KEY, add them to %s, or use --no-sign-request for a public bucket)",
+		"AWS_SECRET_ACCESS_KEY, add them to %s, or use --no-sign-request for a public "
+		"bucket)",
 		cfg->profile, cred_path ? cred_path : "~/.aws/credentials");
 	err = -ENOENT;
 	goto err;

@@ -20,9 +20,9 @@
 #include "fs/s3_sign.h"
 
 #define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
-#define S3_SYNC_RETRIES    4
-#define S3_NAME_MAX        255
-#define S3_MAX_DIR_ENTRIES 10000000    /* one directory; beyond this the listing is refused */
+#define S3_SYNC_RETRIES	   4
+#define S3_NAME_MAX	   255
+#define S3_MAX_DIR_ENTRIES 10000000 /* one directory; beyond this the listing is refused */
 
 /* One mounted source. Everything but the counters and the share's locks is set by open and
  * read-only afterwards, so list/stat/prepare_get run from many threads without a lock. */
@@ -30,15 +30,15 @@ struct remote_s3 {
 	struct remote base;
 	struct aws_config cfg;
 	char *bucket;
-	char *prefix;             /* "" or "a/b/" for a directory; the key for a single file */
+	char *prefix; /* "" or "a/b/" for a directory; the key for a single file */
 	bool single_file;
 	bool virtual_host;
-	char *scheme_host;        /* "https://bucket.s3.us-east-1.amazonaws.com" */
-	char *host;               /* the Host header: host[:port], port only when not default */
+	char *scheme_host; /* "https://bucket.s3.us-east-1.amazonaws.com" */
+	char *host;	   /* the Host header: host[:port], port only when not default */
 	char *ca_file;
 	bool insecure;
 	long connect_timeout_ms, low_speed_time_s;
-	CURLSH *share;            /* connections and DNS of the synchronous requests */
+	CURLSH *share; /* connections and DNS of the synchronous requests */
 	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
 	atomic_bool warned_unsafe, warned_collision;
 	atomic_ulong nr_unsafe, nr_collisions;
@@ -87,8 +87,8 @@ static void s3_easy_common(struct remote_s3 *s, CURL *easy)
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
 		s->connect_timeout_ms > 0 ? s->connect_timeout_ms : 10000L);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
-		s->low_speed_time_s > 0 ? s->low_speed_time_s : 30L);
+	curl_easy_setopt(
+		easy, CURLOPT_LOW_SPEED_TIME, s->low_speed_time_s > 0 ? s->low_speed_time_s : 30L);
 	if (s->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, s->ca_file);
 	if (s->insecure) {
@@ -235,7 +235,7 @@ out:
 static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_reply *rep,
 	char *errbuf, size_t errlen)
 {
-	struct s3_error_doc doc = { 0 };
+	struct s3_error_doc doc = {0};
 	enum s3_error e;
 
 	if (rep->body_bytes)
@@ -251,7 +251,8 @@ static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_re
 		break;
 	case S3_ERR_BAD_KEY_ID:
 		snprintf(errbuf, errlen,
-			"access denied to s3://%s: InvalidAccessKeyId: the server does not know the "
+			"access denied to s3://%s: InvalidAccessKeyId: the server does not know "
+			"the "
 			"access key id (from %s)",
 			s->bucket, src);
 		break;
@@ -290,7 +291,7 @@ static void backoff(unsigned attempt)
 	unsigned ms = 100u << attempt;
 
 	ms = ms / 2 + (unsigned)(rand() % (int)ms); /* jitter: 0.5x .. 1.5x */
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
 }
 
@@ -361,12 +362,12 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 				return 0; /* the caller describes the last 5xx */
 			snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host,
 				curl_err[0] ? curl_err : curl_easy_strerror(rc));
-			return rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
+			return rc == CURLE_COULDNT_CONNECT	? -ECONNREFUSED
 			       : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
-								 : -EIO;
+								: -EIO;
 		}
 		log_debug("s3: %s %s: %s, retrying", method, key,
-				rc == CURLE_OK ? "server busy" : curl_easy_strerror(rc));
+			rc == CURLE_OK ? "server busy" : curl_easy_strerror(rc));
 		s3_reply_done(rep);
 		backoff(attempt);
 	}
@@ -382,15 +383,15 @@ static int s3_list_page(struct remote_s3 *s, const char *prefix, const char *tok
 	struct s3_reply rep;
 	int err;
 
-	q[nq++] = (struct s3_kv){ "list-type", "2" };
-	q[nq++] = (struct s3_kv){ "delimiter", "/" };
-	q[nq++] = (struct s3_kv){ "encoding-type", "url" };
-	q[nq++] = (struct s3_kv){ "prefix", prefix };
+	q[nq++] = (struct s3_kv){"list-type", "2"};
+	q[nq++] = (struct s3_kv){"delimiter", "/"};
+	q[nq++] = (struct s3_kv){"encoding-type", "url"};
+	q[nq++] = (struct s3_kv){"prefix", prefix};
 	if (token)
-		q[nq++] = (struct s3_kv){ "continuation-token", token };
+		q[nq++] = (struct s3_kv){"continuation-token", token};
 	if (max_keys) {
 		snprintf(mk, sizeof(mk), "%u", max_keys);
-		q[nq++] = (struct s3_kv){ "max-keys", mk };
+		q[nq++] = (struct s3_kv){"max-keys", mk};
 	}
 	err = s3_request(s, "GET", "", q, nq, &rep, errbuf, errlen);
 	if (err)
@@ -410,8 +411,9 @@ out:
 /* Is name (name_bytes long, from a key) usable as one path component? */
 static bool name_is_safe(const char *name, size_t name_bytes)
 {
-	return name_bytes > 0 && name_bytes <= S3_NAME_MAX && memchr(name, '\0', name_bytes) == NULL &&
-	       memchr(name, '/', name_bytes) == NULL && strcmp(name, ".") && strcmp(name, "..");
+	return name_bytes > 0 && name_bytes <= S3_NAME_MAX &&
+	       memchr(name, '\0', name_bytes) == NULL && memchr(name, '/', name_bytes) == NULL &&
+	       strcmp(name, ".") && strcmp(name, "..");
 }
 
 /* Is a path given to list/stat made only of safe components? */
@@ -441,8 +443,8 @@ static void note_unsafe(struct remote_s3 *s, const char *key, size_t key_bytes)
 	if (atomic_compare_exchange_strong(&s->warned_unsafe, &expected, true))
 		log_warn("s3://%s: hiding keys that are unsafe as file names (empty components, "
 			 "'.', '..', NUL, over %d bytes), e.g. '%.*s'",
-			s->bucket, S3_NAME_MAX, (int)(key_bytes > 200 ? 200 : strnlen(key, key_bytes)),
-			key);
+			s->bucket, S3_NAME_MAX,
+			(int)(key_bytes > 200 ? 200 : strnlen(key, key_bytes)), key);
 	else
 		log_debug("s3://%s: hiding unsafe key '%.*s'", s->bucket, 200, key);
 }
@@ -523,11 +525,11 @@ static int dir_list_add(struct dir_list *d, const char *name, bool is_dir, uint6
 static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *arg)
 {
 	struct remote_s3 *s = (struct remote_s3 *)r;
-	struct dir_list d = { 0 };
+	struct dir_list d = {0};
 	char *dir = NULL, *token = NULL;
 	char errbuf[512];
 	size_t dir_len;
-	bool saw_any = false;     /* keys under dir, shown or hidden */
+	bool saw_any = false; /* keys under dir, shown or hidden */
 	int err = 0;
 
 	if (s->single_file)
@@ -575,13 +577,14 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 				note_unsafe(s, p->prefix, p->prefix_bytes);
 				continue;
 			}
-			err = dir_list_add(&d, name, true, 0, (struct timespec){ 0 }, NULL);
+			err = dir_list_add(&d, name, true, 0, (struct timespec){0}, NULL);
 		}
 		bool more = page.is_truncated;
 		if (!err && more) {
 			/* A server that hands back the token it was given would loop forever. */
 			if (token && !strcmp(token, page.next_token)) {
-				log_error("listing s3://%s/%s: the server repeats its continuation token",
+				log_error("listing s3://%s/%s: the server repeats its continuation "
+					  "token",
 					s->bucket, dir);
 				err = -EIO;
 			} else {
@@ -648,8 +651,8 @@ static int fill_entry(struct remote_entry *out, const char *path, enum remote_ty
 }
 
 /* HEAD of key: 0 and a file entry, -ENOENT, or another -errno (with errbuf). */
-static int s3_head(struct remote_s3 *s, const char *key, const char *path,
-	struct remote_entry *out, char *errbuf, size_t errlen)
+static int s3_head(struct remote_s3 *s, const char *key, const char *path, struct remote_entry *out,
+	char *errbuf, size_t errlen)
 {
 	struct s3_reply rep;
 	int err;
@@ -659,8 +662,8 @@ static int s3_head(struct remote_s3 *s, const char *key, const char *path,
 		return err;
 	if (rep.status == 200) {
 		if (!rep.has_length) {
-			snprintf(errbuf, errlen, "s3://%s/%s: HEAD without a Content-Length", s->bucket,
-				key);
+			snprintf(errbuf, errlen, "s3://%s/%s: HEAD without a Content-Length",
+				s->bucket, key);
 			err = -EBADMSG;
 		} else {
 			err = fill_entry(out, path, REMOTE_FILE, rep.content_length,
@@ -735,9 +738,9 @@ static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uin
 		return -ENOMEM;
 	snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
 		(unsigned long long)(off + len - 1));
-	extra[nr_extra++] = (struct s3_kv){ "Range", range };
+	extra[nr_extra++] = (struct s3_kv){"Range", range};
 	if (obj->etag && *obj->etag)
-		extra[nr_extra++] = (struct s3_kv){ "If-Match", obj->etag };
+		extra[nr_extra++] = (struct s3_kv){"If-Match", obj->etag};
 	err = s3_build(s, "GET", key, NULL, 0, extra, nr_extra, &url, headers);
 	free(key);
 	if (err)
@@ -822,11 +825,13 @@ static int setup_endpoint(struct remote_s3 *s, char *errbuf, size_t errlen)
 		scheme = "http";
 		hostport = ep + 7;
 	} else {
-		snprintf(errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
+		snprintf(
+			errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
 		goto out;
 	}
 	if (!*hostport || strpbrk(hostport, "/?#@ ")) {
-		snprintf(errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
+		snprintf(
+			errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
 		goto out;
 	}
 	/* The Host header leaves out a default port, as curl and botocore do. */
@@ -849,13 +854,13 @@ static int setup_endpoint(struct remote_s3 *s, char *errbuf, size_t errlen)
 	} else if (!strcmp(mode, "auto")) {
 		s->virtual_host = aws && bucket_is_dns_safe(s->bucket);
 	} else {
-		snprintf(errbuf, errlen, "bad addressing style '%s': expected path, virtual or auto",
-			mode);
+		snprintf(errbuf, errlen,
+			"bad addressing style '%s': expected path, virtual or auto", mode);
 		free(host);
 		goto out;
 	}
-	if (s->virtual_host && !bucket_is_dns_safe(s->bucket) &&
-		!strcmp(mode, "virtual") && strchr(s->bucket, '_')) {
+	if (s->virtual_host && !bucket_is_dns_safe(s->bucket) && !strcmp(mode, "virtual") &&
+		strchr(s->bucket, '_')) {
 		snprintf(errbuf, errlen, "bucket '%s' cannot be a host name: use --addressing path",
 			s->bucket);
 		free(host);
@@ -970,7 +975,8 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 	free(dir);
 	if (!found && plen) {
 		if (dir_form) {
-			snprintf(errbuf, errlen, "s3://%s/%s: no such prefix", s->bucket, s->prefix);
+			snprintf(
+				errbuf, errlen, "s3://%s/%s: no such prefix", s->bucket, s->prefix);
 			err = -ENOENT;
 			goto err;
 		}

@@ -18,7 +18,8 @@ static const char aws_page[] =
 	"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
 	"<Name>bucket</Name><Prefix>data/</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys>"
 	"<Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>"
-	"<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>"
+	"<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</"
+	"NextContinuationToken>"
 	"<Contents><Key>data/a.bin</Key><LastModified>2009-10-12T17:50:30.000Z</LastModified>"
 	"<ETag>&quot;fba9dede5f27731c9771645a39863328&quot;</ETag><Size>434234</Size>"
 	"<StorageClass>STANDARD</StorageClass><Owner><ID>x</ID></Owner></Contents>"
@@ -141,6 +142,7 @@ Test(s3_list, refuses_huge_and_absurd_values)
 {
 	size_t n = 1 << 20;
 	char *xml = malloc(n + 300);
+	cr_assert_not_null(xml);
 	int len = sprintf(xml, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>");
 	memset(xml + len, 'k', n);
 	strcpy(xml + len + n, "</Key><Size>1</Size></Contents></ListBucketResult>");
