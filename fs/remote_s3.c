@@ -1,19 +1,1011 @@
-/* placeholder until the S3 backend lands: s3:// sources are refused with a clear reason. */
+/* The S3 backend (remote_s3_ops): s3://bucket[/prefix] listed with ListObjectsV2 one directory
+ * at a time, stat by listing or HEAD, and signed ranged GETs prepared for the fetch engine. */
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <curl/curl.h>
+
+#include "fs/aws_config.h"
+#include "fs/log.h"
 #include "fs/remote.h"
+#include "fs/s3_list.h"
+#include "fs/s3_sign.h"
+
+#define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
+#define S3_SYNC_RETRIES	   4
+#define S3_NAME_MAX	   255
+#define S3_MAX_DIR_ENTRIES 10000000 /* one directory; beyond this the listing is refused */
+
+/* One mounted source. Everything but the counters and the share's locks is set by open and
+ * read-only afterwards, so list/stat/prepare_get run from many threads without a lock. */
+struct remote_s3 {
+	struct remote base;
+	struct aws_config cfg;
+	char *bucket;
+	char *prefix; /* "" or "a/b/" for a directory; the key for a single file */
+	bool single_file;
+	bool virtual_host;
+	char *scheme_host; /* "https://bucket.s3.us-east-1.amazonaws.com" */
+	char *host;	   /* the Host header: host[:port], port only when not default */
+	char *ca_file;
+	bool insecure;
+	long connect_timeout_ms, low_speed_time_s;
+	CURLSH *share; /* connections and DNS of the synchronous requests */
+	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
+	atomic_bool warned_unsafe, warned_collision;
+	atomic_ulong nr_unsafe, nr_collisions;
+};
+
+/* A reply of a synchronous request: the body (capped) and the headers stat needs. */
+struct s3_reply {
+	long status;
+	char *body;
+	size_t body_bytes, body_cap;
+	bool too_big;
+	char etag[256];
+	uint64_t content_length;
+	bool has_length;
+	time_t last_modified;
+};
+
+static void s3_reply_done(struct s3_reply *rep)
+{
+	free(rep->body);
+	memset(rep, 0, sizeof(*rep));
+}
+
+/* ---- curl plumbing (to share with net.h's helpers once the HTTP backend lands) ---- */
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+	struct remote_s3 *s = arg;
+
+	pthread_mutex_lock(&s->share_lock[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+	struct remote_s3 *s = arg;
+
+	pthread_mutex_unlock(&s->share_lock[data]);
+}
+
+/* TLS and timeouts, for every handle that talks to the store (ours and the fetch engine's). */
+static void s3_easy_common(struct remote_s3 *s, CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+		s->connect_timeout_ms > 0 ? s->connect_timeout_ms : 10000L);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(
+		easy, CURLOPT_LOW_SPEED_TIME, s->low_speed_time_s > 0 ? s->low_speed_time_s : 30L);
+	if (s->ca_file)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, s->ca_file);
+	if (s->insecure) {
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "ferry/" FERRY_VERSION);
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct s3_reply *rep = arg;
+	size_t len = size * n;
+
+	if (rep->body_bytes + len > S3_MAX_REPLY_BYTES) {
+		rep->too_big = true;
+		return 0;
+	}
+	if (rep->body_bytes + len + 1 > rep->body_cap) {
+		size_t cap = rep->body_cap ? rep->body_cap : 16384;
+		while (cap < rep->body_bytes + len + 1)
+			cap *= 2;
+		char *b = realloc(rep->body, cap);
+		if (!b)
+			return 0;
+		rep->body = b;
+		rep->body_cap = cap;
+	}
+	memcpy(rep->body + rep->body_bytes, data, len);
+	rep->body_bytes += len;
+	rep->body[rep->body_bytes] = '\0';
+	return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct s3_reply *rep = arg;
+	size_t len = size * n;
+
+	if (len > 5 && !strncasecmp(data, "ETag:", 5)) {
+		const char *v = data + 5;
+		size_t vl = len - 5;
+		while (vl && (*v == ' ' || *v == '\t'))
+			v++, vl--;
+		while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+			vl--;
+		if (vl < sizeof(rep->etag)) {
+			memcpy(rep->etag, v, vl);
+			rep->etag[vl] = '\0';
+		}
+	}
+	return len;
+}
+
+/* ---- addressing ---- */
+
+/* The key of path (relative to the source root) in the bucket; malloc'd. */
+static char *key_of(const struct remote_s3 *s, const char *path)
+{
+	char *k;
+
+	if (s->single_file)
+		return strdup(s->prefix);
+	if (asprintf(&k, "%s%s", s->prefix, path) < 0)
+		return NULL;
+	return k;
+}
+
+/* The request path for key ("" for the bucket itself), decoded; malloc'd. */
+static char *path_of(const struct remote_s3 *s, const char *key)
+{
+	char *p;
+	int n;
+
+	if (s->virtual_host)
+		n = asprintf(&p, "/%s", key);
+	else if (!*key)
+		n = asprintf(&p, "/%s", s->bucket);
+	else
+		n = asprintf(&p, "/%s/%s", s->bucket, key);
+	return n < 0 ? NULL : p;
+}
+
+/* Signs method on key with the query and extra headers; fills *url and *hdrs (caller frees). */
+static int s3_build(struct remote_s3 *s, const char *method, const char *key,
+	const struct s3_kv *query, size_t nr_query, const struct s3_kv *extra, size_t nr_extra,
+	char **url, struct curl_slist **hdrs)
+{
+	struct aws_credentials *cred = s->cfg.anonymous ? NULL : &s->cfg.cred;
+	struct s3_signed sig;
+	struct curl_slist *l = NULL;
+	char *path = path_of(s, key);
+	int err;
+
+	*url = NULL;
+	*hdrs = NULL;
+	if (!path)
+		return -ENOMEM;
+	struct s3_sign_input in = {
+		.method = method,
+		.host = s->host,
+		.path = path,
+		.query = query,
+		.nr_query = nr_query,
+		.headers = extra,
+		.nr_headers = nr_extra,
+		.region = s->cfg.region,
+		.when = time(NULL),
+		.cred = cred,
+	};
+	err = s3_sign_request(&in, &sig);
+	free(path);
+	if (err)
+		return err;
+	if (asprintf(url, "%s%s%s%s", s->scheme_host, sig.encoded_path,
+		    sig.encoded_query[0] ? "?" : "", sig.encoded_query) < 0) {
+		*url = NULL;
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < sig.nr_header_lines; i++) {
+		struct curl_slist *n = curl_slist_append(l, sig.header_lines[i]);
+		if (!n) {
+			err = -ENOMEM;
+			goto out;
+		}
+		l = n;
+	}
+	*hdrs = l;
+	l = NULL;
+out:
+	curl_slist_free_all(l);
+	if (err) {
+		free(*url);
+		*url = NULL;
+	}
+	s3_signed_done(&sig);
+	return err;
+}
+
+/* ---- messages ---- */
+
+/* A one-line reason for a failed reply, never holding a secret. Returns the -errno. */
+static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_reply *rep,
+	char *errbuf, size_t errlen)
+{
+	struct s3_error_doc doc = {0};
+	enum s3_error e;
+
+	if (rep->body_bytes)
+		s3_error_parse(rep->body, rep->body_bytes, &doc);
+	e = s3_error_classify(doc.code, rep->status);
+	const char *src = s->cfg.cred_source ? s->cfg.cred_source : "no credentials";
+	switch (e) {
+	case S3_ERR_BAD_SIGNATURE:
+		snprintf(errbuf, errlen,
+			"access denied to s3://%s: SignatureDoesNotMatch: the secret access key "
+			"(from %s) is wrong for this access key id",
+			s->bucket, src);
+		break;
+	case S3_ERR_BAD_KEY_ID:
+		snprintf(errbuf, errlen,
+			"access denied to s3://%s: InvalidAccessKeyId: the server does not know "
+			"the "
+			"access key id (from %s)",
+			s->bucket, src);
+		break;
+	case S3_ERR_ACCESS_DENIED:
+		snprintf(errbuf, errlen, "access denied to s3://%s/%s (%s%s%s, credentials: %s)",
+			s->bucket, what, doc.code[0] ? doc.code : "HTTP 403",
+			doc.message[0] ? ": " : "", doc.message,
+			s->cfg.anonymous ? "anonymous" : src);
+		break;
+	case S3_ERR_EXPIRED:
+		snprintf(errbuf, errlen, "access denied to s3://%s: %s: %s", s->bucket, doc.code,
+			doc.message);
+		break;
+	case S3_ERR_NO_SUCH_BUCKET:
+		snprintf(errbuf, errlen, "no such bucket '%s' at %s", s->bucket, s->scheme_host);
+		break;
+	case S3_ERR_WRONG_REGION:
+		snprintf(errbuf, errlen,
+			"s3://%s is not in region %s%s%s (%s); pass --region or set AWS_REGION",
+			s->bucket, s->cfg.region, doc.region[0] ? ", it is in " : "", doc.region,
+			doc.code[0] ? doc.code : "redirect");
+		break;
+	default:
+		snprintf(errbuf, errlen, "s3://%s/%s: HTTP %ld%s%s%s%s", s->bucket, what,
+			rep->status, doc.code[0] ? " " : "", doc.code, doc.message[0] ? ": " : "",
+			doc.message);
+		break;
+	}
+	return s3_error_errno(e);
+}
+
+/* ---- synchronous requests ---- */
+
+static void backoff(unsigned attempt)
+{
+	unsigned ms = 100u << attempt;
+
+	ms = ms / 2 + (unsigned)(rand() % (int)ms); /* jitter: 0.5x .. 1.5x */
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* One request with retries of transport failures, 500 and 503. 0 with rep filled (any HTTP
+ * status), or -errno with a reason in errbuf when no reply came. */
+static int s3_request(struct remote_s3 *s, const char *method, const char *key,
+	const struct s3_kv *query, size_t nr_query, struct s3_reply *rep, char *errbuf,
+	size_t errlen)
+{
+	int err = 0;
+
+	for (unsigned attempt = 0;; attempt++) {
+		char curl_err[CURL_ERROR_SIZE] = "";
+		struct curl_slist *hdrs = NULL;
+		char *url = NULL;
+		CURL *easy;
+		CURLcode rc;
+
+		memset(rep, 0, sizeof(*rep));
+		err = s3_build(s, method, key, query, nr_query, NULL, 0, &url, &hdrs);
+		if (err) {
+			snprintf(errbuf, errlen, "cannot sign the request: %s", strerror(-err));
+			return err;
+		}
+		easy = curl_easy_init();
+		if (!easy) {
+			free(url);
+			curl_slist_free_all(hdrs);
+			snprintf(errbuf, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		s3_easy_common(s, easy);
+		curl_easy_setopt(easy, CURLOPT_SHARE, s->share);
+		curl_easy_setopt(easy, CURLOPT_URL, url);
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_err);
+		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+		curl_easy_setopt(easy, CURLOPT_WRITEDATA, rep);
+		curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+		curl_easy_setopt(easy, CURLOPT_HEADERDATA, rep);
+		curl_easy_setopt(easy, CURLOPT_FILETIME, 1L);
+		curl_easy_setopt(easy, CURLOPT_TIMEOUT, 300L);
+		if (!strcmp(method, "HEAD"))
+			curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+		rc = curl_easy_perform(easy);
+		if (rc == CURLE_OK) {
+			curl_off_t cl = -1, ft = -1;
+			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &rep->status);
+			curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+			curl_easy_getinfo(easy, CURLINFO_FILETIME_T, &ft);
+			rep->has_length = cl >= 0;
+			rep->content_length = cl >= 0 ? (uint64_t)cl : 0;
+			rep->last_modified = ft >= 0 ? (time_t)ft : 0;
+		}
+		curl_easy_cleanup(easy);
+		curl_slist_free_all(hdrs);
+		free(url);
+		if (rc == CURLE_OK && rep->status != 500 && rep->status != 503)
+			return 0;
+		if (rep->too_big) {
+			snprintf(errbuf, errlen, "s3://%s: a reply over %u bytes", s->bucket,
+				S3_MAX_REPLY_BYTES);
+			s3_reply_done(rep);
+			return -EBADMSG;
+		}
+		if (attempt >= S3_SYNC_RETRIES) {
+			if (rc == CURLE_OK)
+				return 0; /* the caller describes the last 5xx */
+			snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host,
+				curl_err[0] ? curl_err : curl_easy_strerror(rc));
+			return rc == CURLE_COULDNT_CONNECT	? -ECONNREFUSED
+			       : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+								: -EIO;
+		}
+		log_debug("s3: %s %s: %s, retrying", method, key,
+			rc == CURLE_OK ? "server busy" : curl_easy_strerror(rc));
+		s3_reply_done(rep);
+		backoff(attempt);
+	}
+}
+
+/* Lists one page under prefix. token may be NULL; max_keys 0 means the server's default. */
+static int s3_list_page(struct remote_s3 *s, const char *prefix, const char *token,
+	unsigned max_keys, struct s3_list_page *page, char *errbuf, size_t errlen)
+{
+	struct s3_kv q[6];
+	size_t nq = 0;
+	char mk[16];
+	struct s3_reply rep;
+	int err;
+
+	q[nq++] = (struct s3_kv){"list-type", "2"};
+	q[nq++] = (struct s3_kv){"delimiter", "/"};
+	q[nq++] = (struct s3_kv){"encoding-type", "url"};
+	q[nq++] = (struct s3_kv){"prefix", prefix};
+	if (token)
+		q[nq++] = (struct s3_kv){"continuation-token", token};
+	if (max_keys) {
+		snprintf(mk, sizeof(mk), "%u", max_keys);
+		q[nq++] = (struct s3_kv){"max-keys", mk};
+	}
+	err = s3_request(s, "GET", "", q, nq, &rep, errbuf, errlen);
+	if (err)
+		return err;
+	if (rep.status != 200) {
+		err = s3_describe(s, prefix, &rep, errbuf, errlen);
+		goto out;
+	}
+	err = s3_list_parse(rep.body ? rep.body : "", rep.body_bytes, page, errbuf, errlen);
+out:
+	s3_reply_done(&rep);
+	return err;
+}
+
+/* ---- names ---- */
+
+/* Is name (name_bytes long, from a key) usable as one path component? */
+static bool name_is_safe(const char *name, size_t name_bytes)
+{
+	return name_bytes > 0 && name_bytes <= S3_NAME_MAX &&
+	       memchr(name, '\0', name_bytes) == NULL && memchr(name, '/', name_bytes) == NULL &&
+	       strcmp(name, ".") && strcmp(name, "..");
+}
+
+/* Is a path given to list/stat made only of safe components? */
+static bool path_is_safe(const char *path)
+{
+	const char *p = path;
+
+	if (!*path)
+		return true;
+	for (;;) {
+		const char *e = strchr(p, '/');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (n == 0 || n > S3_NAME_MAX || (n == 1 && p[0] == '.') ||
+			(n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (!e)
+			return true;
+		p = e + 1;
+	}
+}
+
+static void note_unsafe(struct remote_s3 *s, const char *key, size_t key_bytes)
+{
+	bool expected = false;
+
+	atomic_fetch_add(&s->nr_unsafe, 1);
+	if (atomic_compare_exchange_strong(&s->warned_unsafe, &expected, true))
+		log_warn("s3://%s: hiding keys that are unsafe as file names (empty components, "
+			 "'.', '..', NUL, over %d bytes), e.g. '%.*s'",
+			s->bucket, S3_NAME_MAX,
+			(int)(key_bytes > 200 ? 200 : strnlen(key, key_bytes)), key);
+	else
+		log_debug("s3://%s: hiding unsafe key '%.*s'", s->bucket, 200, key);
+}
+
+static void note_collision(struct remote_s3 *s, const char *dir, const char *name)
+{
+	bool expected = false;
+
+	atomic_fetch_add(&s->nr_collisions, 1);
+	if (atomic_compare_exchange_strong(&s->warned_collision, &expected, true))
+		log_warn("s3://%s: '%s%s' is both an object and a prefix; showing the directory "
+			 "(further collisions are not reported)",
+			s->bucket, dir, name);
+}
+
+struct dir_entry {
+	char *name;
+	bool is_dir;
+	uint64_t size;
+	struct timespec mtime;
+	char *etag;
+};
+
+static int cmp_dir_entry(const void *a, const void *b)
+{
+	const struct dir_entry *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	if (c)
+		return c;
+	return (int)y->is_dir - (int)x->is_dir; /* the directory first: it wins */
+}
+
+struct dir_list {
+	struct dir_entry *v;
+	size_t n, cap;
+};
+
+static void dir_list_done(struct dir_list *d)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		free(d->v[i].name);
+		free(d->v[i].etag);
+	}
+	free(d->v);
+}
+
+static int dir_list_add(struct dir_list *d, const char *name, bool is_dir, uint64_t size,
+	struct timespec mtime, const char *etag)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? 2 * d->cap : 256;
+		if (cap > S3_MAX_DIR_ENTRIES)
+			return -EFBIG;
+		void *v = realloc(d->v, cap * sizeof(*d->v));
+		if (!v)
+			return -ENOMEM;
+		d->v = v;
+		d->cap = cap;
+	}
+	struct dir_entry *e = &d->v[d->n];
+	e->name = strdup(name);
+	e->etag = etag ? strdup(etag) : NULL;
+	if (!e->name || (etag && !e->etag)) {
+		free(e->name);
+		free(e->etag);
+		return -ENOMEM;
+	}
+	e->is_dir = is_dir;
+	e->size = size;
+	e->mtime = mtime;
+	d->n++;
+	return 0;
+}
+
+/* ---- remote_ops ---- */
+
+static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *arg)
+{
+	struct remote_s3 *s = (struct remote_s3 *)r;
+	struct dir_list d = {0};
+	char *dir = NULL, *token = NULL;
+	char errbuf[512];
+	size_t dir_len;
+	bool saw_any = false; /* keys under dir, shown or hidden */
+	int err = 0;
+
+	if (s->single_file)
+		return -ENOTDIR;
+	if (!path_is_safe(path))
+		return -ENOENT;
+	if (asprintf(&dir, "%s%s%s", s->prefix, path, *path ? "/" : "") < 0)
+		return -ENOMEM;
+	dir_len = strlen(dir);
+
+	/* The whole directory first: "a" and "a/" may sit on different pages, and the
+	 * directory must win wherever they are. */
+	for (;;) {
+		struct s3_list_page page;
+		err = s3_list_page(s, dir, token, 0, &page, errbuf, sizeof(errbuf));
+		if (err) {
+			log_error("listing s3://%s/%s: %s", s->bucket, dir, errbuf);
+			goto out;
+		}
+		saw_any |= page.nr_objects || page.nr_prefixes;
+		for (size_t i = 0; !err && i < page.nr_objects; i++) {
+			const struct s3_list_object *o = &page.objects[i];
+			if (o->key_bytes < dir_len || memcmp(o->key, dir, dir_len))
+				continue; /* not under the prefix: a broken server; ignore */
+			const char *name = o->key + dir_len;
+			size_t name_bytes = o->key_bytes - dir_len;
+			if (name_bytes == 0)
+				continue; /* "dir/" itself: a console's folder marker */
+			if (!name_is_safe(name, name_bytes)) {
+				note_unsafe(s, o->key, o->key_bytes);
+				continue;
+			}
+			err = dir_list_add(&d, name, false, o->size, o->mtime, o->etag);
+		}
+		for (size_t i = 0; !err && i < page.nr_prefixes; i++) {
+			struct s3_list_prefix *p = &page.prefixes[i];
+			if (p->prefix_bytes <= dir_len || memcmp(p->prefix, dir, dir_len) ||
+				p->prefix[p->prefix_bytes - 1] != '/')
+				continue;
+			p->prefix[p->prefix_bytes - 1] = '\0';
+			const char *name = p->prefix + dir_len;
+			size_t name_bytes = p->prefix_bytes - 1 - dir_len;
+			if (!name_is_safe(name, name_bytes)) {
+				p->prefix[p->prefix_bytes - 1] = '/';
+				note_unsafe(s, p->prefix, p->prefix_bytes);
+				continue;
+			}
+			err = dir_list_add(&d, name, true, 0, (struct timespec){0}, NULL);
+		}
+		bool more = page.is_truncated;
+		if (!err && more) {
+			/* A server that hands back the token it was given would loop forever. */
+			if (token && !strcmp(token, page.next_token)) {
+				log_error("listing s3://%s/%s: the server repeats its continuation "
+					  "token",
+					s->bucket, dir);
+				err = -EIO;
+			} else {
+				free(token);
+				token = strdup(page.next_token);
+				if (!token)
+					err = -ENOMEM;
+			}
+		}
+		s3_list_page_done(&page);
+		if (err || !more)
+			break;
+	}
+	if (err)
+		goto out;
+	if (!saw_any && *path) {
+		err = -ENOENT; /* S3 has no empty directories: nothing under it, no directory */
+		goto out;
+	}
+	if (d.n)
+		qsort(d.v, d.n, sizeof(*d.v), cmp_dir_entry);
+	for (size_t i = 0; i < d.n; i++) {
+		if (i && !strcmp(d.v[i].name, d.v[i - 1].name)) {
+			if (d.v[i - 1].is_dir && !d.v[i].is_dir)
+				note_collision(s, dir, d.v[i].name);
+			continue;
+		}
+		struct remote_entry e = {
+			.name = d.v[i].name,
+			.type = d.v[i].is_dir ? REMOTE_DIR : REMOTE_FILE,
+			.size = d.v[i].size,
+			.mtime = d.v[i].mtime,
+			.etag = d.v[i].etag,
+		};
+		err = cb(arg, &e);
+		if (err)
+			break;
+	}
+out:
+	dir_list_done(&d);
+	free(token);
+	free(dir);
+	return err;
+}
+
+static int fill_entry(struct remote_entry *out, const char *path, enum remote_type type,
+	uint64_t size, time_t mtime, const char *etag)
+{
+	const char *slash = strrchr(path, '/');
+
+	memset(out, 0, sizeof(*out));
+	out->name = strdup(slash ? slash + 1 : path);
+	out->etag = etag && *etag ? strdup(etag) : NULL;
+	if (!out->name || (etag && *etag && !out->etag)) {
+		free(out->name);
+		free(out->etag);
+		memset(out, 0, sizeof(*out));
+		return -ENOMEM;
+	}
+	out->type = type;
+	out->size = size;
+	out->mtime.tv_sec = mtime;
+	return 0;
+}
+
+/* HEAD of key: 0 and a file entry, -ENOENT, or another -errno (with errbuf). */
+static int s3_head(struct remote_s3 *s, const char *key, const char *path, struct remote_entry *out,
+	char *errbuf, size_t errlen)
+{
+	struct s3_reply rep;
+	int err;
+
+	err = s3_request(s, "HEAD", key, NULL, 0, &rep, errbuf, errlen);
+	if (err)
+		return err;
+	if (rep.status == 200) {
+		if (!rep.has_length) {
+			snprintf(errbuf, errlen, "s3://%s/%s: HEAD without a Content-Length",
+				s->bucket, key);
+			err = -EBADMSG;
+		} else {
+			err = fill_entry(out, path, REMOTE_FILE, rep.content_length,
+				rep.last_modified, rep.etag);
+		}
+	} else if (rep.status == 404) {
+		snprintf(errbuf, errlen, "s3://%s/%s: no such key", s->bucket, key);
+		err = -ENOENT;
+	} else {
+		err = s3_describe(s, key, &rep, errbuf, errlen);
+	}
+	s3_reply_done(&rep);
+	return err;
+}
+
+static int s3_stat(struct remote *r, const char *path, struct remote_entry *out)
+{
+	struct remote_s3 *s = (struct remote_s3 *)r;
+	struct s3_list_page page;
+	char errbuf[512], *key, *dir;
+	int err;
+
+	if (s->single_file) {
+		if (*path)
+			return -ENOENT;
+		err = s3_head(s, s->prefix, "", out, errbuf, sizeof(errbuf));
+		goto log;
+	}
+	if (!*path)
+		return fill_entry(out, "", REMOTE_DIR, 0, 0, NULL);
+	if (!path_is_safe(path))
+		return -ENOENT;
+	key = key_of(s, path);
+	if (!key || asprintf(&dir, "%s/", key) < 0) {
+		free(key);
+		return -ENOMEM;
+	}
+	/* A prefix first: when both "a" and "a/..." exist, the directory wins. */
+	err = s3_list_page(s, dir, NULL, 1, &page, errbuf, sizeof(errbuf));
+	if (!err) {
+		bool is_dir = page.nr_objects || page.nr_prefixes;
+		s3_list_page_done(&page);
+		if (is_dir)
+			err = fill_entry(out, path, REMOTE_DIR, 0, 0, NULL);
+		else
+			err = s3_head(s, key, path, out, errbuf, sizeof(errbuf));
+	}
+	free(dir);
+	free(key);
+log:
+	if (err && err != -ENOENT)
+		log_error("%s", errbuf);
+	return err;
+}
+
+static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uint64_t off,
+	uint64_t len, CURL *easy, struct curl_slist **headers)
+{
+	struct remote_s3 *s = (struct remote_s3 *)r;
+	struct s3_kv extra[2];
+	size_t nr_extra = 0;
+	char range[64], *key, *url;
+	int err;
+
+	*headers = NULL;
+	if (len == 0 || off + len < off)
+		return -EINVAL;
+	if (!s->single_file && !path_is_safe(obj->path))
+		return -ENOENT;
+	key = key_of(s, obj->path);
+	if (!key)
+		return -ENOMEM;
+	snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
+		(unsigned long long)(off + len - 1));
+	extra[nr_extra++] = (struct s3_kv){"Range", range};
+	if (obj->etag && *obj->etag)
+		extra[nr_extra++] = (struct s3_kv){"If-Match", obj->etag};
+	err = s3_build(s, "GET", key, NULL, 0, extra, nr_extra, &url, headers);
+	free(key);
+	if (err)
+		return err;
+	s3_easy_common(s, easy);
+	curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	/* CURLOPT_URL copies the string. */
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, *headers);
+	free(url);
+	return 0;
+}
+
+static void s3_free(struct remote *r)
+{
+	struct remote_s3 *s = (struct remote_s3 *)r;
+
+	if (!s)
+		return;
+	if (s->share)
+		curl_share_cleanup(s->share);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&s->share_lock[i]);
+	aws_config_done(&s->cfg);
+	free(s->bucket);
+	free(s->prefix);
+	free(s->scheme_host);
+	free(s->host);
+	free(s->ca_file);
+	free(s);
+}
+
+/* Bucket names that can be a DNS label under TLS wildcard certificates: virtual-host style
+ * works for them. Dotted names break *.s3.amazonaws.com certificates, so they go path style. */
+static bool bucket_is_dns_safe(const char *b)
+{
+	size_t n = strlen(b);
+
+	if (n < 3 || n > 63 || b[0] == '-' || b[n - 1] == '-')
+		return false;
+	for (const char *p = b; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+			return false;
+	return true;
+}
+
+static bool bucket_is_valid(const char *b)
+{
+	size_t n = strlen(b);
+
+	if (n == 0 || n > 255)
+		return false;
+	for (const char *p = b; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			    (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_'))
+			return false;
+	return true;
+}
+
+/* Splits the endpoint "scheme://host[:port][/]" and sets scheme_host and host for the
+ * addressing style. */
+static int setup_endpoint(struct remote_s3 *s, char *errbuf, size_t errlen)
+{
+	char *ep = NULL;
+	const char *hostport, *scheme;
+	int err = -EINVAL;
+
+	if (s->cfg.endpoint) {
+		ep = strdup(s->cfg.endpoint);
+	} else if (asprintf(&ep, "https://s3.%s.amazonaws.com", s->cfg.region) < 0) {
+		ep = NULL;
+	}
+	if (!ep)
+		return -ENOMEM;
+	size_t n = strlen(ep);
+	while (n > 0 && ep[n - 1] == '/')
+		ep[--n] = '\0';
+	if (!strncmp(ep, "https://", 8)) {
+		scheme = "https";
+		hostport = ep + 8;
+	} else if (!strncmp(ep, "http://", 7)) {
+		scheme = "http";
+		hostport = ep + 7;
+	} else {
+		snprintf(
+			errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
+		goto out;
+	}
+	if (!*hostport || strpbrk(hostport, "/?#@ ")) {
+		snprintf(
+			errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
+		goto out;
+	}
+	/* The Host header leaves out a default port, as curl and botocore do. */
+	char *host = strdup(hostport);
+	if (!host) {
+		err = -ENOMEM;
+		goto out;
+	}
+	char *colon = strrchr(host, ':');
+	if (colon && !strchr(colon, ']') &&
+		((!strcmp(scheme, "http") && !strcmp(colon, ":80")) ||
+			(!strcmp(scheme, "https") && !strcmp(colon, ":443"))))
+		*colon = '\0';
+	bool aws = !s->cfg.endpoint || strstr(host, ".amazonaws.com") != NULL;
+	const char *mode = s->cfg.addressing ? s->cfg.addressing : "auto";
+	if (!strcmp(mode, "virtual")) {
+		s->virtual_host = true;
+	} else if (!strcmp(mode, "path")) {
+		s->virtual_host = false;
+	} else if (!strcmp(mode, "auto")) {
+		s->virtual_host = aws && bucket_is_dns_safe(s->bucket);
+	} else {
+		snprintf(errbuf, errlen,
+			"bad addressing style '%s': expected path, virtual or auto", mode);
+		free(host);
+		goto out;
+	}
+	if (s->virtual_host && !bucket_is_dns_safe(s->bucket) && !strcmp(mode, "virtual") &&
+		strchr(s->bucket, '_')) {
+		snprintf(errbuf, errlen, "bucket '%s' cannot be a host name: use --addressing path",
+			s->bucket);
+		free(host);
+		goto out;
+	}
+	if (s->virtual_host) {
+		if (asprintf(&s->host, "%s.%s", s->bucket, host) < 0 ||
+			asprintf(&s->scheme_host, "%s://%s.%s", scheme, s->bucket, hostport) < 0)
+			err = -ENOMEM;
+		else
+			err = 0;
+	} else {
+		s->host = host;
+		host = NULL;
+		err = asprintf(&s->scheme_host, "%s://%s", scheme, hostport) < 0 ? -ENOMEM : 0;
+	}
+	free(host);
+out:
+	free(ep);
+	return err;
+}
 
 static int s3_open(struct remote **out, const char *source, const struct remote_options *opt,
 	char *errbuf, size_t errlen)
 {
-	snprintf(errbuf, errlen, "s3:// sources are not supported by this build yet");
-	return -ENOTSUP;
+	struct remote_s3 *s;
+	struct s3_list_page page;
+	const char *b, *slash;
+	int err = -ENOMEM;
+
+	*out = NULL;
+	if (strncmp(source, "s3://", 5)) {
+		snprintf(errbuf, errlen, "not an s3:// source: '%s'", source);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(errbuf, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	s->base.ops = &remote_s3_ops;
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&s->share_lock[i], NULL);
+
+	b = source + 5;
+	slash = strchr(b, '/');
+	s->bucket = slash ? strndup(b, (size_t)(slash - b)) : strdup(b);
+	if (!s->bucket)
+		goto nomem;
+	if (!bucket_is_valid(s->bucket)) {
+		snprintf(errbuf, errlen, "bad bucket name in '%s'", source);
+		err = -EINVAL;
+		goto err;
+	}
+	const char *pfx = slash ? slash + 1 : "";
+	while (*pfx == '/')
+		pfx++;
+	s->prefix = strdup(pfx);
+	if (!s->prefix)
+		goto nomem;
+
+	struct aws_config_request req = {
+		.profile = opt ? opt->profile : NULL,
+		.region = opt ? opt->region : NULL,
+		.endpoint = opt ? opt->endpoint : NULL,
+		.addressing = opt ? opt->addressing : NULL,
+		.no_sign_request = opt && opt->no_sign_request,
+	};
+	err = aws_config_load(&s->cfg, &req, errbuf, errlen);
+	if (err)
+		goto err;
+	if (opt) {
+		s->insecure = opt->insecure;
+		s->connect_timeout_ms = opt->connect_timeout_ms;
+		s->low_speed_time_s = opt->low_speed_time_s;
+		if (opt->ca_file && !(s->ca_file = strdup(opt->ca_file)))
+			goto nomem;
+	}
+	err = setup_endpoint(s, errbuf, errlen);
+	if (err)
+		goto err;
+
+	s->share = curl_share_init();
+	if (!s->share)
+		goto nomem;
+	curl_share_setopt(s->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(s->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(s->share, CURLSHOPT_USERDATA, s);
+	curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+
+	/* Does the source exist, and may we read it? One small listing answers both, with an
+	 * Error document that tells a wrong secret from an unknown key from a missing bucket. */
+	size_t plen = strlen(s->prefix);
+	bool dir_form = plen == 0 || s->prefix[plen - 1] == '/';
+	char *dir;
+	if (asprintf(&dir, "%s%s", s->prefix, dir_form ? "" : "/") < 0)
+		goto nomem;
+	err = s3_list_page(s, dir, NULL, 1, &page, errbuf, errlen);
+	if (err) {
+		free(dir);
+		goto err;
+	}
+	bool found = page.nr_objects || page.nr_prefixes;
+	s3_list_page_done(&page);
+	if (!dir_form && found) {
+		free(s->prefix);
+		s->prefix = dir;
+		dir = NULL;
+	}
+	free(dir);
+	if (!found && plen) {
+		if (dir_form) {
+			snprintf(
+				errbuf, errlen, "s3://%s/%s: no such prefix", s->bucket, s->prefix);
+			err = -ENOENT;
+			goto err;
+		}
+		struct remote_entry e;
+		err = s3_head(s, s->prefix, "", &e, errbuf, errlen);
+		if (err == -ENOENT)
+			snprintf(errbuf, errlen, "s3://%s/%s: no such object or prefix", s->bucket,
+				s->prefix);
+		if (err)
+			goto err;
+		free(e.name);
+		free(e.etag);
+		s->single_file = true;
+	}
+	*out = &s->base;
+	return 0;
+nomem:
+	err = -ENOMEM;
+	snprintf(errbuf, errlen, "out of memory");
+err:
+	s3_free(&s->base);
+	return err;
 }
 
 const struct remote_ops remote_s3_ops = {
 	.name = "s3",
 	.open = s3_open,
+	.free = s3_free,
+	.list = s3_list,
+	.stat = s3_stat,
+	.prepare_get = s3_prepare_get,
 };
