@@ -1,12 +1,936 @@
-/* placeholder: `ferry train` is being written. */
+/* train/: `ferry train`, the CPU reference trainer: batches from the loader, forward and
+ * backward (model.c), gradients averaged across ranks (comm.h), AdamW, evaluation, samples,
+ * checkpoints and exact resume (ckpt.c), and the run's log.csv and loss.svg (report.c). */
 #include "config.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
+#include "loader/loader.h"
+#include "train/ckpt.h"
+#include "train/comm.h"
+#include "train/model.h"
+#include "train/report.h"
 #include "train/train.h"
+
+/* The settings of a run. All of them are saved in every checkpoint and --resume takes them
+ * back (only steps may be raised); what may differ between the parts of one run (threads,
+ * --stop-at, --verbose, the output directory) lives in struct train_opts instead. */
+struct train_settings {
+	char data[PATH_MAX];
+	char val[PATH_MAX];  /* "" when no validation set */
+	char init[PATH_MAX]; /* llm.c model file the run started from, "" for random */
+	int layers, heads, dim, max_seq_len, vocab;
+	int seq_len, batch;
+	long long total_batch_tokens;
+	int steps, warmup;
+	float lr, lr_final_frac, weight_decay, grad_clip, beta1, beta2, eps;
+	unsigned long long seed;
+	int eval_every, val_batches, ckpt_every, keep, sample;
+	int world_size;
+};
+
+enum setting_type { S_STR, S_INT, S_LL, S_ULL, S_FLOAT };
+
+static const struct setting {
+	const char *key;
+	enum setting_type type;
+	size_t offset;
+} settings_table[] = {
+#define ST(key, type) { #key, type, offsetof(struct train_settings, key) }
+	ST(data, S_STR), ST(val, S_STR), ST(init, S_STR), ST(layers, S_INT), ST(heads, S_INT),
+	ST(dim, S_INT), ST(max_seq_len, S_INT), ST(vocab, S_INT), ST(seq_len, S_INT),
+	ST(batch, S_INT), ST(total_batch_tokens, S_LL), ST(steps, S_INT), ST(warmup, S_INT),
+	ST(lr, S_FLOAT), ST(lr_final_frac, S_FLOAT), ST(weight_decay, S_FLOAT),
+	ST(grad_clip, S_FLOAT), ST(beta1, S_FLOAT), ST(beta2, S_FLOAT), ST(eps, S_FLOAT),
+	ST(seed, S_ULL), ST(eval_every, S_INT), ST(val_batches, S_INT), ST(ckpt_every, S_INT),
+	ST(keep, S_INT), ST(sample, S_INT), ST(world_size, S_INT),
+#undef ST
+};
+#define NR_SETTINGS (sizeof(settings_table) / sizeof(settings_table[0]))
+
+struct train_opts {
+	char out[PATH_MAX];
+	char resume[PATH_MAX];
+	int threads;
+	int stop_at; /* 0: run to steps */
+	int verbose;
+};
+
+static struct comm comm;
+
+/* One line on stderr (rank 0 only, unless every rank has something of its own to say) and
+ * the whole job ends: a rank alone must not leave the others waiting in a collective. */
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "ferry train: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	fflush(stdout);
+	comm.ops->abort_all(&comm, 1);
+	exit(1);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static char *settings_format(const struct train_settings *s)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	for (size_t i = 0; i < NR_SETTINGS; i++) {
+		const struct setting *e = &settings_table[i];
+		const char *p = (const char *)s + e->offset;
+		fprintf(f, "%s ", e->key);
+		switch (e->type) {
+		case S_STR:
+			fprintf(f, "%s", p);
+			break;
+		case S_INT:
+			fprintf(f, "%d", *(const int *)p);
+			break;
+		case S_LL:
+			fprintf(f, "%lld", *(const long long *)p);
+			break;
+		case S_ULL:
+			fprintf(f, "%llu", *(const unsigned long long *)p);
+			break;
+		case S_FLOAT: /* %.9g: every float prints back to the same bits */
+			fprintf(f, "%.9g", *(const float *)p);
+			break;
+		}
+		fprintf(f, "\n");
+	}
+	fclose(f);
+	return buf;
+}
+
+static int parse_ll(const char *s, long long lo, long long hi, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+	char *end;
+	errno = 0;
+	float v = strtof(s, &end);
+	if (errno || end == s || *end || !isfinite(v))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int setting_set(struct train_settings *s, const struct setting *e, const char *value)
+{
+	char *p = (char *)s + e->offset;
+	long long v;
+	switch (e->type) {
+	case S_STR:
+		if (strlen(value) >= PATH_MAX || strchr(value, '\n'))
+			return -EINVAL;
+		strcpy(p, value);
+		return 0;
+	case S_INT:
+		if (parse_ll(value, INT_MIN, INT_MAX, &v) < 0)
+			return -EINVAL;
+		*(int *)p = (int)v;
+		return 0;
+	case S_LL:
+		if (parse_ll(value, LLONG_MIN, LLONG_MAX, &v) < 0)
+			return -EINVAL;
+		*(long long *)p = v;
+		return 0;
+	case S_ULL: {
+		char *end;
+		errno = 0;
+		unsigned long long u = strtoull(value, &end, 10);
+		if (errno || end == value || *end || value[0] == '-')
+			return -EINVAL;
+		*(unsigned long long *)p = u;
+		return 0;
+	}
+	case S_FLOAT:
+		return parse_float(value, (float *)p);
+	}
+	return -EINVAL;
+}
+
+/* Parses what settings_format wrote; every key must be there. */
+static int settings_parse(struct train_settings *s, const char *text, char *err, size_t errlen)
+{
+	int seen[NR_SETTINGS] = { 0 };
+	memset(s, 0, sizeof(*s));
+	const char *line = text;
+	while (*line) {
+		const char *nl = strchr(line, '\n');
+		size_t n = nl ? (size_t)(nl - line) : strlen(line);
+		char buf[PATH_MAX + 64];
+		if (n >= sizeof(buf)) {
+			snprintf(err, errlen, "saved settings: line too long");
+			return -EINVAL;
+		}
+		memcpy(buf, line, n);
+		buf[n] = '\0';
+		char *space = strchr(buf, ' ');
+		size_t i = 0;
+		if (space) {
+			*space = '\0';
+			for (i = 0; i < NR_SETTINGS; i++)
+				if (strcmp(settings_table[i].key, buf) == 0)
+					break;
+		}
+		if (!space || i == NR_SETTINGS || setting_set(s, &settings_table[i], space + 1) < 0) {
+			snprintf(err, errlen, "saved settings: bad line '%.60s'", buf);
+			return -EINVAL;
+		}
+		seen[i] = 1;
+		line += n + (nl ? 1 : 0);
+	}
+	for (size_t i = 0; i < NR_SETTINGS; i++)
+		if (!seen[i]) {
+			snprintf(err, errlen, "saved settings: '%s' missing", settings_table[i].key);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry train --data GLOB [--val GLOB] --out DIR [options]\n"
+		"       ferry train --resume DIR [--steps N] [--threads N]\n"
+		"Trains a GPT-2 model on the CPU (fp32) from token shards read by the loader.\n"
+		"\n"
+		"model:\n"
+		"  --model dN           N layers, N heads, 64*N channels (default d6)\n"
+		"  --layers N --heads N --dim N   explicit shape (override --model)\n"
+		"  --init FILE          start from an llm.c model file (magic 20240326, v3)\n"
+		"  --vocab N            vocabulary size when the data does not declare one\n"
+		"data:\n"
+		"  --data GLOB          training shards (a glob, directory or file)\n"
+		"  --val GLOB           validation shards\n"
+		"  --seq-len T          tokens per sequence (default 256)\n"
+		"  --batch B            sequences per micro-batch per rank (default 8)\n"
+		"  --total-batch-tokens N  tokens per optimizer step over all ranks; gradients\n"
+		"                       are accumulated to reach it (default B*T*ranks)\n"
+		"optimization:\n"
+		"  --steps N            optimizer steps (default 1000)\n"
+		"  --lr X               peak learning rate (default 6e-4)\n"
+		"  --warmup N           linear warmup steps (default 100), then cosine decay\n"
+		"  --lr-final-frac X    final lr as a fraction of the peak (default 0.1)\n"
+		"  --weight-decay X     AdamW decay of the 2-D weights (default 0.1)\n"
+		"  --grad-clip X        clip the global gradient norm (default 1.0; 0: off)\n"
+		"  --seed N             initialisation, data order and sampling (default 1)\n"
+		"run:\n"
+		"  --out DIR            log.csv, loss.svg and checkpoints go here\n"
+		"  --eval-every N       validation loss every N steps (default 100)\n"
+		"  --val-batches N      batches per validation (default 20)\n"
+		"  --ckpt-every N       checkpoint every N steps (default 500), and at the end\n"
+		"  --keep N             checkpoints kept (default 3)\n"
+		"  --sample N           print N generated tokens at each evaluation (default 0)\n"
+		"  --threads N          OpenMP threads (results do not depend on it)\n"
+		"  --resume DIR         continue the run in DIR from its last checkpoint, with its\n"
+		"                       saved settings; only --steps may be raised\n"
+		"  --stop-at N          stop after step N with a checkpoint (to resume later)\n"
+		"  --verbose            per-rank details on stderr\n"
+		"  --help\n");
+}
+
+enum {
+	OPT_DATA = 256, OPT_VAL, OPT_MODEL, OPT_LAYERS, OPT_HEADS, OPT_DIM, OPT_INIT, OPT_VOCAB,
+	OPT_SEQ_LEN, OPT_BATCH, OPT_TOTAL, OPT_STEPS, OPT_LR, OPT_WARMUP, OPT_LR_FINAL, OPT_WD,
+	OPT_CLIP, OPT_SEED, OPT_OUT, OPT_EVAL_EVERY, OPT_VAL_BATCHES, OPT_CKPT_EVERY, OPT_KEEP,
+	OPT_SAMPLE, OPT_THREADS, OPT_RESUME, OPT_STOP_AT, OPT_VERBOSE, OPT_HELP, OPT_END
+};
+
+static const struct option long_options[] = {
+	{ "data", required_argument, 0, OPT_DATA },
+	{ "val", required_argument, 0, OPT_VAL },
+	{ "model", required_argument, 0, OPT_MODEL },
+	{ "layers", required_argument, 0, OPT_LAYERS },
+	{ "heads", required_argument, 0, OPT_HEADS },
+	{ "dim", required_argument, 0, OPT_DIM },
+	{ "init", required_argument, 0, OPT_INIT },
+	{ "vocab", required_argument, 0, OPT_VOCAB },
+	{ "seq-len", required_argument, 0, OPT_SEQ_LEN },
+	{ "batch", required_argument, 0, OPT_BATCH },
+	{ "total-batch-tokens", required_argument, 0, OPT_TOTAL },
+	{ "steps", required_argument, 0, OPT_STEPS },
+	{ "lr", required_argument, 0, OPT_LR },
+	{ "warmup", required_argument, 0, OPT_WARMUP },
+	{ "lr-final-frac", required_argument, 0, OPT_LR_FINAL },
+	{ "weight-decay", required_argument, 0, OPT_WD },
+	{ "grad-clip", required_argument, 0, OPT_CLIP },
+	{ "seed", required_argument, 0, OPT_SEED },
+	{ "out", required_argument, 0, OPT_OUT },
+	{ "eval-every", required_argument, 0, OPT_EVAL_EVERY },
+	{ "val-batches", required_argument, 0, OPT_VAL_BATCHES },
+	{ "ckpt-every", required_argument, 0, OPT_CKPT_EVERY },
+	{ "keep", required_argument, 0, OPT_KEEP },
+	{ "sample", required_argument, 0, OPT_SAMPLE },
+	{ "threads", required_argument, 0, OPT_THREADS },
+	{ "resume", required_argument, 0, OPT_RESUME },
+	{ "stop-at", required_argument, 0, OPT_STOP_AT },
+	{ "verbose", no_argument, 0, OPT_VERBOSE },
+	{ "help", no_argument, 0, OPT_HELP },
+	{ 0, 0, 0, 0 },
+};
+
+/* An int option in [lo, hi], or the run ends with one line naming the option. */
+static int int_arg(const char *name, const char *value, long long lo, long long hi)
+{
+	long long v;
+	if (parse_ll(value, lo, hi, &v) < 0)
+		die("--%s: '%s' is not an integer in [%lld, %lld]", name, value, lo, hi);
+	return (int)v;
+}
+
+static float float_arg(const char *name, const char *value, float lo, float hi)
+{
+	float v;
+	if (parse_float(value, &v) < 0 || v < lo || v > hi)
+		die("--%s: '%s' is not a number in [%g, %g]", name, value, lo, hi);
+	return v;
+}
+
+static void copy_path(char *dst, const char *name, const char *value)
+{
+	if (strlen(value) >= PATH_MAX || strchr(value, '\n'))
+		die("--%s: path too long or holds a newline", name);
+	strcpy(dst, value);
+}
+
+static void defaults(struct train_settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->layers = s->heads = 6;
+	s->dim = 384;
+	s->seq_len = 256;
+	s->batch = 8;
+	s->steps = 1000;
+	s->warmup = 100;
+	s->lr = 6e-4f;
+	s->lr_final_frac = 0.1f;
+	s->weight_decay = 0.1f;
+	s->grad_clip = 1.0f;
+	s->beta1 = 0.9f;
+	s->beta2 = 0.95f;
+	s->eps = 1e-8f;
+	s->seed = 1;
+	s->eval_every = 100;
+	s->val_batches = 20;
+	s->ckpt_every = 500;
+	s->keep = 3;
+}
+
+/* Fills s and o from argv; given[opt] says which options the user gave. */
+static void parse_args(int argc, char **argv, struct train_settings *s, struct train_opts *o,
+	int given[OPT_END])
+{
+	defaults(s);
+	memset(o, 0, sizeof(*o));
+	int layers = 0, heads = 0, dim = 0, model_n = 6;
+	optind = 1;
+	opterr = 0;
+	for (;;) {
+		int idx = 0;
+		int c = getopt_long(argc, argv, "", long_options, &idx);
+		if (c == -1)
+			break;
+		if (c == '?' || c == ':') {
+			const char *bad = argv[optind - 1];
+			die("unknown option or missing value: '%s' (see --help)", bad ? bad : "");
+		}
+		given[c] = 1;
+		const char *name = long_options[idx].name;
+		switch (c) {
+		case OPT_DATA:
+			copy_path(s->data, name, optarg);
+			break;
+		case OPT_VAL:
+			copy_path(s->val, name, optarg);
+			break;
+		case OPT_MODEL:
+			if (optarg[0] != 'd')
+				die("--model: '%s' is not dN (d6, d12, d24 ...)", optarg);
+			model_n = int_arg(name, optarg + 1, 1, 1024);
+			break;
+		case OPT_LAYERS:
+			layers = int_arg(name, optarg, 1, 1024);
+			break;
+		case OPT_HEADS:
+			heads = int_arg(name, optarg, 1, 1024);
+			break;
+		case OPT_DIM:
+			dim = int_arg(name, optarg, 1, 65536);
+			break;
+		case OPT_INIT:
+			copy_path(s->init, name, optarg);
+			break;
+		case OPT_VOCAB:
+			s->vocab = int_arg(name, optarg, 1, 1 << 24);
+			break;
+		case OPT_SEQ_LEN:
+			s->seq_len = int_arg(name, optarg, 1, 1 << 16);
+			break;
+		case OPT_BATCH:
+			s->batch = int_arg(name, optarg, 1, 1 << 16);
+			break;
+		case OPT_TOTAL: {
+			long long v;
+			if (parse_ll(optarg, 1, 1LL << 40, &v) < 0)
+				die("--%s: '%s' is not a positive integer", name, optarg);
+			s->total_batch_tokens = v;
+			break;
+		}
+		case OPT_STEPS:
+			s->steps = int_arg(name, optarg, 1, INT_MAX);
+			break;
+		case OPT_LR:
+			s->lr = float_arg(name, optarg, 0.0f, 10.0f);
+			break;
+		case OPT_WARMUP:
+			s->warmup = int_arg(name, optarg, 0, INT_MAX);
+			break;
+		case OPT_LR_FINAL:
+			s->lr_final_frac = float_arg(name, optarg, 0.0f, 1.0f);
+			break;
+		case OPT_WD:
+			s->weight_decay = float_arg(name, optarg, 0.0f, 10.0f);
+			break;
+		case OPT_CLIP:
+			s->grad_clip = float_arg(name, optarg, 0.0f, 1e9f);
+			break;
+		case OPT_SEED: {
+			char *end;
+			errno = 0;
+			s->seed = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-')
+				die("--seed: '%s' is not a non-negative integer", optarg);
+			break;
+		}
+		case OPT_OUT:
+			copy_path(o->out, name, optarg);
+			break;
+		case OPT_EVAL_EVERY:
+			s->eval_every = int_arg(name, optarg, 0, INT_MAX);
+			break;
+		case OPT_VAL_BATCHES:
+			s->val_batches = int_arg(name, optarg, 1, INT_MAX);
+			break;
+		case OPT_CKPT_EVERY:
+			s->ckpt_every = int_arg(name, optarg, 0, INT_MAX);
+			break;
+		case OPT_KEEP:
+			s->keep = int_arg(name, optarg, 1, 1 << 20);
+			break;
+		case OPT_SAMPLE:
+			s->sample = int_arg(name, optarg, 0, 1 << 20);
+			break;
+		case OPT_THREADS:
+			o->threads = int_arg(name, optarg, 1, 4096);
+			break;
+		case OPT_RESUME:
+			copy_path(o->resume, name, optarg);
+			break;
+		case OPT_STOP_AT:
+			o->stop_at = int_arg(name, optarg, 1, INT_MAX);
+			break;
+		case OPT_VERBOSE:
+			o->verbose = 1;
+			break;
+		case OPT_HELP:
+			if (comm.rank == 0)
+				usage(stdout);
+			comm_done(&comm);
+			exit(0);
+		}
+	}
+	if (optind < argc)
+		die("unexpected argument '%s' (see --help)", argv[optind]);
+	s->layers = layers ? layers : model_n;
+	s->heads = heads ? heads : model_n;
+	s->dim = dim ? dim : 64 * model_n;
+}
+
+/* The model's shape from the settings and, with --init, from the file; checks it. */
+static void model_config(const struct train_settings *s, struct gpt2_config *c)
+{
+	char err[512];
+	if (s->init[0]) {
+		if (ckpt_read_model_config(s->init, c, err, sizeof(err)) < 0)
+			die("%s", err);
+		if (c->vocab_size != s->vocab)
+			die("--init %s: vocabulary %d, the data's is %d", s->init, c->vocab_size,
+				s->vocab);
+	} else {
+		c->max_seq_len = s->max_seq_len;
+		c->vocab_size = s->vocab;
+		c->padded_vocab_size = gpt2_padded_vocab(s->vocab);
+		c->nr_layers = s->layers;
+		c->nr_heads = s->heads;
+		c->channels = s->dim;
+	}
+	if (c->channels % c->nr_heads != 0)
+		die("--dim %d is not a multiple of --heads %d", c->channels, c->nr_heads);
+	if (s->seq_len > c->max_seq_len)
+		die("--seq-len %d exceeds the model's %d positions", s->seq_len, c->max_seq_len);
+}
+
+static void check_tokens(const int32_t *tokens, size_t n, int V, const char *what)
+{
+	for (size_t i = 0; i < n; i++)
+		if (tokens[i] < 0 || tokens[i] >= V)
+			die("%s token %d is outside the vocabulary [0, %d)", what, tokens[i], V);
+}
+
+static uint64_t fnv1a_bytes(const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* Mean validation loss over val_batches batches from the start of the validation set,
+ * averaged across ranks. */
+static float evaluate(struct gpt2 *m, struct loader *val, int nr_batches, int V)
+{
+	struct loader_state start = { 0, 0 };
+	if (loader_seek(val, &start) < 0)
+		die("validation loader: seek failed");
+	double sum = 0.0;
+	for (int i = 0; i < nr_batches; i++) {
+		struct loader_batch b;
+		int rc = loader_next_batch(val, &b);
+		if (rc < 0)
+			die("validation data: %s", strerror(-rc));
+		check_tokens(b.inputs, (size_t)m->B * m->T, V, "validation");
+		check_tokens(b.targets, (size_t)m->B * m->T, V, "validation");
+		gpt2_forward(m, b.inputs, b.targets);
+		sum += m->mean_loss;
+	}
+	float loss = (float)(sum / nr_batches);
+	comm_allreduce_mean(&comm, &loss, 1);
+	return loss;
+}
+
+/* Prints nr tokens drawn from the model (temperature 1), byte-level vocabularies as text. */
+static void sample(struct gpt2 *gen, int nr, uint64_t *rng, int max_T)
+{
+	const struct gpt2_config *c = &gen->config;
+	int V = c->vocab_size, Vp = c->padded_vocab_size;
+	int32_t *tokens = calloc((size_t)max_T, sizeof(int32_t));
+	if (!tokens)
+		die("out of memory");
+	/* a newline for bytes, GPT-2's <|endoftext|> otherwise */
+	int len = 1;
+	tokens[0] = V <= 256 ? (V > '\n' ? '\n' : 0) : (V > 50256 ? 50256 : 0);
+	printf("sample: ");
+	for (int i = 0; i < nr; i++) {
+		if (len == max_T) { /* the window is full: keep its second half */
+			memmove(tokens, tokens + max_T / 2, sizeof(int32_t) * (max_T - max_T / 2));
+			len = max_T - max_T / 2;
+		}
+		gen->T = len;
+		gpt2_forward(gen, tokens, NULL);
+		const float *z = gen->acts.logits + (size_t)(len - 1) * Vp;
+		float maxv = -INFINITY;
+		for (int k = 0; k < V; k++)
+			maxv = fmaxf(maxv, z[k]);
+		double total = 0.0;
+		for (int k = 0; k < V; k++)
+			total += exp((double)z[k] - maxv);
+		double u = rng_uniform(rng) * total, acc = 0.0;
+		int next = V - 1;
+		for (int k = 0; k < V; k++) {
+			acc += exp((double)z[k] - maxv);
+			if (u < acc) {
+				next = k;
+				break;
+			}
+		}
+		tokens[len++] = next;
+		if (V <= 256)
+			putchar(next == '\n' || next == '\t' || (next >= 32 && next < 127) || next >= 128
+					? next
+					: '?');
+		else
+			printf("%d ", next);
+	}
+	printf("\n");
+	fflush(stdout);
+	free(tokens);
+}
+
+/* log.csv of a resumed run: the rows up to the checkpoint stay, later rows (from a part of the
+ * run that went past its last checkpoint) go; points get the kept rows for the plot. */
+static void log_truncate(const char *path, int last_step, struct loss_point **points,
+	size_t *nr_points, size_t *cap)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		die("--resume: %s: %s", path, strerror(errno));
+	char tmp[PATH_MAX + 32];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *out = fopen(tmp, "w");
+	if (!out)
+		die("%s: %s", tmp, strerror(errno));
+	char line[1024];
+	int first = 1;
+	while (fgets(line, sizeof(line), f)) {
+		if (first) {
+			fputs(line, out);
+			first = 0;
+			continue;
+		}
+		int step;
+		float loss;
+		if (sscanf(line, "%d,%f", &step, &loss) != 2 || step > last_step)
+			continue;
+		fputs(line, out);
+		/* the last field is val_loss, empty where not evaluated */
+		char *comma = strrchr(line, ',');
+		float val = NAN;
+		if (comma && comma[1] != '\n' && comma[1] != '\0')
+			val = strtof(comma + 1, NULL);
+		if (*nr_points == *cap) {
+			*cap = *cap ? *cap * 2 : 1024;
+			*points = realloc(*points, *cap * sizeof(**points));
+			if (!*points)
+				die("out of memory");
+		}
+		(*points)[(*nr_points)++] = (struct loss_point){ step, loss, val };
+	}
+	fclose(f);
+	if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0 ||
+		rename(tmp, path) != 0)
+		die("%s: %s", path, strerror(errno));
+}
+
+static void mkdir_p(const char *dir)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof(buf), "%s", dir);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			die("%s: %s", buf, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		die("%s: %s", buf, strerror(errno));
+}
 
 int train_main(int argc, char **argv)
 {
-	fprintf(stderr, "ferry train: not built yet\n");
-	return 1;
+	struct train_settings s;
+	struct train_opts o;
+	int given[OPT_END] = { 0 };
+	char err[1024], path[PATH_MAX + 32];
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (comm_init(&comm, &argc, &argv) < 0) {
+		fprintf(stderr, "ferry train: MPI initialisation failed\n");
+		return 1;
+	}
+	parse_args(argc, argv, &s, &o, given);
+#ifdef _OPENMP
+	if (o.threads)
+		omp_set_num_threads(o.threads);
+#endif
+
+	/* --resume: the settings come from the run's newest checkpoint */
+	struct ckpt_state resume_state = { 0 };
+	uint64_t start_step = 0;
+	if (o.resume[0]) {
+		for (int i = 0; i < OPT_END; i++) {
+			if (!given[i] || i == OPT_RESUME || i == OPT_STEPS || i == OPT_THREADS ||
+				i == OPT_STOP_AT || i == OPT_VERBOSE)
+				continue;
+			if (i == OPT_OUT)
+				die("--resume writes into the run's own directory; drop --out");
+			die("--resume takes the run's saved settings; only --steps (raised), "
+			    "--threads, --stop-at and --verbose may be given");
+		}
+		int steps = s.steps;
+		if (ckpt_latest(o.resume, &start_step) < 0)
+			die("--resume %s: no checkpoint there", o.resume);
+		ckpt_paths(o.resume, start_step, NULL, path, sizeof(path));
+		if (ckpt_read_state(path, NULL, &resume_state, err, sizeof(err)) < 0)
+			die("%s", err);
+		if (settings_parse(&s, resume_state.settings, err, sizeof(err)) < 0)
+			die("%s: %s", path, err);
+		if (given[OPT_STEPS]) {
+			if (steps < s.steps)
+				die("--steps %d: the run was set for %d; --steps may only be raised",
+					steps, s.steps);
+			s.steps = steps;
+		}
+		if (s.world_size != comm.world_size)
+			die("--resume: the run used %d ranks, this job has %d", s.world_size,
+				comm.world_size);
+		snprintf(o.out, sizeof(o.out), "%s", o.resume);
+	} else {
+		if (!s.data[0])
+			die("--data is required (see --help)");
+		if (!o.out[0])
+			die("--out is required (see --help)");
+		uint64_t old;
+		if (ckpt_latest(o.out, &old) == 0)
+			die("%s holds a run with checkpoints; continue it with --resume %s or choose "
+			    "another --out",
+				o.out, o.out);
+		s.world_size = comm.world_size;
+	}
+	if (o.stop_at && o.stop_at > s.steps)
+		die("--stop-at %d is beyond --steps %d", o.stop_at, s.steps);
+	if (o.stop_at && (uint64_t)o.stop_at <= start_step)
+		die("--stop-at %d: the run is already at step %llu", o.stop_at,
+			(unsigned long long)start_step);
+
+	/* data */
+	int B = s.batch, T = s.seq_len, W = comm.world_size;
+	struct loader_config lc = {
+		.paths = s.data,
+		.format = LOADER_FORMAT_AUTO,
+		.batch = (uint32_t)B,
+		.seq_len = (uint32_t)T,
+		.seed = s.seed,
+		.shuffle = true,
+		.rank = (uint32_t)comm.rank,
+		.world_size = (uint32_t)W,
+		.device = -1,
+		.verbose = o.verbose,
+	};
+	struct loader *train_loader = NULL, *val_loader = NULL;
+	if (loader_open(&train_loader, &lc, err, sizeof(err)) < 0)
+		die("--data %s: %s", s.data, err);
+	if (s.val[0]) {
+		struct loader_config vc = lc;
+		vc.paths = s.val;
+		vc.shuffle = false;
+		if (loader_open(&val_loader, &vc, err, sizeof(err)) < 0)
+			die("--val %s: %s", s.val, err);
+		uint64_t per_epoch = loader_steps_per_epoch(val_loader);
+		if (per_epoch > 0 && (uint64_t)s.val_batches > per_epoch)
+			s.val_batches = (int)per_epoch;
+	}
+	if (!o.resume[0]) {
+		uint32_t data_vocab = loader_vocab_size(train_loader);
+		if (s.vocab && data_vocab && (uint32_t)s.vocab != data_vocab)
+			die("--vocab %d, but the data declares %u", s.vocab, data_vocab);
+		if (!s.vocab)
+			s.vocab = (int)data_vocab;
+		if (!s.vocab)
+			die("--data %s: the shards do not say their vocabulary size; give --vocab",
+				s.data);
+		s.max_seq_len = T;
+		if (!s.total_batch_tokens)
+			s.total_batch_tokens = (long long)B * T * W;
+	}
+	long long tokens_per_micro = (long long)B * T * W;
+	if (s.total_batch_tokens % tokens_per_micro != 0)
+		die("--total-batch-tokens %lld is not a multiple of batch*seq-len*ranks = %lld",
+			s.total_batch_tokens, tokens_per_micro);
+	int accum = (int)(s.total_batch_tokens / tokens_per_micro);
+
+	/* model */
+	struct gpt2_config mc;
+	model_config(&s, &mc);
+	struct gpt2 *m = gpt2_new(&mc, B, T);
+	if (!m)
+		die("cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
+			mc.nr_layers, mc.channels, B, T);
+	/* splitmix64 of the seed: nearby seeds give unrelated streams, and never the state 0 */
+	uint64_t rng = s.seed + 0x9E3779B97F4A7C15ULL;
+	rng = (rng ^ (rng >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	rng = (rng ^ (rng >> 27)) * 0x94D049BB133111EBULL;
+	rng ^= rng >> 31;
+	if (!rng)
+		rng = 1;
+	if (o.resume[0]) {
+		ckpt_paths(o.resume, start_step, path, NULL, sizeof(path));
+		if (ckpt_read_model(path, m, err, sizeof(err)) < 0)
+			die("%s", err);
+		ckpt_paths(o.resume, start_step, NULL, path, sizeof(path));
+		ckpt_state_done(&resume_state);
+		if (ckpt_read_state(path, m, &resume_state, err, sizeof(err)) < 0)
+			die("%s", err);
+		rng = resume_state.rng;
+		struct loader_state ls = { resume_state.loader_epoch, resume_state.loader_position };
+		if (loader_seek(train_loader, &ls) < 0)
+			die("--resume: the loader cannot seek to epoch %llu position %llu",
+				(unsigned long long)ls.epoch, (unsigned long long)ls.position);
+	} else if (s.init[0]) {
+		if (ckpt_read_model(s.init, m, err, sizeof(err)) < 0)
+			die("%s", err);
+	} else {
+		gpt2_init_random(m, &rng);
+	}
+	struct gpt2 *gen = s.sample ? gpt2_new_view(m, 1, mc.max_seq_len) : NULL;
+	if (s.sample && !gen)
+		die("out of memory");
+
+	/* outputs */
+	char log_path[PATH_MAX + 16], svg_path[PATH_MAX + 16];
+	snprintf(log_path, sizeof(log_path), "%s/log.csv", o.out);
+	snprintf(svg_path, sizeof(svg_path), "%s/loss.svg", o.out);
+	struct loss_point *points = NULL;
+	size_t nr_points = 0, cap = 0;
+	FILE *log = NULL;
+	if (comm.rank == 0) {
+		mkdir_p(o.out);
+		if (o.resume[0])
+			log_truncate(log_path, (int)start_step, &points, &nr_points, &cap);
+		log = fopen(log_path, o.resume[0] ? "a" : "w");
+		if (!log)
+			die("%s: %s", log_path, strerror(errno));
+		if (!o.resume[0])
+			fprintf(log, "step,loss,lr,grad_norm,ms,tokens_per_s,data_wait_ms,val_loss\n");
+		printf("ferry train: %s model L=%d NH=%d C=%d V=%d (%zu parameters), B=%d T=%d, "
+		       "%d rank(s), %d micro-step(s) per step, %d thread(s), loader %s\n",
+			o.resume[0] ? "resuming" : "new", mc.nr_layers, mc.nr_heads, mc.channels,
+			mc.vocab_size, m->nr_params, B, T, W, accum,
+#ifdef _OPENMP
+			omp_get_max_threads(),
+#else
+			1,
+#endif
+			loader_path_name(train_loader));
+		if (o.resume[0])
+			printf("ferry train: continuing %s from step %llu to %d\n", o.out,
+				(unsigned long long)start_step, s.steps);
+	}
+	char *settings_text = settings_format(&s);
+	if (!settings_text)
+		die("out of memory");
+	struct adamw_config opt = { s.beta1, s.beta2, s.eps, s.weight_decay };
+	float loss_scale = 1.0f / ((float)B * T * accum);
+	size_t nr_tokens = (size_t)B * T;
+	int last_step = o.stop_at ? o.stop_at : s.steps;
+
+	for (int step = (int)start_step + 1; step <= last_step; step++) {
+		double t0 = now_ms(), wait_ms = 0.0, loss_sum = 0.0;
+		gpt2_zero_grad(m);
+		for (int micro = 0; micro < accum; micro++) {
+			struct loader_batch b;
+			int rc = loader_next_batch(train_loader, &b);
+			if (rc < 0)
+				die("training data: %s", strerror(-rc));
+			wait_ms += b.wait_ms;
+			check_tokens(b.inputs, nr_tokens, mc.vocab_size, "input");
+			check_tokens(b.targets, nr_tokens, mc.vocab_size, "target");
+			if (o.verbose && micro == 0)
+				fprintf(stderr, "rank %d step %d: batch epoch %llu position %llu fnv %016llx\n",
+					comm.rank, step, (unsigned long long)b.state.epoch,
+					(unsigned long long)b.state.position,
+					(unsigned long long)fnv1a_bytes(b.inputs, nr_tokens * 4));
+			gpt2_forward(m, b.inputs, b.targets);
+			gpt2_backward(m, b.inputs, b.targets, loss_scale);
+			loss_sum += m->mean_loss;
+		}
+		comm_allreduce_mean(&comm, m->grads_memory, m->nr_params);
+		float loss = (float)(loss_sum / accum);
+		comm_allreduce_mean(&comm, &loss, 1);
+		float norm = gpt2_grad_norm(m);
+		float clip = s.grad_clip > 0.0f && norm > s.grad_clip ? s.grad_clip / norm : 1.0f;
+		float lr = lr_schedule(s.lr, step - 1, s.warmup, s.steps, s.lr_final_frac);
+		gpt2_update(m, &opt, lr, clip, step);
+		double ms = now_ms() - t0;
+		double tokens_per_s = (double)s.total_batch_tokens / (ms / 1e3);
+
+		float val_loss = NAN;
+		int evaluate_now = s.eval_every > 0 && (step % s.eval_every == 0 || step == s.steps);
+		if (evaluate_now && val_loader)
+			val_loss = evaluate(m, val_loader, s.val_batches, mc.vocab_size);
+		if (comm.rank == 0) {
+			printf("step %6d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | "
+			       "wait %.2f ms",
+				step, s.steps, loss, lr, norm, ms, tokens_per_s, wait_ms);
+			if (!isnan(val_loss))
+				printf(" | val %.6f", val_loss);
+			printf("\n");
+			fprintf(log, "%d,%.9g,%.9g,%.9g,%.3f,%.1f,%.3f,", step, loss, lr, norm, ms,
+				tokens_per_s, wait_ms);
+			if (!isnan(val_loss))
+				fprintf(log, "%.9g", val_loss);
+			fprintf(log, "\n");
+			fflush(log);
+			if (nr_points == cap) {
+				cap = cap ? cap * 2 : 1024;
+				points = realloc(points, cap * sizeof(*points));
+				if (!points)
+					die("out of memory");
+			}
+			points[nr_points++] = (struct loss_point){ step, loss, val_loss };
+			if (evaluate_now && gen)
+				sample(gen, s.sample, &rng, mc.max_seq_len);
+			if (evaluate_now || step == last_step)
+				report_write_svg(svg_path, points, nr_points, "ferry train: loss");
+		}
+		if ((s.ckpt_every > 0 && step % s.ckpt_every == 0) || step == last_step) {
+			if (comm.rank == 0) {
+				struct loader_state ls;
+				loader_get_state(train_loader, &ls);
+				struct ckpt_state st = { (uint64_t)step, rng, ls.epoch, ls.position,
+					settings_text };
+				if (fsync(fileno(log)) < 0)
+					die("%s: %s", log_path, strerror(errno));
+				if (ckpt_save(o.out, m, &st, s.keep, err, sizeof(err)) < 0)
+					die("checkpoint: %s", err);
+			}
+			comm_barrier(&comm);
+		}
+	}
+	if (comm.rank == 0) {
+		printf("ferry train: done at step %d; log %s, plot %s\n", last_step, log_path,
+			svg_path);
+		fclose(log);
+	}
+	free(points);
+	free(settings_text);
+	ckpt_state_done(&resume_state);
+	gpt2_free(gen);
+	gpt2_free(m);
+	loader_free(train_loader);
+	loader_free(val_loader);
+	comm_done(&comm);
+	return 0;
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# CPU training throughput of `ferry train` for d6 (6 layers, 6 heads, 384 channels) at
+# seq 256, batch 8, against the matmul-bound limit of this machine measured in the same run:
+# a plain OpenMP sgemm (compiled here with the same -O3 -fopenmp) over the same shapes gives
+# GFLOP/s, and the trainer's GFLOP/s (6 x parameters x tokens + causal attention) is reported
+# as a ratio of it.   usage: bench_train.sh [STEPS (default 4)] [THREADS (default nproc)]
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+FERRY_BUILD=${FERRY_BUILD:-$src/build}
+FERRY=${FERRY_BIN:-$FERRY_BUILD/mount/ferry}
+[ -x "$FERRY" ] || { echo "SKIP: no ferry binary at $FERRY"; exit 77; }
+steps=${1:-4}
+threads=${2:-$(nproc)}
+work=$(mktemp -d /tmp/ferry_bench_train.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+source "$src/tests/integ/train_lib.sh"
+make_shards "$work/data"
+
+L=6 C=384 T=256 B=8 V=256
+"$FERRY" train --data "$work/data/train_*.bin" --model d6 --seq-len $T --batch $B \
+	--steps "$steps" --warmup 1 --eval-every 0 --ckpt-every 0 --threads "$threads" \
+	--out "$work/run" >"$work/train.out"
+
+cat >"$work/sgemm.c" <<'C'
+/* out (N,OC) = inp (N,C) @ w (OC,C)^T, the trainer's shapes, as a plain sgemm: rows split over
+ * threads, the weight pre-transposed so the inner loop is a unit-stride axpy. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+static void sgemm(float *out, const float *inp, const float *wt, int N, int C, int OC)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		float *o = out + (size_t)n * OC;
+		for (int j = 0; j < OC; j++)
+			o[j] = 0;
+		for (int i = 0; i < C; i++) {
+			float a = inp[(size_t)n * C + i];
+			const float *w = wt + (size_t)i * OC;
+			for (int j = 0; j < OC; j++)
+				o[j] += a * w[j];
+		}
+	}
+}
+int main(int argc, char **argv)
+{
+	int N = atoi(argv[1]), C = atoi(argv[2]), L = atoi(argv[3]), V = atoi(argv[4]);
+	int shapes[5][2] = { { C, 3 * C }, { C, C }, { C, 4 * C }, { 4 * C, C }, { C, V } };
+	size_t big = (size_t)N * 4 * C;
+	float *a = malloc(big * 4), *w = malloc((size_t)16 * C * C * 4 + (size_t)V * C * 4),
+	      *o = malloc(big * 4 > (size_t)N * V * 4 ? big * 4 : (size_t)N * V * 4);
+	for (size_t i = 0; i < big; i++)
+		a[i] = (float)(i % 7) * 0.1f;
+	for (size_t i = 0; i < (size_t)16 * C * C; i++)
+		w[i] = (float)(i % 5) * 0.1f;
+	double flops = 0, t0 = omp_get_wtime();
+	for (int rep = 0; rep < 2; rep++) /* one forward pass worth of matmuls, twice */
+		for (int s = 0; s < 5; s++)
+			for (int l = 0; l < (s == 4 ? 1 : L); l++) {
+				sgemm(o, a, w, N, shapes[s][0], shapes[s][1]);
+				flops += 2.0 * N * shapes[s][0] * shapes[s][1];
+			}
+	printf("%.3f\n", flops / (omp_get_wtime() - t0) / 1e9);
+	return 0;
+}
+C
+cc -O3 -fopenmp -o "$work/sgemm" "$work/sgemm.c"
+sgemm_gflops=$(OMP_NUM_THREADS=$threads "$work/sgemm" $((B * T)) $C $L $V)
+
+/usr/bin/python3 - "$work/run/log.csv" "$sgemm_gflops" $L $C $T $V "$threads" <<'PY'
+import csv, statistics, sys
+log, sgemm, L, C, T, V, threads = sys.argv[1], float(sys.argv[2]), *map(int, sys.argv[3:])
+rows = list(csv.DictReader(open(log)))
+tps = statistics.median(float(r["tokens_per_s"]) for r in rows[1:] or rows)  # step 1 warms up
+params = L * 12 * C * C + V * C        # matmul weights, lm head tied to wte
+flops_per_token = 6 * params + 6 * L * T * C  # forward + backward; causal attention
+train_gflops = tps * flops_per_token / 1e9
+print(f"d6 seq {T} batch 8, {threads} thread(s): {tps:.0f} tokens/s = {train_gflops:.2f} GFLOP/s")
+print(f"plain sgemm of the same shapes: {sgemm:.2f} GFLOP/s")
+print(f"ratio (trainer / sgemm bound): {train_gflops / sgemm:.2f}")
+PY

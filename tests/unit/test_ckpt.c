@@ -1,0 +1,294 @@
+/* Unit tests of train/ckpt.c: llm.c model files (a file laid out by hand here loads into the
+ * right tensors; ours have llm.c's header), state files, keeping the last N, and malformed
+ * files rejected with one-line errors. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "train/ckpt.h"
+#include "train/model.h"
+
+static char dir[64];
+
+static void make_dir(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/test_ckpt.XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(ckpt, .init = make_dir, .fini = remove_dir);
+
+static struct gpt2_config cfg(void)
+{
+	struct gpt2_config c = { .max_seq_len = 8, .vocab_size = 300,
+		.padded_vocab_size = gpt2_padded_vocab(300), .nr_layers = 2, .nr_heads = 2,
+		.channels = 8 };
+	return c;
+}
+
+static void one_line_error(const char *err)
+{
+	cr_assert(strlen(err) > 0, "no error message");
+	cr_assert_null(strchr(err, '\n'), "error spans lines: %s", err);
+}
+
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(data, 1, n, f), n);
+	fclose(f);
+}
+
+static char *read_bytes(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f);
+	fseek(f, 0, SEEK_END);
+	*n = (size_t)ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *buf = malloc(*n);
+	cr_assert_eq(fread(buf, 1, *n, f), *n);
+	fclose(f);
+	return buf;
+}
+
+/* The layout of llm.c's train_gpt2.c, written out independently: tensor k holds the value k+1. */
+Test(ckpt, loads_an_llmc_model_file_into_the_right_tensors)
+{
+	int maxT = 8, V = 300, Vp = 384, L = 2, NH = 2, C = 8;
+	size_t sizes[16] = { (size_t)Vp * C, (size_t)maxT * C, L * C, L * C, L * 3 * C * C,
+		L * 3 * C, L * C * C, L * C, L * C, L * C, L * 4 * C * C, L * 4 * C, L * C * 4 * C,
+		L * C, C, C };
+	size_t total = 0;
+	for (int k = 0; k < 16; k++)
+		total += sizes[k];
+	int32_t header[256] = { 20240326, 3, maxT, V, L, NH, C, Vp };
+	float *p = malloc(total * sizeof(float)), *q = p;
+	for (int k = 0; k < 16; k++)
+		for (size_t i = 0; i < sizes[k]; i++)
+			*q++ = (float)(k + 1);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/gpt2.bin", dir);
+	FILE *f = fopen(path, "wb");
+	fwrite(header, sizeof(header), 1, f);
+	fwrite(p, sizeof(float), total, f);
+	fclose(f);
+
+	char err[512] = "";
+	struct gpt2_config c;
+	cr_assert_eq(ckpt_read_model_config(path, &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.padded_vocab_size, 384);
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	cr_assert_eq(m->nr_params, total);
+	cr_assert_eq(ckpt_read_model(path, m, err, sizeof(err)), 0, "%s", err);
+	const struct gpt2_params *t = &m->params;
+	const float *firsts[16] = { t->wte, t->wpe, t->ln1w, t->ln1b, t->qkvw, t->qkvb, t->attprojw,
+		t->attprojb, t->ln2w, t->ln2b, t->fcw, t->fcb, t->fcprojw, t->fcprojb, t->lnfw,
+		t->lnfb };
+	for (int k = 0; k < 16; k++) {
+		cr_assert_eq(firsts[k][0], (float)(k + 1), "tensor %d starts at the wrong place", k);
+		cr_assert_eq(firsts[k][sizes[k] - 1], (float)(k + 1), "tensor %d ends wrong", k);
+	}
+	free(p);
+	gpt2_free(m);
+}
+
+Test(ckpt, written_model_has_the_llmc_header_and_round_trips)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4), *n = gpt2_new(&c, 1, 4);
+	uint64_t rng = 5;
+	gpt2_init_random(m, &rng);
+	char path[128], err[512] = "";
+	snprintf(path, sizeof(path), "%s/model.bin", dir);
+	cr_assert_eq(ckpt_write_model(path, m, err, sizeof(err)), 0, "%s", err);
+	size_t bytes;
+	char *raw = read_bytes(path, &bytes);
+	int32_t h[8];
+	memcpy(h, raw, sizeof(h));
+	int32_t want[8] = { 20240326, 3, 8, 300, 2, 2, 8, 384 };
+	cr_assert(memcmp(h, want, sizeof(want)) == 0, "header %d %d %d %d %d %d %d %d", h[0], h[1],
+		h[2], h[3], h[4], h[5], h[6], h[7]);
+	cr_assert_eq(bytes, 1024 + m->nr_params * 4);
+	cr_assert(memcmp(raw + 1024, m->params_memory, m->nr_params * 4) == 0);
+	cr_assert_eq(ckpt_read_model(path, n, err, sizeof(err)), 0, "%s", err);
+	cr_assert(memcmp(n->params_memory, m->params_memory, m->nr_params * 4) == 0);
+	free(raw);
+	gpt2_free(m);
+	gpt2_free(n);
+}
+
+Test(ckpt, state_round_trips_moments_step_rng_loader_position_and_settings)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4), *n = gpt2_new(&c, 1, 4);
+	for (size_t i = 0; i < m->nr_params; i++) {
+		m->m_memory[i] = (float)i * 0.5f;
+		m->v_memory[i] = (float)i * 0.25f;
+	}
+	struct ckpt_state st = { 1234, 0xdeadbeefcafef00dULL, 3, 77, "lr 0.0006\ndata /x/*.bin\n" };
+	char path[128], err[512] = "";
+	snprintf(path, sizeof(path), "%s/state.bin", dir);
+	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0, "%s", err);
+	struct ckpt_state got;
+	cr_assert_eq(ckpt_read_state(path, n, &got, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(got.step, 1234);
+	cr_assert_eq(got.rng, 0xdeadbeefcafef00dULL);
+	cr_assert_eq(got.loader_epoch, 3);
+	cr_assert_eq(got.loader_position, 77);
+	cr_assert_str_eq(got.settings, st.settings);
+	cr_assert(memcmp(n->m_memory, m->m_memory, m->nr_params * 4) == 0);
+	cr_assert(memcmp(n->v_memory, m->v_memory, m->nr_params * 4) == 0);
+	ckpt_state_done(&got);
+	gpt2_free(m);
+	gpt2_free(n);
+}
+
+Test(ckpt, keeps_the_last_n_checkpoints_and_finds_the_newest)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	char err[512] = "", model[256], state[256];
+	for (uint64_t step = 5; step <= 25; step += 5) {
+		struct ckpt_state st = { step, 1, 0, step, "x 1\n" };
+		cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), 0, "%s", err);
+	}
+	for (uint64_t step = 5; step <= 25; step += 5) {
+		ckpt_paths(dir, step, model, state, sizeof(model));
+		int want = step >= 20;
+		cr_assert_eq(access(model, F_OK) == 0, want, "model of step %lu", (unsigned long)step);
+		cr_assert_eq(access(state, F_OK) == 0, want, "state of step %lu", (unsigned long)step);
+	}
+	uint64_t latest = 0;
+	cr_assert_eq(ckpt_latest(dir, &latest), 0);
+	cr_assert_eq(latest, 25);
+	/* a model file without its state file is an unfinished checkpoint */
+	ckpt_paths(dir, 30, model, NULL, sizeof(model));
+	cr_assert_eq(ckpt_write_model(model, m, err, sizeof(err)), 0);
+	cr_assert_eq(ckpt_latest(dir, &latest), 0);
+	cr_assert_eq(latest, 25);
+	char tmp[300];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", model);
+	cr_assert_neq(access(tmp, F_OK), 0, "temp file left behind");
+	gpt2_free(m);
+}
+
+Test(ckpt, malformed_model_files_are_rejected_with_one_line_errors)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	char path[128], err[512];
+	snprintf(path, sizeof(path), "%s/model.bin", dir);
+	cr_assert_eq(ckpt_write_model(path, m, err, sizeof(err)), 0);
+	size_t bytes;
+	char *good = read_bytes(path, &bytes);
+	char *bad = malloc(bytes);
+	struct gpt2_config got;
+
+	struct {
+		const char *what;
+		int offset; /* int32 index into the header to change, -1: truncate */
+		int32_t value;
+	} cases[] = {
+		{ "wrong magic", 0, 12345 },
+		{ "bf16 version", 1, 5 },
+		{ "more layers than bytes", 4, 3 },
+		{ "heads not dividing channels", 5, 3 },
+		{ "negative channels", 6, -8 },
+		{ "truncated", -1, 0 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(bad, good, bytes);
+		size_t n = bytes;
+		if (cases[i].offset >= 0)
+			memcpy(bad + 4 * cases[i].offset, &cases[i].value, 4);
+		else
+			n = bytes - 4;
+		write_bytes(path, bad, n);
+		err[0] = '\0';
+		cr_assert_eq(ckpt_read_model_config(path, &got, err, sizeof(err)), -EINVAL, "%s",
+			cases[i].what);
+		one_line_error(err);
+		err[0] = '\0';
+		cr_assert_eq(ckpt_read_model(path, m, err, sizeof(err)), -EINVAL, "%s",
+			cases[i].what);
+		one_line_error(err);
+	}
+	write_bytes(path, good, 100); /* shorter than a header */
+	err[0] = '\0';
+	cr_assert_eq(ckpt_read_model(path, m, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+
+	/* a good file of another shape does not load into this model */
+	struct gpt2_config other = cfg();
+	other.nr_layers = 3;
+	struct gpt2 *o = gpt2_new(&other, 1, 4);
+	cr_assert_eq(ckpt_write_model(path, o, err, sizeof(err)), 0);
+	err[0] = '\0';
+	cr_assert_eq(ckpt_read_model(path, m, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+	snprintf(path, sizeof(path), "%s/missing.bin", dir);
+	cr_assert_eq(ckpt_read_model(path, m, err, sizeof(err)), -ENOENT);
+	one_line_error(err);
+	free(good);
+	free(bad);
+	gpt2_free(m);
+	gpt2_free(o);
+}
+
+Test(ckpt, malformed_state_files_are_rejected_with_one_line_errors)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	struct ckpt_state st = { 10, 1, 0, 10, "steps 20\n" };
+	char path[128], err[512];
+	snprintf(path, sizeof(path), "%s/state.bin", dir);
+	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0);
+	size_t bytes;
+	char *good = read_bytes(path, &bytes);
+	char *bad = malloc(bytes);
+	struct ckpt_state got;
+	size_t flips[] = { 0, 4, 9, 60, bytes / 2, bytes - 1 };
+	for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
+		memcpy(bad, good, bytes);
+		bad[flips[i]] ^= 0x40;
+		write_bytes(path, bad, bytes);
+		err[0] = '\0';
+		cr_assert_eq(ckpt_read_state(path, m, &got, err, sizeof(err)), -EINVAL,
+			"byte %zu flipped", flips[i]);
+		one_line_error(err);
+	}
+	size_t lengths[] = { 0, 10, bytes - 1 };
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		write_bytes(path, good, lengths[i]);
+		err[0] = '\0';
+		cr_assert_eq(ckpt_read_state(path, m, &got, err, sizeof(err)), -EINVAL,
+			"truncated to %zu", lengths[i]);
+		one_line_error(err);
+	}
+	/* moments of another model size */
+	struct gpt2_config other = cfg();
+	other.channels = 16;
+	struct gpt2 *o = gpt2_new(&other, 1, 4);
+	write_bytes(path, good, bytes);
+	err[0] = '\0';
+	cr_assert_eq(ckpt_read_state(path, o, &got, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+	free(good);
+	free(bad);
+	gpt2_free(m);
+	gpt2_free(o);
+}

@@ -1,0 +1,437 @@
+/* train/: llm.c model files and ferry state files, written atomically, read with every size
+ * and field checked first, so a truncated or foreign file is one error line, never a crash. */
+#include "train/ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STATE_MAGIC   0x54535246u /* "FRST" */
+#define STATE_VERSION 1u
+#define STATE_HEADER_BYTES (4 + 4 + 8 * 5 + 4)
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+void ckpt_state_done(struct ckpt_state *st)
+{
+	if (!st)
+		return;
+	free(st->settings);
+	st->settings = NULL;
+}
+
+/* 64-bit FNV-1a: catches truncation and torn writes of the state file */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+
+struct piece {
+	const void *data;
+	size_t bytes;
+};
+
+static int write_all(int fd, const void *data, size_t bytes)
+{
+	const char *p = data;
+	while (bytes > 0) {
+		ssize_t n = write(fd, p, bytes > (1u << 30) ? (1u << 30) : bytes);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		bytes -= (size_t)n;
+	}
+	return 0;
+}
+
+static void dir_of(const char *path, char *dir, size_t len)
+{
+	snprintf(dir, len, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, len, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+}
+
+/* temp file in the same directory, fsync, rename over path, fsync the directory: a reader sees
+ * the old file or the whole new one, even after a crash */
+static int write_atomic(const char *path, const struct piece *pieces, int nr_pieces, char *err,
+	size_t errlen)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
+	int rc = 0;
+	for (int i = 0; i < nr_pieces && rc == 0; i++)
+		rc = write_all(fd, pieces[i].data, pieces[i].bytes);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		return fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+	}
+	dir_of(path, dir, sizeof(dir));
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+static int read_whole(const char *path, char **data, size_t *bytes, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	struct stat sb;
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return fail(err, errlen, -EINVAL, "%s: not a regular file", path);
+	}
+	size_t n = (size_t)sb.st_size;
+	char *buf = malloc(n ? n : 1);
+	if (!buf) {
+		close(fd);
+		return fail(err, errlen, -ENOMEM, "%s: out of memory (%zu bytes)", path, n);
+	}
+	size_t done = 0;
+	while (done < n) {
+		ssize_t r = read(fd, buf + done, n - done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			int e = r < 0 ? errno : EIO;
+			free(buf);
+			close(fd);
+			return fail(err, errlen, -e, "%s: read failed: %s", path, strerror(e));
+		}
+		done += (size_t)r;
+	}
+	close(fd);
+	*data = buf;
+	*bytes = n;
+	return 0;
+}
+
+static void model_header(const struct gpt2_config *c, int32_t header[256])
+{
+	memset(header, 0, 256 * sizeof(int32_t));
+	header[0] = LLMC_MODEL_MAGIC;
+	header[1] = LLMC_MODEL_VERSION;
+	header[2] = c->max_seq_len;
+	header[3] = c->vocab_size;
+	header[4] = c->nr_layers;
+	header[5] = c->nr_heads;
+	header[6] = c->channels;
+	header[7] = c->padded_vocab_size;
+}
+
+int ckpt_write_model(const char *path, const struct gpt2 *m, char *err, size_t errlen)
+{
+	int32_t header[256];
+	model_header(&m->config, header);
+	struct piece pieces[] = {
+		{ header, sizeof(header) },
+		{ m->params_memory, m->nr_params * sizeof(float) },
+	};
+	return write_atomic(path, pieces, 2, err, errlen);
+}
+
+/* Checks a header against the file size; fills c. */
+static int parse_model_header(const char *path, const int32_t *h, uint64_t file_bytes,
+	struct gpt2_config *c, char *err, size_t errlen)
+{
+	if (h[0] != LLMC_MODEL_MAGIC)
+		return fail(err, errlen, -EINVAL, "%s: not an llm.c model file (magic %d, want %d)",
+			path, h[0], LLMC_MODEL_MAGIC);
+	if (h[1] != LLMC_MODEL_VERSION)
+		return fail(err, errlen, -EINVAL,
+			"%s: llm.c model version %d not supported (want 3, fp32)", path, h[1]);
+	c->max_seq_len = h[2];
+	c->vocab_size = h[3];
+	c->nr_layers = h[4];
+	c->nr_heads = h[5];
+	c->channels = h[6];
+	c->padded_vocab_size = h[7];
+	if (c->max_seq_len < 1 || c->max_seq_len > 1 << 20 || c->vocab_size < 1 ||
+		c->vocab_size > 1 << 24 || c->padded_vocab_size < c->vocab_size ||
+		c->padded_vocab_size > 1 << 24 || c->nr_layers < 1 || c->nr_layers > 4096 ||
+		c->nr_heads < 1 || c->channels < 1 || c->channels > 1 << 16 ||
+		c->channels % c->nr_heads != 0)
+		return fail(err, errlen, -EINVAL,
+			"%s: bad model shape (maxT %d, V %d, Vp %d, L %d, NH %d, C %d)", path,
+			c->max_seq_len, c->vocab_size, c->padded_vocab_size, c->nr_layers,
+			c->nr_heads, c->channels);
+	size_t sizes[GPT2_NR_PARAM_TENSORS];
+	gpt2_param_sizes(c, sizes);
+	uint64_t nr = 0;
+	for (int i = 0; i < GPT2_NR_PARAM_TENSORS; i++)
+		nr += sizes[i];
+	uint64_t want = 1024 + nr * 4;
+	if (file_bytes != want)
+		return fail(err, errlen, -EINVAL,
+			"%s: size %llu bytes, the header's model needs %llu", path,
+			(unsigned long long)file_bytes, (unsigned long long)want);
+	return 0;
+}
+
+int ckpt_read_model_config(const char *path, struct gpt2_config *c, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	int32_t h[256];
+	struct stat sb;
+	ssize_t n = pread(fd, h, sizeof(h), 0);
+	int rc = fstat(fd, &sb);
+	close(fd);
+	if (rc < 0 || n != (ssize_t)sizeof(h))
+		return fail(err, errlen, -EINVAL, "%s: too short for an llm.c model header", path);
+	return parse_model_header(path, h, (uint64_t)sb.st_size, c, err, errlen);
+}
+
+int ckpt_read_model(const char *path, struct gpt2 *m, char *err, size_t errlen)
+{
+	char *buf;
+	size_t n;
+	int rc = read_whole(path, &buf, &n, err, errlen);
+	if (rc < 0)
+		return rc;
+	struct gpt2_config c;
+	if (n < 1024) {
+		rc = fail(err, errlen, -EINVAL, "%s: too short for an llm.c model header", path);
+		goto out;
+	}
+	rc = parse_model_header(path, (const int32_t *)buf, n, &c, err, errlen);
+	if (rc < 0)
+		goto out;
+	if (memcmp(&c, &m->config, sizeof(c)) != 0) {
+		rc = fail(err, errlen, -EINVAL,
+			"%s: model shape (L %d, NH %d, C %d, V %d, maxT %d) differs from the run's "
+			"(L %d, NH %d, C %d, V %d, maxT %d)",
+			path, c.nr_layers, c.nr_heads, c.channels, c.vocab_size, c.max_seq_len,
+			m->config.nr_layers, m->config.nr_heads, m->config.channels,
+			m->config.vocab_size, m->config.max_seq_len);
+		goto out;
+	}
+	memcpy(m->params_memory, buf + 1024, m->nr_params * sizeof(float));
+out:
+	free(buf);
+	return rc;
+}
+
+int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st,
+	char *err, size_t errlen)
+{
+	const char *settings = st->settings ? st->settings : "";
+	uint32_t settings_bytes = (uint32_t)strlen(settings);
+	unsigned char head[STATE_HEADER_BYTES];
+	uint32_t magic = STATE_MAGIC, version = STATE_VERSION;
+	uint64_t fields[5] = { st->step, st->rng, st->loader_epoch, st->loader_position,
+		m->nr_params };
+	memcpy(head, &magic, 4);
+	memcpy(head + 4, &version, 4);
+	memcpy(head + 8, fields, sizeof(fields));
+	memcpy(head + 8 + sizeof(fields), &settings_bytes, 4);
+	size_t moment_bytes = m->nr_params * sizeof(float);
+	uint64_t sum = fnv1a(FNV_OFFSET, head, sizeof(head));
+	sum = fnv1a(sum, settings, settings_bytes);
+	sum = fnv1a(sum, m->m_memory, moment_bytes);
+	sum = fnv1a(sum, m->v_memory, moment_bytes);
+	struct piece pieces[] = {
+		{ head, sizeof(head) },
+		{ settings, settings_bytes },
+		{ m->m_memory, moment_bytes },
+		{ m->v_memory, moment_bytes },
+		{ &sum, sizeof(sum) },
+	};
+	return write_atomic(path, pieces, 5, err, errlen);
+}
+
+int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, char *err,
+	size_t errlen)
+{
+	char *buf;
+	size_t n;
+	memset(st, 0, sizeof(*st));
+	int rc = read_whole(path, &buf, &n, err, errlen);
+	if (rc < 0)
+		return rc;
+	uint32_t magic, version, settings_bytes;
+	uint64_t fields[5];
+	if (n < STATE_HEADER_BYTES + 8) {
+		rc = fail(err, errlen, -EINVAL, "%s: too short for a ferry state file", path);
+		goto out;
+	}
+	memcpy(&magic, buf, 4);
+	memcpy(&version, buf + 4, 4);
+	memcpy(fields, buf + 8, sizeof(fields));
+	memcpy(&settings_bytes, buf + 8 + sizeof(fields), 4);
+	if (magic != STATE_MAGIC) {
+		rc = fail(err, errlen, -EINVAL, "%s: not a ferry state file (bad magic)", path);
+		goto out;
+	}
+	if (version != STATE_VERSION) {
+		rc = fail(err, errlen, -EINVAL, "%s: state file version %u not supported", path,
+			version);
+		goto out;
+	}
+	uint64_t nr_params = fields[4];
+	if (nr_params > (uint64_t)1 << 40 ||
+		n != STATE_HEADER_BYTES + (uint64_t)settings_bytes + nr_params * 8 + 8) {
+		rc = fail(err, errlen, -EINVAL, "%s: size %zu bytes does not match its header", path,
+			n);
+		goto out;
+	}
+	uint64_t sum, want = fnv1a(FNV_OFFSET, buf, n - 8);
+	memcpy(&sum, buf + n - 8, 8);
+	if (sum != want) {
+		rc = fail(err, errlen, -EINVAL, "%s: checksum mismatch (corrupt state file)", path);
+		goto out;
+	}
+	if (m && m->nr_params != nr_params) {
+		rc = fail(err, errlen, -EINVAL, "%s: holds moments of %llu parameters, model has %zu",
+			path, (unsigned long long)nr_params, m->nr_params);
+		goto out;
+	}
+	const char *settings = buf + STATE_HEADER_BYTES;
+	if (memchr(settings, '\0', settings_bytes)) {
+		rc = fail(err, errlen, -EINVAL, "%s: settings hold a NUL byte", path);
+		goto out;
+	}
+	st->settings = strndup(settings, settings_bytes);
+	if (!st->settings) {
+		rc = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	st->step = fields[0];
+	st->rng = fields[1];
+	st->loader_epoch = fields[2];
+	st->loader_position = fields[3];
+	if (m) {
+		const char *moments = settings + settings_bytes;
+		memcpy(m->m_memory, moments, nr_params * 4);
+		memcpy(m->v_memory, moments + nr_params * 4, nr_params * 4);
+	}
+out:
+	free(buf);
+	return rc;
+}
+
+void ckpt_paths(const char *dir, uint64_t step, char *model, char *state, size_t len)
+{
+	if (model)
+		snprintf(model, len, "%s/model_%08llu.bin", dir, (unsigned long long)step);
+	if (state)
+		snprintf(state, len, "%s/state_%08llu.bin", dir, (unsigned long long)step);
+}
+
+/* Steps of the complete checkpoints in dir, ascending; count in *nr. */
+static uint64_t *list_steps(const char *dir, size_t *nr)
+{
+	*nr = 0;
+	DIR *d = opendir(dir);
+	if (!d)
+		return NULL;
+	uint64_t *steps = NULL;
+	size_t cap = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		/* exactly state_DDDDDDDD.bin */
+		const char *name = e->d_name;
+		if (strlen(name) != 18 || strncmp(name, "state_", 6) != 0 ||
+			strcmp(name + 14, ".bin") != 0 || strspn(name + 6, "0123456789") != 8)
+			continue;
+		unsigned long long s = strtoull(name + 6, NULL, 10);
+		char model[PATH_MAX];
+		ckpt_paths(dir, s, model, NULL, sizeof(model));
+		if (access(model, R_OK) != 0)
+			continue;
+		if (*nr == cap) {
+			cap = cap ? cap * 2 : 16;
+			uint64_t *grown = realloc(steps, cap * sizeof(*steps));
+			if (!grown)
+				break;
+			steps = grown;
+		}
+		steps[(*nr)++] = s;
+	}
+	closedir(d);
+	for (size_t i = 1; i < *nr; i++) /* insertion sort: a handful of entries */
+		for (size_t j = i; j > 0 && steps[j - 1] > steps[j]; j--) {
+			uint64_t t = steps[j];
+			steps[j] = steps[j - 1];
+			steps[j - 1] = t;
+		}
+	return steps;
+}
+
+int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st, int keep,
+	char *err, size_t errlen)
+{
+	char model[PATH_MAX], state[PATH_MAX];
+	ckpt_paths(dir, st->step, model, state, sizeof(model));
+	int rc = ckpt_write_model(model, m, err, errlen);
+	if (rc == 0)
+		rc = ckpt_write_state(state, m, st, err, errlen);
+	if (rc < 0 || keep <= 0)
+		return rc;
+	size_t nr;
+	uint64_t *steps = list_steps(dir, &nr);
+	/* state first: without it the older checkpoint no longer counts as complete */
+	for (size_t i = 0; i + (size_t)keep < nr; i++) {
+		ckpt_paths(dir, steps[i], model, state, sizeof(model));
+		unlink(state);
+		unlink(model);
+	}
+	free(steps);
+	return 0;
+}
+
+int ckpt_latest(const char *dir, uint64_t *step)
+{
+	size_t nr;
+	uint64_t *steps = list_steps(dir, &nr);
+	int rc = -ENOENT;
+	if (nr > 0) {
+		*step = steps[nr - 1];
+		rc = 0;
+	}
+	free(steps);
+	return rc;
+}

@@ -1,0 +1,49 @@
+/* train/: checkpoints. The model file is llm.c's (256 int32 header, magic 20240326, version 3,
+ * fp32 parameters in llm.c's order), so llm.c's GPT-2 weights load here and ours load there.
+ * Our own state file beside it holds what llm.c's lacks: Adam moments, the step, the RNG, the
+ * loader position and the run's settings. Both are written atomically (temp, fsync, rename). */
+#ifndef FERRY_TRAIN_CKPT_H
+#define FERRY_TRAIN_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train/model.h"
+
+#define LLMC_MODEL_MAGIC   20240326
+#define LLMC_MODEL_VERSION 3
+
+/* Everything in a state file but the moments; settings is the run's settings as text
+ * ("key value" lines), owned by the struct (ckpt_state_done frees it). */
+struct ckpt_state {
+	uint64_t step;           /* optimizer steps done */
+	uint64_t rng;            /* the trainer's RNG after that step */
+	uint64_t loader_epoch;   /* the loader's position: the next batch to train on */
+	uint64_t loader_position;
+	char *settings;
+};
+
+void ckpt_state_done(struct ckpt_state *st);
+
+/* All return 0 or -errno with a one-line reason in err. */
+int ckpt_write_model(const char *path, const struct gpt2 *m, char *err, size_t errlen);
+/* Reads only the header: the shape of the model in the file. */
+int ckpt_read_model_config(const char *path, struct gpt2_config *c, char *err, size_t errlen);
+/* Loads the parameters into m, whose config must equal the file's. */
+int ckpt_read_model(const char *path, struct gpt2 *m, char *err, size_t errlen);
+
+int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st,
+	char *err, size_t errlen);
+/* Fills st; with m non-NULL also loads the moments (m's nr_params must match the file). */
+int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, char *err,
+	size_t errlen);
+
+/* A run directory holds model_%08d.bin and state_%08d.bin per checkpoint; the state file is
+ * written last, so a checkpoint exists once its state file does. */
+void ckpt_paths(const char *dir, uint64_t step, char *model, char *state, size_t len);
+int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st, int keep,
+	char *err, size_t errlen);
+/* The step of the newest checkpoint in dir: 0 and *step set, or -ENOENT. */
+int ckpt_latest(const char *dir, uint64_t *step);
+
+#endif

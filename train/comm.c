@@ -1,0 +1,50 @@
+/* train/: choosing the collective backend (comm_none.c, comm_mpi.c) and the helpers on top. */
+#include "config.h"
+
+#include "train/comm.h"
+
+#include <stdlib.h>
+
+/* Launchers that set these: Open MPI's mpirun, PMIx, MPICH/Hydra and Slurm's srun. */
+static int launched_by_mpi(void)
+{
+	static const char *vars[] = { "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE",
+		"SLURM_NTASKS" };
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		if (getenv(vars[i]))
+			return 1;
+	return 0;
+}
+
+int comm_init(struct comm *c, int *argc, char ***argv)
+{
+	c->ops = &comm_none_ops;
+#if HAVE_MPI
+	if (launched_by_mpi())
+		c->ops = &comm_mpi_ops;
+#else
+	(void)launched_by_mpi;
+#endif
+	return c->ops->init(c, argc, argv);
+}
+
+void comm_done(struct comm *c)
+{
+	if (c && c->ops)
+		c->ops->done(c);
+}
+
+void comm_allreduce_mean(struct comm *c, float *buf, size_t n)
+{
+	if (c->world_size == 1)
+		return;
+	c->ops->allreduce_sum(c, buf, n);
+	float inv = 1.0f / (float)c->world_size;
+	for (size_t i = 0; i < n; i++)
+		buf[i] *= inv;
+}
+
+void comm_barrier(struct comm *c)
+{
+	c->ops->barrier(c);
+}

@@ -1,0 +1,41 @@
+/* train/: the collective the data-parallel trainer needs, behind one small table of functions:
+ * "none" (one process) and "mpi" (Open MPI, when built with it; NCCL comes with the GPU trainer).
+ * Each rank computes gradients on its own share of the batch; comm_allreduce_mean averages them. */
+#ifndef FERRY_TRAIN_COMM_H
+#define FERRY_TRAIN_COMM_H
+
+#include <stddef.h>
+
+struct comm;
+
+struct comm_ops {
+	const char *name;
+	/* 0 or -errno; sets rank and world_size */
+	int (*init)(struct comm *c, int *argc, char ***argv);
+	/* buf (n) = sum over ranks of buf, the same bytes on every rank */
+	void (*allreduce_sum)(struct comm *c, float *buf, size_t n);
+	void (*barrier)(struct comm *c);
+	void (*done)(struct comm *c);
+	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
+	void (*abort_all)(struct comm *c, int status);
+};
+
+/* One per process; rank and world_size are fixed after comm_init. */
+struct comm {
+	const struct comm_ops *ops;
+	int rank, world_size;
+};
+
+extern const struct comm_ops comm_none_ops;
+#if HAVE_MPI
+extern const struct comm_ops comm_mpi_ops;
+#endif
+
+/* Picks MPI when the process was started by mpirun/srun (and MPI was built in), else none. */
+int comm_init(struct comm *c, int *argc, char ***argv);
+void comm_done(struct comm *c);
+/* buf = mean over ranks of buf: a sum, then one multiplication by 1/world_size. */
+void comm_allreduce_mean(struct comm *c, float *buf, size_t n);
+void comm_barrier(struct comm *c);
+
+#endif

@@ -1,0 +1,398 @@
+/* train/: GPT-2 forward, backward and AdamW on the CPU (see model.h), the layers of layers.h
+ * wired in the order of llm.c's train_gpt2.c. */
+#include "train/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/layers.h"
+
+int gpt2_padded_vocab(int vocab_size)
+{
+	if (vocab_size <= 256)
+		return vocab_size;
+	return (vocab_size + 127) / 128 * 128;
+}
+
+void gpt2_param_sizes(const struct gpt2_config *c, size_t s[GPT2_NR_PARAM_TENSORS])
+{
+	size_t Vp = c->padded_vocab_size, C = c->channels, L = c->nr_layers;
+	s[0] = Vp * C;
+	s[1] = (size_t)c->max_seq_len * C;
+	s[2] = L * C;
+	s[3] = L * C;
+	s[4] = L * 3 * C * C;
+	s[5] = L * 3 * C;
+	s[6] = L * C * C;
+	s[7] = L * C;
+	s[8] = L * C;
+	s[9] = L * C;
+	s[10] = L * 4 * C * C;
+	s[11] = L * 4 * C;
+	s[12] = L * C * 4 * C;
+	s[13] = L * C;
+	s[14] = C;
+	s[15] = C;
+}
+
+int gpt2_param_is_decayed(int tensor)
+{
+	return tensor == 0 || tensor == 1 || tensor == 4 || tensor == 6 || tensor == 10 ||
+	       tensor == 12;
+}
+
+static void point_params(struct gpt2_params *p, float *mem, const size_t *sizes)
+{
+	float **ptrs[] = { &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw,
+		&p->attprojb, &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb,
+		&p->lnfw, &p->lnfb };
+	for (int i = 0; i < GPT2_NR_PARAM_TENSORS; i++) {
+		*ptrs[i] = mem;
+		mem += sizes[i];
+	}
+}
+
+static void act_sizes(const struct gpt2_config *c, int B, int T, size_t s[GPT2_NR_ACT_TENSORS])
+{
+	size_t L = c->nr_layers, C = c->channels, NH = c->nr_heads, Vp = c->padded_vocab_size;
+	size_t N = (size_t)B * T;
+	s[0] = N * C;
+	s[1] = L * N * C;
+	s[2] = L * N;
+	s[3] = L * N;
+	s[4] = L * N * 3 * C;
+	s[5] = L * N * C;
+	s[6] = L * B * NH * T * T;
+	s[7] = L * N * C;
+	s[8] = L * N * C;
+	s[9] = L * N * C;
+	s[10] = L * N;
+	s[11] = L * N;
+	s[12] = L * N * 4 * C;
+	s[13] = L * N * 4 * C;
+	s[14] = L * N * C;
+	s[15] = L * N * C;
+	s[16] = N * C;
+	s[17] = N;
+	s[18] = N;
+	s[19] = N * Vp;
+	s[20] = N * Vp;
+	s[21] = N;
+	s[22] = N;
+}
+
+static void point_acts(struct gpt2_acts *a, float *mem, const size_t *sizes)
+{
+	float **ptrs[] = { &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty,
+		&a->att, &a->attproj, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch,
+		&a->fch_gelu, &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
+		&a->logits, &a->probs, &a->losses, &a->scratch };
+	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++) {
+		*ptrs[i] = mem;
+		mem += sizes[i];
+	}
+}
+
+struct gpt2 *gpt2_new(const struct gpt2_config *config, int B, int T)
+{
+	const struct gpt2_config *c = config;
+	if (c->nr_layers < 1 || c->nr_heads < 1 || c->channels < 1 ||
+		c->channels % c->nr_heads != 0 || c->vocab_size < 1 ||
+		c->padded_vocab_size < c->vocab_size || c->max_seq_len < 1 || B < 1 || T < 1 ||
+		T > c->max_seq_len)
+		return NULL;
+	struct gpt2 *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->config = *c;
+	m->B = B;
+	m->T = T;
+	gpt2_param_sizes(c, m->param_sizes);
+	for (int i = 0; i < GPT2_NR_PARAM_TENSORS; i++)
+		m->nr_params += m->param_sizes[i];
+	act_sizes(c, B, T, m->act_sizes);
+	size_t nr_acts = 0;
+	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
+		nr_acts += m->act_sizes[i];
+	m->params_memory = calloc(m->nr_params, sizeof(float));
+	m->grads_memory = calloc(m->nr_params, sizeof(float));
+	m->m_memory = calloc(m->nr_params, sizeof(float));
+	m->v_memory = calloc(m->nr_params, sizeof(float));
+	m->acts_memory = calloc(nr_acts, sizeof(float));
+	m->grad_acts_memory = calloc(nr_acts, sizeof(float));
+	if (!m->params_memory || !m->grads_memory || !m->m_memory || !m->v_memory ||
+		!m->acts_memory || !m->grad_acts_memory) {
+		gpt2_free(m);
+		return NULL;
+	}
+	point_params(&m->params, m->params_memory, m->param_sizes);
+	point_params(&m->grads, m->grads_memory, m->param_sizes);
+	point_acts(&m->acts, m->acts_memory, m->act_sizes);
+	point_acts(&m->grad_acts, m->grad_acts_memory, m->act_sizes);
+	return m;
+}
+
+struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T)
+{
+	if (B < 1 || T < 1 || T > src->config.max_seq_len)
+		return NULL;
+	struct gpt2 *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->config = src->config;
+	m->B = B;
+	m->T = T;
+	m->is_view = 1;
+	memcpy(m->param_sizes, src->param_sizes, sizeof(m->param_sizes));
+	m->nr_params = src->nr_params;
+	m->params = src->params;
+	m->params_memory = src->params_memory;
+	act_sizes(&m->config, B, T, m->act_sizes);
+	size_t nr_acts = 0;
+	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
+		nr_acts += m->act_sizes[i];
+	m->acts_memory = calloc(nr_acts, sizeof(float));
+	if (!m->acts_memory) {
+		free(m);
+		return NULL;
+	}
+	point_acts(&m->acts, m->acts_memory, m->act_sizes);
+	return m;
+}
+
+void gpt2_free(struct gpt2 *m)
+{
+	if (!m)
+		return;
+	if (!m->is_view)
+		free(m->params_memory);
+	free(m->grads_memory);
+	free(m->m_memory);
+	free(m->v_memory);
+	free(m->acts_memory);
+	free(m->grad_acts_memory);
+	free(m);
+}
+
+uint64_t rng_next(uint64_t *state)
+{
+	uint64_t x = *state;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+float rng_uniform(uint64_t *state)
+{
+	return (float)(rng_next(state) >> 40) / 16777216.0f;
+}
+
+float rng_normal(uint64_t *state)
+{
+	/* Box-Muller; u1 in (0, 1] so the log is finite */
+	double u1 = 1.0 - (double)(rng_next(state) >> 11) / 9007199254740992.0;
+	double u2 = (double)(rng_next(state) >> 11) / 9007199254740992.0;
+	return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+static void fill_normal(float *p, size_t n, float std, uint64_t *rng)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = rng_normal(rng) * std;
+}
+
+static void fill_const(float *p, size_t n, float v)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = v;
+}
+
+void gpt2_init_random(struct gpt2 *m, uint64_t *rng)
+{
+	const struct gpt2_config *c = &m->config;
+	struct gpt2_params *p = &m->params;
+	size_t C = c->channels, L = c->nr_layers;
+	float proj_std = 0.02f / sqrtf(2.0f * (float)L);
+	memset(m->params_memory, 0, m->nr_params * sizeof(float));
+	/* padded vocabulary rows stay zero: no token selects them and no logit of theirs is used */
+	fill_normal(p->wte, (size_t)c->vocab_size * C, 0.02f, rng);
+	fill_normal(p->wpe, m->param_sizes[1], 0.02f, rng);
+	fill_const(p->ln1w, L * C, 1.0f);
+	fill_normal(p->qkvw, m->param_sizes[4], 0.02f, rng);
+	fill_normal(p->attprojw, m->param_sizes[6], proj_std, rng);
+	fill_const(p->ln2w, L * C, 1.0f);
+	fill_normal(p->fcw, m->param_sizes[10], 0.02f, rng);
+	fill_normal(p->fcprojw, m->param_sizes[12], proj_std, rng);
+	fill_const(p->lnfw, C, 1.0f);
+}
+
+void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
+{
+	const struct gpt2_config *c = &m->config;
+	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
+	int V = c->vocab_size, Vp = c->padded_vocab_size, N = B * T;
+	struct gpt2_params *p = &m->params;
+	struct gpt2_acts *a = &m->acts;
+
+	encoder_forward(a->encoded, inputs, p->wte, p->wpe, B, T, C);
+	for (int l = 0; l < L; l++) {
+		size_t nc = (size_t)l * N * C;
+		const float *residual = l == 0 ? a->encoded : a->residual3 + nc - (size_t)N * C;
+		float *ln1 = a->ln1 + nc, *qkv = a->qkv + 3 * nc, *atty = a->atty + nc;
+		float *att = a->att + (size_t)l * B * NH * T * T, *attproj = a->attproj + nc;
+		float *residual2 = a->residual2 + nc, *ln2 = a->ln2 + nc;
+		float *fch = a->fch + 4 * nc, *fch_gelu = a->fch_gelu + 4 * nc;
+		float *fcproj = a->fcproj + nc, *residual3 = a->residual3 + nc;
+
+		layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N,
+			residual, p->ln1w + l * C, p->ln1b + l * C, N, C);
+		matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, N, C,
+			3 * C);
+		attention_forward(atty, att, qkv, B, T, C, NH);
+		matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C,
+			N, C, C);
+		residual_forward(residual2, residual, attproj, N * C);
+		layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N,
+			residual2, p->ln2w + l * C, p->ln2b + l * C, N, C);
+		matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, N, C,
+			4 * C);
+		gelu_forward(fch_gelu, fch, N * 4 * C);
+		matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * C * 4 * C,
+			p->fcprojb + l * C, N, 4 * C, C);
+		residual_forward(residual3, residual2, fcproj, N * C);
+	}
+	const float *last = a->residual3 + (size_t)(L - 1) * N * C;
+	layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, p->lnfw, p->lnfb, N, C);
+	matmul_forward(a->logits, a->lnf, p->wte, NULL, N, C, Vp);
+	if (!targets) {
+		m->mean_loss = -1.0f;
+		return;
+	}
+	softmax_crossentropy_forward(a->losses, a->probs, a->logits, targets, N, V, Vp);
+	double sum = 0.0;
+	for (int i = 0; i < N; i++)
+		sum += a->losses[i];
+	m->mean_loss = (float)(sum / N);
+}
+
+void gpt2_zero_grad(struct gpt2 *m)
+{
+	memset(m->grads_memory, 0, m->nr_params * sizeof(float));
+}
+
+void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets,
+	float loss_scale)
+{
+	const struct gpt2_config *c = &m->config;
+	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
+	int V = c->vocab_size, Vp = c->padded_vocab_size, N = B * T;
+	struct gpt2_params *p = &m->params, *g = &m->grads;
+	struct gpt2_acts *a = &m->acts, *d = &m->grad_acts;
+	size_t nr_acts = 0;
+	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
+		nr_acts += m->act_sizes[i];
+	memset(m->grad_acts_memory, 0, nr_acts * sizeof(float));
+
+	for (int i = 0; i < N; i++)
+		d->scratch[i] = loss_scale;
+	softmax_crossentropy_backward(d->logits, a->probs, targets, d->scratch, N, V, Vp);
+	matmul_backward(d->lnf, g->wte, NULL, d->logits, a->lnf, p->wte, N, C, Vp);
+	size_t last = (size_t)(L - 1) * N * C;
+	layernorm_backward(d->residual3 + last, g->lnfw, g->lnfb, d->lnf, a->residual3 + last,
+		p->lnfw, a->lnf_mean, a->lnf_rstd, N, C);
+
+	for (int l = L - 1; l >= 0; l--) {
+		size_t nc = (size_t)l * N * C;
+		const float *residual = l == 0 ? a->encoded : a->residual3 + nc - (size_t)N * C;
+		float *dresidual = l == 0 ? d->encoded : d->residual3 + nc - (size_t)N * C;
+		size_t nl = (size_t)l * N;
+
+		residual_backward(d->residual2 + nc, d->fcproj + nc, d->residual3 + nc, N * C);
+		matmul_backward(d->fch_gelu + 4 * nc, g->fcprojw + (size_t)l * C * 4 * C,
+			g->fcprojb + l * C, d->fcproj + nc, a->fch_gelu + 4 * nc,
+			p->fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
+		gelu_backward(d->fch + 4 * nc, a->fch + 4 * nc, d->fch_gelu + 4 * nc, N * 4 * C);
+		matmul_backward(d->ln2 + nc, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C,
+			d->fch + 4 * nc, a->ln2 + nc, p->fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
+		layernorm_backward(d->residual2 + nc, g->ln2w + l * C, g->ln2b + l * C, d->ln2 + nc,
+			a->residual2 + nc, p->ln2w + l * C, a->ln2_mean + nl, a->ln2_rstd + nl, N,
+			C);
+		residual_backward(dresidual, d->attproj + nc, d->residual2 + nc, N * C);
+		matmul_backward(d->atty + nc, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
+			d->attproj + nc, a->atty + nc, p->attprojw + (size_t)l * C * C, N, C, C);
+		attention_backward(d->qkv + 3 * nc, d->atty + nc, a->qkv + 3 * nc,
+			a->att + (size_t)l * B * NH * T * T, B, T, C, NH);
+		matmul_backward(d->ln1 + nc, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C,
+			d->qkv + 3 * nc, a->ln1 + nc, p->qkvw + (size_t)l * 3 * C * C, N, C, 3 * C);
+		layernorm_backward(dresidual, g->ln1w + l * C, g->ln1b + l * C, d->ln1 + nc,
+			residual, p->ln1w + l * C, a->ln1_mean + nl, a->ln1_rstd + nl, N, C);
+	}
+	encoder_backward(g->wte, g->wpe, d->encoded, inputs, B, T, C);
+}
+
+/* Fixed chunks summed in a fixed order: the same norm whatever the number of threads. */
+#define NORM_CHUNK 65536
+
+float gpt2_grad_norm(const struct gpt2 *m)
+{
+	size_t n = m->nr_params, nr_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+	double *partial = calloc(nr_chunks, sizeof(double));
+	if (!partial)
+		abort();
+	const float *g = m->grads_memory;
+#pragma omp parallel for schedule(static)
+	for (size_t k = 0; k < nr_chunks; k++) {
+		size_t end = (k + 1) * NORM_CHUNK < n ? (k + 1) * NORM_CHUNK : n;
+		double s = 0.0;
+		for (size_t i = k * NORM_CHUNK; i < end; i++)
+			s += (double)g[i] * g[i];
+		partial[k] = s;
+	}
+	double sum = 0.0;
+	for (size_t k = 0; k < nr_chunks; k++)
+		sum += partial[k];
+	free(partial);
+	return (float)sqrt(sum);
+}
+
+void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,
+	int t)
+{
+	float b1 = opt->beta1, b2 = opt->beta2;
+	float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
+	size_t off = 0;
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		float wd = gpt2_param_is_decayed(k) ? opt->weight_decay : 0.0f;
+		float *p = m->params_memory + off, *g = m->grads_memory + off;
+		float *mm = m->m_memory + off, *vv = m->v_memory + off;
+		size_t n = m->param_sizes[k];
+#pragma omp parallel for schedule(static)
+		for (size_t i = 0; i < n; i++) {
+			float grad = g[i] * grad_scale;
+			float mi = b1 * mm[i] + (1.0f - b1) * grad;
+			float vi = b2 * vv[i] + (1.0f - b2) * grad * grad;
+			mm[i] = mi;
+			vv[i] = vi;
+			float mhat = mi / c1, vhat = vi / c2;
+			p[i] -= lr * (mhat / (sqrtf(vhat) + opt->eps) + wd * p[i]);
+		}
+		off += n;
+	}
+}
+
+float lr_schedule(float lr, int step, int warmup, int nr_steps, float final_frac)
+{
+	if (step < warmup)
+		return lr * (float)(step + 1) / (float)warmup;
+	if (nr_steps - 1 <= warmup)
+		return lr;
+	float ratio = (float)(step - warmup) / (float)(nr_steps - 1 - warmup);
+	if (ratio > 1.0f)
+		ratio = 1.0f;
+	float coeff = 0.5f * (1.0f + cosf((float)M_PI * ratio));
+	float lr_min = lr * final_frac;
+	return lr_min + coeff * (lr - lr_min);
+}

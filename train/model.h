@@ -1,0 +1,133 @@
+/* train/: the GPT-2 model of the CPU trainer: parameters in llm.c's order, the forward and
+ * backward passes built from layers.h, AdamW, gradient clipping and the learning-rate schedule.
+ * The trainer (train_cmd.c) feeds it batches; ckpt.c saves and loads it. */
+#ifndef FERRY_TRAIN_MODEL_H
+#define FERRY_TRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct gpt2_config {
+	int max_seq_len; /* maxT: rows of wpe */
+	int vocab_size;  /* V: real tokens */
+	int padded_vocab_size; /* Vp: V rounded up to a multiple of 128 (256 stays 256) */
+	int nr_layers;   /* L */
+	int nr_heads;    /* NH; C % NH == 0 */
+	int channels;    /* C */
+};
+
+#define GPT2_NR_PARAM_TENSORS 16
+
+/* The parameters (and, with the same layout, their gradients and the Adam moments), one
+ * contiguous block in the order of llm.c's model files. */
+struct gpt2_params {
+	float *wte;      /* (Vp, C) token embedding, tied with the output projection */
+	float *wpe;      /* (maxT, C) */
+	float *ln1w;     /* (L, C) */
+	float *ln1b;     /* (L, C) */
+	float *qkvw;     /* (L, 3*C, C) */
+	float *qkvb;     /* (L, 3*C) */
+	float *attprojw; /* (L, C, C) */
+	float *attprojb; /* (L, C) */
+	float *ln2w;     /* (L, C) */
+	float *ln2b;     /* (L, C) */
+	float *fcw;      /* (L, 4*C, C) */
+	float *fcb;      /* (L, 4*C) */
+	float *fcprojw;  /* (L, C, 4*C) */
+	float *fcprojb;  /* (L, C) */
+	float *lnfw;     /* (C) */
+	float *lnfb;     /* (C) */
+};
+
+#define GPT2_NR_ACT_TENSORS 23
+
+/* Activations of one micro-batch (B, T) saved for backward; the gradient of each has the same
+ * layout. */
+struct gpt2_acts {
+	float *encoded;   /* (B, T, C) */
+	float *ln1;       /* (L, B, T, C) */
+	float *ln1_mean;  /* (L, B, T) */
+	float *ln1_rstd;  /* (L, B, T) */
+	float *qkv;       /* (L, B, T, 3*C) */
+	float *atty;      /* (L, B, T, C) */
+	float *att;       /* (L, B, NH, T, T) */
+	float *attproj;   /* (L, B, T, C) */
+	float *residual2; /* (L, B, T, C) */
+	float *ln2;       /* (L, B, T, C) */
+	float *ln2_mean;  /* (L, B, T) */
+	float *ln2_rstd;  /* (L, B, T) */
+	float *fch;       /* (L, B, T, 4*C) */
+	float *fch_gelu;  /* (L, B, T, 4*C) */
+	float *fcproj;    /* (L, B, T, C) */
+	float *residual3; /* (L, B, T, C) */
+	float *lnf;       /* (B, T, C) */
+	float *lnf_mean;  /* (B, T) */
+	float *lnf_rstd;  /* (B, T) */
+	float *logits;    /* (B, T, Vp) */
+	float *probs;     /* (B, T, Vp) */
+	float *losses;    /* (B, T) */
+	float *scratch;   /* (B, T): dlosses in backward */
+};
+
+struct adamw_config {
+	float beta1, beta2, eps, weight_decay;
+};
+
+/* A model and its training state. params/grads/m/v each point into one block of nr_params
+ * floats; acts/grad_acts are sized for micro-batches of (B, T) given to gpt2_new. */
+struct gpt2 {
+	struct gpt2_config config;
+	size_t param_sizes[GPT2_NR_PARAM_TENSORS];
+	size_t nr_params;
+	struct gpt2_params params, grads;
+	float *params_memory, *grads_memory;
+	float *m_memory, *v_memory; /* AdamW moments */
+	int B, T;
+	size_t act_sizes[GPT2_NR_ACT_TENSORS];
+	struct gpt2_acts acts, grad_acts;
+	float *acts_memory, *grad_acts_memory;
+	float mean_loss; /* of the last forward with targets */
+	int is_view;     /* params belong to another model (gpt2_new_view): no grads, no moments */
+};
+
+/* Vp for a vocabulary: a multiple of 128 above 256 (50257 -> 50304, as llm.c). */
+int gpt2_padded_vocab(int vocab_size);
+void gpt2_param_sizes(const struct gpt2_config *c, size_t sizes[GPT2_NR_PARAM_TENSORS]);
+/* 1 for tensors AdamW decays (the 2-D weights: wte, wpe, qkvw, attprojw, fcw, fcprojw). */
+int gpt2_param_is_decayed(int tensor);
+
+/* Allocates a model for micro-batches of B sequences of T <= max_seq_len tokens; NULL on a bad
+ * shape or no memory. Parameters start at zero: see gpt2_init_random. */
+struct gpt2 *gpt2_new(const struct gpt2_config *config, int B, int T);
+void gpt2_free(struct gpt2 *m);
+/* A model that reads src's parameters (never a copy) with its own activations for (B, T):
+ * for inference beside training, e.g. sampling one sequence. Forward only. */
+struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T);
+/* GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L), layernorm
+ * weights 1, biases 0. Draws from *rng (xorshift64*), advancing it. */
+void gpt2_init_random(struct gpt2 *m, uint64_t *rng);
+
+/* Forward over inputs (B,T); with targets also the loss (mean_loss and acts.losses). m->T may
+ * be lowered below the T given to gpt2_new for a shorter forward (generation). */
+void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets);
+void gpt2_zero_grad(struct gpt2 *m);
+/* Adds to grads the gradient of (loss_scale * sum of the per-token losses of the last
+ * forward); loss_scale = 1/(B*T*accumulation steps) gives the gradient of the mean. */
+void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets,
+	float loss_scale);
+/* sqrt of the sum of squares of all gradients, summed in double. */
+float gpt2_grad_norm(const struct gpt2 *m);
+/* One AdamW step (t counts from 1) with grads multiplied by grad_scale first (clipping). */
+void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,
+	int t);
+
+/* Learning rate at step (0-based) of nr_steps: linear warmup over warmup steps, then cosine
+ * decay to lr * final_frac at the last step. */
+float lr_schedule(float lr, int step, int warmup, int nr_steps, float final_frac);
+
+/* xorshift64*: the trainer's only random number generator; its state is saved in checkpoints. */
+uint64_t rng_next(uint64_t *state);
+float rng_uniform(uint64_t *state); /* [0, 1) */
+float rng_normal(uint64_t *state);
+
+#endif
