@@ -892,6 +892,7 @@ static void ferry_init(void *userdata, struct fuse_conn_info *conn)
 
 	/* max_pages follows max_write in libfuse: 1 MiB requests both ways. */
 	conn->max_write = 1u << 20;
+	conn->max_read = 1u << 20; /* must equal the max_read mount option */
 	conn->max_readahead = conn->max_readahead < (1u << 20) ? conn->max_readahead : 1u << 20;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;

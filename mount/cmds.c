@@ -143,6 +143,7 @@ int stat_main(int argc, char **argv)
 	int c, ret;
 
 	optind = 1;
+	argv[0] = "ferry stat";
 	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		if (c == 'j') {
 			as_json = true;

@@ -253,7 +253,8 @@ int mount_main(int argc, char **argv)
 	pid_t pid;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+o:fvh", long_opts, NULL)) != -1) {
+	argv[0] = "ferry mount"; /* getopt's messages name the command */
+	while ((c = getopt_long(argc, argv, "o:fvh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CACHE_DIR:
 			cfg.cache_dir = optarg;
@@ -354,14 +355,25 @@ int mount_main(int argc, char **argv)
 	if (check_mountpoint(argv[optind + 1], mp))
 		return 1;
 	cfg.mountpoint = mp;
+	/* Before creating anything: a cache inside the mount would feed on itself. */
+	if (cfg.cache_dir[0] != '/') {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(cache_dir, sizeof(cache_dir), "%s/%s", cwd, cfg.cache_dir) >=
+			    (int)sizeof(cache_dir))
+			return fail("cache directory %s: path too long", cfg.cache_dir);
+	} else {
+		snprintf(cache_dir, sizeof(cache_dir), "%s", cfg.cache_dir);
+	}
+	if (!strncmp(cache_dir, mp, strlen(mp)) &&
+	    (cache_dir[strlen(mp)] == '/' || !cache_dir[strlen(mp)]))
+		return fail("the cache directory cannot be inside the mountpoint");
 	if (check_cache_dir(cfg.cache_dir))
 		return 1;
 	if (!realpath(cfg.cache_dir, cache_dir))
 		return fail("cache directory %s: %s", cfg.cache_dir, strerror(errno));
 	cfg.cache_dir = cache_dir;
-	if (!strncmp(cache_dir, mp, strlen(mp)) &&
-	    (cache_dir[strlen(mp)] == '/' || !cache_dir[strlen(mp)]))
-		return fail("the cache directory cannot be inside the mountpoint");
 
 	if (cfg.foreground)
 		return ferryfs_main(&cfg, -1) ? 1 : 0;
