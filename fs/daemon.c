@@ -122,6 +122,40 @@ static int opt_append_escaped(char *buf, size_t len, const char *s)
 	return 0;
 }
 
+/* FUSE mounts get a 128 KiB readahead window, so buffered reads reach us as 128 KiB
+ * requests. Measured here (512 MiB file, warm chunk cache, dd bs=1M, copy replies): 1.4-3.3
+ * GB/s at 128 KiB, 4.1-4.3 GB/s at 1 MiB, no better at 4 MiB. The bdi is found through
+ * mountinfo, not stat(), which would ask this very daemon before it serves. Root only;
+ * failure just leaves the kernel's default. */
+static void raise_readahead(const char *mountpoint)
+{
+	char *line = NULL, devno[32] = "", path[96];
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		char mp[PATH_MAX], dev[32];
+
+		/* Mount points with escaped characters simply do not match: no harm. */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, mp) == 2 &&
+		    !strcmp(mp, mountpoint))
+			snprintf(devno, sizeof(devno), "%s", dev);
+	}
+	free(line);
+	fclose(f);
+	if (!devno[0])
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", devno);
+	f = fopen(path, "we");
+	if (!f)
+		return;
+	fputs("1024\n", f);
+	if (fclose(f))
+		log_debug("cannot raise readahead of %s: %s", mountpoint, strerror(errno));
+}
+
 struct syncer {
 	struct ferryfs *fs;
 	pthread_mutex_t lock;
@@ -310,6 +344,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		goto fail;
 	}
 	mounted = true;
+	raise_readahead(cfg->mountpoint);
 	ret = syncer_start(&syncer, &fs);
 	if (ret) {
 		snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
