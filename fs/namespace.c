@@ -43,6 +43,7 @@ struct ns_node {
 	uint64_t nlookup;
 	uint64_t refs;
 	bool linked;
+	bool kept;                /* scratch of listing_merge: reused by the new listing */
 
 	/* directories */
 	pthread_mutex_t list_lock;
@@ -444,14 +445,20 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 			if (n->type == REMOTE_SYMLINK)
 				set_str(&n->link_target, e->link_target);
 			n->version_checked = false;
-			/* Mark it kept so the sweep below leaves it. */
-			*old = NULL;
+			n->kept = true;
 		} else {
 			n = node_new(ns, dir->ino, dir->path, e);
 			if (!n || table_add(ns, n)) {
 				node_free(n);
-				/* The ones moved so far are still in kids; put the sweep right. */
-				unlink_children(ns, kids, nr);
+				/* Undo: the old listing stays, the new nodes go. */
+				for (size_t k = 0; k < nr; k++) {
+					if (kids[k]->kept) {
+						kids[k]->kept = false;
+						continue;
+					}
+					kids[k]->linked = false;
+					node_maybe_free(ns, kids[k]);
+				}
 				free(kids);
 				return -ENOMEM;
 			}
@@ -460,8 +467,10 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		kids[nr++] = n;
 	}
 	for (size_t i = 0; i < dir->nr_children; i++) {
-		if (!dir->children[i])
+		if (dir->children[i]->kept) {
+			dir->children[i]->kept = false;
 			continue;
+		}
 		dir->children[i]->linked = false;
 		node_maybe_free(ns, dir->children[i]);
 	}
