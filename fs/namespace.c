@@ -301,6 +301,15 @@ static int cmp_child(const void *key, const void *elem)
 	return strcmp(key, (*(struct ns_node *const *)elem)->name);
 }
 
+/* bsearch of a directory's children; NULL-safe for an empty listing (bsearch's base must not
+ * be NULL even when there is nothing to search). */
+static struct ns_node **find_child(struct ns_node *dir, const char *name)
+{
+	if (!dir->nr_children)
+		return NULL;
+	return bsearch(name, dir->children, dir->nr_children, sizeof(*dir->children), cmp_child);
+}
+
 static char *listing_file(struct namespace *ns, const char *path)
 {
 	char *p;
@@ -425,7 +434,8 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 
 	if (!kids)
 		return -ENOMEM;
-	qsort(l->entries, l->nr, sizeof(*l->entries), cmp_entry);
+	if (l->nr)
+		qsort(l->entries, l->nr, sizeof(*l->entries), cmp_entry);
 	for (size_t i = 0; i < l->nr; i++) {
 		struct remote_entry *e = &l->entries[i];
 		struct ns_node **old, *n;
@@ -433,8 +443,7 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		/* Duplicates (an S3 key next to a prefix of the same name): the first wins. */
 		if (nr && !strcmp(kids[nr - 1]->name, e->name))
 			continue;
-		old = bsearch(e->name, dir->children, dir->nr_children, sizeof(*dir->children),
-			cmp_child);
+		old = find_child(dir, e->name);
 		if (old && (*old)->type == e->type) {
 			n = *old;
 			if (!same_version(n, e)) {
@@ -828,7 +837,7 @@ int namespace_lookup(struct namespace *ns, uint64_t parent, const char *name, st
 	if (ret)
 		goto out;
 	pthread_mutex_lock(&ns->lock);
-	found = bsearch(name, dir->children, dir->nr_children, sizeof(*dir->children), cmp_child);
+	found = find_child(dir, name);
 	if (found) {
 		(*found)->nlookup++;
 		stat_locked(ns, *found, st);
