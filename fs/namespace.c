@@ -1,2 +1,1036 @@
-/* placeholder: namespace.c is being written */
+/* The namespace: inode table and lazily listed directories between the FUSE operations and
+ * the remote backend; listings are also written to the cache directory (manifest format) so
+ * that a remount with the source unreachable still lists what was seen. */
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "fs/log.h"
+#include "fs/manifest.h"
+#include "fs/namespace.h"
+
+/* One file, directory or symlink.
+ * ino, parent_ino, name, path and type never change after creation (a relist that changes
+ * an entry's type makes a new node). Everything else is protected by ns->lock, except
+ * list_lock, which serialises listers of one directory (held without ns->lock while the
+ * remote is asked; never taken while holding ns->lock).
+ * A node lives while it is linked in its parent's listing, the kernel holds lookups on it
+ * (nlookup), or someone holds a temporary reference (refs); the root lives until
+ * namespace_free. */
+struct ns_node {
+	uint64_t ino;
+	uint64_t parent_ino;
+	char *name;
+	char *path;
+	enum remote_type type;
+
+	uint64_t size;
+	struct timespec mtime;
+	char *etag;
+	char *link_target;
+	bool version_checked;     /* stat'ed since the last listing */
+	char *last_open_version;  /* version at the previous open, for keep_cache */
+
+	uint64_t nlookup;
+	uint64_t refs;
+	bool linked;
+	bool kept;                /* scratch of listing_merge: reused by the new listing */
+
+	/* directories */
+	pthread_mutex_t list_lock;
+	struct ns_node **children;  /* sorted by name */
+	size_t nr_children;
+	bool listed;
+	bool dirty;                 /* the kept listing is older than children */
+	struct timespec listed_at;  /* CLOCK_MONOTONIC */
+
+	struct ns_node *hnext;      /* ino hash chain */
+};
+
+/* The table is protected by lock; remote, state_dir, ttl, uid, gid never change. */
+struct namespace {
+	struct remote *remote;
+	char *source;
+	char *state_dir;
+	double ttl_s;
+	uid_t uid;
+	gid_t gid;
+	bool single_file;           /* the source is one object, shown inside the root */
+
+	pthread_mutex_t lock;
+	struct ns_node **table;
+	size_t table_size;          /* a power of two */
+	size_t nr_nodes;
+	uint64_t next_ino;
+	struct ns_node *root;
+};
+
+bool namespace_name_is_safe(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 0 && len <= 255 && strcmp(name, ".") && strcmp(name, "..") &&
+	       !strchr(name, '/');
+}
+
+static double elapsed_s(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - since->tv_sec) + (now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+	char *p;
+
+	if (!*dir)
+		return strdup(name);
+	if (asprintf(&p, "%s/%s", dir, name) < 0)
+		return NULL;
+	return p;
+}
+
+/* ---- inode table (callers hold ns->lock) ---- */
+
+static size_t hash_ino(const struct namespace *ns, uint64_t ino)
+{
+	return (size_t)(ino * 0x9e3779b97f4a7c15ull >> 17) & (ns->table_size - 1);
+}
+
+static int table_grow(struct namespace *ns)
+{
+	size_t size = ns->table_size ? ns->table_size * 2 : 1024;
+	struct ns_node **t = calloc(size, sizeof(*t));
+	struct ns_node **old = ns->table;
+	size_t old_size = ns->table_size;
+
+	if (!t)
+		return -ENOMEM;
+	ns->table = t;
+	ns->table_size = size;
+	for (size_t i = 0; i < old_size; i++) {
+		struct ns_node *n = old[i], *next;
+
+		for (; n; n = next) {
+			size_t h = hash_ino(ns, n->ino);
+
+			next = n->hnext;
+			n->hnext = t[h];
+			t[h] = n;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+static struct ns_node *table_find(struct namespace *ns, uint64_t ino)
+{
+	struct ns_node *n = ns->table[hash_ino(ns, ino)];
+
+	while (n && n->ino != ino)
+		n = n->hnext;
+	return n;
+}
+
+static void table_remove(struct namespace *ns, struct ns_node *n)
+{
+	struct ns_node **p = &ns->table[hash_ino(ns, n->ino)];
+
+	while (*p && *p != n)
+		p = &(*p)->hnext;
+	if (*p)
+		*p = n->hnext;
+	ns->nr_nodes--;
+}
+
+static void node_free(struct ns_node *n)
+{
+	if (!n)
+		return;
+	if (n->type == REMOTE_DIR)
+		pthread_mutex_destroy(&n->list_lock);
+	free(n->children);
+	free(n->name);
+	free(n->path);
+	free(n->etag);
+	free(n->link_target);
+	free(n->last_open_version);
+	free(n);
+}
+
+static void node_maybe_free(struct namespace *ns, struct ns_node *n);
+
+/* Drops n's children from its listing (n itself is going away or being relisted). */
+static void unlink_children(struct namespace *ns, struct ns_node **children, size_t nr)
+{
+	for (size_t i = 0; i < nr; i++) {
+		children[i]->linked = false;
+		node_maybe_free(ns, children[i]);
+	}
+}
+
+static void node_maybe_free(struct namespace *ns, struct ns_node *n)
+{
+	if (n == ns->root || n->linked || n->nlookup || n->refs)
+		return;
+	table_remove(ns, n);
+	unlink_children(ns, n->children, n->nr_children);
+	node_free(n);
+}
+
+static void set_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = src ? strdup(src) : NULL;
+}
+
+static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const char *dir_path,
+	const struct remote_entry *e)
+{
+	struct ns_node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->parent_ino = parent_ino;
+	n->type = e->type;
+	n->name = strdup(e->name);
+	n->path = ns->single_file ? strdup("") : join_path(dir_path, e->name);
+	n->size = e->size;
+	n->mtime = e->mtime;
+	n->etag = e->etag ? strdup(e->etag) : NULL;
+	n->link_target = e->link_target ? strdup(e->link_target) : NULL;
+	if (!n->name || !n->path || (e->etag && !n->etag) ||
+	    (e->link_target && !n->link_target)) {
+		node_free(n);
+		return NULL;
+	}
+	if (n->type == REMOTE_DIR)
+		pthread_mutex_init(&n->list_lock, NULL);
+	return n;
+}
+
+/* Caller holds ns->lock. */
+static int table_add(struct namespace *ns, struct ns_node *n)
+{
+	size_t h;
+
+	if ((ns->nr_nodes + 1) * 4 > ns->table_size * 3 && table_grow(ns))
+		return -ENOMEM;
+	n->ino = ns->next_ino++;
+	h = hash_ino(ns, n->ino);
+	n->hnext = ns->table[h];
+	ns->table[h] = n;
+	ns->nr_nodes++;
+	return 0;
+}
+
+/* ---- listings ---- */
+
+/* Entries of one listing being gathered, outside ns->lock. */
+struct listing {
+	struct remote_entry *entries;
+	size_t nr, cap;
+	size_t nr_unsafe;
+	char *first_unsafe;
+};
+
+static void listing_done(struct listing *l)
+{
+	for (size_t i = 0; i < l->nr; i++)
+		remote_entry_done(&l->entries[i]);
+	free(l->entries);
+	free(l->first_unsafe);
+	memset(l, 0, sizeof(*l));
+}
+
+static int listing_add(void *arg, const struct remote_entry *e)
+{
+	struct listing *l = arg;
+	struct remote_entry *d;
+
+	if (!namespace_name_is_safe(e->name)) {
+		if (!l->nr_unsafe++)
+			l->first_unsafe = strndup(e->name, 64);
+		return 0;
+	}
+	if (l->nr == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct remote_entry *n = realloc(l->entries, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		l->entries = n;
+		l->cap = cap;
+	}
+	d = &l->entries[l->nr];
+	memset(d, 0, sizeof(*d));
+	d->type = e->type;
+	d->size = e->type == REMOTE_DIR ? 0 : e->size;
+	d->mtime = e->mtime;
+	d->name = strdup(e->name);
+	d->etag = e->etag ? strdup(e->etag) : NULL;
+	d->link_target = e->link_target ? strdup(e->link_target) : NULL;
+	if (e->type == REMOTE_SYMLINK && !d->link_target)
+		d->link_target = strdup("");
+	if (!d->name || (e->etag && !d->etag) || (e->type == REMOTE_SYMLINK && !d->link_target)) {
+		remote_entry_done(d);
+		return -ENOMEM;
+	}
+	l->nr++;
+	return 0;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct remote_entry *)a)->name, ((const struct remote_entry *)b)->name);
+}
+
+static int cmp_child(const void *key, const void *elem)
+{
+	return strcmp(key, (*(struct ns_node *const *)elem)->name);
+}
+
+/* bsearch of a directory's children; NULL-safe for an empty listing (bsearch's base must not
+ * be NULL even when there is nothing to search). */
+static struct ns_node **find_child(struct ns_node *dir, const char *name)
+{
+	if (!dir->nr_children)
+		return NULL;
+	return bsearch(name, dir->children, dir->nr_children, sizeof(*dir->children), cmp_child);
+}
+
+static char *listing_file(struct namespace *ns, const char *path)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%016llx.list", ns->state_dir,
+		    (unsigned long long)XXH3_64bits(path, strlen(path))) < 0)
+		return NULL;
+	return p;
+}
+
+/* Reads a listing kept by an earlier mount; -ENOENT when there is none. */
+static int listing_load(struct namespace *ns, const char *path, struct listing *l)
+{
+	char *file = listing_file(ns, path), *buf = NULL, err[256];
+	size_t len = 0, cap = 0;
+	int fd, ret;
+
+	if (!file)
+		return -ENOMEM;
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			char *b = realloc(buf, cap = cap ? cap * 2 : 65536);
+
+			if (!b) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			buf = b;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	ret = manifest_parse(buf, len, listing_add, l, err, sizeof(err));
+	if (ret)
+		log_warn("kept listing %s is unreadable (%s); ignoring it", file, err);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(file);
+	return ret;
+}
+
+/* Writes the listing of dir atomically (temporary file, rename). Caller holds ns->lock,
+ * so the children cannot change meanwhile; the file is small. */
+static int listing_store(struct namespace *ns, struct ns_node *dir)
+{
+	char *file = listing_file(ns, dir->path), *tmp = NULL;
+	FILE *f = NULL;
+	int ret = 0;
+
+	if (!file || asprintf(&tmp, "%s.tmp.%d", file, (int)gettid()) < 0) {
+		tmp = NULL;
+		ret = -ENOMEM;
+		goto out;
+	}
+	f = fopen(tmp, "we");
+	if (!f) {
+		ret = -errno;
+		goto out;
+	}
+	ret = manifest_write_header(f);
+	for (size_t i = 0; !ret && i < dir->nr_children; i++) {
+		struct ns_node *c = dir->children[i];
+		struct remote_entry e = {
+			.name = c->name, .type = c->type, .size = c->size, .mtime = c->mtime,
+			.etag = c->etag, .link_target = c->link_target,
+		};
+
+		ret = manifest_write_entry(f, c->name, &e);
+	}
+	/* No fsync: a listing torn by a crash fails to parse and is ignored with a warning,
+	 * and fsync here, under ns->lock, would stall every lookup behind the disk. */
+	if (!ret && fflush(f))
+		ret = -errno;
+	if (fclose(f) && !ret)
+		ret = -errno;
+	f = NULL;
+	if (!ret && rename(tmp, file))
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	else
+		dir->dirty = false;
+out:
+	if (ret)
+		log_warn("cannot keep the listing of '/%s' in %s: %s", dir->path, ns->state_dir,
+			strerror(-ret));
+	free(tmp);
+	free(file);
+	return ret;
+}
+
+static bool same_version(const struct ns_node *n, const struct remote_entry *e)
+{
+	return n->size == e->size && n->mtime.tv_sec == e->mtime.tv_sec &&
+	       n->mtime.tv_nsec == e->mtime.tv_nsec &&
+	       ((!n->etag && !e->etag) || (n->etag && e->etag && !strcmp(n->etag, e->etag)));
+}
+
+/* Replaces dir's children by the entries of l, keeping the nodes (and inode numbers) of names
+ * whose type did not change. Caller holds ns->lock. */
+static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listing *l)
+{
+	struct ns_node **kids = calloc(l->nr ? l->nr : 1, sizeof(*kids));
+	size_t nr = 0;
+
+	if (!kids)
+		return -ENOMEM;
+	if (l->nr)
+		qsort(l->entries, l->nr, sizeof(*l->entries), cmp_entry);
+	for (size_t i = 0; i < l->nr; i++) {
+		struct remote_entry *e = &l->entries[i];
+		struct ns_node **old, *n;
+
+		/* Duplicates (an S3 key next to a prefix of the same name): the first wins. */
+		if (nr && !strcmp(kids[nr - 1]->name, e->name))
+			continue;
+		old = find_child(dir, e->name);
+		if (old && (*old)->type == e->type) {
+			n = *old;
+			if (!same_version(n, e)) {
+				n->size = e->size;
+				n->mtime = e->mtime;
+				set_str(&n->etag, e->etag);
+			}
+			if (n->type == REMOTE_SYMLINK)
+				set_str(&n->link_target, e->link_target);
+			n->version_checked = false;
+			n->kept = true;
+		} else {
+			n = node_new(ns, dir->ino, dir->path, e);
+			if (!n || table_add(ns, n)) {
+				node_free(n);
+				/* Undo: the old listing stays, the new nodes go. */
+				for (size_t k = 0; k < nr; k++) {
+					if (kids[k]->kept) {
+						kids[k]->kept = false;
+						continue;
+					}
+					kids[k]->linked = false;
+					node_maybe_free(ns, kids[k]);
+				}
+				free(kids);
+				return -ENOMEM;
+			}
+		}
+		n->linked = true;
+		kids[nr++] = n;
+	}
+	for (size_t i = 0; i < dir->nr_children; i++) {
+		if (dir->children[i]->kept) {
+			dir->children[i]->kept = false;
+			continue;
+		}
+		dir->children[i]->linked = false;
+		node_maybe_free(ns, dir->children[i]);
+	}
+	free(dir->children);
+	dir->children = kids;
+	dir->nr_children = nr;
+	dir->listed = true;
+	clock_gettime(CLOCK_MONOTONIC, &dir->listed_at);
+	return 0;
+}
+
+static bool listing_is_fresh(struct namespace *ns, struct ns_node *dir)
+{
+	if (!dir->listed)
+		return false;
+	/* Offline: what was kept is all there is; never ask again. */
+	if (!ns->remote || ns->ttl_s < 0)
+		return true;
+	return elapsed_s(&dir->listed_at) < ns->ttl_s;
+}
+
+/* Builds the single-file root's one entry from the source's own stat. */
+static int list_single_file(struct namespace *ns, struct listing *l)
+{
+	struct remote_entry e;
+	const char *end, *start;
+	char *name;
+	int ret;
+
+	ret = ns->remote->ops->stat(ns->remote, "", &e);
+	if (ret)
+		return ret;
+	/* The file is shown under the last component of the source, decoded. */
+	end = ns->source + strcspn(ns->source, "?#");
+	while (end > ns->source && end[-1] == '/')
+		end--;
+	start = end;
+	while (start > ns->source && start[-1] != '/')
+		start--;
+	name = malloc((size_t)(end - start) + 1);
+	if (!name) {
+		remote_entry_done(&e);
+		return -ENOMEM;
+	}
+	size_t j = 0;
+	for (const char *p = start; p < end; p++) {
+		unsigned hi, lo;
+
+		if (*p == '%' && end - p > 2 && sscanf(p + 1, "%1x%1x", &hi, &lo) == 2) {
+			name[j++] = (char)(hi << 4 | lo);
+			p += 2;
+		} else {
+			name[j++] = *p;
+		}
+	}
+	name[j] = '\0';
+	free(e.name);
+	e.name = name[0] ? name : strdup("file");
+	if (!name[0])
+		free(name);
+	e.type = REMOTE_FILE;
+	ret = e.name ? listing_add(l, &e) : -ENOMEM;
+	remote_entry_done(&e);
+	return ret;
+}
+
+/* Makes dir's listing fresh: from the remote when online (kept on disk on success; on
+ * failure the previous listing, or the kept one, is served with a warning), from the kept
+ * listing when offline. Takes dir->list_lock; caller holds a reference on dir but not
+ * ns->lock. */
+static int dir_refresh(struct namespace *ns, struct ns_node *dir)
+{
+	struct listing l = { 0 };
+	bool fresh;
+	int ret = 0;
+
+	pthread_mutex_lock(&dir->list_lock);
+	pthread_mutex_lock(&ns->lock);
+	fresh = listing_is_fresh(ns, dir);
+	pthread_mutex_unlock(&ns->lock);
+	if (fresh)
+		goto out;
+
+	if (ns->remote) {
+		if (ns->single_file && dir == ns->root)
+			ret = list_single_file(ns, &l);
+		else
+			ret = ns->remote->ops->list(ns->remote, dir->path, listing_add, &l);
+		if (!ret) {
+			if (l.nr_unsafe)
+				log_warn("skipped %zu unsafe name%s in '/%s' (such as '%s')",
+					l.nr_unsafe, l.nr_unsafe > 1 ? "s" : "", dir->path,
+					l.first_unsafe ? l.first_unsafe : "");
+			pthread_mutex_lock(&ns->lock);
+			ret = listing_merge(ns, dir, &l);
+			if (!ret)
+				listing_store(ns, dir);
+			pthread_mutex_unlock(&ns->lock);
+			goto out;
+		}
+		listing_done(&l);
+		pthread_mutex_lock(&ns->lock);
+		if (dir->listed) {
+			/* Keep serving the old listing; try again after another ttl. */
+			log_warn("cannot list '/%s' again (%s); keeping the previous listing",
+				dir->path, strerror(-ret));
+			clock_gettime(CLOCK_MONOTONIC, &dir->listed_at);
+			ret = 0;
+			pthread_mutex_unlock(&ns->lock);
+			goto out;
+		}
+		pthread_mutex_unlock(&ns->lock);
+		log_warn("cannot list '/%s': %s", dir->path, strerror(-ret));
+	}
+	ret = listing_load(ns, dir->path, &l);
+	if (ret) {
+		if (ret == -ENOENT && !ns->remote)
+			log_warn("'/%s' was never listed while online; it is empty offline",
+				dir->path);
+		ret = ns->remote ? -EIO : 0;
+		if (!ns->remote) {
+			/* Offline and never listed: an empty directory, said once. */
+			listing_done(&l);
+			pthread_mutex_lock(&ns->lock);
+			ret = listing_merge(ns, dir, &l);
+			pthread_mutex_unlock(&ns->lock);
+		}
+		goto out;
+	}
+	pthread_mutex_lock(&ns->lock);
+	ret = listing_merge(ns, dir, &l);
+	pthread_mutex_unlock(&ns->lock);
+out:
+	listing_done(&l);
+	pthread_mutex_unlock(&dir->list_lock);
+	return ret;
+}
+
+/* ---- public ---- */
+
+static void root_marker(struct namespace *ns, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/single-file", ns->state_dir);
+}
+
+int namespace_new(struct namespace **out, const struct namespace_config *cfg)
+{
+	struct namespace *ns = calloc(1, sizeof(*ns));
+	struct remote_entry re = { .name = "", .type = REMOTE_DIR };
+	char marker[4096];
+	int ret;
+
+	if (!ns)
+		return -ENOMEM;
+	pthread_mutex_init(&ns->lock, NULL);
+	ns->remote = cfg->remote;
+	ns->ttl_s = cfg->ttl_s;
+	ns->uid = cfg->uid;
+	ns->gid = cfg->gid;
+	ns->next_ino = NS_ROOT_INO;
+	ns->source = strdup(cfg->source ? cfg->source : "");
+	ns->state_dir = strdup(cfg->state_dir);
+	if (!ns->source || !ns->state_dir) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	if (mkdir(ns->state_dir, 0755) && errno != EEXIST) {
+		ret = -errno;
+		goto err;
+	}
+	root_marker(ns, marker, sizeof(marker));
+	clock_gettime(CLOCK_REALTIME, &re.mtime);
+	if (ns->remote) {
+		struct remote_entry st;
+
+		ret = ns->remote->ops->stat ? ns->remote->ops->stat(ns->remote, "", &st) : -ENOSYS;
+		if (!ret) {
+			ns->single_file = st.type == REMOTE_FILE;
+			re.mtime = st.mtime;
+			remote_entry_done(&st);
+		}
+		if (ns->single_file) {
+			int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+			if (fd >= 0)
+				close(fd);
+		} else {
+			unlink(marker);
+		}
+	} else {
+		struct listing l = { 0 };
+
+		ns->single_file = access(marker, F_OK) == 0;
+		ret = listing_load(ns, "", &l);
+		listing_done(&l);
+		if (ret)
+			goto err;
+	}
+	ret = table_grow(ns);
+	if (ret)
+		goto err;
+	ns->root = node_new(ns, NS_ROOT_INO, "", &re);
+	if (!ns->root) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	table_add(ns, ns->root);
+	ns->root->type = REMOTE_DIR;
+	*out = ns;
+	return 0;
+err:
+	namespace_free(ns);
+	return ret;
+}
+
+void namespace_free(struct namespace *ns)
+{
+	if (!ns)
+		return;
+	if (ns->table) {
+		namespace_sync(ns);
+		for (size_t i = 0; i < ns->table_size; i++) {
+			struct ns_node *n = ns->table[i], *next;
+
+			for (; n; n = next) {
+				next = n->hnext;
+				node_free(n);
+			}
+		}
+	}
+	free(ns->table);
+	free(ns->source);
+	free(ns->state_dir);
+	pthread_mutex_destroy(&ns->lock);
+	free(ns);
+}
+
+int namespace_sync(struct namespace *ns)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	for (size_t i = 0; i < ns->table_size; i++)
+		for (struct ns_node *n = ns->table[i]; n; n = n->hnext)
+			if (n->type == REMOTE_DIR && n->dirty) {
+				int r = listing_store(ns, n);
+
+				ret = ret ? ret : r;
+			}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+uint64_t namespace_nr_nodes(struct namespace *ns)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&ns->lock);
+	n = ns->nr_nodes;
+	pthread_mutex_unlock(&ns->lock);
+	return n;
+}
+
+struct ns_node *namespace_get(struct namespace *ns, uint64_t ino)
+{
+	struct ns_node *n;
+
+	pthread_mutex_lock(&ns->lock);
+	n = table_find(ns, ino);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&ns->lock);
+	return n;
+}
+
+void namespace_put(struct namespace *ns, struct ns_node *n)
+{
+	if (!n)
+		return;
+	pthread_mutex_lock(&ns->lock);
+	n->refs--;
+	node_maybe_free(ns, n);
+	pthread_mutex_unlock(&ns->lock);
+}
+
+/* Caller holds ns->lock. */
+static void stat_locked(struct namespace *ns, struct ns_node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->ino;
+	st->st_uid = ns->uid;
+	st->st_gid = ns->gid;
+	switch (n->type) {
+	case REMOTE_DIR:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		break;
+	case REMOTE_SYMLINK:
+		st->st_mode = S_IFLNK | 0777;
+		st->st_nlink = 1;
+		st->st_size = n->link_target ? (off_t)strlen(n->link_target) : 0;
+		break;
+	default:
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->size;
+		break;
+	}
+	if (n->type == REMOTE_FILE)
+		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+	st->st_blksize = 1 << 20;
+	st->st_mtim = n->mtime;
+	st->st_ctim = n->mtime;
+	st->st_atim = n->mtime;
+}
+
+void namespace_stat(struct namespace *ns, struct ns_node *n, struct stat *st)
+{
+	pthread_mutex_lock(&ns->lock);
+	stat_locked(ns, n, st);
+	pthread_mutex_unlock(&ns->lock);
+}
+
+enum remote_type namespace_type(struct ns_node *n)
+{
+	return n->type;
+}
+
+uint64_t namespace_ino(struct ns_node *n)
+{
+	return n->ino;
+}
+
+const char *namespace_path(struct ns_node *n)
+{
+	return n->path;
+}
+
+int namespace_lookup(struct namespace *ns, uint64_t parent, const char *name, struct stat *st)
+{
+	struct ns_node *dir = namespace_get(ns, parent), **found;
+	int ret;
+
+	if (!dir)
+		return -ESTALE;
+	if (dir->type != REMOTE_DIR) {
+		ret = -ENOTDIR;
+		goto out;
+	}
+	if (!namespace_name_is_safe(name)) {
+		ret = -ENOENT;
+		goto out;
+	}
+	ret = dir_refresh(ns, dir);
+	if (ret)
+		goto out;
+	pthread_mutex_lock(&ns->lock);
+	found = find_child(dir, name);
+	if (found) {
+		(*found)->nlookup++;
+		stat_locked(ns, *found, st);
+	} else {
+		ret = -ENOENT;
+	}
+	pthread_mutex_unlock(&ns->lock);
+out:
+	namespace_put(ns, dir);
+	return ret;
+}
+
+void namespace_forget(struct namespace *ns, uint64_t ino, uint64_t nlookup)
+{
+	struct ns_node *n;
+
+	pthread_mutex_lock(&ns->lock);
+	n = table_find(ns, ino);
+	if (n) {
+		n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+		node_maybe_free(ns, n);
+	}
+	pthread_mutex_unlock(&ns->lock);
+}
+
+void namespace_count_lookup(struct namespace *ns, struct ns_node *n)
+{
+	pthread_mutex_lock(&ns->lock);
+	n->nlookup++;
+	pthread_mutex_unlock(&ns->lock);
+}
+
+int namespace_readlink(struct namespace *ns, struct ns_node *n, char **target)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	if (n->type != REMOTE_SYMLINK)
+		ret = -EINVAL;
+	else if (!(*target = strdup(n->link_target ? n->link_target : "")))
+		ret = -ENOMEM;
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+char *namespace_etag(struct namespace *ns, struct ns_node *n)
+{
+	char *etag;
+
+	pthread_mutex_lock(&ns->lock);
+	etag = n->etag ? strdup(n->etag) : NULL;
+	pthread_mutex_unlock(&ns->lock);
+	return etag;
+}
+
+int namespace_dir_open(struct namespace *ns, uint64_t ino, struct ns_dir **out)
+{
+	struct ns_node *dir = namespace_get(ns, ino);
+	struct ns_dir *d = NULL;
+	int ret;
+
+	if (!dir)
+		return -ESTALE;
+	if (dir->type != REMOTE_DIR) {
+		ret = -ENOTDIR;
+		goto out;
+	}
+	ret = dir_refresh(ns, dir);
+	if (ret)
+		goto out;
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&ns->lock);
+	d->ino = dir->ino;
+	d->parent_ino = dir->parent_ino;
+	d->entries = calloc(dir->nr_children ? dir->nr_children : 1, sizeof(*d->entries));
+	if (d->entries) {
+		d->nr_entries = dir->nr_children;
+		for (size_t i = 0; i < dir->nr_children; i++) {
+			d->entries[i].node = dir->children[i];
+			d->entries[i].name = dir->children[i]->name;
+			dir->children[i]->refs++;
+		}
+	}
+	pthread_mutex_unlock(&ns->lock);
+	if (!d->entries) {
+		free(d);
+		d = NULL;
+		ret = -ENOMEM;
+	}
+out:
+	namespace_put(ns, dir);
+	*out = d;
+	return ret;
+}
+
+void namespace_dir_free(struct namespace *ns, struct ns_dir *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&ns->lock);
+	for (size_t i = 0; i < d->nr_entries; i++) {
+		d->entries[i].node->refs--;
+		node_maybe_free(ns, d->entries[i].node);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	free(d->entries);
+	free(d);
+}
+
+static char *version_of(const char *etag, const struct timespec *mtime)
+{
+	char *v;
+
+	if (etag)
+		return strdup(etag);
+	if (asprintf(&v, "%lld.%09ld", (long long)mtime->tv_sec, mtime->tv_nsec) < 0)
+		return NULL;
+	return v;
+}
+
+int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_object *out)
+{
+	bool need_stat;
+	int ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (n->type != REMOTE_FILE)
+		return n->type == REMOTE_DIR ? -EISDIR : -ELOOP;
+	pthread_mutex_lock(&ns->lock);
+	need_stat = ns->remote && !n->etag && !n->version_checked;
+	pthread_mutex_unlock(&ns->lock);
+	if (need_stat) {
+		struct remote_entry e;
+
+		/* The listing had no ETag (autoindex, local trees): ask for the object's own
+		 * version once, so fetches are pinned to it. */
+		ret = ns->remote->ops->stat(ns->remote, n->path, &e);
+		pthread_mutex_lock(&ns->lock);
+		if (!ret && e.type == REMOTE_FILE) {
+			if (!same_version(n, &e)) {
+				struct ns_node *parent = table_find(ns, n->parent_ino);
+
+				n->size = e.size;
+				n->mtime = e.mtime;
+				set_str(&n->etag, e.etag);
+				if (parent && parent->type == REMOTE_DIR)
+					parent->dirty = true;
+			}
+			n->version_checked = true;
+		} else if (ret == -ENOENT || (!ret && e.type != REMOTE_FILE)) {
+			pthread_mutex_unlock(&ns->lock);
+			if (!ret)
+				remote_entry_done(&e);
+			return -ENOENT;
+		} else {
+			/* Unreachable: serve what the listing said; the fetch checks it. */
+			log_debug("cannot stat '/%s' (%s); using the listing's version", n->path,
+				strerror(-ret));
+		}
+		pthread_mutex_unlock(&ns->lock);
+		if (!ret)
+			remote_entry_done(&e);
+		ret = 0;
+	}
+	pthread_mutex_lock(&ns->lock);
+	out->obj.size = n->size;
+	out->obj.mtime = n->mtime;
+	out->obj.path = strdup(n->path);
+	out->obj.etag = n->etag ? strdup(n->etag) : NULL;
+	out->version = version_of(n->etag, &n->mtime);
+	if (!out->obj.path || (n->etag && !out->obj.etag) || !out->version) {
+		ret = -ENOMEM;
+	} else {
+		out->keep_cache = n->last_open_version &&
+				  !strcmp(n->last_open_version, out->version);
+		set_str(&n->last_open_version, out->version);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	if (ret)
+		namespace_object_done(out);
+	return ret;
+}
+
+void namespace_object_done(struct ns_object *o)
+{
+	if (!o)
+		return;
+	free((char *)o->obj.path);
+	free((char *)o->obj.etag);
+	free(o->version);
+	memset(o, 0, sizeof(*o));
+}

@@ -1,0 +1,60 @@
+/* Private to the daemon: the state shared by daemon.c (setup, session, teardown) and
+ * fuse_ops.c (the FUSE low-level operations). */
+#ifndef FERRY_FUSE_I_H
+#define FERRY_FUSE_I_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "fs/ferryfs.h"
+
+struct cache;
+struct fetcher;
+struct namespace;
+struct pin;
+
+/* One mounted file system. Everything but the counters and the pin list is set up before
+ * the session starts and torn down after it ends, so the operations read it without locks. */
+struct ferryfs {
+	const struct ferryfs_config *cfg;
+	char *source;               /* as given, for messages and user.ferry.source */
+	struct remote *remote;      /* the real backend, or the offline stand-in */
+	bool offline;
+	struct cache *cache;
+	struct fetcher *fetcher;
+	struct namespace *ns;
+	uint32_t chunk_bytes;
+	double timeout_s;           /* entry and attribute timeouts given to the kernel */
+	char *cache_dir;            /* this source's cache directory */
+	bool reply_splice;          /* answer reads by splice from the cache file (measured slower) */
+	struct timespec started;    /* CLOCK_MONOTONIC */
+
+	atomic_uint_fast64_t nr_reads;
+	atomic_uint_fast64_t read_bytes;
+	atomic_uint_fast64_t read_errors;
+
+	/* FERRY_IOC_RESIDENT pins, released by pin_thread when they expire. */
+	pthread_mutex_t pin_lock;
+	pthread_cond_t pin_cond;
+	struct pin *pins;           /* protected by pin_lock */
+	bool pin_stop;              /* protected by pin_lock */
+	pthread_t pin_thread;
+	bool pin_thread_started;
+};
+
+extern const struct fuse_lowlevel_ops ferry_ll_ops;
+
+int ferry_pins_start(struct ferryfs *fs);
+/* Releases every pin and stops the thread. */
+void ferry_pins_stop(struct ferryfs *fs);
+/* The JSON object of FERRY_XATTR_STATS; returns its length (the text is NUL-terminated,
+ * truncated to len). */
+size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,266 @@
+/* Parsing helpers of the command line (see cli.h): sizes, durations, fstab options and the
+ * mount table. Pure functions apart from reading /proc/self/mountinfo. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mount/cli.h"
+
+int cli_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGTP";
+	unsigned long long whole;
+	double frac = 0, scale = 1;
+	const char *p = s;
+	char *end;
+	int shift = 0;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	whole = strtoull(p, &end, 10);
+	if (errno)
+		return -ERANGE;
+	p = end;
+	if (*p == '.') {
+		double d = 0.1;
+
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return -EINVAL;
+		while (isdigit((unsigned char)*p)) {
+			frac += (*p - '0') * d;
+			d /= 10;
+			p++;
+		}
+	}
+	if (*p) {
+		const char *u = strchr(units, toupper((unsigned char)*p));
+
+		if (!u)
+			return -EINVAL;
+		shift = 10 * (int)(u - units + 1);
+		p++;
+		if (!strcmp(p, "iB") || !strcmp(p, "B") || !strcmp(p, "b"))
+			p += strlen(p);
+		if (*p)
+			return -EINVAL;
+	} else if (frac) {
+		return -EINVAL; /* a fraction of a byte */
+	}
+	scale = ldexp(1.0, shift);
+	if ((double)whole * scale + frac * scale >= 18446744073709551615.0)
+		return -ERANGE;
+	if (shift && whole > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = ((uint64_t)whole << shift) + (uint64_t)(frac * scale);
+	return 0;
+}
+
+int cli_parse_duration(const char *s, double *out)
+{
+	double v, mul = 1;
+	char *end;
+
+	if (!s || !*s)
+		return -EINVAL;
+	if (!strcmp(s, "never") || !strcmp(s, "-1")) {
+		*out = -1;
+		return 0;
+	}
+	if (!isdigit((unsigned char)*s) && *s != '.')
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || !isfinite(v) || v < 0)
+		return -EINVAL;
+	if (*end) {
+		switch (*end) {
+		case 's': mul = 1; break;
+		case 'm': mul = 60; break;
+		case 'h': mul = 3600; break;
+		case 'd': mul = 86400; break;
+		default: return -EINVAL;
+		}
+		if (end[1])
+			return -EINVAL;
+	}
+	*out = v * mul;
+	return 0;
+}
+
+void cli_format_bytes(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)bytes;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+static const char *const ignored_opts[] = {
+	"ro", "rw", "nodev", "nosuid", "noexec", "dev", "suid", "exec", "_netdev", "noauto",
+	"auto", "user", "users", "nouser", "owner", "defaults", "nofail", "async", "sync",
+	"atime", "noatime", "relatime", "norelatime", "strictatime", "lazytime", "nolazytime",
+	"diratime", "nodiratime", "silent", "loud", "nouser_xattr", "user_xattr", NULL,
+};
+
+/* fstab names (underscores, as fstab has no dashes by habit) to `ferry mount` options. */
+static const struct {
+	const char *name;
+	const char *arg;
+	bool takes_value;
+} mapped_opts[] = {
+	{ "cache_dir", "--cache-dir", true },
+	{ "cache_size", "--cache-size", true },
+	{ "chunk_size", "--chunk-size", true },
+	{ "ca_file", "--ca-file", true },
+	{ "metadata_ttl", "--metadata-ttl", true },
+	{ "max_transfers", "--max-transfers", true },
+	{ "endpoint", "--endpoint", true },
+	{ "region", "--region", true },
+	{ "profile", "--profile", true },
+	{ "addressing", "--addressing", true },
+	{ "no_sign_request", "--no-sign-request", false },
+	{ "verbose", "-v", false },
+};
+
+static int push(char **argv, int *argc, int max, const char *s)
+{
+	if (*argc >= max)
+		return -E2BIG;
+	argv[*argc] = strdup(s);
+	if (!argv[*argc])
+		return -ENOMEM;
+	(*argc)++;
+	return 0;
+}
+
+int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *err,
+	size_t errlen)
+{
+	char *copy, *save = NULL, *tok, fuse[4096] = "";
+	int ret = 0;
+
+	if (!opts)
+		return 0;
+	copy = strdup(opts);
+	if (!copy)
+		return -ENOMEM;
+	for (tok = strtok_r(copy, ",", &save); tok && !ret; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		size_t klen = eq ? (size_t)(eq - tok) : strlen(tok);
+		bool done = false;
+
+		for (int i = 0; ignored_opts[i]; i++)
+			if (!strcmp(tok, ignored_opts[i]))
+				done = true;
+		if (!strncmp(tok, "x-", 2) || !strncmp(tok, "comment=", 8))
+			done = true;
+		for (size_t i = 0; !done && i < sizeof(mapped_opts) / sizeof(mapped_opts[0]); i++) {
+			if (strlen(mapped_opts[i].name) != klen ||
+			    strncmp(tok, mapped_opts[i].name, klen))
+				continue;
+			done = true;
+			if (mapped_opts[i].takes_value && (!eq || !eq[1])) {
+				snprintf(err, errlen, "option '%s' needs a value (%s=...)",
+					mapped_opts[i].name, mapped_opts[i].name);
+				ret = -EINVAL;
+			} else if (!mapped_opts[i].takes_value && eq) {
+				snprintf(err, errlen, "option '%s' takes no value",
+					mapped_opts[i].name);
+				ret = -EINVAL;
+			} else {
+				ret = push(argv, argc, max, mapped_opts[i].arg);
+				if (!ret && eq)
+					ret = push(argv, argc, max, eq + 1);
+			}
+		}
+		if (done || ret)
+			continue;
+		if (strlen(fuse) + strlen(tok) + 2 > sizeof(fuse)) {
+			snprintf(err, errlen, "too many options");
+			ret = -E2BIG;
+			break;
+		}
+		if (fuse[0])
+			strcat(fuse, ",");
+		strcat(fuse, tok);
+	}
+	if (!ret && fuse[0]) {
+		ret = push(argv, argc, max, "-o");
+		if (!ret)
+			ret = push(argv, argc, max, fuse);
+	}
+	if (ret && !err[0])
+		snprintf(err, errlen, "%s", strerror(-ret));
+	free(copy);
+	return ret;
+}
+
+void cli_mountinfo_unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+bool cli_is_mount_point(const char *path, char *fstype, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	/* id parent maj:min root mountpoint options [optional...] - fstype source super */
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *field[5], *dash;
+		int i;
+
+		dash = strstr(line, " - ");
+		for (i = 0; i < 5; i++) {
+			field[i] = strtok_r(i ? NULL : line, " ", &save);
+			if (!field[i])
+				break;
+		}
+		if (i < 5)
+			continue;
+		cli_mountinfo_unescape(field[4]);
+		if (strcmp(field[4], path))
+			continue;
+		found = true; /* the last match is the top mount: keep reading */
+		if (fstype && len && dash) {
+			char *t = dash + 3, *sp = strchr(t, ' ');
+
+			if (sp)
+				*sp = '\0';
+			snprintf(fstype, len, "%s", t);
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}

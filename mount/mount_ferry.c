@@ -1,0 +1,72 @@
+/* mount.ferry: the helper mount(8) runs for fstab lines of type ferry,
+ *   mount.ferry SOURCE DIR [-sfnv] [-o OPTIONS]
+ * translates the fstab options and runs `ferry mount`. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mount/cli.h"
+#include "mount/cmd.h"
+
+#define MAX_ARGS 64
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: mount.ferry SOURCE MOUNTPOINT [-o OPTIONS]\n"
+		     "  for /etc/fstab:  SOURCE MOUNTPOINT ferry ro,cache_dir=/var/cache/ferry 0 0\n"
+		     "  OPTIONS: cache_dir=, cache_size=, chunk_size=, ca_file=, metadata_ttl=,\n"
+		     "  max_transfers=, endpoint=, region=, profile=, addressing=, no_sign_request,\n"
+		     "  verbose; ro, nodev, nosuid, _netdev, noauto, user and the like are ignored;\n"
+		     "  anything else goes to FUSE (allow_other, ...).\n");
+}
+
+int main(int argc, char **argv)
+{
+	char *args[MAX_ARGS], err[256] = "";
+	const char *pos[2] = { NULL, NULL };
+	const char *opts = NULL;
+	int n = 0, npos = 0, ret;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "-o")) {
+			if (++i >= argc) {
+				fprintf(stderr, "mount.ferry: -o needs options\n");
+				return 1;
+			}
+			opts = argv[i];
+		} else if (!strncmp(argv[i], "-o", 2)) {
+			opts = argv[i] + 2;
+		} else if (!strcmp(argv[i], "-t")) {
+			i++; /* the type is ours */
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			/* -s (sloppy), -f (fake), -n (no mtab), -v: nothing to do for us */
+			if (strchr(argv[i], 'f'))
+				return 0;
+		} else if (npos < 2) {
+			pos[npos++] = argv[i];
+		} else {
+			fprintf(stderr, "mount.ferry: unexpected argument '%s'\n", argv[i]);
+			return 1;
+		}
+	}
+	if (npos != 2) {
+		usage(stderr);
+		return 1;
+	}
+	args[n++] = "mount";
+	ret = cli_fstab_to_args(opts, args, &n, MAX_ARGS - 3, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "mount.ferry: %s\n", err);
+		return 1;
+	}
+	args[n++] = (char *)pos[0];
+	args[n++] = (char *)pos[1];
+	args[n] = NULL;
+	return mount_main(n, args);
+}

@@ -1,0 +1,141 @@
+/* Unit tests of mount/cli.c: size and duration parsing, fstab option translation for
+ * mount.ferry, mountinfo escapes. Expected values are written out by hand. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mount/cli.h"
+
+static uint64_t size_of(const char *s)
+{
+	uint64_t v = 12345;
+
+	cr_assert_eq(cli_parse_size(s, &v), 0, "'%s' should parse", s);
+	return v;
+}
+
+Test(cli, parses_sizes_with_binary_suffixes)
+{
+	cr_assert_eq(size_of("4096"), 4096);
+	cr_assert_eq(size_of("64K"), 65536);
+	cr_assert_eq(size_of("64k"), 65536);
+	cr_assert_eq(size_of("8M"), 8388608);
+	cr_assert_eq(size_of("8MiB"), 8388608);
+	cr_assert_eq(size_of("8MB"), 8388608);
+	cr_assert_eq(size_of("50G"), 53687091200ull);
+	cr_assert_eq(size_of("2T"), 2199023255552ull);
+	cr_assert_eq(size_of("1.5G"), 1610612736ull);
+	cr_assert_eq(size_of("0"), 0);
+}
+
+Test(cli, rejects_nonsense_sizes)
+{
+	static const char *const bad[] = { "", "G", "-5", "12Q", "8 M", "1.5", "8MiBs", "0x10",
+		" 8M", "8M ", "1..5G", NULL };
+	uint64_t v;
+
+	for (int i = 0; bad[i]; i++)
+		cr_expect_neq(cli_parse_size(bad[i], &v), 0, "'%s' should be refused", bad[i]);
+	cr_expect_eq(cli_parse_size("99999999999999999999", &v), -ERANGE);
+	cr_expect_eq(cli_parse_size("16777216T", &v), -ERANGE);
+}
+
+Test(cli, parses_durations_and_never)
+{
+	double d;
+
+	cr_assert_eq(cli_parse_duration("3600", &d), 0);
+	cr_expect_float_eq(d, 3600, 1e-9);
+	cr_assert_eq(cli_parse_duration("90s", &d), 0);
+	cr_expect_float_eq(d, 90, 1e-9);
+	cr_assert_eq(cli_parse_duration("30m", &d), 0);
+	cr_expect_float_eq(d, 1800, 1e-9);
+	cr_assert_eq(cli_parse_duration("2h", &d), 0);
+	cr_expect_float_eq(d, 7200, 1e-9);
+	cr_assert_eq(cli_parse_duration("0.5", &d), 0);
+	cr_expect_float_eq(d, 0.5, 1e-9);
+	cr_assert_eq(cli_parse_duration("never", &d), 0);
+	cr_expect_float_eq(d, -1, 1e-9);
+	cr_expect_neq(cli_parse_duration("abc", &d), 0);
+	cr_expect_neq(cli_parse_duration("5x", &d), 0);
+	cr_expect_neq(cli_parse_duration("-3", &d), 0);
+	cr_expect_neq(cli_parse_duration("", &d), 0);
+}
+
+static void free_args(char **argv, int argc)
+{
+	for (int i = 0; i < argc; i++)
+		free(argv[i]);
+}
+
+Test(cli, translates_fstab_options_and_drops_standard_ones)
+{
+	char *argv[32], err[128] = "";
+	int argc = 0;
+	static const char *const want[] = { "--cache-dir", "/var/cache/ferry", "--cache-size",
+		"20G", "--no-sign-request", "-o", "allow_other,max_threads=4" };
+
+	cr_assert_eq(cli_fstab_to_args("ro,nodev,nosuid,_netdev,noauto,user,cache_dir=/var/cache/ferry,"
+				       "cache_size=20G,x-systemd.automount,no_sign_request,allow_other,"
+				       "defaults,max_threads=4",
+			     argv, &argc, 32, err, sizeof(err)),
+		0, "%s", err);
+	cr_assert_eq(argc, 7);
+	for (int i = 0; i < argc; i++)
+		cr_expect_str_eq(argv[i], want[i]);
+	free_args(argv, argc);
+}
+
+Test(cli, refuses_fstab_option_missing_its_value)
+{
+	char *argv[8], err[128] = "";
+	int argc = 0;
+
+	cr_expect_eq(cli_fstab_to_args("ro,cache_dir", argv, &argc, 8, err, sizeof(err)), -EINVAL);
+	cr_expect(strstr(err, "cache_dir") != NULL, "error names the option: %s", err);
+	free_args(argv, argc);
+	argc = 0;
+	err[0] = '\0';
+	cr_expect_eq(cli_fstab_to_args("no_sign_request=1", argv, &argc, 8, err, sizeof(err)),
+		-EINVAL);
+	free_args(argv, argc);
+}
+
+Test(cli, translates_nothing_from_only_standard_options)
+{
+	char *argv[8], err[128] = "";
+	int argc = 0;
+
+	cr_assert_eq(cli_fstab_to_args("ro,noauto,user", argv, &argc, 8, err, sizeof(err)), 0);
+	cr_expect_eq(argc, 0);
+}
+
+Test(cli, decodes_mountinfo_octal_escapes)
+{
+	char s[] = "/mnt/with\\040space\\011tab\\134back";
+
+	cli_mountinfo_unescape(s);
+	cr_expect_str_eq(s, "/mnt/with space\ttab\\back");
+}
+
+Test(cli, finds_the_root_mount_point_and_its_type)
+{
+	char type[64] = "";
+
+	cr_expect(cli_is_mount_point("/", type, sizeof(type)));
+	cr_expect(type[0] != '\0');
+	cr_expect(!cli_is_mount_point("/surely/not/a/mount/point", NULL, 0));
+}
+
+Test(cli, formats_bytes_in_binary_units)
+{
+	char b[32];
+
+	cli_format_bytes(512, b, sizeof(b));
+	cr_expect_str_eq(b, "512 B");
+	cli_format_bytes(1536, b, sizeof(b));
+	cr_expect_str_eq(b, "1.5 KiB");
+	cli_format_bytes(20ull << 30, b, sizeof(b));
+	cr_expect_str_eq(b, "20.0 GiB");
+}
