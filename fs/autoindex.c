@@ -188,13 +188,13 @@ static void parse_tail(const char *p, const char *end, struct autoindex_entry *e
 
 /* Skips links that are not entries of this directory: sort links, fragments, absolute paths
  * (Apache's parent link), other sites, and the parent. */
-static bool href_is_entry(const char *h)
+static bool href_is_entry(const char *h, bool dot_slash)
 {
 	const char *colon = strchr(h, ':'), *slash = strchr(h, '/');
 
 	if (!*h || *h == '?' || *h == '#' || *h == '/')
 		return false;
-	if (colon && (!slash || colon < slash))
+	if (!dot_slash && colon && (!slash || colon < slash))
 		return false; /* a scheme: servers write "./a:b" for names with a colon */
 	if (!strcmp(h, "..") || !strncmp(h, "../", 3))
 		return false;
@@ -259,7 +259,7 @@ int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg)
 		q = href;
 		while (q[0] == '.' && q[1] == '/')
 			q += 2;
-		if (!href_is_entry(q))
+		if (!href_is_entry(q, q != href))
 			goto next;
 		nl = strlen(q);
 		e.type = REMOTE_FILE;
