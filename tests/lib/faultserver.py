@@ -14,6 +14,7 @@ Modes (applied to GET requests of files, every Nth one; N=1: all of them):
 The mode can be changed while running: GET /_fault?mode=500&every=2 (answers 204).
 GET /_fault/count answers the number of file GETs seen so far."""
 import email.utils
+import html
 import http.server
 import os
 import socket
@@ -43,6 +44,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def index(self, path, shown):
+        """A directory page in nginx's autoindex format."""
+        lines = ['<html>\r\n<head><title>Index of %s</title></head>\r\n<body>\r\n'
+                 '<h1>Index of %s</h1><hr><pre><a href="../">../</a>\r\n' % (shown, shown)]
+        for name in sorted(os.listdir(path)):
+            st = os.stat(os.path.join(path, name))
+            isdir = os.path.isdir(os.path.join(path, name))
+            href = urllib.parse.quote(name) + ("/" if isdir else "")
+            date = time.strftime("%d-%b-%Y %H:%M", time.gmtime(st.st_mtime))
+            size = "-" if isdir else str(st.st_size)
+            lines.append('<a href="%s">%s</a> %s %19s\r\n' % (href, html.escape(name), date, size))
+        lines.append("</pre><hr></body>\r\n</html>\r\n")
+        return "".join(lines)
+
     def control(self, url):
         if url.path == "/_fault/count":
             with lock:
@@ -69,7 +84,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.control(url)
         rel = urllib.parse.unquote(url.path).lstrip("/")
         path = os.path.join(self.root, rel)
-        if ".." in rel.split("/") or not os.path.isfile(path):
+        if ".." in rel.split("/"):
+            return self.reply(404, b"not found\n")
+        if os.path.isdir(path) and (rel == "" or rel.endswith("/")):
+            return self.reply(200, self.index(path, url.path).encode(), [("Content-Type", "text/html")])
+        if not os.path.isfile(path):
             return self.reply(404, b"not found\n")
         st = os.stat(path)
         size = st.st_size
