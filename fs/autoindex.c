@@ -108,7 +108,7 @@ static int month_of(const char *s)
 /* "23-Jan-2024" (nginx, old Apache) or "2024-01-23" (Apache 2.4) and "10:00". */
 static time_t parse_date(const char *d, size_t dl, const char *t, size_t tl)
 {
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	int y, mo, day, h, mi;
 
 	if (tl < 5 || !isdigit((unsigned char)t[0]) || !isdigit((unsigned char)t[1]) ||
@@ -121,7 +121,7 @@ static time_t parse_date(const char *d, size_t dl, const char *t, size_t tl)
 		mo = month_of(d + 3);
 		y = atoi(d + 7);
 	} else if (dl == 10 && d[4] == '-' && d[7] == '-' && is_digits(d, 4) &&
-		is_digits(d + 5, 2) && is_digits(d + 8, 2)) {
+		   is_digits(d + 5, 2) && is_digits(d + 8, 2)) {
 		y = atoi(d);
 		mo = atoi(d + 5) - 1;
 		day = atoi(d + 8);
@@ -210,7 +210,7 @@ int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg)
 	while ((p = find_ci(p, end, "<a"))) {
 		const char *tag_end, *h, *hv, *hv_end, *close, *tail_end, *next_a;
 		char *href = NULL, *name = NULL, *q;
-		struct autoindex_entry e = { 0 };
+		struct autoindex_entry e = {0};
 		size_t nl;
 
 		if (p + 2 >= end || !isspace((unsigned char)p[2])) {
@@ -238,7 +238,8 @@ int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg)
 				continue;
 		} else {
 			hv = h;
-			for (hv_end = hv; hv_end < tag_end && !isspace((unsigned char)*hv_end); hv_end++)
+			for (hv_end = hv; hv_end < tag_end && !isspace((unsigned char)*hv_end);
+				hv_end++)
 				;
 		}
 		href = html_unescape(hv, (size_t)(hv_end - hv));
@@ -281,7 +282,7 @@ int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg)
 		free(prev);
 		prev = name;
 		name = NULL;
-next:
+	next:
 		free(name);
 		free(href);
 		if (ret)

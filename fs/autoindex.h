@@ -16,10 +16,10 @@
  * or "..", at most 255 bytes). */
 struct autoindex_entry {
 	const char *name;
-	enum remote_type type;   /* REMOTE_DIR when the link ends in '/', else REMOTE_FILE */
-	bool size_exact;         /* the page gave the size in bytes */
+	enum remote_type type; /* REMOTE_DIR when the link ends in '/', else REMOTE_FILE */
+	bool size_exact;       /* the page gave the size in bytes */
 	uint64_t size;
-	time_t mtime;            /* minute resolution, read as UTC; 0 when not found */
+	time_t mtime; /* minute resolution, read as UTC; 0 when not found */
 };
 
 /* Called once per entry; a non-zero return stops the parse and is returned. */

@@ -20,7 +20,7 @@
 #include "fs/net.h"
 #include "fs/remote.h"
 
-#define FETCH_WORKERS     4
+#define FETCH_WORKERS	  4
 #define FETCH_BACKOFF_MAX 10000 /* ms */
 
 struct fetch_batch;
@@ -29,19 +29,19 @@ struct fetch_batch;
  * then the batch's reader (or a worker for readahead), which frees it. */
 struct fetch_job {
 	struct fetch_job *next;
-	struct fetch_job *active_next;   /* curl thread: list of transfers in flight */
-	struct fetch_batch *batch;   /* NULL: readahead, finished by a worker */
-	struct cache_object *co;     /* a reference */
-	struct remote_object obj;    /* strings below */
+	struct fetch_job *active_next; /* curl thread: list of transfers in flight */
+	struct fetch_batch *batch;     /* NULL: readahead, finished by a worker */
+	struct cache_object *co;       /* a reference */
+	struct remote_object obj;      /* strings below */
 	char *path, *etag;
 	uint64_t idx, off;
 	size_t len;
-	char *buf;                   /* len bytes */
+	char *buf; /* len bytes */
 	size_t got;
 	unsigned attempts;
-	int err;                     /* 0 or -errno once done */
-	bool read_job;               /* for a worker: still to be read through ops->read */
-	uint64_t not_before_ns;      /* retry backoff */
+	int err;		/* 0 or -errno once done */
+	bool read_job;		/* for a worker: still to be read through ops->read */
+	uint64_t not_before_ns; /* retry backoff */
 	uint64_t start_ns;
 	/* transfer state, curl thread only */
 	CURL *easy;
@@ -55,8 +55,8 @@ struct fetch_job {
 struct fetch_batch {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct fetch_job *done;      /* protected by lock */
-	unsigned pending;            /* protected by lock */
+	struct fetch_job *done; /* protected by lock */
+	unsigned pending;	/* protected by lock */
 };
 
 /* queue, work, stop and the buffer list are protected by lock; ready and the multi handle belong
@@ -71,16 +71,16 @@ struct fetcher {
 	struct fetch_job *queue, **queue_tail; /* submitted, for the curl thread */
 	struct fetch_job *work, **work_tail;   /* for the workers */
 	bool stop_curl, stop_workers;
-	char **bufs;                           /* idle chunk buffers */
+	char **bufs; /* idle chunk buffers */
 	unsigned nr_bufs, max_bufs;
 	CURLM *multi;
 	bool have_curl_thread;
 	pthread_t curl_thread;
 	pthread_t workers[FETCH_WORKERS];
 	unsigned nr_workers;
-	struct fetch_job *ready;               /* curl thread: waiting to start or to retry */
-	struct fetch_job *active;              /* curl thread: transfers in flight */
-	CURL **idle_easy;                      /* curl thread */
+	struct fetch_job *ready;  /* curl thread: waiting to start or to retry */
+	struct fetch_job *active; /* curl thread: transfers in flight */
+	CURL **idle_easy;	  /* curl thread */
 	unsigned nr_idle_easy, nr_active;
 	unsigned seed;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
@@ -236,8 +236,8 @@ static size_t job_header(char *line, size_t size, size_t n, void *arg)
 		j->status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		j->have_range = false;
 	} else if ((v = net_header_value(line, len, "Content-Range", &vl))) {
-		j->have_range = !net_parse_content_range(v, vl, &j->cr_start, &j->cr_end,
-			&j->cr_total);
+		j->have_range =
+			!net_parse_content_range(v, vl, &j->cr_start, &j->cr_end, &j->cr_total);
 	}
 	return len;
 }
@@ -368,7 +368,8 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 		job_deliver(f, j);
 		return;
 	}
-	if (!changed && net_error_is_retryable(ne) && j->attempts <= f->max_retries && !f->stop_curl) {
+	if (!changed && net_error_is_retryable(ne) && j->attempts <= f->max_retries &&
+		!f->stop_curl) {
 		log_debug("fetch '%s' chunk %llu: %s (HTTP %ld), retrying", j->path,
 			(unsigned long long)j->idx, net_error_str(ne), j->status);
 		retry_later(f, j);
@@ -378,9 +379,9 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 		j->err = -ESTALE;
 	else
 		j->err = -EIO;
-	log_warn("fetch '%s' bytes %llu-%llu: %s%s (HTTP %ld, %u attempts)", j->path,
+	log_warn("fetch '%s' bytes %llu-%llu: %s (HTTP %ld, %u attempts)", j->path,
 		(unsigned long long)j->off, (unsigned long long)(j->off + j->len - 1),
-		changed ? "object size changed" : net_error_str(ne), "", j->status, j->attempts);
+		changed ? "object size changed" : net_error_str(ne), j->status, j->attempts);
 	job_deliver(f, j);
 }
 
@@ -522,8 +523,8 @@ static void *worker_main(void *arg)
 
 /* --- the public calls --- */
 
-int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
-	const struct fetch_config *cfg)
+int fetcher_new(
+	struct fetcher **out, struct remote *r, struct cache *c, const struct fetch_config *cfg)
 {
 	struct fetcher *f;
 	unsigned i;
@@ -622,8 +623,8 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st)
 enum { CH_HIT, CH_MINE, CH_WAIT, CH_DONE };
 
 /* Copies the part of chunk idx that falls in [off, off+len) from src (the chunk's bytes). */
-static void copy_part(struct fetcher *f, char *buf, uint64_t off, size_t len, uint64_t idx,
-	const char *src)
+static void copy_part(
+	struct fetcher *f, char *buf, uint64_t off, size_t len, uint64_t idx, const char *src)
 {
 	uint64_t cs = idx * f->chunk_bytes, a = off > cs ? off : cs;
 	uint64_t b = off + len < cs + f->chunk_bytes ? off + len : cs + f->chunk_bytes;
@@ -632,8 +633,8 @@ static void copy_part(struct fetcher *f, char *buf, uint64_t off, size_t len, ui
 }
 
 /* Reads the part of a present, pinned chunk that falls in the range, then unpins it. */
-static int read_hit(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off,
-	size_t len, uint64_t idx)
+static int read_hit(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off, size_t len,
+	uint64_t idx)
 {
 	uint64_t cs = idx * f->chunk_bytes, a = off > cs ? off : cs;
 	uint64_t b = off + len < cs + f->chunk_bytes ? off + len : cs + f->chunk_bytes;
@@ -683,8 +684,8 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 	char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
 {
 	unsigned nr = (unsigned)(last - first + 1), i;
-	struct fetch_batch b = { .lock = PTHREAD_MUTEX_INITIALIZER,
-		.cond = PTHREAD_COND_INITIALIZER };
+	struct fetch_batch b = {
+		.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 	unsigned char *state = calloc(nr, 1);
 	int err = 0, ret;
 
@@ -773,10 +774,11 @@ static int do_range(struct fetcher *f, const struct remote_object *obj, struct c
 	for (w = first; w <= last; w += window) {
 		uint64_t we = w + window - 1 < last ? w + window - 1 : last;
 		uint64_t a = w * f->chunk_bytes > off ? w * f->chunk_bytes : off;
-		uint64_t b = (we + 1) * f->chunk_bytes < off + len ? (we + 1) * f->chunk_bytes :
-			off + len;
+		uint64_t b = (we + 1) * f->chunk_bytes < off + len ? (we + 1) * f->chunk_bytes
+								   : off + len;
 
-		ret = do_window(f, obj, co, buf ? buf + (a - off) : NULL, a, (size_t)(b - a), w, we);
+		ret = do_window(
+			f, obj, co, buf ? buf + (a - off) : NULL, a, (size_t)(b - a), w, we);
 		if (ret)
 			return ret;
 	}

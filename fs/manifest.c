@@ -18,7 +18,7 @@
 #include "fs/manifest.h"
 #include "fs/url.h"
 
-#define MANIFEST_HEADER "ferry-manifest 1"
+#define MANIFEST_HEADER	  "ferry-manifest 1"
 #define MANIFEST_MAX_PATH 4096
 
 static int parse_u64(const char *s, size_t n, uint64_t *out)
@@ -156,8 +156,8 @@ static int parse_line(const char *line, size_t len, struct remote_entry *e, cons
 	return 0;
 }
 
-int manifest_parse(const char *buf, size_t len, remote_list_cb cb, void *arg, char *errbuf,
-	size_t errlen)
+int manifest_parse(
+	const char *buf, size_t len, remote_list_cb cb, void *arg, char *errbuf, size_t errlen)
 {
 	const char *p = buf, *end = buf + len;
 	unsigned long lineno = 0;
@@ -166,7 +166,7 @@ int manifest_parse(const char *buf, size_t len, remote_list_cb cb, void *arg, ch
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		struct remote_entry e = { 0 };
+		struct remote_entry e = {0};
 		const char *why = NULL;
 
 		lineno++;
@@ -178,7 +178,8 @@ int manifest_parse(const char *buf, size_t len, remote_list_cb cb, void *arg, ch
 		}
 		if (lineno == 1) {
 			if (ll != strlen(MANIFEST_HEADER) || memcmp(p, MANIFEST_HEADER, ll)) {
-				snprintf(errbuf, errlen, "manifest line 1: expected '%s'", MANIFEST_HEADER);
+				snprintf(errbuf, errlen, "manifest line 1: expected '%s'",
+					MANIFEST_HEADER);
 				return -EINVAL;
 			}
 		} else {
@@ -224,7 +225,9 @@ int manifest_write_entry(FILE *out, const char *path, const struct remote_entry 
 	ret = fprintf(out, "%c %" PRIu64 " %lld.%09ld %s %s%s%s\n", type,
 		      e->type == REMOTE_DIR ? (uint64_t)0 : e->size, (long long)e->mtime.tv_sec,
 		      e->mtime.tv_nsec, etag && *etag ? etag : "-", p, target ? " " : "",
-		      target ? target : "") < 0 ? -EIO : 0;
+		      target ? target : "") < 0
+		      ? -EIO
+		      : 0;
 out:
 	free(p);
 	free(etag);
@@ -260,7 +263,7 @@ static int write_dir(int rootfd, const char *rel, FILE *out, char *errbuf, size_
 	}
 	for (i = 0; i < n && !ret; i++) {
 		const char *nm = names[i]->d_name;
-		struct remote_entry e = { 0 };
+		struct remote_entry e = {0};
 		char target[PATH_MAX];
 		struct stat st;
 		char *path;

@@ -13,20 +13,20 @@ struct remote_options;
 /* What went wrong with one request, coarse enough to decide on a retry. */
 enum net_error {
 	NET_OK = 0,
-	NET_TIMEOUT,      /* connect or transfer timeout, low-speed limit */
-	NET_RESET,        /* connection reset or closed mid-transfer, nothing received */
-	NET_RESOLVE,      /* host name not resolved */
-	NET_CONNECT,      /* connection refused or unreachable */
-	NET_TLS,          /* TLS handshake or certificate verification failed */
-	NET_HTTP_4XX,     /* a 4xx other than those below */
+	NET_TIMEOUT,  /* connect or transfer timeout, low-speed limit */
+	NET_RESET,    /* connection reset or closed mid-transfer, nothing received */
+	NET_RESOLVE,  /* host name not resolved */
+	NET_CONNECT,  /* connection refused or unreachable */
+	NET_TLS,      /* TLS handshake or certificate verification failed */
+	NET_HTTP_4XX, /* a 4xx other than those below */
 	NET_HTTP_403,
 	NET_HTTP_404,
-	NET_HTTP_412,     /* If-Match / If-Unmodified-Since failed: the object changed */
-	NET_HTTP_416,     /* range not satisfiable: the object shrank */
+	NET_HTTP_412, /* If-Match / If-Unmodified-Since failed: the object changed */
+	NET_HTTP_416, /* range not satisfiable: the object shrank */
 	NET_HTTP_5XX,
-	NET_SHORT_BODY,   /* fewer body bytes than announced or asked for */
+	NET_SHORT_BODY,	  /* fewer body bytes than announced or asked for */
 	NET_BAD_RESPONSE, /* a response that does not answer the request (wrong range, no 206) */
-	NET_OTHER,        /* any other libcurl failure */
+	NET_OTHER,	  /* any other libcurl failure */
 	NET_NR_ERRORS,
 };
 
@@ -53,8 +53,8 @@ int net_error_to_errno(enum net_error e);
 /* Parses the value of a Content-Range header ("bytes START-END/TOTAL"; leading blanks and a
  * trailing CRLF allowed). TOTAL "*" is refused: ferry always needs the object size.
  * 0 or -EINVAL. */
-int net_parse_content_range(const char *value, size_t len, uint64_t *start, uint64_t *end,
-	uint64_t *total);
+int net_parse_content_range(
+	const char *value, size_t len, uint64_t *start, uint64_t *end, uint64_t *total);
 
 /* Formats t as an HTTP date (RFC 7231 IMF-fixdate) into buf (at least 30 bytes). */
 void net_format_http_date(int64_t t, char *buf, size_t buflen);

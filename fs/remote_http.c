@@ -18,16 +18,16 @@
 #include "fs/remote.h"
 #include "fs/url.h"
 
-#define HTTP_POOL_MAX     8             /* idle easy handles kept for synchronous requests */
-#define HTTP_HEAD_WINDOW  16            /* HEADs in flight while listing a directory */
-#define HTTP_BODY_MAX     (1ull << 30)  /* a listing page or manifest larger than this is refused */
+#define HTTP_POOL_MAX	 8	      /* idle easy handles kept for synchronous requests */
+#define HTTP_HEAD_WINDOW 16	      /* HEADs in flight while listing a directory */
+#define HTTP_BODY_MAX	 (1ull << 30) /* a listing page or manifest larger than this is refused */
 
 /* One manifest entry. path is the full relative path; name points into it. */
 struct man_entry {
 	char *path;
 	const char *name;
-	size_t parent_len;        /* bytes of path before the last '/' (0 at the root) */
-	bool synthesized;         /* a parent directory the manifest did not list */
+	size_t parent_len; /* bytes of path before the last '/' (0 at the root) */
+	bool synthesized;  /* a parent directory the manifest did not list */
 	struct remote_entry e;
 };
 
@@ -35,20 +35,20 @@ struct man_entry {
  * prepare_get run from any thread without locking. */
 struct http_remote {
 	struct remote base;
-	struct remote_options opt;    /* ca_file points to ca_file below */
+	struct remote_options opt; /* ca_file points to ca_file below */
 	char *ca_file;
-	char *root_url;               /* directory source: ends in '/'; single file: the file's URL */
-	char *hostport;               /* "host:port", for messages */
+	char *root_url; /* directory source: ends in '/'; single file: the file's URL */
+	char *hostport; /* "host:port", for messages */
 	bool single_file;
-	struct remote_entry file;     /* single file: the one entry of the root */
-	struct man_entry *man;        /* manifest entries sorted by path; NULL without a manifest */
+	struct remote_entry file; /* single file: the one entry of the root */
+	struct man_entry *man;	  /* manifest entries sorted by path; NULL without a manifest */
 	size_t nr_man;
-	size_t *man_by_parent;        /* indices into man sorted by (parent, name) */
-	CURLSH *share;                /* DNS and TLS sessions shared by every handle */
+	size_t *man_by_parent; /* indices into man sorted by (parent, name) */
+	CURLSH *share;	       /* DNS and TLS sessions shared by every handle */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_lock;
-	CURL *pool[HTTP_POOL_MAX];    /* protected by pool_lock */
-	int nr_pool;                  /* protected by pool_lock */
+	CURL *pool[HTTP_POOL_MAX]; /* protected by pool_lock */
+	int nr_pool;		   /* protected by pool_lock */
 };
 
 /* What one synchronous request brought back. */
@@ -180,8 +180,8 @@ static void pool_put(struct http_remote *h, CURL *e)
 	curl_easy_cleanup(e);
 }
 
-static void setup_request(struct http_remote *h, CURL *e, const char *url, bool head,
-	struct http_resp *r)
+static void setup_request(
+	struct http_remote *h, CURL *e, const char *url, bool head, struct http_resp *r)
 {
 	curl_easy_reset(e);
 	net_easy_setup(e, &h->opt);
@@ -206,8 +206,8 @@ static void finish_request(CURL *e, CURLcode code, struct http_resp *r)
 }
 
 /* One blocking request. Returns the net_error; r holds status, headers and (GET) the body. */
-static enum net_error http_do(struct http_remote *h, const char *url, bool head,
-	struct http_resp *r)
+static enum net_error http_do(
+	struct http_remote *h, const char *url, bool head, struct http_resp *r)
 {
 	CURL *e = pool_get(h);
 
@@ -238,8 +238,9 @@ static void describe(struct http_remote *h, const char *url, const struct http_r
 		snprintf(errbuf, errlen, "cannot resolve host of %s: %s", url, r->curl_err);
 		break;
 	case NET_TLS:
-		snprintf(errbuf, errlen, "TLS with %s failed: %s (for a private CA, pass --ca-file)",
-			h->hostport, r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
+		snprintf(errbuf, errlen,
+			"TLS with %s failed: %s (for a private CA, pass --ca-file)", h->hostport,
+			r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
 		break;
 	case NET_TIMEOUT:
 		snprintf(errbuf, errlen, "timed out talking to %s", h->hostport);
@@ -250,7 +251,9 @@ static void describe(struct http_remote *h, const char *url, const struct http_r
 				r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
 		else
 			snprintf(errbuf, errlen, "%s: HTTP %ld%s", url, r->status,
-				r->status == 404 ? " Not Found" : r->status == 403 ? " Forbidden" : "");
+				r->status == 404   ? " Not Found"
+				: r->status == 403 ? " Forbidden"
+						   : "");
 	}
 }
 
@@ -348,7 +351,7 @@ static int man_collect(void *arg, const struct remote_entry *e)
 
 static struct man_entry *man_find(struct man_entry *v, size_t nr, const char *path)
 {
-	struct man_entry key = { .path = (char *)path };
+	struct man_entry key = {.path = (char *)path};
 
 	return bsearch(&key, v, nr, sizeof(*v), man_cmp_path);
 }
@@ -366,10 +369,10 @@ static void man_free(struct man_entry *v, size_t nr)
 
 /* Builds the index of a parsed manifest: sorted, duplicates dropped, missing parent directories
  * added, and no entry under something that is not a directory. */
-static int man_index(struct http_remote *h, const char *buf, size_t len, char *errbuf,
-	size_t errlen)
+static int man_index(
+	struct http_remote *h, const char *buf, size_t len, char *errbuf, size_t errlen)
 {
-	struct man_build b = { 0 };
+	struct man_build b = {0};
 	size_t i, nr, out;
 	int ret;
 
@@ -385,7 +388,7 @@ static int man_index(struct http_remote *h, const char *buf, size_t len, char *e
 		for (slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
 			struct man_entry *anc;
 			char *ap = strndup(p, (size_t)(slash - p));
-			struct remote_entry d = { .type = REMOTE_DIR };
+			struct remote_entry d = {.type = REMOTE_DIR};
 
 			if (!ap) {
 				ret = -ENOMEM;
@@ -393,7 +396,8 @@ static int man_index(struct http_remote *h, const char *buf, size_t len, char *e
 			}
 			anc = man_find(b.v, nr, ap);
 			if (anc && anc->e.type != REMOTE_DIR) {
-				snprintf(errbuf, errlen, "manifest lists '%s' under '%s', which is not a directory",
+				snprintf(errbuf, errlen,
+					"manifest lists '%s' under '%s', which is not a directory",
 					p, ap);
 				free(ap);
 				ret = -EINVAL;
@@ -489,7 +493,7 @@ static int man_list(struct http_remote *h, const char *path, remote_list_cb cb, 
 struct ai_item {
 	char *name;
 	struct remote_entry e;
-	bool gone;                /* vanished between the page and its HEAD */
+	bool gone; /* vanished between the page and its HEAD */
 };
 
 struct ai_list {
@@ -655,7 +659,7 @@ out:
 static int index_list(struct http_remote *h, const char *path, remote_list_cb cb, void *arg)
 {
 	char *url = *path ? url_join(h->root_url, path, true) : strdup(h->root_url);
-	struct ai_list l = { 0 };
+	struct ai_list l = {0};
 	struct http_resp r;
 	enum net_error ne;
 	size_t i;
@@ -709,7 +713,7 @@ static int http_list(struct remote *r, const char *path, remote_list_cb cb, void
 static int http_stat(struct remote *r, const char *path, struct remote_entry *out)
 {
 	struct http_remote *h = (struct http_remote *)r;
-	struct remote_entry root = { .type = REMOTE_DIR };
+	struct remote_entry root = {.type = REMOTE_DIR};
 	struct http_resp resp;
 	enum net_error ne;
 	char *url;
@@ -742,11 +746,12 @@ static int http_stat(struct remote *r, const char *path, struct remote_entry *ou
 		root.type = REMOTE_DIR;
 		if (ne == NET_OK) {
 			root.mtime.tv_sec = resp.last_modified;
-			ret = entry_copy(out, &root, strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+			ret = entry_copy(
+				out, &root, strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
 			goto out;
 		}
 	} else if (ne == NET_OK) {
-		struct ai_item it = { 0 };
+		struct ai_item it = {0};
 
 		ret = head_apply(&it, url, &resp);
 		if (!ret) {
@@ -879,8 +884,8 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 	int ret;
 
 	ne = http_do(h, h->root_url, true, &r);
-	if (r.code == CURLE_OK && r.status >= 300 && r.status < 400 && r.location &&
-		*r.location && r.location[strlen(r.location) - 1] == '/' && !u->query) {
+	if (r.code == CURLE_OK && r.status >= 300 && r.status < 400 && r.location && *r.location &&
+		r.location[strlen(r.location) - 1] == '/' && !u->query) {
 		char *dir;
 
 		if (asprintf(&dir, "%s/", h->root_url) < 0) {
@@ -972,7 +977,8 @@ static int http_open(struct remote **out, const char *source, const struct remot
 	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 	if (u.path[strlen(u.path) - 1] == '/') {
 		if (u.query) {
-			snprintf(errbuf, errlen, "a directory URL cannot have a query: '%s'", source);
+			snprintf(errbuf, errlen, "a directory URL cannot have a query: '%s'",
+				source);
 			ret = -EINVAL;
 			goto err;
 		}

@@ -43,13 +43,15 @@ int url_parse(struct url *u, const char *s, char *errbuf, size_t errlen)
 	}
 	for (i = 0; s[i]; i++) {
 		if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f) {
-			snprintf(errbuf, errlen, "URL contains a space or control character: '%s'", s);
+			snprintf(errbuf, errlen, "URL contains a space or control character: '%s'",
+				s);
 			goto err;
 		}
 	}
 	auth_end = auth + strcspn(auth, "/?#");
 	if (memchr(auth, '@', (size_t)(auth_end - auth))) {
-		snprintf(errbuf, errlen, "URL with user name or password is not supported: '%s'", s);
+		snprintf(
+			errbuf, errlen, "URL with user name or password is not supported: '%s'", s);
 		goto err;
 	}
 	if (*auth == '[') {
@@ -191,7 +193,8 @@ char *url_join(const char *base, const char *rel, bool dir_slash)
 	while (*rel == '/') /* the encoded copy starts with the same slashes */
 		rel++;
 	if (asprintf(&out, "%s%s%s%s", base, bl && base[bl - 1] == '/' ? "" : "/",
-		    enc + strspn(enc, "/"), dir_slash && *enc && enc[strlen(enc) - 1] != '/' ? "/" : "") < 0)
+		    enc + strspn(enc, "/"),
+		    dir_slash && *enc && enc[strlen(enc) - 1] != '/' ? "/" : "") < 0)
 		out = NULL;
 	free(enc);
 	return out;

@@ -8,11 +8,11 @@
 
 /* A parsed http(s) URL. All strings are owned (url_done frees them). */
 struct url {
-	char *scheme;   /* "http" or "https", lower case */
-	char *host;     /* as written; IPv6 literals keep their brackets */
-	unsigned port;  /* explicit or the scheme's default */
-	char *path;     /* still percent-encoded; always starts with '/' */
-	char *query;    /* after '?', without it; NULL when absent */
+	char *scheme;  /* "http" or "https", lower case */
+	char *host;    /* as written; IPv6 literals keep their brackets */
+	unsigned port; /* explicit or the scheme's default */
+	char *path;    /* still percent-encoded; always starts with '/' */
+	char *query;   /* after '?', without it; NULL when absent */
 };
 
 /* Parses an absolute http:// or https:// URL (no user-info, no fragment kept).
