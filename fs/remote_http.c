@@ -1,2 +1,1010 @@
-/* placeholder: remote_http.c is being written */
+/* The HTTP(S) backend: a dataset is a directory URL (listed from its .ferry-manifest when present,
+ * else from the server's index pages plus parallel HEADs) or one file URL. The fetch engine reads
+ * byte ranges through prepare_get: a ranged GET pinned by If-Match / If-Unmodified-Since. */
 #include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fs/autoindex.h"
+#include "fs/log.h"
+#include "fs/manifest.h"
+#include "fs/net.h"
+#include "fs/remote.h"
+#include "fs/url.h"
+
+#define HTTP_POOL_MAX	 8	      /* idle easy handles kept for synchronous requests */
+#define HTTP_HEAD_WINDOW 16	      /* HEADs in flight while listing a directory */
+#define HTTP_BODY_MAX	 (1ull << 30) /* a listing page or manifest larger than this is refused */
+
+/* One manifest entry. path is the full relative path; name points into it. */
+struct man_entry {
+	char *path;
+	const char *name;
+	size_t parent_len; /* bytes of path before the last '/' (0 at the root) */
+	bool synthesized;  /* a parent directory the manifest did not list */
+	struct remote_entry e;
+};
+
+/* The backend's state. Everything but the handle pool is immutable after open, so list, stat and
+ * prepare_get run from any thread without locking. */
+struct http_remote {
+	struct remote base;
+	struct remote_options opt; /* ca_file points to ca_file below */
+	char *ca_file;
+	char *root_url; /* directory source: ends in '/'; single file: the file's URL */
+	char *hostport; /* "host:port", for messages */
+	bool single_file;
+	struct remote_entry file; /* single file: the one entry of the root */
+	struct man_entry *man;	  /* manifest entries sorted by path; NULL without a manifest */
+	size_t nr_man;
+	size_t *man_by_parent; /* indices into man sorted by (parent, name) */
+	CURLSH *share;	       /* DNS and TLS sessions shared by every handle */
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t pool_lock;
+	CURL *pool[HTTP_POOL_MAX]; /* protected by pool_lock */
+	int nr_pool;		   /* protected by pool_lock */
+};
+
+/* What one synchronous request brought back. */
+struct http_resp {
+	CURLcode code;
+	long status;
+	long os_errno;
+	char *body;
+	size_t len, cap;
+	bool keep_body;
+	bool too_large;
+	char *etag;
+	char *location;
+	time_t last_modified;
+	bool have_length;
+	uint64_t content_length;
+	char curl_err[CURL_ERROR_SIZE];
+};
+
+static void resp_done(struct http_resp *r)
+{
+	free(r->body);
+	free(r->etag);
+	free(r->location);
+	memset(r, 0, sizeof(*r));
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access a, void *arg)
+{
+	struct http_remote *hr = arg;
+
+	pthread_mutex_lock(&hr->share_locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+	struct http_remote *hr = arg;
+
+	pthread_mutex_unlock(&hr->share_locks[data]);
+}
+
+static size_t resp_header(char *line, size_t size, size_t n, void *arg)
+{
+	struct http_resp *r = arg;
+	size_t len = size * n, vl;
+	const char *v;
+
+	if (len >= 5 && !strncmp(line, "HTTP/", 5)) {
+		/* A new response (after 100 Continue): forget the previous one's headers. */
+		free(r->etag);
+		free(r->location);
+		r->etag = r->location = NULL;
+		r->last_modified = 0;
+		r->have_length = false;
+	} else if ((v = net_header_value(line, len, "ETag", &vl))) {
+		free(r->etag);
+		r->etag = vl ? strndup(v, vl) : NULL;
+	} else if ((v = net_header_value(line, len, "Location", &vl))) {
+		free(r->location);
+		r->location = strndup(v, vl);
+	} else if ((v = net_header_value(line, len, "Last-Modified", &vl))) {
+		char tmp[64];
+
+		if (vl < sizeof(tmp)) {
+			time_t t;
+
+			memcpy(tmp, v, vl);
+			tmp[vl] = '\0';
+			t = curl_getdate(tmp, NULL);
+			r->last_modified = t > 0 ? t : 0;
+		}
+	} else if ((v = net_header_value(line, len, "Content-Length", &vl))) {
+		char *e;
+
+		r->content_length = strtoull(v, &e, 10);
+		r->have_length = vl && e == v + vl && v[0] >= '0' && v[0] <= '9';
+	}
+	return len;
+}
+
+static size_t resp_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct http_resp *r = arg;
+	size_t len = size * n;
+
+	if (!r->keep_body)
+		return len;
+	if (r->len + len > HTTP_BODY_MAX) {
+		r->too_large = true;
+		return 0;
+	}
+	if (r->len + len + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 65536;
+		char *b;
+
+		while (cap < r->len + len + 1)
+			cap *= 2;
+		b = realloc(r->body, cap);
+		if (!b)
+			return 0;
+		r->body = b;
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, data, len);
+	r->len += len;
+	r->body[r->len] = '\0';
+	return len;
+}
+
+static CURL *pool_get(struct http_remote *h)
+{
+	CURL *e = NULL;
+
+	pthread_mutex_lock(&h->pool_lock);
+	if (h->nr_pool)
+		e = h->pool[--h->nr_pool];
+	pthread_mutex_unlock(&h->pool_lock);
+	return e ? e : curl_easy_init();
+}
+
+static void pool_put(struct http_remote *h, CURL *e)
+{
+	pthread_mutex_lock(&h->pool_lock);
+	if (h->nr_pool < HTTP_POOL_MAX) {
+		h->pool[h->nr_pool++] = e;
+		e = NULL;
+	}
+	pthread_mutex_unlock(&h->pool_lock);
+	curl_easy_cleanup(e);
+}
+
+static void setup_request(
+	struct http_remote *h, CURL *e, const char *url, bool head, struct http_resp *r)
+{
+	curl_easy_reset(e);
+	net_easy_setup(e, &h->opt);
+	curl_easy_setopt(e, CURLOPT_SHARE, h->share);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_NOBODY, head ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, resp_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, resp_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_err);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+}
+
+static void finish_request(CURL *e, CURLcode code, struct http_resp *r)
+{
+	r->code = code;
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &r->os_errno);
+	if (r->too_large)
+		r->code = CURLE_FILESIZE_EXCEEDED;
+}
+
+/* One blocking request. Returns the net_error; r holds status, headers and (GET) the body. */
+static enum net_error http_do(
+	struct http_remote *h, const char *url, bool head, struct http_resp *r)
+{
+	CURL *e = pool_get(h);
+
+	memset(r, 0, sizeof(*r));
+	r->keep_body = !head;
+	if (!e) {
+		r->code = CURLE_OUT_OF_MEMORY;
+		return NET_OTHER;
+	}
+	setup_request(h, e, url, head, r);
+	finish_request(e, curl_easy_perform(e), r);
+	pool_put(h, e);
+	return net_error_of(r->code, r->status);
+}
+
+/* A one-line reason for a failed request, in the words a user can act on. */
+static void describe(struct http_remote *h, const char *url, const struct http_resp *r,
+	char *errbuf, size_t errlen)
+{
+	enum net_error ne = net_error_of(r->code, r->status);
+
+	switch (ne) {
+	case NET_CONNECT:
+		snprintf(errbuf, errlen, "cannot connect to %s: %s", h->hostport,
+			r->os_errno ? strerror((int)r->os_errno) : r->curl_err);
+		break;
+	case NET_RESOLVE:
+		snprintf(errbuf, errlen, "cannot resolve host of %s: %s", url, r->curl_err);
+		break;
+	case NET_TLS:
+		snprintf(errbuf, errlen,
+			"TLS with %s failed: %s (for a private CA, pass --ca-file)", h->hostport,
+			r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
+		break;
+	case NET_TIMEOUT:
+		snprintf(errbuf, errlen, "timed out talking to %s", h->hostport);
+		break;
+	default:
+		if (r->code != CURLE_OK)
+			snprintf(errbuf, errlen, "%s: %s", url,
+				r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
+		else
+			snprintf(errbuf, errlen, "%s: HTTP %ld%s", url, r->status,
+				r->status == 404   ? " Not Found"
+				: r->status == 403 ? " Forbidden"
+						   : "");
+	}
+}
+
+static int entry_copy(struct remote_entry *dst, const struct remote_entry *src, const char *name)
+{
+	*dst = *src;
+	dst->name = strdup(name);
+	dst->etag = src->etag ? strdup(src->etag) : NULL;
+	dst->link_target = src->link_target ? strdup(src->link_target) : NULL;
+	if (!dst->name || (src->etag && !dst->etag) || (src->link_target && !dst->link_target)) {
+		remote_entry_done(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* --- manifest index --- */
+
+static int man_cmp_path(const void *a, const void *b)
+{
+	const struct man_entry *x = a, *y = b;
+
+	return strcmp(x->path, y->path);
+}
+
+static struct http_remote *sort_ctx; /* qsort has no argument; guarded by sort_lock */
+static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int parent_cmp(const char *p, size_t pl, const char *q, size_t ql)
+{
+	int c = memcmp(p, q, pl < ql ? pl : ql);
+
+	return c ? c : (pl > ql) - (pl < ql);
+}
+
+static int man_cmp_parent(const void *a, const void *b)
+{
+	const struct man_entry *x = &sort_ctx->man[*(const size_t *)a];
+	const struct man_entry *y = &sort_ctx->man[*(const size_t *)b];
+	int c = parent_cmp(x->path, x->parent_len, y->path, y->parent_len);
+
+	return c ? c : strcmp(x->name, y->name);
+}
+
+struct man_build {
+	struct man_entry *v;
+	size_t nr, cap;
+};
+
+static int man_push(struct man_build *b, char *path, const struct remote_entry *e, bool synth)
+{
+	struct man_entry *m;
+	const char *slash;
+
+	if (b->nr == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 1024;
+		struct man_entry *v = realloc(b->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		b->v = v;
+		b->cap = cap;
+	}
+	m = &b->v[b->nr++];
+	memset(m, 0, sizeof(*m));
+	m->path = path;
+	slash = strrchr(path, '/');
+	m->name = slash ? slash + 1 : path;
+	m->parent_len = slash ? (size_t)(slash - path) : 0;
+	m->synthesized = synth;
+	m->e = *e;
+	m->e.name = NULL;
+	return 0;
+}
+
+static int man_collect(void *arg, const struct remote_entry *e)
+{
+	struct man_build *b = arg;
+	struct remote_entry copy;
+	char *path;
+	int ret;
+
+	if (entry_copy(&copy, e, "") < 0)
+		return -ENOMEM;
+	free(copy.name);
+	copy.name = NULL;
+	path = strdup(e->name);
+	if (!path || (ret = man_push(b, path, &copy, false))) {
+		free(path);
+		remote_entry_done(&copy);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static struct man_entry *man_find(struct man_entry *v, size_t nr, const char *path)
+{
+	struct man_entry key = {.path = (char *)path};
+
+	return bsearch(&key, v, nr, sizeof(*v), man_cmp_path);
+}
+
+static void man_free(struct man_entry *v, size_t nr)
+{
+	size_t i;
+
+	for (i = 0; i < nr; i++) {
+		free(v[i].path);
+		remote_entry_done(&v[i].e);
+	}
+	free(v);
+}
+
+/* Builds the index of a parsed manifest: sorted, duplicates dropped, missing parent directories
+ * added, and no entry under something that is not a directory. */
+static int man_index(
+	struct http_remote *h, const char *buf, size_t len, char *errbuf, size_t errlen)
+{
+	struct man_build b = {0};
+	size_t i, nr, out;
+	int ret;
+
+	ret = manifest_parse(buf, len, man_collect, &b, errbuf, errlen);
+	if (ret)
+		goto err;
+	qsort(b.v, b.nr, sizeof(*b.v), man_cmp_path);
+	nr = b.nr;
+	for (i = 0; i < nr; i++) {
+		char *p = b.v[i].path, *slash;
+
+		/* Ancestors are shorter paths, so those listed are among the sorted first nr. */
+		for (slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
+			struct man_entry *anc;
+			char *ap = strndup(p, (size_t)(slash - p));
+			struct remote_entry d = {.type = REMOTE_DIR};
+
+			if (!ap) {
+				ret = -ENOMEM;
+				goto err;
+			}
+			anc = man_find(b.v, nr, ap);
+			if (anc && anc->e.type != REMOTE_DIR) {
+				snprintf(errbuf, errlen,
+					"manifest lists '%s' under '%s', which is not a directory",
+					p, ap);
+				free(ap);
+				ret = -EINVAL;
+				goto err;
+			}
+			if (anc || man_push(&b, ap, &d, true)) {
+				free(ap);
+				if (!anc) {
+					ret = -ENOMEM;
+					goto err;
+				}
+			}
+		}
+	}
+	qsort(b.v, b.nr, sizeof(*b.v), man_cmp_path);
+	for (i = 0, out = 0; i < b.nr; i++) {
+		if (out && !strcmp(b.v[out - 1].path, b.v[i].path)) {
+			struct man_entry *keep = &b.v[out - 1], *dup = &b.v[i];
+
+			if (!keep->synthesized && !dup->synthesized)
+				log_warn("manifest lists '%s' twice; keeping the first", dup->path);
+			if (keep->synthesized && !dup->synthesized) {
+				struct man_entry t = *keep;
+
+				*keep = *dup;
+				*dup = t;
+			}
+			free(dup->path);
+			remote_entry_done(&dup->e);
+			continue;
+		}
+		b.v[out++] = b.v[i];
+	}
+	b.nr = out;
+	h->man_by_parent = malloc((b.nr ? b.nr : 1) * sizeof(size_t));
+	if (!h->man_by_parent) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	for (i = 0; i < b.nr; i++)
+		h->man_by_parent[i] = i;
+	h->man = b.v;
+	h->nr_man = b.nr;
+	pthread_mutex_lock(&sort_lock);
+	sort_ctx = h;
+	qsort(h->man_by_parent, b.nr, sizeof(size_t), man_cmp_parent);
+	pthread_mutex_unlock(&sort_lock);
+	return 0;
+err:
+	man_free(b.v, b.nr);
+	if (ret == -ENOMEM)
+		snprintf(errbuf, errlen, "out of memory reading the manifest");
+	return ret;
+}
+
+static int man_list(struct http_remote *h, const char *path, remote_list_cb cb, void *arg)
+{
+	size_t lo = 0, hi = h->nr_man, pl = strlen(path);
+	int ret = 0;
+
+	if (*path) {
+		struct man_entry *d = man_find(h->man, h->nr_man, path);
+
+		if (!d)
+			return -ENOENT;
+		if (d->e.type != REMOTE_DIR)
+			return -ENOTDIR;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct man_entry *m = &h->man[h->man_by_parent[mid]];
+
+		if (parent_cmp(m->path, m->parent_len, path, pl) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < h->nr_man && !ret; lo++) {
+		const struct man_entry *m = &h->man[h->man_by_parent[lo]];
+		struct remote_entry e;
+
+		if (parent_cmp(m->path, m->parent_len, path, pl))
+			break;
+		e = m->e;
+		e.name = (char *)m->name;
+		ret = cb(arg, &e);
+	}
+	return ret;
+}
+
+/* --- listing from index pages --- */
+
+struct ai_item {
+	char *name;
+	struct remote_entry e;
+	bool gone; /* vanished between the page and its HEAD */
+};
+
+struct ai_list {
+	struct ai_item *v;
+	size_t nr, cap;
+};
+
+static int ai_collect(void *arg, const struct autoindex_entry *ae)
+{
+	struct ai_list *l = arg;
+	struct ai_item *it;
+
+	if (l->nr == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		struct ai_item *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	it = &l->v[l->nr];
+	memset(it, 0, sizeof(*it));
+	it->name = strdup(ae->name);
+	if (!it->name)
+		return -ENOMEM;
+	it->e.type = ae->type;
+	it->e.size = ae->size_exact ? ae->size : 0;
+	it->e.mtime.tv_sec = ae->mtime;
+	l->nr++;
+	return 0;
+}
+
+static void ai_free(struct ai_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->nr; i++) {
+		free(l->v[i].name);
+		remote_entry_done(&l->v[i].e);
+	}
+	free(l->v);
+}
+
+/* Applies a HEAD answer to an item; 0 or -errno. */
+static int head_apply(struct ai_item *it, const char *url, struct http_resp *r)
+{
+	enum net_error ne = net_error_of(r->code, r->status);
+
+	if (ne == NET_HTTP_404) {
+		it->gone = true;
+		return 0;
+	}
+	if (r->code == CURLE_OK && r->status >= 300 && r->status < 400 && r->location &&
+		*r->location && r->location[strlen(r->location) - 1] == '/') {
+		it->e.type = REMOTE_DIR; /* a directory linked without its slash */
+		it->e.size = 0;
+		return 0;
+	}
+	if (ne != NET_OK) {
+		log_warn("HEAD %s: %s (HTTP %ld)", url, net_error_str(ne), r->status);
+		return net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+	}
+	if (!r->have_length) {
+		log_warn("HEAD %s: no Content-Length", url);
+		return -EIO;
+	}
+	it->e.size = r->content_length;
+	if (r->last_modified)
+		it->e.mtime.tv_sec = r->last_modified, it->e.mtime.tv_nsec = 0;
+	it->e.etag = r->etag;
+	r->etag = NULL;
+	return 0;
+}
+
+/* HEADs every file of the list, HTTP_HEAD_WINDOW at a time over one multi handle. */
+static int head_all(struct http_remote *h, const char *dir_url, struct ai_list *l)
+{
+	struct slot {
+		CURL *easy;
+		struct http_resp resp;
+		char *url;
+		size_t item;
+	} slots[HTTP_HEAD_WINDOW];
+	size_t next = 0, active = 0, i;
+	int nr_slots = 0, s, ret = 0, still;
+	CURLM *multi = curl_multi_init();
+
+	if (!multi)
+		return -ENOMEM;
+	memset(slots, 0, sizeof(slots));
+	for (s = 0; s < HTTP_HEAD_WINDOW; s++) {
+		slots[s].easy = curl_easy_init();
+		if (!slots[s].easy)
+			break;
+		nr_slots++;
+	}
+	if (!nr_slots) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		CURLMsg *msg;
+
+		for (s = 0; s < nr_slots && !ret; s++) {
+			if (slots[s].url)
+				continue;
+			while (next < l->nr && l->v[next].e.type != REMOTE_FILE)
+				next++;
+			if (next == l->nr)
+				break;
+			slots[s].url = url_join(dir_url, l->v[next].name, false);
+			if (!slots[s].url) {
+				ret = -ENOMEM;
+				break;
+			}
+			slots[s].item = next++;
+			memset(&slots[s].resp, 0, sizeof(slots[s].resp));
+			setup_request(h, slots[s].easy, slots[s].url, true, &slots[s].resp);
+			curl_easy_setopt(slots[s].easy, CURLOPT_PRIVATE, &slots[s]);
+			curl_multi_add_handle(multi, slots[s].easy);
+			active++;
+		}
+		if (!active)
+			break;
+		if (curl_multi_perform(multi, &still) != CURLM_OK) {
+			ret = -EIO;
+			break;
+		}
+		while ((msg = curl_multi_info_read(multi, &still))) {
+			struct slot *sl;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
+			finish_request(sl->easy, msg->data.result, &sl->resp);
+			curl_multi_remove_handle(multi, sl->easy);
+			active--;
+			if (!ret)
+				ret = head_apply(&l->v[sl->item], sl->url, &sl->resp);
+			resp_done(&sl->resp);
+			free(sl->url);
+			sl->url = NULL;
+		}
+		if (ret && !active)
+			break;
+		if (active)
+			curl_multi_poll(multi, NULL, 0, 1000, NULL);
+	}
+out:
+	for (i = 0; i < (size_t)nr_slots; i++) {
+		if (slots[i].url) {
+			curl_multi_remove_handle(multi, slots[i].easy);
+			resp_done(&slots[i].resp);
+			free(slots[i].url);
+		}
+		curl_easy_cleanup(slots[i].easy);
+	}
+	curl_multi_cleanup(multi);
+	return ret;
+}
+
+static int index_list(struct http_remote *h, const char *path, remote_list_cb cb, void *arg)
+{
+	char *url = *path ? url_join(h->root_url, path, true) : strdup(h->root_url);
+	struct ai_list l = {0};
+	struct http_resp r;
+	enum net_error ne;
+	size_t i;
+	int ret;
+
+	if (!url)
+		return -ENOMEM;
+	ne = http_do(h, url, false, &r);
+	if (ne != NET_OK) {
+		char msg[512];
+
+		describe(h, url, &r, msg, sizeof(msg));
+		if (ne != NET_HTTP_404)
+			log_warn("listing %s", msg);
+		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		goto out;
+	}
+	ret = autoindex_parse(r.body ? r.body : "", r.len, ai_collect, &l);
+	if (!ret)
+		ret = head_all(h, url, &l);
+	for (i = 0; i < l.nr && !ret; i++) {
+		if (l.v[i].gone)
+			continue;
+		l.v[i].e.name = l.v[i].name;
+		ret = cb(arg, &l.v[i].e);
+		l.v[i].e.name = NULL;
+	}
+out:
+	ai_free(&l);
+	resp_done(&r);
+	free(url);
+	return ret;
+}
+
+/* --- the ops --- */
+
+static int http_list(struct remote *r, const char *path, remote_list_cb cb, void *arg)
+{
+	struct http_remote *h = (struct http_remote *)r;
+
+	if (h->single_file) {
+		if (*path)
+			return !strcmp(path, h->file.name) ? -ENOTDIR : -ENOENT;
+		return cb(arg, &h->file);
+	}
+	if (h->man)
+		return man_list(h, path, cb, arg);
+	return index_list(h, path, cb, arg);
+}
+
+static int http_stat(struct remote *r, const char *path, struct remote_entry *out)
+{
+	struct http_remote *h = (struct http_remote *)r;
+	struct remote_entry root = {.type = REMOTE_DIR};
+	struct http_resp resp;
+	enum net_error ne;
+	char *url;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	if (!*path)
+		return entry_copy(out, &root, "");
+	if (h->single_file)
+		return strcmp(path, h->file.name) ? -ENOENT : entry_copy(out, &h->file, path);
+	if (h->man) {
+		struct man_entry *m = man_find(h->man, h->nr_man, path);
+
+		return m ? entry_copy(out, &m->e, m->name) : -ENOENT;
+	}
+	url = url_join(h->root_url, path, false);
+	if (!url)
+		return -ENOMEM;
+	ne = http_do(h, url, true, &resp);
+	if (resp.code == CURLE_OK && resp.status >= 300 && resp.status < 400) {
+		/* nginx and Apache redirect a directory's URL to the same with a slash */
+		char *durl = url_join(h->root_url, path, true);
+
+		resp_done(&resp);
+		free(url);
+		if (!durl)
+			return -ENOMEM;
+		url = durl;
+		ne = http_do(h, url, true, &resp);
+		root.type = REMOTE_DIR;
+		if (ne == NET_OK) {
+			root.mtime.tv_sec = resp.last_modified;
+			ret = entry_copy(
+				out, &root, strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+			goto out;
+		}
+	} else if (ne == NET_OK) {
+		struct ai_item it = {0};
+
+		ret = head_apply(&it, url, &resp);
+		if (!ret) {
+			const char *slash = strrchr(path, '/');
+
+			it.e.type = REMOTE_FILE;
+			ret = entry_copy(out, &it.e, slash ? slash + 1 : path);
+			remote_entry_done(&it.e);
+		}
+		goto out;
+	}
+	ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+out:
+	resp_done(&resp);
+	free(url);
+	return ret;
+}
+
+static int http_prepare_get(struct remote *r, const struct remote_object *obj, uint64_t off,
+	uint64_t len, CURL *easy, struct curl_slist **headers)
+{
+	struct http_remote *h = (struct http_remote *)r;
+	char range[64], hdr[512], date[40];
+	struct curl_slist *l = NULL, *n;
+	char *url;
+
+	if (len == 0 || off + len > obj->size || off + len < off)
+		return -EINVAL;
+	url = h->single_file ? strdup(h->root_url) : url_join(h->root_url, obj->path, false);
+	if (!url)
+		return -ENOMEM;
+	net_easy_setup(easy, &h->opt);
+	curl_easy_setopt(easy, CURLOPT_SHARE, h->share);
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	free(url);
+	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, off, off + len - 1);
+	curl_easy_setopt(easy, CURLOPT_RANGE, range);
+	if (obj->etag && *obj->etag) {
+		if (strlen(obj->etag) > sizeof(hdr) - 16 || strpbrk(obj->etag, "\r\n"))
+			return -EINVAL;
+		snprintf(hdr, sizeof(hdr), "If-Match: %s", obj->etag);
+	} else if (obj->mtime.tv_sec > 0) {
+		net_format_http_date(obj->mtime.tv_sec, date, sizeof(date));
+		snprintf(hdr, sizeof(hdr), "If-Unmodified-Since: %s", date);
+	} else {
+		hdr[0] = '\0';
+	}
+	if (hdr[0]) {
+		n = curl_slist_append(l, hdr);
+		if (!n)
+			return -ENOMEM;
+		l = n;
+	}
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, l);
+	*headers = l;
+	return 0;
+}
+
+static void http_free(struct remote *r)
+{
+	struct http_remote *h = (struct http_remote *)r;
+	int i;
+
+	if (!h)
+		return;
+	for (i = 0; i < h->nr_pool; i++)
+		curl_easy_cleanup(h->pool[i]);
+	if (h->share)
+		curl_share_cleanup(h->share);
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&h->share_locks[i]);
+	pthread_mutex_destroy(&h->pool_lock);
+	man_free(h->man, h->nr_man);
+	free(h->man_by_parent);
+	remote_entry_done(&h->file);
+	free(h->root_url);
+	free(h->hostport);
+	free(h->ca_file);
+	free(h);
+}
+
+/* A directory source: its manifest if it has one, else its index page must answer. */
+static int open_dir(struct http_remote *h, char *errbuf, size_t errlen)
+{
+	char *murl = url_join(h->root_url, MANIFEST_NAME, false);
+	struct http_resp r;
+	enum net_error ne;
+	int ret;
+
+	if (!murl)
+		return -ENOMEM;
+	ne = http_do(h, murl, false, &r);
+	if (ne == NET_OK) {
+		char why[400];
+
+		ret = man_index(h, r.body ? r.body : "", r.len, why, sizeof(why));
+		if (ret)
+			snprintf(errbuf, errlen, "%s: %s", murl, why);
+		goto out;
+	}
+	if (ne != NET_HTTP_404 && ne != NET_HTTP_403) {
+		describe(h, murl, &r, errbuf, errlen);
+		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		goto out;
+	}
+	resp_done(&r);
+	ne = http_do(h, h->root_url, false, &r);
+	if (ne != NET_OK) {
+		describe(h, h->root_url, &r, errbuf, errlen);
+		if (ne == NET_HTTP_403)
+			snprintf(errbuf + strlen(errbuf), errlen - strlen(errbuf),
+				" (the server must allow directory listing or serve %s)",
+				MANIFEST_NAME);
+		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		goto out;
+	}
+	ret = 0;
+out:
+	resp_done(&r);
+	free(murl);
+	return ret;
+}
+
+/* A URL without a trailing slash: one file, or a directory the server redirects to its slash. */
+static int open_file(struct http_remote *h, const struct url *u, char *errbuf, size_t errlen)
+{
+	struct http_resp r;
+	enum net_error ne;
+	char *name = NULL;
+	int ret;
+
+	ne = http_do(h, h->root_url, true, &r);
+	if (r.code == CURLE_OK && r.status >= 300 && r.status < 400 && r.location && *r.location &&
+		r.location[strlen(r.location) - 1] == '/' && !u->query) {
+		char *dir;
+
+		if (asprintf(&dir, "%s/", h->root_url) < 0) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		free(h->root_url);
+		h->root_url = dir;
+		ret = open_dir(h, errbuf, errlen);
+		goto out;
+	}
+	if (ne != NET_OK) {
+		describe(h, h->root_url, &r, errbuf, errlen);
+		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		goto out;
+	}
+	if (!r.have_length) {
+		snprintf(errbuf, errlen, "%s: the server sent no Content-Length", h->root_url);
+		ret = -EIO;
+		goto out;
+	}
+	name = url_basename(u->path);
+	if (!name || !autoindex_name_is_safe(name, strlen(name))) {
+		snprintf(errbuf, errlen, "%s: cannot name a file after this URL", h->root_url);
+		ret = -EINVAL;
+		goto out;
+	}
+	h->single_file = true;
+	h->file.name = name;
+	h->file.type = REMOTE_FILE;
+	h->file.size = r.content_length;
+	h->file.mtime.tv_sec = r.last_modified;
+	h->file.etag = r.etag;
+	r.etag = NULL;
+	name = NULL;
+	ret = 0;
+out:
+	free(name);
+	resp_done(&r);
+	return ret;
+}
+
+static int http_open(struct remote **out, const char *source, const struct remote_options *opt,
+	char *errbuf, size_t errlen)
+{
+	struct http_remote *h;
+	struct url u;
+	size_t sl;
+	int ret, i;
+
+	*out = NULL;
+	ret = url_parse(&u, source, errbuf, errlen);
+	if (ret)
+		return ret;
+	if (net_global_init()) {
+		snprintf(errbuf, errlen, "cannot initialise libcurl");
+		url_done(&u);
+		return -EIO;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		url_done(&u);
+		snprintf(errbuf, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	h->base.ops = &remote_http_ops;
+	pthread_mutex_init(&h->pool_lock, NULL);
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&h->share_locks[i], NULL);
+	if (opt)
+		h->opt = *opt;
+	h->opt.ca_file = NULL;
+	if (opt && opt->ca_file && !(h->ca_file = strdup(opt->ca_file)))
+		goto nomem;
+	h->opt.ca_file = h->ca_file;
+	/* Strings other than ca_file are not used by this backend; do not keep borrowed ones. */
+	h->opt.endpoint = h->opt.region = h->opt.profile = h->opt.addressing = NULL;
+	sl = strcspn(source, "#");
+	h->root_url = strndup(source, sl);
+	if (!h->root_url || asprintf(&h->hostport, "%s:%u", u.host, u.port) < 0)
+		goto nomem;
+	h->share = curl_share_init();
+	if (!h->share)
+		goto nomem;
+	curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
+	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	if (u.path[strlen(u.path) - 1] == '/') {
+		if (u.query) {
+			snprintf(errbuf, errlen, "a directory URL cannot have a query: '%s'",
+				source);
+			ret = -EINVAL;
+			goto err;
+		}
+		ret = open_dir(h, errbuf, errlen);
+	} else {
+		ret = open_file(h, &u, errbuf, errlen);
+	}
+	if (ret)
+		goto err;
+	url_done(&u);
+	*out = &h->base;
+	return 0;
+nomem:
+	snprintf(errbuf, errlen, "out of memory");
+	ret = -ENOMEM;
+err:
+	url_done(&u);
+	http_free(&h->base);
+	return ret;
+}
+
+const struct remote_ops remote_http_ops = {
+	.name = "http",
+	.open = http_open,
+	.free = http_free,
+	.list = http_list,
+	.stat = http_stat,
+	.prepare_get = http_prepare_get,
+};

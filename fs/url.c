@@ -1,2 +1,211 @@
-/* placeholder: url.c is being written */
+/* http(s) URL parsing, percent-decoding of names found in listings and percent-encoding of the
+ * paths the HTTP backend requests. */
 #include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fs/url.h"
+
+void url_done(struct url *u)
+{
+	if (!u)
+		return;
+	free(u->scheme);
+	free(u->host);
+	free(u->path);
+	free(u->query);
+	memset(u, 0, sizeof(*u));
+}
+
+int url_parse(struct url *u, const char *s, char *errbuf, size_t errlen)
+{
+	const char *p, *auth, *auth_end, *host_end, *path;
+	unsigned long port = 0;
+	unsigned default_port;
+	size_t i;
+
+	memset(u, 0, sizeof(*u));
+	if (!strncasecmp(s, "http://", 7)) {
+		u->scheme = strdup("http");
+		auth = s + 7;
+		default_port = 80;
+	} else if (!strncasecmp(s, "https://", 8)) {
+		u->scheme = strdup("https");
+		auth = s + 8;
+		default_port = 443;
+	} else {
+		snprintf(errbuf, errlen, "not an http(s) URL: '%s'", s);
+		return -EINVAL;
+	}
+	for (i = 0; s[i]; i++) {
+		if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f) {
+			snprintf(errbuf, errlen, "URL contains a space or control character: '%s'",
+				s);
+			goto err;
+		}
+	}
+	auth_end = auth + strcspn(auth, "/?#");
+	if (memchr(auth, '@', (size_t)(auth_end - auth))) {
+		snprintf(
+			errbuf, errlen, "URL with user name or password is not supported: '%s'", s);
+		goto err;
+	}
+	if (*auth == '[') {
+		p = memchr(auth, ']', (size_t)(auth_end - auth));
+		if (!p) {
+			snprintf(errbuf, errlen, "bad IPv6 address in URL: '%s'", s);
+			goto err;
+		}
+		host_end = p + 1;
+	} else {
+		host_end = memchr(auth, ':', (size_t)(auth_end - auth));
+		if (!host_end)
+			host_end = auth_end;
+	}
+	if (host_end == auth) {
+		snprintf(errbuf, errlen, "URL has no host: '%s'", s);
+		goto err;
+	}
+	if (host_end < auth_end) {
+		char *e;
+
+		if (*host_end != ':' || host_end + 1 == auth_end) {
+			snprintf(errbuf, errlen, "bad port in URL: '%s'", s);
+			goto err;
+		}
+		port = strtoul(host_end + 1, &e, 10);
+		if (e != auth_end || port == 0 || port > 65535 || host_end[1] < '0' ||
+			host_end[1] > '9') {
+			snprintf(errbuf, errlen, "bad port in URL: '%s'", s);
+			goto err;
+		}
+	}
+	u->host = strndup(auth, (size_t)(host_end - auth));
+	u->port = port ? (unsigned)port : default_port;
+	path = auth_end;
+	p = path + strcspn(path, "?#");
+	if (p == path)
+		u->path = strdup("/");
+	else if (*path == '/')
+		u->path = strndup(path, (size_t)(p - path));
+	if (*p == '?')
+		u->query = strndup(p + 1, strcspn(p + 1, "#"));
+	if (!u->scheme || !u->host || !u->path || (*p == '?' && !u->query)) {
+		snprintf(errbuf, errlen, "out of memory");
+		url_done(u);
+		return -ENOMEM;
+	}
+	return 0;
+err:
+	url_done(u);
+	return -EINVAL;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int url_decode(const char *in, size_t len, char **out)
+{
+	char *o = malloc(len + 1);
+	size_t i, n = 0;
+
+	if (!o)
+		return -ENOMEM;
+	for (i = 0; i < len; i++) {
+		if (in[i] == '\0')
+			goto bad;
+		if (in[i] != '%') {
+			o[n++] = in[i];
+			continue;
+		}
+		if (i + 2 >= len)
+			goto bad;
+		{
+			int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				goto bad;
+			o[n++] = (char)(hi << 4 | lo);
+			i += 2;
+		}
+	}
+	o[n] = '\0';
+	*out = o;
+	return 0;
+bad:
+	free(o);
+	return -EINVAL;
+}
+
+static char *encode(const char *s, bool keep_slash)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t len = strlen(s), n = 0;
+	char *o = malloc(len * 3 + 1);
+
+	if (!o)
+		return NULL;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			c == '-' || c == '.' || c == '_' || c == '~' || (keep_slash && c == '/')) {
+			o[n++] = (char)c;
+		} else {
+			o[n++] = '%';
+			o[n++] = hex[c >> 4];
+			o[n++] = hex[c & 15];
+		}
+	}
+	o[n] = '\0';
+	return o;
+}
+
+char *url_encode_path(const char *path)
+{
+	return encode(path, true);
+}
+
+char *url_encode_component(const char *name)
+{
+	return encode(name, false);
+}
+
+char *url_join(const char *base, const char *rel, bool dir_slash)
+{
+	char *enc = url_encode_path(rel), *out = NULL;
+	size_t bl = strlen(base);
+
+	if (!enc)
+		return NULL;
+	while (*rel == '/') /* the encoded copy starts with the same slashes */
+		rel++;
+	if (asprintf(&out, "%s%s%s%s", base, bl && base[bl - 1] == '/' ? "" : "/",
+		    enc + strspn(enc, "/"),
+		    dir_slash && *enc && enc[strlen(enc) - 1] != '/' ? "/" : "") < 0)
+		out = NULL;
+	free(enc);
+	return out;
+}
+
+char *url_basename(const char *path)
+{
+	const char *slash = strrchr(path, '/'), *b = slash ? slash + 1 : path;
+	char *out;
+
+	if (!*b || url_decode(b, strlen(b), &out))
+		return NULL;
+	return out;
+}

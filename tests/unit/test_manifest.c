@@ -1,0 +1,205 @@
+/* Tests of the manifest parser and writer (fs/manifest.c): round trips of a real tree, and
+ * hostile manifests refused with the line number. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/manifest.h"
+
+#define MAX_SEEN 64
+
+struct seen {
+	int nr;
+	struct remote_entry e[MAX_SEEN];
+};
+
+static int collect(void *arg, const struct remote_entry *e)
+{
+	struct seen *s = arg;
+	struct remote_entry *d = &s->e[s->nr++];
+
+	cr_assert_leq(s->nr, MAX_SEEN);
+	*d = *e;
+	d->name = strdup(e->name);
+	d->etag = e->etag ? strdup(e->etag) : NULL;
+	d->link_target = e->link_target ? strdup(e->link_target) : NULL;
+	return 0;
+}
+
+static void seen_done(struct seen *s)
+{
+	for (int i = 0; i < s->nr; i++)
+		remote_entry_done(&s->e[i]);
+}
+
+static int parse(const char *text, struct seen *s, char *err, size_t errlen)
+{
+	return manifest_parse(text, strlen(text), collect, s, err, errlen);
+}
+
+Test(manifest, parses_every_field)
+{
+	const char *m = "ferry-manifest 1\n"
+			"d 0 1700000000.5 - a%20dir\n"
+			"f 12345 1700000001.123456789 %2265af-3039%22 a%20dir/f%25.bin\n"
+			"l 3 1700000002.000000000 - a%20dir/link ..%2Ff%25.bin\n";
+	struct seen s = { 0 };
+	char err[256];
+
+	cr_assert_eq(parse(m, &s, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(s.nr, 3);
+	cr_expect_eq(s.e[0].type, REMOTE_DIR);
+	cr_expect_str_eq(s.e[0].name, "a dir");
+	cr_expect_eq(s.e[0].mtime.tv_sec, 1700000000);
+	cr_expect_eq(s.e[0].mtime.tv_nsec, 500000000);
+	cr_expect_null(s.e[0].etag);
+	cr_expect_eq(s.e[1].type, REMOTE_FILE);
+	cr_expect_eq(s.e[1].size, 12345);
+	cr_expect_eq(s.e[1].mtime.tv_nsec, 123456789);
+	cr_expect_str_eq(s.e[1].etag, "\"65af-3039\"");
+	cr_expect_str_eq(s.e[1].name, "a dir/f%.bin");
+	cr_expect_eq(s.e[2].type, REMOTE_SYMLINK);
+	cr_expect_str_eq(s.e[2].link_target, "../f%.bin");
+	seen_done(&s);
+}
+
+Test(manifest, refuses_hostile_lines_with_their_number)
+{
+	static const char *bad[] = {
+		"x 1 1.0 - a",                       /* type */
+		"f -1 1.0 - a",                      /* size */
+		"f 99999999999999999999 1.0 - a",    /* size overflow */
+		"f 1 1.0 - ../etc/passwd",           /* parent */
+		"f 1 1.0 - /abs",                    /* absolute */
+		"f 1 1.0 - a//b",                    /* empty component */
+		"f 1 1.0 - a/./b",                   /* dot */
+		"f 1 1.0 - a%2F..%2Fb",              /* .. by escape */
+		"f 1 1.0 - a%00b",                   /* NUL by escape */
+		"f 1 1.0 - a%zz",                    /* bad escape */
+		"f 1 1.0 - a/",                      /* trailing slash */
+		"f 1 1.0000000000 - a",              /* 10 fraction digits */
+		"f 1 x - a",                         /* mtime */
+		"f 1 1.0 -",                         /* missing path */
+		"f 1 1.0 - a b",                     /* extra field */
+		"f  1 1.0 - a",                      /* double space */
+		"l 1 1.0 - a",                       /* link without target */
+		"f 1 1.0 - a ",                      /* trailing space */
+		"",                                  /* blank line */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char m[512], err[256] = "";
+		struct seen s = { 0 };
+
+		snprintf(m, sizeof(m), "ferry-manifest 1\nf 1 1.0 - ok\n%s\nf 2 2.0 - ok2\n", bad[i]);
+		cr_expect_eq(parse(m, &s, err, sizeof(err)), -EINVAL, "accepted '%s'", bad[i]);
+		cr_expect(strstr(err, "line 3") != NULL, "'%s': %s", bad[i], err);
+		seen_done(&s);
+	}
+}
+
+Test(manifest, refuses_a_component_over_255_bytes_and_accepts_255)
+{
+	char m[1024], err[256];
+	struct seen s = { 0 };
+
+	snprintf(m, sizeof(m), "ferry-manifest 1\nf 1 1.0 - %0255d\n", 0);
+	cr_assert_eq(parse(m, &s, err, sizeof(err)), 0, "%s", err);
+	seen_done(&s);
+	snprintf(m, sizeof(m), "ferry-manifest 1\nf 1 1.0 - %0256d\n", 0);
+	cr_assert_eq(parse(m, &s, err, sizeof(err)), -EINVAL);
+}
+
+Test(manifest, refuses_a_missing_or_wrong_header)
+{
+	char err[256];
+	struct seen s = { 0 };
+
+	cr_expect_eq(parse("", &s, err, sizeof(err)), -EINVAL);
+	cr_expect_eq(parse("ferry-manifest 2\n", &s, err, sizeof(err)), -EINVAL);
+	cr_expect_eq(parse("f 1 1.0 - a\n", &s, err, sizeof(err)), -EINVAL);
+	cr_expect(strstr(err, "line 1") != NULL, "%s", err);
+	cr_expect_eq(manifest_parse("ferry-manifest 1\nf 1 1.0 - a\0b\n", 29, collect, &s, err,
+			     sizeof(err)), -EINVAL);
+}
+
+Test(manifest, accepts_crlf_and_a_missing_final_newline)
+{
+	char err[256];
+	struct seen s = { 0 };
+
+	cr_assert_eq(parse("ferry-manifest 1\r\nf 1 1.0 - a\r\nf 2 2.0 - b", &s, err, sizeof(err)), 0,
+		"%s", err);
+	cr_assert_eq(s.nr, 2);
+	cr_expect_str_eq(s.e[1].name, "b");
+	seen_done(&s);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "%s", path);
+	fputs(text, f);
+	fclose(f);
+}
+
+Test(manifest, writes_a_local_tree_that_parses_back_to_the_same_entries)
+{
+	char dir[] = "/tmp/ferry-manifest-XXXXXX", path[512], err[256] = "", *text = NULL;
+	size_t tl = 0;
+	struct seen s = { 0 };
+	struct stat st;
+	FILE *out;
+	int i;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/sub dir", dir);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/sub dir/100%% \xc3\xbc\nnl.bin", dir);
+	write_file(path, "0123456789");
+	snprintf(path, sizeof(path), "%s/empty", dir);
+	write_file(path, "");
+	snprintf(path, sizeof(path), "%s/link", dir);
+	cr_assert_eq(symlink("sub dir/x y", path), 0);
+	snprintf(path, sizeof(path), "%s/" MANIFEST_NAME, dir);
+	write_file(path, "old manifest, not listed");
+
+	out = open_memstream(&text, &tl);
+	cr_assert_eq(manifest_write_tree(dir, out, err, sizeof(err)), 0, "%s", err);
+	fclose(out);
+	cr_assert_eq(manifest_parse(text, tl, collect, &s, err, sizeof(err)), 0, "%s\n%s", err, text);
+	cr_assert_eq(s.nr, 4, "%s", text);
+	/* byte order of names, depth first */
+	cr_expect_str_eq(s.e[0].name, "empty");
+	cr_expect_str_eq(s.e[1].name, "link");
+	cr_expect_str_eq(s.e[2].name, "sub dir");
+	cr_expect_str_eq(s.e[3].name, "sub dir/100% \xc3\xbc\nnl.bin");
+	cr_expect_eq(s.e[1].type, REMOTE_SYMLINK);
+	cr_expect_str_eq(s.e[1].link_target, "sub dir/x y");
+	cr_expect_eq(s.e[2].type, REMOTE_DIR);
+	cr_expect_eq(s.e[3].size, 10);
+	snprintf(path, sizeof(path), "%s/sub dir/100%% \xc3\xbc\nnl.bin", dir);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_expect_eq(s.e[3].mtime.tv_sec, st.st_mtim.tv_sec);
+	cr_expect_eq(s.e[3].mtime.tv_nsec, st.st_mtim.tv_nsec);
+	for (i = 0; i < s.nr; i++)
+		cr_expect_null(s.e[i].etag);
+	seen_done(&s);
+	free(text);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	cr_assert_eq(system(path), 0);
+}
+
+Test(manifest, reports_a_missing_tree_in_one_line)
+{
+	char err[256] = "";
+	FILE *out = fopen("/dev/null", "w");
+
+	cr_assert_eq(manifest_write_tree("/nonexistent/ferry", out, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "/nonexistent/ferry") != NULL, "%s", err);
+	fclose(out);
+}

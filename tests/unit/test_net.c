@@ -1,0 +1,99 @@
+/* Tests of the network error mapping and the Content-Range parser (fs/net.c). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "fs/net.h"
+
+Test(net, maps_curl_codes_onto_the_error_enum)
+{
+	cr_expect_eq(net_error_from_curl(CURLE_OK), NET_OK);
+	cr_expect_eq(net_error_from_curl(CURLE_OPERATION_TIMEDOUT), NET_TIMEOUT);
+	cr_expect_eq(net_error_from_curl(CURLE_COULDNT_CONNECT), NET_CONNECT);
+	cr_expect_eq(net_error_from_curl(CURLE_COULDNT_RESOLVE_HOST), NET_RESOLVE);
+	cr_expect_eq(net_error_from_curl(CURLE_PEER_FAILED_VERIFICATION), NET_TLS);
+	cr_expect_eq(net_error_from_curl(CURLE_SSL_CONNECT_ERROR), NET_TLS);
+	cr_expect_eq(net_error_from_curl(CURLE_RECV_ERROR), NET_RESET);
+	cr_expect_eq(net_error_from_curl(CURLE_GOT_NOTHING), NET_RESET);
+	cr_expect_eq(net_error_from_curl(CURLE_PARTIAL_FILE), NET_SHORT_BODY);
+	cr_expect_eq(net_error_from_curl(CURLE_UNSUPPORTED_PROTOCOL), NET_OTHER);
+}
+
+Test(net, maps_http_statuses_onto_the_error_enum)
+{
+	cr_expect_eq(net_error_from_status(200), NET_OK);
+	cr_expect_eq(net_error_from_status(206), NET_OK);
+	cr_expect_eq(net_error_from_status(301), NET_BAD_RESPONSE);
+	cr_expect_eq(net_error_from_status(400), NET_HTTP_4XX);
+	cr_expect_eq(net_error_from_status(403), NET_HTTP_403);
+	cr_expect_eq(net_error_from_status(404), NET_HTTP_404);
+	cr_expect_eq(net_error_from_status(412), NET_HTTP_412);
+	cr_expect_eq(net_error_from_status(416), NET_HTTP_416);
+	cr_expect_eq(net_error_from_status(500), NET_HTTP_5XX);
+	cr_expect_eq(net_error_from_status(503), NET_HTTP_5XX);
+	cr_expect_eq(net_error_of(CURLE_COULDNT_CONNECT, 0), NET_CONNECT);
+	cr_expect_eq(net_error_of(CURLE_OK, 502), NET_HTTP_5XX);
+}
+
+Test(net, retries_only_what_may_heal)
+{
+	for (int e = 0; e < NET_NR_ERRORS; e++) {
+		bool want = e == NET_TIMEOUT || e == NET_RESET || e == NET_HTTP_5XX ||
+			e == NET_SHORT_BODY;
+
+		cr_expect_eq(net_error_is_retryable(e), want, "%s", net_error_str(e));
+		cr_expect_neq(strlen(net_error_str(e)), 0);
+	}
+	cr_expect_eq(net_error_to_errno(NET_HTTP_412), -ESTALE);
+	cr_expect_eq(net_error_to_errno(NET_HTTP_416), -ESTALE);
+	cr_expect_eq(net_error_to_errno(NET_HTTP_5XX), -EIO);
+	cr_expect_eq(net_error_to_errno(NET_OK), 0);
+}
+
+Test(net, parses_content_range)
+{
+	uint64_t a, b, t;
+	const char *v = " bytes 100-199/1000\r\n";
+
+	cr_assert_eq(net_parse_content_range(v, strlen(v), &a, &b, &t), 0);
+	cr_expect_eq(a, 100);
+	cr_expect_eq(b, 199);
+	cr_expect_eq(t, 1000);
+	v = "bytes 0-18446744073709551614/18446744073709551615";
+	cr_assert_eq(net_parse_content_range(v, strlen(v), &a, &b, &t), 0);
+	cr_expect_eq(t, UINT64_MAX);
+}
+
+Test(net, refuses_malformed_content_range)
+{
+	static const char *bad[] = { "", "bytes", "bytes */1000", "bytes 1-2/*", "bytes 5-4/10",
+		"bytes 0-10/10", "items 0-1/2", "bytes 0-1/2x", "bytes -1-2/3", "bytes 0-1",
+		"bytes 0-18446744073709551616/18446744073709551617", "bytes0-1/2" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint64_t a, b, t;
+
+		cr_expect_eq(net_parse_content_range(bad[i], strlen(bad[i]), &a, &b, &t), -EINVAL,
+			"%s", bad[i]);
+	}
+}
+
+Test(net, formats_http_dates_in_english_gmt)
+{
+	char buf[40];
+
+	net_format_http_date(1706004000, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "Tue, 23 Jan 2024 10:00:00 GMT");
+	cr_assert_eq(curl_getdate(buf, NULL), 1706004000);
+}
+
+Test(net, finds_header_values_without_regard_to_case)
+{
+	const char *line = "content-RANGE:   bytes 0-1/2 \r\n";
+	size_t vl;
+	const char *v = net_header_value(line, strlen(line), "Content-Range", &vl);
+
+	cr_assert_not_null(v);
+	cr_assert_eq(vl, strlen("bytes 0-1/2"));
+	cr_assert_eq(strncmp(v, "bytes 0-1/2", vl), 0);
+	cr_assert_null(net_header_value(line, strlen(line), "Content-Length", &vl));
+}

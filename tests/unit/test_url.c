@@ -1,0 +1,112 @@
+/* Tests of URL parsing, percent-decoding and encoding (fs/url.c). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/url.h"
+
+Test(url, parses_scheme_host_port_and_path)
+{
+	struct url u;
+	char err[256];
+
+	cr_assert_eq(url_parse(&u, "http://127.0.0.1:8080/data/set%20a/", err, sizeof(err)), 0);
+	cr_assert_str_eq(u.scheme, "http");
+	cr_assert_str_eq(u.host, "127.0.0.1");
+	cr_assert_eq(u.port, 8080);
+	cr_assert_str_eq(u.path, "/data/set%20a/");
+	cr_assert_null(u.query);
+	url_done(&u);
+	cr_assert_eq(url_parse(&u, "HTTPS://example.org", err, sizeof(err)), 0);
+	cr_assert_str_eq(u.scheme, "https");
+	cr_assert_eq(u.port, 443);
+	cr_assert_str_eq(u.path, "/");
+	url_done(&u);
+	cr_assert_eq(url_parse(&u, "http://[::1]:81/x?sig=1#frag", err, sizeof(err)), 0);
+	cr_assert_str_eq(u.host, "[::1]");
+	cr_assert_eq(u.port, 81);
+	cr_assert_str_eq(u.path, "/x");
+	cr_assert_str_eq(u.query, "sig=1");
+	url_done(&u);
+}
+
+Test(url, refuses_what_is_not_an_http_url_with_a_reason)
+{
+	static const char *bad[] = { "ftp://h/", "s3://b/k", "/local/dir", "http://", "http://:80/",
+		"http://h:0/", "http://h:65536/", "http://h:8a/", "http://u:p@h/", "http://h/a b",
+		"http://[::1/" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct url u;
+		char err[256] = "";
+
+		cr_expect_eq(url_parse(&u, bad[i], err, sizeof(err)), -EINVAL, "%s", bad[i]);
+		cr_expect_neq(err[0], '\0', "no reason for %s", bad[i]);
+		cr_expect_null(strchr(err, '\n'));
+	}
+}
+
+Test(url, decodes_percent_escapes_in_both_cases)
+{
+	char *s;
+
+	cr_assert_eq(url_decode("a%20b%2fc%C3%BC+%25", 19, &s), 0);
+	cr_assert_str_eq(s, "a b/c\xc3\xbc+%");
+	free(s);
+	cr_assert_eq(url_decode("", 0, &s), 0);
+	cr_assert_str_eq(s, "");
+	free(s);
+}
+
+Test(url, refuses_bad_escapes_and_nul)
+{
+	static const char *bad[] = { "%", "%2", "a%zz", "%00", "%G0", "x%0" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *s = NULL;
+
+		cr_expect_eq(url_decode(bad[i], strlen(bad[i]), &s), -EINVAL, "%s", bad[i]);
+		cr_expect_null(s);
+	}
+}
+
+Test(url, encodes_paths_so_that_decoding_gives_them_back)
+{
+	char name[256], *enc, *dec;
+
+	for (int i = 1; i < 256; i++)
+		name[i - 1] = (char)i;
+	name[255] = '\0';
+	enc = url_encode_path(name);
+	for (const char *p = enc; *p; p++)
+		cr_assert(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%/",
+				  *p),
+			"unexpected '%c' in %s", *p, enc);
+	cr_assert_eq(url_decode(enc, strlen(enc), &dec), 0);
+	cr_assert_str_eq(dec, name);
+	free(enc);
+	free(dec);
+	enc = url_encode_component("a/b c");
+	cr_assert_str_eq(enc, "a%2Fb%20c");
+	free(enc);
+}
+
+Test(url, joins_a_directory_url_and_a_relative_path)
+{
+	char *s = url_join("http://h/d/", "sub dir/f%.bin", false);
+
+	cr_assert_str_eq(s, "http://h/d/sub%20dir/f%25.bin");
+	free(s);
+	s = url_join("http://h/d", "x", true);
+	cr_assert_str_eq(s, "http://h/d/x/");
+	free(s);
+}
+
+Test(url, names_a_file_after_the_last_component)
+{
+	char *s = url_basename("/a/b%20c.bin");
+
+	cr_assert_str_eq(s, "b c.bin");
+	free(s);
+	cr_assert_null(url_basename("/a/"));
+	cr_assert_null(url_basename("/a/%00"));
+}
