@@ -41,11 +41,11 @@ steps=$(( tokens / (B * T) - 1 ))
 best_seq=0 wait_seq=0
 for _ in 1 2 3; do
 	out=$("$dump" --data "$tmp" --batch $B --seq $T --steps $steps --buffers 4 --bench)
-	r=$(echo "$out" | awk '{printf "%d", $6}')
+	r=$(echo "$out" | awk '{printf "%.0f", $6}')
 	if [ "$r" -gt "$best_seq" ]; then best_seq=$r; wait_seq=$(echo "$out" | awk '{print $8}'); fi
 done
 out=$("$dump" --data "$tmp" --batch $B --seq $T --steps $(( steps / 2 )) --shuffle --bench)
-shuf=$(echo "$out" | awk '{printf "%d", $6}') wait_shuf=$(echo "$out" | awk '{print $8}')
+shuf=$(echo "$out" | awk '{printf "%.0f", $6}') wait_shuf=$(echo "$out" | awk '{print $8}')
 
 /usr/bin/python3 - "$best_dd" "$best_seq" "$wait_seq" "$shuf" "$wait_shuf" "$mb" <<'PY'
 import sys
