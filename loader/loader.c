@@ -121,6 +121,7 @@ struct loader {
 	uint32_t chunk_bytes;                   /* held_lock: the cache's chunk, 0 until known */
 	_Atomic uint64_t nr_ioctls;             /* FERRY_IOC_RESIDENT calls, for tests and logs */
 
+	_Atomic bool nowait_ok;  /* preadv2(RWF_NOWAIT) works on these files */
 	_Atomic uint32_t direct_fails;
 	_Atomic bool direct_allowed;
 	_Atomic int path;       /* enum read_path now in use */
@@ -353,6 +354,15 @@ static int run_ops(struct reader *r, struct read_op *ops, uint32_t n)
 	int ret;
 
 	if (r->uring && !r->l->force_pread) {
+		/* Cached data costs one syscall per op this way; what is missing (a cold mount)
+		 * goes to io_uring, all in flight at once. */
+		if (atomic_load(&r->l->nowait_ok)) {
+			ret = read_nowait_run(ops, n);
+			if (ret == -EOPNOTSUPP)
+				atomic_store(&r->l->nowait_ok, false);
+			else if ((uint32_t)ret == n)
+				return 0;
+		}
 		ret = read_uring_run(r->uring, ops, n);
 		if (ret != -ENOSYS && ret != -EBADR)
 			return ret;
@@ -564,6 +574,7 @@ static void choose_path(struct loader *l)
 	enum read_path p;
 
 	l->force_pread = io && strcmp(io, "pread") == 0;
+	atomic_store(&l->nowait_ok, !(io && strcmp(io, "uring") == 0));
 	for (uint32_t i = 0; i < l->nr_readers; i++) {
 		struct reader *r = &l->readers[i];
 

@@ -162,11 +162,16 @@ struct read_op {
 	uint32_t need;
 	void *dst;
 	int res;                /* out: bytes read, or -errno */
+	bool done;              /* res is final already: read_uring_run skips the op */
 };
 
 struct read_uring;
 /* pread twin: the oracle. Fills res of each op; returns 0 or the first op's -errno. */
 int read_pread_run(struct read_op *ops, uint32_t nr_ops);
+/* Reads what the page cache holds now without blocking (preadv2 RWF_NOWAIT) and marks those
+ * ops done; the rest are left for io_uring, whose per-op cost is higher for cached data.
+ * Returns the ops done, or -EOPNOTSUPP when the file system cannot do it. */
+int read_nowait_run(struct read_op *ops, uint32_t nr_ops);
 /* io_uring backend (read_uring.c, or a stub that says -ENOSYS without liburing). */
 int read_uring_new(struct read_uring **out, uint32_t depth);
 void read_uring_free(struct read_uring *u);
