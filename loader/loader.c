@@ -119,7 +119,8 @@ struct loader {
 	pthread_mutex_t held_lock;
 	struct held_range held[DIRECT_NR_HELD]; /* held_lock */
 	uint32_t chunk_bytes;                   /* held_lock: the cache's chunk, 0 until known */
-	_Atomic uint64_t nr_ioctls;             /* FERRY_IOC_RESIDENT calls, for tests and logs */
+	_Atomic uint64_t nr_ioctls;             /* FERRY_IOC_RESIDENT calls, for the log */
+	_Atomic uint64_t nr_direct_reads;       /* O_DIRECT reads of cache files */
 
 	_Atomic bool nowait_ok;  /* preadv2(RWF_NOWAIT) works on these files */
 	_Atomic uint32_t direct_fails;
@@ -338,6 +339,7 @@ static int direct_prepare(struct reader *r, uint32_t s, struct read_op *op, uint
 		.plain_off = op->off,
 	};
 	(*nr_copies)++;
+	atomic_fetch_add(&r->l->nr_direct_reads, 1);
 	op->fd = fd;
 	op->dst = (char *)r->bounce + *bounce_pos;
 	op->need = (uint32_t)(op->off + op->len - a_off);
@@ -740,6 +742,10 @@ void loader_free(struct loader *l)
 	for (uint32_t i = 0; l->readers && i < l->nr_readers; i++)
 		if (l->readers[i].started)
 			pthread_join(l->readers[i].thread, NULL);
+	if (l->cfg.verbose && atomic_load(&l->nr_direct_reads))
+		say(l, "fast path: %llu reads of cache files needed %llu FERRY_IOC_RESIDENT calls",
+			(unsigned long long)atomic_load(&l->nr_direct_reads),
+			(unsigned long long)atomic_load(&l->nr_ioctls));
 	stage_free(l->stage);
 	for (uint32_t i = 0; l->slots && i < l->nr_slots; i++)
 		free(l->slots[i].wide);
