@@ -31,12 +31,17 @@ static const char *const path_names[] = {
 
 #define DIRECT_ALIGN     4096u
 #define DIRECT_HOLD_MS   30000u
+/* A remembered resident range is trusted for reads that start at least this long before its
+ * hold expires: a read of a batch takes milliseconds, so this is a wide margin. */
+#define DIRECT_MARGIN_MS 5000.0
 #define DIRECT_NR_FDS    16
+#define DIRECT_NR_HELD   64
 /* After this many failed fast-path reads the loader stops trying it. */
 #define DIRECT_MAX_FAILS 8
+#define MAX_READERS      16
 
-/* A staging slot. Written by the reader while the ring says it is being filled, read by the
- * consumer once taken; the ring (under loader->lock) orders the two. */
+/* A staging slot. Written by the reader that claimed it while the ring says it is being
+ * filled, read by the consumer once taken; the ring (under loader->lock) orders the two. */
 struct loader_slot {
 	struct loader_state state;
 	uint32_t row_stride;
@@ -47,14 +52,25 @@ struct loader_slot {
 };
 
 /* An O_DIRECT descriptor of a ferry cache file, reused while the daemon answers the same
- * path for the shard. Reader thread only. */
+ * path (by hash) for the shard. One reader's own. */
 struct direct_fd {
 	uint32_t shard;
+	uint64_t path_hash;
 	int fd;
+};
+
+/* A chunk-aligned range of a shard the daemon made resident and holds until expires_ms
+ * (CLOCK_MONOTONIC, taken before the ioctl, so never later than the daemon's own expiry).
+ * Reads inside it need no ioctl. Under loader->held_lock; an entry with end == 0 is free. */
+struct held_range {
+	uint32_t shard;
+	uint64_t start, end;
+	double expires_ms;
+	uint64_t path_hash;
 	char path[sizeof(((struct ferry_resident *)0)->cache_path)];
 };
 
-/* A fast-path read waiting to be copied out of the bounce buffer. Reader thread only. */
+/* A fast-path read waiting to be copied out of the bounce buffer. */
 struct direct_copy {
 	uint32_t op;            /* index in ops */
 	void *dst;
@@ -64,42 +80,62 @@ struct direct_copy {
 	uint64_t plain_off;
 };
 
-/* Fields under "lock" are shared; the rest are set in loader_open and then either read-only
- * or owned by the reader thread, as marked. */
-struct loader {
-	struct loader_config cfg;
-	char *paths;
-	struct dataset ds;      /* reader thread (after open) */
-	struct sampler sampler; /* read-only */
-	struct stage *stage;
-	size_t raw_bytes;
-	struct loader_slot *slots;
-	uint32_t nr_slots;
-
-	/* reader thread only */
+/* One reader thread and what it alone touches: it claims a slot, reads its batch and widens
+ * it, while the other readers fill the next slots. */
+struct reader {
+	struct loader *l;
+	pthread_t thread;
+	bool started;
 	struct read_uring *uring;
 	struct read_op *ops;
 	struct direct_copy *copies;
+	uint32_t *op_shard;     /* the shard of each op */
+	bool *on_ferry;         /* each op's shard is on a ferry mount */
+	uint32_t *pinned;       /* shards whose users count this batch holds */
+	uint32_t nr_pinned;
 	void *bounce;
-	size_t bounce_bytes;
 	struct direct_fd dfds[DIRECT_NR_FDS];
-	uint32_t direct_fails;
-	bool direct_allowed;
+};
+
+/* Fields under "lock" are shared with the consumer; ds_lock guards the dataset's fds and
+ * lazily-read headers; held_lock the remembered resident ranges; the rest are set in
+ * loader_open and then read-only, or atomics. */
+struct loader {
+	struct loader_config cfg;
+	char *paths;
+	struct sampler sampler; /* read-only */
+	struct stage *stage;
+	size_t raw_bytes;
+	size_t bounce_bytes;
+	struct loader_slot *slots;
+	uint32_t nr_slots;
+	struct reader *readers;
+	uint32_t nr_readers;
 	bool force_pread;
 
+	pthread_mutex_t ds_lock;
+	struct dataset ds;      /* ds_lock (after open) */
+
+	pthread_mutex_t held_lock;
+	struct held_range held[DIRECT_NR_HELD]; /* held_lock */
+	uint32_t chunk_bytes;                   /* held_lock: the cache's chunk, 0 until known */
+	_Atomic uint64_t nr_ioctls;             /* FERRY_IOC_RESIDENT calls, for the log */
+	_Atomic uint64_t nr_direct_reads;       /* O_DIRECT reads of cache files */
+
+	_Atomic bool nowait_ok;  /* preadv2(RWF_NOWAIT) works on these files */
+	_Atomic uint32_t direct_fails;
+	_Atomic bool direct_allowed;
 	_Atomic int path;       /* enum read_path now in use */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct ring ring;               /* lock */
-	struct loader_state fill_state; /* lock: the batch the reader fills next */
+	struct loader_state fill_state; /* lock: the batch the readers claim next */
 	struct loader_state next_state; /* lock: the batch loader_next_batch returns next */
-	bool reader_busy;               /* lock: filling a slot outside the lock */
+	uint32_t nr_busy;               /* lock: readers filling a slot outside the lock */
 	bool reader_paused;             /* lock: stopped after a failed batch until a seek */
 	bool stop;                      /* lock */
 	int sticky_err;                 /* lock: the consumer met this error; until a seek */
-	bool thread_started;
-	pthread_t thread;
 	char last_error[256];           /* consumer thread */
 };
 
@@ -133,84 +169,179 @@ static bool probe_ferry(const char *path)
 
 /* ---- the ferry fast path ---- */
 
-static void direct_close_all(struct loader *l)
+static uint64_t hash_path(const char *p)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+
+	for (; *p; p++)
+		h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+	return h;
+}
+
+static void direct_close_all(struct reader *r)
 {
 	for (int i = 0; i < DIRECT_NR_FDS; i++) {
-		if (l->dfds[i].fd >= 0)
-			close(l->dfds[i].fd);
-		l->dfds[i].fd = -1;
+		if (r->dfds[i].fd >= 0)
+			close(r->dfds[i].fd);
+		r->dfds[i].fd = -1;
 	}
 }
 
-static int direct_fd_for(struct loader *l, uint32_t shard, const char *cache_path)
+/* The reader's O_DIRECT fd of shard's cache file, opened when the daemon names another one. */
+static int direct_fd_for(struct reader *r, uint32_t shard, uint64_t hash, const char *path)
 {
-	struct direct_fd *d = &l->dfds[shard % DIRECT_NR_FDS];
+	struct direct_fd *d = &r->dfds[shard % DIRECT_NR_FDS];
 
-	if (d->fd >= 0 && d->shard == shard && strcmp(d->path, cache_path) == 0)
+	if (d->fd >= 0 && d->shard == shard && d->path_hash == hash)
 		return d->fd;
 	if (d->fd >= 0)
 		close(d->fd);
-	d->fd = open(cache_path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	d->fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (d->fd < 0)
 		return -errno;
 	d->shard = shard;
-	snprintf(d->path, sizeof(d->path), "%s", cache_path);
+	d->path_hash = hash;
 	return d->fd;
 }
 
 static void direct_failed(struct loader *l, const char *what, int err)
 {
-	if (++l->direct_fails == 1)
+	uint32_t n = atomic_fetch_add(&l->direct_fails, 1) + 1;
+	bool allowed = true;
+
+	if (n == 1)
 		say(l, "ferry fast path: %s: %s; reading through the mount instead", what,
 			strerror(-err));
-	if (l->direct_fails >= DIRECT_MAX_FAILS && l->direct_allowed) {
-		l->direct_allowed = false;
-		atomic_store(&l->path, l->uring ? PATH_URING : PATH_PREAD);
-		say(l, "ferry fast path failed %u times; using %s from now on", l->direct_fails,
+	if (n >= DIRECT_MAX_FAILS && atomic_compare_exchange_strong(&l->direct_allowed, &allowed,
+		    false)) {
+		atomic_store(&l->path, l->readers[0].uring ? PATH_URING : PATH_PREAD);
+		say(l, "ferry fast path failed %u times; using %s from now on", n,
 			path_names[atomic_load(&l->path)]);
 	}
+}
+
+/* Forgets what is remembered of shard s (its cache file failed a read). */
+static void held_forget(struct loader *l, uint32_t s)
+{
+	pthread_mutex_lock(&l->held_lock);
+	for (int i = 0; i < DIRECT_NR_HELD; i++)
+		if (l->held[i].end && l->held[i].shard == s)
+			l->held[i].end = 0;
+	pthread_mutex_unlock(&l->held_lock);
+}
+
+/* The O_DIRECT fd of the cache file holding [off, off + len) of shard s, with that range
+ * resident and held: from a remembered range when one covers it long enough, else from one
+ * FERRY_IOC_RESIDENT for the chunk-aligned range around it, which is then remembered. */
+static int direct_resident_fd(struct reader *r, uint32_t s, int plain_fd, uint64_t off,
+	uint64_t len)
+{
+	struct loader *l = r->l;
+	struct ferry_resident res;
+	struct held_range *h, *victim = NULL;
+	uint64_t hash, chunk, start, end;
+	double t = now_ms();
+	int fd;
+
+	pthread_mutex_lock(&l->held_lock);
+	for (int i = 0; i < DIRECT_NR_HELD; i++) {
+		h = &l->held[i];
+		if (h->end && h->shard == s && h->start <= off && off + len <= h->end &&
+			h->expires_ms - DIRECT_MARGIN_MS > t) {
+			/* The path is copied out only when this reader has no fd for it yet. */
+			struct direct_fd *d = &r->dfds[s % DIRECT_NR_FDS];
+
+			if (d->fd >= 0 && d->shard == s && d->path_hash == h->path_hash) {
+				pthread_mutex_unlock(&l->held_lock);
+				return d->fd;
+			}
+			memcpy(res.cache_path, h->path, sizeof(res.cache_path));
+			hash = h->path_hash;
+			pthread_mutex_unlock(&l->held_lock);
+			return direct_fd_for(r, s, hash, res.cache_path);
+		}
+	}
+	chunk = l->chunk_bytes;
+	pthread_mutex_unlock(&l->held_lock);
+
+	memset(&res, 0, sizeof(res));
+	start = chunk ? off / chunk * chunk : off;
+	end = chunk ? (off + len + chunk - 1) / chunk * chunk : off + len;
+	res.offset = start;
+	res.length = end - start;
+	res.hold_ms = DIRECT_HOLD_MS;
+	atomic_fetch_add(&l->nr_ioctls, 1);
+	if (ioctl(plain_fd, FERRY_IOC_RESIDENT, &res) < 0) {
+		fd = -errno;
+		direct_failed(l, "FERRY_IOC_RESIDENT", fd);
+		return fd;
+	}
+	res.cache_path[sizeof(res.cache_path) - 1] = '\0';
+	hash = hash_path(res.cache_path);
+	fd = direct_fd_for(r, s, hash, res.cache_path);
+	if (fd < 0) {
+		direct_failed(l, "opening the cache file with O_DIRECT", fd);
+		return fd;
+	}
+	/* What the daemon holds: the chunks around the range asked, clipped to the file. */
+	chunk = res.chunk_bytes;
+	if (chunk) {
+		start = start / chunk * chunk;
+		end = (end + chunk - 1) / chunk * chunk;
+	}
+	if (end > res.file_size)
+		end = res.file_size;
+	pthread_mutex_lock(&l->held_lock);
+	if (chunk && !l->chunk_bytes)
+		l->chunk_bytes = (uint32_t)chunk;
+	for (int i = 0; i < DIRECT_NR_HELD; i++) {
+		h = &l->held[i];
+		if (!victim || !h->end || h->expires_ms < victim->expires_ms)
+			victim = h;
+		if (!h->end)
+			break;
+	}
+	if (end > start) {
+		victim->shard = s;
+		victim->start = start;
+		victim->end = end;
+		victim->expires_ms = t + DIRECT_HOLD_MS;
+		victim->path_hash = hash;
+		memcpy(victim->path, res.cache_path, sizeof(victim->path));
+	}
+	pthread_mutex_unlock(&l->held_lock);
+	return fd;
 }
 
 /* Turns op (a plain read of shard s) into an O_DIRECT read of the daemon's cache file into
  * the bounce buffer at *bounce_pos. Samples are not 4 KiB aligned, so O_DIRECT cannot land
  * them in place; the copy out of the bounce buffer costs far less than the fetch. 0, or
  * -errno and op unchanged (the caller reads plainly). */
-static int direct_prepare(struct loader *l, uint32_t s, struct read_op *op, uint32_t idx,
+static int direct_prepare(struct reader *r, uint32_t s, struct read_op *op, uint32_t idx,
 	size_t *bounce_pos, uint32_t *nr_copies)
 {
-	struct ferry_resident res;
 	uint64_t a_off, a_end;
 	int fd;
 
-	memset(&res, 0, sizeof(res));
-	res.offset = op->off;
-	res.length = op->len;
-	res.hold_ms = DIRECT_HOLD_MS;
-	if (ioctl(op->fd, FERRY_IOC_RESIDENT, &res) < 0) {
-		direct_failed(l, "FERRY_IOC_RESIDENT", -errno);
-		return -errno;
-	}
-	res.cache_path[sizeof(res.cache_path) - 1] = '\0';
-	fd = direct_fd_for(l, s, res.cache_path);
-	if (fd < 0) {
-		direct_failed(l, "opening the cache file with O_DIRECT", fd);
+	fd = direct_resident_fd(r, s, op->fd, op->off, op->len);
+	if (fd < 0)
 		return fd;
-	}
 	a_off = op->off & ~(uint64_t)(DIRECT_ALIGN - 1);
 	a_end = (op->off + op->len + DIRECT_ALIGN - 1) & ~(uint64_t)(DIRECT_ALIGN - 1);
-	if (*bounce_pos + (a_end - a_off) > l->bounce_bytes)
+	if (*bounce_pos + (a_end - a_off) > r->l->bounce_bytes)
 		return -ENOSPC;
-	l->copies[*nr_copies] = (struct direct_copy){
+	r->copies[*nr_copies] = (struct direct_copy){
 		.op = idx,
 		.dst = op->dst,
-		.src = (char *)l->bounce + *bounce_pos + (op->off - a_off),
+		.src = (char *)r->bounce + *bounce_pos + (op->off - a_off),
 		.len = op->len,
 		.plain_fd = op->fd,
 		.plain_off = op->off,
 	};
 	(*nr_copies)++;
+	atomic_fetch_add(&r->l->nr_direct_reads, 1);
 	op->fd = fd;
-	op->dst = (char *)l->bounce + *bounce_pos;
+	op->dst = (char *)r->bounce + *bounce_pos;
 	op->need = (uint32_t)(op->off + op->len - a_off);
 	op->len = (uint32_t)(a_end - a_off);
 	op->off = a_off;
@@ -218,104 +349,146 @@ static int direct_prepare(struct loader *l, uint32_t s, struct read_op *op, uint
 	return 0;
 }
 
-/* ---- the reader ---- */
+/* ---- the readers ---- */
 
-static int run_ops(struct loader *l, struct read_op *ops, uint32_t n)
+static int run_ops(struct reader *r, struct read_op *ops, uint32_t n)
 {
 	int ret;
 
-	if (l->uring && !l->force_pread) {
-		ret = read_uring_run(l->uring, ops, n);
+	if (r->uring && !r->l->force_pread) {
+		/* Cached data costs one syscall per op this way; what is missing (a cold mount)
+		 * goes to io_uring, all in flight at once. */
+		if (atomic_load(&r->l->nowait_ok)) {
+			ret = read_nowait_run(ops, n);
+			if (ret == -EOPNOTSUPP)
+				atomic_store(&r->l->nowait_ok, false);
+			else if ((uint32_t)ret == n)
+				return 0;
+		}
+		ret = read_uring_run(r->uring, ops, n);
 		if (ret != -ENOSYS && ret != -EBADR)
 			return ret;
 	}
 	return read_pread_run(ops, n);
 }
 
-/* Reads the batch at st into slot: the sampler's B samples, one read per sample, or one read
- * for all when they lie end to end in one shard (sequential order). */
-static int fill_batch(struct loader *l, uint32_t slot_idx, const struct loader_state *st)
+/* Gives back the shards this reader's batch kept open. */
+static void unpin_shards(struct reader *r)
 {
+	struct loader *l = r->l;
+
+	if (!r->nr_pinned)
+		return;
+	pthread_mutex_lock(&l->ds_lock);
+	for (uint32_t i = 0; i < r->nr_pinned; i++)
+		l->ds.shards[r->pinned[i]].users--;
+	pthread_mutex_unlock(&l->ds_lock);
+	r->nr_pinned = 0;
+}
+
+/* Opens (and checks, on first use) the shards of ops, whose fd holds a shard index until
+ * here (kept in op_shard), and keeps them open until unpin_shards. Probes each once for the
+ * fast path. */
+static int pin_shards(struct reader *r, uint32_t nr_ops, char *err, size_t errlen)
+{
+	struct loader *l = r->l;
+	struct dataset *ds = &l->ds;
+	bool direct = atomic_load(&l->direct_allowed);
+	int ret = 0;
+
+	pthread_mutex_lock(&l->ds_lock);
+	for (uint32_t i = 0; i < nr_ops; i++) {
+		uint32_t s = (uint32_t)r->ops[i].fd;
+		struct shard *sh = &ds->shards[s];
+
+		ret = dataset_prepare(ds, s, err, errlen);
+		if (ret < 0)
+			break;
+		/* users is per pin, so pinning a shard twice is harmless. */
+		r->pinned[r->nr_pinned++] = s;
+		sh->users++;
+		if (direct && !sh->ferry_probed) {
+			sh->on_ferry = probe_ferry(sh->path);
+			sh->ferry_probed = true;
+		}
+		r->on_ferry[i] = direct && sh->on_ferry;
+		r->ops[i].fd = sh->fd;
+		r->ops[i].need = r->ops[i].len;
+	}
+	pthread_mutex_unlock(&l->ds_lock);
+	return ret;
+}
+
+/* Reads the batch at st into slot: the sampler's B samples, one read per sample, or one read
+ * for all when they lie end to end in one shard (sequential order); then widens them. */
+static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_state *st)
+{
+	struct loader *l = r->l;
 	struct loader_slot *slot = &l->slots[slot_idx];
 	struct dataset *ds = &l->ds;
 	const uint32_t B = l->cfg.batch, T = l->cfg.seq_len, w = ds->token_bytes;
 	char *raw = stage_host_buffer(l->stage, slot_idx);
-	uint32_t nr_ops = 0, nr_copies = 0, s0 = 0;
-	uint64_t tok0 = 0;
+	uint32_t nr_ops = 0, nr_copies = 0;
 	size_t bounce_pos = 0;
 	bool run = true;
 	int ret;
 
 	slot->errmsg[0] = '\0';
+	/* shards[] and first_sample are read-only after open: no lock to find a sample. */
 	for (uint32_t j = 0; j < B; j++) {
 		uint64_t g = sampler_sample(&l->sampler, st->epoch, st->position, j);
 		uint32_t s = dataset_find(ds, g);
-		uint64_t tok = (g - ds->shards[s].first_sample) * T;
+		uint64_t off = ds->data_offset + (g - ds->shards[s].first_sample) * T * w;
 
-		if (j == 0) {
-			s0 = s;
-			tok0 = tok;
-		} else if (s != s0 || tok != tok0 + (uint64_t)j * T) {
+		if (j > 0 && (s != r->op_shard[0] || off != r->ops[0].off + (uint64_t)j * T * w))
 			run = false;
-		}
-		l->ops[j] = (struct read_op){
-			.fd = s, /* shard index until prepared below */
-			.off = ds->data_offset + tok * w,
+		r->op_shard[j] = s;
+		r->ops[j] = (struct read_op){
+			.fd = (int)s, /* shard index until pinned */
+			.off = off,
 			.len = (T + 1) * w,
 			.dst = raw + (size_t)j * (T + 1) * w,
 		};
 	}
 	nr_ops = B;
 	if (run) {
-		l->ops[0].len = ((uint64_t)B * T + 1) * w;
-		l->ops[0].dst = raw;
+		r->ops[0].len = ((uint64_t)B * T + 1) * w;
 		nr_ops = 1;
 	}
 	slot->row_stride = run ? T : T + 1;
-	for (uint32_t i = 0; i < nr_ops; i++) {
-		struct read_op *op = &l->ops[i];
-		uint32_t s = (uint32_t)op->fd;
-		struct shard *sh = &ds->shards[s];
-
-		ret = dataset_prepare(ds, s, slot->errmsg, sizeof(slot->errmsg));
-		if (ret < 0)
-			return ret;
-		op->fd = sh->fd;
-		op->need = op->len;
-		if (!l->direct_allowed)
-			continue;
-		if (!sh->ferry_probed) {
-			sh->on_ferry = probe_ferry(sh->path);
-			sh->ferry_probed = true;
-		}
-		if (sh->on_ferry)
-			direct_prepare(l, s, op, i, &bounce_pos, &nr_copies);
-	}
-	ret = run_ops(l, l->ops, nr_ops);
+	ret = pin_shards(r, nr_ops, slot->errmsg, sizeof(slot->errmsg));
+	if (ret < 0)
+		goto out;
+	if (atomic_load(&l->direct_allowed))
+		for (uint32_t i = 0; i < nr_ops; i++)
+			if (r->on_ferry[i])
+				direct_prepare(r, r->op_shard[i], &r->ops[i], i, &bounce_pos,
+					&nr_copies);
+	run_ops(r, r->ops, nr_ops);
 	/* Fast-path reads that failed are redone through the mount; only a failure of a plain
 	 * read fails the batch. */
 	for (uint32_t c = 0; c < nr_copies; c++) {
-		struct direct_copy *cp = &l->copies[c];
-		struct read_op *op = &l->ops[cp->op];
+		struct direct_copy *cp = &r->copies[c];
+		struct read_op *op = &r->ops[cp->op];
 
 		if (op->res >= 0 && (uint32_t)op->res >= op->need) {
 			memcpy(cp->dst, cp->src, cp->len);
 			continue;
 		}
 		direct_failed(l, "O_DIRECT read of the cache file", op->res < 0 ? op->res : -EIO);
+		held_forget(l, r->op_shard[cp->op]);
 		*op = (struct read_op){ .fd = cp->plain_fd, .off = cp->plain_off, .len = cp->len,
 			.need = cp->len, .dst = cp->dst };
 		if (read_pread_run(op, 1) < 0)
 			break;
 	}
-	ret = 0;
 	for (uint32_t i = 0; i < nr_ops; i++) {
-		if (l->ops[i].res < 0 || (uint32_t)l->ops[i].res < l->ops[i].need) {
-			ret = l->ops[i].res < 0 ? l->ops[i].res : -EIO;
-			snprintf(slot->errmsg, sizeof(slot->errmsg), "reading %llu bytes at %llu: %s",
-				(unsigned long long)l->ops[i].len, (unsigned long long)l->ops[i].off,
-				strerror(-ret));
-			return ret;
+		if (r->ops[i].res < 0 || (uint32_t)r->ops[i].res < r->ops[i].need) {
+			ret = r->ops[i].res < 0 ? r->ops[i].res : -EIO;
+			snprintf(slot->errmsg, sizeof(slot->errmsg), "%s: reading %llu bytes at %llu: %s",
+				ds->shards[r->op_shard[i]].path, (unsigned long long)r->ops[i].len,
+				(unsigned long long)r->ops[i].off, strerror(-ret));
+			goto out;
 		}
 	}
 	if (run) {
@@ -328,12 +501,15 @@ static int fill_batch(struct loader *l, uint32_t slot_idx, const struct loader_s
 		slot->inputs = slot->wide;
 		slot->targets = slot->wide + (size_t)B * T;
 	}
-	return 0;
+out:
+	unpin_shards(r);
+	return ret;
 }
 
 static void *reader_main(void *arg)
 {
-	struct loader *l = arg;
+	struct reader *r = arg;
+	struct loader *l = r->l;
 
 	pthread_mutex_lock(&l->lock);
 	while (!l->stop) {
@@ -345,13 +521,16 @@ static void *reader_main(void *arg)
 			pthread_cond_wait(&l->cond, &l->lock);
 			continue;
 		}
+		/* Claim the slot and its batch; other readers claim the following ones. */
 		st = l->fill_state;
-		l->reader_busy = true;
+		sampler_advance(&l->sampler, &l->fill_state);
+		ring_claimed(&l->ring);
+		l->nr_busy++;
 		pthread_mutex_unlock(&l->lock);
 
 		ret = stage_reclaim(l->stage, (uint32_t)slot);
 		if (ret == 0)
-			ret = fill_batch(l, (uint32_t)slot, &st);
+			ret = fill_batch(r, (uint32_t)slot, &st);
 		else
 			snprintf(l->slots[slot].errmsg, sizeof(l->slots[slot].errmsg),
 				"waiting for the copy to the GPU failed");
@@ -361,9 +540,8 @@ static void *reader_main(void *arg)
 		l->slots[slot].err = ret;
 
 		pthread_mutex_lock(&l->lock);
-		l->reader_busy = false;
-		ring_filled(&l->ring);
-		sampler_advance(&l->sampler, &l->fill_state);
+		l->nr_busy--;
+		ring_complete(&l->ring, (uint32_t)slot);
 		if (ret < 0)
 			l->reader_paused = true;
 		pthread_cond_broadcast(&l->cond);
@@ -374,6 +552,23 @@ static void *reader_main(void *arg)
 
 /* ---- the public API ---- */
 
+/* Readers: FERRY_LOADER_THREADS, else one per CPU up to 4; never more than the slots the
+ * consumer does not hold. Filling (reads and widening) is per batch, so readers scale until
+ * memory bandwidth or the CPUs run out. */
+static uint32_t nr_readers(uint32_t nr_slots)
+{
+	const char *env = getenv("FERRY_LOADER_THREADS");
+	long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n > 4 && !env)
+		n = 4;
+	if (n > (long)nr_slots - 1)
+		n = (long)nr_slots - 1;
+	if (n > MAX_READERS)
+		n = MAX_READERS;
+	return n < 1 ? 1 : (uint32_t)n;
+}
+
 static void choose_path(struct loader *l)
 {
 	const char *io = getenv("FERRY_LOADER_IO");
@@ -381,14 +576,19 @@ static void choose_path(struct loader *l)
 	enum read_path p;
 
 	l->force_pread = io && strcmp(io, "pread") == 0;
-	if (!l->force_pread && read_uring_new(&l->uring, 64) < 0)
-		l->uring = NULL;
-	p = l->uring && !l->force_pread ? PATH_URING : PATH_PREAD;
+	atomic_store(&l->nowait_ok, !(io && strcmp(io, "uring") == 0));
+	for (uint32_t i = 0; i < l->nr_readers; i++) {
+		struct reader *r = &l->readers[i];
+
+		if (l->force_pread || read_uring_new(&r->uring, 64) < 0)
+			r->uring = NULL;
+	}
+	p = l->readers[0].uring ? PATH_URING : PATH_PREAD;
 	/* The fast path is tried when the first shard is on a ferry mount; each shard is probed
 	 * again when first read, and any failure falls back to p. */
-	l->direct_allowed = !(direct && strcmp(direct, "0") == 0) && l->ds.nr_shards &&
-		probe_ferry(l->ds.shards[0].path);
-	if (l->direct_allowed) {
+	atomic_store(&l->direct_allowed, !(direct && strcmp(direct, "0") == 0) &&
+		l->ds.nr_shards && probe_ferry(l->ds.shards[0].path));
+	if (atomic_load(&l->direct_allowed)) {
 		p = PATH_DIRECT;
 		/* Hook for GPUDirect Storage: with libcufile the cache file could be read straight
 		 * into device memory (cuFileRead). Not written yet: the host fast path is used. */
@@ -404,10 +604,10 @@ static void choose_path(struct loader *l)
 	}
 	atomic_store(&l->path, p);
 	if (l->cfg.verbose)
-		say(l, "%u shards, %llu samples, %s %u-byte tokens, read path %s, staging %s",
-			l->ds.nr_shards, (unsigned long long)l->ds.nr_samples,
+		say(l, "%u shards, %llu samples, %s %u-byte tokens, read path %s, %u readers, "
+			"staging %s", l->ds.nr_shards, (unsigned long long)l->ds.nr_samples,
 			shard_format_name(l->ds.format), l->ds.token_bytes, path_names[p],
-			stage_name());
+			l->nr_readers, stage_name());
 }
 
 int loader_open(struct loader **out, const struct loader_config *cfg, char *errbuf, size_t errlen)
@@ -443,13 +643,20 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 		snprintf(errbuf, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	for (int i = 0; i < DIRECT_NR_FDS; i++)
-		l->dfds[i].fd = -1;
 	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->ds_lock, NULL);
+	pthread_mutex_init(&l->held_lock, NULL);
 	pthread_cond_init(&l->cond, NULL);
 	l->cfg = *cfg;
 	l->cfg.world_size = W;
 	l->nr_slots = cfg->nr_buffers ? cfg->nr_buffers : 4;
+	if (l->nr_slots > RING_MAX_SLOTS) {
+		snprintf(errbuf, errlen, "%u buffers asked for; at most %u", l->nr_slots,
+			RING_MAX_SLOTS);
+		ret = -EINVAL;
+		goto fail;
+	}
+	l->nr_readers = nr_readers(l->nr_slots);
 	l->paths = strdup(cfg->paths ? cfg->paths : "");
 	l->cfg.paths = l->paths;
 	ret = -ENOMEM;
@@ -473,32 +680,47 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 		goto fail;
 	ret = -ENOMEM;
 	l->slots = calloc(l->nr_slots, sizeof(*l->slots));
-	l->ops = calloc(B, sizeof(*l->ops));
-	l->copies = calloc(B, sizeof(*l->copies));
-	if (!l->slots || !l->ops || !l->copies)
+	l->readers = calloc(l->nr_readers, sizeof(*l->readers));
+	if (!l->slots || !l->readers)
 		goto nomem;
+	for (uint32_t i = 0; i < l->nr_readers; i++) {
+		struct reader *r = &l->readers[i];
+
+		r->l = l;
+		for (int k = 0; k < DIRECT_NR_FDS; k++)
+			r->dfds[k].fd = -1;
+		r->ops = calloc(B, sizeof(*r->ops));
+		r->copies = calloc(B, sizeof(*r->copies));
+		r->op_shard = calloc(B, sizeof(*r->op_shard));
+		r->on_ferry = calloc(B, sizeof(*r->on_ferry));
+		r->pinned = calloc(B, sizeof(*r->pinned));
+		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned)
+			goto nomem;
+	}
 	for (uint32_t i = 0; i < l->nr_slots; i++) {
 		l->slots[i].wide = malloc((size_t)2 * B * T * sizeof(int32_t));
 		if (!l->slots[i].wide)
 			goto nomem;
 	}
 	choose_path(l);
-	if (l->direct_allowed) {
-		/* Each O_DIRECT read may span one more page at either end. */
-		l->bounce_bytes = l->raw_bytes + (size_t)B * 2 * DIRECT_ALIGN;
-		if (posix_memalign(&l->bounce, DIRECT_ALIGN, l->bounce_bytes) != 0) {
-			l->bounce = NULL;
+	/* Each O_DIRECT read may span one more page at either end. */
+	l->bounce_bytes = l->raw_bytes + (size_t)B * 2 * DIRECT_ALIGN;
+	for (uint32_t i = 0; atomic_load(&l->direct_allowed) && i < l->nr_readers; i++) {
+		if (posix_memalign(&l->readers[i].bounce, DIRECT_ALIGN, l->bounce_bytes) != 0) {
+			l->readers[i].bounce = NULL;
 			goto nomem;
 		}
 	}
 	ring_init(&l->ring, l->nr_slots);
-	ret = pthread_create(&l->thread, NULL, reader_main, l);
-	if (ret != 0) {
-		snprintf(errbuf, errlen, "cannot start the reader thread: %s", strerror(ret));
-		ret = -ret;
-		goto fail;
+	for (uint32_t i = 0; i < l->nr_readers; i++) {
+		ret = pthread_create(&l->readers[i].thread, NULL, reader_main, &l->readers[i]);
+		if (ret != 0) {
+			snprintf(errbuf, errlen, "cannot start a reader thread: %s", strerror(ret));
+			ret = -ret;
+			goto fail;
+		}
+		l->readers[i].started = true;
 	}
-	l->thread_started = true;
 	*out = l;
 	return 0;
 nomem:
@@ -513,25 +735,39 @@ void loader_free(struct loader *l)
 {
 	if (!l)
 		return;
-	if (l->thread_started) {
-		pthread_mutex_lock(&l->lock);
-		l->stop = true;
-		pthread_cond_broadcast(&l->cond);
-		pthread_mutex_unlock(&l->lock);
-		pthread_join(l->thread, NULL);
-	}
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	for (uint32_t i = 0; l->readers && i < l->nr_readers; i++)
+		if (l->readers[i].started)
+			pthread_join(l->readers[i].thread, NULL);
+	if (l->cfg.verbose && atomic_load(&l->nr_direct_reads))
+		say(l, "fast path: %llu reads of cache files needed %llu FERRY_IOC_RESIDENT calls",
+			(unsigned long long)atomic_load(&l->nr_direct_reads),
+			(unsigned long long)atomic_load(&l->nr_ioctls));
 	stage_free(l->stage);
 	for (uint32_t i = 0; l->slots && i < l->nr_slots; i++)
 		free(l->slots[i].wide);
 	free(l->slots);
-	free(l->ops);
-	free(l->copies);
-	free(l->bounce);
-	direct_close_all(l);
-	read_uring_free(l->uring);
+	for (uint32_t i = 0; l->readers && i < l->nr_readers; i++) {
+		struct reader *r = &l->readers[i];
+
+		free(r->ops);
+		free(r->copies);
+		free(r->op_shard);
+		free(r->on_ferry);
+		free(r->pinned);
+		free(r->bounce);
+		direct_close_all(r);
+		read_uring_free(r->uring);
+	}
+	free(l->readers);
 	dataset_done(&l->ds);
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
+	pthread_mutex_destroy(&l->ds_lock);
+	pthread_mutex_destroy(&l->held_lock);
 	free(l->paths);
 	free(l);
 }
@@ -590,7 +826,7 @@ int loader_seek(struct loader *l, const struct loader_state *st)
 	if (st->position >= l->sampler.steps_per_epoch)
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
-	while (l->reader_busy)
+	while (l->nr_busy)
 		pthread_cond_wait(&l->cond, &l->lock);
 	ring_release_all(&l->ring);
 	ring_reset(&l->ring);

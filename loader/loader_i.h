@@ -51,8 +51,9 @@ int shard_probe(const char *path, enum loader_format format, struct shard_info *
 const char *shard_format_name(enum loader_format format);
 
 /* One shard of a dataset. Sizes come from stat at open; the header is read and checked
- * against them when the shard is first read (checked). Touched only by the reader thread
- * after loader_open. */
+ * against them when the shard is first read (checked). After loader_open, fd, checked,
+ * ferry_probed, on_ferry and users are under the loader's dataset lock; the rest is
+ * read-only. */
 struct shard {
 	char *path;             /* the token file (the .bin for Megatron) */
 	char *idx_path;         /* Megatron .idx, else NULL */
@@ -64,6 +65,7 @@ struct shard {
 	bool checked;
 	bool ferry_probed;      /* on_ferry is known */
 	bool on_ferry;          /* FERRY_XATTR_SOURCE present: the fast path may apply */
+	uint32_t users;         /* reads in flight on fd: it is not closed while > 0 */
 };
 
 /* The sorted list of shards of a loader. All shards share the format and token width of the
@@ -77,7 +79,8 @@ struct dataset {
 	uint32_t vocab;
 	uint32_t seq_len;
 	uint64_t nr_samples;
-	uint32_t nr_open;       /* shards with fd >= 0, kept under DATASET_MAX_OPEN */
+	uint32_t nr_open;       /* shards with fd >= 0, kept under DATASET_MAX_OPEN unless
+				 * more are in use at once */
 	uint32_t clock;         /* next shard considered for closing */
 };
 
@@ -115,27 +118,38 @@ uint64_t sampler_permute(const struct sampler *s, uint64_t epoch, uint64_t k);
 /* The state after st (next position, crossing into the next epoch). */
 void sampler_advance(const struct sampler *s, struct loader_state *st);
 
-/* ---- ring.c: which slot the reader fills and the consumer takes ---- */
+/* ---- ring.c: which slot the readers fill and the consumer takes ---- */
 
-/* Counters only; the caller's lock protects them. Invariant:
- * released <= taken <= filled <= released + nr. Slot of the n-th batch: n % nr. The consumer
- * holds the last slot taken until it releases it (on its next take), so the reader can run
- * nr - 1 batches ahead of the batch in use. */
+/* Counters only; the caller's lock protects them. Several readers fill slots at once: a reader
+ * claims the next slot (claimed++), fills it outside the lock and completes it; completions
+ * may come out of order, and filled advances only over a run of completed slots, so the
+ * consumer always takes batches in order. Invariant:
+ * released <= taken <= filled <= claimed <= released + nr, nr <= RING_MAX_SLOTS; bit i of
+ * done is set for a slot i that completed beyond filled. Slot of the n-th batch: n % nr. The
+ * consumer holds the last slot taken until it releases it (on its next take), so the readers
+ * can run nr - 1 batches ahead of the batch in use. */
+#define RING_MAX_SLOTS 64
 struct ring {
 	uint32_t nr;
 	uint64_t filled, taken, released;
+	uint64_t claimed;
+	uint64_t done;
 };
 
 void ring_init(struct ring *r, uint32_t nr);
-/* Slot to fill next, or -1 when every slot is full or held. */
+/* Slot to claim for filling next, or -1 when every slot is claimed or held. */
 int ring_fill_slot(const struct ring *r);
+void ring_claimed(struct ring *r);
+/* Marks a claimed slot complete; filled moves past every completed slot in order. */
+void ring_complete(struct ring *r, uint32_t slot);
+/* Claims the next slot and completes it at once (one reader). */
 void ring_filled(struct ring *r);
 /* Slot to take next, or -1 when none is filled. */
 int ring_take_slot(const struct ring *r);
 void ring_taken(struct ring *r);
 /* Gives back every taken slot. */
 void ring_release_all(struct ring *r);
-/* Forgets every filled batch (after a seek); requires nothing held. */
+/* Forgets every filled batch (after a seek); requires no slot held or being filled. */
 void ring_reset(struct ring *r);
 
 /* ---- read backends ---- */
@@ -148,11 +162,16 @@ struct read_op {
 	uint32_t need;
 	void *dst;
 	int res;                /* out: bytes read, or -errno */
+	bool done;              /* res is final already: read_uring_run skips the op */
 };
 
 struct read_uring;
 /* pread twin: the oracle. Fills res of each op; returns 0 or the first op's -errno. */
 int read_pread_run(struct read_op *ops, uint32_t nr_ops);
+/* Reads what the page cache holds now without blocking (preadv2 RWF_NOWAIT) and marks those
+ * ops done; the rest are left for io_uring, whose per-op cost is higher for cached data.
+ * Returns the ops done, or -EOPNOTSUPP when the file system cannot do it. */
+int read_nowait_run(struct read_op *ops, uint32_t nr_ops);
 /* io_uring backend (read_uring.c, or a stub that says -ENOSYS without liburing). */
 int read_uring_new(struct read_uring **out, uint32_t depth);
 void read_uring_free(struct read_uring *u);

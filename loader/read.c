@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "loader/loader_i.h"
@@ -36,6 +37,31 @@ next:
 			first = op->res;
 	}
 	return first;
+}
+
+int read_nowait_run(struct read_op *ops, uint32_t nr_ops)
+{
+	int nr_done = 0;
+
+	for (uint32_t i = 0; i < nr_ops; i++) {
+		struct read_op *op = &ops[i];
+		struct iovec iov = { .iov_base = op->dst, .iov_len = op->len };
+		ssize_t r;
+
+		if (op->done)
+			continue;
+		r = preadv2(op->fd, &iov, 1, (off_t)op->off, RWF_NOWAIT);
+		if (r < 0 && errno == EOPNOTSUPP)
+			return -EOPNOTSUPP;
+		/* A short read is either the end of the file or a page not cached: io_uring
+		 * redoes the whole op and tells the two apart. */
+		if (r >= 0 && (uint32_t)r >= op->need) {
+			op->res = (int)r;
+			op->done = true;
+			nr_done++;
+		}
+	}
+	return nr_done;
 }
 
 /* Widening runs once per token on the reader thread and bounds the CPU path's throughput;

@@ -45,14 +45,20 @@ int read_uring_run(struct read_uring *u, struct read_op *ops, uint32_t nr_ops)
 	int first = 0, ret;
 
 	for (uint32_t i = 0; i < nr_ops; i++)
-		ops[i].res = 0; /* bytes done so far until complete */
+		if (!ops[i].done)
+			ops[i].res = 0; /* bytes done so far until complete */
 	while (next < nr_ops || inflight) {
 		struct io_uring_cqe *cqe;
 		struct read_op *op;
 
 		while (next < nr_ops && inflight < u->depth) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+			struct io_uring_sqe *sqe;
 
+			if (ops[next].done) {
+				next++;
+				continue;
+			}
+			sqe = io_uring_get_sqe(&u->ring);
 			if (!sqe)
 				break;
 			op = &ops[next++];
@@ -60,6 +66,8 @@ int read_uring_run(struct read_uring *u, struct read_op *ops, uint32_t nr_ops)
 			io_uring_sqe_set_data(sqe, op);
 			inflight++;
 		}
+		if (!inflight)
+			continue; /* the rest were done already */
 		ret = io_uring_submit_and_wait(&u->ring, 1);
 		if (ret < 0 && ret != -EINTR)
 			return ret; /* the ring is unusable; the caller falls back to pread */

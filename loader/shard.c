@@ -555,13 +555,14 @@ uint32_t dataset_find(const struct dataset *ds, uint64_t g)
 	return lo;
 }
 
-/* Keeps at most DATASET_MAX_OPEN shards open: ten thousand shards must not need 10k fds. */
+/* Keeps at most DATASET_MAX_OPEN shards open: ten thousand shards must not need 10k fds. A
+ * shard with reads in flight (users) keeps its fd; when all are busy, the cap is exceeded. */
 static void close_one(struct dataset *ds, uint32_t keep)
 {
 	for (uint32_t n = 0; n < ds->nr_shards; n++) {
 		uint32_t i = ds->clock++ % ds->nr_shards;
 
-		if (i != keep && ds->shards[i].fd >= 0) {
+		if (i != keep && ds->shards[i].fd >= 0 && ds->shards[i].users == 0) {
 			close(ds->shards[i].fd);
 			ds->shards[i].fd = -1;
 			ds->nr_open--;

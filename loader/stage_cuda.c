@@ -1,7 +1,8 @@
-/* CUDA staging backend: pinned host buffers (cudaHostAlloc) the reader fills, copied on a
- * dedicated copy stream into per-slot device buffers and widened to int32 there (widen.cu),
- * with one event per batch for the compute stream to wait on. Nothing on the batch path
- * synchronises the device. With device < 0 it stages into plain host memory. */
+/* CUDA staging backend: pinned host buffers (cudaHostAlloc) the readers fill, copied on a
+ * dedicated copy stream into per-slot device buffers and widened to int32 there (widen.cu) on
+ * a second stream, so the next batch's copy never queues behind this batch's widening; one
+ * event per batch for the compute stream to wait on. Nothing on the batch path synchronises
+ * the device. With device < 0 it stages into plain host memory. */
 #include "config.h"
 
 #include <cuda_runtime_api.h>
@@ -21,6 +22,7 @@ struct stage_slot {
 	void *d_raw;            /* raw_bytes on the device */
 	int32_t *d_inputs;      /* (B, T) */
 	int32_t *d_targets;     /* (B, T) */
+	cudaEvent_t copied;     /* recorded after the copy; the widening waits on it */
 	cudaEvent_t done;       /* recorded after the widening; the reader waits on it */
 	bool uploaded;
 };
@@ -33,7 +35,8 @@ struct stage {
 	uint32_t nr_slots;
 	size_t raw_bytes;
 	uint32_t batch, seq_len;
-	cudaStream_t copy;
+	cudaStream_t copy;      /* host-to-device copies, in batch order */
+	cudaStream_t widen;     /* widening kernels, each after its batch's copy */
 	struct stage_slot *slots;
 };
 
@@ -68,6 +71,8 @@ int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_byte
 			goto fail;
 		}
 		e = cudaStreamCreateWithFlags(&st->copy, cudaStreamNonBlocking);
+		if (e == cudaSuccess)
+			e = cudaStreamCreateWithFlags(&st->widen, cudaStreamNonBlocking);
 		if (e != cudaSuccess) {
 			ret = cuda_err(e, "cudaStreamCreate", err, errlen);
 			goto fail;
@@ -89,6 +94,8 @@ int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_byte
 			(e = cudaMalloc(&s->d_raw, raw_bytes)) != cudaSuccess ||
 			(e = cudaMalloc((void **)&s->d_inputs, out_bytes)) != cudaSuccess ||
 			(e = cudaMalloc((void **)&s->d_targets, out_bytes)) != cudaSuccess ||
+			(e = cudaEventCreateWithFlags(&s->copied, cudaEventDisableTiming)) !=
+				cudaSuccess ||
 			(e = cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming)) !=
 				cudaSuccess) {
 			ret = cuda_err(e, "allocating staging buffers", err, errlen);
@@ -108,6 +115,8 @@ void stage_free(struct stage *st)
 		return;
 	if (st->device >= 0 && st->copy)
 		cudaStreamSynchronize(st->copy);
+	if (st->device >= 0 && st->widen)
+		cudaStreamSynchronize(st->widen);
 	for (uint32_t i = 0; st->slots && i < st->nr_slots; i++) {
 		struct stage_slot *s = &st->slots[i];
 
@@ -120,11 +129,15 @@ void stage_free(struct stage *st)
 		cudaFree(s->d_raw);
 		cudaFree(s->d_inputs);
 		cudaFree(s->d_targets);
+		if (s->copied)
+			cudaEventDestroy(s->copied);
 		if (s->done)
 			cudaEventDestroy(s->done);
 	}
 	if (st->copy)
 		cudaStreamDestroy(st->copy);
+	if (st->widen)
+		cudaStreamDestroy(st->widen);
 	free(st->slots);
 	free(st);
 }
@@ -148,10 +161,15 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 	e = cudaMemcpyAsync(s->d_raw, s->host, bytes, cudaMemcpyHostToDevice, st->copy);
 	if (e != cudaSuccess)
 		return -EIO;
-	if (loader_widen_launch(s->d_raw, token_bytes, st->batch, st->seq_len, row_stride,
-		    s->d_inputs, s->d_targets, st->copy) != 0)
+	if (cudaEventRecord(s->copied, st->copy) != cudaSuccess ||
+		cudaStreamWaitEvent(st->widen, s->copied, 0) != cudaSuccess)
 		return -EIO;
-	if (cudaEventRecord(s->done, st->copy) != cudaSuccess)
+	if (loader_widen_launch(s->d_raw, token_bytes, st->batch, st->seq_len, row_stride,
+		    s->d_inputs, s->d_targets, st->widen) != 0)
+		return -EIO;
+	/* done follows the copy too (through copied), so waiting on it frees the host buffer,
+	 * d_raw and the outputs of this slot at once. */
+	if (cudaEventRecord(s->done, st->widen) != cudaSuccess)
 		return -EIO;
 	s->uploaded = true;
 	b->d_inputs = s->d_inputs;

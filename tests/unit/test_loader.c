@@ -47,6 +47,7 @@ static void setup(void)
 	snprintf(dir, sizeof(dir), "/tmp/ferry_test_loader_XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
 	unsetenv("FERRY_LOADER_IO");
+	unsetenv("FERRY_LOADER_THREADS");
 }
 
 static void teardown(void)
@@ -142,18 +143,25 @@ Test(loader, sequential_batches_of_uint32_tokens_equal_the_files_in_order)
 	loader_free(l);
 }
 
-static int32_t *collect(bool use_pread, uint32_t B, uint32_t T, int n)
+/* io: "pread" (the twin), "uring" (io_uring alone), NULL (default: cached data by
+ * preadv2(RWF_NOWAIT), the rest by io_uring); threads: reader threads, NULL for default. */
+static int32_t *collect(const char *io, const char *threads, uint32_t B, uint32_t T, int n,
+	uint32_t nr_buffers)
 {
 	int32_t *out = malloc((size_t)n * 2 * B * T * 4);
 	struct loader *l;
 	struct loader_batch b;
 
-	if (use_pread)
-		setenv("FERRY_LOADER_IO", "pread", 1);
+	if (io)
+		setenv("FERRY_LOADER_IO", io, 1);
 	else
 		unsetenv("FERRY_LOADER_IO");
-	l = open_loader(B, T, true, 0, 1, 4);
-	cr_assert_str_eq(loader_path_name(l), use_pread ? "pread" : "io_uring");
+	if (threads)
+		setenv("FERRY_LOADER_THREADS", threads, 1);
+	else
+		unsetenv("FERRY_LOADER_THREADS");
+	l = open_loader(B, T, true, 0, 1, nr_buffers);
+	cr_assert_str_eq(loader_path_name(l), io && !strcmp(io, "pread") ? "pread" : "io_uring");
 	for (int i = 0; i < n; i++) {
 		cr_assert_eq(loader_next_batch(l, &b), 0);
 		memcpy(out + (size_t)i * 2 * B * T, b.inputs, (size_t)B * T * 4);
@@ -161,17 +169,71 @@ static int32_t *collect(bool use_pread, uint32_t B, uint32_t T, int n)
 	}
 	loader_free(l);
 	unsetenv("FERRY_LOADER_IO");
+	unsetenv("FERRY_LOADER_THREADS");
 	return out;
 }
 
 Test(loader, io_uring_and_pread_give_identical_batches)
 {
 	write_shards(2);
-	int32_t *a = collect(true, 8, 20, 150), *u = collect(false, 8, 20, 150);
+	int32_t *a = collect("pread", "1", 8, 20, 150, 4), *u = collect("uring", "1", 8, 20, 150, 4);
+	int32_t *d = collect(NULL, NULL, 8, 20, 150, 4);
 
 	cr_assert_eq(memcmp(a, u, (size_t)150 * 2 * 8 * 20 * 4), 0);
+	cr_assert_eq(memcmp(a, d, (size_t)150 * 2 * 8 * 20 * 4), 0, "nowait reads differ");
 	free(a);
 	free(u);
+	free(d);
+}
+
+Test(loader, several_reader_threads_give_the_batches_of_one_in_the_same_order)
+{
+	write_shards(2);
+	int32_t *one = collect("pread", "1", 4, 16, 400, 2);
+	int32_t *many = collect(NULL, "4", 4, 16, 400, 9);
+
+	cr_assert_eq(memcmp(one, many, (size_t)400 * 2 * 4 * 16 * 4), 0);
+	free(one);
+	free(many);
+}
+
+Test(loader, several_readers_resume_exactly_after_a_seek_while_filling)
+{
+	enum { B = 3, T = 24 };
+	struct loader *l;
+	struct loader_batch b;
+	struct loader_state st = { 1, 5 };
+
+	write_shards(2);
+	setenv("FERRY_LOADER_THREADS", "3", 1);
+	l = open_loader(B, T, true, 0, 1, 6);
+	for (int round = 0; round < 20; round++) {
+		/* Seek while the readers are busy filling the ring ahead. */
+		st.position = (st.position * 7 + 3) % loader_steps_per_epoch(l);
+		cr_assert_eq(loader_seek(l, &st), 0);
+		for (int i = 0; i < 4; i++) {
+			cr_assert_eq(loader_next_batch(l, &b), 0, "%s", loader_last_error(l));
+			check_batch(&b, B, T, 2, true, 0, 1);
+		}
+		cr_assert_eq(b.state.epoch * 1000000 + b.state.position,
+			(st.epoch + (st.position + 3) / loader_steps_per_epoch(l)) * 1000000 +
+				(st.position + 3) % loader_steps_per_epoch(l));
+	}
+	loader_free(l);
+	unsetenv("FERRY_LOADER_THREADS");
+}
+
+Test(loader, refuses_more_buffers_than_the_ring_tracks)
+{
+	struct loader_config cfg = { .paths = dir, .batch = 2, .seq_len = 8, .nr_buffers = 65,
+		.device = -1 };
+	struct loader *l = (void *)1;
+	char err[256] = "";
+
+	write_shards(2);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_null(l);
+	cr_assert(strstr(err, "65"), "%s", err);
 }
 
 Test(loader, resumes_exactly_at_every_position)

@@ -108,3 +108,60 @@ Test(ring, single_slot_ring_alternates_between_reader_and_consumer)
 		ring_release_all(&r);
 	}
 }
+
+Test(ring, hands_out_batches_in_order_when_readers_complete_out_of_order)
+{
+	struct ring r;
+	int a, b, c;
+
+	ring_init(&r, 4);
+	a = ring_fill_slot(&r);
+	ring_claimed(&r);
+	b = ring_fill_slot(&r);
+	ring_claimed(&r);
+	c = ring_fill_slot(&r);
+	ring_claimed(&r);
+	cr_assert(a == 0 && b == 1 && c == 2);
+	ring_complete(&r, 2);
+	ring_complete(&r, 1);
+	cr_assert_eq(ring_take_slot(&r), -1, "slot 0 is still being filled");
+	ring_complete(&r, 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(ring_take_slot(&r), i);
+		ring_taken(&r);
+	}
+	cr_assert_eq(ring_take_slot(&r), -1);
+}
+
+Test(ring, counts_claimed_slots_as_busy_until_the_consumer_releases_them)
+{
+	struct ring r;
+
+	ring_init(&r, 2);
+	ring_claimed(&r);
+	ring_claimed(&r);
+	cr_assert_eq(ring_fill_slot(&r), -1, "both slots are being filled");
+	ring_complete(&r, 1);
+	ring_complete(&r, 0);
+	cr_assert_eq(ring_fill_slot(&r), -1, "slot 0 is held by the consumer");
+	ring_taken(&r);
+	ring_release_all(&r);
+	cr_assert_eq(ring_fill_slot(&r), 0, "slot 0 was given back");
+	ring_claimed(&r);
+	cr_assert_eq(ring_fill_slot(&r), -1, "slot 1 is filled and not yet taken");
+}
+
+Test(ring, reset_forgets_completions_beyond_the_filled_run)
+{
+	struct ring r;
+
+	ring_init(&r, 3);
+	ring_claimed(&r);
+	ring_claimed(&r);
+	ring_complete(&r, 1); /* slot 0 not yet: nothing filled */
+	ring_complete(&r, 0);
+	ring_reset(&r);
+	cr_assert_eq(ring_take_slot(&r), -1);
+	cr_assert_eq(r.done, 0);
+	cr_assert_eq(ring_fill_slot(&r), 0);
+}
