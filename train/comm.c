@@ -25,6 +25,11 @@ int comm_init(struct comm *c, int *argc, char ***argv)
 #else
 	(void)launched_by_mpi;
 #endif
+#if HAVE_NCCL
+	const char *ws = getenv("WORLD_SIZE");
+	if (c->ops == &comm_none_ops && ws && atoi(ws) > 1)
+		c->ops = &comm_nccl_ops;
+#endif
 	return c->ops->init(c, argc, argv);
 }
 

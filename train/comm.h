@@ -1,5 +1,6 @@
 /* train/: the collective the data-parallel trainer needs, behind one small table of functions:
- * "none" (one process) and "mpi" (Open MPI, when built with it; NCCL comes with the GPU trainer).
+ * "none" (one process), "mpi" (Open MPI, when built with it) and "nccl" (GPU buffers, when built
+ * with NCCL; started like torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
  * Each rank computes gradients on its own share of the batch; comm_allreduce_mean averages them. */
 #ifndef FERRY_TRAIN_COMM_H
 #define FERRY_TRAIN_COMM_H
@@ -24,14 +25,21 @@ struct comm_ops {
 struct comm {
 	const struct comm_ops *ops;
 	int rank, world_size;
+	/* nccl: the cudaStream_t device reductions are enqueued on, set by the GPU trainer (NULL:
+	 * the legacy default stream); they return without waiting. Host buffers wait. */
+	void *cuda_stream;
 };
 
 extern const struct comm_ops comm_none_ops;
 #if HAVE_MPI
 extern const struct comm_ops comm_mpi_ops;
 #endif
+#if HAVE_NCCL
+extern const struct comm_ops comm_nccl_ops;
+#endif
 
-/* Picks MPI when the process was started by mpirun/srun (and MPI was built in), else none. */
+/* Picks MPI when the process was started by mpirun/srun (and MPI was built in), else NCCL when
+ * WORLD_SIZE > 1 is set (torchrun style, NCCL built in), else none. */
 int comm_init(struct comm *c, int *argc, char ***argv);
 void comm_done(struct comm *c);
 /* buf = mean over ranks of buf: a sum, then one multiplication by 1/world_size. */

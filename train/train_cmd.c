@@ -22,6 +22,7 @@
 #include "loader/loader.h"
 #include "train/ckpt.h"
 #include "train/comm.h"
+#include "train/gpt_cuda.h"
 #include "train/model.h"
 #include "train/report.h"
 #include "train/train.h"
@@ -68,9 +69,11 @@ struct train_opts {
 	int threads;
 	int stop_at; /* 0: run to steps */
 	int verbose;
+	int cuda, fp32, cuda_graph; /* --device cuda, --precision fp32, --cuda-graph */
 };
 
 static struct comm comm;
+static struct gpt2_cuda *gpu; /* the GPU trainer (gpt_cuda.h) with --device cuda, else NULL */
 
 /* One line on stderr (rank 0 only, unless every rank has something of its own to say) and
  * the whole job ends: a rank alone must not leave the others waiting in a collective. */
@@ -264,6 +267,10 @@ static void usage(FILE *f)
 		"                       saved settings; only --steps may be raised\n"
 		"  --stop-at N          stop after step N with a checkpoint (to resume later)\n"
 		"  --verbose            per-rank details on stderr\n"
+		"  --device cpu|cuda    where to train (default cpu); cuda: one GPU per process\n"
+		"  --precision bf16|fp32  GPU weights, activations and matmuls (default bf16;\n"
+		"                       master weights, moments and gradients are fp32 always)\n"
+		"  --cuda-graph         replay each GPU step from a CUDA graph\n"
 		"  --help\n");
 }
 
@@ -271,7 +278,8 @@ enum {
 	OPT_DATA = 256, OPT_VAL, OPT_MODEL, OPT_LAYERS, OPT_HEADS, OPT_DIM, OPT_INIT, OPT_VOCAB,
 	OPT_SEQ_LEN, OPT_BATCH, OPT_TOTAL, OPT_STEPS, OPT_LR, OPT_WARMUP, OPT_LR_FINAL, OPT_WD,
 	OPT_CLIP, OPT_SEED, OPT_OUT, OPT_EVAL_EVERY, OPT_VAL_BATCHES, OPT_CKPT_EVERY, OPT_KEEP,
-	OPT_SAMPLE, OPT_THREADS, OPT_RESUME, OPT_STOP_AT, OPT_VERBOSE, OPT_HELP, OPT_END
+	OPT_SAMPLE, OPT_THREADS, OPT_RESUME, OPT_STOP_AT, OPT_VERBOSE, OPT_HELP, OPT_DEVICE,
+	OPT_PRECISION, OPT_CUDA_GRAPH, OPT_END
 };
 
 static const struct option long_options[] = {
@@ -304,6 +312,9 @@ static const struct option long_options[] = {
 	{ "stop-at", required_argument, 0, OPT_STOP_AT },
 	{ "verbose", no_argument, 0, OPT_VERBOSE },
 	{ "help", no_argument, 0, OPT_HELP },
+	{ "device", required_argument, 0, OPT_DEVICE },
+	{ "precision", required_argument, 0, OPT_PRECISION },
+	{ "cuda-graph", no_argument, 0, OPT_CUDA_GRAPH },
 	{ 0, 0, 0, 0 },
 };
 
@@ -470,6 +481,19 @@ static void parse_args(int argc, char **argv, struct train_settings *s, struct t
 		case OPT_VERBOSE:
 			o->verbose = 1;
 			break;
+		case OPT_DEVICE:
+			if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
+				die("--device: '%s' is not cpu or cuda", optarg);
+			o->cuda = strcmp(optarg, "cuda") == 0;
+			break;
+		case OPT_PRECISION:
+			if (strcmp(optarg, "bf16") && strcmp(optarg, "fp32"))
+				die("--precision: '%s' is not bf16 or fp32", optarg);
+			o->fp32 = strcmp(optarg, "fp32") == 0;
+			break;
+		case OPT_CUDA_GRAPH:
+			o->cuda_graph = 1;
+			break;
 		case OPT_HELP:
 			if (comm.rank == 0)
 				usage(stdout);
@@ -526,6 +550,8 @@ static uint64_t fnv1a_bytes(const void *data, size_t n)
 	return h;
 }
 
+static size_t loader_batch_tokens; /* B*T: with a GPU the host model has no batch-sized acts */
+
 /* Mean validation loss over val_batches batches from the start of the validation set,
  * averaged across ranks. */
 static float evaluate(struct gpt2 *m, struct loader *val, int nr_batches, int V)
@@ -539,8 +565,13 @@ static float evaluate(struct gpt2 *m, struct loader *val, int nr_batches, int V)
 		int rc = loader_next_batch(val, &b);
 		if (rc < 0)
 			die("validation data: %s", strerror(-rc));
-		check_tokens(b.inputs, (size_t)m->B * m->T, V, "validation");
-		check_tokens(b.targets, (size_t)m->B * m->T, V, "validation");
+		size_t nr = gpu ? loader_batch_tokens : (size_t)m->B * m->T;
+		check_tokens(b.inputs, nr, V, "validation");
+		check_tokens(b.targets, nr, V, "validation");
+		if (gpu) {
+			sum += gpt2_cuda_eval(gpu, &b);
+			continue;
+		}
 		gpt2_forward(m, b.inputs, b.targets);
 		sum += m->mean_loss;
 	}
@@ -684,6 +715,8 @@ int train_main(int argc, char **argv)
 			if (!given[i] || i == OPT_RESUME || i == OPT_STEPS || i == OPT_THREADS ||
 				i == OPT_STOP_AT || i == OPT_VERBOSE)
 				continue;
+			if (i == OPT_DEVICE || i == OPT_PRECISION || i == OPT_CUDA_GRAPH)
+				continue;
 			if (i == OPT_OUT)
 				die("--resume writes into the run's own directory; drop --out");
 			die("--resume takes the run's saved settings; only --steps (raised), "
@@ -719,6 +752,8 @@ int train_main(int argc, char **argv)
 				o.out, o.out);
 		s.world_size = comm.world_size;
 	}
+	if (o.cuda && gpt2_cuda_available(err, sizeof(err)) < 0)
+		die("%s", err);
 	if (o.stop_at && o.stop_at > s.steps)
 		die("--stop-at %d is beyond --steps %d", o.stop_at, s.steps);
 	if (o.stop_at && (uint64_t)o.stop_at <= start_step)
@@ -736,7 +771,7 @@ int train_main(int argc, char **argv)
 		.shuffle = true,
 		.rank = (uint32_t)comm.rank,
 		.world_size = (uint32_t)W,
-		.device = -1,
+		.device = o.cuda ? gpt2_cuda_local_device() : -1,
 		.verbose = o.verbose,
 	};
 	struct loader *train_loader = NULL, *val_loader = NULL;
@@ -774,7 +809,9 @@ int train_main(int argc, char **argv)
 	/* model */
 	struct gpt2_config mc;
 	model_config(&s, &mc);
-	struct gpt2 *m = gpt2_new(&mc, B, T);
+	/* with a GPU the host model only holds weights and moments: no activations for (B, T) */
+	struct gpt2 *m = o.cuda ? gpt2_new(&mc, 1, 1) : gpt2_new(&mc, B, T);
+	loader_batch_tokens = (size_t)B * T;
 	if (!m)
 		die("cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			mc.nr_layers, mc.channels, B, T);
@@ -804,6 +841,12 @@ int train_main(int argc, char **argv)
 	} else {
 		gpt2_init_random(m, &rng);
 	}
+	if (o.cuda) {
+		struct gpt2_cuda_opts go = { lc.device, !o.fp32, o.cuda_graph };
+		gpu = gpt2_cuda_new(m, B, T, &go, err, sizeof(err));
+		if (!gpu)
+			die("%s", err);
+	}
 	struct gpt2 *gen = s.sample ? gpt2_new_view(m, 1, mc.max_seq_len) : NULL;
 	if (s.sample && !gen)
 		die("out of memory");
@@ -825,7 +868,7 @@ int train_main(int argc, char **argv)
 		if (!o.resume[0])
 			fprintf(log, "step,loss,lr,grad_norm,ms,tokens_per_s,data_wait_ms,val_loss\n");
 		printf("ferry train: %s model L=%d NH=%d C=%d V=%d (%zu parameters), B=%d T=%d, "
-		       "%d rank(s), %d micro-step(s) per step, %d thread(s), loader %s\n",
+		       "%d rank(s), %d micro-step(s) per step, %d thread(s), loader %s%s\n",
 			o.resume[0] ? "resuming" : "new", mc.nr_layers, mc.nr_heads, mc.channels,
 			mc.vocab_size, m->nr_params, B, T, W, accum,
 #ifdef _OPENMP
@@ -833,7 +876,8 @@ int train_main(int argc, char **argv)
 #else
 			1,
 #endif
-			loader_path_name(train_loader));
+			loader_path_name(train_loader),
+			!o.cuda ? "" : o.fp32 ? ", cuda fp32" : ", cuda bf16");
 		if (o.resume[0])
 			printf("ferry train: continuing %s from step %llu to %d\n", o.out,
 				(unsigned long long)start_step, s.steps);
@@ -848,7 +892,10 @@ int train_main(int argc, char **argv)
 
 	for (int step = (int)start_step + 1; step <= last_step; step++) {
 		double t0 = now_ms(), wait_ms = 0.0, loss_sum = 0.0;
-		gpt2_zero_grad(m);
+		if (gpu)
+			gpt2_cuda_zero_grad(gpu);
+		else
+			gpt2_zero_grad(m);
 		for (int micro = 0; micro < accum; micro++) {
 			struct loader_batch b;
 			int rc = loader_next_batch(train_loader, &b);
@@ -862,17 +909,28 @@ int train_main(int argc, char **argv)
 					comm.rank, step, (unsigned long long)b.state.epoch,
 					(unsigned long long)b.state.position,
 					(unsigned long long)fnv1a_bytes(b.inputs, nr_tokens * 4));
+			if (gpu) {
+				gpt2_cuda_micro_step(gpu, &b, loss_scale);
+				continue;
+			}
 			gpt2_forward(m, b.inputs, b.targets);
 			gpt2_backward(m, b.inputs, b.targets, loss_scale);
 			loss_sum += m->mean_loss;
 		}
-		comm_allreduce_mean(&comm, m->grads_memory, m->nr_params);
-		float loss = (float)(loss_sum / accum);
-		comm_allreduce_mean(&comm, &loss, 1);
-		float norm = gpt2_grad_norm(m);
-		float clip = s.grad_clip > 0.0f && norm > s.grad_clip ? s.grad_clip / norm : 1.0f;
-		float lr = lr_schedule(s.lr, step - 1, s.warmup, s.steps, s.lr_final_frac);
-		gpt2_update(m, &opt, lr, clip, step);
+		float loss, norm, lr = lr_schedule(s.lr, step - 1, s.warmup, s.steps, s.lr_final_frac);
+		if (gpu) {
+			/* the reduction, norm, clipping and AdamW stay on the GPU; the loss is read */
+			gpt2_cuda_update(gpu, &comm, &opt, lr, s.grad_clip, step);
+			loss = gpt2_cuda_step_result(gpu, accum, &norm);
+			comm_allreduce_mean(&comm, &loss, 1);
+		} else {
+			comm_allreduce_mean(&comm, m->grads_memory, m->nr_params);
+			loss = (float)(loss_sum / accum);
+			comm_allreduce_mean(&comm, &loss, 1);
+			norm = gpt2_grad_norm(m);
+			float clip = s.grad_clip > 0.0f && norm > s.grad_clip ? s.grad_clip / norm : 1.0f;
+			gpt2_update(m, &opt, lr, clip, step);
+		}
 		double ms = now_ms() - t0;
 		double tokens_per_s = (double)s.total_batch_tokens / (ms / 1e3);
 
@@ -900,8 +958,11 @@ int train_main(int argc, char **argv)
 					die("out of memory");
 			}
 			points[nr_points++] = (struct loss_point){ step, loss, val_loss };
-			if (evaluate_now && gen)
+			if (evaluate_now && gen) {
+				if (gpu)
+					gpt2_cuda_store(gpu, m);
 				sample(gen, s.sample, &rng, mc.max_seq_len);
+			}
 			if (evaluate_now || step == last_step)
 				report_write_svg(svg_path, points, nr_points, "ferry train: loss");
 		}
@@ -911,6 +972,8 @@ int train_main(int argc, char **argv)
 				loader_get_state(train_loader, &ls);
 				struct ckpt_state st = { (uint64_t)step, rng, ls.epoch, ls.position,
 					settings_text };
+				if (gpu)
+					gpt2_cuda_store(gpu, m);
 				if (fsync(fileno(log)) < 0)
 					die("%s: %s", log_path, strerror(errno));
 				if (ckpt_save(o.out, m, &st, s.keep, err, sizeof(err)) < 0)
@@ -928,6 +991,7 @@ int train_main(int argc, char **argv)
 	free(settings_text);
 	ckpt_state_done(&resume_state);
 	gpt2_free(gen);
+	gpt2_cuda_free(gpu);
 	gpt2_free(m);
 	loader_free(train_loader);
 	loader_free(val_loader);

@@ -1,0 +1,527 @@
+/* train/: the GPU trainer (see gpt_cuda.h): model.c's forward and backward on one GPU, built
+ * from kernels/, with the residual adds fused into the layernorms, the GELU into the fc matmul
+ * and the softmax's gradient into the logits buffer. Tokens enter through two fixed device
+ * buffers so each micro-step (and the update) can be captured once in a CUDA graph and
+ * replayed; the host waits for the GPU only in step_result (the loss) and eval. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <math.h>
+
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "config.h"
+#include "train/gpt_cuda.h"
+}
+#include "kernels/kernels.h"
+
+/* Device tensors of one model. Per-layer activations are (L, ...) blocks as in model.h; the
+ * gradients of activations exist for one layer at a time (the backward walks down). */
+struct gpt2_cuda {
+	struct gpt2_config c;
+	int B, T, N;
+	enum kdtype dt;
+	size_t esz; /* bytes of a dt element */
+	size_t nr_params, sizes[GPT2_NR_PARAM_TENSORS], offs[GPT2_NR_PARAM_TENSORS];
+	float *master, *grads, *m, *v; /* (nr_params) fp32 */
+	void *params;                  /* (nr_params) dt; == master in fp32 */
+	/* activations (dt unless said) */
+	void *encoded, *ln1, *qkv, *atty, *residual2, *ln2, *fch, *fch_gelu, *residual3, *lnf;
+	void *logits, *proj;
+	float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lnf_mean, *lnf_rstd, *lse, *losses;
+	/* activation gradients, one layer's worth */
+	void *dresidual, *dln, *datty, *dfch, *dqkv;
+	float *delta, *scratch;
+	void *enc_scratch;
+	size_t enc_scratch_bytes;
+	double *norm_scratch, *loss_acc, *eval_acc;
+	float *normscale; /* (2): norm, AdamW's gradient factor */
+	float *hp, *hp_host; /* (3) lr, 1-b1^t, 1-b2^t; host side pinned */
+	int32_t *d_in, *d_tgt;
+	cudaStream_t stream;
+	struct kmatmul *mm;
+	int use_graph;
+	float graph_loss_scale;
+	cudaGraphExec_t graph_step, graph_update;
+	struct adamw_config graph_opt;
+	float graph_clip;
+	int graph_world;
+};
+
+extern "C" int gpt2_cuda_available(char *err, size_t errlen)
+{
+	int n = 0;
+	cudaError_t e = cudaGetDeviceCount(&n);
+	if (e != cudaSuccess || n == 0) {
+		snprintf(err, errlen, "--device cuda: no CUDA device (%s)",
+			e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+		return -ENODEV;
+	}
+	return 0;
+}
+
+extern "C" int gpt2_cuda_local_device(void)
+{
+	const char *vars[] = { "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID" };
+	int n = 0;
+	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *s = getenv(vars[i]);
+		if (s && *s)
+			return atoi(s) % n;
+	}
+	return 0;
+}
+
+static void *dmalloc(size_t bytes)
+{
+	void *p = NULL;
+	CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 16));
+	CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 16));
+	return p;
+}
+
+/* Element i of a dt tensor. */
+static inline void *at(const struct gpt2_cuda *g, const void *base, size_t i)
+{
+	return (char *)base + i * g->esz;
+}
+
+static inline void *param(const struct gpt2_cuda *g, int k, size_t i)
+{
+	return at(g, g->params, g->offs[k] + i);
+}
+
+static inline float *grad(const struct gpt2_cuda *g, int k, size_t i)
+{
+	return g->grads + g->offs[k] + i;
+}
+
+enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW,
+	FCPROJB, LNFW, LNFB };
+
+extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T,
+	const struct gpt2_cuda_opts *o, char *err, size_t errlen)
+{
+	const struct gpt2_config *c = &host->config;
+	int C = c->channels, L = c->nr_layers, NH = c->nr_heads, Vp = c->padded_vocab_size;
+	if (gpt2_cuda_available(err, errlen) < 0)
+		return NULL;
+	if (C % 8 || Vp % 8) {
+		snprintf(err, errlen, "--device cuda: channels %d and padded vocabulary %d must be "
+			"multiples of 8", C, Vp);
+		return NULL;
+	}
+	if (!k_attention_supported(C, NH)) {
+		snprintf(err, errlen, "--device cuda: head size %d (dim/heads) must be 16, 32, 64 "
+			"or 128", NH ? C / NH : 0);
+		return NULL;
+	}
+	if (T > c->max_seq_len) {
+		snprintf(err, errlen, "--device cuda: T %d exceeds max_seq_len %d", T,
+			c->max_seq_len);
+		return NULL;
+	}
+	struct gpt2_cuda *g = (struct gpt2_cuda *)calloc(1, sizeof(*g));
+	if (!g) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	CUDA_CHECK(cudaSetDevice(o->device));
+	g->c = *c;
+	g->B = B;
+	g->T = T;
+	g->N = B * T;
+	g->dt = o->bf16 ? KDT_BF16 : KDT_F32;
+	g->esz = kdtype_bytes(g->dt);
+	g->use_graph = o->cuda_graph;
+	g->nr_params = host->nr_params;
+	size_t off = 0;
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		g->sizes[k] = host->param_sizes[k];
+		g->offs[k] = off;
+		off += g->sizes[k];
+	}
+	size_t P = g->nr_params, N = g->N, esz = g->esz, NC = N * C;
+	g->master = (float *)dmalloc(P * 4);
+	g->grads = (float *)dmalloc(P * 4);
+	g->m = (float *)dmalloc(P * 4);
+	g->v = (float *)dmalloc(P * 4);
+	g->params = g->dt == KDT_F32 ? (void *)g->master : dmalloc(P * esz);
+	g->encoded = dmalloc(NC * esz);
+	g->ln1 = dmalloc(L * NC * esz);
+	g->qkv = dmalloc(3 * L * NC * esz);
+	g->atty = dmalloc(L * NC * esz);
+	g->residual2 = dmalloc(L * NC * esz);
+	g->ln2 = dmalloc(L * NC * esz);
+	g->fch = dmalloc(4 * L * NC * esz);
+	g->fch_gelu = dmalloc(4 * L * NC * esz);
+	g->residual3 = dmalloc(L * NC * esz);
+	g->lnf = dmalloc(NC * esz);
+	g->logits = dmalloc(N * Vp * esz);
+	g->proj = dmalloc(NC * esz);
+	g->ln1_mean = (float *)dmalloc(L * N * 4);
+	g->ln1_rstd = (float *)dmalloc(L * N * 4);
+	g->ln2_mean = (float *)dmalloc(L * N * 4);
+	g->ln2_rstd = (float *)dmalloc(L * N * 4);
+	g->lnf_mean = (float *)dmalloc(N * 4);
+	g->lnf_rstd = (float *)dmalloc(N * 4);
+	g->lse = (float *)dmalloc(L * NH * N * 4);
+	g->losses = (float *)dmalloc(N * 4);
+	g->dresidual = dmalloc(NC * esz);
+	g->dln = dmalloc(NC * esz);
+	g->datty = dmalloc(NC * esz);
+	g->dfch = dmalloc(4 * NC * esz);
+	g->dqkv = dmalloc(3 * NC * esz);
+	g->delta = (float *)dmalloc(NH * N * 4);
+	size_t sf = k_layernorm_backward_scratch_floats((int)N, C);
+	size_t sb = k_bias_backward_scratch_floats((int)N, 4 * C);
+	if (k_bias_backward_scratch_floats((int)N, Vp) > sb)
+		sb = k_bias_backward_scratch_floats((int)N, Vp);
+	g->scratch = (float *)dmalloc((sf > sb ? sf : sb) * 4);
+	g->enc_scratch_bytes = k_encoder_backward_scratch_bytes(B, T, c->vocab_size);
+	g->enc_scratch = dmalloc(g->enc_scratch_bytes);
+	g->norm_scratch = (double *)dmalloc(K_NORM_BLOCKS * sizeof(double));
+	g->loss_acc = (double *)dmalloc(sizeof(double));
+	g->eval_acc = (double *)dmalloc(sizeof(double));
+	g->normscale = (float *)dmalloc(2 * 4);
+	g->hp = (float *)dmalloc(3 * 4);
+	CUDA_CHECK(cudaHostAlloc((void **)&g->hp_host, 3 * 4, cudaHostAllocDefault));
+	g->d_in = (int32_t *)dmalloc(N * 4);
+	g->d_tgt = (int32_t *)dmalloc(N * 4);
+	/* a blocking stream: NCCL on the legacy default stream stays ordered with it */
+	CUDA_CHECK(cudaStreamCreate(&g->stream));
+	g->mm = kmatmul_new();
+	if (!g->mm) {
+		snprintf(err, errlen, "out of memory");
+		free(g);
+		return NULL;
+	}
+	CUDA_CHECK(cudaMemcpy(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice));
+	CUDA_CHECK(cudaMemcpy(g->m, host->m_memory, P * 4, cudaMemcpyHostToDevice));
+	CUDA_CHECK(cudaMemcpy(g->v, host->v_memory, P * 4, cudaMemcpyHostToDevice));
+	if (g->dt != KDT_F32)
+		k_cast(g->params, g->dt, g->master, KDT_F32, P, g->stream);
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	return g;
+}
+
+extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
+{
+	if (!g)
+		return;
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	if (g->graph_step)
+		cudaGraphExecDestroy(g->graph_step);
+	if (g->graph_update)
+		cudaGraphExecDestroy(g->graph_update);
+	void *bufs[] = { g->grads, g->m, g->v, g->encoded, g->ln1, g->qkv, g->atty, g->residual2,
+		g->ln2, g->fch, g->fch_gelu, g->residual3, g->lnf, g->logits, g->proj, g->ln1_mean,
+		g->ln1_rstd, g->ln2_mean, g->ln2_rstd, g->lnf_mean, g->lnf_rstd, g->lse, g->losses,
+		g->dresidual, g->dln, g->datty, g->dfch, g->dqkv, g->delta, g->scratch,
+		g->enc_scratch, g->norm_scratch, g->loss_acc, g->eval_acc, g->normscale, g->hp,
+		g->d_in, g->d_tgt };
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		cudaFree(bufs[i]);
+	if (g->params != g->master)
+		cudaFree(g->params);
+	cudaFree(g->master);
+	cudaFreeHost(g->hp_host);
+	kmatmul_free(g->mm);
+	cudaStreamDestroy(g->stream);
+	free(g);
+}
+
+extern "C" void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host)
+{
+	size_t bytes = g->nr_params * 4;
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	CUDA_CHECK(cudaMemcpy(host->params_memory, g->master, bytes, cudaMemcpyDeviceToHost));
+	CUDA_CHECK(cudaMemcpy(host->m_memory, g->m, bytes, cudaMemcpyDeviceToHost));
+	CUDA_CHECK(cudaMemcpy(host->v_memory, g->v, bytes, cudaMemcpyDeviceToHost));
+}
+
+static void forward(struct gpt2_cuda *g)
+{
+	const struct gpt2_config *c = &g->c;
+	int B = g->B, T = g->T, N = g->N, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
+	int Vp = c->padded_vocab_size;
+	enum kdtype dt = g->dt;
+	cudaStream_t s = g->stream;
+	size_t NC = (size_t)N * C;
+
+	k_encoder_forward(g->encoded, g->d_in, param(g, WTE, 0), param(g, WPE, 0), B, T, C, dt, s);
+	k_layernorm_forward(g->ln1, g->ln1_mean, g->ln1_rstd, g->encoded, param(g, LN1W, 0),
+		param(g, LN1B, 0), N, C, dt, s);
+	for (int l = 0; l < L; l++) {
+		size_t nc = l * NC, lc = (size_t)l * C;
+		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
+		void *ln1 = at(g, g->ln1, nc), *qkv = at(g, g->qkv, 3 * nc), *atty = at(g, g->atty, nc);
+		void *residual2 = at(g, g->residual2, nc), *ln2 = at(g, g->ln2, nc);
+		void *fch = at(g, g->fch, 4 * nc), *fch_gelu = at(g, g->fch_gelu, 4 * nc);
+		void *residual3 = at(g, g->residual3, nc);
+
+		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lc * C),
+			param(g, QKVB, 3 * lc), N, C, 3 * C, dt, s);
+		k_attention_forward(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
+		k_matmul_forward(g->mm, g->proj, NULL, atty, param(g, ATTPROJW, lc * C),
+			param(g, ATTPROJB, lc), N, C, C, dt, s);
+		k_residual_layernorm_forward(residual2, ln2, g->ln2_mean + (size_t)l * N,
+			g->ln2_rstd + (size_t)l * N, residual, g->proj, param(g, LN2W, lc),
+			param(g, LN2B, lc), N, C, dt, s);
+		k_matmul_forward(g->mm, fch_gelu, fch, ln2, param(g, FCW, 4 * lc * C),
+			param(g, FCB, 4 * lc), N, C, 4 * C, dt, s);
+		k_matmul_forward(g->mm, g->proj, NULL, fch_gelu, param(g, FCPROJW, 4 * lc * C),
+			param(g, FCPROJB, lc), N, 4 * C, C, dt, s);
+		if (l + 1 < L)
+			k_residual_layernorm_forward(residual3, at(g, g->ln1, nc + NC),
+				g->ln1_mean + (size_t)(l + 1) * N, g->ln1_rstd + (size_t)(l + 1) * N,
+				residual2, g->proj, param(g, LN1W, lc + C), param(g, LN1B, lc + C), N,
+				C, dt, s);
+		else
+			k_residual_layernorm_forward(residual3, g->lnf, g->lnf_mean, g->lnf_rstd,
+				residual2, g->proj, param(g, LNFW, 0), param(g, LNFB, 0), N, C, dt, s);
+	}
+	k_matmul_forward(g->mm, g->logits, NULL, g->lnf, param(g, WTE, 0), NULL, N, C, Vp, dt, s);
+}
+
+static void backward(struct gpt2_cuda *g, float loss_scale)
+{
+	const struct gpt2_config *c = &g->c;
+	int B = g->B, T = g->T, N = g->N, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
+	int V = c->vocab_size, Vp = c->padded_vocab_size;
+	enum kdtype dt = g->dt;
+	cudaStream_t s = g->stream;
+	size_t NC = (size_t)N * C;
+
+	k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
+	k_loss_accumulate(g->loss_acc, g->losses, N, s);
+	k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf,
+		param(g, WTE, 0), g->scratch, N, C, Vp, dt, s);
+	CUDA_CHECK(cudaMemsetAsync(g->dresidual, 0, NC * g->esz, s));
+	k_layernorm_backward(g->dresidual, grad(g, LNFW, 0), grad(g, LNFB, 0), g->dln,
+		at(g, g->residual3, (L - 1) * NC), param(g, LNFW, 0), g->lnf_mean, g->lnf_rstd,
+		g->scratch, N, C, dt, s);
+	for (int l = L - 1; l >= 0; l--) {
+		size_t nc = l * NC, lc = (size_t)l * C, nl = (size_t)l * N;
+		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
+
+		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * C), grad(g, FCPROJB, lc),
+			g->dresidual, at(g, g->fch_gelu, 4 * nc), param(g, FCPROJW, 4 * lc * C),
+			g->scratch, N, 4 * C, C, dt, s);
+		k_gelu_backward(g->dfch, at(g, g->fch, 4 * nc), g->dfch, 4 * NC, dt, s);
+		k_matmul_backward(g->mm, g->dln, grad(g, FCW, 4 * lc * C), grad(g, FCB, 4 * lc),
+			g->dfch, at(g, g->ln2, nc), param(g, FCW, 4 * lc * C), g->scratch, N, C,
+			4 * C, dt, s);
+		k_layernorm_backward(g->dresidual, grad(g, LN2W, lc), grad(g, LN2B, lc), g->dln,
+			at(g, g->residual2, nc), param(g, LN2W, lc), g->ln2_mean + nl,
+			g->ln2_rstd + nl, g->scratch, N, C, dt, s);
+		k_matmul_backward(g->mm, g->datty, grad(g, ATTPROJW, lc * C), grad(g, ATTPROJB, lc),
+			g->dresidual, at(g, g->atty, nc), param(g, ATTPROJW, lc * C), g->scratch, N,
+			C, C, dt, s);
+		k_attention_backward(g->dqkv, g->delta, g->datty, at(g, g->qkv, 3 * nc),
+			at(g, g->atty, nc), g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
+		k_matmul_backward(g->mm, g->dln, grad(g, QKVW, 3 * lc * C), grad(g, QKVB, 3 * lc),
+			g->dqkv, at(g, g->ln1, nc), param(g, QKVW, 3 * lc * C), g->scratch, N, C,
+			3 * C, dt, s);
+		k_layernorm_backward(g->dresidual, grad(g, LN1W, lc), grad(g, LN1B, lc), g->dln,
+			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl, g->scratch,
+			N, C, dt, s);
+	}
+	k_encoder_backward(grad(g, WTE, 0), grad(g, WPE, 0), g->dresidual, g->d_in, B, T, C, V,
+		g->enc_scratch, g->enc_scratch_bytes, dt, s);
+}
+
+static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
+{
+	cudaStream_t s = g->stream;
+	k_global_norm(g->normscale, g->grads, g->nr_params, clip, world, g->norm_scratch, s);
+	/* read at execution time (also when replayed from a graph): the host fills hp_host first */
+	CUDA_CHECK(cudaMemcpyAsync(g->hp, g->hp_host, 3 * 4, cudaMemcpyHostToDevice, s));
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		float wd = gpt2_param_is_decayed(k) ? opt->weight_decay : 0.0f;
+		size_t o = g->offs[k];
+		k_adamw(g->master + o, g->dt == KDT_F32 ? NULL : at(g, g->params, o), g->dt,
+			g->grads + o, g->m + o, g->v + o, g->sizes[k], g->hp, g->normscale + 1,
+			opt->beta1, opt->beta2, opt->eps, wd, s);
+	}
+}
+
+/* Runs fn once under stream capture into *exec, then replays it; later calls only replay. */
+static void run_graph(struct gpt2_cuda *g, cudaGraphExec_t *exec, void (*fn)(struct gpt2_cuda *,
+	void *), void *arg)
+{
+	if (!*exec) {
+		cudaGraph_t graph;
+		CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
+		fn(g, arg);
+		CUDA_CHECK(cudaStreamEndCapture(g->stream, &graph));
+		CUDA_CHECK(cudaGraphInstantiate(exec, graph, 0));
+		CUDA_CHECK(cudaGraphDestroy(graph));
+	}
+	CUDA_CHECK(cudaGraphLaunch(*exec, g->stream));
+}
+
+static void step_fn(struct gpt2_cuda *g, void *arg)
+{
+	forward(g);
+	backward(g, g->graph_loss_scale);
+}
+
+static void update_fn(struct gpt2_cuda *g, void *arg)
+{
+	optimizer(g, &g->graph_opt, g->graph_clip, g->graph_world);
+}
+
+extern "C" void gpt2_cuda_zero_grad(struct gpt2_cuda *g)
+{
+	CUDA_CHECK(cudaMemsetAsync(g->grads, 0, g->nr_params * 4, g->stream));
+	CUDA_CHECK(cudaMemsetAsync(g->loss_acc, 0, sizeof(double), g->stream));
+}
+
+static void load_batch(struct gpt2_cuda *g, const struct loader_batch *b)
+{
+	size_t bytes = (size_t)g->N * 4;
+	if (b->d_inputs) {
+		if (b->ready_event)
+			CUDA_CHECK(cudaStreamWaitEvent(g->stream, (cudaEvent_t)b->ready_event, 0));
+		CUDA_CHECK(cudaMemcpyAsync(g->d_in, b->d_inputs, bytes, cudaMemcpyDeviceToDevice,
+			g->stream));
+		CUDA_CHECK(cudaMemcpyAsync(g->d_tgt, b->d_targets, bytes, cudaMemcpyDeviceToDevice,
+			g->stream));
+	} else {
+		gpt2_cuda_set_tokens(g, b->inputs, b->targets);
+	}
+}
+
+extern "C" void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b,
+	float loss_scale)
+{
+	load_batch(g, b);
+	if (g->use_graph) {
+		if (g->graph_step && loss_scale != g->graph_loss_scale) {
+			cudaGraphExecDestroy(g->graph_step);
+			g->graph_step = NULL;
+		}
+		g->graph_loss_scale = loss_scale;
+		run_graph(g, &g->graph_step, step_fn, NULL);
+	} else {
+		forward(g);
+		backward(g, loss_scale);
+	}
+}
+
+extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
+	const struct adamw_config *opt, float lr, float grad_clip, int t)
+{
+	int world = comm ? comm->world_size : 1;
+	if (world > 1) {
+		if (strcmp(comm->ops->name, "nccl") == 0) {
+			comm->cuda_stream = g->stream;
+			comm->ops->allreduce_sum(comm, g->grads, g->nr_params);
+		} else {
+			/* MPI without CUDA awareness: through host memory (slow; use NCCL on GPUs) */
+			size_t bytes = g->nr_params * 4;
+			float *h = (float *)malloc(bytes);
+			if (!h) {
+				fprintf(stderr, "ferry train: out of memory\n");
+				exit(1);
+			}
+			CUDA_CHECK(cudaMemcpyAsync(h, g->grads, bytes, cudaMemcpyDeviceToHost,
+				g->stream));
+			CUDA_CHECK(cudaStreamSynchronize(g->stream));
+			comm->ops->allreduce_sum(comm, h, g->nr_params);
+			CUDA_CHECK(cudaMemcpy(g->grads, h, bytes, cudaMemcpyHostToDevice));
+			free(h);
+		}
+	}
+	/* the same arithmetic as gpt2_update computes its bias corrections with */
+	g->hp_host[0] = lr;
+	g->hp_host[1] = 1.0f - powf(opt->beta1, (float)t);
+	g->hp_host[2] = 1.0f - powf(opt->beta2, (float)t);
+	if (g->use_graph) {
+		if (g->graph_update &&
+			(memcmp(&g->graph_opt, opt, sizeof(*opt)) || g->graph_clip != grad_clip ||
+				g->graph_world != world)) {
+			cudaGraphExecDestroy(g->graph_update);
+			g->graph_update = NULL;
+		}
+		g->graph_opt = *opt;
+		g->graph_clip = grad_clip;
+		g->graph_world = world;
+		run_graph(g, &g->graph_update, update_fn, NULL);
+	} else {
+		optimizer(g, opt, grad_clip, world);
+	}
+}
+
+extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *norm)
+{
+	double loss = 0.0;
+	float ns[2];
+	CUDA_CHECK(cudaMemcpyAsync(&loss, g->loss_acc, sizeof(loss), cudaMemcpyDeviceToHost,
+		g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(ns, g->normscale, sizeof(ns), cudaMemcpyDeviceToHost,
+		g->stream));
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	if (norm)
+		*norm = ns[0];
+	return (float)(loss / accum);
+}
+
+extern "C" float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *b)
+{
+	const struct gpt2_config *c = &g->c;
+	double loss = 0.0;
+	load_batch(g, b);
+	forward(g);
+	k_crossentropy(g->logits, g->losses, g->d_tgt, 0.0f, 0, g->N, c->vocab_size,
+		c->padded_vocab_size, g->dt, g->stream);
+	CUDA_CHECK(cudaMemsetAsync(g->eval_acc, 0, sizeof(double), g->stream));
+	k_loss_accumulate(g->eval_acc, g->losses, g->N, g->stream);
+	CUDA_CHECK(cudaMemcpyAsync(&loss, g->eval_acc, sizeof(loss), cudaMemcpyDeviceToHost,
+		g->stream));
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	return (float)loss;
+}
+
+extern "C" void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs,
+	const int32_t *targets)
+{
+	size_t bytes = (size_t)g->N * 4;
+	CUDA_CHECK(cudaMemcpyAsync(g->d_in, inputs, bytes, cudaMemcpyHostToDevice, g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(g->d_tgt, targets, bytes, cudaMemcpyHostToDevice, g->stream));
+	/* pageable sources: make sure the copies are done before the caller reuses its buffers */
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+}
+
+extern "C" void gpt2_cuda_forward(struct gpt2_cuda *g)
+{
+	forward(g);
+}
+
+extern "C" void gpt2_cuda_backward(struct gpt2_cuda *g, float loss_scale)
+{
+	backward(g, loss_scale);
+}
+
+extern "C" void gpt2_cuda_copy_logits(struct gpt2_cuda *g, float *out)
+{
+	size_t n = (size_t)g->N * g->c.padded_vocab_size;
+	float *tmp = (float *)dmalloc(n * 4);
+	k_cast(tmp, KDT_F32, g->logits, g->dt, n, g->stream);
+	CUDA_CHECK(cudaMemcpyAsync(out, tmp, n * 4, cudaMemcpyDeviceToHost, g->stream));
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	cudaFree(tmp);
+}
+
+extern "C" void gpt2_cuda_copy_grads(struct gpt2_cuda *g, float *out)
+{
+	CUDA_CHECK(cudaMemcpyAsync(out, g->grads, g->nr_params * 4, cudaMemcpyDeviceToHost,
+		g->stream));
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+}

@@ -1,0 +1,69 @@
+/* train/: the GPU trainer behind `ferry train --device cuda`: the model of model.h on one GPU
+ * (bf16 or fp32 weights and activations, fp32 master weights, moments and gradients) built from
+ * kernels/. A backend is a file: gpt_cuda.cu when built with CUDA, gpt_cuda_none.c otherwise.
+ * The host struct gpt2 stays the home of the weights for checkpoints and sampling:
+ * gpt2_cuda_new uploads them, gpt2_cuda_store brings them back. */
+#ifndef FERRY_TRAIN_GPT_CUDA_H
+#define FERRY_TRAIN_GPT_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loader/loader.h"
+#include "train/comm.h"
+#include "train/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct gpt2_cuda_opts {
+	int device;     /* CUDA device ordinal */
+	int bf16;       /* 1: bf16 weights/activations/matmuls; 0: fp32 throughout (checks) */
+	int cuda_graph; /* capture each micro-step and the update in CUDA graphs */
+};
+
+struct gpt2_cuda;
+
+/* 0 when this build can train on a GPU and one is present; else -ENODEV or -ENOSYS with the
+ * reason in err. */
+int gpt2_cuda_available(char *err, size_t errlen);
+/* The GPU of this process: LOCAL_RANK (torchrun), OMPI_COMM_WORLD_LOCAL_RANK, else 0. */
+int gpt2_cuda_local_device(void);
+
+/* A GPU copy of host's parameters and Adam moments for micro-batches of (B, T). NULL with the
+ * reason in err on an unsupported shape (C, Vp multiples of 8; head size 16/32/64/128). */
+struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T,
+	const struct gpt2_cuda_opts *o, char *err, size_t errlen);
+void gpt2_cuda_free(struct gpt2_cuda *g);
+/* Master weights and moments back into host (waits for the GPU). */
+void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host);
+
+/* A training step: zero_grad, micro_step per micro-batch, update, then step_result, the one
+ * place the host waits for the GPU. */
+void gpt2_cuda_zero_grad(struct gpt2_cuda *g);
+/* Forward and backward of batch b (its staged device copy when the loader made one, after its
+ * ready_event; else its host tokens); adds the batch's mean loss to the step's. */
+void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b, float loss_scale);
+/* Sums gradients over comm (NCCL on the device; other backends through host memory), the
+ * global norm and clipping factor on the device, and AdamW at step t (from 1). */
+void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm, const struct adamw_config *opt,
+	float lr, float grad_clip, int t);
+/* Waits for the step; returns this rank's mean loss over its accum micro-steps and sets *norm
+ * to the gradient norm (of the mean over ranks, before clipping). */
+float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *norm);
+/* Mean loss of batch b, forward only (waits). */
+float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *b);
+
+/* For tests (tests/gpu/): the pieces of a step on host tokens, and the tensors to compare. */
+void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs, const int32_t *targets);
+void gpt2_cuda_forward(struct gpt2_cuda *g);
+void gpt2_cuda_backward(struct gpt2_cuda *g, float loss_scale);
+void gpt2_cuda_copy_logits(struct gpt2_cuda *g, float *out); /* (B,T,Vp), after forward */
+void gpt2_cuda_copy_grads(struct gpt2_cuda *g, float *out);  /* nr_params, fp32 */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
