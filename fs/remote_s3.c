@@ -227,6 +227,9 @@ static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_re
 	enum net_error ne = s3_reply_error(rep, &doc);
 	enum s3_error e = s3_error_classify(doc.code, rep->status);
 
+	if (!strcmp(doc.message, doc.code))
+		doc.message[0] = '\0'; /* radosgw's Message repeats the Code */
+
 	const char *src = s->cfg.cred_source ? s->cfg.cred_source : "no credentials";
 	switch (e) {
 	case S3_ERR_BAD_SIGNATURE:

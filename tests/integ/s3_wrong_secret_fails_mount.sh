@@ -78,4 +78,12 @@ umount_ferry "$M"
 wait
 no_secret_in "$T/daemon.log" "the daemon's debug log"
 grep -q . "$T/daemon.log" || fail "the debug log is empty: the check above proves nothing"
+
+# The cache now holds this source's listing and a.bin. A server that answers (403) is not an
+# unreachable one: the mount must still fail, not come up offline serving the cached bytes.
+log "a wrong secret with the source's cache warm still fails"
+expect_clean_failure "wrong secret, warm cache" "$M" env AWS_SECRET_ACCESS_KEY="$wrong" \
+	"$FERRY" mount --cache-dir "$T/cache" --endpoint "$S3_ENDPOINT" "$src" "$M"
+grep -q "access denied" "$T/.err" || fail "wrong secret, warm cache: $(cat "$T/.err")"
+no_secret_in "$T/.err" "the warm-cache message"
 pass
