@@ -17,12 +17,24 @@ need_s3() {
 eval "lib_cleanup() $(declare -f cleanup | tail -n +2)"
 cleanup() {
 	local rc=$?
+	set +e # or the first failure here, or the (exit) below, would skip lib.sh's cleanup
 	if [ -n "$S3_STATE" ]; then
 		# Unmount first, so that no daemon is left retrying against a server that is gone.
 		while read -r m; do
 			fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 		done < <(mounts_under "$T" | sort -r)
 		bash "$S3SERVER_SH" stop "$S3_STATE" 2>/dev/null
+		# A daemon that was lazily unmounted still writes its cache maps into $T for a
+		# moment: wait for it (never kill it: it may be another test's), or rm -rf races it.
+		local p left
+		for _ in $(seq 100); do
+			left=
+			for p in $(pgrep -f -- "$T/" 2>/dev/null); do
+				[ "$p" = $$ ] || grep -qx "$p" "$T/.pids" || left+=" $p"
+			done
+			[ -z "$left" ] && break
+			sleep 0.1
+		done
 		if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
 			tail -n 5 "$S3_STATE"/log/client.rgw.ferry.log 2>/dev/null | sed 's/^/radosgw: /' >&2
 		fi

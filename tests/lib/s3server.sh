@@ -43,12 +43,19 @@ fail() {
 }
 
 stop_daemons() {
-	local f pid
+	local f pid pids=()
 	for f in "$STATE"/run/*.pid; do
 		[ -f "$f" ] || continue
 		pid=$(cat "$f" 2>/dev/null || true)
-		[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+		[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && pids+=("$pid")
 		rm -f "$f"
+	done
+	# Gone before the caller removes STATE, so that no dying daemon writes into it.
+	for pid in "${pids[@]}"; do
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
 	done
 }
 
