@@ -15,12 +15,14 @@
 
 #include "fs/aws_config.h"
 #include "fs/log.h"
+#include "fs/net.h"
 #include "fs/remote.h"
 #include "fs/s3_list.h"
 #include "fs/s3_sign.h"
 
 #define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
-#define S3_SYNC_RETRIES	   4
+#define S3_SYNC_RETRIES	   4   /* listings and HEADs; the fetch engine retries GETs itself */
+#define S3_BACKOFF_MS	   100 /* first retry, doubled each time, jittered 0.5x .. 1.5x */
 #define S3_NAME_MAX	   255
 #define S3_MAX_DIR_ENTRIES 10000000 /* one directory; beyond this the listing is refused */
 
@@ -35,9 +37,10 @@ struct remote_s3 {
 	bool virtual_host;
 	char *scheme_host; /* "https://bucket.s3.us-east-1.amazonaws.com" */
 	char *host;	   /* the Host header: host[:port], port only when not default */
+	/* For net_easy_setup: TLS, timeouts. Only ca_file (owned, below) of the strings is
+	 * kept; verbose is always 0, since libcurl's trace would print the session token. */
+	struct remote_options opt;
 	char *ca_file;
-	bool insecure;
-	long connect_timeout_ms, low_speed_time_s;
 	CURLSH *share; /* connections and DNS of the synchronous requests */
 	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
 	atomic_bool warned_unsafe, warned_collision;
@@ -62,7 +65,7 @@ static void s3_reply_done(struct s3_reply *rep)
 	memset(rep, 0, sizeof(*rep));
 }
 
-/* ---- curl plumbing (to share with net.h's helpers once the HTTP backend lands) ---- */
+/* ---- curl plumbing: the common setup is net.h's ---- */
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
 {
@@ -76,26 +79,6 @@ static void share_unlock(CURL *h, curl_lock_data data, void *arg)
 	struct remote_s3 *s = arg;
 
 	pthread_mutex_unlock(&s->share_lock[data]);
-}
-
-/* TLS and timeouts, for every handle that talks to the store (ours and the fetch engine's). */
-static void s3_easy_common(struct remote_s3 *s, CURL *easy)
-{
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-		s->connect_timeout_ms > 0 ? s->connect_timeout_ms : 10000L);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(
-		easy, CURLOPT_LOW_SPEED_TIME, s->low_speed_time_s > 0 ? s->low_speed_time_s : 30L);
-	if (s->ca_file)
-		curl_easy_setopt(easy, CURLOPT_CAINFO, s->ca_file);
-	if (s->insecure) {
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "ferry/" FERRY_VERSION);
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
@@ -126,19 +109,12 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
 	struct s3_reply *rep = arg;
-	size_t len = size * n;
+	size_t len = size * n, vl;
+	const char *v = net_header_value(data, len, "ETag", &vl);
 
-	if (len > 5 && !strncasecmp(data, "ETag:", 5)) {
-		const char *v = data + 5;
-		size_t vl = len - 5;
-		while (vl && (*v == ' ' || *v == '\t'))
-			v++, vl--;
-		while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
-			vl--;
-		if (vl < sizeof(rep->etag)) {
-			memcpy(rep->etag, v, vl);
-			rep->etag[vl] = '\0';
-		}
+	if (v && vl < sizeof(rep->etag)) {
+		memcpy(rep->etag, v, vl);
+		rep->etag[vl] = '\0';
 	}
 	return len;
 }
@@ -231,16 +207,29 @@ out:
 
 /* ---- messages ---- */
 
+/* What a reply means for the retry policy and the -errno: its HTTP status refined by S3's Error
+ * code (a 400 RequestTimeout is retried, a 403 or NoSuchBucket is final). */
+static enum net_error s3_reply_error(const struct s3_reply *rep, struct s3_error_doc *doc)
+{
+	memset(doc, 0, sizeof(*doc));
+	if (rep->status >= 200 && rep->status < 300)
+		return NET_OK;
+	if (rep->body_bytes)
+		s3_error_parse(rep->body, rep->body_bytes, doc);
+	return s3_error_to_net(s3_error_classify(doc->code, rep->status), rep->status);
+}
+
 /* A one-line reason for a failed reply, never holding a secret. Returns the -errno. */
 static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_reply *rep,
 	char *errbuf, size_t errlen)
 {
-	struct s3_error_doc doc = {0};
-	enum s3_error e;
+	struct s3_error_doc doc;
+	enum net_error ne = s3_reply_error(rep, &doc);
+	enum s3_error e = s3_error_classify(doc.code, rep->status);
 
-	if (rep->body_bytes)
-		s3_error_parse(rep->body, rep->body_bytes, &doc);
-	e = s3_error_classify(doc.code, rep->status);
+	if (!strcmp(doc.message, doc.code))
+		doc.message[0] = '\0'; /* radosgw's Message repeats the Code */
+
 	const char *src = s->cfg.cred_source ? s->cfg.cred_source : "no credentials";
 	switch (e) {
 	case S3_ERR_BAD_SIGNATURE:
@@ -252,8 +241,7 @@ static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_re
 	case S3_ERR_BAD_KEY_ID:
 		snprintf(errbuf, errlen,
 			"access denied to s3://%s: InvalidAccessKeyId: the server does not know "
-			"the "
-			"access key id (from %s)",
+			"the access key id (from %s)",
 			s->bucket, src);
 		break;
 	case S3_ERR_ACCESS_DENIED:
@@ -281,22 +269,51 @@ static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_re
 			doc.message);
 		break;
 	}
-	return s3_error_errno(e);
+	return net_error_to_errno(ne);
+}
+
+/* A one-line reason for a request that got no HTTP reply. Returns the -errno. */
+static int s3_describe_transport(
+	struct remote_s3 *s, CURLcode rc, const char *curl_err, char *errbuf, size_t errlen)
+{
+	const char *why = curl_err[0] ? curl_err : curl_easy_strerror(rc);
+
+	switch (net_error_from_curl(rc)) {
+	case NET_TLS:
+		snprintf(errbuf, errlen,
+			"TLS with %s failed: %s (for a private CA, pass --ca-file)", s->scheme_host,
+			why);
+		return -EIO;
+	case NET_CONNECT:
+		snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host, why);
+		return -ECONNREFUSED;
+	case NET_TIMEOUT:
+		snprintf(errbuf, errlen, "cannot reach %s: timed out: %s", s->scheme_host, why);
+		return -ETIMEDOUT;
+	case NET_RESOLVE:
+		snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host, why);
+		return -EHOSTUNREACH;
+	default:
+		snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host, why);
+		return -EIO;
+	}
 }
 
 /* ---- synchronous requests ---- */
 
 static void backoff(unsigned attempt)
 {
-	unsigned ms = 100u << attempt;
+	unsigned ms = S3_BACKOFF_MS << attempt;
 
 	ms = ms / 2 + (unsigned)(rand() % (int)ms); /* jitter: 0.5x .. 1.5x */
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
 }
 
-/* One request with retries of transport failures, 500 and 503. 0 with rep filled (any HTTP
- * status), or -errno with a reason in errbuf when no reply came. */
+/* One request; what net_error_is_retryable calls transient (resets, timeouts, 5xx, SlowDown,
+ * RequestTimeout) is retried with jittered exponential backoff, each attempt signed afresh.
+ * 0 with rep filled (any HTTP status; the caller describes a failure), or -errno with a reason
+ * in errbuf when no reply came. */
 static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 	const struct s3_kv *query, size_t nr_query, struct s3_reply *rep, char *errbuf,
 	size_t errlen)
@@ -305,7 +322,9 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 
 	for (unsigned attempt = 0;; attempt++) {
 		char curl_err[CURL_ERROR_SIZE] = "";
+		struct s3_error_doc doc = {0};
 		struct curl_slist *hdrs = NULL;
+		enum net_error ne;
 		char *url = NULL;
 		CURL *easy;
 		CURLcode rc;
@@ -323,7 +342,7 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 			snprintf(errbuf, errlen, "out of memory");
 			return -ENOMEM;
 		}
-		s3_easy_common(s, easy);
+		net_easy_setup(easy, &s->opt);
 		curl_easy_setopt(easy, CURLOPT_SHARE, s->share);
 		curl_easy_setopt(easy, CURLOPT_URL, url);
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
@@ -333,6 +352,7 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 		curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 		curl_easy_setopt(easy, CURLOPT_HEADERDATA, rep);
 		curl_easy_setopt(easy, CURLOPT_FILETIME, 1L);
+		/* A listing page is small: unlike a chunk, it has no excuse to take minutes. */
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT, 300L);
 		if (!strcmp(method, "HEAD"))
 			curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
@@ -349,25 +369,21 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 		curl_easy_cleanup(easy);
 		curl_slist_free_all(hdrs);
 		free(url);
-		if (rc == CURLE_OK && rep->status != 500 && rep->status != 503)
-			return 0;
 		if (rep->too_big) {
 			snprintf(errbuf, errlen, "s3://%s: a reply over %u bytes", s->bucket,
 				S3_MAX_REPLY_BYTES);
 			s3_reply_done(rep);
 			return -EBADMSG;
 		}
-		if (attempt >= S3_SYNC_RETRIES) {
+		ne = rc != CURLE_OK ? net_error_from_curl(rc) : s3_reply_error(rep, &doc);
+		if (!net_error_is_retryable(ne) || attempt >= S3_SYNC_RETRIES) {
 			if (rc == CURLE_OK)
-				return 0; /* the caller describes the last 5xx */
-			snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host,
-				curl_err[0] ? curl_err : curl_easy_strerror(rc));
-			return rc == CURLE_COULDNT_CONNECT	? -ECONNREFUSED
-			       : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
-								: -EIO;
+				return 0; /* the caller describes an HTTP failure */
+			s3_reply_done(rep);
+			return s3_describe_transport(s, rc, curl_err, errbuf, errlen);
 		}
-		log_debug("s3: %s %s: %s, retrying", method, key,
-			rc == CURLE_OK ? "server busy" : curl_easy_strerror(rc));
+		log_debug("s3: %s %s: %s%s%s, retrying", method, key, net_error_str(ne),
+			doc.code[0] ? " " : "", doc.code);
 		s3_reply_done(rep);
 		backoff(attempt);
 	}
@@ -719,6 +735,11 @@ log:
 	return err;
 }
 
+/* The fetch engine's convention: called on a reset handle for every attempt, it sets the
+ * common options, the URL and the headers, never a callback. Every call signs anew, so a retry
+ * after a backoff carries a fresh x-amz-date (S3 refuses a signature over 15 minutes old). The
+ * range goes in a signed Range header rather than CURLOPT_RANGE: what is signed is what is
+ * sent. */
 static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uint64_t off,
 	uint64_t len, CURL *easy, struct curl_slist **headers)
 {
@@ -729,7 +750,7 @@ static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uin
 	int err;
 
 	*headers = NULL;
-	if (len == 0 || off + len < off)
+	if (len == 0 || off + len < off || (obj->size && off + len > obj->size))
 		return -EINVAL;
 	if (!s->single_file && !path_is_safe(obj->path))
 		return -ENOENT;
@@ -745,7 +766,7 @@ static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uin
 	free(key);
 	if (err)
 		return err;
-	s3_easy_common(s, easy);
+	net_easy_setup(easy, &s->opt);
 	curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 	/* CURLOPT_URL copies the string. */
 	curl_easy_setopt(easy, CURLOPT_URL, url);
@@ -933,11 +954,17 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 	if (err)
 		goto err;
 	if (opt) {
-		s->insecure = opt->insecure;
-		s->connect_timeout_ms = opt->connect_timeout_ms;
-		s->low_speed_time_s = opt->low_speed_time_s;
+		s->opt.insecure = opt->insecure;
+		s->opt.connect_timeout_ms = opt->connect_timeout_ms;
+		s->opt.low_speed_time_s = opt->low_speed_time_s;
 		if (opt->ca_file && !(s->ca_file = strdup(opt->ca_file)))
 			goto nomem;
+		s->opt.ca_file = s->ca_file;
+	}
+	if (net_global_init()) {
+		snprintf(errbuf, errlen, "cannot initialise libcurl");
+		err = -EIO;
+		goto err;
 	}
 	err = setup_endpoint(s, errbuf, errlen);
 	if (err)

@@ -564,32 +564,30 @@ enum s3_error s3_error_classify(const char *code, long http_status)
 	return S3_ERR_OTHER;
 }
 
-bool s3_error_is_retryable(enum s3_error e)
-{
-	return e == S3_ERR_SLOW_DOWN;
-}
-
-int s3_error_errno(enum s3_error e)
+enum net_error s3_error_to_net(enum s3_error e, long http_status)
 {
 	switch (e) {
 	case S3_ERR_NONE:
-		return 0;
+		return NET_OK;
 	case S3_ERR_ACCESS_DENIED:
 	case S3_ERR_BAD_SIGNATURE:
 	case S3_ERR_BAD_KEY_ID:
 	case S3_ERR_EXPIRED:
-		return -EACCES;
+		return NET_HTTP_403;
 	case S3_ERR_NO_SUCH_BUCKET:
 	case S3_ERR_NO_SUCH_KEY:
-		return -ENOENT;
-	case S3_ERR_PRECONDITION:
-		return -ESTALE;
-	case S3_ERR_RANGE:
-		return -EINVAL;
+		return NET_HTTP_404;
 	case S3_ERR_WRONG_REGION:
+		return NET_HTTP_4XX; /* a redirect is not followed: retrying cannot help */
+	case S3_ERR_PRECONDITION:
+		return NET_HTTP_412;
+	case S3_ERR_RANGE:
+		return NET_HTTP_416;
 	case S3_ERR_SLOW_DOWN:
+		/* RequestTimeout comes as a 400, but S3 asks for a retry as for a 5xx. */
+		return NET_HTTP_5XX;
 	case S3_ERR_OTHER:
 		break;
 	}
-	return -EIO;
+	return net_error_from_status(http_status);
 }

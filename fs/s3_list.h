@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "fs/net.h"
+
 /* Limits that keep a hostile or broken server from costing unbounded memory. */
 #define S3_LIST_MAX_TEXT_BYTES 4096   /* one element's text (keys are at most 1024 bytes) */
 #define S3_LIST_MAX_ENTRIES    100000 /* Contents + CommonPrefixes in one page */
@@ -67,14 +69,19 @@ enum s3_error {
 	S3_ERR_WRONG_REGION, /* PermanentRedirect, AuthorizationHeaderMalformed, 301 */
 	S3_ERR_PRECONDITION, /* 412: the object changed */
 	S3_ERR_RANGE,	     /* 416 */
-	S3_ERR_SLOW_DOWN,    /* 503 SlowDown, 500 InternalError: retry with backoff */
+	S3_ERR_SLOW_DOWN,    /* 503 SlowDown, 500 InternalError, RequestTimeout: retry */
 	S3_ERR_OTHER,
 };
 
 /* Classifies a reply by its Code (may be NULL or "") and HTTP status. */
 enum s3_error s3_error_classify(const char *code, long http_status);
-bool s3_error_is_retryable(enum s3_error e);
-/* The -errno a caller returns for e. */
-int s3_error_errno(enum s3_error e);
+
+/* The net_error (fs/net.h) that e counts as, so that S3 replies follow the same retry policy
+ * (net_error_is_retryable) and -errno mapping (net_error_to_errno) as every other transfer:
+ * SlowDown, InternalError, ServiceUnavailable, RequestTimeout and other 5xx are NET_HTTP_5XX,
+ * retried with backoff; AccessDenied, a wrong signature or key and an expired token are
+ * NET_HTTP_403, NoSuchBucket and NoSuchKey NET_HTTP_404, a wrong region NET_HTTP_4XX, all
+ * final; 412 and 416 stay NET_HTTP_412 and NET_HTTP_416 (the object changed). */
+enum net_error s3_error_to_net(enum s3_error e, long http_status);
 
 #endif

@@ -87,11 +87,61 @@ Test(s3_list, an_error_document_is_told_apart_and_classified)
 	cr_assert_eq(s3_error_classify("NoSuchBucket", 404), S3_ERR_NO_SUCH_BUCKET);
 	cr_assert_eq(s3_error_classify(NULL, 404), S3_ERR_NO_SUCH_KEY);
 	cr_assert_eq(s3_error_classify("SlowDown", 503), S3_ERR_SLOW_DOWN);
-	cr_assert(s3_error_is_retryable(s3_error_classify(NULL, 500)));
-	cr_assert(!s3_error_is_retryable(s3_error_classify(NULL, 403)));
-	cr_assert_eq(s3_error_errno(s3_error_classify(NULL, 412)), -ESTALE);
-	cr_assert_eq(s3_error_errno(S3_ERR_ACCESS_DENIED), -EACCES);
 	cr_assert_eq(s3_error_parse(aws_page, strlen(aws_page), &doc), -EBADMSG);
+}
+
+/* The retry policy and errno are net.h's: what each S3 answer must mean there. */
+static bool retried(const char *code, long status)
+{
+	return net_error_is_retryable(s3_error_to_net(s3_error_classify(code, status), status));
+}
+
+static int errno_of(const char *code, long status)
+{
+	return net_error_to_errno(s3_error_to_net(s3_error_classify(code, status), status));
+}
+
+Test(s3_list, slow_down_internal_error_and_request_timeout_are_retried)
+{
+	cr_assert(retried("SlowDown", 503));
+	cr_assert(retried(NULL, 503));
+	cr_assert(retried("InternalError", 500));
+	cr_assert(retried(NULL, 500));
+	cr_assert(retried("ServiceUnavailable", 503));
+	cr_assert(retried("RequestTimeout", 400), "S3 sends RequestTimeout as a 400");
+	cr_assert(retried(NULL, 502));
+}
+
+Test(s3_list, access_denied_no_such_bucket_and_changed_objects_are_final)
+{
+	static const struct {
+		const char *code;
+		long status;
+		int err;
+	} final[] = {
+		{"AccessDenied", 403, -EACCES},
+		{"SignatureDoesNotMatch", 403, -EACCES},
+		{"InvalidAccessKeyId", 403, -EACCES},
+		{"ExpiredToken", 400, -EACCES},
+		{NULL, 403, -EACCES},
+		{"NoSuchBucket", 404, -ENOENT},
+		{"NoSuchKey", 404, -ENOENT},
+		{NULL, 404, -ENOENT},
+		{"PreconditionFailed", 412, -ESTALE},
+		{NULL, 412, -ESTALE},
+		{"InvalidRange", 416, -ESTALE},
+		{"PermanentRedirect", 301, -EIO},
+		{"InvalidArgument", 400, -EIO},
+	};
+
+	for (size_t i = 0; i < sizeof(final) / sizeof(final[0]); i++) {
+		cr_assert(!retried(final[i].code, final[i].status), "%s %ld is retried",
+			final[i].code ? final[i].code : "-", final[i].status);
+		cr_assert_eq(errno_of(final[i].code, final[i].status), final[i].err, "%s %ld: %d",
+			final[i].code ? final[i].code : "-", final[i].status,
+			errno_of(final[i].code, final[i].status));
+	}
+	cr_assert_eq(s3_error_to_net(S3_ERR_NONE, 200), NET_OK);
 }
 
 static void refused(const char *xml, const char *why)
