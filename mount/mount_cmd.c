@@ -253,8 +253,8 @@ int mount_main(int argc, char **argv)
 	pid_t pid;
 
 	optind = 1;
-	argv[0] = "ferry mount"; /* getopt's messages name the command */
-	while ((c = getopt_long(argc, argv, "o:fvh", long_opts, NULL)) != -1) {
+	opterr = 0; /* getopt's message plus a hint would be two lines: say it in one */
+	while ((c = getopt_long(argc, argv, ":o:fvh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CACHE_DIR:
 			cfg.cache_dir = optarg;
@@ -327,15 +327,23 @@ int mount_main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case ':':
+			return fail("option '%s' needs a value (try 'ferry mount --help')",
+				argv[optind - 1]);
 		default:
-			fprintf(stderr, "try 'ferry mount --help'\n");
-			return 1;
+			if (optopt > 0 && optopt < 256) /* a short one, maybe inside "-xf" */
+				return fail("unknown option '-%c' (try 'ferry mount --help')",
+					optopt);
+			return fail("unknown option '%s' (try 'ferry mount --help')",
+				argv[optind - 1]);
 		}
 	}
-	if (argc - optind != 2) {
-		usage(stderr);
-		return 1;
-	}
+	/* Bad input is one line; the full text is for --help. */
+	if (argc - optind < 2)
+		return fail("expected SOURCE and MOUNTPOINT (try 'ferry mount --help')");
+	if (argc - optind > 2)
+		return fail("unexpected argument '%s' (try 'ferry mount --help')",
+			argv[optind + 2]);
 	cfg.chunk_bytes = (uint32_t)chunk;
 	if (cfg.cache_bytes && cfg.cache_bytes < chunk)
 		return fail("--cache-size is smaller than one chunk (%llu bytes)",

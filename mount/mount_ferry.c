@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (npos != 2) {
-		usage(stderr);
+		fprintf(stderr, "mount.ferry: expected SOURCE and MOUNTPOINT (try 'mount.ferry --help')\n");
 		return 1;
 	}
 	args[n++] = "mount";
