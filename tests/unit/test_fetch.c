@@ -147,6 +147,17 @@ static int count_log(const char *needle)
 	return n;
 }
 
+/* nginx writes a request's access.log line after it has sent the response, so a client
+ * can look before the line is there (seen under load). Waits up to 5 s until at least want
+ * lines match, then 50 ms more so that a line beyond want can show up too, and counts. */
+static int count_log_settled(const char *needle, int want)
+{
+	for (int i = 0; i < 500 && count_log(needle) < want; i++)
+		usleep(10000);
+	usleep(50000);
+	return count_log(needle);
+}
+
 struct env {
 	struct remote *r;
 	struct cache *c;
@@ -225,7 +236,7 @@ Test(fetch, random_ranges_over_http_equal_the_source)
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.errors, 0);
 	cr_expect_leq(st.requests, (DATA_BYTES + CHUNK - 1) / CHUNK, "each chunk fetched once");
-	cr_expect_eq(count_log("GET /data.bin"), (int)st.requests);
+	cr_expect_eq(count_log_settled("GET /data.bin", (int)st.requests), (int)st.requests);
 	env_close(&v);
 }
 
@@ -242,7 +253,7 @@ Test(fetch, a_wrong_if_match_fails_with_estale_and_is_not_retried)
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.retries, 0);
 	cr_expect_eq(st.requests, 1);
-	cr_expect_eq(count_log("\" 412 "), 1);
+	cr_expect_eq(count_log_settled("\" 412 ", 1), 1);
 	env_close(&v);
 }
 
@@ -319,7 +330,7 @@ Test(fetch, many_concurrent_readers_of_one_chunk_cause_one_get)
 		cr_assert_eq(args[i].n, (ssize_t)sizeof(args[i].buf));
 		cr_assert_eq(memcmp(args[i].buf, data + 3 * CHUNK + 17, sizeof(args[i].buf)), 0);
 	}
-	cr_expect_eq(count_log("GET /data.bin"), 1);
+	cr_expect_eq(count_log_settled("GET /data.bin", 1), 1);
 	env_close(&v);
 }
 
@@ -436,8 +447,8 @@ Test(fetch, lists_from_the_manifest_in_one_request)
 	cr_assert_eq(r->ops->list(r, "sub dir", count_entries, &n), 0);
 	cr_expect_eq(n.nr, 4);
 	cr_expect(n.saw_special);
-	cr_expect_eq(count_log("\"GET "), 1);
-	cr_expect_eq(count_log("\"HEAD "), 0);
+	cr_expect_eq(count_log_settled("\"GET ", 1), 1);
+	cr_expect_eq(count_log_settled("\"HEAD ", 0), 0);
 	r->ops->free(r);
 	/* the manifest has no ETags: reads are pinned by If-Unmodified-Since */
 	env_open(&v, url, NULL, "data.bin", NULL);
@@ -542,6 +553,7 @@ Test(fetch, a_500_every_time_gives_eio)
 Test(fetch, make_resident_and_prefetch_fill_the_cache)
 {
 	char url[256], buf[CHUNK];
+	struct fetch_stats st;
 	struct env v;
 	int gets;
 
@@ -553,9 +565,10 @@ Test(fetch, make_resident_and_prefetch_fill_the_cache)
 	for (int i = 0; i < 200 && cache_object_cached_bytes(v.co) < DATA_BYTES; i++)
 		usleep(20000);
 	cr_expect_eq(cache_object_cached_bytes(v.co), DATA_BYTES);
-	gets = count_log("GET /data.bin");
+	fetcher_get_stats(v.f, &st);
+	gets = count_log_settled("GET /data.bin", (int)st.requests);
 	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), DATA_BYTES - 100), 100);
 	cr_assert_eq(memcmp(buf, data + DATA_BYTES - 100, 100), 0);
-	cr_expect_eq(count_log("GET /data.bin"), gets, "served from the cache");
+	cr_expect_eq(count_log_settled("GET /data.bin", gets), gets, "served from the cache");
 	env_close(&v);
 }
