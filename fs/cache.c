@@ -1165,29 +1165,43 @@ out:
 
 int cache_sync(struct cache *c)
 {
-	struct cache_object *list, *o, *next;
+	struct cache_object **objs = NULL, *o;
+	size_t nr = 0, i;
 	int rc = 0;
 
+	/* The dirty objects are moved into an array of our own under the lock: their
+	 * dirty_next links belong to c->dirty, which mark_dirty relinks (under the lock) as
+	 * soon as on_dirty is false, so walking them after unlocking would follow another
+	 * list and put references we never took. */
 	pthread_mutex_lock(&c->lock);
-	list = c->dirty;
-	c->dirty = NULL;
-	for (o = list; o; o = o->dirty_next) {
+	for (o = c->dirty; o; o = o->dirty_next)
+		nr++;
+	if (nr) {
+		objs = malloc(nr * sizeof(*objs));
+		if (!objs) {
+			pthread_mutex_unlock(&c->lock);
+			return -ENOMEM; /* the list stays: the next sync takes it */
+		}
+	}
+	nr = 0;
+	while ((o = c->dirty)) {
+		c->dirty = o->dirty_next;
+		o->dirty_next = NULL;
 		o->on_dirty = false;
 		obj_ref_locked(o);
+		objs[nr++] = o;
 	}
 	pthread_mutex_unlock(&c->lock);
-	for (o = list; o; o = next) {
-		int r;
+	for (i = 0; i < nr; i++) {
+		int r = obj_sync(c, objs[i]);
 
-		next = o->dirty_next;
-		o->dirty_next = NULL;
-		r = obj_sync(c, o);
 		if (r < 0 && rc == 0) {
-			log_warn("cache: syncing %s: %s", o->map_path, strerror(-r));
+			log_warn("cache: syncing %s: %s", objs[i]->map_path, strerror(-r));
 			rc = r;
 		}
-		obj_put(o);
+		obj_put(objs[i]);
 	}
+	free(objs);
 	return rc;
 }
 

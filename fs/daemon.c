@@ -73,6 +73,26 @@ static void report(int *ready_fd, const char *fmt, ...)
 	*ready_fd = -1;
 }
 
+/* A warning the user must see on the terminal of `ferry mount` (syslog is where nobody looks
+ * when a mount comes up degraded): logged, and sent to the waiting parent as a "warning: "
+ * line ahead of its "ok". */
+static void report_warning(int ready_fd, const char *fmt, ...)
+{
+	char line[1100];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_warn("%s", line);
+	if (ready_fd < 0 || n < 0)
+		return;
+	line[strcspn(line, "\n")] = '\0'; /* one line, whatever the backend's text held */
+	if (dprintf(ready_fd, "warning: %s\n", line) < 0)
+		log_debug("parent gone before the warning: %s", strerror(errno));
+}
+
 /* The cache directory of one source: the same dataset named with or without a trailing
  * slash (or, for a local tree, by another path) shares one cache. */
 static char *source_cache_dir(const char *cache_root, const char *source, bool local)
@@ -287,7 +307,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	if (ret) {
 		if (!has_kept_root_listing(state_dir))
 			goto fail;
-		log_warn("%s; serving what is cached (offline)", err);
+		report_warning(ready_fd, "%s; serving what is cached (offline)", err);
 		err[0] = '\0';
 		fs.remote = &offline_remote;
 		fs.offline = true;

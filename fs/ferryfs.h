@@ -23,7 +23,9 @@ struct ferryfs_config {
 
 /* Opens the source and the cache, mounts, and serves until unmounted or sent SIGTERM/SIGINT.
  * When ready_fd >= 0, writes "ok\n" to it once the mount is live, or one line of error text
- * before returning non-zero, and closes it. Returns 0 on a clean unmount. */
+ * before returning non-zero, and closes it. Before either it may write lines starting with
+ * "warning: " (e.g. a mount that comes up offline), which the reader shows to the user.
+ * Returns 0 on a clean unmount. */
 int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd);
 
 #endif

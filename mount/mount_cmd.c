@@ -212,33 +212,40 @@ static void daemon_child(struct ferryfs_config *cfg, int wfd)
 	_exit(ferryfs_main(cfg, wfd) ? 1 : 0);
 }
 
-/* Waits for the daemon's one line: "ok", or the reason it could not mount. */
+/* Waits for the daemon's last line: "ok", or the reason it could not mount. Lines before it
+ * that start with "warning: " are the daemon's warnings for the user, who is watching this
+ * terminal and not the syslog the daemon writes to. */
 static int wait_ready(pid_t pid, int rfd)
 {
-	char line[1200];
-	size_t len = 0;
+	static const char warn[] = "warning: ";
+	FILE *f = fdopen(rfd, "r");
+	char *line = NULL;
+	size_t cap = 0;
 	ssize_t n;
-	int status;
+	int status, ret;
 
-	while (len < sizeof(line) - 1) {
-		n = read(rfd, line + len, sizeof(line) - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (memchr(line, '\n', len))
-			break;
+	if (!f) {
+		close(rfd);
+		return fail("fdopen: %s", strerror(errno));
 	}
-	close(rfd);
-	line[len] = '\0';
-	line[strcspn(line, "\n")] = '\0';
-	if (!strcmp(line, "ok"))
+	while ((n = getline(&line, &cap, f)) > 0) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, warn, sizeof(warn) - 1))
+			break;
+		fprintf(stderr, "ferry mount: %s\n", line);
+	}
+	fclose(f);
+	if (n > 0 && !strcmp(line, "ok")) {
+		free(line);
 		return 0;
+	}
 	waitpid(pid, &status, 0);
-	if (!line[0])
-		return fail("the daemon exited before mounting (see syslog)");
-	return fail("%s", line);
+	if (n <= 0)
+		ret = fail("the daemon exited before mounting (see syslog)");
+	else
+		ret = fail("%s", line);
+	free(line);
+	return ret;
 }
 
 int mount_main(int argc, char **argv)
@@ -253,8 +260,8 @@ int mount_main(int argc, char **argv)
 	pid_t pid;
 
 	optind = 1;
-	argv[0] = "ferry mount"; /* getopt's messages name the command */
-	while ((c = getopt_long(argc, argv, "o:fvh", long_opts, NULL)) != -1) {
+	opterr = 0; /* getopt's message plus a hint would be two lines: say it in one */
+	while ((c = getopt_long(argc, argv, ":o:fvh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CACHE_DIR:
 			cfg.cache_dir = optarg;
@@ -327,15 +334,23 @@ int mount_main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case ':':
+			return fail("option '%s' needs a value (try 'ferry mount --help')",
+				argv[optind - 1]);
 		default:
-			fprintf(stderr, "try 'ferry mount --help'\n");
-			return 1;
+			if (optopt > 0 && optopt < 256) /* a short one, maybe inside "-xf" */
+				return fail("unknown option '-%c' (try 'ferry mount --help')",
+					optopt);
+			return fail("unknown option '%s' (try 'ferry mount --help')",
+				argv[optind - 1]);
 		}
 	}
-	if (argc - optind != 2) {
-		usage(stderr);
-		return 1;
-	}
+	/* Bad input is one line; the full text is for --help. */
+	if (argc - optind < 2)
+		return fail("expected SOURCE and MOUNTPOINT (try 'ferry mount --help')");
+	if (argc - optind > 2)
+		return fail("unexpected argument '%s' (try 'ferry mount --help')",
+			argv[optind + 2]);
 	cfg.chunk_bytes = (uint32_t)chunk;
 	if (cfg.cache_bytes && cfg.cache_bytes < chunk)
 		return fail("--cache-size is smaller than one chunk (%llu bytes)",

@@ -24,10 +24,10 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-	char *args[MAX_ARGS], err[256] = "";
+	char *args[MAX_ARGS], *owned[MAX_ARGS], err[256] = "";
 	const char *pos[2] = { NULL, NULL };
 	const char *opts = NULL;
-	int n = 0, npos = 0, ret;
+	int n = 0, npos = 0, nr_new, ret;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -56,17 +56,26 @@ int main(int argc, char **argv)
 		}
 	}
 	if (npos != 2) {
-		usage(stderr);
+		fprintf(stderr,
+			"mount.ferry: expected SOURCE and MOUNTPOINT (try 'mount.ferry --help')\n");
 		return 1;
 	}
 	args[n++] = "mount";
 	ret = cli_fstab_to_args(opts, args, &n, MAX_ARGS - 3, err, sizeof(err));
+	/* args[1 .. nr_new) are cli_fstab_to_args's strdups; kept apart, as getopt permutes args */
+	nr_new = n;
+	memcpy(owned, args, sizeof(owned[0]) * (size_t)n);
 	if (ret) {
 		fprintf(stderr, "mount.ferry: %s\n", err);
-		return 1;
+		ret = 1;
+		goto out;
 	}
 	args[n++] = (char *)pos[0];
 	args[n++] = (char *)pos[1];
 	args[n] = NULL;
-	return mount_main(n, args);
+	ret = mount_main(n, args);
+out:
+	for (int i = 1; i < nr_new; i++)
+		free(owned[i]);
+	return ret;
 }

@@ -122,8 +122,15 @@ step "read and verify every file through the mount (cold: fetched from nginx)"
 verify "cold read"
 step "again (warm: served from the chunk cache and page cache)"
 verify "warm read"
-"$PY" -c 'import numpy as np, sys; a = np.memmap(sys.argv[1], dtype=np.uint16, mode="r"); print("numpy.memmap of train/shard_00.bin:", a.shape[0], "tokens, first", a[:4])' \
-	"$mnt/train/shard_00.bin" 2>/dev/null || true
+step "numpy.memmap of a shard through the mount"
+"$PY" - "$data/train/shard_00.bin" "$mnt/train/shard_00.bin" <<'PY' || die "numpy.memmap through the mount differs from the source"
+import numpy as np, sys
+src, got = (np.memmap(p, dtype=np.uint16, mode="r") for p in sys.argv[1:3])
+idx = np.random.default_rng(7).integers(0, src.shape[0], 1000)
+assert src.shape == got.shape and (src[idx] == got[idx]).all()
+print("%d tokens; 1000 random tokens equal the source's, e.g. [%d] = %d"
+      % (got.shape[0], idx[0], got[idx[0]]))
+PY
 
 step "ferry stat $mnt"
 "$ferry" stat "$mnt" || die "ferry stat failed"

@@ -23,19 +23,24 @@ umount "$M" || fail "umount of a mount.ferry mount failed"
 ! is_mounted "$M" || fail "still mounted after umount"
 
 log "options mount(8) adds (-n, -s, dev/suid/exec words) are accepted"
-timeout 60 "$MOUNT_FERRY" "$url" "$M" -n -o ro,nosuid,nodev,noexec,noatime,cache_dir="$T/fscache" ||
+# The same cache_dir needs the same chunk_size (docs/ferry.md: another one is refused), as
+# the same fstab line would give it.
+timeout 60 "$MOUNT_FERRY" "$url" "$M" -n -s \
+	-o ro,nosuid,nodev,noexec,noatime,cache_dir="$T/fscache",chunk_size=1M ||
 	fail "mount.ferry with mount(8)'s generic options failed"
 cmp "$T/src/ds/a.bin" "$M/a.bin" || fail "a.bin differs"
 umount "$M"
 
 expect_clean_failure "unknown -o option" "$M" \
-	"$MOUNT_FERRY" "$url" "$M" -o ro,cache_dir="$T/fscache",no_such_option=1
+	"$MOUNT_FERRY" "$url" "$M" -o ro,cache_dir="$T/fscache",chunk_size=1M,no_such_option=1
+grep -q no_such_option "$T/.err" || fail "unknown -o option: the error does not name it"
 expect_clean_failure "bad cache_size" "$M" \
-	"$MOUNT_FERRY" "$url" "$M" -o ro,cache_dir="$T/fscache",cache_size=huge
+	"$MOUNT_FERRY" "$url" "$M" -o ro,cache_dir="$T/fscache",chunk_size=1M,cache_size=huge
+grep -q huge "$T/.err" || fail "bad cache_size: the error does not name it"
 
 if [ -x /sbin/mount.ferry ] && cmp -s /sbin/mount.ferry "$MOUNT_FERRY"; then
 	log "through mount(8) and an fstab file"
-	printf '%s %s ferry ro,cache_dir=%s 0 0\n' "$url" "$M" "$T/fscache" >"$T/fstab"
+	printf '%s %s ferry ro,cache_dir=%s,chunk_size=1M 0 0\n' "$url" "$M" "$T/fscache" >"$T/fstab"
 	mount -T "$T/fstab" "$M" || fail "mount -T fstab failed"
 	cmp "$T/src/ds/sub/b.bin" "$M/sub/b.bin" || fail "b.bin differs"
 	umount "$M"

@@ -36,7 +36,12 @@ fetched=$(stat_json "$T/mnt" bytes_fetched)
 total=$(du -sb --apparent-size "$T/src" | cut -f1)
 src_bytes=$(find "$T/src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 [ "$fetched" -ge "$src_bytes" ] || fail "bytes_fetched $fetched < $src_bytes bytes read"
-[ "$(stat_json "$T/mnt" errors)" = 0 ] || fail "errors counted on a clean run"
+# docs/ferry.md names the error counters fetch_errors, read_errors and verify_failures.
+for k in fetch_errors read_errors verify_failures; do
+	[ "$(stat_json "$T/mnt" "$k")" = 0 ] || fail "$k counted on a clean run"
+done
+grep -Eq '^errors +0 fetch, 0 read, 0 checksum$' "$T/stat.txt" ||
+	fail "ferry stat's table has no clean errors line: $(grep errors "$T/stat.txt")"
 hits=$(stat_json "$T/mnt" hits)
 misses=$(stat_json "$T/mnt" misses)
 [ "$misses" -gt 0 ] || fail "no misses counted after a cold read"

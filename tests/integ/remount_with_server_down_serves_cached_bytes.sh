@@ -26,6 +26,8 @@ log "remount with the server down"
 mount_ferry "$url" "$T/mnt" --chunk-size 1M
 [ -s "$T/.mount.err" ] || fail "an offline mount came up without a warning"
 [ "$(grep -c . "$T/.mount.err")" -eq 1 ] || fail "an offline mount warned more than one line"
+grep -q offline "$T/.mount.err" || fail "the warning does not say the mount is offline"
+[ "$(stat_json "$T/mnt" offline)" = True ] || fail "ferry stat --json does not say offline"
 same_tree "$T/src" "$T/mnt" --no-data
 cmp "$T/src/whole.bin" "$T/mnt/whole.bin" || fail "whole.bin differs offline"
 cmp "$T/part.piece" <(dd if="$T/mnt/part.bin" bs=100K skip=15 count=1 status=none) ||

@@ -335,6 +335,62 @@ Test(cache, waiters_become_fetchers_after_a_failed_fill)
 	cache_free(c);
 }
 
+struct sync_loop {
+	struct cache *c;
+	atomic_bool stop;
+	atomic_int nr_syncs;
+};
+
+static void *sync_loop_thread(void *p)
+{
+	struct sync_loop *s = p;
+
+	while (!atomic_load(&s->stop)) {
+		cache_sync(s->c);
+		atomic_fetch_add(&s->nr_syncs, 1);
+	}
+	return NULL;
+}
+
+/* The daemon's syncer runs cache_sync every second while FUSE threads fill chunks (each
+ * fill puts its object back on the dirty list). A sync must only drop the references it
+ * took: an extra one closed the data file of an object still held open, and later reads of
+ * it failed with EBADF. */
+Test(cache, syncing_while_chunks_are_filled_keeps_held_objects_readable)
+{
+	enum { NR_OBJ = 8, NR_CHUNKS = 64 };
+	struct cache *c = open_cache(NULL, 0);
+	struct sync_loop s = {.c = c};
+	struct cache_object *o[NR_OBJ];
+	char path[NR_OBJ][16];
+	pthread_t tid;
+
+	for (int i = 0; i < NR_OBJ; i++) {
+		snprintf(path[i], sizeof(path[i]), "/race%d", i);
+		o[i] = open_obj(c, path[i], NR_CHUNKS * CB, "v");
+	}
+	cr_assert_eq(pthread_create(&tid, NULL, sync_loop_thread, &s), 0);
+	/* The objects are filled in a new order each round (i -> i * 5 + idx, mod 8), so the
+	 * dirty list is relinked unlike the one a sync in progress walks. */
+	for (uint64_t idx = 0; idx < NR_CHUNKS; idx++) {
+		for (int j = 0; j < NR_OBJ; j++) {
+			int i = (int)((j * 5 + idx * (idx % 3 + 1)) % NR_OBJ);
+
+			cr_assert_eq(get_and_release(o[i], path[i], "v", idx), CACHE_FETCH);
+		}
+	}
+	atomic_store(&s.stop, true);
+	pthread_join(tid, NULL);
+	cr_assert_gt(atomic_load(&s.nr_syncs), 1, "the syncs never overlapped the fills");
+	cr_assert_eq(cache_sync(c), 0);
+	for (int i = 0; i < NR_OBJ; i++) {
+		for (uint64_t idx = 0; idx < NR_CHUNKS; idx++)
+			cr_assert_eq(get_and_release(o[i], path[i], "v", idx), CACHE_HIT);
+		cache_object_unref(o[i]);
+	}
+	cache_free(c);
+}
+
 Test(cache, evicts_least_recently_used_chunk)
 {
 	struct cache *c = open_cache(NULL, 3 * CB);
