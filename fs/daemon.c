@@ -305,7 +305,10 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 
 	ret = ops->open(&fs.remote, cfg->source, &cfg->remote, err, sizeof(err));
 	if (ret) {
-		if (!has_kept_root_listing(state_dir))
+		/* Offline only when the store could not be asked; an answer (access denied, no such
+		 * bucket or path, bad settings) is the user's to see, cache or no cache. */
+		if (ret == -EACCES || ret == -EPERM || ret == -ENOENT || ret == -EINVAL ||
+			ret == -ENOTSUP || !has_kept_root_listing(state_dir))
 			goto fail;
 		report_warning(ready_fd, "%s; serving what is cached (offline)", err);
 		err[0] = '\0';
