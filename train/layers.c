@@ -6,6 +6,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
 
@@ -122,46 +125,229 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 	}
 }
 
+/* ---- matmul ----
+ * The three products are cache-blocked and register-tiled, with an AVX2 micro-kernel where the
+ * CPU has it. Every output element is still summed in the one order of the plain loops (the
+ * forward: dot() over C; the backward: k = 0, 1, ... in sequence, starting from the gradient's
+ * old value), and the AVX2 kernels multiply and add separately (no FMA), so the results are the
+ * same bits on every machine, with any number of threads, with or without AVX2. */
+
+static int have_avx2(void)
+{
+	static int cached = -1;
+	if (cached < 0) {
+		__builtin_cpu_init();
+		cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+	}
+	return cached;
+}
+
+/* out[n][o] = bias[o] + dot(inp[n], w[o]) for nr_n rows and nr_o weights (any tile size). */
+static void fwd_tile_c(float *out, int OC, const float *inp, const float *w, const float *bias,
+	int C, int nr_n, int nr_o)
+{
+	for (int n = 0; n < nr_n; n++)
+		for (int o = 0; o < nr_o; o++)
+			out[(size_t)n * OC + o] = (bias ? bias[o] : 0.0f) +
+						  dot(inp + (size_t)n * C, w + (size_t)o * C, C);
+}
+
+#if defined(__x86_64__)
+#define FWD_MR 4 /* rows of inp per AVX2 tile */
+#define FWD_MO 3 /* rows of weight per AVX2 tile */
+
+/* dot()'s last steps on the 8 lanes: the same tree of additions, then the tail. */
+__attribute__((target("avx2"))) static inline float reduce8(__m256 v, float tail)
+{
+	float a[8];
+	_mm256_storeu_ps(a, v);
+	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + tail;
+}
+
+/* fwd_tile_c for a FWD_MR x FWD_MO tile: 12 vector accumulators, lane k of each holding dot()'s
+ * acc[k]. */
+__attribute__((target("avx2"))) static void fwd_tile_avx2(float *out, int OC, const float *inp,
+	const float *w, const float *bias, int C)
+{
+	__m256 acc[FWD_MR][FWD_MO];
+	for (int r = 0; r < FWD_MR; r++)
+		for (int j = 0; j < FWD_MO; j++)
+			acc[r][j] = _mm256_setzero_ps();
+	const float *x0 = inp, *x1 = inp + C, *x2 = inp + 2 * (size_t)C, *x3 = inp + 3 * (size_t)C;
+	const float *w0 = w, *w1 = w + C, *w2 = w + 2 * (size_t)C;
+	int i = 0;
+	for (; i + 8 <= C; i += 8) {
+		__m256 b0 = _mm256_loadu_ps(w0 + i), b1 = _mm256_loadu_ps(w1 + i);
+		__m256 b2 = _mm256_loadu_ps(w2 + i);
+		__m256 a = _mm256_loadu_ps(x0 + i);
+		acc[0][0] = _mm256_add_ps(acc[0][0], _mm256_mul_ps(a, b0));
+		acc[0][1] = _mm256_add_ps(acc[0][1], _mm256_mul_ps(a, b1));
+		acc[0][2] = _mm256_add_ps(acc[0][2], _mm256_mul_ps(a, b2));
+		a = _mm256_loadu_ps(x1 + i);
+		acc[1][0] = _mm256_add_ps(acc[1][0], _mm256_mul_ps(a, b0));
+		acc[1][1] = _mm256_add_ps(acc[1][1], _mm256_mul_ps(a, b1));
+		acc[1][2] = _mm256_add_ps(acc[1][2], _mm256_mul_ps(a, b2));
+		a = _mm256_loadu_ps(x2 + i);
+		acc[2][0] = _mm256_add_ps(acc[2][0], _mm256_mul_ps(a, b0));
+		acc[2][1] = _mm256_add_ps(acc[2][1], _mm256_mul_ps(a, b1));
+		acc[2][2] = _mm256_add_ps(acc[2][2], _mm256_mul_ps(a, b2));
+		a = _mm256_loadu_ps(x3 + i);
+		acc[3][0] = _mm256_add_ps(acc[3][0], _mm256_mul_ps(a, b0));
+		acc[3][1] = _mm256_add_ps(acc[3][1], _mm256_mul_ps(a, b1));
+		acc[3][2] = _mm256_add_ps(acc[3][2], _mm256_mul_ps(a, b2));
+	}
+	for (int r = 0; r < FWD_MR; r++)
+		for (int j = 0; j < FWD_MO; j++) {
+			const float *x = inp + (size_t)r * C, *wr = w + (size_t)j * C;
+			float tail = 0.0f;
+			for (int k = i; k < C; k++)
+				tail += x[k] * wr[k];
+			out[(size_t)r * OC + j] = (bias ? bias[j] : 0.0f) + reduce8(acc[r][j], tail);
+		}
+}
+
+#define ACC_MR 6  /* rows per AVX2 accumulate tile */
+#define ACC_NR 16 /* columns per AVX2 accumulate tile (two vectors) */
+
+/* c[r][j] += a(r, k) * b[k][j] for k = k0..k1-1 in order, a(r, k) = a[r * a_rs + k * a_ks], on
+ * an ACC_MR x ACC_NR tile. */
+__attribute__((target("avx2"))) static void acc_tile_avx2(float *c, size_t ldc, const float *a,
+	size_t a_rs, size_t a_ks, const float *b, size_t ldb, int k0, int k1)
+{
+	__m256 acc[ACC_MR][2];
+	for (int r = 0; r < ACC_MR; r++) {
+		acc[r][0] = _mm256_loadu_ps(c + r * ldc);
+		acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
+	}
+	for (int k = k0; k < k1; k++) {
+		const float *bk = b + (size_t)k * ldb, *ak = a + (size_t)k * a_ks;
+		__m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+		for (int r = 0; r < ACC_MR; r++) {
+			__m256 x = _mm256_broadcast_ss(ak + r * a_rs);
+			acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_mul_ps(x, b0));
+			acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_mul_ps(x, b1));
+		}
+	}
+	for (int r = 0; r < ACC_MR; r++) {
+		_mm256_storeu_ps(c + r * ldc, acc[r][0]);
+		_mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+	}
+}
+#else
+#define FWD_MR 4
+#define FWD_MO 3
+#define ACC_MR 6
+#define ACC_NR 16
+#endif
+
+/* acc_tile_avx2 for any nr_r x nr_c tile, in plain C (the edges, and CPUs without AVX2). */
+static void acc_tile_c(float *c, size_t ldc, const float *a, size_t a_rs, size_t a_ks,
+	const float *b, size_t ldb, int k0, int k1, int nr_r, int nr_c)
+{
+	for (int r = 0; r < nr_r; r++) {
+		float *cr = c + r * ldc;
+		for (int k = k0; k < k1; k++) {
+			float x = a[r * a_rs + (size_t)k * a_ks];
+			const float *bk = b + (size_t)k * ldb;
+			for (int j = 0; j < nr_c; j++)
+				cr[j] += x * bk[j];
+		}
+	}
+}
+
+#define ACC_RB 48  /* rows per task (a multiple of ACC_MR) */
+#define ACC_CB 128 /* columns per task (a multiple of ACC_NR) */
+#define ACC_KC 256 /* k per pass: the task's slice of b stays in L2, a tile's in L1 */
+
+/* c (R,M) += a (R,K) @ b (K,M), a(r, k) = a[r * a_rs + k * a_ks]; c's and b's rows are ldc
+ * and ldb apart. Tasks own disjoint blocks of c; within a task every element still sees
+ * k = 0..K-1 in order (the k passes run outermost), so the sums are those of the plain loop. */
+static void gemm_acc(float *c, size_t ldc, const float *a, size_t a_rs, size_t a_ks,
+	const float *b, size_t ldb, int R, int M, int K)
+{
+	int nr_rb = (R + ACC_RB - 1) / ACC_RB, nr_cb = (M + ACC_CB - 1) / ACC_CB;
+	int avx2 = have_avx2();
+#pragma omp parallel for collapse(2) schedule(static)
+	for (int rb = 0; rb < nr_rb; rb++) {
+		for (int cb = 0; cb < nr_cb; cb++) {
+			int r0 = rb * ACC_RB, r1 = r0 + ACC_RB < R ? r0 + ACC_RB : R;
+			int c0 = cb * ACC_CB, c1 = c0 + ACC_CB < M ? c0 + ACC_CB : M;
+			for (int k0 = 0; k0 < K; k0 += ACC_KC) {
+				int k1 = k0 + ACC_KC < K ? k0 + ACC_KC : K;
+				for (int j = c0; j < c1; j += ACC_NR) {
+					int nr_c = j + ACC_NR <= c1 ? ACC_NR : c1 - j;
+					for (int r = r0; r < r1; r += ACC_MR) {
+						int nr_r = r + ACC_MR <= r1 ? ACC_MR : r1 - r;
+						float *ct = c + (size_t)r * ldc + j;
+						const float *at = a + (size_t)r * a_rs;
+						const float *bt = b + j;
+#if defined(__x86_64__)
+						if (avx2 && nr_r == ACC_MR && nr_c == ACC_NR) {
+							acc_tile_avx2(ct, ldc, at, a_rs, a_ks, bt,
+								ldb, k0, k1);
+							continue;
+						}
+#endif
+						acc_tile_c(ct, ldc, at, a_rs, a_ks, bt, ldb, k0, k1,
+							nr_r, nr_c);
+					}
+				}
+			}
+		}
+	}
+	(void)avx2;
+}
+
+#define FWD_RB 32 /* rows of inp per task (a multiple of FWD_MR) */
+#define FWD_OB 48 /* rows of weight per task (a multiple of FWD_MO) */
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
 	int C, int OC)
 {
-	/* Rows in tiles of 4 so that each weight row, once in cache, serves four dot products. */
-	int nr_tiles = (N + 3) / 4;
-#pragma omp parallel for schedule(static)
-	for (int tile = 0; tile < nr_tiles; tile++) {
-		int n0 = tile * 4, n1 = n0 + 4 < N ? n0 + 4 : N;
-		for (int o = 0; o < OC; o++) {
-			const float *w = weight + (size_t)o * C;
-			float b = bias ? bias[o] : 0.0f;
-			for (int n = n0; n < n1; n++)
-				out[(size_t)n * OC + o] = b + dot(inp + (size_t)n * C, w, C);
+	int nr_nb = (N + FWD_RB - 1) / FWD_RB, nr_ob = (OC + FWD_OB - 1) / FWD_OB;
+	int avx2 = have_avx2();
+#pragma omp parallel for collapse(2) schedule(static)
+	for (int nb = 0; nb < nr_nb; nb++) {
+		for (int ob = 0; ob < nr_ob; ob++) {
+			int n0 = nb * FWD_RB, n1 = n0 + FWD_RB < N ? n0 + FWD_RB : N;
+			int o0 = ob * FWD_OB, o1 = o0 + FWD_OB < OC ? o0 + FWD_OB : OC;
+			for (int o = o0; o < o1; o += FWD_MO) {
+				int nr_o = o + FWD_MO <= o1 ? FWD_MO : o1 - o;
+				for (int n = n0; n < n1; n += FWD_MR) {
+					int nr_n = n + FWD_MR <= n1 ? FWD_MR : n1 - n;
+					float *ot = out + (size_t)n * OC + o;
+					const float *it = inp + (size_t)n * C;
+					const float *wt = weight + (size_t)o * C;
+					const float *bt = bias ? bias + o : NULL;
+#if defined(__x86_64__)
+					if (avx2 && nr_n == FWD_MR && nr_o == FWD_MO) {
+						fwd_tile_avx2(ot, OC, it, wt, bt, C);
+						continue;
+					}
+#endif
+					fwd_tile_c(ot, OC, it, wt, bt, C, nr_n, nr_o);
+				}
+			}
 		}
 	}
+	(void)avx2;
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
 	const float *inp, const float *weight, int N, int C, int OC)
 {
-	/* dinp (N,C) += dout (N,OC) @ weight (OC,C): one row of dinp per iteration */
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < N; n++) {
-		const float *d = dout + (size_t)n * OC;
-		float *dx = dinp + (size_t)n * C;
-		for (int o = 0; o < OC; o++)
-			axpy(dx, d[o], weight + (size_t)o * C, C);
-	}
-	/* dweight (OC,C) += dout^T (OC,N) @ inp (N,C): one row of dweight per iteration */
+	/* dinp (N,C) += dout (N,OC) @ weight (OC,C) */
+	gemm_acc(dinp, C, dout, OC, 1, weight, C, N, C, OC);
+	/* dweight (OC,C) += dout^T (OC,N) @ inp (N,C) */
+	gemm_acc(dweight, C, dout, 1, OC, inp, C, OC, C, N);
+	if (!dbias)
+		return;
 #pragma omp parallel for schedule(static)
 	for (int o = 0; o < OC; o++) {
-		float *dw = dweight + (size_t)o * C;
 		float db = 0.0f;
-		for (int n = 0; n < N; n++) {
-			float d = dout[(size_t)n * OC + o];
-			axpy(dw, d, inp + (size_t)n * C, C);
-			db += d;
-		}
-		if (dbias)
-			dbias[o] += db;
+		for (int n = 0; n < N; n++)
+			db += dout[(size_t)n * OC + o];
+		dbias[o] += db;
 	}
 }
 

@@ -5,8 +5,33 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "train/layers.h"
+
+const char *const gpt2_prof_names[GPT2_NR_PROF] = { "fwd encoder", "fwd layernorm",
+	"fwd matmul qkv", "fwd attention", "fwd matmul attproj", "fwd matmul fc", "fwd gelu",
+	"fwd matmul fcproj", "fwd residual", "fwd matmul lm head", "fwd softmax+xent",
+	"bwd zeroing grad acts", "bwd softmax+xent", "bwd matmul lm head", "bwd layernorm",
+	"bwd residual", "bwd matmul fcproj", "bwd gelu", "bwd matmul fc", "bwd matmul attproj",
+	"bwd attention", "bwd matmul qkv", "bwd encoder" };
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Profiling: the time since *t (the end of the previous layer call) goes to kind. */
+static void lap(struct gpt2 *m, double *t, int kind)
+{
+	if (!m->profile)
+		return;
+	double t1 = now_s();
+	m->prof_s[kind] += t1 - *t;
+	*t = t1;
+}
 
 int gpt2_padded_vocab(int vocab_size)
 {
@@ -236,8 +261,10 @@ void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
 	int V = c->vocab_size, Vp = c->padded_vocab_size, N = B * T;
 	struct gpt2_params *p = &m->params;
 	struct gpt2_acts *a = &m->acts;
+	double t = m->profile ? now_s() : 0.0;
 
 	encoder_forward(a->encoded, inputs, p->wte, p->wpe, B, T, C);
+	lap(m, &t, PROF_F_ENCODER);
 	for (int l = 0; l < L; l++) {
 		size_t nc = (size_t)l * N * C;
 		const float *residual = l == 0 ? a->encoded : a->residual3 + nc - (size_t)N * C;
@@ -249,29 +276,42 @@ void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
 
 		layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N,
 			residual, p->ln1w + l * C, p->ln1b + l * C, N, C);
+		lap(m, &t, PROF_F_LAYERNORM);
 		matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, N, C,
 			3 * C);
+		lap(m, &t, PROF_F_QKV);
 		attention_forward(atty, att, qkv, B, T, C, NH);
+		lap(m, &t, PROF_F_ATTENTION);
 		matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C,
 			N, C, C);
+		lap(m, &t, PROF_F_ATTPROJ);
 		residual_forward(residual2, residual, attproj, N * C);
+		lap(m, &t, PROF_F_RESIDUAL);
 		layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N,
 			residual2, p->ln2w + l * C, p->ln2b + l * C, N, C);
+		lap(m, &t, PROF_F_LAYERNORM);
 		matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, N, C,
 			4 * C);
+		lap(m, &t, PROF_F_FC);
 		gelu_forward(fch_gelu, fch, N * 4 * C);
+		lap(m, &t, PROF_F_GELU);
 		matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * C * 4 * C,
 			p->fcprojb + l * C, N, 4 * C, C);
+		lap(m, &t, PROF_F_FCPROJ);
 		residual_forward(residual3, residual2, fcproj, N * C);
+		lap(m, &t, PROF_F_RESIDUAL);
 	}
 	const float *last = a->residual3 + (size_t)(L - 1) * N * C;
 	layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, p->lnfw, p->lnfb, N, C);
+	lap(m, &t, PROF_F_LAYERNORM);
 	matmul_forward(a->logits, a->lnf, p->wte, NULL, N, C, Vp);
+	lap(m, &t, PROF_F_LMHEAD);
 	if (!targets) {
 		m->mean_loss = -1.0f;
 		return;
 	}
 	softmax_crossentropy_forward(a->losses, a->probs, a->logits, targets, N, V, Vp);
+	lap(m, &t, PROF_F_SOFTMAX);
 	double sum = 0.0;
 	for (int i = 0; i < N; i++)
 		sum += a->losses[i];
@@ -291,18 +331,23 @@ void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets
 	int V = c->vocab_size, Vp = c->padded_vocab_size, N = B * T;
 	struct gpt2_params *p = &m->params, *g = &m->grads;
 	struct gpt2_acts *a = &m->acts, *d = &m->grad_acts;
+	double t = m->profile ? now_s() : 0.0;
 	size_t nr_acts = 0;
 	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
 		nr_acts += m->act_sizes[i];
 	memset(m->grad_acts_memory, 0, nr_acts * sizeof(float));
+	lap(m, &t, PROF_B_ZERO);
 
 	for (int i = 0; i < N; i++)
 		d->scratch[i] = loss_scale;
 	softmax_crossentropy_backward(d->logits, a->probs, targets, d->scratch, N, V, Vp);
+	lap(m, &t, PROF_B_SOFTMAX);
 	matmul_backward(d->lnf, g->wte, NULL, d->logits, a->lnf, p->wte, N, C, Vp);
+	lap(m, &t, PROF_B_LMHEAD);
 	size_t last = (size_t)(L - 1) * N * C;
 	layernorm_backward(d->residual3 + last, g->lnfw, g->lnfb, d->lnf, a->residual3 + last,
 		p->lnfw, a->lnf_mean, a->lnf_rstd, N, C);
+	lap(m, &t, PROF_B_LAYERNORM);
 
 	for (int l = L - 1; l >= 0; l--) {
 		size_t nc = (size_t)l * N * C;
@@ -311,26 +356,37 @@ void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets
 		size_t nl = (size_t)l * N;
 
 		residual_backward(d->residual2 + nc, d->fcproj + nc, d->residual3 + nc, N * C);
+		lap(m, &t, PROF_B_RESIDUAL);
 		matmul_backward(d->fch_gelu + 4 * nc, g->fcprojw + (size_t)l * C * 4 * C,
 			g->fcprojb + l * C, d->fcproj + nc, a->fch_gelu + 4 * nc,
 			p->fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
+		lap(m, &t, PROF_B_FCPROJ);
 		gelu_backward(d->fch + 4 * nc, a->fch + 4 * nc, d->fch_gelu + 4 * nc, N * 4 * C);
+		lap(m, &t, PROF_B_GELU);
 		matmul_backward(d->ln2 + nc, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C,
 			d->fch + 4 * nc, a->ln2 + nc, p->fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
+		lap(m, &t, PROF_B_FC);
 		layernorm_backward(d->residual2 + nc, g->ln2w + l * C, g->ln2b + l * C, d->ln2 + nc,
 			a->residual2 + nc, p->ln2w + l * C, a->ln2_mean + nl, a->ln2_rstd + nl, N,
 			C);
+		lap(m, &t, PROF_B_LAYERNORM);
 		residual_backward(dresidual, d->attproj + nc, d->residual2 + nc, N * C);
+		lap(m, &t, PROF_B_RESIDUAL);
 		matmul_backward(d->atty + nc, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
 			d->attproj + nc, a->atty + nc, p->attprojw + (size_t)l * C * C, N, C, C);
+		lap(m, &t, PROF_B_ATTPROJ);
 		attention_backward(d->qkv + 3 * nc, d->atty + nc, a->qkv + 3 * nc,
 			a->att + (size_t)l * B * NH * T * T, B, T, C, NH);
+		lap(m, &t, PROF_B_ATTENTION);
 		matmul_backward(d->ln1 + nc, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C,
 			d->qkv + 3 * nc, a->ln1 + nc, p->qkvw + (size_t)l * 3 * C * C, N, C, 3 * C);
+		lap(m, &t, PROF_B_QKV);
 		layernorm_backward(dresidual, g->ln1w + l * C, g->ln1b + l * C, d->ln1 + nc,
 			residual, p->ln1w + l * C, a->ln1_mean + nl, a->ln1_rstd + nl, N, C);
+		lap(m, &t, PROF_B_LAYERNORM);
 	}
 	encoder_backward(g->wte, g->wpe, d->encoded, inputs, B, T, C);
+	lap(m, &t, PROF_B_ENCODER);
 }
 
 /* Fixed chunks summed in a fixed order: the same norm whatever the number of threads. */

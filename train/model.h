@@ -73,6 +73,18 @@ struct adamw_config {
 	float beta1, beta2, eps, weight_decay;
 };
 
+/* Where a step's time goes, per layer kind (forward F_, backward B_), when gpt2.profile is set:
+ * `FERRY_TRAIN_PROFILE=1 ferry train ...` prints the table at the end of the run. */
+enum gpt2_prof {
+	PROF_F_ENCODER, PROF_F_LAYERNORM, PROF_F_QKV, PROF_F_ATTENTION, PROF_F_ATTPROJ,
+	PROF_F_FC, PROF_F_GELU, PROF_F_FCPROJ, PROF_F_RESIDUAL, PROF_F_LMHEAD, PROF_F_SOFTMAX,
+	PROF_B_ZERO, PROF_B_SOFTMAX, PROF_B_LMHEAD, PROF_B_LAYERNORM, PROF_B_RESIDUAL,
+	PROF_B_FCPROJ, PROF_B_GELU, PROF_B_FC, PROF_B_ATTPROJ, PROF_B_ATTENTION, PROF_B_QKV,
+	PROF_B_ENCODER,
+	GPT2_NR_PROF
+};
+extern const char *const gpt2_prof_names[GPT2_NR_PROF];
+
 /* A model and its training state. params/grads/m/v each point into one block of nr_params
  * floats; acts/grad_acts are sized for micro-batches of (B, T) given to gpt2_new. */
 struct gpt2 {
@@ -88,6 +100,8 @@ struct gpt2 {
 	float *acts_memory, *grad_acts_memory;
 	float mean_loss; /* of the last forward with targets */
 	int is_view;     /* params belong to another model (gpt2_new_view): no grads, no moments */
+	int profile;     /* time each layer call into prof_s (wall seconds, summed over calls) */
+	double prof_s[GPT2_NR_PROF];
 };
 
 /* Vp for a vocabulary: a multiple of 128 above 256 (50257 -> 50304, as llm.c). */

@@ -554,6 +554,22 @@ static size_t loader_batch_tokens; /* B*T: with a GPU the host model has no batc
 
 /* Mean validation loss over val_batches batches from the start of the validation set,
  * averaged across ranks. */
+/* FERRY_TRAIN_PROFILE=1: where the training steps' time went, per layer kind, on stderr
+ * (evaluation forwards included, as they run through the same model). */
+static void print_profile(const struct gpt2 *m, int nr_steps)
+{
+	double total = 0.0;
+	for (int k = 0; k < GPT2_NR_PROF; k++)
+		total += m->prof_s[k];
+	if (nr_steps < 1 || total <= 0.0)
+		return;
+	fprintf(stderr, "profile over %d steps: %.1f ms/step in layers\n", nr_steps,
+		total * 1e3 / nr_steps);
+	for (int k = 0; k < GPT2_NR_PROF; k++)
+		fprintf(stderr, "  %-22s %9.2f ms/step %5.1f%%\n", gpt2_prof_names[k],
+			m->prof_s[k] * 1e3 / nr_steps, 100.0 * m->prof_s[k] / total);
+}
+
 static float evaluate(struct gpt2 *m, struct loader *val, int nr_batches, int V)
 {
 	struct loader_state start = { 0, 0 };
@@ -890,6 +906,8 @@ int train_main(int argc, char **argv)
 	size_t nr_tokens = (size_t)B * T;
 	int last_step = o.stop_at ? o.stop_at : s.steps;
 
+	const char *prof_env = getenv("FERRY_TRAIN_PROFILE");
+	m->profile = !gpu && prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
 	for (int step = (int)start_step + 1; step <= last_step; step++) {
 		double t0 = now_ms(), wait_ms = 0.0, loss_sum = 0.0;
 		if (gpu)
@@ -986,6 +1004,8 @@ int train_main(int argc, char **argv)
 		printf("ferry train: done at step %d; log %s, plot %s\n", last_step, log_path,
 			svg_path);
 		fclose(log);
+		if (m->profile)
+			print_profile(m, last_step - (int)start_step);
 	}
 	free(points);
 	free(settings_text);

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # CPU training throughput of `ferry train` for d6 (6 layers, 6 heads, 384 channels) at
 # seq 256, batch 8, against the matmul-bound limit of this machine measured in the same run:
-# a plain OpenMP sgemm (compiled here with the same -O3 -fopenmp) over the same shapes gives
-# GFLOP/s, and the trainer's GFLOP/s (6 x parameters x tokens + causal attention) is reported
-# as a ratio of it.   usage: bench_train.sh [STEPS (default 4)] [THREADS (default nproc)]
+# a plain OpenMP sgemm over the same shapes, compiled here with -O3 -march=native -fopenmp (so it
+# may use every vector unit and FMA of this CPU), gives GFLOP/s, and the trainer's GFLOP/s
+# (6 x parameters x tokens + causal attention) is reported as a ratio of it.
+#   usage: bench_train.sh [STEPS (default 4)] [THREADS (default nproc)]
+# FERRY_BIN_BASE=/path/to/an/older/ferry runs that build too, in the same run, for a before/after
+# table; FERRY_TRAIN_PROFILE=1 adds the per-layer times of each run (see docs/train.md).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 FERRY_BUILD=${FERRY_BUILD:-$src/build}
@@ -17,9 +20,18 @@ source "$src/tests/integ/train_lib.sh"
 make_shards "$work/data"
 
 L=6 C=384 T=256 B=8 V=256
-"$FERRY" train --data "$work/data/train_*.bin" --model d6 --seq-len $T --batch $B \
-	--steps "$steps" --warmup 1 --eval-every 0 --ckpt-every 0 --threads "$threads" \
-	--out "$work/run" >"$work/train.out"
+run_train() { # binary out-dir
+	"$1" train --data "$work/data/train_*.bin" --model d6 --seq-len $T --batch $B \
+		--steps "$steps" --warmup 1 --eval-every 0 --ckpt-every 0 --threads "$threads" \
+		--out "$2" >"$2.out" 2>"$2.err" || { cat "$2.err" >&2; exit 1; }
+	[ -z "${FERRY_TRAIN_PROFILE:-}" ] || sed "s|^|$(basename "$2"): |" "$2.err"
+}
+runs=("$work/run")
+if [ -n "${FERRY_BIN_BASE:-}" ]; then
+	run_train "$FERRY_BIN_BASE" "$work/base"
+	runs=("$work/base" "$work/run")
+fi
+run_train "$FERRY" "$work/run"
 
 cat >"$work/sgemm.c" <<'C'
 /* out (N,OC) = inp (N,C) @ w (OC,C)^T, the trainer's shapes, as a plain sgemm: rows split over
@@ -64,18 +76,21 @@ int main(int argc, char **argv)
 	return 0;
 }
 C
-cc -O3 -fopenmp -o "$work/sgemm" "$work/sgemm.c"
+cc -O3 -march=native -fopenmp -o "$work/sgemm" "$work/sgemm.c"
 sgemm_gflops=$(OMP_NUM_THREADS=$threads "$work/sgemm" $((B * T)) $C $L $V)
 
-/usr/bin/python3 - "$work/run/log.csv" "$sgemm_gflops" $L $C $T $V "$threads" <<'PY'
-import csv, statistics, sys
-log, sgemm, L, C, T, V, threads = sys.argv[1], float(sys.argv[2]), *map(int, sys.argv[3:])
-rows = list(csv.DictReader(open(log)))
-tps = statistics.median(float(r["tokens_per_s"]) for r in rows[1:] or rows)  # step 1 warms up
+/usr/bin/python3 - "$sgemm_gflops" $L $C $T $V "$threads" "${runs[@]}" <<'PY'
+import csv, os, statistics, sys
+sgemm, (L, C, T, V, threads), runs = float(sys.argv[1]), map(int, sys.argv[2:7]), sys.argv[7:]
 params = L * 12 * C * C + V * C        # matmul weights, lm head tied to wte
 flops_per_token = 6 * params + 6 * L * T * C  # forward + backward; causal attention
-train_gflops = tps * flops_per_token / 1e9
-print(f"d6 seq {T} batch 8, {threads} thread(s): {tps:.0f} tokens/s = {train_gflops:.2f} GFLOP/s")
-print(f"plain sgemm of the same shapes: {sgemm:.2f} GFLOP/s")
-print(f"ratio (trainer / sgemm bound): {train_gflops / sgemm:.2f}")
+print(f"d6 seq {T} batch 8, {threads} thread(s); plain sgemm of the same shapes: "
+      f"{sgemm:.2f} GFLOP/s")
+print(f"{'build':6} {'ms/step':>9} {'tokens/s':>9} {'GFLOP/s':>8} {'/ sgemm':>8}")
+for run in runs:
+    rows = list(csv.DictReader(open(run + "/log.csv")))
+    ms = statistics.median(float(r["ms"]) for r in rows[1:] or rows)  # step 1 warms up
+    tps = statistics.median(float(r["tokens_per_s"]) for r in rows[1:] or rows)
+    gflops = tps * flops_per_token / 1e9
+    print(f"{os.path.basename(run):6} {ms:9.1f} {tps:9.0f} {gflops:8.2f} {gflops / sgemm:8.2f}")
 PY

@@ -129,6 +129,80 @@ Test(layers, matmul_backward_matches_finite_differences)
 	}
 }
 
+/* The plain loops of matmul in their summation order: the forward a dot product with 8 lanes
+ * (lane k sums the products i = k mod 8 in order), the lanes added as ((0+1)+(2+3))+((4+5)+(6+7))
+ * and then the tail; the backward each gradient element from its old value over k = 0, 1, ... */
+static void matmul_forward_twin(float *out, const float *x, const float *w, const float *b, int N,
+	int C, int OC)
+{
+	for (int n = 0; n < N; n++)
+		for (int o = 0; o < OC; o++) {
+			const float *p = x + (size_t)n * C, *q = w + (size_t)o * C;
+			float l[8] = { 0 }, tail = 0.0f;
+			int i = 0;
+			for (; i + 8 <= C; i += 8)
+				for (int k = 0; k < 8; k++)
+					l[k] += p[i + k] * q[i + k];
+			for (; i < C; i++)
+				tail += p[i] * q[i];
+			float d = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])) + tail;
+			out[(size_t)n * OC + o] = (b ? b[o] : 0.0f) + d;
+		}
+}
+
+static void matmul_backward_twin(float *dx, float *dw, float *db, const float *dout,
+	const float *x, const float *w, int N, int C, int OC)
+{
+	for (int n = 0; n < N; n++)
+		for (int c = 0; c < C; c++)
+			for (int o = 0; o < OC; o++)
+				dx[(size_t)n * C + c] += dout[(size_t)n * OC + o] * w[(size_t)o * C + c];
+	for (int o = 0; o < OC; o++) {
+		for (int c = 0; c < C; c++)
+			for (int n = 0; n < N; n++)
+				dw[(size_t)o * C + c] += dout[(size_t)n * OC + o] * x[(size_t)n * C + c];
+		float s = 0.0f;
+		for (int n = 0; n < N; n++)
+			s += dout[(size_t)n * OC + o];
+		db[o] += s;
+	}
+}
+
+/* The blocked, register-tiled (and, on AVX2 CPUs, vectorised) matmuls give the plain loops'
+ * bits: shapes with whole tiles, ragged edges, and more than one k pass (K > 256). */
+Test(layers, blocked_matmul_gives_the_plain_loops_bits)
+{
+	int shapes[][3] = { { 96, 48, 48 }, { 97, 301, 53 }, { 300, 40, 290 }, { 7, 5, 3 },
+		{ 130, 520, 70 } };
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+		float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 1), *b = randn(OC, 1);
+		float *dout = randn((size_t)N * OC, 1);
+		float *out[2], *dx[2], *dw[2], *db[2];
+		for (int k = 0; k < 2; k++) {
+			out[k] = zeros((size_t)N * OC);
+			dx[k] = zeros((size_t)N * C), dw[k] = zeros((size_t)OC * C), db[k] = zeros(OC);
+			for (size_t i = 0; i < (size_t)N * C; i++)
+				dx[k][i] = 0.5f; /* an old value to add to */
+		}
+		matmul_forward(out[0], x, w, s % 2 ? NULL : b, N, C, OC);
+		matmul_forward_twin(out[1], x, w, s % 2 ? NULL : b, N, C, OC);
+		matmul_backward(dx[0], dw[0], db[0], dout, x, w, N, C, OC);
+		matmul_backward_twin(dx[1], dw[1], db[1], dout, x, w, N, C, OC);
+		cr_assert(memcmp(out[0], out[1], sizeof(float) * N * OC) == 0,
+			"forward N %d C %d OC %d", N, C, OC);
+		cr_assert(memcmp(dx[0], dx[1], sizeof(float) * N * C) == 0, "dinp N %d C %d OC %d",
+			N, C, OC);
+		cr_assert(memcmp(dw[0], dw[1], sizeof(float) * OC * C) == 0,
+			"dweight N %d C %d OC %d", N, C, OC);
+		cr_assert(memcmp(db[0], db[1], sizeof(float) * OC) == 0, "dbias N %d C %d OC %d", N,
+			C, OC);
+		for (int k = 0; k < 2; k++)
+			free(out[k]), free(dx[k]), free(dw[k]), free(db[k]);
+		free(x), free(w), free(b), free(dout);
+	}
+}
+
 Test(layers, backward_accumulates_into_existing_gradients)
 {
 	int N = 5, C = 7, OC = 3;
@@ -374,24 +448,27 @@ Test(layers, results_do_not_depend_on_the_number_of_threads)
 #ifndef _OPENMP
 	cr_skip_test("built without OpenMP");
 #else
-	int B = 2, T = 33, NH = 2, C = 16, N = B * T, OC = 24;
+	int B = 2, T = 33, NH = 2, C = 16, N = B * T;
+	/* the matmuls on a shape of many blocks, so that threads split them */
+	int NM = 200, CM = 300, OC = 150;
 	float *qkv = randn((size_t)N * 3 * C, 1), *dout = randn((size_t)N * C, 1);
-	float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 1), *d2 = randn(N * OC, 1);
+	float *x = randn((size_t)NM * CM, 1), *w = randn((size_t)OC * CM, 1);
+	float *d2 = randn((size_t)NM * OC, 1);
 	float *out[2], *att[2], *dqkv[2], *mm[2], *dx[2], *dw[2];
 	for (int k = 0; k < 2; k++) {
 		omp_set_num_threads(k == 0 ? 1 : 3);
 		out[k] = zeros((size_t)N * C), att[k] = zeros((size_t)B * NH * T * T);
-		dqkv[k] = zeros((size_t)N * 3 * C), mm[k] = zeros((size_t)N * OC);
-		dx[k] = zeros((size_t)N * C), dw[k] = zeros((size_t)OC * C);
+		dqkv[k] = zeros((size_t)N * 3 * C), mm[k] = zeros((size_t)NM * OC);
+		dx[k] = zeros((size_t)NM * CM), dw[k] = zeros((size_t)OC * CM);
 		attention_forward(out[k], att[k], qkv, B, T, C, NH);
 		attention_backward(dqkv[k], dout, qkv, att[k], B, T, C, NH);
-		matmul_forward(mm[k], x, w, NULL, N, C, OC);
-		matmul_backward(dx[k], dw[k], NULL, d2, x, w, N, C, OC);
+		matmul_forward(mm[k], x, w, NULL, NM, CM, OC);
+		matmul_backward(dx[k], dw[k], NULL, d2, x, w, NM, CM, OC);
 	}
 	cr_assert(memcmp(out[0], out[1], sizeof(float) * N * C) == 0);
 	cr_assert(memcmp(dqkv[0], dqkv[1], sizeof(float) * N * 3 * C) == 0);
-	cr_assert(memcmp(mm[0], mm[1], sizeof(float) * N * OC) == 0);
-	cr_assert(memcmp(dx[0], dx[1], sizeof(float) * N * C) == 0);
-	cr_assert(memcmp(dw[0], dw[1], sizeof(float) * OC * C) == 0);
+	cr_assert(memcmp(mm[0], mm[1], sizeof(float) * NM * OC) == 0);
+	cr_assert(memcmp(dx[0], dx[1], sizeof(float) * NM * CM) == 0);
+	cr_assert(memcmp(dw[0], dw[1], sizeof(float) * OC * CM) == 0);
 #endif
 }
