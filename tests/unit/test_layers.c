@@ -470,5 +470,10 @@ Test(layers, results_do_not_depend_on_the_number_of_threads)
 	cr_assert(memcmp(mm[0], mm[1], sizeof(float) * NM * OC) == 0);
 	cr_assert(memcmp(dx[0], dx[1], sizeof(float) * NM * CM) == 0);
 	cr_assert(memcmp(dw[0], dw[1], sizeof(float) * OC * CM) == 0);
+	for (int k = 0; k < 2; k++) {
+		free(out[k]), free(att[k]), free(dqkv[k]);
+		free(mm[k]), free(dx[k]), free(dw[k]);
+	}
+	free(qkv), free(dout), free(x), free(w), free(d2);
 #endif
 }
