@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ struct direct_fd {
 	uint32_t shard;
 	uint64_t path_hash;
 	int fd;
+	int buffered_fd;        /* the same file without O_DIRECT, for what the page cache holds */
 };
 
 /* A chunk-aligned range of a shard the daemon made resident and holds until expires_ms
@@ -220,7 +222,9 @@ static void direct_close_all(struct reader *r)
 	for (int i = 0; i < DIRECT_NR_FDS; i++) {
 		if (r->dfds[i].fd >= 0)
 			close(r->dfds[i].fd);
-		r->dfds[i].fd = -1;
+		if (r->dfds[i].buffered_fd >= 0)
+			close(r->dfds[i].buffered_fd);
+		r->dfds[i].fd = r->dfds[i].buffered_fd = -1;
 	}
 }
 
@@ -233,6 +237,9 @@ static int direct_fd_for(struct reader *r, uint32_t shard, uint64_t hash, const 
 		return d->fd;
 	if (d->fd >= 0)
 		close(d->fd);
+	if (d->buffered_fd >= 0)
+		close(d->buffered_fd);
+	d->buffered_fd = open(path, O_RDONLY | O_CLOEXEC);
 	d->fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (d->fd < 0)
 		return -errno;
@@ -495,6 +502,26 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 			if (r->on_ferry[i] && (!in_place || r->ops[i].len >= DIRECT_MIN_BYTES))
 				direct_prepare(r, r->op_shard[i], &r->ops[i], i,
 					in_place ? NULL : &bounce_pos, &nr_copies);
+	/* What the page cache already holds of a cache file (the daemon just wrote it, or it was
+	 * read lately) is copied from there: an O_DIRECT read would go to the disk for it, at a
+	 * fraction of memory speed (bench_loader.sh: the fast path ran at 0.2 of dd of the mount
+	 * on a warm mount with O_DIRECT alone). RWF_NOWAIT never reads the disk, so the page cache
+	 * is not filled by the fast path; what is not cached goes by O_DIRECT. */
+	for (uint32_t c = 0; c < nr_copies; c++) {
+		struct direct_copy *cp = &r->copies[c];
+		struct read_op *op = &r->ops[cp->op];
+		const struct direct_fd *d = &r->dfds[r->op_shard[cp->op] % DIRECT_NR_FDS];
+		struct iovec iov = { .iov_base = cp->dst, .iov_len = cp->len };
+
+		if (d->fd != op->fd || d->buffered_fd < 0)
+			continue;
+		if (preadv2(d->buffered_fd, &iov, 1, (off_t)cp->plain_off, RWF_NOWAIT) ==
+			(ssize_t)cp->len) {
+			op->res = (int)op->need;
+			op->done = true;
+			cp->src = cp->dst;
+		}
+	}
 	run_ops(r, r->ops, nr_ops);
 	/* Fast-path reads that failed are redone through the mount; only a failure of a plain
 	 * read fails the batch. */
@@ -1062,7 +1089,7 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 
 		r->l = l;
 		for (int k = 0; k < DIRECT_NR_FDS; k++)
-			r->dfds[k].fd = -1;
+			r->dfds[k].fd = r->dfds[k].buffered_fd = -1;
 		r->max_ops = B > l->max_pieces ? B : l->max_pieces;
 		r->ops = calloc(r->max_ops, sizeof(*r->ops));
 		r->copies = calloc(r->max_ops, sizeof(*r->copies));
