@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +40,12 @@ static const char *const path_names[] = {
 /* After this many failed fast-path reads the loader stops trying it. */
 #define DIRECT_MAX_FAILS 8
 #define MAX_READERS      16
+/* Windows kept: the one being used, the next one being read ahead, and one spare so that a
+ * reader lagging on the previous window does not make the next one wait. */
+#define NR_WINDOWS       3
+/* Window pieces at least this long go through the ferry fast path, read in place with
+ * O_DIRECT (page-aligned room around each); shorter ones (tiny shards) are read plainly. */
+#define DIRECT_MIN_BYTES (64u << 10)
 
 /* A staging slot. Written by the reader that claimed it while the ring says it is being
  * filled, read by the consumer once taken; the ring (under loader->lock) orders the two. */
@@ -57,6 +64,7 @@ struct direct_fd {
 	uint32_t shard;
 	uint64_t path_hash;
 	int fd;
+	int buffered_fd;        /* the same file without O_DIRECT, for what the page cache holds */
 };
 
 /* A chunk-aligned range of a shard the daemon made resident and holds until expires_ms
@@ -70,7 +78,31 @@ struct held_range {
 	char path[sizeof(((struct ferry_resident *)0)->cache_path)];
 };
 
-/* A fast-path read waiting to be copied out of the bounce buffer. */
+/* One piece of a window: the window's slots [slot, slot + nr) are samples that lie end to end
+ * in one shard, read with one read into the window's buffer at data. */
+struct window_piece {
+	uint64_t slot, nr;
+	uint64_t data;          /* offset of the first token in the window's buffer */
+};
+
+enum window_state { WINDOW_FREE, WINDOW_LOADING, WINDOW_READY };
+
+/* A rank's window of the shuffled order (see struct sampler), read whole. Under loader->lock:
+ * state, epoch, index, users, last_use; buf and pieces are written only by the reader that set
+ * state LOADING, and read only while READY and users > 0 (a READY window with no users may be
+ * reused for another). */
+struct window {
+	enum window_state state;
+	uint64_t epoch, index;
+	uint32_t users;
+	uint64_t last_use;
+	char *buf;
+	struct window_piece *pieces;
+	uint32_t nr_pieces;
+};
+
+/* A fast-path read waiting to be copied out of the bounce buffer (or read in place when dst
+ * equals src: then only plain_fd and plain_off matter, for the fallback). */
 struct direct_copy {
 	uint32_t op;            /* index in ops */
 	void *dst;
@@ -93,6 +125,8 @@ struct reader {
 	bool *on_ferry;         /* each op's shard is on a ferry mount */
 	uint32_t *pinned;       /* shards whose users count this batch holds */
 	uint32_t nr_pinned;
+	uint32_t max_ops;       /* length of ops, copies, op_shard, on_ferry, pinned */
+	struct sampler_run *runs;
 	void *bounce;
 	struct direct_fd dfds[DIRECT_NR_FDS];
 };
@@ -107,6 +141,11 @@ struct loader {
 	struct stage *stage;
 	size_t raw_bytes;
 	size_t bounce_bytes;
+	uint32_t block_bytes, window_blocks;
+	struct window windows[NR_WINDOWS]; /* lock (see struct window) */
+	uint64_t window_clock;             /* lock */
+	size_t window_bytes;               /* capacity of each window's buffer */
+	uint32_t max_pieces;
 	struct loader_slot *slots;
 	uint32_t nr_slots;
 	struct reader *readers;
@@ -183,7 +222,9 @@ static void direct_close_all(struct reader *r)
 	for (int i = 0; i < DIRECT_NR_FDS; i++) {
 		if (r->dfds[i].fd >= 0)
 			close(r->dfds[i].fd);
-		r->dfds[i].fd = -1;
+		if (r->dfds[i].buffered_fd >= 0)
+			close(r->dfds[i].buffered_fd);
+		r->dfds[i].fd = r->dfds[i].buffered_fd = -1;
 	}
 }
 
@@ -196,6 +237,9 @@ static int direct_fd_for(struct reader *r, uint32_t shard, uint64_t hash, const 
 		return d->fd;
 	if (d->fd >= 0)
 		close(d->fd);
+	if (d->buffered_fd >= 0)
+		close(d->buffered_fd);
+	d->buffered_fd = open(path, O_RDONLY | O_CLOEXEC);
 	d->fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (d->fd < 0)
 		return -errno;
@@ -315,8 +359,10 @@ static int direct_resident_fd(struct reader *r, uint32_t s, int plain_fd, uint64
 
 /* Turns op (a plain read of shard s) into an O_DIRECT read of the daemon's cache file into
  * the bounce buffer at *bounce_pos. Samples are not 4 KiB aligned, so O_DIRECT cannot land
- * them in place; the copy out of the bounce buffer costs far less than the fetch. 0, or
- * -errno and op unchanged (the caller reads plainly). */
+ * them in place; the copy out of the bounce buffer costs far less than the fetch. With
+ * bounce_pos NULL the read lands in place instead: the caller laid op->dst out so that the
+ * page-aligned range around it is its own (a window piece). 0, or -errno and op unchanged
+ * (the caller reads plainly). */
 static int direct_prepare(struct reader *r, uint32_t s, struct read_op *op, uint32_t idx,
 	size_t *bounce_pos, uint32_t *nr_copies)
 {
@@ -328,6 +374,24 @@ static int direct_prepare(struct reader *r, uint32_t s, struct read_op *op, uint
 		return fd;
 	a_off = op->off & ~(uint64_t)(DIRECT_ALIGN - 1);
 	a_end = (op->off + op->len + DIRECT_ALIGN - 1) & ~(uint64_t)(DIRECT_ALIGN - 1);
+	if (!bounce_pos) {
+		r->copies[*nr_copies] = (struct direct_copy){
+			.op = idx,
+			.dst = op->dst,
+			.src = op->dst,
+			.len = op->len,
+			.plain_fd = op->fd,
+			.plain_off = op->off,
+		};
+		(*nr_copies)++;
+		atomic_fetch_add(&r->l->nr_direct_reads, 1);
+		op->fd = fd;
+		op->dst = (char *)op->dst - (op->off - a_off);
+		op->need = (uint32_t)(op->off + op->len - a_off);
+		op->len = (uint32_t)(a_end - a_off);
+		op->off = a_off;
+		return 0;
+	}
 	if (*bounce_pos + (a_end - a_off) > r->l->bounce_bytes)
 		return -ENOSPC;
 	r->copies[*nr_copies] = (struct direct_copy){
@@ -419,8 +483,302 @@ static int pin_shards(struct reader *r, uint32_t nr_ops, char *err, size_t errle
 	return ret;
 }
 
-/* Reads the batch at st into slot: the sampler's B samples, one read per sample, or one read
- * for all when they lie end to end in one shard (sequential order); then widens them. */
+/* Reads r->ops[0, nr_ops) (whose fd holds a shard index), through the ferry fast path where it
+ * applies (via the bounce buffer, or in place when in_place: window pieces), and checks that
+ * each got its bytes. Shards stay pinned until unpin_shards. 0 or -errno with err set. */
+static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err, size_t errlen)
+{
+	struct loader *l = r->l;
+	struct dataset *ds = &l->ds;
+	uint32_t nr_copies = 0;
+	size_t bounce_pos = 0;
+	int ret;
+
+	ret = pin_shards(r, nr_ops, err, errlen);
+	if (ret < 0)
+		return ret;
+	if (atomic_load(&l->direct_allowed))
+		for (uint32_t i = 0; i < nr_ops; i++)
+			if (r->on_ferry[i] && (!in_place || r->ops[i].len >= DIRECT_MIN_BYTES))
+				direct_prepare(r, r->op_shard[i], &r->ops[i], i,
+					in_place ? NULL : &bounce_pos, &nr_copies);
+	/* What the page cache already holds of a cache file (the daemon just wrote it, or it was
+	 * read lately) is copied from there: an O_DIRECT read would go to the disk for it, at a
+	 * fraction of memory speed (bench_loader.sh: the fast path ran at 0.2 of dd of the mount
+	 * on a warm mount with O_DIRECT alone). RWF_NOWAIT never reads the disk, so the page cache
+	 * is not filled by the fast path; what is not cached goes by O_DIRECT. */
+	for (uint32_t c = 0; c < nr_copies; c++) {
+		struct direct_copy *cp = &r->copies[c];
+		struct read_op *op = &r->ops[cp->op];
+		const struct direct_fd *d = &r->dfds[r->op_shard[cp->op] % DIRECT_NR_FDS];
+		struct iovec iov = { .iov_base = cp->dst, .iov_len = cp->len };
+
+		if (d->fd != op->fd || d->buffered_fd < 0)
+			continue;
+		if (preadv2(d->buffered_fd, &iov, 1, (off_t)cp->plain_off, RWF_NOWAIT) ==
+			(ssize_t)cp->len) {
+			op->res = (int)op->need;
+			op->done = true;
+			cp->src = cp->dst;
+		}
+	}
+	run_ops(r, r->ops, nr_ops);
+	/* Fast-path reads that failed are redone through the mount; only a failure of a plain
+	 * read fails the batch. */
+	for (uint32_t c = 0; c < nr_copies; c++) {
+		struct direct_copy *cp = &r->copies[c];
+		struct read_op *op = &r->ops[cp->op];
+
+		if (op->res >= 0 && (uint32_t)op->res >= op->need) {
+			if (cp->dst != cp->src)
+				memcpy(cp->dst, cp->src, cp->len);
+			continue;
+		}
+		direct_failed(l, "O_DIRECT read of the cache file", op->res < 0 ? op->res : -EIO);
+		held_forget(l, r->op_shard[cp->op]);
+		*op = (struct read_op){ .fd = cp->plain_fd, .off = cp->plain_off, .len = cp->len,
+			.need = cp->len, .dst = cp->dst };
+		if (read_pread_run(op, 1) < 0)
+			break;
+	}
+	for (uint32_t i = 0; i < nr_ops; i++) {
+		if (r->ops[i].res < 0 || (uint32_t)r->ops[i].res < r->ops[i].need) {
+			ret = r->ops[i].res < 0 ? r->ops[i].res : -EIO;
+			snprintf(err, errlen, "%s: reading %llu bytes at %llu: %s",
+				ds->shards[r->op_shard[i]].path, (unsigned long long)r->ops[i].len,
+				(unsigned long long)r->ops[i].off, strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* Reads window (epoch, index) of this rank into win: its runs of samples, cut where shards
+ * end, each piece with one read, all in flight at once. */
+static int window_load(struct reader *r, struct window *win, uint64_t epoch, uint64_t index,
+	char *err, size_t errlen)
+{
+	struct loader *l = r->l;
+	struct dataset *ds = &l->ds;
+	const uint64_t T = l->cfg.seq_len, w = ds->token_bytes;
+	uint32_t nr_runs = sampler_window_runs(&l->sampler, epoch, index, r->runs);
+	uint32_t n = 0;
+	size_t pos = 0;
+	int ret;
+
+	for (uint32_t i = 0; i < nr_runs; i++) {
+		uint64_t g = r->runs[i].first, left = r->runs[i].nr, slot = r->runs[i].slot;
+
+		while (left) {
+			uint32_t s = dataset_find(ds, g);
+			const struct shard *sh = &ds->shards[s];
+			uint64_t nr = sh->first_sample + sh->nr_samples - g;
+			uint64_t off = ds->data_offset + (g - sh->first_sample) * T * w, bytes;
+
+			if (nr > left)
+				nr = left;
+			bytes = (nr * T + 1) * w;
+			if (n >= r->max_ops)
+				goto too_big;
+			if (bytes >= DIRECT_MIN_BYTES) {
+				/* Page-aligned room for an O_DIRECT read of the pages around it. */
+				pos = (pos + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+				pos += off & (DIRECT_ALIGN - 1);
+				win->pieces[n].data = pos;
+				pos += bytes;
+				pos = (pos + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+			} else {
+				pos = (pos + 63) & ~(size_t)63;
+				win->pieces[n].data = pos;
+				pos += bytes;
+			}
+			if (pos > l->window_bytes)
+				goto too_big;
+			win->pieces[n].slot = slot;
+			win->pieces[n].nr = nr;
+			r->op_shard[n] = s;
+			r->ops[n] = (struct read_op){
+				.fd = (int)s, /* shard index until pinned */
+				.off = off,
+				.len = (uint32_t)bytes,
+				.dst = win->buf + win->pieces[n].data,
+			};
+			n++;
+			g += nr;
+			slot += nr;
+			left -= nr;
+		}
+	}
+	win->nr_pieces = n;
+	ret = read_ops(r, n, true, err, errlen);
+	unpin_shards(r);
+	return ret;
+too_big:
+	/* Cannot happen: window_bytes and max_pieces bound every window; say so if it does. */
+	snprintf(err, errlen, "window %llu of epoch %llu does not fit its buffer",
+		(unsigned long long)index, (unsigned long long)epoch);
+	return -EINVAL;
+}
+
+static struct window *window_find(struct loader *l, uint64_t epoch, uint64_t index)
+{
+	for (int i = 0; i < NR_WINDOWS; i++) {
+		struct window *win = &l->windows[i];
+
+		if (win->state != WINDOW_FREE && win->epoch == epoch && win->index == index)
+			return win;
+	}
+	return NULL;
+}
+
+/* A window to read another into: a free one, else the least recently used ready one nobody
+ * copies from, other than keep. NULL when there is none now. Called under l->lock. */
+static struct window *window_victim(struct loader *l, const struct window *keep)
+{
+	struct window *victim = NULL;
+
+	for (int i = 0; i < NR_WINDOWS; i++) {
+		struct window *win = &l->windows[i];
+
+		if (win->state == WINDOW_FREE)
+			return win;
+		if (win->state == WINDOW_READY && !win->users && win != keep &&
+			(!victim || win->last_use < victim->last_use))
+			victim = win;
+	}
+	return victim;
+}
+
+/* Reads window (epoch, index) into victim, which the caller set LOADING; entered and left
+ * under l->lock, which it drops for the reads. */
+static int window_fill(struct reader *r, struct window *victim, uint64_t epoch, uint64_t index,
+	char *err, size_t errlen)
+{
+	struct loader *l = r->l;
+	int ret;
+
+	victim->state = WINDOW_LOADING;
+	victim->epoch = epoch;
+	victim->index = index;
+	pthread_mutex_unlock(&l->lock);
+	ret = window_load(r, victim, epoch, index, err, errlen);
+	pthread_mutex_lock(&l->lock);
+	victim->state = ret < 0 ? WINDOW_FREE : WINDOW_READY;
+	victim->last_use = ++l->window_clock;
+	pthread_cond_broadcast(&l->cond);
+	return ret;
+}
+
+/* The window (epoch, index), read now if no reader has it or is reading it, with a use taken
+ * (window_put gives it back). 0, or -errno with err set when reading it failed. */
+static int window_get(struct reader *r, uint64_t epoch, uint64_t index, struct window **out,
+	char *err, size_t errlen)
+{
+	struct loader *l = r->l;
+	struct window *win;
+	int ret = 0;
+
+	pthread_mutex_lock(&l->lock);
+	for (;;) {
+		win = window_find(l, epoch, index);
+		if (win && win->state == WINDOW_READY) {
+			win->users++;
+			win->last_use = ++l->window_clock;
+			break;
+		}
+		if (!win && (win = window_victim(l, NULL))) {
+			ret = window_fill(r, win, epoch, index, err, errlen);
+			if (ret < 0) {
+				win = NULL;
+				break;
+			}
+			continue;
+		}
+		/* Another reader is reading it, or every window is in use for a moment. */
+		pthread_cond_wait(&l->cond, &l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	*out = win;
+	return ret;
+}
+
+static void window_put(struct loader *l, struct window *win)
+{
+	pthread_mutex_lock(&l->lock);
+	win->users--;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* Reads the window after (epoch, index) ahead of use, when a window can take it without
+ * waiting; a failure is left for the batch that needs it to meet and report. Called under
+ * l->lock. */
+static void window_prefetch(struct reader *r, uint64_t epoch, uint64_t index)
+{
+	struct loader *l = r->l;
+	struct window *victim, *keep = window_find(l, epoch, index);
+	char err[8];
+
+	if (index + 1 < l->sampler.nr_windows ||
+		(index + 1 == l->sampler.nr_windows && l->sampler.tail_samples)) {
+		index++;
+	} else {
+		epoch++;
+		index = 0;
+	}
+	if (window_find(l, epoch, index))
+		return;
+	victim = window_victim(l, keep);
+	if (victim)
+		window_fill(r, victim, epoch, index, err, sizeof(err));
+}
+
+/* Rows of a shuffled batch: each sample's T + 1 tokens come out of the window holding it,
+ * widened straight into the batch (and copied raw into the staging buffer for the GPU). */
+static int fill_from_window(struct reader *r, struct loader_slot *slot, char *raw,
+	const struct loader_state *st)
+{
+	struct loader *l = r->l;
+	const uint32_t B = l->cfg.batch, T = l->cfg.seq_len, w = l->ds.token_bytes;
+	uint64_t index = sampler_window(&l->sampler, st->position);
+	int32_t *inputs = slot->wide, *targets = slot->wide + (size_t)B * T;
+	struct window *win;
+	int ret;
+
+	ret = window_get(r, st->epoch, index, &win, slot->errmsg, sizeof(slot->errmsg));
+	if (ret < 0)
+		return ret;
+	for (uint32_t j = 0; j < B && win->nr_pieces; j++) {
+		uint64_t t = sampler_window_slot(&l->sampler, st->epoch, st->position, j);
+		uint32_t lo = 0, hi = win->nr_pieces - 1;
+		const struct window_piece *p;
+		const char *src;
+
+		while (lo < hi) { /* the last piece starting at or before t */
+			uint32_t mid = (lo + hi + 1) / 2;
+
+			if (win->pieces[mid].slot <= t)
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		p = &win->pieces[lo];
+		src = win->buf + p->data + (t - p->slot) * T * w;
+		widen_run(src, w, T, inputs + (size_t)j * T);
+		widen_run(src + w, w, T, targets + (size_t)j * T);
+		if (l->cfg.device >= 0)
+			memcpy(raw + (size_t)j * (T + 1) * w, src, (size_t)(T + 1) * w);
+	}
+	window_put(l, win);
+	slot->row_stride = T + 1;
+	slot->inputs = inputs;
+	slot->targets = targets;
+	return 0;
+}
+
+/* Reads the batch at st into slot: shuffled, out of its window; in file order, with one read
+ * for the B samples when they lie end to end in one shard, else one read per sample; then
+ * widens them. */
 static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_state *st)
 {
 	struct loader *l = r->l;
@@ -428,12 +786,13 @@ static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_s
 	struct dataset *ds = &l->ds;
 	const uint32_t B = l->cfg.batch, T = l->cfg.seq_len, w = ds->token_bytes;
 	char *raw = stage_host_buffer(l->stage, slot_idx);
-	uint32_t nr_ops = 0, nr_copies = 0;
-	size_t bounce_pos = 0;
+	uint32_t nr_ops = 0;
 	bool run = true;
 	int ret;
 
 	slot->errmsg[0] = '\0';
+	if (l->sampler.shuffle)
+		return fill_from_window(r, slot, raw, st);
 	/* shards[] and first_sample are read-only after open: no lock to find a sample. */
 	for (uint32_t j = 0; j < B; j++) {
 		uint64_t g = sampler_sample(&l->sampler, st->epoch, st->position, j);
@@ -456,41 +815,9 @@ static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_s
 		nr_ops = 1;
 	}
 	slot->row_stride = run ? T : T + 1;
-	ret = pin_shards(r, nr_ops, slot->errmsg, sizeof(slot->errmsg));
+	ret = read_ops(r, nr_ops, false, slot->errmsg, sizeof(slot->errmsg));
 	if (ret < 0)
 		goto out;
-	if (atomic_load(&l->direct_allowed))
-		for (uint32_t i = 0; i < nr_ops; i++)
-			if (r->on_ferry[i])
-				direct_prepare(r, r->op_shard[i], &r->ops[i], i, &bounce_pos,
-					&nr_copies);
-	run_ops(r, r->ops, nr_ops);
-	/* Fast-path reads that failed are redone through the mount; only a failure of a plain
-	 * read fails the batch. */
-	for (uint32_t c = 0; c < nr_copies; c++) {
-		struct direct_copy *cp = &r->copies[c];
-		struct read_op *op = &r->ops[cp->op];
-
-		if (op->res >= 0 && (uint32_t)op->res >= op->need) {
-			memcpy(cp->dst, cp->src, cp->len);
-			continue;
-		}
-		direct_failed(l, "O_DIRECT read of the cache file", op->res < 0 ? op->res : -EIO);
-		held_forget(l, r->op_shard[cp->op]);
-		*op = (struct read_op){ .fd = cp->plain_fd, .off = cp->plain_off, .len = cp->len,
-			.need = cp->len, .dst = cp->dst };
-		if (read_pread_run(op, 1) < 0)
-			break;
-	}
-	for (uint32_t i = 0; i < nr_ops; i++) {
-		if (r->ops[i].res < 0 || (uint32_t)r->ops[i].res < r->ops[i].need) {
-			ret = r->ops[i].res < 0 ? r->ops[i].res : -EIO;
-			snprintf(slot->errmsg, sizeof(slot->errmsg), "%s: reading %llu bytes at %llu: %s",
-				ds->shards[r->op_shard[i]].path, (unsigned long long)r->ops[i].len,
-				(unsigned long long)r->ops[i].off, strerror(-ret));
-			goto out;
-		}
-	}
 	if (run) {
 		/* One run of B*T+1 tokens: targets are inputs shifted by one, in the same array. */
 		widen_run(raw, w, (size_t)B * T + 1, slot->wide);
@@ -545,6 +872,9 @@ static void *reader_main(void *arg)
 		if (ret < 0)
 			l->reader_paused = true;
 		pthread_cond_broadcast(&l->cond);
+		/* The next window is read while this one is used (and the ring is full). */
+		if (ret == 0 && l->sampler.shuffle && !l->stop)
+			window_prefetch(r, st.epoch, sampler_window(&l->sampler, st.position));
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
@@ -608,6 +938,73 @@ static void choose_path(struct loader *l)
 			"staging %s", l->ds.nr_shards, (unsigned long long)l->ds.nr_samples,
 			shard_format_name(l->ds.format), l->ds.token_bytes, path_names[p],
 			l->nr_readers, stage_name());
+	if (l->cfg.verbose && l->cfg.shuffle)
+		say(l, "shuffle: blocks of %llu samples, windows of %u blocks per rank (%zu bytes "
+			"each, %d kept), %llu whole windows and a tail of %llu samples per epoch",
+			(unsigned long long)l->sampler.block_samples, l->sampler.window_blocks,
+			l->window_bytes, NR_WINDOWS, (unsigned long long)l->sampler.nr_windows,
+			(unsigned long long)l->sampler.tail_samples);
+}
+
+static int env_u32(const char *name, uint32_t def, uint32_t min, uint32_t max, uint32_t *out,
+	char *err, size_t errlen)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long long n;
+
+	*out = def;
+	if (!v || !*v)
+		return 0;
+	errno = 0;
+	n = strtoull(v, &end, 0);
+	if (errno || *end || n < min || n > max) {
+		snprintf(err, errlen, "%s=%s: want a number from %u to %u", name, v, min, max);
+		return -EINVAL;
+	}
+	*out = (uint32_t)n;
+	return 0;
+}
+
+/* The shuffled order's block and window sizes, and what a window needs in memory. */
+static int order_params(struct loader *l, char *err, size_t errlen)
+{
+	const struct dataset *ds = &l->ds;
+	const uint64_t B = l->cfg.batch, T = l->cfg.seq_len, w = ds->token_bytes;
+	uint64_t S, G, W = l->cfg.world_size, samples, bytes, pieces;
+	int ret;
+
+	ret = env_u32("FERRY_LOADER_BLOCK_BYTES", LOADER_BLOCK_BYTES, 1, 256u << 20, &l->block_bytes,
+		err, errlen);
+	if (ret == 0)
+		ret = env_u32("FERRY_LOADER_WINDOW_BLOCKS", LOADER_WINDOW_BLOCKS, 1, 1024,
+			&l->window_blocks, err, errlen);
+	if (ret < 0 || !l->cfg.shuffle)
+		return ret;
+	/* As sampler_init rounds it. */
+	S = l->block_bytes / (T * w);
+	S = S ? (S + B - 1) / B * B : B;
+	G = l->window_blocks;
+	/* The largest window: a whole one, or the tail when there is no whole one. */
+	samples = S * G;
+	if (ds->nr_samples / (S * G * W) == 0)
+		samples = ds->nr_samples / (B * W) * B;
+	bytes = samples * (T + 1) * w;
+	if (bytes > (4ull << 30)) {
+		snprintf(err, errlen, "a shuffle window of %llu bytes is too large (block %u bytes, "
+			"%u blocks)", (unsigned long long)bytes, l->block_bytes, l->window_blocks);
+		return -EINVAL;
+	}
+	/* Each run splits where a shard ends; each piece holds a sample at least. */
+	pieces = G + 1 + ds->nr_shards;
+	if (pieces > samples)
+		pieces = samples;
+	l->max_pieces = (uint32_t)(pieces ? pieces : 1);
+	/* Each piece may take 64 bytes of alignment, and each one read in place a page either
+	 * side. */
+	l->window_bytes = bytes + (size_t)l->max_pieces * 64 +
+		(bytes / DIRECT_MIN_BYTES + 2) * 3 * DIRECT_ALIGN;
+	return 0;
 }
 
 int loader_open(struct loader **out, const struct loader_config *cfg, char *errbuf, size_t errlen)
@@ -665,7 +1062,11 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	ret = dataset_open(&l->ds, l->paths, cfg->format, T, errbuf, errlen);
 	if (ret < 0)
 		goto fail;
-	sampler_init(&l->sampler, l->ds.nr_samples, B, W, cfg->rank, cfg->seed, cfg->shuffle);
+	ret = order_params(l, errbuf, errlen);
+	if (ret < 0)
+		goto fail;
+	sampler_init(&l->sampler, l->ds.nr_samples, B, W, cfg->rank, cfg->seed, cfg->shuffle,
+		l->block_bytes / ((uint64_t)T * l->ds.token_bytes), l->window_blocks);
 	if (l->sampler.steps_per_epoch == 0) {
 		snprintf(errbuf, errlen, "%s: %llu samples of %u+1 tokens, fewer than one step "
 			"needs (batch %u x world %u)", l->paths, (unsigned long long)l->ds.nr_samples,
@@ -688,13 +1089,26 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 
 		r->l = l;
 		for (int k = 0; k < DIRECT_NR_FDS; k++)
-			r->dfds[k].fd = -1;
-		r->ops = calloc(B, sizeof(*r->ops));
-		r->copies = calloc(B, sizeof(*r->copies));
-		r->op_shard = calloc(B, sizeof(*r->op_shard));
-		r->on_ferry = calloc(B, sizeof(*r->on_ferry));
-		r->pinned = calloc(B, sizeof(*r->pinned));
-		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned)
+			r->dfds[k].fd = r->dfds[k].buffered_fd = -1;
+		r->max_ops = B > l->max_pieces ? B : l->max_pieces;
+		r->ops = calloc(r->max_ops, sizeof(*r->ops));
+		r->copies = calloc(r->max_ops, sizeof(*r->copies));
+		r->op_shard = calloc(r->max_ops, sizeof(*r->op_shard));
+		r->on_ferry = calloc(r->max_ops, sizeof(*r->on_ferry));
+		r->pinned = calloc(r->max_ops, sizeof(*r->pinned));
+		r->runs = calloc(SAMPLER_MAX_RUNS(&l->sampler), sizeof(*r->runs));
+		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned || !r->runs)
+			goto nomem;
+	}
+	for (int i = 0; l->sampler.shuffle && i < NR_WINDOWS; i++) {
+		struct window *win = &l->windows[i];
+
+		if (posix_memalign((void **)&win->buf, DIRECT_ALIGN, l->window_bytes) != 0) {
+			win->buf = NULL;
+			goto nomem;
+		}
+		win->pieces = calloc(l->max_pieces, sizeof(*win->pieces));
+		if (!win->pieces)
 			goto nomem;
 	}
 	for (uint32_t i = 0; i < l->nr_slots; i++) {
@@ -758,11 +1172,16 @@ void loader_free(struct loader *l)
 		free(r->op_shard);
 		free(r->on_ferry);
 		free(r->pinned);
+		free(r->runs);
 		free(r->bounce);
 		direct_close_all(r);
 		read_uring_free(r->uring);
 	}
 	free(l->readers);
+	for (int i = 0; i < NR_WINDOWS; i++) {
+		free(l->windows[i].buf);
+		free(l->windows[i].pieces);
+	}
 	dataset_done(&l->ds);
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);

@@ -96,25 +96,75 @@ int dataset_prepare(struct dataset *ds, uint32_t s, char *err, size_t errlen);
 
 /* ---- sampler.c: the order, a pure function ---- */
 
-/* Batch `position` of epoch `epoch` on rank r holds samples perm_e(k) for
- * k = (position * world + r) * batch + j, j < batch; perm_e is a keyed bijection of
- * [0, nr_samples) (the identity without shuffle). The last nr_samples mod (world * batch)
- * positions of each epoch's order are dropped, so every rank has steps_per_epoch batches. */
+/* Batch `position` of epoch e on rank r holds the rank's samples x = position * B + j,
+ * j < B. Without shuffle, x is sample (position * world + r) * B + j: file order, batches dealt
+ * to ranks in turn. Every rank has steps_per_epoch = nr_samples / (B * world) batches; the
+ * samples left over are not used that epoch.
+ *
+ * Shuffled, the order is a two-level shuffle built for large reads:
+ * - the files' samples, rotated by an offset drawn per epoch (so block boundaries move each
+ *   epoch), are cut into blocks of block_samples consecutive samples (about 2 MiB of tokens,
+ *   a multiple of B);
+ * - the nr_blocks blocks that fill whole windows are permuted per epoch (a keyed Feistel
+ *   bijection); each window takes world * window_blocks consecutive blocks of that order,
+ *   window_blocks of them to each rank;
+ * - a rank reads its window_blocks blocks of a window, each with one large read, and takes
+ *   its next window_samples samples from them in an order drawn per (epoch, window, rank)
+ *   (another keyed bijection): a shuffle buffer whose content the block order fixes;
+ * - the samples after the last whole window are the tail: each rank takes its own contiguous
+ *   tail_samples of them, permuted the same way, and the rest (fewer than B * world) are
+ *   dropped.
+ * The price: the order is less random than a full permutation. Within a window, a rank's
+ * batches come from window_blocks blocks only, so samples that sit close in the files tend to
+ * be drawn close in time (within window_samples samples of each other); which samples share a
+ * block changes every epoch through the rotation. A larger window (FERRY_LOADER_WINDOW_BLOCKS)
+ * mixes more at the cost of window memory; a full permutation reads one sample (~2 KiB) per
+ * read, which bench_loader.sh measured at about a third of dd's rate. */
 struct sampler {
 	uint64_t nr_samples;
 	uint64_t steps_per_epoch;
 	uint64_t seed;
 	uint32_t batch, world, rank;
 	bool shuffle;
-	uint32_t half_bits;     /* the Feistel domain is 2^(2 * half_bits) >= nr_samples */
+	uint64_t block_samples;  /* a multiple of batch */
+	uint32_t window_blocks;  /* blocks per window per rank */
+	uint64_t window_samples; /* block_samples * window_blocks: one rank's share of a window */
+	uint64_t nr_windows;     /* whole windows per epoch; window nr_windows is the tail */
+	uint64_t nr_blocks;      /* nr_windows * world * window_blocks */
+	uint64_t tail_samples;   /* per rank, after the whole windows */
 };
 
+/* The loader's block (about this many bytes of tokens: block_samples = LOADER_BLOCK_BYTES /
+ * (T * token bytes)) and window (blocks per rank); FERRY_LOADER_BLOCK_BYTES and
+ * FERRY_LOADER_WINDOW_BLOCKS change them, and with them the order, as a seed would. 2 MiB
+ * blocks keep reads large on any mount (ferry's chunk is 8 MiB by default; FUSE splits reads
+ * into 128 KiB-1 MiB requests anyway); 8 of them make a 16 MiB window per rank. */
+#define LOADER_BLOCK_BYTES   (2u << 20)
+#define LOADER_WINDOW_BLOCKS 8u
+
+/* Global samples [first, first + nr), which are slots [slot, slot + nr) of their window. */
+struct sampler_run {
+	uint64_t first;
+	uint64_t nr;
+	uint64_t slot;
+};
+/* A window has at most window_blocks + 1 runs (one block may wrap past the last sample). */
+#define SAMPLER_MAX_RUNS(s) ((s)->window_blocks + 1u)
+
 void sampler_init(struct sampler *s, uint64_t nr_samples, uint32_t batch, uint32_t world,
-	uint32_t rank, uint64_t seed, bool shuffle);
+	uint32_t rank, uint64_t seed, bool shuffle, uint64_t block_samples, uint32_t window_blocks);
 /* The j-th sample of the batch at (epoch, position); position < steps_per_epoch. */
 uint64_t sampler_sample(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j);
-/* perm_e(k): the keyed permutation itself. */
-uint64_t sampler_permute(const struct sampler *s, uint64_t epoch, uint64_t k);
+/* Shuffled order: the window of a position, its number of samples on this rank, the runs of
+ * files it reads, and the slot (in [0, size)) of the j-th sample of a batch. */
+uint64_t sampler_window(const struct sampler *s, uint64_t position);
+uint64_t sampler_window_size(const struct sampler *s, uint64_t window);
+uint32_t sampler_window_runs(const struct sampler *s, uint64_t epoch, uint64_t window,
+	struct sampler_run *runs);
+uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t position,
+	uint32_t j);
+/* A keyed bijection of [0, n), the building block of the order. */
+uint64_t sampler_feistel(uint64_t key, uint64_t n, uint64_t x);
 /* The state after st (next position, crossing into the next epoch). */
 void sampler_advance(const struct sampler *s, struct loader_state *st);
 

@@ -17,6 +17,8 @@ int read_pread_run(struct read_op *ops, uint32_t nr_ops)
 		struct read_op *op = &ops[i];
 		uint32_t done = 0;
 
+		if (op->done)
+			continue;
 		while (done < op->len) {
 			ssize_t r = pread(op->fd, (char *)op->dst + done, op->len - done,
 				(off_t)(op->off + done));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Batches from the loader (every format, shuffled and sequential, several ranks, io_uring and
 # pread) equal batches computed independently in python/numpy from the same files, with the
-# sample order re-implemented from its definition (a keyed Feistel permutation, loader/sampler.c).
+# sample order re-implemented from its definition (a two-level shuffle: keyed Feistel
+# permutations of blocks and of samples within windows; loader_i.h, struct sampler).
 # Also checks `ferry data make` / `inspect` and their one-line errors.
 set -euo pipefail
 build=${FERRY_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
@@ -75,26 +76,52 @@ toks.tofile(d + '/mega/m.bin')
 PY
 
 cat >"$tmp/oracle.py" <<'PY'
-# The oracle: files read with numpy, the order re-derived from its definition.
+# The oracle: files read with numpy, the order re-derived from its definition (loader_i.h,
+# struct sampler): per epoch, the samples rotated by an offset; blocks of S samples (S a
+# multiple of B) permuted by a keyed Feistel network; each rank's window of G blocks
+# permuted within; the rest after the whole windows is the tail, a contiguous share per rank.
 import sys, glob, os, numpy as np
-M = (1 << 64) - 1
+M64 = (1 << 64) - 1
+GOLD = 0x9e3779b97f4a7c15
 def mix(x):
-    x ^= x >> 30; x = (x * 0xbf58476d1ce4e5b9) & M
-    x ^= x >> 27; x = (x * 0x94d049bb133111eb) & M
+    x &= M64
+    x ^= x >> 30; x = (x * 0xbf58476d1ce4e5b9) & M64
+    x ^= x >> 27; x = (x * 0x94d049bb133111eb) & M64
     return x ^ (x >> 31)
-def perm(n, seed, epoch, k):
-    h = 0
-    while h < 32 and (1 << (2 * h)) < n: h += 1
-    h = max(h, 1); mask = (1 << h) - 1
-    key = mix(seed ^ mix((epoch + 0x9e3779b97f4a7c15) & M))
-    x = k
+def feistel(key, n, x):
+    h = 1
+    while h < 32 and 4 ** h < n: h += 1
+    mask = (1 << h) - 1
     while True:
         l, r = (x >> h) & mask, x & mask
         for rd in range(4):
             l, r = r, l ^ (mix(key ^ (rd << 56) ^ r) & mask)
         x = (l << h) | r
         if x < n: return x
-dump, paths, fmt, B, T, seed, shuffle, rank, world = sys.argv[1:10]
+class Order:
+    def __init__(s, n, B, W, rank, seed, S, G):
+        s.n, s.B, s.W, s.rank, s.seed, s.G = n, B, W, rank, seed, G
+        s.S = -(-max(S, 1) // B) * B
+        s.steps = n // (B * W)
+        s.wins = n // (s.S * G * W)
+        s.tail = s.steps * B - s.wins * s.S * G
+    def sample(s, epoch, pos, j):
+        key = mix(s.seed ^ mix(epoch + GOLD))
+        rot = mix(key ^ 0x726f746174696f6e) % s.n
+        x = pos * s.B + j                        # the rank's own sample index
+        w = min(x // (s.S * s.G), s.wins)
+        t = x - w * s.S * s.G
+        size = s.S * s.G if w < s.wins else s.tail
+        t = feistel(mix(key ^ mix(w ^ mix(s.rank + GOLD))), size, t)
+        if w < s.wins:
+            nblocks = s.wins * s.W * s.G
+            blk = feistel(mix(key ^ 0x626c6f636b730000), nblocks,
+                          (w * s.W + s.rank) * s.G + t // s.S)
+            v = blk * s.S + t % s.S
+        else:
+            v = s.wins * s.S * s.G * s.W + s.rank * s.tail + t
+        return (v + rot) % s.n
+dump, paths, fmt, B, T, seed, shuffle, rank, world, block_bytes, win_blocks = sys.argv[1:12]
 B, T, seed, rank, world = int(B), int(T), int(seed), int(rank), int(world)
 shuffle = shuffle == '1'
 files = sorted(glob.glob(paths + '/*')) if os.path.isdir(paths) else sorted(glob.glob(paths))
@@ -111,46 +138,58 @@ for p in files:
 per = [(len(s) - 1) // T if len(s) > T else 0 for s in shards]
 n = sum(per); cum = np.cumsum([0] + per)
 steps = n // (B * world)
+width = shards[0].dtype.itemsize
+order = Order(n, B, world, rank, seed, int(block_bytes) // (T * width), int(win_blocks))
 raw = np.fromfile(dump, dtype='<i4')
 rec = 4 + 2 * B * T
 assert len(raw) % rec == 0
 nb = len(raw) // rec
+start = None
 for i in range(nb):
     r = raw[i * rec:(i + 1) * rec]
     epoch = int(r[0]) | (int(r[1]) << 32); pos = int(r[2]) | (int(r[3]) << 32)
-    assert (epoch, pos) == divmod(i, steps), (i, epoch, pos)
+    if start is None: start = epoch * steps + pos
+    assert (epoch, pos) == divmod(start + i, steps), (i, epoch, pos)
     inp = r[4:4 + B * T].reshape(B, T); tgt = r[4 + B * T:].reshape(B, T)
     for j in range(B):
-        k = (pos * world + rank) * B + j
-        g = perm(n, seed, epoch, k) if shuffle else k
+        g = order.sample(epoch, pos, j) if shuffle else (pos * world + rank) * B + j
         s = int(np.searchsorted(cum, g, side='right') - 1)
         while per[s] == 0: s -= 1
         o = (g - cum[s]) * T
         want = shards[s][o:o + T + 1].astype(np.int64)
         if not (np.array_equal(inp[j], want[:-1]) and np.array_equal(tgt[j], want[1:])):
             sys.exit('batch %d (epoch %d pos %d) row %d differs from the files' % (i, epoch, pos, j))
-print('%d batches match' % nb)
+print('%d batches match (%s)' % (nb, 'S=%d G=%d, %d whole windows, tail %d' %
+      (order.S, order.G, order.wins, order.tail) if shuffle else 'file order'))
 PY
 
-check() { # name paths fmt B T seed shuffle rank world steps
+check() { # name paths fmt B T seed shuffle rank world steps [block-bytes window-blocks [epoch pos]]
 	local name=$1 paths=$2 fmt=$3 B=$4 T=$5 seed=$6 shuf=$7 rank=$8 world=$9 steps=${10}
-	local flag=""
+	local bb=${11:-2097152} wb=${12:-8} flag="" seek=()
 	[ "$shuf" = 1 ] && flag=--shuffle
+	[ -n "${13:-}" ] && seek=(--epoch "${13}" --position "${14}")
 	for io in io_uring pread; do
-		FERRY_LOADER_IO=$io "$dump" --data "$paths" --format "$fmt" --batch "$B" --seq "$T" \
+		FERRY_LOADER_BLOCK_BYTES=$bb FERRY_LOADER_WINDOW_BLOCKS=$wb FERRY_LOADER_IO=$io \
+			"$dump" --data "$paths" --format "$fmt" --batch "$B" --seq "$T" \
 			--seed "$seed" $flag --rank "$rank" --world "$world" --steps "$steps" \
-			--out "$tmp/$name.$io" 2>"$tmp/$name.log" || { cat "$tmp/$name.log" >&2; exit 1; }
+			"${seek[@]}" --out "$tmp/$name.$io" 2>"$tmp/$name.log" ||
+			{ cat "$tmp/$name.log" >&2; exit 1; }
 	done
 	cmp -s "$tmp/$name.io_uring" "$tmp/$name.pread" || { echo "$name: io_uring != pread" >&2; exit 1; }
 	printf '%s: ' "$name"
-	$py "$tmp/oracle.py" "$tmp/$name.io_uring" "$paths" "$fmt" "$B" "$T" "$seed" "$shuf" "$rank" "$world"
+	$py "$tmp/oracle.py" "$tmp/$name.io_uring" "$paths" "$fmt" "$B" "$T" "$seed" "$shuf" "$rank" \
+		"$world" "$bb" "$wb"
 }
+# Default blocks (2 MiB) make these small sets a tail only; small blocks give whole windows,
+# several pieces per window where shards end, and the epoch boundary within the run.
 check text_shuffled  "$tmp/llmc/train_*.bin" llmc 4 64 7 1 0 1 300
+check text_windows   "$tmp/llmc/train_*.bin" llmc 4 64 7 1 0 1 700 4096 3
 check text_seq       "$tmp/llmc/train_*.bin" llmc 4 64 7 0 0 1 300
-check text_rank2of3  "$tmp/llmc/train_*.bin" llmc 3 32 9 1 2 3 200
-check u32_shuffled   "$tmp/u32"              llmc 5 100 1 1 1 2 150
+check text_rank2of3  "$tmp/llmc/train_*.bin" llmc 3 32 9 1 2 3 200 2000 2
+check text_resume_mid "$tmp/llmc/train_*.bin" llmc 4 64 7 1 0 1 40 4096 3 1 37
+check u32_shuffled   "$tmp/u32"              llmc 5 100 1 1 1 2 150 6000 4
 check raw_seq        "$tmp/raw/*.u16"        raw-u16 2 50 0 0 0 1 200
-check raw_shuffled   "$tmp/raw"              raw-u16 2 50 3 1 0 1 200
-check mega_shuffled  "$tmp/mega/m.bin"       megatron 4 128 5 1 0 1 100
+check raw_shuffled   "$tmp/raw"              raw-u16 2 50 3 1 0 1 200 1000 2
+check mega_shuffled  "$tmp/mega/m.bin"       megatron 4 128 5 1 0 1 100 3000 5
 check mega_auto_seq  "$tmp/mega"             megatron 4 128 5 0 1 2 100
 echo "loader batches match python: ok"

@@ -48,6 +48,10 @@ static void setup(void)
 	cr_assert_not_null(mkdtemp(dir));
 	unsetenv("FERRY_LOADER_IO");
 	unsetenv("FERRY_LOADER_THREADS");
+	/* Small blocks and windows, so that these small shards make several whole windows and
+	 * a tail in the shuffled order. */
+	setenv("FERRY_LOADER_BLOCK_BYTES", "600", 1);
+	setenv("FERRY_LOADER_WINDOW_BLOCKS", "3", 1);
 }
 
 static void teardown(void)
@@ -98,7 +102,7 @@ static void check_batch(const struct loader_batch *b, uint32_t B, uint32_t T, ui
 
 	for (int i = 0; i < NR_SHARDS; i++)
 		total += counts[i] > T ? (counts[i] - 1) / T : 0;
-	sampler_init(&s, total, B, world, rank, 1234, shuffle);
+	sampler_init(&s, total, B, world, rank, 1234, shuffle, 600 / (T * w), 3);
 	for (uint32_t j = 0; j < B; j++) {
 		uint64_t g = sampler_sample(&s, b->state.epoch, b->state.position, j), tok;
 		int sh;
