@@ -8,17 +8,15 @@
 #   FERRY_DEMO_DIR   scratch: dataset, nginx state, cache, mountpoint (default /tmp/ferry-demo)
 #   FERRY_DEMO_OUT   the training run: log.csv, loss.svg, checkpoints, train.log
 #                    (default /var/tmp/ferry-demo-run; replaced by the next demo)
-#   DEMO_SECONDS     time budget of the training in seconds (default 150); the demo times a
-#                    few steps first and picks the number of steps to fit
-#   DEMO_STEPS       a fixed number of training steps instead (overrides DEMO_SECONDS)
+#   DEMO_STEPS       training steps (default 500: about 2-3 minutes on 2 cores; 60 for a
+#                    quick check). The same steps give the same losses on every machine.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 cd "$src"
 PY=/usr/bin/python3
 work=${FERRY_DEMO_DIR:-/tmp/ferry-demo}
 out=${FERRY_DEMO_OUT:-/var/tmp/ferry-demo-run}
-budget_s=${DEMO_SECONDS:-150}
-fixed_steps=${DEMO_STEPS:-}
+steps=${DEMO_STEPS:-500}
 build=${FERRY_BUILD:-$src/build}
 export LC_ALL=C.UTF-8
 step() { printf '\n==> %s\n' "$*"; }
@@ -26,13 +24,12 @@ die() {
 	echo "demo.sh: $*" >&2
 	exit 1
 }
-[[ "$budget_s" =~ ^[0-9]+$ ]] && [ "$budget_s" -ge 5 ] || die "DEMO_SECONDS must be a number >= 5"
-[ -z "$fixed_steps" ] || [[ "$fixed_steps" =~ ^[1-9][0-9]*$ ]] || die "DEMO_STEPS must be a number >= 1"
+[[ "$steps" =~ ^[1-9][0-9]*$ ]] && [ "$steps" -ge 10 ] || die "DEMO_STEPS must be a number >= 10"
 
 # The model: d4, 4 layers, 4 heads, 256 channels (3.3M parameters) on 128-byte windows,
 # 8 sequences a step: on 2 cores it learns words and the licenses' phrasing in 2-3 minutes.
 model=(--model d4 --seq-len 128 --batch 8 --lr 2e-3 --seed 1)
-nr_evals=5
+nr_evals=4
 val_batches=8
 sample_bytes=240
 
@@ -63,7 +60,6 @@ cleanup() {
 		"$ferry" umount "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"
 	fi
 	bash tests/lib/nginx.sh stop "$state" 2>/dev/null
-	rm -rf "$work/calib"
 	[ "$rc" -eq 0 ] || echo "demo.sh: failed (exit $rc); nothing is left mounted or running" >&2
 }
 trap cleanup EXIT
@@ -152,32 +148,8 @@ train() { # extra options...: ferry train on the mount's shards, the demo's mode
 		--val-batches "$val_batches" --ckpt-every 100000 --keep 1 "$@"
 }
 
-if [ -n "$fixed_steps" ]; then
-	steps=$fixed_steps
-else
-	step "time a few steps to fit the training into DEMO_SECONDS=$budget_s"
-	rm -rf "$work/calib"
-	t0=$(date +%s%N)
-	train --steps 4 --warmup 1 --eval-every 4 --sample "$sample_bytes" --out "$work/calib" \
-		>"$work/calib.log" 2>&1 || { cat "$work/calib.log" >&2; die "ferry train (timing) failed"; }
-	t1=$(date +%s%N)
-	steps=$("$PY" - "$work/calib/log.csv" "$(((t1 - t0) / 1000000))" "$budget_s" "$nr_evals" <<'PY'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-wall_ms, budget_ms, nr_evals = float(sys.argv[2]), float(sys.argv[3]) * 1000, int(sys.argv[4])
-ms = [float(r["ms"]) for r in rows]
-step_ms = statistics.median(ms[1:] or ms)
-eval_ms = max(wall_ms - sum(ms), 0)  # one evaluation with its sample, plus start-up
-steps = int((budget_ms - (nr_evals + 1) * eval_ms) / step_ms)
-print(max(20, min(steps, 5000)))
-print("%.0f ms a step, %.1f s an evaluation with its sample" % (step_ms, eval_ms / 1000),
-      file=sys.stderr)
-PY
-	) || die "could not time the steps"
-	rm -rf "$work/calib"
-fi
 eval_every=$(((steps + nr_evals - 1) / nr_evals))
-warmup=$((steps / 10 < 20 ? (steps / 10 > 1 ? steps / 10 : 1) : 20))
+warmup=$((steps / 10 < 25 ? steps / 10 : 25))
 
 step "train on the CPU through the mount: $steps steps, eval and sample every $eval_every"
 echo "ferry train --data '$mnt/train_*.bin' --val '$mnt/val_*.bin' ${model[*]}" \
