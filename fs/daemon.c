@@ -188,8 +188,13 @@ struct syncer {
 	bool started;
 };
 
-/* Makes chunk maps and learned listings durable every second, so a crash loses at most a
- * second of cache bookkeeping (the data itself is never trusted without its checksum). */
+/* Makes chunk maps and learned listings durable every SYNC_INTERVAL_S, so a crash loses at
+ * most that much cache bookkeeping: those chunks are fetched again, never served unverified.
+ * Every second was tried first: fdatasync of a cache file that fills are writing into stalls
+ * those fills, and a cold 2 GiB dd ran at 715-725 MB/s against 940-1000 MB/s with 30 s (same
+ * machine, alternating runs). At 30 s the kernel's flusher (dirty_expire_centisecs, 30 s by
+ * default) has written most of the data back already, so the sync itself is cheap. */
+#define SYNC_INTERVAL_S 30
 static void *syncer_main(void *arg)
 {
 	struct syncer *s = arg;
@@ -206,7 +211,7 @@ static void *syncer_main(void *arg)
 				t.tv_nsec -= 1000000000;
 			}
 		} else {
-			t.tv_sec += 1;
+			t.tv_sec += SYNC_INTERVAL_S;
 		}
 		pthread_cond_timedwait(&s->cond, &s->lock, &t);
 		if (s->stop)
