@@ -3,7 +3,6 @@
  * out the next filled batch (and starts its copy to the GPU). See loader/loader.h. */
 #include "config.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -65,6 +64,7 @@ struct direct_fd {
 	uint64_t path_hash;
 	int fd;
 	int buffered_fd;        /* the same file without O_DIRECT, for what the page cache holds */
+	void *cufile;           /* cuFile handle of fd on the cufile path, else NULL */
 };
 
 /* A chunk-aligned range of a shard the daemon made resident and holds until expires_ms
@@ -128,6 +128,7 @@ struct reader {
 	uint32_t max_ops;       /* length of ops, copies, op_shard, on_ferry, pinned */
 	struct sampler_run *runs;
 	void *bounce;
+	struct gds_reader *gds; /* cufile path: registered device bounce buffer, else NULL */
 	struct direct_fd dfds[DIRECT_NR_FDS];
 };
 
@@ -164,6 +165,8 @@ struct loader {
 	_Atomic bool nowait_ok;  /* preadv2(RWF_NOWAIT) works on these files */
 	_Atomic uint32_t direct_fails;
 	_Atomic bool direct_allowed;
+	struct gds *gds;        /* libcufile, when the cufile path was set up */
+	_Atomic bool cufile_ok; /* the cufile path is in use (cleared for good on a failure) */
 	_Atomic int path;       /* enum read_path now in use */
 
 	pthread_mutex_t lock;
@@ -220,6 +223,8 @@ static uint64_t hash_path(const char *p)
 static void direct_close_all(struct reader *r)
 {
 	for (int i = 0; i < DIRECT_NR_FDS; i++) {
+		gds_handle_deregister(r->l->gds, r->dfds[i].cufile);
+		r->dfds[i].cufile = NULL;
 		if (r->dfds[i].fd >= 0)
 			close(r->dfds[i].fd);
 		if (r->dfds[i].buffered_fd >= 0)
@@ -235,6 +240,8 @@ static int direct_fd_for(struct reader *r, uint32_t shard, uint64_t hash, const 
 
 	if (d->fd >= 0 && d->shard == shard && d->path_hash == hash)
 		return d->fd;
+	gds_handle_deregister(r->l->gds, d->cufile);
+	d->cufile = NULL;
 	if (d->fd >= 0)
 		close(d->fd);
 	if (d->buffered_fd >= 0)
@@ -776,6 +783,103 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 	return 0;
 }
 
+/* ---- the cufile path (GPUDirect Storage) ---- */
+
+/* Turns the cufile path off for good after a cuFile failure; the host fast path goes on. */
+static void cufile_failed(struct loader *l, const char *what, int err)
+{
+	bool on = true;
+
+	if (!atomic_compare_exchange_strong(&l->cufile_ok, &on, false))
+		return;
+	say(l, "cufile: %s: %s; using the host fast path from now on", what, strerror(-err));
+	if (atomic_load(&l->direct_allowed)) {
+		int p = PATH_CUFILE;
+
+		atomic_compare_exchange_strong(&l->path, &p, PATH_DIRECT);
+	}
+}
+
+/* A file-order batch by the cufile path: each op's range made resident (FERRY_IOC_RESIDENT, as
+ * on the host fast path), the 4 KiB-aligned cover of it read with cuFileRead from the cache
+ * file into the reader's registered device buffer (cuFile accepts unaligned ranges, but
+ * aligned ones go straight by DMA), the op's bytes copied from there into the slot's device
+ * buffer at the host path's layout, and widened on the GPU. 0 when the batch is staged; else
+ * -errno, nothing is staged, ops are as the caller built them, and the caller reads the batch
+ * by the host path (after a cuFile failure, every batch from then on). */
+static int cufile_fill(struct reader *r, uint32_t slot_idx, uint32_t nr_ops, const char *raw)
+{
+	struct loader *l = r->l;
+	struct loader_slot *slot = &l->slots[slot_idx];
+	const size_t bt = (size_t)l->cfg.batch * l->cfg.seq_len;
+	char *d_raw = stage_device_buffer(l->stage, slot_idx);
+	uint64_t pos = 0;
+	int64_t n;
+	int ret;
+
+	ret = pin_shards(r, nr_ops, slot->errmsg, sizeof(slot->errmsg));
+	for (uint32_t i = 0; ret == 0 && i < nr_ops; i++) {
+		struct read_op *op = &r->ops[i];
+		uint32_t s = r->op_shard[i];
+		struct direct_fd *d = &r->dfds[s % DIRECT_NR_FDS];
+		uint64_t a_off = op->off & ~(uint64_t)(DIRECT_ALIGN - 1);
+		uint64_t a_end = (op->off + op->len + DIRECT_ALIGN - 1) &
+			~(uint64_t)(DIRECT_ALIGN - 1);
+		int fd;
+
+		if (!r->on_ferry[i] || !d_raw) {
+			ret = -EOPNOTSUPP; /* this batch only: a shard off the mount */
+			break;
+		}
+		fd = direct_resident_fd(r, s, op->fd, op->off, op->len);
+		if (fd < 0) {
+			ret = fd; /* counted by direct_failed, as on the host fast path */
+			break;
+		}
+		if (!d->cufile && (ret = gds_handle_register(l->gds, fd, &d->cufile)) < 0) {
+			cufile_failed(l, "cuFileHandleRegister of the cache file", ret);
+			break;
+		}
+		if (pos + (a_end - a_off) > l->bounce_bytes) {
+			ret = -ENOSPC; /* cannot happen: bounce_bytes covers every op's pages */
+			break;
+		}
+		n = gds_read(r->gds, d->cufile, a_off, a_end - a_off, pos);
+		if (n < (int64_t)(op->off + op->len - a_off)) {
+			ret = n < 0 ? (int)n : -EIO;
+			cufile_failed(l, "cuFileRead of the cache file", ret);
+			held_forget(l, s);
+			break;
+		}
+		ret = gds_copy(r->gds, d_raw + ((const char *)op->dst - raw), pos + (op->off - a_off),
+			op->len);
+		if (ret < 0) {
+			cufile_failed(l, "copying on the GPU", ret);
+			break;
+		}
+		atomic_fetch_add(&l->nr_direct_reads, 1);
+		pos += a_end - a_off;
+	}
+	if (ret == 0) {
+		ret = stage_widen_device(l->stage, slot_idx, gds_reader_stream(r->gds),
+			l->ds.token_bytes, slot->row_stride, slot->wide, slot->wide + bt);
+		if (ret < 0)
+			cufile_failed(l, "widening on the GPU", ret);
+	}
+	if (ret == 0) {
+		slot->inputs = slot->wide;
+		slot->targets = slot->wide + bt;
+	} else {
+		/* Nothing queued may land in the slot after the host path fills it. */
+		gds_sync(r->gds);
+		slot->errmsg[0] = '\0';
+		for (uint32_t i = 0; i < nr_ops; i++)
+			r->ops[i].fd = (int)r->op_shard[i];
+	}
+	unpin_shards(r);
+	return ret;
+}
+
 /* Reads the batch at st into slot: shuffled, out of its window; in file order, with one read
  * for the B samples when they lie end to end in one shard, else one read per sample; then
  * widens them. */
@@ -815,6 +919,9 @@ static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_s
 		nr_ops = 1;
 	}
 	slot->row_stride = run ? T : T + 1;
+	if (r->gds && atomic_load(&l->cufile_ok) && atomic_load(&l->direct_allowed) &&
+		cufile_fill(r, slot_idx, nr_ops, raw) == 0)
+		return 0;
 	ret = read_ops(r, nr_ops, false, slot->errmsg, sizeof(slot->errmsg));
 	if (ret < 0)
 		goto out;
@@ -903,6 +1010,7 @@ static void choose_path(struct loader *l)
 {
 	const char *io = getenv("FERRY_LOADER_IO");
 	const char *direct = getenv("FERRY_LOADER_DIRECT");
+	const char *cufile = getenv("FERRY_LOADER_CUFILE");
 	enum read_path p;
 
 	l->force_pread = io && strcmp(io, "pread") == 0;
@@ -920,15 +1028,18 @@ static void choose_path(struct loader *l)
 		l->ds.nr_shards && probe_ferry(l->ds.shards[0].path));
 	if (atomic_load(&l->direct_allowed)) {
 		p = PATH_DIRECT;
-		/* Hook for GPUDirect Storage: with libcufile the cache file could be read straight
-		 * into device memory (cuFileRead). Not written yet: the host fast path is used. */
-		if (l->cfg.device >= 0) {
-			void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
+		/* GPUDirect Storage: with libcufile the cache file is read straight into device
+		 * memory. Batches in file order only: a shuffled batch gathers its rows out of a
+		 * window read into host memory. FERRY_LOADER_CUFILE=0 turns it off. */
+		if (l->cfg.device >= 0 && !l->cfg.shuffle && !(cufile && strcmp(cufile, "0") == 0)) {
+			char why[160];
+			int ret = gds_open(&l->gds, l->cfg.device, why, sizeof(why));
 
-			if (h) {
-				say(l, "libcufile found; GPU-direct reads are not implemented, "
-					"using %s", path_names[p]);
-				dlclose(h);
+			if (ret == 0) {
+				p = PATH_CUFILE;
+				atomic_store(&l->cufile_ok, true);
+			} else if (ret != -ENOSYS || l->cfg.verbose) {
+				say(l, "cufile: %s; using %s", why, path_names[p]);
 			}
 		}
 	}
@@ -1125,6 +1236,11 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 			goto nomem;
 		}
 	}
+	for (uint32_t i = 0; atomic_load(&l->cufile_ok) && i < l->nr_readers; i++) {
+		ret = gds_reader_new(l->gds, l->bounce_bytes, &l->readers[i].gds);
+		if (ret < 0)
+			cufile_failed(l, "registering a device buffer (cuFileBufRegister)", ret);
+	}
 	ring_init(&l->ring, l->nr_slots);
 	for (uint32_t i = 0; i < l->nr_readers; i++) {
 		ret = pthread_create(&l->readers[i].thread, NULL, reader_main, &l->readers[i]);
@@ -1174,10 +1290,12 @@ void loader_free(struct loader *l)
 		free(r->pinned);
 		free(r->runs);
 		free(r->bounce);
+		gds_reader_free(r->gds);
 		direct_close_all(r);
 		read_uring_free(r->uring);
 	}
 	free(l->readers);
+	gds_free(l->gds);
 	for (int i = 0; i < NR_WINDOWS; i++) {
 		free(l->windows[i].buf);
 		free(l->windows[i].pieces);

@@ -1,6 +1,7 @@
 /* loader/ internals: shard formats (shard.c), the sample order (sampler.c), ring bookkeeping
  * (ring.c), the read backends (read_pread in read.c, io_uring in read_uring.c) and the staging
- * backend (stage_host.c or stage_cuda.c, one of them compiled in). Not a public header. */
+ * backend (stage_host.c or stage_cuda.c, one of them compiled in), GPUDirect Storage (gds_cuda.c
+ * or gds_none.c). Not a public header. */
 #ifndef FERRY_LOADER_I_H
 #define FERRY_LOADER_I_H
 
@@ -244,6 +245,44 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 /* Waits until the GPU no longer reads slot's host buffer (before the reader refills it). */
 int stage_reclaim(struct stage *st, uint32_t slot);
 const char *stage_name(void);
+
+/* cufile path (stage_cuda.c; the host twin says no): the slot's device buffer of raw_bytes, which
+ * the reader fills itself, or NULL on host. */
+void *stage_device_buffer(struct stage *st, uint32_t slot);
+/* cufile path, on the reader: the slot's device buffer holds the batch's raw rows once the work
+ * queued on stream (a cudaStream_t) is done. Widens them there after that work, copies the
+ * int32 batch back to h_inputs and h_targets (the host half of a batch) and waits for it; the
+ * next stage_upload of the slot then only hands the device buffers out. 0 or -EIO. */
+int stage_widen_device(struct stage *st, uint32_t slot, void *stream, uint32_t token_bytes,
+	uint32_t row_stride, int32_t *h_inputs, int32_t *h_targets);
+
+/* ---- GPUDirect Storage (gds_cuda.c with CUDA, gds_none.c without) ---- */
+
+/* libcufile loaded at run time (dlopen) and its driver opened; one per loader. The functions
+ * are thread-safe as libcufile's are. */
+struct gds;
+/* -ENOSYS (built without CUDA, or no libcufile) or -EIO (the driver did not open), with the
+ * reason in err. */
+int gds_open(struct gds **out, int device, char *err, size_t errlen);
+void gds_free(struct gds *g);
+/* A cuFile handle of an fd (opened with O_DIRECT), in *handle. 0 or -EIO. */
+int gds_handle_register(struct gds *g, int fd, void **handle);
+void gds_handle_deregister(struct gds *g, void *handle);
+
+/* One reader's registered device bounce buffer of bytes, and its stream. */
+struct gds_reader;
+int gds_reader_new(struct gds *g, size_t bytes, struct gds_reader **out);
+void gds_reader_free(struct gds_reader *gr);
+void *gds_reader_stream(struct gds_reader *gr);
+/* cuFileRead of len bytes at file_off of handle into the bounce buffer at buf_off. The bytes
+ * read, or -errno (-EIO for a cuFile error). */
+int64_t gds_read(struct gds_reader *gr, void *handle, uint64_t file_off, size_t len,
+	uint64_t buf_off);
+/* Queues a device copy of len bytes from the bounce buffer at buf_off to d_dst on the
+ * reader's stream. 0 or -EIO. */
+int gds_copy(struct gds_reader *gr, void *d_dst, uint64_t buf_off, size_t len);
+/* Waits for what was queued on the reader's stream. 0 or -EIO. */
+int gds_sync(struct gds_reader *gr);
 
 /* One run of n raw tokens into n int32. */
 void widen_run(const void *raw, uint32_t token_bytes, size_t n, int32_t *out);

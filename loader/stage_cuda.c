@@ -2,7 +2,8 @@
  * dedicated copy stream into per-slot device buffers and widened to int32 there (widen.cu) on
  * a second stream, so the next batch's copy never queues behind this batch's widening; one
  * event per batch for the compute stream to wait on. Nothing on the batch path synchronises
- * the device. With device < 0 it stages into plain host memory. */
+ * the device. With device < 0 it stages into plain host memory. On the cufile path the reader
+ * fills a slot's device buffer itself and widens it there (stage_widen_device). */
 #include "config.h"
 
 #include <cuda_runtime_api.h>
@@ -25,11 +26,13 @@ struct stage_slot {
 	cudaEvent_t copied;     /* recorded after the copy; the widening waits on it */
 	cudaEvent_t done;       /* recorded after the widening; the reader waits on it */
 	bool uploaded;
+	bool prestaged;         /* cufile: the reader widened d_raw already (stage_widen_device) */
 };
 
 /* Immutable after stage_new, but for slot[i].uploaded: set by the consumer thread in
  * stage_upload and cleared by the reader in stage_reclaim, which the ring orders (a slot is
- * reclaimed only after the consumer released it). */
+ * reclaimed only after the consumer released it); slot[i].prestaged likewise, set by the reader
+ * that fills the slot and cleared by the consumer's stage_upload. */
 struct stage {
 	int device;
 	uint32_t nr_slots;
@@ -158,6 +161,11 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 	b->ready_event = NULL;
 	if (st->device < 0)
 		return 0;
+	if (s->prestaged) {
+		/* cufile: the reader put the rows on the device and widened them already. */
+		s->prestaged = false;
+		goto out;
+	}
 	e = cudaMemcpyAsync(s->d_raw, s->host, bytes, cudaMemcpyHostToDevice, st->copy);
 	if (e != cudaSuccess)
 		return -EIO;
@@ -171,10 +179,44 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 	 * d_raw and the outputs of this slot at once. */
 	if (cudaEventRecord(s->done, st->widen) != cudaSuccess)
 		return -EIO;
+out:
 	s->uploaded = true;
 	b->d_inputs = s->d_inputs;
 	b->d_targets = s->d_targets;
 	b->ready_event = (void *)s->done;
+	return 0;
+}
+
+void *stage_device_buffer(struct stage *st, uint32_t slot)
+{
+	return st->device < 0 ? NULL : st->slots[slot].d_raw;
+}
+
+int stage_widen_device(struct stage *st, uint32_t slot, void *stream, uint32_t token_bytes,
+	uint32_t row_stride, int32_t *h_inputs, int32_t *h_targets)
+{
+	struct stage_slot *s = &st->slots[slot];
+	cudaStream_t cs = (cudaStream_t)stream;
+	size_t out_bytes = (size_t)st->batch * st->seq_len * sizeof(int32_t);
+
+	if (st->device < 0)
+		return -ENOSYS;
+	/* The reader thread issues this; the runtime's current device is per thread. */
+	if (cudaSetDevice(st->device) != cudaSuccess ||
+		loader_widen_launch(s->d_raw, token_bytes, st->batch, st->seq_len, row_stride,
+			s->d_inputs, s->d_targets, cs) != 0 ||
+		cudaEventRecord(s->done, cs) != cudaSuccess)
+		return -EIO;
+	/* The loader's contract keeps host tokens in every batch (the trainer checks them), so
+	 * the widened batch comes back once; the file bytes themselves never touch host memory.
+	 * The reader waits here, never the trainer. */
+	if (cudaMemcpyAsync(h_inputs, s->d_inputs, out_bytes, cudaMemcpyDeviceToHost, cs) !=
+			cudaSuccess ||
+		cudaMemcpyAsync(h_targets, s->d_targets, out_bytes, cudaMemcpyDeviceToHost, cs) !=
+			cudaSuccess ||
+		cudaStreamSynchronize(cs) != cudaSuccess)
+		return -EIO;
+	s->prestaged = true;
 	return 0;
 }
 
