@@ -2,7 +2,8 @@
  * the GPU equal the host batches and the tokens in the files (uint16 and uint32, sequential
  * and shuffled), then host-to-device GB/s of the staging path against a plain pinned
  * cudaMemcpyAsync of the same sizes. Exit 0 pass, 1 fail, 77 no GPU.
- * usage: loader-gpu-check [--bench-only] [--batches N] */
+ * With --cufile MNT SRC, checks the cufile path instead (see check_cufile).
+ * usage: loader-gpu-check [--bench-only] [--batches N] | --cufile MNT SRC */
 #include "config.h"
 
 #include <cuda_runtime_api.h>
@@ -284,6 +285,89 @@ static void bench_loader(uint32_t B, uint32_t T, int nr)
 	loader_free(l);
 }
 
+/* --cufile MNT SRC: the cufile path (loader/gds_cuda.c) on a ferry mount MNT of the directory
+ * SRC: file-order batches staged onto device 0 by cuFileRead equal, on the device and on the
+ * host, the batches a host-only loader reads from SRC itself; and the path stays cufile (no
+ * fallback). 77 when the loader did not take the cufile path (no libcufile, or its driver did
+ * not open). */
+static int check_cufile(const char *mnt, const char *src)
+{
+	const uint32_t B = 4, T = 256;
+	struct loader_config cfg = { .batch = B, .seq_len = T, .world_size = 1, .nr_buffers = 4 };
+	size_t n = (size_t)B * T;
+	int32_t *h_in = malloc(n * 4), *h_tg = malloc(n * 4);
+	char mnt_glob[4200], src_glob[4200], err[256];
+	struct loader *dev = NULL, *ref = NULL;
+	cudaStream_t compute;
+	int ret = 0;
+
+	snprintf(mnt_glob, sizeof(mnt_glob), "%s/train_*.bin", mnt);
+	snprintf(src_glob, sizeof(src_glob), "%s/train_*.bin", src);
+	setenv("FERRY_LOADER_CUFILE", "1", 1);
+	cfg.paths = mnt_glob;
+	cfg.device = 0;
+	cfg.verbose = 1;
+	if (loader_open(&dev, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "FAIL: loader_open on %s, device 0: %s\n", mnt_glob, err);
+		ret = 1;
+		goto out;
+	}
+	if (strcmp(loader_path_name(dev), "cufile") != 0) {
+		printf("SKIP: the loader took the %s path, not cufile\n", loader_path_name(dev));
+		ret = 77;
+		goto out;
+	}
+	cfg.paths = src_glob;
+	cfg.device = -1;
+	cfg.verbose = 0;
+	if (loader_open(&ref, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "FAIL: loader_open on %s: %s\n", src_glob, err);
+		ret = 1;
+		goto out;
+	}
+	CHECK_CUDA(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+	for (int i = 0; i < 60 && !ret; i++) {
+		struct loader_batch b, r;
+
+		if (loader_next_batch(dev, &b) < 0 || loader_next_batch(ref, &r) < 0) {
+			fprintf(stderr, "FAIL: cufile batch %d: %s / %s\n", i, loader_last_error(dev),
+				loader_last_error(ref));
+			ret = 1;
+			break;
+		}
+		if (!b.d_inputs || !b.ready_event) {
+			fprintf(stderr, "FAIL: cufile batch %d has no device buffers\n", i);
+			ret = 1;
+			break;
+		}
+		CHECK_CUDA(cudaStreamWaitEvent(compute, (cudaEvent_t)b.ready_event, 0));
+		CHECK_CUDA(cudaMemcpyAsync(h_in, b.d_inputs, n * 4, cudaMemcpyDeviceToHost,
+			compute));
+		CHECK_CUDA(cudaMemcpyAsync(h_tg, b.d_targets, n * 4, cudaMemcpyDeviceToHost,
+			compute));
+		CHECK_CUDA(cudaStreamSynchronize(compute));
+		if (memcmp(h_in, r.inputs, n * 4) || memcmp(h_tg, r.targets, n * 4) ||
+			memcmp(b.inputs, r.inputs, n * 4) || memcmp(b.targets, r.targets, n * 4)) {
+			fprintf(stderr, "FAIL: cufile batch %d differs from the source files' batch\n",
+				i);
+			ret = 1;
+		}
+	}
+	if (!ret && strcmp(loader_path_name(dev), "cufile") != 0) {
+		fprintf(stderr, "FAIL: the cufile path fell back to %s\n", loader_path_name(dev));
+		ret = 1;
+	}
+	CHECK_CUDA(cudaStreamDestroy(compute));
+	if (!ret)
+		printf("PASS: 60 cufile batches equal the source batches\n");
+out:
+	loader_free(dev);
+	loader_free(ref);
+	free(h_in);
+	free(h_tg);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	int nr_dev = 0, batches = 200;
@@ -302,6 +386,8 @@ int main(int argc, char **argv)
 			cudaGetErrorString(e));
 		return 77;
 	}
+	if (argc == 4 && !strcmp(argv[1], "--cufile"))
+		return check_cufile(argv[2], argv[3]);
 	snprintf(dir, sizeof(dir), "/tmp/ferry_gpu_loader_XXXXXX");
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
