@@ -21,6 +21,14 @@
 #include "fs/remote.h"
 
 #define FETCH_WORKERS	  4
+/* With HTTP the workers only store readahead chunks (page-cache copies). Measured on 2 shared
+ * cores, cold dd of 2 GiB through a fresh mount, 3 runs each: 1 storer 920-980 MB/s, 2 storers
+ * 790-850, 4 storers 730-880: parallel stores take CPU from the curl thread and finish the
+ * chunk the reader waits for later, where one stores them in the order they arrived. */
+#define FETCH_STORERS	  1
+/* curl's receive buffer: the 16 KiB default costs a recv and a callback per 16 KiB; with
+ * 512 KiB a chunk's transfer took 16-20 ms instead of 29-39 ms (16 in flight, loopback). */
+#define FETCH_RECV_BUFFER (512L << 10)
 #define FETCH_BACKOFF_MAX 10000 /* ms */
 
 struct fetch_batch;
@@ -274,6 +282,7 @@ static int start_job(struct fetcher *f, struct fetch_job *j)
 		f->idle_easy[f->nr_idle_easy++] = e;
 		return ret;
 	}
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, FETCH_RECV_BUFFER);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, job_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, job_body);
@@ -527,7 +536,7 @@ int fetcher_new(
 	struct fetcher **out, struct remote *r, struct cache *c, const struct fetch_config *cfg)
 {
 	struct fetcher *f;
-	unsigned i;
+	unsigned i, nr_workers;
 	int ret;
 
 	*out = NULL;
@@ -566,7 +575,8 @@ int fetcher_new(
 			goto err;
 		f->have_curl_thread = true;
 	}
-	for (i = 0; i < FETCH_WORKERS; i++) {
+	nr_workers = r->ops->prepare_get ? FETCH_STORERS : FETCH_WORKERS;
+	for (i = 0; i < nr_workers; i++) {
 		ret = -pthread_create(&f->workers[i], NULL, worker_main, f);
 		if (ret)
 			goto err;
