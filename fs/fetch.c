@@ -3,7 +3,10 @@
  * up to max_transfers in flight, retries with jittered backoff), or reads by worker threads for
  * backends without HTTP. The curl thread never touches the disk: a finished chunk goes back to
  * the reader that asked for it (which stores it and copies from memory) or, for readahead, to a
- * worker, so one slow disk write never stalls the other transfers. */
+ * worker, so one slow disk write never stalls the other transfers. Until a worker has stored
+ * a readahead chunk, readers copy from its buffer: the reader never waits for that write.
+ * Measured (cold dd of 2 GiB, 1 MiB readahead, 2 shared cores, 4 runs alternated): 651-794
+ * MB/s against 559-634 MB/s when readers waited for the store. */
 #include "config.h"
 
 #include <errno.h>
@@ -21,6 +24,14 @@
 #include "fs/remote.h"
 
 #define FETCH_WORKERS	  4
+/* With HTTP the workers only store readahead chunks (page-cache copies). Measured on 2 shared
+ * cores, cold dd of 2 GiB through a fresh mount, 3 runs each: 1 storer 920-980 MB/s, 2 storers
+ * 790-850, 4 storers 730-880: parallel stores take CPU from the curl thread and finish the
+ * chunk the reader waits for later, where one stores them in the order they arrived. */
+#define FETCH_STORERS	  1
+/* curl's receive buffer: the 16 KiB default costs a recv and a callback per 16 KiB; with
+ * 512 KiB a chunk's transfer took 16-20 ms instead of 29-39 ms (16 in flight, loopback). */
+#define FETCH_RECV_BUFFER (512L << 10)
 #define FETCH_BACKOFF_MAX 10000 /* ms */
 
 struct fetch_batch;
@@ -43,6 +54,8 @@ struct fetch_job {
 	bool read_job;		/* for a worker: still to be read through ops->read */
 	uint64_t not_before_ns; /* retry backoff */
 	uint64_t start_ns;
+	struct fetch_job *landed_next; /* fetcher lock: on f->landed */
+	unsigned nr_copying;	       /* fetcher lock: readers copying from buf */
 	/* transfer state, curl thread only */
 	CURL *easy;
 	struct curl_slist *headers;
@@ -83,6 +96,13 @@ struct fetcher {
 	CURL **idle_easy;	  /* curl thread */
 	unsigned nr_idle_easy, nr_active;
 	unsigned seed;
+	/* Readahead chunks that arrived and are not stored yet: readers copy from their buffers
+	 * instead of waiting for the disk write. Protected by lock; landed_cond is broadcast
+	 * when one lands, when one leaves, and when its last copier is done. */
+	struct fetch_job *landed;
+	unsigned nr_landed;
+	uint64_t landed_gen;
+	pthread_cond_t landed_cond;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
 };
 
@@ -181,6 +201,32 @@ static void job_deliver(struct fetcher *f, struct fetch_job *j)
 	*f->work_tail = j;
 	f->work_tail = &j->next;
 	pthread_cond_signal(&f->work_cond);
+	if (!j->err) {
+		j->landed_next = f->landed;
+		f->landed = j;
+		f->nr_landed++;
+		f->landed_gen++;
+		pthread_cond_broadcast(&f->landed_cond);
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Takes a stored (or failed) readahead job off the landed list once no reader copies from it. */
+static void unland(struct fetcher *f, struct fetch_job *j)
+{
+	struct fetch_job **pp;
+
+	pthread_mutex_lock(&f->lock);
+	for (pp = &f->landed; *pp && *pp != j; pp = &(*pp)->landed_next)
+		;
+	if (*pp) {
+		*pp = j->landed_next;
+		f->nr_landed--;
+		f->landed_gen++;
+		pthread_cond_broadcast(&f->landed_cond);
+	}
+	while (j->nr_copying)
+		pthread_cond_wait(&f->landed_cond, &f->lock);
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -274,6 +320,7 @@ static int start_job(struct fetcher *f, struct fetch_job *j)
 		f->idle_easy[f->nr_idle_easy++] = e;
 		return ret;
 	}
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, FETCH_RECV_BUFFER);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, job_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, job_body);
@@ -516,6 +563,7 @@ static void *worker_main(void *arg)
 		}
 		if (job_store(j))
 			cache_chunk_release(j->co, j->idx);
+		unland(f, j);
 		job_free(f, j);
 	}
 	return NULL;
@@ -527,7 +575,7 @@ int fetcher_new(
 	struct fetcher **out, struct remote *r, struct cache *c, const struct fetch_config *cfg)
 {
 	struct fetcher *f;
-	unsigned i;
+	unsigned i, nr_workers;
 	int ret;
 
 	*out = NULL;
@@ -550,6 +598,7 @@ int fetcher_new(
 	f->max_bufs = f->max_transfers + FETCH_WORKERS;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->work_cond, NULL);
+	pthread_cond_init(&f->landed_cond, NULL);
 	ret = -ENOMEM;
 	f->bufs = calloc(f->max_bufs, sizeof(*f->bufs));
 	f->idle_easy = calloc(f->max_transfers, sizeof(*f->idle_easy));
@@ -566,7 +615,8 @@ int fetcher_new(
 			goto err;
 		f->have_curl_thread = true;
 	}
-	for (i = 0; i < FETCH_WORKERS; i++) {
+	nr_workers = r->ops->prepare_get ? FETCH_STORERS : FETCH_WORKERS;
+	for (i = 0; i < nr_workers; i++) {
 		ret = -pthread_create(&f->workers[i], NULL, worker_main, f);
 		if (ret)
 			goto err;
@@ -607,6 +657,7 @@ void fetcher_free(struct fetcher *f)
 	free(f->bufs);
 	free(f->idle_easy);
 	pthread_cond_destroy(&f->work_cond);
+	pthread_cond_destroy(&f->landed_cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
 }
@@ -679,6 +730,48 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 	return err;
 }
 
+/* A reader waiting for chunk idx of co: copies its part from a landed readahead buffer. Returns
+ * 1 when copied, 0 when no such chunk has landed; *gen gets the landed generation looked at. */
+static int copy_landed(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off,
+	size_t len, uint64_t idx, uint64_t *gen)
+{
+	struct fetch_job *j;
+
+	pthread_mutex_lock(&f->lock);
+	*gen = f->landed_gen;
+	for (j = f->landed; j && !(j->co == co && j->idx == idx); j = j->landed_next)
+		;
+	if (j)
+		j->nr_copying++;
+	pthread_mutex_unlock(&f->lock);
+	if (!j)
+		return 0;
+	copy_part(f, buf, off, len, idx, j->buf);
+	pthread_mutex_lock(&f->lock);
+	if (!--j->nr_copying)
+		pthread_cond_broadcast(&f->landed_cond);
+	pthread_mutex_unlock(&f->lock);
+	return 1;
+}
+
+/* Waits until a chunk may have landed or been stored since generation gen, or briefly: chunks
+ * fetched by other readers are stored without a landing. */
+static void wait_landed(struct fetcher *f, uint64_t gen)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 2000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (f->landed_gen == gen)
+		pthread_cond_timedwait(&f->landed_cond, &f->lock, &ts);
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* Makes chunks [first, last] present, copying [off, off+len) into buf when buf is set. */
 static int do_window(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
 	char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
@@ -732,7 +825,18 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 		if (state[i] != CH_WAIT)
 			continue;
 		for (;;) {
-			ret = cache_chunk_acquire(co, first + i, true);
+			uint64_t gen = 0;
+
+			/* A readahead chunk in hand is copied without waiting for its store. */
+			if (buf && copy_landed(f, co, buf, off, len, first + i, &gen)) {
+				ret = 0;
+				break;
+			}
+			ret = cache_chunk_acquire(co, first + i, !buf);
+			if (ret == -EAGAIN) {
+				wait_landed(f, gen);
+				continue;
+			}
 			if (ret == CACHE_HIT) {
 				ret = read_hit(f, co, buf, off, len, first + i);
 			} else if (ret == CACHE_FETCH) {
@@ -814,8 +918,18 @@ void fetcher_prefetch(struct fetcher *f, const struct remote_object *obj, struct
 	uint64_t nr_chunks = (obj->size + f->chunk_bytes - 1) / f->chunk_bytes, idx;
 
 	for (idx = first; idx < first + n && idx < nr_chunks; idx++) {
-		int ret = cache_chunk_acquire(co, idx, false);
 		struct fetch_job *j;
+		unsigned nr_landed;
+		int ret;
+
+		/* Chunks waiting for their store hold memory: when the disk lags this far, the
+		 * readers fetch the rest themselves, and wait for their own stores. */
+		pthread_mutex_lock(&f->lock);
+		nr_landed = f->nr_landed;
+		pthread_mutex_unlock(&f->lock);
+		if (nr_landed >= 2 * f->max_transfers)
+			return;
+		ret = cache_chunk_acquire(co, idx, false);
 
 		if (ret == CACHE_HIT) {
 			cache_chunk_release(co, idx);

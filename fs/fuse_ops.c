@@ -42,7 +42,10 @@ struct pin {
 
 /* Readahead: after this many back-to-back reads, keep this many bytes ahead in flight. */
 #define SEQUENTIAL_AFTER 2
-#define READAHEAD_BYTES (64ull << 20)
+/* 16 chunks of 8 MiB: as many as the fetcher's default 16 transfers, so readahead can use every
+ * slot (64 MiB used half). Cold dd of 2 GiB, 2 shared cores, 5 runs alternated: 860-1200 MB/s
+ * against 858-946 with 64 MiB. */
+#define READAHEAD_BYTES (128ull << 20)
 
 static struct ferryfs *fs_of(fuse_req_t req)
 {
