@@ -55,36 +55,48 @@ lim=$T/limit
 mkdir -p "$cache" "$lim"
 declare -A F L # ferry and limit MB/s per case
 
-log "limit: 8 parallel curl range streams of big.bin into files beside the cache"
-t0=$(now)
+# The cold case and its limit run twice, alternating, each ferry round on an empty cache, and
+# the best of each counts: on this VM the first writes into memory just freed (after
+# drop_caches, or after the other side deleted its 2 GiB) are several times slower than later
+# ones, so a single round mostly measures which side ran first.
+best() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 per=$(((big_bytes + 7) / 8))
-for i in 0 1 2 3 4 5 6 7; do
-	a=$((i * per)) b=$(((i + 1) * per - 1))
-	[ "$b" -ge "$big_bytes" ] && b=$((big_bytes - 1))
-	curl -sf -r "$a-$b" -o "$lim/part$i" "$url/big.bin" &
-done
-wait
-t1=$(now)
-L[cold]=$(mbps "$big_bytes" "$t0" "$t1")
-got=$(cat "$lim"/part0 "$lim"/part1 "$lim"/part2 "$lim"/part3 "$lim"/part4 "$lim"/part5 \
-	"$lim"/part6 "$lim"/part7 | wc -c)
-[ "$got" = "$big_bytes" ] || fail "curl ranges fetched $got bytes of $big_bytes"
-rm -f "$lim"/part*
-t0=$(now)
-for i in 0 1 2 3 4 5 6 7; do
-	curl -sf -r "$((i * per))-$(((i + 1) * per - 1))" -o /dev/null "$url/big.bin" &
-done
-wait
-t1=$(now)
-L[cold_null]=$(mbps "$big_bytes" "$t0" "$t1")
+for round in 1 2; do
+	log "limit (round $round): 8 parallel curl range streams of big.bin into files beside the cache"
+	t0=$(now)
+	for i in 0 1 2 3 4 5 6 7; do
+		a=$((i * per)) b=$(((i + 1) * per - 1))
+		[ "$b" -ge "$big_bytes" ] && b=$((big_bytes - 1))
+		curl -sf -r "$a-$b" -o "$lim/part$i" "$url/big.bin" &
+	done
+	wait
+	t1=$(now)
+	L[cold]=$(best "${L[cold]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
+	got=$(cat "$lim"/part0 "$lim"/part1 "$lim"/part2 "$lim"/part3 "$lim"/part4 "$lim"/part5 \
+		"$lim"/part6 "$lim"/part7 | wc -c)
+	[ "$got" = "$big_bytes" ] || fail "curl ranges fetched $got bytes of $big_bytes"
+	rm -f "$lim"/part*
+	t0=$(now)
+	for i in 0 1 2 3 4 5 6 7; do
+		curl -sf -r "$((i * per))-$(((i + 1) * per - 1))" -o /dev/null "$url/big.bin" &
+	done
+	wait
+	t1=$(now)
+	L[cold_null]=$(best "${L[cold_null]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
 
-log "ferry: cold sequential read"
-mount_ferry "$url/" "$T/mnt" --cache-dir "$cache" --cache-size $((2 * big_mb + 1024))M \
-	"${mount_opts[@]}"
-t0=$(now)
-dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none || fail "dd of big.bin through the mount failed"
-t1=$(now)
-F[cold]=$(mbps "$big_bytes" "$t0" "$t1")
+	log "ferry (round $round): cold sequential read"
+	if [ "$round" = 2 ]; then
+		umount_ferry "$T/mnt"
+		rm -rf "$cache"
+		mkdir -p "$cache"
+	fi
+	mount_ferry "$url/" "$T/mnt" --cache-dir "$cache" --cache-size $((2 * big_mb + 1024))M \
+		"${mount_opts[@]}"
+	t0=$(now)
+	dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none || fail "dd of big.bin through the mount failed"
+	t1=$(now)
+	F[cold]=$(best "${F[cold]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
+done
 
 if [ "$can_drop" = 1 ]; then
 	log "ferry: read after drop_caches, from the cache"
@@ -167,7 +179,7 @@ echo "ferry bench_http: $(nproc) cores, ${big_mb} MiB file, $nr_small x $small_k
 echo
 echo "| case | ferry MB/s | limit MB/s | limit, same run | ratio |"
 echo "|---|---|---|---|---|"
-row "cold sequential read (dd bs=1M)" "${F[cold]}" "${L[cold]}" \
+row "cold sequential read (dd bs=1M), best of 2 alternating rounds" "${F[cold]}" "${L[cold]}" \
 	"8 parallel curl range streams into files on the cache's fs (into /dev/null: ${L[cold_null]})"
 row "read after drop_caches, from the cache" "${F[disk]:-}" "${L[disk]:-}" \
 	"dd of the cache's data file after the same drop"
