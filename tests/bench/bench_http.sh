@@ -99,21 +99,23 @@ for round in 1 2; do
 done
 
 if [ "$can_drop" = 1 ]; then
-	log "ferry: read after drop_caches, from the cache"
-	drop_caches
-	t0=$(now)
-	dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none
-	t1=$(now)
-	F[disk]=$(mbps "$big_bytes" "$t0" "$t1")
-	log "limit: dd of the cache's data file after drop_caches"
 	data_file=$(find "$cache" -type f -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 	[ -n "$data_file" ] && [ "$(stat -c %s "$data_file")" -ge "$big_bytes" ] ||
 		fail "no data file of big.bin's size in $cache"
-	drop_caches
-	t0=$(now)
-	dd if="$data_file" of=/dev/null bs=1M count=$big_mb status=none
-	t1=$(now)
-	L[disk]=$(mbps "$big_bytes" "$t0" "$t1")
+	for round in 1 2; do # best of 2, alternating, as for the cold case
+		log "ferry (round $round): read after drop_caches, from the cache"
+		drop_caches
+		t0=$(now)
+		dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none
+		t1=$(now)
+		F[disk]=$(best "${F[disk]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
+		log "limit (round $round): dd of the cache's data file after drop_caches"
+		drop_caches
+		t0=$(now)
+		dd if="$data_file" of=/dev/null bs=1M count=$big_mb status=none
+		t1=$(now)
+		L[disk]=$(best "${L[disk]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
+	done
 fi
 
 log "ferry: re-read while the page cache holds it"
@@ -181,7 +183,7 @@ echo "| case | ferry MB/s | limit MB/s | limit, same run | ratio |"
 echo "|---|---|---|---|---|"
 row "cold sequential read (dd bs=1M), best of 2 alternating rounds" "${F[cold]}" "${L[cold]}" \
 	"8 parallel curl range streams into files on the cache's fs (into /dev/null: ${L[cold_null]})"
-row "read after drop_caches, from the cache" "${F[disk]:-}" "${L[disk]:-}" \
+row "read after drop_caches, from the cache, best of 2" "${F[disk]:-}" "${L[disk]:-}" \
 	"dd of the cache's data file after the same drop"
 row "re-read from the page cache" "${F[page]}" "${L[page]}" "dd of the source file from page cache"
 row "$nr_small small files, cold cat" "${F[small_cold]}" "${L[small_cold]}" \
