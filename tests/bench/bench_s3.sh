@@ -42,33 +42,41 @@ rm -f "$T/obj.bin" # nothing of it in the page cache or on disk beside the runs
 
 url=$(s3_py 'print(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "bench/obj.bin"}, ExpiresIn=3600))')
 lim=$T/limit
-mkdir -p "$lim"
-log "limit: 8 parallel signed range GETs into files"
 per=$(((bytes + 7) / 8))
-t0=$(now)
-for i in 0 1 2 3 4 5 6 7; do
-	a=$((i * per)) b=$(((i + 1) * per - 1))
-	[ "$b" -ge "$bytes" ] && b=$((bytes - 1))
-	curl -sf -r "$a-$b" -o "$lim/part$i" "$url" &
-done
-wait
-t1=$(now)
-limit=$(mbps "$bytes" "$t0" "$t1")
-got=$(cat "$lim"/part[0-7] | sha256sum | cut -d' ' -f1)
-[ "$got" = "$want" ] || fail "the range GETs did not reassemble the object"
-rm -rf "$lim"
+best() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
+# Two alternating rounds, best of each, each ferry round on an empty cache: on this VM the
+# first writes into memory just freed are several times slower than later ones, so a single
+# round mostly measures which side ran first (as in bench_http.sh).
+limit= cold=
+for round in 1 2; do
+	mkdir -p "$lim"
+	log "limit (round $round): 8 parallel signed range GETs into files"
+	t0=$(now)
+	for i in 0 1 2 3 4 5 6 7; do
+		a=$((i * per)) b=$(((i + 1) * per - 1))
+		[ "$b" -ge "$bytes" ] && b=$((bytes - 1))
+		curl -sf -r "$a-$b" -o "$lim/part$i" "$url" &
+	done
+	wait
+	t1=$(now)
+	limit=$(best "$limit" "$(mbps "$bytes" "$t0" "$t1")")
+	got=$(cat "$lim"/part[0-7] | sha256sum | cut -d' ' -f1)
+	[ "$got" = "$want" ] || fail "the range GETs did not reassemble the object"
+	rm -rf "$lim"
 
-log "ferry: cold sequential read"
-mount_ferry "s3://$S3_BUCKET/bench/" "$T/mnt" --endpoint "$S3_ENDPOINT" --addressing path \
-	"${mount_opts[@]}"
-t0=$(now)
-dd if="$T/mnt/obj.bin" of=/dev/null bs=1M status=none || fail "dd through the mount failed"
-t1=$(now)
-cold=$(mbps "$bytes" "$t0" "$t1")
-got=$(sha256sum <"$T/mnt/obj.bin" | cut -d' ' -f1)
-[ "$got" = "$want" ] || fail "the object through the mount differs"
-stat_line=$(timeout 30 "$FERRY" stat "$T/mnt" --json 2>/dev/null | tr -d '\n' | cut -c1-300 || true)
-umount_ferry "$T/mnt"
+	log "ferry (round $round): cold sequential read"
+	rm -rf "$T/cache"
+	mount_ferry "s3://$S3_BUCKET/bench/" "$T/mnt" --endpoint "$S3_ENDPOINT" --addressing path \
+		"${mount_opts[@]}"
+	t0=$(now)
+	dd if="$T/mnt/obj.bin" of=/dev/null bs=1M status=none || fail "dd through the mount failed"
+	t1=$(now)
+	cold=$(best "$cold" "$(mbps "$bytes" "$t0" "$t1")")
+	got=$(sha256sum <"$T/mnt/obj.bin" | cut -d' ' -f1)
+	[ "$got" = "$want" ] || fail "the object through the mount differs"
+	stat_line=$(timeout 30 "$FERRY" stat "$T/mnt" --json 2>/dev/null | tr -d '\n' | cut -c1-300 || true)
+	umount_ferry "$T/mnt"
+done
 
 ratio=$("$PY" -c "print('%.2f' % ($cold / $limit))")
 echo
@@ -76,7 +84,7 @@ echo "ferry bench_s3: $(nproc) cores, ${mb} MiB object on radosgw (memstore), MB
 echo
 echo "| case | ferry MB/s | limit MB/s | limit, same run | ratio |"
 echo "|---|---|---|---|---|"
-printf '| cold sequential read (dd bs=1M) | %s | %s | %s | %s |\n' "$cold" "$limit" \
+printf '| cold sequential read (dd bs=1M), best of 2 alternating rounds | %s | %s | %s | %s |\n' "$cold" "$limit" \
 	"8 parallel signed range GETs (curl, presigned) into files on the cache's fs" "$ratio"
 echo
 echo "bar (issue 2's, for S3 too): cold >= 0.5"
