@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GPU check of the loader's staging: builds ferry with -Dcuda=enabled (unless FERRY_BUILD has
+# GPU check of the loader's staging: builds ferry with CUDA (unless FERRY_BUILD has
 # loader-gpu-check already), then runs loader-gpu-check: batches staged onto the GPU equal the
 # host batches and the file tokens, and host-to-device GB/s of the staging path against a
-# plain pinned cudaMemcpyAsync (ratio, target >= 0.9). SKIP (77) without nvcc or a GPU.
+# plain pinned cudaMemcpyAsync (ratio, target >= 0.9). SKIP (77) without a whole CUDA toolkit
+# or without a GPU.
 # Then the cufile step: where libcufile is installed, the loader on a ferry mount of a local
 # directory takes the cufile path and its batches equal the source files'; else it prints
 # SKIP for that step (the exit status is the staging check's).
@@ -17,8 +18,14 @@ if [ -z "$check" ] || [ ! -x "$check" ]; then
 	command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] ||
 		{ echo "SKIP: no nvcc"; exit 77; }
 	tmp=$(mktemp -d /tmp/ferry_gpu_build.XXXXXX)
-	meson setup "$tmp/build" "$src" -Dcuda=enabled -Dtests=false >"$tmp/setup.log" 2>&1 ||
-		{ cat "$tmp/setup.log" >&2; echo "FAIL: meson setup -Dcuda=enabled"; exit 1; }
+	meson setup "$tmp/build" "$src" -Dtests=false >"$tmp/setup.log" 2>&1 ||
+		{ cat "$tmp/setup.log" >&2; echo "FAIL: meson setup"; exit 1; }
+	# nvcc alone is not a toolkit: without its runtime libraries nothing here can be built.
+	targets=$(ninja -C "$tmp/build" -t targets all)
+	if ! grep -q '^loader/loader-gpu-check:' <<<"$targets"; then
+		grep -m1 'CUDA parts are not built' "$tmp/setup.log" || true
+		echo "SKIP: this CUDA toolkit cannot build the GPU check"; exit 77
+	fi
 	ninja -C "$tmp/build" loader/loader-gpu-check >"$tmp/build.log" 2>&1 ||
 		{ tail -40 "$tmp/build.log" >&2; echo "FAIL: build"; exit 1; }
 	check=$tmp/build/loader/loader-gpu-check
