@@ -251,20 +251,24 @@ static bool job_store(struct fetch_job *j)
 	return true;
 }
 
+/* Queues j for a worker (a read job) or the curl thread. Once queued, j may be done and freed
+ * at any moment: nothing of it is read after the unlock. */
 static void submit(struct fetcher *f, struct fetch_job *j)
 {
+	bool to_curl = !j->read_job;
+
 	pthread_mutex_lock(&f->lock);
 	j->next = NULL;
-	if (j->read_job) {
+	if (to_curl) {
+		*f->queue_tail = j;
+		f->queue_tail = &j->next;
+	} else {
 		*f->work_tail = j;
 		f->work_tail = &j->next;
 		pthread_cond_signal(&f->work_cond);
-	} else {
-		*f->queue_tail = j;
-		f->queue_tail = &j->next;
 	}
 	pthread_mutex_unlock(&f->lock);
-	if (!j->read_job)
+	if (to_curl)
 		curl_multi_wakeup(f->multi);
 }
 

@@ -22,6 +22,11 @@ T=$(cd "$T" && pwd)
 : >"$T/.mounts"
 : >"$T/.servers"
 : >"$T/.pids"
+# Sanitizer reports (sanitizer builds) go to files here, so that the detached daemon's, whose
+# stderr is /dev/null, are seen too: cleanup prints them and fails the test.
+mkdir "$T/.san"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}handle_abort=1:log_path=$T/.san/asan"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-}${UBSAN_OPTIONS:+:}log_path=$T/.san/ubsan"
 
 log() { echo "--- $TEST_NAME: $*"; }
 fail() {
@@ -76,6 +81,12 @@ cleanup() {
 	while read -r p; do
 		[ -n "$p" ] && kill "$p" 2>/dev/null
 	done <"$T/.pids"
+	for s in "$T"/.san/*; do
+		[ -s "$s" ] || continue
+		echo "--- sanitizer report ($(basename "$s")):" >&2
+		cat "$s" >&2
+		[ "$rc" -eq 0 ] && rc=1
+	done
 	if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
 		for s in $(cat "$T/.servers"); do
 			[ -s "$s/error.log" ] && { echo "--- nginx error.log ($s):"; tail -5 "$s/error.log"; }
