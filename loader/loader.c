@@ -127,6 +127,7 @@ struct reader {
 	uint32_t nr_pinned;
 	uint32_t max_ops;       /* length of ops, copies, op_shard, on_ferry, pinned */
 	struct sampler_run *runs;
+	const char **rows;      /* B: where each row of a shuffled batch lies in its window */
 	void *bounce;
 	struct gds_reader *gds; /* cufile path: registered device bounce buffer, else NULL */
 	struct direct_fd dfds[DIRECT_NR_FDS];
@@ -170,7 +171,9 @@ struct loader {
 	_Atomic int path;       /* enum read_path now in use */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t fill_cond;  /* readers wait here: a slot to fill, stop */
+	pthread_cond_t window_cond;/* readers wait here: a window read, or given back */
+	pthread_cond_t ready_cond; /* the consumer waits here: a slot filled, a reader done */
 	struct ring ring;               /* lock */
 	struct loader_state fill_state; /* lock: the batch the readers claim next */
 	struct loader_state next_state; /* lock: the batch loader_next_batch returns next */
@@ -672,7 +675,7 @@ static int window_fill(struct reader *r, struct window *victim, uint64_t epoch, 
 	pthread_mutex_lock(&l->lock);
 	victim->state = ret < 0 ? WINDOW_FREE : WINDOW_READY;
 	victim->last_use = ++l->window_clock;
-	pthread_cond_broadcast(&l->cond);
+	pthread_cond_broadcast(&l->window_cond);
 	return ret;
 }
 
@@ -702,7 +705,7 @@ static int window_get(struct reader *r, uint64_t epoch, uint64_t index, struct w
 			continue;
 		}
 		/* Another reader is reading it, or every window is in use for a moment. */
-		pthread_cond_wait(&l->cond, &l->lock);
+		pthread_cond_wait(&l->window_cond, &l->lock);
 	}
 	pthread_mutex_unlock(&l->lock);
 	*out = win;
@@ -712,8 +715,8 @@ static int window_get(struct reader *r, uint64_t epoch, uint64_t index, struct w
 static void window_put(struct loader *l, struct window *win)
 {
 	pthread_mutex_lock(&l->lock);
-	win->users--;
-	pthread_cond_broadcast(&l->cond);
+	if (!--win->users)
+		pthread_cond_broadcast(&l->window_cond);
 	pthread_mutex_unlock(&l->lock);
 }
 
@@ -741,14 +744,18 @@ static void window_prefetch(struct reader *r, uint64_t epoch, uint64_t index)
 }
 
 /* Rows of a shuffled batch: each sample's T + 1 tokens come out of the window holding it,
- * widened straight into the batch (and copied raw into the staging buffer for the GPU). */
+ * widened straight into the batch (and copied raw into the staging buffer for the GPU). The
+ * rows lie at random in a window larger than the CPU's caches: each is fetched ahead of the
+ * one being widened, and widened once, its targets taken from its inputs. */
 static int fill_from_window(struct reader *r, struct loader_slot *slot, char *raw,
 	const struct loader_state *st)
 {
 	struct loader *l = r->l;
 	const uint32_t B = l->cfg.batch, T = l->cfg.seq_len, w = l->ds.token_bytes;
+	const size_t row_bytes = (size_t)(T + 1) * w;
 	uint64_t index = sampler_window(&l->sampler, st->position);
 	int32_t *inputs = slot->wide, *targets = slot->wide + (size_t)B * T;
+	const char **rows = r->rows;
 	struct window *win;
 	int ret;
 
@@ -759,7 +766,6 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 		uint64_t t = sampler_window_slot(&l->sampler, st->epoch, st->position, j);
 		uint32_t lo = 0, hi = win->nr_pieces - 1;
 		const struct window_piece *p;
-		const char *src;
 
 		while (lo < hi) { /* the last piece starting at or before t */
 			uint32_t mid = (lo + hi + 1) / 2;
@@ -770,11 +776,19 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 				hi = mid - 1;
 		}
 		p = &win->pieces[lo];
-		src = win->buf + p->data + (t - p->slot) * T * w;
-		widen_run(src, w, T, inputs + (size_t)j * T);
-		widen_run(src + w, w, T, targets + (size_t)j * T);
+		rows[j] = win->buf + p->data + (t - p->slot) * T * w;
+	}
+	for (uint32_t j = 0; j < B && win->nr_pieces; j++) {
+		int32_t *in = inputs + (size_t)j * T, *tg = targets + (size_t)j * T;
+
+		if (j + 1 < B)
+			for (size_t b = 0; b < row_bytes; b += 64)
+				__builtin_prefetch(rows[j + 1] + b);
+		widen_run(rows[j], w, T, in);
+		memcpy(tg, in + 1, (size_t)(T - 1) * sizeof(*tg));
+		widen_run(rows[j] + (size_t)T * w, w, 1, tg + T - 1);
 		if (l->cfg.device >= 0)
-			memcpy(raw + (size_t)j * (T + 1) * w, src, (size_t)(T + 1) * w);
+			memcpy(raw + (size_t)j * row_bytes, rows[j], row_bytes);
 	}
 	window_put(l, win);
 	slot->row_stride = T + 1;
@@ -952,7 +966,7 @@ static void *reader_main(void *arg)
 		int ret;
 
 		if (slot < 0 || l->reader_paused) {
-			pthread_cond_wait(&l->cond, &l->lock);
+			pthread_cond_wait(&l->fill_cond, &l->lock);
 			continue;
 		}
 		/* Claim the slot and its batch; other readers claim the following ones. */
@@ -978,7 +992,7 @@ static void *reader_main(void *arg)
 		ring_complete(&l->ring, (uint32_t)slot);
 		if (ret < 0)
 			l->reader_paused = true;
-		pthread_cond_broadcast(&l->cond);
+		pthread_cond_broadcast(&l->ready_cond);
 		/* The next window is read while this one is used (and the ring is full). */
 		if (ret == 0 && l->sampler.shuffle && !l->stop)
 			window_prefetch(r, st.epoch, sampler_window(&l->sampler, st.position));
@@ -1154,7 +1168,9 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&l->ds_lock, NULL);
 	pthread_mutex_init(&l->held_lock, NULL);
-	pthread_cond_init(&l->cond, NULL);
+	pthread_cond_init(&l->fill_cond, NULL);
+	pthread_cond_init(&l->window_cond, NULL);
+	pthread_cond_init(&l->ready_cond, NULL);
 	l->cfg = *cfg;
 	l->cfg.world_size = W;
 	l->nr_slots = cfg->nr_buffers ? cfg->nr_buffers : 4;
@@ -1208,7 +1224,9 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 		r->on_ferry = calloc(r->max_ops, sizeof(*r->on_ferry));
 		r->pinned = calloc(r->max_ops, sizeof(*r->pinned));
 		r->runs = calloc(SAMPLER_MAX_RUNS(&l->sampler), sizeof(*r->runs));
-		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned || !r->runs)
+		r->rows = calloc(B, sizeof(*r->rows));
+		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned || !r->runs ||
+			!r->rows)
 			goto nomem;
 	}
 	for (int i = 0; l->sampler.shuffle && i < NR_WINDOWS; i++) {
@@ -1267,7 +1285,7 @@ void loader_free(struct loader *l)
 		return;
 	pthread_mutex_lock(&l->lock);
 	l->stop = true;
-	pthread_cond_broadcast(&l->cond);
+	pthread_cond_broadcast(&l->fill_cond);
 	pthread_mutex_unlock(&l->lock);
 	for (uint32_t i = 0; l->readers && i < l->nr_readers; i++)
 		if (l->readers[i].started)
@@ -1289,6 +1307,7 @@ void loader_free(struct loader *l)
 		free(r->on_ferry);
 		free(r->pinned);
 		free(r->runs);
+		free(r->rows);
 		free(r->bounce);
 		gds_reader_free(r->gds);
 		direct_close_all(r);
@@ -1301,7 +1320,9 @@ void loader_free(struct loader *l)
 		free(l->windows[i].pieces);
 	}
 	dataset_done(&l->ds);
-	pthread_cond_destroy(&l->cond);
+	pthread_cond_destroy(&l->fill_cond);
+	pthread_cond_destroy(&l->window_cond);
+	pthread_cond_destroy(&l->ready_cond);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->ds_lock);
 	pthread_mutex_destroy(&l->held_lock);
@@ -1324,9 +1345,9 @@ int loader_next_batch(struct loader *l, struct loader_batch *b)
 	}
 	/* The batch handed out last time is given back now: its buffers were valid until here. */
 	ring_release_all(&l->ring);
-	pthread_cond_broadcast(&l->cond);
+	pthread_cond_broadcast(&l->fill_cond);
 	while ((s = ring_take_slot(&l->ring)) < 0)
-		pthread_cond_wait(&l->cond, &l->lock);
+		pthread_cond_wait(&l->ready_cond, &l->lock);
 	ring_taken(&l->ring);
 	slot = &l->slots[s];
 	if (slot->err) {
@@ -1364,14 +1385,14 @@ int loader_seek(struct loader *l, const struct loader_state *st)
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	while (l->nr_busy)
-		pthread_cond_wait(&l->cond, &l->lock);
+		pthread_cond_wait(&l->ready_cond, &l->lock);
 	ring_release_all(&l->ring);
 	ring_reset(&l->ring);
 	l->fill_state = *st;
 	l->next_state = *st;
 	l->reader_paused = false;
 	l->sticky_err = 0;
-	pthread_cond_broadcast(&l->cond);
+	pthread_cond_broadcast(&l->fill_cond);
 	pthread_mutex_unlock(&l->lock);
 	return 0;
 }
