@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "fs/cache.h"
+#include "fs/dir_prefetch.h"
 #include "fs/ferryfs.h"
 #include "fs/fetch.h"
 #include "fs/fuse_i.h"
@@ -346,6 +347,14 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 			strerror(-ret));
 		goto fail;
 	}
+	if (!fs.offline) {
+		ret = dir_prefetch_new(&fs.dir_prefetch, fs.ns, fs.cache, fs.fetcher, fs.chunk_bytes,
+			cfg->dir_readahead);
+		if (ret) {
+			snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
+			goto fail;
+		}
+	}
 	ret = ferry_pins_start(&fs);
 	if (ret) {
 		snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
@@ -429,6 +438,7 @@ out:
 	fuse_opt_free_args(&args);
 	syncer_stop(&syncer);
 	ferry_pins_stop(&fs);
+	dir_prefetch_free(fs.dir_prefetch);
 	namespace_free(fs.ns);
 	fetcher_free(fs.fetcher);
 	if (fs.cache)

@@ -16,6 +16,7 @@ struct ferryfs_config {
 	double metadata_ttl_s;     /* listings and attributes are re-checked after this; <0: never */
 	const char *fuse_options;  /* comma-separated -o options passed to FUSE, or NULL */
 	unsigned max_transfers;    /* 0: default */
+	unsigned dir_readahead;    /* files fetched ahead of an in-order walk of a directory; 0: off */
 	bool foreground;           /* log to stderr instead of syslog */
 	int verbose;
 	struct remote_options remote;

@@ -142,7 +142,10 @@ static void job_free(struct fetcher *f, struct fetch_job *j)
 {
 	if (!j)
 		return;
-	buf_put(f, j->buf);
+	if (j->len < f->chunk_bytes)
+		free(j->buf);
+	else
+		buf_put(f, j->buf);
 	cache_object_unref(j->co);
 	free(j->path);
 	free(j->etag);
@@ -157,14 +160,14 @@ static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *
 
 	if (!j)
 		return NULL;
+	j->len = obj->size - off < f->chunk_bytes ? (size_t)(obj->size - off) : f->chunk_bytes;
 	j->path = strdup(obj->path ? obj->path : "");
 	j->etag = obj->etag ? strdup(obj->etag) : NULL;
-	j->buf = buf_get(f);
+	/* A short last chunk (all of a small file) gets a buffer of its size: the pool's are a
+	 * chunk each, and a walk of small files fetched ahead would outgrow the pool. */
+	j->buf = j->len < f->chunk_bytes ? malloc(j->len) : buf_get(f);
 	if (!j->path || (obj->etag && !j->etag) || !j->buf) {
-		free(j->path);
-		free(j->etag);
-		buf_put(f, j->buf);
-		free(j);
+		job_free(f, j);
 		return NULL;
 	}
 	j->obj.path = j->path;
@@ -174,7 +177,6 @@ static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *
 	j->co = cache_object_ref(co);
 	j->idx = idx;
 	j->off = off;
-	j->len = obj->size - off < f->chunk_bytes ? (size_t)(obj->size - off) : f->chunk_bytes;
 	j->batch = batch;
 	j->read_job = !f->r->ops->prepare_get;
 	return j;

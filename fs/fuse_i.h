@@ -15,6 +15,7 @@
 #include "fs/ferryfs.h"
 
 struct cache;
+struct dir_prefetch;
 struct fetcher;
 struct namespace;
 struct pin;
@@ -29,6 +30,7 @@ struct ferryfs {
 	struct cache *cache;
 	struct fetcher *fetcher;
 	struct namespace *ns;
+	struct dir_prefetch *dir_prefetch; /* NULL: off (or offline) */
 	uint32_t chunk_bytes;
 	double timeout_s;           /* entry and attribute timeouts given to the kernel */
 	char *cache_dir;            /* this source's cache directory */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fs/cache.h"
+#include "fs/dir_prefetch.h"
 #include "fs/ferry_ctl.h"
 #include "fs/fetch.h"
 #include "fs/fuse_i.h"
@@ -277,6 +278,9 @@ static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			goto err;
 		}
 	}
+	if (fs->dir_prefetch)
+		dir_prefetch_opened(fs->dir_prefetch, f->node,
+			cache_object_cached_bytes(f->co) == f->obj.obj.size);
 	fi->fh = (uintptr_t)f;
 	/* Same object version as at the previous open: what the kernel holds is still right. */
 	fi->keep_cache = f->obj.keep_cache;
@@ -507,12 +511,14 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		"\"verify_failures\":%" PRIu64 ",\"bytes_fetched\":%" PRIu64 ","
 		"\"requests\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64 ","
 		"\"fetch_ns\":%" PRIu64 ",\"fetch_bytes_per_s\":%.0f,"
-		"\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64 "}\n",
+		"\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64 ","
+		"\"dir_readahead_files\":%" PRIu64 "}\n",
 		FERRY_VERSION, (int)getpid(), fs->offline ? "true" : "false", up, cs.used_bytes, cs.max_bytes,
 		fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses, cs.evictions,
 		cs.verify_failures, st.bytes_fetched, st.requests, st.retries, st.errors,
 		st.fetch_ns, tput, (uint64_t)atomic_load(&fs->nr_reads),
-		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors));
+		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors),
+		dir_prefetch_nr_files(fs->dir_prefetch));
 	return n < 0 ? 0 : (size_t)n;
 }
 
@@ -522,7 +528,7 @@ static int node_object(struct ferryfs *fs, struct ns_node *n, struct cache_objec
 	struct ns_object o;
 	int ret;
 
-	ret = namespace_open_object(fs->ns, n, &o);
+	ret = namespace_peek_object(fs->ns, n, &o);
 	if (ret)
 		return ret;
 	ret = cache_object_open(fs->cache, o.obj.path, o.obj.size, o.version, co);

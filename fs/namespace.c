@@ -962,7 +962,8 @@ static char *version_of(const char *etag, const struct timespec *mtime)
 	return v;
 }
 
-int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_object *out)
+/* The object of file n; opening: this is an open of n, which decides keep_cache. */
+static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *out, bool opening)
 {
 	bool need_stat;
 	int ret = 0;
@@ -1014,7 +1015,7 @@ int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_obj
 	out->version = version_of(n->etag, &n->mtime);
 	if (!out->obj.path || (n->etag && !out->obj.etag) || !out->version) {
 		ret = -ENOMEM;
-	} else {
+	} else if (opening) {
 		out->keep_cache = n->last_open_version &&
 				  !strcmp(n->last_open_version, out->version);
 		set_str(&n->last_open_version, out->version);
@@ -1023,6 +1024,53 @@ int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_obj
 	if (ret)
 		namespace_object_done(out);
 	return ret;
+}
+
+int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_object *out)
+{
+	return object_of(ns, n, out, true);
+}
+
+int namespace_peek_object(struct namespace *ns, struct ns_node *n, struct ns_object *out)
+{
+	return object_of(ns, n, out, false);
+}
+
+int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent_ino,
+	size_t *index)
+{
+	struct ns_node *dir, **c;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&ns->lock);
+	dir = n->linked ? table_find(ns, n->parent_ino) : NULL;
+	if (dir && dir->type == REMOTE_DIR && (c = find_child(dir, n->name)) && *c == n) {
+		*parent_ino = dir->ino;
+		*index = (size_t)(c - dir->children);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from, size_t span,
+	struct ns_file *out)
+{
+	struct ns_node *dir;
+	size_t nr = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	dir = table_find(ns, dir_ino);
+	for (size_t i = from; dir && dir->type == REMOTE_DIR && i < dir->nr_children &&
+		i - from < span; i++) {
+		const struct ns_node *c = dir->children[i];
+
+		if (c->type != REMOTE_FILE)
+			continue;
+		out[nr++] = (struct ns_file){ .ino = c->ino, .size = c->size, .index = i };
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return nr;
 }
 
 void namespace_object_done(struct ns_object *o)

@@ -79,7 +79,25 @@ struct ns_object {
 	bool keep_cache;           /* same version as at this node's previous open */
 };
 int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_object *out);
+/* The same for a look that is not an open (an xattr, a prefetch): keep_cache is left false and
+ * the next open still compares against the previous open's version. */
+int namespace_peek_object(struct namespace *ns, struct ns_node *n, struct ns_object *out);
 void namespace_object_done(struct ns_object *o);
+
+/* Where n stands in its parent's listing (sorted by name): the parent's ino and n's index
+ * there. -ENOENT when n is not (or no longer) listed, or is the root. */
+int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent_ino,
+	size_t *index);
+/* The regular files among the entries [from, from + span) of directory dir_ino's listing, in
+ * order, into out (room for span); returns how many. Inos, not held nodes: namespace_get
+ * tells whether one is still there. */
+struct ns_file {
+	uint64_t ino;
+	uint64_t size;
+	size_t index;
+};
+size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from, size_t span,
+	struct ns_file *out);
 
 /* One path component safe to show: not empty, ".", "..", no '/', at most 255 bytes. */
 bool namespace_name_is_safe(const char *name);

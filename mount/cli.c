@@ -129,6 +129,7 @@ static const struct {
 	{ "ca_file", "--ca-file", true },
 	{ "metadata_ttl", "--metadata-ttl", true },
 	{ "max_transfers", "--max-transfers", true },
+	{ "dir_readahead", "--dir-readahead", true },
 	{ "endpoint", "--endpoint", true },
 	{ "region", "--region", true },
 	{ "profile", "--profile", true },

@@ -199,6 +199,7 @@ int stat_main(int argc, char **argv)
 	printf("%-16s %s in %.0f requests\n", "bytes fetched", a, json_num(json, "requests"));
 	cli_format_bytes((uint64_t)tput, a, sizeof(a));
 	printf("%-16s %s/s\n", "fetch throughput", a);
+	printf("%-16s %.0f files\n", "dir readahead", json_num(json, "dir_readahead_files"));
 	printf("%-16s %.0f\n", "evictions", json_num(json, "evictions"));
 	printf("%-16s %.0f fetch, %.0f read, %.0f checksum\n", "errors",
 		json_num(json, "fetch_errors"), json_num(json, "read_errors"),

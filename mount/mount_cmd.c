@@ -41,6 +41,8 @@ static void usage(FILE *out)
 		"  --metadata-ttl TIME   re-list directories after TIME (e.g. 90s, 30m, 1h;\n"
 		"                        'never'; default 1h)\n"
 		"  --max-transfers N     transfers in flight (default 16)\n"
+		"  --dir-readahead N     when files of a directory are opened in listing order,\n"
+		"                        fetch the next N ahead (default 32; 0: off)\n"
 		"  --ca-file FILE        extra CA certificates for HTTPS (PEM)\n"
 		"  -o OPTIONS            FUSE mount options, comma-separated (allow_other, ...)\n"
 		"  -f, --foreground      stay in the foreground, log to stderr\n"
@@ -62,6 +64,7 @@ enum {
 	OPT_CA_FILE,
 	OPT_TTL,
 	OPT_MAX_TRANSFERS,
+	OPT_DIR_READAHEAD,
 	OPT_ENDPOINT,
 	OPT_REGION,
 	OPT_PROFILE,
@@ -77,6 +80,7 @@ static const struct option long_opts[] = {
 	{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 	{ "metadata-ttl", required_argument, NULL, OPT_TTL },
 	{ "max-transfers", required_argument, NULL, OPT_MAX_TRANSFERS },
+	{ "dir-readahead", required_argument, NULL, OPT_DIR_READAHEAD },
 	{ "endpoint", required_argument, NULL, OPT_ENDPOINT },
 	{ "region", required_argument, NULL, OPT_REGION },
 	{ "profile", required_argument, NULL, OPT_PROFILE },
@@ -253,6 +257,7 @@ int mount_main(int argc, char **argv)
 	struct ferryfs_config cfg = {
 		.cache_dir = DEFAULT_CACHE_DIR,
 		.metadata_ttl_s = 3600,
+		.dir_readahead = 32,
 	};
 	char mp[PATH_MAX], src[PATH_MAX], cache_dir[PATH_MAX], fuse_opts[4096] = "", err[512];
 	uint64_t chunk = 8u << 20;
@@ -296,6 +301,15 @@ int mount_main(int argc, char **argv)
 			if (*end || end == optarg || v < 1 || v > 1024)
 				return fail("--max-transfers '%s': expected 1 to 1024", optarg);
 			cfg.max_transfers = (unsigned)v;
+			break;
+		}
+		case OPT_DIR_READAHEAD: {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || end == optarg || v < 0 || v > 4096)
+				return fail("--dir-readahead '%s': expected 0 to 4096", optarg);
+			cfg.dir_readahead = (unsigned)v;
 			break;
 		}
 		case OPT_ENDPOINT:

@@ -17,7 +17,8 @@ static void usage(FILE *out)
 	fprintf(out, "usage: mount.ferry SOURCE MOUNTPOINT [-o OPTIONS]\n"
 		     "  for /etc/fstab:  SOURCE MOUNTPOINT ferry ro,cache_dir=/var/cache/ferry 0 0\n"
 		     "  OPTIONS: cache_dir=, cache_size=, chunk_size=, ca_file=, metadata_ttl=,\n"
-		     "  max_transfers=, endpoint=, region=, profile=, addressing=, no_sign_request,\n"
+		     "  max_transfers=, dir_readahead=, endpoint=, region=, profile=, addressing=,\n"
+		     "  no_sign_request,"
 		     "  verbose; ro, nodev, nosuid, _netdev, noauto, user and the like are ignored;\n"
 		     "  anything else goes to FUSE (allow_other, ...).\n");
 }

@@ -1,0 +1,232 @@
+/* Readahead across the files of a directory; see dir_prefetch.h.
+ * Detection runs in the FUSE thread that answers the open, under dp->lock, and only queues
+ * inos. Workers do the rest, since learning an object's version may take a request (a HEAD
+ * when the listing had no ETag), then hand its first chunk to the fetch engine, which fetches
+ * it with the other transfers and stores it as any readahead. */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "fs/cache.h"
+#include "fs/dir_prefetch.h"
+#include "fs/fetch.h"
+#include "fs/namespace.h"
+
+#define NR_STREAMS       8         /* directories walked at once */
+#define SEQUENTIAL_FILES 2         /* in-order opens before the next files are fetched */
+#define AHEAD_BYTES      (32u << 20) /* at most this much fetched ahead of a walk */
+#define QUEUE_LEN        512
+#define NR_WORKERS       4
+
+/* One directory being walked. */
+struct stream {
+	uint64_t dir;      /* 0: unused */
+	size_t next;       /* index after the file opened last */
+	size_t ahead_to;   /* the files before this index are queued or opened */
+	unsigned run;      /* opens in a row, each of the file after the previous one */
+	uint64_t last_use;
+};
+
+struct dir_prefetch {
+	struct namespace *ns;
+	struct cache *cache;
+	struct fetcher *fetcher;
+	uint32_t chunk_bytes;
+	unsigned ahead_files;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;                      /* lock */
+	struct stream streams[NR_STREAMS]; /* lock */
+	uint64_t clock;                 /* lock */
+	uint64_t queue[QUEUE_LEN];      /* lock: inos to fetch, a ring */
+	unsigned head, len;             /* lock */
+	struct ns_file *files;          /* lock: scratch of ahead_files entries */
+	pthread_t workers[NR_WORKERS];
+	unsigned nr_workers;
+	atomic_uint_fast64_t nr_files;
+};
+
+static void fetch_one(struct dir_prefetch *dp, uint64_t ino)
+{
+	struct ns_node *n = namespace_get(dp->ns, ino);
+	struct cache_object *co;
+	struct ns_object o;
+
+	if (!n)
+		return;
+	if (namespace_peek_object(dp->ns, n, &o) == 0) {
+		if (o.obj.size && cache_object_open(dp->cache, o.obj.path, o.obj.size, o.version,
+				  &co) == 0) {
+			/* The first chunk: all of a small file; for a large one, the part its
+			 * own readahead would wait for first. */
+			fetcher_prefetch(dp->fetcher, &o.obj, co, 0, 1);
+			cache_object_unref(co);
+			atomic_fetch_add(&dp->nr_files, 1);
+		}
+		namespace_object_done(&o);
+	}
+	namespace_put(dp->ns, n);
+}
+
+static void *worker_main(void *arg)
+{
+	struct dir_prefetch *dp = arg;
+
+	pthread_mutex_lock(&dp->lock);
+	for (;;) {
+		uint64_t ino;
+
+		while (!dp->len && !dp->stop)
+			pthread_cond_wait(&dp->cond, &dp->lock);
+		if (dp->stop)
+			break;
+		ino = dp->queue[dp->head];
+		dp->head = (dp->head + 1) % QUEUE_LEN;
+		dp->len--;
+		pthread_mutex_unlock(&dp->lock);
+		fetch_one(dp, ino);
+		pthread_mutex_lock(&dp->lock);
+	}
+	pthread_mutex_unlock(&dp->lock);
+	return NULL;
+}
+
+int dir_prefetch_new(struct dir_prefetch **out, struct namespace *ns, struct cache *c,
+	struct fetcher *f, uint32_t chunk_bytes, unsigned ahead_files)
+{
+	struct dir_prefetch *dp;
+	int ret;
+
+	*out = NULL;
+	if (!ahead_files)
+		return 0;
+	dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return -ENOMEM;
+	dp->files = calloc(ahead_files, sizeof(*dp->files));
+	if (!dp->files) {
+		free(dp);
+		return -ENOMEM;
+	}
+	dp->ns = ns;
+	dp->cache = c;
+	dp->fetcher = f;
+	dp->chunk_bytes = chunk_bytes;
+	dp->ahead_files = ahead_files;
+	pthread_mutex_init(&dp->lock, NULL);
+	pthread_cond_init(&dp->cond, NULL);
+	for (; dp->nr_workers < NR_WORKERS; dp->nr_workers++) {
+		ret = pthread_create(&dp->workers[dp->nr_workers], NULL, worker_main, dp);
+		if (ret) {
+			dir_prefetch_free(dp);
+			return -ret;
+		}
+	}
+	*out = dp;
+	return 0;
+}
+
+void dir_prefetch_free(struct dir_prefetch *dp)
+{
+	if (!dp)
+		return;
+	pthread_mutex_lock(&dp->lock);
+	dp->stop = true;
+	pthread_cond_broadcast(&dp->cond);
+	pthread_mutex_unlock(&dp->lock);
+	for (unsigned i = 0; i < dp->nr_workers; i++)
+		pthread_join(dp->workers[i], NULL);
+	pthread_cond_destroy(&dp->cond);
+	pthread_mutex_destroy(&dp->lock);
+	free(dp->files);
+	free(dp);
+}
+
+/* The stream of directory dir, or the least recently used one, emptied for it. */
+static struct stream *stream_for(struct dir_prefetch *dp, uint64_t dir, bool *fresh)
+{
+	struct stream *victim = &dp->streams[0];
+
+	for (int i = 0; i < NR_STREAMS; i++) {
+		struct stream *s = &dp->streams[i];
+
+		if (s->dir == dir) {
+			*fresh = false;
+			return s;
+		}
+		if (s->last_use < victim->last_use)
+			victim = s;
+	}
+	*victim = (struct stream){ .dir = dir };
+	*fresh = true;
+	return victim;
+}
+
+/* How many files to keep fetched ahead, judged by the size of the one just opened: as many as
+ * fit AHEAD_BYTES at a chunk each at most, within 1..ahead_files. */
+static size_t window_files(const struct dir_prefetch *dp, uint64_t size)
+{
+	uint64_t per = size < dp->chunk_bytes ? size : dp->chunk_bytes;
+	uint64_t n = AHEAD_BYTES / (per ? per : 1);
+
+	if (n > dp->ahead_files)
+		n = dp->ahead_files;
+	return n ? (size_t)n : 1;
+}
+
+void dir_prefetch_opened(struct dir_prefetch *dp, struct ns_node *n, bool cached)
+{
+	struct stat st;
+	struct stream *s;
+	uint64_t dir;
+	size_t idx, from, until, nr;
+	bool fresh;
+
+	if (!dp || namespace_position(dp->ns, n, &dir, &idx))
+		return;
+	namespace_stat(dp->ns, n, &st);
+	pthread_mutex_lock(&dp->lock);
+	s = stream_for(dp, dir, &fresh);
+	s->last_use = ++dp->clock;
+	if (fresh || idx + 1 == s->next) {
+		/* A first open here, or the same file again (cat a b a). */
+	} else if (idx == s->next) {
+		s->run++;
+	} else {
+		s->run = 0;
+		s->ahead_to = 0;
+	}
+	s->next = idx + 1;
+	/* A warm walk needs nothing; one that met a cold file keeps going ahead. */
+	if (s->run < SEQUENTIAL_FILES || (cached && s->ahead_to <= idx))
+		goto out;
+	from = s->ahead_to > idx + 1 ? s->ahead_to : idx + 1;
+	until = idx + 1 + window_files(dp, (uint64_t)st.st_size);
+	if (from >= until)
+		goto out;
+	nr = namespace_files_from(dp->ns, dir, from, until - from, dp->files);
+	s->ahead_to = until;
+	for (size_t i = 0; i < nr; i++) {
+		if (dp->len == QUEUE_LEN) { /* the workers lag: the rest another time */
+			s->ahead_to = dp->files[i].index;
+			break;
+		}
+		dp->queue[(dp->head + dp->len) % QUEUE_LEN] = dp->files[i].ino;
+		dp->len++;
+	}
+	if (nr)
+		pthread_cond_broadcast(&dp->cond);
+out:
+	pthread_mutex_unlock(&dp->lock);
+}
+
+uint64_t dir_prefetch_nr_files(const struct dir_prefetch *dp)
+{
+	return dp ? atomic_load(&((struct dir_prefetch *)dp)->nr_files) : 0;
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# --dir-readahead: opening the files of a directory in listing order fetches the next ones
+# before they are opened, with the source's bytes; opens in another order, a walk over cached
+# files, and --dir-readahead 0 fetch nothing ahead.
+. "$(dirname "$0")/lib.sh"
+need_fuse
+mkdir -p "$T/src/d"
+"$PY" - "$T/src/d" <<'PY'
+import os, random, sys
+random.seed(5)
+for i in range(120):
+    with open(os.path.join(sys.argv[1], "f%03d.bin" % i), "wb") as f:
+        f.write(random.randbytes(random.randint(1, 64 << 10)))
+PY
+serve_nginx "$T/src"
+url="http://127.0.0.1:$PORT/"
+
+# open_read MOUNTDIR N...: opens and reads files fNNN.bin, in the order given.
+open_read() {
+	"$PY" - "$@" <<'PY'
+import os, sys
+d = sys.argv[1]
+for n in sys.argv[2:]:
+    with open(os.path.join(d, "f%03d.bin" % int(n)), "rb") as f:
+        f.read()
+PY
+}
+cached() { xattr "$1/d/f$(printf %03d "$2").bin" user.ferry.cached; }
+size_of() { stat -c %s "$T/src/d/f$(printf %03d "$1").bin"; }
+gets_of() { # requests for files of d/ that nginx saw, sorted
+	nginx_requests | awk '$1 == "GET" && $2 ~ /^\/d\/f/ { print $2 }' | sort -u
+}
+
+log "four files opened in order: the next ones arrive before anyone opens them"
+mount_ferry "$url" "$T/mnt"
+open_read "$T/mnt/d" 0 1 2 3
+ok=0
+for _ in $(seq 100); do
+	[ "$(cached "$T/mnt" 10)" = "$(size_of 10)" ] && { ok=1; break; }
+	sleep 0.1
+done
+[ "$ok" = 1 ] || fail "f010.bin was not fetched ahead: cached $(cached "$T/mnt" 10) of $(size_of 10)"
+ahead=$(stat_json "$T/mnt" dir_readahead_files)
+[ "$ahead" -ge 7 ] || fail "dir_readahead_files is $ahead after an in-order walk of 4 files"
+[ "$(cached "$T/mnt" 100)" = 0 ] || fail "f100.bin, 96 files past the walk, was fetched"
+log "the whole walk reads the source's bytes"
+same_tree "$T/src" "$T/mnt"
+log "a second walk, over cached files, fetches nothing ahead"
+before=$(stat_json "$T/mnt" dir_readahead_files)
+fetched=$(stat_json "$T/mnt" bytes_fetched)
+same_tree "$T/src" "$T/mnt" >/dev/null
+[ "$(stat_json "$T/mnt" dir_readahead_files)" = "$before" ] ||
+	fail "a walk over cached files started fetches ahead"
+[ "$(stat_json "$T/mnt" bytes_fetched)" = "$fetched" ] || fail "a walk over cached files fetched bytes"
+umount_ferry "$T/mnt"
+
+log "opens out of order fetch only what they open"
+: >"$NGINX_STATE/access.log"
+mount_ferry "$url" "$T/mnt2" --cache-dir "$T/cache2"
+open_read "$T/mnt2/d" 50 20 70 5 90 91 30 31
+sleep 0.5
+[ "$(stat_json "$T/mnt2" dir_readahead_files)" = 0 ] || fail "out-of-order opens fetched ahead"
+[ "$(gets_of | tr '\n' ' ')" = "/d/f005.bin /d/f020.bin /d/f030.bin /d/f031.bin /d/f050.bin /d/f070.bin /d/f090.bin /d/f091.bin " ] ||
+	fail "nginx served other files than those opened: $(gets_of | tr '\n' ' ')"
+umount_ferry "$T/mnt2"
+
+log "--dir-readahead 0: an in-order walk fetches only what it opens"
+: >"$NGINX_STATE/access.log"
+mount_ferry "$url" "$T/mnt3" --cache-dir "$T/cache3" --dir-readahead 0
+open_read "$T/mnt3/d" 0 1 2 3 4 5
+sleep 0.5
+[ "$(stat_json "$T/mnt3" dir_readahead_files)" = 0 ] || fail "--dir-readahead 0 fetched ahead"
+[ "$(gets_of | wc -l)" = 6 ] || fail "nginx served $(gets_of | wc -l) files for 6 opened"
+umount_ferry "$T/mnt3"
+pass
