@@ -172,6 +172,17 @@ static int size_arg(const char *opt, const char *s, uint64_t *out)
 	return 0;
 }
 
+static int count_arg(const char *opt, const char *s, long lo, long hi, unsigned *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*end || end == s || v < lo || v > hi)
+		return fail("%s '%s': expected %ld to %ld", opt, s, lo, hi);
+	*out = (unsigned)v;
+	return 0;
+}
+
 /* Appends -o options; "ro" is always set by the daemon and "rw" would contradict what the file
  * system is, so both are dropped rather than failing an fstab line. */
 static int add_fuse_opts(char *buf, size_t len, const char *opts)
@@ -294,24 +305,14 @@ int mount_main(int argc, char **argv)
 				return fail("--metadata-ttl '%s': not a duration (e.g. 90s, 30m, 1h, never)",
 					optarg);
 			break;
-		case OPT_MAX_TRANSFERS: {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || end == optarg || v < 1 || v > 1024)
-				return fail("--max-transfers '%s': expected 1 to 1024", optarg);
-			cfg.max_transfers = (unsigned)v;
+		case OPT_MAX_TRANSFERS:
+			if (count_arg("--max-transfers", optarg, 1, 1024, &cfg.max_transfers))
+				return 1;
 			break;
-		}
-		case OPT_DIR_READAHEAD: {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || end == optarg || v < 0 || v > 4096)
-				return fail("--dir-readahead '%s': expected 0 to 4096", optarg);
-			cfg.dir_readahead = (unsigned)v;
+		case OPT_DIR_READAHEAD:
+			if (count_arg("--dir-readahead", optarg, 0, 4096, &cfg.dir_readahead))
+				return 1;
 			break;
-		}
 		case OPT_ENDPOINT:
 			cfg.remote.endpoint = optarg;
 			break;
