@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -793,6 +794,39 @@ Test(cache, eviction_reaches_objects_not_opened_since_restart_in_lru_order)
 	cache_object_unref(a);
 	cache_object_unref(b);
 	cache_object_unref(n);
+	cache_free(c);
+}
+
+Test(cache, objects_with_every_chunk_evicted_leave_no_files_after_reopen)
+{
+	/* A limit of one chunk: /gone's chunk is evicted by /kept's. */
+	struct cache *c = open_cache(NULL, CB);
+	struct cache_object *gone = open_obj(c, "/gone", CB, "v");
+	struct cache_object *kept = open_obj(c, "/kept", CB, "v");
+	char gone_map[PATH_MAX], gone_data[PATH_MAX], kept_map[PATH_MAX];
+
+	get_and_release(gone, "/gone", "v", 0);
+	get_and_release(kept, "/kept", "v", 0);
+	cr_assert_eq(stats(c).evictions, 1);
+	snprintf(gone_data, sizeof(gone_data), "%s", cache_object_data_path(gone));
+	snprintf(kept_map, sizeof(kept_map), "%s", cache_object_data_path(kept));
+	/* The map lies beside the data file: H.data, H.map. */
+	snprintf(gone_map, sizeof(gone_map), "%.*s.map", (int)strlen(gone_data) - 5, gone_data);
+	strcpy(kept_map + strlen(kept_map) - 5, ".map");
+	cr_assert_eq(cache_sync(c), 0);
+	cache_object_unref(gone);
+	cache_object_unref(kept);
+	cache_free(c);
+	cr_assert_eq(access(gone_map, F_OK), 0, "the map of an emptied object is there before");
+
+	c = open_cache(NULL, CB);
+	cr_assert_eq(stats(c).nr_objects, 1);
+	cr_assert_neq(access(gone_map, F_OK), 0, "%s is still there", gone_map);
+	cr_assert_neq(access(gone_data, F_OK), 0, "%s is still there", gone_data);
+	cr_assert_eq(access(kept_map, F_OK), 0, "%s was removed", kept_map);
+	kept = open_obj(c, "/kept", CB, "v");
+	cr_assert_eq(cache_object_cached_bytes(kept), CB);
+	cache_object_unref(kept);
 	cache_free(c);
 }
 
