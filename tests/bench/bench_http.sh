@@ -118,18 +118,22 @@ if [ "$can_drop" = 1 ]; then
 	done
 fi
 
-log "ferry: re-read while the page cache holds it"
+# Page-cache copies swing by 1.5x from one pass to the next here (10.0 then 16.9 GB/s): best
+# of 3 alternating passes each, after a pass that fills the page cache.
 dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none
-t0=$(now)
-dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none
-t1=$(now)
-F[page]=$(mbps "$big_bytes" "$t0" "$t1")
-log "limit: dd of the source file from the page cache"
 dd if="$data/big.bin" of=/dev/null bs=1M status=none
-t0=$(now)
-dd if="$data/big.bin" of=/dev/null bs=1M status=none
-t1=$(now)
-L[page]=$(mbps "$big_bytes" "$t0" "$t1")
+for round in 1 2 3; do
+	log "ferry (round $round): re-read while the page cache holds it"
+	t0=$(now)
+	dd if="$T/mnt/big.bin" of=/dev/null bs=1M status=none
+	t1=$(now)
+	F[page]=$(best "${F[page]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
+	log "limit (round $round): dd of the source file from the page cache"
+	t0=$(now)
+	dd if="$data/big.bin" of=/dev/null bs=1M status=none
+	t1=$(now)
+	L[page]=$(best "${L[page]:-}" "$(mbps "$big_bytes" "$t0" "$t1")")
+done
 (cd "$data" && sha256sum big.bin) >"$T/want.sha"
 (cd "$T/mnt" && sha256sum -c --quiet "$T/want.sha") || fail "big.bin through the mount differs"
 umount_ferry "$T/mnt"
@@ -185,7 +189,7 @@ row "cold sequential read (dd bs=1M), best of 2 alternating rounds" "${F[cold]}"
 	"8 parallel curl range streams into files on the cache's fs (into /dev/null: ${L[cold_null]})"
 row "read after drop_caches, from the cache, best of 2" "${F[disk]:-}" "${L[disk]:-}" \
 	"dd of the cache's data file after the same drop"
-row "re-read from the page cache" "${F[page]}" "${L[page]}" "dd of the source file from page cache"
+row "re-read from the page cache, best of 3" "${F[page]}" "${L[page]}" "dd of the source file from page cache"
 row "$nr_small small files, cold cat" "${F[small_cold]}" "${L[small_cold]}" \
 	"8 parallel curl fetching the same files onto disk"
 row "$nr_small small files, warm cat" "${F[small_warm]}" "${L[small_warm]}" "cat of the source files"
