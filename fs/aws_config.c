@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,10 +181,25 @@ static const char *env(const char *name)
 	return v && *v ? v : NULL;
 }
 
+/* $HOME, else the user's home in the password database: mount(8) runs mount.ferry for an
+ * fstab line without HOME in its environment. NULL when neither says. */
+static const char *home_dir(char *buf, size_t len)
+{
+	const char *home = env("HOME");
+	struct passwd pw, *res = NULL;
+
+	if (home)
+		return home;
+	if (getpwuid_r(geteuid(), &pw, buf, len, &res) || !res || !pw.pw_dir || !*pw.pw_dir)
+		return NULL;
+	return pw.pw_dir;
+}
+
 /* Expands the file's path: the variable if set, else ~/.aws/NAME; NULL when there is no home. */
 static char *file_path(const char *var, const char *name)
 {
-	const char *v = env(var), *home = env("HOME");
+	char pwbuf[4096];
+	const char *v = env(var), *home = home_dir(pwbuf, sizeof(pwbuf));
 	char *p;
 
 	if (v) {

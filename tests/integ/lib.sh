@@ -166,6 +166,44 @@ umount_ferry() { # mountpoint
 	! is_mounted "$1" || fail "$1 is still mounted after ferry umount"
 }
 
+# fstab_leg FSTAB MOUNTPOINT SRCDIR REL [CMD...]: mount(8) mounts the ferry line of the fstab
+# file (CMD..., e.g. env settings, runs it), the file REL reads as SRCDIR/REL, umount(8)
+# unmounts. mount(8) runs /sbin/mount.ferry: where this build's is not the one installed, a
+# private mount namespace lays it over /usr/sbin (overlayfs, read-only) for the leg.
+fstab_leg() {
+	local fstab=$1 mnt=$2 want=$3 rel=$4 rc=0
+	shift 4
+	cat >"$T/.fstab_leg.sh" <<'LEG'
+fstab=$1 mnt=$2 want=$3 rel=$4
+shift 4
+trap 'mountpoint -q "$mnt" && umount "$mnt"' EXIT
+"$@" mount -T "$fstab" "$mnt" || { echo "mount -T $fstab failed"; exit 1; }
+cmp "$want/$rel" "$mnt/$rel" || exit 1
+umount "$mnt" || { echo "umount $mnt failed"; exit 1; }
+LEG
+	if [ -x /sbin/mount.ferry ] && cmp -s /sbin/mount.ferry "$MOUNT_FERRY"; then
+		log "through mount(8) and an fstab file"
+		bash "$T/.fstab_leg.sh" "$fstab" "$mnt" "$want" "$rel" "$@" || fail "mount(8) leg"
+		return 0
+	fi
+	if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null; then
+		log "mount(8) leg not run: /sbin/mount.ferry is not this build's, and this is not root"
+		return 0
+	fi
+	log "through mount(8) and an fstab file (this build's mount.ferry laid over /usr/sbin)"
+	mkdir -p "$T/.sbin"
+	cp "$MOUNT_FERRY" "$T/.sbin/mount.ferry"
+	unshare -m --propagation private bash -c '
+		mount -t overlay overlay -o lowerdir="$1":/usr/sbin /usr/sbin || exit 77
+		shift
+		bash "$@"' _ "$T/.sbin" "$T/.fstab_leg.sh" "$fstab" "$mnt" "$want" "$rel" "$@" || rc=$?
+	case $rc in
+	0) ;;
+	77) log "mount(8) leg not run: no overlayfs here" ;;
+	*) fail "mount(8) leg" ;;
+	esac
+}
+
 # stat_json MOUNTPOINT FIELD...: prints the first field present in `ferry stat --json`.
 stat_json() {
 	local mnt=$1

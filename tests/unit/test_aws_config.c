@@ -3,6 +3,7 @@
  * temporary HOME; each Criterion test runs in its own process, so setenv stays local. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,23 @@ Test(aws_config, a_missing_profile_is_named_in_the_error)
 			     &c, &(struct aws_config_request){.profile = "nope"}, err, sizeof(err)),
 		-ENOENT);
 	cr_assert(strstr(err, "profile 'nope' not found"), "%s", err);
+}
+
+Test(aws_config, without_home_the_files_are_in_the_password_databases_home)
+{
+	/* mount(8) runs mount.ferry without HOME: ~ is then the user's home from passwd. */
+	struct passwd *pw = getpwuid(geteuid());
+	struct aws_config c;
+	char err[512] = "", want[300];
+
+	cr_assert_not_null(pw);
+	unsetenv("HOME");
+	snprintf(want, sizeof(want), "%s/.aws/credentials", pw->pw_dir);
+	cr_assert_eq(aws_config_load(&c,
+			     &(struct aws_config_request){.profile = "ferry-no-such-profile"}, err,
+			     sizeof(err)),
+		-ENOENT);
+	cr_assert(strstr(err, want), "'%s' does not name %s", err, want);
 }
 
 Test(aws_config, no_credentials_at_all_suggests_no_sign_request)
