@@ -42,6 +42,9 @@ struct loader_batch {
 	int32_t *d_inputs;        /* (B, T) on the GPU when device >= 0, else NULL */
 	int32_t *d_targets;
 	void *ready_event;        /* cudaEvent_t the compute stream waits on; NULL on host */
+	void *consumed_event;     /* cudaEvent_t to record on the stream that reads d_inputs and
+				   * d_targets, after its last read: the loader writes a later
+				   * batch into them only after it. NULL on host */
 	struct loader_state state;/* the position of this batch */
 	double wait_ms;           /* time loader_next_batch waited for data */
 };

@@ -25,6 +25,8 @@ struct stage_slot {
 	int32_t *d_targets;     /* (B, T) */
 	cudaEvent_t copied;     /* recorded after the copy; the widening waits on it */
 	cudaEvent_t done;       /* recorded after the widening; the reader waits on it */
+	cudaEvent_t consumed;   /* recorded by the consumer after its last read of the outputs;
+				 * the next widening into them waits on it (never recorded: no wait) */
 	bool uploaded;
 	bool prestaged;         /* cufile: the reader widened d_raw already (stage_widen_device) */
 };
@@ -100,6 +102,8 @@ int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_byte
 			(e = cudaEventCreateWithFlags(&s->copied, cudaEventDisableTiming)) !=
 				cudaSuccess ||
 			(e = cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming)) !=
+				cudaSuccess ||
+			(e = cudaEventCreateWithFlags(&s->consumed, cudaEventDisableTiming)) !=
 				cudaSuccess) {
 			ret = cuda_err(e, "allocating staging buffers", err, errlen);
 			goto fail;
@@ -136,6 +140,8 @@ void stage_free(struct stage *st)
 			cudaEventDestroy(s->copied);
 		if (s->done)
 			cudaEventDestroy(s->done);
+		if (s->consumed)
+			cudaEventDestroy(s->consumed);
 	}
 	if (st->copy)
 		cudaStreamDestroy(st->copy);
@@ -158,7 +164,7 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 	cudaError_t e;
 
 	b->d_inputs = b->d_targets = NULL;
-	b->ready_event = NULL;
+	b->ready_event = b->consumed_event = NULL;
 	if (st->device < 0)
 		return 0;
 	if (s->prestaged) {
@@ -169,8 +175,11 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 	e = cudaMemcpyAsync(s->d_raw, s->host, bytes, cudaMemcpyHostToDevice, st->copy);
 	if (e != cudaSuccess)
 		return -EIO;
+	/* The consumer may still be copying this slot's previous batch out of the outputs: the
+	 * widening waits for that too. */
 	if (cudaEventRecord(s->copied, st->copy) != cudaSuccess ||
-		cudaStreamWaitEvent(st->widen, s->copied, 0) != cudaSuccess)
+		cudaStreamWaitEvent(st->widen, s->copied, 0) != cudaSuccess ||
+		cudaStreamWaitEvent(st->widen, s->consumed, 0) != cudaSuccess)
 		return -EIO;
 	if (loader_widen_launch(s->d_raw, token_bytes, st->batch, st->seq_len, row_stride,
 		    s->d_inputs, s->d_targets, st->widen) != 0)
@@ -184,6 +193,7 @@ out:
 	b->d_inputs = s->d_inputs;
 	b->d_targets = s->d_targets;
 	b->ready_event = (void *)s->done;
+	b->consumed_event = (void *)s->consumed;
 	return 0;
 }
 
@@ -203,6 +213,7 @@ int stage_widen_device(struct stage *st, uint32_t slot, void *stream, uint32_t t
 		return -ENOSYS;
 	/* The reader thread issues this; the runtime's current device is per thread. */
 	if (cudaSetDevice(st->device) != cudaSuccess ||
+		cudaStreamWaitEvent(cs, s->consumed, 0) != cudaSuccess ||
 		loader_widen_launch(s->d_raw, token_bytes, st->batch, st->seq_len, row_stride,
 			s->d_inputs, s->d_targets, cs) != 0 ||
 		cudaEventRecord(s->done, cs) != cudaSuccess)

@@ -60,7 +60,7 @@ int stage_upload(struct stage *st, uint32_t slot, uint32_t token_bytes, uint32_t
 	struct loader_batch *b)
 {
 	b->d_inputs = b->d_targets = NULL;
-	b->ready_event = NULL;
+	b->ready_event = b->consumed_event = NULL;
 	return 0;
 }
 

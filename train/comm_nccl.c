@@ -19,6 +19,7 @@
 #include <nccl.h>
 
 #include "train/comm.h"
+#include "train/gpt_cuda.h"
 
 #define NCCL_CHECK(x)                                                          \
 	do {                                                                   \
@@ -129,7 +130,6 @@ out:
 static int nccl_init(struct comm *c, int *argc, char ***argv)
 {
 	int rank = env_int("RANK", -1), world = env_int("WORLD_SIZE", -1);
-	int local = env_int("LOCAL_RANK", rank);
 	if (rank < 0 || world < 1 || rank >= world) {
 		fprintf(stderr, "comm nccl: RANK and WORLD_SIZE must be set (0 <= RANK < WORLD_SIZE)\n");
 		return -EINVAL;
@@ -139,7 +139,9 @@ static int nccl_init(struct comm *c, int *argc, char ***argv)
 		fprintf(stderr, "comm nccl: no CUDA device\n");
 		return -ENODEV;
 	}
-	if (cudaSetDevice(local % nr_devices) != cudaSuccess)
+	/* The trainer's and the loader's device: a communicator on another one would be handed
+	 * buffers it cannot use. */
+	if (cudaSetDevice(gpt2_cuda_local_device()) != cudaSuccess)
 		return -ENODEV;
 	ncclUniqueId id;
 	if (rank == 0)

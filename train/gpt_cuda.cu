@@ -65,7 +65,8 @@ extern "C" int gpt2_cuda_available(char *err, size_t errlen)
 
 extern "C" int gpt2_cuda_local_device(void)
 {
-	const char *vars[] = { "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID" };
+	const char *vars[] = { "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+		"RANK" };
 	int n = 0;
 	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
 		return 0;
@@ -198,7 +199,7 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->mm = kmatmul_new();
 	if (!g->mm) {
 		snprintf(err, errlen, "out of memory");
-		free(g);
+		gpt2_cuda_free(g); /* every buffer and the stream exist by now */
 		return NULL;
 	}
 	CUDA_CHECK(cudaMemcpy(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice));
@@ -393,6 +394,9 @@ static void load_batch(struct gpt2_cuda *g, const struct loader_batch *b)
 			g->stream));
 		CUDA_CHECK(cudaMemcpyAsync(g->d_tgt, b->d_targets, bytes, cudaMemcpyDeviceToDevice,
 			g->stream));
+		/* The loader refills the slot once these copies have run, not when it is told. */
+		if (b->consumed_event)
+			CUDA_CHECK(cudaEventRecord((cudaEvent_t)b->consumed_event, g->stream));
 	} else {
 		gpt2_cuda_set_tokens(g, b->inputs, b->targets);
 	}

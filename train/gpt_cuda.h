@@ -28,7 +28,9 @@ struct gpt2_cuda;
 /* 0 when this build can train on a GPU and one is present; else -ENODEV or -ENOSYS with the
  * reason in err. */
 int gpt2_cuda_available(char *err, size_t errlen);
-/* The GPU of this process: LOCAL_RANK (torchrun), OMPI_COMM_WORLD_LOCAL_RANK, else 0. */
+/* The GPU of this process, modulo the devices: LOCAL_RANK (torchrun),
+ * OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, RANK (one node), else 0. The trainer, the loader
+ * and NCCL all use this one. */
 int gpt2_cuda_local_device(void);
 
 /* A GPU copy of host's parameters and Adam moments for micro-batches of (B, T). NULL with the
@@ -46,7 +48,9 @@ void gpt2_cuda_zero_grad(struct gpt2_cuda *g);
  * ready_event; else its host tokens); adds the batch's mean loss to the step's. */
 void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b, float loss_scale);
 /* Sums gradients over comm (NCCL on the device; other backends through host memory), the
- * global norm and clipping factor on the device, and AdamW at step t (from 1). */
+ * global norm and clipping factor on the device, and AdamW at step t (from 1). The step's
+ * hyperparameters go through one pinned host buffer that the queued copy reads when it runs:
+ * step_result must come before the next update. */
 void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm, const struct adamw_config *opt,
 	float lr, float grad_clip, int t);
 /* Waits for the step; returns this rank's mean loss over its accum micro-steps and sets *norm

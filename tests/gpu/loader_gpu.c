@@ -368,6 +368,65 @@ out:
 	return ret;
 }
 
+static void CUDART_CB stall(void *arg)
+{
+	(void)arg;
+	usleep(5000);
+}
+
+/* A consumer whose stream runs far behind its host thread, as a trainer's does over a few
+ * micro-steps: it only queues its copies out of each batch and records consumed_event. The
+ * loader must not widen a later batch into a slot before those copies ran. */
+static void check_slow_consumer(uint32_t B, uint32_t T, int nr)
+{
+	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 5,
+		.shuffle = true, .world_size = 1, .nr_buffers = 3, .device = 0 };
+	size_t n = (size_t)B * T;
+	int32_t *want = malloc(nr * n * 4), *got = malloc(nr * n * 4), *d_all;
+	struct loader *l;
+	cudaStream_t compute;
+	char err[256];
+	int i;
+
+	if (loader_open(&l, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "FAIL: loader_open on device 0: %s\n", err);
+		failures++;
+		free(want);
+		free(got);
+		return;
+	}
+	CHECK_CUDA(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+	CHECK_CUDA(cudaMalloc((void **)&d_all, nr * n * 4));
+	for (i = 0; i < nr; i++) {
+		struct loader_batch b;
+
+		if (loader_next_batch(l, &b) < 0 || !b.d_inputs || !b.consumed_event) {
+			fail("%s: batch %ld: no device batch or no consumed_event (%ld)",
+				"slow consumer", i, 0);
+			break;
+		}
+		memcpy(want + i * n, b.inputs, n * 4);
+		CHECK_CUDA(cudaLaunchHostFunc(compute, stall, NULL));
+		CHECK_CUDA(cudaStreamWaitEvent(compute, (cudaEvent_t)b.ready_event, 0));
+		CHECK_CUDA(cudaMemcpyAsync(d_all + i * n, b.d_inputs, n * 4,
+			cudaMemcpyDeviceToDevice, compute));
+		CHECK_CUDA(cudaEventRecord((cudaEvent_t)b.consumed_event, compute));
+	}
+	CHECK_CUDA(cudaStreamSynchronize(compute));
+	CHECK_CUDA(cudaMemcpy(got, d_all, (size_t)i * n * 4, cudaMemcpyDeviceToHost));
+	for (int k = 0; k < i; k++)
+		if (memcmp(got + k * n, want + k * n, n * 4) != 0) {
+			fail("%s: batch %ld of %ld was overwritten before the consumer copied it",
+				"slow consumer", k, i);
+			break;
+		}
+	CHECK_CUDA(cudaFree(d_all));
+	CHECK_CUDA(cudaStreamDestroy(compute));
+	loader_free(l);
+	free(want);
+	free(got);
+}
+
 int main(int argc, char **argv)
 {
 	int nr_dev = 0, batches = 200;
@@ -402,6 +461,7 @@ int main(int argc, char **argv)
 		check_device_batches(w, false, 4, 64, 60);
 		check_device_batches(w, true, 8, 128, 60);
 		check_device_batches(w, true, 1, 4097, 20);
+		check_slow_consumer(4, 64, 40);
 	}
 	ratio = bench_staging(64, 1024, 2, batches);
 	bench_staging(16, 4096, 4, batches);

@@ -36,12 +36,16 @@ row() { # check, value, limit, PASS/FAIL
 
 echo "== kernels against their CPU twins"
 "$BUILD/tests/gpu/test_kernels_gpu" | tee "$WORK/kernels.txt"
+st=${PIPESTATUS[0]} # a crash or an early exit prints fewer rows: the status must say 0 too
+[ "$st" = 0 ] || row "test_kernels_gpu exit status" "$st" "0" FAIL
 while IFS='|' read -r _ what dt err lim res _; do
 	row "kernel: $(echo $what) ($(echo $dt))" "$(echo $err)" "$(echo $lim)" "$(echo $res)"
 done < <(grep -E '\| (PASS|FAIL) \|' "$WORK/kernels.txt")
 
 echo "== whole model against the CPU trainer"
 "$BUILD/tests/gpu/test_model_gpu" | tee "$WORK/model.txt"
+st=${PIPESTATUS[0]}
+[ "$st" = 0 ] || row "test_model_gpu exit status" "$st" "0" FAIL
 while IFS='|' read -r _ what dt err lim res _; do
 	row "model: $(echo $what)" "$(echo $err)" "$(echo $lim)" "$(echo $res)"
 done < <(grep -E '\| (PASS|FAIL) \|' "$WORK/model.txt")
