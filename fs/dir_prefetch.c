@@ -10,7 +10,6 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include "fs/cache.h"
 #include "fs/dir_prefetch.h"
@@ -19,6 +18,7 @@
 
 #define NR_STREAMS       8         /* directories walked at once */
 #define SEQUENTIAL_FILES 2         /* in-order opens before the next files are fetched */
+#define MAX_GAP          4         /* entries an in-order walk may skip (dirs, other names) */
 #define AHEAD_BYTES      (32u << 20) /* at most this much fetched ahead of a walk */
 #define QUEUE_LEN        512
 #define NR_WORKERS       4
@@ -65,9 +65,9 @@ static void fetch_one(struct dir_prefetch *dp, uint64_t ino)
 				  &co) == 0) {
 			/* The first chunk: all of a small file; for a large one, the part its
 			 * own readahead would wait for first. */
-			fetcher_prefetch(dp->fetcher, &o.obj, co, 0, 1);
+			if (fetcher_prefetch(dp->fetcher, &o.obj, co, 0, 1))
+				atomic_fetch_add(&dp->nr_files, 1);
 			cache_object_unref(co);
-			atomic_fetch_add(&dp->nr_files, 1);
 		}
 		namespace_object_done(&o);
 	}
@@ -168,36 +168,26 @@ static struct stream *stream_for(struct dir_prefetch *dp, uint64_t dir, bool *fr
 	return victim;
 }
 
-/* How many files to keep fetched ahead, judged by the size of the one just opened: as many as
- * fit AHEAD_BYTES at a chunk each at most, within 1..ahead_files. */
-static size_t window_files(const struct dir_prefetch *dp, uint64_t size)
-{
-	uint64_t per = size < dp->chunk_bytes ? size : dp->chunk_bytes;
-	uint64_t n = AHEAD_BYTES / (per ? per : 1);
-
-	if (n > dp->ahead_files)
-		n = dp->ahead_files;
-	return n ? (size_t)n : 1;
-}
-
 void dir_prefetch_opened(struct dir_prefetch *dp, struct ns_node *n, bool cached)
 {
-	struct stat st;
 	struct stream *s;
-	uint64_t dir;
-	size_t idx, from, until, nr;
+	uint64_t dir, bytes = 0;
+	size_t idx, until, nr, queued = 0;
 	bool fresh;
 
 	if (!dp || namespace_position(dp->ns, n, &dir, &idx))
 		return;
-	namespace_stat(dp->ns, n, &st);
 	pthread_mutex_lock(&dp->lock);
 	s = stream_for(dp, dir, &fresh);
 	s->last_use = ++dp->clock;
-	if (fresh || idx + 1 == s->next) {
-		/* A first open here, or the same file again (cat a b a). */
-	} else if (idx == s->next) {
-		s->run++;
+	if (fresh) {
+		s->next = idx + 1;
+		goto out;
+	}
+	if (idx < s->next && s->next - idx <= MAX_GAP)
+		goto out; /* the same file again, or one that lost a race to the lock */
+	if (idx >= s->next && idx - s->next < MAX_GAP) {
+		s->run++; /* the next file, or one a few entries on (a glob, subdirectories) */
 	} else {
 		s->run = 0;
 		s->ahead_to = 0;
@@ -206,21 +196,33 @@ void dir_prefetch_opened(struct dir_prefetch *dp, struct ns_node *n, bool cached
 	/* A warm walk needs nothing; one that met a cold file keeps going ahead. */
 	if (s->run < SEQUENTIAL_FILES || (cached && s->ahead_to <= idx))
 		goto out;
-	from = s->ahead_to > idx + 1 ? s->ahead_to : idx + 1;
-	until = idx + 1 + window_files(dp, (uint64_t)st.st_size);
-	if (from >= until)
-		goto out;
-	nr = namespace_files_from(dp->ns, dir, from, until - from, dp->files);
-	s->ahead_to = until;
+	/* The window: the files after this one that fit AHEAD_BYTES at up to a chunk each (at
+	 * least one), among the next ahead_files entries; queued unless they were already. */
+	nr = namespace_files_from(dp->ns, dir, idx + 1, dp->ahead_files, dp->files);
+	until = idx + 1;
 	for (size_t i = 0; i < nr; i++) {
+		uint64_t b = dp->files[i].size < dp->chunk_bytes ? dp->files[i].size :
+								      dp->chunk_bytes;
+
+		if (i && bytes + b > AHEAD_BYTES)
+			break;
+		bytes += b;
+		until = dp->files[i].index + 1;
+	}
+	for (size_t i = 0; i < nr && dp->files[i].index < until; i++) {
+		if (dp->files[i].index < s->ahead_to)
+			continue;
 		if (dp->len == QUEUE_LEN) { /* the workers lag: the rest another time */
-			s->ahead_to = dp->files[i].index;
+			until = dp->files[i].index;
 			break;
 		}
 		dp->queue[(dp->head + dp->len) % QUEUE_LEN] = dp->files[i].ino;
 		dp->len++;
+		queued++;
 	}
-	if (nr)
+	if (until > s->ahead_to)
+		s->ahead_to = until;
+	if (queued)
 		pthread_cond_broadcast(&dp->cond);
 out:
 	pthread_mutex_unlock(&dp->lock);

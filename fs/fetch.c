@@ -455,11 +455,17 @@ static void *curl_thread_main(void *arg)
 		f->queue_tail = &f->queue;
 		stop = f->stop_curl;
 		pthread_mutex_unlock(&f->lock);
-		/* Keep submission order: append to the end of ready (readers want their first
-		 * chunk first). */
-		for (pp = &f->ready; *pp; pp = &(*pp)->next)
-			;
-		*pp = in;
+		/* Jobs a reader waits for go before readahead (within a file or across a
+		 * directory), each kind in submission order: readers want their first chunk
+		 * first, and a read must not queue behind chunks nobody asked for yet. */
+		while (in) {
+			j = in;
+			in = j->next;
+			for (pp = &f->ready; *pp && (!j->batch || (*pp)->batch); pp = &(*pp)->next)
+				;
+			j->next = *pp;
+			*pp = j;
+		}
 		if (stop)
 			break;
 		now = now_ns();
@@ -918,10 +924,11 @@ int fetcher_make_resident(struct fetcher *f, const struct remote_object *obj,
 	return do_range(f, obj, co, NULL, off, (size_t)len);
 }
 
-void fetcher_prefetch(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
-	uint64_t first, uint64_t n)
+unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
+	struct cache_object *co, uint64_t first, uint64_t n)
 {
 	uint64_t nr_chunks = (obj->size + f->chunk_bytes - 1) / f->chunk_bytes, idx;
+	unsigned started = 0;
 
 	for (idx = first; idx < first + n && idx < nr_chunks; idx++) {
 		struct fetch_job *j;
@@ -934,7 +941,7 @@ void fetcher_prefetch(struct fetcher *f, const struct remote_object *obj, struct
 		nr_landed = f->nr_landed;
 		pthread_mutex_unlock(&f->lock);
 		if (nr_landed >= 2 * f->max_transfers)
-			return;
+			break;
 		ret = cache_chunk_acquire(co, idx, false);
 
 		if (ret == CACHE_HIT) {
@@ -946,8 +953,10 @@ void fetcher_prefetch(struct fetcher *f, const struct remote_object *obj, struct
 		j = job_new(f, obj, co, idx, NULL);
 		if (!j) {
 			cache_chunk_fail(co, idx, -ENOMEM);
-			return;
+			break;
 		}
 		submit(f, j);
+		started++;
 	}
+	return started;
 }

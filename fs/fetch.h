@@ -40,9 +40,11 @@ ssize_t fetcher_read(struct fetcher *f, const struct remote_object *obj, struct 
 	void *buf, size_t len, uint64_t off);
 
 /* Starts fetching the absent chunks among [first, first + n) in the background and returns at
- * once (readahead). obj's strings are copied; co gets a reference for as long as needed. */
-void fetcher_prefetch(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
-	uint64_t first, uint64_t n);
+ * once (readahead): how many it started (none for chunks present or being fetched; it stops
+ * early while chunks that arrived wait for the disk). obj's strings are copied; co gets a
+ * reference for as long as needed. */
+unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
+	struct cache_object *co, uint64_t first, uint64_t n);
 
 /* Blocks until the chunks covering [off, off+len) are present, fetching what is absent;
  * 0 or -errno. Used by `ferry warm` and the loader's residency call. */

@@ -12,6 +12,15 @@ for i in range(120):
     with open(os.path.join(sys.argv[1], "f%03d.bin" % i), "wb") as f:
         f.write(random.randbytes(random.randint(1, 64 << 10)))
 PY
+# mixed/: files between subdirectories, as a walk that descends or a glob that skips meets them.
+# big/: three tiny files, then files larger than a chunk (8 MiB), sparse on the server's disk.
+mkdir -p "$T/src/mixed" "$T/src/big"
+for i in $(seq 0 2 40); do
+	head -c $((1000 + i)) /dev/urandom >"$T/src/mixed/e$(printf %03d "$i").bin"
+	mkdir "$T/src/mixed/e$(printf %03d $((i + 1)))"
+done
+for i in 0 1 2; do echo "$i" >"$T/src/big/b$(printf %02d "$i")"; done
+for i in $(seq 3 14); do truncate -s $(((9 << 20) + i)) "$T/src/big/b$(printf %02d "$i")"; done
 serve_nginx "$T/src"
 url="http://127.0.0.1:$PORT/"
 
@@ -43,6 +52,32 @@ done
 ahead=$(stat_json "$T/mnt" dir_readahead_files)
 [ "$ahead" -ge 7 ] || fail "dir_readahead_files is $ahead after an in-order walk of 4 files"
 [ "$(cached "$T/mnt" 100)" = 0 ] || fail "f100.bin, 96 files past the walk, was fetched"
+log "a walk that skips entries (subdirectories between the files) still fetches ahead"
+"$PY" -c 'import sys
+for n in (0, 2, 4, 6):
+    open("%s/e%03d.bin" % (sys.argv[1], n), "rb").read()' "$T/mnt/mixed"
+ok=0
+for _ in $(seq 100); do
+	[ "$(xattr "$T/mnt/mixed/e012.bin" user.ferry.cached)" = "$(stat -c %s "$T/src/mixed/e012.bin")" ] &&
+		{ ok=1; break; }
+	sleep 0.1
+done
+[ "$ok" = 1 ] || fail "mixed/e012.bin was not fetched ahead of a walk over files and directories"
+log "ahead of large files: 32 MiB at most, a chunk (8 MiB) of each"
+"$PY" -c 'import sys
+for n in (0, 1, 2):
+    open("%s/b%02d" % (sys.argv[1], n), "rb").read()' "$T/mnt/big"
+for _ in $(seq 100); do
+	[ "$(xattr "$T/mnt/big/b06" user.ferry.cached)" = $((8 << 20)) ] && break
+	sleep 0.1
+done
+[ "$(xattr "$T/mnt/big/b06" user.ferry.cached)" = $((8 << 20)) ] ||
+	fail "big/b06's first chunk was not fetched ahead"
+sleep 0.5
+for f in b07 b08 b14; do
+	[ "$(xattr "$T/mnt/big/$f" user.ferry.cached)" = 0 ] ||
+		fail "big/$f, past 32 MiB ahead, was fetched ($(xattr "$T/mnt/big/$f" user.ferry.cached) bytes)"
+done
 log "the whole walk reads the source's bytes"
 same_tree "$T/src" "$T/mnt"
 log "a second walk, over cached files, fetches nothing ahead"
