@@ -171,7 +171,7 @@ umount_ferry() { # mountpoint
 # unmounts. mount(8) runs /sbin/mount.ferry: where this build's is not the one installed, a
 # private mount namespace lays it over /usr/sbin (overlayfs, read-only) for the leg.
 fstab_leg() {
-	local fstab=$1 mnt=$2 want=$3 rel=$4 rc=0
+	local fstab=$1 mnt=$2 want=$3 rel=$4
 	shift 4
 	cat >"$T/.fstab_leg.sh" <<'LEG'
 fstab=$1 mnt=$2 want=$3 rel=$4
@@ -190,18 +190,17 @@ LEG
 		log "mount(8) leg not run: /sbin/mount.ferry is not this build's, and this is not root"
 		return 0
 	fi
-	log "through mount(8) and an fstab file (this build's mount.ferry laid over /usr/sbin)"
 	mkdir -p "$T/.sbin"
 	cp "$MOUNT_FERRY" "$T/.sbin/mount.ferry"
-	unshare -m --propagation private bash -c '
-		mount -t overlay overlay -o lowerdir="$1":/usr/sbin /usr/sbin || exit 77
-		shift
-		bash "$@"' _ "$T/.sbin" "$T/.fstab_leg.sh" "$fstab" "$mnt" "$want" "$rel" "$@" || rc=$?
-	case $rc in
-	0) ;;
-	77) log "mount(8) leg not run: no overlayfs here" ;;
-	*) fail "mount(8) leg" ;;
-	esac
+	# shellcheck disable=SC2016
+	local lay='mount -t overlay overlay -o lowerdir="$1":/usr/sbin /usr/sbin && shift && "$@"'
+	if ! unshare -m --propagation private bash -c "$lay" _ "$T/.sbin" true 2>/dev/null; then
+		log "mount(8) leg not run: no private mount namespace with overlayfs here"
+		return 0
+	fi
+	log "through mount(8) and an fstab file (this build's mount.ferry laid over /usr/sbin)"
+	unshare -m --propagation private bash -c "$lay" _ "$T/.sbin" \
+		bash "$T/.fstab_leg.sh" "$fstab" "$mnt" "$want" "$rel" "$@" || fail "mount(8) leg"
 }
 
 # stat_json MOUNTPOINT FIELD...: prints the first field present in `ferry stat --json`.
