@@ -28,7 +28,7 @@ struct stream {
 	uint64_t dir;      /* 0: unused */
 	size_t next;       /* index after the file opened last */
 	size_t ahead_to;   /* the files before this index are queued or opened */
-	unsigned run;      /* opens in a row, each of the file after the previous one */
+	unsigned run;      /* opens in a row, each at most MAX_GAP entries after the previous */
 	uint64_t last_use;
 };
 
