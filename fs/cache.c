@@ -1485,14 +1485,6 @@ static void load_add(struct cache *c, struct cache_object *o)
 	all_insert(c, o);
 }
 
-static bool obj_any_present(const struct cache_object *o)
-{
-	for (uint64_t i = 0; i < o->nr_chunks; i++)
-		if (o->chunks[i].state == CH_PRESENT)
-			return true;
-	return false;
-}
-
 /* Loads every map under D/XX/ (removing those of objects with no chunk left), then rebuilds
  * the LRU order from the stamps. */
 static int cache_load(struct cache *c)
@@ -1530,7 +1522,7 @@ static int cache_load(struct cache *c)
 			if (strcmp(de->d_name + 16, ".map") != 0)
 				continue;
 			o = map_load(c, path);
-			if (o && !obj_any_present(o)) {
+			if (o && !o->cached_bytes) {
 				/* Every chunk was evicted (or never synced): nothing to keep, and
 				 * maps kept for emptied objects would make every mount slower. */
 				unlink_pair(o->map_path, o->data_path);
