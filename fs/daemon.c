@@ -284,11 +284,6 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	fs.chunk_bytes = cfg->chunk_bytes ? cfg->chunk_bytes : DEFAULT_CHUNK_BYTES;
 	fs.timeout_s = cfg->metadata_ttl_s < 0 ? 365.0 * 86400 :
 		       cfg->metadata_ttl_s == 0 ? 0 : cfg->metadata_ttl_s;
-	{
-		const char *rp = getenv("FERRY_READ_REPLY");
-
-		fs.reply_splice = rp && !strcmp(rp, "splice");
-	}
 
 	ops = remote_ops_for(cfg->source, err, sizeof(err));
 	if (!ops) {

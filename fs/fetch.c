@@ -33,6 +33,8 @@
  * 512 KiB a chunk's transfer took 16-20 ms instead of 29-39 ms (16 in flight, loopback). */
 #define FETCH_RECV_BUFFER (512L << 10)
 #define FETCH_BACKOFF_MAX 10000 /* ms */
+/* Reads of one chunk from the cache that may fail their checksum before a read gives up. */
+#define FETCH_MAX_BAD_READS 3
 
 struct fetch_batch;
 
@@ -60,8 +62,11 @@ struct fetch_job {
 	CURL *easy;
 	struct curl_slist *headers;
 	long status;
-	bool have_range, overflow;
+	bool have_range, overflow, etag_too_long;
 	uint64_t cr_start, cr_end, cr_total;
+	char resp_etag[1025]; /* the response's ETag, "" when it sent none */
+	time_t resp_mtime;    /* its Last-Modified, 0 when none */
+	int64_t retry_after_ms; /* its Retry-After, -1 when none */
 };
 
 /* The chunks one reader waits for. */
@@ -152,6 +157,12 @@ static void job_free(struct fetcher *f, struct fetch_job *j)
 	free(j);
 }
 
+/* The ETag a chunk is pinned to, or NULL: "*" matches any version, so it pins none. */
+static const char *pinned_etag(const struct remote_object *obj)
+{
+	return obj->etag && *obj->etag && strcmp(obj->etag, "*") ? obj->etag : NULL;
+}
+
 static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *obj,
 	struct cache_object *co, uint64_t idx, struct fetch_batch *batch)
 {
@@ -162,11 +173,11 @@ static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *
 		return NULL;
 	j->len = obj->size - off < f->chunk_bytes ? (size_t)(obj->size - off) : f->chunk_bytes;
 	j->path = strdup(obj->path ? obj->path : "");
-	j->etag = obj->etag ? strdup(obj->etag) : NULL;
+	j->etag = pinned_etag(obj) ? strdup(obj->etag) : NULL;
 	/* A short last chunk (all of a small file) gets a buffer of its size: the pool's are a
 	 * chunk each, and a walk of small files fetched ahead would outgrow the pool. */
 	j->buf = j->len < f->chunk_bytes ? malloc(j->len) : buf_get(f);
-	if (!j->path || (obj->etag && !j->etag) || !j->buf) {
+	if (!j->path || (pinned_etag(obj) && !j->etag) || !j->buf) {
 		job_free(f, j);
 		return NULL;
 	}
@@ -285,11 +296,31 @@ static size_t job_header(char *line, size_t size, size_t n, void *arg)
 	if (len > 5 && !strncmp(line, "HTTP/", 5)) {
 		const char *sp = memchr(line, ' ', len);
 
+		/* A new response (after a 100 Continue, say): forget the last one's headers. */
 		j->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-		j->have_range = false;
+		j->have_range = j->etag_too_long = false;
+		j->resp_etag[0] = '\0';
+		j->resp_mtime = 0;
+		j->retry_after_ms = -1;
 	} else if ((v = net_header_value(line, len, "Content-Range", &vl))) {
 		j->have_range =
 			!net_parse_content_range(v, vl, &j->cr_start, &j->cr_end, &j->cr_total);
+	} else if ((v = net_header_value(line, len, "ETag", &vl))) {
+		j->etag_too_long = vl >= sizeof(j->resp_etag);
+		if (!j->etag_too_long) {
+			memcpy(j->resp_etag, v, vl);
+			j->resp_etag[vl] = '\0';
+		}
+	} else if ((v = net_header_value(line, len, "Last-Modified", &vl))) {
+		char date[64];
+
+		if (vl < sizeof(date)) {
+			memcpy(date, v, vl);
+			date[vl] = '\0';
+			j->resp_mtime = curl_getdate(date, NULL);
+		}
+	} else if ((v = net_header_value(line, len, "Retry-After", &vl))) {
+		j->retry_after_ms = net_parse_retry_after(v, vl);
 	}
 	return len;
 }
@@ -335,7 +366,10 @@ static int start_job(struct fetcher *f, struct fetch_job *j)
 	j->easy = e;
 	j->got = 0;
 	j->status = 0;
-	j->have_range = j->overflow = false;
+	j->have_range = j->overflow = j->etag_too_long = false;
+	j->resp_etag[0] = '\0';
+	j->resp_mtime = 0;
+	j->retry_after_ms = -1;
 	j->attempts++;
 	j->start_ns = now_ns();
 	atomic_fetch_add(&f->requests, 1);
@@ -352,10 +386,49 @@ static int start_job(struct fetcher *f, struct fetch_job *j)
 	return 0;
 }
 
-/* Checks that a response is exactly the bytes asked for, of the version asked for. */
-static enum net_error check_response(struct fetch_job *j, CURLcode code, bool *changed)
+/* An ETag without its quotes: some stores quote it in listings and not in responses. */
+static void etag_unquoted(const char *t, const char **p, size_t *len)
 {
-	*changed = false;
+	size_t n = strlen(t);
+
+	if (n >= 2 && t[0] == '"' && t[n - 1] == '"') {
+		t++;
+		n -= 2;
+	}
+	*p = t;
+	*len = n;
+}
+
+/* Checks that a response is of the pinned version: the same ETag when the object has one
+ * (a response without one cannot be checked, so it is not data), else the same
+ * Last-Modified when the response sends one; the size is checked by the caller. A server
+ * that ignores If-Match answers with the new version's ETag, which lands here. */
+static enum net_error check_version(const struct fetch_job *j)
+{
+	const char *want, *got;
+	size_t wl, gl;
+
+	if (j->etag_too_long)
+		return NET_BAD_RESPONSE;
+	if (j->etag) {
+		if (!j->resp_etag[0])
+			return NET_BAD_RESPONSE;
+		etag_unquoted(j->etag, &want, &wl);
+		etag_unquoted(j->resp_etag, &got, &gl);
+		return wl == gl && !memcmp(want, got, wl) ? NET_OK : NET_CHANGED;
+	}
+	if (j->obj.mtime.tv_sec > 0 && j->resp_mtime > 0 && j->resp_mtime != j->obj.mtime.tv_sec)
+		return NET_CHANGED;
+	return NET_OK;
+}
+
+/* Checks that a response is exactly the bytes asked for, of the version asked for: 206 with
+ * the requested Content-Range and the pinned total, or 200 with the whole object when the
+ * chunk is the whole object. Anything else, other 2xx included, is an error, never data. */
+static enum net_error check_response(const struct fetch_job *j, CURLcode code)
+{
+	enum net_error ne;
+
 	if (j->overflow)
 		return NET_BAD_RESPONSE;
 	if (code != CURLE_OK)
@@ -363,21 +436,23 @@ static enum net_error check_response(struct fetch_job *j, CURLcode code, bool *c
 	if (j->status == 206) {
 		if (!j->have_range)
 			return NET_BAD_RESPONSE;
-		if (j->cr_total != j->obj.size) {
-			*changed = true; /* no ETag to pin it, but the size says it changed */
-			return NET_BAD_RESPONSE;
-		}
+		if (j->cr_total != j->obj.size)
+			return NET_CHANGED;
 		if (j->cr_start != j->off || j->cr_end != j->off + j->len - 1)
 			return NET_BAD_RESPONSE;
-		return j->got == j->len ? NET_OK : NET_SHORT_BODY;
-	}
-	if (j->status == 200) {
+	} else if (j->status == 200) {
 		/* A server that ignores Range is fine only when the chunk is the whole object. */
-		if (j->off == 0 && j->len == j->obj.size)
-			return j->got == j->len ? NET_OK : NET_SHORT_BODY;
-		return NET_BAD_RESPONSE;
+		if (j->off != 0 || j->len != j->obj.size)
+			return NET_BAD_RESPONSE;
+	} else if (j->status >= 200 && j->status < 300) {
+		return NET_BAD_RESPONSE; /* 201, 203, 204...: not the bytes asked for */
+	} else {
+		return net_error_from_status(j->status);
 	}
-	return net_error_from_status(j->status);
+	ne = check_version(j);
+	if (ne != NET_OK)
+		return ne;
+	return j->got == j->len ? NET_OK : NET_SHORT_BODY;
 }
 
 static void retry_later(struct fetcher *f, struct fetch_job *j)
@@ -391,6 +466,13 @@ static void retry_later(struct fetcher *f, struct fetch_job *j)
 		ms = FETCH_BACKOFF_MAX;
 	/* jitter: 0.5x .. 1.5x, so readers that failed together do not retry together */
 	ms = ms / 2 + (uint64_t)rand_r(&f->seed) % (ms + 1);
+	/* A server that says when to come back (429, 503) is taken at its word, within the
+	 * cap, and readers asked together still spread out after it. */
+	if (j->retry_after_ms > (int64_t)ms) {
+		ms = j->retry_after_ms < FETCH_BACKOFF_MAX ? (uint64_t)j->retry_after_ms
+							     : FETCH_BACKOFF_MAX;
+		ms += (uint64_t)rand_r(&f->seed) % (ms / 4 + 1);
+	}
 	j->not_before_ns = now_ns() + ms * 1000000ull;
 	j->next = f->ready;
 	f->ready = j;
@@ -401,7 +483,6 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 {
 	struct fetch_job **pp;
 	enum net_error ne;
-	bool changed;
 
 	for (pp = &f->active; *pp && *pp != j; pp = &(*pp)->active_next)
 		;
@@ -413,7 +494,7 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 	curl_slist_free_all(j->headers);
 	j->headers = NULL;
 	f->nr_active--;
-	ne = check_response(j, code, &changed);
+	ne = check_response(j, code);
 	if (ne == NET_OK) {
 		atomic_fetch_add(&f->bytes_fetched, j->got);
 		atomic_fetch_add(&f->fetch_ns, now_ns() - j->start_ns);
@@ -421,20 +502,17 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 		job_deliver(f, j);
 		return;
 	}
-	if (!changed && net_error_is_retryable(ne) && j->attempts <= f->max_retries &&
-		!f->stop_curl) {
+	if (net_error_is_retryable(ne) && j->attempts <= f->max_retries && !f->stop_curl) {
 		log_debug("fetch '%s' chunk %llu: %s (HTTP %ld), retrying", j->path,
 			(unsigned long long)j->idx, net_error_str(ne), j->status);
 		retry_later(f, j);
 		return;
 	}
-	if (changed || ne == NET_HTTP_412 || ne == NET_HTTP_416 || ne == NET_HTTP_404)
-		j->err = -ESTALE;
-	else
-		j->err = -EIO;
+	/* A changed object is ESTALE, 403 EACCES, 404 ENOENT (docs/ferry.md), the rest EIO. */
+	j->err = net_error_to_errno(ne);
 	log_warn("fetch '%s' bytes %llu-%llu: %s (HTTP %ld, %u attempts)", j->path,
 		(unsigned long long)j->off, (unsigned long long)(j->off + j->len - 1),
-		changed ? "object size changed" : net_error_str(ne), j->status, j->attempts);
+		net_error_str(ne), j->status, j->attempts);
 	job_deliver(f, j);
 }
 
@@ -695,7 +773,9 @@ static void copy_part(
 	memcpy(buf + (a - off), src + (a - cs), (size_t)(b - a));
 }
 
-/* Reads the part of a present, pinned chunk that falls in the range, then unpins it. */
+/* Reads the part of a present, pinned chunk that falls in the range, then unpins it.
+ * -EBADMSG: the bytes on disk failed their checksum and the cache dropped the chunk; the
+ * caller fetches it again. */
 static int read_hit(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off, size_t len,
 	uint64_t idx)
 {
@@ -822,11 +902,16 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 			state[i] = CH_DONE;
 		}
 	}
-	/* Hits are read while the misses are on the wire. */
+	/* Hits are read while the misses are on the wire. A hit that fails its checksum was
+	 * dropped: it is taken again below, as a chunk someone else fetches. */
 	for (i = 0; i < nr; i++) {
 		if (state[i] != CH_HIT)
 			continue;
 		ret = read_hit(f, co, buf, off, len, first + i);
+		if (ret == -EBADMSG) {
+			state[i] = CH_WAIT;
+			continue;
+		}
 		err = err ? err : ret;
 	}
 	/* Our own chunks are stored before we wait for anyone else's: a reader waiting for a
@@ -834,6 +919,8 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 	ret = drain(f, &b, buf, off, len);
 	err = err ? err : ret;
 	for (i = 0; i < nr; i++) {
+		unsigned nr_bad = 0;
+
 		if (state[i] != CH_WAIT)
 			continue;
 		for (;;) {
@@ -851,6 +938,12 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 			}
 			if (ret == CACHE_HIT) {
 				ret = read_hit(f, co, buf, off, len, first + i);
+				/* Dropped again: a disk that keeps damaging what it stores ends
+				 * in EIO, not in a loop. */
+				if (ret == -EBADMSG && ++nr_bad < FETCH_MAX_BAD_READS)
+					continue;
+				if (ret == -EBADMSG)
+					ret = -EIO;
 			} else if (ret == CACHE_FETCH) {
 				/* the other fetcher's store failed: we fetch it ourselves */
 				struct fetch_job *j = job_new(f, obj, co, first + i, &b);

@@ -34,7 +34,6 @@ struct ferryfs {
 	uint32_t chunk_bytes;
 	double timeout_s;           /* entry and attribute timeouts given to the kernel */
 	char *cache_dir;            /* this source's cache directory */
-	bool reply_splice;          /* answer reads by splice from the cache file (measured slower) */
 	struct timespec started;    /* CLOCK_MONOTONIC */
 
 	atomic_uint_fast64_t nr_reads;

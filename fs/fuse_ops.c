@@ -26,7 +26,6 @@ struct ferry_file {
 	struct ns_node *node;
 	struct ns_object obj;
 	struct cache_object *co;
-	int data_fd;               /* the cache data file, for the splice reply path; -1 */
 	pthread_mutex_t lock;
 	uint64_t next_off;         /* where a sequential reader reads next */
 	unsigned nr_sequential;    /* consecutive reads that continued the previous one */
@@ -233,8 +232,6 @@ static void file_free(struct ferryfs *fs, struct ferry_file *f)
 {
 	if (!f)
 		return;
-	if (f->data_fd >= 0)
-		close(f->data_fd);
 	cache_object_unref(f->co);
 	namespace_object_done(&f->obj);
 	namespace_put(fs->ns, f->node);
@@ -257,7 +254,6 @@ static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	f->data_fd = -1;
 	pthread_mutex_init(&f->lock, NULL);
 	f->node = namespace_get(fs->ns, ino);
 	if (!f->node) {
@@ -271,13 +267,6 @@ static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		&f->co);
 	if (ret)
 		goto err;
-	if (fs->reply_splice) {
-		f->data_fd = open(cache_object_data_path(f->co), O_RDONLY | O_CLOEXEC);
-		if (f->data_fd < 0) {
-			ret = -errno;
-			goto err;
-		}
-	}
 	if (fs->dir_prefetch)
 		dir_prefetch_opened(fs->dir_prefetch, f->node,
 			cache_object_cached_bytes(f->co) == f->obj.obj.size);
@@ -375,42 +364,20 @@ static void detect_sequential(struct ferryfs *fs, struct ferry_file *f, uint64_t
 		fetcher_prefetch(fs->fetcher, &f->obj.obj, f->co, first, n);
 }
 
+/* The errno a failed read gives its reader (docs/ferry.md): ESTALE when the object changed
+ * under the open file, EACCES and ENOENT when the store refused it or lost it, ENOMEM; EIO
+ * for everything else (unreachable store, bad responses, retries spent). */
 static int read_errno(ssize_t err)
 {
-	/* A changed or unfetchable object is an I/O error to the reader. */
-	return err == -ENOMEM ? ENOMEM : EIO;
-}
-
-/* The splice reply: make the range resident, pin its chunks, and let the kernel move the
- * pages from the cache file. 1 on success, 0 when the caller should use the copy path. */
-static int read_splice(fuse_req_t req, struct ferryfs *fs, struct ferry_file *f, size_t len,
-	uint64_t off)
-{
-	uint64_t first = off / fs->chunk_bytes, last = (off + len - 1) / fs->chunk_bytes, i;
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
-	int ret;
-
-	if (fetcher_make_resident(fs->fetcher, &f->obj.obj, f->co, off, len))
-		return 0;
-	for (i = first; i <= last; i++) {
-		ret = cache_chunk_acquire(f->co, i, true);
-		if (ret == CACHE_FETCH)
-			cache_chunk_fail(f->co, i, -EAGAIN);
-		if (ret != CACHE_HIT)
-			break;
+	switch (err) {
+	case -ESTALE:
+	case -EACCES:
+	case -ENOENT:
+	case -ENOMEM:
+		return (int)-err;
+	default:
+		return EIO;
 	}
-	if (i <= last) {
-		while (i-- > first)
-			cache_chunk_release(f->co, i);
-		return 0;
-	}
-	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = f->data_fd;
-	bv.buf[0].pos = (off_t)off;
-	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-	for (i = first; i <= last; i++)
-		cache_chunk_release(f->co, i);
-	return 1;
 }
 
 /* Reply path, measured on a warm chunk cache (512 MiB file, all chunks present, the cache
@@ -419,8 +386,9 @@ static int read_splice(fuse_req_t req, struct ferryfs *fs, struct ferry_file *f,
  *   pread from the cache file + copy, fuse_reply_buf:      4.1, 4.2, 4.3 GB/s
  *   fuse_reply_data splicing from the cache file's fd:     1.4, 1.8, 1.8 GB/s
  * (at the default 128 KiB readahead both were noisy, 1.4-3.3 GB/s). So the copy path is the
- * one used, as DESIGN.md's passthrough numbers predicted; FERRY_READ_REPLY=splice in the
- * daemon's environment selects the other for measuring again. */
+ * one used, as DESIGN.md's passthrough numbers predicted. The splice path is gone since
+ * every byte read from the cache is checked against its checksum first (fetcher_read), which
+ * a splice from the cache file would skip. */
 static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fuse_file_info *fi)
 {
@@ -438,10 +406,6 @@ static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (size > fsize - (uint64_t)off)
 		size = (size_t)(fsize - (uint64_t)off);
 	detect_sequential(fs, f, (uint64_t)off, size);
-	if (fs->reply_splice && read_splice(req, fs, f, size, (uint64_t)off)) {
-		atomic_fetch_add(&fs->read_bytes, size);
-		return;
-	}
 	buf = read_buf_get(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -900,8 +864,6 @@ static void erofs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 
 static void ferry_init(void *userdata, struct fuse_conn_info *conn)
 {
-	struct ferryfs *fs = userdata;
-
 	/* max_pages follows max_write in libfuse: 1 MiB requests both ways. */
 	conn->max_write = 1u << 20;
 	conn->max_read = 1u << 20; /* must equal the max_read mount option */
@@ -910,10 +872,7 @@ static void ferry_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	if (fs->reply_splice)
-		conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
-	else
-		conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 }
 
 const struct fuse_lowlevel_ops ferry_ll_ops = {

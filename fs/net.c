@@ -105,6 +105,8 @@ enum net_error net_error_from_status(long status)
 		return NET_HTTP_412;
 	case 416:
 		return NET_HTTP_416;
+	case 429:
+		return NET_HTTP_429;
 	}
 	if (status >= 400 && status < 500)
 		return NET_HTTP_4XX;
@@ -123,12 +125,17 @@ bool net_error_is_retryable(enum net_error e)
 	switch (e) {
 	case NET_TIMEOUT:
 	case NET_RESET:
+	case NET_HTTP_429:
 	case NET_HTTP_5XX:
 	case NET_SHORT_BODY:
+	case NET_BAD_RESPONSE:
+		/* A response that answered another question (204, a wrong range) is dropped,
+		 * never stored; a proxy or a server under load may answer right next time. */
 		return true;
 	default:
-		/* A changed object (412, 416) must never be retried into mixed versions; a refused
-		 * connection, TLS failure or 4xx will not heal within a backoff. */
+		/* A changed object (412, 416, another version) must never be retried into mixed
+		 * versions; a refused connection, TLS failure or 4xx will not heal within a
+		 * backoff. */
 		return false;
 	}
 }
@@ -147,9 +154,11 @@ const char *net_error_str(enum net_error e)
 		[NET_HTTP_404] = "HTTP 404 Not Found",
 		[NET_HTTP_412] = "HTTP 412 Precondition Failed (object changed)",
 		[NET_HTTP_416] = "HTTP 416 Range Not Satisfiable (object changed)",
+		[NET_HTTP_429] = "HTTP 429 Too Many Requests",
 		[NET_HTTP_5XX] = "HTTP server error (5xx)",
 		[NET_SHORT_BODY] = "short body",
 		[NET_BAD_RESPONSE] = "response does not match the request",
+		[NET_CHANGED] = "the object changed (another version answered)",
 		[NET_OTHER] = "transfer failed",
 	};
 
@@ -165,6 +174,7 @@ int net_error_to_errno(enum net_error e)
 		return 0;
 	case NET_HTTP_412:
 	case NET_HTTP_416:
+	case NET_CHANGED:
 		return -ESTALE;
 	case NET_HTTP_404:
 		return -ENOENT;
@@ -219,6 +229,32 @@ int net_parse_content_range(
 	*end = b;
 	*total = t;
 	return 0;
+}
+
+int64_t net_parse_retry_after(const char *value, size_t len)
+{
+	const char *p = value, *e = value + len;
+	uint64_t secs;
+	char date[64];
+	time_t t;
+
+	while (e > p && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	while (p < e && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p < e && *p >= '0' && *p <= '9') {
+		if (parse_u64(&p, e, &secs) || p != e || secs > INT64_MAX / 1000)
+			return -1;
+		return (int64_t)secs * 1000;
+	}
+	if ((size_t)(e - p) >= sizeof(date))
+		return -1;
+	memcpy(date, p, (size_t)(e - p));
+	date[e - p] = '\0';
+	t = curl_getdate(date, NULL);
+	if (t < 0)
+		return -1;
+	return t > time(NULL) ? ((int64_t)t - (int64_t)time(NULL)) * 1000 : 0;
 }
 
 void net_format_http_date(int64_t t, char *buf, size_t buflen)

@@ -23,9 +23,13 @@ enum net_error {
 	NET_HTTP_404,
 	NET_HTTP_412, /* If-Match / If-Unmodified-Since failed: the object changed */
 	NET_HTTP_416, /* range not satisfiable: the object shrank */
+	NET_HTTP_429, /* too many requests: slow down and retry */
 	NET_HTTP_5XX,
 	NET_SHORT_BODY,	  /* fewer body bytes than announced or asked for */
-	NET_BAD_RESPONSE, /* a response that does not answer the request (wrong range, no 206) */
+	NET_BAD_RESPONSE, /* a response that does not answer the request (wrong range, a 2xx
+			   * other than 200/206, no version to check) */
+	NET_CHANGED,	  /* an answer about another version of the object (ETag, Last-Modified
+			   * or size differs from the pinned one) */
 	NET_OTHER,	  /* any other libcurl failure */
 	NET_NR_ERRORS,
 };
@@ -46,8 +50,9 @@ enum net_error net_error_of(CURLcode code, long status);
 
 bool net_error_is_retryable(enum net_error e);
 const char *net_error_str(enum net_error e);
-/* -errno for a failed object read: -ESTALE when the object changed (412, 416), -ENOENT for
- * 404, -EACCES for 403, -EIO for the rest; 0 for NET_OK. */
+/* -errno for a failed object read: -ESTALE when the object changed (412, 416, another
+ * version answered), -ENOENT for 404 and 410, -EACCES for 403, -EIO for the rest; 0 for
+ * NET_OK. */
 int net_error_to_errno(enum net_error e);
 
 /* Parses the value of a Content-Range header ("bytes START-END/TOTAL"; leading blanks and a
@@ -55,6 +60,10 @@ int net_error_to_errno(enum net_error e);
  * 0 or -EINVAL. */
 int net_parse_content_range(
 	const char *value, size_t len, uint64_t *start, uint64_t *end, uint64_t *total);
+
+/* The delay a Retry-After header value asks for, in milliseconds: delta-seconds or an HTTP
+ * date (relative to now). -1 when the value is neither. */
+int64_t net_parse_retry_after(const char *value, size_t len);
 
 /* Formats t as an HTTP date (RFC 7231 IMF-fixdate) into buf (at least 30 bytes). */
 void net_format_http_date(int64_t t, char *buf, size_t buflen);

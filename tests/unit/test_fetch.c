@@ -104,7 +104,9 @@ static int start_nginx(bool tls)
 	return port;
 }
 
-static int start_faultserver(const char *mode, int every)
+/* The fault server on docroot, faulting every Nth file GET with mode; extra: one more
+ * option (e.g. "--ignore-if-match") or NULL. */
+static int start_faultserver_with(const char *mode, int every, const char *extra)
 {
 	char script[4200], ev[16];
 	int fds[2], port = 0;
@@ -119,7 +121,7 @@ static int start_faultserver(const char *mode, int every)
 		dup2(fds[1], 1);
 		close(fds[0]);
 		execl("/usr/bin/python3", "python3", script, docroot, "--mode", mode, "--every", ev,
-			(char *)NULL);
+			extra, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -127,6 +129,11 @@ static int start_faultserver(const char *mode, int every)
 	cr_assert_eq(fscanf(f, "%d", &port), 1, "faultserver did not start");
 	fclose(f);
 	return port;
+}
+
+static int start_faultserver(const char *mode, int every)
+{
+	return start_faultserver_with(mode, every, NULL);
 }
 
 /* Lines of nginx's access log that contain needle. */
@@ -548,6 +555,113 @@ Test(fetch, a_reset_every_time_gives_eio)
 Test(fetch, a_500_every_time_gives_eio)
 {
 	expect_eio("500");
+}
+
+/* Answers that are not the bytes asked for: retried, then EIO, and nothing cached. Before
+ * them the pooled chunk buffers hold another read's bytes, which a 204 used to pass off as
+ * data. */
+static void expect_never_data(const char *mode)
+{
+	struct fetch_config fc = { .backoff_ms = 2, .max_retries = 2 };
+	char url[256], buf[5000];
+	unsigned char *big = malloc(8 * CHUNK);
+	struct fetch_stats st;
+	struct env v;
+	int port = start_faultserver("ok", 1);
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+	env_open(&v, url, NULL, "data.bin", &fc);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, big, 8 * CHUNK, 10 * CHUNK), 8 * CHUNK);
+	sh("curl -sf 'http://127.0.0.1:%d/_fault?mode=%s&every=1' >/dev/null", port, mode);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
+	fetcher_get_stats(v.f, &st);
+	cr_expect_eq(st.requests, 8 + 3, "%s: one try and two retries", mode);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
+	/* Nothing of those answers was kept: a good server now gives the source's bytes. */
+	sh("curl -sf 'http://127.0.0.1:%d/_fault?mode=ok' >/dev/null", port);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, data + 1000, sizeof(buf)), 0, "%s: wrong bytes", mode);
+	env_close(&v);
+	free(big);
+}
+
+Test(fetch, a_204_is_never_data)
+{
+	expect_never_data("204");
+}
+
+Test(fetch, a_203_with_other_bytes_is_never_data)
+{
+	expect_never_data("203");
+}
+
+Test(fetch, a_201_is_never_data)
+{
+	expect_never_data("201");
+}
+
+Test(fetch, a_whole_body_answering_a_range_is_never_data)
+{
+	expect_never_data("full200");
+}
+
+Test(fetch, another_ranges_bytes_are_never_data)
+{
+	expect_never_data("wrongrange");
+}
+
+Test(fetch, a_429_is_retried_after_its_retry_after)
+{
+	struct fetch_config fc = { .backoff_ms = 5, .max_retries = 3 };
+	char url[256], buf[5000];
+	struct fetch_stats st;
+	struct timespec t0, t1;
+	struct env v;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_faultserver("429", 2));
+	env_open(&v, url, NULL, "data.bin", &fc);
+	/* The first GET is answered, the second (a 429 with Retry-After: 1) waits about 1 s
+	 * where the backoff alone would have waited 5 ms. */
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 4 * CHUNK),
+		(ssize_t)sizeof(buf));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_eq(memcmp(buf, data + 4 * CHUNK, sizeof(buf)), 0);
+	cr_expect_geq((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 900);
+	fetcher_get_stats(v.f, &st);
+	cr_expect_eq(st.retries, 1);
+	cr_expect_eq(st.errors, 0);
+	env_close(&v);
+}
+
+Test(fetch, a_server_ignoring_if_match_is_caught_by_the_etag_of_its_answer)
+{
+	struct fetch_config fc = { .backoff_ms = 2, .max_retries = 2 };
+	char url[256], buf[1000], path[1024];
+	unsigned char *other = malloc(DATA_BYTES);
+	struct fetch_stats st;
+	struct timespec times[2] = { { .tv_sec = 1000000000 }, { .tv_sec = 1000000000 } };
+	struct env v;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/",
+		start_faultserver_with("ok", 1, "--ignore-if-match"));
+	env_open(&v, url, NULL, "data.bin", &fc);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	/* The same size, other bytes, another mtime: another ETag. */
+	for (size_t i = 0; i < DATA_BYTES; i++)
+		other[i] = (unsigned char)~data[i];
+	write_bytes("data.bin", other, DATA_BYTES);
+	snprintf(path, sizeof(path), "%s/data.bin", docroot);
+	cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 5 * CHUNK), -ESTALE);
+	fetcher_get_stats(v.f, &st);
+	cr_expect_eq(st.requests, 2, "a changed object is not retried");
+	/* The chunk read before the change still gives the old bytes, from the cache. */
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, data, sizeof(buf)), 0);
+	env_close(&v);
+	free(other);
 }
 
 Test(fetch, make_resident_and_prefetch_fill_the_cache)

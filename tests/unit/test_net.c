@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs/net.h"
 
@@ -29,6 +30,7 @@ Test(net, maps_http_statuses_onto_the_error_enum)
 	cr_expect_eq(net_error_from_status(404), NET_HTTP_404);
 	cr_expect_eq(net_error_from_status(412), NET_HTTP_412);
 	cr_expect_eq(net_error_from_status(416), NET_HTTP_416);
+	cr_expect_eq(net_error_from_status(429), NET_HTTP_429);
 	cr_expect_eq(net_error_from_status(500), NET_HTTP_5XX);
 	cr_expect_eq(net_error_from_status(503), NET_HTTP_5XX);
 	cr_expect_eq(net_error_of(CURLE_COULDNT_CONNECT, 0), NET_CONNECT);
@@ -39,13 +41,18 @@ Test(net, retries_only_what_may_heal)
 {
 	for (int e = 0; e < NET_NR_ERRORS; e++) {
 		bool want = e == NET_TIMEOUT || e == NET_RESET || e == NET_HTTP_5XX ||
-			e == NET_SHORT_BODY;
+			e == NET_HTTP_429 || e == NET_SHORT_BODY || e == NET_BAD_RESPONSE;
 
 		cr_expect_eq(net_error_is_retryable(e), want, "%s", net_error_str(e));
 		cr_expect_neq(strlen(net_error_str(e)), 0);
 	}
 	cr_expect_eq(net_error_to_errno(NET_HTTP_412), -ESTALE);
 	cr_expect_eq(net_error_to_errno(NET_HTTP_416), -ESTALE);
+	cr_expect_eq(net_error_to_errno(NET_CHANGED), -ESTALE);
+	cr_expect_eq(net_error_to_errno(NET_HTTP_403), -EACCES);
+	cr_expect_eq(net_error_to_errno(NET_HTTP_404), -ENOENT);
+	cr_expect_eq(net_error_to_errno(NET_BAD_RESPONSE), -EIO);
+	cr_expect_eq(net_error_to_errno(NET_HTTP_429), -EIO);
 	cr_expect_eq(net_error_to_errno(NET_HTTP_5XX), -EIO);
 	cr_expect_eq(net_error_to_errno(NET_OK), 0);
 }
@@ -96,4 +103,22 @@ Test(net, finds_header_values_without_regard_to_case)
 	cr_assert_eq(vl, strlen("bytes 0-1/2"));
 	cr_assert_eq(strncmp(v, "bytes 0-1/2", vl), 0);
 	cr_assert_null(net_header_value(line, strlen(line), "Content-Length", &vl));
+}
+
+Test(net, parses_retry_after_seconds_and_dates)
+{
+	char date[64];
+
+	cr_expect_eq(net_parse_retry_after("1", 1), 1000);
+	cr_expect_eq(net_parse_retry_after(" 120\r\n", 6), 120000);
+	cr_expect_eq(net_parse_retry_after("0", 1), 0);
+	cr_expect_eq(net_parse_retry_after("", 0), -1);
+	cr_expect_eq(net_parse_retry_after("soon", 4), -1);
+	cr_expect_eq(net_parse_retry_after("-5", 2), -1);
+	cr_expect_eq(net_parse_retry_after("99999999999999999999", 20), -1);
+	/* A date in the past asks for no wait; one 100 s ahead for about 100 s. */
+	cr_expect_eq(net_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 29), 0);
+	net_format_http_date((int64_t)time(NULL) + 100, date, sizeof(date));
+	int64_t ms = net_parse_retry_after(date, strlen(date));
+	cr_expect(ms >= 98000 && ms <= 100000, "%lld ms", (long long)ms);
 }
