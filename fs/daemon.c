@@ -239,7 +239,9 @@ struct syncer {
  * Every second was tried first: fdatasync of a cache file that fills are writing into stalls
  * those fills, and a cold 2 GiB dd ran at 715-725 MB/s against 940-1000 MB/s with 30 s (same
  * machine, alternating runs). At 30 s the kernel's flusher (dirty_expire_centisecs, 30 s by
- * default) has written most of the data back already, so the sync itself is cheap. */
+ * default) has written most of the data back already, so the sync itself is cheap.
+ * docs/ferry.md (ferry mount, "Signals") states this interval and what a kill -9 loses:
+ * change both together. */
 #define SYNC_INTERVAL_S 30
 static void *syncer_main(void *arg)
 {
