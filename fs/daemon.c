@@ -366,12 +366,6 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 			strerror(errno));
 		goto fail;
 	}
-	if (access(fs.cache_dir, F_OK)) {
-		note_other_chunk_sizes(cfg, fs.chunk_bytes);
-		/* This source's directory too (cache_open would make it, through the umask). */
-		if (!mkdir(fs.cache_dir, 0700))
-			chmod(fs.cache_dir, 0700);
-	}
 
 	ret = ops->open(&fs.remote, cfg->source, &cfg->remote, err, sizeof(err));
 	if (ret) {
@@ -389,6 +383,12 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		fs.offline = true;
 	}
 
+	if (access(fs.cache_dir, F_OK)) {
+		note_other_chunk_sizes(cfg, fs.chunk_bytes);
+		/* This source's directory too (cache_open would make it, through the umask). */
+		if (!mkdir(fs.cache_dir, 0700))
+			chmod(fs.cache_dir, 0700);
+	}
 	cc.dir = fs.cache_dir;
 	cc.max_bytes = cfg->cache_bytes;
 	cc.chunk_bytes = fs.chunk_bytes;
