@@ -281,7 +281,9 @@ int mount_main(int argc, char **argv)
 		.dir_readahead = 32,
 	};
 	char mp[PATH_MAX], src[PATH_MAX], cache_dir[PATH_MAX], fuse_opts[4096] = "", err[512];
-	char *source_copy = NULL; /* lives as long as the process: the daemon uses it */
+	/* The source with its query, kept as long as the process lives (the daemon uses it):
+	 * static, so it stays reachable on every return path. */
+	static char *source_copy;
 	uint64_t chunk = 8u << 20;
 	int c, pfd[2];
 	pid_t pid;
@@ -393,6 +395,7 @@ int mount_main(int argc, char **argv)
 	/* The daemon is this process or its child: its /proc/PID/cmdline, readable by every
 	 * local user, is this argv. Keep the URL for the requests, scrub its query there. */
 	if (strchr(cfg.source, '?')) {
+		free(source_copy); /* a second mount_main in one process (tests) */
 		source_copy = strdup(cfg.source);
 		if (!source_copy)
 			return fail("out of memory");
