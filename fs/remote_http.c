@@ -975,6 +975,12 @@ static int http_open(struct remote **out, const char *source, const struct remot
 	if (opt && opt->ca_file && !(h->ca_file = strdup(opt->ca_file)))
 		goto nomem;
 	h->opt.ca_file = h->ca_file;
+	/* libcurl's trace (-vv) prints each request line, query and all: not for a URL whose
+	 * query may be a token (the S3 backend never traces, for its session token). */
+	if (u.query && h->opt.verbose > 1) {
+		log_info("the URL has a query: no libcurl trace, which would print it");
+		h->opt.verbose = 1;
+	}
 	/* Strings other than ca_file are not used by this backend; do not keep borrowed ones. */
 	h->opt.endpoint = h->opt.region = h->opt.profile = h->opt.addressing = NULL;
 	sl = strcspn(source, "#");

@@ -2,7 +2,7 @@
 # A single-file http source whose URL carries a token in its query (as a presigned URL does):
 # the bytes are read with the full URL, but the token shows nowhere a local user can look:
 # not in /proc/mounts (the fsname), not in the daemon's /proc/PID/cmdline, not in
-# `ferry stat`, not in user.ferry.source, not in the daemon's log lines.
+# `ferry stat`, not in user.ferry.source, not in the daemon's log lines (even at -vv).
 . "$(dirname "$0")/lib.sh"
 need_fuse
 token=s3cr3t-T0KEN-4242
@@ -33,10 +33,10 @@ for p in "$T/mnt" "$T/mnt/data.bin"; do
 done
 umount_ferry "$T/mnt"
 
-log "the daemon's log lines, in the foreground with -v"
+log "the daemon's log lines, in the foreground with -vv (debug, and no libcurl trace)"
 mkdir -p "$T/mnt2"
 echo "$T/mnt2" >>"$T/.mounts"
-"$FERRY" mount -f -v --cache-dir "$T/cache" --chunk-size 1M "$url" "$T/mnt2" 2>"$T/fg.log" &
+"$FERRY" mount -f -v -v --cache-dir "$T/cache" --chunk-size 1M "$url" "$T/mnt2" 2>"$T/fg.log" &
 fg=$!
 echo "$fg" >>"$T/.pids"
 for _ in $(seq 100); do is_mounted "$T/mnt2" && break; sleep 0.1; done
