@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "fs/aws_config.h"
 #include "fs/cache.h"
 #include "fs/dir_prefetch.h"
 #include "fs/ferryfs.h"
@@ -20,6 +21,8 @@
 #include "fs/fuse_i.h"
 #include "fs/log.h"
 #include "fs/namespace.h"
+#include "fs/source_id.h"
+#include "fs/url.h"
 
 #define DEFAULT_CHUNK_BYTES (8u << 20)
 #define DEFAULT_TTL_S 3600.0
@@ -94,24 +97,66 @@ static void report_warning(int ready_fd, const char *fmt, ...)
 		log_debug("parent gone before the warning: %s", strerror(errno));
 }
 
-/* The cache directory of one source: the same dataset named with or without a trailing
- * slash (or, for a local tree, by another path) shares one cache. */
-static char *source_cache_dir(const char *cache_root, const char *source, bool local)
+/* The identity of cfg's source with chunk size chunk_bytes (source_id.h). The S3 settings
+ * are resolved as the backend resolves them (options, environment, profile), without
+ * credentials and without asking the store: a mount with the store down must find the same
+ * cache, and a mount of the same bucket on another endpoint must not. */
+static int source_cache_id(const struct ferryfs_config *cfg, uint32_t chunk_bytes, uint64_t *id,
+	char *err, size_t errlen)
 {
-	char *key, *dir = NULL;
-	size_t len;
+	struct source_id_input in = { .source = cfg->source, .chunk_bytes = chunk_bytes };
+	struct aws_config ac = { 0 };
+	int ret;
 
-	key = local ? realpath(source, NULL) : strdup(source);
-	if (!key)
+	if (!strncmp(cfg->source, "s3://", 5)) {
+		struct aws_config_request req = {
+			.profile = cfg->remote.profile,
+			.region = cfg->remote.region,
+			.endpoint = cfg->remote.endpoint,
+			.addressing = cfg->remote.addressing,
+			.no_sign_request = true, /* settings only: credentials are the backend's */
+		};
+
+		ret = aws_config_load(&ac, &req, err, errlen);
+		if (ret)
+			return ret;
+		in.endpoint = ac.endpoint;
+		in.region = ac.region;
+		in.addressing = ac.addressing;
+	}
+	ret = source_id(&in, id, err, errlen);
+	aws_config_done(&ac);
+	return ret;
+}
+
+static char *source_cache_dir(const char *cache_root, uint64_t id)
+{
+	char *dir;
+
+	if (asprintf(&dir, "%s/%016llx", cache_root, (unsigned long long)id) < 0)
 		return NULL;
-	len = strlen(key);
-	while (len > 1 && key[len - 1] == '/')
-		key[--len] = '\0';
-	if (asprintf(&dir, "%s/%016llx", cache_root,
-		    (unsigned long long)XXH3_64bits(key, len)) < 0)
-		dir = NULL;
-	free(key);
 	return dir;
+}
+
+/* A new chunk size is a new cache (the size is part of the identity), so a user who changes
+ * it starts cold and leaves the old cache's bytes on disk: say where they are. */
+static void note_other_chunk_sizes(const struct ferryfs_config *cfg, uint32_t chunk_bytes)
+{
+	char err[256];
+
+	for (uint32_t cb = 64u << 10; cb && cb <= (64u << 20); cb <<= 1) {
+		uint64_t id;
+		char *dir;
+
+		if (cb == chunk_bytes || source_cache_id(cfg, cb, &id, err, sizeof(err)))
+			continue;
+		dir = source_cache_dir(cfg->cache_dir, id);
+		if (dir && access(dir, F_OK) == 0)
+			log_info("the cache of this source with chunk size %u is in %s and is not used "
+				 "with chunk size %u; remove it to free its space",
+				cb, dir, chunk_bytes);
+		free(dir);
+	}
 }
 
 static bool has_kept_root_listing(const char *state_dir)
@@ -194,7 +239,9 @@ struct syncer {
  * Every second was tried first: fdatasync of a cache file that fills are writing into stalls
  * those fills, and a cold 2 GiB dd ran at 715-725 MB/s against 940-1000 MB/s with 30 s (same
  * machine, alternating runs). At 30 s the kernel's flusher (dirty_expire_centisecs, 30 s by
- * default) has written most of the data back already, so the sync itself is cheap. */
+ * default) has written most of the data back already, so the sync itself is cheap.
+ * docs/ferry.md (ferry mount, "Signals") states this interval and what a kill -9 loses:
+ * change both together. */
 #define SYNC_INTERVAL_S 30
 static void *syncer_main(void *arg)
 {
@@ -271,7 +318,8 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	struct cache_config cc = { 0 };
 	struct fetch_config fc = { 0 };
 	struct namespace_config nc = { 0 };
-	char err[512] = "", opts[8192], *state_dir = NULL;
+	char err[512] = "", offline_why[512] = "", opts[8192], *state_dir = NULL;
+	uint64_t id;
 	bool mounted = false, handlers = false;
 	int ret;
 
@@ -280,7 +328,9 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	log_set_level(cfg->verbose >= 2 ? LOG_LEVEL_DEBUG :
 		      cfg->verbose == 1 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
 	clock_gettime(CLOCK_MONOTONIC, &fs.started);
-	fs.source = strdup(cfg->source);
+	/* Everything shown (fsname, logs, user.ferry.source, ferry stat) is the redacted form;
+	 * the requests and the identity use cfg->source in full. */
+	fs.source = url_redact(cfg->source);
 	fs.chunk_bytes = cfg->chunk_bytes ? cfg->chunk_bytes : DEFAULT_CHUNK_BYTES;
 	fs.timeout_s = cfg->metadata_ttl_s < 0 ? 365.0 * 86400 :
 		       cfg->metadata_ttl_s == 0 ? 0 : cfg->metadata_ttl_s;
@@ -290,14 +340,22 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		ret = -EINVAL;
 		goto fail;
 	}
-	fs.cache_dir = source_cache_dir(cfg->cache_dir, cfg->source, ops == &remote_dir_ops);
+	ret = source_cache_id(cfg, fs.chunk_bytes, &id, err, sizeof(err));
+	if (ret)
+		goto fail;
+	fs.cache_dir = source_cache_dir(cfg->cache_dir, id);
 	if (!fs.source || !fs.cache_dir || asprintf(&state_dir, "%s/listings", fs.cache_dir) < 0) {
 		state_dir = NULL;
 		snprintf(err, sizeof(err), "out of memory");
 		ret = -ENOMEM;
 		goto fail;
 	}
-	if (mkdir(cfg->cache_dir, 0755) && errno != EEXIST) {
+	/* Private to the daemon's user whatever the umask: the chmod after a mkdir that
+	 * created it (mkdir's mode is filtered by the umask). An existing root is left as
+	 * its owner made it. */
+	if (!mkdir(cfg->cache_dir, 0700)) {
+		chmod(cfg->cache_dir, 0700);
+	} else if (errno != EEXIST) {
 		ret = -errno;
 		snprintf(err, sizeof(err), "cannot create cache directory %s: %s", cfg->cache_dir,
 			strerror(errno));
@@ -307,16 +365,25 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	ret = ops->open(&fs.remote, cfg->source, &cfg->remote, err, sizeof(err));
 	if (ret) {
 		/* Offline only when the store could not be asked; an answer (access denied, no such
-		 * bucket or path, bad settings) is the user's to see, cache or no cache. */
+		 * bucket or path, bad settings) is the user's to see, cache or no cache. The kept
+		 * listing is looked for under this source's identity only: another endpoint's or
+		 * another chunk size's cache is never served as this source. */
 		if (ret == -EACCES || ret == -EPERM || ret == -ENOENT || ret == -EINVAL ||
 			ret == -ENOTSUP || !has_kept_root_listing(state_dir))
 			goto fail;
+		snprintf(offline_why, sizeof(offline_why), "%s", err);
 		report_warning(ready_fd, "%s; serving what is cached (offline)", err);
 		err[0] = '\0';
 		fs.remote = &offline_remote;
 		fs.offline = true;
 	}
 
+	if (access(fs.cache_dir, F_OK)) {
+		note_other_chunk_sizes(cfg, fs.chunk_bytes);
+		/* This source's directory too (cache_open would make it, through the umask). */
+		if (!mkdir(fs.cache_dir, 0700))
+			chmod(fs.cache_dir, 0700);
+	}
 	cc.dir = fs.cache_dir;
 	cc.max_bytes = cfg->cache_bytes;
 	cc.chunk_bytes = fs.chunk_bytes;
@@ -336,10 +403,15 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	nc.ttl_s = cfg->metadata_ttl_s;
 	nc.uid = getuid();
 	nc.gid = getgid();
+	nc.allow_outside_symlinks = cfg->allow_outside_symlinks;
 	ret = namespace_new(&fs.ns, &nc);
 	if (ret) {
-		snprintf(err, sizeof(err), "cannot read the listing of %s: %s", cfg->source,
-			strerror(-ret));
+		if (fs.offline)
+			snprintf(err, sizeof(err), "%s, and the listing kept by an earlier mount "
+				 "cannot be used (%s)", offline_why, strerror(-ret));
+		else
+			snprintf(err, sizeof(err), "cannot read the listing of %s: %s", fs.source,
+				strerror(-ret));
 		goto fail;
 	}
 	if (!fs.offline) {
@@ -358,7 +430,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 
 	snprintf(opts, sizeof(opts), "ro,default_permissions,subtype=ferry,max_read=%u,fsname=",
 		1u << 20);
-	ret = opt_append_escaped(opts, sizeof(opts), cfg->source);
+	ret = opt_append_escaped(opts, sizeof(opts), fs.source); /* /proc/mounts: all can read */
 	if (!ret && cfg->fuse_options && *cfg->fuse_options) {
 		size_t n = strlen(opts);
 
@@ -397,7 +469,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
 		goto fail;
 	}
-	log_info("serving %s at %s (cache %s%s)", cfg->source, cfg->mountpoint, fs.cache_dir,
+	log_info("serving %s at %s (cache %s%s)", fs.source, cfg->mountpoint, fs.cache_dir,
 		fs.offline ? ", offline" : "");
 	report(&ready_fd, "ok");
 

@@ -17,6 +17,8 @@ struct ferryfs_config {
 	const char *fuse_options;  /* comma-separated -o options passed to FUSE, or NULL */
 	unsigned max_transfers;    /* 0: default */
 	unsigned dir_readahead;    /* files fetched ahead of an in-order walk of a directory; 0: off */
+	bool allow_outside_symlinks; /* serve symlinks whose target is absolute or leaves the
+	                              * mount (hidden by default, namespace.h) */
 	bool foreground;           /* log to stderr instead of syslog */
 	int verbose;
 	struct remote_options remote;

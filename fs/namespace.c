@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,9 @@ struct ns_node {
 	struct ns_node *hnext;      /* ino hash chain */
 };
 
-/* The table is protected by lock; remote, state_dir, ttl, uid, gid never change. */
+/* The table is protected by lock; remote, state_dir, ttl, uid, gid never change.
+ * store_lock orders the writers of kept listings (a snapshot taken later is renamed later);
+ * it is taken before lock, never while holding it. */
 struct namespace {
 	struct remote *remote;
 	char *source;
@@ -64,8 +67,11 @@ struct namespace {
 	double ttl_s;
 	uid_t uid;
 	gid_t gid;
+	bool allow_outside_symlinks;
 	bool single_file;           /* the source is one object, shown inside the root */
+	atomic_bool warned_outside_link;
 
+	pthread_mutex_t store_lock;
 	pthread_mutex_t lock;
 	struct ns_node **table;
 	size_t table_size;          /* a power of two */
@@ -73,6 +79,33 @@ struct namespace {
 	uint64_t next_ino;
 	struct ns_node *root;
 };
+
+bool namespace_link_stays_inside(const char *dir_path, const char *target)
+{
+	size_t depth = 0, n;
+	bool named = false;
+
+	if (!*target || *target == '/')
+		return false;
+	for (const char *p = dir_path; *p; p += n) {
+		p += strspn(p, "/");
+		n = strcspn(p, "/");
+		if (n)
+			depth++;
+	}
+	for (const char *p = target; *p; p += n) {
+		p += strspn(p, "/");
+		n = strcspn(p, "/");
+		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			if (named || !depth)
+				return false;
+			depth--;
+		} else if (n && !(n == 1 && p[0] == '.')) {
+			named = true;
+		}
+	}
+	return true;
+}
 
 bool namespace_name_is_safe(const char *name)
 {
@@ -237,8 +270,10 @@ static int table_add(struct namespace *ns, struct ns_node *n)
 
 /* ---- listings ---- */
 
-/* Entries of one listing being gathered, outside ns->lock. */
+/* Entries of one listing being gathered, outside ns->lock, for directory dir_path. */
 struct listing {
+	struct namespace *ns;
+	const char *dir_path;
 	struct remote_entry *entries;
 	size_t nr, cap;
 	size_t nr_unsafe;
@@ -251,7 +286,24 @@ static void listing_done(struct listing *l)
 		remote_entry_done(&l->entries[i]);
 	free(l->entries);
 	free(l->first_unsafe);
-	memset(l, 0, sizeof(*l));
+	l->entries = NULL;
+	l->first_unsafe = NULL;
+	l->nr = l->cap = l->nr_unsafe = 0;
+}
+
+/* The symlink policy (namespace.h): whether e may be shown; warns once per mount. */
+static bool listing_link_allowed(struct listing *l, const struct remote_entry *e)
+{
+	const char *target = e->link_target ? e->link_target : "";
+
+	if (l->ns->allow_outside_symlinks || namespace_link_stays_inside(l->dir_path, target))
+		return true;
+	if (!atomic_exchange(&l->ns->warned_outside_link, true))
+		log_warn("hiding symlink '/%s%s%s' -> '%.200s': its target is absolute or leaves "
+			 "the mount (mount option allow_outside_symlinks shows such links); "
+			 "others like it are hidden without a warning",
+			l->dir_path, *l->dir_path ? "/" : "", e->name, target);
+	return false;
 }
 
 static int listing_add(void *arg, const struct remote_entry *e)
@@ -264,6 +316,8 @@ static int listing_add(void *arg, const struct remote_entry *e)
 			l->first_unsafe = strndup(e->name, 64);
 		return 0;
 	}
+	if (e->type == REMOTE_SYMLINK && !listing_link_allowed(l, e))
+		return 0;
 	if (l->nr == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;
 		struct remote_entry *n = realloc(l->entries, cap * sizeof(*n));
@@ -279,11 +333,13 @@ static int listing_add(void *arg, const struct remote_entry *e)
 	d->size = e->type == REMOTE_DIR ? 0 : e->size;
 	d->mtime = e->mtime;
 	d->name = strdup(e->name);
-	d->etag = e->etag ? strdup(e->etag) : NULL;
+	/* `*` or "" is no version: the entry is versioned by mtime and size instead. */
+	d->etag = remote_etag_is_version(e->etag) ? strdup(e->etag) : NULL;
 	d->link_target = e->link_target ? strdup(e->link_target) : NULL;
 	if (e->type == REMOTE_SYMLINK && !d->link_target)
 		d->link_target = strdup("");
-	if (!d->name || (e->etag && !d->etag) || (e->type == REMOTE_SYMLINK && !d->link_target)) {
+	if (!d->name || (remote_etag_is_version(e->etag) && !d->etag) ||
+	    (e->type == REMOTE_SYMLINK && !d->link_target)) {
 		remote_entry_done(d);
 		return -ENOMEM;
 	}
@@ -320,18 +376,47 @@ static char *listing_file(struct namespace *ns, const char *path)
 	return p;
 }
 
-/* Reads a listing kept by an earlier mount; -ENOENT when there is none. */
+/* Why a kept listing file may not be trusted, or NULL: the state directory is the daemon's
+ * (0700), so a file in it that another user owns or may write was planted or left by a
+ * careless copy, and would let that user choose what this mount lists (a symlink to
+ * /etc/shadow, a file of another version). */
+static const char *listing_untrusted(const struct stat *st)
+{
+	if (!S_ISREG(st->st_mode))
+		return "is not a regular file";
+	if (st->st_uid != geteuid())
+		return "is not owned by the daemon's user";
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return "is writable by group or others";
+	return NULL;
+}
+
+/* Reads a listing kept by an earlier mount; -ENOENT when there is none. One that cannot be
+ * trusted or does not parse is removed with a warning and is -EBADMSG: never served. */
 static int listing_load(struct namespace *ns, const char *path, struct listing *l)
 {
-	char *file = listing_file(ns, path), *buf = NULL, err[256];
+	char *file = listing_file(ns, path), *buf = NULL, err[256], bad[300];
+	const char *why = NULL;
 	size_t len = 0, cap = 0;
-	int fd, ret;
+	struct stat st;
+	int fd = -1, ret;
 
 	if (!file)
 		return -ENOMEM;
-	fd = open(file, O_RDONLY | O_CLOEXEC);
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
+		ret = errno == ELOOP ? -EBADMSG : -errno;
+		if (ret == -EBADMSG)
+			why = "is a symlink";
+		goto out;
+	}
+	if (fstat(fd, &st)) {
 		ret = -errno;
+		goto out;
+	}
+	why = listing_untrusted(&st);
+	if (why) {
+		ret = -EBADMSG;
 		goto out;
 	}
 	for (;;) {
@@ -358,9 +443,21 @@ static int listing_load(struct namespace *ns, const char *path, struct listing *
 		len += (size_t)n;
 	}
 	ret = manifest_parse(buf, len, listing_add, l, err, sizeof(err));
-	if (ret)
-		log_warn("kept listing %s is unreadable (%s); ignoring it", file, err);
+	if (ret == -ENOMEM)
+		goto out;
+	if (ret) {
+		snprintf(bad, sizeof(bad), "does not parse (%s)", err);
+		why = bad;
+		ret = -EBADMSG;
+	}
 out:
+	if (ret == -EBADMSG) {
+		/* Nothing of it is served, not even the entries read before a parse error. */
+		listing_done(l);
+		log_warn("kept listing %s %s; removing it, not serving it", file, why);
+		if (unlink(file))
+			log_warn("cannot remove %s: %s", file, strerror(errno));
+	}
 	if (fd >= 0)
 		close(fd);
 	free(buf);
@@ -368,24 +465,14 @@ out:
 	return ret;
 }
 
-/* Writes the listing of dir atomically (temporary file, rename). Caller holds ns->lock,
- * so the children cannot change meanwhile; the file is small. */
-static int listing_store(struct namespace *ns, struct ns_node *dir)
+/* The text of dir's listing (manifest format) in a new buffer. Caller holds ns->lock. */
+static int listing_snapshot(struct ns_node *dir, char **text, size_t *len)
 {
-	char *file = listing_file(ns, dir->path), *tmp = NULL;
-	FILE *f = NULL;
-	int ret = 0;
+	FILE *f = open_memstream(text, len);
+	int ret;
 
-	if (!file || asprintf(&tmp, "%s.tmp.%d", file, (int)gettid()) < 0) {
-		tmp = NULL;
-		ret = -ENOMEM;
-		goto out;
-	}
-	f = fopen(tmp, "we");
-	if (!f) {
-		ret = -errno;
-		goto out;
-	}
+	if (!f)
+		return -ENOMEM;
 	ret = manifest_write_header(f);
 	for (size_t i = 0; !ret && i < dir->nr_children; i++) {
 		struct ns_node *c = dir->children[i];
@@ -396,25 +483,100 @@ static int listing_store(struct namespace *ns, struct ns_node *dir)
 
 		ret = manifest_write_entry(f, c->name, &e);
 	}
-	/* No fsync: a listing torn by a crash fails to parse and is ignored with a warning,
-	 * and fsync here, under ns->lock, would stall every lookup behind the disk. */
-	if (!ret && fflush(f))
-		ret = -errno;
 	if (fclose(f) && !ret)
+		ret = -ENOMEM;
+	if (ret) {
+		free(*text);
+		*text = NULL;
+	}
+	return ret;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes one kept listing: temporary file made 0600 whatever the umask, fsync, rename over
+ * the old one, fsync of the directory; a crash leaves the old file or the new one, never a
+ * torn one. Caller holds ns->store_lock, not ns->lock (the disk is slow; lookups go on). */
+static int listing_write(struct namespace *ns, const char *dir_path, const char *text, size_t len)
+{
+	char *file = listing_file(ns, dir_path), *tmp = NULL;
+	int fd = -1, ret;
+
+	if (!file || asprintf(&tmp, "%s.tmp.%d", file, (int)gettid()) < 0) {
+		tmp = NULL;
+		ret = -ENOMEM;
+		goto out;
+	}
+	unlink(tmp); /* one left by a crash of a thread with this id */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
 		ret = -errno;
-	f = NULL;
+		goto out;
+	}
+	ret = fchmod(fd, 0600) ? -errno : 0;
+	if (!ret)
+		ret = write_all(fd, text, len);
+	if (!ret && fsync(fd))
+		ret = -errno;
+	if (close(fd) && !ret)
+		ret = -errno;
+	fd = -1;
 	if (!ret && rename(tmp, file))
 		ret = -errno;
-	if (ret)
+	if (ret) {
 		unlink(tmp);
-	else
-		dir->dirty = false;
+		goto out;
+	}
+	fd = open(ns->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
 out:
 	if (ret)
-		log_warn("cannot keep the listing of '/%s' in %s: %s", dir->path, ns->state_dir,
+		log_warn("cannot keep the listing of '/%s' in %s: %s", dir_path, ns->state_dir,
 			strerror(-ret));
 	free(tmp);
 	free(file);
+	return ret;
+}
+
+/* Keeps dir's listing on disk now. Caller holds neither ns->lock nor ns->store_lock, and a
+ * reference on dir. */
+static int listing_store(struct namespace *ns, struct ns_node *dir)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int ret;
+
+	pthread_mutex_lock(&ns->store_lock);
+	pthread_mutex_lock(&ns->lock);
+	ret = listing_snapshot(dir, &text, &len);
+	if (!ret)
+		dir->dirty = false;
+	pthread_mutex_unlock(&ns->lock);
+	if (!ret)
+		ret = listing_write(ns, dir->path, text, len);
+	if (ret) {
+		pthread_mutex_lock(&ns->lock);
+		dir->dirty = true;
+		pthread_mutex_unlock(&ns->lock);
+	}
+	pthread_mutex_unlock(&ns->store_lock);
+	free(text);
 	return ret;
 }
 
@@ -552,7 +714,7 @@ static int list_single_file(struct namespace *ns, struct listing *l)
  * ns->lock. */
 static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 {
-	struct listing l = { 0 };
+	struct listing l = { .ns = ns, .dir_path = dir->path };
 	bool fresh;
 	int ret = 0;
 
@@ -575,9 +737,9 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 					l.first_unsafe ? l.first_unsafe : "");
 			pthread_mutex_lock(&ns->lock);
 			ret = listing_merge(ns, dir, &l);
+			pthread_mutex_unlock(&ns->lock);
 			if (!ret)
 				listing_store(ns, dir);
-			pthread_mutex_unlock(&ns->lock);
 			goto out;
 		}
 		listing_done(&l);
@@ -620,6 +782,26 @@ out:
 
 /* ---- public ---- */
 
+/* The directory of kept listings: made 0700 whatever the umask, and made so again when an
+ * earlier version (or a careless copy) left it open to others; it must be a directory of
+ * ours, not a symlink to somewhere else. */
+static int state_dir_prepare(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -errno;
+	if (lstat(dir, &st))
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+		log_warn("%s is not a directory of this user; not using it", dir);
+		return -EPERM;
+	}
+	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700))
+		return -errno;
+	return 0;
+}
+
 static void root_marker(struct namespace *ns, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/single-file", ns->state_dir);
@@ -635,7 +817,9 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 	if (!ns)
 		return -ENOMEM;
 	pthread_mutex_init(&ns->lock, NULL);
+	pthread_mutex_init(&ns->store_lock, NULL);
 	ns->remote = cfg->remote;
+	ns->allow_outside_symlinks = cfg->allow_outside_symlinks;
 	ns->ttl_s = cfg->ttl_s;
 	ns->uid = cfg->uid;
 	ns->gid = cfg->gid;
@@ -646,10 +830,9 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 		ret = -ENOMEM;
 		goto err;
 	}
-	if (mkdir(ns->state_dir, 0755) && errno != EEXIST) {
-		ret = -errno;
+	ret = state_dir_prepare(ns->state_dir);
+	if (ret)
 		goto err;
-	}
 	root_marker(ns, marker, sizeof(marker));
 	clock_gettime(CLOCK_REALTIME, &re.mtime);
 	if (ns->remote) {
@@ -662,7 +845,7 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 			remote_entry_done(&st);
 		}
 		if (ns->single_file) {
-			int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+			int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 
 			if (fd >= 0)
 				close(fd);
@@ -670,7 +853,7 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 			unlink(marker);
 		}
 	} else {
-		struct listing l = { 0 };
+		struct listing l = { .ns = ns, .dir_path = "" };
 
 		ns->single_file = access(marker, F_OK) == 0;
 		ret = listing_load(ns, "", &l);
@@ -713,23 +896,73 @@ void namespace_free(struct namespace *ns)
 	free(ns->table);
 	free(ns->source);
 	free(ns->state_dir);
+	pthread_mutex_destroy(&ns->store_lock);
 	pthread_mutex_destroy(&ns->lock);
 	free(ns);
 }
 
+/* A listing to write, taken under ns->lock and written after it is dropped. */
+struct pending_listing {
+	uint64_t ino;
+	char *path;
+	char *text;
+	size_t len;
+};
+
 int namespace_sync(struct namespace *ns)
 {
+	struct pending_listing *v = NULL;
+	size_t nr = 0, cap = 0;
 	int ret = 0;
 
+	pthread_mutex_lock(&ns->store_lock);
 	pthread_mutex_lock(&ns->lock);
-	for (size_t i = 0; i < ns->table_size; i++)
-		for (struct ns_node *n = ns->table[i]; n; n = n->hnext)
-			if (n->type == REMOTE_DIR && n->dirty) {
-				int r = listing_store(ns, n);
+	for (size_t i = 0; !ret && i < ns->table_size; i++) {
+		for (struct ns_node *n = ns->table[i]; !ret && n; n = n->hnext) {
+			struct pending_listing *p;
 
-				ret = ret ? ret : r;
+			if (n->type != REMOTE_DIR || !n->dirty)
+				continue;
+			if (nr == cap) {
+				cap = cap ? cap * 2 : 16;
+				p = realloc(v, cap * sizeof(*v));
+				if (!p) {
+					ret = -ENOMEM;
+					break;
+				}
+				v = p;
 			}
+			p = &v[nr];
+			p->ino = n->ino;
+			p->path = strdup(n->path);
+			if (!p->path || listing_snapshot(n, &p->text, &p->len)) {
+				free(p->path);
+				ret = -ENOMEM;
+				break;
+			}
+			n->dirty = false;
+			nr++;
+		}
+	}
 	pthread_mutex_unlock(&ns->lock);
+	for (size_t i = 0; i < nr; i++) {
+		int r = listing_write(ns, v[i].path, v[i].text, v[i].len);
+
+		if (r) {
+			struct ns_node *n;
+
+			pthread_mutex_lock(&ns->lock);
+			n = table_find(ns, v[i].ino);
+			if (n)
+				n->dirty = true;
+			pthread_mutex_unlock(&ns->lock);
+			ret = ret ? ret : r;
+		}
+		free(v[i].path);
+		free(v[i].text);
+	}
+	pthread_mutex_unlock(&ns->store_lock);
+	free(v);
 	return ret;
 }
 
@@ -980,6 +1213,10 @@ static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *
 		/* The listing had no ETag (autoindex, local trees): ask for the object's own
 		 * version once, so fetches are pinned to it. */
 		ret = ns->remote->ops->stat(ns->remote, n->path, &e);
+		if (!ret && !remote_etag_is_version(e.etag)) {
+			free(e.etag);
+			e.etag = NULL;
+		}
 		pthread_mutex_lock(&ns->lock);
 		if (!ret && e.type == REMOTE_FILE) {
 			if (!same_version(n, &e)) {

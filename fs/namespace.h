@@ -23,6 +23,10 @@ struct namespace_config {
 	double ttl_s;            /* listings are re-fetched after this; < 0: never */
 	uid_t uid;
 	gid_t gid;
+	/* Symlinks whose target is absolute or leaves the mount are hidden (not listed, one
+	 * warning per mount) unless this is set: a remote must not point local readers at
+	 * local files. */
+	bool allow_outside_symlinks;
 };
 
 /* Opens the namespace. Online, stats the source root (a single-file source becomes a
@@ -30,7 +34,10 @@ struct namespace_config {
  * mount: -ENOENT otherwise. */
 int namespace_new(struct namespace **out, const struct namespace_config *cfg);
 void namespace_free(struct namespace *ns);
-/* Writes the listings that changed since the last call (atomically, one file per directory). */
+/* Writes the listings that changed since the last call: one file per directory, mode 0600,
+ * written atomically (temporary file, fsync, rename). A kept listing that does not parse, is
+ * not a regular file owned by the daemon's euid, or is writable by group or others, is
+ * removed with a warning and never served. */
 int namespace_sync(struct namespace *ns);
 uint64_t namespace_nr_nodes(struct namespace *ns);
 
@@ -98,6 +105,12 @@ struct ns_file {
 };
 size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from, size_t span,
 	struct ns_file *out);
+
+/* Whether a symlink in directory dir_path ("" for the root) with this target stays inside
+ * the mount when followed: the target is relative, and its ".." components, resolved against
+ * dir_path, do not climb above the root. A ".." after a name ("a/../b") counts as leaving,
+ * since the name may itself be a symlink that goes elsewhere; so does an empty target. */
+bool namespace_link_stays_inside(const char *dir_path, const char *target);
 
 /* One path component safe to show: not empty, ".", "..", no '/', at most 255 bytes. */
 bool namespace_name_is_safe(const char *name);

@@ -18,6 +18,22 @@ void remote_entry_done(struct remote_entry *e)
 	e->name = e->etag = e->link_target = NULL;
 }
 
+bool remote_etag_is_version(const char *etag)
+{
+	size_t n;
+
+	if (!etag)
+		return false;
+	if (!strncmp(etag, "W/", 2))
+		etag += 2;
+	n = strlen(etag);
+	if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
+		etag++;
+		n -= 2;
+	}
+	return n > 0 && !(n == 1 && etag[0] == '*');
+}
+
 const struct remote_ops *remote_ops_for(const char *source, char *errbuf, size_t errlen)
 {
 	struct stat st;

@@ -106,6 +106,11 @@ static size_t resp_header(char *line, size_t size, size_t n, void *arg)
 	} else if ((v = net_header_value(line, len, "ETag", &vl))) {
 		free(r->etag);
 		r->etag = vl ? strndup(v, vl) : NULL;
+		if (r->etag && !remote_etag_is_version(r->etag)) {
+			/* `*` pins nothing: version by Last-Modified and size instead */
+			free(r->etag);
+			r->etag = NULL;
+		}
 	} else if ((v = net_header_value(line, len, "Location", &vl))) {
 		free(r->location);
 		r->location = strndup(v, vl);
@@ -223,11 +228,14 @@ static enum net_error http_do(
 	return net_error_of(r->code, r->status);
 }
 
-/* A one-line reason for a failed request, in the words a user can act on. */
-static void describe(struct http_remote *h, const char *url, const struct http_resp *r,
+/* A one-line reason for a failed request, in the words a user can act on. The URL is shown
+ * without its query (url_redact): these lines reach logs and the mount's terminal. */
+static void describe(struct http_remote *h, const char *full_url, const struct http_resp *r,
 	char *errbuf, size_t errlen)
 {
 	enum net_error ne = net_error_of(r->code, r->status);
+	char *shown = url_redact(full_url);
+	const char *url = shown ? shown : "(URL)";
 
 	switch (ne) {
 	case NET_CONNECT:
@@ -255,6 +263,7 @@ static void describe(struct http_remote *h, const char *url, const struct http_r
 				: r->status == 403 ? " Forbidden"
 						   : "");
 	}
+	free(shown);
 }
 
 static int entry_copy(struct remote_entry *dst, const struct remote_entry *src, const char *name)
@@ -880,7 +889,7 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 {
 	struct http_resp r;
 	enum net_error ne;
-	char *name = NULL;
+	char *name = NULL, *shown = NULL;
 	int ret;
 
 	ne = http_do(h, h->root_url, true, &r);
@@ -903,13 +912,17 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 		goto out;
 	}
 	if (!r.have_length) {
-		snprintf(errbuf, errlen, "%s: the server sent no Content-Length", h->root_url);
+		shown = url_redact(h->root_url);
+		snprintf(errbuf, errlen, "%s: the server sent no Content-Length",
+			shown ? shown : "(URL)");
 		ret = -EIO;
 		goto out;
 	}
 	name = url_basename(u->path);
 	if (!name || !autoindex_name_is_safe(name, strlen(name))) {
-		snprintf(errbuf, errlen, "%s: cannot name a file after this URL", h->root_url);
+		shown = url_redact(h->root_url);
+		snprintf(errbuf, errlen, "%s: cannot name a file after this URL",
+			shown ? shown : "(URL)");
 		ret = -EINVAL;
 		goto out;
 	}
@@ -923,6 +936,7 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 	name = NULL;
 	ret = 0;
 out:
+	free(shown);
 	free(name);
 	resp_done(&r);
 	return ret;
@@ -961,6 +975,12 @@ static int http_open(struct remote **out, const char *source, const struct remot
 	if (opt && opt->ca_file && !(h->ca_file = strdup(opt->ca_file)))
 		goto nomem;
 	h->opt.ca_file = h->ca_file;
+	/* libcurl's trace (-vv) prints each request line, query and all: not for a URL whose
+	 * query may be a token (the S3 backend never traces, for its session token). */
+	if (u.query && h->opt.verbose > 1) {
+		log_info("the URL has a query: no libcurl trace, which would print it");
+		h->opt.verbose = 1;
+	}
 	/* Strings other than ca_file are not used by this backend; do not keep borrowed ones. */
 	h->opt.endpoint = h->opt.region = h->opt.profile = h->opt.addressing = NULL;
 	sl = strcspn(source, "#");
@@ -977,8 +997,11 @@ static int http_open(struct remote **out, const char *source, const struct remot
 	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 	if (u.path[strlen(u.path) - 1] == '/') {
 		if (u.query) {
+			char *shown = url_redact(source);
+
 			snprintf(errbuf, errlen, "a directory URL cannot have a query: '%s'",
-				source);
+				shown ? shown : "(URL)");
+			free(shown);
 			ret = -EINVAL;
 			goto err;
 		}

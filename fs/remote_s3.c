@@ -522,6 +522,8 @@ static int dir_list_add(struct dir_list *d, const char *name, bool is_dir, uint6
 		d->cap = cap;
 	}
 	struct dir_entry *e = &d->v[d->n];
+	if (!remote_etag_is_version(etag))
+		etag = NULL; /* `*` pins nothing: versioned by LastModified and Size instead */
 	e->name = strdup(name);
 	e->etag = etag ? strdup(etag) : NULL;
 	if (!e->name || (etag && !e->etag)) {
@@ -652,9 +654,11 @@ static int fill_entry(struct remote_entry *out, const char *path, enum remote_ty
 	const char *slash = strrchr(path, '/');
 
 	memset(out, 0, sizeof(*out));
+	if (!remote_etag_is_version(etag))
+		etag = NULL; /* `*` pins nothing: versioned by Last-Modified and size instead */
 	out->name = strdup(slash ? slash + 1 : path);
-	out->etag = etag && *etag ? strdup(etag) : NULL;
-	if (!out->name || (etag && *etag && !out->etag)) {
+	out->etag = etag ? strdup(etag) : NULL;
+	if (!out->name || (etag && !out->etag)) {
 		free(out->name);
 		free(out->etag);
 		memset(out, 0, sizeof(*out));

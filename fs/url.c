@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -19,6 +20,57 @@ void url_done(struct url *u)
 	free(u->path);
 	free(u->query);
 	memset(u, 0, sizeof(*u));
+}
+
+static bool is_http_url(const char *s)
+{
+	return !strncasecmp(s, "http://", 7) || !strncasecmp(s, "https://", 8);
+}
+
+char *url_redact(const char *s)
+{
+	const char *auth, *auth_end, *at = NULL, *q;
+	char *out;
+
+	if (!is_http_url(s))
+		return strdup(s);
+	/* A user:password@ (which url_parse refuses, naming the URL) is a secret too. */
+	auth = strstr(s, "://") + 3;
+	auth_end = auth + strcspn(auth, "/?#");
+	for (const char *p = auth; p < auth_end; p++)
+		if (*p == '@')
+			at = p;
+	q = strchr(s, '?');
+	if (asprintf(&out, "%.*s%s%.*s%s", (int)(auth - s), s, at ? URL_REDACTED : "",
+		    (int)((q ? q : s + strlen(s)) - (at ? at : auth)), at ? at : auth,
+		    q ? "?" URL_REDACTED : "") < 0)
+		return NULL;
+	return out;
+}
+
+bool url_redact_in_place(char *s)
+{
+	char *q = is_http_url(s) ? strchr(s, '?') : NULL;
+	size_t len, n;
+
+	if (!q || !q[1])
+		return false;
+	q++;
+	len = strlen(q);
+	n = len < sizeof(URL_REDACTED) - 1 ? len : sizeof(URL_REDACTED) - 1;
+	memcpy(q, URL_REDACTED, n);
+	memset(q + n, 0, len - n);
+	return true;
+}
+
+/* The one-line reason for a bad URL, which names the URL without its query (a token). */
+static int bad_url(char *errbuf, size_t errlen, const char *why, const char *s)
+{
+	char *shown = url_redact(s);
+
+	snprintf(errbuf, errlen, "%s: '%s'", why, shown ? shown : "?");
+	free(shown);
+	return -EINVAL;
 }
 
 int url_parse(struct url *u, const char *s, char *errbuf, size_t errlen)
@@ -38,26 +90,23 @@ int url_parse(struct url *u, const char *s, char *errbuf, size_t errlen)
 		auth = s + 8;
 		default_port = 443;
 	} else {
-		snprintf(errbuf, errlen, "not an http(s) URL: '%s'", s);
-		return -EINVAL;
+		return bad_url(errbuf, errlen, "not an http(s) URL", s);
 	}
 	for (i = 0; s[i]; i++) {
 		if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f) {
-			snprintf(errbuf, errlen, "URL contains a space or control character: '%s'",
-				s);
+			bad_url(errbuf, errlen, "URL contains a space or control character", s);
 			goto err;
 		}
 	}
 	auth_end = auth + strcspn(auth, "/?#");
 	if (memchr(auth, '@', (size_t)(auth_end - auth))) {
-		snprintf(
-			errbuf, errlen, "URL with user name or password is not supported: '%s'", s);
+		bad_url(errbuf, errlen, "URL with user name or password is not supported", s);
 		goto err;
 	}
 	if (*auth == '[') {
 		p = memchr(auth, ']', (size_t)(auth_end - auth));
 		if (!p) {
-			snprintf(errbuf, errlen, "bad IPv6 address in URL: '%s'", s);
+			bad_url(errbuf, errlen, "bad IPv6 address in URL", s);
 			goto err;
 		}
 		host_end = p + 1;
@@ -67,20 +116,20 @@ int url_parse(struct url *u, const char *s, char *errbuf, size_t errlen)
 			host_end = auth_end;
 	}
 	if (host_end == auth) {
-		snprintf(errbuf, errlen, "URL has no host: '%s'", s);
+		bad_url(errbuf, errlen, "URL has no host", s);
 		goto err;
 	}
 	if (host_end < auth_end) {
 		char *e;
 
 		if (*host_end != ':' || host_end + 1 == auth_end) {
-			snprintf(errbuf, errlen, "bad port in URL: '%s'", s);
+			bad_url(errbuf, errlen, "bad port in URL", s);
 			goto err;
 		}
 		port = strtoul(host_end + 1, &e, 10);
 		if (e != auth_end || port == 0 || port > 65535 || host_end[1] < '0' ||
 			host_end[1] > '9') {
-			snprintf(errbuf, errlen, "bad port in URL: '%s'", s);
+			bad_url(errbuf, errlen, "bad port in URL", s);
 			goto err;
 		}
 	}

@@ -34,6 +34,19 @@ char *url_encode_component(const char *name);
  * base + encoded(rel) (+ "/" when dir_slash), or NULL (ENOMEM). */
 char *url_join(const char *base, const char *rel, bool dir_slash);
 
+/* What a URL's query string holds may be a secret (a token, a signature), and what is shown
+ * of a source ends up in world-readable places (/proc/mounts, logs): the display form of an
+ * http(s) URL has its query replaced by URL_REDACTED ("http://h/f?REDACTED"; a fragment
+ * after the query goes with it) and a user:password@ by "REDACTED@". Other strings (s3://,
+ * local paths, where '?' is an ordinary character) come back unchanged. A new string, or NULL
+ * (ENOMEM). */
+#define URL_REDACTED "REDACTED"
+char *url_redact(const char *s);
+/* The same in place, for strings whose storage cannot move (the process's argv): the query's
+ * bytes are overwritten with URL_REDACTED, cut to the query's length, and NULs after it.
+ * Returns whether anything was redacted. */
+bool url_redact_in_place(char *s);
+
 /* The last path component of a URL path, decoded; NULL for a path ending in '/' or an
  * undecodable one. */
 char *url_basename(const char *path);

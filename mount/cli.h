@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* "8M", "50G", "1T", "4096", "1.5G", "64KiB", "8MB": binary multiples (K = 1024). Nothing
@@ -22,6 +23,11 @@ void cli_format_bytes(uint64_t bytes, char *buf, size_t len);
  * --options; the rest are passed to FUSE with -o. -EINVAL with the reason in err. */
 int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *err,
 	size_t errlen);
+
+/* The human form of `ferry stat`: one "name  value" line per counter of the daemon's stats
+ * JSON (a flat object, docs/ferry.md), source being the mount's user.ferry.source. Fields an
+ * older daemon does not send (degraded, disk_errors) are left out, not shown as 0. */
+void cli_print_stats(FILE *out, const char *json, const char *source);
 
 /* Whether path (canonical) is the mount point of some mount, from /proc/self/mountinfo;
  * fstype (when not NULL, size len) receives that mount's type ("fuse.ferry"). */

@@ -20,6 +20,7 @@
 
 #include "fs/ferry_ctl.h"
 #include "fs/manifest.h"
+#include "fs/url.h"
 #include "mount/cli.h"
 #include "mount/cmd.h"
 
@@ -54,14 +55,6 @@ static double json_num(const char *json, const char *key)
 	snprintf(pat, sizeof(pat), "\"%s\":", key);
 	p = strstr(json, pat);
 	return p ? strtod(p + strlen(pat), NULL) : 0;
-}
-
-static bool json_true(const char *json, const char *key)
-{
-	char pat[64];
-
-	snprintf(pat, sizeof(pat), "\"%s\":true", key);
-	return strstr(json, pat) != NULL;
 }
 
 /* ---- umount ---- */
@@ -136,9 +129,8 @@ int stat_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char json[4096], src[4096] = "", a[32], b[32];
+	char json[4096], src[4096] = "", *shown;
 	bool as_json = false;
-	double hits, misses, tput;
 	ssize_t n;
 	int c, ret;
 
@@ -176,34 +168,10 @@ int stat_main(int argc, char **argv)
 	}
 	n = getxattr(argv[optind], FERRY_XATTR_SOURCE, src, sizeof(src) - 1);
 	src[n > 0 ? n : 0] = '\0';
-	hits = json_num(json, "hits");
-	misses = json_num(json, "misses");
-	tput = json_num(json, "fetch_bytes_per_s");
-	printf("%-16s %s%s\n", "source", src, json_true(json, "offline") ? " (offline)" : "");
-	cli_format_bytes((uint64_t)json_num(json, "cache_used_bytes"), a, sizeof(a));
-	if (json_num(json, "cache_max_bytes") > 0) {
-		cli_format_bytes((uint64_t)json_num(json, "cache_max_bytes"), b, sizeof(b));
-		printf("%-16s %s of %s (%.1f%%)\n", "cache used", a, b,
-			100.0 * json_num(json, "cache_used_bytes") / json_num(json, "cache_max_bytes"));
-	} else {
-		printf("%-16s %s (no limit)\n", "cache used", a);
-	}
-	printf("%-16s %.0f\n", "objects cached", json_num(json, "nr_objects"));
-	printf("%-16s %.0f\n", "hits", hits);
-	printf("%-16s %.0f\n", "misses", misses);
-	if (hits + misses > 0)
-		printf("%-16s %.1f%%\n", "hit rate", 100.0 * hits / (hits + misses));
-	else
-		printf("%-16s -\n", "hit rate");
-	cli_format_bytes((uint64_t)json_num(json, "bytes_fetched"), a, sizeof(a));
-	printf("%-16s %s in %.0f requests\n", "bytes fetched", a, json_num(json, "requests"));
-	cli_format_bytes((uint64_t)tput, a, sizeof(a));
-	printf("%-16s %s/s\n", "fetch throughput", a);
-	printf("%-16s %.0f files\n", "dir readahead", json_num(json, "dir_readahead_files"));
-	printf("%-16s %.0f\n", "evictions", json_num(json, "evictions"));
-	printf("%-16s %.0f fetch, %.0f read, %.0f checksum\n", "errors",
-		json_num(json, "fetch_errors"), json_num(json, "read_errors"),
-		json_num(json, "verify_failures"));
+	/* The daemon shows its source redacted; a daemon from before that did not. */
+	shown = url_redact(src);
+	cli_print_stats(stdout, json, shown ? shown : "");
+	free(shown);
 	return 0;
 }
 

@@ -18,6 +18,7 @@
 
 #include "fs/ferryfs.h"
 #include "fs/remote.h"
+#include "fs/url.h"
 #include "mount/cli.h"
 #include "mount/cmd.h"
 
@@ -31,19 +32,24 @@ static void usage(FILE *out)
 		"Mounts SOURCE read-only at MOUNTPOINT (an empty directory), backed by a chunk cache\n"
 		"on local disk, and returns once the mount is live. SOURCE is http(s)://host/path/\n"
 		"(a directory with an index or a .ferry-manifest, or one file), s3://bucket/prefix,\n"
-		"or a local directory.\n"
+		"or a local directory. A URL's query (a token) is shown as ?REDACTED everywhere\n"
+		"(mount table, process list, logs, ferry stat) and sent only to the server.\n"
 		"\n"
 		"  --cache-dir DIR       root of the caches (default %s); each source\n"
-		"                        gets its own subdirectory, kept across mounts\n"
+		"                        (URL or endpoint, region, bucket, prefix, chunk size)\n"
+		"                        gets its own private subdirectory, kept across mounts\n"
 		"  --cache-size SIZE     limit on cached bytes, e.g. 50G (K/M/G/T; default: none)\n"
 		"  --chunk-size SIZE     unit of fetching and caching, a power of two from 64K\n"
-		"                        to 64M (default 8M)\n"
+		"                        to 64M (default 8M); another size is another cache\n"
 		"  --metadata-ttl TIME   re-list directories after TIME (e.g. 90s, 30m, 1h;\n"
 		"                        'never'; default 1h)\n"
 		"  --max-transfers N     transfers in flight (default 16)\n"
 		"  --dir-readahead N     when files of a directory are opened in listing order,\n"
 		"                        fetch the next N ahead (default 32; 0: off)\n"
 		"  --ca-file FILE        extra CA certificates for HTTPS (PEM)\n"
+		"  --allow-outside-symlinks\n"
+		"                        show symlinks whose target is absolute or leaves the\n"
+		"                        mount; by default they are hidden (one warning)\n"
 		"  -o OPTIONS            FUSE mount options, comma-separated (allow_other, ...)\n"
 		"  -f, --foreground      stay in the foreground, log to stderr\n"
 		"  -v, --verbose         more log output (twice: debug)\n"
@@ -71,6 +77,7 @@ enum {
 	OPT_ADDRESSING,
 	OPT_NO_SIGN,
 	OPT_INSECURE,
+	OPT_ALLOW_OUTSIDE_SYMLINKS,
 };
 
 static const struct option long_opts[] = {
@@ -86,6 +93,7 @@ static const struct option long_opts[] = {
 	{ "profile", required_argument, NULL, OPT_PROFILE },
 	{ "addressing", required_argument, NULL, OPT_ADDRESSING },
 	{ "no-sign-request", no_argument, NULL, OPT_NO_SIGN },
+	{ "allow-outside-symlinks", no_argument, NULL, OPT_ALLOW_OUTSIDE_SYMLINKS },
 	/* Tests only: TLS without verification. Not in --help on purpose. */
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
 	{ "foreground", no_argument, NULL, 'f' },
@@ -134,7 +142,8 @@ static int check_mountpoint(const char *arg, char *canon)
 }
 
 /* mkdir -p, then proves the directory writable by creating a file (access() lies to root
- * on read-only file systems). */
+ * on read-only file systems). The cache root, when made here, is 0700 whatever the umask:
+ * cached objects are the user's (private S3 data); parents made on the way are 0755. */
 static int check_cache_dir(const char *dir)
 {
 	char path[PATH_MAX], *p;
@@ -150,7 +159,9 @@ static int check_cache_dir(const char *dir)
 			return fail("cannot create cache directory %s: %s", path, strerror(errno));
 		*p = '/';
 	}
-	if (mkdir(path, 0755) && errno != EEXIST)
+	if (!mkdir(path, 0700))
+		chmod(path, 0700);
+	else if (errno != EEXIST)
 		return fail("cannot create cache directory %s: %s", dir, strerror(errno));
 	if (snprintf(path, sizeof(path), "%s/.ferry-write-test.XXXXXX", dir) >= (int)sizeof(path))
 		return fail("cache directory name too long");
@@ -271,6 +282,9 @@ int mount_main(int argc, char **argv)
 		.dir_readahead = 32,
 	};
 	char mp[PATH_MAX], src[PATH_MAX], cache_dir[PATH_MAX], fuse_opts[4096] = "", err[512];
+	/* The source with its query, kept as long as the process lives (the daemon uses it):
+	 * static, so it stays reachable on every return path. */
+	static char *source_copy;
 	uint64_t chunk = 8u << 20;
 	int c, pfd[2];
 	pid_t pid;
@@ -335,6 +349,9 @@ int mount_main(int argc, char **argv)
 		case OPT_INSECURE:
 			cfg.remote.insecure = true;
 			break;
+		case OPT_ALLOW_OUTSIDE_SYMLINKS:
+			cfg.allow_outside_symlinks = true;
+			break;
 		case 'o':
 			if (add_fuse_opts(fuse_opts, sizeof(fuse_opts), optarg))
 				return fail("-o: options too long");
@@ -376,6 +393,16 @@ int mount_main(int argc, char **argv)
 	cfg.source = argv[optind];
 	if (!remote_ops_for(cfg.source, err, sizeof(err)))
 		return fail("%s", err);
+	/* The daemon is this process or its child: its /proc/PID/cmdline, readable by every
+	 * local user, is this argv. Keep the URL for the requests, scrub its query there. */
+	if (strchr(cfg.source, '?')) {
+		free(source_copy); /* a second mount_main in one process (tests) */
+		source_copy = strdup(cfg.source);
+		if (!source_copy)
+			return fail("out of memory");
+		url_redact_in_place(argv[optind]);
+		cfg.source = source_copy;
+	}
 	/* The daemon runs from /: a local source must be absolute. */
 	if (!strstr(cfg.source, "://")) {
 		if (!realpath(cfg.source, src))

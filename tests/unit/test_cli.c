@@ -139,3 +139,58 @@ Test(cli, formats_bytes_in_binary_units)
 	cli_format_bytes(20ull << 30, b, sizeof(b));
 	cr_expect_str_eq(b, "20.0 GiB");
 }
+
+Test(cli, translates_the_fstab_option_that_allows_outside_symlinks)
+{
+	char *argv[8], err[128] = "";
+	int argc = 0;
+
+	cr_assert_eq(cli_fstab_to_args("ro,allow_outside_symlinks", argv, &argc, 8, err,
+			     sizeof(err)), 0, "%s", err);
+	cr_assert_eq(argc, 1);
+	cr_expect_str_eq(argv[0], "--allow-outside-symlinks");
+	free_args(argv, argc);
+}
+
+/* What cli_print_stats writes for json, in a new string. */
+static char *stats_text(const char *json)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cr_assert(f);
+	cli_print_stats(f, json, "http://h/d/");
+	fclose(f);
+	return text;
+}
+
+Test(cli, prints_a_degraded_cache_and_its_disk_errors)
+{
+	char *t = stats_text("{\"hits\":3,\"misses\":1,\"degraded\":true,\"disk_errors\":17}");
+
+	cr_expect(strstr(t, "cache state      degraded: the cache volume kept failing, reads "
+			    "bypass the cache\n"), "%s", t);
+	cr_expect(strstr(t, "disk errors      17\n"), "%s", t);
+	cr_expect(strstr(t, "hit rate         75.0%\n"), "%s", t);
+	free(t);
+}
+
+Test(cli, prints_a_healthy_cache_with_no_disk_errors)
+{
+	char *t = stats_text("{\"hits\":0,\"degraded\":false,\"disk_errors\":0}");
+
+	cr_expect(strstr(t, "cache state      ok\n"), "%s", t);
+	cr_expect(strstr(t, "disk errors      0\n"), "%s", t);
+	free(t);
+}
+
+Test(cli, leaves_out_the_fields_an_older_daemon_does_not_send)
+{
+	char *t = stats_text("{\"hits\":1,\"misses\":1}");
+
+	cr_expect_null(strstr(t, "cache state"), "%s", t);
+	cr_expect_null(strstr(t, "disk errors"), "%s", t);
+	cr_expect(strstr(t, "source           http://h/d/\n"), "%s", t);
+	free(t);
+}

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fs/namespace.h"
 #include "fs/remote.h"
@@ -258,4 +259,375 @@ Test(namespace, forgets_a_node_dropped_from_its_listing_after_the_last_forget)
 	cr_expect_null(namespace_get(ns, st.st_ino));
 	namespace_free(ns);
 	remote_dir_ops.free(r);
+}
+
+/* ---- symlink policy ---- */
+
+Test(namespace, tells_symlink_targets_that_stay_inside_from_those_that_leave)
+{
+	cr_expect(namespace_link_stays_inside("", "a.txt"));
+	cr_expect(namespace_link_stays_inside("", "./sub/inner"));
+	cr_expect(namespace_link_stays_inside("sub", "../a.txt"));
+	cr_expect(namespace_link_stays_inside("a/b", "../../c"));
+	cr_expect(namespace_link_stays_inside("a/b", "..//..//c/./d"));
+	cr_expect(!namespace_link_stays_inside("", "/etc/shadow"));
+	cr_expect(!namespace_link_stays_inside("sub", "/sub/inner"));
+	cr_expect(!namespace_link_stays_inside("", "../x"));
+	cr_expect(!namespace_link_stays_inside("a/b", "../../../x"));
+	cr_expect(!namespace_link_stays_inside("", ".."));
+	/* "sub" may itself be a symlink elsewhere: a ".." after a name is not resolved here */
+	cr_expect(!namespace_link_stays_inside("", "sub/../a.txt"));
+	cr_expect(!namespace_link_stays_inside("", ""));
+}
+
+/* Counts the lines of what the test's stderr received that contain needle. */
+static int count_log_lines(const char *path, const char *needle)
+{
+	char line[1024];
+	int nr = 0;
+	FILE *f;
+
+	fflush(stderr);
+	f = fopen(path, "r");
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, needle))
+			nr++;
+	fclose(f);
+	return nr;
+}
+
+static void make_outside_links(void)
+{
+	char p[512];
+
+	snprintf(p, sizeof(p), "%s/abs", tree);
+	cr_assert_eq(symlink("/etc/passwd", p), 0);
+	snprintf(p, sizeof(p), "%s/up", tree);
+	cr_assert_eq(symlink("../outside", p), 0);
+	snprintf(p, sizeof(p), "%s/sub/back", tree);
+	cr_assert_eq(symlink("../a.txt", p), 0);
+	snprintf(p, sizeof(p), "%s/sub/away", tree);
+	cr_assert_eq(symlink("../../x", p), 0);
+}
+
+Test(namespace, hides_symlinks_that_leave_the_mount_with_one_warning)
+{
+	char logpath[] = "/tmp/ferry-ns-log-XXXXXX";
+	int logfd = mkstemp(logpath);
+	struct remote *r;
+	struct namespace *ns;
+	struct stat sub;
+
+	cr_assert_geq(logfd, 0);
+	cr_assert_geq(dup2(logfd, STDERR_FILENO), 0);
+	make_outside_links();
+	r = open_remote();
+	ns = open_ns(r, 3600);
+	cr_expect_eq(count_entries(ns, NS_ROOT_INO, "abs"), 0);
+	cr_expect_eq(count_entries(ns, NS_ROOT_INO, "up"), 0);
+	cr_expect_eq(count_entries(ns, NS_ROOT_INO, "ln"), 1, "sub/inner stays inside");
+	cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, "abs", &sub), -ENOENT);
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "sub", &sub), 0);
+	cr_expect_eq(count_entries(ns, sub.st_ino, "back"), 1);
+	cr_expect_eq(count_entries(ns, sub.st_ino, "away"), 0);
+	cr_expect_eq(count_log_lines(logpath, "hiding symlink"), 1);
+	namespace_free(ns);
+	remote_dir_ops.free(r);
+	unlink(logpath);
+	close(logfd);
+}
+
+Test(namespace, shows_symlinks_that_leave_the_mount_when_the_option_allows_them)
+{
+	struct namespace_config cfg = {
+		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
+		.gid = getgid(), .allow_outside_symlinks = true,
+	};
+	struct namespace *ns = NULL;
+	struct ns_node *n;
+	struct stat st;
+	char *target = NULL;
+
+	make_outside_links();
+	cfg.remote = open_remote();
+	cr_assert_eq(namespace_new(&ns, &cfg), 0);
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "abs", &st), 0);
+	n = namespace_get(ns, st.st_ino);
+	cr_assert_eq(namespace_readlink(ns, n, &target), 0);
+	cr_expect_str_eq(target, "/etc/passwd");
+	free(target);
+	namespace_put(ns, n);
+	cr_expect_eq(count_entries(ns, NS_ROOT_INO, "up"), 1);
+	namespace_free(ns);
+	remote_dir_ops.free(cfg.remote);
+}
+
+/* ---- ETags that are no version ---- */
+
+struct fake_remote {
+	struct remote base;
+	const char *etag;   /* what the listing and the stat of "f" say */
+};
+
+static const struct remote_ops fake_ops;
+
+static int fake_fill(struct fake_remote *f, const char *name, struct remote_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(name);
+	e->type = *name ? REMOTE_FILE : REMOTE_DIR;
+	e->size = *name ? 3 : 0;
+	e->mtime.tv_sec = 1700000000;
+	e->mtime.tv_nsec = 5;
+	e->etag = *name && f->etag ? strdup(f->etag) : NULL;
+	return e->name ? 0 : -ENOMEM;
+}
+
+static int fake_list(struct remote *r, const char *path, remote_list_cb cb, void *arg)
+{
+	struct remote_entry e;
+	int ret = fake_fill((struct fake_remote *)r, "f", &e);
+
+	if (!ret)
+		ret = cb(arg, &e);
+	remote_entry_done(&e);
+	return ret;
+}
+
+static int fake_stat(struct remote *r, const char *path, struct remote_entry *out)
+{
+	return fake_fill((struct fake_remote *)r, *path ? "f" : "", out);
+}
+
+static const struct remote_ops fake_ops = {
+	.name = "fake", .list = fake_list, .stat = fake_stat,
+};
+
+static void expect_mtime_version_for_etag(const char *etag)
+{
+	struct fake_remote fr = { .base.ops = &fake_ops, .etag = etag };
+	struct namespace *ns = open_ns(&fr.base, 3600);
+	struct ns_object o;
+	struct ns_node *n;
+	struct stat st;
+
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "f", &st), 0);
+	n = namespace_get(ns, st.st_ino);
+	cr_assert_eq(namespace_open_object(ns, n, &o), 0);
+	cr_expect_null(o.obj.etag, "ETag '%s' must not be pinned", etag);
+	cr_expect_str_eq(o.version, "1700000000.000000005");
+	cr_expect_null(namespace_etag(ns, n));
+	namespace_object_done(&o);
+	namespace_put(ns, n);
+	namespace_free(ns);
+}
+
+Test(namespace, takes_an_etag_of_star_as_no_version)
+{
+	expect_mtime_version_for_etag("*");
+	expect_mtime_version_for_etag("\"*\"");
+}
+
+Test(namespace, takes_an_empty_etag_as_no_version)
+{
+	expect_mtime_version_for_etag("");
+	expect_mtime_version_for_etag("\"\"");
+}
+
+Test(namespace, pins_a_real_etag)
+{
+	struct fake_remote fr = { .base.ops = &fake_ops, .etag = "\"abc\"" };
+	struct namespace *ns = open_ns(&fr.base, 3600);
+	struct ns_object o;
+	struct ns_node *n;
+	struct stat st;
+
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "f", &st), 0);
+	n = namespace_get(ns, st.st_ino);
+	cr_assert_eq(namespace_open_object(ns, n, &o), 0);
+	cr_expect_str_eq(o.obj.etag, "\"abc\"");
+	cr_expect_str_eq(o.version, "\"abc\"");
+	namespace_object_done(&o);
+	namespace_put(ns, n);
+	namespace_free(ns);
+}
+
+/* ---- kept listings: private, atomic, trusted only when ours ---- */
+
+/* The kept listing of directory dir_path under state_dir: named by XXH3_64 of the path, as
+ * namespace.c names it. */
+static void kept_file(const char *state_dir, const char *dir_path, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%016llx.list", state_dir,
+		(unsigned long long)XXH3_64bits(dir_path, strlen(dir_path)));
+}
+
+Test(namespace, keeps_listings_0600_in_a_0700_directory_under_umask_000)
+{
+	struct namespace_config cfg = {
+		.source = tree, .ttl_s = 3600, .uid = getuid(), .gid = getgid(),
+	};
+	char dir[600], file[700];
+	struct namespace *ns = NULL;
+	struct stat st, sub;
+
+	umask(0);
+	snprintf(dir, sizeof(dir), "%s/listings", state);
+	cfg.state_dir = dir;
+	cfg.remote = open_remote();
+	cr_assert_eq(namespace_new(&ns, &cfg), 0);
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "sub", &sub), 0);
+	cr_assert_eq(count_entries(ns, sub.st_ino, NULL), 1);
+	namespace_free(ns);
+	remote_dir_ops.free(cfg.remote);
+	cr_assert_eq(stat(dir, &st), 0);
+	cr_expect_eq(st.st_mode & 07777, 0700, "listings dir is %o", st.st_mode & 07777);
+	kept_file(dir, "", file, sizeof(file));
+	cr_assert_eq(stat(file, &st), 0, "%s: %s", file, strerror(errno));
+	cr_expect_eq(st.st_mode & 07777, 0600, "root listing is %o", st.st_mode & 07777);
+	kept_file(dir, "sub", file, sizeof(file));
+	cr_assert_eq(stat(file, &st), 0, "%s: %s", file, strerror(errno));
+	cr_expect_eq(st.st_mode & 07777, 0600, "sub's listing is %o", st.st_mode & 07777);
+}
+
+Test(namespace, makes_an_existing_listings_directory_private_again)
+{
+	struct remote *r = open_remote();
+	struct stat st;
+
+	cr_assert_eq(chmod(state, 0777), 0);
+	namespace_free(open_ns(r, 3600));
+	remote_dir_ops.free(r);
+	cr_assert_eq(stat(state, &st), 0);
+	cr_expect_eq(st.st_mode & 07777, 0700, "state dir is %o", st.st_mode & 07777);
+}
+
+/* An online mount (outside symlinks allowed, so the kept listings hold one to /etc/shadow)
+ * lists the root and sub, and keeps both listings. */
+static void keep_listings_with_a_shadow_link(void)
+{
+	struct namespace_config cfg = {
+		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
+		.gid = getgid(), .allow_outside_symlinks = true,
+	};
+	struct namespace *ns = NULL;
+	struct stat sub;
+	char p[512];
+
+	snprintf(p, sizeof(p), "%s/shadow", tree);
+	cr_assert_eq(symlink("/etc/shadow", p), 0);
+	snprintf(p, sizeof(p), "%s/sub/shadow", tree);
+	cr_assert_eq(symlink("/etc/shadow", p), 0);
+	cfg.remote = open_remote();
+	cr_assert_eq(namespace_new(&ns, &cfg), 0);
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "sub", &sub), 0);
+	cr_assert_eq(count_entries(ns, sub.st_ino, "shadow"), 1);
+	namespace_free(ns);
+	remote_dir_ops.free(cfg.remote);
+}
+
+/* The offline mount that follows, with the policy out of the way (outside symlinks allowed):
+ * what it lists in sub. */
+static struct namespace *open_offline_allowing_links(void)
+{
+	struct namespace_config cfg = {
+		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
+		.gid = getgid(), .allow_outside_symlinks = true,
+	};
+	struct namespace *ns = NULL;
+
+	cr_assert_eq(namespace_new(&ns, &cfg), 0);
+	return ns;
+}
+
+static void expect_sub_listing_discarded(void)
+{
+	struct namespace *ns = open_offline_allowing_links();
+	char file[700];
+	struct stat sub;
+
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "sub", &sub), 0);
+	cr_expect_eq(count_entries(ns, sub.st_ino, NULL), 0, "nothing of it is served");
+	cr_expect_eq(namespace_lookup(ns, sub.st_ino, "shadow", &sub), -ENOENT);
+	namespace_free(ns);
+	kept_file(state, "sub", file, sizeof(file));
+	cr_expect_neq(access(file, F_OK), 0, "the discarded listing is removed");
+}
+
+Test(namespace, serves_a_kept_listing_of_its_own_offline)
+{
+	struct namespace *ns;
+	struct stat sub;
+
+	keep_listings_with_a_shadow_link();
+	ns = open_offline_allowing_links();
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "sub", &sub), 0);
+	cr_expect_eq(count_entries(ns, sub.st_ino, "shadow"), 1, "the control: ours is served");
+	namespace_free(ns);
+}
+
+Test(namespace, never_serves_a_kept_listing_owned_by_another_user)
+{
+	char file[700];
+
+	cr_assert_eq(geteuid(), 0, "chown to another uid needs root (tests run as root)");
+	keep_listings_with_a_shadow_link();
+	kept_file(state, "sub", file, sizeof(file));
+	cr_assert_eq(chown(file, 65534, 65534), 0);
+	expect_sub_listing_discarded();
+}
+
+Test(namespace, never_serves_a_kept_listing_others_may_write)
+{
+	char file[700];
+
+	keep_listings_with_a_shadow_link();
+	kept_file(state, "sub", file, sizeof(file));
+	cr_assert_eq(chmod(file, 0666), 0);
+	expect_sub_listing_discarded();
+}
+
+Test(namespace, never_serves_a_kept_listing_that_is_a_symlink)
+{
+	char file[700], moved[800];
+
+	keep_listings_with_a_shadow_link();
+	kept_file(state, "sub", file, sizeof(file));
+	snprintf(moved, sizeof(moved), "%s/elsewhere", tree);
+	cr_assert_eq(rename(file, moved), 0);
+	cr_assert_eq(symlink(moved, file), 0);
+	expect_sub_listing_discarded();
+}
+
+Test(namespace, never_serves_a_kept_listing_that_does_not_parse)
+{
+	char file[700];
+	FILE *f;
+
+	keep_listings_with_a_shadow_link();
+	kept_file(state, "sub", file, sizeof(file));
+	f = fopen(file, "a");
+	cr_assert(f);
+	fputs("this is not a manifest line\n", f);
+	fclose(f);
+	expect_sub_listing_discarded();
+}
+
+Test(namespace, refuses_an_offline_start_from_a_root_listing_of_another_user)
+{
+	struct namespace_config cfg = {
+		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
+		.gid = getgid(), .allow_outside_symlinks = true,
+	};
+	struct namespace *ns = NULL;
+	char file[700];
+
+	cr_assert_eq(geteuid(), 0, "chown to another uid needs root (tests run as root)");
+	keep_listings_with_a_shadow_link();
+	kept_file(state, "", file, sizeof(file));
+	cr_assert_eq(chown(file, 65534, 65534), 0);
+	cr_expect_neq(namespace_new(&ns, &cfg), 0);
+	cr_expect_null(ns);
+	cr_expect_neq(access(file, F_OK), 0, "the planted listing is removed");
 }

@@ -110,3 +110,52 @@ Test(url, names_a_file_after_the_last_component)
 	cr_assert_null(url_basename("/a/"));
 	cr_assert_null(url_basename("/a/%00"));
 }
+
+Test(url, redacts_the_query_of_an_http_url)
+{
+	static const char *const cases[][2] = {
+		{ "http://h/f.bin?token=s3cr3t", "http://h/f.bin?" URL_REDACTED },
+		{ "https://h:8443/a/f?X-Amz-Signature=ab&x=1#frag", "https://h:8443/a/f?" URL_REDACTED },
+		{ "HTTP://h/f?", "HTTP://h/f?" URL_REDACTED },
+		{ "http://user:pw@h/f", "http://" URL_REDACTED "@h/f" },
+		{ "http://h/dir/", "http://h/dir/" },
+		{ "http://h/f#frag", "http://h/f#frag" },
+		{ "s3://bucket/prefix/", "s3://bucket/prefix/" },
+		{ "/data/what?/", "/data/what?/" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *r = url_redact(cases[i][0]);
+
+		cr_assert_not_null(r);
+		cr_expect_str_eq(r, cases[i][1]);
+		free(r);
+	}
+}
+
+Test(url, redacts_the_query_in_place_without_moving_the_string)
+{
+	char arg[] = "http://h/f.bin?token=s3cr3t-and-more";
+	char shorter[] = "http://h/f?ab";
+	char local[] = "/data/what?/";
+
+	cr_expect(url_redact_in_place(arg));
+	cr_expect_str_eq(arg, "http://h/f.bin?" URL_REDACTED);
+	cr_expect_eq(memchr(arg, 's', sizeof(arg)), NULL, "no byte of the token is left");
+	cr_expect(url_redact_in_place(shorter));
+	cr_expect_str_eq(shorter, "http://h/f?RE");
+	cr_expect(!url_redact_in_place(local));
+	cr_expect_str_eq(local, "/data/what?/");
+}
+
+Test(url, names_a_bad_url_without_its_query)
+{
+	struct url u;
+	char err[256];
+
+	cr_expect_eq(url_parse(&u, "http://h:99999/f?token=s3cr3t", err, sizeof(err)), -EINVAL);
+	cr_expect(strstr(err, "bad port"), "%s", err);
+	cr_expect_null(strstr(err, "s3cr3t"), "%s", err);
+	cr_expect_eq(url_parse(&u, "http://u:pw@h/f", err, sizeof(err)), -EINVAL);
+	cr_expect_null(strstr(err, "pw"), "%s", err);
+}

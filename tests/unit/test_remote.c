@@ -1,0 +1,21 @@
+/* Tests of the helpers every backend shares (fs/remote.c). */
+#include <criterion/criterion.h>
+
+#include "fs/remote.h"
+
+Test(remote, takes_no_etag_of_star_or_empty_as_a_version)
+{
+	static const char *const none[] = {"*", "\"*\"", "W/\"*\"", "", "\"\"", "W/\"\"", "W/"};
+
+	cr_expect(!remote_etag_is_version(NULL));
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+		cr_expect(!remote_etag_is_version(none[i]), "'%s' is no version", none[i]);
+}
+
+Test(remote, takes_an_ordinary_etag_as_a_version)
+{
+	static const char *const some[] = {"\"65af-3039\"", "W/\"x\"", "abc", "\"**\"", "\"a*\""};
+
+	for (size_t i = 0; i < sizeof(some) / sizeof(some[0]); i++)
+		cr_expect(remote_etag_is_version(some[i]), "'%s' is a version", some[i]);
+}
