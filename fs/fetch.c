@@ -160,7 +160,7 @@ static void job_free(struct fetcher *f, struct fetch_job *j)
 /* The ETag a chunk is pinned to, or NULL: "*" matches any version, so it pins none. */
 static const char *pinned_etag(const struct remote_object *obj)
 {
-	return obj->etag && *obj->etag && strcmp(obj->etag, "*") ? obj->etag : NULL;
+	return remote_etag_is_version(obj->etag) ? obj->etag : NULL;
 }
 
 static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *obj,
