@@ -460,7 +460,7 @@ for name in names:
 for b in bad:
     print(b, file=sys.stderr)
 if bad:
-    sys.exit("%d of %d files read wrong" % (len(bad), len(names)))
+    sys.exit("%d of %d files failed the check" % (len(bad), len(names)))
 print("%d reads right, %d EIO" % (nr_ok, nr_eio))
 PY
 }
