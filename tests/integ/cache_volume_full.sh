@@ -59,6 +59,6 @@ print("degraded %s, disk_errors %s" % (degraded, disk_errors))
 if degraded is not True and not (disk_errors or 0) > 0:
     sys.exit("a full cache volume is neither degraded nor counted in disk_errors")
 PY
-ls "$T/mnt" >/dev/null || fail "the mount died"
+timeout 10 ls "$T/mnt" >/dev/null || fail "the mount died"
 umount_ferry "$T/mnt"
 pass

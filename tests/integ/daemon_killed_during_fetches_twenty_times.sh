@@ -83,7 +83,7 @@ log "20 kills, $nr_reads reads right before them, $(($(date +%s) - start)) s"
 
 log "a clean remount serves the source's bytes"
 mount_ferry "$url" "$T/mnt" "${opts[@]}"
-same_tree "$T/src" "$T/mnt"
+timed_same_tree 120 "$T/src" "$T/mnt"
 umount_ferry "$T/mnt"
 mount_ferry "$url" "$T/mnt" "${opts[@]}"
 umount_ferry "$T/mnt"

@@ -483,3 +483,12 @@ cache_temp_files() {
 	find "$1" -type f \( -name '*.tmp' -o -name '*.tmp.*' -o -name '*.tmp[0-9]*' \
 		-o -regex '.*/meta\.[0-9]+' -o -name '.#*' -o -name '*~' \) 2>/dev/null || true
 }
+
+# timed_same_tree SECS SRC MNT [--no-data]: same_tree, failing the test after SECS seconds
+# (a read through a mount that hangs must not hang the test).
+timed_same_tree() {
+	local secs=$1
+	shift
+	timeout "$secs" bash -c "$(declare -f same_tree); PY=$PY; same_tree \"\$@\"" _ "$@" ||
+		fail "same_tree $*: differs, or still running after $secs s"
+}

@@ -20,7 +20,7 @@ chmod 0755 "$T"
 umask 000
 mount_ferry "$url" "$T/mnt" --chunk-size 1M
 umask 022
-same_tree "$T/src" "$T/mnt"
+timed_same_tree 120 "$T/src" "$T/mnt"
 umount_ferry "$T/mnt"
 
 log "modes in the cache"
