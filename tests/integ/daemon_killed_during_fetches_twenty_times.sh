@@ -3,7 +3,8 @@
 # cache, twenty times: every remount comes up and serves the source's bytes, no read ever
 # returns other bytes (before or after a kill), and after a clean remount no temporary file
 # is left orphaned in the cache. A small --cache-size keeps evicting, so fetches, fills and
-# evictions are all in flight when the daemon dies.
+# evictions are all in flight when the daemon dies. Every other round the daemon is killed
+# instead a few ms into an unmount, while it writes its maps and listings.
 . "$(dirname "$0")/lib.sh"
 need_fuse
 many_files "$T/src" 120 700000
@@ -57,18 +58,29 @@ print(nr_reads[0])
 PY
 
 start=$(date +%s)
-nr_reads=0
+nr_reads=0 nr_hit=0 nr_tmp_seen=0
 for i in $(seq 20); do
 	mount_ferry "$url" "$T/mnt" "${opts[@]}"
 	pid=$(ferry_daemon_pid "$T/mnt")
 	# What was read before the kill reads right after the remount (fetched again or cached).
 	reads_right_or_eio "$T/src" "$T/mnt" --strict big.bin f0000$((i % 10)) >/dev/null
-	timeout 30 "$PY" "$T/reader.py" "$T/src" "$T/mnt" "$i" 20 "$T/wrong" >"$T/reader.out" &
-	reader=$!
-	sleep "0.$((RANDOM % 5 + 2))"
-	kill -9 "$pid"
 	rc=0
-	wait "$reader" || rc=$?
+	if [ $((i % 2)) = 1 ]; then
+		# Killed while reads are in flight.
+		timeout 30 "$PY" "$T/reader.py" "$T/src" "$T/mnt" "$i" 20 "$T/wrong" >"$T/reader.out" &
+		reader=$!
+		sleep "0.$((RANDOM % 5 + 2))"
+		kill -9 "$pid"
+		wait "$reader" || rc=$?
+	else
+		# Killed while it writes what it cached (maps, listings) on its way out of an unmount.
+		timeout 30 "$PY" "$T/reader.py" "$T/src" "$T/mnt" "$i" 0.4 "$T/wrong" >"$T/reader.out" ||
+			rc=$?
+		fusermount3 -u "$T/mnt" 2>/dev/null &
+		sleep "0.0$((RANDOM % 10))"
+		kill -9 "$pid" 2>/dev/null && nr_hit=$((nr_hit + 1))
+		wait $! || true
+	fi
 	[ -s "$T/wrong" ] && { cat "$T/wrong" >&2; fail "round $i: a read returned wrong bytes"; }
 	[ "$rc" -eq 0 ] || fail "round $i: the readers exited $rc"
 	nr_reads=$((nr_reads + $(cat "$T/reader.out")))
@@ -77,9 +89,14 @@ for i in $(seq 20); do
 		sleep 0.05
 	done
 	kill -0 "$pid" 2>/dev/null && fail "round $i: daemon $pid outlived kill -9"
-	fusermount3 -uz "$T/mnt" 2>/dev/null || umount -l "$T/mnt" || fail "round $i: cannot unmount the dead mount"
+	nr_tmp_seen=$((nr_tmp_seen + $(cache_temp_files "$T/cache" | wc -l)))
+	if is_mounted "$T/mnt"; then
+		fusermount3 -uz "$T/mnt" 2>/dev/null || umount -l "$T/mnt" ||
+			fail "round $i: cannot unmount the dead mount"
+	fi
 done
-log "20 kills, $nr_reads reads right before them, $(($(date +%s) - start)) s"
+log "20 kills ($nr_hit of 10 in unmounts found the daemon still running), $nr_reads reads" \
+	"right before them, $nr_tmp_seen temporary files seen just after them, $(($(date +%s) - start)) s"
 
 log "a clean remount serves the source's bytes"
 mount_ferry "$url" "$T/mnt" "${opts[@]}"
