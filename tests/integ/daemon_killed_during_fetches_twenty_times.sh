@@ -70,7 +70,7 @@ for i in $(seq 20); do
 		timeout 30 "$PY" "$T/reader.py" "$T/src" "$T/mnt" "$i" 20 "$T/wrong" >"$T/reader.out" &
 		reader=$!
 		sleep "0.$((RANDOM % 5 + 2))"
-		kill -9 "$pid"
+		kill -9 "$pid" || fail "round $i: the daemon $pid was gone before the kill"
 		wait "$reader" || rc=$?
 	else
 		# Killed while it writes what it cached (maps, listings) on its way out of an unmount.
