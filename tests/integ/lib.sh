@@ -364,3 +364,131 @@ make_dataset() {
 xattr() { # path name: prints the attribute's value
 	"$PY" -c 'import os, sys; print(os.getxattr(sys.argv[1], sys.argv[2]).decode())' "$1" "$2"
 }
+
+# --- Cache damage, full volume, kill -9 (the tests-cache helpers) ---
+# These locate cache files by content and by suffix, never by computing their names, so that
+# they hold across cache formats: a data file is any *.data under the cache dir.
+
+drop_caches() { # so that the next read reaches the daemon, not the kernel's page cache
+	sync
+	echo 3 >/proc/sys/vm/drop_caches || fail "cannot drop the page cache (not root?)"
+}
+
+# cache_data_file_of SRCFILE CACHEDIR: prints the data file under CACHEDIR that holds cached
+# bytes of SRCFILE (some non-zero 4 KiB at a 64 KiB-aligned offset equal to the source's);
+# fails the test when none does.
+cache_data_file_of() {
+	"$PY" - "$1" "$2" <<'PY' || fail "no data file under $2 holds bytes of $1"
+import os, sys
+src, cache = sys.argv[1], sys.argv[2]
+ref = open(src, "rb").read()
+for d, _, fs in os.walk(cache):
+    for n in sorted(fs):
+        if not n.endswith(".data"):
+            continue
+        p = os.path.join(d, n)
+        with open(p, "rb") as f:
+            for off in range(0, len(ref), 64 << 10):
+                want = ref[off:off + 4096]
+                if not want.strip(b"\0"):
+                    continue
+                f.seek(off)
+                if f.read(len(want)) == want:
+                    print(p)
+                    sys.exit(0)
+sys.exit(1)
+PY
+}
+
+# flip_byte FILE OFFSET: inverts one byte of FILE in place (and makes it durable).
+flip_byte() {
+	"$PY" - "$1" "$2" <<'PY' || fail "cannot flip byte $2 of $1"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+off = int(sys.argv[2])
+b = os.pread(fd, 1, off)
+assert len(b) == 1, "offset beyond the end"
+os.pwrite(fd, bytes([b[0] ^ 0xff]), off)
+os.fsync(fd)
+os.close(fd)
+PY
+}
+
+# reads_right_or_eio SRCDIR MNTDIR [--strict] NAME...: reads each NAME through the mount in
+# 1 MiB preads (a fresh open per file, within 60 s); every read returns the source's bytes or
+# fails with EIO (with --strict: the source's bytes, no EIO). Any other byte, short read or
+# errno fails the test (after all files are read: the first bad read of each is printed).
+# Prints "N reads right, M EIO".
+reads_right_or_eio() {
+	local src=$1 mnt=$2
+	shift 2
+	timeout 60 "$PY" - "$src" "$mnt" "$@" <<'PY' || fail "reads through $mnt: see above"
+import errno, os, sys
+src, mnt, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+strict = "--strict" in args
+names = [a for a in args if a != "--strict"]
+nr_ok = nr_eio = 0
+bad = []
+for name in names:
+    ref = open(os.path.join(src, name), "rb").read()
+    try:
+        fd = os.open(os.path.join(mnt, name), os.O_RDONLY)
+    except OSError as e:
+        bad.append("%s: open: %s" % (name, e))
+        continue
+    try:
+        for off in range(0, max(len(ref), 1), 1 << 20):
+            want = ref[off:off + (1 << 20)]
+            try:
+                got = os.pread(fd, 1 << 20, off)
+            except OSError as e:
+                if e.errno != errno.EIO or strict:
+                    bad.append("%s at %d: %s, want %s" % (name, off, e,
+                               "the source's bytes" if strict else "the source's bytes or EIO"))
+                    break
+                nr_eio += 1
+                continue
+            if got != want:
+                i = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]),
+                         min(len(got), len(want)))
+                bad.append("%s at %d: WRONG BYTES: %d bytes returned, want %d, first difference "
+                           "at byte %d of the object" % (name, off, len(got), len(want), off + i))
+                break
+            nr_ok += 1
+    finally:
+        os.close(fd)
+for b in bad:
+    print(b, file=sys.stderr)
+if bad:
+    sys.exit("%d of %d files failed the check" % (len(bad), len(names)))
+print("%d reads right, %d EIO" % (nr_ok, nr_eio))
+PY
+}
+
+# ferry_daemon_pid MOUNTPOINT: prints the pid of the ferry daemon serving MOUNTPOINT.
+ferry_daemon_pid() {
+	local mnt p exe
+	mnt=$(realpath -m "$1")
+	exe=$(realpath "$FERRY")
+	for p in $(pgrep -f -- "$mnt" || true); do
+		[ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$exe" ] || continue
+		echo "$p"
+		return 0
+	done
+	fail "no ferry daemon serves $mnt"
+}
+
+# cache_temp_files DIR: files a writer left behind half-done (temporary names), one a line.
+cache_temp_files() {
+	find "$1" -type f \( -name '*.tmp' -o -name '*.tmp.*' -o -name '*.tmp[0-9]*' \
+		-o -regex '.*/meta\.[0-9]+' -o -name '.#*' -o -name '*~' \) 2>/dev/null || true
+}
+
+# timed_same_tree SECS SRC MNT [--no-data]: same_tree, failing the test after SECS seconds
+# (a read through a mount that hangs must not hang the test).
+timed_same_tree() {
+	local secs=$1
+	shift
+	timeout "$secs" bash -c "$(declare -f same_tree); PY=$PY; same_tree \"\$@\"" _ "$@" ||
+		fail "same_tree $*: differs, or still running after $secs s"
+}
