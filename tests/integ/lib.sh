@@ -364,3 +364,46 @@ make_dataset() {
 xattr() { # path name: prints the attribute's value
 	"$PY" -c 'import os, sys; print(os.getxattr(sys.argv[1], sys.argv[2]).decode())' "$1" "$2"
 }
+
+# ---- the fault server (tests/lib/faultserver.py; its docstring lists the modes) ----
+FAULTSERVER=$FERRY_SRC/tests/lib/faultserver.py
+
+# start_faultserver DOCROOT [OPTIONS...]: a faultserver on a free loopback port, stopped on
+# exit; sets FPORT, FAULT_PID and FAULT_URL (http://127.0.0.1:FPORT). Another call starts
+# another one (the variables name the newest).
+nr_faultservers=0
+start_faultserver() {
+	local root=$1 port_file log
+	shift
+	[ -f "$FAULTSERVER" ] || fail "no $FAULTSERVER"
+	nr_faultservers=$((nr_faultservers + 1))
+	port_file=$T/.faultserver.$nr_faultservers.port
+	log=$T/faultserver.$nr_faultservers.log
+	"$PY" "$FAULTSERVER" "$root" --port-file "$port_file" "$@" >"$log" 2>&1 &
+	FAULT_PID=$!
+	echo "$FAULT_PID" >>"$T/.pids"
+	for _ in $(seq 200); do
+		[ -s "$port_file" ] && break
+		kill -0 "$FAULT_PID" 2>/dev/null || { cat "$log" >&2; fail "faultserver did not start"; }
+		sleep 0.05
+	done
+	[ -s "$port_file" ] || fail "faultserver wrote no port"
+	FPORT=$(cat "$port_file")
+	FAULT_URL=http://127.0.0.1:$FPORT
+}
+
+# fault_set QUERY [URL]: changes a running faultserver, e.g. fault_set "mode=ok"; resets its
+# counts.
+fault_set() {
+	curl -sf -o /dev/null "${2:-$FAULT_URL}/_fault?$1" || fail "faultserver refused _fault?$1"
+}
+
+# fault_count [URL]: file GETs the faultserver saw since start or the last fault_set.
+fault_count() {
+	curl -sf "${1:-$FAULT_URL}/_fault/count" || fail "no count from the faultserver"
+}
+
+# fault_count_faulted [URL]: how many of them it faulted.
+fault_count_faulted() {
+	curl -sf "${1:-$FAULT_URL}/_fault/faults" || fail "no fault count from the faultserver"
+}
