@@ -30,7 +30,8 @@ do), with the ETag and Last-Modified of the file as it is now.
 The mode can be changed while running: GET /_fault?mode=500&every=2 (answers 204); also
 rate=P (0 turns the rate off: back to every N), seed=S, mix=M1,M2. Each control request
 resets the count. GET /_fault/count answers the number of file GETs seen so far; GET
-/_fault/faults the number of them that were faulted."""
+/_fault/faults the number of them that were faulted; GET /_fault/gets lists them, one
+"PATH START-END MODE" a line (START-END: the range asked, or "-" for none)."""
 import email.utils
 import html
 import http.server
@@ -49,7 +50,7 @@ FAULTS = ["500", "503xml", "429", "truncate", "reset", "stall", "stallheaders", 
           "full200", "wrongrange"]
 MIX_DEFAULT = [m for m in FAULTS if not m.startswith("stall")]
 # rate None: fault every Nth GET; else each GET with probability rate.
-state = {"mode": "ok", "every": 1, "rate": None, "gets": 0, "faults": 0,
+state = {"mode": "ok", "every": 1, "rate": None, "gets": 0, "faults": 0, "log": [],
          "rng": random.Random(1), "mix": MIX_DEFAULT, "ignore_if_match": False}
 lock = threading.Lock()
 
@@ -104,6 +105,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with lock:
                 n = state["gets" if url.path == "/_fault/count" else "faults"]
             return self.reply(200, str(n).encode())
+        if url.path == "/_fault/gets":
+            with lock:
+                text = "".join(line + "\n" for line in state["log"])
+            return self.reply(200, text.encode())
         q = urllib.parse.parse_qs(url.query)
         try:
             with lock:
@@ -125,6 +130,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     state["mix"] = parse_mix(q["mix"][0])
                 state["gets"] = 0
                 state["faults"] = 0
+                state["log"] = []
         except ValueError as e:
             return self.reply(400, (str(e) + "\n").encode())
         return self.reply(204)
@@ -135,7 +141,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.serve()
 
-    def pick_mode(self):
+    def pick_mode(self, what):
         """Counts a file GET and says how to answer it."""
         with lock:
             state["gets"] += 1
@@ -148,6 +154,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 mode = state["rng"].choice(state["mix"])
             if mode != "ok":
                 state["faults"] += 1
+            state["log"].append("%s %s" % (what, mode))
             return mode
 
     def serve(self):
@@ -190,7 +197,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.reply(416, b"", [("Content-Range", "bytes */%d" % size)])
             code, ranged = 206, True
         length = end - start + 1
-        mode = self.pick_mode() if self.command == "GET" else "ok"
+        what = "%s %s" % (urllib.parse.unquote(url.path), "%d-%d" % (start, end) if ranged else "-")
+        mode = self.pick_mode(what) if self.command == "GET" else "ok"
         if mode == "500":
             return self.reply(500, b"injected failure\n")
         if mode == "503xml":
