@@ -18,7 +18,8 @@ failed=""
 for code in 204 203 201; do
 	log "every ranged GET answered $code"
 	fault_set "mode=$code&every=1"
-	check_reads "$T/src" "$T/mnt" --seq 1M --random 6 --seed "$code" \
+	# A fetch engine may retry these with backoff before it says EIO: room for that.
+	CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 4 --seed "$code" \
 		"r$code.bin" || { echo "FAILED: answers $code" >&2; failed="$failed $code"; }
 	[ "$(fault_count)" -gt 0 ] || fail "answers $code: no GET reached the server"
 done

@@ -16,7 +16,7 @@ mount_ferry "$FAULT_URL/" "$T/mnt" --chunk-size 1M --cache-dir "$T/cache"
 failed=""
 log "every ranged GET answered 200 with the whole file"
 fault_set "mode=full200&every=1"
-check_reads "$T/src" "$T/mnt" --seq 1M --random 8 --seed 200 w200.bin ||
+CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 6 --seed 200 w200.bin ||
 	{ echo "FAILED: full200" >&2; failed="$failed full200"; }
 log "a one-chunk file answered 200 whole: that is the chunk"
 check_reads "$T/src" "$T/mnt" --all-ok --seq 64K --random 4 small.bin ||
@@ -24,7 +24,7 @@ check_reads "$T/src" "$T/mnt" --all-ok --seq 64K --random 4 small.bin ||
 
 log "every ranged GET answered 206 with another range"
 fault_set "mode=wrongrange&every=1"
-check_reads "$T/src" "$T/mnt" --seq 1M --random 8 --seed 206 wrong.bin ||
+CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 6 --seed 206 wrong.bin ||
 	{ echo "FAILED: wrongrange" >&2; failed="$failed wrongrange"; }
 umount_ferry "$T/mnt"
 
