@@ -6,9 +6,9 @@
 # 200 whole is exactly what was asked: those reads succeed.
 . "$(dirname "$0")/lib.sh"
 need_fuse
-make_tree "$T/src" wrong.bin:3M small.bin:300K
-# One byte over 3 chunks: the last chunk is short.
-"$PY" -c 'import random, sys; open(sys.argv[1], "wb").write(random.Random(5).randbytes(3 * 2**20 + 1))' \
+make_tree "$T/src" wrong.bin:2M small.bin:300K
+# One byte over 2 chunks: the last chunk is short.
+"$PY" -c 'import random, sys; open(sys.argv[1], "wb").write(random.Random(5).randbytes(2 * 2**20 + 1))' \
 	"$T/src/w200.bin"
 start_faultserver "$T/src"
 mount_ferry "$FAULT_URL/" "$T/mnt" --chunk-size 1M --cache-dir "$T/cache"
@@ -16,7 +16,9 @@ mount_ferry "$FAULT_URL/" "$T/mnt" --chunk-size 1M --cache-dir "$T/cache"
 failed=""
 log "every ranged GET answered 200 with the whole file"
 fault_set "mode=full200&every=1"
-CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 6 --seed 200 w200.bin ||
+# A fetch engine may retry these with backoff before it says EIO (seconds a read, and the
+# kernel reads a failed page twice): few reads, and room for that.
+CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 1 --seed 200 w200.bin ||
 	{ echo "FAILED: full200" >&2; failed="$failed full200"; }
 log "a one-chunk file answered 200 whole: that is the chunk"
 check_reads "$T/src" "$T/mnt" --all-ok --seq 64K --random 4 small.bin ||
@@ -24,7 +26,7 @@ check_reads "$T/src" "$T/mnt" --all-ok --seq 64K --random 4 small.bin ||
 
 log "every ranged GET answered 206 with another range"
 fault_set "mode=wrongrange&every=1"
-CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 6 --seed 206 wrong.bin ||
+CHECK_TIMEOUT=120 check_reads "$T/src" "$T/mnt" --seq 1M --random 2 --seed 206 wrong.bin ||
 	{ echo "FAILED: wrongrange" >&2; failed="$failed wrongrange"; }
 umount_ferry "$T/mnt"
 
