@@ -408,6 +408,12 @@ fault_count_faulted() {
 	curl -sf "${1:-$FAULT_URL}/_fault/faults" || fail "no fault count from the faultserver"
 }
 
+# fault_gets [URL]: the file GETs the faultserver saw since start or the last fault_set, one
+# "PATH START-END MODE" a line.
+fault_gets() {
+	curl -sf "${1:-$FAULT_URL}/_fault/gets" || fail "no GET list from the faultserver"
+}
+
 # check_reads SRC MNT [OPTIONS] NAME...: reads the files NAME (relative to both) through the
 # mount and compares every byte returned with SRC's; a read either returns the source's bytes
 # or fails with one of the allowed errnos, never other bytes. A read is what a careful program
@@ -513,10 +519,4 @@ PY
 	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] ||
 		echo "check_reads: still reading after ${CHECK_TIMEOUT:-60} s (a hang), killed" >&2
 	return "$rc"
-}
-
-# fault_gets [URL]: the file GETs the faultserver saw since start or the last fault_set, one
-# "PATH START-END MODE" a line.
-fault_gets() {
-	curl -sf "${1:-$FAULT_URL}/_fault/gets" || fail "no GET list from the faultserver"
 }
