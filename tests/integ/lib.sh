@@ -491,4 +491,159 @@ timed_same_tree() {
 	shift
 	timeout "$secs" bash -c "$(declare -f same_tree); PY=$PY; same_tree \"\$@\"" _ "$@" ||
 		fail "same_tree $*: differs, or still running after $secs s"
+
+# ---- the fault server (tests/lib/faultserver.py; its docstring lists the modes) ----
+FAULTSERVER=$FERRY_SRC/tests/lib/faultserver.py
+
+# start_faultserver DOCROOT [OPTIONS...]: a faultserver on a free loopback port, stopped on
+# exit; sets FPORT, FAULT_PID and FAULT_URL (http://127.0.0.1:FPORT). Another call starts
+# another one (the variables name the newest).
+nr_faultservers=0
+start_faultserver() {
+	local root=$1 port_file log
+	shift
+	[ -f "$FAULTSERVER" ] || fail "no $FAULTSERVER"
+	nr_faultservers=$((nr_faultservers + 1))
+	port_file=$T/.faultserver.$nr_faultservers.port
+	log=$T/faultserver.$nr_faultservers.log
+	"$PY" "$FAULTSERVER" "$root" --port-file "$port_file" "$@" >"$log" 2>&1 &
+	FAULT_PID=$!
+	echo "$FAULT_PID" >>"$T/.pids"
+	for _ in $(seq 200); do
+		[ -s "$port_file" ] && break
+		kill -0 "$FAULT_PID" 2>/dev/null || { cat "$log" >&2; fail "faultserver did not start"; }
+		sleep 0.05
+	done
+	[ -s "$port_file" ] || fail "faultserver wrote no port"
+	FPORT=$(cat "$port_file")
+	FAULT_URL=http://127.0.0.1:$FPORT
+}
+
+# fault_set QUERY [URL]: changes a running faultserver, e.g. fault_set "mode=ok"; resets its
+# counts.
+fault_set() {
+	curl -sf -o /dev/null "${2:-$FAULT_URL}/_fault?$1" || fail "faultserver refused _fault?$1"
+}
+
+# fault_count [URL]: file GETs the faultserver saw since start or the last fault_set.
+fault_count() {
+	curl -sf "${1:-$FAULT_URL}/_fault/count" || fail "no count from the faultserver"
+}
+
+# fault_count_faulted [URL]: how many of them it faulted.
+fault_count_faulted() {
+	curl -sf "${1:-$FAULT_URL}/_fault/faults" || fail "no fault count from the faultserver"
+}
+
+# fault_gets [URL]: the file GETs the faultserver saw since start or the last fault_set, one
+# "PATH START-END MODE" a line.
+fault_gets() {
+	curl -sf "${1:-$FAULT_URL}/_fault/gets" || fail "no GET list from the faultserver"
+}
+
+# check_reads SRC MNT [OPTIONS] NAME...: reads the files NAME (relative to both) through the
+# mount and compares every byte returned with SRC's; a read either returns the source's bytes
+# or fails with one of the allowed errnos, never other bytes. A read is what a careful program
+# does: pread until the count or an error (the kernel may answer part from its page cache).
+#   --seq SIZE      read each file whole, SIZE bytes at a time (default 1M)
+#   --random N      then N preads at random offsets and lengths (up to 3 MiB), seeded
+#   --seed S        the seed of those (default 1)
+#   --threads K     the random preads from K threads at once (default 1)
+#   --allow E,..    errnos a read may fail with (default EIO)
+#   --all-ok        every read must succeed
+# Prints "N reads: R right, F failed (errno counts)"; exits 1 on any wrong byte or other errno,
+# and 124 when it ran over CHECK_TIMEOUT seconds (default 60: a hang is a failure).
+check_reads() {
+	local rc=0
+	cat >"$T/.check_reads.py" <<'PY'
+import errno, os, random, sys, threading
+args = sys.argv[1:]
+src, mnt = args[0], args[1]
+seq, nr_random, seed, threads, allow, all_ok, names = 1 << 20, 0, 1, 1, {"EIO"}, False, []
+i = 2
+while i < len(args):
+    a = args[i]
+    if a == "--seq":
+        m = {"K": 1 << 10, "M": 1 << 20}
+        v = args[i + 1]
+        seq = int(v[:-1]) * m[v[-1]] if v[-1] in m else int(v); i += 2
+    elif a == "--random":
+        nr_random = int(args[i + 1]); i += 2
+    elif a == "--seed":
+        seed = int(args[i + 1]); i += 2
+    elif a == "--threads":
+        threads = int(args[i + 1]); i += 2
+    elif a == "--allow":
+        allow = set(args[i + 1].split(",")); i += 2
+    elif a == "--all-ok":
+        all_ok = True; i += 1
+    else:
+        names.append(a); i += 1
+ref = {n: open(os.path.join(src, n), "rb").read() for n in names}
+lock = threading.Lock()
+counts = {"right": 0}
+bad = []
+
+def one(name, fd, off, n):
+    want = ref[name][off:off + n]
+    got, err = b"", None
+    while len(got) < len(want):
+        try:
+            piece = os.pread(fd, len(want) - len(got), off + len(got))
+        except OSError as e:
+            err = e
+            break
+        if not piece:
+            break
+        got += piece
+    with lock:
+        if got != want[:len(got)]:
+            first = next(k for k in range(len(got)) if got[k] != want[k])
+            bad.append("%s %d+%d: WRONG BYTES (%d returned, first wrong at +%d)" %
+                       (name, off, n, len(got), first))
+        elif err is not None:
+            en = errno.errorcode.get(err.errno, str(err.errno))
+            if en not in allow or all_ok:
+                bad.append("%s %d+%d: %s, want %s" % (name, off, n, err,
+                           "success" if all_ok else "/".join(sorted(allow))))
+            else:
+                counts[en] = counts.get(en, 0) + 1
+        elif len(got) < len(want):
+            bad.append("%s %d+%d: end of file after %d bytes" % (name, off, n, len(got)))
+        else:
+            counts["right"] += 1
+
+fds = {n: os.open(os.path.join(mnt, n), os.O_RDONLY) for n in names}
+for n in names:
+    for off in range(0, max(len(ref[n]), 1), seq):
+        one(n, fds[n], off, seq)
+rng = random.Random(seed)
+work = []
+for _ in range(nr_random):
+    n = rng.choice(names)
+    size = len(ref[n])
+    off = rng.randrange(size) if size else 0
+    work.append((n, off, rng.randint(1, min(3 << 20, max(1, size - off)))))
+def worker(k):
+    for w in work[k::threads]:
+        one(w[0], fds[w[0]], w[1], w[2])
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+for fd in fds.values():
+    os.close(fd)
+total = sum(counts.values()) + len(bad)
+failed = ", ".join("%d %s" % (v, k) for k, v in sorted(counts.items()) if k != "right")
+print("%d reads: %d right, %s%s" % (total, counts["right"], failed or "none failed",
+      ", %d BAD" % len(bad) if bad else ""), flush=True)
+for b in bad[:20]:
+    print("BAD", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+	timeout -k 5 "${CHECK_TIMEOUT:-60}" "$PY" "$T/.check_reads.py" "$@" || rc=$?
+	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] ||
+		echo "check_reads: still reading after ${CHECK_TIMEOUT:-60} s (a hang), killed" >&2
+	return "$rc"
 }

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Starts and stops a private nginx on a free loopback port for tests and benchmarks.
-#   nginx.sh start STATE_DIR DOCROOT [--tls]   prints the port; with --tls makes a test CA
+#   nginx.sh start STATE_DIR DOCROOT [--tls [CERT]]
+#                                              prints the port; with --tls makes a test CA
 #                                              (STATE_DIR/ca.pem) and serves HTTPS for
-#                                              127.0.0.1 and localhost
+#                                              127.0.0.1 and localhost; CERT wrong-host:
+#                                              the CA's certificate is for another name
+#                                              (wrong-host.invalid) only; CERT expired: for
+#                                              the right names, expired a day ago
 #   nginx.sh stop STATE_DIR
 # Autoindex, byte ranges, ETags and If-Match are nginx's defaults; logs stay in STATE_DIR.
 set -euo pipefail
@@ -11,19 +15,26 @@ free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-make_ca() { # dir
-	local d=$1
+make_ca() { # dir [cert: "", wrong-host or expired]
+	local d=$1 cert=${2:-} cn=127.0.0.1 san="IP:127.0.0.1,DNS:localhost" days=2
+	case "$cert" in
+	"") ;;
+	wrong-host) cn=wrong-host.invalid san=DNS:wrong-host.invalid ;;
+	# OpenSSL 3.0 takes a negative count: notAfter a day before notBefore (now).
+	expired) days=-1 ;;
+	*) echo "nginx.sh: unknown certificate kind '$cert'" >&2; return 1 ;;
+	esac
 	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry test CA" \
 		-keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
-	openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" \
 		-keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$d/ext.cnf"
+	printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$san" >"$d/ext.cnf"
 	openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
-		-CAcreateserial -days 2 -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null
+		-CAcreateserial -days "$days" -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null
 }
 
 start() {
-	local state=$1 root=$2 tls=${3:-}
+	local state=$1 root=$2 tls=${3:-} cert=${4:-}
 	mkdir -p "$state"
 	state=$(cd "$state" && pwd)
 	root=$(cd "$root" && pwd)
@@ -33,7 +44,7 @@ start() {
 		port=$(free_port)
 		listen="127.0.0.1:$port"
 		if [ "$tls" = --tls ]; then
-			[ -f "$state/server.pem" ] || make_ca "$state"
+			[ -f "$state/server.pem" ] || make_ca "$state" "$cert"
 			listen="$listen ssl"
 			ssl="ssl_certificate $state/server.pem; ssl_certificate_key $state/server.key;"
 		fi
@@ -95,5 +106,5 @@ stop() {
 case "${1:-}" in
 start) shift; start "$@" ;;
 stop) shift; stop "$@" ;;
-*) echo "usage: nginx.sh start STATE_DIR DOCROOT [--tls] | stop STATE_DIR" >&2; exit 2 ;;
+*) echo "usage: nginx.sh start STATE_DIR DOCROOT [--tls [wrong-host|expired]] | stop STATE_DIR" >&2; exit 2 ;;
 esac
