@@ -491,6 +491,7 @@ timed_same_tree() {
 	shift
 	timeout "$secs" bash -c "$(declare -f same_tree); PY=$PY; same_tree \"\$@\"" _ "$@" ||
 		fail "same_tree $*: differs, or still running after $secs s"
+}
 
 # ---- the fault server (tests/lib/faultserver.py; its docstring lists the modes) ----
 FAULTSERVER=$FERRY_SRC/tests/lib/faultserver.py
