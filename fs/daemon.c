@@ -3,7 +3,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -307,10 +310,99 @@ static void syncer_stop(struct syncer *s)
 	s->started = false;
 }
 
+/* Stopping on SIGTERM, SIGINT or SIGHUP. libfuse's handlers end the session loop, but the
+ * loop then waits for the requests in progress, and a read waiting on a stalled server waits
+ * out its timeouts and retries (minutes). So the handler also wakes the stopper thread,
+ * which aborts the fetch engine: those reads fail with EIO at once and the daemon stops, as
+ * `ferry umount --force` expects. One stopper per process (the daemon serves one mount). */
+static struct fuse_session *stop_session;
+static int stop_pipe[2] = { -1, -1 };
+
+struct stopper {
+	pthread_t thread;
+	struct fetcher *fetcher;
+	bool started;
+};
+
+static void stop_handler(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (stop_session)
+		fuse_session_exit(stop_session);
+	if (write(stop_pipe[1], &c, 1) < 0) {
+		/* the pipe holds a byte already: the stopper is awake */
+	}
+	errno = saved;
+}
+
+static void *stopper_main(void *arg)
+{
+	struct stopper *st = arg;
+	char c = 0;
+
+	while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
+		;
+	if (c) { /* a signal, not stopper_stop */
+		log_info("signal %d: stopping; reads waiting for the store fail with EIO", c);
+		fetcher_abort(st->fetcher);
+	}
+	return NULL;
+}
+
+static int stopper_start(struct stopper *st, struct fuse_session *se, struct fetcher *f)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	struct sigaction sa = { .sa_handler = stop_handler };
+	int ret;
+
+	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	/* Reads block; only the handler's writes must never block. */
+	fcntl(stop_pipe[0], F_SETFL, 0);
+	st->fetcher = f;
+	ret = -pthread_create(&st->thread, NULL, stopper_main, st);
+	if (ret)
+		return ret;
+	st->started = true;
+	stop_session = se;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], &sa, NULL) < 0)
+			return -errno;
+	return 0;
+}
+
+/* Before libfuse's handlers are removed: ours go with them (fuse_remove_signal_handlers
+ * restores the default only where it finds its own handler). */
+static void stopper_stop(struct stopper *st)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	char c = 0;
+
+	if (st->started) {
+		for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+			signal(sigs[i], SIG_DFL);
+		stop_session = NULL;
+		if (write(stop_pipe[1], &c, 1) < 0) {
+			/* a signal's byte is there already: the stopper has woken */
+		}
+		pthread_join(st->thread, NULL);
+		st->started = false;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (stop_pipe[i] >= 0)
+			close(stop_pipe[i]);
+		stop_pipe[i] = -1;
+	}
+}
+
 int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 {
 	struct ferryfs fs = { .cfg = cfg };
 	struct syncer syncer = { 0 };
+	struct stopper stopper = { 0 };
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *loop = NULL;
@@ -457,6 +549,11 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		goto fail;
 	}
 	handlers = true;
+	ret = stopper_start(&stopper, se, fs.fetcher);
+	if (ret) {
+		snprintf(err, sizeof(err), "cannot install signal handlers: %s", strerror(-ret));
+		goto fail;
+	}
 	if (fuse_session_mount(se, cfg->mountpoint)) {
 		snprintf(err, sizeof(err), "cannot mount on %s (see syslog for FUSE's reason)",
 			cfg->mountpoint);
@@ -498,6 +595,7 @@ out:
 	fuse_loop_cfg_destroy(loop);
 	if (mounted)
 		fuse_session_unmount(se);
+	stopper_stop(&stopper);
 	if (handlers)
 		fuse_remove_signal_handlers(se);
 	if (se)

@@ -89,6 +89,7 @@ struct fetcher {
 	struct fetch_job *queue, **queue_tail; /* submitted, for the curl thread */
 	struct fetch_job *work, **work_tail;   /* for the workers */
 	bool stop_curl, stop_workers;
+	bool aborted; /* fetcher_abort: every transfer fails at once, from now on */
 	char **bufs; /* idle chunk buffers */
 	unsigned nr_bufs, max_bufs;
 	CURLM *multi;
@@ -516,6 +517,32 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 	job_deliver(f, j);
 }
 
+/* Curl thread: every transfer waiting or in flight fails with EIO, so no reader waits for
+ * ever (stopping, or aborted). */
+static void fail_all(struct fetcher *f)
+{
+	while (f->ready) {
+		struct fetch_job *j = f->ready;
+
+		f->ready = j->next;
+		j->err = -EIO;
+		job_deliver(f, j);
+	}
+	while (f->active) {
+		struct fetch_job *j = f->active;
+
+		f->active = j->active_next;
+		curl_multi_remove_handle(f->multi, j->easy);
+		curl_easy_cleanup(j->easy);
+		j->easy = NULL;
+		curl_slist_free_all(j->headers);
+		j->headers = NULL;
+		f->nr_active--;
+		j->err = -EIO;
+		job_deliver(f, j);
+	}
+}
+
 static void *curl_thread_main(void *arg)
 {
 	struct fetcher *f = arg;
@@ -525,13 +552,14 @@ static void *curl_thread_main(void *arg)
 		uint64_t now, next_ns = 0;
 		int running, timeout_ms = 1000;
 		CURLMsg *msg;
-		bool stop;
+		bool stop, aborted;
 
 		pthread_mutex_lock(&f->lock);
 		in = f->queue;
 		f->queue = NULL;
 		f->queue_tail = &f->queue;
 		stop = f->stop_curl;
+		aborted = f->aborted;
 		pthread_mutex_unlock(&f->lock);
 		/* Jobs a reader waits for go before readahead (within a file or across a
 		 * directory), each kind in submission order: readers want their first chunk
@@ -546,6 +574,11 @@ static void *curl_thread_main(void *arg)
 		}
 		if (stop)
 			break;
+		if (aborted) {
+			fail_all(f);
+			curl_multi_poll(f->multi, NULL, 0, 1000, NULL);
+			continue;
+		}
 		now = now_ns();
 		for (pp = &f->ready; *pp && f->nr_active < f->max_transfers;) {
 			int ret;
@@ -586,25 +619,7 @@ static void *curl_thread_main(void *arg)
 		}
 		curl_multi_poll(f->multi, NULL, 0, timeout_ms, NULL);
 	}
-	/* Stopping: everything in flight or waiting fails, so no reader waits for ever. */
-	while (f->ready) {
-		struct fetch_job *j = f->ready;
-
-		f->ready = j->next;
-		j->err = -EIO;
-		job_deliver(f, j);
-	}
-	while (f->active) {
-		struct fetch_job *j = f->active;
-
-		f->active = j->active_next;
-		curl_multi_remove_handle(f->multi, j->easy);
-		curl_easy_cleanup(j->easy);
-		j->easy = NULL;
-		curl_slist_free_all(j->headers);
-		j->err = -EIO;
-		job_deliver(f, j);
-	}
+	fail_all(f);
 	return NULL;
 }
 
@@ -750,6 +765,17 @@ void fetcher_free(struct fetcher *f)
 	pthread_cond_destroy(&f->landed_cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
+}
+
+void fetcher_abort(struct fetcher *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->aborted = true;
+	pthread_mutex_unlock(&f->lock);
+	if (f->multi)
+		curl_multi_wakeup(f->multi);
 }
 
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st)

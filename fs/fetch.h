@@ -32,6 +32,10 @@ int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 	const struct fetch_config *cfg);
 void fetcher_free(struct fetcher *f);
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st);
+/* Fails every transfer waiting or in flight with EIO, and every later one at once, so that
+ * readers blocked on a stalled server return and the daemon can stop without waiting out the
+ * server's timeouts. Thread-safe; not for signal handlers. */
+void fetcher_abort(struct fetcher *f);
 
 /* Reads [off, off+len) of obj through the cache: hits come from disk, misses are fetched once
  * each, the chunks of one read concurrently. Returns bytes read (short only at the object's

@@ -130,6 +130,7 @@ static const struct {
 	{ "metadata_ttl", "--metadata-ttl", true },
 	{ "max_transfers", "--max-transfers", true },
 	{ "dir_readahead", "--dir-readahead", true },
+	{ "stall_timeout", "--stall-timeout", true },
 	{ "endpoint", "--endpoint", true },
 	{ "region", "--region", true },
 	{ "profile", "--profile", true },

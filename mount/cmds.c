@@ -59,55 +59,95 @@ static double json_num(const char *json, const char *key)
 
 /* ---- umount ---- */
 
+/* Runs fusermount3 -u [-z] on mp, its own messages silenced when quiet; true when it
+ * unmounted. */
+static bool run_fusermount(const char *mp, bool lazy, bool quiet)
+{
+	pid_t child = fork();
+	int status;
+
+	if (child < 0) {
+		fprintf(stderr, "ferry umount: fork: %s\n", strerror(errno));
+		return false;
+	}
+	if (child == 0) {
+		if (quiet) {
+			int fd = open("/dev/null", O_WRONLY);
+
+			if (fd >= 0)
+				dup2(fd, 2);
+		}
+		execlp("fusermount3", "fusermount3", lazy ? "-uz" : "-u", "--", mp, (char *)NULL);
+		fprintf(stderr, "ferry umount: cannot run fusermount3: %s\n", strerror(errno));
+		_exit(127);
+	}
+	return waitpid(child, &status, 0) == child && WIFEXITED(status) && !WEXITSTATUS(status);
+}
+
 int umount_main(int argc, char **argv)
 {
 	char mp[PATH_MAX], fstype[64] = "", json[4096];
-	pid_t pid = 0, child;
-	int status;
+	const char *path = NULL;
+	bool force = false;
+	pid_t pid = 0;
 
 	if (wants_help(argc, argv)) {
-		printf("usage: ferry umount MOUNTPOINT\n\n"
+		printf("usage: ferry umount [--force] MOUNTPOINT\n\n"
 		       "Unmounts a ferry mount (fusermount3 -u) and waits until its daemon has\n"
-		       "written its cache maps and exited. Fails if files on it are in use.\n");
+		       "written its cache maps and exited. Fails if files on it are in use, unless\n"
+		       "--force: then the mount is detached at once (no new opens), reads in\n"
+		       "progress, even ones waiting on a stalled server, fail with EIO, files still\n"
+		       "open get ENOTCONN, and the daemon writes its maps and exits.\n");
 		return 0;
 	}
-	if (argc != 2) {
-		fprintf(stderr, "usage: ferry umount MOUNTPOINT\n");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--force")) {
+			force = true;
+		} else if (argv[i][0] == '-' || path) {
+			path = NULL; /* an unknown option, or a second mount point */
+			break;
+		} else {
+			path = argv[i];
+		}
+	}
+	if (!path) {
+		fprintf(stderr, "usage: ferry umount [--force] MOUNTPOINT\n");
 		return 1;
 	}
-	if (!realpath(argv[1], mp)) {
-		fprintf(stderr, "ferry umount: %s: %s\n", argv[1], strerror(errno));
+	if (!realpath(path, mp)) {
+		fprintf(stderr, "ferry umount: %s: %s\n", path, strerror(errno));
 		return 1;
 	}
 	if (!cli_is_mount_point(mp, fstype, sizeof(fstype)) || strcmp(fstype, "fuse.ferry")) {
-		fprintf(stderr, "ferry umount: %s is not a ferry mount\n", argv[1]);
+		fprintf(stderr, "ferry umount: %s is not a ferry mount\n", path);
 		return 1;
 	}
 	if (!read_stats(mp, json, sizeof(json)))
 		pid = (pid_t)json_num(json, "pid");
-	child = fork();
-	if (child < 0) {
-		fprintf(stderr, "ferry umount: fork: %s\n", strerror(errno));
-		return 1;
-	}
-	if (child == 0) {
-		execlp("fusermount3", "fusermount3", "-u", "--", mp, (char *)NULL);
-		fprintf(stderr, "ferry umount: cannot run fusermount3: %s\n", strerror(errno));
-		_exit(127);
-	}
-	if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
-		fprintf(stderr, "ferry umount: could not unmount %s\n", argv[1]);
-		return 1;
+	if (!run_fusermount(mp, false, force)) {
+		if (!force) {
+			fprintf(stderr, "ferry umount: could not unmount %s (files in use? "
+					"--force fails their reads and stops the daemon)\n", path);
+			return 1;
+		}
+		/* Detached first, so nothing new opens; then the daemon fails what waits. */
+		if (!run_fusermount(mp, true, false)) {
+			fprintf(stderr, "ferry umount: could not detach %s\n", path);
+			return 1;
+		}
+		if (pid > 0 && kill(pid, SIGTERM) < 0 && errno != ESRCH)
+			fprintf(stderr, "ferry umount: cannot stop the daemon (pid %d): %s\n",
+				(int)pid, strerror(errno));
 	}
 	/* The daemon flushes its maps after the kernel lets go; wait for it (up to a minute). */
 	for (int i = 0; pid > 0 && i < 600 && kill(pid, 0) == 0; i++) {
 		struct timespec t = { 0, 100 * 1000 * 1000 };
-		char path[64], state = 0;
+		char statp[64], state = 0;
 		FILE *f;
 
 		/* A zombie (when ferry mount -f was run from our own shell) is gone for us. */
-		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-		f = fopen(path, "re");
+		snprintf(statp, sizeof(statp), "/proc/%d/stat", (int)pid);
+		f = fopen(statp, "re");
 		if (f) {
 			if (fscanf(f, "%*d %*s %c", &state) != 1)
 				state = 0;

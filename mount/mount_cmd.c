@@ -44,6 +44,8 @@ static void usage(FILE *out)
 		"  --metadata-ttl TIME   re-list directories after TIME (e.g. 90s, 30m, 1h;\n"
 		"                        'never'; default 1h)\n"
 		"  --max-transfers N     transfers in flight (default 16)\n"
+		"  --stall-timeout TIME  a transfer under 1 KiB/s for TIME is given up and\n"
+		"                        retried (e.g. 10s; default 30s)\n"
 		"  --dir-readahead N     when files of a directory are opened in listing order,\n"
 		"                        fetch the next N ahead (default 32; 0: off)\n"
 		"  --ca-file FILE        extra CA certificates for HTTPS (PEM)\n"
@@ -71,6 +73,7 @@ enum {
 	OPT_TTL,
 	OPT_MAX_TRANSFERS,
 	OPT_DIR_READAHEAD,
+	OPT_STALL_TIMEOUT,
 	OPT_ENDPOINT,
 	OPT_REGION,
 	OPT_PROFILE,
@@ -88,6 +91,7 @@ static const struct option long_opts[] = {
 	{ "metadata-ttl", required_argument, NULL, OPT_TTL },
 	{ "max-transfers", required_argument, NULL, OPT_MAX_TRANSFERS },
 	{ "dir-readahead", required_argument, NULL, OPT_DIR_READAHEAD },
+	{ "stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT },
 	{ "endpoint", required_argument, NULL, OPT_ENDPOINT },
 	{ "region", required_argument, NULL, OPT_REGION },
 	{ "profile", required_argument, NULL, OPT_PROFILE },
@@ -323,6 +327,15 @@ int mount_main(int argc, char **argv)
 			if (count_arg("--max-transfers", optarg, 1, 1024, &cfg.max_transfers))
 				return 1;
 			break;
+		case OPT_STALL_TIMEOUT: {
+			double secs;
+
+			if (cli_parse_duration(optarg, &secs) || secs < 1 || secs > 86400)
+				return fail("--stall-timeout '%s': a duration from 1s to 1d (e.g. 10s)",
+					optarg);
+			cfg.remote.low_speed_time_s = (long)secs;
+			break;
+		}
 		case OPT_DIR_READAHEAD:
 			if (count_arg("--dir-readahead", optarg, 0, 4096, &cfg.dir_readahead))
 				return 1;

@@ -3,7 +3,7 @@
 # that moves under 1 KiB/s for its low-speed time (30 s, fs/net.c) and tries again:
 #  - one stalled GET, then a server that answers: the read returns the source's bytes, within
 #    the low-speed time and a margin;
-#  - every GET stalled, a reader waiting: `ferry umount` unmounts cleanly within a bounded time,
+#  - every GET stalled, a reader waiting: `ferry umount --force` unmounts cleanly within a bounded time,
 #    the waiting reader gets an error (no hang, no wrong bytes), and the daemon is gone.
 # (A read through a server that stalls every GET failing with EIO within its bound is
 # server_stalls_every_get_read_fails_in_bounded_time.sh: it takes minutes.)
@@ -49,7 +49,7 @@ elif [ "$rc" -ne 0 ]; then
 	failed="$failed stall-once"
 fi
 
-log "every GET stalls, a reader waits, ferry umount"
+log "every GET stalls, a reader waits, ferry umount --force"
 fault_set "mode=stallheaders&every=1"
 # The daemon of this mount (its command line ends with this test's own mountpoint).
 daemon_pids=$(pgrep -f -- "mount .*$T/mnt\$" || true)
@@ -65,7 +65,11 @@ done
 sleep 1
 kill -0 "$reader" 2>/dev/null || fail "the reader did not wait: $(cat "$T/reader.out")"
 t0=$(date +%s)
-timeout -k 5 20 "$FERRY" umount "$T/mnt" >"$T/umount.out" 2>&1 && rc=0 || rc=$?
+# A plain umount refuses a busy mount (with one line that names --force); --force must not.
+timeout -k 5 20 "$FERRY" umount "$T/mnt" >"$T/umount-plain.out" 2>&1 &&
+	fail "a plain ferry umount unmounted a mount with a file in use"
+grep -q -- '--force' "$T/umount-plain.out" || fail "the refusal does not name --force: $(cat "$T/umount-plain.out")"
+timeout -k 5 20 "$FERRY" umount --force "$T/mnt" >"$T/umount.out" 2>&1 && rc=0 || rc=$?
 log "ferry umount: rc $rc after $(($(date +%s) - t0)) s: $(tr '\n' ' ' <"$T/umount.out")"
 [ "$rc" -eq 0 ] || { echo "FAILED: ferry umount with a reader waiting: rc $rc" >&2
 	failed="$failed umount"; }
