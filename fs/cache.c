@@ -49,7 +49,7 @@
  *
  * H.map: a 64-byte header, the path and version bytes, zero padding up to records_off (a
  * multiple of 512), then one 32-byte record per chunk, so no record straddles a sector; zero
- * padding up to sums_off (records_off + 32 * nr_chunks rounded up to 4096), then one slot of
+ * padding up to sums_off (records_off + 32 * nr_chunks rounded up to 512), then one slot of
  * chunk_bytes / 65536 block sums (u64 each) per chunk: chunk i's slot is at
  * sums_off + 8 * i * (chunk_bytes / 65536).
  *   header: magic "FERRYMAP", u32 format (2), u32 chunk_bytes, u64 object_size,
@@ -86,7 +86,7 @@
 #define MAP_HEADER_BYTES  64
 #define MAP_RECORD_BYTES  32
 #define MAP_ALIGN	  512
-#define MAP_SUMS_ALIGN	  4096
+#define MAP_SUMS_ALIGN	  512
 #define REC_PRESENT	  1u
 #define MAX_PATH_BYTES	  16384
 #define MAX_VERSION_BYTES 1024
@@ -1007,6 +1007,21 @@ static void evict_victims(struct cache *c, struct chunk *victims)
 	}
 }
 
+/* Evicts at least need bytes of least recently used unpinned chunks (for a full volume);
+ * false when there was nothing to evict. No io_lock held. */
+static bool make_room(struct cache *c, uint64_t need)
+{
+	struct chunk *victims;
+
+	pthread_mutex_lock(&c->lock);
+	victims = pick_victims(c, need);
+	pthread_mutex_unlock(&c->lock);
+	if (!victims)
+		return false;
+	evict_victims(c, victims);
+	return true;
+}
+
 /* A read found chunk idx damaged (err: -EBADMSG for a block that did not verify, else the
  * read's error): it becomes absent, record cleared and hole punched, and is fetched again.
  * Nothing happens when the chunk changed since the reader copied its sums (gen): someone
@@ -1046,19 +1061,11 @@ static void chunk_drop(struct cache_object *o, uint64_t idx, uint16_t gen, int e
  * chunks evicted and one more try. No io_lock held (eviction takes others'). */
 static int obj_open_data_roomy(struct cache_object *o)
 {
-	struct cache *c = o->cache;
-	struct chunk *victims;
 	int rc = obj_open_data(o);
 
-	if (rc != -ENOSPC && rc != -EDQUOT)
-		return rc;
-	pthread_mutex_lock(&c->lock);
-	victims = pick_victims(c, c->chunk_bytes);
-	pthread_mutex_unlock(&c->lock);
-	if (!victims)
-		return rc;
-	evict_victims(c, victims);
-	return obj_open_data(o);
+	if ((rc == -ENOSPC || rc == -EDQUOT) && make_room(o->cache, o->cache->chunk_bytes))
+		rc = obj_open_data(o);
+	return rc;
 }
 
 /* ---- chunks ---- */
@@ -1129,18 +1136,12 @@ static void fetch_abort(struct chunk *ch, int result)
 static ssize_t chunk_write(struct cache_object *o, const void *buf, size_t len, uint64_t off)
 {
 	struct cache *c = o->cache;
-	struct chunk *victims;
 	ssize_t n = c->io->pwrite(o->data_fd, buf, len, off);
 
 	if (n == -ENOSPC || n == -EDQUOT) {
 		punch(o->data_fd, off, len);
-		pthread_mutex_lock(&c->lock);
-		victims = pick_victims(c, len);
-		pthread_mutex_unlock(&c->lock);
-		if (victims) {
-			evict_victims(c, victims);
+		if (make_room(c, len))
 			n = c->io->pwrite(o->data_fd, buf, len, off);
-		}
 	}
 	if (n < 0)
 		punch(o->data_fd, off, len);
@@ -1715,10 +1716,8 @@ static int obj_sync(struct cache *c, struct cache_object *o)
 	goto out;
 disk:
 	/* A full or failing volume: what was written is torn-safe (a record whose slot or
-	 * data did not make it reads as absent), and the next sync writes it all again. */
-	pthread_mutex_unlock(&o->io_lock);
-	disk_error(c, rc, "syncing", o->map_path);
-	pthread_mutex_lock(&o->io_lock);
+	 * data did not make it reads as absent), and the next sync writes it all again. The
+	 * caller counts the error. */
 restore:
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < nr; i++) {
@@ -1738,6 +1737,7 @@ out:
 int cache_sync(struct cache *c)
 {
 	struct cache_object **objs = NULL, *o;
+	char what[PATH_MAX] = "";
 	size_t nr = 0, i;
 	int rc = 0;
 
@@ -1767,11 +1767,19 @@ int cache_sync(struct cache *c)
 	for (i = 0; i < nr; i++) {
 		int r = obj_sync(c, objs[i]);
 
-		if (r < 0 && rc == 0)
+		if ((r == -ENOSPC || r == -EDQUOT) && make_room(c, c->chunk_bytes))
+			r = obj_sync(c, objs[i]); /* the map's few new blocks fit now */
+		if (r < 0 && rc == 0) {
 			rc = r;
+			snprintf(what, sizeof(what), "%s", objs[i]->map_path);
+		}
 		obj_put(objs[i]);
 	}
 	free(objs);
+	/* One error per sync, however many maps it could not write: one full volume is not
+	 * DEGRADE_AFTER failures at once. */
+	if (rc < 0 && rc != -ENOMEM)
+		disk_error(c, rc, "syncing", what);
 	return rc;
 }
 
