@@ -822,6 +822,7 @@ Test(cache, objects_with_every_chunk_evicted_leave_no_files_after_reopen)
 	char gone_map[PATH_MAX], gone_data[PATH_MAX], kept_map[PATH_MAX];
 
 	get_and_release(gone, "/gone", "v", 0);
+	cr_assert_eq(cache_sync(c), 0); /* /gone's map records its chunk */
 	get_and_release(kept, "/kept", "v", 0);
 	cr_assert_eq(stats(c).evictions, 1);
 	snprintf(gone_data, sizeof(gone_data), "%s", cache_object_data_path(gone));
@@ -1560,5 +1561,44 @@ Test(cache, largest_allowed_size_opens_and_is_fetched_without_storing)
 	cr_assert_lt(grown, 1u << 20, "grew the heap by %zu bytes", grown);
 	cr_assert_gt(stats(c).disk_errors, 0);
 	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, temporary_files_left_by_a_killed_process_are_removed_on_open)
+{
+	char map[PATH_MAX], data[PATH_MAX], tmp[PATH_MAX + 8], meta_tmp[PATH_MAX];
+	struct cache *c;
+
+	make_one_cached_object(map, data, sizeof(map));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", map);
+	close(open(tmp, O_CREAT | O_WRONLY, 0600));
+	snprintf(meta_tmp, sizeof(meta_tmp), "%s/meta.99999", tmp_dir);
+	close(open(meta_tmp, O_CREAT | O_WRONLY, 0600));
+	c = open_cache(NULL, 0);
+	cr_assert_neq(access(tmp, F_OK), 0, "%s is still there", tmp);
+	cr_assert_neq(access(meta_tmp, F_OK), 0, "%s is still there", meta_tmp);
+	cr_assert_eq(stats(c).nr_objects, 1); /* the real map is kept */
+	cache_free(c);
+}
+
+Test(cache, object_emptied_before_its_first_sync_leaves_no_files_after_reopen)
+{
+	struct cache *c = open_cache(NULL, CB);
+	struct cache_object *a = open_obj(c, "/brief", CB, "v");
+	struct cache_object *b = open_obj(c, "/stays", CB, "v");
+	char map[PATH_MAX], data[PATH_MAX];
+
+	get_and_release(a, "/brief", "v", 0);
+	get_and_release(b, "/stays", "v", 0); /* evicts /brief's only chunk */
+	map_path_of(a, map, sizeof(map));
+	snprintf(data, sizeof(data), "%s", cache_object_data_path(a));
+	cr_assert_eq(cache_sync(c), 0);
+	cr_assert_neq(access(map, F_OK), 0, "a map was made for nothing");
+	cache_object_unref(a);
+	cache_object_unref(b);
+	cache_free(c);
+	c = open_cache(NULL, CB);
+	cr_assert_neq(access(data, F_OK), 0, "%s is still there", data);
+	cr_assert_eq(stats(c).nr_objects, 1);
 	cache_free(c);
 }
