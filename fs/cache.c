@@ -258,8 +258,8 @@ struct cache {
 	struct cache_object *dirty; /* objects with records to write */
 	struct chunk lru;	    /* list head: lru.lru_next is the least recently used */
 	uint64_t clock;
-	unsigned fail_run;    /* disk errors since the last successful fill */
-	time_t last_err_log;  /* rate limit of disk error lines: one a second */
+	unsigned fail_run;     /* disk errors since the last successful fill */
+	time_t last_err_log;   /* rate limit of disk error lines: one a second */
 	struct cache_stats st; /* used_bytes also counts fills in progress */
 };
 
@@ -334,7 +334,8 @@ static uint64_t block_hash(const void *p, size_t len)
 static void block_sums_of(const void *buf, uint64_t len, uint64_t *sums)
 {
 	for (uint64_t off = 0, k = 0; off < len; off += CACHE_BLOCK_BYTES, k++)
-		sums[k] = block_hash((const char *)buf + off, min_u64(CACHE_BLOCK_BYTES, len - off));
+		sums[k] =
+			block_hash((const char *)buf + off, min_u64(CACHE_BLOCK_BYTES, len - off));
 }
 
 static uint64_t record_check(const struct map_record *r, uint64_t idx, uint64_t key_hash)
@@ -382,8 +383,8 @@ static uint64_t path_hash_of(const char *path)
 static void punch(int fd, uint64_t off, uint64_t len)
 {
 	if (fd >= 0 && len)
-		(void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-			(off_t)len);
+		(void)fallocate(
+			fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
 }
 
 /* ---- disk errors and the degraded mode ---- */
@@ -1070,7 +1071,8 @@ static void chunk_drop(struct cache_object *o, uint64_t idx, uint16_t gen, int e
 	pthread_mutex_unlock(&c->lock);
 	if (err == -EBADMSG)
 		log_warn("cache: chunk %" PRIu64 " of %s failed its checksum; dropped, fetching it "
-			 "again", idx, o->path);
+			 "again",
+			idx, o->path);
 	else
 		disk_error(c, err, "reading", o->data_path);
 	evict_victims(c, ch);
@@ -1397,7 +1399,8 @@ ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_
 		uint64_t idx = pos >> c->chunk_shift, cstart = idx << c->chunk_shift;
 		uint64_t cend = min_u64(cstart + c->chunk_bytes, o->size);
 		uint64_t gstart = pos & ~(uint64_t)(CACHE_BLOCK_BYTES - 1);
-		uint64_t gend = min_u64(gstart + (uint64_t)READ_GROUP_BLOCKS * CACHE_BLOCK_BYTES, cend);
+		uint64_t gend =
+			min_u64(gstart + (uint64_t)READ_GROUP_BLOCKS * CACHE_BLOCK_BYTES, cend);
 		uint64_t want_end = min_u64(end, gend);
 		uint64_t sums[READ_GROUP_BLOCKS];
 		struct chunk *ch;
@@ -1587,8 +1590,8 @@ const char *cache_object_data_path(const struct cache_object *o)
 /* Under c->lock: fills one dirty page's records (and, for present durable chunks, their
  * slots of block sums) into recs and slots; has[k] tells which slots to write. Returns true
  * when the page holds present chunks not yet durable (it stays dirty). */
-static bool page_records(struct cache *c, struct chunk_page *p, struct map_record *recs,
-	uint64_t *slots, bool *has)
+static bool page_records(
+	struct cache *c, struct chunk_page *p, struct map_record *recs, uint64_t *slots, bool *has)
 {
 	struct cache_object *o = p->obj;
 	uint32_t bpc = c->blocks_per_chunk;
@@ -1645,8 +1648,8 @@ static int page_write(struct cache *c, struct cache_object *o, struct chunk_page
 			return (int)n;
 		k = j;
 	}
-	n = c->io->pwrite(o->map_fd, recs, nk * sizeof(*recs),
-		o->records_off + p->first * MAP_RECORD_BYTES);
+	n = c->io->pwrite(
+		o->map_fd, recs, nk * sizeof(*recs), o->records_off + p->first * MAP_RECORD_BYTES);
 	return n < 0 ? (int)n : 0;
 }
 
@@ -1855,8 +1858,7 @@ static void remove_objects(struct cache *c)
 
 /* Writes D/meta for this cache through a private temporary file; with replace, over an
  * existing one (rename), else only where none is (link: another process's wins). */
-static int meta_write(struct cache *c, const char *path, bool replace, char *errbuf,
-	size_t errlen)
+static int meta_write(struct cache *c, const char *path, bool replace, char *errbuf, size_t errlen)
 {
 	char tmp[PATH_MAX], text[128];
 	int fd, len, err;
@@ -1963,7 +1965,8 @@ static int meta_open(struct cache *c, char *errbuf, size_t errlen)
 		int old = fd;
 
 		log_warn("cache: %s is a format 1 cache (no block checksums); discarding its "
-			 "contents and starting it again as format 2", c->dir);
+			 "contents and starting it again as format 2",
+			c->dir);
 		remove_objects(c);
 		rc = meta_write(c, path, true, errbuf, errlen);
 		if (rc == 0)
@@ -2086,8 +2089,8 @@ static int load_records(struct cache *c, struct cache_object *o, int mfd)
 		for (i = ((uint64_t)data - start) / MAP_RECORD_BYTES;
 			start + i * MAP_RECORD_BYTES < (uint64_t)hole;) {
 			uint64_t want = min_u64(LOAD_RECORDS, o->nr_chunks - i);
-			ssize_t n = c->io->pread(mfd, recs, want * sizeof(*recs),
-				start + i * MAP_RECORD_BYTES);
+			ssize_t n = c->io->pread(
+				mfd, recs, want * sizeof(*recs), start + i * MAP_RECORD_BYTES);
 
 			if (n < (ssize_t)sizeof(*recs))
 				goto out; /* a short map (torn extension): the rest is absent */
@@ -2104,8 +2107,7 @@ out:
 
 /* Opens one of an object's files as found on disk: a regular file owned by this user, made
  * private if it was not. -errno and a reason. */
-static int open_own(struct cache *c, const char *path, int flags, struct stat *sb,
-	const char **why)
+static int open_own(struct cache *c, const char *path, int flags, struct stat *sb, const char **why)
 {
 	int fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW);
 
@@ -2413,8 +2415,8 @@ int cache_open(struct cache **out, const struct cache_config *cfg, char *errbuf,
 	}
 	/* Private to this user: another user's folder is refused, ours is made 0700. */
 	if (lstat(c->dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-		rc = errf(errbuf, errlen, -ENOTDIR, "cache directory %s is not a directory",
-			c->dir);
+		rc = errf(
+			errbuf, errlen, -ENOTDIR, "cache directory %s is not a directory", c->dir);
 		goto fail;
 	}
 	if (sb.st_uid != c->euid) {

@@ -102,8 +102,8 @@ void cache_chunk_release(struct cache_object *o, uint64_t idx);
  * not verify or could not be read (the chunk is now absent: counted in verify_failures, hole
  * punched, record cleared) or a chunk of the range is not present; the caller releases its
  * pins and acquires again, which gives CACHE_FETCH. No unverified byte is left in buf (what
- * was read straight into buf before a failed check is zeroed). No allocation per call, but
- * for a 64 KiB buffer per calling thread for unaligned edges. */
+ * was read straight into buf before a failed check is zeroed). No allocation per call (a
+ * 64 KiB buffer per calling thread, made once, takes unaligned edges). */
 ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_t off);
 /* The checksums of the blocks covering [off, off + len) (clipped to the object), at most
  * max_sums of them, into sums; returns how many, or -errno: -EINVAL when off is not a multiple

@@ -1124,7 +1124,7 @@ Test(cache, block_sums_are_the_xxh3_of_each_block_of_present_chunks)
 	cr_assert_eq(cache_object_block_sums(o, 2 * CB4, size, sums, 3), 3);
 	cr_assert_eq(cache_object_block_sums(o, 100, CB, sums, 32), -EINVAL);
 	cr_assert_eq(cache_object_block_sums(o, 0, size, sums, 32), -EINVAL); /* 1 is absent */
-	cr_assert_eq(cache_object_block_sums(o, 4 * CB4, CB, sums, 32), 0); /* past the end */
+	cr_assert_eq(cache_object_block_sums(o, 4 * CB4, CB, sums, 32), 0);   /* past the end */
 	for (uint64_t i = 0; i < 4; i++)
 		if (i != 1)
 			cache_chunk_release(o, i);
@@ -1139,7 +1139,7 @@ Test(cache, chunk_dropped_under_two_holders_is_evictable_once_both_release)
 	struct cache_object *o = open_obj(c, "/two", 2 * CB, "v");
 	unsigned char got[64];
 
-	get_chunk(o, "/two", "v", 0);			      /* holder A */
+	get_chunk(o, "/two", "v", 0);				  /* holder A */
 	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_HIT); /* holder B */
 	flip_byte(cache_object_data_path(o), 10);
 	cr_assert_eq(cache_object_read(o, got, sizeof(got), 0), -EBADMSG); /* A drops it */
