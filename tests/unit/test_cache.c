@@ -1602,3 +1602,139 @@ Test(cache, object_emptied_before_its_first_sync_leaves_no_files_after_reopen)
 	cr_assert_eq(stats(c).nr_objects, 1);
 	cache_free(c);
 }
+
+struct vandal {
+	const char *paths[2];
+	uint64_t sizes[2];
+	atomic_bool stop;
+	atomic_int nr_flips;
+};
+
+/* Flips a byte of a data file now and then, as a failing disk or a local user would. */
+static void *vandal_thread(void *p)
+{
+	struct vandal *v = p;
+	uint64_t seed = 99;
+
+	while (!atomic_load(&v->stop)) {
+		int k, fd;
+		uint64_t off;
+		unsigned char x;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		k = (int)(seed % 2);
+		off = (seed >> 8) % v->sizes[k];
+		fd = open(v->paths[k], O_RDWR);
+		if (fd >= 0 && pread(fd, &x, 1, (off_t)off) == 1 && x) {
+			x ^= 1;
+			if (pwrite(fd, &x, 1, (off_t)off) == 1)
+				atomic_fetch_add(&v->nr_flips, 1);
+		}
+		if (fd >= 0)
+			close(fd);
+		usleep(2000);
+	}
+	return NULL;
+}
+
+struct damaged_reader {
+	struct cache_object *objs[3];
+	const char *paths[3];
+	uint64_t seed;
+	atomic_int *wrong, *refused;
+};
+
+static void *damaged_reader_thread(void *p)
+{
+	struct damaged_reader *r = p;
+	unsigned char *buf = malloc(4 * CB), *got = malloc(4 * CB);
+
+	cr_assert(buf && got);
+	for (int it = 0; it < 1500; it++) {
+		uint64_t nr, idx, off, len, a, l;
+		ssize_t n;
+		int k, rc;
+
+		r->seed ^= r->seed << 13;
+		r->seed ^= r->seed >> 7;
+		r->seed ^= r->seed << 17;
+		k = (int)(r->seed % 3);
+		nr = cache_object_nr_chunks(r->objs[k]);
+		idx = (r->seed >> 8) % nr;
+		off = idx * 4 * CB;
+		len = len_of(r->objs[k], idx);
+		rc = cache_chunk_acquire(r->objs[k], idx, true);
+		if (rc == CACHE_FETCH) {
+			src_fill(r->paths[k], "v", off, buf, len);
+			if (cache_chunk_fill(r->objs[k], idx, buf, len) != 0)
+				continue;
+		} else if (rc != CACHE_HIT) {
+			continue;
+		}
+		a = (r->seed >> 20) % len;
+		l = (r->seed >> 40) % (len - a) + 1;
+		n = cache_object_read(r->objs[k], got, l, off + a);
+		if (n == -EBADMSG) {
+			atomic_fetch_add(r->refused, 1);
+		} else if (n != (ssize_t)l) {
+			atomic_fetch_add(r->wrong, 1);
+		} else {
+			for (uint64_t i = 0; i < l; i++) {
+				if (got[i] != src_byte(r->paths[k], "v", off + a + i)) {
+					atomic_fetch_add(r->wrong, 1);
+					break;
+				}
+			}
+		}
+		cache_chunk_release(r->objs[k], idx);
+	}
+	free(buf);
+	free(got);
+	return NULL;
+}
+
+Test(cache, readers_never_see_bytes_flipped_under_them_while_chunks_are_evicted_and_synced)
+{
+	enum { NR = 4 };
+	struct cache *c = open_cache_at(tmp_dir, NULL, 8 * 4 * CB, 4 * CB);
+	struct damaged_reader r[NR];
+	struct vandal v = {0};
+	struct sync_loop s;
+	pthread_t tr[NR], tv, ts;
+	atomic_int wrong = 0, refused = 0;
+	struct cache_object *objs[3];
+	const char *paths[3] = {"/d0", "/d1", "/d2"};
+
+	objs[0] = open_obj(c, paths[0], 20 * 4 * CB, "v");
+	objs[1] = open_obj(c, paths[1], 7 * 4 * CB + 1000, "v");
+	objs[2] = open_obj(c, paths[2], 3000, "v");
+	for (int k = 0; k < 2; k++) {
+		v.paths[k] = cache_object_data_path(objs[k]);
+		v.sizes[k] = cache_object_size(objs[k]);
+	}
+	s = (struct sync_loop){.c = c};
+	cr_assert_eq(pthread_create(&ts, NULL, sync_loop_thread, &s), 0);
+	cr_assert_eq(pthread_create(&tv, NULL, vandal_thread, &v), 0);
+	for (int t = 0; t < NR; t++) {
+		r[t] = (struct damaged_reader){
+			.seed = 0x1234567ull * (t + 1), .wrong = &wrong, .refused = &refused};
+		memcpy(r[t].objs, objs, sizeof(objs));
+		memcpy(r[t].paths, paths, sizeof(paths));
+		cr_assert_eq(pthread_create(&tr[t], NULL, damaged_reader_thread, &r[t]), 0);
+	}
+	for (int t = 0; t < NR; t++)
+		pthread_join(tr[t], NULL);
+	atomic_store(&v.stop, true);
+	atomic_store(&s.stop, true);
+	pthread_join(tv, NULL);
+	pthread_join(ts, NULL);
+	cr_log_info("flips %d, reads refused %d, verify failures %lu", atomic_load(&v.nr_flips),
+		atomic_load(&refused), (unsigned long)stats(c).verify_failures);
+	cr_assert_eq(atomic_load(&wrong), 0, "%d reads returned wrong bytes", atomic_load(&wrong));
+	cr_assert_gt(stats(c).verify_failures, 0, "no flip was ever read: the test saw nothing");
+	for (int k = 0; k < 3; k++)
+		cache_object_unref(objs[k]);
+	cache_free(c);
+}
