@@ -423,6 +423,15 @@ static void disk_error(struct cache *c, int err, const char *what, const char *p
 		log_warn("cache: %s %s: %s", what, path, strerror(-err));
 }
 
+/* A full volume that eviction made room on: a failed write all the same, counted, but not
+ * one of a run towards degrading. */
+static void disk_full_recovered(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->st.disk_errors++;
+	pthread_mutex_unlock(&c->lock);
+}
+
 static bool cache_degraded(struct cache *c)
 {
 	bool d;
@@ -1084,8 +1093,11 @@ static int obj_open_data_roomy(struct cache_object *o)
 {
 	int rc = obj_open_data(o);
 
-	if ((rc == -ENOSPC || rc == -EDQUOT) && make_room(o->cache, o->cache->chunk_bytes))
+	if ((rc == -ENOSPC || rc == -EDQUOT) && make_room(o->cache, o->cache->chunk_bytes)) {
 		rc = obj_open_data(o);
+		if (rc == 0)
+			disk_full_recovered(o->cache);
+	}
 	return rc;
 }
 
@@ -1161,8 +1173,11 @@ static ssize_t chunk_write(struct cache_object *o, const void *buf, size_t len, 
 
 	if (n == -ENOSPC || n == -EDQUOT) {
 		punch(o->data_fd, off, len);
-		if (make_room(c, len))
+		if (make_room(c, len)) {
 			n = c->io->pwrite(o->data_fd, buf, len, off);
+			if (n >= 0)
+				disk_full_recovered(c);
+		}
 	}
 	if (n < 0)
 		punch(o->data_fd, off, len);
@@ -1793,8 +1808,11 @@ int cache_sync(struct cache *c)
 	for (i = 0; i < nr; i++) {
 		int r = obj_sync(c, objs[i]);
 
-		if ((r == -ENOSPC || r == -EDQUOT) && make_room(c, c->chunk_bytes))
+		if ((r == -ENOSPC || r == -EDQUOT) && make_room(c, c->chunk_bytes)) {
 			r = obj_sync(c, objs[i]); /* the map's few new blocks fit now */
+			if (r == 0)
+				disk_full_recovered(c);
+		}
 		if (r < 0 && rc == 0) {
 			rc = r;
 			snprintf(what, sizeof(what), "%s", objs[i]->map_path);

@@ -37,7 +37,8 @@ struct cache_stats {
 	uint64_t verify_failures;     /* chunks dropped because a block failed its checksum or
 	                               * could not be read from disk */
 	uint64_t disk_errors;         /* failed reads, writes, syncs and file creations on the
-	                               * cache volume (ENOSPC, EIO, ...) */
+	                               * cache volume (ENOSPC, EIO, ...), also those that
+	                               * eviction then made room for */
 	bool degraded;                /* the volume kept failing: nothing more is stored until
 	                               * restart, reads of absent chunks go to the network */
 };

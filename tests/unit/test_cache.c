@@ -1280,6 +1280,7 @@ Test(cache, full_volume_never_fails_an_open)
 	cr_log_info("stored %d, failed %d, evictions %lu, degraded %d", nr_stored, nr_failed,
 		(unsigned long)stats(c).evictions, stats(c).degraded);
 	cr_assert_gt(stats(c).evictions, 0, "nothing was evicted to make room");
+	cr_assert_gt(stats(c).disk_errors, 0, "the volume never said it was full");
 	cr_assert_gt(nr_stored, NR_OBJ * NR_CHUNKS / 2, "stored only %d", nr_stored);
 	cr_assert_leq(stats(c).used_bytes, 2u << 20);
 	cache_free(c);
