@@ -1,5 +1,6 @@
 /* Tests of the chunk cache: single flight, eviction, persistence and verification, on real
- * files under /tmp with both disk I/O backends. */
+ * files under /tmp with both disk I/O backends; damage to the files, full and failing volumes,
+ * permissions and huge objects. */
 #include "config.h"
 
 #include <criterion/criterion.h>
@@ -11,9 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fs/cache.h"
 #include "fs/io.h"
@@ -21,6 +25,8 @@
 #define CB (64u << 10) /* the smallest chunk size keeps tests small */
 
 static char tmp_dir[64];
+static char vol_dir[96];     /* a private tmpfs mounted by a test, "" when none */
+static uint32_t cb_now = CB; /* the chunk size of the cache under test */
 
 static void setup(void)
 {
@@ -31,6 +37,11 @@ static void setup(void)
 static void teardown(void)
 {
 	char cmd[128];
+
+	if (vol_dir[0]) {
+		umount2(vol_dir, MNT_DETACH);
+		vol_dir[0] = '\0';
+	}
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
 	if (system(cmd) != 0)
@@ -85,9 +96,9 @@ static struct cache_object *open_obj(
 
 static size_t len_of(struct cache_object *o, uint64_t idx)
 {
-	uint64_t size = cache_object_size(o), off = idx * CB;
+	uint64_t size = cache_object_size(o), off = idx * cb_now;
 
-	return size - off < CB ? (size_t)(size - off) : CB;
+	return size - off < cb_now ? (size_t)(size - off) : cb_now;
 }
 
 /* The fetcher's part, with the oracle's bytes. */
@@ -99,7 +110,7 @@ static int fill_from_src(
 	int rc;
 
 	cr_assert_not_null(buf);
-	src_fill(path, version, idx * CB, buf, len);
+	src_fill(path, version, idx * cb_now, buf, len);
 	rc = cache_chunk_fill(o, idx, buf, len);
 	free(buf);
 	return rc;
@@ -117,8 +128,8 @@ static int get_chunk(struct cache_object *o, const char *path, const char *versi
 	cr_assert(rc == CACHE_HIT || rc == CACHE_FETCH, "acquire %lu: %d", (unsigned long)idx, rc);
 	if (rc == CACHE_FETCH)
 		cr_assert_eq(fill_from_src(o, path, version, idx), 0);
-	cr_assert_eq(cache_object_read(o, got, len, idx * CB), (ssize_t)len);
-	src_fill(path, version, idx * CB, want, len);
+	cr_assert_eq(cache_object_read(o, got, len, idx * cb_now), (ssize_t)len);
+	src_fill(path, version, idx * cb_now, want, len);
 	cr_assert_eq(memcmp(got, want, len), 0, "chunk %lu of %s has wrong bytes",
 		(unsigned long)idx, path);
 	free(got);
@@ -605,9 +616,14 @@ Test(cache, corrupted_byte_is_detected_after_reopen_and_refetched)
 	c = open_cache(NULL, 0);
 	o = open_obj(c, "/bad", 2 * CB, "v");
 	cr_assert_eq(get_and_release(o, "/bad", "v", 0), CACHE_HIT);
-	cr_assert_eq(get_and_release(o, "/bad", "v", 1), CACHE_FETCH); /* checks the bytes */
+	/* Still present in the map, but its read checks the bytes and drops it. */
+	cr_assert_eq(cache_chunk_acquire(o, 1, true), CACHE_HIT);
+	cr_assert_eq(cache_object_read(o, &x, 1, CB + 1234), -EBADMSG);
+	cache_chunk_release(o, 1);
 	cr_assert_eq(stats(c).verify_failures, 1);
+	cr_assert_eq(get_and_release(o, "/bad", "v", 1), CACHE_FETCH);
 	cr_assert_eq(get_and_release(o, "/bad", "v", 1), CACHE_HIT);
+	cr_assert_eq(stats(c).verify_failures, 1);
 	cr_assert_eq(stats(c).used_bytes, 2 * CB);
 	cache_object_unref(o);
 	cache_free(c);
@@ -806,6 +822,7 @@ Test(cache, objects_with_every_chunk_evicted_leave_no_files_after_reopen)
 	char gone_map[PATH_MAX], gone_data[PATH_MAX], kept_map[PATH_MAX];
 
 	get_and_release(gone, "/gone", "v", 0);
+	cr_assert_eq(cache_sync(c), 0); /* /gone's map records its chunk */
 	get_and_release(kept, "/kept", "v", 0);
 	cr_assert_eq(stats(c).evictions, 1);
 	snprintf(gone_data, sizeof(gone_data), "%s", cache_object_data_path(gone));
@@ -847,4 +864,878 @@ Test(cache, bad_arguments_are_refused)
 	cache_free(c);
 	cache_free(NULL);
 	cache_object_unref(NULL);
+}
+
+/* ---- damage, full and failing volumes, permissions, huge objects ---- */
+
+static struct cache *open_cache_at(
+	const char *dir, const struct io_backend *io, uint64_t max_bytes, uint32_t chunk_bytes)
+{
+	struct cache_config cfg = {
+		.dir = dir, .max_bytes = max_bytes, .chunk_bytes = chunk_bytes, .io = io};
+	struct cache *c = NULL;
+	char err[256] = "";
+	int rc = cache_open(&c, &cfg, err, sizeof(err));
+
+	cr_assert_eq(rc, 0, "cache_open %s: %d %s", dir, rc, err);
+	cb_now = chunk_bytes;
+	return c;
+}
+
+static void flip_byte(const char *path, uint64_t off)
+{
+	unsigned char x;
+	int fd = open(path, O_RDWR);
+
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	cr_assert_eq(pread(fd, &x, 1, (off_t)off), 1);
+	x ^= 0x40;
+	cr_assert_eq(pwrite(fd, &x, 1, (off_t)off), 1);
+	close(fd);
+}
+
+static mode_t mode_of(const char *path)
+{
+	struct stat sb;
+
+	cr_assert_eq(lstat(path, &sb), 0, "lstat %s: %s", path, strerror(errno));
+	return sb.st_mode & 07777;
+}
+
+static void map_path_of(struct cache_object *o, char *out, size_t size)
+{
+	const char *data = cache_object_data_path(o);
+
+	snprintf(out, size, "%.*s.map", (int)strlen(data) - 5, data);
+}
+
+/* Mounts a private tmpfs of the given size under tmp_dir; skips the test where mounting is
+ * not allowed. */
+static void mount_small_volume(const char *size)
+{
+	char opts[64];
+
+	snprintf(vol_dir, sizeof(vol_dir), "%s/vol", tmp_dir);
+	cr_assert_eq(mkdir(vol_dir, 0700), 0);
+	snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+	if (mount("tmpfs", vol_dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+		vol_dir[0] = '\0';
+		cr_skip_test("cannot mount a tmpfs here: %s", strerror(errno));
+	}
+}
+
+/* stderr into a file for a while, to count log lines. */
+static int capture_start(const char *path)
+{
+	int saved, fd;
+
+	fflush(stderr);
+	saved = dup(2);
+	fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+	cr_assert(saved >= 0 && fd >= 0);
+	dup2(fd, 2);
+	close(fd);
+	return saved;
+}
+
+static int capture_count(int saved, const char *path, const char *needle)
+{
+	char text[65536];
+	ssize_t n;
+	int fd, count = 0;
+
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	cr_assert_geq(n, 0);
+	text[n] = '\0';
+	for (char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+		count++;
+	return count;
+}
+
+/* A disk that fails on demand: the sync twin, but each call returns -EIO while its switch is
+ * on. */
+static atomic_bool fail_reads, fail_writes, fail_syncs;
+
+static ssize_t fault_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	return atomic_load(&fail_reads) ? -EIO : io_sync_backend.pread(fd, buf, len, off);
+}
+
+static ssize_t fault_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return atomic_load(&fail_writes) ? -EIO : io_sync_backend.pwrite(fd, buf, len, off);
+}
+
+static int fault_fdatasync(int fd)
+{
+	return atomic_load(&fail_syncs) ? -EIO : io_sync_backend.fdatasync(fd);
+}
+
+static const struct io_backend fault_io = {
+	.name = "fault",
+	.pread = fault_pread,
+	.pwrite = fault_pwrite,
+	.fdatasync = fault_fdatasync,
+};
+
+Test(cache, flipped_byte_in_data_file_is_never_served)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/flip", 2 * CB, "v");
+	unsigned char got[4096], flipped = (unsigned char)(src_byte("/flip", "v", CB + 100) ^ 0x40);
+
+	get_and_release(o, "/flip", "v", 1); /* filled and read once: verified */
+	flip_byte(cache_object_data_path(o), CB + 100);
+	cr_assert_eq(cache_chunk_acquire(o, 1, true), CACHE_HIT);
+	memset(got, 0xaa, sizeof(got));
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), CB), -EBADMSG);
+	cr_assert_neq(got[100], flipped, "the flipped byte reached the buffer");
+	cache_chunk_release(o, 1);
+	cr_assert_eq(stats(c).verify_failures, 1);
+	cr_assert_eq(stats(c).used_bytes, 0);
+	cr_assert_eq(cache_object_cached_bytes(o), 0);
+	/* Dropped: fetched again, right bytes. */
+	cr_assert_eq(get_and_release(o, "/flip", "v", 1), CACHE_FETCH);
+	cr_assert_eq(get_and_release(o, "/flip", "v", 1), CACHE_HIT);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, hole_punched_under_a_verified_chunk_is_refetched)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/hole", 3 * CB, "v");
+	unsigned char got[CB];
+	int fd;
+
+	get_and_release(o, "/hole", "v", 2);
+	fd = open(cache_object_data_path(o), O_RDWR);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2 * CB, CB), 0);
+	close(fd);
+	cr_assert_eq(cache_chunk_acquire(o, 2, true), CACHE_HIT);
+	cr_assert_eq(cache_object_read(o, got, CB, 2 * CB), -EBADMSG);
+	cache_chunk_release(o, 2);
+	cr_assert_eq(stats(c).verify_failures, 1);
+	cr_assert_eq(get_and_release(o, "/hole", "v", 2), CACHE_FETCH);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, damaged_block_fails_only_the_reads_that_cover_it)
+{
+	enum { CB4 = 4 * CB };
+	struct cache *c = open_cache_at(tmp_dir, NULL, 0, CB4);
+	struct cache_object *o = open_obj(c, "/blocks", CB4, "v");
+	unsigned char *got = malloc(CB4), *want = malloc(CB4);
+
+	cr_assert(got && want);
+	src_fill("/blocks", "v", 0, want, CB4);
+	get_chunk(o, "/blocks", "v", 0); /* stays pinned */
+	flip_byte(cache_object_data_path(o), 2 * CB + 7);
+	/* Blocks 0, 1 and 3, whole or in part, aligned or not, are still right. */
+	cr_assert_eq(cache_object_read(o, got, 2 * CB, 0), 2 * CB);
+	cr_assert_eq(memcmp(got, want, 2 * CB), 0);
+	cr_assert_eq(cache_object_read(o, got, 1000, 3 * CB + 5), 1000);
+	cr_assert_eq(memcmp(got, want + 3 * CB + 5, 1000), 0);
+	cr_assert_eq(cache_object_read(o, got, 10, 2 * CB - 10), 10);
+	cr_assert_eq(stats(c).verify_failures, 0);
+	/* A read that touches block 2 by one byte fails. */
+	cr_assert_eq(cache_object_read(o, got, 11, 2 * CB - 10), -EBADMSG);
+	cr_assert_eq(stats(c).verify_failures, 1);
+	cache_chunk_release(o, 0);
+	cr_assert_eq(cache_chunk_acquire(o, 0, false), CACHE_FETCH);
+	cache_chunk_fail(o, 0, -EIO);
+	free(got);
+	free(want);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, reads_at_any_offset_and_length_return_the_right_bytes)
+{
+	enum { CB4 = 4 * CB };
+	uint64_t size = 3 * CB4 + 5000;
+	struct cache *c = open_cache_at(tmp_dir, NULL, 0, CB4);
+	struct cache_object *o = open_obj(c, "/any", size, "v");
+	unsigned char *got = malloc(2 * CB4), *want = malloc(size);
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+	cr_assert(got && want);
+	src_fill("/any", "v", 0, want, size);
+	for (uint64_t i = 0; i < 4; i++)
+		get_chunk(o, "/any", "v", i); /* all pinned */
+	for (int t = 0; t < 2000; t++) {
+		uint64_t off, len;
+		ssize_t n;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		off = seed % size;
+		len = (seed >> 32) % (t % 3 ? 3000 : 2 * CB4);
+		if (t % 5 == 0)
+			off &= ~(uint64_t)(CB - 1); /* aligned starts too */
+		n = cache_object_read(o, got, len, off);
+		cr_assert_eq(n, (ssize_t)(len < size - off ? len : size - off), "read %lu at %lu",
+			(unsigned long)len, (unsigned long)off);
+		cr_assert_eq(memcmp(got, want + off, (size_t)n), 0, "read %lu at %lu: wrong bytes",
+			(unsigned long)len, (unsigned long)off);
+	}
+	cr_assert_eq(stats(c).verify_failures, 0);
+	for (uint64_t i = 0; i < 4; i++)
+		cache_chunk_release(o, i);
+	free(got);
+	free(want);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, block_sums_are_the_xxh3_of_each_block_of_present_chunks)
+{
+	enum { CB4 = 4 * CB };
+	uint64_t size = 3 * CB4 + 100000; /* the last chunk: one whole block and a short one */
+	struct cache *c = open_cache_at(tmp_dir, NULL, 0, CB4);
+	struct cache_object *o = open_obj(c, "/sums", size, "v");
+	unsigned char *want = malloc(size);
+	uint64_t sums[32];
+
+	cr_assert_not_null(want);
+	src_fill("/sums", "v", 0, want, size);
+	get_chunk(o, "/sums", "v", 0);
+	get_chunk(o, "/sums", "v", 2);
+	get_chunk(o, "/sums", "v", 3);
+	cr_assert_eq(cache_object_block_sums(o, 0, CB4, sums, 32), 4);
+	for (int k = 0; k < 4; k++)
+		cr_assert_eq(sums[k], XXH3_64bits(want + (uint64_t)k * CB, CB), "block %d", k);
+	cr_assert_eq(cache_object_block_sums(o, 2 * CB4 + CB, UINT64_MAX, sums, 32), 3 + 2);
+	for (int k = 0; k < 5; k++) {
+		uint64_t off = 2 * CB4 + CB + (uint64_t)k * CB;
+		uint64_t len = size - off < CB ? size - off : CB;
+
+		cr_assert_eq(sums[k], XXH3_64bits(want + off, len), "block %d", k);
+	}
+	cr_assert_eq(cache_object_block_sums(o, 2 * CB4, size, sums, 3), 3);
+	cr_assert_eq(cache_object_block_sums(o, 100, CB, sums, 32), -EINVAL);
+	cr_assert_eq(cache_object_block_sums(o, 0, size, sums, 32), -EINVAL); /* 1 is absent */
+	cr_assert_eq(cache_object_block_sums(o, 4 * CB4, CB, sums, 32), 0);   /* past the end */
+	for (uint64_t i = 0; i < 4; i++)
+		if (i != 1)
+			cache_chunk_release(o, i);
+	free(want);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, chunk_dropped_under_two_holders_is_evictable_once_both_release)
+{
+	struct cache *c = open_cache(NULL, CB);
+	struct cache_object *o = open_obj(c, "/two", 2 * CB, "v");
+	unsigned char got[64];
+
+	get_chunk(o, "/two", "v", 0);				  /* holder A */
+	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_HIT); /* holder B */
+	flip_byte(cache_object_data_path(o), 10);
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), 0), -EBADMSG); /* A drops it */
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), 0), -EBADMSG); /* B: not present */
+	cr_assert_eq(stats(c).verify_failures, 1);
+	cache_chunk_release(o, 0); /* A */
+	/* Fetched again while B still holds it. */
+	cr_assert_eq(get_and_release(o, "/two", "v", 0), CACHE_FETCH);
+	cache_chunk_release(o, 0); /* B */
+	/* No pin is left over: filling chunk 1 under a one-chunk limit evicts chunk 0. */
+	get_and_release(o, "/two", "v", 1);
+	cr_assert_eq(stats(c).evictions, 1);
+	cr_assert_eq(cache_chunk_acquire(o, 0, false), CACHE_FETCH);
+	cache_chunk_fail(o, 0, -EIO);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, failing_disk_read_drops_the_chunk_and_counts_a_disk_error)
+{
+	struct cache *c = open_cache(&fault_io, 0);
+	struct cache_object *o = open_obj(c, "/eio", CB, "v");
+	unsigned char got[100];
+
+	get_and_release(o, "/eio", "v", 0);
+	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_HIT);
+	atomic_store(&fail_reads, true);
+	cr_assert_eq(cache_object_read(o, got, sizeof(got), 0), -EBADMSG);
+	atomic_store(&fail_reads, false);
+	cache_chunk_release(o, 0);
+	cr_assert_eq(stats(c).verify_failures, 1);
+	cr_assert_eq(stats(c).disk_errors, 1);
+	cr_assert_eq(get_and_release(o, "/eio", "v", 0), CACHE_FETCH);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, failing_disk_writes_degrade_the_cache_with_one_warning)
+{
+	char log[128];
+	struct cache *c = open_cache(&fault_io, 0);
+	struct cache_object *o = open_obj(c, "/wfail", 20 * CB, "v"), *o2;
+	int saved, nr_eio = 0, nr_erofs = 0;
+
+	snprintf(log, sizeof(log), "%s/log", tmp_dir);
+	get_and_release(o, "/wfail", "v", 0); /* stored while the disk works */
+	atomic_store(&fail_writes, true);
+	saved = capture_start(log);
+	for (uint64_t i = 1; i < 20; i++) {
+		int rc;
+
+		cr_assert_eq(cache_chunk_acquire(o, i, true), CACHE_FETCH);
+		rc = fill_from_src(o, "/wfail", "v", i);
+		if (rc == -EIO)
+			nr_eio++;
+		else if (rc == -EROFS)
+			nr_erofs++;
+		else
+			cr_assert_fail("fill %lu: %d", (unsigned long)i, rc);
+	}
+	cr_assert_eq(capture_count(saved, log, "degraded"), 1, "not one warning");
+	cr_assert_eq(nr_eio, 8, "writes tried before degrading: %d", nr_eio);
+	cr_assert_eq(nr_erofs, 11);
+	cr_assert(stats(c).degraded);
+	cr_assert_eq(stats(c).disk_errors, 8);
+	/* Degraded: opens still work, what is present is still read. */
+	o2 = open_obj(c, "/other", CB, "v");
+	cr_assert_eq(cache_chunk_acquire(o2, 0, true), CACHE_FETCH);
+	cr_assert_eq(fill_from_src(o2, "/other", "v", 0), -EROFS);
+	cr_assert_eq(get_and_release(o, "/wfail", "v", 0), CACHE_HIT);
+	cache_object_unref(o2);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, failing_map_sync_leaves_the_last_good_map_in_force)
+{
+	struct cache *c = open_cache(&fault_io, 0);
+	struct cache_object *o = open_obj(c, "/sync", 4 * CB, "v");
+
+	get_and_release(o, "/sync", "v", 0);
+	cr_assert_eq(cache_sync(c), 0);
+	get_and_release(o, "/sync", "v", 1);
+	get_and_release(o, "/sync", "v", 2);
+	atomic_store(&fail_syncs, true);
+	cr_assert_eq(cache_sync(c), -EIO);
+	atomic_store(&fail_writes, true);
+	atomic_store(&fail_syncs, false);
+	cr_assert_eq(cache_sync(c), -EIO);
+	atomic_store(&fail_writes, false);
+	cr_assert_geq(stats(c).disk_errors, 2);
+	cache_object_unref(o);
+	cache_free(c);
+
+	c = open_cache(NULL, 0);
+	o = open_obj(c, "/sync", 4 * CB, "v");
+	cr_assert_eq(get_and_release(o, "/sync", "v", 0), CACHE_HIT);
+	cr_assert_eq(get_and_release(o, "/sync", "v", 1), CACHE_FETCH);
+	cr_assert_eq(get_and_release(o, "/sync", "v", 2), CACHE_FETCH);
+	cr_assert_eq(stats(c).verify_failures, 0);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, full_volume_never_fails_an_open)
+{
+	enum { NR_OBJ = 120, NR_CHUNKS = 2 };
+	struct cache *c;
+	int nr_stored = 0, nr_failed = 0;
+
+	mount_small_volume("2m");
+	c = open_cache_at(vol_dir, NULL, 0, CB); /* no limit: only the volume stops it */
+	for (int i = 0; i < NR_OBJ; i++) {
+		char path[32];
+		struct cache_object *o;
+		int rc;
+
+		snprintf(path, sizeof(path), "/full%d", i);
+		rc = cache_object_open(c, path, NR_CHUNKS * CB, "v", &o);
+		cr_assert_eq(rc, 0, "open %d failed: %d", i, rc);
+		for (uint64_t k = 0; k < NR_CHUNKS; k++) {
+			cr_assert_eq(cache_chunk_acquire(o, k, true), CACHE_FETCH);
+			rc = fill_from_src(o, path, "v", k);
+			if (rc < 0) {
+				cr_assert(rc == -ENOSPC || rc == -EROFS, "fill: %d", rc);
+				nr_failed++;
+				continue;
+			}
+			nr_stored++;
+			/* A stored chunk reads back right (get_chunk checks against the oracle). */
+			cache_chunk_release(o, k);
+			cr_assert_eq(get_and_release(o, path, "v", k), CACHE_HIT);
+		}
+		if (i % 10 == 9)
+			cache_sync(c); /* maps take room too; a failure is retried later */
+		cache_object_unref(o);
+	}
+	cr_log_info("stored %d, failed %d, evictions %lu, degraded %d", nr_stored, nr_failed,
+		(unsigned long)stats(c).evictions, stats(c).degraded);
+	cr_assert_gt(stats(c).evictions, 0, "nothing was evicted to make room");
+	cr_assert_gt(stats(c).disk_errors, 0, "the volume never said it was full");
+	cr_assert_gt(nr_stored, NR_OBJ * NR_CHUNKS / 2, "stored only %d", nr_stored);
+	cr_assert_leq(stats(c).used_bytes, 2u << 20);
+	cache_free(c);
+}
+
+Test(cache, full_volume_with_every_chunk_pinned_degrades_and_keeps_serving)
+{
+	enum { NR = 48 };
+	char log[128];
+	struct cache *c;
+	struct cache_object *o, *o2;
+	int saved, nr_stored = 0, nr_full = 0, nr_erofs = 0;
+	bool stored[NR] = {false};
+
+	mount_small_volume("2m");
+	c = open_cache_at(vol_dir, NULL, 0, CB);
+	o = open_obj(c, "/pinned", NR * CB, "v");
+	snprintf(log, sizeof(log), "%s/log", tmp_dir);
+	saved = capture_start(log);
+	for (uint64_t i = 0; i < NR; i++) {
+		int rc;
+
+		cr_assert_eq(cache_chunk_acquire(o, i, true), CACHE_FETCH);
+		rc = fill_from_src(o, "/pinned", "v", i); /* stays pinned when stored */
+		if (rc == 0) {
+			stored[i] = true;
+			nr_stored++;
+		} else if (rc == -ENOSPC) {
+			nr_full++;
+		} else if (rc == -EROFS) {
+			nr_erofs++;
+		} else {
+			cr_assert_fail("fill %lu: %d", (unsigned long)i, rc);
+		}
+	}
+	cr_assert_eq(capture_count(saved, log, "degraded"), 1);
+	cr_assert(stats(c).degraded);
+	cr_assert_gt(nr_stored, 0);
+	cr_assert_eq(nr_full, 8);
+	cr_assert_gt(nr_erofs, 0);
+	/* Every stored chunk still reads right; opens still work. */
+	for (uint64_t i = 0; i < NR; i++) {
+		if (!stored[i])
+			continue;
+		cache_chunk_release(o, i);
+		cr_assert_eq(get_and_release(o, "/pinned", "v", i), CACHE_HIT);
+	}
+	o2 = open_obj(c, "/after", CB, "v");
+	cr_assert_eq(cache_chunk_acquire(o2, 0, true), CACHE_FETCH);
+	cr_assert_eq(fill_from_src(o2, "/after", "v", 0), -EROFS);
+	cache_sync(c);
+	cache_object_unref(o2);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, files_are_private_under_umask_000)
+{
+	char dir[128], path[PATH_MAX], sub[PATH_MAX];
+	struct cache *c;
+	struct cache_object *o;
+	mode_t old = umask(0);
+
+	snprintf(dir, sizeof(dir), "%s/new/cache", tmp_dir);
+	c = open_cache_at(dir, NULL, 0, CB);
+	o = open_obj(c, "/priv", 2 * CB, "v");
+	get_and_release(o, "/priv", "v", 0);
+	cr_assert_eq(cache_sync(c), 0);
+	umask(old);
+	cr_assert_eq(mode_of(dir), 0700, "cache dir %o", mode_of(dir));
+	snprintf(path, sizeof(path), "%s/meta", dir);
+	cr_assert_eq(mode_of(path), 0600, "meta %o", mode_of(path));
+	cr_assert_eq(mode_of(cache_object_data_path(o)), 0600);
+	map_path_of(o, path, sizeof(path));
+	cr_assert_eq(mode_of(path), 0600, "map %o", mode_of(path));
+	snprintf(sub, sizeof(sub), "%.*s", (int)(strrchr(path, '/') - path), path);
+	cr_assert_eq(mode_of(sub), 0700, "%s %o", sub, mode_of(sub));
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, existing_cache_dir_and_files_are_made_private)
+{
+	char dir[128], path[PATH_MAX];
+	struct cache *c;
+	struct cache_object *o;
+
+	snprintf(dir, sizeof(dir), "%s/open", tmp_dir);
+	cr_assert_eq(mkdir(dir, 0777), 0);
+	cr_assert_eq(chmod(dir, 0777), 0);
+	c = open_cache_at(dir, NULL, 0, CB);
+	cr_assert_eq(mode_of(dir), 0700);
+	o = open_obj(c, "/p", CB, "v");
+	get_and_release(o, "/p", "v", 0);
+	cr_assert_eq(cache_sync(c), 0);
+	map_path_of(o, path, sizeof(path));
+	cache_object_unref(o);
+	cache_free(c);
+	cr_assert_eq(chmod(path, 0666), 0);
+	c = open_cache_at(dir, NULL, 0, CB);
+	cr_assert_eq(mode_of(path), 0600);
+	cache_free(c);
+}
+
+/* Fills and syncs one chunk of /own, leaving its file names in map and data. */
+static void make_one_cached_object(char *map, char *data, size_t size)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/own", CB, "v");
+
+	get_and_release(o, "/own", "v", 0);
+	cr_assert_eq(cache_sync(c), 0);
+	map_path_of(o, map, size);
+	snprintf(data, size, "%s", cache_object_data_path(o));
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, map_owned_by_another_user_is_discarded)
+{
+	char map[PATH_MAX], data[PATH_MAX];
+	struct cache *c;
+	struct cache_object *o;
+
+	make_one_cached_object(map, data, sizeof(map));
+	cr_assert_eq(chown(map, 12345, 12345), 0);
+	c = open_cache(NULL, 0);
+	cr_assert_eq(stats(c).nr_objects, 0);
+	cr_assert_neq(access(map, F_OK), 0, "%s is still there", map);
+	o = open_obj(c, "/own", CB, "v");
+	cr_assert_eq(get_and_release(o, "/own", "v", 0), CACHE_FETCH);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, data_file_owned_by_another_user_is_discarded)
+{
+	char map[PATH_MAX], data[PATH_MAX];
+	struct cache *c;
+
+	make_one_cached_object(map, data, sizeof(map));
+	cr_assert_eq(chown(data, 12345, 12345), 0);
+	c = open_cache(NULL, 0);
+	cr_assert_eq(stats(c).nr_objects, 0);
+	cr_assert_eq(stats(c).used_bytes, 0);
+	cr_assert_neq(access(map, F_OK), 0);
+	cache_free(c);
+}
+
+Test(cache, map_that_does_not_parse_is_discarded)
+{
+	char map[PATH_MAX], data[PATH_MAX], junk[700];
+	struct cache *c;
+	int fd;
+
+	make_one_cached_object(map, data, sizeof(map));
+	fd = open(map, O_WRONLY);
+	cr_assert_geq(fd, 0);
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(i * 7 + 3);
+	cr_assert_eq(pwrite(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+	close(fd);
+	c = open_cache(NULL, 0);
+	cr_assert_eq(stats(c).nr_objects, 0);
+	cr_assert_neq(access(map, F_OK), 0);
+	cr_assert_neq(access(data, F_OK), 0);
+	cache_free(c);
+}
+
+Test(cache, cache_dir_owned_by_another_user_is_refused)
+{
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB};
+	struct cache *c = NULL;
+	char err[256] = "";
+
+	cr_assert_eq(chown(tmp_dir, 12345, 12345), 0);
+	cr_assert_eq(cache_open(&c, &cfg, err, sizeof(err)), -EPERM);
+	cr_assert_null(c);
+	cr_assert_not_null(strstr(err, "owned by uid 12345"), "reason: %s", err);
+	cr_assert_null(strchr(err, '\n'));
+	cr_assert_eq(chown(tmp_dir, 0, 0), 0);
+}
+
+Test(cache, format_1_cache_is_discarded_and_rebuilt)
+{
+	char path[PATH_MAX], log[128], text[64] = "";
+	struct cache *c;
+	int fd, saved;
+
+	/* What format 1 left: its meta and a map and data file in a bucket folder. */
+	snprintf(path, sizeof(path), "%s/meta", tmp_dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	cr_assert_eq(write(fd, "ferry-cache 1\nchunk_bytes 65536\n", 32), 32);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/ab", tmp_dir);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/ab/ab00000000000000.map", tmp_dir);
+	close(open(path, O_CREAT | O_WRONLY, 0644));
+	snprintf(path, sizeof(path), "%s/ab/ab00000000000000.data", tmp_dir);
+	close(open(path, O_CREAT | O_WRONLY, 0644));
+	snprintf(log, sizeof(log), "%s/log", tmp_dir);
+	saved = capture_start(log);
+	c = open_cache(NULL, 0);
+	cr_assert_eq(capture_count(saved, log, "format 1"), 1);
+	cr_assert_eq(stats(c).nr_objects, 0);
+	cr_assert_neq(access(path, F_OK), 0, "%s is still there", path);
+	snprintf(path, sizeof(path), "%s/meta", tmp_dir);
+	fd = open(path, O_RDONLY);
+	cr_assert_gt(read(fd, text, sizeof(text) - 1), 0);
+	close(fd);
+	cr_assert_eq(strncmp(text, "ferry-cache 2\n", 14), 0, "meta: %s", text);
+	cr_assert_eq(mode_of(path), 0600);
+	cache_free(c);
+	c = open_cache(NULL, 0); /* and it opens again as format 2 */
+	cache_free(c);
+}
+
+static size_t heap_bytes(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+/* A listing may claim any size: memory follows the chunks touched. The chunk state of
+ * 2^45 bytes in 64 KiB chunks would be 2^29 entries (tens of GB); a few chunks must cost
+ * kilobytes, on open, on reads, and on loading the map again. */
+Test(cache, huge_claimed_size_allocates_by_touch)
+{
+	const uint64_t size = 1ull << 45, nr = size / CB;
+	const uint64_t touch[] = {0, 1, nr / 2, nr - 1};
+	struct cache *c;
+	struct cache_object *o;
+	size_t before, grown;
+
+	mount_small_volume("16m"); /* tmpfs: a sparse file of 2^45 bytes is allowed */
+	c = open_cache_at(vol_dir, NULL, 0, CB);
+	before = heap_bytes();
+	o = open_obj(c, "/huge", size, "v");
+	cr_assert_eq(cache_object_nr_chunks(o), nr);
+	for (size_t i = 0; i < sizeof(touch) / sizeof(touch[0]); i++)
+		cr_assert_eq(get_and_release(o, "/huge", "v", touch[i]), CACHE_FETCH);
+	grown = heap_bytes() - before;
+	cr_assert_lt(grown, 1u << 20, "touching 4 chunks grew the heap by %zu bytes", grown);
+	cr_assert_eq(cache_sync(c), 0);
+	cache_object_unref(o);
+	cache_free(c);
+
+	before = heap_bytes();
+	c = open_cache_at(vol_dir, NULL, 0, CB);
+	cr_assert_eq(stats(c).nr_chunks, 4);
+	o = open_obj(c, "/huge", size, "v");
+	for (size_t i = 0; i < sizeof(touch) / sizeof(touch[0]); i++)
+		cr_assert_eq(get_and_release(o, "/huge", "v", touch[i]), CACHE_HIT);
+	grown = heap_bytes() - before;
+	cr_assert_lt(grown, 1u << 20, "loading 4 chunks grew the heap by %zu bytes", grown);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+/* The largest size a listing may give: no file system here holds a sparse file that long,
+ * so the object has no files; it still opens, and its chunks are fetched, not stored. */
+Test(cache, largest_allowed_size_opens_and_is_fetched_without_storing)
+{
+	const uint64_t size = UINT64_MAX >> 1;
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = NULL;
+	size_t before = heap_bytes(), grown;
+	unsigned char buf[CB];
+
+	cr_assert_eq(cache_object_open(c, "/max", size + 1, "v", &o), -EFBIG);
+	o = open_obj(c, "/max", size, "v");
+	cr_assert_eq(cache_chunk_acquire(o, 12345, true), CACHE_FETCH);
+	src_fill("/max", "v", 12345ull * CB, buf, CB);
+	cr_assert_lt(cache_chunk_fill(o, 12345, buf, CB), 0);
+	cr_assert_eq(cache_chunk_acquire(o, 12345, true), CACHE_FETCH);
+	cache_chunk_fail(o, 12345, -EIO);
+	grown = heap_bytes() - before;
+	cr_assert_lt(grown, 1u << 20, "grew the heap by %zu bytes", grown);
+	cr_assert_gt(stats(c).disk_errors, 0);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, temporary_files_left_by_a_killed_process_are_removed_on_open)
+{
+	char map[PATH_MAX], data[PATH_MAX], tmp[PATH_MAX + 8], meta_tmp[PATH_MAX];
+	struct cache *c;
+
+	make_one_cached_object(map, data, sizeof(map));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", map);
+	close(open(tmp, O_CREAT | O_WRONLY, 0600));
+	snprintf(meta_tmp, sizeof(meta_tmp), "%s/meta.99999", tmp_dir);
+	close(open(meta_tmp, O_CREAT | O_WRONLY, 0600));
+	c = open_cache(NULL, 0);
+	cr_assert_neq(access(tmp, F_OK), 0, "%s is still there", tmp);
+	cr_assert_neq(access(meta_tmp, F_OK), 0, "%s is still there", meta_tmp);
+	cr_assert_eq(stats(c).nr_objects, 1); /* the real map is kept */
+	cache_free(c);
+}
+
+Test(cache, object_emptied_before_its_first_sync_leaves_no_files_after_reopen)
+{
+	struct cache *c = open_cache(NULL, CB);
+	struct cache_object *a = open_obj(c, "/brief", CB, "v");
+	struct cache_object *b = open_obj(c, "/stays", CB, "v");
+	char map[PATH_MAX], data[PATH_MAX];
+
+	get_and_release(a, "/brief", "v", 0);
+	get_and_release(b, "/stays", "v", 0); /* evicts /brief's only chunk */
+	map_path_of(a, map, sizeof(map));
+	snprintf(data, sizeof(data), "%s", cache_object_data_path(a));
+	cr_assert_eq(cache_sync(c), 0);
+	cr_assert_neq(access(map, F_OK), 0, "a map was made for nothing");
+	cache_object_unref(a);
+	cache_object_unref(b);
+	cache_free(c);
+	c = open_cache(NULL, CB);
+	cr_assert_neq(access(data, F_OK), 0, "%s is still there", data);
+	cr_assert_eq(stats(c).nr_objects, 1);
+	cache_free(c);
+}
+
+struct vandal {
+	const char *paths[2];
+	uint64_t sizes[2];
+	atomic_bool stop;
+	atomic_int nr_flips;
+};
+
+/* Flips a byte of a data file now and then, as a failing disk or a local user would. */
+static void *vandal_thread(void *p)
+{
+	struct vandal *v = p;
+	uint64_t seed = 99;
+
+	while (!atomic_load(&v->stop)) {
+		int k, fd;
+		uint64_t off;
+		unsigned char x;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		k = (int)(seed % 2);
+		off = (seed >> 8) % v->sizes[k];
+		fd = open(v->paths[k], O_RDWR);
+		if (fd >= 0 && pread(fd, &x, 1, (off_t)off) == 1 && x) {
+			x ^= 1;
+			if (pwrite(fd, &x, 1, (off_t)off) == 1)
+				atomic_fetch_add(&v->nr_flips, 1);
+		}
+		if (fd >= 0)
+			close(fd);
+		usleep(2000);
+	}
+	return NULL;
+}
+
+struct damaged_reader {
+	struct cache_object *objs[3];
+	const char *paths[3];
+	uint64_t seed;
+	atomic_int *wrong, *refused;
+};
+
+static void *damaged_reader_thread(void *p)
+{
+	struct damaged_reader *r = p;
+	unsigned char *buf = malloc(4 * CB), *got = malloc(4 * CB);
+
+	cr_assert(buf && got);
+	for (int it = 0; it < 1500; it++) {
+		uint64_t nr, idx, off, len, a, l;
+		ssize_t n;
+		int k, rc;
+
+		r->seed ^= r->seed << 13;
+		r->seed ^= r->seed >> 7;
+		r->seed ^= r->seed << 17;
+		k = (int)(r->seed % 3);
+		nr = cache_object_nr_chunks(r->objs[k]);
+		idx = (r->seed >> 8) % nr;
+		off = idx * 4 * CB;
+		len = len_of(r->objs[k], idx);
+		rc = cache_chunk_acquire(r->objs[k], idx, true);
+		if (rc == CACHE_FETCH) {
+			src_fill(r->paths[k], "v", off, buf, len);
+			if (cache_chunk_fill(r->objs[k], idx, buf, len) != 0)
+				continue;
+		} else if (rc != CACHE_HIT) {
+			continue;
+		}
+		a = (r->seed >> 20) % len;
+		l = (r->seed >> 40) % (len - a) + 1;
+		n = cache_object_read(r->objs[k], got, l, off + a);
+		if (n == -EBADMSG) {
+			atomic_fetch_add(r->refused, 1);
+		} else if (n != (ssize_t)l) {
+			atomic_fetch_add(r->wrong, 1);
+		} else {
+			for (uint64_t i = 0; i < l; i++) {
+				if (got[i] != src_byte(r->paths[k], "v", off + a + i)) {
+					atomic_fetch_add(r->wrong, 1);
+					break;
+				}
+			}
+		}
+		cache_chunk_release(r->objs[k], idx);
+	}
+	free(buf);
+	free(got);
+	return NULL;
+}
+
+Test(cache, readers_never_see_bytes_flipped_under_them_while_chunks_are_evicted_and_synced)
+{
+	enum { NR = 4 };
+	struct cache *c = open_cache_at(tmp_dir, NULL, 8 * 4 * CB, 4 * CB);
+	struct damaged_reader r[NR];
+	struct vandal v = {0};
+	struct sync_loop s;
+	pthread_t tr[NR], tv, ts;
+	atomic_int wrong = 0, refused = 0;
+	struct cache_object *objs[3];
+	const char *paths[3] = {"/d0", "/d1", "/d2"};
+
+	objs[0] = open_obj(c, paths[0], 20 * 4 * CB, "v");
+	objs[1] = open_obj(c, paths[1], 7 * 4 * CB + 1000, "v");
+	objs[2] = open_obj(c, paths[2], 3000, "v");
+	for (int k = 0; k < 2; k++) {
+		v.paths[k] = cache_object_data_path(objs[k]);
+		v.sizes[k] = cache_object_size(objs[k]);
+	}
+	s = (struct sync_loop){.c = c};
+	cr_assert_eq(pthread_create(&ts, NULL, sync_loop_thread, &s), 0);
+	cr_assert_eq(pthread_create(&tv, NULL, vandal_thread, &v), 0);
+	for (int t = 0; t < NR; t++) {
+		r[t] = (struct damaged_reader){
+			.seed = 0x1234567ull * (t + 1), .wrong = &wrong, .refused = &refused};
+		memcpy(r[t].objs, objs, sizeof(objs));
+		memcpy(r[t].paths, paths, sizeof(paths));
+		cr_assert_eq(pthread_create(&tr[t], NULL, damaged_reader_thread, &r[t]), 0);
+	}
+	for (int t = 0; t < NR; t++)
+		pthread_join(tr[t], NULL);
+	atomic_store(&v.stop, true);
+	atomic_store(&s.stop, true);
+	pthread_join(tv, NULL);
+	pthread_join(ts, NULL);
+	cr_log_info("flips %d, reads refused %d, verify failures %lu", atomic_load(&v.nr_flips),
+		atomic_load(&refused), (unsigned long)stats(c).verify_failures);
+	cr_assert_eq(atomic_load(&wrong), 0, "%d reads returned wrong bytes", atomic_load(&wrong));
+	cr_assert_gt(stats(c).verify_failures, 0, "no flip was ever read: the test saw nothing");
+	for (int k = 0; k < 3; k++)
+		cache_object_unref(objs[k]);
+	cache_free(c);
 }
