@@ -257,8 +257,10 @@ static bool job_store(struct fetch_job *j)
 	ret = cache_chunk_fill(j->co, j->idx, j->buf, j->len);
 	if (ret) {
 		/* The chunk stays absent and its waiters fetch it again; the bytes in hand are
-		 * still right for the reader that asked. */
-		log_warn("cache: cannot store chunk %llu of '%s': %s", (unsigned long long)j->idx,
+		 * still right for the reader that asked. A degraded cache (-EROFS) said so once
+		 * already. */
+		log_msg(ret == -EROFS ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN,
+			"cache: cannot store chunk %llu of '%s': %s", (unsigned long long)j->idx,
 			j->path, strerror(-ret));
 		return false;
 	}

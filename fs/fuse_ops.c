@@ -472,14 +472,16 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		"\"cache_used_bytes\":%" PRIu64 ",\"cache_max_bytes\":%" PRIu64 ","
 		"\"chunk_bytes\":%u,\"nr_objects\":%" PRIu64 ",\"nr_chunks\":%" PRIu64 ","
 		"\"hits\":%" PRIu64 ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ","
-		"\"verify_failures\":%" PRIu64 ",\"bytes_fetched\":%" PRIu64 ","
+		"\"verify_failures\":%" PRIu64 ",\"disk_errors\":%" PRIu64 ",\"degraded\":%s,"
+		"\"bytes_fetched\":%" PRIu64 ","
 		"\"requests\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64 ","
 		"\"fetch_ns\":%" PRIu64 ",\"fetch_bytes_per_s\":%.0f,"
 		"\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64 ","
 		"\"dir_readahead_files\":%" PRIu64 "}\n",
 		FERRY_VERSION, (int)getpid(), fs->offline ? "true" : "false", up, cs.used_bytes, cs.max_bytes,
 		fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses, cs.evictions,
-		cs.verify_failures, st.bytes_fetched, st.requests, st.retries, st.errors,
+		cs.verify_failures, cs.disk_errors, cs.degraded ? "true" : "false",
+		st.bytes_fetched, st.requests, st.retries, st.errors,
 		st.fetch_ns, tput, (uint64_t)atomic_load(&fs->nr_reads),
 		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors),
 		dir_prefetch_nr_files(fs->dir_prefetch));
