@@ -62,8 +62,9 @@ meson test -C build-fuzz --no-rebuild --print-errorlogs --num-processes 2 --suit
 echo "test.sh: fuzz stage took $((SECONDS - stage_start)) s"
 
 # Stage tsan. TSan stops at the first report (the daemon's go to files that tests/integ/lib.sh
-# prints, failing the test). No suppressions are needed today. Criterion cannot start under
-# TSan without tests/lib/tsan_criterion_shim.c (see there), preloaded for the unit tests only.
+# prints, failing the test); tests/lib/tsan.supp says which reports are not races and why.
+# Criterion cannot start under TSan without tests/lib/tsan_criterion_shim.c (see there),
+# preloaded for the unit tests only.
 stage_start=$SECONDS
 configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dcuda=disabled
 build build-tsan mount/ferry mount/mount.ferry tests/unit/test_fetch tests/unit/test_cache
@@ -73,11 +74,12 @@ rm -f build-tsan/meson-logs/tsan-*.json
 tsan_integ=$(meson test -C build-tsan --no-rebuild --list 2>/dev/null | sed -n 's|^ferry:integ / ||p' |
 	grep -E '^(random_preads_equal_source|reads_from_eight_threads_agree)$|threads')
 [ -n "$tsan_integ" ] || { echo "test.sh: no concurrency integration test found" >&2; exit 1; }
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 LD_PRELOAD=$src/build-tsan/tsan_criterion_shim.so \
+tsan_options=halt_on_error=1:second_deadlock_stack=1:suppressions=$src/tests/lib/tsan.supp
+TSAN_OPTIONS=$tsan_options LD_PRELOAD=$src/build-tsan/tsan_criterion_shim.so \
 	meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 2 --logbase tsan-unit \
 	fetch cache || rc=1
 # shellcheck disable=SC2086 # one test name a word
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+TSAN_OPTIONS=$tsan_options \
 	meson test -C build-tsan --no-rebuild --print-errorlogs --logbase tsan-integ $tsan_integ || rc=1
 echo "test.sh: tsan stage took $((SECONDS - stage_start)) s"
 

@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_check(v >= line + nl + 1 && v <= line + size, "the value lies in the line");
 		fuzz_check(vlen <= (size_t)(line + size - v), "the value ends in the line");
 		fuzz_check(vlen == 0 || (v[0] != ' ' && v[0] != '\t'), "no leading blank");
-		fuzz_check(vlen == 0 || !strchr(" \t\r\n", v[vlen - 1]), "no trailing blank or CRLF");
+		fuzz_check(vlen == 0 || !memchr(" \t\r\n", v[vlen - 1], 4),
+			"no trailing blank or CRLF");
 		if (i == 0)
 			check_range(v, vlen);
 	}

@@ -19,8 +19,13 @@ else
 	work=$(mktemp -d "${TMPDIR:-/tmp}/ferry_fuzz_$name.XXXXXX")
 	trap 'rm -rf "$work"' EXIT
 fi
-[ -d "$seeds" ] && [ -n "$(ls -A "$seeds")" ] || { echo "FAIL: no seed corpus in $seeds" >&2; exit 1; }
-before=$(ls "$art" | wc -l)
+if [ ! -d "$seeds" ] || [ -z "$(ls -A "$seeds")" ]; then
+	echo "FAIL: no seed corpus in $seeds" >&2
+	exit 1
+fi
+# Targets may run in parallel and share $art: count this one's findings only.
+findings() { find "$art" -maxdepth 1 -name "$name-*" | wc -l; }
+before=$(findings)
 log=$(mktemp "${TMPDIR:-/tmp}/ferry_fuzz_$name.log.XXXXXX")
 # libFuzzer's own exit code for a finding is 77, which meson reads as SKIP: make it 1.
 rc=0
@@ -29,12 +34,14 @@ rc=0
 	-artifact_prefix="$art/$name-" "$@" "$work" "$seeds" >"$log" 2>&1 || rc=$?
 tail -60 "$log"
 rm -f "$log"
-if [ "$rc" -ne 0 ] || [ "$(ls "$art" | wc -l)" -ne "$before" ]; then
-	for f in $(ls -t "$art" | head -3); do
-		echo "--- reproducer $art/$f:"
-		od -An -tx1 -v "$art/$f" | head -20
+if [ "$rc" -ne 0 ] || [ "$(findings)" -ne "$before" ]; then
+	# The newest three (names are libFuzzer's: NAME-crash-SHA1, no blanks).
+	# shellcheck disable=SC2012
+	for f in $(ls -t "$art"/"$name"-* 2>/dev/null | head -3); do
+		echo "--- reproducer $f:"
+		od -An -tx1 -v "$f" | head -20
 	done
 	echo "FAIL: $name found a crash or a broken invariant in $secs s"
 	exit 1
 fi
-echo "PASS: $name: $secs s, no crash ($(ls "$work" | wc -l) new inputs)"
+echo "PASS: $name: $secs s, no crash ($(find "$work" -type f | wc -l) inputs found)"
