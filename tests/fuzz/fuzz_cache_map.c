@@ -84,7 +84,7 @@ static void rm_base(void)
 }
 
 /* Makes the template cache and finds its map: the one file in a subfolder that is not the
- * object's data file. */
+ * object's data file (or, among several, the one ending in ".map"). */
 static void setup_once(void)
 {
 	struct cache_config cfg = {
@@ -128,6 +128,15 @@ static void setup_once(void)
 			continue;
 		nr_candidates++;
 		map_idx = i;
+	}
+	/* Should a format keep more files per object, the map is still the one named so. */
+	for (int i = 0; nr_candidates > 1 && i < nr_files; i++) {
+		size_t n = strlen(files[i].rel);
+
+		if (n > 4 && !strcmp(files[i].rel + n - 4, ".map") && strchr(files[i].rel, '/')) {
+			nr_candidates = 1;
+			map_idx = i;
+		}
 	}
 	if (nr_candidates != 1) {
 		for (int i = 0; i < nr_files; i++)
