@@ -122,8 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		unsetenv("AWS_PROFILE");
 
 	ret = aws_config_load(&cfg, &req, err, sizeof(err));
-	fuzz_check(ret == 0 || ret == -ENOENT || ret == -EPERM || ret == -EINVAL ||
-			   ret == -ENOMEM,
+	fuzz_check(ret == 0 || ret == -ENOENT || ret == -EPERM || ret == -EINVAL || ret == -ENOMEM,
 		"aws_config_load: 0, -ENOENT, -EPERM, -EINVAL or -ENOMEM");
 	if (ret == 0) {
 		fuzz_check(cfg.profile && cfg.region, "a profile and a region");

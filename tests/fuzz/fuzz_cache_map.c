@@ -152,7 +152,8 @@ static void put(const char *rel, const uint8_t *bytes, size_t len, mode_t mode)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", work_dir, rel);
-	for (slash = strchr(path + strlen(work_dir) + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+	for (slash = strchr(path + strlen(work_dir) + 1, '/'); slash;
+		slash = strchr(slash + 1, '/')) {
 		*slash = '\0';
 		mkdir(path, 0700);
 		*slash = '/';
@@ -254,7 +255,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		memset(buf, 0xa5, len);
 		n = cache_object_read(o, buf, len, off);
-		fuzz_check(n < 0 || n == (ssize_t)len, "a read of a pinned chunk is whole or fails");
+		fuzz_check(
+			n < 0 || n == (ssize_t)len, "a read of a pinned chunk is whole or fails");
 		if (n > 0 && memcmp(buf, object + off, len)) {
 			fprintf(stderr, "chunk %llu: wrong bytes served\n", (unsigned long long)i);
 			fuzz_check(false, "a read never returns a wrong byte");

@@ -60,7 +60,8 @@ static int on_entry(void *arg, const struct remote_entry *e)
 		o = &s->entries[s->next++];
 		fuzz_check(o->type == e->type && o->size == e->size &&
 				   o->mtime.tv_sec == e->mtime.tv_sec &&
-				   o->mtime.tv_nsec == e->mtime.tv_nsec && str_eq(o->name, e->name) &&
+				   o->mtime.tv_nsec == e->mtime.tv_nsec &&
+				   str_eq(o->name, e->name) &&
 				   str_eq(o->link_target, e->link_target),
 			"an entry written and parsed again is the same entry");
 		/* "" and "-" both read back as no ETag; anything else round-trips. */
@@ -79,7 +80,10 @@ static int on_entry(void *arg, const struct remote_entry *e)
 		s->cap = cap;
 	}
 	s->entries[s->nr] = (struct remote_entry){
-		.name = strdup(e->name), .type = e->type, .size = e->size, .mtime = e->mtime,
+		.name = strdup(e->name),
+		.type = e->type,
+		.size = e->size,
+		.mtime = e->mtime,
 		.etag = e->etag ? strdup(e->etag) : NULL,
 		.link_target = e->link_target ? strdup(e->link_target) : NULL,
 	};

@@ -12,13 +12,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define fuzz_check(ok, what)                                                                   \
-	do {                                                                                   \
-		if (!(ok)) {                                                                   \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__,  \
-				what);                                                         \
-			abort();                                                               \
-		}                                                                              \
+#define fuzz_check(ok, what)                                                                       \
+	do {                                                                                       \
+		if (!(ok)) {                                                                       \
+			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__,       \
+				what);                                                             \
+			abort();                                                                   \
+		}                                                                                  \
 	} while (0)
 
 /* A failure's reason: present and one line. */
