@@ -99,7 +99,10 @@ static void setup_once(void)
 	atexit(rm_base);
 	if (!getenv("FERRY_FUZZ_VERBOSE"))
 		log_set_level(LOG_LEVEL_ERROR);
-	snprintf(base, sizeof(base), "/tmp/ferry_fuzz_cache.XXXXXX");
+	/* tmpfs where there is one: each input rewrites the cache's files, and on a disk that
+	 * costs ~20 ms an input (100 inputs a second instead of thousands). */
+	snprintf(base, sizeof(base), "%s/ferry_fuzz_cache.XXXXXX",
+		access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	fuzz_check(mkdtemp(base) != NULL, "a temp dir");
 	snprintf(tmpl_dir, sizeof(tmpl_dir), "%s/t", base);
 	snprintf(work_dir, sizeof(work_dir), "%s/w", base);

@@ -74,7 +74,9 @@ static void setup_once(void)
 		return;
 	if (!getenv("FERRY_FUZZ_VERBOSE"))
 		log_set_level(LOG_LEVEL_ERROR);
-	snprintf(base, sizeof(base), "/tmp/ferry_fuzz_listing.XXXXXX");
+	/* tmpfs where there is one: each input rewrites a file there. */
+	snprintf(base, sizeof(base), "%s/ferry_fuzz_listing.XXXXXX",
+		access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	fuzz_check(mkdtemp(base) != NULL, "a temp dir");
 	snprintf(state_dir, sizeof(state_dir), "%s/state", base);
 	atexit(rm_state);
