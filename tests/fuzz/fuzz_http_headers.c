@@ -2,6 +2,7 @@
  * splitter net_header_value (as libcurl's header callback sees lines) and the Content-Range
  * parser the fetch engine checks every 206 with. An accepted range is well formed
  * (start <= end < total) and written back in canonical form it parses to the same numbers.
+ * Retry-After, when the build has its parser, gives milliseconds or -1.
  * Input: one header line, or (when it is not a known header) a Content-Range value. */
 #include "config.h"
 
@@ -31,6 +32,21 @@ static void check_range(const char *v, size_t len)
 		"the canonical form of an accepted range parses to the same range");
 }
 
+/* Parses Retry-After (delta-seconds or an HTTP date) into milliseconds, -1 when it is
+ * neither. It comes with the fetch engine's branch: weak, so this target builds and runs
+ * with or without it. */
+int64_t net_parse_retry_after(const char *value, size_t len) __attribute__((weak));
+
+static void check_retry_after(const char *v, size_t len)
+{
+	int64_t ms;
+
+	if (!net_parse_retry_after)
+		return;
+	ms = net_parse_retry_after(v, len);
+	fuzz_check(ms >= -1, "Retry-After: milliseconds, or -1 when it is not one");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const names[] = {"Content-Range", "ETag", "Last-Modified", "Retry-After",
@@ -55,9 +71,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			"no trailing blank or CRLF");
 		if (i == 0)
 			check_range(v, vlen);
+		if (i == 3)
+			check_retry_after(v, vlen);
 	}
-	if (!known)
+	if (!known) {
 		check_range(line, size);
+		check_retry_after(line, size);
+	}
 	free(line);
 	return 0;
 }
