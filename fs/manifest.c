@@ -219,6 +219,14 @@ int manifest_write_entry(FILE *out, const char *path, const struct remote_entry 
 		goto out;
 	if (e->etag && !(etag = url_encode_component(e->etag)))
 		goto out;
+	/* A lone '-' is the "no ETag" field: an ETag "-" must be escaped, or it would read back
+	 * as none and the object would lose its version (found by fuzz_manifest). */
+	if (etag && !strcmp(etag, "-")) {
+		free(etag);
+		etag = strdup("%2D");
+		if (!etag)
+			goto out;
+	}
 	if (e->type == REMOTE_SYMLINK &&
 		!(target = url_encode_component(e->link_target ? e->link_target : "")))
 		goto out;

@@ -56,6 +56,15 @@ struct parse {
 	bool has_truncated_field;
 };
 
+/* Makes server text safe to quote in a one-line message: a CR, LF or escape sequence in a key
+ * or an Error's Message would split the line or forge another (found by fuzz_s3_list). */
+static void make_printable(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
 static void fail(struct parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void fail(struct parse *p, const char *fmt, ...)
@@ -67,6 +76,7 @@ static void fail(struct parse *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(p->err, sizeof(p->err), fmt, ap);
 	va_end(ap);
+	make_printable(p->err);
 	XML_StopParser(p->xp, XML_FALSE);
 }
 
@@ -273,13 +283,14 @@ static void set_field(struct parse *p, char **dst)
 	*dst = dup_text(p);
 }
 
-/* Error texts are for messages only: truncated to fit. */
+/* Error texts are for messages only: truncated to fit, control bytes made '?'. */
 static void copy_trunc(char *dst, size_t size, const char *src)
 {
 	size_t n = strnlen(src, size - 1);
 
 	memcpy(dst, src, n);
 	dst[n] = '\0';
+	make_printable(dst);
 }
 
 static void end_field(struct parse *p)

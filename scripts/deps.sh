@@ -8,6 +8,9 @@ pkgs=(
 	nginx-light curl openssl python3 python3-numpy python3-botocore
 	openmpi-bin libopenmpi-dev
 	radosgw ceph-mon ceph-osd ceph-common
+	# fuzzing (tests/fuzz): clang with libFuzzer, whose runtime is only recommended by
+	# clang-14, and llvm-symbolizer for readable stacks in its reports
+	clang libclang-rt-14-dev llvm-14
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Fuzzes the shard header parsers with libFuzzer (clang -fsanitize=fuzzer,address,undefined)
-# for SECONDS (default 60), starting from a copy of corpus/shard; crashes land in $OUT or
-# /tmp. usage: tests/fuzz/fuzz.sh [SECONDS]   Not run by `meson test` (the corpus replay is).
+# Fuzzes ferry's parsers with libFuzzer for as long as asked: builds the fuzz targets in a
+# clang tree (FERRY_FUZZ_BUILD, default build-fuzz at the source root; only those targets)
+# and runs each named target (default: all) for SECONDS (default 60) from its seed corpus in
+# tests/fuzz/corpus/TARGET. A finding fails, with its input kept in FERRY_FUZZ_ARTIFACTS
+# (default BUILD/tests/fuzz/fuzz-artifacts) and printed: add it to the corpus, and a unit
+# test where apt. FERRY_FUZZ_KEEP=DIR keeps the inputs found (DIR/TARGET) to grow a corpus.
+# usage: tests/fuzz/fuzz.sh [SECONDS [TARGET...]]   (scripts/test.sh runs 20 s of each)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 secs=${1:-60}
-command -v clang >/dev/null || { echo "SKIP: no clang"; exit 77; }
-tmp=$(mktemp -d /tmp/ferry_fuzz.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-# config.h as meson writes it; the parsers need nothing from it.
-printf '#define FERRY_VERSION "fuzz"\n#define HAVE_IO_URING 0\n#define HAVE_CUDA 0\n' >"$tmp/config.h"
-clang -g -O1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	-I"$tmp" -I"$src" "$here/fuzz_shard.c" "$src/loader/shard.c" -o "$tmp/fuzz_shard"
-mkdir -p "$tmp/corpus"
-cp "$here"/corpus/shard/* "$tmp/corpus/"
-cd "${OUT:-/tmp}"
-"$tmp/fuzz_shard" -max_total_time="$secs" -max_len=8192 "$tmp/corpus"
-echo "fuzz.sh: no crash in $secs s; $(ls "$tmp/corpus" | wc -l) corpus entries"
+shift || true
+build=${FERRY_FUZZ_BUILD:-$src/build-fuzz}
+command -v clang >/dev/null || { echo "fuzz.sh: no clang (scripts/deps.sh installs it)" >&2; exit 1; }
+if [ ! -f "$build/build.ninja" ]; then
+	CC=clang meson setup "$build" "$src" -Dcuda=disabled >/dev/null ||
+		{ echo "fuzz.sh: meson setup $build failed" >&2; exit 1; }
+fi
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+	for c in "$here"/fuzz_*.c; do
+		t=$(basename "$c" .c)
+		targets+=("${t#fuzz_}")
+	done
+fi
+ninja -C "$build" "${targets[@]/#/tests/fuzz/fuzz-}" >/dev/null ||
+	{ echo "fuzz.sh: building the fuzz targets failed" >&2; exit 1; }
+rc=0
+for t in "${targets[@]}"; do
+	keep=${FERRY_FUZZ_KEEP:+$FERRY_FUZZ_KEEP/$t}
+	FERRY_FUZZ_SECONDS=$secs FERRY_FUZZ_KEEP=$keep \
+		bash "$here/run_libfuzzer.sh" "$build/tests/fuzz/fuzz-$t" "$here/corpus/$t" | tail -3 ||
+		rc=1
+done
+exit $rc

@@ -27,6 +27,7 @@ T=$(cd "$T" && pwd)
 mkdir "$T/.san"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}handle_abort=1:log_path=$T/.san/asan"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-}${UBSAN_OPTIONS:+:}log_path=$T/.san/ubsan"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-}${TSAN_OPTIONS:+:}log_path=$T/.san/tsan"
 
 log() { echo "--- $TEST_NAME: $*"; }
 fail() {

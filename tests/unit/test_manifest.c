@@ -203,3 +203,27 @@ Test(manifest, reports_a_missing_tree_in_one_line)
 	cr_assert(strstr(err, "/nonexistent/ferry") != NULL, "%s", err);
 	fclose(out);
 }
+
+/* Found by fuzz_manifest (tests/fuzz/corpus/manifest/etag_dash.manifest): "-" is the field
+ * for "no ETag", so an ETag that is a lone '-' came back as none and lost its version. */
+Test(manifest, an_etag_of_one_dash_reads_back_as_that_etag)
+{
+	struct remote_entry e = { .type = REMOTE_FILE, .size = 1, .etag = "-" };
+	struct seen s = { 0 };
+	char *text = NULL, err[256];
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cr_assert_not_null(f);
+	cr_assert_eq(manifest_write_header(f), 0);
+	cr_assert_eq(manifest_write_entry(f, "a", &e), 0);
+	e.etag = NULL;
+	cr_assert_eq(manifest_write_entry(f, "b", &e), 0);
+	fclose(f);
+	cr_assert_eq(manifest_parse(text, len, collect, &s, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(s.nr, 2);
+	cr_expect_str_eq(s.e[0].etag, "-", "written as: %s", text);
+	cr_expect_null(s.e[1].etag);
+	seen_done(&s);
+	free(text);
+}

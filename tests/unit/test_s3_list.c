@@ -256,3 +256,27 @@ Test(s3_list, refuses_missing_fields_and_broken_documents)
 		"</ListBucketResult>",
 		"a bad escape in a url-encoded key");
 }
+
+/* Found by fuzz_s3_list (corpus/s3_list/error_code_with_cr.xml): a CR or LF in an Error's
+ * Code or Message, or in a refused key, split the one-line error ferry prints. */
+Test(s3_list, quotes_server_text_on_one_line)
+{
+	struct s3_list_page pg;
+	struct s3_error_doc doc;
+	char err[256] = "";
+	const char *error_doc = "<Error><Code>Access&#13;Denied</Code>"
+				"<Message>line one\nline two\tend</Message></Error>";
+	const char *bad_key = "<ListBucketResult><IsTruncated>false</IsTruncated>"
+			      "<Contents><Key>a\nforged: line</Key></Contents></ListBucketResult>";
+
+	cr_assert_eq(parse(error_doc, &pg, err), -EREMOTEIO);
+	cr_expect_null(strpbrk(err, "\r\n\t"), "%s", err);
+	cr_expect(strstr(err, "line one?line two?end"), "%s", err);
+	cr_assert_eq(s3_error_parse(error_doc, strlen(error_doc), &doc), 0);
+	cr_expect_str_eq(doc.code, "Access?Denied");
+	cr_expect_null(strpbrk(doc.message, "\r\n\t"), "%s", doc.message);
+	err[0] = '\0';
+	cr_assert_eq(parse(bad_key, &pg, err), -EBADMSG);
+	cr_expect_null(strpbrk(err, "\r\n"), "%s", err);
+	cr_expect(strstr(err, "a?forged: line"), "%s", err);
+}
