@@ -254,6 +254,9 @@ int64_t net_parse_retry_after(const char *value, size_t len)
 	t = curl_getdate(date, NULL);
 	if (t < 0)
 		return -1;
+	/* A date years ahead asks for more than anyone waits; the caller caps it anyway. */
+	if ((int64_t)t - (int64_t)time(NULL) > INT64_MAX / 1000)
+		return INT64_MAX;
 	return t > time(NULL) ? ((int64_t)t - (int64_t)time(NULL)) * 1000 : 0;
 }
 

@@ -68,6 +68,10 @@ static int bad_url(char *errbuf, size_t errlen, const char *why, const char *s)
 {
 	char *shown = url_redact(s);
 
+	/* Control bytes would split the line (or forge another one in a log). */
+	for (char *c = shown; c && *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	snprintf(errbuf, errlen, "%s: '%s'", why, shown ? shown : "?");
 	free(shown);
 	return -EINVAL;

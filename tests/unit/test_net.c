@@ -118,6 +118,8 @@ Test(net, parses_retry_after_seconds_and_dates)
 	cr_expect_eq(net_parse_retry_after("99999999999999999999", 20), -1);
 	/* A date in the past asks for no wait; one 100 s ahead for about 100 s. */
 	cr_expect_eq(net_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 29), 0);
+	/* A date so far ahead that its milliseconds overflow (found by fuzz_http_headers). */
+	cr_expect_eq(net_parse_retry_after("d1Oct762222222\r\n", 16), INT64_MAX);
 	net_format_http_date((int64_t)time(NULL) + 100, date, sizeof(date));
 	int64_t ms = net_parse_retry_after(date, strlen(date));
 	cr_expect(ms >= 98000 && ms <= 100000, "%lld ms", (long long)ms);

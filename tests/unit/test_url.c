@@ -159,3 +159,14 @@ Test(url, names_a_bad_url_without_its_query)
 	cr_expect_eq(url_parse(&u, "http://u:pw@h/f", err, sizeof(err)), -EINVAL);
 	cr_expect_null(strstr(err, "pw"), "%s", err);
 }
+
+Test(url, a_bad_url_with_control_bytes_is_named_on_one_line)
+{
+	struct url u;
+	char err[256];
+
+	/* Found by fuzz_url: the reason quoted the URL as given, line feed and all. */
+	cr_expect_eq(url_parse(&u, "https://mz-S\nign\r\x01/x", err, sizeof(err)), -EINVAL);
+	cr_expect_null(strpbrk(err, "\r\n\x01"), "%s", err);
+	cr_expect(strstr(err, "mz-S?ign"), "%s", err);
+}
