@@ -463,8 +463,8 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		if (ret == -EACCES || ret == -EPERM || ret == -ENOENT || ret == -EINVAL ||
 			ret == -ENOTSUP || !has_kept_root_listing(state_dir))
 			goto fail;
+		/* Warned once the kept listing has proved usable (namespace_new), not before. */
 		snprintf(offline_why, sizeof(offline_why), "%s", err);
-		report_warning(ready_fd, "%s; serving what is cached (offline)", err);
 		err[0] = '\0';
 		fs.remote = &offline_remote;
 		fs.offline = true;
@@ -506,6 +506,8 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 				strerror(-ret));
 		goto fail;
 	}
+	if (fs.offline)
+		report_warning(ready_fd, "%s; serving what is cached (offline)", offline_why);
 	if (!fs.offline) {
 		ret = dir_prefetch_new(&fs.dir_prefetch, fs.ns, fs.cache, fs.fetcher, fs.chunk_bytes,
 			cfg->dir_readahead);
