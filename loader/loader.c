@@ -1071,41 +1071,28 @@ static void choose_path(struct loader *l)
 			(unsigned long long)l->sampler.tail_samples);
 }
 
-static int env_u32(const char *name, uint32_t def, uint32_t min, uint32_t max, uint32_t *out,
-	char *err, size_t errlen)
-{
-	const char *v = getenv(name);
-	char *end;
-	unsigned long long n;
-
-	*out = def;
-	if (!v || !*v)
-		return 0;
-	errno = 0;
-	n = strtoull(v, &end, 0);
-	if (errno || *end || n < min || n > max) {
-		snprintf(err, errlen, "%s=%s: want a number from %u to %u", name, v, min, max);
-		return -EINVAL;
-	}
-	*out = (uint32_t)n;
-	return 0;
-}
-
 /* The shuffled order's block and window sizes, and what a window needs in memory. */
 static int order_params(struct loader *l, char *err, size_t errlen)
 {
 	const struct dataset *ds = &l->ds;
 	const uint64_t B = l->cfg.batch, T = l->cfg.seq_len, w = ds->token_bytes;
 	uint64_t S, G, W = l->cfg.world_size, samples, bytes, pieces;
-	int ret;
 
-	ret = env_u32("FERRY_LOADER_BLOCK_BYTES", LOADER_BLOCK_BYTES, 1, 256u << 20, &l->block_bytes,
-		err, errlen);
-	if (ret == 0)
-		ret = env_u32("FERRY_LOADER_WINDOW_BLOCKS", LOADER_WINDOW_BLOCKS, 1, 1024,
-			&l->window_blocks, err, errlen);
-	if (ret < 0 || !l->cfg.shuffle)
-		return ret;
+	l->block_bytes = l->cfg.block_bytes ? l->cfg.block_bytes : LOADER_DEFAULT_BLOCK_BYTES;
+	l->window_blocks = l->cfg.window_blocks ? l->cfg.window_blocks :
+		LOADER_DEFAULT_WINDOW_BLOCKS;
+	if (l->block_bytes > LOADER_MAX_BLOCK_BYTES) {
+		snprintf(err, errlen, "block of %u bytes: want 1 to %u", l->block_bytes,
+			LOADER_MAX_BLOCK_BYTES);
+		return -EINVAL;
+	}
+	if (l->window_blocks > LOADER_MAX_WINDOW_BLOCKS) {
+		snprintf(err, errlen, "window of %u blocks: want 1 to %u", l->window_blocks,
+			LOADER_MAX_WINDOW_BLOCKS);
+		return -EINVAL;
+	}
+	if (!l->cfg.shuffle)
+		return 0;
 	/* As sampler_init rounds it. */
 	S = l->block_bytes / (T * w);
 	S = S ? (S + B - 1) / B * B : B;
@@ -1405,6 +1392,12 @@ uint64_t loader_steps_per_epoch(const struct loader *l)
 uint32_t loader_vocab_size(const struct loader *l)
 {
 	return l->ds.vocab;
+}
+
+void loader_get_order(const struct loader *l, uint32_t *block_bytes, uint32_t *window_blocks)
+{
+	*block_bytes = l->block_bytes;
+	*window_blocks = l->window_blocks;
 }
 
 const char *loader_path_name(const struct loader *l)
