@@ -280,6 +280,11 @@ int gds_copy(struct gds_reader *gr, void *d_dst, uint64_t buf_off, size_t len);
 /* Waits for what was queued on the reader's stream. 0 or -EIO. */
 int gds_sync(struct gds_reader *gr);
 
+/* ---- block_hash.c or block_hash_x86.c ---- */
+
+/* XXH3_64bits (seed 0) of len bytes: the checksum of a block of the ferry fast path. */
+uint64_t block_hash(const void *data, size_t len);
+
 /* One run of n raw tokens into n int32. */
 void widen_run(const void *raw, uint32_t token_bytes, size_t n, int32_t *out);
 /* Host widening, the CPU twin of the GPU kernel. */

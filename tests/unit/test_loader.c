@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "loader/loader_i.h"
 
 static char dir[64];
@@ -358,6 +360,28 @@ Test(loader, order_settings_come_from_the_config_and_not_the_environment)
 	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "window") && !strchr(err, '\n'), "%s", err);
 	free(first);
+}
+
+/* The fast path checks blocks against sums the daemon computed with XXH3_64bits: its own hash
+ * (libxxhash's x86 dispatch where present) must be that same function, at every length a
+ * block can have (the last block of a file is short). */
+Test(loader, block_hash_is_xxh3_64_with_seed_0)
+{
+	size_t n = 64 << 10;
+	unsigned char *buf = malloc(n + 1);
+	uint64_t x = 1;
+
+	for (size_t i = 0; i <= n; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		buf[i] = (unsigned char)(x >> 56);
+	}
+	for (size_t len = 0; len <= n; len = len < 300 ? len + 1 : len * 3 + 7) {
+		cr_assert_eq(block_hash(buf, len), XXH3_64bits(buf, len), "length %zu", len);
+		cr_assert_eq(block_hash(buf + 1, len), XXH3_64bits_withSeed(buf + 1, len, 0));
+	}
+	cr_assert_eq(block_hash(buf, n), XXH3_64bits(buf, n));
+	cr_assert_neq(block_hash(buf, n), block_hash(buf + 1, n));
+	free(buf);
 }
 
 Test(loader, a_malformed_shard_found_late_fails_its_batch_with_einval)
