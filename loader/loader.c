@@ -368,7 +368,7 @@ static int direct_resident_fd(struct reader *r, uint32_t s, int plain_fd, uint64
 	chunk = l->chunk_bytes;
 	pthread_mutex_unlock(&l->held_lock);
 
-	/* 12 KiB with its sums: one per reader would do, but an ioctl costs far more. */
+	/* On the heap: 12 KiB with its sums; the allocation is nothing next to the ioctl. */
 	res = calloc(1, sizeof(*res));
 	if (!res)
 		return -ENOMEM;
@@ -458,17 +458,19 @@ static void block_cover(uint64_t off, uint64_t len, uint64_t file_bytes, uint64_
 /* A fast-path read that will be redone through the mount: a block that did not match its
  * sum (the cache file was damaged, or the chunk dropped after its hold), or one the daemon
  * gave no sum for. Counted; the first of each kind is said once. */
-static void direct_fallback(struct loader *l, uint32_t s, uint64_t off, bool mismatch)
+static void direct_fallback(struct loader *l, uint32_t s, uint64_t off, uint64_t end,
+	bool mismatch)
 {
 	_Atomic bool *said = mismatch ? &l->said_mismatch : &l->said_missing;
 	bool no = false;
 
 	atomic_fetch_add(&l->nr_fallbacks, 1);
 	if (atomic_compare_exchange_strong(said, &no, true))
-		say(l, "%s: the block at %llu of the cache file %s; reading it through the mount "
+		say(l, "%s: bytes %llu-%llu of the cache file: %s; reading them through the mount "
 			"(further ones are counted, not said)", l->ds.shards[s].path,
-			(unsigned long long)off,
-			mismatch ? "does not match its checksum" : "has no checksum from the daemon");
+			(unsigned long long)off, (unsigned long long)end,
+			mismatch ? "a block does not match its checksum" :
+				   "the daemon gave no checksum for a block");
 }
 
 /* Turns op (a plain read of shard s) into an O_DIRECT read of the blocks covering it in the
@@ -493,7 +495,7 @@ static int direct_prepare(struct reader *r, uint32_t s, struct read_op *op, uint
 		return -ENOSPC; /* cannot happen: max_sums and bounce_bytes cover every batch */
 	fd = direct_resident_fd(r, s, op->fd, c_off, c_end, r->sums + r->nr_sums);
 	if (fd == -ERANGE)
-		direct_fallback(r->l, s, c_off, false);
+		direct_fallback(r->l, s, c_off, c_end, false);
 	if (fd < 0)
 		return fd;
 	dst = bounce_pos ? (char *)r->bounce + *bounce_pos : (char *)op->dst - (op->off - c_off);
@@ -671,7 +673,7 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 					memcpy(cp->dst, cp->src, cp->len);
 				continue;
 			}
-			direct_fallback(l, s, cp->block_off, true);
+			direct_fallback(l, s, cp->block_off, cp->block_end, true);
 		} else {
 			direct_failed(l, "O_DIRECT read of the cache file",
 				op->res < 0 ? op->res : -EIO);
