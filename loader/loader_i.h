@@ -138,6 +138,9 @@ struct sampler {
 /* The loader's block (about this many bytes of tokens: block_samples = block_bytes /
  * (T * token bytes)) and window (blocks per rank) come from loader_config.block_bytes and
  * window_blocks (LOADER_DEFAULT_* in loader.h); they change the order as a seed would. */
+/* The defaults under their older names (tests/gpu/loader_gpu.c builds its oracle with them). */
+#define LOADER_BLOCK_BYTES   LOADER_DEFAULT_BLOCK_BYTES
+#define LOADER_WINDOW_BLOCKS LOADER_DEFAULT_WINDOW_BLOCKS
 
 /* Global samples [first, first + nr), which are slots [slot, slot + nr) of their window. */
 struct sampler_run {
