@@ -788,17 +788,22 @@ static int pin_hold(struct ferryfs *fs, struct cache_object *co, uint64_t first,
 }
 
 /* The block checksums of [r->offset, r->offset + len) into r, taken while the caller holds the
- * chunks pinned, so they are the sums of the bytes the cache holds for the range.
- * The cache's per-block checksums (cache_object_block_sums, contract 1 of issue 9) are not in
- * this tree yet: until they are, the daemon answers no sums, and the loader, which reads only
- * what verifies, reads through the mount. The commit that fills them in follows this one. */
+ * chunks pinned, so they are the sums of the bytes the cache holds for the range (a chunk
+ * found damaged later is dropped, never rewritten in place). A chunk the cache could not
+ * give sums for (cache_object_block_sums failed) leaves nr_sums 0: the loader then reads the
+ * range through the mount. */
 static void resident_sums(struct ferry_resident *r, struct cache_object *co, uint64_t len)
 {
-	(void)co;
-	(void)len;
-	r->sums_offset = r->offset / FERRY_RESIDENT_BLOCK_BYTES * FERRY_RESIDENT_BLOCK_BYTES;
-	r->block_bytes = 0;
-	r->nr_sums = 0;
+	int n = 0;
+
+	_Static_assert(CACHE_BLOCK_BYTES == FERRY_RESIDENT_BLOCK_BYTES,
+		"the ioctl's blocks are the cache's");
+	r->sums_offset = r->offset / CACHE_BLOCK_BYTES * CACHE_BLOCK_BYTES;
+	r->block_bytes = CACHE_BLOCK_BYTES;
+	if (len)
+		n = cache_object_block_sums(co, r->sums_offset, r->offset + len - r->sums_offset,
+			r->sums, FERRY_RESIDENT_MAX_SUMS);
+	r->nr_sums = n > 0 ? (uint32_t)n : 0;
 }
 
 static void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
