@@ -19,8 +19,24 @@
 /* FERRY_IOC_RESIDENT: makes [offset, offset + length) of the open file resident in the cache
  * (fetching what is absent) and keeps those chunks from eviction for hold_ms milliseconds,
  * then answers with the path of the backing cache file, in which offset in file = offset in
- * object. The caller may then read that range of the cache file directly (O_DIRECT works).
- * Fails with EIO when the range cannot be fetched. */
+ * object, and with the checksums of the blocks covering the range, taken while the daemon
+ * held the chunks. The caller may then read that range of the cache file directly (O_DIRECT
+ * works) and must check what it read against the sums: a file on disk can be damaged, or a
+ * chunk dropped once its hold has expired (its bytes then read as zeros), and only the sums
+ * tell. Where a block does not verify, or has no sum, read it through the mount, which
+ * checks and fetches again. Fails with EIO when the range cannot be fetched.
+ *
+ * Block sums: XXH3_64bits (seed 0) of each FERRY_RESIDENT_BLOCK_BYTES block of the object,
+ * offset-aligned (the object's last block may be short). sums[i] is the block at
+ * sums_offset + i * block_bytes, where sums_offset is offset rounded down to a block; at most
+ * FERRY_RESIDENT_MAX_SUMS are answered (64 MiB of blocks), fewer when the range is shorter or
+ * the cache could not give them (nr_sums 0). block_bytes 0: this daemon gives no sums.
+ *
+ * The struct's size is part of the request number (_IOWR), so a loader built against the
+ * struct without sums meets ENOTTY here, and falls back to reading through the mount. */
+#define FERRY_RESIDENT_BLOCK_BYTES (64u << 10)
+#define FERRY_RESIDENT_MAX_SUMS    1024u
+
 struct ferry_resident {
 	uint64_t offset;        /* in */
 	uint64_t length;        /* in; clipped to the file's size */
@@ -28,7 +44,13 @@ struct ferry_resident {
 	uint32_t chunk_bytes;   /* out: the cache's chunk size */
 	uint64_t file_size;     /* out */
 	char cache_path[4064];  /* out: NUL-terminated absolute path */
+	uint64_t sums_offset;   /* out: the block of sums[0] */
+	uint32_t block_bytes;   /* out: FERRY_RESIDENT_BLOCK_BYTES, or 0 (no sums) */
+	uint32_t nr_sums;       /* out */
+	uint64_t sums[FERRY_RESIDENT_MAX_SUMS]; /* out */
 };
 #define FERRY_IOC_RESIDENT _IOWR('f', 1, struct ferry_resident)
+/* _IOC_SIZE holds 14 bits. */
+_Static_assert(sizeof(struct ferry_resident) < (1u << 14), "FERRY_IOC_RESIDENT too large");
 
 #endif

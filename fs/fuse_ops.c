@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -702,12 +703,11 @@ void ferry_pins_stop(struct ferryfs *fs)
 	pthread_mutex_destroy(&fs->pin_lock);
 }
 
-/* Pins chunks [first, last] of co: they were just made resident, so each acquire is a hit
- * unless evicted in between, in which case we give the chunk back and report -EAGAIN. */
-static int pin_range(struct ferryfs *fs, struct cache_object *co, uint64_t first, uint64_t last,
-	uint32_t hold_ms)
+/* Acquires chunks [first, last] of co: they were just made resident, so each acquire is a
+ * hit unless evicted in between, in which case we give the chunk back and report -EAGAIN. On
+ * success the caller owns the pins (pin_hold hands them to the pin thread). */
+static int pin_acquire(struct cache_object *co, uint64_t first, uint64_t last)
 {
-	struct pin *p;
 	uint64_t i;
 	int ret = 0;
 
@@ -725,9 +725,18 @@ static int pin_range(struct ferryfs *fs, struct cache_object *co, uint64_t first
 			cache_chunk_release(co, i);
 		return ret < 0 ? ret : -EIO;
 	}
-	p = calloc(1, sizeof(*p));
+	return 0;
+}
+
+/* Hands the caller's pins of chunks [first, last] of co to the pin thread, which releases
+ * them hold_ms from now; on failure they are released here. */
+static int pin_hold(struct ferryfs *fs, struct cache_object *co, uint64_t first, uint64_t last,
+	uint32_t hold_ms)
+{
+	struct pin *p = calloc(1, sizeof(*p));
+
 	if (!p) {
-		for (i = first; i <= last; i++)
+		for (uint64_t i = first; i <= last; i++)
 			cache_chunk_release(co, i);
 		return -ENOMEM;
 	}
@@ -744,14 +753,33 @@ static int pin_range(struct ferryfs *fs, struct cache_object *co, uint64_t first
 	return 0;
 }
 
+/* The block checksums of [r->offset, r->offset + len) into r, taken while the caller holds the
+ * chunks pinned, so they are the sums of the bytes the cache holds for the range (a chunk
+ * found damaged later is dropped, never rewritten in place). A chunk the cache could not
+ * give sums for (cache_object_block_sums failed) leaves nr_sums 0: the loader then reads the
+ * range through the mount. */
+static void resident_sums(struct ferry_resident *r, struct cache_object *co, uint64_t len)
+{
+	int n = 0;
+
+	_Static_assert(CACHE_BLOCK_BYTES == FERRY_RESIDENT_BLOCK_BYTES,
+		"the ioctl's blocks are the cache's");
+	r->sums_offset = r->offset / CACHE_BLOCK_BYTES * CACHE_BLOCK_BYTES;
+	r->block_bytes = CACHE_BLOCK_BYTES;
+	if (len)
+		n = cache_object_block_sums(co, r->sums_offset, r->offset + len - r->sums_offset,
+			r->sums, FERRY_RESIDENT_MAX_SUMS);
+	r->nr_sums = n > 0 ? (uint32_t)n : 0;
+}
+
 static void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
 	size_t out_bufsz)
 {
 	struct ferryfs *fs = fs_of(req);
 	struct ferry_file *f;
-	struct ferry_resident r;
-	uint64_t len;
+	struct ferry_resident *r;
+	uint64_t len, first = 0, last = 0;
 	int ret = 0;
 
 	if (flags & FUSE_IOCTL_COMPAT) {
@@ -762,37 +790,53 @@ static void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}
-	if (in_bufsz < sizeof(r) || out_bufsz < sizeof(r)) {
+	if (in_bufsz < sizeof(*r) || out_bufsz < sizeof(*r)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	/* 12 KiB with the sums: too large for a FUSE worker's stack to spend on it. */
+	r = malloc(sizeof(*r));
+	if (!r) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	f = file_of(fi);
-	memcpy(&r, in_buf, sizeof(r));
-	r.chunk_bytes = fs->chunk_bytes;
-	r.file_size = f->obj.obj.size;
-	len = r.offset >= r.file_size ? 0 : r.length;
-	if (len > r.file_size - r.offset)
-		len = r.file_size - r.offset;
+	memcpy(r, in_buf, offsetof(struct ferry_resident, cache_path));
+	memset(r->cache_path, 0, sizeof(*r) - offsetof(struct ferry_resident, cache_path));
+	r->chunk_bytes = fs->chunk_bytes;
+	r->file_size = f->obj.obj.size;
+	len = r->offset >= r->file_size ? 0 : r->length;
+	if (len > r->file_size - r->offset)
+		len = r->file_size - r->offset;
 	if (len) {
+		first = r->offset / fs->chunk_bytes;
+		last = (r->offset + len - 1) / fs->chunk_bytes;
 		/* Two tries: a chunk evicted between becoming resident and being pinned is
 		 * fetched again. */
 		for (int tries = 0; tries < 3; tries++) {
-			ret = fetcher_make_resident(fs->fetcher, &f->obj.obj, f->co, r.offset, len);
+			ret = fetcher_make_resident(fs->fetcher, &f->obj.obj, f->co, r->offset, len);
 			if (ret)
 				break;
-			ret = pin_range(fs, f->co, r.offset / fs->chunk_bytes,
-				(r.offset + len - 1) / fs->chunk_bytes, r.hold_ms);
+			ret = pin_acquire(f->co, first, last);
 			if (ret != -EAGAIN)
 				break;
 		}
+		if (ret == 0) {
+			resident_sums(r, f->co, len);
+			ret = pin_hold(fs, f->co, first, last, r->hold_ms);
+		}
+	} else {
+		resident_sums(r, f->co, 0);
 	}
 	if (ret) {
 		atomic_fetch_add(&fs->read_errors, 1);
 		fuse_reply_err(req, ret == -ENOMEM || ret == -ENOSPC ? -ret : EIO);
+		free(r);
 		return;
 	}
-	snprintf(r.cache_path, sizeof(r.cache_path), "%s", cache_object_data_path(f->co));
-	fuse_reply_ioctl(req, 0, &r, sizeof(r));
+	snprintf(r->cache_path, sizeof(r->cache_path), "%s", cache_object_data_path(f->co));
+	fuse_reply_ioctl(req, 0, r, sizeof(*r));
+	free(r);
 }
 
 /* ---- everything that would modify ---- */

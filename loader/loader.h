@@ -28,7 +28,20 @@ struct loader_config {
 	uint32_t nr_buffers;      /* batches read ahead; 0: 4 */
 	int device;               /* -1: host only; >= 0: CUDA device to stage batches onto */
 	int verbose;
+	/* The shuffled order's shape (see struct sampler in loader_i.h): about block_bytes of
+	 * tokens per block, window_blocks blocks per window per rank. Like seed, they change
+	 * the order, so a run that resumes must give the values it started with (ferry train
+	 * saves them in its checkpoints). 0: LOADER_DEFAULT_*. The environment plays no part. */
+	uint32_t block_bytes;     /* 1 .. LOADER_MAX_BLOCK_BYTES */
+	uint32_t window_blocks;   /* 1 .. LOADER_MAX_WINDOW_BLOCKS */
 };
+
+/* 2 MiB blocks keep reads large on any mount (ferry's chunk is 8 MiB by default; FUSE splits
+ * reads into 128 KiB-1 MiB requests anyway); 8 of them make a 16 MiB window per rank. */
+#define LOADER_DEFAULT_BLOCK_BYTES   (2u << 20)
+#define LOADER_DEFAULT_WINDOW_BLOCKS 8u
+#define LOADER_MAX_BLOCK_BYTES       (256u << 20)
+#define LOADER_MAX_WINDOW_BLOCKS     1024u
 
 /* Where the order stands: the next batch is the position-th of epoch on this rank. */
 struct loader_state {
@@ -65,6 +78,8 @@ uint64_t loader_steps_per_epoch(const struct loader *l);
 /* The vocabulary size the data declares: header[3] of our llm.c shards when set (ferry data
  * make writes 256), else 50257 for llm.c shards, else 0 (unknown). */
 uint32_t loader_vocab_size(const struct loader *l);
+/* The order settings in use (cfg's, with the defaults filled in): what a checkpoint saves. */
+void loader_get_order(const struct loader *l, uint32_t *block_bytes, uint32_t *window_blocks);
 /* The read path chosen ("ferry-direct", "cufile", "io_uring", "pread"), for logs. */
 const char *loader_path_name(const struct loader *l);
 /* The one-line reason of the last failed loader_next_batch ("" when none). Added after the

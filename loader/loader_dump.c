@@ -16,7 +16,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: loader-dump --data PATHS [--format auto|llmc|raw-u16|raw-u32|megatron]\n"
 		   "  [--batch B] [--seq T] [--seed S] [--shuffle] [--rank R --world W]\n"
-		   "  [--buffers N] [--steps N] [--epoch E --position P] [--out FILE] [--bench]\n");
+		   "  [--buffers N] [--block-bytes N] [--window-blocks N] [--steps N]\n"
+		   "  [--epoch E --position P] [--out FILE] [--bench]\n");
 }
 
 static double now_s(void)
@@ -35,7 +36,8 @@ int main(int argc, char **argv)
 		{ "rank", 1, 0, 'r' }, { "world", 1, 0, 'w' }, { "buffers", 1, 0, 'n' },
 		{ "steps", 1, 0, 'N' }, { "epoch", 1, 0, 'e' }, { "position", 1, 0, 'p' },
 		{ "out", 1, 0, 'o' }, { "bench", 0, 0, 'b' }, { "verbose", 0, 0, 'v' },
-		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "help", 0, 0, 'h' }, { "block-bytes", 1, 0, 'K' }, { "window-blocks", 1, 0, 'G' },
+		{ 0, 0, 0, 0 },
 	};
 	struct loader_config cfg = { .batch = 4, .seq_len = 64, .device = -1, .world_size = 1 };
 	struct loader_state st = { 0, 0 };
@@ -65,6 +67,8 @@ int main(int argc, char **argv)
 		case 'r': cfg.rank = (uint32_t)strtoul(optarg, NULL, 0); break;
 		case 'w': cfg.world_size = (uint32_t)strtoul(optarg, NULL, 0); break;
 		case 'n': cfg.nr_buffers = (uint32_t)strtoul(optarg, NULL, 0); break;
+		case 'K': cfg.block_bytes = (uint32_t)strtoul(optarg, NULL, 0); break;
+		case 'G': cfg.window_blocks = (uint32_t)strtoul(optarg, NULL, 0); break;
 		case 'N': steps = strtoull(optarg, NULL, 0); break;
 		case 'e': st.epoch = strtoull(optarg, NULL, 0); seek = true; break;
 		case 'p': st.position = strtoull(optarg, NULL, 0); seek = true; break;

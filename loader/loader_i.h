@@ -118,7 +118,7 @@ int dataset_prepare(struct dataset *ds, uint32_t s, char *err, size_t errlen);
  * The price: the order is less random than a full permutation. Within a window, a rank's
  * batches come from window_blocks blocks only, so samples that sit close in the files tend to
  * be drawn close in time (within window_samples samples of each other); which samples share a
- * block changes every epoch through the rotation. A larger window (FERRY_LOADER_WINDOW_BLOCKS)
+ * block changes every epoch through the rotation. A larger window (loader_config.window_blocks)
  * mixes more at the cost of window memory; a full permutation reads one sample (~2 KiB) per
  * read, which bench_loader.sh measured at about a third of dd's rate. */
 struct sampler {
@@ -135,13 +135,12 @@ struct sampler {
 	uint64_t tail_samples;   /* per rank, after the whole windows */
 };
 
-/* The loader's block (about this many bytes of tokens: block_samples = LOADER_BLOCK_BYTES /
- * (T * token bytes)) and window (blocks per rank); FERRY_LOADER_BLOCK_BYTES and
- * FERRY_LOADER_WINDOW_BLOCKS change them, and with them the order, as a seed would. 2 MiB
- * blocks keep reads large on any mount (ferry's chunk is 8 MiB by default; FUSE splits reads
- * into 128 KiB-1 MiB requests anyway); 8 of them make a 16 MiB window per rank. */
-#define LOADER_BLOCK_BYTES   (2u << 20)
-#define LOADER_WINDOW_BLOCKS 8u
+/* The loader's block (about this many bytes of tokens: block_samples = block_bytes /
+ * (T * token bytes)) and window (blocks per rank) come from loader_config.block_bytes and
+ * window_blocks (LOADER_DEFAULT_* in loader.h); they change the order as a seed would. */
+/* The defaults under their older names (tests/gpu/loader_gpu.c builds its oracle with them). */
+#define LOADER_BLOCK_BYTES   LOADER_DEFAULT_BLOCK_BYTES
+#define LOADER_WINDOW_BLOCKS LOADER_DEFAULT_WINDOW_BLOCKS
 
 /* Global samples [first, first + nr), which are slots [slot, slot + nr) of their window. */
 struct sampler_run {
@@ -283,6 +282,11 @@ int64_t gds_read(struct gds_reader *gr, void *handle, uint64_t file_off, size_t 
 int gds_copy(struct gds_reader *gr, void *d_dst, uint64_t buf_off, size_t len);
 /* Waits for what was queued on the reader's stream. 0 or -EIO. */
 int gds_sync(struct gds_reader *gr);
+
+/* ---- block_hash.c or block_hash_x86.c ---- */
+
+/* XXH3_64bits (seed 0) of len bytes: the checksum of a block of the ferry fast path. */
+uint64_t block_hash(const void *data, size_t len);
 
 /* One run of n raw tokens into n int32. */
 void widen_run(const void *raw, uint32_t token_bytes, size_t n, int32_t *out);

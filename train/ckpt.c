@@ -14,8 +14,11 @@
 #include <unistd.h>
 
 #define STATE_MAGIC   0x54535246u /* "FRST" */
-#define STATE_VERSION 1u
-#define STATE_HEADER_BYTES (4 + 4 + 8 * 5 + 4)
+/* Version 2 added the loader's order settings (two u32) after the settings length; version 1
+ * files are still read, with those settings 0 (not recorded). */
+#define STATE_VERSION 2u
+#define STATE_V1_HEADER_BYTES (4 + 4 + 8 * 5 + 4)
+#define STATE_HEADER_BYTES (STATE_V1_HEADER_BYTES + 4 + 4)
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
@@ -268,6 +271,8 @@ int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_s
 	memcpy(head + 4, &version, 4);
 	memcpy(head + 8, fields, sizeof(fields));
 	memcpy(head + 8 + sizeof(fields), &settings_bytes, 4);
+	memcpy(head + STATE_V1_HEADER_BYTES, &st->loader_block_bytes, 4);
+	memcpy(head + STATE_V1_HEADER_BYTES + 4, &st->loader_window_blocks, 4);
 	size_t moment_bytes = m->nr_params * sizeof(float);
 	uint64_t sum = fnv1a(FNV_OFFSET, head, sizeof(head));
 	sum = fnv1a(sum, settings, settings_bytes);
@@ -292,9 +297,10 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 	int rc = read_whole(path, &buf, &n, err, errlen);
 	if (rc < 0)
 		return rc;
-	uint32_t magic, version, settings_bytes;
+	uint32_t magic, version, settings_bytes, order[2] = { 0, 0 };
 	uint64_t fields[5];
-	if (n < STATE_HEADER_BYTES + 8) {
+	size_t head_bytes = STATE_HEADER_BYTES;
+	if (n < STATE_V1_HEADER_BYTES + 8) {
 		rc = fail(err, errlen, -EINVAL, "%s: too short for a ferry state file", path);
 		goto out;
 	}
@@ -306,14 +312,22 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		rc = fail(err, errlen, -EINVAL, "%s: not a ferry state file (bad magic)", path);
 		goto out;
 	}
-	if (version != STATE_VERSION) {
+	if (version != STATE_VERSION && version != 1) {
 		rc = fail(err, errlen, -EINVAL, "%s: state file version %u not supported", path,
 			version);
 		goto out;
 	}
+	if (version == 1) {
+		head_bytes = STATE_V1_HEADER_BYTES;
+	} else if (n >= STATE_HEADER_BYTES + 8) {
+		memcpy(order, buf + STATE_V1_HEADER_BYTES, sizeof(order));
+	} else {
+		rc = fail(err, errlen, -EINVAL, "%s: too short for a ferry state file", path);
+		goto out;
+	}
 	uint64_t nr_params = fields[4];
 	if (nr_params > (uint64_t)1 << 40 ||
-		n != STATE_HEADER_BYTES + (uint64_t)settings_bytes + nr_params * 8 + 8) {
+		n != head_bytes + (uint64_t)settings_bytes + nr_params * 8 + 8) {
 		rc = fail(err, errlen, -EINVAL, "%s: size %zu bytes does not match its header", path,
 			n);
 		goto out;
@@ -329,7 +343,7 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 			path, (unsigned long long)nr_params, m->nr_params);
 		goto out;
 	}
-	const char *settings = buf + STATE_HEADER_BYTES;
+	const char *settings = buf + head_bytes;
 	if (memchr(settings, '\0', settings_bytes)) {
 		rc = fail(err, errlen, -EINVAL, "%s: settings hold a NUL byte", path);
 		goto out;
@@ -343,6 +357,8 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 	st->rng = fields[1];
 	st->loader_epoch = fields[2];
 	st->loader_position = fields[3];
+	st->loader_block_bytes = order[0];
+	st->loader_window_blocks = order[1];
 	if (m) {
 		const char *moments = settings + settings_bytes;
 		memcpy(m->m_memory, moments, nr_params * 4);

@@ -21,6 +21,11 @@ struct ckpt_state {
 	uint64_t loader_epoch;   /* the loader's position: the next batch to train on */
 	uint64_t loader_position;
 	char *settings;
+	/* The loader's order settings (loader_config.block_bytes, window_blocks): they change
+	 * the order as the seed does, so an exact resume needs them. 0 in a state file of
+	 * version 1, which did not record them. */
+	uint32_t loader_block_bytes;
+	uint32_t loader_window_blocks;
 };
 
 void ckpt_state_done(struct ckpt_state *st);

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,6 +72,10 @@ struct train_opts {
 	int stop_at; /* 0: run to steps */
 	int verbose;
 	int cuda, fp32, cuda_graph; /* --device cuda, --precision fp32, --cuda-graph */
+	/* --loader-block-bytes, --loader-window-blocks: the shuffled order's shape. Settings of
+	 * the run, but kept in the state file (struct ckpt_state) rather than the settings text,
+	 * which older checkpoints would fail to parse with keys added; 0 until chosen. */
+	uint32_t block_bytes, window_blocks;
 };
 
 static struct comm comm;
@@ -244,6 +250,11 @@ static void usage(FILE *f)
 		"  --data GLOB          training shards (a glob, directory or file)\n"
 		"  --val GLOB           validation shards\n"
 		"  --seq-len T          tokens per sequence (default 256)\n"
+		"  --loader-block-bytes N    bytes of tokens per block of the shuffled order\n"
+		"                       (default 2097152; FERRY_LOADER_BLOCK_BYTES when not given)\n"
+		"  --loader-window-blocks N  blocks per window per rank (default 8;\n"
+		"                       FERRY_LOADER_WINDOW_BLOCKS when not given); both change\n"
+		"                       the order like --seed and are saved in checkpoints\n"
 		"  --batch B            sequences per micro-batch per rank (default 8)\n"
 		"  --total-batch-tokens N  tokens per optimizer step over all ranks; gradients\n"
 		"                       are accumulated to reach it (default B*T*ranks)\n"
@@ -279,7 +290,7 @@ enum {
 	OPT_SEQ_LEN, OPT_BATCH, OPT_TOTAL, OPT_STEPS, OPT_LR, OPT_WARMUP, OPT_LR_FINAL, OPT_WD,
 	OPT_CLIP, OPT_SEED, OPT_OUT, OPT_EVAL_EVERY, OPT_VAL_BATCHES, OPT_CKPT_EVERY, OPT_KEEP,
 	OPT_SAMPLE, OPT_THREADS, OPT_RESUME, OPT_STOP_AT, OPT_VERBOSE, OPT_HELP, OPT_DEVICE,
-	OPT_PRECISION, OPT_CUDA_GRAPH, OPT_END
+	OPT_PRECISION, OPT_CUDA_GRAPH, OPT_BLOCK_BYTES, OPT_WINDOW_BLOCKS, OPT_END
 };
 
 static const struct option long_options[] = {
@@ -315,6 +326,8 @@ static const struct option long_options[] = {
 	{ "device", required_argument, 0, OPT_DEVICE },
 	{ "precision", required_argument, 0, OPT_PRECISION },
 	{ "cuda-graph", no_argument, 0, OPT_CUDA_GRAPH },
+	{ "loader-block-bytes", required_argument, 0, OPT_BLOCK_BYTES },
+	{ "loader-window-blocks", required_argument, 0, OPT_WINDOW_BLOCKS },
 	{ 0, 0, 0, 0 },
 };
 
@@ -493,6 +506,12 @@ static void parse_args(int argc, char **argv, struct train_settings *s, struct t
 			break;
 		case OPT_CUDA_GRAPH:
 			o->cuda_graph = 1;
+			break;
+		case OPT_BLOCK_BYTES:
+			o->block_bytes = (uint32_t)int_arg(name, optarg, 1, LOADER_MAX_BLOCK_BYTES);
+			break;
+		case OPT_WINDOW_BLOCKS:
+			o->window_blocks = (uint32_t)int_arg(name, optarg, 1, LOADER_MAX_WINDOW_BLOCKS);
 			break;
 		case OPT_HELP:
 			if (comm.rank == 0)
@@ -705,6 +724,79 @@ static void mkdir_p(const char *dir)
 		die("%s: %s", buf, strerror(errno));
 }
 
+/* An order setting from the environment (the knobs before they were options): 0 when unset,
+ * else the value, checked as the option is. */
+static uint32_t env_order(const char *name, uint32_t max)
+{
+	const char *v = getenv(name);
+	long long n;
+	if (!v || !*v)
+		return 0;
+	if (parse_ll(v, 1, max, &n) < 0)
+		die("%s=%s: want an integer in [1, %u]", name, v, max);
+	return (uint32_t)n;
+}
+
+/* The order settings of the run: a new run takes the options, else the environment, else
+ * the loader's defaults; a resumed run takes what its checkpoint saved, and refuses an
+ * environment that says otherwise (it would silently be another order). A checkpoint of
+ * state version 1 saved none: it resumes with the environment or the defaults, as then. */
+static void order_settings(struct train_opts *o, const struct ckpt_state *saved)
+{
+	static const struct {
+		const char *env, *what;
+		uint32_t max, def;
+	} k[2] = {
+		{ "FERRY_LOADER_BLOCK_BYTES", "block bytes", LOADER_MAX_BLOCK_BYTES,
+			LOADER_DEFAULT_BLOCK_BYTES },
+		{ "FERRY_LOADER_WINDOW_BLOCKS", "window blocks", LOADER_MAX_WINDOW_BLOCKS,
+			LOADER_DEFAULT_WINDOW_BLOCKS },
+	};
+	uint32_t *val[2] = { &o->block_bytes, &o->window_blocks };
+	uint32_t from_ckpt[2] = { saved ? saved->loader_block_bytes : 0,
+		saved ? saved->loader_window_blocks : 0 };
+	for (int i = 0; i < 2; i++) {
+		uint32_t env = env_order(k[i].env, k[i].max);
+		if (from_ckpt[i]) {
+			if (env && env != from_ckpt[i])
+				die("--resume: %s=%u, but the run's loader order was saved with %s %u; "
+				    "unset it to resume",
+					k[i].env, env, k[i].what, from_ckpt[i]);
+			*val[i] = from_ckpt[i];
+		} else if (!*val[i]) {
+			*val[i] = env ? env : k[i].def;
+		}
+	}
+}
+
+/* Takes the run directory for this process: an exclusive flock on DIR/.ferry-train.lock, held
+ * (the descriptor is never closed) until the process ends, however it ends, so a stale lock
+ * file from a killed run blocks nothing. A second live run on DIR ends here with one line,
+ * before it reads or writes anything of the first's. Rank 0 only: the run's files are its. */
+static void lock_out_dir(const char *dir)
+{
+	char path[PATH_MAX + 32], pid[32] = "";
+	snprintf(path, sizeof(path), "%s/.ferry-train.lock", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			die("%s: flock: %s", path, strerror(errno));
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		die("%s is in use by another ferry train run%s%s%s; wait for it to end or choose "
+		    "another directory",
+			dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+	}
+	/* The holder's pid, for the message above; only the holder writes it. */
+	char line[32];
+	int len = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)len, 0) != len)
+		die("%s: %s", path, strerror(errno));
+}
+
 int train_main(int argc, char **argv)
 {
 	struct train_settings s;
@@ -739,6 +831,8 @@ int train_main(int argc, char **argv)
 			    "--threads, --stop-at and --verbose may be given");
 		}
 		int steps = s.steps;
+		if (comm.rank == 0)
+			lock_out_dir(o.resume);
 		if (ckpt_latest(o.resume, &start_step) < 0)
 			die("--resume %s: no checkpoint there", o.resume);
 		ckpt_paths(o.resume, start_step, NULL, path, sizeof(path));
@@ -761,6 +855,10 @@ int train_main(int argc, char **argv)
 			die("--data is required (see --help)");
 		if (!o.out[0])
 			die("--out is required (see --help)");
+		if (comm.rank == 0) {
+			mkdir_p(o.out);
+			lock_out_dir(o.out);
+		}
 		uint64_t old;
 		if (ckpt_latest(o.out, &old) == 0)
 			die("%s holds a run with checkpoints; continue it with --resume %s or choose "
@@ -768,6 +866,7 @@ int train_main(int argc, char **argv)
 				o.out, o.out);
 		s.world_size = comm.world_size;
 	}
+	order_settings(&o, o.resume[0] ? &resume_state : NULL);
 	if (o.cuda && gpt2_cuda_available(err, sizeof(err)) < 0)
 		die("%s", err);
 	if (o.stop_at && o.stop_at > s.steps)
@@ -789,6 +888,8 @@ int train_main(int argc, char **argv)
 		.world_size = (uint32_t)W,
 		.device = o.cuda ? gpt2_cuda_local_device() : -1,
 		.verbose = o.verbose,
+		.block_bytes = o.block_bytes,
+		.window_blocks = o.window_blocks,
 	};
 	struct loader *train_loader = NULL, *val_loader = NULL;
 	if (loader_open(&train_loader, &lc, err, sizeof(err)) < 0)
@@ -988,8 +1089,11 @@ int train_main(int argc, char **argv)
 			if (comm.rank == 0) {
 				struct loader_state ls;
 				loader_get_state(train_loader, &ls);
-				struct ckpt_state st = { (uint64_t)step, rng, ls.epoch, ls.position,
-					settings_text };
+				struct ckpt_state st = { .step = (uint64_t)step, .rng = rng,
+					.loader_epoch = ls.epoch, .loader_position = ls.position,
+					.settings = settings_text };
+				loader_get_order(train_loader, &st.loader_block_bytes,
+					&st.loader_window_blocks);
 				if (gpu)
 					gpt2_cuda_store(gpu, m);
 				if (fsync(fileno(log)) < 0)

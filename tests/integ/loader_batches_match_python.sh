@@ -169,8 +169,9 @@ check() { # name paths fmt B T seed shuffle rank world steps [block-bytes window
 	[ "$shuf" = 1 ] && flag=--shuffle
 	[ -n "${13:-}" ] && seek=(--epoch "${13}" --position "${14}")
 	for io in io_uring pread; do
-		FERRY_LOADER_BLOCK_BYTES=$bb FERRY_LOADER_WINDOW_BLOCKS=$wb FERRY_LOADER_IO=$io \
+		FERRY_LOADER_IO=$io \
 			"$dump" --data "$paths" --format "$fmt" --batch "$B" --seq "$T" \
+			--block-bytes "$bb" --window-blocks "$wb" \
 			--seed "$seed" $flag --rank "$rank" --world "$world" --steps "$steps" \
 			"${seek[@]}" --out "$tmp/$name.$io" 2>"$tmp/$name.log" ||
 			{ cat "$tmp/$name.log" >&2; exit 1; }

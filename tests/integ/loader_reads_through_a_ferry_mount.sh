@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The loader on a ferry mount of an HTTP dataset: batches read through the mount, by the fast
-# path (FERRY_IOC_RESIDENT + O_DIRECT reads of the daemon's cache file) and by plain reads of
-# the mount, all equal the batches read from the source files; and still do when the cache is
-# much smaller than the dataset, so the daemon evicts while the loader reads.
+# path (FERRY_IOC_RESIDENT + O_DIRECT reads of the daemon's cache file, checked against the
+# block checksums the ioctl answers) and by plain reads of the mount, all equal the batches
+# read from the source files; and still do when the cache is much smaller than the dataset,
+# so the daemon evicts while the loader reads.
 # SKIP (77) until the ferry binary with `mount` is built, or where FUSE is unavailable.
 set -euo pipefail
 build=${FERRY_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
@@ -78,6 +79,9 @@ grep -q "read path ferry-direct" "$tmp/direct.log" || { cat "$tmp/direct.log" >&
 if grep -q "ferry fast path" "$tmp/direct.log"; then
 	echo "the fast path fell back:" >&2; cat "$tmp/direct.log" >&2; exit 1
 fi
+# Every block the fast path read matched the daemon's checksums, and none was read again.
+grep -Eq "fast path: .*; [1-9][0-9]* blocks matched their checksums, 0 reads were redone" \
+	"$tmp/direct.log" || { echo "the fast path checked nothing, or redid reads:" >&2; cat "$tmp/direct.log" >&2; exit 1; }
 same source direct
 echo "fast path and plain path through the mount equal the source: ok"
 umount_ferry

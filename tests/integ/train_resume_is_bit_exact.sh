@@ -36,4 +36,27 @@ grep -q '<polyline' "$work/b/loss.svg" || fail "no loss curve in loss.svg"
 "$FERRY" train --resume "$work/b" --lr 1 2>/dev/null && fail "--lr accepted on resume"
 "$FERRY" train --resume "$work/b" --steps 22 >/dev/null || fail "raising --steps failed"
 [ "$(tail -1 "$work/b/log.csv" | cut -d, -f1)" = 22 ] || fail "raised --steps did not reach 22"
+
+# The loader's order settings (blocks of 4 KiB, windows of 3 blocks: another order than the
+# defaults on this data) are saved in the checkpoint: a run started with them in the
+# environment resumes in an environment without them, bit for bit; one that says otherwise
+# is refused with one line; the options do the same as the environment.
+"$FERRY" train "${args[@]}" --out "$work/o" --loader-block-bytes 4096 \
+	--loader-window-blocks 3 >/dev/null
+diff -q <(cols "$work/a/log.csv") <(cols "$work/o/log.csv") >/dev/null &&
+	fail "blocks of 4 KiB x 3 gave the default order's losses: the leg below proves nothing"
+FERRY_LOADER_BLOCK_BYTES=4096 FERRY_LOADER_WINDOW_BLOCKS=3 \
+	"$FERRY" train "${args[@]}" --out "$work/e" --stop-at 10 >/dev/null
+diff <(cols "$work/o/log.csv" | head -11) <(cols "$work/e/log.csv") >&2 ||
+	fail "the environment and the options gave different orders"
+FERRY_LOADER_BLOCK_BYTES=8192 "$FERRY" train --resume "$work/e" 2>"$work/err" &&
+	fail "a resume with another FERRY_LOADER_BLOCK_BYTES than the checkpoint's was accepted"
+[ "$(wc -l <"$work/err")" = 1 ] || fail "error is not one line: $(cat "$work/err")"
+grep -q FERRY_LOADER_BLOCK_BYTES "$work/err" || fail "the refusal does not name the variable: $(cat "$work/err")"
+"$FERRY" train --resume "$work/e" --loader-window-blocks 3 2>/dev/null &&
+	fail "--loader-window-blocks accepted on resume"
+"$FERRY" train --resume "$work/e" >/dev/null
+diff <(cols "$work/o/log.csv") <(cols "$work/e/log.csv") >&2 ||
+	fail "resumed without the environment, the order settings were lost"
+cmp "$work/o/state_00000020.bin" "$work/e/state_00000020.bin" || fail "final optimizer state differs (order settings)"
 echo "PASS: resume is bit-exact"

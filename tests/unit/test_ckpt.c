@@ -139,7 +139,8 @@ Test(ckpt, state_round_trips_moments_step_rng_loader_position_and_settings)
 		m->m_memory[i] = (float)i * 0.5f;
 		m->v_memory[i] = (float)i * 0.25f;
 	}
-	struct ckpt_state st = { 1234, 0xdeadbeefcafef00dULL, 3, 77, "lr 0.0006\ndata /x/*.bin\n" };
+	struct ckpt_state st = { .step = 1234, .rng = 0xdeadbeefcafef00dULL, .loader_epoch = 3,
+		.loader_position = 77, .settings = "lr 0.0006\ndata /x/*.bin\n" };
 	char path[128], err[512] = "";
 	snprintf(path, sizeof(path), "%s/state.bin", dir);
 	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0, "%s", err);
@@ -157,13 +158,76 @@ Test(ckpt, state_round_trips_moments_step_rng_loader_position_and_settings)
 	gpt2_free(n);
 }
 
+/* The loader's order settings change the order as the seed does: a checkpoint that lost them
+ * would resume into another order whenever they were not the defaults. */
+Test(ckpt, state_round_trips_the_loader_order_settings)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	struct ckpt_state st = { .step = 5, .rng = 6, .loader_epoch = 1, .loader_position = 2,
+		.settings = "steps 20\n", .loader_block_bytes = 4096, .loader_window_blocks = 3 };
+	struct ckpt_state got;
+	char path[128], err[512] = "";
+
+	snprintf(path, sizeof(path), "%s/state.bin", dir);
+	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(ckpt_read_state(path, m, &got, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(got.loader_block_bytes, 4096);
+	cr_assert_eq(got.loader_window_blocks, 3);
+	cr_assert_eq(got.loader_position, 2);
+	ckpt_state_done(&got);
+	gpt2_free(m);
+}
+
+/* A state file of version 1 (before the order settings were saved) still resumes; its
+ * settings read as 0, "not recorded". */
+Test(ckpt, a_version_1_state_file_reads_with_the_order_settings_unrecorded)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	struct ckpt_state st = { .step = 5, .rng = 6, .loader_epoch = 1, .loader_position = 2,
+		.settings = "steps 20\n", .loader_block_bytes = 4096, .loader_window_blocks = 3 };
+	struct ckpt_state got;
+	char path[128], err[512] = "";
+	size_t bytes, v1_bytes;
+	char *v2, *v1;
+	uint32_t one = 1;
+	uint64_t sum = 0xcbf29ce484222325ull;
+
+	snprintf(path, sizeof(path), "%s/state.bin", dir);
+	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0, "%s", err);
+	v2 = read_bytes(path, &bytes);
+	/* Version 1: the same file without the 8 bytes after the 52-byte header, and the FNV-1a
+	 * of what precedes the sum. */
+	v1_bytes = bytes - 8;
+	v1 = malloc(v1_bytes);
+	memcpy(v1, v2, 52);
+	memcpy(v1 + 4, &one, 4);
+	memcpy(v1 + 52, v2 + 60, bytes - 60 - 8);
+	for (size_t i = 0; i < v1_bytes - 8; i++)
+		sum = (sum ^ (unsigned char)v1[i]) * 0x100000001b3ull;
+	memcpy(v1 + v1_bytes - 8, &sum, 8);
+	write_bytes(path, v1, v1_bytes);
+	cr_assert_eq(ckpt_read_state(path, m, &got, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(got.step, 5);
+	cr_assert_eq(got.loader_position, 2);
+	cr_assert_eq(got.loader_block_bytes, 0);
+	cr_assert_eq(got.loader_window_blocks, 0);
+	cr_assert_str_eq(got.settings, "steps 20\n");
+	ckpt_state_done(&got);
+	free(v1);
+	free(v2);
+	gpt2_free(m);
+}
+
 Test(ckpt, keeps_the_last_n_checkpoints_and_finds_the_newest)
 {
 	struct gpt2_config c = cfg();
 	struct gpt2 *m = gpt2_new(&c, 1, 4);
 	char err[512] = "", model[256], state[256];
 	for (uint64_t step = 5; step <= 25; step += 5) {
-		struct ckpt_state st = { step, 1, 0, step, "x 1\n" };
+		struct ckpt_state st = { .step = step, .rng = 1, .loader_position = step,
+			.settings = "x 1\n" };
 		cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), 0, "%s", err);
 	}
 	for (uint64_t step = 5; step <= 25; step += 5) {
@@ -253,7 +317,8 @@ Test(ckpt, malformed_state_files_are_rejected_with_one_line_errors)
 {
 	struct gpt2_config c = cfg();
 	struct gpt2 *m = gpt2_new(&c, 1, 4);
-	struct ckpt_state st = { 10, 1, 0, 10, "steps 20\n" };
+	struct ckpt_state st = { .step = 10, .rng = 1, .loader_position = 10,
+		.settings = "steps 20\n" };
 	char path[128], err[512];
 	snprintf(path, sizeof(path), "%s/state.bin", dir);
 	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "loader/loader_i.h"
 
 static char dir[64];
@@ -48,10 +50,6 @@ static void setup(void)
 	cr_assert_not_null(mkdtemp(dir));
 	unsetenv("FERRY_LOADER_IO");
 	unsetenv("FERRY_LOADER_THREADS");
-	/* Small blocks and windows, so that these small shards make several whole windows and
-	 * a tail in the shuffled order. */
-	setenv("FERRY_LOADER_BLOCK_BYTES", "600", 1);
-	setenv("FERRY_LOADER_WINDOW_BLOCKS", "3", 1);
 }
 
 static void teardown(void)
@@ -68,9 +66,11 @@ TestSuite(loader, .init = setup, .fini = teardown);
 static struct loader *open_loader(uint32_t B, uint32_t T, bool shuffle, uint32_t rank,
 	uint32_t world, uint32_t nr_buffers)
 {
+	/* Small blocks and windows, so that these small shards make several whole windows and
+	 * a tail in the shuffled order. */
 	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 1234,
 		.shuffle = shuffle, .rank = rank, .world_size = world, .nr_buffers = nr_buffers,
-		.device = -1 };
+		.device = -1, .block_bytes = 600, .window_blocks = 3 };
 	struct loader *l;
 	char err[256];
 
@@ -298,6 +298,90 @@ Test(loader, resumes_exactly_at_every_position)
 	loader_free(l);
 	free(base);
 	free(states);
+}
+
+/* The order's shape is part of the config, never of the environment: a resume in another
+ * environment reads the same batches, and the loader says the settings a checkpoint saves. */
+Test(loader, order_settings_come_from_the_config_and_not_the_environment)
+{
+	enum { B = 2, T = 40, N = 40 };
+	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 99,
+		.shuffle = true, .world_size = 1, .device = -1, .block_bytes = 600,
+		.window_blocks = 3 };
+	struct loader *l;
+	struct loader_batch b;
+	int32_t *first = malloc((size_t)N * B * T * 4);
+	uint32_t bb, wb;
+	char err[256];
+	bool differs = false;
+
+	write_shards(2);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
+	loader_get_order(l, &bb, &wb);
+	cr_assert_eq(bb, 600);
+	cr_assert_eq(wb, 3);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		memcpy(first + (size_t)i * B * T, b.inputs, B * T * 4);
+	}
+	loader_free(l);
+	/* The old knobs in the environment change nothing. */
+	setenv("FERRY_LOADER_BLOCK_BYTES", "4000", 1);
+	setenv("FERRY_LOADER_WINDOW_BLOCKS", "5", 1);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
+	unsetenv("FERRY_LOADER_BLOCK_BYTES");
+	unsetenv("FERRY_LOADER_WINDOW_BLOCKS");
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		cr_assert_eq(memcmp(first + (size_t)i * B * T, b.inputs, B * T * 4), 0,
+			"batch %d changed with the environment", i);
+	}
+	loader_free(l);
+	/* Other settings give another order (so the settings matter and must be saved). */
+	cfg.block_bytes = 4000;
+	cfg.window_blocks = 5;
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
+	for (int i = 0; i < N && !differs; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0);
+		differs = memcmp(first + (size_t)i * B * T, b.inputs, B * T * 4) != 0;
+	}
+	cr_assert(differs, "block 4000 x 5 gave the order of block 600 x 3");
+	loader_free(l);
+	/* 0 means the defaults, and they are what the loader says it uses. */
+	cfg.block_bytes = cfg.window_blocks = 0;
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
+	loader_get_order(l, &bb, &wb);
+	cr_assert_eq(bb, LOADER_DEFAULT_BLOCK_BYTES);
+	cr_assert_eq(wb, LOADER_DEFAULT_WINDOW_BLOCKS);
+	loader_free(l);
+	/* Out of range: one line, no loader. */
+	cfg.window_blocks = LOADER_MAX_WINDOW_BLOCKS + 1;
+	err[0] = '\0';
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "window") && !strchr(err, '\n'), "%s", err);
+	free(first);
+}
+
+/* The fast path checks blocks against sums the daemon computed with XXH3_64bits: its own hash
+ * (libxxhash's x86 dispatch where present) must be that same function, at every length a
+ * block can have (the last block of a file is short). */
+Test(loader, block_hash_is_xxh3_64_with_seed_0)
+{
+	size_t n = 64 << 10;
+	unsigned char *buf = malloc(n + 1);
+	uint64_t x = 1;
+
+	for (size_t i = 0; i <= n; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		buf[i] = (unsigned char)(x >> 56);
+	}
+	for (size_t len = 0; len <= n; len = len < 300 ? len + 1 : len * 3 + 7) {
+		cr_assert_eq(block_hash(buf, len), XXH3_64bits(buf, len), "length %zu", len);
+		cr_assert_eq(block_hash(buf + 1, len), XXH3_64bits_withSeed(buf + 1, len, 0));
+	}
+	cr_assert_eq(block_hash(buf, n), XXH3_64bits(buf, n));
+	cr_assert_neq(block_hash(buf, n), block_hash(buf + 1, n));
+	free(buf);
 }
 
 Test(loader, a_malformed_shard_found_late_fails_its_batch_with_einval)
