@@ -7,24 +7,7 @@
 # announces the full length and sends half the body).
 . "$(dirname "$0")/lib.sh"
 need_fuse
-FAULTSERVER=$FERRY_SRC/tests/lib/faultserver.py
-[ -f "$FAULTSERVER" ] || fail "no $FAULTSERVER"
 make_tree "$T/src" a.bin:3M b.bin:1M c.bin:100K
-
-start_faultserver() { # mode every
-	rm -f "$T/port"
-	"$PY" "$FAULTSERVER" "$T/src" --port-file "$T/port" --mode "$1" --every "$2" \
-		>"$T/fault-$1-$2.log" 2>&1 &
-	FAULT_PID=$!
-	echo "$FAULT_PID" >>"$T/.pids"
-	for _ in $(seq 100); do
-		[ -s "$T/port" ] && break
-		kill -0 "$FAULT_PID" 2>/dev/null || { cat "$T/fault-$1-$2.log" >&2; fail "faultserver died"; }
-		sleep 0.05
-	done
-	[ -s "$T/port" ] || fail "faultserver wrote no port"
-	FPORT=$(cat "$T/port")
-}
 
 # check_reads.py SRC MNT WANT: reads each file whole and at odd offsets; WANT is "eio"
 # (every read must fail with EIO) or "eio-or-right" (each read is EIO or the source's bytes).
@@ -60,7 +43,7 @@ PY
 
 for mode in 500 truncate reset; do
 	log "mode $mode, every range read"
-	start_faultserver "$mode" 1
+	start_faultserver "$T/src" --mode "$mode" --every 1
 	mount_ferry "http://127.0.0.1:$FPORT/" "$T/mnt-$mode" --chunk-size 1M \
 		--cache-dir "$T/cache-$mode-1"
 	timeout 120 "$PY" "$T/check_reads.py" "$T/src" "$T/mnt-$mode" eio ||
@@ -74,7 +57,7 @@ for mode in 500 truncate reset; do
 	kill "$FAULT_PID"; wait "$FAULT_PID" 2>/dev/null || true
 
 	log "mode $mode, every third range read"
-	start_faultserver "$mode" 3
+	start_faultserver "$T/src" --mode "$mode" --every 3
 	mount_ferry "http://127.0.0.1:$FPORT/" "$T/mnt-$mode" --chunk-size 1M \
 		--cache-dir "$T/cache-$mode-3"
 	timeout 120 "$PY" "$T/check_reads.py" "$T/src" "$T/mnt-$mode" eio-or-right ||

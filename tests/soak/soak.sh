@@ -60,20 +60,10 @@ with open(os.path.join(os.path.dirname(root), "manifest.sha256"), "w") as m:
 print("%d files" % len(sizes))
 PY
 
-rm -f "$T/port"
 mix=()
 [ -n "${SOAK_MIX:-}" ] && mix=(--mix "$SOAK_MIX")
-"$PY" "$FAULTSERVER" "$T/src" --port-file "$T/port" --mode mix --rate "$RATE" --seed 7 \
-	"${mix[@]}" >"$T/faultserver.log" 2>&1 &
-fault_pid=$!
-echo "$fault_pid" >>"$T/.pids"
-for _ in $(seq 100); do
-	[ -s "$T/port" ] && break
-	kill -0 "$fault_pid" 2>/dev/null || { cat "$T/faultserver.log" >&2; fail "the fault server died"; }
-	sleep 0.1
-done
-[ -s "$T/port" ] || fail "the fault server wrote no port"
-FPORT=$(cat "$T/port")
+start_faultserver "$T/src" --mode mix --rate "$RATE" --seed 7 "${mix[@]}"
+fault_pid=$FAULT_PID
 url="http://127.0.0.1:$FPORT/"
 fault_count() { # what: count or faults
 	curl -sf --max-time 10 "http://127.0.0.1:$FPORT/_fault/$1" || echo "?"
