@@ -635,6 +635,27 @@ Test(fetch, a_429_is_retried_after_its_retry_after)
 	env_close(&v);
 }
 
+Test(fetch, an_object_deleted_on_the_server_gives_enoent)
+{
+	char url[256], buf[1000], path[1024];
+	struct fetch_stats st;
+	struct env v;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_nginx(false));
+	env_open(&v, url, NULL, "data.bin", NULL);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	snprintf(path, sizeof(path), "%s/data.bin", docroot);
+	cr_assert_eq(unlink(path), 0);
+	/* docs/ferry.md: a 404 is ENOENT to the reader, at once (not retried); the cached
+	 * chunk still reads. */
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 5 * CHUNK), -ENOENT);
+	fetcher_get_stats(v.f, &st);
+	cr_expect_eq(st.requests, 2);
+	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, data, sizeof(buf)), 0);
+	env_close(&v);
+}
+
 Test(fetch, a_server_ignoring_if_match_is_caught_by_the_etag_of_its_answer)
 {
 	struct fetch_config fc = { .backoff_ms = 2, .max_retries = 2 };
