@@ -503,15 +503,11 @@ int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
 	char model[PATH_MAX], state[PATH_MAX];
 	ckpt_paths(dir, step, model, state, sizeof(model));
 	struct gpt2_config c;
-	int rc = ckpt_read_model_config(model, &c, err, errlen);
-	if (rc < 0)
-		return rc;
 	char *buf;
 	size_t n;
-	rc = read_whole(model, &buf, &n, err, errlen);
+	int rc = read_whole(model, &buf, &n, err, errlen);
 	if (rc < 0)
 		return rc;
-	/* read again whole: the file may have changed since its header was read */
 	if (n < 1024)
 		rc = fail(err, errlen, -EINVAL, "%s: too short for an llm.c model header", model);
 	else
