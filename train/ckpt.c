@@ -1,11 +1,13 @@
 /* train/: llm.c model files and ferry state files, written atomically, read with every size
  * and field checked first, so a truncated or foreign file is one error line, never a crash. */
 #include "train/ckpt.h"
+#include "train/guard.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,8 +166,22 @@ static void model_header(const struct gpt2_config *c, int32_t header[256])
 	header[7] = c->padded_vocab_size;
 }
 
+/* A NaN or infinity in a checkpoint is a run ruined for good: refused on write and on read. */
+static int check_finite(const char *path, const char *what, const float *p, size_t n,
+	char *err, size_t errlen)
+{
+	size_t bad;
+	if (guard_all_finite(p, n, &bad))
+		return 0;
+	return fail(err, errlen, -EINVAL, "%s: %s %zu of %zu is not finite (%g); refusing "
+		"non-finite weights", path, what, bad, n, (double)p[bad]);
+}
+
 int ckpt_write_model(const char *path, const struct gpt2 *m, char *err, size_t errlen)
 {
+	int rc = check_finite(path, "parameter", m->params_memory, m->nr_params, err, errlen);
+	if (rc < 0)
+		return rc;
 	int32_t header[256];
 	model_header(&m->config, header);
 	struct piece pieces[] = {
@@ -252,7 +268,10 @@ int ckpt_read_model(const char *path, struct gpt2 *m, char *err, size_t errlen)
 			m->config.vocab_size, m->config.max_seq_len);
 		goto out;
 	}
-	memcpy(m->params_memory, buf + 1024, m->nr_params * sizeof(float));
+	rc = check_finite(path, "parameter", (const float *)(buf + 1024), m->nr_params, err,
+		errlen);
+	if (rc == 0)
+		memcpy(m->params_memory, buf + 1024, m->nr_params * sizeof(float));
 out:
 	free(buf);
 	return rc;
@@ -261,6 +280,12 @@ out:
 int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st,
 	char *err, size_t errlen)
 {
+	size_t moment_bytes = m->nr_params * sizeof(float);
+	int rc = check_finite(path, "first moment", m->m_memory, m->nr_params, err, errlen);
+	if (rc == 0)
+		rc = check_finite(path, "second moment", m->v_memory, m->nr_params, err, errlen);
+	if (rc < 0)
+		return rc;
 	const char *settings = st->settings ? st->settings : "";
 	uint32_t settings_bytes = (uint32_t)strlen(settings);
 	unsigned char head[STATE_HEADER_BYTES];
@@ -273,7 +298,6 @@ int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_s
 	memcpy(head + 8 + sizeof(fields), &settings_bytes, 4);
 	memcpy(head + STATE_V1_HEADER_BYTES, &st->loader_block_bytes, 4);
 	memcpy(head + STATE_V1_HEADER_BYTES + 4, &st->loader_window_blocks, 4);
-	size_t moment_bytes = m->nr_params * sizeof(float);
 	uint64_t sum = fnv1a(FNV_OFFSET, head, sizeof(head));
 	sum = fnv1a(sum, settings, settings_bytes);
 	sum = fnv1a(sum, m->m_memory, moment_bytes);
@@ -344,6 +368,17 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		goto out;
 	}
 	const char *settings = buf + head_bytes;
+	/* the moments are floats at a byte offset of the settings' length: checked unaligned */
+	for (uint64_t i = 0; i < nr_params * 2; i++) {
+		float x;
+		memcpy(&x, settings + settings_bytes + i * 4, 4);
+		if (!isfinite(x)) {
+			rc = fail(err, errlen, -EINVAL, "%s: %s moment %llu is not finite; refusing "
+				"non-finite optimizer state", path, i < nr_params ? "first" : "second",
+				(unsigned long long)(i % nr_params));
+			goto out;
+		}
+	}
 	if (memchr(settings, '\0', settings_bytes)) {
 		rc = fail(err, errlen, -EINVAL, "%s: settings hold a NUL byte", path);
 		goto out;
@@ -353,6 +388,7 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		rc = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
+	st->nr_params = nr_params;
 	st->step = fields[0];
 	st->rng = fields[1];
 	st->loader_epoch = fields[2];
@@ -422,13 +458,23 @@ int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st
 {
 	char model[PATH_MAX], state[PATH_MAX];
 	ckpt_paths(dir, st->step, model, state, sizeof(model));
-	int rc = ckpt_write_model(model, m, err, errlen);
+	/* the moments before anything is written: no model file left without its state */
+	int rc = check_finite(state, "first moment", m->m_memory, m->nr_params, err, errlen);
+	if (rc == 0)
+		rc = check_finite(state, "second moment", m->v_memory, m->nr_params, err, errlen);
+	if (rc == 0)
+		rc = ckpt_write_model(model, m, err, errlen);
 	if (rc == 0)
 		rc = ckpt_write_state(state, m, st, err, errlen);
 	if (rc < 0 || keep <= 0)
 		return rc;
 	size_t nr;
 	uint64_t *steps = list_steps(dir, &nr);
+	/* Checkpoints after this step are left alone: they are of a future this run abandoned
+	 * when it resumed from an older one because they did not verify, and counting them
+	 * would rotate out the good ones (this run overwrites them when it gets there). */
+	while (nr > 0 && steps[nr - 1] > st->step)
+		nr--;
 	/* state first: without it the older checkpoint no longer counts as complete */
 	for (size_t i = 0; i + (size_t)keep < nr; i++) {
 		ckpt_paths(dir, steps[i], model, state, sizeof(model));
@@ -447,6 +493,58 @@ int ckpt_latest(const char *dir, uint64_t *step)
 	if (nr > 0) {
 		*step = steps[nr - 1];
 		rc = 0;
+	}
+	free(steps);
+	return rc;
+}
+
+int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
+{
+	char model[PATH_MAX], state[PATH_MAX];
+	ckpt_paths(dir, step, model, state, sizeof(model));
+	struct gpt2_config c;
+	char *buf;
+	size_t n;
+	int rc = read_whole(model, &buf, &n, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (n < 1024)
+		rc = fail(err, errlen, -EINVAL, "%s: too short for an llm.c model header", model);
+	else
+		rc = parse_model_header(model, (const int32_t *)buf, n, &c, err, errlen);
+	size_t nr_params = n >= 1024 ? (n - 1024) / sizeof(float) : 0;
+	if (rc == 0)
+		rc = check_finite(model, "parameter", (const float *)(buf + 1024), nr_params, err,
+			errlen);
+	free(buf);
+	if (rc < 0)
+		return rc;
+	struct ckpt_state st;
+	rc = ckpt_read_state(state, NULL, &st, err, errlen);
+	if (rc < 0)
+		return rc;
+	ckpt_state_done(&st);
+	if (st.nr_params != nr_params)
+		return fail(err, errlen, -EINVAL, "%s: holds moments of %llu parameters, %s has %zu",
+			state, (unsigned long long)st.nr_params, model, nr_params);
+	return 0;
+}
+
+int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, void *arg)
+{
+	size_t nr;
+	uint64_t *steps = list_steps(dir, &nr);
+	int rc = -ENOENT;
+	char err[PATH_MAX + 256];
+	for (size_t i = nr; i-- > 0;) {
+		if (ckpt_verify(dir, steps[i], err, sizeof(err)) == 0) {
+			*step = steps[i];
+			rc = 0;
+			break;
+		}
+		if (skipped)
+			skipped(arg, steps[i], err);
+		rc = -EINVAL;
 	}
 	free(steps);
 	return rc;

@@ -26,6 +26,7 @@ struct ckpt_state {
 	 * version 1, which did not record them. */
 	uint32_t loader_block_bytes;
 	uint32_t loader_window_blocks;
+	uint64_t nr_params; /* of the moments in the file: set by ckpt_read_state, not written */
 };
 
 void ckpt_state_done(struct ckpt_state *st);
@@ -50,5 +51,14 @@ int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st
 	char *err, size_t errlen);
 /* The step of the newest checkpoint in dir: 0 and *step set, or -ENOENT. */
 int ckpt_latest(const char *dir, uint64_t *step);
+/* Reads the checkpoint of step in dir as a resume would, without a model to load into: the
+ * model file's header and size, every parameter finite, the state file's size and checksum,
+ * its moments finite and as many as the parameters. 0 or -errno with a one-line reason. */
+int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen);
+/* Called for each checkpoint that does not verify, newest first, with its reason. */
+typedef void (*ckpt_skip_fn)(void *arg, uint64_t step, const char *reason);
+/* The step of the newest checkpoint in dir that verifies: 0 and *step set; -ENOENT when dir
+ * holds none, -EINVAL when none of those it holds verifies. */
+int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, void *arg);
 
 #endif

@@ -25,6 +25,7 @@
 #include "train/ckpt.h"
 #include "train/comm.h"
 #include "train/gpt_cuda.h"
+#include "train/guard.h"
 #include "train/model.h"
 #include "train/report.h"
 #include "train/train.h"
@@ -76,6 +77,7 @@ struct train_opts {
 	 * the run, but kept in the state file (struct ckpt_state) rather than the settings text,
 	 * which older checkpoints would fail to parse with keys added; 0 until chosen. */
 	uint32_t block_bytes, window_blocks;
+	int max_bad_steps; /* --max-bad-steps: non-finite steps in a row that end the run */
 };
 
 static struct comm comm;
@@ -274,15 +276,20 @@ static void usage(FILE *f)
 		"  --keep N             checkpoints kept (default 3)\n"
 		"  --sample N           print N generated tokens at each evaluation (default 0)\n"
 		"  --threads N          OpenMP threads (results do not depend on it)\n"
-		"  --resume DIR         continue the run in DIR from its last checkpoint, with its\n"
-		"                       saved settings; only --steps may be raised\n"
+		"  --resume DIR         continue the run in DIR from its newest checkpoint that\n"
+		"                       verifies, with its saved settings; only --steps may be raised\n"
 		"  --stop-at N          stop after step N with a checkpoint (to resume later)\n"
+		"  --max-bad-steps N    a step whose loss or gradient norm is NaN or infinite is\n"
+		"                       skipped (weights and moments unchanged); N such steps in\n"
+		"                       a row end the run with exit status 1 (default 5; 0: never)\n"
 		"  --verbose            per-rank details on stderr\n"
 		"  --device cpu|cuda    where to train (default cpu); cuda: one GPU per process\n"
 		"  --precision bf16|fp32  GPU weights, activations and matmuls (default bf16;\n"
 		"                       master weights, moments and gradients are fp32 always)\n"
 		"  --cuda-graph         replay each GPU step from a CUDA graph\n"
-		"  --help\n");
+		"  --help\n"
+		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
+		"and exit status 75 (resume with --resume DIR); a second signal ends it at once.\n");
 }
 
 enum {
@@ -290,7 +297,9 @@ enum {
 	OPT_SEQ_LEN, OPT_BATCH, OPT_TOTAL, OPT_STEPS, OPT_LR, OPT_WARMUP, OPT_LR_FINAL, OPT_WD,
 	OPT_CLIP, OPT_SEED, OPT_OUT, OPT_EVAL_EVERY, OPT_VAL_BATCHES, OPT_CKPT_EVERY, OPT_KEEP,
 	OPT_SAMPLE, OPT_THREADS, OPT_RESUME, OPT_STOP_AT, OPT_VERBOSE, OPT_HELP, OPT_DEVICE,
-	OPT_PRECISION, OPT_CUDA_GRAPH, OPT_BLOCK_BYTES, OPT_WINDOW_BLOCKS, OPT_END
+	OPT_PRECISION, OPT_CUDA_GRAPH, OPT_BLOCK_BYTES, OPT_WINDOW_BLOCKS,
+	OPT_MAX_BAD_STEPS,
+	OPT_END
 };
 
 static const struct option long_options[] = {
@@ -328,6 +337,7 @@ static const struct option long_options[] = {
 	{ "cuda-graph", no_argument, 0, OPT_CUDA_GRAPH },
 	{ "loader-block-bytes", required_argument, 0, OPT_BLOCK_BYTES },
 	{ "loader-window-blocks", required_argument, 0, OPT_WINDOW_BLOCKS },
+	{ "max-bad-steps", required_argument, 0, OPT_MAX_BAD_STEPS },
 	{ 0, 0, 0, 0 },
 };
 
@@ -384,6 +394,7 @@ static void parse_args(int argc, char **argv, struct train_settings *s, struct t
 {
 	defaults(s);
 	memset(o, 0, sizeof(*o));
+	o->max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
 	int layers = 0, heads = 0, dim = 0, model_n = 6;
 	optind = 1;
 	opterr = 0;
@@ -490,6 +501,9 @@ static void parse_args(int argc, char **argv, struct train_settings *s, struct t
 			break;
 		case OPT_STOP_AT:
 			o->stop_at = int_arg(name, optarg, 1, INT_MAX);
+			break;
+		case OPT_MAX_BAD_STEPS:
+			o->max_bad_steps = int_arg(name, optarg, 0, INT_MAX);
 			break;
 		case OPT_VERBOSE:
 			o->verbose = 1;
@@ -797,6 +811,71 @@ static void lock_out_dir(const char *dir)
 		die("%s: %s", path, strerror(errno));
 }
 
+/* --resume's checkpoints that do not verify, newest first: reported once one verifies. */
+struct skipped_ckpts {
+	FILE *lines;
+	int nr;
+	uint64_t newest_step;
+	char newest_reason[512];
+};
+
+static void note_skipped(void *arg, uint64_t step, const char *reason)
+{
+	struct skipped_ckpts *sk = arg;
+	if (sk->nr++ == 0) {
+		sk->newest_step = step;
+		snprintf(sk->newest_reason, sizeof(sk->newest_reason), "%s", reason);
+	}
+	if (sk->lines)
+		fprintf(sk->lines, "ferry train: --resume: skipping the checkpoint of step %llu: %s\n",
+			(unsigned long long)step, reason);
+}
+
+/* The newest checkpoint of dir that verifies (ckpt_verify), saying on stderr (rank 0) which
+ * newer ones were skipped and why, one line each; none: the run ends with one line. */
+static void find_resumable(const char *dir, uint64_t *step)
+{
+	struct skipped_ckpts sk = { 0 };
+	char *text = NULL;
+	size_t len = 0;
+	sk.lines = open_memstream(&text, &len);
+	int rc = ckpt_find_resumable(dir, step, note_skipped, &sk);
+	if (sk.lines)
+		fclose(sk.lines);
+	if (rc == -ENOENT)
+		die("--resume %s: no checkpoint there", dir);
+	if (rc < 0)
+		die("--resume %s: none of its %d checkpoint(s) verifies; the newest (step %llu): %s",
+			dir, sk.nr, (unsigned long long)sk.newest_step, sk.newest_reason);
+	if (comm.rank == 0 && text)
+		fputs(text, stderr);
+	free(text);
+}
+
+/* The run's checkpoint after step (rank 0 writes, every rank waits): the model, then the state
+ * with the loader's position; the log is synced first so that it never lags a checkpoint. */
+static void write_checkpoint(const char *dir, int keep, int step, uint64_t rng,
+	char *settings_text, struct loader *train_loader, struct gpt2 *m, FILE *log,
+	const char *log_path)
+{
+	char err[PATH_MAX + 256];
+	if (comm.rank == 0) {
+		struct loader_state ls;
+		loader_get_state(train_loader, &ls);
+		struct ckpt_state st = { .step = (uint64_t)step, .rng = rng,
+			.loader_epoch = ls.epoch, .loader_position = ls.position,
+			.settings = settings_text };
+		loader_get_order(train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
+		if (gpu)
+			gpt2_cuda_store(gpu, m);
+		if (fsync(fileno(log)) < 0)
+			die("%s: %s", log_path, strerror(errno));
+		if (ckpt_save(dir, m, &st, keep, err, sizeof(err)) < 0)
+			die("checkpoint: %s", err);
+	}
+	comm_barrier(&comm);
+}
+
 int train_main(int argc, char **argv)
 {
 	struct train_settings s;
@@ -821,20 +900,19 @@ int train_main(int argc, char **argv)
 	if (o.resume[0]) {
 		for (int i = 0; i < OPT_END; i++) {
 			if (!given[i] || i == OPT_RESUME || i == OPT_STEPS || i == OPT_THREADS ||
-				i == OPT_STOP_AT || i == OPT_VERBOSE)
+				i == OPT_STOP_AT || i == OPT_VERBOSE || i == OPT_MAX_BAD_STEPS)
 				continue;
 			if (i == OPT_DEVICE || i == OPT_PRECISION || i == OPT_CUDA_GRAPH)
 				continue;
 			if (i == OPT_OUT)
 				die("--resume writes into the run's own directory; drop --out");
 			die("--resume takes the run's saved settings; only --steps (raised), "
-			    "--threads, --stop-at and --verbose may be given");
+			    "--threads, --stop-at, --max-bad-steps and --verbose may be given");
 		}
 		int steps = s.steps;
 		if (comm.rank == 0)
 			lock_out_dir(o.resume);
-		if (ckpt_latest(o.resume, &start_step) < 0)
-			die("--resume %s: no checkpoint there", o.resume);
+		find_resumable(o.resume, &start_step);
 		ckpt_paths(o.resume, start_step, NULL, path, sizeof(path));
 		if (ckpt_read_state(path, NULL, &resume_state, err, sizeof(err)) < 0)
 			die("%s", err);
@@ -1009,6 +1087,11 @@ int train_main(int argc, char **argv)
 
 	const char *prof_env = getenv("FERRY_TRAIN_PROFILE");
 	m->profile = !gpu && prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
+	/* hooks of guard.h: the non-finite step guard and the stop signals */
+	struct guard guard;
+	guard_init(&guard, o.max_bad_steps);
+	guard_install_stop_signals();
+	int stopped_at = 0, exit_status = 0;
 	for (int step = (int)start_step + 1; step <= last_step; step++) {
 		double t0 = now_ms(), wait_ms = 0.0, loss_sum = 0.0;
 		if (gpu)
@@ -1036,19 +1119,25 @@ int train_main(int argc, char **argv)
 			gpt2_backward(m, b.inputs, b.targets, loss_scale);
 			loss_sum += m->mean_loss;
 		}
+		int bad;
 		float loss, norm, lr = lr_schedule(s.lr, step - 1, s.warmup, s.steps, s.lr_final_frac);
 		if (gpu) {
 			/* the reduction, norm, clipping and AdamW stay on the GPU; the loss is read */
 			gpt2_cuda_update(gpu, &comm, &opt, lr, s.grad_clip, step);
 			loss = gpt2_cuda_step_result(gpu, accum, &norm);
 			comm_allreduce_mean(&comm, &loss, 1);
+			/* counted, but the GPU has applied the update already: the weights it spoils
+			 * are never checkpointed (ckpt_save refuses them) */
+			bad = guard_step_is_bad(&guard, loss, norm);
 		} else {
 			comm_allreduce_mean(&comm, m->grads_memory, m->nr_params);
 			loss = (float)(loss_sum / accum);
 			comm_allreduce_mean(&comm, &loss, 1);
 			norm = gpt2_grad_norm(m);
+			bad = guard_step_is_bad(&guard, loss, norm);
 			float clip = s.grad_clip > 0.0f && norm > s.grad_clip ? s.grad_clip / norm : 1.0f;
-			gpt2_update(m, &opt, lr, clip, step);
+			if (!bad)
+				gpt2_update(m, &opt, lr, clip, step);
 		}
 		double ms = now_ms() - t0;
 		double tokens_per_s = (double)s.total_batch_tokens / (ms / 1e3);
@@ -1063,6 +1152,9 @@ int train_main(int argc, char **argv)
 				step, s.steps, loss, lr, norm, ms, tokens_per_s, wait_ms);
 			if (!isnan(val_loss))
 				printf(" | val %.6f", val_loss);
+			if (bad)
+				printf(" | skipped: non-finite loss or norm (%d in a row, %lld in all)",
+					guard.bad_in_row, guard.nr_skipped);
 			printf("\n");
 			fprintf(log, "%d,%.9g,%.9g,%.9g,%.3f,%.1f,%.3f,", step, loss, lr, norm, ms,
 				tokens_per_s, wait_ms);
@@ -1085,30 +1177,47 @@ int train_main(int argc, char **argv)
 			if (evaluate_now || step == last_step)
 				report_write_svg(svg_path, points, nr_points, "ferry train: loss");
 		}
-		if ((s.ckpt_every > 0 && step % s.ckpt_every == 0) || step == last_step) {
-			if (comm.rank == 0) {
-				struct loader_state ls;
-				loader_get_state(train_loader, &ls);
-				struct ckpt_state st = { .step = (uint64_t)step, .rng = rng,
-					.loader_epoch = ls.epoch, .loader_position = ls.position,
-					.settings = settings_text };
-				loader_get_order(train_loader, &st.loader_block_bytes,
-					&st.loader_window_blocks);
-				if (gpu)
-					gpt2_cuda_store(gpu, m);
-				if (fsync(fileno(log)) < 0)
-					die("%s: %s", log_path, strerror(errno));
-				if (ckpt_save(o.out, m, &st, s.keep, err, sizeof(err)) < 0)
-					die("checkpoint: %s", err);
-			}
-			comm_barrier(&comm);
+		/* a skipped step changed nothing worth a checkpoint that rotates out an older one */
+		int checkpoint_now = (s.ckpt_every > 0 && step % s.ckpt_every == 0 && !bad) ||
+			step == last_step;
+		if (checkpoint_now)
+			write_checkpoint(o.out, s.keep, step, rng, settings_text, train_loader, m, log,
+				log_path);
+		/* the stop hook: a signal on any rank stops every rank after this same step */
+		if (guard_stop_agreed(&comm) && step < last_step) {
+			if (!checkpoint_now)
+				write_checkpoint(o.out, s.keep, step, rng, settings_text, train_loader, m,
+					log, log_path);
+			stopped_at = step;
+			break;
+		}
+		/* the give-up hook: the same decision on every rank (loss and norm are) */
+		if (guard_should_give_up(&guard)) {
+			if (comm.rank == 0)
+				fprintf(stderr, "ferry train: %d steps in a row had a non-finite loss or "
+						"gradient norm (step %d: loss %g, norm %g); stopping, the last "
+						"checkpoint is the newest in %s\n",
+					guard.bad_in_row, step, loss, norm, o.out);
+			exit_status = 1;
+			break;
 		}
 	}
-	if (comm.rank == 0) {
+	if (stopped_at) {
+		if (comm.rank == 0) {
+			report_write_svg(svg_path, points, nr_points, "ferry train: loss");
+			printf("ferry train: stopped by %s after step %d with a checkpoint; continue "
+			       "with ferry train --resume %s\n",
+				guard_signal_name(guard_stop_signal()), stopped_at, o.out);
+		}
+		exit_status = GUARD_EXIT_STOPPED;
+	}
+	if (comm.rank == 0 && exit_status == 0) {
 		printf("ferry train: done at step %d; log %s, plot %s\n", last_step, log_path,
 			svg_path);
+	}
+	if (comm.rank == 0) {
 		fclose(log);
-		if (m->profile)
+		if (m->profile && exit_status == 0)
 			print_profile(m, last_step - (int)start_step);
 	}
 	free(points);
@@ -1120,5 +1229,5 @@ int train_main(int argc, char **argv)
 	loader_free(train_loader);
 	loader_free(val_loader);
 	comm_done(&comm);
-	return 0;
+	return exit_status;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A run whose newest checkpoint is damaged (a flipped byte in the state file, a truncated model
+# A run whose only checkpoint is damaged (a flipped byte in the state file, a truncated model
 # file, a foreign file in place of the model) refuses to resume with a one-line error and a
-# non-zero exit; it never trains on from garbage.
+# non-zero exit; it never trains on from garbage. (With an older checkpoint that verifies,
+# --resume goes back to it: train_resume_skips_a_damaged_newest_checkpoint.sh.)
 set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
 work=$(mktemp -d /tmp/ferry_train_bad_ckpt.XXXXXX)
@@ -18,7 +19,7 @@ expect_refusal() { # what
 	! grep -q '^step' "$work/out" || fail "$1: trained anyway"
 	echo "ok: $1: $(cat "$work/err")"
 }
-reset() { rm -rf "$work/bad"; cp -r "$work/run" "$work/bad"; }
+reset() { rm -rf "$work/bad"; cp -r "$work/run" "$work/bad"; rm "$work/bad"/*_00000002.bin; }
 
 reset
 /usr/bin/python3 -c "

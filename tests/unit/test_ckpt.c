@@ -3,6 +3,7 @@
  * files rejected with one-line errors. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -356,4 +357,168 @@ Test(ckpt, malformed_state_files_are_rejected_with_one_line_errors)
 	free(bad);
 	gpt2_free(m);
 	gpt2_free(o);
+}
+
+static int exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+Test(ckpt, non_finite_weights_are_never_written_and_never_rotate_out_finite_ones)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	char err[512] = "", model[256], state[256];
+	for (uint64_t step = 1; step <= 2; step++) {
+		struct ckpt_state st = { .step = step, .settings = "x 1\n" };
+		cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), 0, "%s", err);
+	}
+	m->params_memory[17] = NAN;
+	struct ckpt_state st = { .step = 3, .settings = "x 1\n" };
+	cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+	cr_assert(strstr(err, "model_00000003.bin") && strstr(err, "not finite"), "%s", err);
+	ckpt_paths(dir, 3, model, state, sizeof(model));
+	cr_assert(!exists(model) && !exists(state), "a NaN checkpoint was written");
+	for (uint64_t step = 1; step <= 2; step++) {
+		ckpt_paths(dir, step, model, state, sizeof(model));
+		cr_assert(exists(model) && exists(state), "finite checkpoint %lu rotated out",
+			(unsigned long)step);
+	}
+	/* moments too: finite weights with an infinite moment are no checkpoint either */
+	m->params_memory[17] = 0.0f;
+	m->v_memory[3] = INFINITY;
+	cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+	ckpt_paths(dir, 3, model, state, sizeof(model));
+	cr_assert(!exists(model) && !exists(state), "a checkpoint with an infinite moment was written");
+	gpt2_free(m);
+}
+
+/* 64-bit FNV-1a as ckpt.c's state files end with, to forge a well-formed bad file */
+static uint64_t fnv(const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+Test(ckpt, non_finite_weights_and_moments_are_refused_on_read)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	char path[128], err[512];
+	snprintf(path, sizeof(path), "%s/model.bin", dir);
+	cr_assert_eq(ckpt_write_model(path, m, err, sizeof(err)), 0, "%s", err);
+	size_t n;
+	char *buf = read_bytes(path, &n);
+	float nan = NAN;
+	memcpy(buf + 1024 + 5 * 4, &nan, 4);
+	write_bytes(path, buf, n);
+	free(buf);
+	cr_assert_eq(ckpt_read_model(path, m, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+	cr_assert(strstr(err, path) && strstr(err, "parameter 5 "), "%s", err);
+
+	snprintf(path, sizeof(path), "%s/state.bin", dir);
+	struct ckpt_state st = { .step = 1, .settings = "x 1\n" }, got;
+	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0, "%s", err);
+	buf = read_bytes(path, &n);
+	float inf = -INFINITY;
+	memcpy(buf + n - 8 - 4, &inf, 4); /* the last second moment */
+	uint64_t sum = fnv(buf, n - 8);
+	memcpy(buf + n - 8, &sum, 8);
+	write_bytes(path, buf, n);
+	free(buf);
+	cr_assert_eq(ckpt_read_state(path, m, &got, err, sizeof(err)), -EINVAL);
+	one_line_error(err);
+	cr_assert(strstr(err, "second moment") && strstr(err, "not finite"), "%s", err);
+	cr_assert_eq(ckpt_read_state(path, NULL, &got, err, sizeof(err)), -EINVAL);
+	gpt2_free(m);
+}
+
+struct skips {
+	int nr;
+	uint64_t step;
+	char reason[512];
+};
+
+static void note_skip(void *arg, uint64_t step, const char *reason)
+{
+	struct skips *s = arg;
+	if (s->nr++ == 0) {
+		s->step = step;
+		snprintf(s->reason, sizeof(s->reason), "%s", reason);
+	}
+}
+
+Test(ckpt, resume_takes_the_newest_checkpoint_that_verifies_and_names_the_skipped)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	char err[512] = "", model[256], state[256];
+	uint64_t step = 0;
+	struct skips sk = { 0 };
+	cr_assert_eq(ckpt_find_resumable(dir, &step, note_skip, &sk), -ENOENT);
+	for (uint64_t s = 10; s <= 30; s += 10) {
+		struct ckpt_state st = { .step = s, .settings = "x 1\n" };
+		cr_assert_eq(ckpt_save(dir, m, &st, 3, err, sizeof(err)), 0, "%s", err);
+	}
+	cr_assert_eq(ckpt_find_resumable(dir, &step, note_skip, &sk), 0);
+	cr_assert_eq(step, 30);
+	cr_assert_eq(sk.nr, 0);
+	/* the newest model file cut short, as a crash during a copy leaves it */
+	ckpt_paths(dir, 30, model, state, sizeof(model));
+	cr_assert_eq(truncate(model, 2000), 0);
+	cr_assert_eq(ckpt_find_resumable(dir, &step, note_skip, &sk), 0);
+	cr_assert_eq(step, 20);
+	cr_assert_eq(sk.nr, 1);
+	cr_assert_eq(sk.step, 30);
+	one_line_error(sk.reason);
+	cr_assert(strstr(sk.reason, model), "the reason does not name the file: %s", sk.reason);
+	/* and the one before it with another model's state file in place of its own */
+	struct gpt2_config c2 = cfg();
+	c2.nr_layers = 3;
+	struct gpt2 *other = gpt2_new(&c2, 1, 4);
+	ckpt_paths(dir, 20, NULL, state, sizeof(state));
+	struct ckpt_state st = { .step = 20, .settings = "x 1\n" };
+	cr_assert_eq(ckpt_write_state(state, other, &st, err, sizeof(err)), 0, "%s", err);
+	sk.nr = 0;
+	cr_assert_eq(ckpt_find_resumable(dir, &step, note_skip, &sk), 0);
+	cr_assert_eq(step, 10);
+	cr_assert_eq(sk.nr, 2);
+	/* none left: -EINVAL, each named */
+	ckpt_paths(dir, 10, NULL, state, sizeof(state));
+	cr_assert_eq(truncate(state, 10), 0);
+	sk.nr = 0;
+	cr_assert_eq(ckpt_find_resumable(dir, &step, note_skip, &sk), -EINVAL);
+	cr_assert_eq(sk.nr, 3);
+	gpt2_free(other);
+	gpt2_free(m);
+}
+
+Test(ckpt, rotation_leaves_checkpoints_newer_than_the_one_written)
+{
+	/* a run resumed from step 20 because step 30 did not verify: saving step 25 with --keep 2
+	 * keeps 20 and 25; counting 30 would have removed 20, the last that verified before */
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	char err[512] = "", model[256], state[256];
+	uint64_t steps[] = { 10, 20, 30, 25 };
+	for (size_t i = 0; i < 4; i++) {
+		struct ckpt_state st = { .step = steps[i], .settings = "x 1\n" };
+		cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), 0, "%s", err);
+	}
+	uint64_t want[] = { 20, 25, 30 };
+	for (size_t i = 0; i < 3; i++) {
+		ckpt_paths(dir, want[i], model, state, sizeof(model));
+		cr_assert(exists(model) && exists(state), "step %lu removed", (unsigned long)want[i]);
+	}
+	ckpt_paths(dir, 10, model, state, sizeof(model));
+	cr_assert(!exists(state), "step 10 kept beyond --keep 2");
+	gpt2_free(m);
 }
