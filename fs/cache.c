@@ -925,18 +925,16 @@ static void obj_put(struct cache_object *o)
 	struct cache *c = o->cache;
 	bool last, dead = false;
 
+	/* io_lock before the count drops: once it is 0 and the lock is not held, an opener of
+	 * a newer version may detach and free a stale o (a use-after-free, seen under ASan
+	 * with three threads opening three versions of one path). Callers hold neither lock. */
+	pthread_mutex_lock(&o->io_lock);
 	pthread_mutex_lock(&c->lock);
 	last = --o->refs == 0;
 	if (last && o->stale) {
 		obj_detach(c, o);
 		dead = true;
 	}
-	pthread_mutex_unlock(&c->lock);
-	if (!last)
-		return;
-	pthread_mutex_lock(&o->io_lock);
-	pthread_mutex_lock(&c->lock);
-	last = o->refs == 0; /* someone may have taken a new reference meanwhile */
 	pthread_mutex_unlock(&c->lock);
 	if (last) {
 		if (o->data_fd >= 0)

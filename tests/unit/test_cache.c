@@ -1739,3 +1739,43 @@ Test(cache, readers_never_see_bytes_flipped_under_them_while_chunks_are_evicted_
 		cache_object_unref(objs[k]);
 	cache_free(c);
 }
+
+struct version_opener {
+	struct cache *c;
+	const char *version;
+	int failures;
+};
+
+static void *open_versions(void *arg)
+{
+	struct version_opener *v = arg;
+
+	for (int i = 0; i < 20000; i++) {
+		struct cache_object *o;
+
+		if (cache_object_open(v->c, "p", 100000, v->version, &o) == 0)
+			cache_object_unref(o);
+		else
+			v->failures++;
+	}
+	return NULL;
+}
+
+/* Each open of another version makes the last one stale, and the last unref of a stale
+ * object frees it: the unref of one thread raced another's free (a use-after-free that the
+ * sanitizer tree of the suite reports; found in review). */
+Test(cache, openers_of_three_versions_of_one_path_never_touch_a_freed_object, .timeout = 120)
+{
+	struct cache *c = open_cache(NULL, 0);
+	struct version_opener v[3] = {
+		{ .c = c, .version = "v1" }, { .c = c, .version = "v2" }, { .c = c, .version = "v3" } };
+	pthread_t t[3];
+
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, open_versions, &v[i]), 0);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		cr_expect_eq(v[i].failures, 0, "%s", v[i].version);
+	}
+	cache_free(c);
+}
