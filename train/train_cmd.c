@@ -247,6 +247,7 @@ static void usage(FILE *f)
 		"  --layers N --heads N --dim N   explicit shape (override --model)\n"
 		"  --init FILE          start from an llm.c model file (magic 20240326, v3)\n"
 		"  --vocab N            vocabulary size when the data does not declare one\n"
+		"                       (llm.c shards: 50257 if not given); above every token\n"
 		"data:\n"
 		"  --data GLOB          training shards (a glob, directory or file)\n"
 		"  --val GLOB           validation shards\n"

@@ -41,6 +41,7 @@ expect() {
 
 f=("$FERRY" train --data "$work/a/data/train_*.bin" --out "$work/run" "${base[@]}")
 expect --seq-len "${f[@]}" --seq-len 32 -- "${f[@]}" --seq-len 64
+expect --dim "${f[@]}" --seq-len 32 -- "${f[@]}" --seq-len 32 --dim 32
 expect --lr "${f[@]}" --seq-len 32 -- "${f[@]}" --seq-len 32 --lr 1e-3
 expect --data "${f[@]}" --seq-len 32 -- "$FERRY" train --data "$work/b/train_*.bin" \
 	--out "$work/run" "${base[@]}" --seq-len 32
