@@ -45,7 +45,8 @@ void agree_add_hash(struct agree *a, const char *name, uint64_t hash, const char
 	/* a long path keeps its end, where paths differ most often */
 	size_t len = strlen(value);
 	if (len >= sizeof(it->value))
-		snprintf(it->value, sizeof(it->value), "...%s", value + len - (sizeof(it->value) - 4));
+		snprintf(it->value, sizeof(it->value), "...%s",
+			value + len - (sizeof(it->value) - 4));
 }
 
 void agree_add(struct agree *a, const char *name, const char *value)
@@ -97,10 +98,9 @@ int agree_add_dataset(struct agree *a, const char *what, const struct loader *l,
 	uint64_t h[3] = { AGREE_HASH_INIT, AGREE_HASH_INIT, AGREE_HASH_INIT }, bytes = 0;
 	const char *path, *idx;
 	uint32_t i;
-	int ret;
 
 	for (i = 0; loader_shard_files(l, i, &path, &idx) == 0; i++) {
-		ret = dataset_file(path, h, &bytes, err, errlen);
+		int ret = dataset_file(path, h, &bytes, err, errlen);
 		if (ret == 0 && idx)
 			ret = dataset_file(idx, h, &bytes, err, errlen);
 		if (ret < 0)

@@ -872,7 +872,8 @@ static void agree_on_settings(const struct train_settings *s, const struct train
 	agree_add(&a, "--device", o->cuda ? "cuda" : "cpu");
 	agree_add(&a, "--precision", o->fp32 ? "fp32" : "bf16");
 	if (o->resume[0])
-		snprintf(value, sizeof(value), "resumed at step %llu", (unsigned long long)start_step);
+		snprintf(value, sizeof(value), "resumed at step %llu",
+			(unsigned long long)start_step);
 	else
 		snprintf(value, sizeof(value), "a new run");
 	agree_add(&a, "--resume (the checkpoint's step)", value);
@@ -918,7 +919,8 @@ static void choose_vocab(struct train_settings *s, const struct loader *train,
 	if (!s->vocab)
 		s->vocab = (int)loader_vocab_size(train);
 	if (!s->vocab)
-		die("--data %s: the shards do not say their vocabulary size; give --vocab", s->data);
+		die("--data %s: the shards do not say their vocabulary size; give --vocab",
+			s->data);
 	uint32_t val_declared = val ? loader_declared_vocab(val) : 0;
 	if (val_declared && val_declared != (uint32_t)s->vocab)
 		die("--val %s declares vocabulary %u, the training data's is %d", s->val,

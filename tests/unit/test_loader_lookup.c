@@ -62,6 +62,21 @@ static struct loader *open_loader(bool shuffle, uint32_t rank, uint32_t world)
 	return l;
 }
 
+/* Token (j, t) of the batch's inputs (a = 0) or targets (a = 1) is the one its source names. */
+static void check_token(struct loader *l, const struct loader_batch *b, uint32_t j, uint32_t t,
+	uint32_t a)
+{
+	int32_t token = (a ? b->targets : b->inputs)[j * 16 + t];
+	const char *path;
+	uint64_t index;
+	int s;
+	loader_token_source(l, &b->state, j, t + a, &path, &index);
+	cr_assert_eq(sscanf(strrchr(path, '/'), "/shard_%02d.bin", &s), 1);
+	cr_assert_eq((uint32_t)token, token_at(s, (uint32_t)index),
+		"row %u col %u %s: %d is not token %llu of %s", j, t, a ? "target" : "input",
+		token, (unsigned long long)index, path);
+}
+
 /* Every token of nr_batches batches is the one its source names. */
 static void check_sources(struct loader *l, int nr_batches)
 {
@@ -69,19 +84,10 @@ static void check_sources(struct loader *l, int nr_batches)
 		struct loader_batch b;
 		cr_assert_eq(loader_next_batch(l, &b), 0);
 		for (uint32_t j = 0; j < 4; j++)
-			for (uint32_t t = 0; t < 16; t++)
-				for (uint32_t a = 0; a < 2; a++) {
-					const int32_t *arr = a ? b.targets : b.inputs;
-					const char *path;
-					uint64_t index;
-					int s;
-					loader_token_source(l, &b.state, j, t + a, &path, &index);
-					cr_assert_eq(sscanf(strrchr(path, '/'), "/shard_%02d.bin", &s), 1);
-					cr_assert_eq((uint32_t)arr[j * 16 + t], token_at(s, (uint32_t)index),
-						"batch %d row %u col %u %s: %d is not token %llu of %s", n,
-						j, t, a ? "target" : "input", arr[j * 16 + t],
-						(unsigned long long)index, path);
-				}
+			for (uint32_t t = 0; t < 16; t++) {
+				check_token(l, &b, j, t, 0);
+				check_token(l, &b, j, t, 1);
+			}
 	}
 }
 
