@@ -1576,3 +1576,28 @@ const char *loader_last_error(const struct loader *l)
 {
 	return l->last_error;
 }
+
+uint32_t loader_declared_vocab(const struct loader *l)
+{
+	return l->ds.declared_vocab;
+}
+
+int loader_shard_files(const struct loader *l, uint32_t i, const char **path,
+	const char **idx_path)
+{
+	if (i >= l->ds.nr_shards)
+		return -ENOENT;
+	*path = l->ds.shards[i].path;
+	*idx_path = l->ds.shards[i].idx_path;
+	return 0;
+}
+
+void loader_token_source(const struct loader *l, const struct loader_state *st, uint32_t j,
+	uint32_t k, const char **path, uint64_t *index)
+{
+	uint64_t g = sampler_sample(&l->sampler, st->epoch, st->position, j);
+	const struct shard *sh = &l->ds.shards[dataset_find(&l->ds, g)];
+
+	*path = sh->path;
+	*index = (g - sh->first_sample) * l->cfg.seq_len + k;
+}

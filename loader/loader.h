@@ -86,6 +86,20 @@ const char *loader_path_name(const struct loader *l);
  * first version of this header; the functions above are unchanged. */
 const char *loader_last_error(const struct loader *l);
 
+/* Added for ferry train's checks (issue 16); the functions above are unchanged. */
+/* The vocabulary the shards' header declares (header[3] of ferry's llm.c shards), 0 when it
+ * declares none (llm.c's own shards, raw tokens, Megatron): then loader_vocab_size is a guess
+ * and the trainer's --vocab decides. */
+uint32_t loader_declared_vocab(const struct loader *l);
+/* The i-th shard (in order): its token file and, for Megatron, its .idx (else NULL).
+ * -ENOENT past the last. The strings live as long as the loader. */
+int loader_shard_files(const struct loader *l, uint32_t i, const char **path,
+	const char **idx_path);
+/* Where token k (0..T) of row j of the batch at st comes from: its shard's path and the
+ * token's index in that shard. Input (j, t) is k = t, target (j, t) is k = t + 1. */
+void loader_token_source(const struct loader *l, const struct loader_state *st, uint32_t j,
+	uint32_t k, const char **path, uint64_t *index);
+
 /* `ferry data make|inspect ...`: the command line of the dataset tools (loader/data_cmd.c).
  * Returns the process exit status. */
 int data_main(int argc, char **argv);

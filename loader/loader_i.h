@@ -78,6 +78,7 @@ struct dataset {
 	uint32_t token_bytes;
 	uint64_t data_offset;
 	uint32_t vocab;
+	uint32_t declared_vocab; /* the first header's, 0: none (vocab is then a guess) */
 	uint32_t seq_len;
 	uint64_t nr_samples;
 	uint32_t nr_open;       /* shards with fd >= 0, kept under DATASET_MAX_OPEN unless

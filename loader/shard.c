@@ -473,6 +473,7 @@ int dataset_open(struct dataset *ds, const char *paths, enum loader_format forma
 			ds->data_offset = first.data_offset;
 			ds->vocab = first.vocab ? first.vocab :
 				first.format == LOADER_FORMAT_LLMC ? LLMC_VOCAB : 0;
+			ds->declared_vocab = first.vocab;
 		}
 		sh = &ds->shards[ds->nr_shards];
 		sh->fd = -1;

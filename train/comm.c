@@ -3,6 +3,7 @@
 
 #include "train/comm.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 /* Launchers that set these: Open MPI's mpirun, PMIx, MPICH/Hydra and Slurm's srun. */
@@ -52,4 +53,22 @@ void comm_allreduce_mean(struct comm *c, float *buf, size_t n)
 void comm_barrier(struct comm *c)
 {
 	c->ops->barrier(c);
+}
+
+/* One maximum over [v, ~v] gives both max(v) and ~min(v): v is the same everywhere exactly
+ * where they meet. */
+int comm_differing(struct comm *c, const uint64_t *v, size_t n, unsigned char *differs)
+{
+	uint64_t buf[2 * COMM_DIFFERING_MAX];
+	if (n > COMM_DIFFERING_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		buf[i] = v[i];
+		buf[n + i] = ~v[i];
+	}
+	if (c->world_size > 1)
+		c->ops->allreduce_max_u64(c, buf, 2 * n);
+	for (size_t i = 0; i < n; i++)
+		differs[i] = buf[i] != ~buf[n + i];
+	return 0;
 }

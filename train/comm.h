@@ -6,6 +6,7 @@
 #define FERRY_TRAIN_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct comm;
 
@@ -16,6 +17,8 @@ struct comm_ops {
 	/* buf (n) = sum over ranks of buf, the same bytes on every rank */
 	void (*allreduce_sum)(struct comm *c, float *buf, size_t n);
 	void (*barrier)(struct comm *c);
+	/* buf (n) = element-wise maximum over ranks of buf (host memory), on every rank */
+	void (*allreduce_max_u64)(struct comm *c, uint64_t *buf, size_t n);
 	void (*done)(struct comm *c);
 	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
 	void (*abort_all)(struct comm *c, int status);
@@ -45,5 +48,10 @@ void comm_done(struct comm *c);
 /* buf = mean over ranks of buf: a sum, then one multiplication by 1/world_size. */
 void comm_allreduce_mean(struct comm *c, float *buf, size_t n);
 void comm_barrier(struct comm *c);
+/* differs[i] = 1 where v[i] is not the same on every rank, else 0: the same answer on every
+ * rank, from one collective. 0, or -EINVAL for n > COMM_DIFFERING_MAX (the same on every rank
+ * as n is the code's; no allocation that could fail on one rank alone). */
+#define COMM_DIFFERING_MAX 128
+int comm_differing(struct comm *c, const uint64_t *v, size_t n, unsigned char *differs);
 
 #endif

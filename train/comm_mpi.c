@@ -32,6 +32,16 @@ static void mpi_allreduce_sum(struct comm *c, float *buf, size_t n)
 	}
 }
 
+static void mpi_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
+{
+	while (n > 0) {
+		int count = n > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)n;
+		MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+		buf += count;
+		n -= (size_t)count;
+	}
+}
+
 static void mpi_barrier(struct comm *c)
 {
 	MPI_Barrier(MPI_COMM_WORLD);
@@ -60,6 +70,7 @@ const struct comm_ops comm_mpi_ops = {
 	.init = mpi_init,
 	.allreduce_sum = mpi_allreduce_sum,
 	.barrier = mpi_barrier,
+	.allreduce_max_u64 = mpi_allreduce_max_u64,
 	.done = mpi_done,
 	.abort_all = mpi_abort_all,
 };

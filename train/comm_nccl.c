@@ -180,6 +180,25 @@ static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
 		exit(1);
 }
 
+/* Small host tables only (the ranks' agreement at start): a device buffer of their own, freed
+ * at once, so the float bounce buffer keeps its size. */
+static void nccl_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
+{
+	cudaStream_t s = (cudaStream_t)c->cuda_stream;
+	uint64_t *d = NULL;
+	if (cudaMalloc((void **)&d, n * sizeof(*d)) != cudaSuccess) {
+		fprintf(stderr, "comm nccl: out of device memory\n");
+		exit(1);
+	}
+	if (cudaMemcpyAsync(d, buf, n * sizeof(*d), cudaMemcpyHostToDevice, s) != cudaSuccess)
+		exit(1);
+	NCCL_CHECK(ncclAllReduce(d, d, n, ncclUint64, ncclMax, nccl_comm, s));
+	if (cudaMemcpyAsync(buf, d, n * sizeof(*d), cudaMemcpyDeviceToHost, s) != cudaSuccess ||
+		cudaStreamSynchronize(s) != cudaSuccess)
+		exit(1);
+	cudaFree(d);
+}
+
 static void nccl_barrier(struct comm *c)
 {
 	float one = 1.0f;
@@ -209,6 +228,7 @@ const struct comm_ops comm_nccl_ops = {
 	.init = nccl_init,
 	.allreduce_sum = nccl_allreduce_sum,
 	.barrier = nccl_barrier,
+	.allreduce_max_u64 = nccl_allreduce_max_u64,
 	.done = nccl_done,
 	.abort_all = nccl_abort_all,
 };

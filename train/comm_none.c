@@ -16,6 +16,10 @@ static void none_allreduce_sum(struct comm *c, float *buf, size_t n)
 {
 }
 
+static void none_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
+{
+}
+
 static void none_barrier(struct comm *c)
 {
 }
@@ -34,6 +38,7 @@ const struct comm_ops comm_none_ops = {
 	.init = none_init,
 	.allreduce_sum = none_allreduce_sum,
 	.barrier = none_barrier,
+	.allreduce_max_u64 = none_allreduce_max_u64,
 	.done = none_done,
 	.abort_all = none_abort_all,
 };

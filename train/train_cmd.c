@@ -22,6 +22,7 @@
 #endif
 
 #include "loader/loader.h"
+#include "train/agree.h"
 #include "train/ckpt.h"
 #include "train/comm.h"
 #include "train/gpt_cuda.h"
@@ -248,6 +249,7 @@ static void usage(FILE *f)
 		"  --layers N --heads N --dim N   explicit shape (override --model)\n"
 		"  --init FILE          start from an llm.c model file (magic 20240326, v3)\n"
 		"  --vocab N            vocabulary size when the data does not declare one\n"
+		"                       (llm.c shards: 50257 if not given); above every token\n"
 		"data:\n"
 		"  --data GLOB          training shards (a glob, directory or file)\n"
 		"  --val GLOB           validation shards\n"
@@ -565,11 +567,34 @@ static void model_config(const struct train_settings *s, struct gpt2_config *c)
 		die("--seq-len %d exceeds the model's %d positions", s->seq_len, c->max_seq_len);
 }
 
-static void check_tokens(const int32_t *tokens, size_t n, int V, const char *what)
+static int batch_seq_len; /* T of every batch: a token's row and column in the batch */
+
+/* Every token of the batch in [0, V), else one line naming the shard and where in it the
+ * token lies (inputs (j, t) are token t of row j's sample, targets token t + 1). */
+static void check_batch(const struct loader *l, const struct loader_batch *b, size_t n, int V,
+	const char *what)
 {
-	for (size_t i = 0; i < n; i++)
-		if (tokens[i] < 0 || tokens[i] >= V)
-			die("%s token %d is outside the vocabulary [0, %d)", what, tokens[i], V);
+	const int32_t *arrays[2] = { b->inputs, b->targets };
+	for (int a = 0; a < 2; a++)
+		for (size_t i = 0; i < n; i++) {
+			if (arrays[a][i] >= 0 && arrays[a][i] < V)
+				continue;
+			const char *path;
+			uint64_t index;
+			loader_token_source(l, &b->state, (uint32_t)(i / batch_seq_len),
+				(uint32_t)(i % batch_seq_len) + (uint32_t)a, &path, &index);
+			die("%s: %s: token %u (token %llu of the file) is not below the vocabulary "
+			    "size %d (--vocab)",
+				what, path, (uint32_t)arrays[a][i], (unsigned long long)index, V);
+		}
+}
+
+/* A batch the loader could not give: its one-line reason names the shard (errno's text only
+ * when it has none). */
+static void die_loader(const char *what, const struct loader *l, int rc)
+{
+	const char *why = loader_last_error(l);
+	die("%s: %s", what, why && why[0] ? why : strerror(-rc));
 }
 
 static uint64_t fnv1a_bytes(const void *data, size_t n)
@@ -613,10 +638,9 @@ static float evaluate(struct gpt2 *m, struct loader *val, int nr_batches, int V)
 		struct loader_batch b;
 		int rc = loader_next_batch(val, &b);
 		if (rc < 0)
-			die("validation data: %s", strerror(-rc));
+			die_loader("validation data", val, rc);
 		size_t nr = gpu ? loader_batch_tokens : (size_t)m->B * m->T;
-		check_tokens(b.inputs, nr, V, "validation");
-		check_tokens(b.targets, nr, V, "validation");
+		check_batch(val, &b, nr, V, "validation data");
 		if (gpu) {
 			sum += gpt2_cuda_eval(gpu, &b);
 			continue;
@@ -876,6 +900,112 @@ static void write_checkpoint(const char *dir, int keep, int step, uint64_t rng,
 	comm_barrier(&comm);
 }
 
+/* ---- ranks agree (train/agree.h): settings before anything is sized by them, then the data
+ * and what it decides (the vocabulary) before the model is ---- */
+
+/* Every rank ends here alike after the same comparison: each says its own value of the
+ * setting that differs, and none aborts the others mid-sentence. */
+static void agree_or_exit(struct agree *a)
+{
+	int i = agree_compare(a, &comm);
+	if (i < 0)
+		return;
+	char line[512];
+	agree_format(a, i, comm.rank, line, sizeof(line));
+	fprintf(stderr, "ferry train: %s\n", line);
+	fflush(stderr);
+	fflush(stdout);
+	comm_done(&comm);
+	exit(1);
+}
+
+/* Each saved setting under its option's name (seq_len: --seq-len), and what else must match:
+ * the order settings, where the run stops, the device and precision, and the checkpoint a
+ * resumed run starts from. */
+static void agree_on_settings(const struct train_settings *s, const struct train_opts *o,
+	uint64_t start_step)
+{
+	struct agree a;
+	char *text = settings_format(s), name[64], value[64];
+	if (!text)
+		die("out of memory");
+	agree_init(&a);
+	for (char *line = text, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		*nl = '\0';
+		char *space = strchr(line, ' ');
+		*space = '\0';
+		snprintf(name, sizeof(name), "--%s", line);
+		for (char *p = name; *p; p++)
+			if (*p == '_')
+				*p = '-';
+		agree_add(&a, name, space + 1);
+	}
+	free(text);
+	snprintf(value, sizeof(value), "%u", o->block_bytes);
+	agree_add(&a, "--loader-block-bytes", value);
+	snprintf(value, sizeof(value), "%u", o->window_blocks);
+	agree_add(&a, "--loader-window-blocks", value);
+	snprintf(value, sizeof(value), "%d", o->stop_at);
+	agree_add(&a, "--stop-at", value);
+	agree_add(&a, "--device", o->cuda ? "cuda" : "cpu");
+	agree_add(&a, "--precision", o->fp32 ? "fp32" : "bf16");
+	if (o->resume[0])
+		snprintf(value, sizeof(value), "resumed at step %llu",
+			(unsigned long long)start_step);
+	else
+		snprintf(value, sizeof(value), "a new run");
+	agree_add(&a, "--resume (the checkpoint's step)", value);
+	agree_or_exit(&a);
+}
+
+/* The identity of the data (paths, sizes, versions), the --init file's, and the vocabulary the
+ * data decided: a rank whose files differ under the same --data would train another run. */
+static void agree_on_data(const struct train_settings *s, const struct loader *train,
+	const struct loader *val)
+{
+	struct agree a;
+	char err[PATH_MAX + 256], value[64];
+	agree_init(&a);
+	if (agree_add_dataset(&a, "--data", train, err, sizeof(err)) < 0)
+		die("--data: %s", err);
+	if (val && agree_add_dataset(&a, "--val", val, err, sizeof(err)) < 0)
+		die("--val: %s", err);
+	if (s->init[0]) {
+		struct stat sb;
+		if (stat(s->init, &sb) < 0)
+			die("--init %s: %s", s->init, strerror(errno));
+		int64_t id[3] = { (int64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec,
+			(int64_t)sb.st_mtim.tv_nsec };
+		snprintf(value, sizeof(value), "%lld bytes", (long long)sb.st_size);
+		agree_add_hash(&a, "--init file (size or mtime)",
+			agree_hash(AGREE_HASH_INIT, id, sizeof(id)), value);
+	}
+	snprintf(value, sizeof(value), "%d", s->vocab);
+	agree_add(&a, "vocabulary (--vocab or the data's)", value);
+	agree_or_exit(&a);
+}
+
+/* The vocabulary of a new run: what the shards declare, else --vocab, else the loader's guess
+ * for the format (50257 for llm.c shards). A declared one is not overridden. */
+static void choose_vocab(struct train_settings *s, const struct loader *train,
+	const struct loader *val)
+{
+	uint32_t declared = loader_declared_vocab(train);
+	if (s->vocab && declared && (uint32_t)s->vocab != declared)
+		die("--vocab %d, but the data declares %u (header[3] of %s)", s->vocab, declared,
+			s->data);
+	if (!s->vocab)
+		s->vocab = (int)loader_vocab_size(train);
+	if (!s->vocab)
+		die("--data %s: the shards do not say their vocabulary size; give --vocab",
+			s->data);
+	uint32_t val_declared = val ? loader_declared_vocab(val) : 0;
+	if (val_declared && val_declared != (uint32_t)s->vocab)
+		die("--val %s declares vocabulary %u, the training data's is %d", s->val,
+			val_declared, s->vocab);
+}
+
 int train_main(int argc, char **argv)
 {
 	struct train_settings s;
@@ -952,6 +1082,7 @@ int train_main(int argc, char **argv)
 	if (o.stop_at && (uint64_t)o.stop_at <= start_step)
 		die("--stop-at %d: the run is already at step %llu", o.stop_at,
 			(unsigned long long)start_step);
+	agree_on_settings(&s, &o, start_step);
 
 	/* data */
 	int B = s.batch, T = s.seq_len, W = comm.world_size;
@@ -983,14 +1114,7 @@ int train_main(int argc, char **argv)
 			s.val_batches = (int)per_epoch;
 	}
 	if (!o.resume[0]) {
-		uint32_t data_vocab = loader_vocab_size(train_loader);
-		if (s.vocab && data_vocab && (uint32_t)s.vocab != data_vocab)
-			die("--vocab %d, but the data declares %u", s.vocab, data_vocab);
-		if (!s.vocab)
-			s.vocab = (int)data_vocab;
-		if (!s.vocab)
-			die("--data %s: the shards do not say their vocabulary size; give --vocab",
-				s.data);
+		choose_vocab(&s, train_loader, val_loader);
 		s.max_seq_len = T;
 		if (!s.total_batch_tokens)
 			s.total_batch_tokens = (long long)B * T * W;
@@ -1000,6 +1124,7 @@ int train_main(int argc, char **argv)
 		die("--total-batch-tokens %lld is not a multiple of batch*seq-len*ranks = %lld",
 			s.total_batch_tokens, tokens_per_micro);
 	int accum = (int)(s.total_batch_tokens / tokens_per_micro);
+	agree_on_data(&s, train_loader, val_loader);
 
 	/* model */
 	struct gpt2_config mc;
@@ -1007,6 +1132,7 @@ int train_main(int argc, char **argv)
 	/* with a GPU the host model only holds weights and moments: no activations for (B, T) */
 	struct gpt2 *m = o.cuda ? gpt2_new(&mc, 1, 1) : gpt2_new(&mc, B, T);
 	loader_batch_tokens = (size_t)B * T;
+	batch_seq_len = T;
 	if (!m)
 		die("cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			mc.nr_layers, mc.channels, B, T);
@@ -1102,10 +1228,9 @@ int train_main(int argc, char **argv)
 			struct loader_batch b;
 			int rc = loader_next_batch(train_loader, &b);
 			if (rc < 0)
-				die("training data: %s", strerror(-rc));
+				die_loader("training data", train_loader, rc);
 			wait_ms += b.wait_ms;
-			check_tokens(b.inputs, nr_tokens, mc.vocab_size, "input");
-			check_tokens(b.targets, nr_tokens, mc.vocab_size, "target");
+			check_batch(train_loader, &b, nr_tokens, mc.vocab_size, "training data");
 			if (o.verbose && micro == 0)
 				fprintf(stderr, "rank %d step %d: batch epoch %llu position %llu fnv %016llx\n",
 					comm.rank, step, (unsigned long long)b.state.epoch,
