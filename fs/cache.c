@@ -292,9 +292,9 @@ static uint64_t chunk_len(const struct cache_object *o, uint64_t idx)
 	return o->size - off < cb ? o->size - off : cb;
 }
 
-static uint32_t blocks_of(uint64_t len)
+static uint64_t blocks_of(uint64_t len)
 {
-	return (uint32_t)((len + CACHE_BLOCK_BYTES - 1) >> BLOCK_SHIFT);
+	return (len >> BLOCK_SHIFT) + ((len & (CACHE_BLOCK_BYTES - 1)) != 0);
 }
 
 static uint64_t chunk_idx(const struct chunk *ch)

@@ -22,10 +22,10 @@ bool remote_etag_is_version(const char *etag)
 {
 	size_t n;
 
-	if (!etag)
+	/* A weak tag promises equivalent content, not the same bytes, and If-Match compares
+	 * strongly (RFC 9110): it would fail every read, or pass another representation. */
+	if (!etag || !strncmp(etag, "W/", 2))
 		return false;
-	if (!strncmp(etag, "W/", 2))
-		etag += 2;
 	n = strlen(etag);
 	if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
 		etag++;

@@ -23,8 +23,9 @@ struct remote_entry {
 	char *link_target; /* REMOTE_SYMLINK only */
 };
 void remote_entry_done(struct remote_entry *e);
-/* Whether an ETag names a version. `*` (If-Match's wildcard: any version) and an empty tag,
- * quoted or not, weak or not, do not: taken as one, If-Match would pin nothing. Such an ETag
+/* Whether an ETag names a version of these very bytes. `*` (If-Match's wildcard: any
+ * version), an empty tag and a weak one (W/...) do not: If-Match would pin nothing, or fail
+ * every time, or a weak match would let other bytes pass. Such an ETag
  * is dropped wherever one is taken from a listing, a stat or a HEAD, and the version is then
  * Last-Modified and size, as for a store without ETags. */
 bool remote_etag_is_version(const char *etag);
