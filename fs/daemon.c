@@ -315,8 +315,9 @@ static void syncer_stop(struct syncer *s)
  * out its timeouts and retries (minutes). So the handler also wakes the stopper thread,
  * which aborts the fetch engine: those reads fail with EIO at once and the daemon stops, as
  * `ferry umount --force` expects. One stopper per process (the daemon serves one mount). */
-static struct fuse_session *stop_session;
-static int stop_pipe[2] = { -1, -1 };
+static struct fuse_session *volatile stop_session;
+static int stop_pipe[2] = { -1, -1 }; /* never closed: a late handler must not write into a
+				       * descriptor that was reused */
 
 struct stopper {
 	pthread_t thread;
@@ -357,7 +358,7 @@ static int stopper_start(struct stopper *st, struct fuse_session *se, struct fet
 	struct sigaction sa = { .sa_handler = stop_handler };
 	int ret;
 
-	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+	if (stop_pipe[0] < 0 && pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
 		return -errno;
 	/* Reads block; only the handler's writes must never block. */
 	fcntl(stop_pipe[0], F_SETFL, 0);
@@ -374,28 +375,24 @@ static int stopper_start(struct stopper *st, struct fuse_session *se, struct fet
 	return 0;
 }
 
-/* Before libfuse's handlers are removed: ours go with them (fuse_remove_signal_handlers
- * restores the default only where it finds its own handler). */
+/* Before the session is destroyed. The signals are ignored from here on: a second SIGTERM
+ * (a double Ctrl-C, a repeated umount --force) must not kill the final sync of the maps;
+ * fuse_remove_signal_handlers leaves them so (it resets only its own handler). */
 static void stopper_stop(struct stopper *st)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	char c = 0;
 
-	if (st->started) {
-		for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-			signal(sigs[i], SIG_DFL);
-		stop_session = NULL;
-		if (write(stop_pipe[1], &c, 1) < 0) {
-			/* a signal's byte is there already: the stopper has woken */
-		}
-		pthread_join(st->thread, NULL);
-		st->started = false;
+	if (!st->started)
+		return;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		signal(sigs[i], SIG_IGN);
+	stop_session = NULL;
+	if (write(stop_pipe[1], &c, 1) < 0) {
+		/* a signal's byte is there already: the stopper has woken */
 	}
-	for (int i = 0; i < 2; i++) {
-		if (stop_pipe[i] >= 0)
-			close(stop_pipe[i]);
-		stop_pipe[i] = -1;
-	}
+	pthread_join(st->thread, NULL);
+	st->started = false;
 }
 
 int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
