@@ -434,7 +434,12 @@ static int probe_megatron(const char *path, struct shard_info *info, char *err, 
 		snprintf(err, errlen, "Megatron pair %s: %s", idx_path, why);
 		goto out;
 	}
-	ret = check_megatron_idx(fd, idx_bytes, bin_bytes, info, err, errlen);
+	ret = check_megatron_idx(fd, idx_bytes, bin_bytes, info, why, sizeof(why));
+	/* Probed through its .bin, the reason names the .idx it is about. */
+	if (ret < 0 && has_suffix(path, ".idx"))
+		snprintf(err, errlen, "%s", why);
+	else if (ret < 0)
+		snprintf(err, errlen, "Megatron pair %s: %s", idx_path, why);
 out:
 	if (fd >= 0)
 		close(fd);
