@@ -1613,8 +1613,12 @@ void loader_get_state(const struct loader *l, struct loader_state *st)
 
 int loader_seek(struct loader *l, const struct loader_state *st)
 {
-	if (st->position >= l->sampler.steps_per_epoch)
+	if (st->position >= l->sampler.steps_per_epoch) {
+		snprintf(l->last_error, sizeof(l->last_error), "%s: position %llu is past the %llu "
+			"steps of an epoch", l->paths, (unsigned long long)st->position,
+			(unsigned long long)l->sampler.steps_per_epoch);
 		return -EINVAL;
+	}
 	pthread_mutex_lock(&l->lock);
 	while (l->nr_busy)
 		pthread_cond_wait(&l->ready_cond, &l->lock);

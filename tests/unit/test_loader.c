@@ -537,6 +537,19 @@ Test(loader, twenty_thousand_tiny_shards_load_in_file_order_under_a_limit_of_256
 	check_tiny_shards(false, 3000);
 }
 
+Test(loader, a_seek_past_the_epoch_fails_with_a_reason)
+{
+	struct loader *l;
+	struct loader_state st = { 0, 0 };
+
+	write_shards(2);
+	l = open_loader(2, 16, true, 0, 1, 2);
+	st.position = loader_steps_per_epoch(l);
+	cr_assert_eq(loader_seek(l, &st), -EINVAL);
+	cr_assert(strstr(loader_last_error(l), "past the"), "%s", loader_last_error(l));
+	loader_free(l);
+}
+
 Test(loader, refuses_a_dataset_smaller_than_one_step)
 {
 	struct loader_config cfg = { .paths = dir, .batch = 1000, .seq_len = 64, .device = -1 };
