@@ -29,8 +29,8 @@ static void usage(FILE *f)
 		"         F of the text (default 0.1) is the validation split; N tokens per shard\n"
 		"         (default 100000000).\n"
 		"inspect  prints each file's format, token width, token count and first tokens; a\n"
-		"         malformed file, or one that is not a regular file (a FIFO, a device), gets\n"
-		"         a one-line error at once and the exit status is 1.\n");
+		"         malformed file, or one that is not a regular file (a FIFO, a\n"
+		"         device), gets a one-line error at once and the exit status is 1.\n");
 }
 
 /* ---- make ---- */

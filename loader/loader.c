@@ -1432,8 +1432,8 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 		r->group = calloc(r->max_pins, sizeof(*r->group));
 		r->runs = calloc(SAMPLER_MAX_RUNS(&l->sampler), sizeof(*r->runs));
 		r->rows = calloc(B, sizeof(*r->rows));
-		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned || !r->group ||
-			!r->runs || !r->rows)
+		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned ||
+			!r->group || !r->runs || !r->rows)
 			goto nomem;
 	}
 	for (int i = 0; l->sampler.shuffle && i < NR_WINDOWS; i++) {

@@ -186,8 +186,8 @@ int shard_check_megatron_seqs(const void *sizes, const void *ptrs, uint64_t firs
 			return -EINVAL;
 		}
 		*sum += (uint64_t)size;
-		/* Stop at the first sequence past the .bin: the rest need not be read. sum stays
-		 * below 2^31 * 2^40, so the product cannot overflow. */
+		/* Stop at the first sequence past the .bin: the rest need not be read. With at
+		 * most 2^40 / 12 sequences of under 2^31 tokens, sum * 4 stays below 2^64. */
 		if (*sum * token_bytes > bin_bytes)
 			return megatron_short_bin(*sum, token_bytes, bin_bytes, err, errlen);
 	}
@@ -348,6 +348,13 @@ static int check_megatron_idx(int fd, uint64_t idx_bytes, uint64_t bin_bytes,
 	size_t got = 0;
 	int ret;
 
+	/* An .idx needs 12 bytes per sequence; 2^40 bytes is far beyond any real one, and the
+	 * bound keeps the token sums below in 64 bits. */
+	if (idx_bytes > (1ull << 40)) {
+		snprintf(err, errlen, "Megatron .idx of %llu bytes is not plausible",
+			(unsigned long long)idx_bytes);
+		return -EINVAL;
+	}
 	ret = read_at(fd, hdr, sizeof(hdr), 0, &got, err, errlen);
 	if (ret < 0)
 		return ret;
@@ -368,8 +375,8 @@ static int check_megatron_idx(int fd, uint64_t idx_bytes, uint64_t bin_bytes,
 
 		ret = read_at(fd, sizes, n * 4, MEGATRON_HDR_BYTES + i * 4, &got_s, err, errlen);
 		if (ret == 0)
-			ret = read_at(fd, ptrs, n * 8, MEGATRON_HDR_BYTES + info->nr_seqs * 4 + i * 8,
-				&got_p, err, errlen);
+			ret = read_at(fd, ptrs, n * 8,
+				MEGATRON_HDR_BYTES + info->nr_seqs * 4 + i * 8, &got_p, err, errlen);
 		if (ret < 0)
 			goto out;
 		if (got_s < n * 4 || got_p < n * 8) {

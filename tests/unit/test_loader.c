@@ -513,7 +513,8 @@ static void check_tiny_shards(bool shuffle, uint32_t nr_batches)
 			for (uint32_t t = 0; t < T; t++) {
 				cr_assert_eq((uint32_t)b.inputs[j * T + t], tiny_token(s, o + t),
 					"batch %u row %u col %u", n, j, t);
-				cr_assert_eq((uint32_t)b.targets[j * T + t], tiny_token(s, o + t + 1));
+				cr_assert_eq((uint32_t)b.targets[j * T + t],
+					tiny_token(s, o + t + 1));
 			}
 		}
 	}
