@@ -3,7 +3,7 @@
 #  - 10,000 llm.c shards of 200 tokens, shuffled (one window over all of them): every header
 #    is read at open, and the batches of a whole epoch equal those read from the source
 #    files (before the LRU of descriptors, batch 0 failed with an I/O error);
-#  - 300 shards of 40,000 tokens, each window piece large enough for the fast path (O_DIRECT
+#  - 150 shards of 40,000 tokens, each window piece large enough for the fast path (O_DIRECT
 #    reads of the daemon's cache files, a descriptor per cache file kept by each reader):
 #    equal batches again, with the fast path in use, while the readers' groups keep apart
 #    shards that share a descriptor slot.
@@ -16,7 +16,7 @@ DUMP=$FERRY_BUILD/loader/loader-dump
 import os, sys, numpy as np
 root = sys.argv[1]
 rng = np.random.default_rng(7)
-for name, nr, n in (('tiny', 10000, 200), ('mid', 300, 40000)):
+for name, nr, n in (('tiny', 10000, 200), ('mid', 150, 40000)):
     d = os.path.join(root, name); os.makedirs(d)
     h = np.zeros(256, dtype='<i4'); h[:3] = [20240520, 1, n]
     for s in range(nr):
@@ -38,7 +38,7 @@ for set in tiny mid; do
 	mount_ferry "http://127.0.0.1:$PORT/$set/" "$T/mnt_$set" --chunk-size 1M
 	case $set in
 	tiny) steps=$((10000 * 3 / 8)) ;;        # (200 - 1) / 64 = 3 samples a shard
-	mid) steps=$((300 * 624 / 8)) ;;         # (40000 - 1) / 64 = 624
+	mid) steps=$((150 * 624 / 8)) ;;         # (40000 - 1) / 64 = 624
 	esac
 	log "$set: one epoch ($steps batches) from the source and through the mount"
 	dump "$set.src" "$T/www/$set" "$steps"
