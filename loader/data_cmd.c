@@ -29,7 +29,8 @@ static void usage(FILE *f)
 		"         F of the text (default 0.1) is the validation split; N tokens per shard\n"
 		"         (default 100000000).\n"
 		"inspect  prints each file's format, token width, token count and first tokens; a\n"
-		"         malformed file gets a one-line error and the exit status is 1.\n");
+		"         malformed file, or one that is not a regular file (a FIFO, a\n"
+		"         device), gets a one-line error at once and the exit status is 1.\n");
 }
 
 /* ---- make ---- */
@@ -271,16 +272,18 @@ static int inspect_one(const char *path, enum loader_format format)
 	if (info.vocab)
 		printf(", vocab %u", info.vocab);
 	n_show = info.nr_tokens < 16 ? (size_t)info.nr_tokens : 16;
-	fd = open(bin, O_RDONLY | O_CLOEXEC);
+	fd = shard_open_file(bin, 0, NULL, err, sizeof(err));
 	got = fd >= 0 ? pread(fd, buf, n_show * info.token_bytes, (off_t)info.data_offset) : -1;
 	if (fd >= 0)
 		close(fd);
-	free(bin_alloc);
 	if (got != (ssize_t)(n_show * info.token_bytes)) {
 		printf("\n");
-		fprintf(stderr, "ferry data inspect: %s: cannot read the first tokens\n", path);
+		fprintf(stderr, "ferry data inspect: %s: cannot read the first tokens%s%s\n", bin,
+			fd < 0 ? ": " : "", fd < 0 ? err : "");
+		free(bin_alloc);
 		return 1;
 	}
+	free(bin_alloc);
 	printf(", first:");
 	for (size_t i = 0; i < n_show; i++) {
 		uint32_t t;

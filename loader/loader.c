@@ -34,6 +34,8 @@ static const char *const path_names[] = {
 /* A remembered resident range is trusted for reads that start at least this long before its
  * hold expires: a read of a batch takes milliseconds, so this is a wide margin. */
 #define DIRECT_MARGIN_MS 5000.0
+/* O_DIRECT descriptors of cache files a reader keeps (two fds each), at most: fewer when
+ * RLIMIT_NOFILE is low (see direct_nr_fds). */
 #define DIRECT_NR_FDS    16
 #define DIRECT_NR_HELD   64
 /* After this many failed fast-path reads the loader stops trying it. */
@@ -146,7 +148,9 @@ struct reader {
 	const void *run_src;    /* set by read_ops: where the checked bytes of a lone op lie in
 				 * the bounce buffer, when they were left there (see read_ops) */
 	struct gds_reader *gds; /* cufile path: registered device bounce buffer, else NULL */
-	struct direct_fd dfds[DIRECT_NR_FDS];
+	struct direct_fd dfds[DIRECT_NR_FDS]; /* the first l->nr_dfds are used */
+	uint32_t *group;        /* max_pins: the distinct shards of the ops read at once */
+	uint32_t max_pins;      /* shards this reader pins at once: its share of ds.max_open */
 };
 
 /* Fields under "lock" are shared with the consumer; ds_lock guards the dataset's fds and
@@ -168,6 +172,7 @@ struct loader {
 	uint32_t nr_slots;
 	struct reader *readers;
 	uint32_t nr_readers;
+	uint32_t nr_dfds;       /* direct_fd slots per reader, 1..DIRECT_NR_FDS */
 	bool force_pread;
 
 	pthread_mutex_t ds_lock;
@@ -246,7 +251,7 @@ static uint64_t hash_path(const char *p)
 
 static void direct_close_all(struct reader *r)
 {
-	for (int i = 0; i < DIRECT_NR_FDS; i++) {
+	for (uint32_t i = 0; i < r->l->nr_dfds; i++) {
 		gds_handle_deregister(r->l->gds, r->dfds[i].cufile);
 		r->dfds[i].cufile = NULL;
 		if (r->dfds[i].fd >= 0)
@@ -260,7 +265,7 @@ static void direct_close_all(struct reader *r)
 /* The reader's O_DIRECT fd of shard's cache file, opened when the daemon names another one. */
 static int direct_fd_for(struct reader *r, uint32_t shard, uint64_t hash, const char *path)
 {
-	struct direct_fd *d = &r->dfds[shard % DIRECT_NR_FDS];
+	struct direct_fd *d = &r->dfds[shard % r->l->nr_dfds];
 
 	if (d->fd >= 0 && d->shard == shard && d->path_hash == hash)
 		return d->fd;
@@ -351,7 +356,7 @@ static int direct_resident_fd(struct reader *r, uint32_t s, int plain_fd, uint64
 		if (h->end && h->shard == s && h->start <= c_off && c_end <= h->end &&
 			h->expires_ms - DIRECT_MARGIN_MS > t) {
 			/* The path is copied out only when this reader has no fd for it yet. */
-			struct direct_fd *d = &r->dfds[s % DIRECT_NR_FDS];
+			struct direct_fd *d = &r->dfds[s % l->nr_dfds];
 			char path[sizeof(h->path)];
 
 			held_copy_sums(h, c_off, c_end, sums);
@@ -572,15 +577,15 @@ static void unpin_shards(struct reader *r)
 		return;
 	pthread_mutex_lock(&l->ds_lock);
 	for (uint32_t i = 0; i < r->nr_pinned; i++)
-		l->ds.shards[r->pinned[i]].users--;
+		dataset_unpin(&l->ds, r->pinned[i]);
 	pthread_mutex_unlock(&l->ds_lock);
 	r->nr_pinned = 0;
 }
 
-/* Opens (and checks, on first use) the shards of ops, whose fd holds a shard index until
- * here (kept in op_shard), and keeps them open until unpin_shards. Probes each once for the
- * fast path. */
-static int pin_shards(struct reader *r, uint32_t nr_ops, char *err, size_t errlen)
+/* Opens the shards of ops [first, end), whose fd holds a shard index until here (kept in
+ * op_shard), and keeps them open until unpin_shards; each shard is pinned once. Probes each
+ * once for the fast path. The caller keeps the distinct shards under max_pins (group_end). */
+static int pin_shards(struct reader *r, uint32_t first, uint32_t end, char *err, size_t errlen)
 {
 	struct loader *l = r->l;
 	struct dataset *ds = &l->ds;
@@ -588,16 +593,19 @@ static int pin_shards(struct reader *r, uint32_t nr_ops, char *err, size_t errle
 	int ret = 0;
 
 	pthread_mutex_lock(&l->ds_lock);
-	for (uint32_t i = 0; i < nr_ops; i++) {
+	for (uint32_t i = first; i < end; i++) {
 		uint32_t s = (uint32_t)r->ops[i].fd;
 		struct shard *sh = &ds->shards[s];
+		uint32_t k;
 
-		ret = dataset_prepare(ds, s, err, errlen);
-		if (ret < 0)
-			break;
-		/* users is per pin, so pinning a shard twice is harmless. */
-		r->pinned[r->nr_pinned++] = s;
-		sh->users++;
+		for (k = 0; k < r->nr_pinned && r->pinned[k] != s; k++)
+			;
+		if (k == r->nr_pinned) {
+			ret = dataset_pin(ds, s, err, errlen);
+			if (ret < 0)
+				break;
+			r->pinned[r->nr_pinned++] = s;
+		}
 		if (direct && !sh->ferry_probed) {
 			sh->on_ferry = probe_ferry(sh->path);
 			sh->ferry_probed = true;
@@ -610,24 +618,53 @@ static int pin_shards(struct reader *r, uint32_t nr_ops, char *err, size_t errle
 	return ret;
 }
 
-/* Reads r->ops[0, nr_ops) (whose fd holds a shard index), through the ferry fast path where it
- * applies (via the bounce buffer, or in place when in_place: window pieces), and checks that
- * each got its bytes. Shards stay pinned until unpin_shards. 0 or -errno with err set. */
-static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err, size_t errlen)
+/* The end of the group of ops from first that are read at once: as many as touch at most
+ * max_pins shards (the reader's share of the dataset's descriptors: ten thousand tiny shards
+ * in a window must not need ten thousand), and, on the fast path, no two shards that share a
+ * direct_fd slot (opening the cache file of one would close the other's under its read). */
+static uint32_t group_end(struct reader *r, uint32_t first, uint32_t nr_ops)
+{
+	const bool direct = atomic_load(&r->l->direct_allowed);
+	const uint32_t nr_dfds = r->l->nr_dfds;
+	uint32_t n = 0, i;
+
+	for (i = first; i < nr_ops; i++) {
+		uint32_t s = r->op_shard[i], k;
+		bool clash = false;
+
+		for (k = 0; k < n && r->group[k] != s; k++)
+			if (direct && r->group[k] % nr_dfds == s % nr_dfds)
+				clash = true;
+		if (k < n)
+			continue;
+		if (n == r->max_pins || clash)
+			break;
+		r->group[n++] = s;
+	}
+	return i;
+}
+
+/* Reads r->ops[first, end) (whose fd holds a shard index), all in flight at once, through the
+ * ferry fast path where it applies (via the bounce buffer, or in place when in_place: window
+ * pieces), and checks that each got its bytes. Their shards stay pinned until unpin_shards.
+ * 0 or -errno with err set. */
+static int read_group(struct reader *r, uint32_t first, uint32_t end, bool in_place, bool lone,
+	char *err, size_t errlen)
 {
 	struct loader *l = r->l;
 	struct dataset *ds = &l->ds;
+	const uint32_t nr_ops = end - first;
 	uint32_t nr_copies = 0;
 	size_t bounce_pos = 0;
 	int ret;
 
-	ret = pin_shards(r, nr_ops, err, errlen);
+	ret = pin_shards(r, first, end, err, errlen);
 	if (ret < 0)
 		return ret;
 	r->nr_sums = 0;
 	r->run_src = NULL;
 	if (atomic_load(&l->direct_allowed))
-		for (uint32_t i = 0; i < nr_ops; i++)
+		for (uint32_t i = first; i < end; i++)
 			if (r->on_ferry[i] && r->ops[i].len >= DIRECT_MIN_BYTES)
 				direct_prepare(r, r->op_shard[i], &r->ops[i], i,
 					in_place ? NULL : &bounce_pos, &nr_copies);
@@ -639,7 +676,7 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 	for (uint32_t c = 0; c < nr_copies; c++) {
 		struct direct_copy *cp = &r->copies[c];
 		struct read_op *op = &r->ops[cp->op];
-		const struct direct_fd *d = &r->dfds[r->op_shard[cp->op] % DIRECT_NR_FDS];
+		const struct direct_fd *d = &r->dfds[r->op_shard[cp->op] % l->nr_dfds];
 		struct iovec iov = { .iov_base = op->dst, .iov_len = op->need };
 
 		if (d->fd != op->fd || d->buffered_fd < 0)
@@ -650,7 +687,7 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 			op->done = true;
 		}
 	}
-	run_ops(r, r->ops, nr_ops);
+	run_ops(r, r->ops + first, nr_ops);
 	/* Fast-path reads are checked block by block against the daemon's sums; what failed to
 	 * read or to match is redone through the mount, which checks and fetches again. Only a
 	 * failure of a plain read fails the batch. */
@@ -667,7 +704,7 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 				 * buffer, which only the GPU upload reads, the checked sequential
 				 * fast path ran at 1.1-1.3 Gtokens/s, without it 1.5-2.2 (B=64
 				 * T=1024, 512 MB warm, best of 7-9, three runs, 2-core VM). */
-				if (nr_ops == 1 && !in_place && l->cfg.device < 0)
+				if (lone && !in_place && l->cfg.device < 0)
 					r->run_src = cp->src;
 				else if (cp->dst != cp->src)
 					memcpy(cp->dst, cp->src, cp->len);
@@ -684,7 +721,7 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 		if (read_pread_run(op, 1) < 0)
 			break;
 	}
-	for (uint32_t i = 0; i < nr_ops; i++) {
+	for (uint32_t i = first; i < end; i++) {
 		if (r->ops[i].res < 0 || (uint32_t)r->ops[i].res < r->ops[i].need) {
 			ret = r->ops[i].res < 0 ? r->ops[i].res : -EIO;
 			snprintf(err, errlen, "%s: reading %llu bytes at %llu: %s",
@@ -694,6 +731,21 @@ static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err,
 		}
 	}
 	return 0;
+}
+
+/* Reads r->ops[0, nr_ops) (whose fd holds a shard index) a group at a time (see group_end),
+ * each group's shards pinned only while it is read. 0 or -errno with err set. */
+static int read_ops(struct reader *r, uint32_t nr_ops, bool in_place, char *err, size_t errlen)
+{
+	uint32_t first, end;
+	int ret = 0;
+
+	for (first = 0; first < nr_ops && ret == 0; first = end) {
+		end = group_end(r, first, nr_ops);
+		ret = read_group(r, first, end, in_place, nr_ops == 1, err, errlen);
+		unpin_shards(r);
+	}
+	return ret;
 }
 
 /* Reads window (epoch, index) of this rank into win: its runs of samples, cut where shards
@@ -963,11 +1015,14 @@ static int cufile_fill(struct reader *r, uint32_t slot_idx, uint32_t nr_ops, con
 	int64_t n;
 	int ret;
 
-	ret = pin_shards(r, nr_ops, slot->errmsg, sizeof(slot->errmsg));
+	/* One group only: a batch over more shards than that goes by the host path. */
+	if (group_end(r, 0, nr_ops) < nr_ops)
+		return -EOPNOTSUPP;
+	ret = pin_shards(r, 0, nr_ops, slot->errmsg, sizeof(slot->errmsg));
 	for (uint32_t i = 0; ret == 0 && i < nr_ops; i++) {
 		struct read_op *op = &r->ops[i];
 		uint32_t s = r->op_shard[i];
-		struct direct_fd *d = &r->dfds[s % DIRECT_NR_FDS];
+		struct direct_fd *d = &r->dfds[s % l->nr_dfds];
 		uint64_t a_off = op->off & ~(uint64_t)(DIRECT_ALIGN - 1);
 		uint64_t a_end = (op->off + op->len + DIRECT_ALIGN - 1) &
 			~(uint64_t)(DIRECT_ALIGN - 1);
@@ -1155,6 +1210,21 @@ static uint32_t nr_readers(uint32_t nr_slots)
 	return n < 1 ? 1 : (uint32_t)n;
 }
 
+/* Descriptors: the dataset keeps ds.max_open shards open (an eighth of RLIMIT_NOFILE, at
+ * most 128), shared among the readers so that their pins never exceed it; the fast path's
+ * cache files take as many again at most, two fds per direct_fd slot of each reader. */
+static void fd_budget(struct loader *l)
+{
+	uint32_t slots = l->ds.max_open / (2 * l->nr_readers);
+
+	l->nr_dfds = slots < 1 ? 1 : slots > DIRECT_NR_FDS ? DIRECT_NR_FDS : slots;
+	for (uint32_t i = 0; l->readers && i < l->nr_readers; i++) {
+		uint32_t pins = l->ds.max_open / l->nr_readers;
+
+		l->readers[i].max_pins = pins < 1 ? 1 : pins;
+	}
+}
+
 static void choose_path(struct loader *l)
 {
 	const char *io = getenv("FERRY_LOADER_IO");
@@ -1319,6 +1389,11 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	ret = dataset_open(&l->ds, l->paths, cfg->format, T, errbuf, errlen);
 	if (ret < 0)
 		goto fail;
+	/* Every header now, before the first batch: a bad shard is named at start, not hours
+	 * in when the order reaches it. */
+	ret = dataset_check_all(&l->ds, 8, errbuf, errlen);
+	if (ret < 0)
+		goto fail;
 	ret = order_params(l, errbuf, errlen);
 	if (ret < 0)
 		goto fail;
@@ -1341,6 +1416,7 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	l->readers = calloc(l->nr_readers, sizeof(*l->readers));
 	if (!l->slots || !l->readers)
 		goto nomem;
+	fd_budget(l);
 	for (uint32_t i = 0; i < l->nr_readers; i++) {
 		struct reader *r = &l->readers[i];
 
@@ -1352,11 +1428,12 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 		r->copies = calloc(r->max_ops, sizeof(*r->copies));
 		r->op_shard = calloc(r->max_ops, sizeof(*r->op_shard));
 		r->on_ferry = calloc(r->max_ops, sizeof(*r->on_ferry));
-		r->pinned = calloc(r->max_ops, sizeof(*r->pinned));
+		r->pinned = calloc(r->max_pins, sizeof(*r->pinned));
+		r->group = calloc(r->max_pins, sizeof(*r->group));
 		r->runs = calloc(SAMPLER_MAX_RUNS(&l->sampler), sizeof(*r->runs));
 		r->rows = calloc(B, sizeof(*r->rows));
-		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned || !r->runs ||
-			!r->rows)
+		if (!r->ops || !r->copies || !r->op_shard || !r->on_ferry || !r->pinned ||
+			!r->group || !r->runs || !r->rows)
 			goto nomem;
 	}
 	for (int i = 0; l->sampler.shuffle && i < NR_WINDOWS; i++) {
@@ -1458,6 +1535,7 @@ void loader_free(struct loader *l)
 		free(r->op_shard);
 		free(r->on_ferry);
 		free(r->pinned);
+		free(r->group);
 		free(r->runs);
 		free(r->rows);
 		free(r->bounce);
@@ -1535,8 +1613,12 @@ void loader_get_state(const struct loader *l, struct loader_state *st)
 
 int loader_seek(struct loader *l, const struct loader_state *st)
 {
-	if (st->position >= l->sampler.steps_per_epoch)
+	if (st->position >= l->sampler.steps_per_epoch) {
+		snprintf(l->last_error, sizeof(l->last_error), "%s: position %llu is past the %llu "
+			"steps of an epoch", l->paths, (unsigned long long)st->position,
+			(unsigned long long)l->sampler.steps_per_epoch);
 		return -EINVAL;
+	}
 	pthread_mutex_lock(&l->lock);
 	while (l->nr_busy)
 		pthread_cond_wait(&l->ready_cond, &l->lock);

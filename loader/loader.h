@@ -64,8 +64,11 @@ struct loader_batch {
 
 struct loader;
 
-/* Opens the dataset (headers are read lazily, as shards are first used; sizes come from
- * stat) and starts reading ahead. -errno with a one-line reason in errbuf. */
+/* Opens the dataset and starts reading ahead. Every shard's header is read and checked
+ * against the first shard's format and token width and its own size before this returns;
+ * special files (FIFOs, devices) are refused without waiting. At most an eighth of
+ * RLIMIT_NOFILE shards are open at once, whatever their number. -errno with a one-line
+ * reason naming the file in errbuf. */
 int loader_open(struct loader **out, const struct loader_config *cfg, char *errbuf, size_t errlen);
 void loader_free(struct loader *l);
 /* Fills b with the next batch; its buffers stay valid until the next call. Crosses epochs by
@@ -82,8 +85,9 @@ uint32_t loader_vocab_size(const struct loader *l);
 void loader_get_order(const struct loader *l, uint32_t *block_bytes, uint32_t *window_blocks);
 /* The read path chosen ("ferry-direct", "cufile", "io_uring", "pread"), for logs. */
 const char *loader_path_name(const struct loader *l);
-/* The one-line reason of the last failed loader_next_batch ("" when none). Added after the
- * first version of this header; the functions above are unchanged. */
+/* The one-line reason of the last failed loader_next_batch or loader_seek ("" when none),
+ * naming the file when one is at fault. Added after the first version of this header; the
+ * functions above are unchanged. */
 const char *loader_last_error(const struct loader *l);
 
 /* Added for ferry train's checks (issue 16); the functions above are unchanged. */

@@ -45,16 +45,29 @@ int shard_parse_llmc(const void *hdr, size_t hdr_bytes, uint64_t file_bytes,
 /* Parses a whole Megatron .idx (idx_bytes long) against its .bin's size. */
 int shard_parse_megatron_idx(const void *idx, size_t idx_bytes, uint64_t bin_bytes,
 	struct shard_info *info, char *err, size_t errlen);
+/* The two steps of it, so that a file is checked a piece at a time: the header (hdr_bytes of
+ * it, at least MEGATRON_HDR_BYTES) against the .idx's size, which its counts must give
+ * exactly; then nr sequences from the first-th, their sizes (int32) and pointers (int64)
+ * given apart, summing their tokens into *sum (0 at the start). */
+int shard_parse_megatron_header(const void *hdr, size_t hdr_bytes, uint64_t idx_bytes,
+	struct shard_info *info, char *err, size_t errlen);
+int shard_check_megatron_seqs(const void *sizes, const void *ptrs, uint64_t first, uint64_t nr,
+	uint32_t token_bytes, uint64_t bin_bytes, uint64_t *sum, char *err, size_t errlen);
 /* Probes one file: format by content (or as given), header checked against the size. path may
- * name a Megatron .bin or .idx. Reads the header (and the whole .idx for Megatron). */
+ * name a Megatron .bin or .idx. Reads the header (and, for Megatron, the .idx a bounded piece
+ * at a time once its header agrees with its size). Special files are refused without waiting. */
 int shard_probe(const char *path, enum loader_format format, struct shard_info *info,
 	char *err, size_t errlen);
+/* Opens a token file for reading (flags added, e.g. O_DIRECT): a FIFO, socket, device or
+ * directory is refused at once with -EINVAL, never waited on. The fd, or -errno with the
+ * reason in err; *file_bytes (when not NULL) gets the size. */
+int shard_open_file(const char *path, int flags, uint64_t *file_bytes, char *err, size_t errlen);
 const char *shard_format_name(enum loader_format format);
 
 /* One shard of a dataset. Sizes come from stat at open; the header is read and checked
- * against them when the shard is first read (checked). After loader_open, fd, checked,
- * ferry_probed, on_ferry and users are under the loader's dataset lock; the rest is
- * read-only. */
+ * against them by dataset_check_all (or, without it, when the shard is first read). After
+ * loader_open, fd, checked, ferry_probed, on_ferry, users and the lru links are under the
+ * loader's dataset lock; the rest is read-only. */
 struct shard {
 	char *path;             /* the token file (the .bin for Megatron) */
 	char *idx_path;         /* Megatron .idx, else NULL */
@@ -62,15 +75,21 @@ struct shard {
 	uint64_t nr_tokens;     /* as derived from file_bytes; the header must agree */
 	uint64_t first_sample;  /* global index of this shard's first sample */
 	uint64_t nr_samples;
-	int fd;                 /* -1 until first read; see dataset_fd() */
+	int fd;                 /* -1 until first read; see dataset_prepare() */
 	bool checked;
 	bool ferry_probed;      /* on_ferry is known */
 	bool on_ferry;          /* FERRY_XATTR_SOURCE present: the fast path may apply */
-	uint32_t users;         /* reads in flight on fd: it is not closed while > 0 */
+	uint32_t users;         /* pins (reads in flight on fd): it is not closed while > 0 */
+	uint32_t lru_prev, lru_next; /* in the dataset's LRU while fd >= 0 and users == 0 */
 };
 
+#define DATASET_NONE UINT32_MAX
+
 /* The sorted list of shards of a loader. All shards share the format and token width of the
- * first (whose header alone is read at open). */
+ * first. Open descriptors are bounded: at most max_open shards have fd >= 0 as long as fewer
+ * than max_open are pinned at once (the loader's readers pin at most max_open between them);
+ * the open shards nobody pins form an LRU list, least recently used at lru_head, closed first
+ * when another must open. */
 struct dataset {
 	struct shard *shards;
 	uint32_t nr_shards;
@@ -81,20 +100,34 @@ struct dataset {
 	uint32_t declared_vocab; /* the first header's, 0: none (vocab is then a guess) */
 	uint32_t seq_len;
 	uint64_t nr_samples;
-	uint32_t nr_open;       /* shards with fd >= 0, kept under DATASET_MAX_OPEN unless
-				 * more are in use at once */
-	uint32_t clock;         /* next shard considered for closing */
+	uint32_t nr_open;       /* shards with fd >= 0 */
+	uint32_t max_open;      /* from RLIMIT_NOFILE at open: dataset_max_open() */
+	uint32_t lru_head, lru_tail; /* DATASET_NONE when empty */
 };
 
+/* Shards kept open at most by one dataset: an eighth of RLIMIT_NOFILE (a trainer has two
+ * loaders, each with its fast path's descriptors as well, and MPI, sockets and the rest need
+ * theirs), between DATASET_MIN_OPEN and DATASET_MAX_OPEN. */
+#define DATASET_MIN_OPEN 4
 #define DATASET_MAX_OPEN 128
+uint32_t dataset_max_open(void);
 
 int dataset_open(struct dataset *ds, const char *paths, enum loader_format format,
 	uint32_t seq_len, char *err, size_t errlen);
 void dataset_done(struct dataset *ds);
+/* Reads and checks the header of every shard not yet checked, with up to nr_threads threads:
+ * its format, token width and token count must be the first shard's and its size's. 0, or
+ * -errno with a reason naming the file (the first failing one in name order) in err. Before
+ * the dataset is shared with other threads. */
+int dataset_check_all(struct dataset *ds, uint32_t nr_threads, char *err, size_t errlen);
 /* The shard holding global sample g (g < nr_samples). */
 uint32_t dataset_find(const struct dataset *ds, uint64_t g);
-/* Opens (if needed) and, on first use, checks the header of shard s. 0 or -errno. */
+/* Opens (if needed) and, unless checked, checks the header of shard s, closing the least
+ * recently used unpinned shard when max_open are open. 0 or -errno, err naming the file. */
 int dataset_prepare(struct dataset *ds, uint32_t s, char *err, size_t errlen);
+/* dataset_prepare, and s stays open until as many dataset_unpin. */
+int dataset_pin(struct dataset *ds, uint32_t s, char *err, size_t errlen);
+void dataset_unpin(struct dataset *ds, uint32_t s);
 
 /* ---- sampler.c: the order, a pure function ---- */
 

@@ -47,6 +47,8 @@ put('idx_bad_version', 1, 8, idx(8, [4], version=2))
 put('idx_bad_magic', 1, 8, idx(8, [4], magic=b'MMIDIDY\x00\x00'))
 put('idx_huge_counts', 1, 8, idx(8, [4])[:18] + struct.pack('<QQ', 1 << 62, 1 << 62))
 put('idx_truncated', 1, 8, idx(8, [4])[:20])
+# A first sequence past the .bin: rejected there, before the later ones are read.
+put('idx_first_seq_past_bin', 1, 8, idx(8, [1 << 30, 4]))
 put('probe_auto_llmc', 2 | (0 << 2), 0, llmc(20240520, 1, 3) + b'\x01\x00\x02\x00\x03\x00')
 put('probe_llmc_short', 2 | (1 << 2), 0, llmc(20240801, 7, 3) + b'\x01\x00')
 put('probe_raw_u16', 2 | (2 << 2), 0, bytes(range(10)))

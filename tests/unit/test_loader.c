@@ -1,10 +1,13 @@
 /* The loader end to end on real files (loader/loader.c): batches equal the tokens read
- * directly from the files, io_uring equals pread, exact resume, late header errors. */
+ * directly from the files, io_uring equals pread, exact resume, bad shards named at open,
+ * twenty thousand shards under a low descriptor limit. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -384,15 +387,12 @@ Test(loader, block_hash_is_xxh3_64_with_seed_0)
 	free(buf);
 }
 
-Test(loader, a_malformed_shard_found_late_fails_its_batch_with_einval)
+Test(loader, a_malformed_shard_is_named_when_the_loader_opens)
 {
-	struct loader *l;
-	struct loader_batch b;
-	struct loader_state zero = { 0, 0 };
-	char path[128];
+	struct loader_config cfg = { .paths = dir, .batch = 2, .seq_len = 16, .device = -1 };
+	struct loader *l = NULL;
+	char path[128], err[256];
 	FILE *f;
-	int ret = 0;
-	uint64_t i;
 
 	write_shards(2);
 	/* Shard 2: right size, wrong magic: only a read of its header can tell. */
@@ -400,15 +400,154 @@ Test(loader, a_malformed_shard_found_late_fails_its_batch_with_einval)
 	f = fopen(path, "r+b");
 	fwrite("XXXX", 4, 1, f);
 	fclose(f);
-	l = open_loader(2, 16, false, 0, 1, 2);
-	for (i = 0; i < loader_steps_per_epoch(l) && ret == 0; i++)
-		ret = loader_next_batch(l, &b);
-	cr_assert_eq(ret, -EINVAL);
-	cr_assert(strstr(loader_last_error(l), "shard_02.bin"), "%s", loader_last_error(l));
-	cr_assert(strstr(loader_last_error(l), "magic"), "%s", loader_last_error(l));
-	cr_assert_eq(loader_next_batch(l, &b), -EINVAL, "the error stays until a seek");
-	cr_assert_eq(loader_seek(l, &zero), 0);
-	cr_assert_eq(loader_next_batch(l, &b), 0);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_null(l);
+	cr_assert(strstr(err, "shard_02.bin") && strstr(err, "magic") && !strchr(err, '\n'),
+		"%s", err);
+}
+
+Test(loader, a_uint32_shard_among_uint16_ones_is_named_when_the_loader_opens)
+{
+	struct loader_config cfg = { .paths = dir, .batch = 2, .seq_len = 16, .device = -1,
+		.shuffle = true };
+	struct loader *l = NULL;
+	char path[128], err[512];
+	int32_t hdr[256] = { 20240801, 7, 600, 0 };
+	FILE *f;
+
+	write_shards(2);
+	/* 600 uint32 tokens are 1200 uint16 ones: the size alone fits the first shard's width. */
+	snprintf(path, sizeof(path), "%s/shard_03.bin", dir);
+	f = fopen(path, "wb");
+	fwrite(hdr, sizeof(hdr), 1, f);
+	for (int i = 0; i < 600; i++)
+		fwrite(&i, 4, 1, f);
+	fclose(f);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_null(l);
+	cr_assert(strstr(err, "shard_03.bin: token width u32, the first shard's") &&
+		strstr(err, "shard_00.bin) is u16"), "%s", err);
+}
+
+Test(loader, refuses_a_fifo_at_once_instead_of_waiting_for_a_writer, .timeout = 20)
+{
+	struct loader_config cfg = { .batch = 2, .seq_len = 16, .device = -1 };
+	struct loader *l = NULL;
+	char path[128], err[256];
+
+	snprintf(path, sizeof(path), "%s/fifo.bin", dir);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	cfg.paths = path;
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fifo.bin: not a regular file (a FIFO)"), "%s", err);
+}
+
+/* Tiny shards, tokens a function of (shard, index): TINY_TOKENS each, TINY_TOKENS / T - 1
+ * samples of T + 1 tokens. */
+#define TINY_SHARDS 20000
+#define TINY_TOKENS 49
+
+static uint32_t tiny_token(uint32_t shard, uint32_t i)
+{
+	return (shard * 31 + i * 7) & 0xffff;
+}
+
+static void write_tiny_shards(void)
+{
+	int32_t hdr[256] = { 20240520, 1, TINY_TOKENS, 0 };
+	uint16_t toks[TINY_TOKENS];
+	char path[128];
+
+	for (uint32_t s = 0; s < TINY_SHARDS; s++) {
+		FILE *f;
+
+		for (uint32_t i = 0; i < TINY_TOKENS; i++)
+			toks[i] = (uint16_t)tiny_token(s, i);
+		snprintf(path, sizeof(path), "%s/t_%06u.bin", dir, s);
+		f = fopen(path, "wb");
+		cr_assert_not_null(f);
+		fwrite(hdr, sizeof(hdr), 1, f);
+		fwrite(toks, sizeof(toks), 1, f);
+		cr_assert_eq(fclose(f), 0);
+	}
+}
+
+static uint32_t open_fds(void)
+{
+	char cmd[64];
+	FILE *p;
+	unsigned n = 0;
+
+	snprintf(cmd, sizeof(cmd), "ls /proc/%d/fd | wc -l", (int)getpid());
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_eq(fscanf(p, "%u", &n), 1);
+	pclose(p);
+	return n;
+}
+
+/* 20,000 shards under a limit of 256 descriptors: every batch equals the files' tokens at the
+ * samples the order names, in shuffled (one window over all the shards) and file order. */
+static void check_tiny_shards(bool shuffle, uint32_t nr_batches)
+{
+	const uint32_t B = 8, T = 16, per = (TINY_TOKENS - 1) / T;
+	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 5,
+		.shuffle = shuffle, .device = -1 };
+	struct rlimit rl = { 256, 256 };
+	struct sampler smp;
+	struct loader *l;
+	char err[256];
+
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
+	sampler_init(&smp, (uint64_t)TINY_SHARDS * per, B, 1, 0, 5, shuffle,
+		LOADER_DEFAULT_BLOCK_BYTES / (T * 2), LOADER_DEFAULT_WINDOW_BLOCKS);
+	for (uint32_t n = 0; n < nr_batches; n++) {
+		struct loader_batch b;
+
+		cr_assert_eq(loader_next_batch(l, &b), 0, "batch %u: %s", n, loader_last_error(l));
+		for (uint32_t j = 0; j < B; j++) {
+			uint64_t g = sampler_sample(&smp, b.state.epoch, b.state.position, j);
+			uint32_t s = (uint32_t)(g / per), o = (uint32_t)(g % per) * T;
+
+			for (uint32_t t = 0; t < T; t++) {
+				cr_assert_eq((uint32_t)b.inputs[j * T + t], tiny_token(s, o + t),
+					"batch %u row %u col %u", n, j, t);
+				cr_assert_eq((uint32_t)b.targets[j * T + t],
+					tiny_token(s, o + t + 1));
+			}
+		}
+	}
+	/* The dataset's share (256 / 8) and the readers' io_urings, with stdio and
+	 * criterion's own: far below the limit. */
+	cr_assert_lt(open_fds(), 100, "%u fds open", open_fds());
+	loader_free(l);
+}
+
+Test(loader, twenty_thousand_tiny_shards_load_shuffled_under_a_limit_of_256_fds, .timeout = 120)
+{
+	write_tiny_shards();
+	/* 60,000 samples: a tail-only window over every shard; 2 epochs' worth of crossings. */
+	check_tiny_shards(true, 7600);
+}
+
+Test(loader, twenty_thousand_tiny_shards_load_in_file_order_under_a_limit_of_256_fds,
+	.timeout = 120)
+{
+	write_tiny_shards();
+	check_tiny_shards(false, 3000);
+}
+
+Test(loader, a_seek_past_the_epoch_fails_with_a_reason)
+{
+	struct loader *l;
+	struct loader_state st = { 0, 0 };
+
+	write_shards(2);
+	l = open_loader(2, 16, true, 0, 1, 2);
+	st.position = loader_steps_per_epoch(l);
+	cr_assert_eq(loader_seek(l, &st), -EINVAL);
+	cr_assert(strstr(loader_last_error(l), "past the"), "%s", loader_last_error(l));
 	loader_free(l);
 }
 

@@ -1,11 +1,13 @@
 /* Token file formats and shard lists (loader/shard.c): llm.c headers, raw tokens, Megatron
- * .idx files written by numpy, and lazy header checks over many shards. */
+ * .idx files written by numpy, header checks over many shards, the LRU of open shards, special
+ * files and huge sparse .idx files refused at once. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -374,9 +376,217 @@ Test(shard, keeps_the_number_of_open_shards_bounded)
 	for (uint32_t i = 0; i < ds.nr_shards; i++) {
 		cr_assert_eq(dataset_prepare(&ds, i, err, sizeof(err)), 0, "%s", err);
 		cr_assert_geq(ds.shards[i].fd, 0);
-		cr_assert_leq(ds.nr_open, DATASET_MAX_OPEN);
+		cr_assert_leq(ds.nr_open, ds.max_open);
 	}
 	dataset_done(&ds);
+}
+
+Test(shard, open_shards_are_an_eighth_of_the_descriptor_limit)
+{
+	struct rlimit rl = { 256, 256 };
+
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_assert_eq(dataset_max_open(), 32);
+	rl.rlim_cur = 20;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_assert_eq(dataset_max_open(), DATASET_MIN_OPEN);
+	rl.rlim_cur = 65536;
+	rl.rlim_max = 65536;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		cr_assert_eq(dataset_max_open(), DATASET_MAX_OPEN);
+}
+
+Test(shard, closes_the_least_recently_used_unpinned_shard_first)
+{
+	struct rlimit rl = { 40, 40 };
+	struct dataset ds;
+	char err[256];
+
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	for (int i = 0; i < 10; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "l_%02d.bin", i);
+		free(write_llmc(name, 20240520, 1, 100, 0, 100, 2));
+	}
+	cr_assert_eq(dataset_open(&ds, dir, LOADER_FORMAT_AUTO, 16, err, sizeof(err)), 0);
+	cr_assert_eq(ds.max_open, 5);
+	/* 0 pinned; 1..4 open, then 1 used again: 2 is the least recently used. */
+	cr_assert_eq(dataset_pin(&ds, 0, err, sizeof(err)), 0, "%s", err);
+	for (uint32_t i = 1; i <= 4; i++)
+		cr_assert_eq(dataset_prepare(&ds, i, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(dataset_prepare(&ds, 1, err, sizeof(err)), 0);
+	cr_assert_eq(dataset_prepare(&ds, 5, err, sizeof(err)), 0);
+	cr_assert_eq(ds.nr_open, 5);
+	cr_assert_eq(ds.shards[2].fd, -1, "the least recently used goes first");
+	cr_assert_geq(ds.shards[1].fd, 0);
+	for (uint32_t i = 6; i < 10; i++)
+		cr_assert_eq(dataset_prepare(&ds, i, err, sizeof(err)), 0);
+	cr_assert_geq(ds.shards[0].fd, 0, "a pinned shard is never closed");
+	cr_assert_eq(ds.nr_open, 5);
+	dataset_unpin(&ds, 0);
+	cr_assert_eq(dataset_prepare(&ds, 2, err, sizeof(err)), 0);
+	cr_assert_eq(ds.shards[6].fd, -1);
+	cr_assert_geq(ds.shards[0].fd, 0, "unpinned just now, it is the most recently used");
+	dataset_done(&ds);
+}
+
+Test(shard, check_all_names_the_first_shard_that_disagrees)
+{
+	struct dataset ds;
+	char err[512];
+
+	for (int i = 0; i < 600; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "c_%05d.bin", i);
+		/* 300 and 301: 100 u32 tokens make 200 u16 ones, a size that fits. */
+		if (i == 300 || i == 301)
+			free(write_llmc(name, 20240801, 7, 100, 0, 100, 4));
+		else
+			free(write_llmc(name, 20240520, 1, 200, 0, 200, 2));
+	}
+	cr_assert_eq(dataset_open(&ds, dir, LOADER_FORMAT_AUTO, 16, err, sizeof(err)), 0, "%s",
+		err);
+	cr_assert_eq(dataset_check_all(&ds, 4, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "c_00300.bin: token width u32, the first shard's (") &&
+		strstr(err, "c_00000.bin) is u16"), "%s", err);
+	dataset_done(&ds);
+}
+
+/* A FIFO nobody writes to: open() without O_NONBLOCK would wait for ever. */
+Test(shard, refuses_a_fifo_a_directory_and_a_device_at_once, .timeout = 20)
+{
+	struct shard_info info;
+	char path[128], err[256];
+
+	snprintf(path, sizeof(path), "%s/f.bin", dir);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	cr_assert_eq(probe(path, &info, err), -EINVAL);
+	cr_assert(strstr(err, "not a regular file (a FIFO)"), "%s", err);
+	cr_assert_eq(probe(dir, &info, err), -EINVAL);
+	cr_assert(strstr(err, "a directory"), "%s", err);
+	cr_assert_eq(probe("/dev/null", &info, err), -EINVAL);
+	cr_assert(strstr(err, "a character device"), "%s", err);
+	snprintf(path, sizeof(path), "%s/f.idx", dir);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	snprintf(path, sizeof(path), "%s/f.bin", dir);
+	cr_assert_eq(shard_probe(path, LOADER_FORMAT_MEGATRON, &info, err, 256), -EINVAL);
+	cr_assert(strstr(err, "not a regular file"), "%s", err);
+}
+
+static long max_rss_kib(void)
+{
+	struct rusage ru;
+
+	cr_assert_eq(getrusage(RUSAGE_SELF, &ru), 0);
+	return ru.ru_maxrss;
+}
+
+/* An .idx of idx_bytes, sparse but for its first bytes. */
+static void sparse_idx(const char *name, const void *head, size_t head_bytes, uint64_t idx_bytes)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, head, head_bytes, 0), (ssize_t)head_bytes);
+	cr_assert_eq(ftruncate(fd, (off_t)idx_bytes), 0);
+	close(fd);
+}
+
+Test(shard, an_8_gib_sparse_megatron_idx_is_rejected_at_once_in_little_memory, .timeout = 60)
+{
+	/* 34 + 12 * nr_seqs + 8 * 1 bytes, about 8 GiB. */
+	const uint64_t nr_seqs = 715827879, idx_bytes = 34 + 12 * nr_seqs + 8;
+	uint8_t head[34 + 4] = "MMIDIDX\0\0";
+	uint64_t v = 1, docs = 1, wrong = nr_seqs - 1;
+	int32_t huge = 1 << 30;
+	struct shard_info info;
+	struct timespec t0, t1;
+	char path[128], err[256];
+	long rss0 = max_rss_kib();
+	FILE *f;
+
+	memcpy(head + 9, &v, 8);
+	head[17] = 8;
+	memcpy(head + 18, &nr_seqs, 8);
+	memcpy(head + 26, &docs, 8);
+	memcpy(head + 34, &huge, 4);
+	snprintf(path, sizeof(path), "%s/m.bin", dir);
+	f = fopen(path, "wb");
+	fwrite("abcdefgh", 8, 1, f);
+	fclose(f);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* Zeros: no magic. */
+	sparse_idx("m.idx", "", 0, idx_bytes);
+	snprintf(path, sizeof(path), "%s/m.idx", dir);
+	cr_assert_eq(probe(path, &info, err), -EINVAL);
+	cr_assert(strstr(err, "magic"), "%s", err);
+	/* A header whose counts do not give the size. */
+	memcpy(head + 18, &wrong, 8);
+	sparse_idx("m.idx", head, sizeof(head), idx_bytes);
+	cr_assert_eq(probe(path, &info, err), -EINVAL);
+	cr_assert(strstr(err, "its counts say"), "%s", err);
+	/* Counts that fit, and a first sequence longer than the .bin: the rest is not read. */
+	memcpy(head + 18, &nr_seqs, 8);
+	sparse_idx("m.idx", head, sizeof(head), idx_bytes);
+	cr_assert_eq(probe(path, &info, err), -EINVAL);
+	cr_assert(strstr(err, "the .bin has 8 bytes"), "%s", err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_lt((t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9, 1.0);
+	cr_assert_lt(max_rss_kib() - rss0, 32 * 1024, "max RSS grew by %ld KiB",
+		max_rss_kib() - rss0);
+}
+
+Test(shard, megatron_idx_is_checked_a_piece_at_a_time_like_the_whole)
+{
+	/* More sequences than one read takes, one of them wrong near the end. */
+	const uint64_t n = 200000;
+	size_t bytes = 34 + 12 * n + 8 * 2;
+	uint8_t *idx = calloc(1, bytes);
+	uint64_t v = 1, docs = 2, bin = 0;
+	struct shard_info info, whole;
+	char path[128], err[256], err2[256];
+	FILE *f;
+
+	memcpy(idx, "MMIDIDX\0\0", 9);
+	memcpy(idx + 9, &v, 8);
+	idx[17] = 4;
+	memcpy(idx + 18, &n, 8);
+	memcpy(idx + 26, &docs, 8);
+	for (uint64_t i = 0; i < n; i++) {
+		int32_t size = (int32_t)(i % 5);
+		uint64_t ptr = bin;
+
+		memcpy(idx + 34 + i * 4, &size, 4);
+		memcpy(idx + 34 + n * 4 + i * 8, &ptr, 8);
+		bin += (uint64_t)size * 4;
+	}
+	snprintf(path, sizeof(path), "%s/p.bin", dir);
+	f = fopen(path, "wb");
+	cr_assert_eq(ftruncate(fileno(f), (off_t)bin), 0);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/p.idx", dir);
+	f = fopen(path, "wb");
+	fwrite(idx, bytes, 1, f);
+	fclose(f);
+	cr_assert_eq(probe(path, &info, err), 0, "%s", err);
+	cr_assert_eq(shard_parse_megatron_idx(idx, bytes, bin, &whole, err2, 256), 0);
+	cr_assert_eq(info.nr_tokens, whole.nr_tokens);
+	cr_assert_eq(info.nr_seqs, n);
+	cr_assert_eq(info.token_bytes, 4);
+	idx[34 + n * 4 + (n - 3) * 8] ^= 4;
+	f = fopen(path, "wb");
+	fwrite(idx, bytes, 1, f);
+	fclose(f);
+	cr_assert_eq(probe(path, &info, err), -EINVAL);
+	cr_assert_eq(shard_parse_megatron_idx(idx, bytes, bin, &whole, err2, 256), -EINVAL);
+	cr_assert_str_eq(err, err2);
+	cr_assert(strstr(err, "sequence 199997"), "%s", err);
+	free(idx);
 }
 
 Test(shard, missing_paths_and_wrong_sizes_get_one_line_errors)
