@@ -456,7 +456,8 @@ static int warm_add_file(const char *path, uint64_t size_bytes)
 	return 0;
 }
 
-/* Says an entry the walk could not read, once; with warm.lock held. */
+/* Says that path failed with errno e, on a line of its own under the progress line; with
+ * warm.lock held. */
 static void warm_say_locked(const char *path, int e)
 {
 	warm_clear_locked();
@@ -629,10 +630,11 @@ static void *warm_work(void *arg)
 	if (fd >= 0)
 		close(fd);
 	pthread_mutex_lock(&warm.lock);
-	/* An eventfd write of 1 cannot fail (the counter cannot overflow), and the main thread
-	 * also looks at nr_workers_left at each tick. */
-	if (--warm.nr_workers_left == 0 && write(warm.done_fd, &one, sizeof(one)) < 0)
-		warm.nr_workers_left = 0;
+	/* The last one wakes the main thread now rather than at its next tick, at which it
+	 * would see nr_workers_left 0 anyway: so a failed write (it cannot: the eventfd's
+	 * counter cannot overflow) costs a tick, nothing more. */
+	if (--warm.nr_workers_left == 0 && write(warm.done_fd, &one, sizeof(one)) < 0) {
+	}
 	pthread_mutex_unlock(&warm.lock);
 	return NULL;
 }
