@@ -272,7 +272,8 @@ int stat_main(int argc, char **argv)
 			printf("usage: ferry stat [--json] MOUNTPOINT\n\n"
 			       "Prints the cache and fetch counters of a ferry mount: cache used and\n"
 			       "limit, hits, misses, hit rate, bytes fetched, fetch throughput, errors.\n"
-			       "--json prints the daemon's JSON object (docs/ferry.md) instead.\n");
+			       "--json prints the daemon's JSON object (docs/ferry.md) instead.\n"
+			       "On a mount whose daemon died it says so, and that ferry umount clears it.\n");
 			return 0;
 		} else {
 			return 1;
