@@ -100,7 +100,6 @@ sys.exit(1 if bad else 0)
 PY
 
 log "SIGTERM, stderr a file"
-s=$EPOCHREALTIME
 timeout 60 "$FERRY" warm "$T/mnt/term.bin" 2>"$T/term.err" &
 pid=$!
 sleep 2.5
@@ -115,7 +114,7 @@ log "exit $rc ${took} s after SIGTERM: $(cat "$T/term.err")"
 [ "$rc" -eq 143 ] || fail "ferry warm ended with $rc after SIGTERM, want 143"
 "$PY" -c "import sys; sys.exit(float(sys.argv[1]) > 2.0)" "$took" ||
 	fail "ferry warm took $took s to stop after SIGTERM, want within 2 s"
-[ "$(grep -c . "$T/term.err")" -eq 1 ] && grep -q "stopped by SIGTERM: .* warmed" "$T/term.err" ||
+{ [ "$(grep -c . "$T/term.err")" -eq 1 ] && grep -q "stopped by SIGTERM: .* warmed" "$T/term.err"; } ||
 	fail "want one line saying how much was warmed, got: $(cat "$T/term.err")"
 
 log "a warm left alone"
@@ -139,8 +138,8 @@ log "exit $rc ${took} s after kill -9: $(cat "$T/kill.err")"
 [ "$rc" -eq 1 ] || fail "ferry warm ended with $rc when its daemon died, want 1"
 "$PY" -c "import sys; sys.exit(float(sys.argv[1]) > 2.0)" "$took" ||
 	fail "ferry warm took $took s to stop after its daemon died, want within 2 s"
-[ "$(grep -c . "$T/kill.err")" -eq 1 ] && grep -qF "is gone" "$T/kill.err" &&
-	grep -qF "\`ferry umount $T/mnt\` clears the mount" "$T/kill.err" ||
+{ [ "$(grep -c . "$T/kill.err")" -eq 1 ] && grep -qF "is gone" "$T/kill.err" &&
+	grep -qF "\`ferry umount $T/mnt\` clears the mount" "$T/kill.err"; } ||
 	fail "want one line saying the daemon is gone and what clears it, got: $(cat "$T/kill.err")"
 umount_ferry "$T/mnt"
 pass
