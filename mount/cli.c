@@ -336,3 +336,172 @@ void cli_print_stats(FILE *out, const char *json, const char *source)
 	if (json_has(json, "disk_errors"))
 		fprintf(out, "%-16s %.0f\n", "disk errors", json_num(json, "disk_errors"));
 }
+
+void cli_format_progress(char *buf, size_t len, uint64_t done_bytes, uint64_t total_bytes,
+	double elapsed_s, bool counting)
+{
+	static const char bar[] = "==============================";
+	const int width = (int)sizeof(bar) - 1;
+	double frac = total_bytes ? (double)done_bytes / (double)total_bytes : 1;
+	char a[32], b[32], r[32];
+	int fill;
+
+	if (frac > 1)
+		frac = 1;
+	fill = (int)(frac * width);
+	cli_format_bytes(done_bytes, a, sizeof(a));
+	cli_format_bytes(total_bytes, b, sizeof(b));
+	cli_format_bytes(elapsed_s > 0 ? (uint64_t)((double)done_bytes / elapsed_s) : 0, r,
+		sizeof(r));
+	snprintf(buf, len, "[%.*s%*s] %3.0f%%  %s / %s%s  %s/s", fill, bar, width - fill, "",
+		frac * 100, a, b, counting ? "+" : "", r);
+}
+
+/* Splits one mountinfo line (modified) into m; false when it is not one.
+ * id parent maj:min root mountpoint options [optional...] - fstype source super */
+static bool parse_mountinfo_line(char *line, struct cli_mount *m)
+{
+	char *save = NULL, *field[5], *dash, *type, *sp;
+	int i;
+
+	dash = strstr(line, " - ");
+	if (!dash)
+		return false;
+	*dash = '\0';
+	type = dash + 3;
+	sp = strchr(type, ' ');
+	if (sp)
+		*sp = '\0';
+	for (i = 0; i < 5; i++) {
+		field[i] = strtok_r(i ? NULL : line, " ", &save);
+		if (!field[i])
+			return false;
+	}
+	if (sscanf(field[2], "%u:%u", &m->major, &m->minor) != 2)
+		return false;
+	cli_mountinfo_unescape(field[3]);
+	cli_mountinfo_unescape(field[4]);
+	snprintf(m->root, sizeof(m->root), "%s", field[3]);
+	snprintf(m->mount_point, sizeof(m->mount_point), "%s", field[4]);
+	snprintf(m->fstype, sizeof(m->fstype), "%s", type);
+	return true;
+}
+
+bool cli_mount_of_dev(FILE *mountinfo, unsigned int major, unsigned int minor,
+	struct cli_mount *m)
+{
+	struct cli_mount *cur = malloc(sizeof(*cur));
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false, found_root = false;
+
+	if (!cur)
+		return false;
+	while (getline(&line, &cap, mountinfo) > 0) {
+		bool is_root;
+
+		if (!parse_mountinfo_line(line, cur) || cur->major != major || cur->minor != minor)
+			continue;
+		is_root = !strcmp(cur->root, "/");
+		if (found_root && !is_root)
+			continue;
+		*m = *cur;
+		found = true;
+		found_root = is_root;
+	}
+	free(line);
+	free(cur);
+	return found;
+}
+
+bool cli_mount_containing(FILE *mountinfo, const char *abspath, struct cli_mount *m)
+{
+	struct cli_mount *cur = malloc(sizeof(*cur));
+	char *line = NULL;
+	size_t cap = 0, best = 0;
+	bool found = false;
+
+	if (!cur)
+		return false;
+	while (getline(&line, &cap, mountinfo) > 0) {
+		size_t n;
+
+		if (!parse_mountinfo_line(line, cur))
+			continue;
+		n = strlen(cur->mount_point);
+		if (strcmp(cur->mount_point, "/") &&
+		    (strncmp(abspath, cur->mount_point, n) || (abspath[n] && abspath[n] != '/')))
+			continue;
+		if (found && n < best)
+			continue;
+		*m = *cur;
+		best = n;
+		found = true;
+	}
+	free(line);
+	free(cur);
+	return found;
+}
+
+int cli_lexical_abspath(const char *cwd, const char *path, char *out, size_t len)
+{
+	size_t n = 0;
+
+	if (len < 2)
+		return -ENAMETOOLONG;
+	out[0] = '\0';
+	/* Each component of cwd (when path is relative), then of path, onto out. */
+	for (int part = path[0] == '/' ? 1 : 0; part < 2; part++) {
+		const char *p = part ? path : cwd;
+
+		while (*p) {
+			const char *end = strchrnul(p, '/');
+			size_t k = (size_t)(end - p);
+
+			if (k == 2 && p[0] == '.' && p[1] == '.') {
+				while (n > 0 && out[n - 1] != '/')
+					n--;
+				if (n > 0)
+					n--;
+				out[n] = '\0';
+			} else if (k && !(k == 1 && p[0] == '.')) {
+				if (n + 1 + k + 1 > len)
+					return -ENAMETOOLONG;
+				out[n++] = '/';
+				memcpy(out + n, p, k);
+				n += k;
+				out[n] = '\0';
+			}
+			p = *end ? end + 1 : end;
+		}
+	}
+	if (!n)
+		strcpy(out, "/");
+	return 0;
+}
+
+void cli_shell_quote(const char *s, char *out, size_t len)
+{
+	size_t n = 0;
+	bool plain = *s != '\0';
+
+	for (const char *p = s; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("/._-+:=@,%", *p))
+			plain = false;
+	if (plain || len < 3) {
+		snprintf(out, len, "%s", plain ? s : "");
+		return;
+	}
+	/* 'it'\''s': a quote ends the quoted part, an escaped quote, a quote opens the next. */
+	out[n++] = '\'';
+	for (; *s && n + 6 < len; s++) {
+		if (*s == '\'') {
+			memcpy(out + n, "'\\''", 4);
+			n += 4;
+		} else {
+			out[n++] = *s;
+		}
+	}
+	out[n++] = '\'';
+	out[n] = '\0';
+}

@@ -15,6 +15,10 @@ int cli_parse_size(const char *s, uint64_t *out);
 int cli_parse_duration(const char *s, double *out);
 /* Bytes as "1.5 GiB". */
 void cli_format_bytes(uint64_t bytes, char *buf, size_t len);
+/* The progress line of `ferry warm`: "[=======       ]  25%  1.0 GiB / 4.0 GiB  100.0 MiB/s",
+ * with "+" after the total while the walk is still finding files (the total then grows). */
+void cli_format_progress(char *buf, size_t len, uint64_t done_bytes, uint64_t total_bytes,
+	double elapsed_s, bool counting);
 
 /* Translates an fstab option string ("ro,cache_dir=/c,cache_size=20G,allow_other") into
  * `ferry mount` arguments appended to argv (which has room for max entries; the strings
@@ -34,5 +38,30 @@ void cli_print_stats(FILE *out, const char *json, const char *source);
 bool cli_is_mount_point(const char *path, char *fstype, size_t len);
 /* Decodes mountinfo's octal escapes (\040 for a space) in place. */
 void cli_mountinfo_unescape(char *s);
+
+/* One line of /proc/self/mountinfo, the fields ferry's commands look at. */
+struct cli_mount {
+	unsigned int major, minor; /* the device, as stat's st_dev names it */
+	char root[4096];           /* the directory of the file system mounted there */
+	char mount_point[4096];
+	char fstype[64];           /* "fuse.ferry" for ferry's mounts */
+};
+
+/* The mount whose device is major:minor, from mountinfo text: one whose root is the file
+ * system's own when there is such (a bind mount of a subdirectory is not where the daemon's
+ * stats are), the last listed among equals (the top of a stack). false when none. */
+bool cli_mount_of_dev(FILE *mountinfo, unsigned int major, unsigned int minor,
+	struct cli_mount *m);
+/* The mount holding abspath (absolute and clean, see cli_lexical_abspath) by its name alone:
+ * the longest mount point that is abspath or a directory above it, the last listed among
+ * equals. For paths that cannot be stat'ed, as on a mount whose daemon died. */
+bool cli_mount_containing(FILE *mountinfo, const char *abspath, struct cli_mount *m);
+/* path made absolute against cwd, with "", "." and ".." components resolved by the text
+ * alone (symlinks are not followed: on a mount whose daemon died the file system cannot be
+ * asked). -ENAMETOOLONG when out (size len) is too small. */
+int cli_lexical_abspath(const char *cwd, const char *path, char *out, size_t len);
+/* s as one shell word, for a command line shown to the user: as it is when it holds only
+ * characters no shell treats specially, else in single quotes. */
+void cli_shell_quote(const char *s, char *out, size_t len);
 
 #endif

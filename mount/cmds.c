@@ -7,12 +7,17 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -57,6 +62,52 @@ static double json_num(const char *json, const char *key)
 	return p ? strtod(p + strlen(pat), NULL) : 0;
 }
 
+/* Whether errno e says the mount's FUSE connection is gone: its daemon died (or the
+ * connection was aborted through /sys/fs/fuse/connections). */
+static bool daemon_gone(int e)
+{
+	return e == ENOTCONN || e == ECONNABORTED;
+}
+
+/* The mount holding path, by name alone (path cannot be stat'ed when the daemon died); the
+ * mount point goes to m. */
+static bool mount_containing(const char *path, struct cli_mount *m)
+{
+	char cwd[PATH_MAX], abs[PATH_MAX];
+	FILE *f;
+	bool found;
+
+	if (!getcwd(cwd, sizeof(cwd)) || cli_lexical_abspath(cwd, path, abs, sizeof(abs)))
+		return false;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return false;
+	found = cli_mount_containing(f, abs, m);
+	fclose(f);
+	return found;
+}
+
+/* The one line for path on a mount whose daemon is gone (errno e): what happened and what
+ * clears it, when path is on a ferry mount; else the error itself. */
+static void say_daemon_gone(const char *cmd, const char *path, int e)
+{
+	struct cli_mount *m = malloc(sizeof(*m));
+	char quoted[2 * PATH_MAX];
+
+	if (!m || !mount_containing(path, m) || strcmp(m->fstype, "fuse.ferry")) {
+		fprintf(stderr, "ferry %s: %s: %s\n", cmd, path, strerror(e));
+		free(m);
+		return;
+	}
+	cli_shell_quote(m->mount_point, quoted, sizeof(quoted));
+	/* Not strerror(e): "Software caused connection abort" (for requests in flight when it
+	 * died) says nothing to a user; ENOTCONN's text is what they would search for. */
+	fprintf(stderr, "ferry %s: the daemon of the ferry mount at %s is gone (%s); "
+			"`ferry umount %s` clears the mount\n",
+		cmd, m->mount_point, strerror(ENOTCONN), quoted);
+	free(m);
+}
+
 /* ---- umount ---- */
 
 /* Runs fusermount3 -u [-z] on mp, its own messages silenced when quiet; true when it
@@ -84,12 +135,38 @@ static bool run_fusermount(const char *mp, bool lazy, bool quiet)
 	return waitpid(child, &status, 0) == child && WIFEXITED(status) && !WEXITSTATUS(status);
 }
 
+/* mp (size len) := the mount point that path names by its text (path itself, cleaned),
+ * when that is a mount point; -ENOENT when it is not. */
+static int umount_find_dead(const char *path, char *mp, size_t len)
+{
+	char cwd[PATH_MAX];
+
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -errno;
+	if (cli_lexical_abspath(cwd, path, mp, len))
+		return -ENAMETOOLONG;
+	return cli_is_mount_point(mp, NULL, 0) ? 0 : -ENOENT;
+}
+
+/* Unmounts a mount whose daemon is gone: nothing is left to flush and nobody to wait for,
+ * and files still open on it (which fail with ENOTCONN whatever happens) would make a plain
+ * unmount fail with EBUSY, so it is detached (fusermount3 -uz). */
+static int umount_dead(const char *mp, const char *path)
+{
+	if (!run_fusermount(mp, true, false)) {
+		fprintf(stderr, "ferry umount: could not detach %s, whose daemon is gone\n", path);
+		return 1;
+	}
+	return 0;
+}
+
 int umount_main(int argc, char **argv)
 {
 	char mp[PATH_MAX], fstype[64] = "", json[4096];
 	const char *path = NULL;
-	bool force = false;
+	bool force = false, dead = false;
 	pid_t pid = 0;
+	int ret;
 
 	if (wants_help(argc, argv)) {
 		printf("usage: ferry umount [--force] MOUNTPOINT\n\n"
@@ -97,7 +174,8 @@ int umount_main(int argc, char **argv)
 		       "written its cache maps and exited. Fails if files on it are in use, unless\n"
 		       "--force: then the mount is detached at once (no new opens), reads in\n"
 		       "progress, even ones waiting on a stalled server, fail with EIO, files still\n"
-		       "open get ENOTCONN, and the daemon writes its maps and exits.\n");
+		       "open get ENOTCONN, and the daemon writes its maps and exits. A mount whose\n"
+		       "daemon died is detached (fusermount3 -uz), with or without --force.\n");
 		return 0;
 	}
 	for (int i = 1; i < argc; i++) {
@@ -115,15 +193,26 @@ int umount_main(int argc, char **argv)
 		return 1;
 	}
 	if (!realpath(path, mp)) {
-		fprintf(stderr, "ferry umount: %s: %s\n", path, strerror(errno));
-		return 1;
+		int e = errno;
+
+		/* A dead mount cannot be stat'ed: it is found by its name alone. */
+		if (!daemon_gone(e) || umount_find_dead(path, mp, sizeof(mp))) {
+			fprintf(stderr, "ferry umount: %s: %s\n", path, strerror(e));
+			return 1;
+		}
+		dead = true;
 	}
 	if (!cli_is_mount_point(mp, fstype, sizeof(fstype)) || strcmp(fstype, "fuse.ferry")) {
 		fprintf(stderr, "ferry umount: %s is not a ferry mount\n", path);
 		return 1;
 	}
-	if (!read_stats(mp, json, sizeof(json)))
+	ret = read_stats(mp, json, sizeof(json));
+	if (!ret)
 		pid = (pid_t)json_num(json, "pid");
+	else if (daemon_gone(-ret))
+		dead = true;
+	if (dead)
+		return umount_dead(mp, path);
 	if (!run_fusermount(mp, false, force)) {
 		if (!force) {
 			fprintf(stderr, "ferry umount: could not unmount %s (files in use? "
@@ -183,7 +272,8 @@ int stat_main(int argc, char **argv)
 			printf("usage: ferry stat [--json] MOUNTPOINT\n\n"
 			       "Prints the cache and fetch counters of a ferry mount: cache used and\n"
 			       "limit, hits, misses, hit rate, bytes fetched, fetch throughput, errors.\n"
-			       "--json prints the daemon's JSON object (docs/ferry.md) instead.\n");
+			       "--json prints the daemon's JSON object (docs/ferry.md) instead.\n"
+			       "On a mount whose daemon died it says so, and that ferry umount clears it.\n");
 			return 0;
 		} else {
 			return 1;
@@ -198,6 +288,8 @@ int stat_main(int argc, char **argv)
 		if (ret == -ENODATA || ret == -ENOTSUP || ret == -EOPNOTSUPP)
 			fprintf(stderr, "ferry stat: %s is not the root of a ferry mount\n",
 				argv[optind]);
+		else if (daemon_gone(-ret))
+			say_daemon_gone("stat", argv[optind], -ret);
 		else
 			fprintf(stderr, "ferry stat: %s: %s\n", argv[optind], strerror(-ret));
 		return 1;
@@ -217,129 +309,569 @@ int stat_main(int argc, char **argv)
 
 /* ---- warm ---- */
 
-/* Residency is asked for in pieces, so one file larger than the cache still warms (the
- * pieces evict each other as they must) and progress moves. */
-#define WARM_STEP_BYTES (256ull << 20)
+/* Residency is asked for a few chunks at a time, by a few threads at once. A request holds
+ * its thread until every chunk of it is fetched, whatever signal arrives (the daemon does not
+ * act on FUSE interrupts, and the kernel waits out a request the daemon has taken), so small
+ * requests are what lets Ctrl-C stop a warm within about one chunk's fetch; four of them in
+ * flight keep 16 transfers busy (the default --max-transfers), as the single 256 MiB request
+ * of before did, and leave the daemon's other FUSE threads (16) to readers. A file larger
+ * than the cache still warms: the pieces evict each other as they must. */
+#define WARM_WORKERS         4
+#define WARM_PIECE_CHUNKS    4
+#define WARM_PIECE_MIN_BYTES (4ull << 20) /* with small chunks: fewer, larger requests */
+#define WARM_DRAW_MS         250          /* the progress line is redrawn this often */
+#define WARM_STOP_DAEMON_GONE (-1)        /* struct warm's stop: the daemon died */
 
+/* One regular file found by the walk. Under warm.lock. */
+struct warm_file {
+	char *path;
+	uint64_t size_bytes;
+	uint64_t piece_bytes;     /* the request size on this file's mount */
+	uint64_t nr_pieces_left;  /* requests not yet answered */
+	bool failed;              /* its error was said; its other pieces are skipped */
+};
+
+/* A warm in progress. The walker thread appends files, the workers take their pieces in order
+ * (files[next_file] from next_off on), and the main thread draws the progress line and waits
+ * for signals (blocked in every thread, read from a signalfd) and for the workers' end (an
+ * eventfd the last one writes). Everything below lock is protected by it. */
 static struct {
-	uint64_t total_bytes, done_bytes;
-	uint64_t nr_files, nr_errors;
-	bool tty, counting;
-	struct timespec start, last_draw;
-} warm;
+	bool tty;                 /* stderr is a terminal: draw the bar */
+	int done_fd;              /* eventfd, written when the last worker has left */
+	struct timespec start;
+	char **roots;             /* the canonical PATHs to walk */
+	uint64_t *root_piece_bytes;
+	int nr_roots;
 
-static void warm_draw(bool final)
+	pthread_mutex_t lock;
+	pthread_cond_t more;      /* files appended, the walk done, or stop set */
+	struct warm_file *files;
+	size_t nr_files, cap_files;
+	size_t next_file;
+	uint64_t next_off;
+	uint64_t total_bytes, done_bytes;
+	size_t nr_whole, nr_failed;
+	unsigned int nr_workers_left;
+	bool walk_done;
+	bool bar_shown;           /* a progress line is on the terminal, not yet ended */
+	int stop;                 /* 0, a signal number, or WARM_STOP_DAEMON_GONE */
+	char *gone_path;          /* with WARM_STOP_DAEMON_GONE: a path on the dead mount, */
+	int gone_errno;           /* and what it answered */
+} warm = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.more = PTHREAD_COND_INITIALIZER,
+	.done_fd = -1,
+};
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+static double warm_elapsed_s(void)
 {
 	struct timespec now;
-	double el, frac;
-	char a[32], b[32], r[32];
-	int width = 30, fill;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - warm.start.tv_sec) +
+	       (double)(now.tv_nsec - warm.start.tv_nsec) / 1e9;
+}
+
+/* Draws the progress line over the last one; with warm.lock held. */
+static void warm_draw_locked(void)
+{
+	char line[256];
 
 	if (!warm.tty)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!final && (now.tv_sec - warm.last_draw.tv_sec) * 1000000000L +
-			      (now.tv_nsec - warm.last_draw.tv_nsec) < 100000000L)
-		return;
-	warm.last_draw = now;
-	el = (double)(now.tv_sec - warm.start.tv_sec) + (now.tv_nsec - warm.start.tv_nsec) / 1e9;
-	frac = warm.total_bytes ? (double)warm.done_bytes / (double)warm.total_bytes : 1;
-	fill = (int)(frac * width);
-	cli_format_bytes(warm.done_bytes, a, sizeof(a));
-	cli_format_bytes(warm.total_bytes, b, sizeof(b));
-	cli_format_bytes(el > 0 ? (uint64_t)((double)warm.done_bytes / el) : 0, r, sizeof(r));
-	fprintf(stderr, "\r[%.*s%*s] %3.0f%%  %s / %s  %s/s ", fill,
-		"==============================", width - fill, "", frac * 100, a, b, r);
-	if (final)
-		fputc('\n', stderr);
+	cli_format_progress(line, sizeof(line), warm.done_bytes, warm.total_bytes,
+		warm_elapsed_s(), !warm.walk_done);
+	fprintf(stderr, "\r%s\033[K", line);
 	fflush(stderr);
+	warm.bar_shown = true;
 }
 
-static int warm_file(const char *path, const struct stat *st)
+/* Clears the progress line, so that a message starts a line of its own; with warm.lock held.
+ * The next draw puts the line back under it. */
+static void warm_clear_locked(void)
 {
-	struct ferry_resident r;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	uint64_t off = 0;
+	if (warm.bar_shown)
+		fputs("\r\033[K", stderr);
+	warm.bar_shown = false;
+}
 
-	if (fd < 0) {
-		fprintf(stderr, "%sferry warm: %s: %s\n", warm.tty ? "\n" : "", path,
-			strerror(errno));
-		return -errno;
+/* Stops the warm (why: a signal number or WARM_STOP_DAEMON_GONE) unless already stopped;
+ * with warm.lock held. */
+static void warm_stop_locked(int why)
+{
+	if (!warm.stop)
+		warm.stop = why;
+	pthread_cond_broadcast(&warm.more);
+}
+
+/* Stops the warm because path answered that its daemon is gone (errno e); with warm.lock
+ * held. */
+static void warm_gone_locked(const char *path, int e)
+{
+	if (!warm.gone_path) {
+		warm.gone_path = strdup(path);
+		warm.gone_errno = e;
 	}
-	do {
-		memset(&r, 0, sizeof(r));
-		r.offset = off;
-		r.length = WARM_STEP_BYTES;
-		r.hold_ms = 1; /* warming needs no pin */
-		if (ioctl(fd, FERRY_IOC_RESIDENT, &r) < 0) {
-			int e = errno;
+	warm_stop_locked(WARM_STOP_DAEMON_GONE);
+}
 
-			fprintf(stderr, "%sferry warm: %s: %s\n", warm.tty ? "\n" : "", path,
-				e == ENOTTY || e == EINVAL || e == ENOSYS ?
-					"not on a ferry mount" : strerror(e));
-			close(fd);
-			return -e;
+/* ---- the walk ---- */
+
+static uint64_t walk_piece_bytes; /* the current root's; only the walker uses it */
+
+static int warm_add_file(const char *path, uint64_t size_bytes)
+{
+	struct warm_file *f;
+	char *copy = strdup(path);
+
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&warm.lock);
+	if (warm.nr_files == warm.cap_files) {
+		size_t cap = warm.cap_files ? 2 * warm.cap_files : 1024;
+		struct warm_file *files = realloc(warm.files, cap * sizeof(*files));
+
+		if (!files) {
+			pthread_mutex_unlock(&warm.lock);
+			free(copy);
+			return -ENOMEM;
 		}
-		off += WARM_STEP_BYTES;
-		warm.done_bytes += off > r.file_size ? r.file_size - (off - WARM_STEP_BYTES) :
-						       WARM_STEP_BYTES;
-		warm_draw(false);
-	} while (off < r.file_size);
-	close(fd);
+		warm.files = files;
+		warm.cap_files = cap;
+	}
+	f = &warm.files[warm.nr_files++];
+	f->path = copy;
+	f->size_bytes = size_bytes;
+	f->piece_bytes = walk_piece_bytes;
+	/* An empty file is still opened and asked for once: that is what says it is readable. */
+	f->nr_pieces_left = size_bytes ? (size_bytes + walk_piece_bytes - 1) / walk_piece_bytes : 1;
+	f->failed = false;
+	warm.total_bytes += size_bytes;
+	pthread_cond_broadcast(&warm.more);
+	pthread_mutex_unlock(&warm.lock);
 	return 0;
+}
+
+/* Says that path failed with errno e, on a line of its own under the progress line; with
+ * warm.lock held. */
+static void warm_say_locked(const char *path, int e)
+{
+	warm_clear_locked();
+	fprintf(stderr, "ferry warm: %s: %s\n", path,
+		e == ENOTTY || e == EINVAL || e == ENOSYS ? "not on a ferry mount" : strerror(e));
 }
 
 static int warm_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
-	if (type != FTW_F || !S_ISREG(st->st_mode))
-		return 0;
-	if (warm.counting) {
-		warm.total_bytes += (uint64_t)st->st_size;
+	int e = errno, ret = 0, stop;
+
+	pthread_mutex_lock(&warm.lock);
+	stop = warm.stop;
+	pthread_mutex_unlock(&warm.lock);
+	if (stop)
+		return 1;
+	if (type == FTW_NS || type == FTW_DNR) {
+		pthread_mutex_lock(&warm.lock);
+		if (daemon_gone(e)) {
+			warm_gone_locked(path, e);
+		} else {
+			warm_say_locked(path, e);
+			warm.nr_failed++;
+		}
+		pthread_mutex_unlock(&warm.lock);
 		return 0;
 	}
-	warm.nr_files++;
-	if (warm_file(path, st))
-		warm.nr_errors++;
+	if (type == FTW_F && S_ISREG(st->st_mode))
+		ret = warm_add_file(path, (uint64_t)st->st_size);
+	if (ret) {
+		pthread_mutex_lock(&warm.lock);
+		warm_say_locked(path, -ret);
+		warm.nr_failed++;
+		pthread_mutex_unlock(&warm.lock);
+		return 1;
+	}
 	return 0;
+}
+
+/* The walker thread: every regular file under each root, staying on the root's mount. */
+static void *warm_walk(void *arg)
+{
+	for (int i = 0; i < warm.nr_roots; i++) {
+		walk_piece_bytes = warm.root_piece_bytes[i];
+		if (nftw(warm.roots[i], warm_visit, 32, FTW_PHYS | FTW_MOUNT) < 0) {
+			int e = errno;
+
+			pthread_mutex_lock(&warm.lock);
+			warm_say_locked(warm.roots[i], e);
+			warm.nr_failed++;
+			pthread_mutex_unlock(&warm.lock);
+		}
+	}
+	pthread_mutex_lock(&warm.lock);
+	warm.walk_done = true;
+	pthread_cond_broadcast(&warm.more);
+	pthread_mutex_unlock(&warm.lock);
+	return NULL;
+}
+
+/* ---- the workers ---- */
+
+struct warm_piece {
+	size_t file;
+	uint64_t off, len;
+};
+
+/* The next piece to ask for, waiting for the walk when it is ahead; false when there is
+ * none left or the warm stopped. */
+static bool warm_take_piece(struct warm_piece *p)
+{
+	bool got = false;
+
+	pthread_mutex_lock(&warm.lock);
+	for (;;) {
+		struct warm_file *f;
+
+		if (warm.stop)
+			break;
+		while (warm.next_file < warm.nr_files && warm.files[warm.next_file].failed) {
+			warm.next_file++;
+			warm.next_off = 0;
+		}
+		if (warm.next_file == warm.nr_files) {
+			if (warm.walk_done)
+				break;
+			pthread_cond_wait(&warm.more, &warm.lock);
+			continue;
+		}
+		f = &warm.files[warm.next_file];
+		p->file = warm.next_file;
+		p->off = warm.next_off;
+		p->len = min_u64(f->size_bytes - p->off, f->piece_bytes);
+		warm.next_off += f->piece_bytes;
+		if (warm.next_off >= f->size_bytes) {
+			warm.next_file++;
+			warm.next_off = 0;
+		}
+		got = true;
+		break;
+	}
+	pthread_mutex_unlock(&warm.lock);
+	return got;
+}
+
+/* Makes [off, off + len) of the open file fd resident; 0 or -errno. r is scratch space (the
+ * struct is 12 KiB with its block sums); r->file_size tells the size the daemon knows. */
+static int warm_resident(int fd, struct ferry_resident *r, uint64_t off, uint64_t len)
+{
+	memset(r, 0, sizeof(*r));
+	r->offset = off;
+	r->length = len;
+	r->hold_ms = 1; /* warming needs no pin */
+	return ioctl(fd, FERRY_IOC_RESIDENT, r) < 0 ? -errno : 0;
+}
+
+/* Counts the answer (ret) to piece p, whose file the daemon knows as file_size bytes long. */
+static void warm_account(const struct warm_piece *p, int ret, uint64_t file_size)
+{
+	struct warm_file *f;
+
+	pthread_mutex_lock(&warm.lock);
+	f = &warm.files[p->file];
+	if (daemon_gone(-ret)) {
+		warm_gone_locked(f->path, -ret);
+	} else if (ret) {
+		if (!f->failed && !warm.stop) {
+			f->failed = true;
+			warm.nr_failed++;
+			warm_say_locked(f->path, -ret);
+		}
+	} else {
+		warm.done_bytes += p->off < file_size ? min_u64(file_size - p->off, p->len) : 0;
+		if (--f->nr_pieces_left == 0 && !f->failed)
+			warm.nr_whole++;
+	}
+	pthread_mutex_unlock(&warm.lock);
+}
+
+/* A worker thread: asks for pieces until none is left, keeping its current file open. arg is
+ * its own struct ferry_resident. */
+static void *warm_work(void *arg)
+{
+	struct ferry_resident *r = arg;
+	size_t open_file = SIZE_MAX;
+	struct warm_piece p;
+	uint64_t one = 1;
+	int fd = -1;
+
+	while (warm_take_piece(&p)) {
+		int ret;
+
+		if (p.file != open_file) {
+			char *path;
+
+			if (fd >= 0)
+				close(fd);
+			pthread_mutex_lock(&warm.lock);
+			/* The array may move as the walk grows it; the string does not. */
+			path = warm.files[p.file].path;
+			pthread_mutex_unlock(&warm.lock);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				fd = -errno;
+			open_file = p.file;
+		}
+		ret = fd < 0 ? fd : warm_resident(fd, r, p.off, p.len);
+		warm_account(&p, ret, ret ? 0 : r->file_size);
+	}
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_lock(&warm.lock);
+	/* The last one wakes the main thread now rather than at its next tick, at which it
+	 * would see nr_workers_left 0 anyway: so a failed write (it cannot: the eventfd's
+	 * counter cannot overflow) costs a tick, nothing more. */
+	if (--warm.nr_workers_left == 0 && write(warm.done_fd, &one, sizeof(one)) < 0) {
+	}
+	pthread_mutex_unlock(&warm.lock);
+	return NULL;
+}
+
+/* ---- the command ---- */
+
+/* Checks one PATH argument before anything starts: it exists and is on a live ferry mount.
+ * Sets the canonical path to walk and the request size for its mount; 0, or -errno with the
+ * one line said. */
+static int warm_check_root(const char *path, char **canon, uint64_t *piece_bytes)
+{
+	struct cli_mount *m = NULL;
+	uint64_t chunk_bytes = 8u << 20;
+	char json[4096];
+	struct stat st;
+	int ret = 0;
+	FILE *f;
+
+	if (stat(path, &st)) {
+		ret = -errno;
+		if (daemon_gone(-ret))
+			say_daemon_gone("warm", path, -ret);
+		else
+			fprintf(stderr, "ferry warm: %s: %s\n", path, strerror(-ret));
+		return ret;
+	}
+	m = malloc(sizeof(*m));
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!m || !f) {
+		ret = -errno;
+		fprintf(stderr, "ferry warm: cannot read the mount table: %s\n", strerror(-ret));
+		goto out;
+	}
+	if (!cli_mount_of_dev(f, major(st.st_dev), minor(st.st_dev), m) ||
+	    strcmp(m->fstype, "fuse.ferry")) {
+		fprintf(stderr, "ferry warm: %s is not on a ferry mount\n", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	/* The daemon's chunk size sets the request size; a bind mount of a subdirectory has no
+	 * stats at its root, and gets the default's. */
+	ret = read_stats(m->mount_point, json, sizeof(json));
+	if (daemon_gone(-ret)) {
+		say_daemon_gone("warm", path, -ret);
+		goto out;
+	}
+	if (!ret && json_num(json, "chunk_bytes") > 0)
+		chunk_bytes = (uint64_t)json_num(json, "chunk_bytes");
+	*piece_bytes = WARM_PIECE_CHUNKS * chunk_bytes;
+	if (*piece_bytes < WARM_PIECE_MIN_BYTES)
+		*piece_bytes = (WARM_PIECE_MIN_BYTES + chunk_bytes - 1) / chunk_bytes * chunk_bytes;
+	*canon = realpath(path, NULL);
+	ret = *canon ? 0 : -errno;
+	if (ret)
+		fprintf(stderr, "ferry warm: %s: %s\n", path, strerror(-ret));
+out:
+	if (f)
+		fclose(f);
+	free(m);
+	return ret;
+}
+
+/* Starts the walker and the workers, which inherit the blocked SIGINT and SIGTERM (the
+ * signalfd the main thread reads gets them); how many workers started goes to nr_started.
+ * -errno when the walker or no worker could start. */
+static int warm_start(pthread_t *walker, pthread_t *workers, struct ferry_resident *bufs,
+	int *nr_started)
+{
+	int ret;
+
+	*nr_started = 0;
+	warm.nr_workers_left = WARM_WORKERS;
+	ret = -pthread_create(walker, NULL, warm_walk, NULL);
+	if (ret)
+		return ret;
+	for (int i = 0; i < WARM_WORKERS; i++) {
+		if (pthread_create(&workers[i], NULL, warm_work, &bufs[i]))
+			break;
+		(*nr_started)++;
+	}
+	pthread_mutex_lock(&warm.lock);
+	warm.nr_workers_left -= WARM_WORKERS - *nr_started; /* those that started do the job */
+	if (!*nr_started)
+		warm_stop_locked(SIGTERM); /* the walker's cue to end */
+	pthread_mutex_unlock(&warm.lock);
+	if (!*nr_started) {
+		pthread_join(*walker, NULL);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* The main thread while the others work: redraws the progress line every WARM_DRAW_MS and
+ * turns a signal into a stop, until the last worker has left. */
+static void warm_watch(int sig_fd)
+{
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = sig_fd, .events = POLLIN },
+			{ .fd = warm.done_fd, .events = POLLIN },
+		};
+		struct signalfd_siginfo si;
+		bool done;
+
+		poll(p, 2, WARM_DRAW_MS);
+		pthread_mutex_lock(&warm.lock);
+		if ((p[0].revents & POLLIN) && read(sig_fd, &si, sizeof(si)) == sizeof(si))
+			warm_stop_locked((int)si.ssi_signo);
+		done = warm.nr_workers_left == 0;
+		if (!done && !warm.stop)
+			warm_draw_locked();
+		pthread_mutex_unlock(&warm.lock);
+		if (done)
+			return;
+	}
+}
+
+/* The last words of a warm, and its exit status. */
+static int warm_report(void)
+{
+	char a[32], b[32];
+
+	cli_format_bytes(warm.done_bytes, a, sizeof(a));
+	cli_format_bytes(warm.total_bytes, b, sizeof(b));
+	if (warm.stop == WARM_STOP_DAEMON_GONE) {
+		warm_clear_locked();
+		say_daemon_gone("warm", warm.gone_path ? warm.gone_path : warm.roots[0],
+			warm.gone_errno ? warm.gone_errno : ENOTCONN);
+		return 1;
+	}
+	if (warm.stop) {
+		warm_clear_locked();
+		fprintf(stderr, "ferry warm: stopped by %s: %s of %s%s warmed, %zu of %zu%s files "
+				"whole\n",
+			warm.stop == SIGINT ? "SIGINT" : warm.stop == SIGTERM ? "SIGTERM" : "a signal",
+			a, b, warm.walk_done ? "" : "+", warm.nr_whole, warm.nr_files,
+			warm.walk_done ? "" : "+");
+		/* As a shell reports a command a signal ended: 130 for SIGINT, 143 for SIGTERM. */
+		return 128 + warm.stop;
+	}
+	if (warm.tty) {
+		warm_draw_locked();
+		fputc('\n', stderr);
+	}
+	if (warm.nr_failed) {
+		fprintf(stderr, "ferry warm: %zu of %zu files failed\n", warm.nr_failed,
+			warm.nr_files);
+		return 1;
+	}
+	if (!warm.tty)
+		fprintf(stderr, "ferry warm: %zu files, %s resident\n", warm.nr_files, a);
+	return 0;
+}
+
+/* The signals that stop a warm: SIGINT and SIGTERM, unless ignored when ferry started (as
+ * in a job a non-interactive shell put in the background), which they then stay. */
+static void warm_signals(sigset_t *sigs)
+{
+	static const int stoppers[] = { SIGINT, SIGTERM };
+
+	sigemptyset(sigs);
+	for (size_t i = 0; i < sizeof(stoppers) / sizeof(stoppers[0]); i++) {
+		struct sigaction sa;
+
+		if (!sigaction(stoppers[i], NULL, &sa) && sa.sa_handler != SIG_IGN)
+			sigaddset(sigs, stoppers[i]);
+	}
 }
 
 int warm_main(int argc, char **argv)
 {
-	char a[32];
+	struct ferry_resident *bufs = NULL;
+	pthread_t walker, workers[WARM_WORKERS];
+	sigset_t sigs;
+	int sig_fd = -1, nr_started = 0, ret = 1;
 
 	if (wants_help(argc, argv)) {
 		printf("usage: ferry warm PATH...\n\n"
 		       "Fetches every file under each PATH (files or directories on a ferry mount)\n"
-		       "into the cache ahead of use, with a progress bar on a terminal.\n");
+		       "into the cache ahead of use, with a progress bar on a terminal. Ctrl-C or\n"
+		       "SIGTERM stops it within about a chunk's fetch, saying how much was warmed\n"
+		       "(exit 130 or 143). A PATH that is not on a ferry mount, or on one whose daemon\n"
+		       "died, is refused before anything starts.\n");
 		return 0;
 	}
 	if (argc < 2) {
 		fprintf(stderr, "usage: ferry warm PATH...\n");
 		return 1;
 	}
+	warm.nr_roots = argc - 1;
+	warm.roots = calloc((size_t)warm.nr_roots, sizeof(*warm.roots));
+	warm.root_piece_bytes = calloc((size_t)warm.nr_roots, sizeof(*warm.root_piece_bytes));
+	bufs = calloc(WARM_WORKERS, sizeof(*bufs));
+	if (!warm.roots || !warm.root_piece_bytes || !bufs) {
+		fprintf(stderr, "ferry warm: %s\n", strerror(ENOMEM));
+		goto out;
+	}
+	for (int i = 0; i < warm.nr_roots; i++)
+		if (warm_check_root(argv[i + 1], &warm.roots[i], &warm.root_piece_bytes[i]))
+			goto out;
+	warm_signals(&sigs);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	warm.done_fd = eventfd(0, EFD_CLOEXEC);
+	if (sig_fd < 0 || warm.done_fd < 0) {
+		fprintf(stderr, "ferry warm: %s\n", strerror(errno));
+		goto out;
+	}
 	warm.tty = isatty(STDERR_FILENO);
-	warm.counting = true;
-	for (int i = 1; i < argc; i++) {
-		if (nftw(argv[i], warm_visit, 32, FTW_PHYS)) {
-			fprintf(stderr, "ferry warm: %s: %s\n", argv[i], strerror(errno));
-			return 1;
-		}
-	}
-	warm.counting = false;
 	clock_gettime(CLOCK_MONOTONIC, &warm.start);
-	for (int i = 1; i < argc; i++)
-		nftw(argv[i], warm_visit, 32, FTW_PHYS);
-	warm_draw(true);
-	cli_format_bytes(warm.done_bytes, a, sizeof(a));
-	if (warm.nr_errors) {
-		fprintf(stderr, "ferry warm: %llu of %llu files failed\n",
-			(unsigned long long)warm.nr_errors, (unsigned long long)warm.nr_files);
-		return 1;
+	ret = warm_start(&walker, workers, bufs, &nr_started);
+	if (ret) {
+		fprintf(stderr, "ferry warm: cannot start a thread: %s\n", strerror(-ret));
+		ret = 1;
+		goto out;
 	}
-	if (!warm.tty)
-		fprintf(stderr, "ferry warm: %llu files, %s resident\n",
-			(unsigned long long)warm.nr_files, a);
-	return 0;
+	warm_watch(sig_fd);
+	for (int i = 0; i < nr_started; i++)
+		pthread_join(workers[i], NULL);
+	pthread_join(walker, NULL);
+	ret = warm_report();
+out:
+	if (sig_fd >= 0)
+		close(sig_fd);
+	if (warm.done_fd >= 0)
+		close(warm.done_fd);
+	for (size_t i = 0; i < warm.nr_files; i++)
+		free(warm.files[i].path);
+	free(warm.files);
+	for (int i = 0; warm.roots && i < warm.nr_roots; i++)
+		free(warm.roots[i]);
+	free(warm.roots);
+	free(warm.root_piece_bytes);
+	free(warm.gone_path);
+	free(bufs);
+	return ret;
 }
 
 /* ---- manifest ---- */

@@ -194,3 +194,117 @@ Test(cli, leaves_out_the_fields_an_older_daemon_does_not_send)
 	cr_expect(strstr(t, "source           http://h/d/\n"), "%s", t);
 	free(t);
 }
+
+/* A mount table as /proc/self/mountinfo writes it: an ext4 root, a ferry mount with a space
+ * in its name, a bind mount of a subdirectory of it listed after it, a plain directory
+ * mounted over a directory inside it, and a second ferry mount stacked on /data. */
+static const char mountinfo[] =
+	"22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+	"40 22 0:51 / /mnt/my\\040data rw,nosuid,nodev shared:20 - fuse.ferry ferry rw\n"
+	"41 22 0:51 /sub /srv/sub rw,nosuid,nodev shared:20 - fuse.ferry ferry rw\n"
+	"42 40 0:52 / /mnt/my\\040data/over rw - tmpfs tmpfs rw\n"
+	"50 22 0:60 / /data rw - fuse.ferry ferry rw\n"
+	"51 22 0:61 / /data rw - fuse.ferry ferry rw\n"
+	"not a mountinfo line\n";
+
+static FILE *mountinfo_file(void)
+{
+	FILE *f = fmemopen((void *)mountinfo, sizeof(mountinfo) - 1, "r");
+
+	cr_assert(f);
+	return f;
+}
+
+static struct cli_mount *mount_containing(const char *path)
+{
+	static struct cli_mount m;
+	FILE *f = mountinfo_file();
+	bool found = cli_mount_containing(f, path, &m);
+
+	fclose(f);
+	return found ? &m : NULL;
+}
+
+Test(cli, finds_the_mount_holding_a_path_by_its_name)
+{
+	cr_expect_str_eq(mount_containing("/mnt/my data")->mount_point, "/mnt/my data");
+	cr_expect_str_eq(mount_containing("/mnt/my data/a/b.bin")->fstype, "fuse.ferry");
+	cr_expect_str_eq(mount_containing("/mnt/my data/over/x")->fstype, "tmpfs");
+	/* A name that only begins like a mount point is not under it. */
+	cr_expect_str_eq(mount_containing("/mnt/my database")->mount_point, "/");
+	cr_expect_str_eq(mount_containing("/etc/passwd")->fstype, "ext4");
+	/* Of two mounts stacked on one point, the top one: listed last. */
+	cr_expect_eq(mount_containing("/data/x")->minor, 61);
+}
+
+Test(cli, finds_the_mount_of_a_device_preferring_its_root)
+{
+	struct cli_mount m;
+	FILE *f = mountinfo_file();
+
+	cr_assert(cli_mount_of_dev(f, 0, 51, &m));
+	cr_expect_str_eq(m.mount_point, "/mnt/my data", "not the bind mount of /sub");
+	cr_expect_str_eq(m.root, "/");
+	rewind(f);
+	cr_expect(!cli_mount_of_dev(f, 0, 99, &m));
+	rewind(f);
+	cr_assert(cli_mount_of_dev(f, 253, 0, &m));
+	cr_expect_str_eq(m.fstype, "ext4");
+	fclose(f);
+}
+
+static const char *abspath(const char *cwd, const char *path)
+{
+	static char out[64];
+
+	cr_assert_eq(cli_lexical_abspath(cwd, path, out, sizeof(out)), 0, "%s + %s", cwd, path);
+	return out;
+}
+
+Test(cli, makes_a_path_absolute_and_clean_by_its_text)
+{
+	cr_expect_str_eq(abspath("/home/u", "mnt/"), "/home/u/mnt");
+	cr_expect_str_eq(abspath("/home/u", "./mnt//a/../b/."), "/home/u/mnt/b");
+	cr_expect_str_eq(abspath("/home/u", "../../../x"), "/x");
+	cr_expect_str_eq(abspath("/home/u", "/abs/./p/"), "/abs/p");
+	cr_expect_str_eq(abspath("/home/u", ".."), "/home");
+	cr_expect_str_eq(abspath("/", "."), "/");
+	cr_expect_str_eq(abspath("/home/u", "/"), "/");
+}
+
+Test(cli, refuses_a_path_longer_than_its_buffer)
+{
+	char out[8];
+
+	cr_expect_eq(cli_lexical_abspath("/", "/a/long/path", out, sizeof(out)), -ENAMETOOLONG);
+}
+
+Test(cli, quotes_a_path_for_the_shell_only_when_it_must)
+{
+	char q[64];
+
+	cli_shell_quote("/mnt/data-1.2", q, sizeof(q));
+	cr_expect_str_eq(q, "/mnt/data-1.2");
+	cli_shell_quote("/mnt/my data", q, sizeof(q));
+	cr_expect_str_eq(q, "'/mnt/my data'");
+	cli_shell_quote("/mnt/it's", q, sizeof(q));
+	cr_expect_str_eq(q, "'/mnt/it'\\''s'");
+	cli_shell_quote("/mnt/$HOME", q, sizeof(q));
+	cr_expect_str_eq(q, "'/mnt/$HOME'");
+}
+
+Test(cli, draws_the_progress_of_a_warm)
+{
+	char line[128];
+
+	cli_format_progress(line, sizeof(line), 1ull << 30, 4ull << 30, 2.0, false);
+	cr_expect_str_eq(line, "[=======                       ]  25%  1.0 GiB / 4.0 GiB  512.0 MiB/s");
+	/* While the walk still finds files, the total is a lower bound. */
+	cli_format_progress(line, sizeof(line), 0, 3ull << 20, 0, true);
+	cr_expect_str_eq(line, "[                              ]   0%  0 B / 3.0 MiB+  0 B/s");
+	/* Nothing to warm is all warmed, and never more than all. */
+	cli_format_progress(line, sizeof(line), 0, 0, 1.0, false);
+	cr_expect(strstr(line, "100%"), "%s", line);
+	cli_format_progress(line, sizeof(line), 5, 4, 1.0, false);
+	cr_expect(strstr(line, "[==============================] 100%"), "%s", line);
+}
