@@ -268,8 +268,7 @@ bool cli_is_mount_point(const char *path, char *fstype, size_t len)
 	return found;
 }
 
-/* The number under "key" in our flat JSON object; 0 when absent. */
-static double json_num(const char *json, const char *key)
+double cli_json_num(const char *json, const char *key)
 {
 	char pat[64];
 	const char *p;
@@ -297,17 +296,17 @@ static bool json_true(const char *json, const char *key)
 
 void cli_print_stats(FILE *out, const char *json, const char *source)
 {
-	double hits = json_num(json, "hits"), misses = json_num(json, "misses");
+	double hits = cli_json_num(json, "hits"), misses = cli_json_num(json, "misses");
 	char a[32], b[32];
 
 	fprintf(out, "%-16s %s%s\n", "source", source,
 		json_true(json, "offline") ? " (offline)" : "");
-	cli_format_bytes((uint64_t)json_num(json, "cache_used_bytes"), a, sizeof(a));
-	if (json_num(json, "cache_max_bytes") > 0) {
-		cli_format_bytes((uint64_t)json_num(json, "cache_max_bytes"), b, sizeof(b));
+	cli_format_bytes((uint64_t)cli_json_num(json, "cache_used_bytes"), a, sizeof(a));
+	if (cli_json_num(json, "cache_max_bytes") > 0) {
+		cli_format_bytes((uint64_t)cli_json_num(json, "cache_max_bytes"), b, sizeof(b));
 		fprintf(out, "%-16s %s of %s (%.1f%%)\n", "cache used", a, b,
-			100.0 * json_num(json, "cache_used_bytes") /
-				json_num(json, "cache_max_bytes"));
+			100.0 * cli_json_num(json, "cache_used_bytes") /
+				cli_json_num(json, "cache_max_bytes"));
 	} else {
 		fprintf(out, "%-16s %s (no limit)\n", "cache used", a);
 	}
@@ -316,25 +315,25 @@ void cli_print_stats(FILE *out, const char *json, const char *source)
 			json_true(json, "degraded") ?
 				"degraded: the cache volume kept failing, reads bypass the cache" :
 				"ok");
-	fprintf(out, "%-16s %.0f\n", "objects cached", json_num(json, "nr_objects"));
+	fprintf(out, "%-16s %.0f\n", "objects cached", cli_json_num(json, "nr_objects"));
 	fprintf(out, "%-16s %.0f\n", "hits", hits);
 	fprintf(out, "%-16s %.0f\n", "misses", misses);
 	if (hits + misses > 0)
 		fprintf(out, "%-16s %.1f%%\n", "hit rate", 100.0 * hits / (hits + misses));
 	else
 		fprintf(out, "%-16s -\n", "hit rate");
-	cli_format_bytes((uint64_t)json_num(json, "bytes_fetched"), a, sizeof(a));
+	cli_format_bytes((uint64_t)cli_json_num(json, "bytes_fetched"), a, sizeof(a));
 	fprintf(out, "%-16s %s in %.0f requests\n", "bytes fetched", a,
-		json_num(json, "requests"));
-	cli_format_bytes((uint64_t)json_num(json, "fetch_bytes_per_s"), a, sizeof(a));
+		cli_json_num(json, "requests"));
+	cli_format_bytes((uint64_t)cli_json_num(json, "fetch_bytes_per_s"), a, sizeof(a));
 	fprintf(out, "%-16s %s/s\n", "fetch throughput", a);
-	fprintf(out, "%-16s %.0f files\n", "dir readahead", json_num(json, "dir_readahead_files"));
-	fprintf(out, "%-16s %.0f\n", "evictions", json_num(json, "evictions"));
+	fprintf(out, "%-16s %.0f files\n", "dir readahead", cli_json_num(json, "dir_readahead_files"));
+	fprintf(out, "%-16s %.0f\n", "evictions", cli_json_num(json, "evictions"));
 	fprintf(out, "%-16s %.0f fetch, %.0f read, %.0f checksum\n", "errors",
-		json_num(json, "fetch_errors"), json_num(json, "read_errors"),
-		json_num(json, "verify_failures"));
+		cli_json_num(json, "fetch_errors"), cli_json_num(json, "read_errors"),
+		cli_json_num(json, "verify_failures"));
 	if (json_has(json, "disk_errors"))
-		fprintf(out, "%-16s %.0f\n", "disk errors", json_num(json, "disk_errors"));
+		fprintf(out, "%-16s %.0f\n", "disk errors", cli_json_num(json, "disk_errors"));
 }
 
 void cli_format_progress(char *buf, size_t len, uint64_t done_bytes, uint64_t total_bytes,

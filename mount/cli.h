@@ -13,6 +13,8 @@
 int cli_parse_size(const char *s, uint64_t *out);
 /* "3600", "90s", "30m", "1h", "2d", "0.5"; "never" or "-1" gives -1: -EINVAL otherwise. */
 int cli_parse_duration(const char *s, double *out);
+/* The number under "key" in the daemon's flat stats JSON; 0 when absent. */
+double cli_json_num(const char *json, const char *key);
 /* Bytes as "1.5 GiB". */
 void cli_format_bytes(uint64_t bytes, char *buf, size_t len);
 /* The progress line of `ferry warm`: "[=======       ]  25%  1.0 GiB / 4.0 GiB  100.0 MiB/s",

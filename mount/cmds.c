@@ -2,6 +2,7 @@
  * to a mount through its control xattrs and ioctl (fs/ferry_ctl.h), or write a manifest. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -51,17 +52,6 @@ static int read_stats(const char *mp, char *buf, size_t len)
 	return 0;
 }
 
-/* The number under "key" in our flat JSON object; 0 when absent. */
-static double json_num(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : 0;
-}
-
 /* Whether errno e says the mount's FUSE connection is gone: its daemon died (or the
  * connection was aborted through /sys/fs/fuse/connections). */
 static bool daemon_gone(int e)
@@ -109,6 +99,67 @@ static void say_daemon_gone(const char *cmd, const char *path, int e)
 }
 
 /* ---- umount ---- */
+
+/* Whether pid may be signalled as the daemon of the mount at mp. Its pid comes from the
+ * mount's own stats, and anyone can mount a FUSE file system that calls itself ferry and names
+ * any pid: the process must belong to the mount's owner (user_id= in mountinfo) and hold
+ * /dev/fuse open, so a false one can only name its owner's own FUSE servers. */
+static bool pid_serves_mount(pid_t pid, const char *mp)
+{
+	char path[64], link[64], *line = NULL;
+	long owner = -1, uid = -2;
+	size_t cap = 0;
+	bool fuse = false;
+	struct dirent *d;
+	FILE *f;
+	DIR *dir;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	while (f && getline(&line, &cap, f) > 0) {
+		/* id parent maj:min root mountpoint options ... - fstype source superoptions */
+		char *save = NULL, *field[5], *dash = strstr(line, " - "), *opt;
+		int i;
+
+		for (i = 0; i < 5 && (field[i] = strtok_r(i ? NULL : line, " ", &save)); i++)
+			;
+		if (i < 5 || !dash)
+			continue;
+		cli_mountinfo_unescape(field[4]);
+		/* the last match is the top mount */
+		if (!strcmp(field[4], mp))
+			owner = (opt = strstr(dash, "user_id=")) ? strtol(opt + 8, NULL, 10) : -1;
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	line = NULL;
+	while (f && getline(&line, &cap, f) > 0)
+		if (!strncmp(line, "Uid:", 4))
+			uid = strtol(line + 4, NULL, 10);
+	free(line);
+	if (f)
+		fclose(f);
+	if (owner < 0 || uid != owner)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	while (dir && !fuse && (d = readdir(dir))) {
+		char fd_path[320];
+		ssize_t n;
+
+		snprintf(fd_path, sizeof(fd_path), "%s/%s", path, d->d_name);
+		n = readlink(fd_path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			fuse = !strcmp(link, "/dev/fuse");
+		}
+	}
+	if (dir)
+		closedir(dir);
+	return fuse;
+}
 
 /* Runs fusermount3 -u [-z] on mp, its own messages silenced when quiet; true when it
  * unmounted. */
@@ -166,6 +217,7 @@ int umount_main(int argc, char **argv)
 	const char *path = NULL;
 	bool force = false, dead = false;
 	pid_t pid = 0;
+	bool trusted;
 	int ret;
 
 	if (wants_help(argc, argv)) {
@@ -208,11 +260,13 @@ int umount_main(int argc, char **argv)
 	}
 	ret = read_stats(mp, json, sizeof(json));
 	if (!ret)
-		pid = (pid_t)json_num(json, "pid");
+		pid = (pid_t)cli_json_num(json, "pid");
 	else if (daemon_gone(-ret))
 		dead = true;
 	if (dead)
 		return umount_dead(mp, path);
+	/* Judged while the mount is still listed (a detached one leaves mountinfo). */
+	trusted = force && pid > 0 && pid_serves_mount(pid, mp);
 	if (!run_fusermount(mp, false, force)) {
 		if (!force) {
 			fprintf(stderr, "ferry umount: could not unmount %s (files in use? "
@@ -222,6 +276,12 @@ int umount_main(int argc, char **argv)
 		/* Detached first, so nothing new opens; then the daemon fails what waits. */
 		if (!run_fusermount(mp, true, false)) {
 			fprintf(stderr, "ferry umount: could not detach %s\n", path);
+			return 1;
+		}
+		if (pid > 0 && !trusted) {
+			fprintf(stderr, "ferry umount: %s is detached; its daemon (pid %d by its own "
+					"account) is not stopped: that process is not the mount's\n",
+				path, (int)pid);
 			return 1;
 		}
 		if (pid > 0 && kill(pid, SIGTERM) < 0 && errno != ESRCH)
@@ -682,8 +742,8 @@ static int warm_check_root(const char *path, char **canon, uint64_t *piece_bytes
 		say_daemon_gone("warm", path, -ret);
 		goto out;
 	}
-	if (!ret && json_num(json, "chunk_bytes") > 0)
-		chunk_bytes = (uint64_t)json_num(json, "chunk_bytes");
+	if (!ret && cli_json_num(json, "chunk_bytes") > 0)
+		chunk_bytes = (uint64_t)cli_json_num(json, "chunk_bytes");
 	*piece_bytes = WARM_PIECE_CHUNKS * chunk_bytes;
 	if (*piece_bytes < WARM_PIECE_MIN_BYTES)
 		*piece_bytes = (WARM_PIECE_MIN_BYTES + chunk_bytes - 1) / chunk_bytes * chunk_bytes;
