@@ -54,6 +54,7 @@ struct fetch_job {
 	unsigned attempts;
 	int err;		/* 0 or -errno once done */
 	bool read_job;		/* for a worker: still to be read through ops->read */
+	bool uncached;		/* for its reader only: the cache is not asked to store it */
 	uint64_t not_before_ns; /* retry backoff */
 	uint64_t start_ns;
 	struct fetch_job *landed_next; /* fetcher lock: on f->landed */
@@ -841,7 +842,7 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 			copy_part(f, buf, off, len, j->idx, j->buf);
 		if (j->err && !err)
 			err = j->err;
-		if (job_store(j))
+		if (!j->uncached && job_store(j))
 			cache_chunk_release(j->co, j->idx);
 		job_free(f, j);
 		pthread_mutex_lock(&b->lock);
@@ -890,6 +891,24 @@ static void wait_landed(struct fetcher *f, uint64_t gen)
 	if (f->landed_gen == gen)
 		pthread_cond_timedwait(&f->landed_cond, &f->lock, &ts);
 	pthread_mutex_unlock(&f->lock);
+}
+
+/* Fetches chunk idx for one reader into memory, outside the cache's single flight, and
+ * copies its part of [off, off+len) into buf. */
+static int fetch_uncached(struct fetcher *f, const struct remote_object *obj,
+	struct cache_object *co, struct fetch_batch *b, char *buf, uint64_t off, size_t len,
+	uint64_t idx)
+{
+	struct fetch_job *j = job_new(f, obj, co, idx, b);
+
+	if (!j)
+		return -ENOMEM;
+	j->uncached = true;
+	pthread_mutex_lock(&b->lock);
+	b->pending++;
+	pthread_mutex_unlock(&b->lock);
+	submit(f, j);
+	return drain(f, b, buf, off, len);
 }
 
 /* Makes chunks [first, last] present, copying [off, off+len) into buf when buf is set. */
@@ -966,12 +985,13 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 			}
 			if (ret == CACHE_HIT) {
 				ret = read_hit(f, co, buf, off, len, first + i);
-				/* Dropped again: a disk that keeps damaging what it stores ends
-				 * in EIO, not in a loop. */
+				/* Dropped again: a disk that keeps damaging what it stores (or
+				 * fails to read it back) gets no more tries; the chunk is
+				 * fetched for this reader alone, and the read still succeeds. */
 				if (ret == -EBADMSG && ++nr_bad < FETCH_MAX_BAD_READS)
 					continue;
 				if (ret == -EBADMSG)
-					ret = -EIO;
+					ret = fetch_uncached(f, obj, co, &b, buf, off, len, first + i);
 			} else if (ret == CACHE_FETCH) {
 				/* the other fetcher's store failed: we fetch it ourselves */
 				struct fetch_job *j = job_new(f, obj, co, first + i, &b);

@@ -16,6 +16,7 @@
 
 #include "fs/cache.h"
 #include "fs/fetch.h"
+#include "fs/io.h"
 #include "fs/manifest.h"
 #include "fs/remote.h"
 
@@ -182,10 +183,12 @@ static int open_remote(struct remote **r, const char *url, const char *ca, char 
 	return remote_http_ops.open(r, url, &opt, err, el);
 }
 
+static const struct io_backend *env_io; /* the cache's disk I/O; NULL: the default */
+
 static void env_open(struct env *v, const char *url, const char *ca, const char *path,
 	const struct fetch_config *fc)
 {
-	struct cache_config cc = { .chunk_bytes = CHUNK };
+	struct cache_config cc = { .chunk_bytes = CHUNK, .io = env_io };
 	char err[512] = "", cdir[600];
 
 	memset(v, 0, sizeof(*v));
@@ -705,5 +708,46 @@ Test(fetch, make_resident_and_prefetch_fill_the_cache)
 	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), DATA_BYTES - 100), 100);
 	cr_assert_eq(memcmp(buf, data + DATA_BYTES - 100, 100), 0);
 	cr_expect_eq(count_log_settled("GET /data.bin", gets), gets, "served from the cache");
+	env_close(&v);
+}
+
+/* A cache volume that stores but cannot read back (bad sectors): every read of a cached
+ * chunk fails, the cache drops it, and a reader that keeps meeting it fetches it for itself. */
+static ssize_t unreadable_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	return -EIO;
+}
+
+Test(fetch, a_cache_volume_that_cannot_read_back_never_fails_a_read)
+{
+	struct io_backend unreadable = io_sync_backend;
+	char url[256];
+	struct env v;
+
+	unreadable.name = "unreadable";
+	unreadable.pread = unreadable_pread;
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_nginx(false));
+	env_io = &unreadable;
+	env_open(&v, url, NULL, "data.bin", NULL);
+	env_io = NULL;
+	check_random_reads(&v, 40, 5);
+	check_random_reads(&v, 40, 5); /* the same ranges again: every one was cached */
+	/* Readers of one chunk at once meet it stored by another and unreadable: none may give
+	 * up with EIO (after three such meetings a reader fetches the chunk for itself). */
+	struct reader_arg args[8];
+	pthread_t t[8];
+
+	for (int round = 0; round < 20; round++) {
+		for (int i = 0; i < 8; i++) {
+			args[i].v = &v;
+			cr_assert_eq(pthread_create(&t[i], NULL, reader, &args[i]), 0);
+		}
+		for (int i = 0; i < 8; i++) {
+			pthread_join(t[i], NULL);
+			cr_assert_eq(args[i].n, (ssize_t)sizeof(args[i].buf), "round %d: %zd", round,
+				args[i].n);
+			cr_assert_eq(memcmp(args[i].buf, data + 3 * CHUNK + 17, sizeof(args[i].buf)), 0);
+		}
+	}
 	env_close(&v);
 }
