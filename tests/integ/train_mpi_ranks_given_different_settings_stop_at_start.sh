@@ -55,7 +55,7 @@ p = sys.argv[1]
 b = bytearray(open(p, "rb").read())
 h = np.frombuffer(bytes(b[:1024]), dtype=np.int32).copy()
 h[2] += 2
-open(p, "wb").write(h.tobytes() + bytes(b[1024:]) + b"ab\x00cd\x00")
+open(p, "wb").write(h.tobytes() + bytes(b[1024:]) + b"\x01\x00\x02\x00")  # two u16 tokens
 PY
 g=(train --data "data/train_*.bin" --out "$work/run" "${base[@]}" --seq-len 32)
 expect "--data sizes" --wdir "$work/a" "$FERRY" "${g[@]}" -- --wdir "$work/b2" "$FERRY" "${g[@]}"
