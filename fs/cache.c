@@ -245,6 +245,7 @@ struct cache {
 	char *dir;
 	const struct io_backend *io;
 	uint32_t chunk_bytes, chunk_shift;
+	unsigned lock_wait_ms;
 	uint32_t blocks_per_chunk;
 	uint64_t max_bytes;
 	uid_t euid;
@@ -1909,6 +1910,7 @@ static int meta_lock(struct cache *c, const char *path, int *fdp, char *text, si
 	struct stat sb;
 	ssize_t n;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), err;
+	bool locked;
 
 	*fdp = -1;
 	if (fd < 0)
@@ -1919,7 +1921,16 @@ static int meta_lock(struct cache *c, const char *path, int *fdp, char *text, si
 			"%s is not a regular file owned by this user (uid %u); not using cache %s",
 			path, (unsigned)c->euid, c->dir);
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	/* umount returns once the kernel lets go, before the daemon has written its maps and
+	 * exited: an immediate remount waits for it (flock has no timed form; this is
+	 * contention only, and bounded). */
+	for (unsigned waited = 0;; waited += 50) {
+		locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+		if (locked || errno != EWOULDBLOCK || waited >= c->lock_wait_ms)
+			break;
+		usleep(50 * 1000);
+	}
+	if (!locked) {
 		err = errno;
 		close(fd);
 		if (err == EWOULDBLOCK)
@@ -2414,6 +2425,7 @@ int cache_open(struct cache **out, const struct cache_config *cfg, char *errbuf,
 	c->blocks_per_chunk = cfg->chunk_bytes >> BLOCK_SHIFT;
 	c->max_bytes = cfg->max_bytes;
 	c->st.max_bytes = cfg->max_bytes;
+	c->lock_wait_ms = cfg->lock_wait_ms;
 	c->io = cfg->io ? cfg->io : io_default();
 	c->euid = geteuid();
 	c->nr_buckets = 64;

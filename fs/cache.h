@@ -24,6 +24,8 @@ struct cache_config {
 	uint64_t max_bytes;           /* limit on bytes of present chunks; 0: no limit */
 	uint32_t chunk_bytes;         /* a power of two, 64 KiB .. 64 MiB */
 	const struct io_backend *io;  /* NULL: io_default() */
+	unsigned lock_wait_ms;        /* a cache another process holds: wait this long for it
+	                               * (a daemon just unmounted still writing its maps) */
 };
 
 struct cache_stats {

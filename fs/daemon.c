@@ -476,6 +476,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	cc.dir = fs.cache_dir;
 	cc.max_bytes = cfg->cache_bytes;
 	cc.chunk_bytes = fs.chunk_bytes;
+	cc.lock_wait_ms = 10000;
 	ret = cache_open(&fs.cache, &cc, err, sizeof(err));
 	if (ret)
 		goto fail;

@@ -714,8 +714,10 @@ static int pin_acquire(struct cache_object *co, uint64_t first, uint64_t last)
 	for (i = first; i <= last; i++) {
 		ret = cache_chunk_acquire(co, i, true);
 		if (ret == CACHE_FETCH) {
+			/* Fetched a moment ago, absent now: the cache could not store it (its
+			 * volume is full or failing), or evicted it at once. */
 			cache_chunk_fail(co, i, -EAGAIN);
-			ret = -EAGAIN;
+			ret = -ENOSPC;
 		}
 		if (ret != CACHE_HIT)
 			break;

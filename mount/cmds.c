@@ -381,6 +381,7 @@ int stat_main(int argc, char **argv)
 #define WARM_PIECE_MIN_BYTES (4ull << 20) /* with small chunks: fewer, larger requests */
 #define WARM_DRAW_MS         250          /* the progress line is redrawn this often */
 #define WARM_STOP_DAEMON_GONE (-1)        /* struct warm's stop: the daemon died */
+#define WARM_STOP_NO_ROOM     (-2)        /* the cache could not store a chunk (ENOSPC) */
 
 /* One regular file found by the walk. Under warm.lock. */
 struct warm_file {
@@ -644,6 +645,10 @@ static void warm_account(const struct warm_piece *p, int ret, uint64_t file_size
 	f = &warm.files[p->file];
 	if (daemon_gone(-ret)) {
 		warm_gone_locked(f->path, -ret);
+	} else if (ret == -ENOSPC) {
+		/* The cache's volume is full or failing (ferry stat says which): more requests
+		 * would only fetch bytes nobody keeps. */
+		warm_stop_locked(WARM_STOP_NO_ROOM);
 	} else if (ret) {
 		if (!f->failed && !warm.stop) {
 			f->failed = true;
@@ -824,6 +829,14 @@ static int warm_report(void)
 		warm_clear_locked();
 		say_daemon_gone("warm", warm.gone_path ? warm.gone_path : warm.roots[0],
 			warm.gone_errno ? warm.gone_errno : ENOTCONN);
+		return 1;
+	}
+	if (warm.stop == WARM_STOP_NO_ROOM) {
+		warm_clear_locked();
+		fprintf(stderr, "ferry warm: the cache has no room for more (its volume is full or "
+				"failing: see ferry stat): %s of %s%s warmed, %zu of %zu%s files whole\n",
+			a, b, warm.walk_done ? "" : "+", warm.nr_whole, warm.nr_files,
+			warm.walk_done ? "" : "+");
 		return 1;
 	}
 	if (warm.stop) {

@@ -688,6 +688,35 @@ Test(cache, second_process_on_one_cache_is_refused)
 	cache_free(c);
 }
 
+Test(cache, a_second_process_waits_for_a_cache_that_is_being_let_go)
+{
+	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB, .lock_wait_ms = 5000};
+	struct cache *c, *c2 = NULL;
+	char err[256] = "", go;
+	int status, ready[2];
+	pid_t pid;
+
+	/* As a remount right after an unmount: the old daemon lets go 300 ms after the new one
+	 * asks. The child is forked first, so that it holds no copy of the lock's descriptor. */
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(ready[1]);
+		if (read(ready[0], &go, 1) != 1)
+			_exit(2);
+		_exit(cache_open(&c2, &cfg, err, sizeof(err)) == 0 ? 0 : 1);
+	}
+	close(ready[0]);
+	c = open_cache(NULL, 0);
+	cr_assert_eq(write(ready[1], "x", 1), 1);
+	usleep(300 * 1000);
+	cache_free(c);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second open did not wait");
+	close(ready[1]);
+}
+
 Test(cache, new_version_replaces_the_old_one)
 {
 	struct cache *c = open_cache(NULL, 0);
