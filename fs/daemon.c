@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "fs/aws_config.h"
+#include "fs/remote/aws_config.h"
 #include "fs/cache.h"
 #include "fs/dir_prefetch.h"
 #include "fs/ferryfs.h"
@@ -25,7 +25,7 @@
 #include "fs/log.h"
 #include "fs/namespace.h"
 #include "fs/source_id.h"
-#include "fs/url.h"
+#include "fs/remote/url.h"
 
 #define DEFAULT_CHUNK_BYTES (8u << 20)
 #define DEFAULT_TTL_S 3600.0

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 struct ferryfs_config {
 	const char *source;        /* http(s)://..., s3://..., or a local directory */

@@ -20,8 +20,8 @@
 #include "fs/cache.h"
 #include "fs/fetch.h"
 #include "fs/log.h"
-#include "fs/net.h"
-#include "fs/remote.h"
+#include "fs/remote/net.h"
+#include "fs/remote/remote.h"
 
 #define FETCH_WORKERS	  4
 /* With HTTP the workers only store readahead chunks (page-cache copies). Measured on 2 shared

@@ -16,7 +16,7 @@
 
 #include "fs/log.h"
 #include "fs/manifest.h"
-#include "fs/url.h"
+#include "fs/remote/url.h"
 
 #define MANIFEST_HEADER	  "ferry-manifest 1"
 #define MANIFEST_MAX_PATH 4096

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 #define MANIFEST_NAME ".ferry-manifest"
 

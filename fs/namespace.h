@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 #define NS_ROOT_INO 1
 

@@ -11,8 +11,8 @@
 #include <strings.h>
 #include <xxhash.h>
 
+#include "fs/remote/url.h"
 #include "fs/source_id.h"
-#include "fs/url.h"
 
 /* Bumped when what goes into the key changes, so an old cache is never read as a new one. */
 #define SOURCE_ID_FORMAT "ferry-source-id 1"

@@ -26,7 +26,7 @@
 
 #include "fs/ferry_ctl.h"
 #include "fs/manifest.h"
-#include "fs/url.h"
+#include "fs/remote/url.h"
 #include "mount/cli.h"
 #include "mount/cmd.h"
 

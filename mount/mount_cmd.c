@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include "fs/ferryfs.h"
-#include "fs/remote.h"
-#include "fs/url.h"
+#include "fs/remote/remote.h"
+#include "fs/remote/url.h"
 #include "mount/cli.h"
 #include "mount/cmd.h"
 

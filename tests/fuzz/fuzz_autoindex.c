@@ -1,4 +1,4 @@
-/* Fuzz target for the directory-page parser of fs/autoindex.c (nginx autoindex, Apache
+/* Fuzz target for the directory-page parser of fs/remote/autoindex.c (nginx autoindex, Apache
  * mod_autoindex pages, as a hostile server may send them): whatever the bytes, the parse ends
  * with 0, and every entry it hands out is a safe single name with a plausible type and size.
  * Input: the page. */
@@ -6,8 +6,8 @@
 
 #include <errno.h>
 
-#include "fs/autoindex.h"
 #include "fs/log.h"
+#include "fs/remote/autoindex.h"
 #include "tests/fuzz/fuzz_util.h"
 
 struct seen {

@@ -1,4 +1,4 @@
-/* Fuzz target for the AWS shared config and credentials file reader of fs/aws_config.c (the
+/* Fuzz target for the AWS shared config and credentials file reader of fs/remote/aws_config.c (the
  * INI dialect of ~/.aws/config and ~/.aws/credentials, profiles and `s3 =` blocks): whatever
  * the files hold, aws_config_load returns 0 with complete settings, or -errno with a one-line
  * reason that never quotes a secret.
@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs/aws_config.h"
+#include "fs/remote/aws_config.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static char dir[64], conf_path[96], cred_path[96];

@@ -1,4 +1,4 @@
-/* Fuzz target for the header parsers of fs/net.c that read a server's reply: the header-line
+/* Fuzz target for the header parsers of fs/remote/net.c that read a server's reply: the header-line
  * splitter net_header_value (as libcurl's header callback sees lines) and the Content-Range
  * parser the fetch engine checks every 206 with. An accepted range is well formed
  * (start <= end < total) and written back in canonical form it parses to the same numbers.
@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 
-#include "fs/net.h"
+#include "fs/remote/net.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static void check_range(const char *v, size_t len)

@@ -1,12 +1,12 @@
-/* Fuzz target for the S3 XML parsers of fs/s3_list.c (ListObjectsV2 pages and Error documents,
- * with expat): whatever the reply, a parse returns 0, -EBADMSG or -EREMOTEIO with a one-line
- * reason, frees what it refused, and a page it accepts is within the limits s3_list.h promises.
- * Input: the reply body. */
+/* Fuzz target for the S3 XML parsers of fs/remote/s3_list.c (ListObjectsV2 pages and Error
+ * documents, with expat): whatever the reply, a parse returns 0, -EBADMSG or -EREMOTEIO with a
+ * one-line reason, frees what it refused, and a page it accepts is within the limits s3_list.h
+ * promises. Input: the reply body. */
 #include "config.h"
 
 #include <errno.h>
 
-#include "fs/s3_list.h"
+#include "fs/remote/s3_list.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static void check_page(const struct s3_list_page *pg)

@@ -1,4 +1,4 @@
-/* Fuzz target for fs/url.c: URL parsing (source URLs, and hrefs the HTTP backend follows),
+/* Fuzz target for fs/remote/url.c: URL parsing (source URLs, and hrefs the HTTP backend follows),
  * percent-decoding of names from listings and manifests, and the encoders and join that build
  * request URLs. A parsed URL is complete; a decoded name holds no NUL; encoding then decoding
  * gives the name back; an encoded component has no '/'.
@@ -7,7 +7,7 @@
 
 #include <errno.h>
 
-#include "fs/url.h"
+#include "fs/remote/url.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static void check_roundtrip(const char *name, bool component)

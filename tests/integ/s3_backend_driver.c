@@ -15,7 +15,7 @@
 
 #include <curl/curl.h>
 
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 static void entry_free(struct remote_entry *e)
 {

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/aws_config.h"
-#include "fs/s3_sign.h"
+#include "fs/remote/aws_config.h"
+#include "fs/remote/s3_sign.h"
 
 static char *unhex(const char *h)
 {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A server that sends a chunk GET's headers and then nothing. ferry gives up on a transfer
-# that moves under 1 KiB/s for its low-speed time (30 s, fs/net.c) and tries again:
+# that moves under 1 KiB/s for its low-speed time (30 s, fs/remote/net.c) and tries again:
 #  - one stalled GET, then a server that answers: the read returns the source's bytes, within
 #    the low-speed time and a margin;
 #  - every GET stalled, a reader waiting: `ferry umount --force` unmounts cleanly within a bounded time,

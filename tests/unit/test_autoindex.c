@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/autoindex.h"
+#include "fs/remote/autoindex.h"
 
 #define MAX_SEEN 64
 

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs/aws_config.h"
+#include "fs/remote/aws_config.h"
 
 static char home[256];
 

@@ -18,7 +18,7 @@
 #include "fs/fetch.h"
 #include "fs/io.h"
 #include "fs/manifest.h"
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 #define DATA_BYTES (3 * 1024 * 1024 + 777)
 #define CHUNK      65536

@@ -1,4 +1,4 @@
-/* Unit tests of fs/namespace.c over the local-directory backend (fs/remote_dir.c) on a real
+/* Unit tests of fs/namespace.c over the local-directory backend (fs/remote/remote_dir.c) on a real
  * temporary tree: listings, lookups, ttl, kept listings for offline mounts, versions. The
  * oracle is the tree itself (stat(2) of the files the test made). */
 #include <criterion/criterion.h>
@@ -12,7 +12,7 @@
 #include <xxhash.h>
 
 #include "fs/namespace.h"
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 static char tree[] = "/tmp/ferry-ns-tree-XXXXXX";
 static char state[] = "/tmp/ferry-ns-state-XXXXXX";

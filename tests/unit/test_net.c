@@ -1,10 +1,10 @@
-/* Tests of the network error mapping and the Content-Range parser (fs/net.c). */
+/* Tests of the network error mapping and the Content-Range parser (fs/remote/net.c). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
 #include <time.h>
 
-#include "fs/net.h"
+#include "fs/remote/net.h"
 
 Test(net, maps_curl_codes_onto_the_error_enum)
 {

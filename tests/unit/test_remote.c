@@ -1,7 +1,7 @@
 /* Tests of the helpers every backend shares (fs/remote.c). */
 #include <criterion/criterion.h>
 
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 Test(remote, takes_no_etag_that_is_star_empty_or_weak_as_a_version)
 {

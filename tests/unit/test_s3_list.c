@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/s3_list.h"
+#include "fs/remote/s3_list.h"
 
 static int parse(const char *xml, struct s3_list_page *pg, char *err)
 {

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/aws_config.h"
-#include "fs/s3_sign.h"
+#include "fs/remote/aws_config.h"
+#include "fs/remote/s3_sign.h"
 
 #define EXAMPLE_TIME 1369353600 /* 20130524T000000Z */
 

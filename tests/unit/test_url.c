@@ -1,10 +1,10 @@
-/* Tests of URL parsing, percent-decoding and encoding (fs/url.c). */
+/* Tests of URL parsing, percent-decoding and encoding (fs/remote/url.c). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/url.h"
+#include "fs/remote/url.h"
 
 Test(url, parses_scheme_host_port_and_path)
 {

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "fs/autoindex.h"
 #include "fs/log.h"
-#include "fs/url.h"
+#include "fs/remote/autoindex.h"
+#include "fs/remote/url.h"
 
 bool autoindex_name_is_safe(const char *name, size_t len)
 {

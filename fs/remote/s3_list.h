@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "fs/net.h"
+#include "fs/remote/net.h"
 
 /* Limits that keep a hostile or broken server from costing unbounded memory. */
 #define S3_LIST_MAX_TEXT_BYTES 4096   /* one element's text (keys are at most 1024 bytes) */

@@ -11,12 +11,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "fs/autoindex.h"
 #include "fs/log.h"
 #include "fs/manifest.h"
-#include "fs/net.h"
-#include "fs/remote.h"
-#include "fs/url.h"
+#include "fs/remote/autoindex.h"
+#include "fs/remote/net.h"
+#include "fs/remote/remote.h"
+#include "fs/remote/url.h"
 
 #define HTTP_POOL_MAX	 8	      /* idle easy handles kept for synchronous requests */
 #define HTTP_HEAD_WINDOW 16	      /* HEADs in flight while listing a directory */

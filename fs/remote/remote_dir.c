@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <linux/openat2.h>
 
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 /* Immutable after open; safe to use from any thread. */
 struct remote_dir {

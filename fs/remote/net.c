@@ -9,8 +9,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "fs/net.h"
-#include "fs/remote.h"
+#include "fs/remote/net.h"
+#include "fs/remote/remote.h"
 
 static pthread_once_t net_once = PTHREAD_ONCE_INIT;
 static int net_init_result;

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 /* One link of an index page. name is decoded and safe (one path component, no NUL, not "."
  * or "..", at most 255 bytes). */

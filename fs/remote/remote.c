@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "fs/remote.h"
+#include "fs/remote/remote.h"
 
 void remote_entry_done(struct remote_entry *e)
 {

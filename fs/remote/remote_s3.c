@@ -13,12 +13,12 @@
 
 #include <curl/curl.h>
 
-#include "fs/aws_config.h"
+#include "fs/remote/aws_config.h"
 #include "fs/log.h"
-#include "fs/net.h"
-#include "fs/remote.h"
-#include "fs/s3_list.h"
-#include "fs/s3_sign.h"
+#include "fs/remote/net.h"
+#include "fs/remote/remote.h"
+#include "fs/remote/s3_list.h"
+#include "fs/remote/s3_sign.h"
 
 #define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
 #define S3_SYNC_RETRIES	   4   /* listings and HEADs; the fetch engine retries GETs itself */

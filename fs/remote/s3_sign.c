@@ -12,8 +12,8 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-#include "fs/aws_config.h"
-#include "fs/s3_sign.h"
+#include "fs/remote/aws_config.h"
+#include "fs/remote/s3_sign.h"
 
 /* A growing string; on allocation failure it remembers it and keeps failing. */
 struct sbuf {

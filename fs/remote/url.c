@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "fs/url.h"
+#include "fs/remote/url.h"
 
 void url_done(struct url *u)
 {

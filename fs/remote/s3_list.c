@@ -11,7 +11,7 @@
 
 #include <expat.h>
 
-#include "fs/s3_list.h"
+#include "fs/remote/s3_list.h"
 
 enum field {
 	F_NONE,

@@ -13,7 +13,7 @@
 
 #include <openssl/crypto.h>
 
-#include "fs/aws_config.h"
+#include "fs/remote/aws_config.h"
 
 /* The settings of one profile found in one file; strings owned. */
 struct ini_profile {
