@@ -21,7 +21,7 @@
 #include "fs/fetch.h"
 #include "fs/log.h"
 #include "fs/remote/net.h"
-#include "fs/remote/remote.h"
+#include "fs/remote/remote_i.h"
 
 #define FETCH_WORKERS	  4
 /* With HTTP the workers only store readahead chunks (page-cache copies). Measured on 2 shared
@@ -191,7 +191,7 @@ static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *
 	j->idx = idx;
 	j->off = off;
 	j->batch = batch;
-	j->read_job = !f->r->ops->prepare_get;
+	j->read_job = !f->r->ops->http;
 	return j;
 }
 
@@ -354,7 +354,7 @@ static int start_job(struct fetcher *f, struct fetch_job *j)
 		return -ENOMEM;
 	curl_easy_reset(e);
 	j->headers = NULL;
-	ret = f->r->ops->prepare_get(f->r, &j->obj, j->off, j->len, e, &j->headers);
+	ret = f->r->ops->http->prepare_get(f->r, &j->obj, j->off, j->len, e, &j->headers);
 	if (ret) {
 		curl_slist_free_all(j->headers);
 		j->headers = NULL;
@@ -687,9 +687,9 @@ int fetcher_new(
 	int ret;
 
 	*out = NULL;
-	if (!r || !c || (!r->ops->prepare_get && !r->ops->read))
+	if (!r || !c || (!r->ops->http && !r->ops->read))
 		return -EINVAL;
-	if (r->ops->prepare_get && net_global_init())
+	if (r->ops->http && net_global_init())
 		return -EIO;
 	f = calloc(1, sizeof(*f));
 	if (!f)
@@ -712,7 +712,7 @@ int fetcher_new(
 	f->idle_easy = calloc(f->max_transfers, sizeof(*f->idle_easy));
 	if (!f->bufs || !f->idle_easy)
 		goto err;
-	if (r->ops->prepare_get) {
+	if (r->ops->http) {
 		f->multi = curl_multi_init();
 		if (!f->multi)
 			goto err;
@@ -723,7 +723,7 @@ int fetcher_new(
 			goto err;
 		f->have_curl_thread = true;
 	}
-	nr_workers = r->ops->prepare_get ? FETCH_STORERS : FETCH_WORKERS;
+	nr_workers = r->ops->http ? FETCH_STORERS : FETCH_WORKERS;
 	for (i = 0; i < nr_workers; i++) {
 		ret = -pthread_create(&f->workers[i], NULL, worker_main, f);
 		if (ret)

@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
-#include <curl/curl.h>
 
 enum remote_type { REMOTE_FILE, REMOTE_DIR, REMOTE_SYMLINK };
 
@@ -57,6 +56,7 @@ struct remote_options {
 };
 
 struct remote;
+struct remote_http_ops;
 
 struct remote_ops {
 	const char *name;
@@ -69,11 +69,9 @@ struct remote_ops {
 	int (*list)(struct remote *r, const char *path, remote_list_cb cb, void *arg);
 	/* Stats one path; -ENOENT when absent. */
 	int (*stat)(struct remote *r, const char *path, struct remote_entry *out);
-	/* HTTP-family backends: configure a curl easy handle (URL, headers, signature, If-Match)
-	 * for GET of bytes [off, off+len) of obj. *headers is owned by the caller afterwards.
-	 * NULL in backends that are not HTTP. */
-	int (*prepare_get)(struct remote *r, const struct remote_object *obj, uint64_t off,
-		uint64_t len, CURL *easy, struct curl_slist **headers);
+	/* HTTP-family backends: how the fetch engine's ranged GETs are built (libcurl's, so
+	 * fs/remote/remote_i.h). NULL in backends that are read through read. */
+	const struct remote_http_ops *http;
 	/* Other backends: read exactly len bytes at off of obj; -ESTALE when the object changed. */
 	ssize_t (*read)(struct remote *r, const struct remote_object *obj, void *buf, uint64_t len,
 		uint64_t off);

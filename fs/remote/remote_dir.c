@@ -276,6 +276,6 @@ const struct remote_ops remote_dir_ops = {
 	.free = dir_free,
 	.list = dir_list,
 	.stat = dir_stat,
-	.prepare_get = NULL,
+	.http = NULL,
 	.read = dir_read,
 };

@@ -16,6 +16,7 @@
 #include "fs/remote/autoindex.h"
 #include "fs/remote/net.h"
 #include "fs/remote/remote.h"
+#include "fs/remote/remote_i.h"
 #include "fs/remote/url.h"
 
 #define HTTP_POOL_MAX	 8	      /* idle easy handles kept for synchronous requests */
@@ -1023,11 +1024,15 @@ err:
 	return ret;
 }
 
+static const struct remote_http_ops http_get_ops = {
+	.prepare_get = http_prepare_get,
+};
+
 const struct remote_ops remote_http_ops = {
 	.name = "http",
 	.open = http_open,
 	.free = http_free,
 	.list = http_list,
 	.stat = http_stat,
-	.prepare_get = http_prepare_get,
+	.http = &http_get_ops,
 };

@@ -17,6 +17,7 @@
 #include "fs/log.h"
 #include "fs/remote/net.h"
 #include "fs/remote/remote.h"
+#include "fs/remote/remote_i.h"
 #include "fs/remote/s3_list.h"
 #include "fs/remote/s3_sign.h"
 
@@ -1032,11 +1033,15 @@ err:
 	return err;
 }
 
+static const struct remote_http_ops s3_get_ops = {
+	.prepare_get = s3_prepare_get,
+};
+
 const struct remote_ops remote_s3_ops = {
 	.name = "s3",
 	.open = s3_open,
 	.free = s3_free,
 	.list = s3_list,
 	.stat = s3_stat,
-	.prepare_get = s3_prepare_get,
+	.http = &s3_get_ops,
 };

@@ -15,7 +15,7 @@
 
 #include <curl/curl.h>
 
-#include "fs/remote/remote.h"
+#include "fs/remote/remote_i.h"
 
 static void entry_free(struct remote_entry *e)
 {
@@ -118,7 +118,7 @@ int main(int argc, char **argv)
 		struct curl_slist *h = NULL;
 		CURL *easy = curl_easy_init();
 		long status = 0;
-		err = r->ops->prepare_get(r, &obj, strtoull(argv[i + 3], NULL, 10),
+		err = r->ops->http->prepare_get(r, &obj, strtoull(argv[i + 3], NULL, 10),
 			strtoull(argv[i + 4], NULL, 10), easy, &h);
 		if (!err) {
 			curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
