@@ -140,14 +140,52 @@ bool net_error_is_retryable(enum net_error e)
 	}
 }
 
+/* splitmix64 on a per-thread state, seeded from the clock and the state's own address (which
+ * differs between threads): the jitter needs spread, not secrecy, and rand() shares one state
+ * between threads without a lock. */
+static uint64_t jitter_random(void)
+{
+	static _Thread_local uint64_t state;
+	uint64_t z;
+
+	if (!state) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		state = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+			(uint64_t)(uintptr_t)&state;
+	}
+	z = (state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+uint64_t net_backoff_ms(unsigned retry, uint64_t first_ms, uint64_t max_ms, int64_t retry_after_ms)
+{
+	uint64_t ms = first_ms;
+	unsigned i;
+
+	for (i = 0; i < retry && ms < max_ms; i++)
+		ms *= 2;
+	if (ms > max_ms)
+		ms = max_ms;
+	ms = ms / 2 + jitter_random() % (ms + 1);
+	if (retry_after_ms > (int64_t)ms) {
+		ms = (uint64_t)retry_after_ms < max_ms ? (uint64_t)retry_after_ms : max_ms;
+		ms += jitter_random() % (ms / 4 + 1);
+	}
+	return ms;
+}
+
 const char *net_error_str(enum net_error e)
 {
 	static const char *const names[NET_NR_ERRORS] = {
 		[NET_OK] = "success",
 		[NET_TIMEOUT] = "timed out",
 		[NET_RESET] = "connection reset",
-		[NET_RESOLVE] = "could not resolve host",
-		[NET_CONNECT] = "could not connect",
+		[NET_RESOLVE] = "cannot resolve the host",
+		[NET_CONNECT] = "cannot connect",
 		[NET_TLS] = "TLS failure",
 		[NET_HTTP_4XX] = "HTTP client error (4xx)",
 		[NET_HTTP_403] = "HTTP 403 Forbidden",

@@ -1,5 +1,6 @@
 /* Shared libcurl plumbing for the HTTP-family backends and the fetch engine: one global init,
- * the common easy-handle setup, and the small enum that network failures are reduced to. */
+ * the common easy-handle setup, the small enum that network failures are reduced to, and the
+ * backoff of every retry. */
 #ifndef FERRY_NET_H
 #define FERRY_NET_H
 
@@ -49,6 +50,12 @@ enum net_error net_error_from_status(long status);
 enum net_error net_error_of(CURLcode code, long status);
 
 bool net_error_is_retryable(enum net_error e);
+/* The wait before retry number `retry` (0: the first) of a request, in milliseconds: first_ms
+ * doubled per retry up to max_ms, jittered 0.5x .. 1.5x so that clients that failed together
+ * do not come back together. A server's Retry-After (retry_after_ms, -1 when none) that asks
+ * for longer is taken at its word, within max_ms, plus up to a quarter. Thread-safe: the
+ * jitter comes from a per-thread generator. */
+uint64_t net_backoff_ms(unsigned retry, uint64_t first_ms, uint64_t max_ms, int64_t retry_after_ms);
 const char *net_error_str(enum net_error e);
 /* -errno for a failed object read: -ESTALE when the object changed (412, 416, another
  * version answered), -ENOENT for 404 and 410, -EACCES for 403, -EIO for the rest; 0 for

@@ -61,7 +61,7 @@ struct remote_http_ops;
 struct remote_ops {
 	const char *name;
 	/* Opens the source (URL or path) and checks that it exists; -errno with a one-line reason
-	 * in errbuf (e.g. "cannot reach 127.0.0.1:8080: Connection refused"). */
+	 * in errbuf (e.g. "cannot connect to 127.0.0.1:8080: Connection refused"). */
 	int (*open)(struct remote **out, const char *source, const struct remote_options *opt,
 		char *errbuf, size_t errlen);
 	void (*free)(struct remote *r);

@@ -15,11 +15,11 @@
 #include "fs/manifest.h"
 #include "fs/remote/autoindex.h"
 #include "fs/remote/net.h"
+#include "fs/remote/net_client.h"
 #include "fs/remote/remote.h"
 #include "fs/remote/remote_i.h"
 #include "fs/remote/url.h"
 
-#define HTTP_POOL_MAX	 8	      /* idle easy handles kept for synchronous requests */
 #define HTTP_HEAD_WINDOW 16	      /* HEADs in flight while listing a directory */
 #define HTTP_BODY_MAX	 (1ull << 30) /* a listing page or manifest larger than this is refused */
 
@@ -32,12 +32,11 @@ struct man_entry {
 	struct remote_entry e;
 };
 
-/* The backend's state. Everything but the handle pool is immutable after open, so list, stat and
+/* The backend's state, immutable after open (the client locks its own pool), so list, stat and
  * prepare_get run from any thread without locking. */
 struct http_remote {
 	struct remote base;
-	struct remote_options opt; /* ca_file points to ca_file below */
-	char *ca_file;
+	struct net_client *client;
 	char *root_url; /* directory source: ends in '/'; single file: the file's URL */
 	char *hostport; /* "host:port", for messages */
 	bool single_file;
@@ -45,225 +44,49 @@ struct http_remote {
 	struct man_entry *man;	  /* manifest entries sorted by path; NULL without a manifest */
 	size_t nr_man;
 	size_t *man_by_parent; /* indices into man sorted by (parent, name) */
-	CURLSH *share;	       /* DNS and TLS sessions shared by every handle */
-	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
-	pthread_mutex_t pool_lock;
-	CURL *pool[HTTP_POOL_MAX]; /* protected by pool_lock */
-	int nr_pool;		   /* protected by pool_lock */
 };
 
-/* What one synchronous request brought back. */
-struct http_resp {
-	CURLcode code;
-	long status;
-	long os_errno;
-	char *body;
-	size_t len, cap;
-	bool keep_body;
-	bool too_large;
-	char *etag;
-	char *location;
-	time_t last_modified;
-	bool have_length;
-	uint64_t content_length;
-	char curl_err[CURL_ERROR_SIZE];
-};
-
-static void resp_done(struct http_resp *r)
-{
-	free(r->body);
-	free(r->etag);
-	free(r->location);
-	memset(r, 0, sizeof(*r));
-}
-
-static void share_lock(CURL *h, curl_lock_data data, curl_lock_access a, void *arg)
-{
-	struct http_remote *hr = arg;
-
-	pthread_mutex_lock(&hr->share_locks[data]);
-}
-
-static void share_unlock(CURL *h, curl_lock_data data, void *arg)
-{
-	struct http_remote *hr = arg;
-
-	pthread_mutex_unlock(&hr->share_locks[data]);
-}
-
-static size_t resp_header(char *line, size_t size, size_t n, void *arg)
-{
-	struct http_resp *r = arg;
-	size_t len = size * n, vl;
-	const char *v;
-
-	if (len >= 5 && !strncmp(line, "HTTP/", 5)) {
-		/* A new response (after 100 Continue): forget the previous one's headers. */
-		free(r->etag);
-		free(r->location);
-		r->etag = r->location = NULL;
-		r->last_modified = 0;
-		r->have_length = false;
-	} else if ((v = net_header_value(line, len, "ETag", &vl))) {
-		free(r->etag);
-		r->etag = vl ? strndup(v, vl) : NULL;
-		if (r->etag && !remote_etag_is_version(r->etag)) {
-			/* `*` pins nothing: version by Last-Modified and size instead */
-			free(r->etag);
-			r->etag = NULL;
-		}
-	} else if ((v = net_header_value(line, len, "Location", &vl))) {
-		free(r->location);
-		r->location = strndup(v, vl);
-	} else if ((v = net_header_value(line, len, "Last-Modified", &vl))) {
-		char tmp[64];
-
-		if (vl < sizeof(tmp)) {
-			time_t t;
-
-			memcpy(tmp, v, vl);
-			tmp[vl] = '\0';
-			t = curl_getdate(tmp, NULL);
-			r->last_modified = t > 0 ? t : 0;
-		}
-	} else if ((v = net_header_value(line, len, "Content-Length", &vl))) {
-		char *e;
-
-		r->content_length = strtoull(v, &e, 10);
-		r->have_length = vl && e == v + vl && v[0] >= '0' && v[0] <= '9';
-	}
-	return len;
-}
-
-static size_t resp_body(char *data, size_t size, size_t n, void *arg)
-{
-	struct http_resp *r = arg;
-	size_t len = size * n;
-
-	if (!r->keep_body)
-		return len;
-	if (r->len + len > HTTP_BODY_MAX) {
-		r->too_large = true;
-		return 0;
-	}
-	if (r->len + len + 1 > r->cap) {
-		size_t cap = r->cap ? r->cap : 65536;
-		char *b;
-
-		while (cap < r->len + len + 1)
-			cap *= 2;
-		b = realloc(r->body, cap);
-		if (!b)
-			return 0;
-		r->body = b;
-		r->cap = cap;
-	}
-	memcpy(r->body + r->len, data, len);
-	r->len += len;
-	r->body[r->len] = '\0';
-	return len;
-}
-
-static CURL *pool_get(struct http_remote *h)
-{
-	CURL *e = NULL;
-
-	pthread_mutex_lock(&h->pool_lock);
-	if (h->nr_pool)
-		e = h->pool[--h->nr_pool];
-	pthread_mutex_unlock(&h->pool_lock);
-	return e ? e : curl_easy_init();
-}
-
-static void pool_put(struct http_remote *h, CURL *e)
-{
-	pthread_mutex_lock(&h->pool_lock);
-	if (h->nr_pool < HTTP_POOL_MAX) {
-		h->pool[h->nr_pool++] = e;
-		e = NULL;
-	}
-	pthread_mutex_unlock(&h->pool_lock);
-	curl_easy_cleanup(e);
-}
-
-static void setup_request(
-	struct http_remote *h, CURL *e, const char *url, bool head, struct http_resp *r)
-{
-	curl_easy_reset(e);
-	net_easy_setup(e, &h->opt);
-	curl_easy_setopt(e, CURLOPT_SHARE, h->share);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_NOBODY, head ? 1L : 0L);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, resp_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, resp_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_err);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-}
-
-static void finish_request(CURL *e, CURLcode code, struct http_resp *r)
-{
-	r->code = code;
-	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &r->os_errno);
-	if (r->too_large)
-		r->code = CURLE_FILESIZE_EXCEEDED;
-}
-
-/* One blocking request. Returns the net_error; r holds status, headers and (GET) the body. */
+/* One blocking GET or HEAD of url; rep is filled either way (net_reply_done). */
 static enum net_error http_do(
-	struct http_remote *h, const char *url, bool head, struct http_resp *r)
+	struct http_remote *h, const char *url, bool head, struct net_reply *rep)
 {
-	CURL *e = pool_get(h);
+	struct net_request req = {.url = url, .head = head, .max_body_bytes = HTTP_BODY_MAX};
 
-	memset(r, 0, sizeof(*r));
-	r->keep_body = !head;
-	if (!e) {
-		r->code = CURLE_OUT_OF_MEMORY;
-		return NET_OTHER;
-	}
-	setup_request(h, e, url, head, r);
-	finish_request(e, curl_easy_perform(e), r);
-	pool_put(h, e);
-	return net_error_of(r->code, r->status);
+	return net_client_request(h->client, &req, rep);
+}
+
+/* The -errno of a failed listing, stat or open: a 412 or 416 means a changed object only to a
+ * pinned ranged read, never here. */
+static int http_errno(enum net_error ne)
+{
+	int err = net_error_to_errno(ne);
+
+	return err == -ESTALE ? -EIO : err;
+}
+
+/* Whether a reply redirects to a URL that ends in '/': a directory asked for without it. */
+static bool redirects_to_directory(const struct net_reply *r)
+{
+	return r->code == CURLE_OK && r->status >= 300 && r->status < 400 && r->location &&
+	       *r->location && r->location[strlen(r->location) - 1] == '/';
 }
 
 /* A one-line reason for a failed request, in the words a user can act on. The URL is shown
  * without its query (url_redact): these lines reach logs and the mount's terminal. */
-static void describe(struct http_remote *h, const char *full_url, const struct http_resp *r,
+static void describe(struct http_remote *h, const char *full_url, const struct net_reply *r,
 	char *errbuf, size_t errlen)
 {
-	enum net_error ne = net_error_of(r->code, r->status);
-	char *shown = url_redact(full_url);
-	const char *url = shown ? shown : "(URL)";
+	char *shown;
 
-	switch (ne) {
-	case NET_CONNECT:
-		snprintf(errbuf, errlen, "cannot connect to %s: %s", h->hostport,
-			r->os_errno ? strerror((int)r->os_errno) : r->curl_err);
-		break;
-	case NET_RESOLVE:
-		snprintf(errbuf, errlen, "cannot resolve host of %s: %s", url, r->curl_err);
-		break;
-	case NET_TLS:
-		snprintf(errbuf, errlen,
-			"TLS with %s failed: %s (for a private CA, pass --ca-file)", h->hostport,
-			r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
-		break;
-	case NET_TIMEOUT:
-		snprintf(errbuf, errlen, "timed out talking to %s", h->hostport);
-		break;
-	default:
-		if (r->code != CURLE_OK)
-			snprintf(errbuf, errlen, "%s: %s", url,
-				r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->code));
-		else
-			snprintf(errbuf, errlen, "%s: HTTP %ld%s", url, r->status,
-				r->status == 404   ? " Not Found"
-				: r->status == 403 ? " Forbidden"
-						   : "");
+	if (r->code != CURLE_OK) {
+		net_reply_describe_transport(r, h->hostport, errbuf, errlen);
+		return;
 	}
+	shown = url_redact(full_url);
+	snprintf(errbuf, errlen, "%s: HTTP %ld%s", shown ? shown : "(URL)", r->status,
+		r->status == 404   ? " Not Found"
+		: r->status == 403 ? " Forbidden"
+				   : "");
 	free(shown);
 }
 
@@ -549,7 +372,7 @@ static void ai_free(struct ai_list *l)
 }
 
 /* Applies a HEAD answer to an item; 0 or -errno. */
-static int head_apply(struct ai_item *it, const char *url, struct http_resp *r)
+static int head_apply(struct ai_item *it, const char *url, struct net_reply *r)
 {
 	enum net_error ne = net_error_of(r->code, r->status);
 
@@ -557,17 +380,16 @@ static int head_apply(struct ai_item *it, const char *url, struct http_resp *r)
 		it->gone = true;
 		return 0;
 	}
-	if (r->code == CURLE_OK && r->status >= 300 && r->status < 400 && r->location &&
-		*r->location && r->location[strlen(r->location) - 1] == '/') {
+	if (redirects_to_directory(r)) {
 		it->e.type = REMOTE_DIR; /* a directory linked without its slash */
 		it->e.size = 0;
 		return 0;
 	}
 	if (ne != NET_OK) {
 		log_warn("HEAD %s: %s (HTTP %ld)", url, net_error_str(ne), r->status);
-		return net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		return http_errno(ne);
 	}
-	if (!r->have_length) {
+	if (!r->has_length) {
 		log_warn("HEAD %s: no Content-Length", url);
 		return -EIO;
 	}
@@ -584,7 +406,7 @@ static int head_all(struct http_remote *h, const char *dir_url, struct ai_list *
 {
 	struct slot {
 		CURL *easy;
-		struct http_resp resp;
+		struct net_reply resp;
 		char *url;
 		size_t item;
 	} slots[HTTP_HEAD_WINDOW];
@@ -621,8 +443,9 @@ static int head_all(struct http_remote *h, const char *dir_url, struct ai_list *
 				break;
 			}
 			slots[s].item = next++;
-			memset(&slots[s].resp, 0, sizeof(slots[s].resp));
-			setup_request(h, slots[s].easy, slots[s].url, true, &slots[s].resp);
+			net_request_start(h->client, slots[s].easy,
+				&(struct net_request){.url = slots[s].url, .head = true},
+				&slots[s].resp);
 			curl_easy_setopt(slots[s].easy, CURLOPT_PRIVATE, &slots[s]);
 			curl_multi_add_handle(multi, slots[s].easy);
 			active++;
@@ -639,12 +462,12 @@ static int head_all(struct http_remote *h, const char *dir_url, struct ai_list *
 			if (msg->msg != CURLMSG_DONE)
 				continue;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
-			finish_request(sl->easy, msg->data.result, &sl->resp);
+			net_request_finish(sl->easy, msg->data.result, &sl->resp);
 			curl_multi_remove_handle(multi, sl->easy);
 			active--;
 			if (!ret)
 				ret = head_apply(&l->v[sl->item], sl->url, &sl->resp);
-			resp_done(&sl->resp);
+			net_reply_done(&sl->resp);
 			free(sl->url);
 			sl->url = NULL;
 		}
@@ -657,7 +480,7 @@ out:
 	for (i = 0; i < (size_t)nr_slots; i++) {
 		if (slots[i].url) {
 			curl_multi_remove_handle(multi, slots[i].easy);
-			resp_done(&slots[i].resp);
+			net_reply_done(&slots[i].resp);
 			free(slots[i].url);
 		}
 		curl_easy_cleanup(slots[i].easy);
@@ -670,7 +493,7 @@ static int index_list(struct http_remote *h, const char *path, remote_list_cb cb
 {
 	char *url = *path ? url_join(h->root_url, path, true) : strdup(h->root_url);
 	struct ai_list l = {0};
-	struct http_resp r;
+	struct net_reply r;
 	enum net_error ne;
 	size_t i;
 	int ret;
@@ -684,10 +507,10 @@ static int index_list(struct http_remote *h, const char *path, remote_list_cb cb
 		describe(h, url, &r, msg, sizeof(msg));
 		if (ne != NET_HTTP_404)
 			log_warn("listing %s", msg);
-		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		ret = http_errno(ne);
 		goto out;
 	}
-	ret = autoindex_parse(r.body ? r.body : "", r.len, ai_collect, &l);
+	ret = autoindex_parse(r.body ? r.body : "", r.body_bytes, ai_collect, &l);
 	if (!ret)
 		ret = head_all(h, url, &l);
 	for (i = 0; i < l.nr && !ret; i++) {
@@ -699,7 +522,7 @@ static int index_list(struct http_remote *h, const char *path, remote_list_cb cb
 	}
 out:
 	ai_free(&l);
-	resp_done(&r);
+	net_reply_done(&r);
 	free(url);
 	return ret;
 }
@@ -724,7 +547,7 @@ static int http_stat(struct remote *r, const char *path, struct remote_entry *ou
 {
 	struct http_remote *h = (struct http_remote *)r;
 	struct remote_entry root = {.type = REMOTE_DIR};
-	struct http_resp resp;
+	struct net_reply resp;
 	enum net_error ne;
 	char *url;
 	int ret;
@@ -747,7 +570,7 @@ static int http_stat(struct remote *r, const char *path, struct remote_entry *ou
 		/* nginx and Apache redirect a directory's URL to the same with a slash */
 		char *durl = url_join(h->root_url, path, true);
 
-		resp_done(&resp);
+		net_reply_done(&resp);
 		free(url);
 		if (!durl)
 			return -ENOMEM;
@@ -773,9 +596,9 @@ static int http_stat(struct remote *r, const char *path, struct remote_entry *ou
 		}
 		goto out;
 	}
-	ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+	ret = http_errno(ne);
 out:
-	resp_done(&resp);
+	net_reply_done(&resp);
 	free(url);
 	return ret;
 }
@@ -793,8 +616,7 @@ static int http_prepare_get(struct remote *r, const struct remote_object *obj, u
 	url = h->single_file ? strdup(h->root_url) : url_join(h->root_url, obj->path, false);
 	if (!url)
 		return -ENOMEM;
-	net_easy_setup(easy, &h->opt);
-	curl_easy_setopt(easy, CURLOPT_SHARE, h->share);
+	net_client_setup(h->client, easy);
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	free(url);
 	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, off, off + len - 1);
@@ -823,23 +645,15 @@ static int http_prepare_get(struct remote *r, const struct remote_object *obj, u
 static void http_free(struct remote *r)
 {
 	struct http_remote *h = (struct http_remote *)r;
-	int i;
 
 	if (!h)
 		return;
-	for (i = 0; i < h->nr_pool; i++)
-		curl_easy_cleanup(h->pool[i]);
-	if (h->share)
-		curl_share_cleanup(h->share);
-	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
-		pthread_mutex_destroy(&h->share_locks[i]);
-	pthread_mutex_destroy(&h->pool_lock);
+	net_client_free(h->client);
 	man_free(h->man, h->nr_man);
 	free(h->man_by_parent);
 	remote_entry_done(&h->file);
 	free(h->root_url);
 	free(h->hostport);
-	free(h->ca_file);
 	free(h);
 }
 
@@ -847,7 +661,7 @@ static void http_free(struct remote *r)
 static int open_dir(struct http_remote *h, char *errbuf, size_t errlen)
 {
 	char *murl = url_join(h->root_url, MANIFEST_NAME, false);
-	struct http_resp r;
+	struct net_reply r;
 	enum net_error ne;
 	int ret;
 
@@ -857,17 +671,17 @@ static int open_dir(struct http_remote *h, char *errbuf, size_t errlen)
 	if (ne == NET_OK) {
 		char why[400];
 
-		ret = man_index(h, r.body ? r.body : "", r.len, why, sizeof(why));
+		ret = man_index(h, r.body ? r.body : "", r.body_bytes, why, sizeof(why));
 		if (ret)
 			snprintf(errbuf, errlen, "%s: %s", murl, why);
 		goto out;
 	}
 	if (ne != NET_HTTP_404 && ne != NET_HTTP_403) {
 		describe(h, murl, &r, errbuf, errlen);
-		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		ret = http_errno(ne);
 		goto out;
 	}
-	resp_done(&r);
+	net_reply_done(&r);
 	ne = http_do(h, h->root_url, false, &r);
 	if (ne != NET_OK) {
 		describe(h, h->root_url, &r, errbuf, errlen);
@@ -875,12 +689,12 @@ static int open_dir(struct http_remote *h, char *errbuf, size_t errlen)
 			snprintf(errbuf + strlen(errbuf), errlen - strlen(errbuf),
 				" (the server must allow directory listing or serve %s)",
 				MANIFEST_NAME);
-		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		ret = http_errno(ne);
 		goto out;
 	}
 	ret = 0;
 out:
-	resp_done(&r);
+	net_reply_done(&r);
 	free(murl);
 	return ret;
 }
@@ -888,14 +702,13 @@ out:
 /* A URL without a trailing slash: one file, or a directory the server redirects to its slash. */
 static int open_file(struct http_remote *h, const struct url *u, char *errbuf, size_t errlen)
 {
-	struct http_resp r;
+	struct net_reply r;
 	enum net_error ne;
 	char *name = NULL, *shown = NULL;
 	int ret;
 
 	ne = http_do(h, h->root_url, true, &r);
-	if (r.code == CURLE_OK && r.status >= 300 && r.status < 400 && r.location && *r.location &&
-		r.location[strlen(r.location) - 1] == '/' && !u->query) {
+	if (redirects_to_directory(&r) && !u->query) {
 		char *dir;
 
 		if (asprintf(&dir, "%s/", h->root_url) < 0) {
@@ -909,10 +722,10 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 	}
 	if (ne != NET_OK) {
 		describe(h, h->root_url, &r, errbuf, errlen);
-		ret = net_error_to_errno(ne) == -ESTALE ? -EIO : net_error_to_errno(ne);
+		ret = http_errno(ne);
 		goto out;
 	}
-	if (!r.have_length) {
+	if (!r.has_length) {
 		shown = url_redact(h->root_url);
 		snprintf(errbuf, errlen, "%s: the server sent no Content-Length",
 			shown ? shown : "(URL)");
@@ -939,17 +752,18 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 out:
 	free(shown);
 	free(name);
-	resp_done(&r);
+	net_reply_done(&r);
 	return ret;
 }
 
 static int http_open(struct remote **out, const char *source, const struct remote_options *opt,
 	char *errbuf, size_t errlen)
 {
+	struct remote_options client_opt;
 	struct http_remote *h;
 	struct url u;
 	size_t sl;
-	int ret, i;
+	int ret;
 
 	*out = NULL;
 	ret = url_parse(&u, source, errbuf, errlen);
@@ -967,35 +781,18 @@ static int http_open(struct remote **out, const char *source, const struct remot
 		return -ENOMEM;
 	}
 	h->base.ops = &remote_http_ops;
-	pthread_mutex_init(&h->pool_lock, NULL);
-	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
-		pthread_mutex_init(&h->share_locks[i], NULL);
-	if (opt)
-		h->opt = *opt;
-	h->opt.ca_file = NULL;
-	if (opt && opt->ca_file && !(h->ca_file = strdup(opt->ca_file)))
-		goto nomem;
-	h->opt.ca_file = h->ca_file;
+	client_opt = opt ? *opt : (struct remote_options){0};
 	/* libcurl's trace (-vv) prints each request line, query and all: not for a URL whose
 	 * query may be a token (the S3 backend never traces, for its session token). */
-	if (u.query && h->opt.verbose > 1) {
+	if (u.query && client_opt.verbose > 1) {
 		log_info("the URL has a query: no libcurl trace, which would print it");
-		h->opt.verbose = 1;
+		client_opt.verbose = 1;
 	}
-	/* Strings other than ca_file are not used by this backend; do not keep borrowed ones. */
-	h->opt.endpoint = h->opt.region = h->opt.profile = h->opt.addressing = NULL;
+	h->client = net_client_new(&client_opt);
 	sl = strcspn(source, "#");
 	h->root_url = strndup(source, sl);
-	if (!h->root_url || asprintf(&h->hostport, "%s:%u", u.host, u.port) < 0)
+	if (!h->client || !h->root_url || asprintf(&h->hostport, "%s:%u", u.host, u.port) < 0)
 		goto nomem;
-	h->share = curl_share_init();
-	if (!h->share)
-		goto nomem;
-	curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
-	curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-	curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
-	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 	if (u.path[strlen(u.path) - 1] == '/') {
 		if (u.query) {
 			char *shown = url_redact(source);

@@ -3,32 +3,33 @@
 #include "config.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
-#include "fs/remote/aws_config.h"
 #include "fs/log.h"
+#include "fs/remote/aws_config.h"
 #include "fs/remote/net.h"
+#include "fs/remote/net_client.h"
 #include "fs/remote/remote.h"
 #include "fs/remote/remote_i.h"
 #include "fs/remote/s3_list.h"
 #include "fs/remote/s3_sign.h"
 
 #define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
-#define S3_SYNC_RETRIES	   4   /* listings and HEADs; the fetch engine retries GETs itself */
-#define S3_BACKOFF_MS	   100 /* first retry, doubled each time, jittered 0.5x .. 1.5x */
+#define S3_SYNC_RETRIES	   4	/* listings and HEADs; the fetch engine retries GETs itself */
+#define S3_BACKOFF_MS	   100	/* first retry, doubled each time (net_backoff_ms) */
+#define S3_BACKOFF_MAX_MS  2000 /* also caps a Retry-After: a listing has a reader waiting */
+#define S3_TIMEOUT_S	   300	/* a listing page is small: unlike a chunk, no excuse for more */
 #define S3_NAME_MAX	   255
 #define S3_MAX_DIR_ENTRIES 10000000 /* one directory; beyond this the listing is refused */
 
-/* One mounted source. Everything but the counters and the share's locks is set by open and
- * read-only afterwards, so list/stat/prepare_get run from many threads without a lock. */
+/* One mounted source. Everything but the counters (and the client's own locks) is set by open
+ * and read-only afterwards, so list/stat/prepare_get run from many threads without a lock. */
 struct remote_s3 {
 	struct remote base;
 	struct aws_config cfg;
@@ -38,87 +39,12 @@ struct remote_s3 {
 	bool virtual_host;
 	char *scheme_host; /* "https://bucket.s3.us-east-1.amazonaws.com" */
 	char *host;	   /* the Host header: host[:port], port only when not default */
-	/* For net_easy_setup: TLS, timeouts. Only ca_file (owned, below) of the strings is
-	 * kept; verbose is always 0, since libcurl's trace would print the session token. */
-	struct remote_options opt;
-	char *ca_file;
-	CURLSH *share; /* connections and DNS of the synchronous requests */
-	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
+	/* TLS and timeouts from the options; never a libcurl trace, which would print the
+	 * session token. */
+	struct net_client *client;
 	atomic_bool warned_unsafe, warned_collision;
 	atomic_ulong nr_unsafe, nr_collisions;
 };
-
-/* A reply of a synchronous request: the body (capped) and the headers stat needs. */
-struct s3_reply {
-	long status;
-	char *body;
-	size_t body_bytes, body_cap;
-	bool too_big;
-	char etag[256];
-	uint64_t content_length;
-	bool has_length;
-	time_t last_modified;
-};
-
-static void s3_reply_done(struct s3_reply *rep)
-{
-	free(rep->body);
-	memset(rep, 0, sizeof(*rep));
-}
-
-/* ---- curl plumbing: the common setup is net.h's ---- */
-
-static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
-{
-	struct remote_s3 *s = arg;
-
-	pthread_mutex_lock(&s->share_lock[data]);
-}
-
-static void share_unlock(CURL *h, curl_lock_data data, void *arg)
-{
-	struct remote_s3 *s = arg;
-
-	pthread_mutex_unlock(&s->share_lock[data]);
-}
-
-static size_t on_body(char *data, size_t size, size_t n, void *arg)
-{
-	struct s3_reply *rep = arg;
-	size_t len = size * n;
-
-	if (rep->body_bytes + len > S3_MAX_REPLY_BYTES) {
-		rep->too_big = true;
-		return 0;
-	}
-	if (rep->body_bytes + len + 1 > rep->body_cap) {
-		size_t cap = rep->body_cap ? rep->body_cap : 16384;
-		while (cap < rep->body_bytes + len + 1)
-			cap *= 2;
-		char *b = realloc(rep->body, cap);
-		if (!b)
-			return 0;
-		rep->body = b;
-		rep->body_cap = cap;
-	}
-	memcpy(rep->body + rep->body_bytes, data, len);
-	rep->body_bytes += len;
-	rep->body[rep->body_bytes] = '\0';
-	return len;
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *arg)
-{
-	struct s3_reply *rep = arg;
-	size_t len = size * n, vl;
-	const char *v = net_header_value(data, len, "ETag", &vl);
-
-	if (v && vl < sizeof(rep->etag)) {
-		memcpy(rep->etag, v, vl);
-		rep->etag[vl] = '\0';
-	}
-	return len;
-}
 
 /* ---- addressing ---- */
 
@@ -210,7 +136,7 @@ out:
 
 /* What a reply means for the retry policy and the -errno: its HTTP status refined by S3's Error
  * code (a 400 RequestTimeout is retried, a 403 or NoSuchBucket is final). */
-static enum net_error s3_reply_error(const struct s3_reply *rep, struct s3_error_doc *doc)
+static enum net_error s3_reply_error(const struct net_reply *rep, struct s3_error_doc *doc)
 {
 	memset(doc, 0, sizeof(*doc));
 	if (rep->status >= 200 && rep->status < 300)
@@ -221,7 +147,7 @@ static enum net_error s3_reply_error(const struct s3_reply *rep, struct s3_error
 }
 
 /* A one-line reason for a failed reply, never holding a secret. Returns the -errno. */
-static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_reply *rep,
+static int s3_describe(struct remote_s3 *s, const char *what, const struct net_reply *rep,
 	char *errbuf, size_t errlen)
 {
 	struct s3_error_doc doc;
@@ -273,120 +199,55 @@ static int s3_describe(struct remote_s3 *s, const char *what, const struct s3_re
 	return net_error_to_errno(ne);
 }
 
-/* A one-line reason for a request that got no HTTP reply. Returns the -errno. */
-static int s3_describe_transport(
-	struct remote_s3 *s, CURLcode rc, const char *curl_err, char *errbuf, size_t errlen)
-{
-	const char *why = curl_err[0] ? curl_err : curl_easy_strerror(rc);
-
-	switch (net_error_from_curl(rc)) {
-	case NET_TLS:
-		snprintf(errbuf, errlen,
-			"TLS with %s failed: %s (for a private CA, pass --ca-file)", s->scheme_host,
-			why);
-		return -EIO;
-	case NET_CONNECT:
-		snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host, why);
-		return -ECONNREFUSED;
-	case NET_TIMEOUT:
-		snprintf(errbuf, errlen, "cannot reach %s: timed out: %s", s->scheme_host, why);
-		return -ETIMEDOUT;
-	case NET_RESOLVE:
-		snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host, why);
-		return -EHOSTUNREACH;
-	default:
-		snprintf(errbuf, errlen, "cannot reach %s: %s", s->scheme_host, why);
-		return -EIO;
-	}
-}
-
 /* ---- synchronous requests ---- */
-
-static void backoff(unsigned attempt)
-{
-	unsigned ms = S3_BACKOFF_MS << attempt;
-
-	ms = ms / 2 + (unsigned)(rand() % (int)ms); /* jitter: 0.5x .. 1.5x */
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 /* One request; what net_error_is_retryable calls transient (resets, timeouts, 5xx, SlowDown,
  * RequestTimeout) is retried with jittered exponential backoff, each attempt signed afresh.
  * 0 with rep filled (any HTTP status; the caller describes a failure), or -errno with a reason
  * in errbuf when no reply came. */
 static int s3_request(struct remote_s3 *s, const char *method, const char *key,
-	const struct s3_kv *query, size_t nr_query, struct s3_reply *rep, char *errbuf,
+	const struct s3_kv *query, size_t nr_query, struct net_reply *rep, char *errbuf,
 	size_t errlen)
 {
-	int err = 0;
+	struct net_request req = {
+		.head = !strcmp(method, "HEAD"),
+		.max_body_bytes = S3_MAX_REPLY_BYTES,
+		.timeout_s = S3_TIMEOUT_S,
+	};
 
-	for (unsigned attempt = 0;; attempt++) {
-		char curl_err[CURL_ERROR_SIZE] = "";
+	for (unsigned retry = 0;; retry++) {
 		struct s3_error_doc doc = {0};
 		struct curl_slist *hdrs = NULL;
 		enum net_error ne;
 		char *url = NULL;
-		CURL *easy;
-		CURLcode rc;
+		uint64_t ms;
+		int err;
 
-		memset(rep, 0, sizeof(*rep));
 		err = s3_build(s, method, key, query, nr_query, NULL, 0, &url, &hdrs);
 		if (err) {
+			memset(rep, 0, sizeof(*rep));
 			snprintf(errbuf, errlen, "cannot sign the request: %s", strerror(-err));
 			return err;
 		}
-		easy = curl_easy_init();
-		if (!easy) {
-			free(url);
-			curl_slist_free_all(hdrs);
-			snprintf(errbuf, errlen, "out of memory");
-			return -ENOMEM;
-		}
-		net_easy_setup(easy, &s->opt);
-		curl_easy_setopt(easy, CURLOPT_SHARE, s->share);
-		curl_easy_setopt(easy, CURLOPT_URL, url);
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_err);
-		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
-		curl_easy_setopt(easy, CURLOPT_WRITEDATA, rep);
-		curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
-		curl_easy_setopt(easy, CURLOPT_HEADERDATA, rep);
-		curl_easy_setopt(easy, CURLOPT_FILETIME, 1L);
-		/* A listing page is small: unlike a chunk, it has no excuse to take minutes. */
-		curl_easy_setopt(easy, CURLOPT_TIMEOUT, 300L);
-		if (!strcmp(method, "HEAD"))
-			curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-		rc = curl_easy_perform(easy);
-		if (rc == CURLE_OK) {
-			curl_off_t cl = -1, ft = -1;
-			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &rep->status);
-			curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-			curl_easy_getinfo(easy, CURLINFO_FILETIME_T, &ft);
-			rep->has_length = cl >= 0;
-			rep->content_length = cl >= 0 ? (uint64_t)cl : 0;
-			rep->last_modified = ft >= 0 ? (time_t)ft : 0;
-		}
-		curl_easy_cleanup(easy);
+		req.url = url;
+		req.headers = hdrs;
+		ne = net_client_request(s->client, &req, rep);
 		curl_slist_free_all(hdrs);
 		free(url);
-		if (rep->too_big) {
-			snprintf(errbuf, errlen, "s3://%s: a reply over %u bytes", s->bucket,
-				S3_MAX_REPLY_BYTES);
-			s3_reply_done(rep);
-			return -EBADMSG;
-		}
-		ne = rc != CURLE_OK ? net_error_from_curl(rc) : s3_reply_error(rep, &doc);
-		if (!net_error_is_retryable(ne) || attempt >= S3_SYNC_RETRIES) {
-			if (rc == CURLE_OK)
+		if (rep->code == CURLE_OK)
+			ne = s3_reply_error(rep, &doc);
+		if (!net_error_is_retryable(ne) || retry >= S3_SYNC_RETRIES) {
+			if (rep->code == CURLE_OK)
 				return 0; /* the caller describes an HTTP failure */
-			s3_reply_done(rep);
-			return s3_describe_transport(s, rc, curl_err, errbuf, errlen);
+			net_reply_describe_transport(rep, s->scheme_host, errbuf, errlen);
+			net_reply_done(rep);
+			return net_error_to_errno(ne);
 		}
 		log_debug("s3: %s %s: %s%s%s, retrying", method, key, net_error_str(ne),
 			doc.code[0] ? " " : "", doc.code);
-		s3_reply_done(rep);
-		backoff(attempt);
+		ms = net_backoff_ms(retry, S3_BACKOFF_MS, S3_BACKOFF_MAX_MS, rep->retry_after_ms);
+		net_reply_done(rep);
+		nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
 	}
 }
 
@@ -397,7 +258,7 @@ static int s3_list_page(struct remote_s3 *s, const char *prefix, const char *tok
 	struct s3_kv q[6];
 	size_t nq = 0;
 	char mk[16];
-	struct s3_reply rep;
+	struct net_reply rep;
 	int err;
 
 	q[nq++] = (struct s3_kv){"list-type", "2"};
@@ -419,7 +280,7 @@ static int s3_list_page(struct remote_s3 *s, const char *prefix, const char *tok
 	}
 	err = s3_list_parse(rep.body ? rep.body : "", rep.body_bytes, page, errbuf, errlen);
 out:
-	s3_reply_done(&rep);
+	net_reply_done(&rep);
 	return err;
 }
 
@@ -675,7 +536,7 @@ static int fill_entry(struct remote_entry *out, const char *path, enum remote_ty
 static int s3_head(struct remote_s3 *s, const char *key, const char *path, struct remote_entry *out,
 	char *errbuf, size_t errlen)
 {
-	struct s3_reply rep;
+	struct net_reply rep;
 	int err;
 
 	err = s3_request(s, "HEAD", key, NULL, 0, &rep, errbuf, errlen);
@@ -696,7 +557,7 @@ static int s3_head(struct remote_s3 *s, const char *key, const char *path, struc
 	} else {
 		err = s3_describe(s, key, &rep, errbuf, errlen);
 	}
-	s3_reply_done(&rep);
+	net_reply_done(&rep);
 	return err;
 }
 
@@ -771,7 +632,7 @@ static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uin
 	free(key);
 	if (err)
 		return err;
-	net_easy_setup(easy, &s->opt);
+	net_client_setup(s->client, easy);
 	curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 	/* CURLOPT_URL copies the string. */
 	curl_easy_setopt(easy, CURLOPT_URL, url);
@@ -786,16 +647,12 @@ static void s3_free(struct remote *r)
 
 	if (!s)
 		return;
-	if (s->share)
-		curl_share_cleanup(s->share);
-	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-		pthread_mutex_destroy(&s->share_lock[i]);
+	net_client_free(s->client);
 	aws_config_done(&s->cfg);
 	free(s->bucket);
 	free(s->prefix);
 	free(s->scheme_host);
 	free(s->host);
-	free(s->ca_file);
 	free(s);
 }
 
@@ -912,6 +769,7 @@ out:
 static int s3_open(struct remote **out, const char *source, const struct remote_options *opt,
 	char *errbuf, size_t errlen)
 {
+	struct remote_options client_opt = {0}; /* verbose 0: see client */
 	struct remote_s3 *s;
 	struct s3_list_page page;
 	const char *b, *slash;
@@ -928,8 +786,6 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 		return -ENOMEM;
 	}
 	s->base.ops = &remote_s3_ops;
-	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-		pthread_mutex_init(&s->share_lock[i], NULL);
 
 	b = source + 5;
 	slash = strchr(b, '/');
@@ -958,14 +814,6 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 	err = aws_config_load(&s->cfg, &req, errbuf, errlen);
 	if (err)
 		goto err;
-	if (opt) {
-		s->opt.insecure = opt->insecure;
-		s->opt.connect_timeout_ms = opt->connect_timeout_ms;
-		s->opt.low_speed_time_s = opt->low_speed_time_s;
-		if (opt->ca_file && !(s->ca_file = strdup(opt->ca_file)))
-			goto nomem;
-		s->opt.ca_file = s->ca_file;
-	}
 	if (net_global_init()) {
 		snprintf(errbuf, errlen, "cannot initialise libcurl");
 		err = -EIO;
@@ -975,15 +823,15 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 	if (err)
 		goto err;
 
-	s->share = curl_share_init();
-	if (!s->share)
+	if (opt) {
+		client_opt.insecure = opt->insecure;
+		client_opt.connect_timeout_ms = opt->connect_timeout_ms;
+		client_opt.low_speed_time_s = opt->low_speed_time_s;
+		client_opt.ca_file = opt->ca_file;
+	}
+	s->client = net_client_new(&client_opt);
+	if (!s->client)
 		goto nomem;
-	curl_share_setopt(s->share, CURLSHOPT_LOCKFUNC, share_lock);
-	curl_share_setopt(s->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-	curl_share_setopt(s->share, CURLSHOPT_USERDATA, s);
-	curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-	curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-	curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 
 	/* Does the source exist, and may we read it? One small listing answers both, with an
 	 * Error document that tells a wrong secret from an unknown key from a missing bucket. */

@@ -157,6 +157,6 @@ check(r.returncode == 2, 'a missing prefix: %s' % r.stderr.decode().strip())
 r = drv('--addressing', 'virtual', 'walk', 's3://%s/ds/nested/' % bucket)
 check(r.returncode != 0, 'virtual-host style against a server without DNS names fails cleanly: %s' % r.stderr.decode().strip()[:200])
 r = drv('--endpoint', 'http://127.0.0.1:1', 'walk', 's3://%s/' % bucket)
-check(r.returncode != 0 and 'cannot reach' in r.stderr.decode(), 'an unreachable endpoint: %s' % r.stderr.decode().strip())
+check(r.returncode != 0 and 'cannot connect to ' in r.stderr.decode(), 'an unreachable endpoint: %s' % r.stderr.decode().strip())
 sys.exit(1 if fails else 0)
 PY

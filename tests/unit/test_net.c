@@ -1,6 +1,8 @@
-/* Tests of the network error mapping and the Content-Range parser (fs/remote/net.c). */
+/* Tests of the network error mapping, the header parsers and the retry backoff
+ * (fs/remote/net.c). */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -123,4 +125,67 @@ Test(net, parses_retry_after_seconds_and_dates)
 	net_format_http_date((int64_t)time(NULL) + 100, date, sizeof(date));
 	int64_t ms = net_parse_retry_after(date, strlen(date));
 	cr_expect(ms >= 98000 && ms <= 100000, "%lld ms", (long long)ms);
+}
+
+Test(net, backoff_doubles_per_retry_within_half_to_one_and_a_half)
+{
+	for (unsigned retry = 0; retry < 5; retry++) {
+		uint64_t mid = 100u << retry, lo = mid, hi = 0;
+
+		for (int i = 0; i < 2000; i++) {
+			uint64_t ms = net_backoff_ms(retry, 100, 100000, -1);
+
+			cr_assert(ms >= mid / 2 && ms <= mid + mid / 2, "retry %u: %llu ms", retry,
+				(unsigned long long)ms);
+			lo = ms < lo ? ms : lo;
+			hi = ms > hi ? ms : hi;
+		}
+		/* jittered: 2000 draws cover most of the range, not one value */
+		cr_expect(lo < mid * 3 / 4 && hi > mid * 5 / 4, "retry %u: %llu..%llu ms", retry,
+			(unsigned long long)lo, (unsigned long long)hi);
+	}
+}
+
+Test(net, backoff_stops_doubling_at_the_cap)
+{
+	for (int i = 0; i < 1000; i++) {
+		uint64_t ms = net_backoff_ms(40, 100, 2000, -1);
+
+		cr_assert(ms >= 1000 && ms <= 3000, "%llu ms", (unsigned long long)ms);
+	}
+}
+
+Test(net, backoff_takes_a_longer_retry_after_within_the_cap)
+{
+	for (int i = 0; i < 1000; i++) {
+		uint64_t asked = net_backoff_ms(0, 100, 10000, 4000);
+		uint64_t capped = net_backoff_ms(0, 100, 10000, 60000);
+		uint64_t shorter = net_backoff_ms(0, 100, 10000, 10);
+
+		cr_assert(asked >= 4000 && asked <= 5000, "%llu", (unsigned long long)asked);
+		cr_assert(capped >= 10000 && capped <= 12500, "%llu", (unsigned long long)capped);
+		cr_assert(shorter >= 50 && shorter <= 150, "%llu", (unsigned long long)shorter);
+	}
+}
+
+static void *draw_backoffs(void *arg)
+{
+	uint64_t *out = arg;
+
+	for (int i = 0; i < 16; i++)
+		out[i] = net_backoff_ms(10, 1000, 1u << 30, -1);
+	return NULL;
+}
+
+Test(net, backoff_jitter_differs_between_threads)
+{
+	uint64_t a[16], b[16];
+	pthread_t ta, tb;
+
+	pthread_create(&ta, NULL, draw_backoffs, a);
+	pthread_create(&tb, NULL, draw_backoffs, b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	/* Two threads that fail together must not sleep alike (one seed shared, or none, would) */
+	cr_expect(memcmp(a, b, sizeof(a)), "two threads drew the same 16 delays");
 }
