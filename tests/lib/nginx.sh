@@ -8,6 +8,9 @@
 #                                              (wrong-host.invalid) only; CERT expired: for
 #                                              the right names, expired a day ago
 #   nginx.sh stop STATE_DIR
+# With NGINX_OWNER=PID in the environment, nginx is also stopped once that process has exited,
+# however it ended: nginx daemonizes into its own session, so a test killed by its timeout
+# (meson kills the test's process group) would otherwise leave it running.
 # Autoindex, byte ranges, ETags and If-Match are nginx's defaults; logs stay in STATE_DIR.
 set -euo pipefail
 
@@ -80,7 +83,11 @@ CONF
 		mkdir -p "$state/tmp"
 		if nginx -q -p "$state" -c "$state/nginx.conf" -g "user root;" 2>"$state/start.err"; then
 			for _ in $(seq 50); do
-				[ -s "$state/nginx.pid" ] && { echo "$port"; return 0; }
+				if [ -s "$state/nginx.pid" ]; then
+					[ -z "${NGINX_OWNER:-}" ] || stop_when_gone "$state" "$NGINX_OWNER"
+					echo "$port"
+					return 0
+				fi
 				sleep 0.05
 			done
 		fi
@@ -88,6 +95,16 @@ CONF
 	done
 	echo "nginx.sh: could not find a free port" >&2
 	return 1
+}
+
+# stop_when_gone STATE_DIR PID: a watcher in its own session (out of reach of a kill of the
+# caller's process group) stops this nginx once PID has exited. The state dir travels in the
+# environment, not in argv, so that harnesses that wait for processes naming their temp dir
+# do not wait for the watcher.
+stop_when_gone() {
+	NGINX_WATCHED_STATE=$1 setsid -f bash -c \
+		'tail --pid="$1" -f /dev/null; exec bash "$0" stop "$NGINX_WATCHED_STATE"' \
+		"$(realpath "${BASH_SOURCE[0]}")" "$2" </dev/null >/dev/null 2>&1
 }
 
 stop() {

@@ -96,8 +96,9 @@ static int start_nginx(bool tls)
 	int port = 0;
 	FILE *p;
 
-	snprintf(cmd, sizeof(cmd), "'%s/tests/lib/nginx.sh' start '%s' '%s' %s", src_root, state,
-		docroot, tls ? "--tls" : "");
+	/* NGINX_OWNER: nginx stops when this test process ends, even killed by its timeout. */
+	snprintf(cmd, sizeof(cmd), "NGINX_OWNER=%d '%s/tests/lib/nginx.sh' start '%s' '%s' %s",
+		(int)getpid(), src_root, state, docroot, tls ? "--tls" : "");
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	cr_assert_eq(fscanf(p, "%d", &port), 1, "nginx did not start");
