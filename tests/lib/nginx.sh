@@ -42,6 +42,8 @@ start() {
 	state=$(cd "$state" && pwd)
 	root=$(cd "$root" && pwd)
 	local listen ssl=""
+	# The watcher first: were this script killed while nginx starts, nginx would have none.
+	[ -z "${NGINX_OWNER:-}" ] || stop_when_gone "$state" "$NGINX_OWNER"
 	for try in 1 2 3 4 5; do
 		local port
 		port=$(free_port)
@@ -83,11 +85,7 @@ CONF
 		mkdir -p "$state/tmp"
 		if nginx -q -p "$state" -c "$state/nginx.conf" -g "user root;" 2>"$state/start.err"; then
 			for _ in $(seq 50); do
-				if [ -s "$state/nginx.pid" ]; then
-					[ -z "${NGINX_OWNER:-}" ] || stop_when_gone "$state" "$NGINX_OWNER"
-					echo "$port"
-					return 0
-				fi
+				[ -s "$state/nginx.pid" ] && { echo "$port"; return 0; }
 				sleep 0.05
 			done
 		fi
@@ -98,12 +96,12 @@ CONF
 }
 
 # stop_when_gone STATE_DIR PID: a watcher in its own session (out of reach of a kill of the
-# caller's process group) stops this nginx once PID has exited. The state dir travels in the
-# environment, not in argv, so that harnesses that wait for processes naming their temp dir
-# do not wait for the watcher.
+# caller's process group) stops the nginx of STATE_DIR, if any, once PID has exited (checked
+# twice a second). The state dir travels in the environment, not in argv, so that harnesses
+# that wait for processes naming their temp dir do not wait for the watcher.
 stop_when_gone() {
 	NGINX_WATCHED_STATE=$1 setsid -f bash -c \
-		'tail --pid="$1" -f /dev/null; exec bash "$0" stop "$NGINX_WATCHED_STATE"' \
+		'tail --pid="$1" -s 0.5 -f /dev/null; exec bash "$0" stop "$NGINX_WATCHED_STATE"' \
 		"$(realpath "${BASH_SOURCE[0]}")" "$2" </dev/null >/dev/null 2>&1
 }
 

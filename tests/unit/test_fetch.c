@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -120,6 +121,8 @@ static int start_faultserver_with(const char *mode, int every, const char *extra
 	fault_pid = fork();
 	cr_assert_geq(fault_pid, 0);
 	if (fault_pid == 0) {
+		/* Ends with this test's process, even one killed by its timeout. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(fds[1], 1);
 		close(fds[0]);
 		execl("/usr/bin/python3", "python3", script, docroot, "--mode", mode, "--every", ev,
