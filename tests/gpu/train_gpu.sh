@@ -51,7 +51,6 @@ while IFS='|' read -r _ what dt err lim res _; do
 done < <(grep -E '\| (PASS|FAIL) \|' "$WORK/model.txt")
 
 echo "== ferry train end to end"
-FERRY_BUILD=$BUILD FERRY_SRC=$SRC
 . "$SRC/tests/lib/llmc_shards.sh"
 make_shards "$WORK/data"
 COMMON=(--data "$WORK/data/train_*.bin" --model d2 --seq-len 128 --batch 8 --steps 20
