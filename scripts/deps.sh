@@ -11,6 +11,7 @@ pkgs=(
 	# fuzzing (tests/fuzz): clang with libFuzzer, whose runtime is only recommended by
 	# clang-14, and llvm-symbolizer for readable stacks in its reports
 	clang libclang-rt-14-dev llvm-14
+	clang-format # scripts/format.sh and the format suite: clang-format 14
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs ferry's whole test suite: installs what it needs (Debian 12, as root), builds a normal
-# and a sanitizer (address,undefined) tree, runs every suite in both, then two more stages:
+# and a sanitizer (address,undefined) tree, runs every suite in both (the format suite, whether
+# the C and CUDA sources are as scripts/format.sh leaves them, in the first only), then two
+# more stages:
 #   fuzz: a clang tree (build-fuzz) runs each libFuzzer target of tests/fuzz for
 #         FERRY_FUZZ_SECONDS (default 20) from its seed corpus;
-#   tsan: a ThreadSanitizer tree (build-tsan) runs the fetch and cache unit tests and the
+#   tsan: a ThreadSanitizer tree (build-tsan) runs the fetch and cache Criterion tests and the
 #         concurrency integration tests (random_preads_equal_source and every test with
 #         "threads" in its name).
 # It ends with one line "N passed, N failed, N skipped" over all of them. Safe to run twice.
@@ -49,7 +51,7 @@ setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dcuda=disabled
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 rc=0
 meson test -C build --print-errorlogs --num-processes 2 "$@" || rc=1
-meson test -C build-asan --print-errorlogs --num-processes 2 "$@" || rc=1
+meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite format "$@" || rc=1
 
 # Stage fuzz: libFuzzer needs clang; only the fuzz targets are built in that tree.
 stage_start=$SECONDS

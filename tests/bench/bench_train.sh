@@ -11,12 +11,12 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 FERRY_BUILD=${FERRY_BUILD:-$src/build}
 FERRY=${FERRY_BIN:-$FERRY_BUILD/mount/ferry}
-[ -x "$FERRY" ] || { echo "SKIP: no ferry binary at $FERRY"; exit 77; }
+[ -x "$FERRY" ] || { echo "FAIL: no ferry binary at $FERRY" >&2; exit 1; }
 steps=${1:-4}
 threads=${2:-$(nproc)}
 work=$(mktemp -d /tmp/ferry_bench_train.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-source "$src/tests/integ/train_lib.sh"
+source "$src/tests/lib/llmc_shards.sh"
 make_shards "$work/data"
 
 L=6 C=384 T=256 B=8 V=256

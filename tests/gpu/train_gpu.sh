@@ -51,8 +51,7 @@ while IFS='|' read -r _ what dt err lim res _; do
 done < <(grep -E '\| (PASS|FAIL) \|' "$WORK/model.txt")
 
 echo "== ferry train end to end"
-FERRY_BUILD=$BUILD FERRY_SRC=$SRC
-. "$SRC/tests/integ/train_lib.sh"
+. "$SRC/tests/lib/llmc_shards.sh"
 make_shards "$WORK/data"
 COMMON=(--data "$WORK/data/train_*.bin" --model d2 --seq-len 128 --batch 8 --steps 20
 	--warmup 5 --eval-every 0 --ckpt-every 10 --seed 7)

@@ -5,6 +5,9 @@
 #   mount_ferry "http://127.0.0.1:$PORT/" "$T/mnt"; same_tree "$T/src" "$T/mnt"; pass
 # Environment: FERRY_SRC, FERRY_BUILD (set by meson), FERRY (the binary, default
 # $FERRY_BUILD/mount/ferry), FERRY_KEEP_TMP=1 keeps the temp dir for a post-mortem.
+# Exit status: 0 PASS, 77 SKIP only for what this machine lacks by nature (no /dev/fuse, not
+# root, a build configured without a feature); anything missing that the build or
+# scripts/deps.sh provides (a binary, a helper program, a python module) FAILS, in one line.
 set -euo pipefail
 
 FERRY_SRC=${FERRY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -22,6 +25,8 @@ T=$(cd "$T" && pwd)
 : >"$T/.mounts"
 : >"$T/.servers"
 : >"$T/.pids"
+# Commands a test adds with on_exit; cleanup runs them first, newest first.
+on_exit_cmds=()
 # Sanitizer reports (sanitizer builds) go to files here, so that the detached daemon's, whose
 # stderr is /dev/null, are seen too: cleanup prints them and fails the test.
 mkdir "$T/.san"
@@ -62,9 +67,18 @@ mounts_under() { # dir: mountpoints strictly inside it
 		/proc/self/mountinfo
 }
 
+# on_exit CMD: cleanup runs CMD (a string for eval) before it unmounts and stops servers; CMD
+# sees the test's exit status in $rc.
+on_exit() {
+	on_exit_cmds+=("$1")
+}
+
 cleanup() {
-	local rc=$? m s p
+	local rc=$? m s p i
 	set +e
+	for ((i = ${#on_exit_cmds[@]} - 1; i >= 0; i--)); do
+		eval "${on_exit_cmds[i]}"
+	done
 	# Unmount in reverse order of mounting; -z so a busy mount cannot keep us here.
 	if [ -s "$T/.mounts" ]; then
 		while read -r m; do
@@ -107,26 +121,55 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# SKIP (77) where this machine cannot run FUSE; FAIL when ferry itself was not built.
-need_fuse() {
-	[ -c /dev/fuse ] || skip "no /dev/fuse"
-	command -v fusermount3 >/dev/null || skip "no fusermount3"
-	[ -x "$FERRY" ] || fail "ferry is not built at $FERRY"
+# need_built PATH...: FAIL unless each program of the build is there.
+need_built() {
+	local p
+	for p in "$@"; do
+		[ -x "$p" ] || fail "$p is not built (ninja -C $FERRY_BUILD)"
+	done
 }
 
-need_python_numpy() {
-	"$PY" -c 'import numpy' 2>/dev/null || skip "no numpy for $PY"
+# need_cmd NAME...: FAIL unless each helper program is installed (scripts/deps.sh installs them).
+need_cmd() {
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null || fail "no $c on PATH (scripts/deps.sh installs it)"
+	done
+}
+
+# need_python MODULE...: FAIL unless $PY imports each (scripts/deps.sh installs them).
+need_python() {
+	local m
+	for m in "$@"; do
+		"$PY" -c "import $m" 2>/dev/null || fail "no python module $m for $PY (scripts/deps.sh)"
+	done
+}
+
+# build_has FEATURE: true when the build was configured with it (HAVE_FEATURE in config.h).
+build_has() {
+	[ -f "$FERRY_BUILD/config.h" ] || fail "no $FERRY_BUILD/config.h: not a configured build"
+	grep -qx "#define HAVE_$1 1" "$FERRY_BUILD/config.h"
+}
+
+# SKIP (77) where this machine has no FUSE device; FAIL when ferry or fusermount3 is missing.
+need_fuse() {
+	[ -c /dev/fuse ] || skip "no /dev/fuse on this machine"
+	need_cmd fusermount3
+	need_built "$FERRY"
 }
 
 # serve_nginx DOCROOT [--tls]: starts a private nginx; sets PORT, NGINX_STATE (and CA with --tls).
 nr_servers=0
 serve_nginx() {
 	local root=$1 tls=${2:-}
+	need_cmd nginx
 	nr_servers=$((nr_servers + 1))
 	NGINX_STATE=$T/nginx.$nr_servers
 	mkdir -p "$NGINX_STATE"
 	echo "$NGINX_STATE" >>"$T/.servers"
-	PORT=$(bash "$NGINX_SH" start "$NGINX_STATE" "$root" $tls) || fail "nginx did not start"
+	# NGINX_OWNER: nginx stops even when this script is killed before its cleanup runs.
+	PORT=$(NGINX_OWNER=$$ bash "$NGINX_SH" start "$NGINX_STATE" "$root" $tls) ||
+		fail "nginx did not start"
 	CA=$NGINX_STATE/ca.pem
 }
 

@@ -4,25 +4,22 @@
 # sample order re-implemented from its definition (a two-level shuffle: keyed Feistel
 # permutations of blocks and of samples within windows; loader_i.h, struct sampler).
 # Also checks `ferry data make` / `inspect` and their one-line errors.
-set -euo pipefail
-build=${FERRY_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
-data_tool=$build/loader/ferry-data
-dump=$build/loader/loader-dump
-py=/usr/bin/python3
-[ -x "$dump" ] && [ -x "$data_tool" ] || { echo "loader tools not built in $build" >&2; exit 1; }
-tmp=$(mktemp -d /tmp/ferry_loader_integ.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+data_tool=$FERRY_BUILD/loader/ferry-data
+dump=$FERRY_BUILD/loader/loader-dump
+need_built "$data_tool" "$dump"
+need_python numpy
 
 # 1. ferry data make from text; inspect agrees with numpy.
-$py -c "
+"$PY" -c "
 import random; random.seed(3)
 words = ['ferry', 'loader', 'token', 'shard', 'byte', 'gpu', 'cache', 'é', '\n']
 for i in range(3):
-    open('$tmp/t%d.txt' % i, 'w').write(' '.join(random.choice(words) for _ in range(20000)))
+    open('$T/t%d.txt' % i, 'w').write(' '.join(random.choice(words) for _ in range(20000)))
 "
-"$data_tool" make --text "$tmp"/t0.txt "$tmp"/t1.txt "$tmp"/t2.txt --out "$tmp/llmc" \
-	--val-fraction 0.1 --shard-tokens 100000 >"$tmp/make.out"
-$py - "$tmp" <<'PY'
+"$data_tool" make --text "$T"/t0.txt "$T"/t1.txt "$T"/t2.txt --out "$T/llmc" \
+	--val-fraction 0.1 --shard-tokens 100000 >"$T/make.out"
+"$PY" - "$T" <<'PY'
 import sys, glob, numpy as np
 d = sys.argv[1]
 text = b''.join(open('%s/t%d.txt' % (d, i), 'rb').read() for i in range(3))
@@ -41,21 +38,21 @@ ref = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
 assert np.array_equal(tr, ref[:len(ref) - nval]) and np.array_equal(va, ref[len(ref) - nval:])
 print('make: %d train + %d val tokens match the text bytes' % (len(tr), len(va)))
 PY
-"$data_tool" inspect "$tmp/llmc/train_000000.bin" >"$tmp/inspect.out"
-want=$($py -c "
+"$data_tool" inspect "$T/llmc/train_000000.bin" >"$T/inspect.out"
+want=$("$PY" -c "
 import numpy as np
-t = np.fromfile('$tmp/llmc/train_000000.bin', dtype='<u2', offset=1024)
+t = np.fromfile('$T/llmc/train_000000.bin', dtype='<u2', offset=1024)
 print('uint16 tokens, %d tokens, vocab 256, first: %s' % (len(t), ' '.join(map(str, t[:16]))))")
-grep -qF "llm.c v1, $want" "$tmp/inspect.out" || { echo "inspect: got $(cat "$tmp/inspect.out"), want $want" >&2; exit 1; }
-head -c 3000 "$tmp/llmc/train_000000.bin" >"$tmp/trunc.bin"
-if "$data_tool" inspect "$tmp/trunc.bin" 2>"$tmp/err"; then echo "truncated shard accepted" >&2; exit 1; fi
-[ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "trunc.bin: llm.c header says" "$tmp/err" ||
-	{ echo "bad error: $(cat "$tmp/err")" >&2; exit 1; }
-if "$data_tool" make --out "$tmp/x" 2>/dev/null; then echo "make without --text accepted" >&2; exit 1; fi
-echo "data make/inspect: ok"
+grep -qF "llm.c v1, $want" "$T/inspect.out" || fail "inspect: got $(cat "$T/inspect.out"), want $want"
+head -c 3000 "$T/llmc/train_000000.bin" >"$T/trunc.bin"
+if "$data_tool" inspect "$T/trunc.bin" 2>"$T/err"; then fail "truncated shard accepted"; fi
+[ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "trunc.bin: llm.c header says" "$T/err" ||
+	fail "bad error: $(cat "$T/err")"
+if "$data_tool" make --out "$T/x" 2>/dev/null; then fail "make without --text accepted"; fi
+log "data make/inspect: ok"
 
 # 2. Other formats, written by numpy: llm.c uint32, raw uint16, Megatron uint16 pair.
-$py - "$tmp" <<'PY'
+"$PY" - "$T" <<'PY'
 import sys, os, struct, numpy as np
 d = sys.argv[1]; rng = np.random.default_rng(11)
 os.makedirs(d + '/u32'); os.makedirs(d + '/raw'); os.makedirs(d + '/mega')
@@ -75,7 +72,7 @@ with open(d + '/mega/m.idx', 'wb') as f:
 toks.tofile(d + '/mega/m.bin')
 PY
 
-cat >"$tmp/oracle.py" <<'PY'
+cat >"$T/oracle.py" <<'PY'
 # The oracle: files read with numpy, the order re-derived from its definition (loader_i.h,
 # struct sampler): per epoch, the samples rotated by an offset; blocks of S samples (S a
 # multiple of B) permuted by a keyed Feistel network; each rank's window of G blocks
@@ -163,34 +160,34 @@ print('%d batches match (%s)' % (nb, 'S=%d G=%d, %d whole windows, tail %d' %
       (order.S, order.G, order.wins, order.tail) if shuffle else 'file order'))
 PY
 
-check() { # name paths fmt B T seed shuffle rank world steps [block-bytes window-blocks [epoch pos]]
-	local name=$1 paths=$2 fmt=$3 B=$4 T=$5 seed=$6 shuf=$7 rank=$8 world=$9 steps=${10}
+check() { # name paths fmt B seq seed shuffle rank world steps [block-bytes window-blocks [epoch pos]]
+	local name=$1 paths=$2 fmt=$3 B=$4 seq=$5 seed=$6 shuf=$7 rank=$8 world=$9 steps=${10}
 	local bb=${11:-2097152} wb=${12:-8} flag="" seek=()
 	[ "$shuf" = 1 ] && flag=--shuffle
 	[ -n "${13:-}" ] && seek=(--epoch "${13}" --position "${14}")
 	for io in io_uring pread; do
 		FERRY_LOADER_IO=$io \
-			"$dump" --data "$paths" --format "$fmt" --batch "$B" --seq "$T" \
+			"$dump" --data "$paths" --format "$fmt" --batch "$B" --seq "$seq" \
 			--block-bytes "$bb" --window-blocks "$wb" \
 			--seed "$seed" $flag --rank "$rank" --world "$world" --steps "$steps" \
-			"${seek[@]}" --out "$tmp/$name.$io" 2>"$tmp/$name.log" ||
-			{ cat "$tmp/$name.log" >&2; exit 1; }
+			"${seek[@]}" --out "$T/$name.$io" 2>"$T/$name.log" ||
+			{ cat "$T/$name.log" >&2; fail "$name: loader-dump with $io failed"; }
 	done
-	cmp -s "$tmp/$name.io_uring" "$tmp/$name.pread" || { echo "$name: io_uring != pread" >&2; exit 1; }
+	cmp -s "$T/$name.io_uring" "$T/$name.pread" || fail "$name: io_uring != pread"
 	printf '%s: ' "$name"
-	$py "$tmp/oracle.py" "$tmp/$name.io_uring" "$paths" "$fmt" "$B" "$T" "$seed" "$shuf" "$rank" \
-		"$world" "$bb" "$wb"
+	"$PY" "$T/oracle.py" "$T/$name.io_uring" "$paths" "$fmt" "$B" "$seq" "$seed" "$shuf" "$rank" \
+		"$world" "$bb" "$wb" || fail "$name: the loader's batches differ from the files"
 }
 # Default blocks (2 MiB) make these small sets a tail only; small blocks give whole windows,
 # several pieces per window where shards end, and the epoch boundary within the run.
-check text_shuffled  "$tmp/llmc/train_*.bin" llmc 4 64 7 1 0 1 300
-check text_windows   "$tmp/llmc/train_*.bin" llmc 4 64 7 1 0 1 700 4096 3
-check text_seq       "$tmp/llmc/train_*.bin" llmc 4 64 7 0 0 1 300
-check text_rank2of3  "$tmp/llmc/train_*.bin" llmc 3 32 9 1 2 3 200 2000 2
-check text_resume_mid "$tmp/llmc/train_*.bin" llmc 4 64 7 1 0 1 40 4096 3 1 37
-check u32_shuffled   "$tmp/u32"              llmc 5 100 1 1 1 2 150 6000 4
-check raw_seq        "$tmp/raw/*.u16"        raw-u16 2 50 0 0 0 1 200
-check raw_shuffled   "$tmp/raw"              raw-u16 2 50 3 1 0 1 200 1000 2
-check mega_shuffled  "$tmp/mega/m.bin"       megatron 4 128 5 1 0 1 100 3000 5
-check mega_auto_seq  "$tmp/mega"             megatron 4 128 5 0 1 2 100
-echo "loader batches match python: ok"
+check text_shuffled  "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 300
+check text_windows   "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 700 4096 3
+check text_seq       "$T/llmc/train_*.bin" llmc 4 64 7 0 0 1 300
+check text_rank2of3  "$T/llmc/train_*.bin" llmc 3 32 9 1 2 3 200 2000 2
+check text_resume_mid "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 40 4096 3 1 37
+check u32_shuffled   "$T/u32"              llmc 5 100 1 1 1 2 150 6000 4
+check raw_seq        "$T/raw/*.u16"        raw-u16 2 50 0 0 0 1 200
+check raw_shuffled   "$T/raw"              raw-u16 2 50 3 1 0 1 200 1000 2
+check mega_shuffled  "$T/mega/m.bin"       megatron 4 128 5 1 0 1 100 3000 5
+check mega_auto_seq  "$T/mega"             megatron 4 128 5 0 1 2 100
+pass "loader batches match python"

@@ -9,7 +9,7 @@
 #  - a uint32 llm.c shard among uint16 ones is named when the loader opens, before any
 #    batch, even when the first batches never reach it.
 . "$(dirname "$0")/lib.sh"
-need_python_numpy
+need_python numpy
 DUMP=$FERRY_BUILD/loader/loader-dump
 [ -x "$FERRY" ] && [ -x "$DUMP" ] || fail "ferry or loader-dump not built in $FERRY_BUILD"
 TIME=/usr/bin/time

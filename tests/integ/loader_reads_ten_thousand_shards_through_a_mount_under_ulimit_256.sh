@@ -9,7 +9,7 @@
 #    shards that share a descriptor slot.
 . "$(dirname "$0")/lib.sh"
 need_fuse
-need_python_numpy
+need_python numpy
 DUMP=$FERRY_BUILD/loader/loader-dump
 [ -x "$DUMP" ] || fail "loader-dump not built in $FERRY_BUILD"
 "$PY" - "$T/www" <<'PY'

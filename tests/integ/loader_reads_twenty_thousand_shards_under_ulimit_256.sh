@@ -9,7 +9,7 @@
 #  - file order: batch p row j is sample p*B+j, computed in python from the files.
 # Before the LRU, batch 0 failed with "Too many open files".
 . "$(dirname "$0")/lib.sh"
-need_python_numpy
+need_python numpy
 DUMP=$FERRY_BUILD/loader/loader-dump
 [ -x "$DUMP" ] || fail "loader-dump not built in $FERRY_BUILD"
 B=8

@@ -4,20 +4,14 @@
 # object/prefix collision are listed as the oracle (python, from the uploaded keys) expects;
 # ranged reads through prepare_get equal the uploaded bytes; a wrong secret, an unknown key
 # and a missing bucket fail with clear messages; If-Match on a replaced object gives 412.
-set -euo pipefail
-BUILD=${FERRY_BUILD:-build}
-SRC=${FERRY_SRC:-.}
-DRIVER=$BUILD/tests/integ/s3_backend_driver
-command -v radosgw >/dev/null || { echo "SKIP: no radosgw"; exit 77; }
-/usr/bin/python3 -c 'import botocore' 2>/dev/null || { echo "SKIP: no python3-botocore"; exit 77; }
-work=$(mktemp -d)
-trap '"$SRC/tests/lib/s3server.sh" stop "$work/s3" || true; rm -rf "$work"' EXIT
-"$SRC/tests/lib/s3server.sh" start "$work/s3" >/dev/null
-. "$work/s3/env"
-export HOME=$work/home # no stray ~/.aws
-mkdir -p "$HOME"
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/s3_lib.sh"
+DRIVER=$FERRY_BUILD/tests/integ/s3_backend_driver
+need_built "$DRIVER"
+need_s3
+serve_s3
 
-/usr/bin/python3 - "$DRIVER" "$work" <<'PY'
+"$PY" - "$DRIVER" "$T" <<'PY' || fail "remote_s3 is not what the oracle expects (see above)"
 import hashlib, os, random, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 import botocore.session
@@ -160,3 +154,4 @@ r = drv('--endpoint', 'http://127.0.0.1:1', 'walk', 's3://%s/' % bucket)
 check(r.returncode != 0 and 'cannot connect to ' in r.stderr.decode(), 'an unreachable endpoint: %s' % r.stderr.decode().strip())
 sys.exit(1 if fails else 0)
 PY
+pass

@@ -1,47 +1,43 @@
 # shellcheck shell=bash
 # The S3 part of the integration harness, sourced after lib.sh by the s3_*.sh tests: starts a
 # radosgw on loopback (tests/lib/s3server.sh) that is stopped on exit before lib.sh's cleanup
-# runs, and uploads with botocore (an S3 client independent of ferry's signer).
+# unmounts and removes $T, and uploads with botocore (an S3 client independent of ferry's signer).
 #   . "$(dirname "$0")/lib.sh"; . "$(dirname "$0")/s3_lib.sh"; need_s3; serve_s3
 #   s3_put_tree "$T/src" ds/; mount_ferry "s3://$S3_BUCKET/ds/" "$T/mnt" --endpoint "$S3_ENDPOINT"
 S3SERVER_SH=$FERRY_SRC/tests/lib/s3server.sh
 S3_STATE=
 
 need_s3() {
-	command -v radosgw >/dev/null || skip "no radosgw"
-	"$PY" -c 'import botocore' 2>/dev/null || skip "no python3-botocore for $PY"
+	need_cmd radosgw
+	need_python botocore
 }
 
-# lib.sh's trap calls cleanup by name: wrap it so the S3 daemons go first, and the exit status
-# the test had reaches lib.sh's cleanup unchanged.
-eval "lib_cleanup() $(declare -f cleanup | tail -n +2)"
-cleanup() {
-	local rc=$?
-	set +e # or the first failure here, or the (exit) below, would skip lib.sh's cleanup
-	if [ -n "$S3_STATE" ]; then
-		# Unmount first, so that no daemon is left retrying against a server that is gone.
-		while read -r m; do
-			fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-		done < <(mounts_under "$T" | sort -r)
-		bash "$S3SERVER_SH" stop "$S3_STATE" 2>/dev/null
-		# A daemon that was lazily unmounted still writes its cache maps into $T for a
-		# moment: wait for it (never kill it: it may be another test's), or rm -rf races it.
-		local p left
-		for _ in $(seq 100); do
-			left=
-			for p in $(pgrep -f -- "$T/" 2>/dev/null); do
-				[ "$p" = $$ ] || grep -qx "$p" "$T/.pids" || left+=" $p"
-			done
-			[ -z "$left" ] && break
-			sleep 0.1
+# Run by lib.sh's cleanup before its own work: the S3 daemons go first.
+s3_cleanup() {
+	[ -n "$S3_STATE" ] || return 0
+	# Unmount first, so that no daemon is left retrying against a server that is gone.
+	while read -r m; do
+		fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done < <(mounts_under "$T" | sort -r)
+	bash "$S3SERVER_SH" stop "$S3_STATE" 2>/dev/null
+	# A daemon that was lazily unmounted still writes its cache maps into $T for a
+	# moment: wait for it (never kill it: it may be another test's), or rm -rf races it.
+	local m p left
+	for _ in $(seq 100); do
+		left=
+		for p in $(pgrep -f -- "$T/" 2>/dev/null); do
+			[ "$p" = $$ ] || grep -qx "$p" "$T/.pids" || left+=" $p"
 		done
-		if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
-			tail -n 5 "$S3_STATE"/log/client.rgw.ferry.log 2>/dev/null | sed 's/^/radosgw: /' >&2
-		fi
+		[ -z "$left" ] && break
+		sleep 0.1
+	done
+	# shellcheck disable=SC2154 # rc: the exit status, seen from lib.sh's cleanup
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
+		tail -n 5 "$S3_STATE"/log/client.rgw.ferry.log 2>/dev/null | sed 's/^/radosgw: /' >&2
 	fi
-	(exit "$rc")
-	lib_cleanup
+	return 0
 }
+on_exit s3_cleanup
 
 # serve_s3 [BUCKET]: starts radosgw; exports the AWS_* variables of its test user, S3_ENDPOINT
 # and S3_BUCKET; HOME moves into $T so that no ~/.aws of the machine is read.

@@ -3,15 +3,12 @@
 # of generated requests: odd keys, query strings, extra headers, session tokens, regions,
 # path and virtual-host style, signed and unsigned payloads; a fixed time. Byte for byte on
 # the canonical request and the Authorization header.
-set -euo pipefail
-BUILD=${FERRY_BUILD:-build}
-DRIVER=$BUILD/tests/integ/s3_sign_driver
-[ -x "$DRIVER" ] || { echo "no $DRIVER"; exit 1; }
-/usr/bin/python3 -c 'import botocore' 2>/dev/null || { echo "SKIP: no python3-botocore"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/lib.sh"
+DRIVER=$FERRY_BUILD/tests/integ/s3_sign_driver
+need_built "$DRIVER"
+need_python botocore
 
-/usr/bin/python3 - "$DRIVER" "$work" <<'PY'
+"$PY" - "$DRIVER" "$T" <<'PY' || fail "the signer differs from botocore (see above)"
 import datetime, random, subprocess, sys
 from unittest import mock
 from urllib.parse import quote
@@ -116,3 +113,4 @@ for i, (c, o) in enumerate(zip(cases, out)):
 print('%d of %d requests signed identically' % (N - bad, N))
 sys.exit(1 if bad else 0)
 PY
+pass

@@ -5,14 +5,9 @@
 # rank in free() and leave the other waiting; different --data or --lr trained silently. The
 # same --data glob naming other files on each rank (here: relative, from two working
 # directories) is caught by the data's identity: sizes, then versions (mtime).
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-if ! command -v mpirun >/dev/null || [ ! -x "$FERRY_BUILD/train/train_mpi_check" ]; then
-	echo "SKIP: built without MPI"
-	exit 77
-fi
-work=$(mktemp -d /tmp/ferry_train_agree.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+need_mpi
+work=$T
 make_shards "$work/a/data"
 cp -a "$work/a/data" "$work/b"
 mpirun=(mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1)
@@ -71,4 +66,4 @@ rm -rf "$work/run"
 timeout -k 5 60 "${mpirun[@]}" -np 2 "${f[@]}" --seq-len 32 >"$work/out" 2>"$work/err" ||
 	{ cat "$work/err" >&2; fail "two agreeing ranks did not train"; }
 [ "$(grep -c '^step' "$work/out")" = 3 ] || fail "two agreeing ranks did not log 3 steps"
-echo "PASS: ranks given different settings or data stop at start, naming the setting"
+pass "ranks given different settings or data stop at start, naming the setting"

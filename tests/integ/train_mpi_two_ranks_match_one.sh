@@ -2,19 +2,14 @@
 # Data parallel over MPI: one optimizer step with 2 ranks of batch B gives the same weights as
 # 1 rank of batch 2B (to float tolerance; the gradients are averaged by an all-reduce), and in
 # `ferry train` each rank reads different batches.
-set -euo pipefail
-FERRY_BUILD=${FERRY_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
+source "$(dirname "$0")/train_lib.sh"
+need_mpi
 check=$FERRY_BUILD/train/train_mpi_check
-if [ ! -x "$check" ] || ! command -v mpirun >/dev/null; then
-	echo "SKIP: built without MPI"
-	exit 77
-fi
-work=$(mktemp -d /tmp/ferry_train_mpi.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$T
 mpirun=(mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1)
 "${mpirun[@]}" -np 1 "$check" "$work/one.bin"
 "${mpirun[@]}" -np 2 "$check" "$work/two.bin"
-/usr/bin/python3 - "$work/one.bin" "$work/two.bin" <<'PY'
+"$PY" - "$work/one.bin" "$work/two.bin" <<'PY' || fail "2 ranks differ from 1 (see above)"
 import sys, numpy as np
 one, two = (np.fromfile(p, dtype=np.float32) for p in sys.argv[1:3])
 assert one.shape == two.shape and one.size > 0, "parameter counts differ"
@@ -23,13 +18,7 @@ print(f"2 ranks x B vs 1 rank x 2B: max |difference| {diff:.3g} over {one.size} 
 sys.exit(0 if diff < 1e-5 else 1)
 PY
 
-# each rank reads its own share of the data (needs the ferry binary and the loader)
-FERRY=${FERRY_BIN:-$FERRY_BUILD/mount/ferry}
-if [ ! -x "$FERRY" ]; then
-	echo "PASS (rank data check skipped: no ferry binary)"
-	exit 0
-fi
-source "$(dirname "$0")/train_lib.sh"
+# each rank reads its own share of the data
 make_shards "$work/data"
 "${mpirun[@]}" -np 2 "$FERRY" train --data "$work/data/train_*.bin" --layers 1 --heads 1 \
 	--dim 16 --seq-len 32 --batch 2 --steps 3 --warmup 1 --eval-every 0 --ckpt-every 0 \
@@ -37,8 +26,8 @@ make_shards "$work/data"
 for s in 1 2 3; do
 	r0=$(grep "^rank 0 step $s:" "$work/err" | awk '{print $NF}')
 	r1=$(grep "^rank 1 step $s:" "$work/err" | awk '{print $NF}')
-	[ -n "$r0" ] && [ -n "$r1" ] || { cat "$work/err" >&2; echo "FAIL: no batch report" >&2; exit 1; }
-	[ "$r0" != "$r1" ] || { echo "FAIL: ranks read the same batch at step $s" >&2; exit 1; }
+	[ -n "$r0" ] && [ -n "$r1" ] || { cat "$work/err" >&2; fail "no batch report"; }
+	[ "$r0" != "$r1" ] || fail "ranks read the same batch at step $s"
 done
-[ "$(grep -c '^step' "$work/out")" = 3 ] || { echo "FAIL: rank 0 did not log 3 steps" >&2; exit 1; }
-echo "PASS: 2 ranks match 1, ranks read different data"
+[ "$(grep -c '^step' "$work/out")" = 3 ] || fail "rank 0 did not log 3 steps"
+pass "2 ranks match 1, ranks read different data"

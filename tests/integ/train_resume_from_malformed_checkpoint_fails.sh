@@ -3,10 +3,8 @@
 # file, a foreign file in place of the model) refuses to resume with a one-line error and a
 # non-zero exit; it never trains on from garbage. (With an older checkpoint that verifies,
 # --resume goes back to it: train_resume_skips_a_damaged_newest_checkpoint.sh.)
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_bad_ckpt.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$T
 make_shards "$work/data"
 "$FERRY" train --data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 16 \
 	--batch 2 --steps 4 --warmup 1 --eval-every 0 --ckpt-every 2 --out "$work/run" >/dev/null
@@ -35,4 +33,4 @@ expect_refusal "random bytes as the model file"
 reset
 printf 'not a state file' >"$work/bad/state_00000004.bin"
 expect_refusal "text as the state file"
-echo "PASS: malformed checkpoints are refused"
+pass "malformed checkpoints are refused"

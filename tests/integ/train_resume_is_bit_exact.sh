@@ -2,10 +2,8 @@
 # 20 steps straight equal 10 steps, a checkpoint, `--resume` and 10 more: the same losses, lr,
 # grad norms and validation losses bit for bit in one log.csv, and the same final weights and
 # optimizer state byte for byte; a second run with the same seed gives the same losses.
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_resume.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$T
 make_shards "$work/data"
 args=(--data "$work/data/train_*.bin" --val "$work/data/val_*.bin" --layers 2 --heads 2
 	--dim 32 --seq-len 32 --batch 4 --total-batch-tokens 256 --steps 20 --lr 3e-3
@@ -59,4 +57,4 @@ grep -q FERRY_LOADER_BLOCK_BYTES "$work/err" || fail "the refusal does not name 
 diff <(cols "$work/o/log.csv") <(cols "$work/e/log.csv") >&2 ||
 	fail "resumed without the environment, the order settings were lost"
 cmp "$work/o/state_00000020.bin" "$work/e/state_00000020.bin" || fail "final optimizer state differs (order settings)"
-echo "PASS: resume is bit-exact"
+pass "resume is bit-exact"

@@ -3,10 +3,8 @@
 # disk leaves it; or a NaN among its weights) resumes from the newest one that does, says in one
 # line which it skipped and why, and then trains exactly as an uninterrupted run from there;
 # when none verifies it fails with one line.
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_skip_ckpt.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$T
 make_shards "$work/data"
 args=(--data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 16 --batch 2
 	--steps 12 --warmup 1 --eval-every 0 --ckpt-every 2 --keep 3 --seed 3 --threads 1)
@@ -50,4 +48,4 @@ timeout 60 "$FERRY" train --resume "$work/bad" >"$work/out" 2>"$work/err" || rc=
 [ "$(wc -l <"$work/err")" = 1 ] || fail "not one line: $(cat "$work/err")"
 grep -q 'none of its 3 checkpoint(s) verifies' "$work/err" || fail "unclear: $(cat "$work/err")"
 ! grep -q '^step' "$work/out" || fail "trained with no checkpoint that verifies"
-echo "PASS: --resume skips a damaged newest checkpoint"
+pass "--resume skips a damaged newest checkpoint"

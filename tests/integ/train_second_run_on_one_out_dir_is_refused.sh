@@ -3,17 +3,15 @@
 # --resume) is refused within seconds with one line and a non-zero exit, and changes none of
 # the first's files; the first then ends as a run alone would, bit for bit. A run killed with
 # -9 leaves its lock file behind, and that file blocks nothing: --resume goes on.
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_lock.XXXXXX)
+work=$T
 first=""
-cleanup() {
-	set +e
-	[ -n "$first" ] && kill -CONT "$first" 2>/dev/null && kill -9 "$first" 2>/dev/null
-	[ -n "$first" ] && wait "$first" 2>/dev/null
-	rm -rf "$work"
+stop_first() { # the first run may be stopped (SIGSTOP): it must go before $T is removed
+	[ -n "$first" ] || return 0
+	kill -CONT "$first" 2>/dev/null && kill -9 "$first" 2>/dev/null
+	wait "$first" 2>/dev/null
 }
-trap cleanup EXIT
+on_exit stop_first
 make_shards "$work/data"
 args=(--data "$work/data/train_*.bin" --layers 2 --heads 2 --dim 32 --seq-len 32 --batch 4
 	--total-batch-tokens 256 --steps 40 --lr 3e-3 --warmup 4 --seed 7 --eval-every 0
@@ -81,4 +79,4 @@ first=""
 timeout 60 "$FERRY" train --resume "$work/killed" >/dev/null 2>"$work/resume.err" ||
 	fail "the killed run's lock file blocked --resume: $(cat "$work/resume.err")"
 [ "$(tail -1 "$work/killed/log.csv" | cut -d, -f1)" = 40 ] || fail "the resumed run did not finish"
-echo "PASS: a second run on one --out directory is refused"
+pass "a second run on one --out directory is refused"

@@ -3,15 +3,15 @@
 # there and exit 75 ("stopped, resumable"); `--resume` then gives the same losses, weights and
 # optimizer state bit for bit as a run never interrupted. With 2 MPI ranks, a signal to rank 0
 # alone stops both after the same step. A second signal ends the run at once, checkpoint or not.
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_signal.XXXXXX)
+work=$T
 pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-	rm -rf "$work"
+kill_runs() {
+	local p
+	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	return 0
 }
-trap cleanup EXIT
+on_exit kill_runs
 make_shards "$work/data"
 args=(--data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 32 --batch 2
 	--steps 1500 --warmup 4 --seed 11 --eval-every 500 --val "$work/data/val_*.bin"
@@ -86,7 +86,8 @@ wait "$bg" || rc=$?
 echo "ok: a second signal ends the run at once"
 
 # 2 MPI ranks: SIGTERM to rank 0 only (its pid is in the run's lock file)
-if [ -x "$FERRY_BUILD/train/train_mpi_check" ] && command -v mpirun >/dev/null; then
+if build_has MPI; then
+	need_cmd mpirun
 	mpirun=(mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -np 2)
 	timeout 120 "${mpirun[@]}" "$FERRY" train "${args[@]}" --out "$work/m1" >/dev/null
 	stop_mid_run m2 TERM "${mpirun[@]}" "$FERRY" train "${args[@]}" \
@@ -96,6 +97,6 @@ if [ -x "$FERRY_BUILD/train/train_mpi_check" ] && command -v mpirun >/dev/null; 
 		fail "m2: resume with 2 ranks failed"
 	check_same m1 m2
 else
-	echo "skipped: the 2-rank leg (built without MPI)"
+	log "the 2-rank leg not run: built without MPI"
 fi
-echo "PASS: a stopped run resumes bit for bit"
+pass "a stopped run resumes bit for bit"

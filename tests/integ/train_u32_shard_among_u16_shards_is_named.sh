@@ -3,10 +3,8 @@
 # status and one line that names that shard and says why (the loader's reason), whether the
 # loader finds it at start or when the shard is first read. It used to say only
 # "training data: Invalid argument".
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_u32.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$T
 make_shards "$work/data"
 # train_002.bin / val_001.bin: the same tokens as uint32 (magic 20240801, version 7)
 /usr/bin/python3 - "$work/data" <<'PY'
@@ -40,4 +38,4 @@ run() {
 run "--data" "$work/data/train_002.bin" --data "$work/data/train_*.bin" --eval-every 0
 run "--val" "$work/data/val_001.bin" --data "$work/data/train_000.bin" \
 	--val "$work/data/val_*.bin" --eval-every 2 --val-batches 400
-echo "PASS: a uint32 shard among uint16 ones is named"
+pass "a uint32 shard among uint16 ones is named"

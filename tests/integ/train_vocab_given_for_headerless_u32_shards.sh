@@ -4,10 +4,8 @@
 # refused: "the data declares 50257"); without --vocab, or with one too small, the run ends with
 # one line naming the shard, the token and its index in that file. A shard that declares its
 # vocabulary keeps it: another --vocab is refused.
-set -euo pipefail
 source "$(dirname "$0")/train_lib.sh"
-work=$(mktemp -d /tmp/ferry_train_vocab.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$T
 make_shards "$work/bytes"
 # token = byte * 500: the same text, spread over a Llama-3 sized vocabulary
 /usr/bin/python3 - "$work/bytes" "$work/data" <<'PY'
@@ -58,4 +56,4 @@ rc=0
 	>"$work/out" 2>"$work/err" || rc=$?
 [ "$rc" != 0 ] && grep -q "the data declares 256" "$work/err" ||
 	{ cat "$work/err" >&2; fail "--vocab over a declared vocabulary was not refused"; }
-echo "PASS: --vocab for shards without a declared vocabulary"
+pass "--vocab for shards without a declared vocabulary"

@@ -4,7 +4,7 @@
 # set to whole minutes, so a listing with minute resolution (autoindex) is exact too.
 . "$(dirname "$0")/lib.sh"
 need_fuse
-need_python_numpy
+need_python numpy
 make_dataset "$T/src"
 make_tree "$T/src" tokens.u16:6M small/x:100K small/y:1
 i=0

@@ -8,6 +8,9 @@
 #                                              (wrong-host.invalid) only; CERT expired: for
 #                                              the right names, expired a day ago
 #   nginx.sh stop STATE_DIR
+# With NGINX_OWNER=PID in the environment, nginx is also stopped once that process has exited,
+# however it ended: nginx daemonizes into its own session, so a test killed by its timeout
+# (meson kills the test's process group) would otherwise leave it running.
 # Autoindex, byte ranges, ETags and If-Match are nginx's defaults; logs stay in STATE_DIR.
 set -euo pipefail
 
@@ -39,6 +42,8 @@ start() {
 	state=$(cd "$state" && pwd)
 	root=$(cd "$root" && pwd)
 	local listen ssl=""
+	# The watcher first: were this script killed while nginx starts, nginx would have none.
+	[ -z "${NGINX_OWNER:-}" ] || stop_when_gone "$state" "$NGINX_OWNER"
 	for try in 1 2 3 4 5; do
 		local port
 		port=$(free_port)
@@ -88,6 +93,16 @@ CONF
 	done
 	echo "nginx.sh: could not find a free port" >&2
 	return 1
+}
+
+# stop_when_gone STATE_DIR PID: a watcher in its own session (out of reach of a kill of the
+# caller's process group) stops the nginx of STATE_DIR, if any, once PID has exited (checked
+# twice a second). The state dir travels in the environment, not in argv, so that harnesses
+# that wait for processes naming their temp dir do not wait for the watcher.
+stop_when_gone() {
+	NGINX_WATCHED_STATE=$1 setsid -f bash -c \
+		'tail --pid="$1" -s 0.5 -f /dev/null; exec bash "$0" stop "$NGINX_WATCHED_STATE"' \
+		"$(realpath "${BASH_SOURCE[0]}")" "$2" </dev/null >/dev/null 2>&1
 }
 
 stop() {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -96,8 +97,9 @@ static int start_nginx(bool tls)
 	int port = 0;
 	FILE *p;
 
-	snprintf(cmd, sizeof(cmd), "'%s/tests/lib/nginx.sh' start '%s' '%s' %s", src_root, state,
-		docroot, tls ? "--tls" : "");
+	/* NGINX_OWNER: nginx stops when this test process ends, even killed by its timeout. */
+	snprintf(cmd, sizeof(cmd), "NGINX_OWNER=%d '%s/tests/lib/nginx.sh' start '%s' '%s' %s",
+		(int)getpid(), src_root, state, docroot, tls ? "--tls" : "");
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	cr_assert_eq(fscanf(p, "%d", &port), 1, "nginx did not start");
@@ -119,6 +121,8 @@ static int start_faultserver_with(const char *mode, int every, const char *extra
 	fault_pid = fork();
 	cr_assert_geq(fault_pid, 0);
 	if (fault_pid == 0) {
+		/* Ends with this test's process, even one killed by its timeout. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(fds[1], 1);
 		close(fds[0]);
 		execl("/usr/bin/python3", "python3", script, docroot, "--mode", mode, "--every", ev,
