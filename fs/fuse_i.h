@@ -1,5 +1,5 @@
-/* Private to the daemon: the state shared by daemon.c (setup, session, teardown) and
- * fuse_ops.c (the FUSE low-level operations). */
+/* Private to the daemon: the state shared by daemon.c (setup, session, teardown), fuse_ops.c
+ * (the FUSE low-level operations) and ctl.c (the control xattrs, ioctl and pins). */
 #ifndef FERRY_FUSE_I_H
 #define FERRY_FUSE_I_H
 
@@ -13,11 +13,12 @@
 #include <time.h>
 
 #include "fs/ferryfs.h"
+#include "fs/namespace.h"
 
 struct cache;
+struct cache_object;
 struct dir_prefetch;
 struct fetcher;
-struct namespace;
 struct pin;
 
 /* One mounted file system. Everything but the counters and the pin list is set up before
@@ -49,7 +50,36 @@ struct ferryfs {
 	bool pin_thread_started;
 };
 
+/* One open file. node and co are held for the handle's life; the readahead state is
+ * protected by lock (the kernel sends reads of one file from several threads). */
+struct ferry_file {
+	struct ns_node *node;
+	struct ns_object obj;
+	struct cache_object *co;
+	pthread_mutex_t lock;
+	uint64_t next_off;         /* where a sequential reader reads next */
+	unsigned nr_sequential;    /* consecutive reads that continued the previous one */
+	uint64_t prefetched_to;    /* chunks below this index were already asked for */
+};
+
+static inline struct ferryfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static inline struct ferry_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct ferry_file *)(uintptr_t)fi->fh;
+}
+
 extern const struct fuse_lowlevel_ops ferry_ll_ops;
+
+/* The control operations (ctl.c), in ferry_ll_ops. */
+void ferry_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void ferry_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+	struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+	size_t out_bufsz);
 
 int ferry_pins_start(struct ferryfs *fs);
 /* Releases every pin and stops the thread. */
