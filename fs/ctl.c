@@ -16,6 +16,7 @@
 #include "fs/ferry_ctl.h"
 #include "fs/fetch.h"
 #include "fs/fuse_i.h"
+#include "fs/log.h"
 #include "fs/namespace.h"
 
 /* A FERRY_IOC_RESIDENT hold: chunks [first, last] of co pinned until deadline. */
@@ -54,10 +55,36 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses, cs.evictions,
 		cs.verify_failures, cs.disk_errors, cs.degraded ? "true" : "false",
 		st.bytes_fetched, st.requests, st.retries, st.errors,
-		st.fetch_ns, tput, (uint64_t)atomic_load(&fs->nr_reads),
+		st.fetch_ns, tput, (uint64_t)atomic_load(&fs->nr_ops[FERRY_OP_READ]),
 		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors),
 		dir_prefetch_nr_files(fs->dir_prefetch));
 	return n < 0 ? 0 : (size_t)n;
+}
+
+void ferry_log_ops(struct ferryfs *fs)
+{
+	static const char *const names[FERRY_NR_OPS] = {
+		[FERRY_OP_LOOKUP] = "lookup", [FERRY_OP_FORGET] = "forget",
+		[FERRY_OP_GETATTR] = "getattr", [FERRY_OP_READLINK] = "readlink",
+		[FERRY_OP_OPENDIR] = "opendir", [FERRY_OP_READDIR] = "readdir",
+		[FERRY_OP_RELEASEDIR] = "releasedir", [FERRY_OP_OPEN] = "open",
+		[FERRY_OP_READ] = "read", [FERRY_OP_RELEASE] = "release",
+		[FERRY_OP_STATFS] = "statfs", [FERRY_OP_GETXATTR] = "getxattr",
+		[FERRY_OP_LISTXATTR] = "listxattr", [FERRY_OP_IOCTL] = "ioctl",
+		[FERRY_OP_REFUSED] = "refused",
+	};
+	char line[512];
+	size_t used = 0;
+
+	for (int op = 0; op < FERRY_NR_OPS && used < sizeof(line); op++) {
+		int n = snprintf(line + used, sizeof(line) - used, " %s %" PRIu64, names[op],
+			(uint64_t)atomic_load(&fs->nr_ops[op]));
+
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	log_info("FUSE requests:%s", line);
 }
 
 /* Opens the node's current object in the cache, for the xattrs that report on it. */
@@ -122,6 +149,7 @@ void ferry_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	size_t len;
 	int ret;
 
+	count_op(fs, FERRY_OP_GETXATTR);
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -149,6 +177,7 @@ void ferry_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char list[256];
 	size_t len = 0;
 
+	count_op(fs, FERRY_OP_LISTXATTR);
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -355,6 +384,7 @@ void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	uint64_t len, first = 0, last = 0;
 	int ret = 0;
 
+	count_op(fs, FERRY_OP_IOCTL);
 	if (flags & FUSE_IOCTL_COMPAT) {
 		fuse_reply_err(req, ENOSYS);
 		return;

@@ -38,6 +38,7 @@ static void ferry_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e = { 0 };
 	int ret;
 
+	count_op(fs, FERRY_OP_LOOKUP);
 	ret = namespace_lookup(fs->ns, parent, name, &e.attr);
 	if (ret == -ENOENT) {
 		/* A negative entry: the kernel remembers the absence for the ttl (python imports
@@ -58,7 +59,10 @@ static void ferry_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void ferry_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	namespace_forget(fs_of(req)->ns, ino, nlookup);
+	struct ferryfs *fs = fs_of(req);
+
+	count_op(fs, FERRY_OP_FORGET);
+	namespace_forget(fs->ns, ino, nlookup);
 	fuse_reply_none(req);
 }
 
@@ -66,6 +70,7 @@ static void ferry_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 {
 	struct ferryfs *fs = fs_of(req);
 
+	count_op(fs, FERRY_OP_FORGET);
 	for (size_t i = 0; i < count; i++)
 		namespace_forget(fs->ns, forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
@@ -77,6 +82,7 @@ static void ferry_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct ns_node *n = namespace_get(fs->ns, ino);
 	struct stat st;
 
+	count_op(fs, FERRY_OP_GETATTR);
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -93,6 +99,7 @@ static void ferry_readlink(fuse_req_t req, fuse_ino_t ino)
 	char *target = NULL;
 	int ret;
 
+	count_op(fs, FERRY_OP_READLINK);
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -114,6 +121,7 @@ static void ferry_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct ns_dir *d;
 	int ret;
 
+	count_op(fs, FERRY_OP_OPENDIR);
 	ret = namespace_dir_open(fs->ns, ino, &d);
 	if (ret) {
 		fuse_reply_err(req, -ret);
@@ -135,6 +143,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 	char *buf = malloc(size ? size : 1);
 	size_t used = 0;
 
+	count_op(fs, FERRY_OP_READDIR);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -189,7 +198,10 @@ static void ferry_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t
 
 static void ferry_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	namespace_dir_free(fs_of(req)->ns, (struct ns_dir *)(uintptr_t)fi->fh);
+	struct ferryfs *fs = fs_of(req);
+
+	count_op(fs, FERRY_OP_RELEASEDIR);
+	namespace_dir_free(fs->ns, (struct ns_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -212,6 +224,7 @@ static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct ferry_file *f;
 	int ret;
 
+	count_op(fs, FERRY_OP_OPEN);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND))) {
 		fuse_reply_err(req, EROFS);
 		return;
@@ -365,7 +378,7 @@ static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t n;
 	char *buf;
 
-	atomic_fetch_add(&fs->nr_reads, 1);
+	count_op(fs, FERRY_OP_READ);
 	if (off < 0 || (uint64_t)off >= fsize || !size) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -392,7 +405,10 @@ static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void ferry_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	file_free(fs_of(req), file_of(fi));
+	struct ferryfs *fs = fs_of(req);
+
+	count_op(fs, FERRY_OP_RELEASE);
+	file_free(fs, file_of(fi));
 	fuse_reply_err(req, 0);
 }
 
@@ -403,6 +419,7 @@ static void ferry_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv = { 0 };
 	uint64_t limit;
 
+	count_op(fs, FERRY_OP_STATFS);
 	cache_get_stats(fs->cache, &cs);
 	limit = cs.max_bytes;
 	if (!limit && statvfs(fs->cache_dir, &sv) == 0)
@@ -421,71 +438,77 @@ static void ferry_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- everything that would modify ---- */
 
+static void refuse(fuse_req_t req)
+{
+	count_op(fs_of(req), FERRY_OP_REFUSED);
+	fuse_reply_err(req, EROFS);
+}
+
 static void erofs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	dev_t rdev)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 	size_t size, int flags)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void erofs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 	struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	refuse(req);
 }
 
 static void ferry_init(void *userdata, struct fuse_conn_info *conn)
