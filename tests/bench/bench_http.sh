@@ -29,6 +29,7 @@ read -r -a mount_opts <<<"${BENCH_MOUNT_OPTS:-}"
 big_bytes=$((big_mb << 20))
 small_bytes=$((nr_small * small_kb << 10))
 quarter_mb=$(((big_mb + 3) / 4))
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg) # other work on the machine skews every ratio
 
 now() { date +%s.%N; }
 mbps() { # bytes t0 t1
@@ -340,6 +341,7 @@ row() { # case ferry limit limit-name
 }
 echo
 echo "ferry bench_http: $(nproc) cores, ${big_mb} MiB file, $nr_small x $small_kb KiB, MB/s (1e6 B/s)"
+echo "load average (1, 5, 15 min): $load_at_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
 echo "| case | ferry MB/s | limit MB/s | limit, same run | ratio |"
 echo "|---|---|---|---|---|"
