@@ -64,13 +64,20 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 void ferry_log_ops(struct ferryfs *fs)
 {
 	static const char *const names[FERRY_NR_OPS] = {
-		[FERRY_OP_LOOKUP] = "lookup", [FERRY_OP_FORGET] = "forget",
-		[FERRY_OP_GETATTR] = "getattr", [FERRY_OP_READLINK] = "readlink",
-		[FERRY_OP_OPENDIR] = "opendir", [FERRY_OP_READDIR] = "readdir",
-		[FERRY_OP_RELEASEDIR] = "releasedir", [FERRY_OP_OPEN] = "open",
-		[FERRY_OP_READ] = "read", [FERRY_OP_RELEASE] = "release",
-		[FERRY_OP_STATFS] = "statfs", [FERRY_OP_GETXATTR] = "getxattr",
-		[FERRY_OP_LISTXATTR] = "listxattr", [FERRY_OP_IOCTL] = "ioctl",
+		[FERRY_OP_LOOKUP] = "lookup",
+		[FERRY_OP_FORGET] = "forget",
+		[FERRY_OP_GETATTR] = "getattr",
+		[FERRY_OP_READLINK] = "readlink",
+		[FERRY_OP_OPENDIR] = "opendir",
+		[FERRY_OP_READDIR] = "readdir",
+		[FERRY_OP_RELEASEDIR] = "releasedir",
+		[FERRY_OP_OPEN] = "open",
+		[FERRY_OP_READ] = "read",
+		[FERRY_OP_RELEASE] = "release",
+		[FERRY_OP_STATFS] = "statfs",
+		[FERRY_OP_GETXATTR] = "getxattr",
+		[FERRY_OP_LISTXATTR] = "listxattr",
+		[FERRY_OP_IOCTL] = "ioctl",
 		[FERRY_OP_REFUSED] = "refused",
 	};
 	char line[512];

@@ -39,7 +39,7 @@ enum ferry_op {
 	FERRY_OP_GETXATTR,
 	FERRY_OP_LISTXATTR,
 	FERRY_OP_IOCTL,
-	FERRY_OP_REFUSED,           /* everything that would modify: EROFS */
+	FERRY_OP_REFUSED, /* everything that would modify: EROFS */
 	FERRY_NR_OPS
 };
 
