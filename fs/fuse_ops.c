@@ -218,6 +218,15 @@ static void file_free(struct ferryfs *fs, struct ferry_file *f)
 	free(f);
 }
 
+/* The per-open path, measured with a PyTorch DataLoader that opens an np.memmap per sample
+ * (40 MB file, warm, 2 shared cores, kernel 6.18): each sample costs the kernel's OPEN, an
+ * IOCTL (Python's open() asks isatty, and FUSE forwards every ioctl, even to a daemon without
+ * one) and RELEASE; no lookup, getattr, flush or read (entry and attribute timeouts, noflush,
+ * keep_cache). The daemon's own work is under 5% of its time, the rest is the round trips:
+ * os.open+close 18-55 us against 2 us on the source, Python's open+close 42-102 us against 4.
+ * FUSE_CAP_NO_OPEN_SUPPORT would drop OPEN and RELEASE, but an open file would then no longer
+ * keep the object version it opened (the kernel stops telling us about opens), which is what
+ * s3_object_replaced_after_mount_never_mixes checks. */
 static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ferryfs *fs = fs_of(req);
