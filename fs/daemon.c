@@ -584,6 +584,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		ret = 0;
 	if (ret)
 		log_error("FUSE session ended: %s", strerror(-ret));
+	ferry_log_ops(&fs);
 	goto out;
 
 fail:

@@ -7,6 +7,8 @@ pkgs=(
 	libxxhash-dev libexpat1-dev libcriterion-dev
 	nginx-light curl openssl python3 python3-numpy python3-botocore
 	openmpi-bin libopenmpi-dev
+	# tests/bench/bench_http.sh: random reads, and a PyTorch DataLoader through the mount
+	fio python3-torch
 	radosgw ceph-mon ceph-osd ceph-common
 	# fuzzing (tests/fuzz): clang with libFuzzer, whose runtime is only recommended by
 	# clang-14, and llvm-symbolizer for readable stacks in its reports
