@@ -317,26 +317,11 @@ static const struct arg {
 
 static void defaults(struct cmdline *c)
 {
-	struct train_settings *s = &c->s;
 	memset(c, 0, sizeof(*c));
-	s->layers = s->heads = 6;
-	s->dim = 384;
-	s->seq_len = 256;
-	s->batch = 8;
-	s->steps = 1000;
-	s->warmup = 100;
-	s->lr = 6e-4f;
-	s->lr_final_frac = 0.1f;
-	s->weight_decay = 0.1f;
-	s->grad_clip = 1.0f;
-	s->beta1 = 0.9f;
-	s->beta2 = 0.95f;
-	s->eps = 1e-8f;
-	s->seed = 1;
-	s->eval_every = 100;
-	s->val_batches = 20;
-	s->ckpt_every = 500;
-	s->keep = 3;
+	c->s = (struct train_settings){ .layers = 6, .heads = 6, .dim = 384, .seq_len = 256,
+		.batch = 8, .steps = 1000, .warmup = 100, .lr = 6e-4f, .lr_final_frac = 0.1f,
+		.weight_decay = 0.1f, .grad_clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+		.seed = 1, .eval_every = 100, .val_batches = 20, .ckpt_every = 500, .keep = 3 };
 	c->o.max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
 	c->model_n = 6;
 }

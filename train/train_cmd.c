@@ -909,29 +909,26 @@ static void trainer_done(struct trainer *t)
 
 int train_main(int argc, char **argv)
 {
-	/* on the heap: the settings and paths are tens of KiB */
-	struct trainer *t = calloc(1, sizeof(*t));
+	struct trainer t = { 0 };
 	int status;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (!t || comm_init(&t->comm, &argc, &argv) < 0) {
+	if (comm_init(&t.comm, &argc, &argv) < 0) {
 		fprintf(stderr, "ferry train: MPI initialisation failed\n");
-		free(t);
 		return 1;
 	}
-	if (setup(t, argc, argv) == SETTINGS_HELP) {
-		if (t->comm.rank == 0)
+	if (setup(&t, argc, argv) == SETTINGS_HELP) {
+		if (t.comm.rank == 0)
 			settings_usage(stdout);
 		status = 0;
 	} else {
-		open_data(t);
-		build_model(t);
-		open_outputs(t);
-		prepare_steps(t);
-		status = run_steps(t);
-		finish(t, status);
+		open_data(&t);
+		build_model(&t);
+		open_outputs(&t);
+		prepare_steps(&t);
+		status = run_steps(&t);
+		finish(&t, status);
 	}
-	trainer_done(t);
-	free(t);
+	trainer_done(&t);
 	return status;
 }
