@@ -1,14 +1,18 @@
 /* loader/ internals: shard formats (shard.c), the sample order (sampler.c), ring bookkeeping
  * (ring.c), the read backends (read_pread in read.c, io_uring in read_uring.c) and the staging
  * backend (stage_host.c or stage_cuda.c, one of them compiled in), GPUDirect Storage (gds_cuda.c
- * or gds_none.c). Not a public header. */
+ * or gds_none.c), and the loader's own state shared by loader.c and its direct paths (direct.c).
+ * Not a public header. */
 #ifndef FERRY_LOADER_I_H
 #define FERRY_LOADER_I_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fs/ferry_ctl.h"
 #include "loader/loader.h"
 
 #define LLMC_HEADER_INTS  256
@@ -316,6 +320,219 @@ int64_t gds_read(struct gds_reader *gr, void *handle, uint64_t file_off, size_t 
 int gds_copy(struct gds_reader *gr, void *d_dst, uint64_t buf_off, size_t len);
 /* Waits for what was queued on the reader's stream. 0 or -EIO. */
 int gds_sync(struct gds_reader *gr);
+
+/* ---- loader.c and direct.c: the loader, its readers, and the read paths ---- */
+
+enum read_path { PATH_DIRECT, PATH_CUFILE, PATH_URING, PATH_PREAD };
+
+#define DIRECT_ALIGN     4096u
+/* O_DIRECT descriptors of cache files a reader keeps (two fds each), at most: fewer when
+ * RLIMIT_NOFILE is low (see direct_nr_fds). */
+#define DIRECT_NR_FDS    16
+#define DIRECT_NR_HELD   64
+/* Windows kept: the one being used and the next one, read ahead. A third, so that a reader
+ * lagging on the previous window never delays the read-ahead, measured 5% slower (shuffled,
+ * bench_loader.sh): 16 MiB more for the CPU's caches to lose. */
+#define NR_WINDOWS       2
+/* The fast path reads only bytes it has checked against the daemon's block checksums, so it
+ * reads whole blocks: the block-aligned cover of each read. Reads at least this long go
+ * through it (window pieces in place, with block-sized room around each; file-order batches
+ * through the bounce buffer); shorter ones (tiny shards, small batches) read through the
+ * mount, where a whole block for a few KiB would cost more than it saves. */
+#define DIRECT_BLOCK     FERRY_RESIDENT_BLOCK_BYTES
+#define DIRECT_MIN_BYTES (64u << 10)
+
+/* A staging slot. Written by the reader that claimed it while the ring says it is being
+ * filled, read by the consumer once taken; the ring (under loader->lock) orders the two. */
+struct loader_slot {
+	struct loader_state state;
+	uint32_t row_stride;
+	int err;
+	char errmsg[256];
+	int32_t *wide;          /* 2 * B * T int32: inputs then targets, or one run of B*T+1 */
+	const int32_t *inputs, *targets;
+};
+
+/* An O_DIRECT descriptor of a ferry cache file, reused while the daemon answers the same
+ * path (by hash) for the shard. One reader's own. */
+struct direct_fd {
+	uint32_t shard;
+	uint64_t path_hash;
+	int fd;
+	int buffered_fd;        /* the same file without O_DIRECT, for what the page cache holds */
+	void *cufile;           /* cuFile handle of fd on the cufile path, else NULL */
+};
+
+/* A block-aligned range of a shard the daemon made resident and holds until expires_ms
+ * (CLOCK_MONOTONIC, taken before the ioctl, so never later than the daemon's own expiry),
+ * with the checksum of each of its blocks as the daemon answered them: sums[k] is the block
+ * at start + k * DIRECT_BLOCK (end is clipped to the file, and to the blocks with a sum).
+ * Reads inside it need no ioctl. Under loader->held_lock; an entry with end == 0 is free. */
+struct held_range {
+	uint32_t shard;
+	uint64_t start, end;
+	double expires_ms;
+	uint64_t path_hash;
+	uint64_t *sums;         /* FERRY_RESIDENT_MAX_SUMS of loader->held_sums, set at open */
+	char path[sizeof(((struct ferry_resident *)0)->cache_path)];
+};
+
+/* One piece of a window: the window's slots [slot, slot + nr) are samples that lie end to end
+ * in one shard, read with one read into the window's buffer at data. */
+struct window_piece {
+	uint64_t slot, nr;
+	uint64_t data;          /* offset of the first token in the window's buffer */
+};
+
+enum window_state { WINDOW_FREE, WINDOW_LOADING, WINDOW_READY };
+
+/* A rank's window of the shuffled order (see struct sampler), read whole. Under loader->lock:
+ * state, epoch, index, users, last_use; buf and pieces are written only by the reader that set
+ * state LOADING, and read only while READY and users > 0 (a READY window with no users may be
+ * reused for another). */
+struct window {
+	enum window_state state;
+	uint64_t epoch, index;
+	uint32_t users;
+	uint64_t last_use;
+	char *buf;
+	struct window_piece *pieces;
+	uint32_t nr_pieces;
+};
+
+/* A fast-path read waiting to be checked and copied out of the bounce buffer (or read in
+ * place when dst equals src). The op reads the blocks [block_off, block_end) of the cache file
+ * into op->dst, whose checksums are nr_sums entries of the reader's sums from sum_first; a
+ * block that does not match is read again, through the mount (plain_fd at plain_off). */
+struct direct_copy {
+	uint32_t op;            /* index in ops */
+	void *dst;
+	const void *src;
+	uint32_t len;
+	int plain_fd;           /* the shard itself, for the fallback */
+	uint64_t plain_off;
+	uint64_t block_off, block_end;
+	uint32_t sum_first, nr_sums;
+};
+
+/* One reader thread and what it alone touches: it claims a slot, reads its batch and widens
+ * it, while the other readers fill the next slots. */
+struct reader {
+	struct loader *l;
+	pthread_t thread;
+	bool started;
+	struct read_uring *uring;
+	struct read_op *ops;
+	struct direct_copy *copies;
+	uint32_t *op_shard;     /* the shard of each op */
+	bool *on_ferry;         /* each op's shard is on a ferry mount */
+	uint32_t *pinned;       /* shards whose users count this batch holds */
+	uint32_t nr_pinned;
+	uint32_t max_ops;       /* length of ops, copies, op_shard, on_ferry, pinned */
+	struct sampler_run *runs;
+	const char **rows;      /* B: where each row of a shuffled batch lies in its window */
+	void *bounce;
+	uint64_t *sums;         /* the block checksums of a batch's fast-path reads */
+	uint32_t max_sums, nr_sums;
+	const void *run_src;    /* set by read_ops: where the checked bytes of a lone op lie in
+				 * the bounce buffer, when they were left there (see read_ops) */
+	struct gds_reader *gds; /* cufile path: registered device bounce buffer, else NULL */
+	struct direct_fd dfds[DIRECT_NR_FDS]; /* the first l->nr_dfds are used */
+	uint32_t *group;        /* max_pins: the distinct shards of the ops read at once */
+	uint32_t max_pins;      /* shards this reader pins at once: its share of ds.max_open */
+};
+
+/* Fields under "lock" are shared with the consumer; ds_lock guards the dataset's fds and
+ * lazily-read headers; held_lock the remembered resident ranges; the rest are set in
+ * loader_open and then read-only, or atomics. */
+struct loader {
+	struct loader_config cfg;
+	char *paths;
+	struct sampler sampler; /* read-only */
+	struct stage *stage;
+	size_t raw_bytes;
+	size_t bounce_bytes;
+	uint32_t block_bytes, window_blocks;
+	struct window windows[NR_WINDOWS]; /* lock (see struct window) */
+	uint64_t window_clock;             /* lock */
+	size_t window_bytes;               /* capacity of each window's buffer */
+	uint32_t max_pieces;
+	struct loader_slot *slots;
+	uint32_t nr_slots;
+	struct reader *readers;
+	uint32_t nr_readers;
+	uint32_t nr_dfds;       /* direct_fd slots per reader, 1..DIRECT_NR_FDS */
+	bool force_pread;
+
+	pthread_mutex_t ds_lock;
+	struct dataset ds;      /* ds_lock (after open) */
+
+	pthread_mutex_t held_lock;
+	struct held_range held[DIRECT_NR_HELD]; /* held_lock */
+	uint64_t *held_sums;                    /* held_lock: the held ranges' sums */
+	uint32_t chunk_bytes;                   /* held_lock: the cache's chunk, 0 until known */
+	_Atomic uint64_t nr_ioctls;             /* FERRY_IOC_RESIDENT calls, for the log */
+	_Atomic uint64_t nr_direct_reads;       /* O_DIRECT reads of cache files */
+	_Atomic uint64_t nr_verified_blocks;    /* fast-path blocks that matched their sums */
+	_Atomic uint64_t nr_fallbacks;          /* fast-path reads redone through the mount: a
+						 * block that did not match, or had no sum */
+	_Atomic bool said_mismatch, said_missing;  /* the first of each was said */
+
+	_Atomic bool nowait_ok;  /* preadv2(RWF_NOWAIT) works on these files */
+	_Atomic uint32_t direct_fails;
+	_Atomic bool direct_allowed;
+	struct gds *gds;        /* libcufile, when the cufile path was set up */
+	_Atomic bool cufile_ok; /* the cufile path is in use (cleared for good on a failure) */
+	_Atomic int path;       /* enum read_path now in use */
+
+	pthread_mutex_t lock;
+	pthread_cond_t fill_cond;  /* readers wait here: a slot to fill, stop */
+	pthread_cond_t window_cond;/* readers wait here: a window read, or given back */
+	pthread_cond_t ready_cond; /* the consumer waits here: a slot filled, a reader done */
+	struct ring ring;               /* lock */
+	struct loader_state fill_state; /* lock: the batch the readers claim next */
+	struct loader_state next_state; /* lock: the batch loader_next_batch returns next */
+	uint32_t nr_busy;               /* lock: readers filling a slot outside the lock */
+	bool reader_paused;             /* lock: stopped after a failed batch until a seek */
+	bool stop;                      /* lock */
+	int sticky_err;                 /* lock: the consumer met this error; until a seek */
+	char last_error[256];           /* consumer thread */
+};
+
+/* loader.c */
+void loader_say(const struct loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+double loader_now_ms(void);
+const char *read_path_name(enum read_path p);
+/* A reader's group of ops read at once: their shards pinned (and probed for the fast path)
+ * until reader_unpin_shards, at most max_pins of them (reader_group_end). */
+uint32_t reader_group_end(struct reader *r, uint32_t first, uint32_t nr_ops);
+int reader_pin_shards(struct reader *r, uint32_t first, uint32_t end, char *err, size_t errlen);
+void reader_unpin_shards(struct reader *r);
+
+/* direct.c: the ferry fast path (the daemon's cache file, checked against its block sums) and
+ * the cufile path. Every failure falls back to the plain reads of loader.c. */
+/* Whether path lies on a ferry mount. */
+bool direct_probe(const char *path);
+/* The read path of a new loader: the fast path (or cufile, when asked for) when the first
+ * shard is on a ferry mount, else plain. Sets l->direct_allowed, and l->gds for cufile. */
+enum read_path direct_choose_path(struct loader *l, enum read_path plain);
+/* The fast path's buffers (bounce_bytes sized, sums, device buffers), after the readers are
+ * made. 0 or -ENOMEM; direct_reader_done and direct_done free what was made. */
+int direct_setup(struct loader *l);
+void direct_reader_done(struct reader *r);
+void direct_done(struct loader *l);
+/* Before the reads of ops [first, end) (pinned): turns those on a ferry mount into fast-path
+ * reads of the cache file (into the bounce buffer, or in place: window pieces), and takes what
+ * the page cache holds of them at once. The number of fast-path reads, for
+ * direct_check_group after the reads. */
+uint32_t direct_prepare_group(struct reader *r, uint32_t first, uint32_t end, bool in_place);
+/* After them: checks each fast-path read against its sums and copies it out (a lone op on the
+ * host is left in the bounce buffer: r->run_src), or redoes it through the mount. */
+void direct_check_group(struct reader *r, uint32_t nr_copies, bool in_place, bool lone);
+/* A file-order batch of nr_ops ops (whose fd holds a shard index) by the cufile path into the
+ * slot's device buffer; raw is the slot's host buffer the ops point into. 0 when staged, else
+ * -errno with nothing staged and the ops as they were (the caller reads by the host path). */
+int cufile_fill(struct reader *r, uint32_t slot_idx, uint32_t nr_ops, const char *raw);
 
 /* ---- block_hash.c or block_hash_x86.c ---- */
 
