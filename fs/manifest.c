@@ -62,26 +62,6 @@ static int parse_mtime(const char *s, size_t n, struct timespec *ts)
 	return 0;
 }
 
-/* A relative path of safe components: no empty, ".", ".." component, none over 255 bytes. */
-static bool path_is_safe(const char *p)
-{
-	size_t len = strlen(p);
-
-	if (len == 0 || len > MANIFEST_MAX_PATH)
-		return false;
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 0 || n > 255 || (n == 1 && p[0] == '.') ||
-			(n == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		p += n;
-		if (*p == '/' && !*++p)
-			return false;
-	}
-	return true;
-}
-
 static int parse_line(const char *line, size_t len, struct remote_entry *e, const char **why)
 {
 	const char *f[7];
@@ -143,7 +123,7 @@ static int parse_line(const char *line, size_t len, struct remote_entry *e, cons
 		return -EINVAL;
 	}
 	e->name = s;
-	if (!path_is_safe(s)) {
+	if (strlen(s) > MANIFEST_MAX_PATH || !url_path_is_safe(s)) {
 		*why = "unsafe PATH (absolute, empty, '.', '..' or a component over 255 bytes)";
 		return -EINVAL;
 	}

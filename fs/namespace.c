@@ -18,6 +18,7 @@
 #include "fs/log.h"
 #include "fs/manifest.h"
 #include "fs/namespace.h"
+#include "fs/url.h"
 
 /* One file, directory or symlink.
  * ino, parent_ino, name, path and type never change after creation (a relist that changes
@@ -105,14 +106,6 @@ bool namespace_link_stays_inside(const char *dir_path, const char *target)
 		}
 	}
 	return true;
-}
-
-bool namespace_name_is_safe(const char *name)
-{
-	size_t len = strlen(name);
-
-	return len > 0 && len <= 255 && strcmp(name, ".") && strcmp(name, "..") &&
-	       !strchr(name, '/');
 }
 
 static double elapsed_s(const struct timespec *since)
@@ -311,7 +304,7 @@ static int listing_add(void *arg, const struct remote_entry *e)
 	struct listing *l = arg;
 	struct remote_entry *d;
 
-	if (!namespace_name_is_safe(e->name)) {
+	if (!url_name_is_safe(e->name, strlen(e->name))) {
 		if (!l->nr_unsafe++)
 			l->first_unsafe = strndup(e->name, 64);
 		return 0;
@@ -681,27 +674,15 @@ static int list_single_file(struct namespace *ns, struct listing *l)
 	start = end;
 	while (start > ns->source && start[-1] != '/')
 		start--;
-	name = malloc((size_t)(end - start) + 1);
-	if (!name) {
-		remote_entry_done(&e);
-		return -ENOMEM;
-	}
-	size_t j = 0;
-	for (const char *p = start; p < end; p++) {
-		unsigned hi, lo;
-
-		if (*p == '%' && end - p > 2 && sscanf(p + 1, "%1x%1x", &hi, &lo) == 2) {
-			name[j++] = (char)(hi << 4 | lo);
-			p += 2;
-		} else {
-			name[j++] = *p;
-		}
-	}
-	name[j] = '\0';
-	free(e.name);
-	e.name = name[0] ? name : strdup("file");
-	if (!name[0])
+	/* Decoded as a URL's last component; a local path's '%' that is no escape stays. */
+	if (url_decode(start, (size_t)(end - start), &name))
+		name = strndup(start, (size_t)(end - start));
+	if (name && !name[0]) {
 		free(name);
+		name = strdup("file");
+	}
+	free(e.name);
+	e.name = name;
 	e.type = REMOTE_FILE;
 	ret = e.name ? listing_add(l, &e) : -ENOMEM;
 	remote_entry_done(&e);
@@ -1062,7 +1043,7 @@ int namespace_lookup(struct namespace *ns, uint64_t parent, const char *name, st
 		ret = -ENOTDIR;
 		goto out;
 	}
-	if (!namespace_name_is_safe(name)) {
+	if (!url_name_is_safe(name, strlen(name))) {
 		ret = -ENOENT;
 		goto out;
 	}

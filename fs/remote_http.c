@@ -919,7 +919,7 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 		goto out;
 	}
 	name = url_basename(u->path);
-	if (!name || !autoindex_name_is_safe(name, strlen(name))) {
+	if (!name || !url_name_is_safe(name, strlen(name))) {
 		shown = url_redact(h->root_url);
 		snprintf(errbuf, errlen, "%s: cannot name a file after this URL",
 			shown ? shown : "(URL)");

@@ -137,21 +137,24 @@ Test(namespace, looks_up_through_subdirectories_and_reads_symlinks)
 	remote_dir_ops.free(r);
 }
 
-Test(namespace, refuses_unsafe_names)
+Test(namespace, refuses_lookups_of_unsafe_names)
 {
+	struct remote *r = open_remote();
+	struct namespace *ns = open_ns(r, 0);
+	const char *bad[] = { "", ".", "..", "sub/inner", "../a.txt" };
 	char long_name[300];
+	struct stat st;
 
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, bad[i], &st), -ENOENT, "'%s'",
+			bad[i]);
 	memset(long_name, 'a', sizeof(long_name) - 1);
 	long_name[sizeof(long_name) - 1] = '\0';
-	cr_expect(!namespace_name_is_safe(""));
-	cr_expect(!namespace_name_is_safe("."));
-	cr_expect(!namespace_name_is_safe(".."));
-	cr_expect(!namespace_name_is_safe("a/b"));
-	cr_expect(!namespace_name_is_safe(long_name));
-	long_name[255] = '\0';
-	cr_expect(namespace_name_is_safe(long_name));
-	cr_expect(namespace_name_is_safe("..."));
-	cr_expect(namespace_name_is_safe("naïve file %41.txt"));
+	cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, long_name, &st), -ENOENT);
+	cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, "a.txt", &st), 0, "the safe name is there");
+	namespace_forget(ns, st.st_ino, 1);
+	namespace_free(ns);
+	remote_dir_ops.free(r);
 }
 
 Test(namespace, keeps_inode_numbers_across_a_relist)
