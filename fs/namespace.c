@@ -20,42 +20,48 @@
 #include "fs/namespace.h"
 #include "fs/url.h"
 
-/* One file, directory or symlink.
- * ino, parent_ino, name, path and type never change after creation (a relist that changes
- * an entry's type makes a new node). Everything else is protected by ns->lock, except
- * list_lock, which serialises listers of one directory (held without ns->lock while the
- * remote is asked; never taken while holding ns->lock).
- * A node lives while it is linked in its parent's listing, the kernel holds lookups on it
- * (nlookup), or someone holds a temporary reference (refs); the root lives until
- * namespace_free. */
-struct ns_node {
-	uint64_t ino;
-	uint64_t parent_ino;
-	char *name;
-	char *path;
-	enum remote_type type;
-
-	uint64_t size;
-	struct timespec mtime;
-	char *etag;
-	char *link_target;
-	bool version_checked;     /* stat'ed since the last listing */
-	char *last_open_version;  /* version at the previous open, for keep_cache */
-
-	uint64_t nlookup;
-	uint64_t refs;
-	bool linked;
-	bool kept;                /* scratch of listing_merge: reused by the new listing */
-
-	/* directories */
+/* What only a directory has: its listing. list_lock serialises listers of the directory (held
+ * without ns->lock while the remote is asked; never taken while holding ns->lock); the rest is
+ * protected by ns->lock. */
+struct ns_dirstate {
 	pthread_mutex_t list_lock;
 	struct ns_node **children;  /* sorted by name */
 	size_t nr_children;
 	bool listed;
 	bool dirty;                 /* the kept listing is older than children */
 	struct timespec listed_at;  /* CLOCK_MONOTONIC */
+};
 
+/* One file, directory or symlink, in one allocation with its path: there is one per entry seen,
+ * ten million of them for a big dataset, so it holds only what every entry needs, and what one
+ * type needs shares a union.
+ * ino, parent_ino, type, name_off and path never change after creation (a relist that changes
+ * an entry's type makes a new node). Everything else is protected by ns->lock.
+ * A node lives while it is linked in its parent's listing, the kernel holds lookups on it
+ * (nlookup), or someone holds a temporary reference (refs); the root lives until
+ * namespace_free. */
+struct ns_node {
+	uint64_t ino;
+	uint64_t parent_ino;
 	struct ns_node *hnext;      /* ino hash chain */
+	uint64_t size;
+	struct timespec mtime;
+	char *etag;
+	union {
+		char *last_open_version;  /* REMOTE_FILE: version at the previous open (keep_cache) */
+		char *link_target;        /* REMOTE_SYMLINK: never NULL */
+		struct ns_dirstate *ds;   /* REMOTE_DIR: never NULL */
+	};
+	uint64_t nlookup;
+	uint32_t refs;
+	uint32_t name_off;          /* the name is path + name_off */
+	uint8_t type;               /* enum remote_type */
+	bool version_checked : 1;   /* stat'ed since the last listing */
+	bool linked : 1;
+	bool kept : 1;              /* scratch of listing_merge: reused by the new listing */
+	/* The remote path, then the name. The name is the path's last component, except for a
+	 * single-file source's one file: its path is "" and its name follows that NUL. */
+	char path[];
 };
 
 /* The table is protected by lock; remote, state_dir, ttl, uid, gid never change.
@@ -116,15 +122,9 @@ static double elapsed_s(const struct timespec *since)
 	return (double)(now.tv_sec - since->tv_sec) + (now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
-static char *join_path(const char *dir, const char *name)
+static const char *node_name(const struct ns_node *n)
 {
-	char *p;
-
-	if (!*dir)
-		return strdup(name);
-	if (asprintf(&p, "%s/%s", dir, name) < 0)
-		return NULL;
-	return p;
+	return n->path + n->name_off;
 }
 
 /* ---- inode table (callers hold ns->lock) ---- */
@@ -184,14 +184,16 @@ static void node_free(struct ns_node *n)
 {
 	if (!n)
 		return;
-	if (n->type == REMOTE_DIR)
-		pthread_mutex_destroy(&n->list_lock);
-	free(n->children);
-	free(n->name);
-	free(n->path);
+	if (n->type == REMOTE_DIR && n->ds) {
+		pthread_mutex_destroy(&n->ds->list_lock);
+		free(n->ds->children);
+		free(n->ds);
+	} else if (n->type == REMOTE_SYMLINK) {
+		free(n->link_target);
+	} else if (n->type == REMOTE_FILE) {
+		free(n->last_open_version);
+	}
 	free(n->etag);
-	free(n->link_target);
-	free(n->last_open_version);
 	free(n);
 }
 
@@ -211,7 +213,8 @@ static void node_maybe_free(struct namespace *ns, struct ns_node *n)
 	if (n == ns->root || n->linked || n->nlookup || n->refs)
 		return;
 	table_remove(ns, n);
-	unlink_children(ns, n->children, n->nr_children);
+	if (n->type == REMOTE_DIR)
+		unlink_children(ns, n->ds->children, n->ds->nr_children);
 	node_free(n);
 }
 
@@ -224,25 +227,32 @@ static void set_str(char **dst, const char *src)
 static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const char *dir_path,
 	const struct remote_entry *e)
 {
-	struct ns_node *n = calloc(1, sizeof(*n));
+	size_t dir_bytes = ns->single_file ? 0 : strlen(dir_path), name_bytes = strlen(e->name);
+	size_t name_off = ns->single_file ? 1 : dir_bytes ? dir_bytes + 1 : 0;
+	struct ns_node *n = calloc(1, offsetof(struct ns_node, path) + name_off + name_bytes + 1);
 
 	if (!n)
 		return NULL;
+	if (dir_bytes) {
+		memcpy(n->path, dir_path, dir_bytes);
+		n->path[dir_bytes] = '/';
+	}
+	memcpy(n->path + name_off, e->name, name_bytes + 1);
+	n->name_off = (uint32_t)name_off;
 	n->parent_ino = parent_ino;
-	n->type = e->type;
-	n->name = strdup(e->name);
-	n->path = ns->single_file ? strdup("") : join_path(dir_path, e->name);
+	n->type = (uint8_t)e->type;
 	n->size = e->size;
 	n->mtime = e->mtime;
 	n->etag = e->etag ? strdup(e->etag) : NULL;
-	n->link_target = e->link_target ? strdup(e->link_target) : NULL;
-	if (!n->name || !n->path || (e->etag && !n->etag) ||
-	    (e->link_target && !n->link_target)) {
+	if (n->type == REMOTE_SYMLINK)
+		n->link_target = strdup(e->link_target ? e->link_target : "");
+	else if (n->type == REMOTE_DIR && (n->ds = calloc(1, sizeof(*n->ds))))
+		pthread_mutex_init(&n->ds->list_lock, NULL);
+	if ((e->etag && !n->etag) || (n->type == REMOTE_SYMLINK && !n->link_target) ||
+	    (n->type == REMOTE_DIR && !n->ds)) {
 		node_free(n);
 		return NULL;
 	}
-	if (n->type == REMOTE_DIR)
-		pthread_mutex_init(&n->list_lock, NULL);
 	return n;
 }
 
@@ -347,16 +357,16 @@ static int cmp_entry(const void *a, const void *b)
 
 static int cmp_child(const void *key, const void *elem)
 {
-	return strcmp(key, (*(struct ns_node *const *)elem)->name);
+	return strcmp(key, node_name(*(struct ns_node *const *)elem));
 }
 
 /* bsearch of a directory's children; NULL-safe for an empty listing (bsearch's base must not
  * be NULL even when there is nothing to search). */
 static struct ns_node **find_child(struct ns_node *dir, const char *name)
 {
-	if (!dir->nr_children)
+	if (!dir->ds->nr_children)
 		return NULL;
-	return bsearch(name, dir->children, dir->nr_children, sizeof(*dir->children), cmp_child);
+	return bsearch(name, dir->ds->children, dir->ds->nr_children, sizeof(*dir->ds->children), cmp_child);
 }
 
 static char *listing_file(struct namespace *ns, const char *path)
@@ -467,14 +477,14 @@ static int listing_snapshot(struct ns_node *dir, char **text, size_t *len)
 	if (!f)
 		return -ENOMEM;
 	ret = manifest_write_header(f);
-	for (size_t i = 0; !ret && i < dir->nr_children; i++) {
-		struct ns_node *c = dir->children[i];
+	for (size_t i = 0; !ret && i < dir->ds->nr_children; i++) {
+		struct ns_node *c = dir->ds->children[i];
 		struct remote_entry e = {
-			.name = c->name, .type = c->type, .size = c->size, .mtime = c->mtime,
-			.etag = c->etag, .link_target = c->link_target,
+			.type = c->type, .size = c->size, .mtime = c->mtime, .etag = c->etag,
+			.link_target = c->type == REMOTE_SYMLINK ? c->link_target : NULL,
 		};
 
-		ret = manifest_write_entry(f, c->name, &e);
+		ret = manifest_write_entry(f, node_name(c), &e);
 	}
 	if (fclose(f) && !ret)
 		ret = -ENOMEM;
@@ -559,13 +569,13 @@ static int listing_store(struct namespace *ns, struct ns_node *dir)
 	pthread_mutex_lock(&ns->lock);
 	ret = listing_snapshot(dir, &text, &len);
 	if (!ret)
-		dir->dirty = false;
+		dir->ds->dirty = false;
 	pthread_mutex_unlock(&ns->lock);
 	if (!ret)
 		ret = listing_write(ns, dir->path, text, len);
 	if (ret) {
 		pthread_mutex_lock(&ns->lock);
-		dir->dirty = true;
+		dir->ds->dirty = true;
 		pthread_mutex_unlock(&ns->lock);
 	}
 	pthread_mutex_unlock(&ns->store_lock);
@@ -596,7 +606,7 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		struct ns_node **old, *n;
 
 		/* Duplicates (an S3 key next to a prefix of the same name): the first wins. */
-		if (nr && !strcmp(kids[nr - 1]->name, e->name))
+		if (nr && !strcmp(node_name(kids[nr - 1]), e->name))
 			continue;
 		old = find_child(dir, e->name);
 		if (old && (*old)->type == e->type) {
@@ -630,30 +640,30 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		n->linked = true;
 		kids[nr++] = n;
 	}
-	for (size_t i = 0; i < dir->nr_children; i++) {
-		if (dir->children[i]->kept) {
-			dir->children[i]->kept = false;
+	for (size_t i = 0; i < dir->ds->nr_children; i++) {
+		if (dir->ds->children[i]->kept) {
+			dir->ds->children[i]->kept = false;
 			continue;
 		}
-		dir->children[i]->linked = false;
-		node_maybe_free(ns, dir->children[i]);
+		dir->ds->children[i]->linked = false;
+		node_maybe_free(ns, dir->ds->children[i]);
 	}
-	free(dir->children);
-	dir->children = kids;
-	dir->nr_children = nr;
-	dir->listed = true;
-	clock_gettime(CLOCK_MONOTONIC, &dir->listed_at);
+	free(dir->ds->children);
+	dir->ds->children = kids;
+	dir->ds->nr_children = nr;
+	dir->ds->listed = true;
+	clock_gettime(CLOCK_MONOTONIC, &dir->ds->listed_at);
 	return 0;
 }
 
 static bool listing_is_fresh(struct namespace *ns, struct ns_node *dir)
 {
-	if (!dir->listed)
+	if (!dir->ds->listed)
 		return false;
 	/* Offline: what was kept is all there is; never ask again. */
 	if (!ns->remote || ns->ttl_s < 0)
 		return true;
-	return elapsed_s(&dir->listed_at) < ns->ttl_s;
+	return elapsed_s(&dir->ds->listed_at) < ns->ttl_s;
 }
 
 /* Builds the single-file root's one entry from the source's own stat. */
@@ -691,7 +701,7 @@ static int list_single_file(struct namespace *ns, struct listing *l)
 
 /* Makes dir's listing fresh: from the remote when online (kept on disk on success; on
  * failure the previous listing, or the kept one, is served with a warning), from the kept
- * listing when offline. Takes dir->list_lock; caller holds a reference on dir but not
+ * listing when offline. Takes dir->ds->list_lock; caller holds a reference on dir but not
  * ns->lock. */
 static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 {
@@ -699,7 +709,7 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 	bool fresh;
 	int ret = 0;
 
-	pthread_mutex_lock(&dir->list_lock);
+	pthread_mutex_lock(&dir->ds->list_lock);
 	pthread_mutex_lock(&ns->lock);
 	fresh = listing_is_fresh(ns, dir);
 	pthread_mutex_unlock(&ns->lock);
@@ -725,11 +735,11 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 		}
 		listing_done(&l);
 		pthread_mutex_lock(&ns->lock);
-		if (dir->listed) {
+		if (dir->ds->listed) {
 			/* Keep serving the old listing; try again after another ttl. */
 			log_warn("cannot list '/%s' again (%s); keeping the previous listing",
 				dir->path, strerror(-ret));
-			clock_gettime(CLOCK_MONOTONIC, &dir->listed_at);
+			clock_gettime(CLOCK_MONOTONIC, &dir->ds->listed_at);
 			ret = 0;
 			pthread_mutex_unlock(&ns->lock);
 			goto out;
@@ -757,7 +767,7 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 	pthread_mutex_unlock(&ns->lock);
 out:
 	listing_done(&l);
-	pthread_mutex_unlock(&dir->list_lock);
+	pthread_mutex_unlock(&dir->ds->list_lock);
 	return ret;
 }
 
@@ -902,7 +912,7 @@ int namespace_sync(struct namespace *ns)
 		for (struct ns_node *n = ns->table[i]; !ret && n; n = n->hnext) {
 			struct pending_listing *p;
 
-			if (n->type != REMOTE_DIR || !n->dirty)
+			if (n->type != REMOTE_DIR || !n->ds->dirty)
 				continue;
 			if (nr == cap) {
 				cap = cap ? cap * 2 : 16;
@@ -921,7 +931,7 @@ int namespace_sync(struct namespace *ns)
 				ret = -ENOMEM;
 				break;
 			}
-			n->dirty = false;
+			n->ds->dirty = false;
 			nr++;
 		}
 	}
@@ -935,7 +945,7 @@ int namespace_sync(struct namespace *ns)
 			pthread_mutex_lock(&ns->lock);
 			n = table_find(ns, v[i].ino);
 			if (n)
-				n->dirty = true;
+				n->ds->dirty = true;
 			pthread_mutex_unlock(&ns->lock);
 			ret = ret ? ret : r;
 		}
@@ -1130,13 +1140,13 @@ int namespace_dir_open(struct namespace *ns, uint64_t ino, struct ns_dir **out)
 	pthread_mutex_lock(&ns->lock);
 	d->ino = dir->ino;
 	d->parent_ino = dir->parent_ino;
-	d->entries = calloc(dir->nr_children ? dir->nr_children : 1, sizeof(*d->entries));
+	d->entries = calloc(dir->ds->nr_children ? dir->ds->nr_children : 1, sizeof(*d->entries));
 	if (d->entries) {
-		d->nr_entries = dir->nr_children;
-		for (size_t i = 0; i < dir->nr_children; i++) {
-			d->entries[i].node = dir->children[i];
-			d->entries[i].name = dir->children[i]->name;
-			dir->children[i]->refs++;
+		d->nr_entries = dir->ds->nr_children;
+		for (size_t i = 0; i < dir->ds->nr_children; i++) {
+			d->entries[i].node = dir->ds->children[i];
+			d->entries[i].name = node_name(dir->ds->children[i]);
+			dir->ds->children[i]->refs++;
 		}
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1207,7 +1217,7 @@ static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *
 				n->mtime = e.mtime;
 				set_str(&n->etag, e.etag);
 				if (parent && parent->type == REMOTE_DIR)
-					parent->dirty = true;
+					parent->ds->dirty = true;
 			}
 			n->version_checked = true;
 		} else if (ret == -ENOENT || (!ret && e.type != REMOTE_FILE)) {
@@ -1262,9 +1272,9 @@ int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent
 
 	pthread_mutex_lock(&ns->lock);
 	dir = n->linked ? table_find(ns, n->parent_ino) : NULL;
-	if (dir && dir->type == REMOTE_DIR && (c = find_child(dir, n->name)) && *c == n) {
+	if (dir && dir->type == REMOTE_DIR && (c = find_child(dir, node_name(n))) && *c == n) {
 		*parent_ino = dir->ino;
-		*index = (size_t)(c - dir->children);
+		*index = (size_t)(c - dir->ds->children);
 		ret = 0;
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1279,9 +1289,9 @@ size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from,
 
 	pthread_mutex_lock(&ns->lock);
 	dir = table_find(ns, dir_ino);
-	for (size_t i = from; dir && dir->type == REMOTE_DIR && i < dir->nr_children &&
+	for (size_t i = from; dir && dir->type == REMOTE_DIR && i < dir->ds->nr_children &&
 		i - from < span; i++) {
-		const struct ns_node *c = dir->children[i];
+		const struct ns_node *c = dir->ds->children[i];
 
 		if (c->type != REMOTE_FILE)
 			continue;
