@@ -332,17 +332,17 @@ int manifest_write_tree(const char *dir, FILE *out, char *errbuf, size_t errlen)
 
 /* ---- the index ---- */
 
-/* One entry. Its strings are in the arena at path_off: the path, then the ETag when has_etag,
- * then the target for a symlink, each NUL-terminated. */
+/* One entry, 32 bytes. Its strings are in the arena at path_off: the path, then the ETag when
+ * has_etag, then the target for a symlink, each NUL-terminated. */
 struct man_rec {
-	size_t path_off;
 	uint64_t size;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
-	uint32_t parent_bytes; /* of the path before its last '/' (0 at the root) */
+	uint32_t path_off;
+	uint16_t parent_bytes; /* of the path before its last '/' (0 at the root) */
 	uint8_t type;          /* enum remote_type */
-	bool has_etag;
-	bool synthesized;      /* a parent directory the manifest did not list */
+	bool has_etag : 1;
+	bool synthesized : 1;  /* a parent directory the manifest did not list */
 };
 
 struct manifest_index {
@@ -406,6 +406,8 @@ static int rec_cmp(const void *a, const void *b, void *arg)
 
 static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
 {
+	if (m->arena_bytes + bytes + 1 > UINT32_MAX)
+		return -EFBIG;
 	if (m->arena_bytes + bytes + 1 > m->arena_cap) {
 		size_t cap = m->arena_cap ? m->arena_cap * 2 : 1 << 20;
 		char *a;
@@ -429,6 +431,7 @@ static int index_add(struct manifest_index *m, const char *path, size_t path_byt
 {
 	struct man_rec *r;
 	const char *slash = memrchr(path, '/', path_bytes);
+	int ret;
 
 	if (m->nr_recs == m->cap_recs) {
 		size_t cap = m->cap_recs ? m->cap_recs * 2 : 1024;
@@ -441,22 +444,24 @@ static int index_add(struct manifest_index *m, const char *path, size_t path_byt
 	}
 	r = &m->recs[m->nr_recs];
 	*r = (struct man_rec){
-		.path_off = m->arena_bytes,
+		.path_off = (uint32_t)m->arena_bytes,
 		.size = e->size,
 		.mtime_sec = e->mtime.tv_sec,
 		.mtime_nsec = (uint32_t)e->mtime.tv_nsec,
-		.parent_bytes = slash ? (uint32_t)(slash - path) : 0,
+		.parent_bytes = slash ? (uint16_t)(slash - path) : 0,
 		.type = (uint8_t)e->type,
 		.has_etag = e->etag != NULL,
 		.synthesized = synthesized,
 	};
-	if (arena_add(m, path, path_bytes) || (e->etag && arena_add(m, e->etag, strlen(e->etag))) ||
-	    (e->type == REMOTE_SYMLINK &&
-		    arena_add(m, e->link_target ? e->link_target : "",
-			    e->link_target ? strlen(e->link_target) : 0)))
-		return -ENOMEM;
-	m->nr_recs++;
-	return 0;
+	ret = arena_add(m, path, path_bytes);
+	if (!ret && e->etag)
+		ret = arena_add(m, e->etag, strlen(e->etag));
+	if (!ret && e->type == REMOTE_SYMLINK)
+		ret = arena_add(m, e->link_target ? e->link_target : "",
+			e->link_target ? strlen(e->link_target) : 0);
+	if (!ret)
+		m->nr_recs++;
+	return ret;
 }
 
 static int index_collect(void *arg, const struct remote_entry *e)
@@ -492,6 +497,7 @@ static int index_add_parents(struct manifest_index *m, char *errbuf, size_t errl
 {
 	struct remote_entry dir = { .type = REMOTE_DIR };
 	size_t nr = 0;
+	int ret;
 
 	while (nr != m->nr_recs) {
 		nr = m->nr_recs;
@@ -521,11 +527,10 @@ static int index_add_parents(struct manifest_index *m, char *errbuf, size_t errl
 				free(parent);
 				return -EINVAL;
 			}
-			if (!p && index_add(m, parent, k.parent_bytes, &dir, true)) {
-				free(parent);
-				return -ENOMEM;
-			}
+			ret = p ? 0 : index_add(m, parent, k.parent_bytes, &dir, true);
 			free(parent);
+			if (ret)
+				return ret;
 		}
 	}
 	return 0;
@@ -553,6 +558,23 @@ static void index_drop_duplicates(struct manifest_index *m)
 	m->nr_recs = out;
 }
 
+/* Gives back what the doubling arrays reserved beyond their end (up to half of each, which at
+ * ten million entries is hundreds of MiB). */
+static void index_shrink(struct manifest_index *m)
+{
+	struct man_rec *v = realloc(m->recs, (m->nr_recs ? m->nr_recs : 1) * sizeof(*v));
+	char *a = realloc(m->arena, m->arena_bytes ? m->arena_bytes : 1);
+
+	if (v) {
+		m->recs = v;
+		m->cap_recs = m->nr_recs;
+	}
+	if (a) {
+		m->arena = a;
+		m->arena_cap = m->arena_bytes;
+	}
+}
+
 int manifest_index_new(struct manifest_index **out, const char *buf, size_t len, char *errbuf,
 	size_t errlen)
 {
@@ -570,11 +592,14 @@ int manifest_index_new(struct manifest_index **out, const char *buf, size_t len,
 	if (ret)
 		goto err;
 	index_drop_duplicates(m);
+	index_shrink(m);
 	*out = m;
 	return 0;
 err:
 	if (ret == -ENOMEM)
 		snprintf(errbuf, errlen, "out of memory reading the manifest");
+	if (ret == -EFBIG)
+		snprintf(errbuf, errlen, "the manifest's paths add up to more than 4 GiB");
 	manifest_index_free(m);
 	return ret;
 }
