@@ -43,7 +43,6 @@ struct ns_dirstate {
 struct ns_node {
 	uint64_t ino;
 	uint64_t parent_ino;
-	struct ns_node *hnext;      /* ino hash chain */
 	uint64_t size;
 	struct timespec mtime;
 	char *etag;
@@ -54,7 +53,7 @@ struct ns_node {
 	};
 	uint64_t nlookup;
 	uint32_t refs;
-	uint32_t name_off;          /* the name is path + name_off */
+	uint16_t name_off;          /* the name is path + name_off */
 	uint8_t type;               /* enum remote_type */
 	bool version_checked : 1;   /* stat'ed since the last listing */
 	bool linked : 1;
@@ -80,8 +79,8 @@ struct namespace {
 
 	pthread_mutex_t store_lock;
 	pthread_mutex_t lock;
-	struct ns_node **table;
-	size_t table_size;          /* a power of two */
+	struct ns_page **pages;     /* the inode table: see table_find */
+	size_t nr_pages;            /* length of pages, some of them NULL */
 	size_t nr_nodes;
 	uint64_t next_ino;
 	struct ns_node *root;
@@ -129,54 +128,78 @@ static const char *node_name(const struct ns_node *n)
 
 /* ---- inode table (callers hold ns->lock) ---- */
 
-static size_t hash_ino(const struct namespace *ns, uint64_t ino)
-{
-	return (size_t)(ino * 0x9e3779b97f4a7c15ull >> 17) & (ns->table_size - 1);
-}
+/* Inode numbers are handed out in order and never reused, so one number never names two
+ * entries, and the table is an array indexed by them, in pages so that it grows without
+ * moving: 8 bytes per entry, where a hash table took 20 (its chain pointer and its load
+ * factor). A page whose nodes are all gone is freed. */
+#define NS_PAGE_NODES 1024 /* 8 KiB */
 
-static int table_grow(struct namespace *ns)
-{
-	size_t size = ns->table_size ? ns->table_size * 2 : 1024;
-	struct ns_node **t = calloc(size, sizeof(*t));
-	struct ns_node **old = ns->table;
-	size_t old_size = ns->table_size;
-
-	if (!t)
-		return -ENOMEM;
-	ns->table = t;
-	ns->table_size = size;
-	for (size_t i = 0; i < old_size; i++) {
-		struct ns_node *n = old[i], *next;
-
-		for (; n; n = next) {
-			size_t h = hash_ino(ns, n->ino);
-
-			next = n->hnext;
-			n->hnext = t[h];
-			t[h] = n;
-		}
-	}
-	free(old);
-	return 0;
-}
+struct ns_page {
+	size_t nr_live;
+	struct ns_node *slot[NS_PAGE_NODES];
+};
 
 static struct ns_node *table_find(struct namespace *ns, uint64_t ino)
 {
-	struct ns_node *n = ns->table[hash_ino(ns, ino)];
+	size_t p = (size_t)(ino / NS_PAGE_NODES);
 
-	while (n && n->ino != ino)
-		n = n->hnext;
-	return n;
+	if (p >= ns->nr_pages || !ns->pages[p])
+		return NULL;
+	return ns->pages[p]->slot[ino % NS_PAGE_NODES];
+}
+
+/* The live node with the smallest ino >= *ino, advancing *ino past it; NULL after the last. */
+static struct ns_node *table_next(struct namespace *ns, uint64_t *ino)
+{
+	while (*ino < ns->next_ino) {
+		struct ns_page *page = ns->pages[*ino / NS_PAGE_NODES];
+		struct ns_node *n;
+
+		if (!page) {
+			*ino = (*ino / NS_PAGE_NODES + 1) * NS_PAGE_NODES;
+			continue;
+		}
+		n = page->slot[(*ino)++ % NS_PAGE_NODES];
+		if (n)
+			return n;
+	}
+	return NULL;
+}
+
+static int table_add(struct namespace *ns, struct ns_node *n)
+{
+	size_t p = (size_t)(ns->next_ino / NS_PAGE_NODES);
+
+	if (p >= ns->nr_pages) {
+		size_t nr = ns->nr_pages ? ns->nr_pages * 2 : 16;
+		struct ns_page **v = realloc(ns->pages, nr * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		memset(v + ns->nr_pages, 0, (nr - ns->nr_pages) * sizeof(*v));
+		ns->pages = v;
+		ns->nr_pages = nr;
+	}
+	if (!ns->pages[p] && !(ns->pages[p] = calloc(1, sizeof(*ns->pages[p]))))
+		return -ENOMEM;
+	n->ino = ns->next_ino++;
+	ns->pages[p]->slot[n->ino % NS_PAGE_NODES] = n;
+	ns->pages[p]->nr_live++;
+	ns->nr_nodes++;
+	return 0;
 }
 
 static void table_remove(struct namespace *ns, struct ns_node *n)
 {
-	struct ns_node **p = &ns->table[hash_ino(ns, n->ino)];
+	size_t p = (size_t)(n->ino / NS_PAGE_NODES);
+	struct ns_page *page = ns->pages[p];
 
-	while (*p && *p != n)
-		p = &(*p)->hnext;
-	if (*p)
-		*p = n->hnext;
+	page->slot[n->ino % NS_PAGE_NODES] = NULL;
+	/* The page that next_ino is filling stays, or the next node would allocate it again. */
+	if (!--page->nr_live && p != ns->next_ino / NS_PAGE_NODES) {
+		free(page);
+		ns->pages[p] = NULL;
+	}
 	ns->nr_nodes--;
 }
 
@@ -229,8 +252,12 @@ static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const
 {
 	size_t dir_bytes = ns->single_file ? 0 : strlen(dir_path), name_bytes = strlen(e->name);
 	size_t name_off = ns->single_file ? 1 : dir_bytes ? dir_bytes + 1 : 0;
-	struct ns_node *n = calloc(1, offsetof(struct ns_node, path) + name_off + name_bytes + 1);
+	struct ns_node *n;
 
+	/* No store hands out a directory path of 64 KiB (PATH_MAX is 4 KiB). */
+	if (name_off > UINT16_MAX)
+		return NULL;
+	n = calloc(1, offsetof(struct ns_node, path) + name_off + name_bytes + 1);
 	if (!n)
 		return NULL;
 	if (dir_bytes) {
@@ -238,7 +265,7 @@ static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const
 		n->path[dir_bytes] = '/';
 	}
 	memcpy(n->path + name_off, e->name, name_bytes + 1);
-	n->name_off = (uint32_t)name_off;
+	n->name_off = (uint16_t)name_off;
 	n->parent_ino = parent_ino;
 	n->type = (uint8_t)e->type;
 	n->size = e->size;
@@ -254,21 +281,6 @@ static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const
 		return NULL;
 	}
 	return n;
-}
-
-/* Caller holds ns->lock. */
-static int table_add(struct namespace *ns, struct ns_node *n)
-{
-	size_t h;
-
-	if ((ns->nr_nodes + 1) * 4 > ns->table_size * 3 && table_grow(ns))
-		return -ENOMEM;
-	n->ino = ns->next_ino++;
-	h = hash_ino(ns, n->ino);
-	n->hnext = ns->table[h];
-	ns->table[h] = n;
-	ns->nr_nodes++;
-	return 0;
 }
 
 /* ---- listings ---- */
@@ -852,15 +864,13 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 		if (ret)
 			goto err;
 	}
-	ret = table_grow(ns);
-	if (ret)
-		goto err;
 	ns->root = node_new(ns, NS_ROOT_INO, "", &re);
-	if (!ns->root) {
+	if (!ns->root || table_add(ns, ns->root)) {
+		node_free(ns->root);
+		ns->root = NULL;
 		ret = -ENOMEM;
 		goto err;
 	}
-	table_add(ns, ns->root);
 	ns->root->type = REMOTE_DIR;
 	*out = ns;
 	return 0;
@@ -873,18 +883,17 @@ void namespace_free(struct namespace *ns)
 {
 	if (!ns)
 		return;
-	if (ns->table) {
-		namespace_sync(ns);
-		for (size_t i = 0; i < ns->table_size; i++) {
-			struct ns_node *n = ns->table[i], *next;
+	if (ns->root) {
+		struct ns_node *n;
+		uint64_t ino = 0;
 
-			for (; n; n = next) {
-				next = n->hnext;
-				node_free(n);
-			}
-		}
+		namespace_sync(ns);
+		while ((n = table_next(ns, &ino)))
+			node_free(n);
 	}
-	free(ns->table);
+	for (size_t i = 0; i < ns->nr_pages; i++)
+		free(ns->pages[i]);
+	free(ns->pages);
 	free(ns->source);
 	free(ns->state_dir);
 	pthread_mutex_destroy(&ns->store_lock);
@@ -903,45 +912,42 @@ struct pending_listing {
 int namespace_sync(struct namespace *ns)
 {
 	struct pending_listing *v = NULL;
+	struct ns_node *n;
 	size_t nr = 0, cap = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&ns->store_lock);
 	pthread_mutex_lock(&ns->lock);
-	for (size_t i = 0; !ret && i < ns->table_size; i++) {
-		for (struct ns_node *n = ns->table[i]; !ret && n; n = n->hnext) {
-			struct pending_listing *p;
+	for (uint64_t ino = 0; (n = table_next(ns, &ino));) {
+		struct pending_listing *p;
 
-			if (n->type != REMOTE_DIR || !n->ds->dirty)
-				continue;
-			if (nr == cap) {
-				cap = cap ? cap * 2 : 16;
-				p = realloc(v, cap * sizeof(*v));
-				if (!p) {
-					ret = -ENOMEM;
-					break;
-				}
-				v = p;
-			}
-			p = &v[nr];
-			p->ino = n->ino;
-			p->path = strdup(n->path);
-			if (!p->path || listing_snapshot(n, &p->text, &p->len)) {
-				free(p->path);
+		if (n->type != REMOTE_DIR || !n->ds->dirty)
+			continue;
+		if (nr == cap) {
+			cap = cap ? cap * 2 : 16;
+			p = realloc(v, cap * sizeof(*v));
+			if (!p) {
 				ret = -ENOMEM;
 				break;
 			}
-			n->ds->dirty = false;
-			nr++;
+			v = p;
 		}
+		p = &v[nr];
+		p->ino = n->ino;
+		p->path = strdup(n->path);
+		if (!p->path || listing_snapshot(n, &p->text, &p->len)) {
+			free(p->path);
+			ret = -ENOMEM;
+			break;
+		}
+		n->ds->dirty = false;
+		nr++;
 	}
 	pthread_mutex_unlock(&ns->lock);
 	for (size_t i = 0; i < nr; i++) {
 		int r = listing_write(ns, v[i].path, v[i].text, v[i].len);
 
 		if (r) {
-			struct ns_node *n;
-
 			pthread_mutex_lock(&ns->lock);
 			n = table_find(ns, v[i].ino);
 			if (n)
