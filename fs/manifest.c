@@ -341,8 +341,7 @@ struct man_rec {
 	uint32_t path_off;
 	uint16_t parent_bytes; /* of the path before its last '/' (0 at the root) */
 	uint8_t type;          /* enum remote_type */
-	bool has_etag : 1;
-	bool synthesized : 1;  /* a parent directory the manifest did not list */
+	bool has_etag;
 };
 
 struct manifest_index {
@@ -392,8 +391,7 @@ static int key_cmp(const struct man_key *a, const struct man_key *b)
 	return c ? c : strcmp(a->name, b->name);
 }
 
-/* Ties (one path listed twice) go by position in the arena: the manifest's order, and the
- * directories added for missing parents after every listed entry. */
+/* Ties (one path listed twice) go by position in the arena: the manifest's order. */
 static int rec_cmp(const void *a, const void *b, void *arg)
 {
 	const struct manifest_index *m = arg;
@@ -402,6 +400,12 @@ static int rec_cmp(const void *a, const void *b, void *arg)
 	int c = key_cmp(&kx, &ky);
 
 	return c ? c : (x->path_off > y->path_off) - (x->path_off < y->path_off);
+}
+
+static void index_sort(struct manifest_index *m)
+{
+	if (m->nr_recs) /* recs is NULL for an empty manifest */
+		qsort_r(m->recs, m->nr_recs, sizeof(*m->recs), rec_cmp, m);
 }
 
 static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
@@ -427,7 +431,7 @@ static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
 }
 
 static int index_add(struct manifest_index *m, const char *path, size_t path_bytes,
-	const struct remote_entry *e, bool synthesized)
+	const struct remote_entry *e)
 {
 	struct man_rec *r;
 	const char *slash = memrchr(path, '/', path_bytes);
@@ -451,7 +455,6 @@ static int index_add(struct manifest_index *m, const char *path, size_t path_byt
 		.parent_bytes = slash ? (uint16_t)(slash - path) : 0,
 		.type = (uint8_t)e->type,
 		.has_etag = e->etag != NULL,
-		.synthesized = synthesized,
 	};
 	ret = arena_add(m, path, path_bytes);
 	if (!ret && e->etag)
@@ -466,7 +469,7 @@ static int index_add(struct manifest_index *m, const char *path, size_t path_byt
 
 static int index_collect(void *arg, const struct remote_entry *e)
 {
-	return index_add(arg, e->name, strlen(e->name), e, false);
+	return index_add(arg, e->name, strlen(e->name), e);
 }
 
 /* The record of path among the first nr (sorted), or NULL. */
@@ -491,17 +494,38 @@ static const struct man_rec *index_find(const struct manifest_index *m, size_t n
 	return NULL;
 }
 
+/* Drops the second and later records of one path (sorted: they follow the first). */
+static void index_drop_duplicates(struct manifest_index *m)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; i < m->nr_recs; i++) {
+		if (out) {
+			struct man_key a = key_of_rec(m, &m->recs[out - 1]);
+			struct man_key b = key_of_rec(m, &m->recs[i]);
+
+			if (!key_cmp(&a, &b)) {
+				log_warn("manifest lists '%s' twice; keeping the first",
+					m->arena + m->recs[i].path_off);
+				continue;
+			}
+		}
+		m->recs[out++] = m->recs[i];
+	}
+	m->nr_recs = out;
+}
+
 /* Adds a directory record for each parent that is not listed; one round adds the parents of
- * what the previous round added. Sorted on return. */
+ * what the previous round added. Takes the records sorted and without duplicates, and leaves
+ * them so. */
 static int index_add_parents(struct manifest_index *m, char *errbuf, size_t errlen)
 {
 	struct remote_entry dir = { .type = REMOTE_DIR };
-	size_t nr = 0;
+	size_t nr;
 	int ret;
 
-	while (nr != m->nr_recs) {
+	do {
 		nr = m->nr_recs;
-		qsort_r(m->recs, nr, sizeof(*m->recs), rec_cmp, m);
 		for (size_t i = 0; i < nr; i++) {
 			struct man_key k = key_of_rec(m, &m->recs[i]);
 			const struct man_rec *p;
@@ -527,35 +551,15 @@ static int index_add_parents(struct manifest_index *m, char *errbuf, size_t errl
 				free(parent);
 				return -EINVAL;
 			}
-			ret = p ? 0 : index_add(m, parent, k.parent_bytes, &dir, true);
+			ret = p ? 0 : index_add(m, parent, k.parent_bytes, &dir);
 			free(parent);
 			if (ret)
 				return ret;
 		}
-	}
+		if (m->nr_recs != nr)
+			index_sort(m);
+	} while (m->nr_recs != nr);
 	return 0;
-}
-
-/* Drops the second and later records of one path (sorted: they follow the first). */
-static void index_drop_duplicates(struct manifest_index *m)
-{
-	size_t out = 0;
-
-	for (size_t i = 0; i < m->nr_recs; i++) {
-		if (out) {
-			struct man_key a = key_of_rec(m, &m->recs[out - 1]);
-			struct man_key b = key_of_rec(m, &m->recs[i]);
-
-			if (!key_cmp(&a, &b)) {
-				if (!m->recs[i].synthesized)
-					log_warn("manifest lists '%s' twice; keeping the first",
-						m->arena + m->recs[i].path_off);
-				continue;
-			}
-		}
-		m->recs[out++] = m->recs[i];
-	}
-	m->nr_recs = out;
 }
 
 /* Gives back what the doubling arrays reserved beyond their end (up to half of each, which at
@@ -587,11 +591,13 @@ int manifest_index_new(struct manifest_index **out, const char *buf, size_t len,
 		goto err;
 	}
 	ret = manifest_parse(buf, len, index_collect, m, errbuf, errlen);
-	if (!ret)
-		ret = index_add_parents(m, errbuf, errlen);
 	if (ret)
 		goto err;
+	index_sort(m);
 	index_drop_duplicates(m);
+	ret = index_add_parents(m, errbuf, errlen);
+	if (ret)
+		goto err;
 	index_shrink(m);
 	*out = m;
 	return 0;

@@ -311,6 +311,17 @@ Test(manifest, index_keeps_the_first_of_a_path_listed_twice)
 	cr_expect_eq(e.size, 1, "the first line wins");
 	remote_entry_done(&e);
 	manifest_index_free(m);
+	/* The entries under a path listed twice are under its first line, whatever its second. */
+	m = index_of("ferry-manifest 1\n"
+		     "d 0 1.0 - d\n"
+		     "f 9 1.0 - d\n"
+		     "f 1 1.0 - d/in\n");
+	cr_assert_eq(manifest_index_stat(m, "d/in", &e), 0);
+	remote_entry_done(&e);
+	cr_assert_eq(manifest_index_stat(m, "d", &e), 0);
+	cr_expect_eq(e.type, REMOTE_DIR);
+	remote_entry_done(&e);
+	manifest_index_free(m);
 }
 
 Test(manifest, index_refuses_an_entry_under_a_file)
