@@ -378,7 +378,8 @@ static struct ns_node **find_child(struct ns_node *dir, const char *name)
 {
 	if (!dir->ds->nr_children)
 		return NULL;
-	return bsearch(name, dir->ds->children, dir->ds->nr_children, sizeof(*dir->ds->children), cmp_child);
+	return bsearch(name, dir->ds->children, dir->ds->nr_children, sizeof(*dir->ds->children),
+		cmp_child);
 }
 
 static char *listing_file(struct namespace *ns, const char *path)
