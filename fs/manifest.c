@@ -62,26 +62,6 @@ static int parse_mtime(const char *s, size_t n, struct timespec *ts)
 	return 0;
 }
 
-/* A relative path of safe components: no empty, ".", ".." component, none over 255 bytes. */
-static bool path_is_safe(const char *p)
-{
-	size_t len = strlen(p);
-
-	if (len == 0 || len > MANIFEST_MAX_PATH)
-		return false;
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 0 || n > 255 || (n == 1 && p[0] == '.') ||
-			(n == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		p += n;
-		if (*p == '/' && !*++p)
-			return false;
-	}
-	return true;
-}
-
 static int parse_line(const char *line, size_t len, struct remote_entry *e, const char **why)
 {
 	const char *f[7];
@@ -143,7 +123,7 @@ static int parse_line(const char *line, size_t len, struct remote_entry *e, cons
 		return -EINVAL;
 	}
 	e->name = s;
-	if (!path_is_safe(s)) {
+	if (strlen(s) > MANIFEST_MAX_PATH || !url_path_is_safe(s)) {
 		*why = "unsafe PATH (absolute, empty, '.', '..' or a component over 255 bytes)";
 		return -EINVAL;
 	}
@@ -348,4 +328,375 @@ int manifest_write_tree(const char *dir, FILE *out, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "cannot write manifest: %s", strerror(-ret));
 	close(rootfd);
 	return ret;
+}
+
+/* ---- the index ---- */
+
+/* One entry, 32 bytes. Its strings are in the arena at path_off: the path, then the ETag when
+ * has_etag, then the target for a symlink, each NUL-terminated. */
+struct man_rec {
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t path_off;
+	uint16_t parent_bytes; /* of the path before its last '/' (0 at the root) */
+	uint8_t type;          /* enum remote_type */
+	bool has_etag;
+};
+
+struct manifest_index {
+	char *arena;
+	size_t arena_bytes, arena_cap;
+	struct man_rec *recs; /* sorted by (parent, name, line) */
+	size_t nr_recs, cap_recs;
+};
+
+/* A path split into its parent directory and its name, as the records are ordered. */
+struct man_key {
+	const char *parent;
+	size_t parent_bytes;
+	const char *name;
+};
+
+static struct man_key key_of_path(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return (struct man_key){ .parent = path, .parent_bytes = 0, .name = path };
+	return (struct man_key){ .parent = path, .parent_bytes = (size_t)(slash - path),
+		.name = slash + 1 };
+}
+
+static struct man_key key_of_rec(const struct manifest_index *m, const struct man_rec *r)
+{
+	const char *path = m->arena + r->path_off;
+
+	return (struct man_key){ .parent = path, .parent_bytes = r->parent_bytes,
+		.name = path + r->parent_bytes + (r->parent_bytes ? 1 : 0) };
+}
+
+static int parent_cmp(const struct man_key *a, const char *parent, size_t parent_bytes)
+{
+	int c = memcmp(a->parent, parent,
+		a->parent_bytes < parent_bytes ? a->parent_bytes : parent_bytes);
+
+	return c ? c : (a->parent_bytes > parent_bytes) - (a->parent_bytes < parent_bytes);
+}
+
+static int key_cmp(const struct man_key *a, const struct man_key *b)
+{
+	int c = parent_cmp(a, b->parent, b->parent_bytes);
+
+	return c ? c : strcmp(a->name, b->name);
+}
+
+/* Ties (one path listed twice) go by position in the arena: the manifest's order. */
+static int rec_cmp(const void *a, const void *b, void *arg)
+{
+	const struct manifest_index *m = arg;
+	const struct man_rec *x = a, *y = b;
+	struct man_key kx = key_of_rec(m, x), ky = key_of_rec(m, y);
+	int c = key_cmp(&kx, &ky);
+
+	return c ? c : (x->path_off > y->path_off) - (x->path_off < y->path_off);
+}
+
+static void index_sort(struct manifest_index *m)
+{
+	if (m->nr_recs) /* recs is NULL for an empty manifest */
+		qsort_r(m->recs, m->nr_recs, sizeof(*m->recs), rec_cmp, m);
+}
+
+static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
+{
+	if (m->arena_bytes + bytes + 1 > UINT32_MAX)
+		return -EFBIG;
+	if (m->arena_bytes + bytes + 1 > m->arena_cap) {
+		size_t cap = m->arena_cap ? m->arena_cap * 2 : 1 << 20;
+		char *a;
+
+		while (cap < m->arena_bytes + bytes + 1)
+			cap *= 2;
+		a = realloc(m->arena, cap);
+		if (!a)
+			return -ENOMEM;
+		m->arena = a;
+		m->arena_cap = cap;
+	}
+	memcpy(m->arena + m->arena_bytes, s, bytes);
+	m->arena[m->arena_bytes + bytes] = '\0';
+	m->arena_bytes += bytes + 1;
+	return 0;
+}
+
+static int index_add(struct manifest_index *m, const char *path, size_t path_bytes,
+	const struct remote_entry *e)
+{
+	struct man_rec *r;
+	const char *slash = memrchr(path, '/', path_bytes);
+	int ret;
+
+	if (m->nr_recs == m->cap_recs) {
+		size_t cap = m->cap_recs ? m->cap_recs * 2 : 1024;
+		struct man_rec *v = realloc(m->recs, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		m->recs = v;
+		m->cap_recs = cap;
+	}
+	r = &m->recs[m->nr_recs];
+	*r = (struct man_rec){
+		.path_off = (uint32_t)m->arena_bytes,
+		.size = e->size,
+		.mtime_sec = e->mtime.tv_sec,
+		.mtime_nsec = (uint32_t)e->mtime.tv_nsec,
+		.parent_bytes = slash ? (uint16_t)(slash - path) : 0,
+		.type = (uint8_t)e->type,
+		.has_etag = e->etag != NULL,
+	};
+	ret = arena_add(m, path, path_bytes);
+	if (!ret && e->etag)
+		ret = arena_add(m, e->etag, strlen(e->etag));
+	if (!ret && e->type == REMOTE_SYMLINK)
+		ret = arena_add(m, e->link_target ? e->link_target : "",
+			e->link_target ? strlen(e->link_target) : 0);
+	if (!ret)
+		m->nr_recs++;
+	return ret;
+}
+
+static int index_collect(void *arg, const struct remote_entry *e)
+{
+	return index_add(arg, e->name, strlen(e->name), e);
+}
+
+/* The record of path among the first nr (sorted), or NULL. */
+static const struct man_rec *index_find(const struct manifest_index *m, size_t nr,
+	const char *path)
+{
+	struct man_key k = key_of_path(path);
+	size_t lo = 0, hi = nr;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct man_key km = key_of_rec(m, &m->recs[mid]);
+		int c = key_cmp(&km, &k);
+
+		if (c == 0)
+			return &m->recs[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Drops the second and later records of one path (sorted: they follow the first). */
+static void index_drop_duplicates(struct manifest_index *m)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; i < m->nr_recs; i++) {
+		if (out) {
+			struct man_key a = key_of_rec(m, &m->recs[out - 1]);
+			struct man_key b = key_of_rec(m, &m->recs[i]);
+
+			if (!key_cmp(&a, &b)) {
+				log_warn("manifest lists '%s' twice; keeping the first",
+					m->arena + m->recs[i].path_off);
+				continue;
+			}
+		}
+		m->recs[out++] = m->recs[i];
+	}
+	m->nr_recs = out;
+}
+
+/* Adds a directory record for each parent that is not listed; one round adds the parents of
+ * what the previous round added. Takes the records sorted and without duplicates, and leaves
+ * them so. */
+static int index_add_parents(struct manifest_index *m, char *errbuf, size_t errlen)
+{
+	struct remote_entry dir = { .type = REMOTE_DIR };
+	size_t nr;
+	int ret;
+
+	do {
+		nr = m->nr_recs;
+		for (size_t i = 0; i < nr; i++) {
+			struct man_key k = key_of_rec(m, &m->recs[i]);
+			const struct man_rec *p;
+			char *parent;
+
+			if (!k.parent_bytes)
+				continue;
+			/* Records sharing a parent are adjacent: check each parent once. */
+			if (i) {
+				struct man_key prev = key_of_rec(m, &m->recs[i - 1]);
+
+				if (!parent_cmp(&k, prev.parent, prev.parent_bytes))
+					continue;
+			}
+			parent = strndup(k.parent, k.parent_bytes);
+			if (!parent)
+				return -ENOMEM;
+			p = index_find(m, nr, parent);
+			if (p && p->type != REMOTE_DIR) {
+				snprintf(errbuf, errlen,
+					"manifest lists '%s' under '%s', which is not a directory",
+					k.name, parent);
+				free(parent);
+				return -EINVAL;
+			}
+			ret = p ? 0 : index_add(m, parent, k.parent_bytes, &dir);
+			free(parent);
+			if (ret)
+				return ret;
+		}
+		if (m->nr_recs != nr)
+			index_sort(m);
+	} while (m->nr_recs != nr);
+	return 0;
+}
+
+/* Gives back what the doubling arrays reserved beyond their end (up to half of each, which at
+ * ten million entries is hundreds of MiB). */
+static void index_shrink(struct manifest_index *m)
+{
+	struct man_rec *v = realloc(m->recs, (m->nr_recs ? m->nr_recs : 1) * sizeof(*v));
+	char *a = realloc(m->arena, m->arena_bytes ? m->arena_bytes : 1);
+
+	if (v) {
+		m->recs = v;
+		m->cap_recs = m->nr_recs;
+	}
+	if (a) {
+		m->arena = a;
+		m->arena_cap = m->arena_bytes;
+	}
+}
+
+int manifest_index_new(struct manifest_index **out, const char *buf, size_t len, char *errbuf,
+	size_t errlen)
+{
+	struct manifest_index *m = calloc(1, sizeof(*m));
+	int ret;
+
+	*out = NULL;
+	if (!m) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ret = manifest_parse(buf, len, index_collect, m, errbuf, errlen);
+	if (ret)
+		goto err;
+	index_sort(m);
+	index_drop_duplicates(m);
+	ret = index_add_parents(m, errbuf, errlen);
+	if (ret)
+		goto err;
+	index_shrink(m);
+	*out = m;
+	return 0;
+err:
+	if (ret == -ENOMEM)
+		snprintf(errbuf, errlen, "out of memory reading the manifest");
+	if (ret == -EFBIG)
+		snprintf(errbuf, errlen, "the manifest's paths add up to more than 4 GiB");
+	manifest_index_free(m);
+	return ret;
+}
+
+void manifest_index_free(struct manifest_index *m)
+{
+	if (!m)
+		return;
+	free(m->arena);
+	free(m->recs);
+	free(m);
+}
+
+uint64_t manifest_index_nr_entries(const struct manifest_index *m)
+{
+	return m->nr_recs;
+}
+
+/* r as an entry whose strings point into the arena. */
+static struct remote_entry rec_entry(const struct manifest_index *m, const struct man_rec *r)
+{
+	struct man_key k = key_of_rec(m, r);
+	char *s = m->arena + r->path_off;
+	struct remote_entry e = {
+		.name = (char *)k.name,
+		.type = (enum remote_type)r->type,
+		.size = r->size,
+		.mtime = { .tv_sec = (time_t)r->mtime_sec, .tv_nsec = r->mtime_nsec },
+	};
+
+	s += strlen(s) + 1;
+	if (r->has_etag) {
+		e.etag = s;
+		s += strlen(s) + 1;
+	}
+	if (r->type == REMOTE_SYMLINK)
+		e.link_target = s;
+	return e;
+}
+
+int manifest_index_list(const struct manifest_index *m, const char *path, remote_list_cb cb,
+	void *arg)
+{
+	size_t lo = 0, hi = m->nr_recs, path_bytes = strlen(path);
+	int ret = 0;
+
+	if (*path) {
+		const struct man_rec *d = index_find(m, m->nr_recs, path);
+
+		if (!d)
+			return -ENOENT;
+		if (d->type != REMOTE_DIR)
+			return -ENOTDIR;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct man_key k = key_of_rec(m, &m->recs[mid]);
+
+		if (parent_cmp(&k, path, path_bytes) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < m->nr_recs && !ret; lo++) {
+		struct man_key k = key_of_rec(m, &m->recs[lo]);
+		struct remote_entry e;
+
+		if (parent_cmp(&k, path, path_bytes))
+			break;
+		e = rec_entry(m, &m->recs[lo]);
+		ret = cb(arg, &e);
+	}
+	return ret;
+}
+
+int manifest_index_stat(const struct manifest_index *m, const char *path, struct remote_entry *e)
+{
+	const struct man_rec *r = index_find(m, m->nr_recs, path);
+	struct remote_entry a;
+
+	memset(e, 0, sizeof(*e));
+	if (!r)
+		return -ENOENT;
+	a = rec_entry(m, r);
+	*e = a;
+	e->name = strdup(a.name);
+	e->etag = a.etag ? strdup(a.etag) : NULL;
+	e->link_target = a.link_target ? strdup(a.link_target) : NULL;
+	if (!e->name || (a.etag && !e->etag) || (a.link_target && !e->link_target)) {
+		remote_entry_done(e);
+		return -ENOMEM;
+	}
+	return 0;
 }

@@ -18,43 +18,49 @@
 #include "fs/log.h"
 #include "fs/manifest.h"
 #include "fs/namespace.h"
+#include "fs/remote/url.h"
 
-/* One file, directory or symlink.
- * ino, parent_ino, name, path and type never change after creation (a relist that changes
- * an entry's type makes a new node). Everything else is protected by ns->lock, except
- * list_lock, which serialises listers of one directory (held without ns->lock while the
- * remote is asked; never taken while holding ns->lock).
- * A node lives while it is linked in its parent's listing, the kernel holds lookups on it
- * (nlookup), or someone holds a temporary reference (refs); the root lives until
- * namespace_free. */
-struct ns_node {
-	uint64_t ino;
-	uint64_t parent_ino;
-	char *name;
-	char *path;
-	enum remote_type type;
-
-	uint64_t size;
-	struct timespec mtime;
-	char *etag;
-	char *link_target;
-	bool version_checked;     /* stat'ed since the last listing */
-	char *last_open_version;  /* version at the previous open, for keep_cache */
-
-	uint64_t nlookup;
-	uint64_t refs;
-	bool linked;
-	bool kept;                /* scratch of listing_merge: reused by the new listing */
-
-	/* directories */
+/* What only a directory has: its listing. list_lock serialises listers of the directory (held
+ * without ns->lock while the remote is asked; never taken while holding ns->lock); the rest is
+ * protected by ns->lock. */
+struct ns_dirstate {
 	pthread_mutex_t list_lock;
 	struct ns_node **children;  /* sorted by name */
 	size_t nr_children;
 	bool listed;
 	bool dirty;                 /* the kept listing is older than children */
 	struct timespec listed_at;  /* CLOCK_MONOTONIC */
+};
 
-	struct ns_node *hnext;      /* ino hash chain */
+/* One file, directory or symlink, in one allocation with its path: there is one per entry seen,
+ * ten million of them for a big dataset, so it holds only what every entry needs, and what one
+ * type needs shares a union.
+ * ino, parent_ino, type, name_off and path never change after creation (a relist that changes
+ * an entry's type makes a new node). Everything else is protected by ns->lock.
+ * A node lives while it is linked in its parent's listing, the kernel holds lookups on it
+ * (nlookup), or someone holds a temporary reference (refs); the root lives until
+ * namespace_free. */
+struct ns_node {
+	uint64_t ino;
+	uint64_t parent_ino;
+	uint64_t size;
+	struct timespec mtime;
+	char *etag;
+	union {
+		char *last_open_version;  /* REMOTE_FILE: version at the previous open (keep_cache) */
+		char *link_target;        /* REMOTE_SYMLINK: never NULL */
+		struct ns_dirstate *ds;   /* REMOTE_DIR: never NULL */
+	};
+	uint64_t nlookup;
+	uint32_t refs;
+	uint16_t name_off;          /* the name is path + name_off */
+	uint8_t type;               /* enum remote_type */
+	bool version_checked : 1;   /* stat'ed since the last listing */
+	bool linked : 1;
+	bool kept : 1;              /* scratch of listing_merge: reused by the new listing */
+	/* The remote path, then the name. The name is the path's last component, except for a
+	 * single-file source's one file: its path is "" and its name follows that NUL. */
+	char path[];
 };
 
 /* The table is protected by lock; remote, state_dir, ttl, uid, gid never change.
@@ -73,8 +79,8 @@ struct namespace {
 
 	pthread_mutex_t store_lock;
 	pthread_mutex_t lock;
-	struct ns_node **table;
-	size_t table_size;          /* a power of two */
+	struct ns_page **pages;     /* the inode table: see table_find */
+	size_t nr_pages;            /* length of pages, some of them NULL */
 	size_t nr_nodes;
 	uint64_t next_ino;
 	struct ns_node *root;
@@ -107,14 +113,6 @@ bool namespace_link_stays_inside(const char *dir_path, const char *target)
 	return true;
 }
 
-bool namespace_name_is_safe(const char *name)
-{
-	size_t len = strlen(name);
-
-	return len > 0 && len <= 255 && strcmp(name, ".") && strcmp(name, "..") &&
-	       !strchr(name, '/');
-}
-
 static double elapsed_s(const struct timespec *since)
 {
 	struct timespec now;
@@ -123,67 +121,85 @@ static double elapsed_s(const struct timespec *since)
 	return (double)(now.tv_sec - since->tv_sec) + (now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
-static char *join_path(const char *dir, const char *name)
+static const char *node_name(const struct ns_node *n)
 {
-	char *p;
-
-	if (!*dir)
-		return strdup(name);
-	if (asprintf(&p, "%s/%s", dir, name) < 0)
-		return NULL;
-	return p;
+	return n->path + n->name_off;
 }
 
 /* ---- inode table (callers hold ns->lock) ---- */
 
-static size_t hash_ino(const struct namespace *ns, uint64_t ino)
-{
-	return (size_t)(ino * 0x9e3779b97f4a7c15ull >> 17) & (ns->table_size - 1);
-}
+/* Inode numbers are handed out in order and never reused, so one number never names two
+ * entries, and the table is an array indexed by them, in pages so that it grows without
+ * moving: 8 bytes per entry, where a hash table took 20 (its chain pointer and its load
+ * factor). A page whose nodes are all gone is freed. */
+#define NS_PAGE_NODES 1024 /* 8 KiB */
 
-static int table_grow(struct namespace *ns)
-{
-	size_t size = ns->table_size ? ns->table_size * 2 : 1024;
-	struct ns_node **t = calloc(size, sizeof(*t));
-	struct ns_node **old = ns->table;
-	size_t old_size = ns->table_size;
-
-	if (!t)
-		return -ENOMEM;
-	ns->table = t;
-	ns->table_size = size;
-	for (size_t i = 0; i < old_size; i++) {
-		struct ns_node *n = old[i], *next;
-
-		for (; n; n = next) {
-			size_t h = hash_ino(ns, n->ino);
-
-			next = n->hnext;
-			n->hnext = t[h];
-			t[h] = n;
-		}
-	}
-	free(old);
-	return 0;
-}
+struct ns_page {
+	size_t nr_live;
+	struct ns_node *slot[NS_PAGE_NODES];
+};
 
 static struct ns_node *table_find(struct namespace *ns, uint64_t ino)
 {
-	struct ns_node *n = ns->table[hash_ino(ns, ino)];
+	size_t p = (size_t)(ino / NS_PAGE_NODES);
 
-	while (n && n->ino != ino)
-		n = n->hnext;
-	return n;
+	if (p >= ns->nr_pages || !ns->pages[p])
+		return NULL;
+	return ns->pages[p]->slot[ino % NS_PAGE_NODES];
+}
+
+/* The live node with the smallest ino >= *ino, advancing *ino past it; NULL after the last. */
+static struct ns_node *table_next(struct namespace *ns, uint64_t *ino)
+{
+	while (*ino < ns->next_ino) {
+		struct ns_page *page = ns->pages[*ino / NS_PAGE_NODES];
+		struct ns_node *n;
+
+		if (!page) {
+			*ino = (*ino / NS_PAGE_NODES + 1) * NS_PAGE_NODES;
+			continue;
+		}
+		n = page->slot[(*ino)++ % NS_PAGE_NODES];
+		if (n)
+			return n;
+	}
+	return NULL;
+}
+
+static int table_add(struct namespace *ns, struct ns_node *n)
+{
+	size_t p = (size_t)(ns->next_ino / NS_PAGE_NODES);
+
+	if (p >= ns->nr_pages) {
+		size_t nr = ns->nr_pages ? ns->nr_pages * 2 : 16;
+		struct ns_page **v = realloc(ns->pages, nr * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		memset(v + ns->nr_pages, 0, (nr - ns->nr_pages) * sizeof(*v));
+		ns->pages = v;
+		ns->nr_pages = nr;
+	}
+	if (!ns->pages[p] && !(ns->pages[p] = calloc(1, sizeof(*ns->pages[p]))))
+		return -ENOMEM;
+	n->ino = ns->next_ino++;
+	ns->pages[p]->slot[n->ino % NS_PAGE_NODES] = n;
+	ns->pages[p]->nr_live++;
+	ns->nr_nodes++;
+	return 0;
 }
 
 static void table_remove(struct namespace *ns, struct ns_node *n)
 {
-	struct ns_node **p = &ns->table[hash_ino(ns, n->ino)];
+	size_t p = (size_t)(n->ino / NS_PAGE_NODES);
+	struct ns_page *page = ns->pages[p];
 
-	while (*p && *p != n)
-		p = &(*p)->hnext;
-	if (*p)
-		*p = n->hnext;
+	page->slot[n->ino % NS_PAGE_NODES] = NULL;
+	/* The page that next_ino is filling stays, or the next node would allocate it again. */
+	if (!--page->nr_live && p != ns->next_ino / NS_PAGE_NODES) {
+		free(page);
+		ns->pages[p] = NULL;
+	}
 	ns->nr_nodes--;
 }
 
@@ -191,14 +207,16 @@ static void node_free(struct ns_node *n)
 {
 	if (!n)
 		return;
-	if (n->type == REMOTE_DIR)
-		pthread_mutex_destroy(&n->list_lock);
-	free(n->children);
-	free(n->name);
-	free(n->path);
+	if (n->type == REMOTE_DIR && n->ds) {
+		pthread_mutex_destroy(&n->ds->list_lock);
+		free(n->ds->children);
+		free(n->ds);
+	} else if (n->type == REMOTE_SYMLINK) {
+		free(n->link_target);
+	} else if (n->type == REMOTE_FILE) {
+		free(n->last_open_version);
+	}
 	free(n->etag);
-	free(n->link_target);
-	free(n->last_open_version);
 	free(n);
 }
 
@@ -218,7 +236,8 @@ static void node_maybe_free(struct namespace *ns, struct ns_node *n)
 	if (n == ns->root || n->linked || n->nlookup || n->refs)
 		return;
 	table_remove(ns, n);
-	unlink_children(ns, n->children, n->nr_children);
+	if (n->type == REMOTE_DIR)
+		unlink_children(ns, n->ds->children, n->ds->nr_children);
 	node_free(n);
 }
 
@@ -231,41 +250,37 @@ static void set_str(char **dst, const char *src)
 static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const char *dir_path,
 	const struct remote_entry *e)
 {
-	struct ns_node *n = calloc(1, sizeof(*n));
+	size_t dir_bytes = ns->single_file ? 0 : strlen(dir_path), name_bytes = strlen(e->name);
+	size_t name_off = ns->single_file ? 1 : dir_bytes ? dir_bytes + 1 : 0;
+	struct ns_node *n;
 
+	/* No store hands out a directory path of 64 KiB (PATH_MAX is 4 KiB). */
+	if (name_off > UINT16_MAX)
+		return NULL;
+	n = calloc(1, offsetof(struct ns_node, path) + name_off + name_bytes + 1);
 	if (!n)
 		return NULL;
+	if (dir_bytes) {
+		memcpy(n->path, dir_path, dir_bytes);
+		n->path[dir_bytes] = '/';
+	}
+	memcpy(n->path + name_off, e->name, name_bytes + 1);
+	n->name_off = (uint16_t)name_off;
 	n->parent_ino = parent_ino;
-	n->type = e->type;
-	n->name = strdup(e->name);
-	n->path = ns->single_file ? strdup("") : join_path(dir_path, e->name);
+	n->type = (uint8_t)e->type;
 	n->size = e->size;
 	n->mtime = e->mtime;
 	n->etag = e->etag ? strdup(e->etag) : NULL;
-	n->link_target = e->link_target ? strdup(e->link_target) : NULL;
-	if (!n->name || !n->path || (e->etag && !n->etag) ||
-	    (e->link_target && !n->link_target)) {
+	if (n->type == REMOTE_SYMLINK)
+		n->link_target = strdup(e->link_target ? e->link_target : "");
+	else if (n->type == REMOTE_DIR && (n->ds = calloc(1, sizeof(*n->ds))))
+		pthread_mutex_init(&n->ds->list_lock, NULL);
+	if ((e->etag && !n->etag) || (n->type == REMOTE_SYMLINK && !n->link_target) ||
+	    (n->type == REMOTE_DIR && !n->ds)) {
 		node_free(n);
 		return NULL;
 	}
-	if (n->type == REMOTE_DIR)
-		pthread_mutex_init(&n->list_lock, NULL);
 	return n;
-}
-
-/* Caller holds ns->lock. */
-static int table_add(struct namespace *ns, struct ns_node *n)
-{
-	size_t h;
-
-	if ((ns->nr_nodes + 1) * 4 > ns->table_size * 3 && table_grow(ns))
-		return -ENOMEM;
-	n->ino = ns->next_ino++;
-	h = hash_ino(ns, n->ino);
-	n->hnext = ns->table[h];
-	ns->table[h] = n;
-	ns->nr_nodes++;
-	return 0;
 }
 
 /* ---- listings ---- */
@@ -311,7 +326,7 @@ static int listing_add(void *arg, const struct remote_entry *e)
 	struct listing *l = arg;
 	struct remote_entry *d;
 
-	if (!namespace_name_is_safe(e->name)) {
+	if (!url_name_is_safe(e->name, strlen(e->name))) {
 		if (!l->nr_unsafe++)
 			l->first_unsafe = strndup(e->name, 64);
 		return 0;
@@ -354,16 +369,17 @@ static int cmp_entry(const void *a, const void *b)
 
 static int cmp_child(const void *key, const void *elem)
 {
-	return strcmp(key, (*(struct ns_node *const *)elem)->name);
+	return strcmp(key, node_name(*(struct ns_node *const *)elem));
 }
 
 /* bsearch of a directory's children; NULL-safe for an empty listing (bsearch's base must not
  * be NULL even when there is nothing to search). */
 static struct ns_node **find_child(struct ns_node *dir, const char *name)
 {
-	if (!dir->nr_children)
+	if (!dir->ds->nr_children)
 		return NULL;
-	return bsearch(name, dir->children, dir->nr_children, sizeof(*dir->children), cmp_child);
+	return bsearch(name, dir->ds->children, dir->ds->nr_children, sizeof(*dir->ds->children),
+		cmp_child);
 }
 
 static char *listing_file(struct namespace *ns, const char *path)
@@ -474,14 +490,14 @@ static int listing_snapshot(struct ns_node *dir, char **text, size_t *len)
 	if (!f)
 		return -ENOMEM;
 	ret = manifest_write_header(f);
-	for (size_t i = 0; !ret && i < dir->nr_children; i++) {
-		struct ns_node *c = dir->children[i];
+	for (size_t i = 0; !ret && i < dir->ds->nr_children; i++) {
+		struct ns_node *c = dir->ds->children[i];
 		struct remote_entry e = {
-			.name = c->name, .type = c->type, .size = c->size, .mtime = c->mtime,
-			.etag = c->etag, .link_target = c->link_target,
+			.type = c->type, .size = c->size, .mtime = c->mtime, .etag = c->etag,
+			.link_target = c->type == REMOTE_SYMLINK ? c->link_target : NULL,
 		};
 
-		ret = manifest_write_entry(f, c->name, &e);
+		ret = manifest_write_entry(f, node_name(c), &e);
 	}
 	if (fclose(f) && !ret)
 		ret = -ENOMEM;
@@ -566,13 +582,13 @@ static int listing_store(struct namespace *ns, struct ns_node *dir)
 	pthread_mutex_lock(&ns->lock);
 	ret = listing_snapshot(dir, &text, &len);
 	if (!ret)
-		dir->dirty = false;
+		dir->ds->dirty = false;
 	pthread_mutex_unlock(&ns->lock);
 	if (!ret)
 		ret = listing_write(ns, dir->path, text, len);
 	if (ret) {
 		pthread_mutex_lock(&ns->lock);
-		dir->dirty = true;
+		dir->ds->dirty = true;
 		pthread_mutex_unlock(&ns->lock);
 	}
 	pthread_mutex_unlock(&ns->store_lock);
@@ -603,7 +619,7 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		struct ns_node **old, *n;
 
 		/* Duplicates (an S3 key next to a prefix of the same name): the first wins. */
-		if (nr && !strcmp(kids[nr - 1]->name, e->name))
+		if (nr && !strcmp(node_name(kids[nr - 1]), e->name))
 			continue;
 		old = find_child(dir, e->name);
 		if (old && (*old)->type == e->type) {
@@ -637,30 +653,30 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		n->linked = true;
 		kids[nr++] = n;
 	}
-	for (size_t i = 0; i < dir->nr_children; i++) {
-		if (dir->children[i]->kept) {
-			dir->children[i]->kept = false;
+	for (size_t i = 0; i < dir->ds->nr_children; i++) {
+		if (dir->ds->children[i]->kept) {
+			dir->ds->children[i]->kept = false;
 			continue;
 		}
-		dir->children[i]->linked = false;
-		node_maybe_free(ns, dir->children[i]);
+		dir->ds->children[i]->linked = false;
+		node_maybe_free(ns, dir->ds->children[i]);
 	}
-	free(dir->children);
-	dir->children = kids;
-	dir->nr_children = nr;
-	dir->listed = true;
-	clock_gettime(CLOCK_MONOTONIC, &dir->listed_at);
+	free(dir->ds->children);
+	dir->ds->children = kids;
+	dir->ds->nr_children = nr;
+	dir->ds->listed = true;
+	clock_gettime(CLOCK_MONOTONIC, &dir->ds->listed_at);
 	return 0;
 }
 
 static bool listing_is_fresh(struct namespace *ns, struct ns_node *dir)
 {
-	if (!dir->listed)
+	if (!dir->ds->listed)
 		return false;
 	/* Offline: what was kept is all there is; never ask again. */
 	if (!ns->remote || ns->ttl_s < 0)
 		return true;
-	return elapsed_s(&dir->listed_at) < ns->ttl_s;
+	return elapsed_s(&dir->ds->listed_at) < ns->ttl_s;
 }
 
 /* Builds the single-file root's one entry from the source's own stat. */
@@ -681,27 +697,15 @@ static int list_single_file(struct namespace *ns, struct listing *l)
 	start = end;
 	while (start > ns->source && start[-1] != '/')
 		start--;
-	name = malloc((size_t)(end - start) + 1);
-	if (!name) {
-		remote_entry_done(&e);
-		return -ENOMEM;
-	}
-	size_t j = 0;
-	for (const char *p = start; p < end; p++) {
-		unsigned hi, lo;
-
-		if (*p == '%' && end - p > 2 && sscanf(p + 1, "%1x%1x", &hi, &lo) == 2) {
-			name[j++] = (char)(hi << 4 | lo);
-			p += 2;
-		} else {
-			name[j++] = *p;
-		}
-	}
-	name[j] = '\0';
-	free(e.name);
-	e.name = name[0] ? name : strdup("file");
-	if (!name[0])
+	/* Decoded as a URL's last component; a local path's '%' that is no escape stays. */
+	if (url_decode(start, (size_t)(end - start), &name))
+		name = strndup(start, (size_t)(end - start));
+	if (name && !name[0]) {
 		free(name);
+		name = strdup("file");
+	}
+	free(e.name);
+	e.name = name;
 	e.type = REMOTE_FILE;
 	ret = e.name ? listing_add(l, &e) : -ENOMEM;
 	remote_entry_done(&e);
@@ -710,7 +714,7 @@ static int list_single_file(struct namespace *ns, struct listing *l)
 
 /* Makes dir's listing fresh: from the remote when online (kept on disk on success; on
  * failure the previous listing, or the kept one, is served with a warning), from the kept
- * listing when offline. Takes dir->list_lock; caller holds a reference on dir but not
+ * listing when offline. Takes dir->ds->list_lock; caller holds a reference on dir but not
  * ns->lock. */
 static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 {
@@ -718,7 +722,7 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 	bool fresh;
 	int ret = 0;
 
-	pthread_mutex_lock(&dir->list_lock);
+	pthread_mutex_lock(&dir->ds->list_lock);
 	pthread_mutex_lock(&ns->lock);
 	fresh = listing_is_fresh(ns, dir);
 	pthread_mutex_unlock(&ns->lock);
@@ -744,11 +748,11 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 		}
 		listing_done(&l);
 		pthread_mutex_lock(&ns->lock);
-		if (dir->listed) {
+		if (dir->ds->listed) {
 			/* Keep serving the old listing; try again after another ttl. */
 			log_warn("cannot list '/%s' again (%s); keeping the previous listing",
 				dir->path, strerror(-ret));
-			clock_gettime(CLOCK_MONOTONIC, &dir->listed_at);
+			clock_gettime(CLOCK_MONOTONIC, &dir->ds->listed_at);
 			ret = 0;
 			pthread_mutex_unlock(&ns->lock);
 			goto out;
@@ -776,7 +780,7 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 	pthread_mutex_unlock(&ns->lock);
 out:
 	listing_done(&l);
-	pthread_mutex_unlock(&dir->list_lock);
+	pthread_mutex_unlock(&dir->ds->list_lock);
 	return ret;
 }
 
@@ -861,15 +865,13 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 		if (ret)
 			goto err;
 	}
-	ret = table_grow(ns);
-	if (ret)
-		goto err;
 	ns->root = node_new(ns, NS_ROOT_INO, "", &re);
-	if (!ns->root) {
+	if (!ns->root || table_add(ns, ns->root)) {
+		node_free(ns->root);
+		ns->root = NULL;
 		ret = -ENOMEM;
 		goto err;
 	}
-	table_add(ns, ns->root);
 	ns->root->type = REMOTE_DIR;
 	*out = ns;
 	return 0;
@@ -882,18 +884,17 @@ void namespace_free(struct namespace *ns)
 {
 	if (!ns)
 		return;
-	if (ns->table) {
-		namespace_sync(ns);
-		for (size_t i = 0; i < ns->table_size; i++) {
-			struct ns_node *n = ns->table[i], *next;
+	if (ns->root) {
+		struct ns_node *n;
+		uint64_t ino = 0;
 
-			for (; n; n = next) {
-				next = n->hnext;
-				node_free(n);
-			}
-		}
+		namespace_sync(ns);
+		while ((n = table_next(ns, &ino)))
+			node_free(n);
 	}
-	free(ns->table);
+	for (size_t i = 0; i < ns->nr_pages; i++)
+		free(ns->pages[i]);
+	free(ns->pages);
 	free(ns->source);
 	free(ns->state_dir);
 	pthread_mutex_destroy(&ns->store_lock);
@@ -912,49 +913,46 @@ struct pending_listing {
 int namespace_sync(struct namespace *ns)
 {
 	struct pending_listing *v = NULL;
+	struct ns_node *n;
 	size_t nr = 0, cap = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&ns->store_lock);
 	pthread_mutex_lock(&ns->lock);
-	for (size_t i = 0; !ret && i < ns->table_size; i++) {
-		for (struct ns_node *n = ns->table[i]; !ret && n; n = n->hnext) {
-			struct pending_listing *p;
+	for (uint64_t ino = 0; (n = table_next(ns, &ino));) {
+		struct pending_listing *p;
 
-			if (n->type != REMOTE_DIR || !n->dirty)
-				continue;
-			if (nr == cap) {
-				cap = cap ? cap * 2 : 16;
-				p = realloc(v, cap * sizeof(*v));
-				if (!p) {
-					ret = -ENOMEM;
-					break;
-				}
-				v = p;
-			}
-			p = &v[nr];
-			p->ino = n->ino;
-			p->path = strdup(n->path);
-			if (!p->path || listing_snapshot(n, &p->text, &p->len)) {
-				free(p->path);
+		if (n->type != REMOTE_DIR || !n->ds->dirty)
+			continue;
+		if (nr == cap) {
+			cap = cap ? cap * 2 : 16;
+			p = realloc(v, cap * sizeof(*v));
+			if (!p) {
 				ret = -ENOMEM;
 				break;
 			}
-			n->dirty = false;
-			nr++;
+			v = p;
 		}
+		p = &v[nr];
+		p->ino = n->ino;
+		p->path = strdup(n->path);
+		if (!p->path || listing_snapshot(n, &p->text, &p->len)) {
+			free(p->path);
+			ret = -ENOMEM;
+			break;
+		}
+		n->ds->dirty = false;
+		nr++;
 	}
 	pthread_mutex_unlock(&ns->lock);
 	for (size_t i = 0; i < nr; i++) {
 		int r = listing_write(ns, v[i].path, v[i].text, v[i].len);
 
 		if (r) {
-			struct ns_node *n;
-
 			pthread_mutex_lock(&ns->lock);
 			n = table_find(ns, v[i].ino);
 			if (n)
-				n->dirty = true;
+				n->ds->dirty = true;
 			pthread_mutex_unlock(&ns->lock);
 			ret = ret ? ret : r;
 		}
@@ -1062,7 +1060,7 @@ int namespace_lookup(struct namespace *ns, uint64_t parent, const char *name, st
 		ret = -ENOTDIR;
 		goto out;
 	}
-	if (!namespace_name_is_safe(name)) {
+	if (!url_name_is_safe(name, strlen(name))) {
 		ret = -ENOENT;
 		goto out;
 	}
@@ -1149,13 +1147,13 @@ int namespace_dir_open(struct namespace *ns, uint64_t ino, struct ns_dir **out)
 	pthread_mutex_lock(&ns->lock);
 	d->ino = dir->ino;
 	d->parent_ino = dir->parent_ino;
-	d->entries = calloc(dir->nr_children ? dir->nr_children : 1, sizeof(*d->entries));
+	d->entries = calloc(dir->ds->nr_children ? dir->ds->nr_children : 1, sizeof(*d->entries));
 	if (d->entries) {
-		d->nr_entries = dir->nr_children;
-		for (size_t i = 0; i < dir->nr_children; i++) {
-			d->entries[i].node = dir->children[i];
-			d->entries[i].name = dir->children[i]->name;
-			dir->children[i]->refs++;
+		d->nr_entries = dir->ds->nr_children;
+		for (size_t i = 0; i < dir->ds->nr_children; i++) {
+			d->entries[i].node = dir->ds->children[i];
+			d->entries[i].name = node_name(dir->ds->children[i]);
+			dir->ds->children[i]->refs++;
 		}
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1226,7 +1224,7 @@ static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *
 				n->mtime = e.mtime;
 				set_str(&n->etag, e.etag);
 				if (parent && parent->type == REMOTE_DIR)
-					parent->dirty = true;
+					parent->ds->dirty = true;
 			}
 			n->version_checked = true;
 		} else if (ret == -ENOENT || (!ret && e.type != REMOTE_FILE)) {
@@ -1281,9 +1279,9 @@ int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent
 
 	pthread_mutex_lock(&ns->lock);
 	dir = n->linked ? table_find(ns, n->parent_ino) : NULL;
-	if (dir && dir->type == REMOTE_DIR && (c = find_child(dir, n->name)) && *c == n) {
+	if (dir && dir->type == REMOTE_DIR && (c = find_child(dir, node_name(n))) && *c == n) {
 		*parent_ino = dir->ino;
-		*index = (size_t)(c - dir->children);
+		*index = (size_t)(c - dir->ds->children);
 		ret = 0;
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1298,9 +1296,9 @@ size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from,
 
 	pthread_mutex_lock(&ns->lock);
 	dir = table_find(ns, dir_ino);
-	for (size_t i = from; dir && dir->type == REMOTE_DIR && i < dir->nr_children &&
+	for (size_t i = from; dir && dir->type == REMOTE_DIR && i < dir->ds->nr_children &&
 		i - from < span; i++) {
-		const struct ns_node *c = dir->children[i];
+		const struct ns_node *c = dir->ds->children[i];
 
 		if (c->type != REMOTE_FILE)
 			continue;

@@ -112,7 +112,4 @@ size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from,
  * since the name may itself be a symlink that goes elsewhere; so does an empty target. */
 bool namespace_link_stays_inside(const char *dir_path, const char *target);
 
-/* One path component safe to show: not empty, ".", "..", no '/', at most 255 bytes. */
-bool namespace_name_is_safe(const char *name);
-
 #endif

@@ -14,17 +14,6 @@
 #include "fs/remote/autoindex.h"
 #include "fs/remote/url.h"
 
-bool autoindex_name_is_safe(const char *name, size_t len)
-{
-	if (len == 0 || len > 255)
-		return false;
-	if (memchr(name, '/', len) || memchr(name, '\0', len))
-		return false;
-	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-		return false;
-	return true;
-}
-
 static const char *find_ci(const char *p, const char *end, const char *needle)
 {
 	size_t n = strlen(needle);
@@ -268,7 +257,7 @@ int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg)
 			e.type = REMOTE_DIR;
 			q[--nl] = '\0';
 		}
-		if (url_decode(q, nl, &name) || !autoindex_name_is_safe(name, strlen(name))) {
+		if (url_decode(q, nl, &name) || !url_name_is_safe(name, strlen(name))) {
 			log_warn("skipping unsafe name in directory listing: '%.300s'", href);
 			goto next;
 		}

@@ -30,7 +30,4 @@ typedef int (*autoindex_cb)(void *arg, const struct autoindex_entry *e);
  * -ENOMEM. */
 int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg);
 
-/* Whether a decoded name is safe as one path component. */
-bool autoindex_name_is_safe(const char *name, size_t len);
-
 #endif

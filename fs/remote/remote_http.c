@@ -23,15 +23,6 @@
 #define HTTP_HEAD_WINDOW 16	      /* HEADs in flight while listing a directory */
 #define HTTP_BODY_MAX	 (1ull << 30) /* a listing page or manifest larger than this is refused */
 
-/* One manifest entry. path is the full relative path; name points into it. */
-struct man_entry {
-	char *path;
-	const char *name;
-	size_t parent_len; /* bytes of path before the last '/' (0 at the root) */
-	bool synthesized;  /* a parent directory the manifest did not list */
-	struct remote_entry e;
-};
-
 /* The backend's state, immutable after open (the client locks its own pool), so list, stat and
  * prepare_get run from any thread without locking. */
 struct http_remote {
@@ -41,9 +32,7 @@ struct http_remote {
 	char *hostport; /* "host:port", for messages */
 	bool single_file;
 	struct remote_entry file; /* single file: the one entry of the root */
-	struct man_entry *man;	  /* manifest entries sorted by path; NULL without a manifest */
-	size_t nr_man;
-	size_t *man_by_parent; /* indices into man sorted by (parent, name) */
+	struct manifest_index *man; /* NULL without a manifest */
 };
 
 /* One blocking GET or HEAD of url; rep is filled either way (net_reply_done). */
@@ -101,224 +90,6 @@ static int entry_copy(struct remote_entry *dst, const struct remote_entry *src, 
 		return -ENOMEM;
 	}
 	return 0;
-}
-
-/* --- manifest index --- */
-
-static int man_cmp_path(const void *a, const void *b)
-{
-	const struct man_entry *x = a, *y = b;
-
-	return strcmp(x->path, y->path);
-}
-
-static struct http_remote *sort_ctx; /* qsort has no argument; guarded by sort_lock */
-static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int parent_cmp(const char *p, size_t pl, const char *q, size_t ql)
-{
-	int c = memcmp(p, q, pl < ql ? pl : ql);
-
-	return c ? c : (pl > ql) - (pl < ql);
-}
-
-static int man_cmp_parent(const void *a, const void *b)
-{
-	const struct man_entry *x = &sort_ctx->man[*(const size_t *)a];
-	const struct man_entry *y = &sort_ctx->man[*(const size_t *)b];
-	int c = parent_cmp(x->path, x->parent_len, y->path, y->parent_len);
-
-	return c ? c : strcmp(x->name, y->name);
-}
-
-struct man_build {
-	struct man_entry *v;
-	size_t nr, cap;
-};
-
-static int man_push(struct man_build *b, char *path, const struct remote_entry *e, bool synth)
-{
-	struct man_entry *m;
-	const char *slash;
-
-	if (b->nr == b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 1024;
-		struct man_entry *v = realloc(b->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		b->v = v;
-		b->cap = cap;
-	}
-	m = &b->v[b->nr++];
-	memset(m, 0, sizeof(*m));
-	m->path = path;
-	slash = strrchr(path, '/');
-	m->name = slash ? slash + 1 : path;
-	m->parent_len = slash ? (size_t)(slash - path) : 0;
-	m->synthesized = synth;
-	m->e = *e;
-	m->e.name = NULL;
-	return 0;
-}
-
-static int man_collect(void *arg, const struct remote_entry *e)
-{
-	struct man_build *b = arg;
-	struct remote_entry copy;
-	char *path;
-	int ret;
-
-	if (entry_copy(&copy, e, "") < 0)
-		return -ENOMEM;
-	free(copy.name);
-	copy.name = NULL;
-	path = strdup(e->name);
-	if (!path || (ret = man_push(b, path, &copy, false))) {
-		free(path);
-		remote_entry_done(&copy);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-static struct man_entry *man_find(struct man_entry *v, size_t nr, const char *path)
-{
-	struct man_entry key = {.path = (char *)path};
-
-	return bsearch(&key, v, nr, sizeof(*v), man_cmp_path);
-}
-
-static void man_free(struct man_entry *v, size_t nr)
-{
-	size_t i;
-
-	for (i = 0; i < nr; i++) {
-		free(v[i].path);
-		remote_entry_done(&v[i].e);
-	}
-	free(v);
-}
-
-/* Builds the index of a parsed manifest: sorted, duplicates dropped, missing parent directories
- * added, and no entry under something that is not a directory. */
-static int man_index(
-	struct http_remote *h, const char *buf, size_t len, char *errbuf, size_t errlen)
-{
-	struct man_build b = {0};
-	size_t i, nr, out;
-	int ret;
-
-	ret = manifest_parse(buf, len, man_collect, &b, errbuf, errlen);
-	if (ret)
-		goto err;
-	qsort(b.v, b.nr, sizeof(*b.v), man_cmp_path);
-	nr = b.nr;
-	for (i = 0; i < nr; i++) {
-		char *p = b.v[i].path, *slash;
-
-		/* Ancestors are shorter paths, so those listed are among the sorted first nr. */
-		for (slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
-			struct man_entry *anc;
-			char *ap = strndup(p, (size_t)(slash - p));
-			struct remote_entry d = {.type = REMOTE_DIR};
-
-			if (!ap) {
-				ret = -ENOMEM;
-				goto err;
-			}
-			anc = man_find(b.v, nr, ap);
-			if (anc && anc->e.type != REMOTE_DIR) {
-				snprintf(errbuf, errlen,
-					"manifest lists '%s' under '%s', which is not a directory",
-					p, ap);
-				free(ap);
-				ret = -EINVAL;
-				goto err;
-			}
-			if (anc || man_push(&b, ap, &d, true)) {
-				free(ap);
-				if (!anc) {
-					ret = -ENOMEM;
-					goto err;
-				}
-			}
-		}
-	}
-	qsort(b.v, b.nr, sizeof(*b.v), man_cmp_path);
-	for (i = 0, out = 0; i < b.nr; i++) {
-		if (out && !strcmp(b.v[out - 1].path, b.v[i].path)) {
-			struct man_entry *keep = &b.v[out - 1], *dup = &b.v[i];
-
-			if (!keep->synthesized && !dup->synthesized)
-				log_warn("manifest lists '%s' twice; keeping the first", dup->path);
-			if (keep->synthesized && !dup->synthesized) {
-				struct man_entry t = *keep;
-
-				*keep = *dup;
-				*dup = t;
-			}
-			free(dup->path);
-			remote_entry_done(&dup->e);
-			continue;
-		}
-		b.v[out++] = b.v[i];
-	}
-	b.nr = out;
-	h->man_by_parent = malloc((b.nr ? b.nr : 1) * sizeof(size_t));
-	if (!h->man_by_parent) {
-		ret = -ENOMEM;
-		goto err;
-	}
-	for (i = 0; i < b.nr; i++)
-		h->man_by_parent[i] = i;
-	h->man = b.v;
-	h->nr_man = b.nr;
-	pthread_mutex_lock(&sort_lock);
-	sort_ctx = h;
-	qsort(h->man_by_parent, b.nr, sizeof(size_t), man_cmp_parent);
-	pthread_mutex_unlock(&sort_lock);
-	return 0;
-err:
-	man_free(b.v, b.nr);
-	if (ret == -ENOMEM)
-		snprintf(errbuf, errlen, "out of memory reading the manifest");
-	return ret;
-}
-
-static int man_list(struct http_remote *h, const char *path, remote_list_cb cb, void *arg)
-{
-	size_t lo = 0, hi = h->nr_man, pl = strlen(path);
-	int ret = 0;
-
-	if (*path) {
-		struct man_entry *d = man_find(h->man, h->nr_man, path);
-
-		if (!d)
-			return -ENOENT;
-		if (d->e.type != REMOTE_DIR)
-			return -ENOTDIR;
-	}
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct man_entry *m = &h->man[h->man_by_parent[mid]];
-
-		if (parent_cmp(m->path, m->parent_len, path, pl) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (; lo < h->nr_man && !ret; lo++) {
-		const struct man_entry *m = &h->man[h->man_by_parent[lo]];
-		struct remote_entry e;
-
-		if (parent_cmp(m->path, m->parent_len, path, pl))
-			break;
-		e = m->e;
-		e.name = (char *)m->name;
-		ret = cb(arg, &e);
-	}
-	return ret;
 }
 
 /* --- listing from index pages --- */
@@ -539,7 +310,7 @@ static int http_list(struct remote *r, const char *path, remote_list_cb cb, void
 		return cb(arg, &h->file);
 	}
 	if (h->man)
-		return man_list(h, path, cb, arg);
+		return manifest_index_list(h->man, path, cb, arg);
 	return index_list(h, path, cb, arg);
 }
 
@@ -557,11 +328,8 @@ static int http_stat(struct remote *r, const char *path, struct remote_entry *ou
 		return entry_copy(out, &root, "");
 	if (h->single_file)
 		return strcmp(path, h->file.name) ? -ENOENT : entry_copy(out, &h->file, path);
-	if (h->man) {
-		struct man_entry *m = man_find(h->man, h->nr_man, path);
-
-		return m ? entry_copy(out, &m->e, m->name) : -ENOENT;
-	}
+	if (h->man)
+		return manifest_index_stat(h->man, path, out);
 	url = url_join(h->root_url, path, false);
 	if (!url)
 		return -ENOMEM;
@@ -649,8 +417,7 @@ static void http_free(struct remote *r)
 	if (!h)
 		return;
 	net_client_free(h->client);
-	man_free(h->man, h->nr_man);
-	free(h->man_by_parent);
+	manifest_index_free(h->man);
 	remote_entry_done(&h->file);
 	free(h->root_url);
 	free(h->hostport);
@@ -671,7 +438,7 @@ static int open_dir(struct http_remote *h, char *errbuf, size_t errlen)
 	if (ne == NET_OK) {
 		char why[400];
 
-		ret = man_index(h, r.body ? r.body : "", r.body_bytes, why, sizeof(why));
+		ret = manifest_index_new(&h->man, r.body ? r.body : "", r.body_bytes, why, sizeof(why));
 		if (ret)
 			snprintf(errbuf, errlen, "%s: %s", murl, why);
 		goto out;
@@ -733,7 +500,7 @@ static int open_file(struct http_remote *h, const struct url *u, char *errbuf, s
 		goto out;
 	}
 	name = url_basename(u->path);
-	if (!name || !autoindex_name_is_safe(name, strlen(name))) {
+	if (!name || !url_name_is_safe(name, strlen(name))) {
 		shown = url_redact(h->root_url);
 		snprintf(errbuf, errlen, "%s: cannot name a file after this URL",
 			shown ? shown : "(URL)");

@@ -19,13 +19,13 @@
 #include "fs/remote/remote_i.h"
 #include "fs/remote/s3_list.h"
 #include "fs/remote/s3_sign.h"
+#include "fs/remote/url.h"
 
 #define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
 #define S3_SYNC_RETRIES	   4	/* listings and HEADs; the fetch engine retries GETs itself */
 #define S3_BACKOFF_MS	   100	/* first retry, doubled each time (net_backoff_ms) */
 #define S3_BACKOFF_MAX_MS  2000 /* also caps a Retry-After: a listing has a reader waiting */
 #define S3_TIMEOUT_S	   300	/* a listing page is small: unlike a chunk, no excuse for more */
-#define S3_NAME_MAX	   255
 #define S3_MAX_DIR_ENTRIES 10000000 /* one directory; beyond this the listing is refused */
 
 /* One mounted source. Everything but the counters (and the client's own locks) is set by open
@@ -286,31 +286,10 @@ out:
 
 /* ---- names ---- */
 
-/* Is name (name_bytes long, from a key) usable as one path component? */
-static bool name_is_safe(const char *name, size_t name_bytes)
-{
-	return name_bytes > 0 && name_bytes <= S3_NAME_MAX &&
-	       memchr(name, '\0', name_bytes) == NULL && memchr(name, '/', name_bytes) == NULL &&
-	       strcmp(name, ".") && strcmp(name, "..");
-}
-
-/* Is a path given to list/stat made only of safe components? */
+/* Is a path given to list/stat made only of safe components (url_name_is_safe)? */
 static bool path_is_safe(const char *path)
 {
-	const char *p = path;
-
-	if (!*path)
-		return true;
-	for (;;) {
-		const char *e = strchr(p, '/');
-		size_t n = e ? (size_t)(e - p) : strlen(p);
-		if (n == 0 || n > S3_NAME_MAX || (n == 1 && p[0] == '.') ||
-			(n == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		if (!e)
-			return true;
-		p = e + 1;
-	}
+	return !*path || url_path_is_safe(path);
 }
 
 static void note_unsafe(struct remote_s3 *s, const char *key, size_t key_bytes)
@@ -321,7 +300,7 @@ static void note_unsafe(struct remote_s3 *s, const char *key, size_t key_bytes)
 	if (atomic_compare_exchange_strong(&s->warned_unsafe, &expected, true))
 		log_warn("s3://%s: hiding keys that are unsafe as file names (empty components, "
 			 "'.', '..', NUL, over %d bytes), e.g. '%.*s'",
-			s->bucket, S3_NAME_MAX,
+			s->bucket, URL_NAME_MAX,
 			(int)(key_bytes > 200 ? 200 : strnlen(key, key_bytes)), key);
 	else
 		log_debug("s3://%s: hiding unsafe key '%.*s'", s->bucket, 200, key);
@@ -438,7 +417,7 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 			size_t name_bytes = o->key_bytes - dir_len;
 			if (name_bytes == 0)
 				continue; /* "dir/" itself: a console's folder marker */
-			if (!name_is_safe(name, name_bytes)) {
+			if (!url_name_is_safe(name, name_bytes)) {
 				note_unsafe(s, o->key, o->key_bytes);
 				continue;
 			}
@@ -452,7 +431,7 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 			p->prefix[p->prefix_bytes - 1] = '\0';
 			const char *name = p->prefix + dir_len;
 			size_t name_bytes = p->prefix_bytes - 1 - dir_len;
-			if (!name_is_safe(name, name_bytes)) {
+			if (!url_name_is_safe(name, name_bytes)) {
 				p->prefix[p->prefix_bytes - 1] = '/';
 				note_unsafe(s, p->prefix, p->prefix_bytes);
 				continue;

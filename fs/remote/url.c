@@ -253,6 +253,28 @@ char *url_join(const char *base, const char *rel, bool dir_slash)
 	return out;
 }
 
+bool url_name_is_safe(const char *name, size_t name_bytes)
+{
+	if (name_bytes == 0 || name_bytes > URL_NAME_MAX)
+		return false;
+	if (memchr(name, '/', name_bytes) || memchr(name, '\0', name_bytes))
+		return false;
+	return !(name[0] == '.' && (name_bytes == 1 || (name_bytes == 2 && name[1] == '.')));
+}
+
+bool url_path_is_safe(const char *path)
+{
+	for (;;) {
+		size_t n = strcspn(path, "/");
+
+		if (!url_name_is_safe(path, n))
+			return false;
+		if (!path[n])
+			return true;
+		path += n + 1;
+	}
+}
+
 char *url_basename(const char *path)
 {
 	const char *slash = strrchr(path, '/'), *b = slash ? slash + 1 : path;

@@ -47,6 +47,18 @@ char *url_redact(const char *s);
  * Returns whether anything was redacted. */
 bool url_redact_in_place(char *s);
 
+/* The one rule for a name a server hands us (a listing, a manifest, an S3 key, a URL's last
+ * component) before it becomes a path component under the mount: name_bytes in 1..255 (the
+ * kernel's NAME_MAX), no '/' and no NUL (either would make it two names, or a shorter one),
+ * and not "." or ".." (which would step out of its directory). Every other byte is the
+ * source's own: spaces, control characters such as a tab, invalid UTF-8 are listed as they
+ * are, as a local file system would. */
+#define URL_NAME_MAX 255
+bool url_name_is_safe(const char *name, size_t name_bytes);
+/* A relative path made only of such names joined by single '/': not empty, no leading,
+ * trailing or doubled '/'. */
+bool url_path_is_safe(const char *path);
+
 /* The last path component of a URL path, decoded; NULL for a path ending in '/' or an
  * undecodable one. */
 char *url_basename(const char *path);

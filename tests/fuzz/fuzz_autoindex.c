@@ -8,6 +8,7 @@
 
 #include "fs/log.h"
 #include "fs/remote/autoindex.h"
+#include "fs/remote/url.h"
 #include "tests/fuzz/fuzz_util.h"
 
 struct seen {
@@ -21,7 +22,7 @@ static int on_entry(void *arg, const struct autoindex_entry *e)
 
 	fuzz_check(e->name != NULL, "an entry has a name");
 	len = strlen(e->name);
-	fuzz_check(autoindex_name_is_safe(e->name, len), "only safe names are handed out");
+	fuzz_check(url_name_is_safe(e->name, len), "only safe names are handed out");
 	fuzz_check(len >= 1 && len <= 255, "a name is 1..255 bytes");
 	fuzz_check(strcmp(e->name, ".") && strcmp(e->name, ".."), "no . or ..");
 	fuzz_check(e->type == REMOTE_FILE || e->type == REMOTE_DIR, "a file or a directory");

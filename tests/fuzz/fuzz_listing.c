@@ -15,6 +15,7 @@
 
 #include "fs/log.h"
 #include "fs/namespace.h"
+#include "fs/remote/url.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static char base[64], state_dir[96], listing_path[400];
@@ -117,7 +118,7 @@ static void walk(struct namespace *ns)
 		const char *name = dir->entries[i].name;
 		enum remote_type type = namespace_type(n);
 
-		fuzz_check(namespace_name_is_safe(name), "only safe names are served");
+		fuzz_check(url_name_is_safe(name, strlen(name)), "only safe names are served");
 		fuzz_check(strlen(name) <= 255 && !strchr(name, '/'), "one component");
 		if (i)
 			fuzz_check(strcmp(dir->entries[i - 1].name, name) < 0,

@@ -91,6 +91,53 @@ static int on_entry(void *arg, const struct remote_entry *e)
 	return manifest_write_entry(s->out, e->name, e);
 }
 
+/* The index of a manifest that parsed: it builds, or refuses an entry under a non-directory;
+ * every path stats to its first line's entry, and each listed name is one of the manifest's
+ * paths or a parent of one. */
+static int on_listed(void *arg, const struct remote_entry *e)
+{
+	size_t *nr = arg;
+
+	fuzz_check(e->name && *e->name && !strchr(e->name, '/'), "a listing hands out names");
+	(*nr)++;
+	return 0;
+}
+
+static void check_index(const char *buf, size_t size, const struct seen *s)
+{
+	struct manifest_index *m;
+	char err[256] = "";
+	size_t nr_listed = 0;
+	int ret = manifest_index_new(&m, buf, size, err, sizeof(err));
+
+	fuzz_check(ret == 0 || ret == -EINVAL || ret == -ENOMEM, "the index builds or is refused");
+	if (ret) {
+		fuzz_check(ret != -EINVAL || strstr(err, "not a directory"), "refused for a reason");
+		return;
+	}
+	for (size_t i = 0; i < s->nr; i++) {
+		const struct remote_entry *first = &s->entries[i];
+		struct remote_entry e;
+
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(s->entries[j].name, first->name)) {
+				first = &s->entries[j];
+				break;
+			}
+		fuzz_check(manifest_index_stat(m, first->name, &e) == 0, "every path stats");
+		fuzz_check(e.type == first->type && e.size == first->size &&
+				   str_eq(e.link_target, first->link_target),
+			"a path listed twice is its first line");
+		if (e.type == REMOTE_DIR && first == &s->entries[i])
+			fuzz_check(manifest_index_list(m, first->name, on_listed, &nr_listed) == 0,
+				"a directory lists");
+		remote_entry_done(&e);
+	}
+	fuzz_check(manifest_index_list(m, "", on_listed, &nr_listed) == 0, "the root lists");
+	fuzz_check(nr_listed <= manifest_index_nr_entries(m), "no entry is listed twice");
+	manifest_index_free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *buf = fuzz_copy(data, size, false), *again = NULL, err[256] = "";
@@ -119,6 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fprintf(stderr, "rewritten manifest fails: %s\n", err);
 		fuzz_check(ret == 0, "what manifest_write_entry writes parses");
 		fuzz_check(s.next == s.nr, "the rewritten manifest has every entry");
+		check_index(buf, size, &s);
 	}
 out:
 	for (size_t i = 0; i < s.nr; i++)

@@ -227,3 +227,110 @@ Test(manifest, an_etag_of_one_dash_reads_back_as_that_etag)
 	seen_done(&s);
 	free(text);
 }
+
+static struct manifest_index *index_of(const char *text)
+{
+	struct manifest_index *m = NULL;
+	char err[256];
+
+	cr_assert_eq(manifest_index_new(&m, text, strlen(text), err, sizeof(err)), 0, "%s", err);
+	return m;
+}
+
+Test(manifest, index_lists_each_directory_with_its_own_entries_only)
+{
+	/* "a b" sorts between "a" and "a/x" bytewise ('/' > ' '): the parent order must not
+	 * mix "a"'s children with "a b"'s. */
+	struct manifest_index *m = index_of("ferry-manifest 1\n"
+					    "d 0 1.0 - a\n"
+					    "f 1 1.0 %22e1%22 a/x\n"
+					    "d 0 1.0 - a%20b\n"
+					    "f 22 2.5 - a%20b/y\n"
+					    "l 1 1.0 - a/ln x\n"
+					    "f 3 1.0 - top\n");
+	struct seen s = { 0 };
+
+	cr_assert_eq(manifest_index_list(m, "a", collect, &s), 0);
+	cr_assert_eq(s.nr, 2);
+	cr_expect_str_eq(s.e[0].name, "ln");
+	cr_expect_str_eq(s.e[0].link_target, "x");
+	cr_expect_str_eq(s.e[1].name, "x");
+	cr_expect_str_eq(s.e[1].etag, "\"e1\"");
+	cr_expect_eq(s.e[1].size, 1);
+	seen_done(&s);
+	s.nr = 0;
+	cr_assert_eq(manifest_index_list(m, "a b", collect, &s), 0);
+	cr_assert_eq(s.nr, 1);
+	cr_expect_str_eq(s.e[0].name, "y");
+	cr_expect_eq(s.e[0].size, 22);
+	cr_expect_eq(s.e[0].mtime.tv_nsec, 500000000);
+	cr_expect_null(s.e[0].etag);
+	seen_done(&s);
+	s.nr = 0;
+	cr_assert_eq(manifest_index_list(m, "", collect, &s), 0);
+	cr_expect_eq(s.nr, 3, "a, a b, top");
+	seen_done(&s);
+	cr_expect_eq(manifest_index_list(m, "top", collect, &s), -ENOTDIR);
+	cr_expect_eq(manifest_index_list(m, "nope", collect, &s), -ENOENT);
+	cr_expect_eq(manifest_index_nr_entries(m), 6);
+	manifest_index_free(m);
+}
+
+Test(manifest, index_adds_directories_the_manifest_leaves_out)
+{
+	struct manifest_index *m = index_of("ferry-manifest 1\nf 5 1.0 - p/q/r/file\n");
+	struct remote_entry e;
+	struct seen s = { 0 };
+
+	cr_expect_eq(manifest_index_nr_entries(m), 4);
+	cr_assert_eq(manifest_index_stat(m, "p/q", &e), 0);
+	cr_expect_eq(e.type, REMOTE_DIR);
+	cr_expect_str_eq(e.name, "q");
+	remote_entry_done(&e);
+	cr_assert_eq(manifest_index_stat(m, "p/q/r/file", &e), 0);
+	cr_expect_eq(e.type, REMOTE_FILE);
+	cr_expect_eq(e.size, 5);
+	remote_entry_done(&e);
+	cr_assert_eq(manifest_index_list(m, "p/q/r", collect, &s), 0);
+	cr_expect_eq(s.nr, 1);
+	seen_done(&s);
+	cr_expect_eq(manifest_index_stat(m, "p/q/r/other", &e), -ENOENT);
+	manifest_index_free(m);
+}
+
+Test(manifest, index_keeps_the_first_of_a_path_listed_twice)
+{
+	struct manifest_index *m = index_of("ferry-manifest 1\n"
+					    "f 1 1.0 - same\n"
+					    "f 2 1.0 - other\n"
+					    "f 3 1.0 - same\n");
+	struct remote_entry e;
+
+	cr_expect_eq(manifest_index_nr_entries(m), 2);
+	cr_assert_eq(manifest_index_stat(m, "same", &e), 0);
+	cr_expect_eq(e.size, 1, "the first line wins");
+	remote_entry_done(&e);
+	manifest_index_free(m);
+	/* The entries under a path listed twice are under its first line, whatever its second. */
+	m = index_of("ferry-manifest 1\n"
+		     "d 0 1.0 - d\n"
+		     "f 9 1.0 - d\n"
+		     "f 1 1.0 - d/in\n");
+	cr_assert_eq(manifest_index_stat(m, "d/in", &e), 0);
+	remote_entry_done(&e);
+	cr_assert_eq(manifest_index_stat(m, "d", &e), 0);
+	cr_expect_eq(e.type, REMOTE_DIR);
+	remote_entry_done(&e);
+	manifest_index_free(m);
+}
+
+Test(manifest, index_refuses_an_entry_under_a_file)
+{
+	const char *text = "ferry-manifest 1\nf 1 1.0 - a\nf 1 1.0 - a/b\n";
+	struct manifest_index *m = (void *)1;
+	char err[256] = "";
+
+	cr_expect_eq(manifest_index_new(&m, text, strlen(text), err, sizeof(err)), -EINVAL);
+	cr_expect_null(m);
+	cr_expect(strstr(err, "not a directory"), "%s", err);
+}

@@ -137,21 +137,24 @@ Test(namespace, looks_up_through_subdirectories_and_reads_symlinks)
 	remote_dir_ops.free(r);
 }
 
-Test(namespace, refuses_unsafe_names)
+Test(namespace, refuses_lookups_of_unsafe_names)
 {
+	struct remote *r = open_remote();
+	struct namespace *ns = open_ns(r, 0);
+	const char *bad[] = { "", ".", "..", "sub/inner", "../a.txt" };
 	char long_name[300];
+	struct stat st;
 
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, bad[i], &st), -ENOENT, "'%s'",
+			bad[i]);
 	memset(long_name, 'a', sizeof(long_name) - 1);
 	long_name[sizeof(long_name) - 1] = '\0';
-	cr_expect(!namespace_name_is_safe(""));
-	cr_expect(!namespace_name_is_safe("."));
-	cr_expect(!namespace_name_is_safe(".."));
-	cr_expect(!namespace_name_is_safe("a/b"));
-	cr_expect(!namespace_name_is_safe(long_name));
-	long_name[255] = '\0';
-	cr_expect(namespace_name_is_safe(long_name));
-	cr_expect(namespace_name_is_safe("..."));
-	cr_expect(namespace_name_is_safe("naïve file %41.txt"));
+	cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, long_name, &st), -ENOENT);
+	cr_expect_eq(namespace_lookup(ns, NS_ROOT_INO, "a.txt", &st), 0, "the safe name is there");
+	namespace_forget(ns, st.st_ino, 1);
+	namespace_free(ns);
+	remote_dir_ops.free(r);
 }
 
 Test(namespace, keeps_inode_numbers_across_a_relist)
@@ -257,6 +260,50 @@ Test(namespace, forgets_a_node_dropped_from_its_listing_after_the_last_forget)
 	namespace_put(ns, n);
 	namespace_forget(ns, st.st_ino, 1);
 	cr_expect_null(namespace_get(ns, st.st_ino));
+	namespace_free(ns);
+	remote_dir_ops.free(r);
+}
+
+/* More entries than two pages of the inode table (1,024 each) come and go: the inode numbers of
+ * the gone ones are never handed out again, and every number still listed finds its node. */
+Test(namespace, never_reuses_the_inode_numbers_of_a_page_of_gone_entries)
+{
+	enum { NR = 3000 };
+	struct remote *r = open_remote();
+	struct namespace *ns = open_ns(r, 0);
+	struct ns_dir *d;
+	uint64_t first, last;
+	struct stat st;
+	char p[512];
+
+	snprintf(p, sizeof(p), "%s/many", tree);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	for (int i = 0; i < NR; i++) {
+		snprintf(p, sizeof(p), "%s/many/%06d", tree, i);
+		close(open(p, O_WRONLY | O_CREAT, 0644));
+	}
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "many", &st), 0);
+	cr_assert_eq(namespace_dir_open(ns, st.st_ino, &d), 0);
+	cr_assert_eq(d->nr_entries, NR);
+	first = namespace_ino(d->entries[0].node);
+	last = namespace_ino(d->entries[NR - 1].node);
+	namespace_dir_free(ns, d);
+	for (int i = 0; i < NR - 1; i++) {
+		snprintf(p, sizeof(p), "%s/many/%06d", tree, i);
+		unlink(p);
+	}
+	cr_assert_eq(namespace_dir_open(ns, st.st_ino, &d), 0);
+	cr_assert_eq(d->nr_entries, 1);
+	cr_expect_eq(namespace_ino(d->entries[0].node), last, "the one left keeps its number");
+	namespace_dir_free(ns, d);
+	cr_expect_null(namespace_get(ns, first));
+	cr_expect_null(namespace_get(ns, first + 1500), "a page of gone entries");
+	cr_expect_lt(namespace_nr_nodes(ns), 10);
+	snprintf(p, sizeof(p), "%s/many/new", tree);
+	close(open(p, O_WRONLY | O_CREAT, 0644));
+	cr_assert_eq(namespace_lookup(ns, st.st_ino, "new", &st), 0);
+	cr_expect_gt(st.st_ino, last, "a new entry gets a new number");
+	namespace_forget(ns, st.st_ino, 1);
 	namespace_free(ns);
 	remote_dir_ops.free(r);
 }

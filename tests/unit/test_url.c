@@ -170,3 +170,51 @@ Test(url, a_bad_url_with_control_bytes_is_named_on_one_line)
 	cr_expect_null(strpbrk(err, "\r\n\x01"), "%s", err);
 	cr_expect(strstr(err, "mz-S?ign"), "%s", err);
 }
+
+/* What a hostile server may send as a name in a listing, a manifest or an S3 key. */
+Test(url, refuses_names_that_would_leave_their_directory_or_be_cut)
+{
+	char name[300];
+
+	memset(name, 'a', sizeof(name));
+	cr_expect(!url_name_is_safe("", 0));
+	cr_expect(!url_name_is_safe(".", 1));
+	cr_expect(!url_name_is_safe("..", 2));
+	cr_expect(!url_name_is_safe("a/b", 3));
+	cr_expect(!url_name_is_safe("/", 1));
+	cr_expect(!url_name_is_safe("../etc", 6));
+	cr_expect(!url_name_is_safe("a\0b", 3), "a NUL would cut the name short");
+	cr_expect(!url_name_is_safe("..\0x", 4));
+	cr_expect(!url_name_is_safe(name, 256), "over NAME_MAX");
+	cr_expect(!url_name_is_safe(name, sizeof(name)));
+}
+
+Test(url, accepts_names_a_local_file_system_would)
+{
+	char name[255];
+
+	memset(name, 'a', sizeof(name));
+	cr_expect(url_name_is_safe(name, sizeof(name)), "exactly NAME_MAX");
+	cr_expect(url_name_is_safe("...", 3));
+	cr_expect(url_name_is_safe(".hidden", 7));
+	cr_expect(url_name_is_safe("..x", 3));
+	cr_expect(url_name_is_safe("tab\there", 8));
+	cr_expect(url_name_is_safe("naïve file %41.txt", strlen("naïve file %41.txt")));
+	cr_expect(url_name_is_safe("\xff\xfe", 2), "bytes, not necessarily UTF-8");
+	/* Only name_bytes count: a name cut out of a longer key. */
+	cr_expect(url_name_is_safe("ab/cd", 2));
+	cr_expect(!url_name_is_safe("ab/cd", 3));
+}
+
+Test(url, a_safe_path_is_safe_names_joined_by_single_slashes)
+{
+	cr_expect(url_path_is_safe("a"));
+	cr_expect(url_path_is_safe("a/b c/.d"));
+	cr_expect(!url_path_is_safe(""));
+	cr_expect(!url_path_is_safe("/a"));
+	cr_expect(!url_path_is_safe("a/"));
+	cr_expect(!url_path_is_safe("a//b"));
+	cr_expect(!url_path_is_safe("a/../b"));
+	cr_expect(!url_path_is_safe("a/./b"));
+	cr_expect(!url_path_is_safe(".."));
+}
