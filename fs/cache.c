@@ -147,7 +147,10 @@ _Static_assert(sizeof(struct map_record) == MAP_RECORD_BYTES, "map record layout
  * FETCHING, which keeps everyone else off its byte range.
  *
  * Waiting: a chunk that is FETCHING or EVICTING has a struct flight; other acquirers sleep
- * on the flight's condition variable (with c->lock) until it completes.
+ * on the flight's condition variable (with c->lock) until it completes or, for a reader that
+ * can take bytes in memory, until the fetcher lands them there. Every change a waiter waits
+ * for (done, landed, the last copier gone) is made under c->lock and broadcast on that
+ * condition variable, so no wakeup is lost; nobody sleeps on a timer.
  */
 
 enum chunk_state {
@@ -164,15 +167,20 @@ enum chunk_flags {
 	CH_IN_LRU = 1 << 2,
 };
 
-/* One in-progress fetch or eviction of a chunk. refs counts the chunk's pointer (until
- * completion) and each waiter; the last one frees it. All fields are protected by c->lock.
- * result: 0 tells waiters to look at the chunk again, < 0 is the fetcher's error which they
- * return. */
+/* One in-progress fetch or eviction of a chunk: the one place a chunk in flight lives. refs
+ * counts the chunk's pointer (until completion) and each waiter; the last one frees it. All
+ * fields are protected by c->lock. result: 0 tells waiters to look at the chunk again, < 0 is
+ * the fetcher's error which they return. landed: the fetcher's buffer of the chunk's bytes
+ * (cache_chunk_land, or cache_chunk_fill itself), which waiters copy from while the chunk is
+ * not on disk yet; it is taken away, and the last copier waited for, before the flight
+ * completes, so the fetcher may free it once fill or fail returns. */
 struct flight {
-	pthread_cond_t cond;
+	pthread_cond_t cond; /* done, landed set, nr_copying back to 0 */
 	unsigned refs;
 	bool done;
 	int result;
+	const char *landed;  /* NULL: no bytes in memory */
+	unsigned nr_copying; /* waiters copying from landed, lock dropped */
 };
 
 /* One chunk of one object version. All fields protected by c->lock. Invariants: in the LRU
@@ -256,6 +264,7 @@ struct cache {
 	size_t nr_buckets, nr_in_table;
 	struct cache_object *all;   /* every object, current, stale or being deleted */
 	struct cache_object *stale; /* stale objects: still read, or being deleted */
+	pthread_cond_t dead_cond;   /* broadcast when a deleted object leaves c->stale */
 	struct cache_object *dirty; /* objects with records to write */
 	struct chunk lru;	    /* list head: lru.lru_next is the least recently used */
 	uint64_t clock;
@@ -554,6 +563,15 @@ static void flight_unref(struct flight *f)
 	}
 }
 
+/* Takes the landed buffer away from the flight and waits until no waiter copies from it: the
+ * fetcher may then free it. Drops c->lock while it waits. */
+static void flight_unland(struct cache *c, struct flight *f)
+{
+	f->landed = NULL;
+	while (f->nr_copying)
+		pthread_cond_wait(&f->cond, &c->lock);
+}
+
 static void flight_finish(struct chunk *ch, int result)
 {
 	struct flight *f = ch->flight;
@@ -691,6 +709,19 @@ static void all_remove(struct cache *c, struct cache_object *o)
 	if (o->all_next)
 		o->all_next->all_prev = o->all_prev;
 	o->all_prev = o->all_next = NULL;
+}
+
+/* The stale object of this very key, or NULL. */
+static struct cache_object *stale_find(struct cache *c, const char *path, const char *version,
+	uint64_t size, uint64_t key_hash)
+{
+	struct cache_object *o;
+
+	for (o = c->stale; o; o = o->stale_next)
+		if (o->key_hash == key_hash && o->size == size && strcmp(o->path, path) == 0 &&
+			strcmp(o->version, version) == 0)
+			return o;
+	return NULL;
 }
 
 static void stale_remove(struct cache *c, struct cache_object *o)
@@ -957,6 +988,7 @@ static void obj_put(struct cache_object *o)
 		pthread_mutex_lock(&c->lock);
 		stale_remove(c, o);
 		all_remove(c, o);
+		pthread_cond_broadcast(&c->dead_cond);
 		pthread_mutex_unlock(&c->lock);
 		obj_destroy(o);
 	}
@@ -1102,7 +1134,25 @@ static int obj_open_data_roomy(struct cache_object *o)
 
 /* ---- chunks ---- */
 
-int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait)
+/* Copies [off, off + len) of the landed bytes of flight f (chunk at chunk_off) into dst, with
+ * c->lock dropped: the fetcher's flight_unland waits for this copy before the buffer goes. */
+static void flight_copy(struct cache *c, struct flight *f, uint64_t chunk_off, void *dst,
+	uint64_t off, size_t len)
+{
+	const char *src = f->landed + (off - chunk_off);
+
+	f->nr_copying++;
+	pthread_mutex_unlock(&c->lock);
+	memcpy(dst, src, len);
+	pthread_mutex_lock(&c->lock);
+	if (--f->nr_copying == 0)
+		pthread_cond_broadcast(&f->cond);
+}
+
+/* cache_chunk_acquire and cache_chunk_acquire_copy: dst (when set) takes [off, off + len)
+ * from landed bytes instead of waiting for them to reach the disk. */
+static int acquire(struct cache_object *o, uint64_t idx, bool wait, void *dst, uint64_t off,
+	size_t len)
 {
 	struct cache *c;
 	struct chunk *ch;
@@ -1111,6 +1161,9 @@ int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait)
 	if (!o || idx >= o->nr_chunks)
 		return -EINVAL;
 	c = o->cache;
+	if (dst && (off < idx << c->chunk_shift || off + len > (idx << c->chunk_shift) +
+							     chunk_len(o, idx)))
+		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	ch = chunk_get(o, idx);
 	if (!ch) {
@@ -1143,8 +1196,14 @@ int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait)
 			goto out;
 		}
 		f->refs++;
-		while (!f->done)
+		while (!f->done && !(dst && f->landed))
 			pthread_cond_wait(&f->cond, &c->lock);
+		if (!f->done) {
+			flight_copy(c, f, idx << c->chunk_shift, dst, off, len);
+			flight_unref(f);
+			rc = CACHE_COPIED;
+			goto out;
+		}
 		rc = f->result;
 		flight_unref(f);
 		if (rc < 0)
@@ -1155,9 +1214,52 @@ out:
 	return rc;
 }
 
-/* Ends a fetch without bytes: the chunk is absent again and waiters get result. */
-static void fetch_abort(struct chunk *ch, int result)
+int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait)
 {
+	return acquire(o, idx, wait, NULL, 0, 0);
+}
+
+int cache_chunk_acquire_copy(struct cache_object *o, uint64_t idx, void *dst, uint64_t off,
+	size_t len)
+{
+	if (!dst)
+		return -EINVAL;
+	return acquire(o, idx, true, dst, off, len);
+}
+
+/* Publishes buf as the landed bytes of a FETCHING chunk's flight; c->lock held. */
+static void land(struct flight *f, const void *buf)
+{
+	if (!f->landed) {
+		f->landed = buf;
+		pthread_cond_broadcast(&f->cond);
+	}
+}
+
+int cache_chunk_land(struct cache_object *o, uint64_t idx, const void *buf, size_t len)
+{
+	struct cache *c;
+	struct chunk *ch;
+	int rc = -EINVAL;
+
+	if (!o || !buf || idx >= o->nr_chunks || len != chunk_len(o, idx))
+		return -EINVAL;
+	c = o->cache;
+	pthread_mutex_lock(&c->lock);
+	ch = chunk_find(o, idx);
+	if (ch && ch->state == CH_FETCHING) {
+		land(ch->flight, buf);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* Ends a fetch without bytes: the chunk is absent again and waiters get result. c->lock held
+ * (dropped while copiers of the landed bytes finish). */
+static void fetch_abort(struct cache *c, struct chunk *ch, int result)
+{
+	flight_unland(c, ch->flight);
 	ch->state = CH_ABSENT;
 	ch->flags = 0;
 	flight_finish(ch, result);
@@ -1201,7 +1303,9 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 		pthread_mutex_unlock(&c->lock);
 		return -EINVAL;
 	}
-	/* Degraded: no write is tried; the caller serves the bytes it holds. */
+	/* Waiters copy from buf while it is written (the fetcher's readahead may have landed
+	 * it already). Degraded: no write is tried; the caller serves the bytes it holds. */
+	land(ch->flight, buf);
 	rc = c->st.degraded ? -EROFS : 0;
 	pthread_mutex_unlock(&c->lock);
 	if (rc < 0)
@@ -1248,6 +1352,7 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 		goto fail;
 	}
 	pthread_mutex_lock(&c->lock);
+	flight_unland(c, ch->flight);
 	ch->state = CH_PRESENT;
 	ch->flags = 0; /* clears SYNCING: these bytes are not durable yet */
 	if (many)
@@ -1268,7 +1373,7 @@ fail:
 	free(many);
 	/* The chunk is absent again; waiters look again and one of them fetches. */
 	pthread_mutex_lock(&c->lock);
-	fetch_abort(ch, 0);
+	fetch_abort(c, ch, 0);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -1284,7 +1389,7 @@ void cache_chunk_fail(struct cache_object *o, uint64_t idx, int err)
 	pthread_mutex_lock(&c->lock);
 	ch = chunk_find(o, idx);
 	if (ch && ch->state == CH_FETCHING)
-		fetch_abort(ch, err < 0 ? err : -EIO);
+		fetch_abort(c, ch, err < 0 ? err : -EIO);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1494,53 +1599,51 @@ int cache_object_open(struct cache *c, const char *path, uint64_t size, const ch
 	if (size > MAX_OBJECT_BYTES)
 		return -EFBIG;
 	key_hash = key_hash_of(path, version, size);
-again:
 	pthread_mutex_lock(&c->lock);
-	slot = table_slot(c, path);
-	o = *slot;
-	if (o && (o->size != size || strcmp(o->version, version) != 0)) {
-		/* A new version: the old one leaves the table now, and its chunks and files go
-		 * as soon as nobody reads it (right here when nobody does). */
-		table_remove(c, o);
-		o->stale = true;
-		o->stale_next = c->stale;
-		c->stale = o;
-		dirty_remove(c, o);
-		obj_ref_locked(o);
-		pthread_mutex_unlock(&c->lock);
-		obj_put(o);
-		goto again;
-	}
-	if (!o) {
-		/* A stale object with this very key still being read comes back to life
-		 * rather than sharing file names with a new one; one being deleted is
-		 * waited for. */
-		for (o = c->stale; o; o = o->stale_next) {
-			if (o->key_hash == key_hash && o->size == size &&
-				strcmp(o->path, path) == 0 && strcmp(o->version, version) == 0)
-				break;
-		}
-		if (o && o->dead) {
+	for (;;) {
+		slot = table_slot(c, path);
+		o = *slot;
+		if (o && (o->size != size || strcmp(o->version, version) != 0)) {
+			/* A new version: the old one leaves the table now, and its chunks and
+			 * files go as soon as nobody reads it (right here when nobody does). */
+			table_remove(c, o);
+			o->stale = true;
+			o->stale_next = c->stale;
+			c->stale = o;
+			dirty_remove(c, o);
+			obj_ref_locked(o);
 			pthread_mutex_unlock(&c->lock);
-			usleep(1000);
-			goto again;
+			obj_put(o);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		if (o)
+			break;
+		/* A stale object with this very key still being read comes back to life rather
+		 * than sharing file names with a new one; one being deleted is waited for. */
+		o = stale_find(c, path, version, size, key_hash);
+		if (o && o->dead) {
+			pthread_cond_wait(&c->dead_cond, &c->lock);
+			continue;
 		}
 		if (o) {
 			stale_remove(c, o);
 			o->stale = false;
 			table_insert(c, o);
-		} else if (fresh) {
+			break;
+		}
+		if (fresh) {
 			o = fresh;
 			fresh = NULL;
 			table_insert(c, o);
 			all_insert(c, o);
-		} else {
-			pthread_mutex_unlock(&c->lock);
-			fresh = obj_new(c, path, version, size, key_hash);
-			if (!fresh)
-				return -ENOMEM;
-			goto again;
+			break;
 		}
+		pthread_mutex_unlock(&c->lock);
+		fresh = obj_new(c, path, version, size, key_hash);
+		if (!fresh)
+			return -ENOMEM;
+		pthread_mutex_lock(&c->lock);
 	}
 	obj_ref_locked(o);
 	pthread_mutex_unlock(&c->lock);
@@ -2419,6 +2522,7 @@ int cache_open(struct cache **out, const struct cache_config *cfg, char *errbuf,
 		return errf(errbuf, errlen, -ENOMEM, "out of memory");
 	c->meta_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->dead_cond, NULL);
 	c->lru.lru_next = c->lru.lru_prev = &c->lru;
 	c->chunk_bytes = cfg->chunk_bytes;
 	c->chunk_shift = (uint32_t)__builtin_ctz(cfg->chunk_bytes);
@@ -2509,6 +2613,7 @@ void cache_free(struct cache *c)
 	if (c->meta_fd >= 0)
 		close(c->meta_fd);
 	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->dead_cond);
 	free(c->table);
 	free(c->dir);
 	free(c);

@@ -77,7 +77,7 @@ uint64_t cache_object_cached_bytes(struct cache_object *o);
  * against cache_object_block_sums). It may not exist (see cache_object_open). */
 const char *cache_object_data_path(const struct cache_object *o);
 
-enum { CACHE_HIT = 0, CACHE_FETCH = 1 };
+enum { CACHE_HIT = 0, CACHE_FETCH = 1, CACHE_COPIED = 2 };
 
 /* Takes chunk idx for reading.
  * CACHE_HIT: present and pinned: it is not evicted until cache_chunk_release (it can still be
@@ -87,6 +87,20 @@ enum { CACHE_HIT = 0, CACHE_FETCH = 1 };
  * While another thread fetches it: waits when wait is true, else returns -EAGAIN. A waiter
  * whose fetcher failed gets the fetcher's error. */
 int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait);
+/* cache_chunk_acquire(o, idx, true) for a reader that can take bytes in memory: while another
+ * thread fetches the chunk and its bytes have landed (cache_chunk_land, or a fill in progress),
+ * copies [off, off + len) (within chunk idx) from the fetcher's buffer into dst and returns
+ * CACHE_COPIED, nothing pinned. Those bytes passed the fetch's response checks (status, range,
+ * version, length); they are not read back from disk. Otherwise as cache_chunk_acquire. */
+int cache_chunk_acquire_copy(struct cache_object *o, uint64_t idx, void *dst, uint64_t off,
+	size_t len);
+/* Fetcher only: buf holds the chunk's bytes (len as for fill), checked by the fetch; waiters
+ * of cache_chunk_acquire_copy are served from it until the chunk is filled. The cache does not
+ * copy buf: it must stay valid and unchanged until cache_chunk_fill or cache_chunk_fail
+ * returns, which take it back and wait for the last copier first; the fetcher then frees or
+ * reuses it. A fill passes its own buf the same way (with no land before it). -EINVAL when
+ * the caller is not the fetcher or len is wrong. */
+int cache_chunk_land(struct cache_object *o, uint64_t idx, const void *buf, size_t len);
 /* Fetcher only: stores the chunk's bytes (chunk_bytes, shorter for the last chunk) with their
  * block checksums, makes it visible once written, and wakes the waiters. The caller keeps it
  * pinned, as on a hit. May evict least-recently used unpinned chunks first; a write that

@@ -3,8 +3,9 @@
  * up to max_transfers in flight, retries with jittered backoff), or reads by worker threads for
  * backends without HTTP. The curl thread never touches the disk: a finished chunk goes back to
  * the reader that asked for it (which stores it and copies from memory) or, for readahead, to a
- * worker, so one slow disk write never stalls the other transfers. Until a worker has stored
- * a readahead chunk, readers copy from its buffer: the reader never waits for that write.
+ * worker, so one slow disk write never stalls the other transfers. A readahead chunk that
+ * arrived is landed in the cache's flight record (cache_chunk_land): until a worker has stored
+ * it, readers copy from its buffer (cache_chunk_acquire_copy) and never wait for that write.
  * Measured (cold dd of 2 GiB, 1 MiB readahead, 2 shared cores, 4 runs alternated): 651-794
  * MB/s against 559-634 MB/s when readers waited for the store. */
 #include "config.h"
@@ -57,8 +58,6 @@ struct fetch_job {
 	bool uncached;		/* for its reader only: the cache is not asked to store it */
 	uint64_t not_before_ns; /* retry backoff */
 	uint64_t start_ns;
-	struct fetch_job *landed_next; /* fetcher lock: on f->landed */
-	unsigned nr_copying;	       /* fetcher lock: readers copying from buf */
 	/* transfer state, curl thread only */
 	CURL *easy;
 	struct curl_slist *headers;
@@ -103,13 +102,9 @@ struct fetcher {
 	CURL **idle_easy;	  /* curl thread */
 	unsigned nr_idle_easy, nr_active;
 	unsigned seed;
-	/* Readahead chunks that arrived and are not stored yet: readers copy from their buffers
-	 * instead of waiting for the disk write. Protected by lock; landed_cond is broadcast
-	 * when one lands, when one leaves, and when its last copier is done. */
-	struct fetch_job *landed;
-	unsigned nr_landed;
-	uint64_t landed_gen;
-	pthread_cond_t landed_cond;
+	/* Readahead chunks that arrived and are not stored yet (they hold buffers): protected
+	 * by lock, bounds fetcher_prefetch. */
+	unsigned nr_unstored;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
 };
 
@@ -211,37 +206,15 @@ static void job_deliver(struct fetcher *f, struct fetch_job *j)
 		pthread_mutex_unlock(&b->lock);
 		return;
 	}
+	/* Readers waiting for this chunk copy it from here while it waits for its store. */
+	if (!j->err)
+		cache_chunk_land(j->co, j->idx, j->buf, j->len);
 	pthread_mutex_lock(&f->lock);
 	j->next = NULL;
 	*f->work_tail = j;
 	f->work_tail = &j->next;
+	f->nr_unstored++;
 	pthread_cond_signal(&f->work_cond);
-	if (!j->err) {
-		j->landed_next = f->landed;
-		f->landed = j;
-		f->nr_landed++;
-		f->landed_gen++;
-		pthread_cond_broadcast(&f->landed_cond);
-	}
-	pthread_mutex_unlock(&f->lock);
-}
-
-/* Takes a stored (or failed) readahead job off the landed list once no reader copies from it. */
-static void unland(struct fetcher *f, struct fetch_job *j)
-{
-	struct fetch_job **pp;
-
-	pthread_mutex_lock(&f->lock);
-	for (pp = &f->landed; *pp && *pp != j; pp = &(*pp)->landed_next)
-		;
-	if (*pp) {
-		*pp = j->landed_next;
-		f->nr_landed--;
-		f->landed_gen++;
-		pthread_cond_broadcast(&f->landed_cond);
-	}
-	while (j->nr_copying)
-		pthread_cond_wait(&f->landed_cond, &f->lock);
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -634,6 +607,7 @@ static void *worker_main(void *arg)
 
 	for (;;) {
 		struct fetch_job *j;
+		bool delivered; /* a readahead chunk that arrived, counted in nr_unstored */
 
 		pthread_mutex_lock(&f->lock);
 		while (!f->work && !f->stop_workers)
@@ -647,6 +621,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&f->lock);
 		if (!j)
 			break;
+		delivered = !j->read_job;
 		if (j->read_job) {
 			uint64_t t0 = now_ns();
 			ssize_t n;
@@ -671,7 +646,11 @@ static void *worker_main(void *arg)
 		}
 		if (job_store(j))
 			cache_chunk_release(j->co, j->idx);
-		unland(f, j);
+		if (delivered) {
+			pthread_mutex_lock(&f->lock);
+			f->nr_unstored--;
+			pthread_mutex_unlock(&f->lock);
+		}
 		job_free(f, j);
 	}
 	return NULL;
@@ -706,7 +685,6 @@ int fetcher_new(
 	f->max_bufs = f->max_transfers + FETCH_WORKERS;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->work_cond, NULL);
-	pthread_cond_init(&f->landed_cond, NULL);
 	ret = -ENOMEM;
 	f->bufs = calloc(f->max_bufs, sizeof(*f->bufs));
 	f->idle_easy = calloc(f->max_transfers, sizeof(*f->idle_easy));
@@ -765,7 +743,6 @@ void fetcher_free(struct fetcher *f)
 	free(f->bufs);
 	free(f->idle_easy);
 	pthread_cond_destroy(&f->work_cond);
-	pthread_cond_destroy(&f->landed_cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
 }
@@ -792,14 +769,24 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st)
 
 enum { CH_HIT, CH_MINE, CH_WAIT, CH_DONE };
 
+/* The part [*a, *b) of chunk idx that falls in [off, off+len). */
+static void chunk_part(
+	struct fetcher *f, uint64_t off, size_t len, uint64_t idx, uint64_t *a, uint64_t *b)
+{
+	uint64_t cs = idx * f->chunk_bytes;
+
+	*a = off > cs ? off : cs;
+	*b = off + len < cs + f->chunk_bytes ? off + len : cs + f->chunk_bytes;
+}
+
 /* Copies the part of chunk idx that falls in [off, off+len) from src (the chunk's bytes). */
 static void copy_part(
 	struct fetcher *f, char *buf, uint64_t off, size_t len, uint64_t idx, const char *src)
 {
-	uint64_t cs = idx * f->chunk_bytes, a = off > cs ? off : cs;
-	uint64_t b = off + len < cs + f->chunk_bytes ? off + len : cs + f->chunk_bytes;
+	uint64_t a, b;
 
-	memcpy(buf + (a - off), src + (a - cs), (size_t)(b - a));
+	chunk_part(f, off, len, idx, &a, &b);
+	memcpy(buf + (a - off), src + (a - idx * f->chunk_bytes), (size_t)(b - a));
 }
 
 /* Reads the part of a present, pinned chunk that falls in the range, then unpins it.
@@ -808,10 +795,10 @@ static void copy_part(
 static int read_hit(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off, size_t len,
 	uint64_t idx)
 {
-	uint64_t cs = idx * f->chunk_bytes, a = off > cs ? off : cs;
-	uint64_t b = off + len < cs + f->chunk_bytes ? off + len : cs + f->chunk_bytes;
+	uint64_t a, b;
 	ssize_t n = 0;
 
+	chunk_part(f, off, len, idx, &a, &b);
 	if (buf)
 		n = cache_object_read(co, buf + (a - off), (size_t)(b - a), a);
 	cache_chunk_release(co, idx);
@@ -851,48 +838,6 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 	return err;
 }
 
-/* A reader waiting for chunk idx of co: copies its part from a landed readahead buffer. Returns
- * 1 when copied, 0 when no such chunk has landed; *gen gets the landed generation looked at. */
-static int copy_landed(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off,
-	size_t len, uint64_t idx, uint64_t *gen)
-{
-	struct fetch_job *j;
-
-	pthread_mutex_lock(&f->lock);
-	*gen = f->landed_gen;
-	for (j = f->landed; j && !(j->co == co && j->idx == idx); j = j->landed_next)
-		;
-	if (j)
-		j->nr_copying++;
-	pthread_mutex_unlock(&f->lock);
-	if (!j)
-		return 0;
-	copy_part(f, buf, off, len, idx, j->buf);
-	pthread_mutex_lock(&f->lock);
-	if (!--j->nr_copying)
-		pthread_cond_broadcast(&f->landed_cond);
-	pthread_mutex_unlock(&f->lock);
-	return 1;
-}
-
-/* Waits until a chunk may have landed or been stored since generation gen, or briefly: chunks
- * fetched by other readers are stored without a landing. */
-static void wait_landed(struct fetcher *f, uint64_t gen)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 2000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&f->lock);
-	if (f->landed_gen == gen)
-		pthread_cond_timedwait(&f->landed_cond, &f->lock, &ts);
-	pthread_mutex_unlock(&f->lock);
-}
-
 /* Fetches chunk idx for one reader into memory, outside the cache's single flight, and
  * copies its part of [off, off+len) into buf. */
 static int fetch_uncached(struct fetcher *f, const struct remote_object *obj,
@@ -909,6 +854,20 @@ static int fetch_uncached(struct fetcher *f, const struct remote_object *obj,
 	pthread_mutex_unlock(&b->lock);
 	submit(f, j);
 	return drain(f, b, buf, off, len);
+}
+
+/* Waits for chunk idx, which another thread fetches: a reader (buf set) copies its part from
+ * the fetcher's buffer as soon as the bytes land, without waiting for their store. Returns as
+ * cache_chunk_acquire_copy (cache_chunk_acquire without buf). */
+static int wait_chunk(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off,
+	size_t len, uint64_t idx)
+{
+	uint64_t a, b;
+
+	if (!buf)
+		return cache_chunk_acquire(co, idx, true);
+	chunk_part(f, off, len, idx, &a, &b);
+	return cache_chunk_acquire_copy(co, idx, buf + (a - off), a, (size_t)(b - a));
 }
 
 /* Makes chunks [first, last] present, copying [off, off+len) into buf when buf is set. */
@@ -971,17 +930,10 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 		if (state[i] != CH_WAIT)
 			continue;
 		for (;;) {
-			uint64_t gen = 0;
-
-			/* A readahead chunk in hand is copied without waiting for its store. */
-			if (buf && copy_landed(f, co, buf, off, len, first + i, &gen)) {
+			ret = wait_chunk(f, co, buf, off, len, first + i);
+			if (ret == CACHE_COPIED) {
 				ret = 0;
 				break;
-			}
-			ret = cache_chunk_acquire(co, first + i, !buf);
-			if (ret == -EAGAIN) {
-				wait_landed(f, gen);
-				continue;
 			}
 			if (ret == CACHE_HIT) {
 				ret = read_hit(f, co, buf, off, len, first + i);
@@ -1073,15 +1025,15 @@ unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
 
 	for (idx = first; idx < first + n && idx < nr_chunks; idx++) {
 		struct fetch_job *j;
-		unsigned nr_landed;
+		unsigned nr_unstored;
 		int ret;
 
 		/* Chunks waiting for their store hold memory: when the disk lags this far, the
 		 * readers fetch the rest themselves, and wait for their own stores. */
 		pthread_mutex_lock(&f->lock);
-		nr_landed = f->nr_landed;
+		nr_unstored = f->nr_unstored;
 		pthread_mutex_unlock(&f->lock);
-		if (nr_landed >= 2 * f->max_transfers)
+		if (nr_unstored >= 2 * f->max_transfers)
 			break;
 		ret = cache_chunk_acquire(co, idx, false);
 

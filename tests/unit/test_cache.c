@@ -347,6 +347,101 @@ Test(cache, waiters_become_fetchers_after_a_failed_fill)
 	cache_free(c);
 }
 
+struct copier {
+	struct cache_object *o;
+	atomic_int *started;
+	uint64_t off; /* within chunk 1 */
+	size_t len;
+	unsigned char dst[CB];
+	int rc;
+};
+
+static void *copier_thread(void *p)
+{
+	struct copier *w = p;
+
+	atomic_fetch_add(w->started, 1);
+	w->rc = cache_chunk_acquire_copy(w->o, 1, w->dst, CB + w->off, w->len);
+	if (w->rc == CACHE_FETCH)
+		cache_chunk_fail(w->o, 1, -EPIPE); /* a late thread: not what the test wants */
+	else if (w->rc == CACHE_HIT)
+		cache_chunk_release(w->o, 1);
+	return NULL;
+}
+
+static void start_copiers(struct copier *w, pthread_t *tids, int n, struct cache_object *o,
+	atomic_int *started)
+{
+	for (int i = 0; i < n; i++) {
+		w[i] = (struct copier){.o = o, .started = started};
+		w[i].off = (uint64_t)i * 1000;
+		w[i].len = CB - w[i].off - (size_t)i * 7;
+		cr_assert_eq(pthread_create(&tids[i], NULL, copier_thread, &w[i]), 0);
+	}
+	while (atomic_load(started) < n)
+		usleep(1000);
+	usleep(200000); /* they are asleep in acquire by now */
+}
+
+Test(cache, waiters_copy_landed_bytes_before_the_chunk_is_stored)
+{
+	enum { N = 6 };
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/landed", 2 * CB, "v");
+	unsigned char *buf = malloc(CB), want[CB];
+	struct copier *w = calloc(N, sizeof(*w));
+	pthread_t tids[N];
+	atomic_int started = 0;
+
+	cr_assert(buf && w);
+	src_fill("/landed", "v", CB, buf, CB);
+	memcpy(want, buf, CB);
+	cr_assert_eq(cache_chunk_land(o, 1, buf, CB), -EINVAL, "nobody fetches it yet");
+	cr_assert_eq(cache_chunk_acquire(o, 1, true), CACHE_FETCH);
+	cr_assert_eq(cache_chunk_land(o, 1, buf, CB - 1), -EINVAL);
+	start_copiers(w, tids, N, o, &started);
+	cr_assert_eq(cache_chunk_land(o, 1, buf, CB), 0);
+	/* Every waiter returns before the chunk is stored: they took the landed bytes. */
+	for (int i = 0; i < N; i++) {
+		pthread_join(tids[i], NULL);
+		cr_assert_eq(w[i].rc, CACHE_COPIED, "waiter %d got %d", i, w[i].rc);
+		cr_assert_eq(memcmp(w[i].dst, want + w[i].off, w[i].len), 0, "waiter %d bytes", i);
+	}
+	cr_assert_eq(cache_object_cached_bytes(o), 0);
+	cr_assert_eq(cache_chunk_fill(o, 1, buf, CB), 0);
+	memset(buf, 0, CB); /* the fetcher's to reuse once fill returned */
+	cache_chunk_release(o, 1);
+	cr_assert_eq(cache_object_cached_bytes(o), CB);
+	cr_assert_eq(get_and_release(o, "/landed", "v", 1), CACHE_HIT);
+	free(buf);
+	free(w);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, copy_waiters_get_the_error_of_a_failed_fetch)
+{
+	enum { N = 4 };
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/landerr", 2 * CB, "v");
+	struct copier *w = calloc(N, sizeof(*w));
+	pthread_t tids[N];
+	atomic_int started = 0;
+
+	cr_assert_not_null(w);
+	cr_assert_eq(cache_chunk_acquire(o, 1, true), CACHE_FETCH);
+	start_copiers(w, tids, N, o, &started);
+	cache_chunk_fail(o, 1, -ECONNRESET);
+	for (int i = 0; i < N; i++) {
+		pthread_join(tids[i], NULL);
+		cr_assert_eq(w[i].rc, -ECONNRESET, "waiter %d got %d", i, w[i].rc);
+	}
+	cr_assert_eq(get_and_release(o, "/landerr", "v", 1), CACHE_FETCH);
+	free(w);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
 struct sync_loop {
 	struct cache *c;
 	atomic_bool stop;
