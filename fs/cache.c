@@ -23,6 +23,7 @@
 #include "fs/cache.h"
 #include "fs/io.h"
 #include "fs/log.h"
+#include "fs/remote.h"
 
 /*
  * On-disk format (format 2)
@@ -228,6 +229,14 @@ struct cache_object {
 	char *data_path, *map_path;
 	uint32_t records_off;
 	uint64_t sums_off;
+
+	/* The remote identity (path, size, etag, mtime) the fetcher reads it by: set under
+	 * c->lock by the first cache_object_open (an object loaded from disk has none before),
+	 * immutable after. The key fixes it: the version is the ETag, or the mtime when there is
+	 * none. remote.etag points at version or at etag_copy. */
+	struct remote_object remote;
+	char *etag_copy;
+	bool have_remote;
 
 	/* protected by c->lock */
 	unsigned refs;
@@ -758,6 +767,7 @@ static void obj_destroy(struct cache_object *o)
 	free(o->page_table);
 	free(o->path);
 	free(o->version);
+	free(o->etag_copy);
 	free(o->data_path);
 	free(o->map_path);
 	free(o);
@@ -1584,20 +1594,52 @@ int cache_object_block_sums(
 
 /* ---- objects: public ---- */
 
-int cache_object_open(struct cache *c, const char *path, uint64_t size, const char *version,
+/* Gives o the remote identity obj, when it has none yet; c->lock held. etag_copy: a copy of
+ * obj->etag, made beforehand (no allocation under the lock) when it is not the version; o
+ * takes it when it needs it (*etag_copy becomes NULL). */
+static void obj_set_remote(struct cache_object *o, const struct remote_object *obj, char **etag_copy)
+{
+	if (o->have_remote)
+		return;
+	o->have_remote = true;
+	o->remote.path = o->path;
+	o->remote.size = o->size;
+	o->remote.mtime = obj->mtime;
+	/* "*" or a weak tag names no version: it pins no fetch, so it is not kept. */
+	if (!remote_etag_is_version(obj->etag))
+		return;
+	if (!strcmp(obj->etag, o->version)) {
+		o->remote.etag = o->version;
+		return;
+	}
+	o->etag_copy = *etag_copy;
+	*etag_copy = NULL;
+	o->remote.etag = o->etag_copy;
+}
+
+int cache_object_open(struct cache *c, const struct remote_object *obj, const char *version,
 	struct cache_object **out)
 {
 	struct cache_object *o, *fresh = NULL, **slot;
-	uint64_t key_hash;
+	const char *path;
+	uint64_t key_hash, size;
+	char *etag_copy = NULL;
 	int rc;
 
 	*out = NULL;
-	if (!c || !path || !version)
+	if (!c || !obj || !obj->path || !version)
 		return -EINVAL;
+	path = obj->path;
+	size = obj->size;
 	if (strlen(path) > MAX_PATH_BYTES || strlen(version) > MAX_VERSION_BYTES)
 		return -ENAMETOOLONG;
 	if (size > MAX_OBJECT_BYTES)
 		return -EFBIG;
+	if (remote_etag_is_version(obj->etag) && strcmp(obj->etag, version) != 0) {
+		etag_copy = strdup(obj->etag);
+		if (!etag_copy)
+			return -ENOMEM;
+	}
 	key_hash = key_hash_of(path, version, size);
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -1641,12 +1683,16 @@ int cache_object_open(struct cache *c, const char *path, uint64_t size, const ch
 		}
 		pthread_mutex_unlock(&c->lock);
 		fresh = obj_new(c, path, version, size, key_hash);
-		if (!fresh)
+		if (!fresh) {
+			free(etag_copy);
 			return -ENOMEM;
+		}
 		pthread_mutex_lock(&c->lock);
 	}
+	obj_set_remote(o, obj, &etag_copy);
 	obj_ref_locked(o);
 	pthread_mutex_unlock(&c->lock);
+	free(etag_copy);
 	obj_destroy(fresh); /* lost a race to another opener */
 	/* A full or failing volume does not fail the open: the object has no files, its chunks
 	 * are fetched and not stored, and a later fill tries to make the files again. */
@@ -1695,6 +1741,11 @@ uint64_t cache_object_cached_bytes(struct cache_object *o)
 	n = o->cached_bytes;
 	pthread_mutex_unlock(&o->cache->lock);
 	return n;
+}
+
+const struct remote_object *cache_object_remote(const struct cache_object *o)
+{
+	return &o->remote;
 }
 
 const char *cache_object_data_path(const struct cache_object *o)

@@ -16,6 +16,7 @@
 #define CACHE_BLOCK_BYTES (64u << 10)
 
 struct io_backend;
+struct remote_object;
 struct cache;
 struct cache_object;
 
@@ -58,15 +59,20 @@ void cache_free(struct cache *c);
 uint32_t cache_chunk_bytes(const struct cache *c);
 void cache_get_stats(struct cache *c, struct cache_stats *st);
 
-/* An object version is named by (path, size, version); version is the ETag, or the mtime
- * written as text when the store has no ETag. Another version of the same path is another
- * object; the old one's chunks are evicted first. Returns a reference. Never fails because
+/* An object version is named by (obj->path, obj->size, version); version is the ETag, or the
+ * mtime written as text when the store has no ETag. The object keeps obj's remote identity
+ * (path, size, etag, mtime: copied) for the fetcher, which needs no other handle; an object
+ * already open keeps the identity it was first opened with (the key decides it). Another
+ * version of the same path is another object; the old one's chunks are evicted first.
+ * Returns a reference. Never fails because
  * the cache volume is full or failing: the object then has no files, its chunks are fetched
  * (acquire gives CACHE_FETCH) and not stored (fill fails; it tries to make the files again).
  * Fails only with -ENOMEM, -EINVAL, -ENAMETOOLONG or -EFBIG (size over 2^63). Memory is in
  * proportion to the chunks touched, not to size. */
-int cache_object_open(struct cache *c, const char *path, uint64_t size, const char *version,
+int cache_object_open(struct cache *c, const struct remote_object *obj, const char *version,
 	struct cache_object **out);
+/* The remote identity the object was opened with; valid while the caller holds a reference. */
+const struct remote_object *cache_object_remote(const struct cache_object *o);
 struct cache_object *cache_object_ref(struct cache_object *o);
 void cache_object_unref(struct cache_object *o);
 uint64_t cache_object_size(const struct cache_object *o);

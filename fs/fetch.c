@@ -21,6 +21,7 @@
 #include "fs/cache.h"
 #include "fs/fetch.h"
 #include "fs/log.h"
+#include "fs/namespace.h"
 #include "fs/net.h"
 #include "fs/remote.h"
 
@@ -46,8 +47,7 @@ struct fetch_job {
 	struct fetch_job *active_next; /* curl thread: list of transfers in flight */
 	struct fetch_batch *batch;     /* NULL: readahead, finished by a worker */
 	struct cache_object *co;       /* a reference */
-	struct remote_object obj;      /* strings below */
-	char *path, *etag;
+	const struct remote_object *obj; /* co's remote identity; its etag pins the response */
 	uint64_t idx, off;
 	size_t len;
 	char *buf; /* len bytes */
@@ -149,39 +149,27 @@ static void job_free(struct fetcher *f, struct fetch_job *j)
 	else
 		buf_put(f, j->buf);
 	cache_object_unref(j->co);
-	free(j->path);
-	free(j->etag);
 	free(j);
 }
 
-/* The ETag a chunk is pinned to, or NULL: "*" matches any version, so it pins none. */
-static const char *pinned_etag(const struct remote_object *obj)
-{
-	return remote_etag_is_version(obj->etag) ? obj->etag : NULL;
-}
-
-static struct fetch_job *job_new(struct fetcher *f, const struct remote_object *obj,
-	struct cache_object *co, uint64_t idx, struct fetch_batch *batch)
+static struct fetch_job *job_new(
+	struct fetcher *f, struct cache_object *co, uint64_t idx, struct fetch_batch *batch)
 {
 	struct fetch_job *j = calloc(1, sizeof(*j));
+	const struct remote_object *obj = cache_object_remote(co);
 	uint64_t off = idx * f->chunk_bytes;
 
 	if (!j)
 		return NULL;
 	j->len = obj->size - off < f->chunk_bytes ? (size_t)(obj->size - off) : f->chunk_bytes;
-	j->path = strdup(obj->path ? obj->path : "");
-	j->etag = pinned_etag(obj) ? strdup(obj->etag) : NULL;
 	/* A short last chunk (all of a small file) gets a buffer of its size: the pool's are a
 	 * chunk each, and a walk of small files fetched ahead would outgrow the pool. */
 	j->buf = j->len < f->chunk_bytes ? malloc(j->len) : buf_get(f);
-	if (!j->path || (pinned_etag(obj) && !j->etag) || !j->buf) {
-		job_free(f, j);
+	if (!j->buf) {
+		free(j);
 		return NULL;
 	}
-	j->obj.path = j->path;
-	j->obj.etag = j->etag;
-	j->obj.size = obj->size;
-	j->obj.mtime = obj->mtime;
+	j->obj = obj;
 	j->co = cache_object_ref(co);
 	j->idx = idx;
 	j->off = off;
@@ -235,7 +223,7 @@ static bool job_store(struct fetch_job *j)
 		 * already. */
 		log_msg(ret == -EROFS ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN,
 			"cache: cannot store chunk %llu of '%s': %s", (unsigned long long)j->idx,
-			j->path, strerror(-ret));
+			j->obj->path, strerror(-ret));
 		return false;
 	}
 	return true;
@@ -327,7 +315,7 @@ static int start_job(struct fetcher *f, struct fetch_job *j)
 		return -ENOMEM;
 	curl_easy_reset(e);
 	j->headers = NULL;
-	ret = f->r->ops->prepare_get(f->r, &j->obj, j->off, j->len, e, &j->headers);
+	ret = f->r->ops->prepare_get(f->r, j->obj, j->off, j->len, e, &j->headers);
 	if (ret) {
 		curl_slist_free_all(j->headers);
 		j->headers = NULL;
@@ -387,14 +375,14 @@ static enum net_error check_version(const struct fetch_job *j)
 
 	if (j->etag_too_long)
 		return NET_BAD_RESPONSE;
-	if (j->etag) {
+	if (j->obj->etag) {
 		if (!j->resp_etag[0])
 			return NET_BAD_RESPONSE;
-		etag_unquoted(j->etag, &want, &wl);
+		etag_unquoted(j->obj->etag, &want, &wl);
 		etag_unquoted(j->resp_etag, &got, &gl);
 		return wl == gl && !memcmp(want, got, wl) ? NET_OK : NET_CHANGED;
 	}
-	if (j->obj.mtime.tv_sec > 0 && j->resp_mtime > 0 && j->resp_mtime != j->obj.mtime.tv_sec)
+	if (j->obj->mtime.tv_sec > 0 && j->resp_mtime > 0 && j->resp_mtime != j->obj->mtime.tv_sec)
 		return NET_CHANGED;
 	return NET_OK;
 }
@@ -413,13 +401,13 @@ static enum net_error check_response(const struct fetch_job *j, CURLcode code)
 	if (j->status == 206) {
 		if (!j->have_range)
 			return NET_BAD_RESPONSE;
-		if (j->cr_total != j->obj.size)
+		if (j->cr_total != j->obj->size)
 			return NET_CHANGED;
 		if (j->cr_start != j->off || j->cr_end != j->off + j->len - 1)
 			return NET_BAD_RESPONSE;
 	} else if (j->status == 200) {
 		/* A server that ignores Range is fine only when the chunk is the whole object. */
-		if (j->off != 0 || j->len != j->obj.size)
+		if (j->off != 0 || j->len != j->obj->size)
 			return NET_BAD_RESPONSE;
 	} else if (j->status >= 200 && j->status < 300) {
 		return NET_BAD_RESPONSE; /* 201, 203, 204...: not the bytes asked for */
@@ -480,14 +468,14 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 		return;
 	}
 	if (net_error_is_retryable(ne) && j->attempts <= f->max_retries && !f->stop_curl) {
-		log_debug("fetch '%s' chunk %llu: %s (HTTP %ld), retrying", j->path,
+		log_debug("fetch '%s' chunk %llu: %s (HTTP %ld), retrying", j->obj->path,
 			(unsigned long long)j->idx, net_error_str(ne), j->status);
 		retry_later(f, j);
 		return;
 	}
 	/* A changed object is ESTALE, 403 EACCES, 404 ENOENT (docs/ferry.md), the rest EIO. */
 	j->err = net_error_to_errno(ne);
-	log_warn("fetch '%s' bytes %llu-%llu: %s (HTTP %ld, %u attempts)", j->path,
+	log_warn("fetch '%s' bytes %llu-%llu: %s (HTTP %ld, %u attempts)", j->obj->path,
 		(unsigned long long)j->off, (unsigned long long)(j->off + j->len - 1),
 		net_error_str(ne), j->status, j->attempts);
 	job_deliver(f, j);
@@ -628,7 +616,7 @@ static void *worker_main(void *arg)
 
 			j->read_job = false;
 			atomic_fetch_add(&f->requests, 1);
-			n = f->r->ops->read(f->r, &j->obj, j->buf, j->len, j->off);
+			n = f->r->ops->read(f->r, j->obj, j->buf, j->len, j->off);
 			if (n == (ssize_t)j->len) {
 				j->err = 0;
 				j->got = j->len;
@@ -840,11 +828,10 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 
 /* Fetches chunk idx for one reader into memory, outside the cache's single flight, and
  * copies its part of [off, off+len) into buf. */
-static int fetch_uncached(struct fetcher *f, const struct remote_object *obj,
-	struct cache_object *co, struct fetch_batch *b, char *buf, uint64_t off, size_t len,
+static int fetch_uncached(struct fetcher *f, struct cache_object *co, struct fetch_batch *b, char *buf, uint64_t off, size_t len,
 	uint64_t idx)
 {
-	struct fetch_job *j = job_new(f, obj, co, idx, b);
+	struct fetch_job *j = job_new(f, co, idx, b);
 
 	if (!j)
 		return -ENOMEM;
@@ -871,8 +858,7 @@ static int wait_chunk(struct fetcher *f, struct cache_object *co, char *buf, uin
 }
 
 /* Makes chunks [first, last] present, copying [off, off+len) into buf when buf is set. */
-static int do_window(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
-	char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
+static int do_window(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
 {
 	unsigned nr = (unsigned)(last - first + 1), i;
 	struct fetch_batch b = {
@@ -888,7 +874,7 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 		if (ret == CACHE_HIT) {
 			state[i] = CH_HIT;
 		} else if (ret == CACHE_FETCH) {
-			struct fetch_job *j = job_new(f, obj, co, first + i, &b);
+			struct fetch_job *j = job_new(f, co, first + i, &b);
 
 			if (!j) {
 				cache_chunk_fail(co, first + i, -ENOMEM);
@@ -943,10 +929,10 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 				if (ret == -EBADMSG && ++nr_bad < FETCH_MAX_BAD_READS)
 					continue;
 				if (ret == -EBADMSG)
-					ret = fetch_uncached(f, obj, co, &b, buf, off, len, first + i);
+					ret = fetch_uncached(f, co, &b, buf, off, len, first + i);
 			} else if (ret == CACHE_FETCH) {
 				/* the other fetcher's store failed: we fetch it ourselves */
-				struct fetch_job *j = job_new(f, obj, co, first + i, &b);
+				struct fetch_job *j = job_new(f, co, first + i, &b);
 
 				if (!j) {
 					cache_chunk_fail(co, first + i, -ENOMEM);
@@ -969,8 +955,7 @@ static int do_window(struct fetcher *f, const struct remote_object *obj, struct 
 	return err;
 }
 
-static int do_range(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
-	char *buf, uint64_t off, size_t len)
+static int do_range(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off, size_t len)
 {
 	uint64_t first, last, window = f->max_transfers * 2, w;
 	int ret;
@@ -986,41 +971,40 @@ static int do_range(struct fetcher *f, const struct remote_object *obj, struct c
 		uint64_t b = (we + 1) * f->chunk_bytes < off + len ? (we + 1) * f->chunk_bytes
 								   : off + len;
 
-		ret = do_window(
-			f, obj, co, buf ? buf + (a - off) : NULL, a, (size_t)(b - a), w, we);
+		ret = do_window(f, co, buf ? buf + (a - off) : NULL, a, (size_t)(b - a), w, we);
 		if (ret)
 			return ret;
 	}
 	return 0;
 }
 
-ssize_t fetcher_read(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
-	void *buf, size_t len, uint64_t off)
+ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off)
 {
+	const struct remote_object *obj = cache_object_remote(co);
 	int ret;
 
 	if (off >= obj->size)
 		return 0;
 	if (len > obj->size - off)
 		len = (size_t)(obj->size - off);
-	ret = do_range(f, obj, co, buf, off, len);
+	ret = do_range(f, co, buf, off, len);
 	return ret ? ret : (ssize_t)len;
 }
 
-int fetcher_make_resident(struct fetcher *f, const struct remote_object *obj,
-	struct cache_object *co, uint64_t off, uint64_t len)
+int fetcher_make_resident(struct fetcher *f, struct cache_object *co, uint64_t off, uint64_t len)
 {
+	const struct remote_object *obj = cache_object_remote(co);
+
 	if (off >= obj->size)
 		return 0;
 	if (len > obj->size - off)
 		len = obj->size - off;
-	return do_range(f, obj, co, NULL, off, (size_t)len);
+	return do_range(f, co, NULL, off, (size_t)len);
 }
 
-unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
-	struct cache_object *co, uint64_t first, uint64_t n)
+unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n)
 {
-	uint64_t nr_chunks = (obj->size + f->chunk_bytes - 1) / f->chunk_bytes, idx;
+	uint64_t nr_chunks = cache_object_nr_chunks(co), idx;
 	unsigned started = 0;
 
 	for (idx = first; idx < first + n && idx < nr_chunks; idx++) {
@@ -1043,7 +1027,7 @@ unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
 		}
 		if (ret != CACHE_FETCH)
 			continue; /* being fetched, or an error a reader will see */
-		j = job_new(f, obj, co, idx, NULL);
+		j = job_new(f, co, idx, NULL);
 		if (!j) {
 			cache_chunk_fail(co, idx, -ENOMEM);
 			break;
@@ -1052,4 +1036,19 @@ unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
 		started++;
 	}
 	return started;
+}
+
+int fetcher_open_node(struct fetcher *f, struct namespace *ns, struct ns_node *n,
+	struct cache_object **out)
+{
+	struct ns_object o;
+	int ret;
+
+	*out = NULL;
+	ret = namespace_peek_object(ns, n, &o);
+	if (ret)
+		return ret;
+	ret = cache_object_open(f->c, &o.obj, o.version, out);
+	namespace_object_done(&o);
+	return ret;
 }

@@ -264,8 +264,7 @@ static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	ret = namespace_open_object(fs->ns, f->node, &f->obj);
 	if (ret)
 		goto err;
-	ret = cache_object_open(fs->cache, f->obj.obj.path, f->obj.obj.size, f->obj.version,
-		&f->co);
+	ret = cache_object_open(fs->cache, &f->obj.obj, f->obj.version, &f->co);
 	if (ret)
 		goto err;
 	if (fs->dir_prefetch)
@@ -362,7 +361,7 @@ static void detect_sequential(struct ferryfs *fs, struct ferry_file *f, uint64_t
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (n)
-		fetcher_prefetch(fs->fetcher, &f->obj.obj, f->co, first, n);
+		fetcher_prefetch(fs->fetcher, f->co, first, n);
 }
 
 /* The errno a failed read gives its reader (docs/ferry.md): ESTALE when the object changed
@@ -412,7 +411,7 @@ static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = fetcher_read(fs->fetcher, &f->obj.obj, f->co, buf, size, (uint64_t)off);
+	n = fetcher_read(fs->fetcher, f->co, buf, size, (uint64_t)off);
 	if (n < 0) {
 		atomic_fetch_add(&fs->read_errors, 1);
 		log_warn("read of '/%s' at %lld: %s", f->obj.obj.path, (long long)off,
@@ -492,15 +491,7 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 /* Opens the node's current object in the cache, for the xattrs that report on it. */
 static int node_object(struct ferryfs *fs, struct ns_node *n, struct cache_object **co)
 {
-	struct ns_object o;
-	int ret;
-
-	ret = namespace_peek_object(fs->ns, n, &o);
-	if (ret)
-		return ret;
-	ret = cache_object_open(fs->cache, o.obj.path, o.obj.size, o.version, co);
-	namespace_object_done(&o);
-	return ret;
+	return fetcher_open_node(fs->fetcher, fs->ns, n, co);
 }
 
 /* The value of a control xattr in a new string; -ENODATA for names we do not have. */
@@ -816,7 +807,7 @@ static void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 		/* Two tries: a chunk evicted between becoming resident and being pinned is
 		 * fetched again. */
 		for (int tries = 0; tries < 3; tries++) {
-			ret = fetcher_make_resident(fs->fetcher, &f->obj.obj, f->co, r->offset, len);
+			ret = fetcher_make_resident(fs->fetcher, f->co, r->offset, len);
 			if (ret)
 				break;
 			ret = pin_acquire(f->co, first, last);

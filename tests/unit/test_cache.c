@@ -21,6 +21,7 @@
 
 #include "fs/cache.h"
 #include "fs/io.h"
+#include "fs/remote.h"
 
 #define CB (64u << 10) /* the smallest chunk size keeps tests small */
 
@@ -84,11 +85,20 @@ static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
 	return c;
 }
 
+/* cache_object_open of (path, size, version), the version being the object's ETag. */
+static int obj_open(struct cache *c, const char *path, uint64_t size, const char *version,
+	struct cache_object **o)
+{
+	struct remote_object obj = {.path = path, .size = size, .etag = version};
+
+	return cache_object_open(c, &obj, version, o);
+}
+
 static struct cache_object *open_obj(
 	struct cache *c, const char *path, uint64_t size, const char *version)
 {
 	struct cache_object *o = NULL;
-	int rc = cache_object_open(c, path, size, version, &o);
+	int rc = obj_open(c, path, size, version, &o);
 
 	cr_assert_eq(rc, 0, "cache_object_open %s: %d", path, rc);
 	return o;
@@ -850,6 +860,38 @@ Test(cache, new_version_replaces_the_old_one)
 	cache_free(c);
 }
 
+Test(cache, object_keeps_the_remote_identity_of_its_first_open)
+{
+	struct cache *c = open_cache(NULL, 0);
+	char etag[] = "\"e1\"";
+	struct remote_object a = {.path = "/id", .size = 3 * CB, .etag = etag, .mtime = {.tv_sec = 5}};
+	struct remote_object b = a, star = {.path = "/star", .size = CB, .etag = "*"};
+	const struct remote_object *r;
+	struct cache_object *o, *o2, *s, *bad;
+
+	cr_assert_eq(cache_object_open(c, &a, etag, &o), 0);
+	etag[1] = 'X'; /* the caller's strings are its own */
+	r = cache_object_remote(o);
+	cr_assert_str_eq(r->path, "/id");
+	cr_assert_eq(r->size, 3 * CB);
+	cr_assert_str_eq(r->etag, "\"e1\"");
+	cr_assert_eq(r->mtime.tv_sec, 5);
+	/* The same key again: the same object, the identity of its first open. */
+	b.etag = "\"e1\"";
+	b.mtime.tv_sec = 9;
+	cr_assert_eq(cache_object_open(c, &b, "\"e1\"", &o2), 0);
+	cr_assert_eq(o2, o);
+	cr_assert_eq(cache_object_remote(o2)->mtime.tv_sec, 5);
+	/* "*" names no version: it is not kept, so no fetch is pinned to it. */
+	cr_assert_eq(cache_object_open(c, &star, "0.000000000", &s), 0);
+	cr_assert_null(cache_object_remote(s)->etag);
+	cr_assert_eq(cache_object_open(c, NULL, "v", &bad), -EINVAL);
+	cache_object_unref(s);
+	cache_object_unref(o2);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
 Test(cache, last_chunk_is_shorter_and_must_be_filled_with_its_length)
 {
 	struct cache *c = open_cache(NULL, 0);
@@ -1382,7 +1424,7 @@ Test(cache, full_volume_never_fails_an_open)
 		int rc;
 
 		snprintf(path, sizeof(path), "/full%d", i);
-		rc = cache_object_open(c, path, NR_CHUNKS * CB, "v", &o);
+		rc = obj_open(c, path, NR_CHUNKS * CB, "v", &o);
 		cr_assert_eq(rc, 0, "open %d failed: %d", i, rc);
 		for (uint64_t k = 0; k < NR_CHUNKS; k++) {
 			cr_assert_eq(cache_chunk_acquire(o, k, true), CACHE_FETCH);
@@ -1675,7 +1717,7 @@ Test(cache, largest_allowed_size_opens_and_is_fetched_without_storing)
 	size_t before = heap_bytes(), grown;
 	unsigned char buf[CB];
 
-	cr_assert_eq(cache_object_open(c, "/max", size + 1, "v", &o), -EFBIG);
+	cr_assert_eq(obj_open(c, "/max", size + 1, "v", &o), -EFBIG);
 	o = open_obj(c, "/max", size, "v");
 	cr_assert_eq(cache_chunk_acquire(o, 12345, true), CACHE_FETCH);
 	src_fill("/max", "v", 12345ull * CB, buf, CB);
@@ -1877,7 +1919,7 @@ static void *open_versions(void *arg)
 	for (int i = 0; i < 20000; i++) {
 		struct cache_object *o;
 
-		if (cache_object_open(v->c, "p", 100000, v->version, &o) == 0)
+		if (obj_open(v->c, "p", 100000, v->version, &o) == 0)
 			cache_object_unref(o);
 		else
 			v->failures++;
