@@ -1,7 +1,8 @@
 /* The chunk cache on local disk: one sparse data file per object version (offset in file =
  * offset in object) and a map of the chunks present with an XXH3 checksum per 64 KiB block,
  * checked on every read. It is also the single-flight point of the fetch engine: each absent
- * chunk has at most one fetcher, and readers of a chunk being fetched wait for it. */
+ * chunk has at most one fetcher, and readers of a chunk being fetched wait for it on its
+ * in-flight record, which also holds the fetcher's buffer once the bytes have arrived. */
 #ifndef FERRY_CACHE_H
 #define FERRY_CACHE_H
 
@@ -108,10 +109,11 @@ int cache_chunk_acquire_copy(struct cache_object *o, uint64_t idx, void *dst, ui
  * the caller is not the fetcher or len is wrong. */
 int cache_chunk_land(struct cache_object *o, uint64_t idx, const void *buf, size_t len);
 /* Fetcher only: stores the chunk's bytes (chunk_bytes, shorter for the last chunk) with their
- * block checksums, makes it visible once written, and wakes the waiters. The caller keeps it
- * pinned, as on a hit. May evict least-recently used unpinned chunks first; a write that
- * finds the volume full evicts them and tries once more. On failure the chunk stays absent
- * and the waiters retry as fetchers; the caller still owns its buffer and may serve it:
+ * block checksums, makes it visible once written, and wakes the waiters; while it writes,
+ * waiters copy from buf (see cache_chunk_land). The caller keeps it pinned, as on a hit. May
+ * evict least-recently used unpinned chunks first; a write that finds the volume full evicts
+ * them and tries once more. On failure the chunk stays absent and the waiters that had not
+ * copied it retry as fetchers; the caller still owns its buffer and may serve it:
  * -ENOSPC, -EIO (disk errors, counted), -ENOSPC also when pinned chunks and other fills in
  * progress leave no room within one chunk over max_bytes, -EROFS when the cache is degraded
  * (no write attempted: the caller need not log it), -ENOMEM. -EINVAL (nothing changes) when
