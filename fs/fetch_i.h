@@ -81,9 +81,9 @@ struct fetcher {
 	CURL **idle_easy;	  /* curl thread */
 	unsigned nr_idle_easy, nr_active;
 	unsigned seed;
-	/* Readahead chunks that arrived and are not stored yet (they hold buffers): protected
-	 * by lock, bounds fetcher_prefetch. */
-	unsigned nr_unstored;
+	/* Readahead jobs from submission until stored or failed, each holding a chunk buffer:
+	 * protected by lock; fetcher_prefetch starts none while there are max_ahead. */
+	unsigned nr_ahead, max_ahead;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
 };
 
