@@ -326,6 +326,14 @@ Test(fetch, a_size_that_no_longer_matches_fails_with_estale)
 	env_close(&v);
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 struct reader_arg {
 	struct env *v;
 	ssize_t n;
@@ -359,6 +367,36 @@ Test(fetch, many_concurrent_readers_of_one_chunk_cause_one_get)
 		cr_assert_eq(memcmp(args[i].buf, data + 3 * CHUNK + 17, sizeof(args[i].buf)), 0);
 	}
 	cr_expect_eq(count_log_settled("GET /data.bin", 1), 1);
+	env_close(&v);
+}
+
+/* A chunk whose readahead GET hangs on a silent server, with readers asleep on it in the cache:
+ * fetcher_abort fails the transfer, the readahead job fails the chunk, and every reader wakes
+ * with EIO at once, long before curl's 5 s stall limit and its retries. */
+Test(fetch, abort_wakes_every_reader_waiting_on_a_stalled_readahead_chunk)
+{
+	struct reader_arg args[6];
+	pthread_t th[6];
+	char url[256];
+	struct env v;
+	uint64_t t0;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_faultserver("stallheaders", 1));
+	env_open(&v, url, NULL, "data.bin", NULL);
+	cr_assert_eq(fetcher_prefetch(v.f, v.co, 3, 1), 1);
+	for (int i = 0; i < 6; i++) {
+		args[i].v = &v;
+		cr_assert_eq(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+	}
+	usleep(500000); /* the GET is out and the readers are waiting for its chunk */
+	t0 = mono_ms();
+	fetcher_abort(v.f);
+	for (int i = 0; i < 6; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(args[i].n, -EIO, "reader %d got %zd", i, args[i].n);
+	}
+	cr_assert_lt(mono_ms() - t0, 3000, "the readers woke %llu ms after the abort",
+		(unsigned long long)(mono_ms() - t0));
 	env_close(&v);
 }
 
