@@ -1104,7 +1104,8 @@ int cache_object_block_sums(
 /* Gives o the remote identity obj, when it has none yet; c->lock held. etag_copy: a copy of
  * obj->etag, made beforehand (no allocation under the lock) when it is not the version; o
  * takes it when it needs it (*etag_copy becomes NULL). */
-static void obj_set_remote(struct cache_object *o, const struct remote_object *obj, char **etag_copy)
+static void obj_set_remote(
+	struct cache_object *o, const struct remote_object *obj, char **etag_copy)
 {
 	if (o->have_remote)
 		return;

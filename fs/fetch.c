@@ -3,9 +3,10 @@
  * connection reuse, up to max_transfers in flight, retries with jittered backoff), or reads by
  * worker threads for backends without HTTP. The curl thread never touches the disk: a finished
  * chunk goes back to the reader that asked for it (which stores it and copies from memory) or,
- * for readahead, to a worker, so one slow disk write never stalls the other transfers. A readahead chunk that
- * arrived is landed in the cache's flight record (cache_chunk_land): until a worker has stored
- * it, readers copy from its buffer (cache_chunk_acquire_copy) and never wait for that write.
+ * for readahead, to a worker, so one slow disk write never stalls the other transfers. A
+ * readahead chunk that arrived is landed in the cache's flight record (cache_chunk_land): until
+ * a worker has stored it, readers copy from its buffer (cache_chunk_acquire_copy) and never
+ * wait for that write.
  * Measured (cold dd of 2 GiB, 1 MiB readahead, 2 shared cores, 4 runs alternated): 651-794
  * MB/s against 559-634 MB/s when readers waited for the store. */
 #include "config.h"
@@ -404,8 +405,8 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 
 /* Fetches chunk idx for one reader into memory, outside the cache's single flight, and
  * copies its part of [off, off+len) into buf. */
-static int fetch_uncached(struct fetcher *f, struct cache_object *co, struct fetch_batch *b, char *buf, uint64_t off, size_t len,
-	uint64_t idx)
+static int fetch_uncached(struct fetcher *f, struct cache_object *co, struct fetch_batch *b,
+	char *buf, uint64_t off, size_t len, uint64_t idx)
 {
 	struct fetch_job *j = job_new(f, co, idx, b);
 
@@ -434,7 +435,8 @@ static int wait_chunk(struct fetcher *f, struct cache_object *co, char *buf, uin
 }
 
 /* Makes chunks [first, last] present, copying [off, off+len) into buf when buf is set. */
-static int do_window(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
+static int do_window(struct fetcher *f, struct cache_object *co, char *buf, uint64_t off,
+	size_t len, uint64_t first, uint64_t last)
 {
 	unsigned nr = (unsigned)(last - first + 1), i;
 	struct fetch_batch b = {
@@ -554,7 +556,8 @@ static int do_range(struct fetcher *f, struct cache_object *co, char *buf, uint6
 	return 0;
 }
 
-ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off)
+ssize_t fetcher_read(
+	struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off)
 {
 	const struct remote_object *obj = cache_object_remote(co);
 	int ret;

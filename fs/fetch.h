@@ -49,7 +49,8 @@ int fetcher_open_node(struct fetcher *f, struct namespace *ns, struct ns_node *n
 /* Reads [off, off+len) of co through the cache: hits come from disk, misses are fetched once
  * each, the chunks of one read concurrently. Returns bytes read (short only at the object's
  * end) or -EIO (server error, short body), -ESTALE (the object changed on the server). */
-ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off);
+ssize_t fetcher_read(
+	struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off);
 
 /* Starts fetching the absent chunks among [first, first + n) in the background and returns at
  * once (readahead): how many it started (none for chunks present or being fetched; it stops

@@ -864,7 +864,8 @@ Test(cache, object_keeps_the_remote_identity_of_its_first_open)
 {
 	struct cache *c = open_cache(NULL, 0);
 	char etag[] = "\"e1\"";
-	struct remote_object a = {.path = "/id", .size = 3 * CB, .etag = etag, .mtime = {.tv_sec = 5}};
+	struct remote_object a = {
+		.path = "/id", .size = 3 * CB, .etag = etag, .mtime = {.tv_sec = 5}};
 	struct remote_object b = a, star = {.path = "/star", .size = CB, .etag = "*"};
 	const struct remote_object *r;
 	struct cache_object *o, *o2, *s, *bad;
