@@ -1,7 +1,8 @@
 /* The chunk cache on local disk: one sparse data file per object version (offset in file =
  * offset in object) and a map of the chunks present with an XXH3 checksum per 64 KiB block,
  * checked on every read. It is also the single-flight point of the fetch engine: each absent
- * chunk has at most one fetcher, and readers of a chunk being fetched wait for it. */
+ * chunk has at most one fetcher, and readers of a chunk being fetched wait for it on its
+ * in-flight record, which also holds the fetcher's buffer once the bytes have arrived. */
 #ifndef FERRY_CACHE_H
 #define FERRY_CACHE_H
 
@@ -16,6 +17,7 @@
 #define CACHE_BLOCK_BYTES (64u << 10)
 
 struct io_backend;
+struct remote_object;
 struct cache;
 struct cache_object;
 
@@ -58,15 +60,20 @@ void cache_free(struct cache *c);
 uint32_t cache_chunk_bytes(const struct cache *c);
 void cache_get_stats(struct cache *c, struct cache_stats *st);
 
-/* An object version is named by (path, size, version); version is the ETag, or the mtime
- * written as text when the store has no ETag. Another version of the same path is another
- * object; the old one's chunks are evicted first. Returns a reference. Never fails because
+/* An object version is named by (obj->path, obj->size, version); version is the ETag, or the
+ * mtime written as text when the store has no ETag. The object keeps obj's remote identity
+ * (path, size, etag, mtime: copied) for the fetcher, which needs no other handle; an object
+ * already open keeps the identity it was first opened with (the key decides it). Another
+ * version of the same path is another object; the old one's chunks are evicted first.
+ * Returns a reference. Never fails because
  * the cache volume is full or failing: the object then has no files, its chunks are fetched
  * (acquire gives CACHE_FETCH) and not stored (fill fails; it tries to make the files again).
  * Fails only with -ENOMEM, -EINVAL, -ENAMETOOLONG or -EFBIG (size over 2^63). Memory is in
  * proportion to the chunks touched, not to size. */
-int cache_object_open(struct cache *c, const char *path, uint64_t size, const char *version,
+int cache_object_open(struct cache *c, const struct remote_object *obj, const char *version,
 	struct cache_object **out);
+/* The remote identity the object was opened with; valid while the caller holds a reference. */
+const struct remote_object *cache_object_remote(const struct cache_object *o);
 struct cache_object *cache_object_ref(struct cache_object *o);
 void cache_object_unref(struct cache_object *o);
 uint64_t cache_object_size(const struct cache_object *o);
@@ -77,7 +84,7 @@ uint64_t cache_object_cached_bytes(struct cache_object *o);
  * against cache_object_block_sums). It may not exist (see cache_object_open). */
 const char *cache_object_data_path(const struct cache_object *o);
 
-enum { CACHE_HIT = 0, CACHE_FETCH = 1 };
+enum { CACHE_HIT = 0, CACHE_FETCH = 1, CACHE_COPIED = 2 };
 
 /* Takes chunk idx for reading.
  * CACHE_HIT: present and pinned: it is not evicted until cache_chunk_release (it can still be
@@ -87,11 +94,26 @@ enum { CACHE_HIT = 0, CACHE_FETCH = 1 };
  * While another thread fetches it: waits when wait is true, else returns -EAGAIN. A waiter
  * whose fetcher failed gets the fetcher's error. */
 int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait);
+/* cache_chunk_acquire(o, idx, true) for a reader that can take bytes in memory: while another
+ * thread fetches the chunk and its bytes have landed (cache_chunk_land, or a fill in progress),
+ * copies [off, off + len) (within chunk idx) from the fetcher's buffer into dst and returns
+ * CACHE_COPIED, nothing pinned. Those bytes passed the fetch's response checks (status, range,
+ * version, length); they are not read back from disk. Otherwise as cache_chunk_acquire. */
+int cache_chunk_acquire_copy(struct cache_object *o, uint64_t idx, void *dst, uint64_t off,
+	size_t len);
+/* Fetcher only: buf holds the chunk's bytes (len as for fill), checked by the fetch; waiters
+ * of cache_chunk_acquire_copy are served from it until the chunk is filled. The cache does not
+ * copy buf: it must stay valid and unchanged until cache_chunk_fill or cache_chunk_fail
+ * returns, which take it back and wait for the last copier first; the fetcher then frees or
+ * reuses it. A fill passes its own buf the same way (with no land before it). -EINVAL when
+ * the caller is not the fetcher or len is wrong. */
+int cache_chunk_land(struct cache_object *o, uint64_t idx, const void *buf, size_t len);
 /* Fetcher only: stores the chunk's bytes (chunk_bytes, shorter for the last chunk) with their
- * block checksums, makes it visible once written, and wakes the waiters. The caller keeps it
- * pinned, as on a hit. May evict least-recently used unpinned chunks first; a write that
- * finds the volume full evicts them and tries once more. On failure the chunk stays absent
- * and the waiters retry as fetchers; the caller still owns its buffer and may serve it:
+ * block checksums, makes it visible once written, and wakes the waiters; while it writes,
+ * waiters copy from buf (see cache_chunk_land). The caller keeps it pinned, as on a hit. May
+ * evict least-recently used unpinned chunks first; a write that finds the volume full evicts
+ * them and tries once more. On failure the chunk stays absent and the waiters that had not
+ * copied it retry as fetchers; the caller still owns its buffer and may serve it:
  * -ENOSPC, -EIO (disk errors, counted), -ENOSPC also when pinned chunks and other fills in
  * progress leave no room within one chunk over max_bytes, -EROFS when the cache is degraded
  * (no write attempted: the caller need not log it), -ENOMEM. -EINVAL (nothing changes) when

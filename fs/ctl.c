@@ -94,20 +94,6 @@ void ferry_log_ops(struct ferryfs *fs)
 	log_info("FUSE requests:%s", line);
 }
 
-/* Opens the node's current object in the cache, for the xattrs that report on it. */
-static int node_object(struct ferryfs *fs, struct ns_node *n, struct cache_object **co)
-{
-	struct ns_object o;
-	int ret;
-
-	ret = namespace_peek_object(fs->ns, n, &o);
-	if (ret)
-		return ret;
-	ret = cache_object_open(fs->cache, o.obj.path, o.obj.size, o.version, co);
-	namespace_object_done(&o);
-	return ret;
-}
-
 /* The value of a control xattr in a new string; -ENODATA for names we do not have. */
 static int xattr_value(struct ferryfs *fs, struct ns_node *n, const char *name, char **out)
 {
@@ -133,7 +119,7 @@ static int xattr_value(struct ferryfs *fs, struct ns_node *n, const char *name, 
 		if (!v)
 			v = strdup("");
 	} else if (!strcmp(name, FERRY_XATTR_CACHED) && namespace_type(n) == REMOTE_FILE) {
-		ret = node_object(fs, n, &co);
+		ret = fetcher_open_node(fs->fetcher, fs->ns, n, &co);
 		if (ret)
 			return ret;
 		if (asprintf(&v, "%" PRIu64, cache_object_cached_bytes(co)) < 0)
@@ -424,7 +410,7 @@ void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		/* Two tries: a chunk evicted between becoming resident and being pinned is
 		 * fetched again. */
 		for (int tries = 0; tries < 3; tries++) {
-			ret = fetcher_make_resident(fs->fetcher, &f->obj.obj, f->co, r->offset, len);
+			ret = fetcher_make_resident(fs->fetcher, f->co, r->offset, len);
 			if (ret)
 				break;
 			ret = pin_acquire(f->co, first, last);

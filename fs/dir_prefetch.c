@@ -56,20 +56,15 @@ static void fetch_one(struct dir_prefetch *dp, uint64_t ino)
 {
 	struct ns_node *n = namespace_get(dp->ns, ino);
 	struct cache_object *co;
-	struct ns_object o;
 
 	if (!n)
 		return;
-	if (namespace_peek_object(dp->ns, n, &o) == 0) {
-		if (o.obj.size && cache_object_open(dp->cache, o.obj.path, o.obj.size, o.version,
-				  &co) == 0) {
-			/* The first chunk: all of a small file; for a large one, the part its
-			 * own readahead would wait for first. */
-			if (fetcher_prefetch(dp->fetcher, &o.obj, co, 0, 1))
-				atomic_fetch_add(&dp->nr_files, 1);
-			cache_object_unref(co);
-		}
-		namespace_object_done(&o);
+	if (fetcher_open_node(dp->fetcher, dp->ns, n, &co) == 0) {
+		/* The first chunk: all of a small file; for a large one, the part its own
+		 * readahead would wait for first. */
+		if (cache_object_size(co) && fetcher_prefetch(dp->fetcher, co, 0, 1))
+			atomic_fetch_add(&dp->nr_files, 1);
+		cache_object_unref(co);
 	}
 	namespace_put(dp->ns, n);
 }

@@ -9,10 +9,11 @@
 #include <sys/types.h>
 
 struct remote;
-struct remote_object;
 struct cache;
 struct cache_object;
 struct fetcher;
+struct namespace;
+struct ns_node;
 
 struct fetch_config {
 	unsigned max_transfers;  /* transfers in flight at once; 0: 16 */
@@ -37,22 +38,28 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st);
  * server's timeouts. Thread-safe; not for signal handlers. */
 void fetcher_abort(struct fetcher *f);
 
-/* Reads [off, off+len) of obj through the cache: hits come from disk, misses are fetched once
+/* Every call below takes the cache object alone: it carries the remote identity (path, size,
+ * ETag, mtime) that each GET is pinned to (cache_object_open). */
+
+/* The cache object of node n's current version (as namespace_peek_object sees it: not an
+ * open, keep_cache is not decided), opened in the fetcher's cache; 0 or -errno. */
+int fetcher_open_node(struct fetcher *f, struct namespace *ns, struct ns_node *n,
+	struct cache_object **out);
+
+/* Reads [off, off+len) of co through the cache: hits come from disk, misses are fetched once
  * each, the chunks of one read concurrently. Returns bytes read (short only at the object's
  * end) or -EIO (server error, short body), -ESTALE (the object changed on the server). */
-ssize_t fetcher_read(struct fetcher *f, const struct remote_object *obj, struct cache_object *co,
-	void *buf, size_t len, uint64_t off);
+ssize_t fetcher_read(
+	struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off);
 
 /* Starts fetching the absent chunks among [first, first + n) in the background and returns at
  * once (readahead): how many it started (none for chunks present or being fetched; it stops
- * early while chunks that arrived wait for the disk). obj's strings are copied; co gets a
- * reference for as long as needed. */
-unsigned fetcher_prefetch(struct fetcher *f, const struct remote_object *obj,
-	struct cache_object *co, uint64_t first, uint64_t n);
+ * early while chunks that arrived wait for the disk). co gets a reference for as long as
+ * needed. */
+unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n);
 
 /* Blocks until the chunks covering [off, off+len) are present, fetching what is absent;
  * 0 or -errno. Used by `ferry warm` and the loader's residency call. */
-int fetcher_make_resident(struct fetcher *f, const struct remote_object *obj,
-	struct cache_object *co, uint64_t off, uint64_t len);
+int fetcher_make_resident(struct fetcher *f, struct cache_object *co, uint64_t off, uint64_t len);
 
 #endif

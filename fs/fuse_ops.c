@@ -252,8 +252,7 @@ static void ferry_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	ret = namespace_open_object(fs->ns, f->node, &f->obj);
 	if (ret)
 		goto err;
-	ret = cache_object_open(fs->cache, f->obj.obj.path, f->obj.obj.size, f->obj.version,
-		&f->co);
+	ret = cache_object_open(fs->cache, &f->obj.obj, f->obj.version, &f->co);
 	if (ret)
 		goto err;
 	if (fs->dir_prefetch)
@@ -350,7 +349,7 @@ static void detect_sequential(struct ferryfs *fs, struct ferry_file *f, uint64_t
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (n)
-		fetcher_prefetch(fs->fetcher, &f->obj.obj, f->co, first, n);
+		fetcher_prefetch(fs->fetcher, f->co, first, n);
 }
 
 /* The errno a failed read gives its reader (docs/ferry.md): ESTALE when the object changed
@@ -400,7 +399,7 @@ static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = fetcher_read(fs->fetcher, &f->obj.obj, f->co, buf, size, (uint64_t)off);
+	n = fetcher_read(fs->fetcher, f->co, buf, size, (uint64_t)off);
 	if (n < 0) {
 		atomic_fetch_add(&fs->read_errors, 1);
 		log_warn("read of '/%s' at %lld: %s", f->obj.obj.path, (long long)off,

@@ -20,6 +20,7 @@
 #include "fs/cache.h"
 #include "fs/io.h"
 #include "fs/log.h"
+#include "fs/remote/remote.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #define CHUNK_BYTES (64u << 10)
@@ -27,6 +28,8 @@
 #define OBJ_SIZE    (3 * (uint64_t)CHUNK_BYTES + 1234)
 #define OBJ_VERSION "\"5d41402abc4b2a76b9719d911017c592\""
 #define MAX_FILES   16
+
+static const struct remote_object obj = {.path = OBJ_PATH, .size = OBJ_SIZE, .etag = OBJ_VERSION};
 
 struct file {
 	char *rel; /* relative to the cache directory */
@@ -110,7 +113,7 @@ static void setup_once(void)
 		object[i] = (uint8_t)(i * 7 + (i >> 16) * 13 + 1);
 
 	fuzz_check(cache_open(&c, &cfg, err, sizeof(err)) == 0, "the template cache opens");
-	fuzz_check(cache_object_open(c, OBJ_PATH, OBJ_SIZE, OBJ_VERSION, &o) == 0,
+	fuzz_check(cache_object_open(c, &obj, OBJ_VERSION, &o) == 0,
 		"the template object opens");
 	for (uint64_t i = 0; i < cache_object_nr_chunks(o); i++) {
 		uint64_t off = i * CHUNK_BYTES;
@@ -240,7 +243,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (ret)
 		fprintf(stderr, "cache_open: %s\n", err);
 	fuzz_check(ret == 0, "a cache opens whatever its map holds");
-	ret = cache_object_open(c, OBJ_PATH, OBJ_SIZE, OBJ_VERSION, &o);
+	ret = cache_object_open(c, &obj, OBJ_VERSION, &o);
 	fuzz_check(ret == 0, "the object opens whatever its map held");
 	fuzz_check(cache_object_size(o) == OBJ_SIZE, "the object keeps its size");
 	for (uint64_t i = 0; i < cache_object_nr_chunks(o); i++) {

@@ -21,6 +21,7 @@
 
 #include "fs/cache.h"
 #include "fs/io.h"
+#include "fs/remote/remote.h"
 
 #define CB (64u << 10) /* the smallest chunk size keeps tests small */
 
@@ -84,11 +85,20 @@ static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
 	return c;
 }
 
+/* cache_object_open of (path, size, version), the version being the object's ETag. */
+static int obj_open(struct cache *c, const char *path, uint64_t size, const char *version,
+	struct cache_object **o)
+{
+	struct remote_object obj = {.path = path, .size = size, .etag = version};
+
+	return cache_object_open(c, &obj, version, o);
+}
+
 static struct cache_object *open_obj(
 	struct cache *c, const char *path, uint64_t size, const char *version)
 {
 	struct cache_object *o = NULL;
-	int rc = cache_object_open(c, path, size, version, &o);
+	int rc = obj_open(c, path, size, version, &o);
 
 	cr_assert_eq(rc, 0, "cache_object_open %s: %d", path, rc);
 	return o;
@@ -343,6 +353,101 @@ Test(cache, waiters_become_fetchers_after_a_failed_fill)
 	/* With the pins gone there is room again. */
 	cr_assert_eq(get_and_release(o, "/full", "v", 2), CACHE_FETCH);
 	cr_assert_leq(stats(c).used_bytes, CB);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+struct copier {
+	struct cache_object *o;
+	atomic_int *started;
+	uint64_t off; /* within chunk 1 */
+	size_t len;
+	unsigned char dst[CB];
+	int rc;
+};
+
+static void *copier_thread(void *p)
+{
+	struct copier *w = p;
+
+	atomic_fetch_add(w->started, 1);
+	w->rc = cache_chunk_acquire_copy(w->o, 1, w->dst, CB + w->off, w->len);
+	if (w->rc == CACHE_FETCH)
+		cache_chunk_fail(w->o, 1, -EPIPE); /* a late thread: not what the test wants */
+	else if (w->rc == CACHE_HIT)
+		cache_chunk_release(w->o, 1);
+	return NULL;
+}
+
+static void start_copiers(struct copier *w, pthread_t *tids, int n, struct cache_object *o,
+	atomic_int *started)
+{
+	for (int i = 0; i < n; i++) {
+		w[i] = (struct copier){.o = o, .started = started};
+		w[i].off = (uint64_t)i * 1000;
+		w[i].len = CB - w[i].off - (size_t)i * 7;
+		cr_assert_eq(pthread_create(&tids[i], NULL, copier_thread, &w[i]), 0);
+	}
+	while (atomic_load(started) < n)
+		usleep(1000);
+	usleep(200000); /* they are asleep in acquire by now */
+}
+
+Test(cache, waiters_copy_landed_bytes_before_the_chunk_is_stored)
+{
+	enum { N = 6 };
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/landed", 2 * CB, "v");
+	unsigned char *buf = malloc(CB), want[CB];
+	struct copier *w = calloc(N, sizeof(*w));
+	pthread_t tids[N];
+	atomic_int started = 0;
+
+	cr_assert(buf && w);
+	src_fill("/landed", "v", CB, buf, CB);
+	memcpy(want, buf, CB);
+	cr_assert_eq(cache_chunk_land(o, 1, buf, CB), -EINVAL, "nobody fetches it yet");
+	cr_assert_eq(cache_chunk_acquire(o, 1, true), CACHE_FETCH);
+	cr_assert_eq(cache_chunk_land(o, 1, buf, CB - 1), -EINVAL);
+	start_copiers(w, tids, N, o, &started);
+	cr_assert_eq(cache_chunk_land(o, 1, buf, CB), 0);
+	/* Every waiter returns before the chunk is stored: they took the landed bytes. */
+	for (int i = 0; i < N; i++) {
+		pthread_join(tids[i], NULL);
+		cr_assert_eq(w[i].rc, CACHE_COPIED, "waiter %d got %d", i, w[i].rc);
+		cr_assert_eq(memcmp(w[i].dst, want + w[i].off, w[i].len), 0, "waiter %d bytes", i);
+	}
+	cr_assert_eq(cache_object_cached_bytes(o), 0);
+	cr_assert_eq(cache_chunk_fill(o, 1, buf, CB), 0);
+	memset(buf, 0, CB); /* the fetcher's to reuse once fill returned */
+	cache_chunk_release(o, 1);
+	cr_assert_eq(cache_object_cached_bytes(o), CB);
+	cr_assert_eq(get_and_release(o, "/landed", "v", 1), CACHE_HIT);
+	free(buf);
+	free(w);
+	cache_object_unref(o);
+	cache_free(c);
+}
+
+Test(cache, copy_waiters_get_the_error_of_a_failed_fetch)
+{
+	enum { N = 4 };
+	struct cache *c = open_cache(NULL, 0);
+	struct cache_object *o = open_obj(c, "/landerr", 2 * CB, "v");
+	struct copier *w = calloc(N, sizeof(*w));
+	pthread_t tids[N];
+	atomic_int started = 0;
+
+	cr_assert_not_null(w);
+	cr_assert_eq(cache_chunk_acquire(o, 1, true), CACHE_FETCH);
+	start_copiers(w, tids, N, o, &started);
+	cache_chunk_fail(o, 1, -ECONNRESET);
+	for (int i = 0; i < N; i++) {
+		pthread_join(tids[i], NULL);
+		cr_assert_eq(w[i].rc, -ECONNRESET, "waiter %d got %d", i, w[i].rc);
+	}
+	cr_assert_eq(get_and_release(o, "/landerr", "v", 1), CACHE_FETCH);
+	free(w);
 	cache_object_unref(o);
 	cache_free(c);
 }
@@ -752,6 +857,39 @@ Test(cache, new_version_replaces_the_old_one)
 	cr_assert_eq(stats(c).used_bytes, 0);
 	cr_assert_eq(get_and_release(o3, "/f", "v3", 1), CACHE_FETCH);
 	cache_object_unref(o3);
+	cache_free(c);
+}
+
+Test(cache, object_keeps_the_remote_identity_of_its_first_open)
+{
+	struct cache *c = open_cache(NULL, 0);
+	char etag[] = "\"e1\"";
+	struct remote_object a = {
+		.path = "/id", .size = 3 * CB, .etag = etag, .mtime = {.tv_sec = 5}};
+	struct remote_object b = a, star = {.path = "/star", .size = CB, .etag = "*"};
+	const struct remote_object *r;
+	struct cache_object *o, *o2, *s, *bad;
+
+	cr_assert_eq(cache_object_open(c, &a, etag, &o), 0);
+	etag[1] = 'X'; /* the caller's strings are its own */
+	r = cache_object_remote(o);
+	cr_assert_str_eq(r->path, "/id");
+	cr_assert_eq(r->size, 3 * CB);
+	cr_assert_str_eq(r->etag, "\"e1\"");
+	cr_assert_eq(r->mtime.tv_sec, 5);
+	/* The same key again: the same object, the identity of its first open. */
+	b.etag = "\"e1\"";
+	b.mtime.tv_sec = 9;
+	cr_assert_eq(cache_object_open(c, &b, "\"e1\"", &o2), 0);
+	cr_assert_eq(o2, o);
+	cr_assert_eq(cache_object_remote(o2)->mtime.tv_sec, 5);
+	/* "*" names no version: it is not kept, so no fetch is pinned to it. */
+	cr_assert_eq(cache_object_open(c, &star, "0.000000000", &s), 0);
+	cr_assert_null(cache_object_remote(s)->etag);
+	cr_assert_eq(cache_object_open(c, NULL, "v", &bad), -EINVAL);
+	cache_object_unref(s);
+	cache_object_unref(o2);
+	cache_object_unref(o);
 	cache_free(c);
 }
 
@@ -1287,7 +1425,7 @@ Test(cache, full_volume_never_fails_an_open)
 		int rc;
 
 		snprintf(path, sizeof(path), "/full%d", i);
-		rc = cache_object_open(c, path, NR_CHUNKS * CB, "v", &o);
+		rc = obj_open(c, path, NR_CHUNKS * CB, "v", &o);
 		cr_assert_eq(rc, 0, "open %d failed: %d", i, rc);
 		for (uint64_t k = 0; k < NR_CHUNKS; k++) {
 			cr_assert_eq(cache_chunk_acquire(o, k, true), CACHE_FETCH);
@@ -1580,7 +1718,7 @@ Test(cache, largest_allowed_size_opens_and_is_fetched_without_storing)
 	size_t before = heap_bytes(), grown;
 	unsigned char buf[CB];
 
-	cr_assert_eq(cache_object_open(c, "/max", size + 1, "v", &o), -EFBIG);
+	cr_assert_eq(obj_open(c, "/max", size + 1, "v", &o), -EFBIG);
 	o = open_obj(c, "/max", size, "v");
 	cr_assert_eq(cache_chunk_acquire(o, 12345, true), CACHE_FETCH);
 	src_fill("/max", "v", 12345ull * CB, buf, CB);
@@ -1782,7 +1920,7 @@ static void *open_versions(void *arg)
 	for (int i = 0; i < 20000; i++) {
 		struct cache_object *o;
 
-		if (cache_object_open(v->c, "p", 100000, v->version, &o) == 0)
+		if (obj_open(v->c, "p", 100000, v->version, &o) == 0)
 			cache_object_unref(o);
 		else
 			v->failures++;

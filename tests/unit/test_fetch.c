@@ -179,6 +179,21 @@ struct env {
 	struct remote_object obj;
 };
 
+/* Opens v->obj in the cache as the daemon does (the version is the ETag, else the mtime), after
+ * a test changed what it claims: the fetcher reads by the identity the cache object keeps. */
+static void env_reopen(struct env *v)
+{
+	char version[64];
+
+	cache_object_unref(v->co);
+	v->co = NULL;
+	if (!v->obj.etag)
+		snprintf(version, sizeof(version), "%lld.%09ld", (long long)v->obj.mtime.tv_sec,
+			v->obj.mtime.tv_nsec);
+	cr_assert_eq(cache_object_open(v->c, &v->obj, v->obj.etag ? v->obj.etag : version, &v->co),
+		0);
+}
+
 static int open_remote(struct remote **r, const char *url, const char *ca, char *err, size_t el)
 {
 	struct remote_options opt = { .ca_file = ca, .connect_timeout_ms = 2000,
@@ -206,8 +221,7 @@ static void env_open(struct env *v, const char *url, const char *ca, const char 
 	v->obj.size = v->e.size;
 	v->obj.etag = v->e.etag;
 	v->obj.mtime = v->e.mtime;
-	cr_assert_eq(cache_object_open(v->c, path, v->e.size, v->e.etag ? v->e.etag : "mtime",
-			     &v->co), 0);
+	env_reopen(v);
 }
 
 static void env_close(struct env *v)
@@ -227,7 +241,7 @@ static void check_random_reads(struct env *v, int nr, unsigned seed)
 		uint64_t off = (uint64_t)rand_r(&seed) % (DATA_BYTES + 100);
 		size_t len = (size_t)rand_r(&seed) % (i % 10 == 0 ? 5 * CHUNK : 3000) + 1;
 		size_t want = off >= DATA_BYTES ? 0 : off + len > DATA_BYTES ? DATA_BYTES - off : len;
-		ssize_t n = fetcher_read(v->f, &v->obj, v->co, buf, len, off);
+		ssize_t n = fetcher_read(v->f, v->co, buf, len, off);
 
 		cr_assert_eq(n, (ssize_t)want, "read %zu at %llu: %zd", len, (unsigned long long)off, n);
 		cr_assert_eq(memcmp(buf, data + off, want), 0, "bytes differ at %llu+%zu",
@@ -263,7 +277,8 @@ Test(fetch, a_wrong_if_match_fails_with_estale_and_is_not_retried)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_nginx(false));
 	env_open(&v, url, NULL, "data.bin", NULL);
 	v.obj.etag = "\"not-the-etag\"";
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 5), -ESTALE);
+	env_reopen(&v);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 5), -ESTALE);
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.retries, 0);
 	cr_expect_eq(st.requests, 1);
@@ -280,7 +295,8 @@ Test(fetch, an_older_mtime_without_etag_fails_with_estale)
 	env_open(&v, url, NULL, "data.bin", NULL);
 	v.obj.etag = NULL;
 	v.obj.mtime.tv_sec -= 3600; /* the file changed after the listing: If-Unmodified-Since */
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 5), -ESTALE);
+	env_reopen(&v);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 5), -ESTALE);
 	env_close(&v);
 }
 
@@ -292,7 +308,8 @@ Test(fetch, the_right_mtime_without_etag_reads_the_bytes)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_nginx(false));
 	env_open(&v, url, NULL, "data.bin", NULL);
 	v.obj.etag = NULL;
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 70000), (ssize_t)sizeof(buf));
+	env_reopen(&v);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 70000), (ssize_t)sizeof(buf));
 	cr_assert_eq(memcmp(buf, data + 70000, sizeof(buf)), 0);
 	cr_assert_eq(count_log("If-Match"), 0); /* nginx does not log headers: sanity only */
 	env_close(&v);
@@ -308,8 +325,17 @@ Test(fetch, a_size_that_no_longer_matches_fails_with_estale)
 	v.obj.etag = NULL;
 	v.obj.mtime.tv_sec = 0;
 	v.obj.size = DATA_BYTES + 5; /* Content-Range total differs */
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), -ESTALE);
+	env_reopen(&v);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), -ESTALE);
 	env_close(&v);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 struct reader_arg {
@@ -322,7 +348,7 @@ static void *reader(void *arg)
 {
 	struct reader_arg *a = arg;
 
-	a->n = fetcher_read(a->v->f, &a->v->obj, a->v->co, a->buf, sizeof(a->buf), 3 * CHUNK + 17);
+	a->n = fetcher_read(a->v->f, a->v->co, a->buf, sizeof(a->buf), 3 * CHUNK + 17);
 	return NULL;
 }
 
@@ -345,6 +371,36 @@ Test(fetch, many_concurrent_readers_of_one_chunk_cause_one_get)
 		cr_assert_eq(memcmp(args[i].buf, data + 3 * CHUNK + 17, sizeof(args[i].buf)), 0);
 	}
 	cr_expect_eq(count_log_settled("GET /data.bin", 1), 1);
+	env_close(&v);
+}
+
+/* A chunk whose readahead GET hangs on a silent server, with readers asleep on it in the cache:
+ * fetcher_abort fails the transfer, the readahead job fails the chunk, and every reader wakes
+ * with EIO at once, long before curl's 5 s stall limit and its retries. */
+Test(fetch, abort_wakes_every_reader_waiting_on_a_stalled_readahead_chunk)
+{
+	struct reader_arg args[6];
+	pthread_t th[6];
+	char url[256];
+	struct env v;
+	uint64_t t0;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_faultserver("stallheaders", 1));
+	env_open(&v, url, NULL, "data.bin", NULL);
+	cr_assert_eq(fetcher_prefetch(v.f, v.co, 3, 1), 1);
+	for (int i = 0; i < 6; i++) {
+		args[i].v = &v;
+		cr_assert_eq(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+	}
+	usleep(500000); /* the GET is out and the readers are waiting for its chunk */
+	t0 = mono_ms();
+	fetcher_abort(v.f);
+	for (int i = 0; i < 6; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(args[i].n, -EIO, "reader %d got %zd", i, args[i].n);
+	}
+	cr_assert_lt(mono_ms() - t0, 3000, "the readers woke %llu ms after the abort",
+		(unsigned long long)(mono_ms() - t0));
 	env_close(&v);
 }
 
@@ -484,10 +540,11 @@ Test(fetch, a_file_url_mounts_that_one_file)
 	cr_expect_eq(n.nr, 1);
 	cr_expect(n.saw_special);
 	v.obj.path = "";
+	env_reopen(&v);
 	{
 		unsigned char buf[1000];
 
-		cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, 2000, 0), 1000);
+		cr_assert_eq(fetcher_read(v.f, v.co, buf, 2000, 0), 1000);
 		cr_assert_eq(memcmp(buf, data, 1000), 0);
 	}
 	env_close(&v);
@@ -540,12 +597,12 @@ static void expect_eio(const char *mode)
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_faultserver(mode, 1));
 	env_open(&v, url, NULL, "data.bin", &fc);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.requests, 3, "%s: one try and two retries", mode);
 	cr_expect_eq(st.errors, 1);
 	/* a later read fetches again rather than serving anything */
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), -EIO);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 1000), -EIO);
 	env_close(&v);
 }
 
@@ -578,15 +635,15 @@ static void expect_never_data(const char *mode)
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
 	env_open(&v, url, NULL, "data.bin", &fc);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, big, 8 * CHUNK, 10 * CHUNK), 8 * CHUNK);
+	cr_assert_eq(fetcher_read(v.f, v.co, big, 8 * CHUNK, 10 * CHUNK), 8 * CHUNK);
 	sh("curl -sf 'http://127.0.0.1:%d/_fault?mode=%s&every=1' >/dev/null", port, mode);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.requests, 8 + 3, "%s: one try and two retries", mode);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 1000), -EIO, "%s", mode);
 	/* Nothing of those answers was kept: a good server now gives the source's bytes. */
 	sh("curl -sf 'http://127.0.0.1:%d/_fault?mode=ok' >/dev/null", port);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 1000), (ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 1000), (ssize_t)sizeof(buf));
 	cr_assert_eq(memcmp(buf, data + 1000, sizeof(buf)), 0, "%s: wrong bytes", mode);
 	env_close(&v);
 	free(big);
@@ -629,9 +686,9 @@ Test(fetch, a_429_is_retried_after_its_retry_after)
 	env_open(&v, url, NULL, "data.bin", &fc);
 	/* The first GET is answered, the second (a 429 with Retry-After: 1) waits about 1 s
 	 * where the backoff alone would have waited 5 ms. */
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 4 * CHUNK),
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 4 * CHUNK),
 		(ssize_t)sizeof(buf));
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	cr_assert_eq(memcmp(buf, data + 4 * CHUNK, sizeof(buf)), 0);
@@ -650,15 +707,15 @@ Test(fetch, an_object_deleted_on_the_server_gives_enoent)
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_nginx(false));
 	env_open(&v, url, NULL, "data.bin", NULL);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	snprintf(path, sizeof(path), "%s/data.bin", docroot);
 	cr_assert_eq(unlink(path), 0);
 	/* docs/ferry.md: a 404 is ENOENT to the reader, at once (not retried); the cached
 	 * chunk still reads. */
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 5 * CHUNK), -ENOENT);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 5 * CHUNK), -ENOENT);
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.requests, 2);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	cr_assert_eq(memcmp(buf, data, sizeof(buf)), 0);
 	env_close(&v);
 }
@@ -675,18 +732,18 @@ Test(fetch, a_server_ignoring_if_match_is_caught_by_the_etag_of_its_answer)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/",
 		start_faultserver_with("ok", 1, "--ignore-if-match"));
 	env_open(&v, url, NULL, "data.bin", &fc);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	/* The same size, other bytes, another mtime: another ETag. */
 	for (size_t i = 0; i < DATA_BYTES; i++)
 		other[i] = (unsigned char)~data[i];
 	write_bytes("data.bin", other, DATA_BYTES);
 	snprintf(path, sizeof(path), "%s/data.bin", docroot);
 	cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 5 * CHUNK), -ESTALE);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 5 * CHUNK), -ESTALE);
 	fetcher_get_stats(v.f, &st);
 	cr_expect_eq(st.requests, 2, "a changed object is not retried");
 	/* The chunk read before the change still gives the old bytes, from the cache. */
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	cr_assert_eq(memcmp(buf, data, sizeof(buf)), 0);
 	env_close(&v);
 	free(other);
@@ -701,15 +758,15 @@ Test(fetch, make_resident_and_prefetch_fill_the_cache)
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_nginx(false));
 	env_open(&v, url, NULL, "data.bin", NULL);
-	cr_assert_eq(fetcher_make_resident(v.f, &v.obj, v.co, 0, 10 * CHUNK), 0);
+	cr_assert_eq(fetcher_make_resident(v.f, v.co, 0, 10 * CHUNK), 0);
 	cr_expect_eq(cache_object_cached_bytes(v.co), 10 * CHUNK);
-	fetcher_prefetch(v.f, &v.obj, v.co, 10, 1000);
+	fetcher_prefetch(v.f, v.co, 10, 1000);
 	for (int i = 0; i < 200 && cache_object_cached_bytes(v.co) < DATA_BYTES; i++)
 		usleep(20000);
 	cr_expect_eq(cache_object_cached_bytes(v.co), DATA_BYTES);
 	fetcher_get_stats(v.f, &st);
 	gets = count_log_settled("GET /data.bin", (int)st.requests);
-	cr_assert_eq(fetcher_read(v.f, &v.obj, v.co, buf, sizeof(buf), DATA_BYTES - 100), 100);
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), DATA_BYTES - 100), 100);
 	cr_assert_eq(memcmp(buf, data + DATA_BYTES - 100, 100), 0);
 	cr_expect_eq(count_log_settled("GET /data.bin", gets), gets, "served from the cache");
 	env_close(&v);

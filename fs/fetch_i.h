@@ -1,0 +1,102 @@
+/* Private to the fetch engine: its jobs and the fetcher with their locks, shared by fetch.c
+ * (reads, readahead, workers: the scheduling) and fetch_curl.c (the HTTP transfers). */
+#ifndef FERRY_FETCH_I_H
+#define FERRY_FETCH_I_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <curl/curl.h>
+
+#include "fs/fetch.h"
+
+struct remote_object;
+
+#define FETCH_WORKERS	  4
+
+struct fetch_batch;
+
+/* One chunk to fetch. Owned by whoever holds it: the submitter, then the curl thread or a worker,
+ * then the batch's reader (or a worker for readahead), which frees it. */
+struct fetch_job {
+	struct fetch_job *next;
+	struct fetch_job *active_next; /* curl thread: list of transfers in flight */
+	struct fetch_batch *batch;     /* NULL: readahead, finished by a worker */
+	struct cache_object *co;       /* a reference */
+	const struct remote_object *obj; /* co's remote identity; its etag pins the response */
+	uint64_t idx, off;
+	size_t len;
+	char *buf; /* len bytes */
+	size_t got;
+	unsigned attempts;
+	int err;		/* 0 or -errno once done */
+	bool read_job;		/* for a worker: still to be read through ops->read */
+	bool uncached;		/* for its reader only: the cache is not asked to store it */
+	uint64_t not_before_ns; /* retry backoff */
+	uint64_t start_ns;
+	/* transfer state, curl thread only */
+	CURL *easy;
+	struct curl_slist *headers;
+	long status;
+	bool have_range, overflow, etag_too_long;
+	uint64_t cr_start, cr_end, cr_total;
+	char resp_etag[1025]; /* the response's ETag, "" when it sent none */
+	time_t resp_mtime;    /* its Last-Modified, 0 when none */
+	int64_t retry_after_ms; /* its Retry-After, -1 when none */
+};
+
+/* The chunks one reader waits for. */
+struct fetch_batch {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct fetch_job *done; /* protected by lock */
+	unsigned pending;	/* protected by lock */
+};
+
+/* queue, work, stop and the buffer list are protected by lock; ready and the multi handle belong
+ * to the curl thread; stats are atomics. */
+struct fetcher {
+	struct remote *r;
+	struct cache *c;
+	uint32_t chunk_bytes;
+	unsigned max_transfers, max_retries, backoff_ms;
+	pthread_mutex_t lock;
+	pthread_cond_t work_cond;
+	struct fetch_job *queue, **queue_tail; /* submitted, for the curl thread */
+	struct fetch_job *work, **work_tail;   /* for the workers */
+	bool stop_curl, stop_workers;
+	bool aborted; /* fetcher_abort: every transfer fails at once, from now on */
+	char **bufs; /* idle chunk buffers */
+	unsigned nr_bufs, max_bufs;
+	CURLM *multi;
+	bool have_curl_thread;
+	pthread_t curl_thread;
+	pthread_t workers[FETCH_WORKERS];
+	unsigned nr_workers;
+	struct fetch_job *ready;  /* curl thread: waiting to start or to retry */
+	struct fetch_job *active; /* curl thread: transfers in flight */
+	CURL **idle_easy;	  /* curl thread */
+	unsigned nr_idle_easy, nr_active;
+	/* Readahead jobs from submission until stored or failed, each holding a chunk buffer:
+	 * protected by lock; fetcher_prefetch starts none while there are max_ahead. */
+	unsigned nr_ahead, max_ahead;
+	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
+};
+
+uint64_t fetch_now_ns(void);
+/* A job is done (j->err set): to its reader, or to a worker to store. Any thread. */
+void fetch_job_deliver(struct fetcher *f, struct fetch_job *j);
+
+/* fetch_curl.c: the curl thread of a fetcher whose remote speaks HTTP (prepare_get). start
+ * makes the multi handle and the thread (-errno; fetch_curl_free cleans up after a failure);
+ * wake makes the thread look at f->queue and f->aborted again; stop joins it after it failed
+ * what was in flight; free releases the handles. */
+int fetch_curl_start(struct fetcher *f);
+void fetch_curl_wake(struct fetcher *f);
+void fetch_curl_stop(struct fetcher *f);
+void fetch_curl_free(struct fetcher *f);
+
+#endif
