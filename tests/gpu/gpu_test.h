@@ -1,5 +1,6 @@
-/* tests/gpu/: what the GPU test programs share: SKIP (77) without a device, random inputs,
- * moving fp32 host data to and from dt-typed device tensors, and one table row per check. */
+/* tests/gpu/: what the GPU test programs share: SKIP (77) without a GPU, FAIL with a GPU the
+ * runtime cannot use, random inputs, moving fp32 host data to and from dt-typed device tensors,
+ * and one table row per check. */
 #ifndef FERRY_TESTS_GPU_TEST_H
 #define FERRY_TESTS_GPU_TEST_H
 
@@ -9,16 +10,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <cuda_runtime_api.h>
 
 #include "kernels/kernels.h"
 
 static int nr_failed;
 
-static inline void skip_without_gpu(const char *prog)
+/* A driver is installed: its library loads or its control device exists. */
+static inline int driver_installed(void)
+{
+	void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+	if (h)
+		dlclose(h);
+	return h != NULL || access("/dev/nvidiactl", F_OK) == 0;
+}
+
+/* 1: a device the runtime can use. 0: no GPU here at all: no device, or no driver (the runtime
+ * reports a missing libcuda as an insufficient driver). -1, with the reason in err: there is a
+ * driver but the runtime cannot use it (older than the runtime needs, not loaded, ...): a
+ * broken GPU machine must fail its checks, not skip them. */
+static inline int gpu_presence(char *err, size_t errlen)
 {
 	int n = 0;
-	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+	cudaError_t e = cudaGetDeviceCount(&n);
+	if (e == cudaSuccess)
+		return n > 0;
+	if (e == cudaErrorNoDevice || (e == cudaErrorInsufficientDriver && !driver_installed()))
+		return 0;
+	snprintf(err, errlen, "cudaGetDeviceCount: %s: %s", cudaGetErrorName(e),
+		cudaGetErrorString(e));
+	return -1;
+}
+
+static inline void skip_without_gpu(const char *prog)
+{
+	char err[256];
+	int r = gpu_presence(err, sizeof(err));
+	if (r < 0) {
+		printf("%s: FAIL: %s\n", prog, err);
+		exit(1);
+	}
+	if (r == 0) {
 		printf("%s: SKIP: no CUDA device\n", prog);
 		exit(77);
 	}
