@@ -271,8 +271,9 @@ extern "C" int k_attention_supported(int C, int NH)
 		break;                                                         \
 	}                                                                      \
 	default:                                                               \
-		fprintf(stderr, "attention: head size %d not supported\n", hs); \
-		exit(1);                                                       \
+		k_error_record(__FILE__, __LINE__, "attention",                \
+			"head size not 16, 32, 64 or 128");                    \
+		return;                                                        \
 	}
 
 extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int B, int T, int C,

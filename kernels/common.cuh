@@ -83,7 +83,18 @@ __device__ __forceinline__ float block_max(float v, float *shared32)
 		}                                                              \
 	} while (0)
 
-#define KLAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+/* kernels.h's k_error: the first failure is kept for the caller, nothing exits. */
+void k_error_record(const char *file, int line, const char *what, const char *msg);
+#define K_CHECK(x)                                                             \
+	do {                                                                   \
+		cudaError_t e_ = (x);                                          \
+		if (e_ != cudaSuccess) {                                       \
+			k_error_record(__FILE__, __LINE__, #x,                 \
+				cudaGetErrorString(e_));                       \
+			return;                                                \
+		}                                                              \
+	} while (0)
+#define KLAUNCH_CHECK() K_CHECK(cudaGetLastError())
 
 static inline unsigned int div_up(size_t a, size_t b)
 {

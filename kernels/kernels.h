@@ -31,14 +31,11 @@ enum kdtype {
 size_t kdtype_bytes(enum kdtype dt);
 const char *kdtype_name(enum kdtype dt);
 
-/* Print file, line and the library's message, then exit(1) (house style for train/, kernels/). */
-void cuda_check_fail(int err, const char *what, const char *file, int line);
-#define CUDA_CHECK(x)                                                          \
-	do {                                                                   \
-		cudaError_t e_ = (x);                                          \
-		if (e_ != cudaSuccess)                                         \
-			cuda_check_fail((int)e_, #x, __FILE__, __LINE__);      \
-	} while (0)
+/* Errors: a wrapper returns nothing (it only enqueues work, also under graph capture), so a
+ * CUDA or cuBLAS call that fails in one, or a matmul shape with no algorithm, is kept as the
+ * first error of the process, and kernels/ goes on without exiting. The caller asks at its
+ * sync points: k_error returns non-zero with "file:line: call: message" in msg and forgets it. */
+int k_error(char *msg, size_t len);
 
 /* casts: dst (n) = src (n) converted; same type is a copy */
 void k_cast(void *dst, enum kdtype dst_dt, const void *src, enum kdtype src_dt, size_t n,

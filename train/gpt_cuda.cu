@@ -18,6 +18,36 @@ extern "C" {
 }
 #include "kernels/kernels.h"
 
+/* The trainer's answer to a failed CUDA call, and to an error the kernels kept (k_error): one
+ * line on stderr, exit 1. Nothing can be saved: the context is likely unusable. */
+static void cuda_fail(const char *what, const char *file, int line, const char *msg)
+{
+	fprintf(stderr, "ferry train: CUDA error at %s:%d: %s: %s\n", file, line, what, msg);
+	exit(1);
+}
+#define CUDA_CHECK(x)                                                          \
+	do {                                                                   \
+		cudaError_t e_ = (x);                                          \
+		if (e_ != cudaSuccess)                                         \
+			cuda_fail(#x, __FILE__, __LINE__, cudaGetErrorString(e_)); \
+	} while (0)
+
+/* At each point the host waits for the GPU (and where it is built): the kernels' first error. */
+static void check_kernels(void)
+{
+	char msg[512];
+	if (k_error(msg, sizeof(msg))) {
+		fprintf(stderr, "ferry train: CUDA error in %s\n", msg);
+		exit(1);
+	}
+}
+
+/* A micro-step or the update as a CUDA graph: run eagerly once (warm), captured the next time. */
+struct graph {
+	int warm;
+	cudaGraphExec_t exec;
+};
+
 /* Device tensors of one model. Per-layer activations are (L, ...) blocks as in model.h; the
  * gradients of activations exist for one layer at a time (the backward walks down). */
 struct gpt2_cuda {
@@ -45,7 +75,7 @@ struct gpt2_cuda {
 	struct kmatmul *mm;
 	int use_graph;
 	float graph_loss_scale;
-	cudaGraphExec_t graph_step, graph_update;
+	struct graph graph_step, graph_update;
 	struct adamw_config graph_opt;
 	float graph_clip;
 	int graph_world;
@@ -78,6 +108,15 @@ extern "C" int gpt2_cuda_local_device(void)
 	return 0;
 }
 
+/* Waits for the stream; any error there or kept by the kernels ends the run. */
+static void sync_stream(struct gpt2_cuda *g)
+{
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	check_kernels();
+}
+
+/* Zeroed device memory. The memset runs on the legacy default stream, which the trainer's
+ * non-blocking stream does not wait for: gpt2_cuda_new synchronises the device before use. */
 static void *dmalloc(size_t bytes)
 {
 	void *p = NULL;
@@ -194,20 +233,26 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	CUDA_CHECK(cudaHostAlloc((void **)&g->hp_host, 3 * 4, cudaHostAllocDefault));
 	g->d_in = (int32_t *)dmalloc(N * 4);
 	g->d_tgt = (int32_t *)dmalloc(N * 4);
-	/* a blocking stream: NCCL on the legacy default stream stays ordered with it */
-	CUDA_CHECK(cudaStreamCreate(&g->stream));
+	/* Non-blocking: nothing else (the loader's copies, a library's work on the legacy stream)
+	 * serialises with it; what it must wait for is ordered by events or synchronisation. NCCL
+	 * runs on it (comm->cuda_stream). */
+	CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
 	g->mm = kmatmul_new();
 	if (!g->mm) {
-		snprintf(err, errlen, "out of memory");
+		char msg[512];
+		snprintf(err, errlen, "--device cuda: cuBLASLt: %s",
+			k_error(msg, sizeof(msg)) ? msg : "out of memory");
 		gpt2_cuda_free(g); /* every buffer and the stream exist by now */
 		return NULL;
 	}
-	CUDA_CHECK(cudaMemcpy(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice));
-	CUDA_CHECK(cudaMemcpy(g->m, host->m_memory, P * 4, cudaMemcpyHostToDevice));
-	CUDA_CHECK(cudaMemcpy(g->v, host->v_memory, P * 4, cudaMemcpyHostToDevice));
+	CUDA_CHECK(cudaDeviceSynchronize()); /* dmalloc's memsets, on the legacy stream */
+	CUDA_CHECK(cudaMemcpyAsync(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice,
+		g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(g->m, host->m_memory, P * 4, cudaMemcpyHostToDevice, g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(g->v, host->v_memory, P * 4, cudaMemcpyHostToDevice, g->stream));
 	if (g->dt != KDT_F32)
 		k_cast(g->params, g->dt, g->master, KDT_F32, P, g->stream);
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	return g;
 }
 
@@ -215,11 +260,11 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 {
 	if (!g)
 		return;
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
-	if (g->graph_step)
-		cudaGraphExecDestroy(g->graph_step);
-	if (g->graph_update)
-		cudaGraphExecDestroy(g->graph_update);
+	sync_stream(g);
+	if (g->graph_step.exec)
+		cudaGraphExecDestroy(g->graph_step.exec);
+	if (g->graph_update.exec)
+		cudaGraphExecDestroy(g->graph_update.exec);
 	void *bufs[] = { g->grads, g->m, g->v, g->encoded, g->ln1, g->qkv, g->atty, g->residual2,
 		g->ln2, g->fch, g->fch_gelu, g->residual3, g->lnf, g->logits, g->proj, g->ln1_mean,
 		g->ln1_rstd, g->ln2_mean, g->ln2_rstd, g->lnf_mean, g->lnf_rstd, g->lse, g->losses,
@@ -240,7 +285,7 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 extern "C" void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host)
 {
 	size_t bytes = g->nr_params * 4;
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	CUDA_CHECK(cudaMemcpy(host->params_memory, g->master, bytes, cudaMemcpyDeviceToHost));
 	CUDA_CHECK(cudaMemcpy(host->m_memory, g->m, bytes, cudaMemcpyDeviceToHost));
 	CUDA_CHECK(cudaMemcpy(host->v_memory, g->v, bytes, cudaMemcpyDeviceToHost));
@@ -352,28 +397,43 @@ static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float
 	}
 }
 
-/* Runs fn once under stream capture into *exec, then replays it; later calls only replay. */
-static void run_graph(struct gpt2_cuda *g, cudaGraphExec_t *exec, void (*fn)(struct gpt2_cuda *,
-	void *), void *arg)
+/* The first call runs fn eagerly: its first cuBLASLt calls choose algorithms and load modules,
+ * work that must not happen under capture. The next captures fn into gr->exec; from then on it
+ * is replayed. */
+static void run_graph(struct gpt2_cuda *g, struct graph *gr, void (*fn)(struct gpt2_cuda *))
 {
-	if (!*exec) {
+	if (!gr->warm) {
+		fn(g);
+		gr->warm = 1;
+		return;
+	}
+	if (!gr->exec) {
 		cudaGraph_t graph;
 		CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
-		fn(g, arg);
+		fn(g);
 		CUDA_CHECK(cudaStreamEndCapture(g->stream, &graph));
-		CUDA_CHECK(cudaGraphInstantiate(exec, graph, 0));
+		check_kernels(); /* a launch that failed under capture */
+		CUDA_CHECK(cudaGraphInstantiate(&gr->exec, graph, 0));
 		CUDA_CHECK(cudaGraphDestroy(graph));
 	}
-	CUDA_CHECK(cudaGraphLaunch(*exec, g->stream));
+	CUDA_CHECK(cudaGraphLaunch(gr->exec, g->stream));
 }
 
-static void step_fn(struct gpt2_cuda *g, void *arg)
+/* A graph that no longer fits its settings: captured again at the next call. */
+static void drop_graph(struct graph *gr)
+{
+	if (gr->exec)
+		cudaGraphExecDestroy(gr->exec);
+	gr->exec = NULL;
+}
+
+static void step_fn(struct gpt2_cuda *g)
 {
 	forward(g);
 	backward(g, g->graph_loss_scale);
 }
 
-static void update_fn(struct gpt2_cuda *g, void *arg)
+static void update_fn(struct gpt2_cuda *g)
 {
 	optimizer(g, &g->graph_opt, g->graph_clip, g->graph_world);
 }
@@ -407,12 +467,10 @@ extern "C" void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_ba
 {
 	load_batch(g, b);
 	if (g->use_graph) {
-		if (g->graph_step && loss_scale != g->graph_loss_scale) {
-			cudaGraphExecDestroy(g->graph_step);
-			g->graph_step = NULL;
-		}
+		if (loss_scale != g->graph_loss_scale)
+			drop_graph(&g->graph_step);
 		g->graph_loss_scale = loss_scale;
-		run_graph(g, &g->graph_step, step_fn, NULL);
+		run_graph(g, &g->graph_step, step_fn);
 	} else {
 		forward(g);
 		backward(g, loss_scale);
@@ -437,9 +495,11 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 			}
 			CUDA_CHECK(cudaMemcpyAsync(h, g->grads, bytes, cudaMemcpyDeviceToHost,
 				g->stream));
-			CUDA_CHECK(cudaStreamSynchronize(g->stream));
+			sync_stream(g);
 			comm->ops->allreduce_sum(comm, h, g->nr_params);
-			CUDA_CHECK(cudaMemcpy(g->grads, h, bytes, cudaMemcpyHostToDevice));
+			/* on the stream: the optimizer after it must see the summed gradients */
+			CUDA_CHECK(cudaMemcpyAsync(g->grads, h, bytes, cudaMemcpyHostToDevice,
+				g->stream));
 			free(h);
 		}
 	}
@@ -448,16 +508,13 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	g->hp_host[1] = 1.0f - powf(opt->beta1, (float)t);
 	g->hp_host[2] = 1.0f - powf(opt->beta2, (float)t);
 	if (g->use_graph) {
-		if (g->graph_update &&
-			(memcmp(&g->graph_opt, opt, sizeof(*opt)) || g->graph_clip != grad_clip ||
-				g->graph_world != world)) {
-			cudaGraphExecDestroy(g->graph_update);
-			g->graph_update = NULL;
-		}
+		if (memcmp(&g->graph_opt, opt, sizeof(*opt)) || g->graph_clip != grad_clip ||
+			g->graph_world != world)
+			drop_graph(&g->graph_update);
 		g->graph_opt = *opt;
 		g->graph_clip = grad_clip;
 		g->graph_world = world;
-		run_graph(g, &g->graph_update, update_fn, NULL);
+		run_graph(g, &g->graph_update, update_fn);
 	} else {
 		optimizer(g, opt, grad_clip, world);
 	}
@@ -471,7 +528,7 @@ extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *no
 		g->stream));
 	CUDA_CHECK(cudaMemcpyAsync(ns, g->normscale, sizeof(ns), cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	if (norm)
 		*norm = ns[0];
 	return (float)(loss / accum);
@@ -489,7 +546,7 @@ extern "C" float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *
 	k_loss_accumulate(g->eval_acc, g->losses, g->N, g->stream);
 	CUDA_CHECK(cudaMemcpyAsync(&loss, g->eval_acc, sizeof(loss), cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	return (float)loss;
 }
 
@@ -500,7 +557,7 @@ extern "C" void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs,
 	CUDA_CHECK(cudaMemcpyAsync(g->d_in, inputs, bytes, cudaMemcpyHostToDevice, g->stream));
 	CUDA_CHECK(cudaMemcpyAsync(g->d_tgt, targets, bytes, cudaMemcpyHostToDevice, g->stream));
 	/* pageable sources: make sure the copies are done before the caller reuses its buffers */
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 }
 
 extern "C" void gpt2_cuda_forward(struct gpt2_cuda *g)
@@ -516,10 +573,11 @@ extern "C" void gpt2_cuda_backward(struct gpt2_cuda *g, float loss_scale)
 extern "C" void gpt2_cuda_copy_logits(struct gpt2_cuda *g, float *out)
 {
 	size_t n = (size_t)g->N * g->c.padded_vocab_size;
-	float *tmp = (float *)dmalloc(n * 4);
+	float *tmp;
+	CUDA_CHECK(cudaMalloc((void **)&tmp, n * 4)); /* no memset: k_cast writes all of it */
 	k_cast(tmp, KDT_F32, g->logits, g->dt, n, g->stream);
 	CUDA_CHECK(cudaMemcpyAsync(out, tmp, n * 4, cudaMemcpyDeviceToHost, g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	cudaFree(tmp);
 }
 
@@ -527,5 +585,5 @@ extern "C" void gpt2_cuda_copy_grads(struct gpt2_cuda *g, float *out)
 {
 	CUDA_CHECK(cudaMemcpyAsync(out, g->grads, g->nr_params * 4, cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 }

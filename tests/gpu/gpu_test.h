@@ -19,6 +19,17 @@
 
 static int nr_failed;
 
+/* A CUDA call of the test itself that failed: one line, exit 1. */
+#define CUDA_CHECK(x)                                                          \
+	do {                                                                   \
+		cudaError_t e_ = (x);                                          \
+		if (e_ != cudaSuccess) {                                       \
+			printf("FAIL: %s:%d: %s: %s\n", __FILE__, __LINE__, #x, \
+				cudaGetErrorString(e_));                       \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+
 /* A driver is installed: its library loads or its control device exists. */
 static inline int driver_installed(void)
 {
@@ -127,6 +138,16 @@ static inline void report(const char *what, const char *dt, double err, double t
 	printf("| %-34s | %-4s | %10.3e | %8.1e | %s |\n", what, dt, err, tol, ok ? "PASS" : "FAIL");
 	if (!ok)
 		nr_failed++;
+}
+
+/* The error the kernels kept (k_error), as a failed row: a kernel that did not run. */
+static inline void report_kernel_errors(void)
+{
+	char msg[512];
+	if (k_error(msg, sizeof(msg))) {
+		printf("| %-34s | FAIL: %s\n", "kernel errors (k_error)", msg);
+		nr_failed++;
+	}
 }
 
 static inline void table_header(void)

@@ -289,6 +289,10 @@ int main(void)
 	skip_without_gpu("test_kernels_gpu");
 	uint64_t rng = 0x9E3779B97F4A7C15ULL;
 	struct kmatmul *h = kmatmul_new();
+	if (!h) {
+		report_kernel_errors();
+		return 1;
+	}
 	table_header();
 	for (int d = 0; d < 2; d++) {
 		enum kdtype dt = d ? KDT_BF16 : KDT_F32;
@@ -305,6 +309,7 @@ int main(void)
 	}
 	CUDA_CHECK(cudaDeviceSynchronize());
 	kmatmul_free(h);
+	report_kernel_errors();
 	printf("test_kernels_gpu: %d check(s) failed\n", nr_failed);
 	return nr_failed ? 1 : 0;
 }
