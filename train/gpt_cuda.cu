@@ -48,6 +48,19 @@ struct graph {
 	cudaGraphExec_t exec;
 };
 
+/* FERRY_TRAIN_PROFILE on the GPU: forward and backward record an event after each group of
+ * kernels of one layer kind (enum gpt2_prof); at the host's sync points the time between
+ * consecutive events is added to the kind of the group that ended it. A forward starts the chain
+ * with an event of no kind, so the gaps between micro-steps (token copies) count for nothing. */
+#define PROF_EVENTS 1024
+#define PROF_NONE (-1)
+struct prof {
+	double *secs; /* (GPT2_NR_PROF), the caller's; NULL: not profiling */
+	int n;        /* events recorded since the last collection */
+	cudaEvent_t ev[PROF_EVENTS];
+	int kind[PROF_EVENTS]; /* of the interval that ends at ev[i] */
+};
+
 /* Device tensors of one model. Per-layer activations are (L, ...) blocks as in model.h; the
  * gradients of activations exist for one layer at a time (the backward walks down). */
 struct gpt2_cuda {
@@ -76,6 +89,7 @@ struct gpt2_cuda {
 	int use_graph;
 	float graph_loss_scale;
 	struct graph graph_step, graph_update;
+	struct prof prof;
 	struct adamw_config graph_opt;
 	float graph_clip;
 	int graph_world;
@@ -108,11 +122,46 @@ extern "C" int gpt2_cuda_local_device(void)
 	return 0;
 }
 
+/* After a sync: the recorded intervals into prof.secs; the last event stays as the start of
+ * the next interval. */
+static void prof_collect(struct prof *p)
+{
+	for (int i = 1; i < p->n; i++) {
+		float ms = 0.0f;
+		if (p->kind[i] == PROF_NONE)
+			continue;
+		CUDA_CHECK(cudaEventElapsedTime(&ms, p->ev[i - 1], p->ev[i]));
+		p->secs[p->kind[i]] += ms * 1e-3;
+	}
+	if (p->n > 1) {
+		cudaEvent_t last = p->ev[p->n - 1];
+		p->ev[p->n - 1] = p->ev[0];
+		p->ev[0] = last;
+		p->kind[0] = PROF_NONE;
+		p->n = 1;
+	}
+}
+
 /* Waits for the stream; any error there or kept by the kernels ends the run. */
 static void sync_stream(struct gpt2_cuda *g)
 {
 	CUDA_CHECK(cudaStreamSynchronize(g->stream));
 	check_kernels();
+	if (g->prof.secs)
+		prof_collect(&g->prof);
+}
+
+/* The work enqueued since the last mark was of layer kind (PROF_NONE: of none). A full pool
+ * is collected at once, at the price of one sync inside the step. */
+static void prof_mark(struct gpt2_cuda *g, int kind)
+{
+	struct prof *p = &g->prof;
+	if (!p->secs)
+		return;
+	if (p->n == PROF_EVENTS)
+		sync_stream(g);
+	p->kind[p->n] = kind;
+	CUDA_CHECK(cudaEventRecord(p->ev[p->n++], g->stream));
 }
 
 /* Zeroed device memory. The memset runs on the legacy default stream, which the trainer's
@@ -277,6 +326,8 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 		cudaFree(g->params);
 	cudaFree(g->master);
 	cudaFreeHost(g->hp_host);
+	for (int i = 0; g->prof.secs && i < PROF_EVENTS; i++)
+		cudaEventDestroy(g->prof.ev[i]);
 	kmatmul_free(g->mm);
 	cudaStreamDestroy(g->stream);
 	free(g);
@@ -300,9 +351,12 @@ static void forward(struct gpt2_cuda *g)
 	cudaStream_t s = g->stream;
 	size_t NC = (size_t)N * C;
 
+	prof_mark(g, PROF_NONE);
 	k_encoder_forward(g->encoded, g->d_in, param(g, WTE, 0), param(g, WPE, 0), B, T, C, dt, s);
+	prof_mark(g, PROF_F_ENCODER);
 	k_layernorm_forward(g->ln1, g->ln1_mean, g->ln1_rstd, g->encoded, param(g, LN1W, 0),
 		param(g, LN1B, 0), N, C, dt, s);
+	prof_mark(g, PROF_F_LAYERNORM);
 	for (int l = 0; l < L; l++) {
 		size_t nc = l * NC, lc = (size_t)l * C;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
@@ -313,16 +367,22 @@ static void forward(struct gpt2_cuda *g)
 
 		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lc * C),
 			param(g, QKVB, 3 * lc), N, C, 3 * C, dt, s);
+		prof_mark(g, PROF_F_QKV);
 		k_attention_forward(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
+		prof_mark(g, PROF_F_ATTENTION);
 		k_matmul_forward(g->mm, g->proj, NULL, atty, param(g, ATTPROJW, lc * C),
 			param(g, ATTPROJB, lc), N, C, C, dt, s);
+		prof_mark(g, PROF_F_ATTPROJ);
 		k_residual_layernorm_forward(residual2, ln2, g->ln2_mean + (size_t)l * N,
 			g->ln2_rstd + (size_t)l * N, residual, g->proj, param(g, LN2W, lc),
 			param(g, LN2B, lc), N, C, dt, s);
+		prof_mark(g, PROF_F_LAYERNORM);
 		k_matmul_forward(g->mm, fch_gelu, fch, ln2, param(g, FCW, 4 * lc * C),
 			param(g, FCB, 4 * lc), N, C, 4 * C, dt, s);
+		prof_mark(g, PROF_F_FC); /* the GELU is its epilogue */
 		k_matmul_forward(g->mm, g->proj, NULL, fch_gelu, param(g, FCPROJW, 4 * lc * C),
 			param(g, FCPROJB, lc), N, 4 * C, C, dt, s);
+		prof_mark(g, PROF_F_FCPROJ);
 		if (l + 1 < L)
 			k_residual_layernorm_forward(residual3, at(g, g->ln1, nc + NC),
 				g->ln1_mean + (size_t)(l + 1) * N, g->ln1_rstd + (size_t)(l + 1) * N,
@@ -331,8 +391,10 @@ static void forward(struct gpt2_cuda *g)
 		else
 			k_residual_layernorm_forward(residual3, g->lnf, g->lnf_mean, g->lnf_rstd,
 				residual2, g->proj, param(g, LNFW, 0), param(g, LNFB, 0), N, C, dt, s);
+		prof_mark(g, PROF_F_LAYERNORM); /* the residual add is fused in */
 	}
 	k_matmul_forward(g->mm, g->logits, NULL, g->lnf, param(g, WTE, 0), NULL, N, C, Vp, dt, s);
+	prof_mark(g, PROF_F_LMHEAD);
 }
 
 static void backward(struct gpt2_cuda *g, float loss_scale)
@@ -346,12 +408,16 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 
 	k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
 	k_loss_accumulate(g->loss_acc, g->losses, N, s);
+	prof_mark(g, PROF_B_SOFTMAX); /* softmax, loss and logits gradient in one kernel */
 	k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf,
 		param(g, WTE, 0), g->scratch, N, C, Vp, dt, s);
+	prof_mark(g, PROF_B_LMHEAD);
 	CUDA_CHECK(cudaMemsetAsync(g->dresidual, 0, NC * g->esz, s));
+	prof_mark(g, PROF_B_ZERO);
 	k_layernorm_backward(g->dresidual, grad(g, LNFW, 0), grad(g, LNFB, 0), g->dln,
 		at(g, g->residual3, (L - 1) * NC), param(g, LNFW, 0), g->lnf_mean, g->lnf_rstd,
 		g->scratch, N, C, dt, s);
+	prof_mark(g, PROF_B_LAYERNORM);
 	for (int l = L - 1; l >= 0; l--) {
 		size_t nc = l * NC, lc = (size_t)l * C, nl = (size_t)l * N;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
@@ -359,27 +425,36 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * C), grad(g, FCPROJB, lc),
 			g->dresidual, at(g, g->fch_gelu, 4 * nc), param(g, FCPROJW, 4 * lc * C),
 			g->scratch, N, 4 * C, C, dt, s);
+		prof_mark(g, PROF_B_FCPROJ);
 		k_gelu_backward(g->dfch, at(g, g->fch, 4 * nc), g->dfch, 4 * NC, dt, s);
+		prof_mark(g, PROF_B_GELU);
 		k_matmul_backward(g->mm, g->dln, grad(g, FCW, 4 * lc * C), grad(g, FCB, 4 * lc),
 			g->dfch, at(g, g->ln2, nc), param(g, FCW, 4 * lc * C), g->scratch, N, C,
 			4 * C, dt, s);
+		prof_mark(g, PROF_B_FC);
 		k_layernorm_backward(g->dresidual, grad(g, LN2W, lc), grad(g, LN2B, lc), g->dln,
 			at(g, g->residual2, nc), param(g, LN2W, lc), g->ln2_mean + nl,
 			g->ln2_rstd + nl, g->scratch, N, C, dt, s);
+		prof_mark(g, PROF_B_LAYERNORM);
 		k_matmul_backward(g->mm, g->datty, grad(g, ATTPROJW, lc * C), grad(g, ATTPROJB, lc),
 			g->dresidual, at(g, g->atty, nc), param(g, ATTPROJW, lc * C), g->scratch, N,
 			C, C, dt, s);
+		prof_mark(g, PROF_B_ATTPROJ);
 		k_attention_backward(g->dqkv, g->delta, g->datty, at(g, g->qkv, 3 * nc),
 			at(g, g->atty, nc), g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
+		prof_mark(g, PROF_B_ATTENTION);
 		k_matmul_backward(g->mm, g->dln, grad(g, QKVW, 3 * lc * C), grad(g, QKVB, 3 * lc),
 			g->dqkv, at(g, g->ln1, nc), param(g, QKVW, 3 * lc * C), g->scratch, N, C,
 			3 * C, dt, s);
+		prof_mark(g, PROF_B_QKV);
 		k_layernorm_backward(g->dresidual, grad(g, LN1W, lc), grad(g, LN1B, lc), g->dln,
 			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl, g->scratch,
 			N, C, dt, s);
+		prof_mark(g, PROF_B_LAYERNORM);
 	}
 	k_encoder_backward(grad(g, WTE, 0), grad(g, WPE, 0), g->dresidual, g->d_in, B, T, C, V,
 		g->enc_scratch, g->enc_scratch_bytes, dt, s);
+	prof_mark(g, PROF_B_ENCODER);
 }
 
 static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
@@ -436,6 +511,16 @@ static void step_fn(struct gpt2_cuda *g)
 static void update_fn(struct gpt2_cuda *g)
 {
 	optimizer(g, &g->graph_opt, g->graph_clip, g->graph_world);
+}
+
+extern "C" int gpt2_cuda_profile(struct gpt2_cuda *g, double *secs)
+{
+	if (g->use_graph)
+		return -1;
+	for (int i = 0; i < PROF_EVENTS; i++)
+		CUDA_CHECK(cudaEventCreate(&g->prof.ev[i]));
+	g->prof.secs = secs;
+	return 0;
 }
 
 extern "C" void gpt2_cuda_zero_grad(struct gpt2_cuda *g)

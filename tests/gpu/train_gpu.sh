@@ -118,7 +118,7 @@ else
 	fi
 	FERRY=$BUILD/mount/ferry
 	echo "== libraries the binaries need"
-	for b in "$FERRY" "$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,gpu_info}; do
+	for b in "$FERRY" "$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,gpu_info,bench_attention}; do
 		if [ ! -x "$b" ]; then
 			row "binary: ${b#"$BUILD"/}" "missing" "built" FAIL
 			continue
