@@ -87,6 +87,7 @@ struct gpt2_cuda {
 	cudaStream_t stream;
 	struct kmatmul *mm;
 	int use_graph;
+	int attention_tc; /* the forward attention on tensor cores */
 	float graph_loss_scale;
 	struct graph graph_step, graph_update;
 	struct prof prof;
@@ -228,6 +229,9 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->dt = o->bf16 ? KDT_BF16 : KDT_F32;
 	g->esz = kdtype_bytes(g->dt);
 	g->use_graph = o->cuda_graph;
+	/* FERRY_CUDA_ATTENTION=cores keeps the CUDA-core kernel, the reference, for comparison */
+	const char *att = getenv("FERRY_CUDA_ATTENTION");
+	g->attention_tc = k_attention_tc_supported(C, NH, g->dt) && !(att && !strcmp(att, "cores"));
 	g->nr_params = host->nr_params;
 	size_t off = 0;
 	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
@@ -368,7 +372,12 @@ static void forward(struct gpt2_cuda *g)
 		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lc * C),
 			param(g, QKVB, 3 * lc), N, C, 3 * C, dt, s);
 		prof_mark(g, PROF_F_QKV);
-		k_attention_forward(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
+		if (g->attention_tc)
+			k_attention_forward_tc(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH,
+				dt, s);
+		else
+			k_attention_forward(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt,
+				s);
 		prof_mark(g, PROF_F_ATTENTION);
 		k_matmul_forward(g->mm, g->proj, NULL, atty, param(g, ATTPROJW, lc * C),
 			param(g, ATTPROJB, lc), N, C, C, dt, s);

@@ -1,18 +1,21 @@
 /* tests/gpu/bench_attention: the attention kernels alone at GPT-2 124M's shape (B=16, T=1024,
- * NH=12, HS=64 by default; B T NH HS as arguments), forward and backward, bf16 and fp32: the
+ * NH=12, HS=64 by default; B T NH HS as arguments), forward (on CUDA cores, and on tensor cores
+ * where k_attention_tc_supported) and backward, bf16 and fp32: the
  * mean time of REPS launches after WARMUP, and TFLOP/s counting the causal half only (forward
  * 2 matmuls = 4·B·NH·T²·HS/2 FLOPs, backward 5 = 2.5 times that). One "key: value" line per
  * measurement, for train_gpu.sh. Exits 77 without a GPU, 1 on a CUDA error. */
 #include "tests/gpu/gpu_test.h"
 
 enum { WARMUP = 3, REPS = 20 };
+enum pass { FORWARD, FORWARD_TC, BACKWARD };
+static const char *const pass_names[] = { "forward", "forward tensor cores", "backward" };
 
 struct shape {
 	int B, T, NH, HS;
 };
 
-/* Milliseconds per call of fwd (bwd when backward) over REPS calls, timed with events. */
-static double time_ms(const struct shape *sh, enum kdtype dt, int backward, void *qkv,
+/* Milliseconds per call of pass over REPS calls, timed with events. */
+static double time_ms(const struct shape *sh, enum kdtype dt, enum pass pass, void *qkv,
 	void *out, float *lse, void *dout, void *dqkv, float *delta)
 {
 	int B = sh->B, T = sh->T, NH = sh->NH, C = sh->NH * sh->HS;
@@ -23,8 +26,10 @@ static double time_ms(const struct shape *sh, enum kdtype dt, int backward, void
 	for (int i = 0; i < WARMUP + REPS; i++) {
 		if (i == WARMUP)
 			CUDA_CHECK(cudaEventRecord(e0, 0));
-		if (backward)
+		if (pass == BACKWARD)
 			k_attention_backward(dqkv, delta, dout, qkv, out, lse, B, T, C, NH, dt, 0);
+		else if (pass == FORWARD_TC)
+			k_attention_forward_tc(out, lse, qkv, B, T, C, NH, dt, 0);
 		else
 			k_attention_forward(out, lse, qkv, B, T, C, NH, dt, 0);
 	}
@@ -47,17 +52,18 @@ static void bench(const struct shape *sh, enum kdtype dt, uint64_t *rng)
 	CUDA_CHECK(cudaMalloc((void **)&lse, (size_t)sh->B * sh->NH * sh->T * 4));
 	CUDA_CHECK(cudaMalloc((void **)&delta, (size_t)sh->B * sh->NH * sh->T * 4));
 	double flops = 2.0 * sh->B * sh->NH * (double)sh->T * sh->T * sh->HS;
-	double fwd = time_ms(sh, dt, 0, qkv, out, lse, dout, dqkv, delta);
-	double bwd = time_ms(sh, dt, 1, qkv, out, lse, dout, dqkv, delta);
-	char err[256];
-	if (k_error(err, sizeof(err))) {
-		printf("error: %s\n", err);
-		exit(1);
+	for (int p = FORWARD; p <= BACKWARD; p++) {
+		char err[256];
+		if (p == FORWARD_TC && !k_attention_tc_supported(sh->NH * sh->HS, sh->NH, dt))
+			continue;
+		double ms = time_ms(sh, dt, (enum pass)p, qkv, out, lse, dout, dqkv, delta);
+		if (k_error(err, sizeof(err))) {
+			printf("error: %s\n", err);
+			exit(1);
+		}
+		printf("attention %s %s: %.3f ms, %.1f TFLOP/s\n", pass_names[p], kdtype_name(dt),
+			ms, (p == BACKWARD ? 2.5 : 1.0) * flops / (ms * 1e-3) / 1e12);
 	}
-	printf("attention forward %s: %.3f ms, %.1f TFLOP/s\n", kdtype_name(dt), fwd,
-		flops / (fwd * 1e-3) / 1e12);
-	printf("attention backward %s: %.3f ms, %.1f TFLOP/s\n", kdtype_name(dt), bwd,
-		2.5 * flops / (bwd * 1e-3) / 1e12);
 	cudaFree(qkv), cudaFree(dout), cudaFree(out), cudaFree(dqkv), cudaFree(lse);
 	cudaFree(delta);
 	free(h);
