@@ -96,6 +96,11 @@ void k_error_record(const char *file, int line, const char *what, const char *ms
 	} while (0)
 #define KLAUNCH_CHECK() K_CHECK(cudaGetLastError())
 
+/* delta (B,NH,T) = rowsum(dout * out) per head, the softmax backward's row term; both attention
+ * backwards start with it (attention.cu). */
+void attention_delta(float *delta, const void *dout, const void *out, int B, int T, int C, int NH,
+	enum kdtype dt, cudaStream_t s);
+
 static inline unsigned int div_up(size_t a, size_t b)
 {
 	return (unsigned int)((a + b - 1) / b);

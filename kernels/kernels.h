@@ -77,13 +77,17 @@ void k_gelu_backward(void *dinp, const void *inp, const void *dout, size_t n, en
 int k_attention_supported(int C, int NH);
 void k_attention_forward(void *out, float *lse, const void *qkv, int B, int T, int C, int NH,
 	enum kdtype dt, cudaStream_t s);
-/* The same forward on tensor cores (attention_tc.cu; sm_80 and newer): bf16 only, head size 16,
- * 32, 64 or 128 (k_attention_tc_supported). Its lse serves k_attention_backward as it is. */
+/* dqkv (B,T,3C) written; delta (B,NH,T) fp32 scratch. */
+void k_attention_backward(void *dqkv, float *delta, const void *dout, const void *qkv,
+	const void *out, const float *lse, int B, int T, int C, int NH, enum kdtype dt,
+	cudaStream_t s);
+/* The same forward and backward on tensor cores (attention_tc.cu; sm_80 and newer): bf16 only,
+ * head size 16, 32, 64 or 128 (k_attention_tc_supported). Either forward's lse serves either
+ * backward. The CUDA-core kernels above stay the reference they are tested against. */
 int k_attention_tc_supported(int C, int NH, enum kdtype dt);
 void k_attention_forward_tc(void *out, float *lse, const void *qkv, int B, int T, int C, int NH,
 	enum kdtype dt, cudaStream_t s);
-/* dqkv (B,T,3C) written; delta (B,NH,T) fp32 scratch. */
-void k_attention_backward(void *dqkv, float *delta, const void *dout, const void *qkv,
+void k_attention_backward_tc(void *dqkv, float *delta, const void *dout, const void *qkv,
 	const void *out, const float *lse, int B, int T, int C, int NH, enum kdtype dt,
 	cudaStream_t s);
 

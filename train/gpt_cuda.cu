@@ -87,7 +87,7 @@ struct gpt2_cuda {
 	cudaStream_t stream;
 	struct kmatmul *mm;
 	int use_graph;
-	int attention_tc; /* the forward attention on tensor cores */
+	int attention_tc; /* attention on tensor cores */
 	float graph_loss_scale;
 	struct graph graph_step, graph_update;
 	struct prof prof;
@@ -372,12 +372,8 @@ static void forward(struct gpt2_cuda *g)
 		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lc * C),
 			param(g, QKVB, 3 * lc), N, C, 3 * C, dt, s);
 		prof_mark(g, PROF_F_QKV);
-		if (g->attention_tc)
-			k_attention_forward_tc(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH,
-				dt, s);
-		else
-			k_attention_forward(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt,
-				s);
+		(g->attention_tc ? k_attention_forward_tc : k_attention_forward)(atty,
+			g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
 		prof_mark(g, PROF_F_ATTENTION);
 		k_matmul_forward(g->mm, g->proj, NULL, atty, param(g, ATTPROJW, lc * C),
 			param(g, ATTPROJB, lc), N, C, C, dt, s);
@@ -449,8 +445,9 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 			g->dresidual, at(g, g->atty, nc), param(g, ATTPROJW, lc * C), g->scratch, N,
 			C, C, dt, s);
 		prof_mark(g, PROF_B_ATTPROJ);
-		k_attention_backward(g->dqkv, g->delta, g->datty, at(g, g->qkv, 3 * nc),
-			at(g, g->atty, nc), g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
+		(g->attention_tc ? k_attention_backward_tc : k_attention_backward)(g->dqkv,
+			g->delta, g->datty, at(g, g->qkv, 3 * nc), at(g, g->atty, nc),
+			g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
 		prof_mark(g, PROF_B_ATTENTION);
 		k_matmul_backward(g->mm, g->dln, grad(g, QKVW, 3 * lc * C), grad(g, QKVB, 3 * lc),
 			g->dqkv, at(g, g->ln1, nc), param(g, QKVW, 3 * lc * C), g->scratch, N, C,

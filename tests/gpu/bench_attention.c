@@ -1,14 +1,15 @@
 /* tests/gpu/bench_attention: the attention kernels alone at GPT-2 124M's shape (B=16, T=1024,
- * NH=12, HS=64 by default; B T NH HS as arguments), forward (on CUDA cores, and on tensor cores
- * where k_attention_tc_supported) and backward, bf16 and fp32: the
- * mean time of REPS launches after WARMUP, and TFLOP/s counting the causal half only (forward
- * 2 matmuls = 4·B·NH·T²·HS/2 FLOPs, backward 5 = 2.5 times that). One "key: value" line per
- * measurement, for train_gpu.sh. Exits 77 without a GPU, 1 on a CUDA error. */
+ * NH=12, HS=64 by default; B T NH HS as arguments), forward and backward, on CUDA cores in bf16
+ * and fp32 and on tensor cores in bf16 (where k_attention_tc_supported): the mean time of REPS
+ * launches after WARMUP, and TFLOP/s counting the causal half only (forward 2 matmuls =
+ * 4·B·NH·T²·HS/2 FLOPs, backward 5 = 2.5 times that). One "key: value" line per measurement,
+ * for train_gpu.sh. Exits 77 without a GPU, 1 on a CUDA error. */
 #include "tests/gpu/gpu_test.h"
 
 enum { WARMUP = 3, REPS = 20 };
-enum pass { FORWARD, FORWARD_TC, BACKWARD };
-static const char *const pass_names[] = { "forward", "forward tensor cores", "backward" };
+enum pass { FORWARD, FORWARD_TC, BACKWARD, BACKWARD_TC };
+static const char *const pass_names[] = { "forward", "forward tensor cores", "backward",
+	"backward tensor cores" };
 
 struct shape {
 	int B, T, NH, HS;
@@ -28,6 +29,8 @@ static double time_ms(const struct shape *sh, enum kdtype dt, enum pass pass, vo
 			CUDA_CHECK(cudaEventRecord(e0, 0));
 		if (pass == BACKWARD)
 			k_attention_backward(dqkv, delta, dout, qkv, out, lse, B, T, C, NH, dt, 0);
+		else if (pass == BACKWARD_TC)
+			k_attention_backward_tc(dqkv, delta, dout, qkv, out, lse, B, T, C, NH, dt, 0);
 		else if (pass == FORWARD_TC)
 			k_attention_forward_tc(out, lse, qkv, B, T, C, NH, dt, 0);
 		else
@@ -52,9 +55,10 @@ static void bench(const struct shape *sh, enum kdtype dt, uint64_t *rng)
 	CUDA_CHECK(cudaMalloc((void **)&lse, (size_t)sh->B * sh->NH * sh->T * 4));
 	CUDA_CHECK(cudaMalloc((void **)&delta, (size_t)sh->B * sh->NH * sh->T * 4));
 	double flops = 2.0 * sh->B * sh->NH * (double)sh->T * sh->T * sh->HS;
-	for (int p = FORWARD; p <= BACKWARD; p++) {
+	for (int p = FORWARD; p <= BACKWARD_TC; p++) {
 		char err[256];
-		if (p == FORWARD_TC && !k_attention_tc_supported(sh->NH * sh->HS, sh->NH, dt))
+		if ((p == FORWARD_TC || p == BACKWARD_TC) &&
+			!k_attention_tc_supported(sh->NH * sh->HS, sh->NH, dt))
 			continue;
 		double ms = time_ms(sh, dt, (enum pass)p, qkv, out, lse, dout, dqkv, delta);
 		if (k_error(err, sizeof(err))) {
@@ -62,7 +66,7 @@ static void bench(const struct shape *sh, enum kdtype dt, uint64_t *rng)
 			exit(1);
 		}
 		printf("attention %s %s: %.3f ms, %.1f TFLOP/s\n", pass_names[p], kdtype_name(dt),
-			ms, (p == BACKWARD ? 2.5 : 1.0) * flops / (ms * 1e-3) / 1e12);
+			ms, (p >= BACKWARD ? 2.5 : 1.0) * flops / (ms * 1e-3) / 1e12);
 	}
 	cudaFree(qkv), cudaFree(dout), cudaFree(out), cudaFree(dqkv), cudaFree(lse);
 	cudaFree(delta);

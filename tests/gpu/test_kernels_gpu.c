@@ -154,9 +154,9 @@ static void test_matmul(struct kmatmul *h, enum kdtype dt, uint64_t *rng)
 		free(hf[i]);
 }
 
-/* The tensor-core forward on the inputs test_attention gave the others: its output against the
- * CPU's, its log-sum-exp against the CUDA-core kernel's (lse, the oracle), and the backward fed
- * with both against the CPU's gradient. */
+/* The tensor-core kernels on the inputs test_attention gave the others: the forward's output
+ * against the CPU's, its log-sum-exp against the CUDA-core kernel's (lse, the oracle), and both
+ * backwards fed with it against the CPU's gradient. */
 static void test_attention_tc(enum kdtype dt, int B, int T, int C, int NH, const void *dq,
 	const void *dg, const float *lse, const float *cpu_out, const float *cpu_dqkv)
 {
@@ -177,6 +177,9 @@ static void test_attention_tc(enum kdtype dt, int B, int T, int C, int NH, const
 	report(name, kdtype_name(dt), rel_err(h_lse_tc, h_lse, nl), 1e-4);
 	k_attention_backward(ddqkv, delta, dg, dq, dout, lse_tc, B, T, C, NH, dt, 0);
 	snprintf(name, sizeof(name), "attention_backward after tc hs=%d", C / NH);
+	check(name, dt, ddqkv, cpu_dqkv, nq, dt, 0.0);
+	k_attention_backward_tc(ddqkv, delta, dg, dq, dout, lse_tc, B, T, C, NH, dt, 0);
+	snprintf(name, sizeof(name), "attention_backward_tc dqkv hs=%d", C / NH);
 	check(name, dt, ddqkv, cpu_dqkv, nq, dt, 0.0);
 	cudaFree(dout), cudaFree(ddqkv), cudaFree(lse_tc), cudaFree(delta);
 	free(h_lse), free(h_lse_tc);

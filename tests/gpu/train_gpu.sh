@@ -230,11 +230,15 @@ train cpu "${COMMON[@]}" --out "$WORK/cpu" --threads "$(nproc)"
 train fp32 "${COMMON[@]}" --out "$WORK/f32" --device cuda --precision fp32
 train bf16 "${COMMON[@]}" --out "$WORK/b1" --device cuda
 train bf16-rerun "${COMMON[@]}" --out "$WORK/b2" --device cuda
+run_step bf16-cores 120 env FERRY_CUDA_ATTENTION=cores "$FERRY" train "${COMMON[@]}" \
+	--out "$WORK/bc" --device cuda
+status_row "train: bf16-cores runs" $?
 train bf16-graph "${COMMON[@]}" --out "$WORK/bg" --device cuda --cuda-graph
 train bf16-stop "${COMMON[@]}" --out "$WORK/br" --device cuda --stop-at 10
 train bf16-resume --resume "$WORK/br" --device cuda
 cmp_rel "train: fp32 GPU vs CPU losses, 20 steps" "$WORK/f32" "$WORK/cpu" 1e-4
 cmp_rel "train: bf16 vs fp32 losses, 20 steps" "$WORK/b1" "$WORK/f32" 2e-2
+cmp_rel "train: bf16 tensor-core vs CUDA-core attention" "$WORK/b1" "$WORK/bc" 2e-2
 for r in b1 b2 bg br; do losses "$WORK/$r" >"$WORK/losses_$r"; done
 same "train: bf16 rerun, same seed: same losses" "$WORK/losses_b1" "$WORK/losses_b2"
 same "train: --cuda-graph: same losses" "$WORK/losses_b1" "$WORK/losses_bg"
