@@ -14,13 +14,12 @@
 #include "kernels/common.cuh"
 
 #define TC_WARPS 4
-#define TC_BQ (16 * TC_WARPS) /* query rows per block */
-#define TC_BK 64              /* key rows per tile */
-#define TC_PAD 8              /* bf16 of padding per shared row: conflict-free fragment loads */
+#define TC_BQ    (16 * TC_WARPS) /* query rows per block */
+#define TC_BK    64              /* key rows per tile */
+#define TC_PAD   8               /* bf16 of padding per shared row: conflict-free fragment loads */
 
 /* d (16x8 fp32) += a (16x16 bf16, row-major fragment) * b (16x8 bf16, column fragment) */
-__device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0,
-	uint32_t b1)
+__device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
 	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
@@ -50,9 +49,9 @@ __device__ __forceinline__ uint32_t load_pair(const bf16 *p)
  * g, g+8, g, g+8 at columns 2t (+1), 2t, 2t+8, 2t+8; B registers 0, 1 hold rows 2t (+1) and
  * 2t+8 (+1) of column g; accumulators 0, 1 row g and 2, 3 row g+8, columns 2t and 2t+1. */
 template <int HS> struct tc {
-	static constexpr int KF = HS / 16;    /* A fragments along the head dims */
-	static constexpr int NS = TC_BK / 8;  /* score tiles (8 columns) per 64-row tile */
-	static constexpr int NO = HS / 8;     /* output tiles (8 dims) */
+	static constexpr int KF = HS / 16;   /* A fragments along the head dims */
+	static constexpr int NS = TC_BK / 8; /* score tiles (8 columns) per 64-row tile */
+	static constexpr int NO = HS / 8;    /* output tiles (8 dims) */
 };
 
 /* The A fragments of the warp's 16 rows (this lane's ra and rb = ra + 8) of a row-major bf16
@@ -104,7 +103,8 @@ __device__ __forceinline__ void mma_acc_tile(float o[][4], const float p[][4],
 {
 	for (int kc = 0; kc < TC_BK / 16; kc++) {
 		uint32_t pa[4] = { pack_f32(p[2 * kc][0], p[2 * kc][1]),
-			pack_f32(p[2 * kc][2], p[2 * kc][3]), pack_f32(p[2 * kc + 1][0], p[2 * kc + 1][1]),
+			pack_f32(p[2 * kc][2], p[2 * kc][3]),
+			pack_f32(p[2 * kc + 1][0], p[2 * kc + 1][1]),
 			pack_f32(p[2 * kc + 1][2], p[2 * kc + 1][3]) };
 		int k = 16 * kc + 2 * t;
 		for (int n = 0; n < tc<HS>::NO; n++) {
@@ -144,16 +144,15 @@ __device__ __forceinline__ float row_max4(float v)
 }
 
 template <int HS>
-__global__ void __launch_bounds__(TC_WARPS * 32)
-	attention_forward_tc_kernel(bf16 *out, float *lse, const bf16 *qkv, int T_, int C, int NH,
-		float scale)
+__global__ void __launch_bounds__(TC_WARPS * 32) attention_forward_tc_kernel(bf16 *out, float *lse,
+	const bf16 *qkv, int T_, int C, int NH, float scale)
 {
 	constexpr int NS = tc<HS>::NS, NO = tc<HS>::NO;
 	__shared__ __align__(16) bf16 Ks[TC_BK][HS + TC_PAD], Vs[TC_BK][HS + TC_PAD];
 	int bh = blockIdx.y, b = bh / NH, h = bh % NH;
 	int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 	int q0 = blockIdx.x * TC_BQ, r0 = q0 + 16 * w; /* the warp's rows r0 .. r0+15 */
-	int ra = r0 + g, rb = r0 + g + 8;             /* this lane's two rows */
+	int ra = r0 + g, rb = r0 + g + 8;              /* this lane's two rows */
 	size_t C3 = 3 * (size_t)C;
 	const bf16 *base = qkv + (size_t)b * T_ * C3 + (size_t)h * HS;
 
@@ -244,8 +243,9 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 		for (int n = 0; n < NS; n++)
 			for (int e = 0; e < 4; e++) {
 				int j = j0 + 8 * n + 2 * t + (e & 1), i = e < 2 ? ra : rb;
-				float p = j <= i && j < T_ ? expf(s[n][e] * scale - (e < 2 ? La : Lb)) :
-							     0.0f;
+				float p = j <= i && j < T_
+						  ? expf(s[n][e] * scale - (e < 2 ? La : Lb))
+						  : 0.0f;
 				s[n][e] = p * (dp[n][e] - (e < 2 ? Da : Db));
 			}
 		mma_acc_tile<HS>(dq, s, Ks, g, t);
@@ -287,7 +287,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 		if (c0 >= T_)
 			continue;
 		float s[NS][4], dp[NS][4];
-		mma_a_tileT<HS>(s, kf, Qs, g, t);  /* S^T: keys down, queries across */
+		mma_a_tileT<HS>(s, kf, Qs, g, t);   /* S^T: keys down, queries across */
 		mma_a_tileT<HS>(dp, vf, dOs, g, t); /* dP^T */
 		for (int n = 0; n < NS; n++)
 			for (int e = 0; e < 4; e++) {
@@ -304,28 +304,28 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 	store_acc<HS>(dst + 2 * C, C3, dv, 1.0f, 1.0f, ka, kb, T_, t);
 }
 
-#define TC_HS_SWITCH(hs, HS, ...)                                              \
-	switch (hs) {                                                          \
-	case 16: {                                                             \
-		constexpr int HS = 16;                                         \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	case 32: {                                                             \
-		constexpr int HS = 32;                                         \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	case 64: {                                                             \
-		constexpr int HS = 64;                                         \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	case 128: {                                                            \
-		constexpr int HS = 128;                                        \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
+#define TC_HS_SWITCH(hs, HS, ...)                                                                  \
+	switch (hs) {                                                                              \
+	case 16: {                                                                                 \
+		constexpr int HS = 16;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 32: {                                                                                 \
+		constexpr int HS = 32;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 64: {                                                                                 \
+		constexpr int HS = 64;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 128: {                                                                                \
+		constexpr int HS = 128;                                                            \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
 	}
 
 extern "C" int k_attention_tc_supported(int C, int NH, enum kdtype dt)
@@ -343,8 +343,8 @@ static int tc_check(int C, int NH, enum kdtype dt, const char *what)
 	return 0;
 }
 
-extern "C" void k_attention_forward_tc(void *out, float *lse, const void *qkv, int B, int T,
-	int C, int NH, enum kdtype dt, cudaStream_t s)
+extern "C" void k_attention_forward_tc(void *out, float *lse, const void *qkv, int B, int T, int C,
+	int NH, enum kdtype dt, cudaStream_t s)
 {
 	if (!tc_check(C, NH, dt, "k_attention_forward_tc"))
 		return;
@@ -356,9 +356,9 @@ extern "C" void k_attention_forward_tc(void *out, float *lse, const void *qkv, i
 	KLAUNCH_CHECK();
 }
 
-extern "C" void k_attention_backward_tc(void *dqkv, float *delta, const void *dout,
-	const void *qkv, const void *out, const float *lse, int B, int T, int C, int NH,
-	enum kdtype dt, cudaStream_t s)
+extern "C" void k_attention_backward_tc(void *dqkv, float *delta, const void *dout, const void *qkv,
+	const void *out, const float *lse, int B, int T, int C, int NH, enum kdtype dt,
+	cudaStream_t s)
 {
 	if (!tc_check(C, NH, dt, "k_attention_backward_tc"))
 		return;

@@ -85,14 +85,13 @@ __device__ __forceinline__ float block_max(float v, float *shared32)
 
 /* kernels.h's k_error: the first failure is kept for the caller, nothing exits. */
 void k_error_record(const char *file, int line, const char *what, const char *msg);
-#define K_CHECK(x)                                                             \
-	do {                                                                   \
-		cudaError_t e_ = (x);                                          \
-		if (e_ != cudaSuccess) {                                       \
-			k_error_record(__FILE__, __LINE__, #x,                 \
-				cudaGetErrorString(e_));                       \
-			return;                                                \
-		}                                                              \
+#define K_CHECK(x)                                                                                 \
+	do {                                                                                       \
+		cudaError_t e_ = (x);                                                              \
+		if (e_ != cudaSuccess) {                                                           \
+			k_error_record(__FILE__, __LINE__, #x, cudaGetErrorString(e_));            \
+			return;                                                                    \
+		}                                                                                  \
 	} while (0)
 #define KLAUNCH_CHECK() K_CHECK(cudaGetLastError())
 

@@ -12,19 +12,18 @@
 #include "kernels/common.cuh"
 
 /* In find_algo and lt_matmul: keep the failure for k_error and leave through its cleanup. */
-#define CUBLAS_CHECK(x)                                                        \
-	do {                                                                   \
-		cublasStatus_t st_ = (x);                                      \
-		if (st_ != CUBLAS_STATUS_SUCCESS) {                            \
-			k_error_record(__FILE__, __LINE__, #x,                 \
-				cublasLtGetStatusString(st_));                 \
-			ret = -1;                                              \
-			goto out;                                              \
-		}                                                              \
+#define CUBLAS_CHECK(x)                                                                            \
+	do {                                                                                       \
+		cublasStatus_t st_ = (x);                                                          \
+		if (st_ != CUBLAS_STATUS_SUCCESS) {                                                \
+			k_error_record(__FILE__, __LINE__, #x, cublasLtGetStatusString(st_));      \
+			ret = -1;                                                                  \
+			goto out;                                                                  \
+		}                                                                                  \
 	} while (0)
 
 #define WORKSPACE_BYTES (32u << 20)
-#define MAX_ALGOS 256
+#define MAX_ALGOS       256
 
 struct algo_key {
 	int m, n, k, transa, transb, epilogue, ab_type, d_type, accumulate;

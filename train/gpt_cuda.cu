@@ -25,11 +25,11 @@ static void cuda_fail(const char *what, const char *file, int line, const char *
 	fprintf(stderr, "ferry train: CUDA error at %s:%d: %s: %s\n", file, line, what, msg);
 	exit(1);
 }
-#define CUDA_CHECK(x)                                                          \
-	do {                                                                   \
-		cudaError_t e_ = (x);                                          \
-		if (e_ != cudaSuccess)                                         \
-			cuda_fail(#x, __FILE__, __LINE__, cudaGetErrorString(e_)); \
+#define CUDA_CHECK(x)                                                                              \
+	do {                                                                                       \
+		cudaError_t e_ = (x);                                                              \
+		if (e_ != cudaSuccess)                                                             \
+			cuda_fail(#x, __FILE__, __LINE__, cudaGetErrorString(e_));                 \
 	} while (0)
 
 /* At each point the host waits for the GPU (and where it is built): the kernels' first error. */

@@ -16,8 +16,8 @@ struct shape {
 };
 
 /* Milliseconds per call of pass over REPS calls, timed with events. */
-static double time_ms(const struct shape *sh, enum kdtype dt, enum pass pass, void *qkv,
-	void *out, float *lse, void *dout, void *dqkv, float *delta)
+static double time_ms(const struct shape *sh, enum kdtype dt, enum pass pass, void *qkv, void *out,
+	float *lse, void *dout, void *dqkv, float *delta)
 {
 	int B = sh->B, T = sh->T, NH = sh->NH, C = sh->NH * sh->HS;
 	cudaEvent_t e0, e1;
@@ -30,7 +30,8 @@ static double time_ms(const struct shape *sh, enum kdtype dt, enum pass pass, vo
 		if (pass == BACKWARD)
 			k_attention_backward(dqkv, delta, dout, qkv, out, lse, B, T, C, NH, dt, 0);
 		else if (pass == BACKWARD_TC)
-			k_attention_backward_tc(dqkv, delta, dout, qkv, out, lse, B, T, C, NH, dt, 0);
+			k_attention_backward_tc(dqkv, delta, dout, qkv, out, lse, B, T, C, NH, dt,
+				0);
 		else if (pass == FORWARD_TC)
 			k_attention_forward_tc(out, lse, qkv, B, T, C, NH, dt, 0);
 		else

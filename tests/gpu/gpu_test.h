@@ -20,14 +20,14 @@
 static int nr_failed;
 
 /* A CUDA call of the test itself that failed: one line, exit 1. */
-#define CUDA_CHECK(x)                                                          \
-	do {                                                                   \
-		cudaError_t e_ = (x);                                          \
-		if (e_ != cudaSuccess) {                                       \
-			printf("FAIL: %s:%d: %s: %s\n", __FILE__, __LINE__, #x, \
-				cudaGetErrorString(e_));                       \
-			exit(1);                                               \
-		}                                                              \
+#define CUDA_CHECK(x)                                                                              \
+	do {                                                                                       \
+		cudaError_t e_ = (x);                                                              \
+		if (e_ != cudaSuccess) {                                                           \
+			printf("FAIL: %s:%d: %s: %s\n", __FILE__, __LINE__, #x,                    \
+				cudaGetErrorString(e_));                                           \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
 /* A driver is installed: its library loads or its control device exists. */
