@@ -100,9 +100,12 @@ extern "C" int gpt2_cuda_available(char *err, size_t errlen)
 {
 	int n = 0;
 	cudaError_t e = cudaGetDeviceCount(&n);
-	if (e != cudaSuccess || n == 0) {
-		snprintf(err, errlen, "--device cuda: no CUDA device (%s)",
-			e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+	if (e == cudaSuccess && n == 0)
+		e = cudaErrorNoDevice;
+	if (e != cudaSuccess) {
+		/* not always "no GPU": a driver older than the runtime needs is said as such */
+		snprintf(err, errlen, "--device cuda: cannot use a GPU: %s (%s)",
+			cudaGetErrorString(e), cudaGetErrorName(e));
 		return -ENODEV;
 	}
 	return 0;

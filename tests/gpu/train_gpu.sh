@@ -118,7 +118,8 @@ else
 	fi
 	FERRY=$BUILD/mount/ferry
 	echo "== libraries the binaries need"
-	for b in "$FERRY" "$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,gpu_info,bench_attention}; do
+	for b in "$FERRY" "$BUILD"/loader/loader-gpu-check \
+		"$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,gpu_info,bench_attention}; do
 		if [ ! -x "$b" ]; then
 			row "binary: ${b#"$BUILD"/}" "missing" "built" FAIL
 			continue
@@ -140,7 +141,8 @@ else
 	GPU_NAME=$(sed -n 's/^device 0: //p' "$WORK/gpu_info.log" 2>/dev/null)
 fi
 
-GPU_STEPS=("kernels against their CPU twins" "whole model against the CPU trainer"
+GPU_STEPS=("loader staging onto the GPU" "kernels against their CPU twins"
+	"whole model against the CPU trainer"
 	"attention micro-benchmark" "ferry train end to end" "d12 T=1024 benchmark"
 	"FERRY_TRAIN_PROFILE per layer kind")
 if [ "$GPU" != yes ]; then
@@ -157,6 +159,17 @@ kernel_rows() {
 		row "$1 $what ($dt)" "$err" "$lim" "$res"
 	done < <(grep -E '\| (PASS|FAIL) \|' "$2" | sed 's/  */ /g; s/| /|/g; s/ |/|/g')
 }
+
+# the loader's staging: batches on the GPU equal the host's, and its GB/s against a plain copy
+run_step loader 120 "$BUILD/loader/loader-gpu-check"
+status_row "loader: loader-gpu-check" $?
+gbs=$(sed -n 's/^  staging path.* \([0-9.]*\) GB\/s$/\1/p' "$WORK/loader.log")
+ratio=$(sed -n 's/^  ratio \([0-9.]*\) .*/\1/p' "$WORK/loader.log")
+if [ -n "$ratio" ]; then
+	row "loader: staging GB/s (host to device)" "$gbs" "-" INFO
+	row "loader: staging / plain cudaMemcpyAsync" "$ratio" ">= 0.9" \
+		"$(awk -v r="$ratio" 'BEGIN { print (r >= 0.9 ? "PASS" : "MISS") }')"
+fi
 
 run_step kernels 180 "$BUILD/tests/gpu/test_kernels_gpu"
 status_row "kernels: test_kernels_gpu" $? # a crash prints fewer rows: the status says it
