@@ -190,7 +190,8 @@ extern "C" void k_matmul_forward(struct kmatmul *h, void *out, void *pre_gelu, c
 {
 	cudaDataType_t t = cuda_type(dt);
 	cublasLtEpilogue_t plain = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-	cublasLtEpilogue_t gelu = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+	cublasLtEpilogue_t gelu =
+		bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
 	/* column-major D (OC, N) = W (stored (C,OC)) ^T @ inp (C,N) */
 	int r = lt_matmul(h, out, t, weight, 1, C, inp, 0, C, t, OC, N, C,
 		pre_gelu ? gelu : plain, bias, pre_gelu, 0, s);

@@ -89,12 +89,13 @@ peak_flops() {
 echo "== environment"
 date -u
 uname -srm
-echo "cores: $(nproc), memory: $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+echo "cores: $(nproc), memory:" \
+	"$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "device nodes: $(compgen -G "/dev/nvidia*" | tr "\n" " ")"
 if command -v nvidia-smi >/dev/null; then
 	timeout 30 nvidia-smi
-	timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit \
-		--format=csv
+	timeout 30 nvidia-smi --format=csv \
+		--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit
 else
 	echo "nvidia-smi: not found"
 fi
@@ -134,8 +135,8 @@ else
 	77) GPU=no ;;
 	*)
 		GPU=broken
-		row "CUDA runtime finds the GPU" \
-			"$(sed -n 's/^error: cudaGetDeviceCount: \([^:]*\).*/\1/p' "$WORK/gpu_info.log")" "a device" FAIL
+		err=$(sed -n 's/^error: cudaGetDeviceCount: \([^:]*\).*/\1/p' "$WORK/gpu_info.log")
+		row "CUDA runtime finds the GPU" "${err:-gpu_info exit status}" "a device" FAIL
 		;;
 	esac
 	GPU_NAME=$(sed -n 's/^device 0: //p' "$WORK/gpu_info.log" 2>/dev/null)
@@ -215,12 +216,14 @@ losses() { cut -d, -f2 "$1/log.csv" 2>/dev/null | tail -n +2; }
 cmp_rel() {
 	local e
 	e=$(paste <(losses "$2") <(losses "$3") | awk '
-		NF != 2 || $2 == 0 { bad = 1 } { d = ($1 - $2) / $2; if (d < 0) d = -d; if (d > m) m = d }
+		NF != 2 || $2 == 0 { bad = 1 }
+		{ d = ($1 - $2) / $2; if (d < 0) d = -d; if (d > m) m = d }
 		END { if (bad || NR == 0) print "n/a"; else printf "%.3e\n", m }')
 	if [ "$e" = n/a ]; then
 		row "$1" "no losses to compare" "$4" FAIL
 	else
-		row "$1" "$e" "$4" "$(awk -v e="$e" -v l="$4" 'BEGIN { print (e <= l ? "PASS" : "FAIL") }')"
+		row "$1" "$e" "$4" \
+			"$(awk -v e="$e" -v l="$4" 'BEGIN { print (e <= l ? "PASS" : "FAIL") }')"
 	fi
 }
 # same NAME FILE_A FILE_B: a row for two files being identical
