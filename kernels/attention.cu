@@ -271,8 +271,9 @@ extern "C" int k_attention_supported(int C, int NH)
 		break;                                                         \
 	}                                                                      \
 	default:                                                               \
-		fprintf(stderr, "attention: head size %d not supported\n", hs); \
-		exit(1);                                                       \
+		k_error_record(__FILE__, __LINE__, "attention",                \
+			"head size not 16, 32, 64 or 128");                    \
+		return;                                                        \
 	}
 
 extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int B, int T, int C,
@@ -286,6 +287,13 @@ extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int 
 	KLAUNCH_CHECK();
 }
 
+void attention_delta(float *delta, const void *dout, const void *out, int B, int T, int C, int NH,
+	enum kdtype dt, cudaStream_t s)
+{
+	KDISPATCH(dt, X, attention_delta_kernel<X><<<div_up((size_t)B * NH * T, AW), AW * 32, 0, s>>>(
+				 delta, (const X *)dout, (const X *)out, B, T, C, NH));
+}
+
 extern "C" void k_attention_backward(void *dqkv, float *delta, const void *dout, const void *qkv,
 	const void *out, const float *lse, int B, int T, int C, int NH, enum kdtype dt,
 	cudaStream_t s)
@@ -293,9 +301,8 @@ extern "C" void k_attention_backward(void *dqkv, float *delta, const void *dout,
 	int hs = C / NH;
 	float scale = 1.0f / sqrtf((float)hs);
 	dim3 grid(div_up(T, AW), B * NH);
+	attention_delta(delta, dout, out, B, T, C, NH, dt, s);
 	KDISPATCH(dt, X, {
-		attention_delta_kernel<X><<<div_up((size_t)B * NH * T, AW), AW * 32, 0, s>>>(delta,
-			(const X *)dout, (const X *)out, B, T, C, NH);
 		HS_SWITCH(hs, HS, {
 			attention_dq_kernel<X, HS><<<grid, AW * 32, 0, s>>>((X *)dqkv, (const X *)dout,
 				(const X *)qkv, lse, delta, T, C, NH, scale);

@@ -15,11 +15,25 @@ extern "C" const char *kdtype_name(enum kdtype dt)
 	return dt == KDT_BF16 ? "bf16" : "fp32";
 }
 
-extern "C" void cuda_check_fail(int err, const char *what, const char *file, int line)
+/* The first error since k_error last returned one; later ones follow from it (a failed launch
+ * leaves the context unusable) and would only bury it. */
+static char first_error[512];
+static int have_error;
+
+void k_error_record(const char *file, int line, const char *what, const char *msg)
 {
-	fprintf(stderr, "CUDA error at %s:%d: %s: %s\n", file, line, what,
-		cudaGetErrorString((cudaError_t)err));
-	exit(1);
+	if (__atomic_exchange_n(&have_error, 1, __ATOMIC_ACQ_REL))
+		return;
+	snprintf(first_error, sizeof(first_error), "%s:%d: %s: %s", file, line, what, msg);
+}
+
+extern "C" int k_error(char *msg, size_t len)
+{
+	if (!__atomic_load_n(&have_error, __ATOMIC_ACQUIRE))
+		return 0;
+	snprintf(msg, len, "%s", first_error);
+	__atomic_store_n(&have_error, 0, __ATOMIC_RELEASE);
+	return 1;
 }
 
 template <typename D, typename S> __global__ void cast_kernel(D *dst, const S *src, size_t n)
@@ -35,7 +49,7 @@ extern "C" void k_cast(void *dst, enum kdtype dst_dt, const void *src, enum kdty
 	if (n == 0)
 		return;
 	if (dst_dt == src_dt) {
-		CUDA_CHECK(cudaMemcpyAsync(dst, src, n * kdtype_bytes(dst_dt),
+		K_CHECK(cudaMemcpyAsync(dst, src, n * kdtype_bytes(dst_dt),
 			cudaMemcpyDeviceToDevice, s));
 		return;
 	}

@@ -83,7 +83,22 @@ __device__ __forceinline__ float block_max(float v, float *shared32)
 		}                                                              \
 	} while (0)
 
-#define KLAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+/* kernels.h's k_error: the first failure is kept for the caller, nothing exits. */
+void k_error_record(const char *file, int line, const char *what, const char *msg);
+#define K_CHECK(x)                                                                                 \
+	do {                                                                                       \
+		cudaError_t e_ = (x);                                                              \
+		if (e_ != cudaSuccess) {                                                           \
+			k_error_record(__FILE__, __LINE__, #x, cudaGetErrorString(e_));            \
+			return;                                                                    \
+		}                                                                                  \
+	} while (0)
+#define KLAUNCH_CHECK() K_CHECK(cudaGetLastError())
+
+/* delta (B,NH,T) = rowsum(dout * out) per head, the softmax backward's row term; both attention
+ * backwards start with it (attention.cu). */
+void attention_delta(float *delta, const void *dout, const void *out, int B, int T, int C, int NH,
+	enum kdtype dt, cudaStream_t s);
 
 static inline unsigned int div_up(size_t a, size_t b)
 {

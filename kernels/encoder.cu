@@ -104,7 +104,7 @@ extern "C" void k_encoder_backward(float *dwte, float *dwpe, const void *dout,
 	size_t temp_bytes = scratch_bytes - 3 * a;
 	iota_kernel<<<div_up(N, 256), 256, 0, s>>>(pos_in, N);
 	KLAUNCH_CHECK();
-	CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, inp, keys, pos_in, pos, N, 0,
+	K_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, inp, keys, pos_in, pos, N, 0,
 		sort_bits(V), s));
 	int threads = C < 256 ? ((C + 31) / 32) * 32 : 256;
 	KDISPATCH(dt, X, {

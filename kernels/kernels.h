@@ -31,14 +31,11 @@ enum kdtype {
 size_t kdtype_bytes(enum kdtype dt);
 const char *kdtype_name(enum kdtype dt);
 
-/* Print file, line and the library's message, then exit(1) (house style for train/, kernels/). */
-void cuda_check_fail(int err, const char *what, const char *file, int line);
-#define CUDA_CHECK(x)                                                          \
-	do {                                                                   \
-		cudaError_t e_ = (x);                                          \
-		if (e_ != cudaSuccess)                                         \
-			cuda_check_fail((int)e_, #x, __FILE__, __LINE__);      \
-	} while (0)
+/* Errors: a wrapper returns nothing (it only enqueues work, also under graph capture), so a
+ * CUDA or cuBLAS call that fails in one, or a matmul shape with no algorithm, is kept as the
+ * first error of the process, and kernels/ goes on without exiting. The caller asks at its
+ * sync points: k_error returns non-zero with "file:line: call: message" in msg and forgets it. */
+int k_error(char *msg, size_t len);
 
 /* casts: dst (n) = src (n) converted; same type is a copy */
 void k_cast(void *dst, enum kdtype dst_dt, const void *src, enum kdtype src_dt, size_t n,
@@ -82,6 +79,15 @@ void k_attention_forward(void *out, float *lse, const void *qkv, int B, int T, i
 	enum kdtype dt, cudaStream_t s);
 /* dqkv (B,T,3C) written; delta (B,NH,T) fp32 scratch. */
 void k_attention_backward(void *dqkv, float *delta, const void *dout, const void *qkv,
+	const void *out, const float *lse, int B, int T, int C, int NH, enum kdtype dt,
+	cudaStream_t s);
+/* The same forward and backward on tensor cores (attention_tc.cu; sm_80 and newer): bf16 only,
+ * head size 16, 32, 64 or 128 (k_attention_tc_supported). Either forward's lse serves either
+ * backward. The CUDA-core kernels above stay the reference they are tested against. */
+int k_attention_tc_supported(int C, int NH, enum kdtype dt);
+void k_attention_forward_tc(void *out, float *lse, const void *qkv, int B, int T, int C, int NH,
+	enum kdtype dt, cudaStream_t s);
+void k_attention_backward_tc(void *dqkv, float *delta, const void *dout, const void *qkv,
 	const void *out, const float *lse, int B, int T, int C, int NH, enum kdtype dt,
 	cudaStream_t s);
 

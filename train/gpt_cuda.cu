@@ -18,6 +18,49 @@ extern "C" {
 }
 #include "kernels/kernels.h"
 
+/* The trainer's answer to a failed CUDA call, and to an error the kernels kept (k_error): one
+ * line on stderr, exit 1. Nothing can be saved: the context is likely unusable. */
+static void cuda_fail(const char *what, const char *file, int line, const char *msg)
+{
+	fprintf(stderr, "ferry train: CUDA error at %s:%d: %s: %s\n", file, line, what, msg);
+	exit(1);
+}
+#define CUDA_CHECK(x)                                                                              \
+	do {                                                                                       \
+		cudaError_t e_ = (x);                                                              \
+		if (e_ != cudaSuccess)                                                             \
+			cuda_fail(#x, __FILE__, __LINE__, cudaGetErrorString(e_));                 \
+	} while (0)
+
+/* At each point the host waits for the GPU (and where it is built): the kernels' first error. */
+static void check_kernels(void)
+{
+	char msg[512];
+	if (k_error(msg, sizeof(msg))) {
+		fprintf(stderr, "ferry train: CUDA error in %s\n", msg);
+		exit(1);
+	}
+}
+
+/* A micro-step or the update as a CUDA graph: run eagerly once (warm), captured the next time. */
+struct graph {
+	int warm;
+	cudaGraphExec_t exec;
+};
+
+/* FERRY_TRAIN_PROFILE on the GPU: forward and backward record an event after each group of
+ * kernels of one layer kind (enum gpt2_prof); at the host's sync points the time between
+ * consecutive events is added to the kind of the group that ended it. A forward starts the chain
+ * with an event of no kind, so the gaps between micro-steps (token copies) count for nothing. */
+#define PROF_EVENTS 1024
+#define PROF_NONE (-1)
+struct prof {
+	double *secs; /* (GPT2_NR_PROF), the caller's; NULL: not profiling */
+	int n;        /* events recorded since the last collection */
+	cudaEvent_t ev[PROF_EVENTS];
+	int kind[PROF_EVENTS]; /* of the interval that ends at ev[i] */
+};
+
 /* Device tensors of one model. Per-layer activations are (L, ...) blocks as in model.h; the
  * gradients of activations exist for one layer at a time (the backward walks down). */
 struct gpt2_cuda {
@@ -44,8 +87,10 @@ struct gpt2_cuda {
 	cudaStream_t stream;
 	struct kmatmul *mm;
 	int use_graph;
+	int attention_tc; /* attention on tensor cores */
 	float graph_loss_scale;
-	cudaGraphExec_t graph_step, graph_update;
+	struct graph graph_step, graph_update;
+	struct prof prof;
 	struct adamw_config graph_opt;
 	float graph_clip;
 	int graph_world;
@@ -55,9 +100,12 @@ extern "C" int gpt2_cuda_available(char *err, size_t errlen)
 {
 	int n = 0;
 	cudaError_t e = cudaGetDeviceCount(&n);
-	if (e != cudaSuccess || n == 0) {
-		snprintf(err, errlen, "--device cuda: no CUDA device (%s)",
-			e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+	if (e == cudaSuccess && n == 0)
+		e = cudaErrorNoDevice;
+	if (e != cudaSuccess) {
+		/* not always "no GPU": a driver older than the runtime needs is said as such */
+		snprintf(err, errlen, "--device cuda: cannot use a GPU: %s (%s)",
+			cudaGetErrorString(e), cudaGetErrorName(e));
 		return -ENODEV;
 	}
 	return 0;
@@ -78,6 +126,50 @@ extern "C" int gpt2_cuda_local_device(void)
 	return 0;
 }
 
+/* After a sync: the recorded intervals into prof.secs; the last event stays as the start of
+ * the next interval. */
+static void prof_collect(struct prof *p)
+{
+	for (int i = 1; i < p->n; i++) {
+		float ms = 0.0f;
+		if (p->kind[i] == PROF_NONE)
+			continue;
+		CUDA_CHECK(cudaEventElapsedTime(&ms, p->ev[i - 1], p->ev[i]));
+		p->secs[p->kind[i]] += ms * 1e-3;
+	}
+	if (p->n > 1) {
+		cudaEvent_t last = p->ev[p->n - 1];
+		p->ev[p->n - 1] = p->ev[0];
+		p->ev[0] = last;
+		p->kind[0] = PROF_NONE;
+		p->n = 1;
+	}
+}
+
+/* Waits for the stream; any error there or kept by the kernels ends the run. */
+static void sync_stream(struct gpt2_cuda *g)
+{
+	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	check_kernels();
+	if (g->prof.secs)
+		prof_collect(&g->prof);
+}
+
+/* The work enqueued since the last mark was of layer kind (PROF_NONE: of none). A full pool
+ * is collected at once, at the price of one sync inside the step. */
+static void prof_mark(struct gpt2_cuda *g, int kind)
+{
+	struct prof *p = &g->prof;
+	if (!p->secs)
+		return;
+	if (p->n == PROF_EVENTS)
+		sync_stream(g);
+	p->kind[p->n] = kind;
+	CUDA_CHECK(cudaEventRecord(p->ev[p->n++], g->stream));
+}
+
+/* Zeroed device memory. The memset runs on the legacy default stream, which the trainer's
+ * non-blocking stream does not wait for: gpt2_cuda_new synchronises the device before use. */
 static void *dmalloc(size_t bytes)
 {
 	void *p = NULL;
@@ -140,6 +232,9 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->dt = o->bf16 ? KDT_BF16 : KDT_F32;
 	g->esz = kdtype_bytes(g->dt);
 	g->use_graph = o->cuda_graph;
+	/* FERRY_CUDA_ATTENTION=cores keeps the CUDA-core kernel, the reference, for comparison */
+	const char *att = getenv("FERRY_CUDA_ATTENTION");
+	g->attention_tc = k_attention_tc_supported(C, NH, g->dt) && !(att && !strcmp(att, "cores"));
 	g->nr_params = host->nr_params;
 	size_t off = 0;
 	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
@@ -194,20 +289,26 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	CUDA_CHECK(cudaHostAlloc((void **)&g->hp_host, 3 * 4, cudaHostAllocDefault));
 	g->d_in = (int32_t *)dmalloc(N * 4);
 	g->d_tgt = (int32_t *)dmalloc(N * 4);
-	/* a blocking stream: NCCL on the legacy default stream stays ordered with it */
-	CUDA_CHECK(cudaStreamCreate(&g->stream));
+	/* Non-blocking: nothing else (the loader's copies, a library's work on the legacy stream)
+	 * serialises with it; what it must wait for is ordered by events or synchronisation. NCCL
+	 * runs on it (comm->cuda_stream). */
+	CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
 	g->mm = kmatmul_new();
 	if (!g->mm) {
-		snprintf(err, errlen, "out of memory");
+		char msg[512];
+		snprintf(err, errlen, "--device cuda: cuBLASLt: %s",
+			k_error(msg, sizeof(msg)) ? msg : "out of memory");
 		gpt2_cuda_free(g); /* every buffer and the stream exist by now */
 		return NULL;
 	}
-	CUDA_CHECK(cudaMemcpy(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice));
-	CUDA_CHECK(cudaMemcpy(g->m, host->m_memory, P * 4, cudaMemcpyHostToDevice));
-	CUDA_CHECK(cudaMemcpy(g->v, host->v_memory, P * 4, cudaMemcpyHostToDevice));
+	CUDA_CHECK(cudaDeviceSynchronize()); /* dmalloc's memsets, on the legacy stream */
+	CUDA_CHECK(cudaMemcpyAsync(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice,
+		g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(g->m, host->m_memory, P * 4, cudaMemcpyHostToDevice, g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(g->v, host->v_memory, P * 4, cudaMemcpyHostToDevice, g->stream));
 	if (g->dt != KDT_F32)
 		k_cast(g->params, g->dt, g->master, KDT_F32, P, g->stream);
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	return g;
 }
 
@@ -215,11 +316,11 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 {
 	if (!g)
 		return;
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
-	if (g->graph_step)
-		cudaGraphExecDestroy(g->graph_step);
-	if (g->graph_update)
-		cudaGraphExecDestroy(g->graph_update);
+	sync_stream(g);
+	if (g->graph_step.exec)
+		cudaGraphExecDestroy(g->graph_step.exec);
+	if (g->graph_update.exec)
+		cudaGraphExecDestroy(g->graph_update.exec);
 	void *bufs[] = { g->grads, g->m, g->v, g->encoded, g->ln1, g->qkv, g->atty, g->residual2,
 		g->ln2, g->fch, g->fch_gelu, g->residual3, g->lnf, g->logits, g->proj, g->ln1_mean,
 		g->ln1_rstd, g->ln2_mean, g->ln2_rstd, g->lnf_mean, g->lnf_rstd, g->lse, g->losses,
@@ -232,6 +333,8 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 		cudaFree(g->params);
 	cudaFree(g->master);
 	cudaFreeHost(g->hp_host);
+	for (int i = 0; g->prof.secs && i < PROF_EVENTS; i++)
+		cudaEventDestroy(g->prof.ev[i]);
 	kmatmul_free(g->mm);
 	cudaStreamDestroy(g->stream);
 	free(g);
@@ -240,7 +343,7 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 extern "C" void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host)
 {
 	size_t bytes = g->nr_params * 4;
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	CUDA_CHECK(cudaMemcpy(host->params_memory, g->master, bytes, cudaMemcpyDeviceToHost));
 	CUDA_CHECK(cudaMemcpy(host->m_memory, g->m, bytes, cudaMemcpyDeviceToHost));
 	CUDA_CHECK(cudaMemcpy(host->v_memory, g->v, bytes, cudaMemcpyDeviceToHost));
@@ -255,9 +358,12 @@ static void forward(struct gpt2_cuda *g)
 	cudaStream_t s = g->stream;
 	size_t NC = (size_t)N * C;
 
+	prof_mark(g, PROF_NONE);
 	k_encoder_forward(g->encoded, g->d_in, param(g, WTE, 0), param(g, WPE, 0), B, T, C, dt, s);
+	prof_mark(g, PROF_F_ENCODER);
 	k_layernorm_forward(g->ln1, g->ln1_mean, g->ln1_rstd, g->encoded, param(g, LN1W, 0),
 		param(g, LN1B, 0), N, C, dt, s);
+	prof_mark(g, PROF_F_LAYERNORM);
 	for (int l = 0; l < L; l++) {
 		size_t nc = l * NC, lc = (size_t)l * C;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
@@ -268,16 +374,23 @@ static void forward(struct gpt2_cuda *g)
 
 		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lc * C),
 			param(g, QKVB, 3 * lc), N, C, 3 * C, dt, s);
-		k_attention_forward(atty, g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
+		prof_mark(g, PROF_F_QKV);
+		(g->attention_tc ? k_attention_forward_tc : k_attention_forward)(atty,
+			g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
+		prof_mark(g, PROF_F_ATTENTION);
 		k_matmul_forward(g->mm, g->proj, NULL, atty, param(g, ATTPROJW, lc * C),
 			param(g, ATTPROJB, lc), N, C, C, dt, s);
+		prof_mark(g, PROF_F_ATTPROJ);
 		k_residual_layernorm_forward(residual2, ln2, g->ln2_mean + (size_t)l * N,
 			g->ln2_rstd + (size_t)l * N, residual, g->proj, param(g, LN2W, lc),
 			param(g, LN2B, lc), N, C, dt, s);
+		prof_mark(g, PROF_F_LAYERNORM);
 		k_matmul_forward(g->mm, fch_gelu, fch, ln2, param(g, FCW, 4 * lc * C),
 			param(g, FCB, 4 * lc), N, C, 4 * C, dt, s);
+		prof_mark(g, PROF_F_FC); /* the GELU is its epilogue */
 		k_matmul_forward(g->mm, g->proj, NULL, fch_gelu, param(g, FCPROJW, 4 * lc * C),
 			param(g, FCPROJB, lc), N, 4 * C, C, dt, s);
+		prof_mark(g, PROF_F_FCPROJ);
 		if (l + 1 < L)
 			k_residual_layernorm_forward(residual3, at(g, g->ln1, nc + NC),
 				g->ln1_mean + (size_t)(l + 1) * N, g->ln1_rstd + (size_t)(l + 1) * N,
@@ -286,8 +399,10 @@ static void forward(struct gpt2_cuda *g)
 		else
 			k_residual_layernorm_forward(residual3, g->lnf, g->lnf_mean, g->lnf_rstd,
 				residual2, g->proj, param(g, LNFW, 0), param(g, LNFB, 0), N, C, dt, s);
+		prof_mark(g, PROF_F_LAYERNORM); /* the residual add is fused in */
 	}
 	k_matmul_forward(g->mm, g->logits, NULL, g->lnf, param(g, WTE, 0), NULL, N, C, Vp, dt, s);
+	prof_mark(g, PROF_F_LMHEAD);
 }
 
 static void backward(struct gpt2_cuda *g, float loss_scale)
@@ -301,12 +416,16 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 
 	k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
 	k_loss_accumulate(g->loss_acc, g->losses, N, s);
+	prof_mark(g, PROF_B_SOFTMAX); /* softmax, loss and logits gradient in one kernel */
 	k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf,
 		param(g, WTE, 0), g->scratch, N, C, Vp, dt, s);
+	prof_mark(g, PROF_B_LMHEAD);
 	CUDA_CHECK(cudaMemsetAsync(g->dresidual, 0, NC * g->esz, s));
+	prof_mark(g, PROF_B_ZERO);
 	k_layernorm_backward(g->dresidual, grad(g, LNFW, 0), grad(g, LNFB, 0), g->dln,
 		at(g, g->residual3, (L - 1) * NC), param(g, LNFW, 0), g->lnf_mean, g->lnf_rstd,
 		g->scratch, N, C, dt, s);
+	prof_mark(g, PROF_B_LAYERNORM);
 	for (int l = L - 1; l >= 0; l--) {
 		size_t nc = l * NC, lc = (size_t)l * C, nl = (size_t)l * N;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
@@ -314,27 +433,37 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * C), grad(g, FCPROJB, lc),
 			g->dresidual, at(g, g->fch_gelu, 4 * nc), param(g, FCPROJW, 4 * lc * C),
 			g->scratch, N, 4 * C, C, dt, s);
+		prof_mark(g, PROF_B_FCPROJ);
 		k_gelu_backward(g->dfch, at(g, g->fch, 4 * nc), g->dfch, 4 * NC, dt, s);
+		prof_mark(g, PROF_B_GELU);
 		k_matmul_backward(g->mm, g->dln, grad(g, FCW, 4 * lc * C), grad(g, FCB, 4 * lc),
 			g->dfch, at(g, g->ln2, nc), param(g, FCW, 4 * lc * C), g->scratch, N, C,
 			4 * C, dt, s);
+		prof_mark(g, PROF_B_FC);
 		k_layernorm_backward(g->dresidual, grad(g, LN2W, lc), grad(g, LN2B, lc), g->dln,
 			at(g, g->residual2, nc), param(g, LN2W, lc), g->ln2_mean + nl,
 			g->ln2_rstd + nl, g->scratch, N, C, dt, s);
+		prof_mark(g, PROF_B_LAYERNORM);
 		k_matmul_backward(g->mm, g->datty, grad(g, ATTPROJW, lc * C), grad(g, ATTPROJB, lc),
 			g->dresidual, at(g, g->atty, nc), param(g, ATTPROJW, lc * C), g->scratch, N,
 			C, C, dt, s);
-		k_attention_backward(g->dqkv, g->delta, g->datty, at(g, g->qkv, 3 * nc),
-			at(g, g->atty, nc), g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
+		prof_mark(g, PROF_B_ATTPROJ);
+		(g->attention_tc ? k_attention_backward_tc : k_attention_backward)(g->dqkv,
+			g->delta, g->datty, at(g, g->qkv, 3 * nc), at(g, g->atty, nc),
+			g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
+		prof_mark(g, PROF_B_ATTENTION);
 		k_matmul_backward(g->mm, g->dln, grad(g, QKVW, 3 * lc * C), grad(g, QKVB, 3 * lc),
 			g->dqkv, at(g, g->ln1, nc), param(g, QKVW, 3 * lc * C), g->scratch, N, C,
 			3 * C, dt, s);
+		prof_mark(g, PROF_B_QKV);
 		k_layernorm_backward(g->dresidual, grad(g, LN1W, lc), grad(g, LN1B, lc), g->dln,
 			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl, g->scratch,
 			N, C, dt, s);
+		prof_mark(g, PROF_B_LAYERNORM);
 	}
 	k_encoder_backward(grad(g, WTE, 0), grad(g, WPE, 0), g->dresidual, g->d_in, B, T, C, V,
 		g->enc_scratch, g->enc_scratch_bytes, dt, s);
+	prof_mark(g, PROF_B_ENCODER);
 }
 
 static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
@@ -352,30 +481,55 @@ static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float
 	}
 }
 
-/* Runs fn once under stream capture into *exec, then replays it; later calls only replay. */
-static void run_graph(struct gpt2_cuda *g, cudaGraphExec_t *exec, void (*fn)(struct gpt2_cuda *,
-	void *), void *arg)
+/* The first call runs fn eagerly: its first cuBLASLt calls choose algorithms and load modules,
+ * work that must not happen under capture. The next captures fn into gr->exec; from then on it
+ * is replayed. */
+static void run_graph(struct gpt2_cuda *g, struct graph *gr, void (*fn)(struct gpt2_cuda *))
 {
-	if (!*exec) {
+	if (!gr->warm) {
+		fn(g);
+		gr->warm = 1;
+		return;
+	}
+	if (!gr->exec) {
 		cudaGraph_t graph;
 		CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
-		fn(g, arg);
+		fn(g);
 		CUDA_CHECK(cudaStreamEndCapture(g->stream, &graph));
-		CUDA_CHECK(cudaGraphInstantiate(exec, graph, 0));
+		check_kernels(); /* a launch that failed under capture */
+		CUDA_CHECK(cudaGraphInstantiate(&gr->exec, graph, 0));
 		CUDA_CHECK(cudaGraphDestroy(graph));
 	}
-	CUDA_CHECK(cudaGraphLaunch(*exec, g->stream));
+	CUDA_CHECK(cudaGraphLaunch(gr->exec, g->stream));
 }
 
-static void step_fn(struct gpt2_cuda *g, void *arg)
+/* A graph that no longer fits its settings: captured again at the next call. */
+static void drop_graph(struct graph *gr)
+{
+	if (gr->exec)
+		cudaGraphExecDestroy(gr->exec);
+	gr->exec = NULL;
+}
+
+static void step_fn(struct gpt2_cuda *g)
 {
 	forward(g);
 	backward(g, g->graph_loss_scale);
 }
 
-static void update_fn(struct gpt2_cuda *g, void *arg)
+static void update_fn(struct gpt2_cuda *g)
 {
 	optimizer(g, &g->graph_opt, g->graph_clip, g->graph_world);
+}
+
+extern "C" int gpt2_cuda_profile(struct gpt2_cuda *g, double *secs)
+{
+	if (g->use_graph)
+		return -1;
+	for (int i = 0; i < PROF_EVENTS; i++)
+		CUDA_CHECK(cudaEventCreate(&g->prof.ev[i]));
+	g->prof.secs = secs;
+	return 0;
 }
 
 extern "C" void gpt2_cuda_zero_grad(struct gpt2_cuda *g)
@@ -407,12 +561,10 @@ extern "C" void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_ba
 {
 	load_batch(g, b);
 	if (g->use_graph) {
-		if (g->graph_step && loss_scale != g->graph_loss_scale) {
-			cudaGraphExecDestroy(g->graph_step);
-			g->graph_step = NULL;
-		}
+		if (loss_scale != g->graph_loss_scale)
+			drop_graph(&g->graph_step);
 		g->graph_loss_scale = loss_scale;
-		run_graph(g, &g->graph_step, step_fn, NULL);
+		run_graph(g, &g->graph_step, step_fn);
 	} else {
 		forward(g);
 		backward(g, loss_scale);
@@ -437,9 +589,11 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 			}
 			CUDA_CHECK(cudaMemcpyAsync(h, g->grads, bytes, cudaMemcpyDeviceToHost,
 				g->stream));
-			CUDA_CHECK(cudaStreamSynchronize(g->stream));
+			sync_stream(g);
 			comm->ops->allreduce_sum(comm, h, g->nr_params);
-			CUDA_CHECK(cudaMemcpy(g->grads, h, bytes, cudaMemcpyHostToDevice));
+			/* on the stream: the optimizer after it must see the summed gradients */
+			CUDA_CHECK(cudaMemcpyAsync(g->grads, h, bytes, cudaMemcpyHostToDevice,
+				g->stream));
 			free(h);
 		}
 	}
@@ -448,16 +602,13 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	g->hp_host[1] = 1.0f - powf(opt->beta1, (float)t);
 	g->hp_host[2] = 1.0f - powf(opt->beta2, (float)t);
 	if (g->use_graph) {
-		if (g->graph_update &&
-			(memcmp(&g->graph_opt, opt, sizeof(*opt)) || g->graph_clip != grad_clip ||
-				g->graph_world != world)) {
-			cudaGraphExecDestroy(g->graph_update);
-			g->graph_update = NULL;
-		}
+		if (memcmp(&g->graph_opt, opt, sizeof(*opt)) || g->graph_clip != grad_clip ||
+			g->graph_world != world)
+			drop_graph(&g->graph_update);
 		g->graph_opt = *opt;
 		g->graph_clip = grad_clip;
 		g->graph_world = world;
-		run_graph(g, &g->graph_update, update_fn, NULL);
+		run_graph(g, &g->graph_update, update_fn);
 	} else {
 		optimizer(g, opt, grad_clip, world);
 	}
@@ -471,7 +622,7 @@ extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *no
 		g->stream));
 	CUDA_CHECK(cudaMemcpyAsync(ns, g->normscale, sizeof(ns), cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	if (norm)
 		*norm = ns[0];
 	return (float)(loss / accum);
@@ -489,7 +640,7 @@ extern "C" float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *
 	k_loss_accumulate(g->eval_acc, g->losses, g->N, g->stream);
 	CUDA_CHECK(cudaMemcpyAsync(&loss, g->eval_acc, sizeof(loss), cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	return (float)loss;
 }
 
@@ -500,7 +651,7 @@ extern "C" void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs,
 	CUDA_CHECK(cudaMemcpyAsync(g->d_in, inputs, bytes, cudaMemcpyHostToDevice, g->stream));
 	CUDA_CHECK(cudaMemcpyAsync(g->d_tgt, targets, bytes, cudaMemcpyHostToDevice, g->stream));
 	/* pageable sources: make sure the copies are done before the caller reuses its buffers */
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 }
 
 extern "C" void gpt2_cuda_forward(struct gpt2_cuda *g)
@@ -516,10 +667,11 @@ extern "C" void gpt2_cuda_backward(struct gpt2_cuda *g, float loss_scale)
 extern "C" void gpt2_cuda_copy_logits(struct gpt2_cuda *g, float *out)
 {
 	size_t n = (size_t)g->N * g->c.padded_vocab_size;
-	float *tmp = (float *)dmalloc(n * 4);
+	float *tmp;
+	CUDA_CHECK(cudaMalloc((void **)&tmp, n * 4)); /* no memset: k_cast writes all of it */
 	k_cast(tmp, KDT_F32, g->logits, g->dt, n, g->stream);
 	CUDA_CHECK(cudaMemcpyAsync(out, tmp, n * 4, cudaMemcpyDeviceToHost, g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 	cudaFree(tmp);
 }
 
@@ -527,5 +679,5 @@ extern "C" void gpt2_cuda_copy_grads(struct gpt2_cuda *g, float *out)
 {
 	CUDA_CHECK(cudaMemcpyAsync(out, g->grads, g->nr_params * 4, cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	sync_stream(g);
 }

@@ -59,6 +59,12 @@ float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *norm);
 /* Mean loss of batch b, forward only (waits). */
 float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *b);
 
+/* FERRY_TRAIN_PROFILE: from now on the GPU time of each layer kind (enum gpt2_prof; the residual
+ * adds are fused into the layernorms, the GELU into the fc matmul, the softmax and its gradient
+ * count as "bwd softmax+xent") is added to secs[kind] at each point the host waits. -1 with
+ * CUDA graphs: a replayed graph has no events inside. */
+int gpt2_cuda_profile(struct gpt2_cuda *g, double *secs);
+
 /* For tests (tests/gpu/): the pieces of a step on host tokens, and the tensors to compare. */
 void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs, const int32_t *targets);
 void gpt2_cuda_forward(struct gpt2_cuda *g);

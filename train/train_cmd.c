@@ -634,7 +634,12 @@ static void prepare_steps(struct trainer *t)
 	t->loss_scale = 1.0f / ((float)t->B * t->T * t->accum);
 	t->last_step = t->o.stop_at ? t->o.stop_at : s->steps;
 	const char *prof_env = getenv("FERRY_TRAIN_PROFILE");
-	t->m->profile = !t->gpu && prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
+	t->m->profile = prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
+	if (t->m->profile && t->gpu && gpt2_cuda_profile(t->gpu, t->m->prof_s) < 0) {
+		fprintf(stderr, "ferry train: FERRY_TRAIN_PROFILE: not with --cuda-graph (a replayed "
+				"graph has no events inside); profile without it\n");
+		t->m->profile = 0;
+	}
 	guard_init(&t->guard, t->o.max_bad_steps);
 	guard_install_stop_signals();
 }

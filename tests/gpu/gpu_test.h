@@ -1,5 +1,6 @@
-/* tests/gpu/: what the GPU test programs share: SKIP (77) without a device, random inputs,
- * moving fp32 host data to and from dt-typed device tensors, and one table row per check. */
+/* tests/gpu/: what the GPU test programs share: SKIP (77) without a GPU, FAIL with a GPU the
+ * runtime cannot use, random inputs, moving fp32 host data to and from dt-typed device tensors,
+ * and one table row per check. */
 #ifndef FERRY_TESTS_GPU_TEST_H
 #define FERRY_TESTS_GPU_TEST_H
 
@@ -12,13 +13,30 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/kernels.h"
+#include "tests/gpu/gpu_presence.h"
 
 static int nr_failed;
 
+/* A CUDA call of the test itself that failed: one line, exit 1. */
+#define CUDA_CHECK(x)                                                                              \
+	do {                                                                                       \
+		cudaError_t e_ = (x);                                                              \
+		if (e_ != cudaSuccess) {                                                           \
+			printf("FAIL: %s:%d: %s: %s\n", __FILE__, __LINE__, #x,                    \
+				cudaGetErrorString(e_));                                           \
+			exit(1);                                                                   \
+		}                                                                                  \
+	} while (0)
+
 static inline void skip_without_gpu(const char *prog)
 {
-	int n = 0;
-	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+	char err[256];
+	int r = gpu_presence(err, sizeof(err));
+	if (r < 0) {
+		printf("%s: FAIL: %s\n", prog, err);
+		exit(1);
+	}
+	if (r == 0) {
 		printf("%s: SKIP: no CUDA device\n", prog);
 		exit(77);
 	}
@@ -92,6 +110,16 @@ static inline void report(const char *what, const char *dt, double err, double t
 	printf("| %-34s | %-4s | %10.3e | %8.1e | %s |\n", what, dt, err, tol, ok ? "PASS" : "FAIL");
 	if (!ok)
 		nr_failed++;
+}
+
+/* The error the kernels kept (k_error), as a failed row: a kernel that did not run. */
+static inline void report_kernel_errors(void)
+{
+	char msg[512];
+	if (k_error(msg, sizeof(msg))) {
+		printf("| %-34s | FAIL: %s\n", "kernel errors (k_error)", msg);
+		nr_failed++;
+	}
 }
 
 static inline void table_header(void)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "loader/loader_i.h"
+#include "tests/gpu/gpu_presence.h"
 
 #define NR_SHARDS 3
 static const uint64_t counts[NR_SHARDS] = { 70001, 4099, 123457 };
@@ -429,9 +430,9 @@ static void check_slow_consumer(uint32_t B, uint32_t T, int nr)
 
 int main(int argc, char **argv)
 {
-	int nr_dev = 0, batches = 200;
+	int batches = 200, gpu;
 	bool bench_only = false;
-	cudaError_t e = cudaGetDeviceCount(&nr_dev);
+	char err[256];
 	double ratio;
 
 	for (int i = 1; i < argc; i++) {
@@ -440,9 +441,13 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--batches") && i + 1 < argc)
 			batches = atoi(argv[++i]);
 	}
-	if (e != cudaSuccess || nr_dev == 0) {
-		printf("SKIP: no CUDA device (%s)\n", e == cudaSuccess ? "none found" :
-			cudaGetErrorString(e));
+	gpu = gpu_presence(err, sizeof(err));
+	if (gpu < 0) {
+		printf("FAIL: %s\n", err);
+		return 1;
+	}
+	if (gpu == 0) {
+		printf("SKIP: no CUDA device\n");
 		return 77;
 	}
 	if (argc == 4 && !strcmp(argv[1], "--cufile"))

@@ -154,6 +154,37 @@ static void test_matmul(struct kmatmul *h, enum kdtype dt, uint64_t *rng)
 		free(hf[i]);
 }
 
+/* The tensor-core kernels on the inputs test_attention gave the others: the forward's output
+ * against the CPU's, its log-sum-exp against the CUDA-core kernel's (lse, the oracle), and both
+ * backwards fed with it against the CPU's gradient. */
+static void test_attention_tc(enum kdtype dt, int B, int T, int C, int NH, const void *dq,
+	const void *dg, const float *lse, const float *cpu_out, const float *cpu_dqkv)
+{
+	size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+	void *dout, *ddqkv;
+	float *lse_tc, *delta, *h_lse = hzero(nl), *h_lse_tc = hzero(nl);
+	char name[64];
+	CUDA_CHECK(cudaMalloc(&dout, no * kdtype_bytes(dt)));
+	CUDA_CHECK(cudaMalloc(&ddqkv, nq * kdtype_bytes(dt)));
+	CUDA_CHECK(cudaMalloc((void **)&lse_tc, nl * 4));
+	CUDA_CHECK(cudaMalloc((void **)&delta, nl * 4));
+	k_attention_forward_tc(dout, lse_tc, dq, B, T, C, NH, dt, 0);
+	snprintf(name, sizeof(name), "attention_forward_tc hs=%d", C / NH);
+	check(name, dt, dout, cpu_out, no, dt, 0.0);
+	CUDA_CHECK(cudaMemcpy(h_lse, lse, nl * 4, cudaMemcpyDeviceToHost));
+	CUDA_CHECK(cudaMemcpy(h_lse_tc, lse_tc, nl * 4, cudaMemcpyDeviceToHost));
+	snprintf(name, sizeof(name), "attention_forward_tc lse hs=%d", C / NH);
+	report(name, kdtype_name(dt), rel_err(h_lse_tc, h_lse, nl), 1e-4);
+	k_attention_backward(ddqkv, delta, dg, dq, dout, lse_tc, B, T, C, NH, dt, 0);
+	snprintf(name, sizeof(name), "attention_backward after tc hs=%d", C / NH);
+	check(name, dt, ddqkv, cpu_dqkv, nq, dt, 0.0);
+	k_attention_backward_tc(ddqkv, delta, dg, dq, dout, lse_tc, B, T, C, NH, dt, 0);
+	snprintf(name, sizeof(name), "attention_backward_tc dqkv hs=%d", C / NH);
+	check(name, dt, ddqkv, cpu_dqkv, nq, dt, 0.0);
+	cudaFree(dout), cudaFree(ddqkv), cudaFree(lse_tc), cudaFree(delta);
+	free(h_lse), free(h_lse_tc);
+}
+
 static void test_attention(enum kdtype dt, int C, int NH, uint64_t *rng)
 {
 	int B = 2, T = 80; /* T not a multiple of the 32-row tile */
@@ -174,6 +205,8 @@ static void test_attention(enum kdtype dt, int C, int NH, uint64_t *rng)
 	attention_backward(dqkv, g, qkv, att, B, T, C, NH);
 	snprintf(name, sizeof(name), "attention_backward dqkv hs=%d", C / NH);
 	check(name, dt, ddqkv, dqkv, nq, dt, 2e-5);
+	if (k_attention_tc_supported(C, NH, dt))
+		test_attention_tc(dt, B, T, C, NH, dq, dg, lse, out, dqkv);
 	cudaFree(dq), cudaFree(dout), cudaFree(dg), cudaFree(ddqkv), cudaFree(lse), cudaFree(delta);
 	free(qkv), free(out), free(att), free(g), free(dqkv);
 }
@@ -289,6 +322,10 @@ int main(void)
 	skip_without_gpu("test_kernels_gpu");
 	uint64_t rng = 0x9E3779B97F4A7C15ULL;
 	struct kmatmul *h = kmatmul_new();
+	if (!h) {
+		report_kernel_errors();
+		return 1;
+	}
 	table_header();
 	for (int d = 0; d < 2; d++) {
 		enum kdtype dt = d ? KDT_BF16 : KDT_F32;
@@ -305,6 +342,7 @@ int main(void)
 	}
 	CUDA_CHECK(cudaDeviceSynchronize());
 	kmatmul_free(h);
+	report_kernel_errors();
 	printf("test_kernels_gpu: %d check(s) failed\n", nr_failed);
 	return nr_failed ? 1 : 0;
 }

@@ -168,6 +168,7 @@ int main(void)
 	gpt2_free(m);
 	free(logits);
 	free(grads);
+	report_kernel_errors();
 	printf("test_model_gpu: %d check(s) failed\n", nr_failed);
 	return nr_failed ? 1 : 0;
 }
