@@ -431,8 +431,8 @@ void obj_destroy(struct cache_object *o)
 	free(o);
 }
 
-struct cache_object *obj_new(
-	struct cache *c, const char *path, const char *version, uint64_t size, uint64_t key_hash)
+struct cache_object *obj_new(struct cache *c, const char *path, const char *version, uint64_t size,
+	uint64_t key_hash)
 {
 	struct cache_object *o = calloc(1, sizeof(*o));
 	size_t prefix_bytes = strlen(path) + strlen(version) + MAP_HEADER_BYTES;
@@ -553,7 +553,7 @@ void evict_victims(struct cache *c, struct chunk *victims)
 		struct chunk *ch = victims;
 		struct cache_object *o = chunk_obj(ch);
 		uint64_t idx = chunk_idx(ch), len = chunk_len(o, idx);
-		struct map_record zero = {0};
+		struct map_record zero = { 0 };
 		ssize_t n;
 
 		victims = ch->lru_next;
@@ -679,8 +679,8 @@ static int acquire(struct cache_object *o, uint64_t idx, bool wait, void *dst, u
 	if (!o || idx >= o->nr_chunks)
 		return -EINVAL;
 	c = o->cache;
-	if (dst && (off < idx << c->chunk_shift || off + len > (idx << c->chunk_shift) +
-							     chunk_len(o, idx)))
+	if (dst && (off < idx << c->chunk_shift ||
+			   off + len > (idx << c->chunk_shift) + chunk_len(o, idx)))
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	ch = chunk_get(o, idx);
@@ -1067,8 +1067,8 @@ ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_
 	return (ssize_t)len;
 }
 
-int cache_object_block_sums(
-	struct cache_object *o, uint64_t off, uint64_t len, uint64_t *sums, size_t max_sums)
+int cache_object_block_sums(struct cache_object *o, uint64_t off, uint64_t len, uint64_t *sums,
+	size_t max_sums)
 {
 	struct cache *c;
 	uint64_t nr, k = 0;
@@ -1105,8 +1105,8 @@ int cache_object_block_sums(
 /* Gives o the remote identity obj, when it has none yet; c->lock held. etag_copy: a copy of
  * obj->etag, made beforehand (no allocation under the lock) when it is not the version; o
  * takes it when it needs it (*etag_copy becomes NULL). */
-static void obj_set_remote(
-	struct cache_object *o, const struct remote_object *obj, char **etag_copy)
+static void obj_set_remote(struct cache_object *o, const struct remote_object *obj,
+	char **etag_copy)
 {
 	if (o->have_remote)
 		return;
@@ -1273,4 +1273,3 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	*st = c->st;
 	pthread_mutex_unlock(&c->lock);
 }
-

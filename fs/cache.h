@@ -22,28 +22,28 @@ struct cache;
 struct cache_object;
 
 struct cache_config {
-	const char *dir;              /* this source's directory; created if missing */
-	uint64_t max_bytes;           /* limit on bytes of present chunks; 0: no limit */
-	uint32_t chunk_bytes;         /* a power of two, 64 KiB .. 64 MiB */
-	const struct io_backend *io;  /* NULL: io_default() */
-	unsigned lock_wait_ms;        /* a cache another process holds: wait this long for it
+	const char *dir;             /* this source's directory; created if missing */
+	uint64_t max_bytes;          /* limit on bytes of present chunks; 0: no limit */
+	uint32_t chunk_bytes;        /* a power of two, 64 KiB .. 64 MiB */
+	const struct io_backend *io; /* NULL: io_default() */
+	unsigned lock_wait_ms;       /* a cache another process holds: wait this long for it
 	                               * (a daemon just unmounted still writing its maps) */
 };
 
 struct cache_stats {
-	uint64_t used_bytes;          /* bytes of present chunks, all objects, and of fills
+	uint64_t used_bytes; /* bytes of present chunks, all objects, and of fills
 	                               * in progress */
 	uint64_t max_bytes;
 	uint64_t nr_objects;
-	uint64_t nr_chunks;           /* present */
-	uint64_t hits, misses;        /* chunk acquisitions */
-	uint64_t evictions;           /* chunks evicted */
-	uint64_t verify_failures;     /* chunks dropped because a block failed its checksum or
+	uint64_t nr_chunks;       /* present */
+	uint64_t hits, misses;    /* chunk acquisitions */
+	uint64_t evictions;       /* chunks evicted */
+	uint64_t verify_failures; /* chunks dropped because a block failed its checksum or
 	                               * could not be read from disk */
-	uint64_t disk_errors;         /* failed reads, writes, syncs and file creations on the
+	uint64_t disk_errors;     /* failed reads, writes, syncs and file creations on the
 	                               * cache volume (ENOSPC, EIO, ...), also those that
 	                               * eviction then made room for */
-	bool degraded;                /* the volume kept failing: nothing more is stored until
+	bool degraded;            /* the volume kept failing: nothing more is stored until
 	                               * restart, reads of absent chunks go to the network */
 };
 
@@ -134,8 +134,8 @@ ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_
  * max_sums of them, into sums; returns how many, or -errno: -EINVAL when off is not a multiple
  * of CACHE_BLOCK_BYTES or a chunk of the range is not present. The caller pins the chunks
  * (the sums stay right while pinned; a damaged chunk is dropped, not rewritten). */
-int cache_object_block_sums(
-	struct cache_object *o, uint64_t off, uint64_t len, uint64_t *sums, size_t max_sums);
+int cache_object_block_sums(struct cache_object *o, uint64_t off, uint64_t len, uint64_t *sums,
+	size_t max_sums);
 
 /* Makes the maps of chunks written so far durable (the daemon calls it now and then and at
  * unmount; chunks are durable in the map only after their data is). A failed write (full or

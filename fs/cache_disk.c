@@ -81,7 +81,6 @@
 
 /* ---- small helpers ---- */
 
-
 static int errf(char *errbuf, size_t errlen, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
@@ -137,8 +136,8 @@ static uint64_t header_sum_of(const struct map_header *h, const char *path, cons
 void punch(int fd, uint64_t off, uint64_t len)
 {
 	if (fd >= 0 && len)
-		(void)fallocate(
-			fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+		(void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+			(off_t)len);
 }
 
 /* ---- an object's files ---- */
@@ -212,7 +211,7 @@ static int obj_create_data(struct cache_object *o)
 static int obj_create_map(struct cache_object *o)
 {
 	struct cache *c = o->cache;
-	struct map_header h = {.format = MAP_FORMAT};
+	struct map_header h = { .format = MAP_FORMAT };
 	size_t pl = strlen(o->path), vl = strlen(o->version);
 	char *buf = NULL, tmp[PATH_MAX + 8];
 	ssize_t n;
@@ -298,8 +297,8 @@ int obj_open_map(struct cache_object *o, bool create)
 /* Under c->lock: fills one dirty page's records (and, for present durable chunks, their
  * slots of block sums) into recs and slots; has[k] tells which slots to write. Returns true
  * when the page holds present chunks not yet durable (it stays dirty). */
-static bool page_records(
-	struct cache *c, struct chunk_page *p, struct map_record *recs, uint64_t *slots, bool *has)
+static bool page_records(struct cache *c, struct chunk_page *p, struct map_record *recs,
+	uint64_t *slots, bool *has)
 {
 	struct cache_object *o = p->obj;
 	uint32_t bpc = c->blocks_per_chunk;
@@ -356,8 +355,8 @@ static int page_write(struct cache *c, struct cache_object *o, struct chunk_page
 			return (int)n;
 		k = j;
 	}
-	n = c->io->pwrite(
-		o->map_fd, recs, nk * sizeof(*recs), o->records_off + p->first * MAP_RECORD_BYTES);
+	n = c->io->pwrite(o->map_fd, recs, nk * sizeof(*recs),
+		o->records_off + p->first * MAP_RECORD_BYTES);
 	return n < 0 ? (int)n : 0;
 }
 
@@ -751,8 +750,8 @@ static void obj_reclaim_orphans(struct cache *c, struct cache_object *o, int fd)
 
 /* One record read from a map: present when it checks, its slot of sums matches its sum, and
  * memory allows. Single-threaded (cache_open). */
-static void load_record(
-	struct cache *c, struct cache_object *o, int mfd, uint64_t idx, const struct map_record *r)
+static void load_record(struct cache *c, struct cache_object *o, int mfd, uint64_t idx,
+	const struct map_record *r)
 {
 	uint64_t len = chunk_len(o, idx), one = 0, *sums;
 	uint32_t nb = blocks_of(len);
@@ -810,8 +809,8 @@ static int load_records(struct cache *c, struct cache_object *o, int mfd)
 		for (i = ((uint64_t)data - start) / MAP_RECORD_BYTES;
 			start + i * MAP_RECORD_BYTES < (uint64_t)hole;) {
 			uint64_t want = min_u64(LOAD_RECORDS, o->nr_chunks - i);
-			ssize_t n = c->io->pread(
-				mfd, recs, want * sizeof(*recs), start + i * MAP_RECORD_BYTES);
+			ssize_t n = c->io->pread(mfd, recs, want * sizeof(*recs),
+				start + i * MAP_RECORD_BYTES);
 
 			if (n < (ssize_t)sizeof(*recs))
 				goto out; /* a short map (torn extension): the rest is absent */
@@ -1138,8 +1137,8 @@ int cache_open(struct cache **out, const struct cache_config *cfg, char *errbuf,
 	}
 	/* Private to this user: another user's folder is refused, ours is made 0700. */
 	if (lstat(c->dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-		rc = errf(
-			errbuf, errlen, -ENOTDIR, "cache directory %s is not a directory", c->dir);
+		rc = errf(errbuf, errlen, -ENOTDIR, "cache directory %s is not a directory",
+			c->dir);
 		goto fail;
 	}
 	if (sb.st_uid != c->euid) {
@@ -1209,4 +1208,3 @@ void cache_free(struct cache *c)
 	free(c->dir);
 	free(c);
 }
-

@@ -13,17 +13,17 @@
 #include "fs/cache.h"
 #include "fs/remote/remote.h"
 
-#define META_NAME	  "meta"
-#define META_MAGIC	  "ferry-cache 2"
-#define META_MAGIC_V1	  "ferry-cache 1"
-#define MAP_MAGIC	  "FERRYMAP"
-#define MAP_FORMAT	  2
+#define META_NAME         "meta"
+#define META_MAGIC        "ferry-cache 2"
+#define META_MAGIC_V1     "ferry-cache 1"
+#define MAP_MAGIC         "FERRYMAP"
+#define MAP_FORMAT        2
 #define MAP_HEADER_BYTES  64
 #define MAP_RECORD_BYTES  32
-#define MAP_ALIGN	  512
-#define MAP_SUMS_ALIGN	  512
-#define REC_PRESENT	  1u
-#define MAX_PATH_BYTES	  16384
+#define MAP_ALIGN         512
+#define MAP_SUMS_ALIGN    512
+#define REC_PRESENT       1u
+#define MAX_PATH_BYTES    16384
 #define MAX_VERSION_BYTES 1024
 #define MAX_OBJECT_BYTES  (UINT64_MAX >> 1)
 
@@ -147,7 +147,7 @@ struct chunk_page {
 	struct chunk_page *next;      /* o->pages */
 	struct cache_object *obj;
 	uint64_t first; /* index of ch[0] */
-	bool dirty;	/* records to rewrite at the next sync */
+	bool dirty;     /* records to rewrite at the next sync */
 	struct chunk ch[CHUNKS_PER_PAGE];
 };
 
@@ -175,10 +175,10 @@ struct cache_object {
 	/* protected by c->lock */
 	unsigned refs;
 	bool stale, dead;
-	struct cache_object *hash_next;		  /* c->table bucket, keyed by path */
+	struct cache_object *hash_next;           /* c->table bucket, keyed by path */
 	struct cache_object *all_prev, *all_next; /* c->all, every object until freed */
-	struct cache_object *stale_next;	  /* c->stale, while stale */
-	struct cache_object *dirty_next;	  /* c->dirty, when on_dirty */
+	struct cache_object *stale_next;          /* c->stale, while stale */
+	struct cache_object *dirty_next;          /* c->dirty, when on_dirty */
 	bool on_dirty;
 	uint64_t cached_bytes;
 	struct chunk_page **page_table; /* nr_page_buckets, a power of two (or 0) */
@@ -209,7 +209,7 @@ struct cache {
 	struct cache_object *stale; /* stale objects: still read, or being deleted */
 	pthread_cond_t dead_cond;   /* broadcast when a deleted object leaves c->stale */
 	struct cache_object *dirty; /* objects with records to write */
-	struct chunk lru;	    /* list head: lru.lru_next is the least recently used */
+	struct chunk lru;           /* list head: lru.lru_next is the least recently used */
 	uint64_t clock;
 	unsigned fail_run;     /* disk errors since the last successful fill */
 	time_t last_err_log;   /* rate limit of disk error lines: one a second */
@@ -259,8 +259,8 @@ void table_insert(struct cache *c, struct cache_object *o);
 void table_remove(struct cache *c, struct cache_object *o);
 void all_insert(struct cache *c, struct cache_object *o);
 void obj_destroy(struct cache_object *o);
-struct cache_object *obj_new(
-	struct cache *c, const char *path, const char *version, uint64_t size, uint64_t key_hash);
+struct cache_object *obj_new(struct cache *c, const char *path, const char *version, uint64_t size,
+	uint64_t key_hash);
 void obj_ref_locked(struct cache_object *o);
 void obj_put(struct cache_object *o);
 struct chunk *pick_victims(struct cache *c, uint64_t need);
@@ -274,6 +274,5 @@ void punch(int fd, uint64_t off, uint64_t len);
 int obj_open_data_locked(struct cache_object *o, bool create);
 int obj_open_data(struct cache_object *o);
 int obj_open_map(struct cache_object *o, bool create);
-
 
 #endif

@@ -24,7 +24,7 @@ struct pin {
 	struct pin *next;
 	struct cache_object *co;
 	uint64_t first, last;
-	struct timespec deadline;  /* CLOCK_MONOTONIC */
+	struct timespec deadline; /* CLOCK_MONOTONIC */
 };
 
 size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
@@ -51,11 +51,11 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		"\"fetch_ns\":%" PRIu64 ",\"fetch_bytes_per_s\":%.0f,"
 		"\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64 ","
 		"\"dir_readahead_files\":%" PRIu64 "}\n",
-		FERRY_VERSION, (int)getpid(), fs->offline ? "true" : "false", up, cs.used_bytes, cs.max_bytes,
-		fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses, cs.evictions,
-		cs.verify_failures, cs.disk_errors, cs.degraded ? "true" : "false",
-		st.bytes_fetched, st.requests, st.retries, st.errors,
-		st.fetch_ns, tput, (uint64_t)atomic_load(&fs->nr_ops[FERRY_OP_READ]),
+		FERRY_VERSION, (int)getpid(), fs->offline ? "true" : "false", up, cs.used_bytes,
+		cs.max_bytes, fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses,
+		cs.evictions, cs.verify_failures, cs.disk_errors, cs.degraded ? "true" : "false",
+		st.bytes_fetched, st.requests, st.retries, st.errors, st.fetch_ns, tput,
+		(uint64_t)atomic_load(&fs->nr_ops[FERRY_OP_READ]),
 		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors),
 		dir_prefetch_nr_files(fs->dir_prefetch));
 	return n < 0 ? 0 : (size_t)n;

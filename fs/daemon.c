@@ -28,7 +28,7 @@
 #include "fs/remote/url.h"
 
 #define DEFAULT_CHUNK_BYTES (8u << 20)
-#define DEFAULT_TTL_S 3600.0
+#define DEFAULT_TTL_S       3600.0
 
 /* The backend of an offline mount: the source could not be reached at start, so every
  * miss fails (EIO to the reader) and only what the cache holds is served. */
@@ -155,8 +155,9 @@ static void note_other_chunk_sizes(const struct ferryfs_config *cfg, uint32_t ch
 			continue;
 		dir = source_cache_dir(cfg->cache_dir, id);
 		if (dir && access(dir, F_OK) == 0)
-			log_info("the cache of this source with chunk size %u is in %s and is not used "
-				 "with chunk size %u; remove it to free its space",
+			log_info(
+				"the cache of this source with chunk size %u is in %s and is not used "
+				"with chunk size %u; remove it to free its space",
 				cb, dir, chunk_bytes);
 		free(dir);
 	}
@@ -211,7 +212,7 @@ static void raise_readahead(const char *mountpoint)
 
 		/* Mount points with escaped characters simply do not match: no harm. */
 		if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, mp) == 2 &&
-		    !strcmp(mp, mountpoint))
+			!strcmp(mp, mountpoint))
 			snprintf(devno, sizeof(devno), "%s", dev);
 	}
 	free(line);
@@ -231,7 +232,7 @@ struct syncer {
 	struct ferryfs *fs;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stop;             /* protected by lock */
+	bool stop; /* protected by lock */
 	const char *mountpoint;
 	pthread_t thread;
 	bool started;
@@ -414,15 +415,17 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 
 	if (!cfg->foreground)
 		log_use_syslog();
-	log_set_level(cfg->verbose >= 2 ? LOG_LEVEL_DEBUG :
-		      cfg->verbose == 1 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
+	log_set_level(cfg->verbose >= 2   ? LOG_LEVEL_DEBUG
+		      : cfg->verbose == 1 ? LOG_LEVEL_INFO
+					  : LOG_LEVEL_WARN);
 	clock_gettime(CLOCK_MONOTONIC, &fs.started);
 	/* Everything shown (fsname, logs, user.ferry.source, ferry stat) is the redacted form;
 	 * the requests and the identity use cfg->source in full. */
 	fs.source = url_redact(cfg->source);
 	fs.chunk_bytes = cfg->chunk_bytes ? cfg->chunk_bytes : DEFAULT_CHUNK_BYTES;
-	fs.timeout_s = cfg->metadata_ttl_s < 0 ? 365.0 * 86400 :
-		       cfg->metadata_ttl_s == 0 ? 0 : cfg->metadata_ttl_s;
+	fs.timeout_s = cfg->metadata_ttl_s < 0    ? 365.0 * 86400
+		       : cfg->metadata_ttl_s == 0 ? 0
+						  : cfg->metadata_ttl_s;
 
 	ops = remote_ops_for(cfg->source, err, sizeof(err));
 	if (!ops) {
@@ -497,8 +500,10 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	ret = namespace_new(&fs.ns, &nc);
 	if (ret) {
 		if (fs.offline)
-			snprintf(err, sizeof(err), "%s, and the listing kept by an earlier mount "
-				 "cannot be used (%s)", offline_why, strerror(-ret));
+			snprintf(err, sizeof(err),
+				"%s, and the listing kept by an earlier mount "
+				"cannot be used (%s)",
+				offline_why, strerror(-ret));
 		else
 			snprintf(err, sizeof(err), "cannot read the listing of %s: %s", fs.source,
 				strerror(-ret));
@@ -507,8 +512,8 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	if (fs.offline)
 		report_warning(ready_fd, "%s; serving what is cached (offline)", offline_why);
 	if (!fs.offline) {
-		ret = dir_prefetch_new(&fs.dir_prefetch, fs.ns, fs.cache, fs.fetcher, fs.chunk_bytes,
-			cfg->dir_readahead);
+		ret = dir_prefetch_new(&fs.dir_prefetch, fs.ns, fs.cache, fs.fetcher,
+			fs.chunk_bytes, cfg->dir_readahead);
 		if (ret) {
 			snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
 			goto fail;
@@ -520,8 +525,8 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		goto fail;
 	}
 
-	snprintf(opts, sizeof(opts), "ro,default_permissions,subtype=ferry,max_read=%u,fsname=",
-		1u << 20);
+	snprintf(opts, sizeof(opts),
+		"ro,default_permissions,subtype=ferry,max_read=%u,fsname=", 1u << 20);
 	ret = opt_append_escaped(opts, sizeof(opts), fs.source); /* /proc/mounts: all can read */
 	if (!ret && cfg->fuse_options && *cfg->fuse_options) {
 		size_t n = strlen(opts);
@@ -532,7 +537,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 			snprintf(opts + n, sizeof(opts) - n, ",%s", cfg->fuse_options);
 	}
 	if (ret || fuse_opt_add_arg(&args, "ferry") || fuse_opt_add_arg(&args, "-o") ||
-	    fuse_opt_add_arg(&args, opts)) {
+		fuse_opt_add_arg(&args, opts)) {
 		snprintf(err, sizeof(err), "FUSE options too long");
 		ret = -EINVAL;
 		goto fail;

@@ -16,19 +16,19 @@
 #include "fs/fetch.h"
 #include "fs/namespace.h"
 
-#define NR_STREAMS       8         /* directories walked at once */
-#define SEQUENTIAL_FILES 2         /* in-order opens before the next files are fetched */
-#define MAX_GAP          4         /* entries an in-order walk may skip (dirs, other names) */
+#define NR_STREAMS       8           /* directories walked at once */
+#define SEQUENTIAL_FILES 2           /* in-order opens before the next files are fetched */
+#define MAX_GAP          4           /* entries an in-order walk may skip (dirs, other names) */
 #define AHEAD_BYTES      (32u << 20) /* at most this much fetched ahead of a walk */
 #define QUEUE_LEN        512
 #define NR_WORKERS       4
 
 /* One directory being walked. */
 struct stream {
-	uint64_t dir;      /* 0: unused */
-	size_t next;       /* index after the file opened last */
-	size_t ahead_to;   /* the files before this index are queued or opened */
-	unsigned run;      /* opens in a row, each at most MAX_GAP entries after the previous */
+	uint64_t dir;    /* 0: unused */
+	size_t next;     /* index after the file opened last */
+	size_t ahead_to; /* the files before this index are queued or opened */
+	unsigned run;    /* opens in a row, each at most MAX_GAP entries after the previous */
 	uint64_t last_use;
 };
 
@@ -41,12 +41,12 @@ struct dir_prefetch {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stop;                      /* lock */
+	bool stop;                         /* lock */
 	struct stream streams[NR_STREAMS]; /* lock */
-	uint64_t clock;                 /* lock */
-	uint64_t queue[QUEUE_LEN];      /* lock: inos to fetch, a ring */
-	unsigned head, len;             /* lock */
-	struct ns_file *files;          /* lock: scratch of ahead_files entries */
+	uint64_t clock;                    /* lock */
+	uint64_t queue[QUEUE_LEN];         /* lock: inos to fetch, a ring */
+	unsigned head, len;                /* lock */
+	struct ns_file *files;             /* lock: scratch of ahead_files entries */
 	pthread_t workers[NR_WORKERS];
 	unsigned nr_workers;
 	atomic_uint_fast64_t nr_files;
@@ -196,8 +196,8 @@ void dir_prefetch_opened(struct dir_prefetch *dp, struct ns_node *n, bool cached
 	nr = namespace_files_from(dp->ns, dir, idx + 1, dp->ahead_files, dp->files);
 	until = idx + 1;
 	for (size_t i = 0; i < nr; i++) {
-		uint64_t b = dp->files[i].size < dp->chunk_bytes ? dp->files[i].size :
-								      dp->chunk_bytes;
+		uint64_t b =
+			dp->files[i].size < dp->chunk_bytes ? dp->files[i].size : dp->chunk_bytes;
 
 		if (i && bytes + b > AHEAD_BYTES)
 			break;

@@ -8,11 +8,11 @@
 #include <sys/ioctl.h>
 
 /* On the mount root: a JSON object of the daemon's counters (see docs/ferry.md). */
-#define FERRY_XATTR_STATS  "user.ferry.stats"
+#define FERRY_XATTR_STATS "user.ferry.stats"
 /* On any file or directory: the remote URL it comes from. Present on ferry mounts only. */
 #define FERRY_XATTR_SOURCE "user.ferry.source"
 /* On files: the object's ETag (as sent by the server) or "" when it has none. */
-#define FERRY_XATTR_ETAG   "user.ferry.etag"
+#define FERRY_XATTR_ETAG "user.ferry.etag"
 /* On files: bytes of the file present in the cache, as decimal text. */
 #define FERRY_XATTR_CACHED "user.ferry.cached"
 
@@ -38,15 +38,15 @@
 #define FERRY_RESIDENT_MAX_SUMS    1024u
 
 struct ferry_resident {
-	uint64_t offset;        /* in */
-	uint64_t length;        /* in; clipped to the file's size */
-	uint32_t hold_ms;       /* in: pin time; 0 means 30 s */
-	uint32_t chunk_bytes;   /* out: the cache's chunk size */
-	uint64_t file_size;     /* out */
-	char cache_path[4064];  /* out: NUL-terminated absolute path */
-	uint64_t sums_offset;   /* out: the block of sums[0] */
-	uint32_t block_bytes;   /* out: FERRY_RESIDENT_BLOCK_BYTES, or 0 (no sums) */
-	uint32_t nr_sums;       /* out */
+	uint64_t offset;       /* in */
+	uint64_t length;       /* in; clipped to the file's size */
+	uint32_t hold_ms;      /* in: pin time; 0 means 30 s */
+	uint32_t chunk_bytes;  /* out: the cache's chunk size */
+	uint64_t file_size;    /* out */
+	char cache_path[4064]; /* out: NUL-terminated absolute path */
+	uint64_t sums_offset;  /* out: the block of sums[0] */
+	uint32_t block_bytes;  /* out: FERRY_RESIDENT_BLOCK_BYTES, or 0 (no sums) */
+	uint32_t nr_sums;      /* out */
 	uint64_t sums[FERRY_RESIDENT_MAX_SUMS]; /* out */
 };
 #define FERRY_IOC_RESIDENT _IOWR('f', 1, struct ferry_resident)

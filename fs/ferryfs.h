@@ -8,18 +8,18 @@
 #include "fs/remote/remote.h"
 
 struct ferryfs_config {
-	const char *source;        /* http(s)://..., s3://..., or a local directory */
-	const char *mountpoint;    /* absolute, an empty directory */
-	const char *cache_dir;     /* root of all caches; this source gets a subdirectory */
-	uint64_t cache_bytes;      /* 0: no limit */
-	uint32_t chunk_bytes;      /* 0: 8 MiB */
-	double metadata_ttl_s;     /* listings and attributes are re-checked after this; <0: never */
-	const char *fuse_options;  /* comma-separated -o options passed to FUSE, or NULL */
-	unsigned max_transfers;    /* 0: default */
-	unsigned dir_readahead;    /* files fetched ahead of an in-order walk of a directory; 0: off */
+	const char *source;       /* http(s)://..., s3://..., or a local directory */
+	const char *mountpoint;   /* absolute, an empty directory */
+	const char *cache_dir;    /* root of all caches; this source gets a subdirectory */
+	uint64_t cache_bytes;     /* 0: no limit */
+	uint32_t chunk_bytes;     /* 0: 8 MiB */
+	double metadata_ttl_s;    /* listings and attributes are re-checked after this; <0: never */
+	const char *fuse_options; /* comma-separated -o options passed to FUSE, or NULL */
+	unsigned max_transfers;   /* 0: default */
+	unsigned dir_readahead; /* files fetched ahead of an in-order walk of a directory; 0: off */
 	bool allow_outside_symlinks; /* serve symlinks whose target is absolute or leaves the
 	                              * mount (hidden by default, namespace.h) */
-	bool foreground;           /* log to stderr instead of syslog */
+	bool foreground;             /* log to stderr instead of syslog */
 	int verbose;
 	struct remote_options remote;
 };

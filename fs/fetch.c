@@ -31,7 +31,7 @@
  * cores, cold dd of 2 GiB through a fresh mount, 3 runs each: 1 storer 920-980 MB/s, 2 storers
  * 790-850, 4 storers 730-880: parallel stores take CPU from the curl thread and finish the
  * chunk the reader waits for later, where one stores them in the order they arrived. */
-#define FETCH_STORERS	  1
+#define FETCH_STORERS 1
 /* Readahead in memory at once (queued, in flight, or waiting for its store; at least 2
  * chunks): the FUSE side asks for 128 MiB ahead. Counting only the chunks that waited for their
  * store (up to 2 x max_transfers) let the daemon of a cold dd of 2 GiB in 8 MiB chunks peak at
@@ -86,8 +86,8 @@ static void job_free(struct fetcher *f, struct fetch_job *j)
 	free(j);
 }
 
-static struct fetch_job *job_new(
-	struct fetcher *f, struct cache_object *co, uint64_t idx, struct fetch_batch *batch)
+static struct fetch_job *job_new(struct fetcher *f, struct cache_object *co, uint64_t idx,
+	struct fetch_batch *batch)
 {
 	struct fetch_job *j = calloc(1, sizeof(*j));
 	const struct remote_object *obj = cache_object_remote(co);
@@ -238,8 +238,8 @@ static void *worker_main(void *arg)
 
 /* --- the public calls --- */
 
-int fetcher_new(
-	struct fetcher **out, struct remote *r, struct cache *c, const struct fetch_config *cfg)
+int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
+	const struct fetch_config *cfg)
 {
 	struct fetcher *f;
 	unsigned i, nr_workers;
@@ -334,8 +334,8 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st)
 enum { CH_HIT, CH_MINE, CH_WAIT, CH_DONE };
 
 /* The part [*a, *b) of chunk idx that falls in [off, off+len). */
-static void chunk_part(
-	struct fetcher *f, uint64_t off, size_t len, uint64_t idx, uint64_t *a, uint64_t *b)
+static void chunk_part(struct fetcher *f, uint64_t off, size_t len, uint64_t idx, uint64_t *a,
+	uint64_t *b)
 {
 	uint64_t cs = idx * f->chunk_bytes;
 
@@ -344,8 +344,8 @@ static void chunk_part(
 }
 
 /* Copies the part of chunk idx that falls in [off, off+len) from src (the chunk's bytes). */
-static void copy_part(
-	struct fetcher *f, char *buf, uint64_t off, size_t len, uint64_t idx, const char *src)
+static void copy_part(struct fetcher *f, char *buf, uint64_t off, size_t len, uint64_t idx,
+	const char *src)
 {
 	uint64_t a, b;
 
@@ -438,8 +438,8 @@ static int do_window(struct fetcher *f, struct cache_object *co, char *buf, uint
 	size_t len, uint64_t first, uint64_t last)
 {
 	unsigned nr = (unsigned)(last - first + 1), i;
-	struct fetch_batch b = {
-		.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	struct fetch_batch b = { .lock = PTHREAD_MUTEX_INITIALIZER,
+		.cond = PTHREAD_COND_INITIALIZER };
 	unsigned char *state = calloc(nr, 1);
 	int err = 0, ret;
 
@@ -555,8 +555,8 @@ static int do_range(struct fetcher *f, struct cache_object *co, char *buf, uint6
 	return 0;
 }
 
-ssize_t fetcher_read(
-	struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off)
+ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size_t len,
+	uint64_t off)
 {
 	const struct remote_object *obj = cache_object_remote(co);
 	int ret;

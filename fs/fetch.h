@@ -16,17 +16,17 @@ struct namespace;
 struct ns_node;
 
 struct fetch_config {
-	unsigned max_transfers;  /* transfers in flight at once; 0: 16 */
-	unsigned max_retries;    /* per chunk, for retryable failures; 0: 5 */
-	unsigned backoff_ms;     /* first backoff, doubled with jitter each retry; 0: 100 */
+	unsigned max_transfers; /* transfers in flight at once; 0: 16 */
+	unsigned max_retries;   /* per chunk, for retryable failures; 0: 5 */
+	unsigned backoff_ms;    /* first backoff, doubled with jitter each retry; 0: 100 */
 };
 
 struct fetch_stats {
 	uint64_t bytes_fetched;
 	uint64_t requests;
 	uint64_t retries;
-	uint64_t errors;         /* chunk fetches that failed for good */
-	uint64_t fetch_ns;       /* summed wall time of successful transfers */
+	uint64_t errors;   /* chunk fetches that failed for good */
+	uint64_t fetch_ns; /* summed wall time of successful transfers */
 };
 
 int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
@@ -49,8 +49,8 @@ int fetcher_open_node(struct fetcher *f, struct namespace *ns, struct ns_node *n
 /* Reads [off, off+len) of co through the cache: hits come from disk, misses are fetched once
  * each, the chunks of one read concurrently. Returns bytes read (short only at the object's
  * end) or -EIO (server error, short body), -ESTALE (the object changed on the server). */
-ssize_t fetcher_read(
-	struct fetcher *f, struct cache_object *co, void *buf, size_t len, uint64_t off);
+ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size_t len,
+	uint64_t off);
 
 /* Starts fetching the absent chunks among [first, first + n) in the background and returns at
  * once (readahead): how many it started (none for chunks present or being fetched; it stops

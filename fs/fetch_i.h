@@ -15,7 +15,7 @@
 
 struct remote_object;
 
-#define FETCH_WORKERS	  4
+#define FETCH_WORKERS 4
 
 struct fetch_batch;
 
@@ -23,18 +23,18 @@ struct fetch_batch;
  * then the batch's reader (or a worker for readahead), which frees it. */
 struct fetch_job {
 	struct fetch_job *next;
-	struct fetch_job *active_next; /* curl thread: list of transfers in flight */
-	struct fetch_batch *batch;     /* NULL: readahead, finished by a worker */
-	struct cache_object *co;       /* a reference */
+	struct fetch_job *active_next;   /* curl thread: list of transfers in flight */
+	struct fetch_batch *batch;       /* NULL: readahead, finished by a worker */
+	struct cache_object *co;         /* a reference */
 	const struct remote_object *obj; /* co's remote identity; its etag pins the response */
 	uint64_t idx, off;
 	size_t len;
 	char *buf; /* len bytes */
 	size_t got;
 	unsigned attempts;
-	int err;		/* 0 or -errno once done */
-	bool read_job;		/* for a worker: still to be read through ops->read */
-	bool uncached;		/* for its reader only: the cache is not asked to store it */
+	int err;                /* 0 or -errno once done */
+	bool read_job;          /* for a worker: still to be read through ops->read */
+	bool uncached;          /* for its reader only: the cache is not asked to store it */
 	uint64_t not_before_ns; /* retry backoff */
 	uint64_t start_ns;
 	/* transfer state, curl thread only */
@@ -43,8 +43,8 @@ struct fetch_job {
 	long status;
 	bool have_range, overflow, etag_too_long;
 	uint64_t cr_start, cr_end, cr_total;
-	char resp_etag[1025]; /* the response's ETag, "" when it sent none */
-	time_t resp_mtime;    /* its Last-Modified, 0 when none */
+	char resp_etag[1025];   /* the response's ETag, "" when it sent none */
+	time_t resp_mtime;      /* its Last-Modified, 0 when none */
 	int64_t retry_after_ms; /* its Retry-After, -1 when none */
 };
 
@@ -53,7 +53,7 @@ struct fetch_batch {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct fetch_job *done; /* protected by lock */
-	unsigned pending;	/* protected by lock */
+	unsigned pending;       /* protected by lock */
 };
 
 /* queue, work, stop and the buffer list are protected by lock; ready and the multi handle belong
@@ -69,7 +69,7 @@ struct fetcher {
 	struct fetch_job *work, **work_tail;   /* for the workers */
 	bool stop_curl, stop_workers;
 	bool aborted; /* fetcher_abort: every transfer fails at once, from now on */
-	char **bufs; /* idle chunk buffers */
+	char **bufs;  /* idle chunk buffers */
 	unsigned nr_bufs, max_bufs;
 	CURLM *multi;
 	bool have_curl_thread;
@@ -78,7 +78,7 @@ struct fetcher {
 	unsigned nr_workers;
 	struct fetch_job *ready;  /* curl thread: waiting to start or to retry */
 	struct fetch_job *active; /* curl thread: transfers in flight */
-	CURL **idle_easy;	  /* curl thread */
+	CURL **idle_easy;         /* curl thread */
 	unsigned nr_idle_easy, nr_active;
 	/* Readahead jobs from submission until stored or failed, each holding a chunk buffer:
 	 * protected by lock; fetcher_prefetch starts none while there are max_ahead. */

@@ -47,17 +47,17 @@ enum ferry_op {
  * the session starts and torn down after it ends, so the operations read it without locks. */
 struct ferryfs {
 	const struct ferryfs_config *cfg;
-	char *source;               /* as given, for messages and user.ferry.source */
-	struct remote *remote;      /* the real backend, or the offline stand-in */
+	char *source;          /* as given, for messages and user.ferry.source */
+	struct remote *remote; /* the real backend, or the offline stand-in */
 	bool offline;
 	struct cache *cache;
 	struct fetcher *fetcher;
 	struct namespace *ns;
 	struct dir_prefetch *dir_prefetch; /* NULL: off (or offline) */
 	uint32_t chunk_bytes;
-	double timeout_s;           /* entry and attribute timeouts given to the kernel */
-	char *cache_dir;            /* this source's cache directory */
-	struct timespec started;    /* CLOCK_MONOTONIC */
+	double timeout_s;        /* entry and attribute timeouts given to the kernel */
+	char *cache_dir;         /* this source's cache directory */
+	struct timespec started; /* CLOCK_MONOTONIC */
 
 	atomic_uint_fast64_t nr_ops[FERRY_NR_OPS];
 	atomic_uint_fast64_t read_bytes;
@@ -66,8 +66,8 @@ struct ferryfs {
 	/* FERRY_IOC_RESIDENT pins, released by pin_thread when they expire. */
 	pthread_mutex_t pin_lock;
 	pthread_cond_t pin_cond;
-	struct pin *pins;           /* protected by pin_lock */
-	bool pin_stop;              /* protected by pin_lock */
+	struct pin *pins; /* protected by pin_lock */
+	bool pin_stop;    /* protected by pin_lock */
 	pthread_t pin_thread;
 	bool pin_thread_started;
 };
@@ -79,9 +79,9 @@ struct ferry_file {
 	struct ns_object obj;
 	struct cache_object *co;
 	pthread_mutex_t lock;
-	uint64_t next_off;         /* where a sequential reader reads next */
-	unsigned nr_sequential;    /* consecutive reads that continued the previous one */
-	uint64_t prefetched_to;    /* chunks below this index were already asked for */
+	uint64_t next_off;      /* where a sequential reader reads next */
+	unsigned nr_sequential; /* consecutive reads that continued the previous one */
+	uint64_t prefetched_to; /* chunks below this index were already asked for */
 };
 
 static inline struct ferryfs *fs_of(fuse_req_t req)

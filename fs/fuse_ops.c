@@ -135,8 +135,7 @@ static void ferry_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		namespace_dir_free(fs->ns, d);
 }
 
-static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
-	bool plus)
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
 {
 	struct ferryfs *fs = fs_of(req);
 	struct ns_dir *d = (struct ns_dir *)(uintptr_t)fi->fh;
@@ -170,9 +169,11 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 				e.ino = e.attr.st_ino;
 				timeout_split(fs->timeout_s, &e);
 			}
-			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+				i + 1);
 		} else {
-			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr,
+				i + 1);
 		}
 		if (need > size - used)
 			break;
@@ -479,8 +480,8 @@ static void erofs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, c
 	refuse(req);
 }
 
-static void erofs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-	fuse_ino_t newparent, const char *newname, unsigned int flags)
+static void erofs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	const char *newname, unsigned int flags)
 {
 	refuse(req);
 }

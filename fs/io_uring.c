@@ -112,11 +112,11 @@ static ssize_t uring_rw(int op, int fd, void *buf, size_t len, uint64_t off)
 		if (piece > IO_MAX_BYTES)
 			piece = IO_MAX_BYTES;
 		if (op == OP_READ)
-			io_uring_prep_read(
-				sqe, fd, (char *)buf + done, (unsigned)piece, off + done);
+			io_uring_prep_read(sqe, fd, (char *)buf + done, (unsigned)piece,
+				off + done);
 		else
-			io_uring_prep_write(
-				sqe, fd, (char *)buf + done, (unsigned)piece, off + done);
+			io_uring_prep_write(sqe, fd, (char *)buf + done, (unsigned)piece,
+				off + done);
 		res = ring_run(ring);
 		if (res == -EINTR || res == -EAGAIN)
 			continue;

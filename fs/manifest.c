@@ -18,7 +18,7 @@
 #include "fs/manifest.h"
 #include "fs/remote/url.h"
 
-#define MANIFEST_HEADER	  "ferry-manifest 1"
+#define MANIFEST_HEADER   "ferry-manifest 1"
 #define MANIFEST_MAX_PATH 4096
 
 static int parse_u64(const char *s, size_t n, uint64_t *out)
@@ -136,8 +136,8 @@ static int parse_line(const char *line, size_t len, struct remote_entry *e, cons
 	return 0;
 }
 
-int manifest_parse(
-	const char *buf, size_t len, remote_list_cb cb, void *arg, char *errbuf, size_t errlen)
+int manifest_parse(const char *buf, size_t len, remote_list_cb cb, void *arg, char *errbuf,
+	size_t errlen)
 {
 	const char *p = buf, *end = buf + len;
 	unsigned long lineno = 0;
@@ -146,7 +146,7 @@ int manifest_parse(
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		struct remote_entry e = {0};
+		struct remote_entry e = { 0 };
 		const char *why = NULL;
 
 		lineno++;
@@ -251,7 +251,7 @@ static int write_dir(int rootfd, const char *rel, FILE *out, char *errbuf, size_
 	}
 	for (i = 0; i < n && !ret; i++) {
 		const char *nm = names[i]->d_name;
-		struct remote_entry e = {0};
+		struct remote_entry e = { 0 };
 		char target[PATH_MAX];
 		struct stat st;
 		char *path;
@@ -364,7 +364,8 @@ static struct man_key key_of_path(const char *path)
 
 	if (!slash)
 		return (struct man_key){ .parent = path, .parent_bytes = 0, .name = path };
-	return (struct man_key){ .parent = path, .parent_bytes = (size_t)(slash - path),
+	return (struct man_key){ .parent = path,
+		.parent_bytes = (size_t)(slash - path),
 		.name = slash + 1 };
 }
 
@@ -372,7 +373,8 @@ static struct man_key key_of_rec(const struct manifest_index *m, const struct ma
 {
 	const char *path = m->arena + r->path_off;
 
-	return (struct man_key){ .parent = path, .parent_bytes = r->parent_bytes,
+	return (struct man_key){ .parent = path,
+		.parent_bytes = r->parent_bytes,
 		.name = path + r->parent_bytes + (r->parent_bytes ? 1 : 0) };
 }
 
@@ -473,8 +475,7 @@ static int index_collect(void *arg, const struct remote_entry *e)
 }
 
 /* The record of path among the first nr (sorted), or NULL. */
-static const struct man_rec *index_find(const struct manifest_index *m, size_t nr,
-	const char *path)
+static const struct man_rec *index_find(const struct manifest_index *m, size_t nr, const char *path)
 {
 	struct man_key k = key_of_path(path);
 	size_t lo = 0, hi = nr;

@@ -25,11 +25,11 @@
  * protected by ns->lock. */
 struct ns_dirstate {
 	pthread_mutex_t list_lock;
-	struct ns_node **children;  /* sorted by name */
+	struct ns_node **children; /* sorted by name */
 	size_t nr_children;
 	bool listed;
-	bool dirty;                 /* the kept listing is older than children */
-	struct timespec listed_at;  /* CLOCK_MONOTONIC */
+	bool dirty;                /* the kept listing is older than children */
+	struct timespec listed_at; /* CLOCK_MONOTONIC */
 };
 
 /* One file, directory or symlink, in one allocation with its path: there is one per entry seen,
@@ -47,17 +47,17 @@ struct ns_node {
 	struct timespec mtime;
 	char *etag;
 	union {
-		char *last_open_version;  /* REMOTE_FILE: version at the previous open (keep_cache) */
-		char *link_target;        /* REMOTE_SYMLINK: never NULL */
-		struct ns_dirstate *ds;   /* REMOTE_DIR: never NULL */
+		char *last_open_version; /* REMOTE_FILE: version at the previous open (keep_cache) */
+		char *link_target;       /* REMOTE_SYMLINK: never NULL */
+		struct ns_dirstate *ds;  /* REMOTE_DIR: never NULL */
 	};
 	uint64_t nlookup;
 	uint32_t refs;
-	uint16_t name_off;          /* the name is path + name_off */
-	uint8_t type;               /* enum remote_type */
-	bool version_checked : 1;   /* stat'ed since the last listing */
+	uint16_t name_off;        /* the name is path + name_off */
+	uint8_t type;             /* enum remote_type */
+	bool version_checked : 1; /* stat'ed since the last listing */
 	bool linked : 1;
-	bool kept : 1;              /* scratch of listing_merge: reused by the new listing */
+	bool kept : 1; /* scratch of listing_merge: reused by the new listing */
 	/* The remote path, then the name. The name is the path's last component, except for a
 	 * single-file source's one file: its path is "" and its name follows that NUL. */
 	char path[];
@@ -66,7 +66,8 @@ struct ns_node {
 /* The table is protected by lock; remote, state_dir, ttl, uid, gid never change.
  * store_lock orders the writers of kept listings (a snapshot taken later is renamed later);
  * it is taken before lock, never while holding it. */
-struct namespace {
+struct namespace
+{
 	struct remote *remote;
 	char *source;
 	char *state_dir;
@@ -74,13 +75,13 @@ struct namespace {
 	uid_t uid;
 	gid_t gid;
 	bool allow_outside_symlinks;
-	bool single_file;           /* the source is one object, shown inside the root */
+	bool single_file; /* the source is one object, shown inside the root */
 	atomic_bool warned_outside_link;
 
 	pthread_mutex_t store_lock;
 	pthread_mutex_t lock;
-	struct ns_page **pages;     /* the inode table: see table_find */
-	size_t nr_pages;            /* length of pages, some of them NULL */
+	struct ns_page **pages; /* the inode table: see table_find */
+	size_t nr_pages;        /* length of pages, some of them NULL */
 	size_t nr_nodes;
 	uint64_t next_ino;
 	struct ns_node *root;
@@ -276,7 +277,7 @@ static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const
 	else if (n->type == REMOTE_DIR && (n->ds = calloc(1, sizeof(*n->ds))))
 		pthread_mutex_init(&n->ds->list_lock, NULL);
 	if ((e->etag && !n->etag) || (n->type == REMOTE_SYMLINK && !n->link_target) ||
-	    (n->type == REMOTE_DIR && !n->ds)) {
+		(n->type == REMOTE_DIR && !n->ds)) {
 		node_free(n);
 		return NULL;
 	}
@@ -354,7 +355,7 @@ static int listing_add(void *arg, const struct remote_entry *e)
 	if (e->type == REMOTE_SYMLINK && !d->link_target)
 		d->link_target = strdup("");
 	if (!d->name || (remote_etag_is_version(e->etag) && !d->etag) ||
-	    (e->type == REMOTE_SYMLINK && !d->link_target)) {
+		(e->type == REMOTE_SYMLINK && !d->link_target)) {
 		remote_entry_done(d);
 		return -ENOMEM;
 	}
@@ -364,7 +365,8 @@ static int listing_add(void *arg, const struct remote_entry *e)
 
 static int cmp_entry(const void *a, const void *b)
 {
-	return strcmp(((const struct remote_entry *)a)->name, ((const struct remote_entry *)b)->name);
+	return strcmp(((const struct remote_entry *)a)->name,
+		((const struct remote_entry *)b)->name);
 }
 
 static int cmp_child(const void *key, const void *elem)
@@ -493,7 +495,10 @@ static int listing_snapshot(struct ns_node *dir, char **text, size_t *len)
 	for (size_t i = 0; !ret && i < dir->ds->nr_children; i++) {
 		struct ns_node *c = dir->ds->children[i];
 		struct remote_entry e = {
-			.type = c->type, .size = c->size, .mtime = c->mtime, .etag = c->etag,
+			.type = c->type,
+			.size = c->size,
+			.mtime = c->mtime,
+			.etag = c->etag,
 			.link_target = c->type == REMOTE_SYMLINK ? c->link_target : NULL,
 		};
 
@@ -1251,8 +1256,8 @@ static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *
 	if (!out->obj.path || (n->etag && !out->obj.etag) || !out->version) {
 		ret = -ENOMEM;
 	} else if (opening) {
-		out->keep_cache = n->last_open_version &&
-				  !strcmp(n->last_open_version, out->version);
+		out->keep_cache =
+			n->last_open_version && !strcmp(n->last_open_version, out->version);
 		set_str(&n->last_open_version, out->version);
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1271,8 +1276,7 @@ int namespace_peek_object(struct namespace *ns, struct ns_node *n, struct ns_obj
 	return object_of(ns, n, out, false);
 }
 
-int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent_ino,
-	size_t *index)
+int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent_ino, size_t *index)
 {
 	struct ns_node *dir, **c;
 	int ret = -ENOENT;
@@ -1296,8 +1300,9 @@ size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from,
 
 	pthread_mutex_lock(&ns->lock);
 	dir = table_find(ns, dir_ino);
-	for (size_t i = from; dir && dir->type == REMOTE_DIR && i < dir->ds->nr_children &&
-		i - from < span; i++) {
+	for (size_t i = from;
+		dir && dir->type == REMOTE_DIR && i < dir->ds->nr_children && i - from < span;
+		i++) {
 		const struct ns_node *c = dir->ds->children[i];
 
 		if (c->type != REMOTE_FILE)

@@ -17,10 +17,10 @@ struct namespace;
 struct ns_node;
 
 struct namespace_config {
-	struct remote *remote;   /* NULL when offline */
-	const char *source;      /* for building remote names in messages */
-	const char *state_dir;   /* where listings are kept (created if missing) */
-	double ttl_s;            /* listings are re-fetched after this; < 0: never */
+	struct remote *remote; /* NULL when offline */
+	const char *source;    /* for building remote names in messages */
+	const char *state_dir; /* where listings are kept (created if missing) */
+	double ttl_s;          /* listings are re-fetched after this; < 0: never */
 	uid_t uid;
 	gid_t gid;
 	/* Symlinks whose target is absolute or leaves the mount are hidden (not listed, one
@@ -67,7 +67,7 @@ char *namespace_etag(struct namespace *ns, struct ns_node *n);
  * namespace_dir_free. */
 struct ns_dirent {
 	struct ns_node *node;
-	const char *name;        /* the node's own name, valid while held */
+	const char *name; /* the node's own name, valid while held */
 };
 struct ns_dir {
 	uint64_t ino;
@@ -81,9 +81,9 @@ void namespace_dir_free(struct namespace *ns, struct ns_dir *d);
 /* A file's current object version, for fetches. The strings are owned by the struct. When
  * the listing gave no ETag, the object is stat'ed once (per listing) to learn it. */
 struct ns_object {
-	struct remote_object obj;  /* path, size, etag (may be NULL), mtime */
-	char *version;             /* cache version name: the ETag, else the mtime as text */
-	bool keep_cache;           /* same version as at this node's previous open */
+	struct remote_object obj; /* path, size, etag (may be NULL), mtime */
+	char *version;            /* cache version name: the ETag, else the mtime as text */
+	bool keep_cache;          /* same version as at this node's previous open */
 };
 int namespace_open_object(struct namespace *ns, struct ns_node *n, struct ns_object *out);
 /* The same for a look that is not an open (an xattr, a prefetch): keep_cache is left false and

@@ -61,7 +61,7 @@ static int key_s3(const struct source_id_input *in, char **key, char *errbuf, si
 	const char *addressing = in->addressing && *in->addressing ? in->addressing : "auto";
 	const char *b = in->source + 5, *slash = strchr(b, '/');
 	char *endpoint = NULL, *bucket = NULL, *prefix = NULL;
-	struct url u = {0};
+	struct url u = { 0 };
 	int ret;
 
 	if (in->endpoint && *in->endpoint)

@@ -11,11 +11,11 @@
 /* What the identity is made of. The S3 settings are the resolved ones (aws_config_load), not
  * only the command line's: AWS_REGION or a profile's endpoint_url change the bytes too. */
 struct source_id_input {
-	const char *source;	/* http(s)://..., s3://bucket/prefix, or a local directory */
-	const char *endpoint;	/* S3: http(s)://host[:port]; NULL: AWS's endpoint for region */
-	const char *region;	/* S3: NULL means us-east-1, as aws_config_load */
+	const char *source;     /* http(s)://..., s3://bucket/prefix, or a local directory */
+	const char *endpoint;   /* S3: http(s)://host[:port]; NULL: AWS's endpoint for region */
+	const char *region;     /* S3: NULL means us-east-1, as aws_config_load */
 	const char *addressing; /* S3: "path", "virtual", "auto" or NULL (auto) */
-	uint32_t chunk_bytes;	/* the cache's chunk size: another one is another cache */
+	uint32_t chunk_bytes;   /* the cache's chunk size: another one is another cache */
 };
 
 /* The canonical text of the identity, one "name value" line per component, newly allocated

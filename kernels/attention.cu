@@ -9,7 +9,7 @@
 
 #include "kernels/common.cuh"
 
-#define AW 8   /* warps (rows) per block */
+#define AW   8 /* warps (rows) per block */
 #define TILE 32
 
 template <int HS> struct hs_traits {
@@ -18,9 +18,8 @@ template <int HS> struct hs_traits {
 };
 
 template <typename T, int HS>
-__global__ void __launch_bounds__(AW * 32)
-	attention_forward_kernel(T *out, float *lse, const T *qkv, int T_, int C, int NH,
-		float scale)
+__global__ void __launch_bounds__(AW * 32) attention_forward_kernel(T *out, float *lse,
+	const T *qkv, int T_, int C, int NH, float scale)
 {
 	constexpr int R = hs_traits<HS>::R, P = hs_traits<HS>::P;
 	__shared__ float Ks[TILE][P], Vs[TILE][P], Qs[AW][HS];
@@ -103,9 +102,8 @@ __global__ void attention_delta_kernel(float *delta, const T *dout, const T *out
 }
 
 template <typename T, int HS>
-__global__ void __launch_bounds__(AW * 32)
-	attention_dq_kernel(T *dqkv, const T *dout, const T *qkv, const float *lse,
-		const float *delta, int T_, int C, int NH, float scale)
+__global__ void __launch_bounds__(AW * 32) attention_dq_kernel(T *dqkv, const T *dout, const T *qkv,
+	const float *lse, const float *delta, int T_, int C, int NH, float scale)
 {
 	constexpr int R = hs_traits<HS>::R, P = hs_traits<HS>::P;
 	__shared__ float Ks[TILE][P], Vs[TILE][P], Qs[AW][HS], dOs[AW][HS];
@@ -169,9 +167,8 @@ __global__ void __launch_bounds__(AW * 32)
 }
 
 template <typename T, int HS>
-__global__ void __launch_bounds__(AW * 32)
-	attention_dkv_kernel(T *dqkv, const T *dout, const T *qkv, const float *lse,
-		const float *delta, int T_, int C, int NH, float scale)
+__global__ void __launch_bounds__(AW * 32) attention_dkv_kernel(T *dqkv, const T *dout,
+	const T *qkv, const float *lse, const float *delta, int T_, int C, int NH, float scale)
 {
 	constexpr int R = hs_traits<HS>::R, P = hs_traits<HS>::P;
 	__shared__ float Qs[TILE][P], dOs[TILE][P], Kw[AW][HS], Vw[AW][HS], Ls[TILE], Ds[TILE];
@@ -248,32 +245,32 @@ extern "C" int k_attention_supported(int C, int NH)
 	return hs == 16 || hs == 32 || hs == 64 || hs == 128;
 }
 
-#define HS_SWITCH(hs, HS, ...)                                                 \
-	switch (hs) {                                                          \
-	case 16: {                                                             \
-		constexpr int HS = 16;                                         \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	case 32: {                                                             \
-		constexpr int HS = 32;                                         \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	case 64: {                                                             \
-		constexpr int HS = 64;                                         \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	case 128: {                                                            \
-		constexpr int HS = 128;                                        \
-		__VA_ARGS__;                                                   \
-		break;                                                         \
-	}                                                                      \
-	default:                                                               \
-		k_error_record(__FILE__, __LINE__, "attention",                \
-			"head size not 16, 32, 64 or 128");                    \
-		return;                                                        \
+#define HS_SWITCH(hs, HS, ...)                                                                     \
+	switch (hs) {                                                                              \
+	case 16: {                                                                                 \
+		constexpr int HS = 16;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 32: {                                                                                 \
+		constexpr int HS = 32;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 64: {                                                                                 \
+		constexpr int HS = 64;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 128: {                                                                                \
+		constexpr int HS = 128;                                                            \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	default:                                                                                   \
+		k_error_record(__FILE__, __LINE__, "attention",                                    \
+			"head size not 16, 32, 64 or 128");                                        \
+		return;                                                                            \
 	}
 
 extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int B, int T, int C,
@@ -282,16 +279,19 @@ extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int 
 	int hs = C / NH;
 	float scale = 1.0f / sqrtf((float)hs);
 	dim3 grid(div_up(T, AW), B * NH);
-	KDISPATCH(dt, X, HS_SWITCH(hs, HS, attention_forward_kernel<X, HS><<<grid, AW * 32, 0, s>>>(
-						      (X *)out, lse, (const X *)qkv, T, C, NH, scale)));
+	KDISPATCH(dt, X,
+		HS_SWITCH(hs, HS,
+			attention_forward_kernel<X, HS>
+			<<<grid, AW * 32, 0, s>>>((X *)out, lse, (const X *)qkv, T, C, NH, scale)));
 	KLAUNCH_CHECK();
 }
 
 void attention_delta(float *delta, const void *dout, const void *out, int B, int T, int C, int NH,
 	enum kdtype dt, cudaStream_t s)
 {
-	KDISPATCH(dt, X, attention_delta_kernel<X><<<div_up((size_t)B * NH * T, AW), AW * 32, 0, s>>>(
-				 delta, (const X *)dout, (const X *)out, B, T, C, NH));
+	KDISPATCH(dt, X,
+		attention_delta_kernel<X><<<div_up((size_t)B * NH * T, AW), AW * 32, 0, s>>>(delta,
+			(const X *)dout, (const X *)out, B, T, C, NH));
 }
 
 extern "C" void k_attention_backward(void *dqkv, float *delta, const void *dout, const void *qkv,
@@ -304,8 +304,8 @@ extern "C" void k_attention_backward(void *dqkv, float *delta, const void *dout,
 	attention_delta(delta, dout, out, B, T, C, NH, dt, s);
 	KDISPATCH(dt, X, {
 		HS_SWITCH(hs, HS, {
-			attention_dq_kernel<X, HS><<<grid, AW * 32, 0, s>>>((X *)dqkv, (const X *)dout,
-				(const X *)qkv, lse, delta, T, C, NH, scale);
+			attention_dq_kernel<X, HS><<<grid, AW * 32, 0, s>>>((X *)dqkv,
+				(const X *)dout, (const X *)qkv, lse, delta, T, C, NH, scale);
 			attention_dkv_kernel<X, HS><<<grid, AW * 32, 0, s>>>((X *)dqkv,
 				(const X *)dout, (const X *)qkv, lse, delta, T, C, NH, scale);
 		});

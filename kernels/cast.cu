@@ -43,8 +43,8 @@ template <typename D, typename S> __global__ void cast_kernel(D *dst, const S *s
 		dst[i] = from_f<D>(to_f(src[i]));
 }
 
-extern "C" void k_cast(void *dst, enum kdtype dst_dt, const void *src, enum kdtype src_dt,
-	size_t n, cudaStream_t s)
+extern "C" void k_cast(void *dst, enum kdtype dst_dt, const void *src, enum kdtype src_dt, size_t n,
+	cudaStream_t s)
 {
 	if (n == 0)
 		return;

@@ -72,15 +72,15 @@ __device__ __forceinline__ float block_max(float v, float *shared32)
 	return warp_max(v);
 }
 
-#define KDISPATCH(dt, T, ...)                                                  \
-	do {                                                                   \
-		if ((dt) == KDT_BF16) {                                        \
-			typedef bf16 T;                                        \
-			__VA_ARGS__;                                           \
-		} else {                                                       \
-			typedef float T;                                       \
-			__VA_ARGS__;                                           \
-		}                                                              \
+#define KDISPATCH(dt, T, ...)                                                                      \
+	do {                                                                                       \
+		if ((dt) == KDT_BF16) {                                                            \
+			typedef bf16 T;                                                            \
+			__VA_ARGS__;                                                               \
+		} else {                                                                           \
+			typedef float T;                                                           \
+			__VA_ARGS__;                                                               \
+		}                                                                                  \
 	} while (0)
 
 /* kernels.h's k_error: the first failure is kept for the caller, nothing exits. */

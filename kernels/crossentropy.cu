@@ -6,8 +6,8 @@
 #define CE_THREADS 512
 
 template <typename T>
-__global__ void crossentropy_kernel(T *logits, float *losses, const int32_t *targets,
-	float dloss, int write_grad, int V, int Vp)
+__global__ void crossentropy_kernel(T *logits, float *losses, const int32_t *targets, float dloss,
+	int write_grad, int V, int Vp)
 {
 	__shared__ float sh[32];
 	int row = blockIdx.x;
@@ -42,8 +42,9 @@ __global__ void crossentropy_kernel(T *logits, float *losses, const int32_t *tar
 extern "C" void k_crossentropy(void *logits, float *losses, const int32_t *targets, float dloss,
 	int write_grad, int N, int V, int Vp, enum kdtype dt, cudaStream_t s)
 {
-	KDISPATCH(dt, X, crossentropy_kernel<X><<<N, CE_THREADS, 0, s>>>((X *)logits, losses,
-				 targets, dloss, write_grad, V, Vp));
+	KDISPATCH(dt, X,
+		crossentropy_kernel<X>
+		<<<N, CE_THREADS, 0, s>>>((X *)logits, losses, targets, dloss, write_grad, V, Vp));
 	KLAUNCH_CHECK();
 }
 

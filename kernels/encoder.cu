@@ -13,19 +13,21 @@ __global__ void encoder_forward_kernel(T *out, const int32_t *inp, const T *wte,
 		i += (size_t)gridDim.x * blockDim.x) {
 		size_t n = i / C;
 		int c = (int)(i % C), t = (int)(n % T_);
-		out[i] = from_f<T>(to_f(wte[(size_t)inp[n] * C + c]) + to_f(wpe[(size_t)t * C + c]));
+		out[i] =
+			from_f<T>(to_f(wte[(size_t)inp[n] * C + c]) + to_f(wpe[(size_t)t * C + c]));
 	}
 }
 
-extern "C" void k_encoder_forward(void *out, const int32_t *inp, const void *wte,
-	const void *wpe, int B, int T, int C, enum kdtype dt, cudaStream_t s)
+extern "C" void k_encoder_forward(void *out, const int32_t *inp, const void *wte, const void *wpe,
+	int B, int T, int C, enum kdtype dt, cudaStream_t s)
 {
 	size_t total = (size_t)B * T * C;
 	unsigned int grid = div_up(total, 256);
 	if (grid > 65536)
 		grid = 65536;
-	KDISPATCH(dt, X, encoder_forward_kernel<X><<<grid, 256, 0, s>>>((X *)out, inp,
-				 (const X *)wte, (const X *)wpe, T, C, total));
+	KDISPATCH(dt, X,
+		encoder_forward_kernel<X>
+		<<<grid, 256, 0, s>>>((X *)out, inp, (const X *)wte, (const X *)wpe, T, C, total));
 	KLAUNCH_CHECK();
 }
 
@@ -92,9 +94,9 @@ extern "C" size_t k_encoder_backward_scratch_bytes(int B, int T, int V)
 	return 3 * align256((size_t)N * sizeof(int32_t)) + align256(temp);
 }
 
-extern "C" void k_encoder_backward(float *dwte, float *dwpe, const void *dout,
-	const int32_t *inp, int B, int T, int C, int V, void *scratch, size_t scratch_bytes,
-	enum kdtype dt, cudaStream_t s)
+extern "C" void k_encoder_backward(float *dwte, float *dwpe, const void *dout, const int32_t *inp,
+	int B, int T, int C, int V, void *scratch, size_t scratch_bytes, enum kdtype dt,
+	cudaStream_t s)
 {
 	int N = B * T;
 	size_t a = align256((size_t)N * sizeof(int32_t));
@@ -108,9 +110,10 @@ extern "C" void k_encoder_backward(float *dwte, float *dwpe, const void *dout,
 		sort_bits(V), s));
 	int threads = C < 256 ? ((C + 31) / 32) * 32 : 256;
 	KDISPATCH(dt, X, {
-		encoder_dwpe_kernel<X><<<div_up((size_t)T * C, 256), 256, 0, s>>>(dwpe,
-			(const X *)dout, B, T, C);
-		encoder_dwte_kernel<X><<<N, threads, 0, s>>>(dwte, (const X *)dout, keys, pos, N, C);
+		encoder_dwpe_kernel<X>
+			<<<div_up((size_t)T * C, 256), 256, 0, s>>>(dwpe, (const X *)dout, B, T, C);
+		encoder_dwte_kernel<X>
+			<<<N, threads, 0, s>>>(dwte, (const X *)dout, keys, pos, N, C);
 	});
 	KLAUNCH_CHECK();
 }

@@ -35,18 +35,18 @@ static unsigned int grid_for(size_t n)
 	return g > 65536 ? 65536 : (g ? g : 1);
 }
 
-extern "C" void k_gelu_forward(void *out, const void *inp, size_t n, enum kdtype dt,
-	cudaStream_t s)
+extern "C" void k_gelu_forward(void *out, const void *inp, size_t n, enum kdtype dt, cudaStream_t s)
 {
-	KDISPATCH(dt, X, gelu_forward_kernel<X><<<grid_for(n), 256, 0, s>>>((X *)out,
-				 (const X *)inp, n));
+	KDISPATCH(dt, X,
+		gelu_forward_kernel<X><<<grid_for(n), 256, 0, s>>>((X *)out, (const X *)inp, n));
 	KLAUNCH_CHECK();
 }
 
 extern "C" void k_gelu_backward(void *dinp, const void *inp, const void *dout, size_t n,
 	enum kdtype dt, cudaStream_t s)
 {
-	KDISPATCH(dt, X, gelu_backward_kernel<X><<<grid_for(n), 256, 0, s>>>((X *)dinp,
-				 (const X *)inp, (const X *)dout, n));
+	KDISPATCH(dt, X,
+		gelu_backward_kernel<X>
+		<<<grid_for(n), 256, 0, s>>>((X *)dinp, (const X *)inp, (const X *)dout, n));
 	KLAUNCH_CHECK();
 }

@@ -52,8 +52,8 @@ void k_encoder_backward(float *dwte, float *dwpe, const void *dout, const int32_
 	int T, int C, int V, void *scratch, size_t scratch_bytes, enum kdtype dt, cudaStream_t s);
 
 /* out (N,C) = layernorm(inp); mean, rstd (N) fp32 */
-void k_layernorm_forward(void *out, float *mean, float *rstd, const void *inp,
-	const void *weight, const void *bias, int N, int C, enum kdtype dt, cudaStream_t s);
+void k_layernorm_forward(void *out, float *mean, float *rstd, const void *inp, const void *weight,
+	const void *bias, int N, int C, enum kdtype dt, cudaStream_t s);
 /* The residual add fused in: residual (N,C) = a + b (rounded to dt), out = layernorm(residual). */
 void k_residual_layernorm_forward(void *residual, void *out, float *mean, float *rstd,
 	const void *a, const void *b, const void *weight, const void *bias, int N, int C,
@@ -116,8 +116,8 @@ void k_adamw(float *master, void *params, enum kdtype params_dt, const float *gr
 /* Column sums for bias gradients: dbias (OC) += sum over N rows of dout (N,OC), fp32, fixed
  * order. scratch: k_bias_backward_scratch_floats floats. */
 size_t k_bias_backward_scratch_floats(int N, int OC);
-void k_bias_backward(float *dbias, const void *dout, float *scratch, int N, int OC,
-	enum kdtype dt, cudaStream_t s);
+void k_bias_backward(float *dbias, const void *dout, float *scratch, int N, int OC, enum kdtype dt,
+	cudaStream_t s);
 
 /* Matmuls through cuBLASLt; the algorithm for each shape is chosen once and cached in the
  * handle. All pointers 16-byte aligned; C, OC multiples of 8. */

@@ -5,11 +5,11 @@
 #include "kernels/common.cuh"
 
 #define LN_ROWS_PER_BLOCK 8
-#define COLSUM_ROWS 128 /* rows per partial sum in the weight/bias gradient pass */
+#define COLSUM_ROWS       128 /* rows per partial sum in the weight/bias gradient pass */
 
 template <typename T, bool RESIDUAL>
-__global__ void layernorm_forward_kernel(T *residual, T *out, float *mean, float *rstd,
-	const T *a, const T *b, const T *weight, const T *bias, int N, int C)
+__global__ void layernorm_forward_kernel(T *residual, T *out, float *mean, float *rstd, const T *a,
+	const T *b, const T *weight, const T *bias, int N, int C)
 {
 	int row = blockIdx.x * LN_ROWS_PER_BLOCK + (threadIdx.x >> 5);
 	int lane = threadIdx.x & 31;
@@ -45,9 +45,10 @@ extern "C" void k_layernorm_forward(void *out, float *mean, float *rstd, const v
 	const void *weight, const void *bias, int N, int C, enum kdtype dt, cudaStream_t s)
 {
 	unsigned int grid = div_up(N, LN_ROWS_PER_BLOCK);
-	KDISPATCH(dt, X, layernorm_forward_kernel<X, false><<<grid, 32 * LN_ROWS_PER_BLOCK, 0, s>>>(
-				 NULL, (X *)out, mean, rstd, (const X *)inp, NULL, (const X *)weight,
-				 (const X *)bias, N, C));
+	KDISPATCH(dt, X,
+		layernorm_forward_kernel<X, false>
+		<<<grid, 32 * LN_ROWS_PER_BLOCK, 0, s>>>(NULL, (X *)out, mean, rstd, (const X *)inp,
+			NULL, (const X *)weight, (const X *)bias, N, C));
 	KLAUNCH_CHECK();
 }
 
@@ -56,9 +57,10 @@ extern "C" void k_residual_layernorm_forward(void *residual, void *out, float *m
 	enum kdtype dt, cudaStream_t s)
 {
 	unsigned int grid = div_up(N, LN_ROWS_PER_BLOCK);
-	KDISPATCH(dt, X, layernorm_forward_kernel<X, true><<<grid, 32 * LN_ROWS_PER_BLOCK, 0, s>>>(
-				 (X *)residual, (X *)out, mean, rstd, (const X *)a, (const X *)b,
-				 (const X *)weight, (const X *)bias, N, C));
+	KDISPATCH(dt, X,
+		layernorm_forward_kernel<X, true>
+		<<<grid, 32 * LN_ROWS_PER_BLOCK, 0, s>>>((X *)residual, (X *)out, mean, rstd,
+			(const X *)a, (const X *)b, (const X *)weight, (const X *)bias, N, C));
 	KLAUNCH_CHECK();
 }
 
@@ -120,8 +122,8 @@ __global__ void colsum_partial_kernel(float *part, float *part2, const T *dout, 
 	}
 }
 
-__global__ void colsum_final_kernel(float *out, float *out2, const float *part,
-	const float *part2, int nr_chunks, int C)
+__global__ void colsum_final_kernel(float *out, float *out2, const float *part, const float *part2,
+	int nr_chunks, int C)
 {
 	int c = blockIdx.x * blockDim.x + threadIdx.x;
 	if (c >= C)
@@ -160,9 +162,10 @@ extern "C" void k_layernorm_backward(void *dinp, float *dweight, float *dbias, c
 	dim3 grid(div_up(C, 32), R), block(32, 8);
 	float *part = scratch, *part2 = scratch + (size_t)R * C;
 	KDISPATCH(dt, X, {
-		layernorm_backward_dinp_kernel<X><<<div_up(N, LN_ROWS_PER_BLOCK),
-			32 * LN_ROWS_PER_BLOCK, 0, s>>>((X *)dinp, (const X *)dout, (const X *)inp,
-			(const X *)weight, mean, rstd, N, C);
+		layernorm_backward_dinp_kernel<X>
+			<<<div_up(N, LN_ROWS_PER_BLOCK), 32 * LN_ROWS_PER_BLOCK, 0, s>>>((X *)dinp,
+				(const X *)dout, (const X *)inp, (const X *)weight, mean, rstd, N,
+				C);
 		colsum_partial_kernel<X, true><<<grid, block, 0, s>>>(part, part2, (const X *)dout,
 			(const X *)inp, mean, rstd, N, C);
 	});
@@ -176,8 +179,9 @@ extern "C" void k_bias_backward(float *dbias, const void *dout, float *scratch, 
 {
 	int R = nr_chunks(N);
 	dim3 grid(div_up(OC, 32), R), block(32, 8);
-	KDISPATCH(dt, X, colsum_partial_kernel<X, false><<<grid, block, 0, s>>>(scratch, NULL,
-				 (const X *)dout, NULL, NULL, NULL, N, OC));
+	KDISPATCH(dt, X,
+		colsum_partial_kernel<X, false>
+		<<<grid, block, 0, s>>>(scratch, NULL, (const X *)dout, NULL, NULL, NULL, N, OC));
 	KLAUNCH_CHECK();
 	colsum_final_kernel<<<div_up(OC, 256), 256, 0, s>>>(dbias, NULL, scratch, NULL, R, OC);
 	KLAUNCH_CHECK();

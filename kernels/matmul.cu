@@ -99,8 +99,8 @@ static int find_algo(struct kmatmul *h, const struct algo_key *key, cublasLtMatm
 	CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref,
 		CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
 	for (int i = 0; i < 4; i++)
-		CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, al[i], &align,
-			sizeof(align)));
+		CUBLAS_CHECK(
+			cublasLtMatmulPreferenceSetAttribute(pref, al[i], &align, sizeof(align)));
 	/* NOT_SUPPORTED: no heuristic for this configuration, the same as no algorithm */
 	st = cublasLtMatmulAlgoGetHeuristic(h->lt, desc, la, lb, ld, ld, pref, 1, &res, &nr);
 	if (st == CUBLAS_STATUS_NOT_SUPPORTED)
@@ -142,15 +142,15 @@ static int lt_matmul(struct kmatmul *h, void *D, cudaDataType_t dtype, const voi
 	key = (struct algo_key){ m, n, k, transa, transb, (int)epi, (int)abtype, (int)dtype,
 		accumulate };
 	CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-	CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
-		sizeof(ta)));
-	CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
-		sizeof(tb)));
+	CUBLAS_CHECK(
+		cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+	CUBLAS_CHECK(
+		cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
 	CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
 		sizeof(epi)));
 	if (bias)
-		CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc,
-			CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+		CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+			&bias, sizeof(bias)));
 	if (aux) {
 		CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc,
 			CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
@@ -193,8 +193,8 @@ extern "C" void k_matmul_forward(struct kmatmul *h, void *out, void *pre_gelu, c
 	cublasLtEpilogue_t gelu =
 		bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
 	/* column-major D (OC, N) = W (stored (C,OC)) ^T @ inp (C,N) */
-	int r = lt_matmul(h, out, t, weight, 1, C, inp, 0, C, t, OC, N, C,
-		pre_gelu ? gelu : plain, bias, pre_gelu, 0, s);
+	int r = lt_matmul(h, out, t, weight, 1, C, inp, 0, C, t, OC, N, C, pre_gelu ? gelu : plain,
+		bias, pre_gelu, 0, s);
 	if (r == 1 && pre_gelu) {
 		/* no GELU epilogue for this shape and type (fp32 may lack one): the sum into
 		 * pre_gelu, then the GELU kernel. out differs only in rounding: the epilogue

@@ -72,7 +72,8 @@ extern "C" void k_adamw(float *master, void *params, enum kdtype params_dt, cons
 	unsigned int grid = div_up(n, 256);
 	if (grid > 65536)
 		grid = 65536;
-	KDISPATCH(params_dt, X, adamw_kernel<X><<<grid, 256, 0, s>>>(master, (X *)params, grads, m,
-				 v, n, hp, grad_scale, beta1, beta2, eps, weight_decay));
+	KDISPATCH(params_dt, X,
+		adamw_kernel<X><<<grid, 256, 0, s>>>(master, (X *)params, grads, m, v, n, hp,
+			grad_scale, beta1, beta2, eps, weight_decay));
 	KLAUNCH_CHECK();
 }

@@ -12,7 +12,7 @@
  * checked against a real libcufile on this machine: see docs/train.md. */
 
 enum ferry_cufile_op_error {
-	FERRY_CU_FILE_SUCCESS = 0,  /* CU_FILE_SUCCESS; any other value is a failure */
+	FERRY_CU_FILE_SUCCESS = 0, /* CU_FILE_SUCCESS; any other value is a failure */
 };
 
 /* CUfileError_t: err is a CUfileOpError, cu_err a CUresult (meaningful when err says a CUDA
@@ -23,12 +23,12 @@ struct ferry_cufile_error {
 };
 
 enum ferry_cufile_handle_type {
-	FERRY_CU_FILE_HANDLE_TYPE_OPAQUE_FD = 1,  /* CU_FILE_HANDLE_TYPE_OPAQUE_FD: a Linux fd */
+	FERRY_CU_FILE_HANDLE_TYPE_OPAQUE_FD = 1, /* CU_FILE_HANDLE_TYPE_OPAQUE_FD: a Linux fd */
 };
 
 /* CUfileDescr_t: which kind of handle, the handle, and file system hooks (NULL: none). */
 struct ferry_cufile_descr {
-	int type;               /* enum ferry_cufile_handle_type */
+	int type; /* enum ferry_cufile_handle_type */
 	union {
 		int fd;
 		void *handle;

@@ -116,8 +116,12 @@ static int parse_u64(const char *s, uint64_t *out)
 static int data_make(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "text", 0, 0, 't' }, { "out", 1, 0, 'o' }, { "val-fraction", 1, 0, 'v' },
-		{ "shard-tokens", 1, 0, 's' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "text", 0, 0, 't' },
+		{ "out", 1, 0, 'o' },
+		{ "val-fraction", 1, 0, 'v' },
+		{ "shard-tokens", 1, 0, 's' },
+		{ "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
 	};
 	struct shard_writer *train = NULL, *val = NULL;
 	uint64_t shard_tokens = DEFAULT_SHARD_TOKENS, total = 0, nr_val, pos = 0;
@@ -140,7 +144,8 @@ static int data_make(int argc, char **argv)
 		case 'v':
 			frac = strtod(optarg, &end);
 			if (end == optarg || *end || !(frac >= 0 && frac < 1)) {
-				fprintf(stderr, "ferry data make: --val-fraction must be in [0, 1)\n");
+				fprintf(stderr,
+					"ferry data make: --val-fraction must be in [0, 1)\n");
 				return 1;
 			}
 			break;
@@ -162,7 +167,8 @@ static int data_make(int argc, char **argv)
 	}
 	first = optind;
 	if (!text || !out || first >= argc) {
-		fprintf(stderr, "ferry data make: needs --text FILES... and --out DIR (see --help)\n");
+		fprintf(stderr,
+			"ferry data make: needs --text FILES... and --out DIR (see --help)\n");
 		return 1;
 	}
 	for (int i = first; i < argc; i++) {
@@ -190,7 +196,8 @@ static int data_make(int argc, char **argv)
 		fprintf(stderr, "ferry data make: out of memory\n");
 		goto out;
 	}
-	*train = (struct shard_writer){ .dir = out, .split = "train", .shard_tokens = shard_tokens };
+	*train =
+		(struct shard_writer){ .dir = out, .split = "train", .shard_tokens = shard_tokens };
 	*val = (struct shard_writer){ .dir = out, .split = "val", .shard_tokens = shard_tokens };
 	for (int i = first; i < argc; i++) {
 		int fd = open(argv[i], O_RDONLY | O_CLOEXEC);
@@ -206,7 +213,8 @@ static int data_make(int argc, char **argv)
 
 				if (writer_put(w, chunk[k]) < 0) {
 					close(fd);
-					fprintf(stderr, "ferry data make: writing %s shards failed\n",
+					fprintf(stderr,
+						"ferry data make: writing %s shards failed\n",
 						w->split);
 					goto out;
 				}
@@ -223,7 +231,8 @@ static int data_make(int argc, char **argv)
 		goto out;
 	}
 	printf("wrote %u train shards (%llu tokens) and %u val shards (%llu tokens) to %s, "
-	       "vocab %d\n", train->nr_shards, (unsigned long long)train->total, val->nr_shards,
+	       "vocab %d\n",
+		train->nr_shards, (unsigned long long)train->total, val->nr_shards,
 		(unsigned long long)val->total, out, BYTE_VOCAB);
 	ret = 0;
 out:
@@ -305,7 +314,9 @@ static int inspect_one(const char *path, enum loader_format format)
 static int data_inspect(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "format", 1, 0, 'f' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "format", 1, 0, 'f' },
+		{ "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
 	};
 	enum loader_format format = LOADER_FORMAT_AUTO;
 	int c, ret = 0;

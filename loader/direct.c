@@ -21,7 +21,7 @@
 #include "fs/ferry_ctl.h"
 #include "loader/loader_i.h"
 
-#define DIRECT_HOLD_MS   30000u
+#define DIRECT_HOLD_MS 30000u
 /* A remembered resident range is trusted for reads that start at least this long before its
  * hold expires: a read of a batch takes milliseconds, so this is a wide margin. */
 #define DIRECT_MARGIN_MS 5000.0
@@ -32,7 +32,6 @@ bool direct_probe(const char *path)
 {
 	return getxattr(path, FERRY_XATTR_SOURCE, NULL, 0) >= 0;
 }
-
 
 static uint64_t hash_path(const char *p)
 {
@@ -86,8 +85,8 @@ static void direct_failed(struct loader *l, const char *what, int err)
 	if (n == 1)
 		loader_say(l, "ferry fast path: %s: %s; reading through the mount instead", what,
 			strerror(-err));
-	if (n >= DIRECT_MAX_FAILS && atomic_compare_exchange_strong(&l->direct_allowed, &allowed,
-		    false)) {
+	if (n >= DIRECT_MAX_FAILS &&
+		atomic_compare_exchange_strong(&l->direct_allowed, &allowed, false)) {
 		atomic_store(&l->path, l->readers[0].uring ? PATH_URING : PATH_PREAD);
 		loader_say(l, "ferry fast path failed %u times; using %s from now on", n,
 			loader_path_name(l));
@@ -103,8 +102,10 @@ static void direct_off_unverifiable(struct loader *l)
 	if (!atomic_compare_exchange_strong(&l->direct_allowed, &allowed, false))
 		return;
 	atomic_store(&l->path, l->readers[0].uring ? PATH_URING : PATH_PREAD);
-	loader_say(l, "ferry fast path: the daemon gives no block checksums to check its cache file "
-		"against; reading through the mount (%s)", loader_path_name(l));
+	loader_say(l,
+		"ferry fast path: the daemon gives no block checksums to check its cache file "
+		"against; reading through the mount (%s)",
+		loader_path_name(l));
 }
 
 /* Forgets what is remembered of shard s (its cache file failed a read). */
@@ -257,19 +258,19 @@ static void block_cover(uint64_t off, uint64_t len, uint64_t file_bytes, uint64_
 /* A fast-path read that will be redone through the mount: a block that did not match its
  * sum (the cache file was damaged, or the chunk dropped after its hold), or one the daemon
  * gave no sum for. Counted; the first of each kind is said once. */
-static void direct_fallback(struct loader *l, uint32_t s, uint64_t off, uint64_t end,
-	bool mismatch)
+static void direct_fallback(struct loader *l, uint32_t s, uint64_t off, uint64_t end, bool mismatch)
 {
 	_Atomic bool *said = mismatch ? &l->said_mismatch : &l->said_missing;
 	bool no = false;
 
 	atomic_fetch_add(&l->nr_fallbacks, 1);
 	if (atomic_compare_exchange_strong(said, &no, true))
-		loader_say(l, "%s: bytes %llu-%llu of the cache file: %s; reading them through the mount "
-			"(further ones are counted, not said)", l->ds.shards[s].path,
-			(unsigned long long)off, (unsigned long long)end,
-			mismatch ? "a block does not match its checksum" :
-				   "the daemon gave no checksum for a block");
+		loader_say(l,
+			"%s: bytes %llu-%llu of the cache file: %s; reading them through the mount "
+			"(further ones are counted, not said)",
+			l->ds.shards[s].path, (unsigned long long)off, (unsigned long long)end,
+			mismatch ? "a block does not match its checksum"
+				 : "the daemon gave no checksum for a block");
 }
 
 /* Turns op (a plain read of shard s) into an O_DIRECT read of the blocks covering it in the
@@ -408,8 +409,11 @@ void direct_check_group(struct reader *r, uint32_t nr_copies, bool in_place, boo
 				op->res < 0 ? op->res : -EIO);
 		}
 		held_forget(l, s);
-		*op = (struct read_op){ .fd = cp->plain_fd, .off = cp->plain_off, .len = cp->len,
-			.need = cp->len, .dst = cp->dst };
+		*op = (struct read_op){ .fd = cp->plain_fd,
+			.off = cp->plain_off,
+			.len = cp->len,
+			.need = cp->len,
+			.dst = cp->dst };
 		if (read_pread_run(op, 1) < 0)
 			return;
 	}
@@ -458,8 +462,8 @@ int cufile_fill(struct reader *r, uint32_t slot_idx, uint32_t nr_ops, const char
 		uint32_t s = r->op_shard[i];
 		struct direct_fd *d = &r->dfds[s % l->nr_dfds];
 		uint64_t a_off = op->off & ~(uint64_t)(DIRECT_ALIGN - 1);
-		uint64_t a_end = (op->off + op->len + DIRECT_ALIGN - 1) &
-			~(uint64_t)(DIRECT_ALIGN - 1);
+		uint64_t a_end =
+			(op->off + op->len + DIRECT_ALIGN - 1) & ~(uint64_t)(DIRECT_ALIGN - 1);
 		uint64_t c_off, c_end;
 		int fd;
 
@@ -489,8 +493,8 @@ int cufile_fill(struct reader *r, uint32_t slot_idx, uint32_t nr_ops, const char
 			held_forget(l, s);
 			break;
 		}
-		ret = gds_copy(r->gds, d_raw + ((const char *)op->dst - raw), pos + (op->off - a_off),
-			op->len);
+		ret = gds_copy(r->gds, d_raw + ((const char *)op->dst - raw),
+			pos + (op->off - a_off), op->len);
 		if (ret < 0) {
 			cufile_failed(l, "copying on the GPU", ret);
 			break;
@@ -528,8 +532,8 @@ enum read_path direct_choose_path(struct loader *l, enum read_path plain)
 
 	/* The fast path is tried when the first shard is on a ferry mount; each shard is probed
 	 * again when first read, and any failure falls back to plain. */
-	atomic_store(&l->direct_allowed, !(direct && strcmp(direct, "0") == 0) &&
-		l->ds.nr_shards && direct_probe(l->ds.shards[0].path));
+	atomic_store(&l->direct_allowed, !(direct && strcmp(direct, "0") == 0) && l->ds.nr_shards &&
+						 direct_probe(l->ds.shards[0].path));
 	if (!atomic_load(&l->direct_allowed))
 		return plain;
 	/* GPUDirect Storage: with libcufile the cache file is read straight into device
@@ -545,7 +549,8 @@ enum read_path direct_choose_path(struct loader *l, enum read_path plain)
 		if (ret == 0) {
 			p = PATH_CUFILE;
 			atomic_store(&l->cufile_ok, true);
-			loader_say(l, "cufile: FERRY_LOADER_CUFILE=1: reads straight into GPU memory "
+			loader_say(l,
+				"cufile: FERRY_LOADER_CUFILE=1: reads straight into GPU memory "
 				"are not checked against the cache's checksums");
 		} else if (ret != -ENOSYS || l->cfg.verbose) {
 			loader_say(l, "cufile: %s; using %s", why, read_path_name(p));
@@ -564,8 +569,8 @@ int direct_setup(struct loader *l)
 	if (!atomic_load(&l->direct_allowed))
 		return 0;
 	data = l->bounce_bytes > l->window_bytes ? l->bounce_bytes : l->window_bytes;
-	l->held_sums = calloc((size_t)DIRECT_NR_HELD * FERRY_RESIDENT_MAX_SUMS,
-		sizeof(*l->held_sums));
+	l->held_sums =
+		calloc((size_t)DIRECT_NR_HELD * FERRY_RESIDENT_MAX_SUMS, sizeof(*l->held_sums));
 	if (!l->held_sums)
 		return -ENOMEM;
 	for (int i = 0; i < DIRECT_NR_HELD; i++)
@@ -602,9 +607,11 @@ void direct_reader_done(struct reader *r)
 void direct_done(struct loader *l)
 {
 	if (l->cfg.verbose && atomic_load(&l->nr_direct_reads))
-		loader_say(l, "fast path: %llu reads of cache files needed %llu FERRY_IOC_RESIDENT "
+		loader_say(l,
+			"fast path: %llu reads of cache files needed %llu FERRY_IOC_RESIDENT "
 			"calls; %llu blocks matched their checksums, %llu reads were redone through "
-			"the mount", (unsigned long long)atomic_load(&l->nr_direct_reads),
+			"the mount",
+			(unsigned long long)atomic_load(&l->nr_direct_reads),
 			(unsigned long long)atomic_load(&l->nr_ioctls),
 			(unsigned long long)atomic_load(&l->nr_verified_blocks),
 			(unsigned long long)atomic_load(&l->nr_fallbacks));

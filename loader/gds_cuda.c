@@ -14,7 +14,7 @@
 
 /* Immutable after gds_open. */
 struct gds {
-	void *lib;              /* dlopen handle of libcufile */
+	void *lib; /* dlopen handle of libcufile */
 	int device;
 	struct cufile_api api;
 };
@@ -22,7 +22,7 @@ struct gds {
 /* One reader's own; immutable after gds_reader_new. */
 struct gds_reader {
 	struct gds *g;
-	void *d_buf;            /* cudaMalloc'd, registered with cuFileBufRegister */
+	void *d_buf; /* cudaMalloc'd, registered with cuFileBufRegister */
 	size_t bytes;
 	bool registered;
 	cudaStream_t stream;
@@ -56,8 +56,8 @@ int gds_open(struct gds **out, int device, char *err, size_t errlen)
 	}
 	/* dlsym hands back object pointers; the ABI (POSIX) makes them function pointers. */
 	*(void **)&g->api.driver_open = lookup(g->lib, "cuFileDriverOpen", NULL);
-	*(void **)&g->api.driver_close = lookup(g->lib, "cuFileDriverClose",
-		"cuFileDriverClose_v2");
+	*(void **)&g->api.driver_close =
+		lookup(g->lib, "cuFileDriverClose", "cuFileDriverClose_v2");
 	*(void **)&g->api.handle_register = lookup(g->lib, "cuFileHandleRegister", NULL);
 	*(void **)&g->api.handle_deregister = lookup(g->lib, "cuFileHandleDeregister", NULL);
 	*(void **)&g->api.buf_register = lookup(g->lib, "cuFileBufRegister", NULL);
@@ -191,7 +191,9 @@ int gds_copy(struct gds_reader *gr, void *d_dst, uint64_t buf_off, size_t len)
 	if (buf_off > gr->bytes || len > gr->bytes - buf_off)
 		return -EINVAL;
 	return cudaMemcpyAsync(d_dst, (char *)gr->d_buf + buf_off, len, cudaMemcpyDeviceToDevice,
-		gr->stream) == cudaSuccess ? 0 : -EIO;
+		       gr->stream) == cudaSuccess
+		       ? 0
+		       : -EIO;
 }
 
 int gds_sync(struct gds_reader *gr)

@@ -23,7 +23,7 @@ static const char *const path_names[] = {
 	[PATH_PREAD] = "pread",
 };
 
-#define MAX_READERS      16
+#define MAX_READERS 16
 
 /* Library code: warnings go to stderr, never stdout. */
 void loader_say(const struct loader *l, const char *fmt, ...)
@@ -221,7 +221,7 @@ static int window_load(struct reader *r, struct window *win, uint64_t epoch, uin
 				pos = (pos + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
 				win->pieces[n].data = pos + (off & (DIRECT_BLOCK - 1));
 				pos += ((off & (DIRECT_BLOCK - 1)) + bytes + DIRECT_BLOCK - 1) &
-					~(size_t)(DIRECT_BLOCK - 1);
+				       ~(size_t)(DIRECT_BLOCK - 1);
 			} else {
 				pos = (pos + 63) & ~(size_t)63;
 				win->pieces[n].data = pos;
@@ -579,12 +579,15 @@ static void choose_path(struct loader *l)
 	p = direct_choose_path(l, p);
 	atomic_store(&l->path, p);
 	if (l->cfg.verbose)
-		loader_say(l, "%u shards, %llu samples, %s %u-byte tokens, read path %s, %u readers, "
-			"staging %s", l->ds.nr_shards, (unsigned long long)l->ds.nr_samples,
+		loader_say(l,
+			"%u shards, %llu samples, %s %u-byte tokens, read path %s, %u readers, "
+			"staging %s",
+			l->ds.nr_shards, (unsigned long long)l->ds.nr_samples,
 			shard_format_name(l->ds.format), l->ds.token_bytes, path_names[p],
 			l->nr_readers, stage_name());
 	if (l->cfg.verbose && l->cfg.shuffle)
-		loader_say(l, "shuffle: blocks of %llu samples, windows of %u blocks per rank (%zu bytes "
+		loader_say(l,
+			"shuffle: blocks of %llu samples, windows of %u blocks per rank (%zu bytes "
 			"each, %d kept), %llu whole windows and a tail of %llu samples per epoch",
 			(unsigned long long)l->sampler.block_samples, l->sampler.window_blocks,
 			l->window_bytes, NR_WINDOWS, (unsigned long long)l->sampler.nr_windows,
@@ -599,8 +602,8 @@ static int order_params(struct loader *l, char *err, size_t errlen)
 	uint64_t S, G, W = l->cfg.world_size, samples, bytes, pieces, in_place;
 
 	l->block_bytes = l->cfg.block_bytes ? l->cfg.block_bytes : LOADER_DEFAULT_BLOCK_BYTES;
-	l->window_blocks = l->cfg.window_blocks ? l->cfg.window_blocks :
-		LOADER_DEFAULT_WINDOW_BLOCKS;
+	l->window_blocks =
+		l->cfg.window_blocks ? l->cfg.window_blocks : LOADER_DEFAULT_WINDOW_BLOCKS;
 	if (l->block_bytes > LOADER_MAX_BLOCK_BYTES) {
 		snprintf(err, errlen, "block of %u bytes: want 1 to %u", l->block_bytes,
 			LOADER_MAX_BLOCK_BYTES);
@@ -623,8 +626,10 @@ static int order_params(struct loader *l, char *err, size_t errlen)
 		samples = ds->nr_samples / (B * W) * B;
 	bytes = samples * (T + 1) * w;
 	if (bytes > (4ull << 30)) {
-		snprintf(err, errlen, "a shuffle window of %llu bytes is too large (block %u bytes, "
-			"%u blocks)", (unsigned long long)bytes, l->block_bytes, l->window_blocks);
+		snprintf(err, errlen,
+			"a shuffle window of %llu bytes is too large (block %u bytes, "
+			"%u blocks)",
+			(unsigned long long)bytes, l->block_bytes, l->window_blocks);
 		return -EINVAL;
 	}
 	/* Each run splits where a shard ends; each piece holds a sample at least. */
@@ -638,7 +643,7 @@ static int order_params(struct loader *l, char *err, size_t errlen)
 	if (in_place > l->max_pieces)
 		in_place = l->max_pieces;
 	l->window_bytes = bytes + (size_t)l->max_pieces * 64 +
-		(in_place + 1) * (2 * DIRECT_BLOCK + DIRECT_ALIGN);
+			  (in_place + 1) * (2 * DIRECT_BLOCK + DIRECT_ALIGN);
 	return 0;
 }
 
@@ -710,14 +715,15 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	sampler_init(&l->sampler, l->ds.nr_samples, B, W, cfg->rank, cfg->seed, cfg->shuffle,
 		l->block_bytes / ((uint64_t)T * l->ds.token_bytes), l->window_blocks);
 	if (l->sampler.steps_per_epoch == 0) {
-		snprintf(errbuf, errlen, "%s: %llu samples of %u+1 tokens, fewer than one step "
-			"needs (batch %u x world %u)", l->paths, (unsigned long long)l->ds.nr_samples,
-			T, B, W);
+		snprintf(errbuf, errlen,
+			"%s: %llu samples of %u+1 tokens, fewer than one step "
+			"needs (batch %u x world %u)",
+			l->paths, (unsigned long long)l->ds.nr_samples, T, B, W);
 		ret = -EINVAL;
 		goto fail;
 	}
 	l->raw_bytes = ((size_t)B * (T + 1) * l->ds.token_bytes + DIRECT_ALIGN - 1) &
-		~(size_t)(DIRECT_ALIGN - 1);
+		       ~(size_t)(DIRECT_ALIGN - 1);
 	ret = stage_new(&l->stage, cfg->device, l->nr_slots, l->raw_bytes, B, T, errbuf, errlen);
 	if (ret < 0)
 		goto fail;
@@ -884,8 +890,10 @@ void loader_get_state(const struct loader *l, struct loader_state *st)
 int loader_seek(struct loader *l, const struct loader_state *st)
 {
 	if (st->position >= l->sampler.steps_per_epoch) {
-		snprintf(l->last_error, sizeof(l->last_error), "%s: position %llu is past the %llu "
-			"steps of an epoch", l->paths, (unsigned long long)st->position,
+		snprintf(l->last_error, sizeof(l->last_error),
+			"%s: position %llu is past the %llu "
+			"steps of an epoch",
+			l->paths, (unsigned long long)st->position,
 			(unsigned long long)l->sampler.steps_per_epoch);
 		return -EINVAL;
 	}
@@ -939,8 +947,7 @@ uint32_t loader_declared_vocab(const struct loader *l)
 	return l->ds.declared_vocab;
 }
 
-int loader_shard_files(const struct loader *l, uint32_t i, const char **path,
-	const char **idx_path)
+int loader_shard_files(const struct loader *l, uint32_t i, const char **path, const char **idx_path)
 {
 	if (i >= l->ds.nr_shards)
 		return -ENOENT;

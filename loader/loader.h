@@ -10,30 +10,30 @@
 #include <stdint.h>
 
 enum loader_format {
-	LOADER_FORMAT_AUTO = 0,   /* by content: llm.c header, Megatron .idx, else an error */
-	LOADER_FORMAT_LLMC,       /* 256 int32 header, magic 20240520 (u16) or 20240801 (u32) */
-	LOADER_FORMAT_RAW_U16,    /* headerless little-endian tokens */
+	LOADER_FORMAT_AUTO = 0, /* by content: llm.c header, Megatron .idx, else an error */
+	LOADER_FORMAT_LLMC,     /* 256 int32 header, magic 20240520 (u16) or 20240801 (u32) */
+	LOADER_FORMAT_RAW_U16,  /* headerless little-endian tokens */
 	LOADER_FORMAT_RAW_U32,
-	LOADER_FORMAT_MEGATRON,   /* .bin + .idx (MMIDIDX) */
+	LOADER_FORMAT_MEGATRON, /* .bin + .idx (MMIDIDX) */
 };
 
 struct loader_config {
-	const char *paths;        /* a glob, a directory, or a file; shards are sorted by name */
+	const char *paths; /* a glob, a directory, or a file; shards are sorted by name */
 	enum loader_format format;
-	uint32_t batch;           /* B: sequences per batch on this rank */
-	uint32_t seq_len;         /* T: a sample is T+1 consecutive tokens of one shard */
+	uint32_t batch;   /* B: sequences per batch on this rank */
+	uint32_t seq_len; /* T: a sample is T+1 consecutive tokens of one shard */
 	uint64_t seed;
-	bool shuffle;             /* false: samples in file order (validation) */
-	uint32_t rank, world_size;/* world_size 0 is taken as 1 */
-	uint32_t nr_buffers;      /* batches read ahead; 0: 4 */
-	int device;               /* -1: host only; >= 0: CUDA device to stage batches onto */
+	bool shuffle;              /* false: samples in file order (validation) */
+	uint32_t rank, world_size; /* world_size 0 is taken as 1 */
+	uint32_t nr_buffers;       /* batches read ahead; 0: 4 */
+	int device;                /* -1: host only; >= 0: CUDA device to stage batches onto */
 	int verbose;
 	/* The shuffled order's shape (see struct sampler in loader_i.h): about block_bytes of
 	 * tokens per block, window_blocks blocks per window per rank. Like seed, they change
 	 * the order, so a run that resumes must give the values it started with (ferry train
 	 * saves them in its checkpoints). 0: LOADER_DEFAULT_*. The environment plays no part. */
-	uint32_t block_bytes;     /* 1 .. LOADER_MAX_BLOCK_BYTES */
-	uint32_t window_blocks;   /* 1 .. LOADER_MAX_WINDOW_BLOCKS */
+	uint32_t block_bytes;   /* 1 .. LOADER_MAX_BLOCK_BYTES */
+	uint32_t window_blocks; /* 1 .. LOADER_MAX_WINDOW_BLOCKS */
 };
 
 /* 2 MiB blocks keep reads large on any mount (ferry's chunk is 8 MiB by default; FUSE splits
@@ -50,16 +50,16 @@ struct loader_state {
 };
 
 struct loader_batch {
-	const int32_t *inputs;    /* (B, T) host tokens */
-	const int32_t *targets;   /* (B, T) host tokens: inputs shifted by one */
-	int32_t *d_inputs;        /* (B, T) on the GPU when device >= 0, else NULL */
+	const int32_t *inputs;  /* (B, T) host tokens */
+	const int32_t *targets; /* (B, T) host tokens: inputs shifted by one */
+	int32_t *d_inputs;      /* (B, T) on the GPU when device >= 0, else NULL */
 	int32_t *d_targets;
-	void *ready_event;        /* cudaEvent_t the compute stream waits on; NULL on host */
-	void *consumed_event;     /* cudaEvent_t to record on the stream that reads d_inputs and
+	void *ready_event;         /* cudaEvent_t the compute stream waits on; NULL on host */
+	void *consumed_event;      /* cudaEvent_t to record on the stream that reads d_inputs and
 				   * d_targets, after its last read: the loader writes a later
 				   * batch into them only after it. NULL on host */
-	struct loader_state state;/* the position of this batch */
-	double wait_ms;           /* time loader_next_batch waited for data */
+	struct loader_state state; /* the position of this batch */
+	double wait_ms;            /* time loader_next_batch waited for data */
 };
 
 struct loader;

@@ -31,12 +31,24 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "data", 1, 0, 'd' }, { "format", 1, 0, 'f' }, { "batch", 1, 0, 'B' },
-		{ "seq", 1, 0, 'T' }, { "seed", 1, 0, 's' }, { "shuffle", 0, 0, 'S' },
-		{ "rank", 1, 0, 'r' }, { "world", 1, 0, 'w' }, { "buffers", 1, 0, 'n' },
-		{ "steps", 1, 0, 'N' }, { "epoch", 1, 0, 'e' }, { "position", 1, 0, 'p' },
-		{ "out", 1, 0, 'o' }, { "bench", 0, 0, 'b' }, { "verbose", 0, 0, 'v' },
-		{ "help", 0, 0, 'h' }, { "block-bytes", 1, 0, 'K' }, { "window-blocks", 1, 0, 'G' },
+		{ "data", 1, 0, 'd' },
+		{ "format", 1, 0, 'f' },
+		{ "batch", 1, 0, 'B' },
+		{ "seq", 1, 0, 'T' },
+		{ "seed", 1, 0, 's' },
+		{ "shuffle", 0, 0, 'S' },
+		{ "rank", 1, 0, 'r' },
+		{ "world", 1, 0, 'w' },
+		{ "buffers", 1, 0, 'n' },
+		{ "steps", 1, 0, 'N' },
+		{ "epoch", 1, 0, 'e' },
+		{ "position", 1, 0, 'p' },
+		{ "out", 1, 0, 'o' },
+		{ "bench", 0, 0, 'b' },
+		{ "verbose", 0, 0, 'v' },
+		{ "help", 0, 0, 'h' },
+		{ "block-bytes", 1, 0, 'K' },
+		{ "window-blocks", 1, 0, 'G' },
 		{ 0, 0, 0, 0 },
 	};
 	struct loader_config cfg = { .batch = 4, .seq_len = 64, .device = -1, .world_size = 1 };
@@ -52,31 +64,76 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'd': cfg.paths = optarg; break;
-		case 'f':
-			if (!strcmp(optarg, "llmc")) cfg.format = LOADER_FORMAT_LLMC;
-			else if (!strcmp(optarg, "raw-u16")) cfg.format = LOADER_FORMAT_RAW_U16;
-			else if (!strcmp(optarg, "raw-u32")) cfg.format = LOADER_FORMAT_RAW_U32;
-			else if (!strcmp(optarg, "megatron")) cfg.format = LOADER_FORMAT_MEGATRON;
-			else if (strcmp(optarg, "auto")) { usage(stderr); return 2; }
+		case 'd':
+			cfg.paths = optarg;
 			break;
-		case 'B': cfg.batch = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 'T': cfg.seq_len = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 's': cfg.seed = strtoull(optarg, NULL, 0); break;
-		case 'S': cfg.shuffle = true; break;
-		case 'r': cfg.rank = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 'w': cfg.world_size = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 'n': cfg.nr_buffers = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 'K': cfg.block_bytes = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 'G': cfg.window_blocks = (uint32_t)strtoul(optarg, NULL, 0); break;
-		case 'N': steps = strtoull(optarg, NULL, 0); break;
-		case 'e': st.epoch = strtoull(optarg, NULL, 0); seek = true; break;
-		case 'p': st.position = strtoull(optarg, NULL, 0); seek = true; break;
-		case 'o': out = optarg; break;
-		case 'b': bench = true; break;
-		case 'v': cfg.verbose = 1; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'f':
+			if (!strcmp(optarg, "llmc"))
+				cfg.format = LOADER_FORMAT_LLMC;
+			else if (!strcmp(optarg, "raw-u16"))
+				cfg.format = LOADER_FORMAT_RAW_U16;
+			else if (!strcmp(optarg, "raw-u32"))
+				cfg.format = LOADER_FORMAT_RAW_U32;
+			else if (!strcmp(optarg, "megatron"))
+				cfg.format = LOADER_FORMAT_MEGATRON;
+			else if (strcmp(optarg, "auto")) {
+				usage(stderr);
+				return 2;
+			}
+			break;
+		case 'B':
+			cfg.batch = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'T':
+			cfg.seq_len = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 's':
+			cfg.seed = strtoull(optarg, NULL, 0);
+			break;
+		case 'S':
+			cfg.shuffle = true;
+			break;
+		case 'r':
+			cfg.rank = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'w':
+			cfg.world_size = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'n':
+			cfg.nr_buffers = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'K':
+			cfg.block_bytes = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'G':
+			cfg.window_blocks = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'N':
+			steps = strtoull(optarg, NULL, 0);
+			break;
+		case 'e':
+			st.epoch = strtoull(optarg, NULL, 0);
+			seek = true;
+			break;
+		case 'p':
+			st.position = strtoull(optarg, NULL, 0);
+			seek = true;
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		case 'b':
+			bench = true;
+			break;
+		case 'v':
+			cfg.verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (!cfg.paths) {
@@ -129,8 +186,8 @@ int main(int argc, char **argv)
 		double dt = now_s() - t0;
 		double tokens = (double)steps * cfg.batch * cfg.seq_len;
 
-		printf("tokens %.0f seconds %.4f tokens_per_s %.0f wait_ms_per_batch %.4f\n", tokens,
-			dt, tokens / dt, wait / steps);
+		printf("tokens %.0f seconds %.4f tokens_per_s %.0f wait_ms_per_batch %.4f\n",
+			tokens, dt, tokens / dt, wait / steps);
 	}
 	if (f && fclose(f) != 0)
 		ret = -EIO;

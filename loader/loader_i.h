@@ -15,14 +15,14 @@
 #include "fs/ferry_ctl.h"
 #include "loader/loader.h"
 
-#define LLMC_HEADER_INTS  256
-#define LLMC_HEADER_BYTES (LLMC_HEADER_INTS * 4)
-#define LLMC_MAGIC_U16    20240520
-#define LLMC_MAGIC_U32    20240801
-#define LLMC_VERSION_U16  1
-#define LLMC_VERSION_U32  7
-#define LLMC_VOCAB        50257
-#define MEGATRON_MAGIC    "MMIDIDX\0\0"
+#define LLMC_HEADER_INTS   256
+#define LLMC_HEADER_BYTES  (LLMC_HEADER_INTS * 4)
+#define LLMC_MAGIC_U16     20240520
+#define LLMC_MAGIC_U32     20240801
+#define LLMC_VERSION_U16   1
+#define LLMC_VERSION_U32   7
+#define LLMC_VOCAB         50257
+#define MEGATRON_MAGIC     "MMIDIDX\0\0"
 #define MEGATRON_HDR_BYTES 34 /* magic 9, version 8, dtype 1, nr_seqs 8, nr_docs 8 */
 /* No real token file holds 2^48 tokens; a count above it is a corrupt header, and refusing it
  * keeps every size computation below far from 64-bit overflow. */
@@ -34,12 +34,12 @@
  * checked against the file size before it is stored. */
 struct shard_info {
 	enum loader_format format;
-	uint32_t token_bytes;   /* 2 or 4 */
-	uint64_t data_offset;   /* bytes before the first token (1024 for llm.c, 0 otherwise) */
+	uint32_t token_bytes; /* 2 or 4 */
+	uint64_t data_offset; /* bytes before the first token (1024 for llm.c, 0 otherwise) */
 	uint64_t nr_tokens;
-	uint32_t vocab;         /* 0: not declared */
-	uint32_t version;       /* llm.c/Megatron header version */
-	uint64_t nr_seqs;       /* Megatron: sequences in the .idx */
+	uint32_t vocab;   /* 0: not declared */
+	uint32_t version; /* llm.c/Megatron header version */
+	uint64_t nr_seqs; /* Megatron: sequences in the .idx */
 };
 
 /* Parses an llm.c header (hdr holds the first LLMC_HEADER_BYTES of a file of file_bytes bytes;
@@ -60,8 +60,8 @@ int shard_check_megatron_seqs(const void *sizes, const void *ptrs, uint64_t firs
 /* Probes one file: format by content (or as given), header checked against the size. path may
  * name a Megatron .bin or .idx. Reads the header (and, for Megatron, the .idx a bounded piece
  * at a time once its header agrees with its size). Special files are refused without waiting. */
-int shard_probe(const char *path, enum loader_format format, struct shard_info *info,
-	char *err, size_t errlen);
+int shard_probe(const char *path, enum loader_format format, struct shard_info *info, char *err,
+	size_t errlen);
 /* Opens a token file for reading (flags added, e.g. O_DIRECT): a FIFO, socket, device or
  * directory is refused at once with -EINVAL, never waited on. The fd, or -errno with the
  * reason in err; *file_bytes (when not NULL) gets the size. */
@@ -73,17 +73,17 @@ const char *shard_format_name(enum loader_format format);
  * loader_open, fd, checked, ferry_probed, on_ferry, users and the lru links are under the
  * loader's dataset lock; the rest is read-only. */
 struct shard {
-	char *path;             /* the token file (the .bin for Megatron) */
-	char *idx_path;         /* Megatron .idx, else NULL */
+	char *path;     /* the token file (the .bin for Megatron) */
+	char *idx_path; /* Megatron .idx, else NULL */
 	uint64_t file_bytes;
-	uint64_t nr_tokens;     /* as derived from file_bytes; the header must agree */
-	uint64_t first_sample;  /* global index of this shard's first sample */
+	uint64_t nr_tokens;    /* as derived from file_bytes; the header must agree */
+	uint64_t first_sample; /* global index of this shard's first sample */
 	uint64_t nr_samples;
-	int fd;                 /* -1 until first read; see dataset_prepare() */
+	int fd; /* -1 until first read; see dataset_prepare() */
 	bool checked;
-	bool ferry_probed;      /* on_ferry is known */
-	bool on_ferry;          /* FERRY_XATTR_SOURCE present: the fast path may apply */
-	uint32_t users;         /* pins (reads in flight on fd): it is not closed while > 0 */
+	bool ferry_probed;           /* on_ferry is known */
+	bool on_ferry;               /* FERRY_XATTR_SOURCE present: the fast path may apply */
+	uint32_t users;              /* pins (reads in flight on fd): it is not closed while > 0 */
 	uint32_t lru_prev, lru_next; /* in the dataset's LRU while fd >= 0 and users == 0 */
 };
 
@@ -104,8 +104,8 @@ struct dataset {
 	uint32_t declared_vocab; /* the first header's, 0: none (vocab is then a guess) */
 	uint32_t seq_len;
 	uint64_t nr_samples;
-	uint32_t nr_open;       /* shards with fd >= 0 */
-	uint32_t max_open;      /* from RLIMIT_NOFILE at open: dataset_max_open() */
+	uint32_t nr_open;            /* shards with fd >= 0 */
+	uint32_t max_open;           /* from RLIMIT_NOFILE at open: dataset_max_open() */
 	uint32_t lru_head, lru_tail; /* DATASET_NONE when empty */
 };
 
@@ -116,8 +116,8 @@ struct dataset {
 #define DATASET_MAX_OPEN 128
 uint32_t dataset_max_open(void);
 
-int dataset_open(struct dataset *ds, const char *paths, enum loader_format format,
-	uint32_t seq_len, char *err, size_t errlen);
+int dataset_open(struct dataset *ds, const char *paths, enum loader_format format, uint32_t seq_len,
+	char *err, size_t errlen);
 void dataset_done(struct dataset *ds);
 /* Reads and checks the header of every shard not yet checked, with up to nr_threads threads:
  * its format, token width and token count must be the first shard's and its size's. 0, or
@@ -249,8 +249,8 @@ struct read_op {
 	uint32_t len;
 	uint32_t need;
 	void *dst;
-	int res;                /* out: bytes read, or -errno */
-	bool done;              /* res is final already: read_uring_run skips the op */
+	int res;   /* out: bytes read, or -errno */
+	bool done; /* res is final already: read_uring_run skips the op */
 };
 
 struct read_uring;
@@ -270,8 +270,8 @@ int read_uring_run(struct read_uring *u, struct read_op *ops, uint32_t nr_ops);
 /* Raw token rows of a batch: row b starts at token b * row_stride of the slot's host buffer
  * and holds T + 1 tokens (row_stride is T + 1, or T when the batch was one contiguous run). */
 struct stage;
-int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes,
-	uint32_t batch, uint32_t seq_len, char *err, size_t errlen);
+int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes, uint32_t batch,
+	uint32_t seq_len, char *err, size_t errlen);
 void stage_free(struct stage *st);
 /* Page-aligned host buffer of slot (pinned with CUDA); raw_bytes long. */
 void *stage_host_buffer(struct stage *st, uint32_t slot);
@@ -325,15 +325,15 @@ int gds_sync(struct gds_reader *gr);
 
 enum read_path { PATH_DIRECT, PATH_CUFILE, PATH_URING, PATH_PREAD };
 
-#define DIRECT_ALIGN     4096u
+#define DIRECT_ALIGN 4096u
 /* O_DIRECT descriptors of cache files a reader keeps (two fds each), at most: fewer when
  * RLIMIT_NOFILE is low (see direct_nr_fds). */
-#define DIRECT_NR_FDS    16
-#define DIRECT_NR_HELD   64
+#define DIRECT_NR_FDS  16
+#define DIRECT_NR_HELD 64
 /* Windows kept: the one being used and the next one, read ahead. A third, so that a reader
  * lagging on the previous window never delays the read-ahead, measured 5% slower (shuffled,
  * bench_loader.sh): 16 MiB more for the CPU's caches to lose. */
-#define NR_WINDOWS       2
+#define NR_WINDOWS 2
 /* The fast path reads only bytes it has checked against the daemon's block checksums, so it
  * reads whole blocks: the block-aligned cover of each read. Reads at least this long go
  * through it (window pieces in place, with block-sized room around each; file-order batches
@@ -349,7 +349,7 @@ struct loader_slot {
 	uint32_t row_stride;
 	int err;
 	char errmsg[256];
-	int32_t *wide;          /* 2 * B * T int32: inputs then targets, or one run of B*T+1 */
+	int32_t *wide; /* 2 * B * T int32: inputs then targets, or one run of B*T+1 */
 	const int32_t *inputs, *targets;
 };
 
@@ -359,8 +359,8 @@ struct direct_fd {
 	uint32_t shard;
 	uint64_t path_hash;
 	int fd;
-	int buffered_fd;        /* the same file without O_DIRECT, for what the page cache holds */
-	void *cufile;           /* cuFile handle of fd on the cufile path, else NULL */
+	int buffered_fd; /* the same file without O_DIRECT, for what the page cache holds */
+	void *cufile;    /* cuFile handle of fd on the cufile path, else NULL */
 };
 
 /* A block-aligned range of a shard the daemon made resident and holds until expires_ms
@@ -373,7 +373,7 @@ struct held_range {
 	uint64_t start, end;
 	double expires_ms;
 	uint64_t path_hash;
-	uint64_t *sums;         /* FERRY_RESIDENT_MAX_SUMS of loader->held_sums, set at open */
+	uint64_t *sums; /* FERRY_RESIDENT_MAX_SUMS of loader->held_sums, set at open */
 	char path[sizeof(((struct ferry_resident *)0)->cache_path)];
 };
 
@@ -381,7 +381,7 @@ struct held_range {
  * in one shard, read with one read into the window's buffer at data. */
 struct window_piece {
 	uint64_t slot, nr;
-	uint64_t data;          /* offset of the first token in the window's buffer */
+	uint64_t data; /* offset of the first token in the window's buffer */
 };
 
 enum window_state { WINDOW_FREE, WINDOW_LOADING, WINDOW_READY };
@@ -405,11 +405,11 @@ struct window {
  * into op->dst, whose checksums are nr_sums entries of the reader's sums from sum_first; a
  * block that does not match is read again, through the mount (plain_fd at plain_off). */
 struct direct_copy {
-	uint32_t op;            /* index in ops */
+	uint32_t op; /* index in ops */
 	void *dst;
 	const void *src;
 	uint32_t len;
-	int plain_fd;           /* the shard itself, for the fallback */
+	int plain_fd; /* the shard itself, for the fallback */
 	uint64_t plain_off;
 	uint64_t block_off, block_end;
 	uint32_t sum_first, nr_sums;
@@ -424,22 +424,22 @@ struct reader {
 	struct read_uring *uring;
 	struct read_op *ops;
 	struct direct_copy *copies;
-	uint32_t *op_shard;     /* the shard of each op */
-	bool *on_ferry;         /* each op's shard is on a ferry mount */
-	uint32_t *pinned;       /* shards whose users count this batch holds */
+	uint32_t *op_shard; /* the shard of each op */
+	bool *on_ferry;     /* each op's shard is on a ferry mount */
+	uint32_t *pinned;   /* shards whose users count this batch holds */
 	uint32_t nr_pinned;
-	uint32_t max_ops;       /* length of ops, copies, op_shard, on_ferry, pinned */
+	uint32_t max_ops; /* length of ops, copies, op_shard, on_ferry, pinned */
 	struct sampler_run *runs;
-	const char **rows;      /* B: where each row of a shuffled batch lies in its window */
+	const char **rows; /* B: where each row of a shuffled batch lies in its window */
 	void *bounce;
-	uint64_t *sums;         /* the block checksums of a batch's fast-path reads */
+	uint64_t *sums; /* the block checksums of a batch's fast-path reads */
 	uint32_t max_sums, nr_sums;
 	const void *run_src;    /* set by read_ops: where the checked bytes of a lone op lie in
 				 * the bounce buffer, when they were left there (see read_ops) */
 	struct gds_reader *gds; /* cufile path: registered device bounce buffer, else NULL */
 	struct direct_fd dfds[DIRECT_NR_FDS]; /* the first l->nr_dfds are used */
-	uint32_t *group;        /* max_pins: the distinct shards of the ops read at once */
-	uint32_t max_pins;      /* shards this reader pins at once: its share of ds.max_open */
+	uint32_t *group;   /* max_pins: the distinct shards of the ops read at once */
+	uint32_t max_pins; /* shards this reader pins at once: its share of ds.max_open */
 };
 
 /* Fields under "lock" are shared with the consumer; ds_lock guards the dataset's fds and
@@ -461,24 +461,24 @@ struct loader {
 	uint32_t nr_slots;
 	struct reader *readers;
 	uint32_t nr_readers;
-	uint32_t nr_dfds;       /* direct_fd slots per reader, 1..DIRECT_NR_FDS */
+	uint32_t nr_dfds; /* direct_fd slots per reader, 1..DIRECT_NR_FDS */
 	bool force_pread;
 
 	pthread_mutex_t ds_lock;
-	struct dataset ds;      /* ds_lock (after open) */
+	struct dataset ds; /* ds_lock (after open) */
 
 	pthread_mutex_t held_lock;
-	struct held_range held[DIRECT_NR_HELD]; /* held_lock */
-	uint64_t *held_sums;                    /* held_lock: the held ranges' sums */
-	uint32_t chunk_bytes;                   /* held_lock: the cache's chunk, 0 until known */
-	_Atomic uint64_t nr_ioctls;             /* FERRY_IOC_RESIDENT calls, for the log */
-	_Atomic uint64_t nr_direct_reads;       /* O_DIRECT reads of cache files */
-	_Atomic uint64_t nr_verified_blocks;    /* fast-path blocks that matched their sums */
-	_Atomic uint64_t nr_fallbacks;          /* fast-path reads redone through the mount: a
+	struct held_range held[DIRECT_NR_HELD];   /* held_lock */
+	uint64_t *held_sums;                      /* held_lock: the held ranges' sums */
+	uint32_t chunk_bytes;                     /* held_lock: the cache's chunk, 0 until known */
+	_Atomic uint64_t nr_ioctls;               /* FERRY_IOC_RESIDENT calls, for the log */
+	_Atomic uint64_t nr_direct_reads;         /* O_DIRECT reads of cache files */
+	_Atomic uint64_t nr_verified_blocks;      /* fast-path blocks that matched their sums */
+	_Atomic uint64_t nr_fallbacks;            /* fast-path reads redone through the mount: a
 						 * block that did not match, or had no sum */
-	_Atomic bool said_mismatch, said_missing;  /* the first of each was said */
+	_Atomic bool said_mismatch, said_missing; /* the first of each was said */
 
-	_Atomic bool nowait_ok;  /* preadv2(RWF_NOWAIT) works on these files */
+	_Atomic bool nowait_ok; /* preadv2(RWF_NOWAIT) works on these files */
 	_Atomic uint32_t direct_fails;
 	_Atomic bool direct_allowed;
 	struct gds *gds;        /* libcufile, when the cufile path was set up */
@@ -486,9 +486,9 @@ struct loader {
 	_Atomic int path;       /* enum read_path now in use */
 
 	pthread_mutex_t lock;
-	pthread_cond_t fill_cond;  /* readers wait here: a slot to fill, stop */
-	pthread_cond_t window_cond;/* readers wait here: a window read, or given back */
-	pthread_cond_t ready_cond; /* the consumer waits here: a slot filled, a reader done */
+	pthread_cond_t fill_cond;       /* readers wait here: a slot to fill, stop */
+	pthread_cond_t window_cond;     /* readers wait here: a window read, or given back */
+	pthread_cond_t ready_cond;      /* the consumer waits here: a slot filled, a reader done */
 	struct ring ring;               /* lock */
 	struct loader_state fill_state; /* lock: the batch the readers claim next */
 	struct loader_state next_state; /* lock: the batch loader_next_batch returns next */

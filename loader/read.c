@@ -34,7 +34,7 @@ int read_pread_run(struct read_op *ops, uint32_t nr_ops)
 			done += (uint32_t)r;
 		}
 		op->res = done >= op->need ? (int)done : -EIO;
-next:
+	next:
 		if (op->res < 0 && !first)
 			first = op->res;
 	}

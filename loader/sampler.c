@@ -140,14 +140,12 @@ uint32_t sampler_window_runs(const struct sampler *s, uint64_t epoch, uint64_t w
 	return n;
 }
 
-uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t position,
-	uint32_t j)
+uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j)
 {
 	uint64_t w = sampler_window(s, position);
 	uint64_t t = position * s->batch + j - w * s->window_samples;
 
-	return sampler_feistel(window_key(s, epoch_key(s, epoch), w), sampler_window_size(s, w),
-		t);
+	return sampler_feistel(window_key(s, epoch_key(s, epoch), w), sampler_window_size(s, w), t);
 }
 
 uint64_t sampler_sample(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j)

@@ -88,7 +88,8 @@ int shard_parse_llmc(const void *hdr, size_t hdr_bytes, uint64_t file_bytes,
 		snprintf(err, errlen,
 			"llm.c header says %d tokens of %u bytes (%llu bytes) but the file has %llu",
 			count, info->token_bytes,
-			(unsigned long long)(LLMC_HEADER_BYTES + (uint64_t)count * info->token_bytes),
+			(unsigned long long)(LLMC_HEADER_BYTES +
+					     (uint64_t)count * info->token_bytes),
 			(unsigned long long)file_bytes);
 		return -EINVAL;
 	}
@@ -106,10 +107,11 @@ bad_version:
 static int megatron_short_bin(uint64_t sum, uint32_t token_bytes, uint64_t bin_bytes, char *err,
 	size_t errlen)
 {
-	snprintf(err, errlen, "Megatron .idx declares %s%llu tokens (%llu bytes) but the .bin "
-		"has %llu bytes", sum * token_bytes > bin_bytes ? "at least " : "",
-		(unsigned long long)sum, (unsigned long long)(sum * token_bytes),
-		(unsigned long long)bin_bytes);
+	snprintf(err, errlen,
+		"Megatron .idx declares %s%llu tokens (%llu bytes) but the .bin "
+		"has %llu bytes",
+		sum * token_bytes > bin_bytes ? "at least " : "", (unsigned long long)sum,
+		(unsigned long long)(sum * token_bytes), (unsigned long long)bin_bytes);
 	return -EINVAL;
 }
 
@@ -154,8 +156,10 @@ int shard_parse_megatron_header(const void *hdr, size_t hdr_bytes, uint64_t idx_
 	}
 	/* Bound the counts by the file before multiplying: a corrupt count cannot overflow. */
 	if (nr_seqs > idx_bytes / 12 || nr_docs > idx_bytes / 8) {
-		snprintf(err, errlen, "Megatron .idx counts (%llu sequences, %llu documents) exceed "
-			"its %llu bytes", (unsigned long long)nr_seqs, (unsigned long long)nr_docs,
+		snprintf(err, errlen,
+			"Megatron .idx counts (%llu sequences, %llu documents) exceed "
+			"its %llu bytes",
+			(unsigned long long)nr_seqs, (unsigned long long)nr_docs,
 			(unsigned long long)idx_bytes);
 		return -EINVAL;
 	}
@@ -180,9 +184,11 @@ int shard_check_megatron_seqs(const void *sizes, const void *ptrs, uint64_t firs
 		uint64_t ptr = le64((const uint8_t *)ptrs + k * 8);
 
 		if (size < 0 || ptr != *sum * token_bytes) {
-			snprintf(err, errlen, "Megatron .idx sequence %llu: size %d at byte %llu, "
-				"expected byte %llu", (unsigned long long)(first + k), size,
-				(unsigned long long)ptr, (unsigned long long)(*sum * token_bytes));
+			snprintf(err, errlen,
+				"Megatron .idx sequence %llu: size %d at byte %llu, "
+				"expected byte %llu",
+				(unsigned long long)(first + k), size, (unsigned long long)ptr,
+				(unsigned long long)(*sum * token_bytes));
 			return -EINVAL;
 		}
 		*sum += (uint64_t)size;
@@ -369,14 +375,15 @@ static int check_megatron_idx(int fd, uint64_t idx_bytes, uint64_t bin_bytes,
 		goto out;
 	}
 	for (uint64_t i = 0; i < info->nr_seqs; i += MEGATRON_SEQS_PER_READ) {
-		uint64_t n = info->nr_seqs - i < MEGATRON_SEQS_PER_READ ? info->nr_seqs - i :
-			MEGATRON_SEQS_PER_READ;
+		uint64_t n = info->nr_seqs - i < MEGATRON_SEQS_PER_READ ? info->nr_seqs - i
+									: MEGATRON_SEQS_PER_READ;
 		size_t got_s = 0, got_p = 0;
 
 		ret = read_at(fd, sizes, n * 4, MEGATRON_HDR_BYTES + i * 4, &got_s, err, errlen);
 		if (ret == 0)
 			ret = read_at(fd, ptrs, n * 8,
-				MEGATRON_HDR_BYTES + info->nr_seqs * 4 + i * 8, &got_p, err, errlen);
+				MEGATRON_HDR_BYTES + info->nr_seqs * 4 + i * 8, &got_p, err,
+				errlen);
 		if (ret < 0)
 			goto out;
 		if (got_s < n * 4 || got_p < n * 8) {
@@ -455,8 +462,8 @@ out:
 	return ret;
 }
 
-int shard_probe(const char *path, enum loader_format format, struct shard_info *info,
-	char *err, size_t errlen)
+int shard_probe(const char *path, enum loader_format format, struct shard_info *info, char *err,
+	size_t errlen)
 {
 	uint8_t hdr[LLMC_HEADER_BYTES];
 	uint64_t file_bytes = 0;
@@ -587,8 +594,8 @@ static int list_paths(const char *paths, struct name_list *out, char *err, size_
 	return ret;
 }
 
-int dataset_open(struct dataset *ds, const char *paths, enum loader_format format,
-	uint32_t seq_len, char *err, size_t errlen)
+int dataset_open(struct dataset *ds, const char *paths, enum loader_format format, uint32_t seq_len,
+	char *err, size_t errlen)
 {
 	struct name_list names = { 0 };
 	struct shard_info first;
@@ -622,7 +629,8 @@ int dataset_open(struct dataset *ds, const char *paths, enum loader_format forma
 		if (has_suffix(p, ".idx")) {
 			/* x.idx is listed through its x.bin (skip it when x.bin is also listed). */
 			char *bin = swap_suffix(p, ".bin");
-			bool listed = bin && bsearch(&bin, names.v, names.n, sizeof(char *), cmp_str);
+			bool listed =
+				bin && bsearch(&bin, names.v, names.n, sizeof(char *), cmp_str);
 
 			free(bin);
 			if (listed)
@@ -637,8 +645,9 @@ int dataset_open(struct dataset *ds, const char *paths, enum loader_format forma
 			ds->format = first.format;
 			ds->token_bytes = first.token_bytes;
 			ds->data_offset = first.data_offset;
-			ds->vocab = first.vocab ? first.vocab :
-				first.format == LOADER_FORMAT_LLMC ? LLMC_VOCAB : 0;
+			ds->vocab = first.vocab                          ? first.vocab
+				    : first.format == LOADER_FORMAT_LLMC ? LLMC_VOCAB
+									 : 0;
 			ds->declared_vocab = first.vocab;
 		}
 		sh = &ds->shards[ds->nr_shards];
@@ -835,9 +844,9 @@ struct check_job {
 	_Atomic uint32_t next;
 	_Atomic bool failed;
 	pthread_mutex_t lock;
-	uint32_t bad;           /* lock: the lowest failing shard, or DATASET_NONE */
-	int ret;                /* lock */
-	char err[512];          /* lock */
+	uint32_t bad;  /* lock: the lowest failing shard, or DATASET_NONE */
+	int ret;       /* lock */
+	char err[512]; /* lock */
 };
 
 static void *check_worker(void *arg)

@@ -14,21 +14,20 @@
 #include "loader/loader_i.h"
 
 /* widen.cu */
-int loader_widen_launch(const void *d_raw, uint32_t token_bytes, uint32_t batch,
-	uint32_t seq_len, uint32_t row_stride, int32_t *d_inputs, int32_t *d_targets,
-	cudaStream_t stream);
+int loader_widen_launch(const void *d_raw, uint32_t token_bytes, uint32_t batch, uint32_t seq_len,
+	uint32_t row_stride, int32_t *d_inputs, int32_t *d_targets, cudaStream_t stream);
 
 struct stage_slot {
-	void *host;             /* raw tokens, pinned when device >= 0 */
-	void *d_raw;            /* raw_bytes on the device */
-	int32_t *d_inputs;      /* (B, T) */
-	int32_t *d_targets;     /* (B, T) */
-	cudaEvent_t copied;     /* recorded after the copy; the widening waits on it */
-	cudaEvent_t done;       /* recorded after the widening; the reader waits on it */
-	cudaEvent_t consumed;   /* recorded by the consumer after its last read of the outputs;
+	void *host;           /* raw tokens, pinned when device >= 0 */
+	void *d_raw;          /* raw_bytes on the device */
+	int32_t *d_inputs;    /* (B, T) */
+	int32_t *d_targets;   /* (B, T) */
+	cudaEvent_t copied;   /* recorded after the copy; the widening waits on it */
+	cudaEvent_t done;     /* recorded after the widening; the reader waits on it */
+	cudaEvent_t consumed; /* recorded by the consumer after its last read of the outputs;
 				 * the next widening into them waits on it (never recorded: no wait) */
 	bool uploaded;
-	bool prestaged;         /* cufile: the reader widened d_raw already (stage_widen_device) */
+	bool prestaged; /* cufile: the reader widened d_raw already (stage_widen_device) */
 };
 
 /* Immutable after stage_new, but for slot[i].uploaded: set by the consumer thread in
@@ -40,8 +39,8 @@ struct stage {
 	uint32_t nr_slots;
 	size_t raw_bytes;
 	uint32_t batch, seq_len;
-	cudaStream_t copy;      /* host-to-device copies, in batch order */
-	cudaStream_t widen;     /* widening kernels, each after its batch's copy */
+	cudaStream_t copy;  /* host-to-device copies, in batch order */
+	cudaStream_t widen; /* widening kernels, each after its batch's copy */
 	struct stage_slot *slots;
 };
 
@@ -51,8 +50,8 @@ static int cuda_err(cudaError_t e, const char *what, char *err, size_t errlen)
 	return -EIO;
 }
 
-int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes,
-	uint32_t batch, uint32_t seq_len, char *err, size_t errlen)
+int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes, uint32_t batch,
+	uint32_t seq_len, char *err, size_t errlen)
 {
 	struct stage *st = calloc(1, sizeof(*st));
 	size_t out_bytes = (size_t)batch * seq_len * sizeof(int32_t);

@@ -11,16 +11,17 @@
 /* Immutable after stage_new. */
 struct stage {
 	uint32_t nr_slots;
-	void **host;            /* nr_slots buffers of raw_bytes, 4 KiB aligned */
+	void **host; /* nr_slots buffers of raw_bytes, 4 KiB aligned */
 };
 
-int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes,
-	uint32_t batch, uint32_t seq_len, char *err, size_t errlen)
+int stage_new(struct stage **out, int device, uint32_t nr_slots, size_t raw_bytes, uint32_t batch,
+	uint32_t seq_len, char *err, size_t errlen)
 {
 	struct stage *st;
 
 	if (device >= 0) {
-		snprintf(err, errlen, "device %d asked for, but ferry was built without CUDA", device);
+		snprintf(err, errlen, "device %d asked for, but ferry was built without CUDA",
+			device);
 		return -ENODEV;
 	}
 	st = calloc(1, sizeof(*st));

@@ -81,11 +81,20 @@ int cli_parse_duration(const char *s, double *out)
 		return -EINVAL;
 	if (*end) {
 		switch (*end) {
-		case 's': mul = 1; break;
-		case 'm': mul = 60; break;
-		case 'h': mul = 3600; break;
-		case 'd': mul = 86400; break;
-		default: return -EINVAL;
+		case 's':
+			mul = 1;
+			break;
+		case 'm':
+			mul = 60;
+			break;
+		case 'h':
+			mul = 3600;
+			break;
+		case 'd':
+			mul = 86400;
+			break;
+		default:
+			return -EINVAL;
 		}
 		if (end[1])
 			return -EINVAL;
@@ -111,10 +120,39 @@ void cli_format_bytes(uint64_t bytes, char *buf, size_t len)
 }
 
 static const char *const ignored_opts[] = {
-	"ro", "rw", "nodev", "nosuid", "noexec", "dev", "suid", "exec", "_netdev", "noauto",
-	"auto", "user", "users", "nouser", "owner", "defaults", "nofail", "async", "sync",
-	"atime", "noatime", "relatime", "norelatime", "strictatime", "lazytime", "nolazytime",
-	"diratime", "nodiratime", "silent", "loud", "nouser_xattr", "user_xattr", NULL,
+	"ro",
+	"rw",
+	"nodev",
+	"nosuid",
+	"noexec",
+	"dev",
+	"suid",
+	"exec",
+	"_netdev",
+	"noauto",
+	"auto",
+	"user",
+	"users",
+	"nouser",
+	"owner",
+	"defaults",
+	"nofail",
+	"async",
+	"sync",
+	"atime",
+	"noatime",
+	"relatime",
+	"norelatime",
+	"strictatime",
+	"lazytime",
+	"nolazytime",
+	"diratime",
+	"nodiratime",
+	"silent",
+	"loud",
+	"nouser_xattr",
+	"user_xattr",
+	NULL,
 };
 
 /* fstab names (underscores, as fstab has no dashes by habit) to `ferry mount` options. */
@@ -151,8 +189,7 @@ static int push(char **argv, int *argc, int max, const char *s)
 	return 0;
 }
 
-int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *err,
-	size_t errlen)
+int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *err, size_t errlen)
 {
 	char *copy, *save = NULL, *tok, fuse[4096] = "";
 	int ret = 0;
@@ -174,7 +211,7 @@ int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *e
 			done = true;
 		for (size_t i = 0; !done && i < sizeof(mapped_opts) / sizeof(mapped_opts[0]); i++) {
 			if (strlen(mapped_opts[i].name) != klen ||
-			    strncmp(tok, mapped_opts[i].name, klen))
+				strncmp(tok, mapped_opts[i].name, klen))
 				continue;
 			done = true;
 			if (mapped_opts[i].takes_value && (!eq || !eq[1])) {
@@ -219,7 +256,7 @@ void cli_mountinfo_unescape(char *s)
 
 	for (; *s; s++) {
 		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
+			s[3] >= '0' && s[3] <= '7') {
 			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
 			s += 3;
 		} else {
@@ -312,9 +349,9 @@ void cli_print_stats(FILE *out, const char *json, const char *source)
 	}
 	if (json_has(json, "degraded"))
 		fprintf(out, "%-16s %s\n", "cache state",
-			json_true(json, "degraded") ?
-				"degraded: the cache volume kept failing, reads bypass the cache" :
-				"ok");
+			json_true(json, "degraded")
+				? "degraded: the cache volume kept failing, reads bypass the cache"
+				: "ok");
 	fprintf(out, "%-16s %.0f\n", "objects cached", cli_json_num(json, "nr_objects"));
 	fprintf(out, "%-16s %.0f\n", "hits", hits);
 	fprintf(out, "%-16s %.0f\n", "misses", misses);
@@ -327,7 +364,8 @@ void cli_print_stats(FILE *out, const char *json, const char *source)
 		cli_json_num(json, "requests"));
 	cli_format_bytes((uint64_t)cli_json_num(json, "fetch_bytes_per_s"), a, sizeof(a));
 	fprintf(out, "%-16s %s/s\n", "fetch throughput", a);
-	fprintf(out, "%-16s %.0f files\n", "dir readahead", cli_json_num(json, "dir_readahead_files"));
+	fprintf(out, "%-16s %.0f files\n", "dir readahead",
+		cli_json_num(json, "dir_readahead_files"));
 	fprintf(out, "%-16s %.0f\n", "evictions", cli_json_num(json, "evictions"));
 	fprintf(out, "%-16s %.0f fetch, %.0f read, %.0f checksum\n", "errors",
 		cli_json_num(json, "fetch_errors"), cli_json_num(json, "read_errors"),
@@ -386,8 +424,7 @@ static bool parse_mountinfo_line(char *line, struct cli_mount *m)
 	return true;
 }
 
-bool cli_mount_of_dev(FILE *mountinfo, unsigned int major, unsigned int minor,
-	struct cli_mount *m)
+bool cli_mount_of_dev(FILE *mountinfo, unsigned int major, unsigned int minor, struct cli_mount *m)
 {
 	struct cli_mount *cur = malloc(sizeof(*cur));
 	char *line = NULL;
@@ -428,8 +465,8 @@ bool cli_mount_containing(FILE *mountinfo, const char *abspath, struct cli_mount
 		if (!parse_mountinfo_line(line, cur))
 			continue;
 		n = strlen(cur->mount_point);
-		if (strcmp(cur->mount_point, "/") &&
-		    (strncmp(abspath, cur->mount_point, n) || (abspath[n] && abspath[n] != '/')))
+		if (strcmp(cur->mount_point, "/") && (strncmp(abspath, cur->mount_point, n) ||
+							     (abspath[n] && abspath[n] != '/')))
 			continue;
 		if (found && n < best)
 			continue;

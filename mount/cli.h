@@ -27,8 +27,7 @@ void cli_format_progress(char *buf, size_t len, uint64_t done_bytes, uint64_t to
  * are newly allocated). Standard options (ro, nodev, nosuid, noexec, _netdev, noauto, auto,
  * user, users, nouser, defaults, nofail, x-*, comment=*) are dropped; ferry's own become
  * --options; the rest are passed to FUSE with -o. -EINVAL with the reason in err. */
-int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *err,
-	size_t errlen);
+int cli_fstab_to_args(const char *opts, char **argv, int *argc, int max, char *err, size_t errlen);
 
 /* The human form of `ferry stat`: one "name  value" line per counter of the daemon's stats
  * JSON (a flat object, docs/ferry.md), source being the mount's user.ferry.source. Fields an
@@ -46,14 +45,13 @@ struct cli_mount {
 	unsigned int major, minor; /* the device, as stat's st_dev names it */
 	char root[4096];           /* the directory of the file system mounted there */
 	char mount_point[4096];
-	char fstype[64];           /* "fuse.ferry" for ferry's mounts */
+	char fstype[64]; /* "fuse.ferry" for ferry's mounts */
 };
 
 /* The mount whose device is major:minor, from mountinfo text: one whose root is the file
  * system's own when there is such (a bind mount of a subdirectory is not where the daemon's
  * stats are), the last listed among equals (the top of a stack). false when none. */
-bool cli_mount_of_dev(FILE *mountinfo, unsigned int major, unsigned int minor,
-	struct cli_mount *m);
+bool cli_mount_of_dev(FILE *mountinfo, unsigned int major, unsigned int minor, struct cli_mount *m);
 /* The mount holding abspath (absolute and clean, see cli_lexical_abspath) by its name alone:
  * the longest mount point that is abspath or a directory above it, the last listed among
  * equals. For paths that cannot be stat'ed, as on a mount whose daemon died. */

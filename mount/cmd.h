@@ -2,7 +2,7 @@
 #ifndef FERRY_CMD_H
 #define FERRY_CMD_H
 
-int mount_main(int argc, char **argv);     /* ferry mount; also mount.ferry after translation */
+int mount_main(int argc, char **argv); /* ferry mount; also mount.ferry after translation */
 int umount_main(int argc, char **argv);
 int stat_main(int argc, char **argv);
 int warm_main(int argc, char **argv);

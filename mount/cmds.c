@@ -92,8 +92,9 @@ static void say_daemon_gone(const char *cmd, const char *path, int e)
 	cli_shell_quote(m->mount_point, quoted, sizeof(quoted));
 	/* Not strerror(e): "Software caused connection abort" (for requests in flight when it
 	 * died) says nothing to a user; ENOTCONN's text is what they would search for. */
-	fprintf(stderr, "ferry %s: the daemon of the ferry mount at %s is gone (%s); "
-			"`ferry umount %s` clears the mount\n",
+	fprintf(stderr,
+		"ferry %s: the daemon of the ferry mount at %s is gone (%s); "
+		"`ferry umount %s` clears the mount\n",
 		cmd, m->mount_point, strerror(ENOTCONN), quoted);
 	free(m);
 }
@@ -269,8 +270,10 @@ int umount_main(int argc, char **argv)
 	trusted = force && pid > 0 && pid_serves_mount(pid, mp);
 	if (!run_fusermount(mp, false, force)) {
 		if (!force) {
-			fprintf(stderr, "ferry umount: could not unmount %s (files in use? "
-					"--force fails their reads and stops the daemon)\n", path);
+			fprintf(stderr,
+				"ferry umount: could not unmount %s (files in use? "
+				"--force fails their reads and stops the daemon)\n",
+				path);
 			return 1;
 		}
 		/* Detached first, so nothing new opens; then the daemon fails what waits. */
@@ -279,8 +282,9 @@ int umount_main(int argc, char **argv)
 			return 1;
 		}
 		if (pid > 0 && !trusted) {
-			fprintf(stderr, "ferry umount: %s is detached; its daemon (pid %d by its own "
-					"account) is not stopped: that process is not the mount's\n",
+			fprintf(stderr,
+				"ferry umount: %s is detached; its daemon (pid %d by its own "
+				"account) is not stopped: that process is not the mount's\n",
 				path, (int)pid);
 			return 1;
 		}
@@ -376,20 +380,20 @@ int stat_main(int argc, char **argv)
  * flight keep 16 transfers busy (the default --max-transfers), as the single 256 MiB request
  * of before did, and leave the daemon's other FUSE threads (16) to readers. A file larger
  * than the cache still warms: the pieces evict each other as they must. */
-#define WARM_WORKERS         4
-#define WARM_PIECE_CHUNKS    4
-#define WARM_PIECE_MIN_BYTES (4ull << 20) /* with small chunks: fewer, larger requests */
-#define WARM_DRAW_MS         250          /* the progress line is redrawn this often */
-#define WARM_STOP_DAEMON_GONE (-1)        /* struct warm's stop: the daemon died */
-#define WARM_STOP_NO_ROOM     (-2)        /* the cache could not store a chunk (ENOSPC) */
+#define WARM_WORKERS          4
+#define WARM_PIECE_CHUNKS     4
+#define WARM_PIECE_MIN_BYTES  (4ull << 20) /* with small chunks: fewer, larger requests */
+#define WARM_DRAW_MS          250          /* the progress line is redrawn this often */
+#define WARM_STOP_DAEMON_GONE (-1)         /* struct warm's stop: the daemon died */
+#define WARM_STOP_NO_ROOM     (-2)         /* the cache could not store a chunk (ENOSPC) */
 
 /* One regular file found by the walk. Under warm.lock. */
 struct warm_file {
 	char *path;
 	uint64_t size_bytes;
-	uint64_t piece_bytes;     /* the request size on this file's mount */
-	uint64_t nr_pieces_left;  /* requests not yet answered */
-	bool failed;              /* its error was said; its other pieces are skipped */
+	uint64_t piece_bytes;    /* the request size on this file's mount */
+	uint64_t nr_pieces_left; /* requests not yet answered */
+	bool failed;             /* its error was said; its other pieces are skipped */
 };
 
 /* A warm in progress. The walker thread appends files, the workers take their pieces in order
@@ -397,15 +401,15 @@ struct warm_file {
  * for signals (blocked in every thread, read from a signalfd) and for the workers' end (an
  * eventfd the last one writes). Everything below lock is protected by it. */
 static struct {
-	bool tty;                 /* stderr is a terminal: draw the bar */
-	int done_fd;              /* eventfd, written when the last worker has left */
+	bool tty;    /* stderr is a terminal: draw the bar */
+	int done_fd; /* eventfd, written when the last worker has left */
 	struct timespec start;
-	char **roots;             /* the canonical PATHs to walk */
+	char **roots; /* the canonical PATHs to walk */
 	uint64_t *root_piece_bytes;
 	int nr_roots;
 
 	pthread_mutex_t lock;
-	pthread_cond_t more;      /* files appended, the walk done, or stop set */
+	pthread_cond_t more; /* files appended, the walk done, or stop set */
 	struct warm_file *files;
 	size_t nr_files, cap_files;
 	size_t next_file;
@@ -414,10 +418,10 @@ static struct {
 	size_t nr_whole, nr_failed;
 	unsigned int nr_workers_left;
 	bool walk_done;
-	bool bar_shown;           /* a progress line is on the terminal, not yet ended */
-	int stop;                 /* 0, a signal number, or WARM_STOP_DAEMON_GONE */
-	char *gone_path;          /* with WARM_STOP_DAEMON_GONE: a path on the dead mount, */
-	int gone_errno;           /* and what it answered */
+	bool bar_shown;  /* a progress line is on the terminal, not yet ended */
+	int stop;        /* 0, a signal number, or WARM_STOP_DAEMON_GONE */
+	char *gone_path; /* with WARM_STOP_DAEMON_GONE: a path on the dead mount, */
+	int gone_errno;  /* and what it answered */
 } warm = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.more = PTHREAD_COND_INITIALIZER,
@@ -445,8 +449,8 @@ static void warm_draw_locked(void)
 
 	if (!warm.tty)
 		return;
-	cli_format_progress(line, sizeof(line), warm.done_bytes, warm.total_bytes,
-		warm_elapsed_s(), !warm.walk_done);
+	cli_format_progress(line, sizeof(line), warm.done_bytes, warm.total_bytes, warm_elapsed_s(),
+		!warm.walk_done);
 	fprintf(stderr, "\r%s\033[K", line);
 	fflush(stderr);
 	warm.bar_shown = true;
@@ -735,7 +739,7 @@ static int warm_check_root(const char *path, char **canon, uint64_t *piece_bytes
 		goto out;
 	}
 	if (!cli_mount_of_dev(f, major(st.st_dev), minor(st.st_dev), m) ||
-	    strcmp(m->fstype, "fuse.ferry")) {
+		strcmp(m->fstype, "fuse.ferry")) {
 		fprintf(stderr, "ferry warm: %s is not on a ferry mount\n", path);
 		ret = -EINVAL;
 		goto out;
@@ -833,17 +837,21 @@ static int warm_report(void)
 	}
 	if (warm.stop == WARM_STOP_NO_ROOM) {
 		warm_clear_locked();
-		fprintf(stderr, "ferry warm: the cache has no room for more (its volume is full or "
-				"failing: see ferry stat): %s of %s%s warmed, %zu of %zu%s files whole\n",
+		fprintf(stderr,
+			"ferry warm: the cache has no room for more (its volume is full or "
+			"failing: see ferry stat): %s of %s%s warmed, %zu of %zu%s files whole\n",
 			a, b, warm.walk_done ? "" : "+", warm.nr_whole, warm.nr_files,
 			warm.walk_done ? "" : "+");
 		return 1;
 	}
 	if (warm.stop) {
 		warm_clear_locked();
-		fprintf(stderr, "ferry warm: stopped by %s: %s of %s%s warmed, %zu of %zu%s files "
-				"whole\n",
-			warm.stop == SIGINT ? "SIGINT" : warm.stop == SIGTERM ? "SIGTERM" : "a signal",
+		fprintf(stderr,
+			"ferry warm: stopped by %s: %s of %s%s warmed, %zu of %zu%s files "
+			"whole\n",
+			warm.stop == SIGINT    ? "SIGINT"
+			: warm.stop == SIGTERM ? "SIGTERM"
+					       : "a signal",
 			a, b, warm.walk_done ? "" : "+", warm.nr_whole, warm.nr_files,
 			warm.walk_done ? "" : "+");
 		/* As a shell reports a command a signal ended: 130 for SIGINT, 143 for SIGTERM. */
@@ -994,7 +1002,8 @@ int manifest_main(int argc, char **argv)
 	fd = mkstemp(tmp);
 	if (fd < 0) {
 		free(text);
-		fprintf(stderr, "ferry manifest: cannot write in %s: %s\n", argv[1], strerror(errno));
+		fprintf(stderr, "ferry manifest: cannot write in %s: %s\n", argv[1],
+			strerror(errno));
 		return 1;
 	}
 	fchmod(fd, 0644);

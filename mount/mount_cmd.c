@@ -310,7 +310,8 @@ int mount_main(int argc, char **argv)
 			if (size_arg("--chunk-size", optarg, &chunk))
 				return 1;
 			if (chunk < (64u << 10) || chunk > (64u << 20) || (chunk & (chunk - 1)))
-				return fail("--chunk-size '%s': must be a power of two from 64K to 64M",
+				return fail(
+					"--chunk-size '%s': must be a power of two from 64K to 64M",
 					optarg);
 			break;
 		case OPT_CA_FILE:
@@ -320,7 +321,8 @@ int mount_main(int argc, char **argv)
 			break;
 		case OPT_TTL:
 			if (cli_parse_duration(optarg, &cfg.metadata_ttl_s))
-				return fail("--metadata-ttl '%s': not a duration (e.g. 90s, 30m, 1h, never)",
+				return fail(
+					"--metadata-ttl '%s': not a duration (e.g. 90s, 30m, 1h, never)",
 					optarg);
 			break;
 		case OPT_MAX_TRANSFERS:
@@ -331,7 +333,8 @@ int mount_main(int argc, char **argv)
 			double secs;
 
 			if (cli_parse_duration(optarg, &secs) || secs < 1 || secs > 86400)
-				return fail("--stall-timeout '%s': a duration from 1s to 1d (e.g. 10s)",
+				return fail(
+					"--stall-timeout '%s': a duration from 1s to 1d (e.g. 10s)",
 					optarg);
 			cfg.remote.low_speed_time_s = (long)secs;
 			break;
@@ -351,7 +354,7 @@ int mount_main(int argc, char **argv)
 			break;
 		case OPT_ADDRESSING:
 			if (strcmp(optarg, "path") && strcmp(optarg, "virtual") &&
-			    strcmp(optarg, "auto"))
+				strcmp(optarg, "auto"))
 				return fail("--addressing '%s': expected path, virtual or auto",
 					optarg);
 			cfg.remote.addressing = optarg;
@@ -430,14 +433,14 @@ int mount_main(int argc, char **argv)
 		char cwd[PATH_MAX];
 
 		if (!getcwd(cwd, sizeof(cwd)) ||
-		    snprintf(cache_dir, sizeof(cache_dir), "%s/%s", cwd, cfg.cache_dir) >=
-			    (int)sizeof(cache_dir))
+			snprintf(cache_dir, sizeof(cache_dir), "%s/%s", cwd, cfg.cache_dir) >=
+				(int)sizeof(cache_dir))
 			return fail("cache directory %s: path too long", cfg.cache_dir);
 	} else {
 		snprintf(cache_dir, sizeof(cache_dir), "%s", cfg.cache_dir);
 	}
 	if (!strncmp(cache_dir, mp, strlen(mp)) &&
-	    (cache_dir[strlen(mp)] == '/' || !cache_dir[strlen(mp)]))
+		(cache_dir[strlen(mp)] == '/' || !cache_dir[strlen(mp)]))
 		return fail("the cache directory cannot be inside the mountpoint");
 	if (check_cache_dir(cfg.cache_dir))
 		return 1;

@@ -14,14 +14,15 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: mount.ferry SOURCE MOUNTPOINT [-o OPTIONS]\n"
-		     "  for /etc/fstab:  SOURCE MOUNTPOINT ferry ro,cache_dir=/var/cache/ferry 0 0\n"
-		     "  OPTIONS: cache_dir=, cache_size=, chunk_size=, ca_file=, metadata_ttl=,\n"
-		     "  max_transfers=, dir_readahead=, endpoint=, region=, profile=, addressing=,\n"
-		     "  no_sign_request, allow_outside_symlinks (show symlinks that are absolute or\n"
-		     "  leave the mount; hidden by default), verbose; ro, nodev, nosuid, _netdev,\n"
-		     "  noauto, user and the like are ignored;\n"
-		     "  anything else goes to FUSE (allow_other, ...).\n");
+	fprintf(out,
+		"usage: mount.ferry SOURCE MOUNTPOINT [-o OPTIONS]\n"
+		"  for /etc/fstab:  SOURCE MOUNTPOINT ferry ro,cache_dir=/var/cache/ferry 0 0\n"
+		"  OPTIONS: cache_dir=, cache_size=, chunk_size=, ca_file=, metadata_ttl=,\n"
+		"  max_transfers=, dir_readahead=, endpoint=, region=, profile=, addressing=,\n"
+		"  no_sign_request, allow_outside_symlinks (show symlinks that are absolute or\n"
+		"  leave the mount; hidden by default), verbose; ro, nodev, nosuid, _netdev,\n"
+		"  noauto, user and the like are ignored;\n"
+		"  anything else goes to FUSE (allow_other, ...).\n");
 }
 
 int main(int argc, char **argv)

@@ -74,8 +74,7 @@ static uint64_t file_version(uint64_t h, const char *path, const struct stat *sb
 }
 
 /* Adds one file to the three running hashes; -errno with the file named in err. */
-static int dataset_file(const char *path, uint64_t h[3], uint64_t *bytes, char *err,
-	size_t errlen)
+static int dataset_file(const char *path, uint64_t h[3], uint64_t *bytes, char *err, size_t errlen)
 {
 	struct stat sb;
 	if (stat(path, &sb) < 0) {
@@ -140,7 +139,8 @@ int agree_compare(struct agree *a, struct comm *c)
 void agree_format(const struct agree *a, int i, int rank, char *buf, size_t len)
 {
 	const struct agree_item *it = &a->items[i];
-	snprintf(buf, len, "rank %d: ranks were given different %s (here: %s); every rank must "
-			   "run with the same settings and data",
+	snprintf(buf, len,
+		"rank %d: ranks were given different %s (here: %s); every rank must "
+		"run with the same settings and data",
 		rank, it->name, it->value);
 }

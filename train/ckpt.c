@@ -15,12 +15,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define STATE_MAGIC   0x54535246u /* "FRST" */
+#define STATE_MAGIC 0x54535246u /* "FRST" */
 /* Version 2 added the loader's order settings (two u32) after the settings length; version 1
  * files are still read, with those settings 0 (not recorded). */
-#define STATE_VERSION 2u
+#define STATE_VERSION         2u
 #define STATE_V1_HEADER_BYTES (4 + 4 + 8 * 5 + 4)
-#define STATE_HEADER_BYTES (STATE_V1_HEADER_BYTES + 4 + 4)
+#define STATE_HEADER_BYTES    (STATE_V1_HEADER_BYTES + 4 + 4)
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
@@ -167,14 +167,16 @@ static void model_header(const struct gpt2_config *c, int32_t header[256])
 }
 
 /* A NaN or infinity in a checkpoint is a run ruined for good: refused on write and on read. */
-static int check_finite(const char *path, const char *what, const float *p, size_t n,
-	char *err, size_t errlen)
+static int check_finite(const char *path, const char *what, const float *p, size_t n, char *err,
+	size_t errlen)
 {
 	size_t bad;
 	if (guard_all_finite(p, n, &bad))
 		return 0;
-	return fail(err, errlen, -EINVAL, "%s: %s %zu of %zu is not finite (%g); refusing "
-		"non-finite weights", path, what, bad, n, (double)p[bad]);
+	return fail(err, errlen, -EINVAL,
+		"%s: %s %zu of %zu is not finite (%g); refusing "
+		"non-finite weights",
+		path, what, bad, n, (double)p[bad]);
 }
 
 int ckpt_write_model(const char *path, const struct gpt2 *m, char *err, size_t errlen)
@@ -277,8 +279,8 @@ out:
 	return rc;
 }
 
-int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st,
-	char *err, size_t errlen)
+int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st, char *err,
+	size_t errlen)
 {
 	size_t moment_bytes = m->nr_params * sizeof(float);
 	int rc = check_finite(path, "first moment", m->m_memory, m->nr_params, err, errlen);
@@ -352,8 +354,8 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 	uint64_t nr_params = fields[4];
 	if (nr_params > (uint64_t)1 << 40 ||
 		n != head_bytes + (uint64_t)settings_bytes + nr_params * 8 + 8) {
-		rc = fail(err, errlen, -EINVAL, "%s: size %zu bytes does not match its header", path,
-			n);
+		rc = fail(err, errlen, -EINVAL, "%s: size %zu bytes does not match its header",
+			path, n);
 		goto out;
 	}
 	uint64_t sum, want = fnv1a(FNV_OFFSET, buf, n - 8);
@@ -363,8 +365,9 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		goto out;
 	}
 	if (m && m->nr_params != nr_params) {
-		rc = fail(err, errlen, -EINVAL, "%s: holds moments of %llu parameters, model has %zu",
-			path, (unsigned long long)nr_params, m->nr_params);
+		rc = fail(err, errlen, -EINVAL,
+			"%s: holds moments of %llu parameters, model has %zu", path,
+			(unsigned long long)nr_params, m->nr_params);
 		goto out;
 	}
 	const char *settings = buf + head_bytes;
@@ -373,8 +376,10 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		float x;
 		memcpy(&x, settings + settings_bytes + i * 4, 4);
 		if (!isfinite(x)) {
-			rc = fail(err, errlen, -EINVAL, "%s: %s moment %llu is not finite; refusing "
-				"non-finite optimizer state", path, i < nr_params ? "first" : "second",
+			rc = fail(err, errlen, -EINVAL,
+				"%s: %s moment %llu is not finite; refusing "
+				"non-finite optimizer state",
+				path, i < nr_params ? "first" : "second",
 				(unsigned long long)(i % nr_params));
 			goto out;
 		}
@@ -525,8 +530,9 @@ int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
 		return rc;
 	ckpt_state_done(&st);
 	if (st.nr_params != nr_params)
-		return fail(err, errlen, -EINVAL, "%s: holds moments of %llu parameters, %s has %zu",
-			state, (unsigned long long)st.nr_params, model, nr_params);
+		return fail(err, errlen, -EINVAL,
+			"%s: holds moments of %llu parameters, %s has %zu", state,
+			(unsigned long long)st.nr_params, model, nr_params);
 	return 0;
 }
 

@@ -16,9 +16,9 @@
 /* Everything in a state file but the moments; settings is the run's settings as text
  * ("key value" lines), owned by the struct (ckpt_state_done frees it). */
 struct ckpt_state {
-	uint64_t step;           /* optimizer steps done */
-	uint64_t rng;            /* the trainer's RNG after that step */
-	uint64_t loader_epoch;   /* the loader's position: the next batch to train on */
+	uint64_t step;         /* optimizer steps done */
+	uint64_t rng;          /* the trainer's RNG after that step */
+	uint64_t loader_epoch; /* the loader's position: the next batch to train on */
 	uint64_t loader_position;
 	char *settings;
 	/* The loader's order settings (loader_config.block_bytes, window_blocks): they change
@@ -38,8 +38,8 @@ int ckpt_read_model_config(const char *path, struct gpt2_config *c, char *err, s
 /* Loads the parameters into m, whose config must equal the file's. */
 int ckpt_read_model(const char *path, struct gpt2 *m, char *err, size_t errlen);
 
-int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st,
-	char *err, size_t errlen);
+int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st, char *err,
+	size_t errlen);
 /* Fills st; with m non-NULL also loads the moments (m's nr_params must match the file). */
 int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, char *err,
 	size_t errlen);

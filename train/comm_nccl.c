@@ -21,14 +21,14 @@
 #include "train/comm.h"
 #include "train/gpt_cuda.h"
 
-#define NCCL_CHECK(x)                                                          \
-	do {                                                                   \
-		ncclResult_t r_ = (x);                                         \
-		if (r_ != ncclSuccess) {                                       \
-			fprintf(stderr, "NCCL error at %s:%d: %s: %s\n", __FILE__, \
-				__LINE__, #x, ncclGetErrorString(r_));         \
-			exit(1);                                               \
-		}                                                              \
+#define NCCL_CHECK(x)                                                                              \
+	do {                                                                                       \
+		ncclResult_t r_ = (x);                                                             \
+		if (r_ != ncclSuccess) {                                                           \
+			fprintf(stderr, "NCCL error at %s:%d: %s: %s\n", __FILE__, __LINE__, #x,   \
+				ncclGetErrorString(r_));                                           \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
 /* one communicator per process */
@@ -87,7 +87,8 @@ static int exchange_id(ncclUniqueId *id, int rank, int world)
 		int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		struct sockaddr_in any = *(struct sockaddr_in *)ai->ai_addr;
-		if (s < 0 || bind(s, (struct sockaddr *)&any, sizeof(any)) < 0 || listen(s, world) < 0) {
+		if (s < 0 || bind(s, (struct sockaddr *)&any, sizeof(any)) < 0 ||
+			listen(s, world) < 0) {
 			fprintf(stderr, "comm nccl: cannot listen on %s:%s: %s\n", addr, port,
 				strerror(errno));
 			if (s >= 0)
@@ -119,8 +120,8 @@ static int exchange_id(ncclUniqueId *id, int rank, int world)
 			usleep(100 * 1000);
 		}
 		if (ret < 0)
-			fprintf(stderr, "comm nccl: rank %d cannot get the NCCL id from %s:%s\n", rank,
-				addr, port);
+			fprintf(stderr, "comm nccl: rank %d cannot get the NCCL id from %s:%s\n",
+				rank, addr, port);
 	}
 out:
 	freeaddrinfo(ai);
@@ -131,7 +132,8 @@ static int nccl_init(struct comm *c, int *argc, char ***argv)
 {
 	int rank = env_int("RANK", -1), world = env_int("WORLD_SIZE", -1);
 	if (rank < 0 || world < 1 || rank >= world) {
-		fprintf(stderr, "comm nccl: RANK and WORLD_SIZE must be set (0 <= RANK < WORLD_SIZE)\n");
+		fprintf(stderr,
+			"comm nccl: RANK and WORLD_SIZE must be set (0 <= RANK < WORLD_SIZE)\n");
 		return -EINVAL;
 	}
 	int nr_devices = 0;
@@ -158,7 +160,8 @@ static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
 {
 	struct cudaPointerAttributes attr;
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
-	if (cudaPointerGetAttributes(&attr, buf) == cudaSuccess && attr.type == cudaMemoryTypeDevice) {
+	if (cudaPointerGetAttributes(&attr, buf) == cudaSuccess &&
+		attr.type == cudaMemoryTypeDevice) {
 		NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nccl_comm, s));
 		return;
 	}
@@ -176,7 +179,8 @@ static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
 		exit(1);
 	NCCL_CHECK(ncclAllReduce(bounce, bounce, n, ncclFloat, ncclSum, nccl_comm, s));
 	if (cudaMemcpyAsync(buf, bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s) !=
-		cudaSuccess || cudaStreamSynchronize(s) != cudaSuccess)
+			cudaSuccess ||
+		cudaStreamSynchronize(s) != cudaSuccess)
 		exit(1);
 }
 

@@ -53,7 +53,7 @@ struct graph {
  * consecutive events is added to the kind of the group that ended it. A forward starts the chain
  * with an event of no kind, so the gaps between micro-steps (token copies) count for nothing. */
 #define PROF_EVENTS 1024
-#define PROF_NONE (-1)
+#define PROF_NONE   (-1)
 struct prof {
 	double *secs; /* (GPT2_NR_PROF), the caller's; NULL: not profiling */
 	int n;        /* events recorded since the last collection */
@@ -81,7 +81,7 @@ struct gpt2_cuda {
 	void *enc_scratch;
 	size_t enc_scratch_bytes;
 	double *norm_scratch, *loss_acc, *eval_acc;
-	float *normscale; /* (2): norm, AdamW's gradient factor */
+	float *normscale;    /* (2): norm, AdamW's gradient factor */
 	float *hp, *hp_host; /* (3) lr, 1-b1^t, 1-b2^t; host side pinned */
 	int32_t *d_in, *d_tgt;
 	cudaStream_t stream;
@@ -194,8 +194,24 @@ static inline float *grad(const struct gpt2_cuda *g, int k, size_t i)
 	return g->grads + g->offs[k] + i;
 }
 
-enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW,
-	FCPROJB, LNFW, LNFB };
+enum {
+	WTE,
+	WPE,
+	LN1W,
+	LN1B,
+	QKVW,
+	QKVB,
+	ATTPROJW,
+	ATTPROJB,
+	LN2W,
+	LN2B,
+	FCW,
+	FCB,
+	FCPROJW,
+	FCPROJB,
+	LNFW,
+	LNFB
+};
 
 extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T,
 	const struct gpt2_cuda_opts *o, char *err, size_t errlen)
@@ -205,13 +221,17 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	if (gpt2_cuda_available(err, errlen) < 0)
 		return NULL;
 	if (C % 8 || Vp % 8) {
-		snprintf(err, errlen, "--device cuda: channels %d and padded vocabulary %d must be "
-			"multiples of 8", C, Vp);
+		snprintf(err, errlen,
+			"--device cuda: channels %d and padded vocabulary %d must be "
+			"multiples of 8",
+			C, Vp);
 		return NULL;
 	}
 	if (!k_attention_supported(C, NH)) {
-		snprintf(err, errlen, "--device cuda: head size %d (dim/heads) must be 16, 32, 64 "
-			"or 128", NH ? C / NH : 0);
+		snprintf(err, errlen,
+			"--device cuda: head size %d (dim/heads) must be 16, 32, 64 "
+			"or 128",
+			NH ? C / NH : 0);
 		return NULL;
 	}
 	if (T > c->max_seq_len) {
@@ -367,7 +387,8 @@ static void forward(struct gpt2_cuda *g)
 	for (int l = 0; l < L; l++) {
 		size_t nc = l * NC, lc = (size_t)l * C;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
-		void *ln1 = at(g, g->ln1, nc), *qkv = at(g, g->qkv, 3 * nc), *atty = at(g, g->atty, nc);
+		void *ln1 = at(g, g->ln1, nc), *qkv = at(g, g->qkv, 3 * nc),
+		     *atty = at(g, g->atty, nc);
 		void *residual2 = at(g, g->residual2, nc), *ln2 = at(g, g->ln2, nc);
 		void *fch = at(g, g->fch, 4 * nc), *fch_gelu = at(g, g->fch_gelu, 4 * nc);
 		void *residual3 = at(g, g->residual3, nc);
@@ -393,12 +414,13 @@ static void forward(struct gpt2_cuda *g)
 		prof_mark(g, PROF_F_FCPROJ);
 		if (l + 1 < L)
 			k_residual_layernorm_forward(residual3, at(g, g->ln1, nc + NC),
-				g->ln1_mean + (size_t)(l + 1) * N, g->ln1_rstd + (size_t)(l + 1) * N,
-				residual2, g->proj, param(g, LN1W, lc + C), param(g, LN1B, lc + C), N,
-				C, dt, s);
+				g->ln1_mean + (size_t)(l + 1) * N,
+				g->ln1_rstd + (size_t)(l + 1) * N, residual2, g->proj,
+				param(g, LN1W, lc + C), param(g, LN1B, lc + C), N, C, dt, s);
 		else
 			k_residual_layernorm_forward(residual3, g->lnf, g->lnf_mean, g->lnf_rstd,
-				residual2, g->proj, param(g, LNFW, 0), param(g, LNFB, 0), N, C, dt, s);
+				residual2, g->proj, param(g, LNFW, 0), param(g, LNFB, 0), N, C, dt,
+				s);
 		prof_mark(g, PROF_F_LAYERNORM); /* the residual add is fused in */
 	}
 	k_matmul_forward(g->mm, g->logits, NULL, g->lnf, param(g, WTE, 0), NULL, N, C, Vp, dt, s);
@@ -417,8 +439,8 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 	k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
 	k_loss_accumulate(g->loss_acc, g->losses, N, s);
 	prof_mark(g, PROF_B_SOFTMAX); /* softmax, loss and logits gradient in one kernel */
-	k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf,
-		param(g, WTE, 0), g->scratch, N, C, Vp, dt, s);
+	k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf, param(g, WTE, 0),
+		g->scratch, N, C, Vp, dt, s);
 	prof_mark(g, PROF_B_LMHEAD);
 	CUDA_CHECK(cudaMemsetAsync(g->dresidual, 0, NC * g->esz, s));
 	prof_mark(g, PROF_B_ZERO);
@@ -430,9 +452,9 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 		size_t nc = l * NC, lc = (size_t)l * C, nl = (size_t)l * N;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
 
-		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * C), grad(g, FCPROJB, lc),
-			g->dresidual, at(g, g->fch_gelu, 4 * nc), param(g, FCPROJW, 4 * lc * C),
-			g->scratch, N, 4 * C, C, dt, s);
+		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * C),
+			grad(g, FCPROJB, lc), g->dresidual, at(g, g->fch_gelu, 4 * nc),
+			param(g, FCPROJW, 4 * lc * C), g->scratch, N, 4 * C, C, dt, s);
 		prof_mark(g, PROF_B_FCPROJ);
 		k_gelu_backward(g->dfch, at(g, g->fch, 4 * nc), g->dfch, 4 * NC, dt, s);
 		prof_mark(g, PROF_B_GELU);
@@ -457,8 +479,8 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 			3 * C, dt, s);
 		prof_mark(g, PROF_B_QKV);
 		k_layernorm_backward(g->dresidual, grad(g, LN1W, lc), grad(g, LN1B, lc), g->dln,
-			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl, g->scratch,
-			N, C, dt, s);
+			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl,
+			g->scratch, N, C, dt, s);
 		prof_mark(g, PROF_B_LAYERNORM);
 	}
 	k_encoder_backward(grad(g, WTE, 0), grad(g, WPE, 0), g->dresidual, g->d_in, B, T, C, V,
@@ -620,8 +642,8 @@ extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *no
 	float ns[2];
 	CUDA_CHECK(cudaMemcpyAsync(&loss, g->loss_acc, sizeof(loss), cudaMemcpyDeviceToHost,
 		g->stream));
-	CUDA_CHECK(cudaMemcpyAsync(ns, g->normscale, sizeof(ns), cudaMemcpyDeviceToHost,
-		g->stream));
+	CUDA_CHECK(
+		cudaMemcpyAsync(ns, g->normscale, sizeof(ns), cudaMemcpyDeviceToHost, g->stream));
 	sync_stream(g);
 	if (norm)
 		*norm = ns[0];

@@ -50,8 +50,8 @@ void encoder_forward(float *out, const int32_t *inp, const float *wte, const flo
 	}
 }
 
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B,
-	int T, int C)
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T,
+	int C)
 {
 	/* Two positions may hold the same token: a sequential loop keeps the sums in order. */
 	for (int b = 0; b < B; b++) {
@@ -63,8 +63,8 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t
 	}
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-	const float *weight, const float *bias, int N, int C)
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+	const float *bias, int N, int C)
 {
 	const float eps = 1e-5f;
 #pragma omp parallel for
@@ -202,7 +202,8 @@ __attribute__((target("avx2"))) static void fwd_tile_avx2(float *out, int OC, co
 			float tail = 0.0f;
 			for (int k = i; k < C; k++)
 				tail += x[k] * wr[k];
-			out[(size_t)r * OC + j] = (bias ? bias[j] : 0.0f) + reduce8(acc[r][j], tail);
+			out[(size_t)r * OC + j] =
+				(bias ? bias[j] : 0.0f) + reduce8(acc[r][j], tail);
 		}
 }
 
@@ -262,8 +263,8 @@ static void acc_tile_c(float *c, size_t ldc, const float *a, size_t a_rs, size_t
 /* c (R,M) += a (R,K) @ b (K,M), a(r, k) = a[r * a_rs + k * a_ks]; c's and b's rows are ldc
  * and ldb apart. Tasks own disjoint blocks of c; within a task every element still sees
  * k = 0..K-1 in order (the k passes run outermost), so the sums are those of the plain loop. */
-static void gemm_acc(float *c, size_t ldc, const float *a, size_t a_rs, size_t a_ks,
-	const float *b, size_t ldb, int R, int M, int K)
+static void gemm_acc(float *c, size_t ldc, const float *a, size_t a_rs, size_t a_ks, const float *b,
+	size_t ldb, int R, int M, int K)
 {
 	int nr_rb = (R + ACC_RB - 1) / ACC_RB, nr_cb = (M + ACC_CB - 1) / ACC_CB;
 	int avx2 = have_avx2();
@@ -333,8 +334,8 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 	(void)avx2;
 }
 
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-	const float *inp, const float *weight, int N, int C, int OC)
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+	const float *weight, int N, int C, int OC)
 {
 	/* dinp (N,C) += dout (N,OC) @ weight (OC,C) */
 	gemm_acc(dinp, C, dout, OC, 1, weight, C, N, C, OC);
@@ -364,7 +365,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 				float *a = att + (((size_t)b * NH + h) * T + t) * T;
 				float maxv = -INFINITY;
 				for (int t2 = 0; t2 <= t; t2++) {
-					const float *k = qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
+					const float *k =
+						qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
 					a[t2] = dot(q, k, hs) * scale;
 					if (a[t2] > maxv)
 						maxv = a[t2];
@@ -382,7 +384,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 				float *o = out + ((size_t)b * T + t) * C + h * hs;
 				memset(o, 0, sizeof(float) * hs);
 				for (int t2 = 0; t2 <= t; t2++) {
-					const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+					const float *v =
+						qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
 					axpy(o, a[t2], v, hs);
 				}
 			}
@@ -390,8 +393,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 	}
 }
 
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-	int B, int T, int C, int NH)
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
+	int T, int C, int NH)
 {
 	int hs = C / NH;
 	float scale = 1.0f / sqrtf((float)hs);

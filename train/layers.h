@@ -19,12 +19,12 @@
 /* out (B,T,C) = wte[inp] (Vp,C) + wpe[t] (maxT,C) */
 void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B,
 	int T, int C);
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B,
-	int T, int C);
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T,
+	int C);
 
 /* out (N,C) = (inp - mean) * rstd * weight + bias, per row; saves mean (N) and rstd (N). */
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-	const float *weight, const float *bias, int N, int C);
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+	const float *bias, int N, int C);
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
 	const float *inp, const float *weight, const float *mean, const float *rstd, int N, int C);
 
@@ -32,16 +32,16 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
 	int C, int OC);
 /* dbias may be NULL (no bias). */
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-	const float *inp, const float *weight, int N, int C, int OC);
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+	const float *weight, int N, int C, int OC);
 
 /* Causal multi-head self-attention.
  * qkv (B,T,3C): per position the query, key and value vectors, heads of size C/NH side by side.
  * out (B,T,C): heads concatenated; att (B,NH,T,T): softmax probabilities (zero above the
  * diagonal), kept for backward. */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-	int B, int T, int C, int NH);
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
+	int T, int C, int NH);
 
 /* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 void gelu_forward(float *out, const float *inp, int n);

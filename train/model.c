@@ -323,8 +323,7 @@ void gpt2_zero_grad(struct gpt2 *m)
 	memset(m->grads_memory, 0, m->nr_params * sizeof(float));
 }
 
-void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets,
-	float loss_scale)
+void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale)
 {
 	const struct gpt2_config *c = &m->config;
 	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
@@ -414,8 +413,7 @@ float gpt2_grad_norm(const struct gpt2 *m)
 	return (float)sqrt(sum);
 }
 
-void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,
-	int t)
+void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t)
 {
 	float b1 = opt->beta1, b2 = opt->beta2;
 	float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);

@@ -8,12 +8,12 @@
 #include <stdint.h>
 
 struct gpt2_config {
-	int max_seq_len; /* maxT: rows of wpe */
-	int vocab_size;  /* V: real tokens */
+	int max_seq_len;       /* maxT: rows of wpe */
+	int vocab_size;        /* V: real tokens */
 	int padded_vocab_size; /* Vp: V rounded up to a multiple of 128 (256 stays 256) */
-	int nr_layers;   /* L */
-	int nr_heads;    /* NH; C % NH == 0 */
-	int channels;    /* C */
+	int nr_layers;         /* L */
+	int nr_heads;          /* NH; C % NH == 0 */
+	int channels;          /* C */
 };
 
 #define GPT2_NR_PARAM_TENSORS 16
@@ -76,10 +76,28 @@ struct adamw_config {
 /* Where a step's time goes, per layer kind (forward F_, backward B_), when gpt2.profile is set:
  * `FERRY_TRAIN_PROFILE=1 ferry train ...` prints the table at the end of the run. */
 enum gpt2_prof {
-	PROF_F_ENCODER, PROF_F_LAYERNORM, PROF_F_QKV, PROF_F_ATTENTION, PROF_F_ATTPROJ,
-	PROF_F_FC, PROF_F_GELU, PROF_F_FCPROJ, PROF_F_RESIDUAL, PROF_F_LMHEAD, PROF_F_SOFTMAX,
-	PROF_B_ZERO, PROF_B_SOFTMAX, PROF_B_LMHEAD, PROF_B_LAYERNORM, PROF_B_RESIDUAL,
-	PROF_B_FCPROJ, PROF_B_GELU, PROF_B_FC, PROF_B_ATTPROJ, PROF_B_ATTENTION, PROF_B_QKV,
+	PROF_F_ENCODER,
+	PROF_F_LAYERNORM,
+	PROF_F_QKV,
+	PROF_F_ATTENTION,
+	PROF_F_ATTPROJ,
+	PROF_F_FC,
+	PROF_F_GELU,
+	PROF_F_FCPROJ,
+	PROF_F_RESIDUAL,
+	PROF_F_LMHEAD,
+	PROF_F_SOFTMAX,
+	PROF_B_ZERO,
+	PROF_B_SOFTMAX,
+	PROF_B_LMHEAD,
+	PROF_B_LAYERNORM,
+	PROF_B_RESIDUAL,
+	PROF_B_FCPROJ,
+	PROF_B_GELU,
+	PROF_B_FC,
+	PROF_B_ATTPROJ,
+	PROF_B_ATTENTION,
+	PROF_B_QKV,
 	PROF_B_ENCODER,
 	GPT2_NR_PROF
 };
@@ -127,13 +145,11 @@ void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
 void gpt2_zero_grad(struct gpt2 *m);
 /* Adds to grads the gradient of (loss_scale * sum of the per-token losses of the last
  * forward); loss_scale = 1/(B*T*accumulation steps) gives the gradient of the mean. */
-void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets,
-	float loss_scale);
+void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale);
 /* sqrt of the sum of squares of all gradients, summed in double. */
 float gpt2_grad_norm(const struct gpt2 *m);
 /* One AdamW step (t counts from 1) with grads multiplied by grad_scale first (clipping). */
-void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,
-	int t);
+void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t);
 
 /* Learning rate at step (0-based) of nr_steps: linear warmup over warmup steps, then cosine
  * decay to lr * final_frac at the last step. */

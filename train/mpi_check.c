@@ -23,8 +23,12 @@ int main(int argc, char **argv)
 	}
 	enum { TOTAL_B = 4, T = 16, V = 256 };
 	int B = TOTAL_B / comm.world_size;
-	struct gpt2_config c = { .max_seq_len = T, .vocab_size = V, .padded_vocab_size = V,
-		.nr_layers = 2, .nr_heads = 2, .channels = 32 };
+	struct gpt2_config c = { .max_seq_len = T,
+		.vocab_size = V,
+		.padded_vocab_size = V,
+		.nr_layers = 2,
+		.nr_heads = 2,
+		.channels = 32 };
 	struct gpt2 *m = gpt2_new(&c, B, T);
 	uint64_t rng = 42;
 	gpt2_init_random(m, &rng); /* the same weights on every rank */
@@ -49,7 +53,8 @@ int main(int argc, char **argv)
 	if (comm.rank == 0) {
 		printf("ranks %d loss %.7f grad norm %.7f\n", comm.world_size, loss, norm);
 		FILE *f = fopen(argv[1], "wb");
-		if (!f || fwrite(m->params_memory, sizeof(float), m->nr_params, f) != m->nr_params) {
+		if (!f ||
+			fwrite(m->params_memory, sizeof(float), m->nr_params, f) != m->nr_params) {
 			perror(argv[1]);
 			return 1;
 		}

@@ -70,12 +70,13 @@ int report_write_svg(const char *path, const struct loss_point *p, size_t n, con
 	double xstep = nice_step(xmax - xmin, 8);
 	xmax = ceil(xmax / xstep) * xstep;
 	double pw = W - LEFT - RIGHT, ph = H - TOP - BOTTOM;
-#define X(v) (LEFT + ((v) - xmin) / (xmax - xmin) * pw)
+#define X(v) (LEFT + ((v)-xmin) / (xmax - xmin) * pw)
 #define Y(v) (TOP + (ymax - (v)) / (ymax - ymin) * ph)
 
-	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-		   "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"13\">\n",
+	fprintf(f,
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+		"viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"13\">\n",
 		W, H, W, H);
 	fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
 	fprintf(f, "<text x=\"%.1f\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">", W / 2);
@@ -83,13 +84,15 @@ int report_write_svg(const char *path, const struct loss_point *p, size_t n, con
 	fprintf(f, "</text>\n");
 	/* grid and tick labels */
 	for (double y = ymin; y <= ymax + ystep * 1e-6; y += ystep) {
-		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n",
+		fprintf(f,
+			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n",
 			LEFT, Y(y), W - RIGHT, Y(y));
 		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", LEFT - 8,
 			Y(y) + 4, y);
 	}
 	for (double x = xmin; x <= xmax + xstep * 1e-6; x += xstep) {
-		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
+		fprintf(f,
+			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
 			X(x), TOP, X(x), H - BOTTOM);
 		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", X(x),
 			H - BOTTOM + 20, x);
@@ -99,8 +102,9 @@ int report_write_svg(const char *path, const struct loss_point *p, size_t n, con
 		TOP, H - BOTTOM, W - RIGHT);
 	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n",
 		LEFT + pw / 2, H - 22);
-	fprintf(f, "<text transform=\"translate(22 %.1f) rotate(-90)\" text-anchor=\"middle\">"
-		   "loss (nats/token)</text>\n",
+	fprintf(f,
+		"<text transform=\"translate(22 %.1f) rotate(-90)\" text-anchor=\"middle\">"
+		"loss (nats/token)</text>\n",
 		TOP + ph / 2);
 	/* training loss */
 	if (n > 0) {
@@ -123,14 +127,17 @@ int report_write_svg(const char *path, const struct loss_point *p, size_t n, con
 				X(p[i].step), Y(p[i].val_loss));
 	/* legend */
 	double lx = W - RIGHT - 150, ly = TOP + 10;
-	fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"140\" height=\"46\" fill=\"white\" "
-		   "stroke=\"#999\"/>\n",
+	fprintf(f,
+		"<rect x=\"%.1f\" y=\"%.1f\" width=\"140\" height=\"46\" fill=\"white\" "
+		"stroke=\"#999\"/>\n",
 		lx, ly);
-	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\" "
-		   "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">train</text>\n",
+	fprintf(f,
+		"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\" "
+		"stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">train</text>\n",
 		lx + 10, ly + 15, lx + 40, ly + 15, lx + 48, ly + 19);
-	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ff7f0e\" "
-		   "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">validation</text>\n",
+	fprintf(f,
+		"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ff7f0e\" "
+		"stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">validation</text>\n",
 		lx + 10, ly + 33, lx + 40, ly + 33, lx + 48, ly + 37);
 	fprintf(f, "</svg>\n");
 #undef X

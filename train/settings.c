@@ -68,14 +68,37 @@ static const struct setting {
 	enum setting_type type;
 	size_t offset;
 } settings_table[] = {
+/* clang-format 14 would split the braced initializer of these macros over four lines. */
+/* clang-format off */
 #define ST(key, type) { #key, type, offsetof(struct train_settings, key) }
-	ST(data, S_STR), ST(val, S_STR), ST(init, S_STR), ST(layers, S_INT), ST(heads, S_INT),
-	ST(dim, S_INT), ST(max_seq_len, S_INT), ST(vocab, S_INT), ST(seq_len, S_INT),
-	ST(batch, S_INT), ST(total_batch_tokens, S_LL), ST(steps, S_INT), ST(warmup, S_INT),
-	ST(lr, S_FLOAT), ST(lr_final_frac, S_FLOAT), ST(weight_decay, S_FLOAT),
-	ST(grad_clip, S_FLOAT), ST(beta1, S_FLOAT), ST(beta2, S_FLOAT), ST(eps, S_FLOAT),
-	ST(seed, S_ULL), ST(eval_every, S_INT), ST(val_batches, S_INT), ST(ckpt_every, S_INT),
-	ST(keep, S_INT), ST(sample, S_INT), ST(world_size, S_INT),
+	/* clang-format on */
+	ST(data, S_STR),
+	ST(val, S_STR),
+	ST(init, S_STR),
+	ST(layers, S_INT),
+	ST(heads, S_INT),
+	ST(dim, S_INT),
+	ST(max_seq_len, S_INT),
+	ST(vocab, S_INT),
+	ST(seq_len, S_INT),
+	ST(batch, S_INT),
+	ST(total_batch_tokens, S_LL),
+	ST(steps, S_INT),
+	ST(warmup, S_INT),
+	ST(lr, S_FLOAT),
+	ST(lr_final_frac, S_FLOAT),
+	ST(weight_decay, S_FLOAT),
+	ST(grad_clip, S_FLOAT),
+	ST(beta1, S_FLOAT),
+	ST(beta2, S_FLOAT),
+	ST(eps, S_FLOAT),
+	ST(seed, S_ULL),
+	ST(eval_every, S_INT),
+	ST(val_batches, S_INT),
+	ST(ckpt_every, S_INT),
+	ST(keep, S_INT),
+	ST(sample, S_INT),
+	ST(world_size, S_INT),
 #undef ST
 };
 #define NR_SETTINGS (sizeof(settings_table) / sizeof(settings_table[0]))
@@ -159,7 +182,8 @@ int settings_parse(struct train_settings *s, const char *text, char *err, size_t
 				if (strcmp(settings_table[i].key, buf) == 0)
 					break;
 		}
-		if (!space || i == NR_SETTINGS || setting_set(s, &settings_table[i], space + 1) < 0) {
+		if (!space || i == NR_SETTINGS ||
+			setting_set(s, &settings_table[i], space + 1) < 0) {
 			snprintf(err, errlen, "saved settings: bad line '%.60s'", buf);
 			return -EINVAL;
 		}
@@ -168,7 +192,8 @@ int settings_parse(struct train_settings *s, const char *text, char *err, size_t
 	}
 	for (size_t i = 0; i < NR_SETTINGS; i++)
 		if (!seen[i]) {
-			snprintf(err, errlen, "saved settings: '%s' missing", settings_table[i].key);
+			snprintf(err, errlen, "saved settings: '%s' missing",
+				settings_table[i].key);
 			return -EINVAL;
 		}
 	return 0;
@@ -258,18 +283,20 @@ enum arg_kind {
 static const struct arg {
 	const char *name;
 	enum arg_kind kind;
-	size_t offset;         /* of the field in struct cmdline */
+	size_t offset; /* of the field in struct cmdline */
 	double lo, hi;
 	const char *choices[2];
-	bool with_resume;      /* a resumed run may take it */
+	bool with_resume; /* a resumed run may take it */
 } args_table[] = {
 #define S(f) offsetof(struct cmdline, s.f)
 #define O(f) offsetof(struct cmdline, o.f)
 #define C(f) offsetof(struct cmdline, f)
+/* clang-format off */
 #define ARG(n, k, off, l, h, r) \
 	{ .name = n, .kind = A_##k, .offset = off, .lo = l, .hi = h, .with_resume = r }
 #define CHOICE(n, off, c0, c1) \
 	{ .name = n, .kind = A_CHOICE, .offset = off, .choices = { c0, c1 }, .with_resume = true }
+	/* clang-format on */
 	ARG("data", PATH, S(data), 0, 0, false),
 	ARG("val", PATH, S(val), 0, 0, false),
 	ARG("model", MODEL, C(model_n), 1, 1024, false),
@@ -318,10 +345,25 @@ static const struct arg {
 static void defaults(struct cmdline *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->s = (struct train_settings){ .layers = 6, .heads = 6, .dim = 384, .seq_len = 256,
-		.batch = 8, .steps = 1000, .warmup = 100, .lr = 6e-4f, .lr_final_frac = 0.1f,
-		.weight_decay = 0.1f, .grad_clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-		.seed = 1, .eval_every = 100, .val_batches = 20, .ckpt_every = 500, .keep = 3 };
+	c->s = (struct train_settings){ .layers = 6,
+		.heads = 6,
+		.dim = 384,
+		.seq_len = 256,
+		.batch = 8,
+		.steps = 1000,
+		.warmup = 100,
+		.lr = 6e-4f,
+		.lr_final_frac = 0.1f,
+		.weight_decay = 0.1f,
+		.grad_clip = 1.0f,
+		.beta1 = 0.9f,
+		.beta2 = 0.95f,
+		.eps = 1e-8f,
+		.seed = 1,
+		.eval_every = 100,
+		.val_batches = 20,
+		.ckpt_every = 500,
+		.keep = 3 };
 	c->o.max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
 	c->model_n = 6;
 }
@@ -331,8 +373,8 @@ static int set_int(const struct arg *a, const char *value, char *p, char *err, s
 {
 	long long v;
 	if (parse_ll(value, (long long)a->lo, (long long)a->hi, &v) < 0) {
-		snprintf(err, errlen, "--%s: '%s' is not an integer in [%lld, %lld]", a->name, value,
-			(long long)a->lo, (long long)a->hi);
+		snprintf(err, errlen, "--%s: '%s' is not an integer in [%lld, %lld]", a->name,
+			value, (long long)a->lo, (long long)a->hi);
 		return -EINVAL;
 	}
 	if (a->kind == A_U32)
@@ -365,7 +407,8 @@ static int arg_set(struct cmdline *c, const struct arg *a, const char *value, ch
 		return set_int(a, value, p, err, errlen);
 	case A_TOKENS:
 		if (parse_ll(value, (long long)a->lo, (long long)a->hi, (long long *)p) < 0) {
-			snprintf(err, errlen, "--%s: '%s' is not a positive integer", a->name, value);
+			snprintf(err, errlen, "--%s: '%s' is not a positive integer", a->name,
+				value);
 			return -EINVAL;
 		}
 		return 0;
@@ -379,8 +422,8 @@ static int arg_set(struct cmdline *c, const struct arg *a, const char *value, ch
 	case A_FLOAT: {
 		float f;
 		if (parse_float(value, &f) < 0 || f < a->lo || f > a->hi) {
-			snprintf(err, errlen, "--%s: '%s' is not a number in [%g, %g]", a->name, value,
-				a->lo, a->hi);
+			snprintf(err, errlen, "--%s: '%s' is not a number in [%g, %g]", a->name,
+				value, a->lo, a->hi);
 			return -EINVAL;
 		}
 		*(float *)p = f;
@@ -414,9 +457,11 @@ static int check_resume_args(const bool given[NR_ARGS], char *err, size_t errlen
 		if (!given[i] || args_table[i].with_resume)
 			continue;
 		if (strcmp(args_table[i].name, "out") == 0)
-			snprintf(err, errlen, "--resume writes into the run's own directory; drop --out");
+			snprintf(err, errlen,
+				"--resume writes into the run's own directory; drop --out");
 		else
-			snprintf(err, errlen, "--resume takes the run's saved settings; only --steps "
+			snprintf(err, errlen,
+				"--resume takes the run's saved settings; only --steps "
 				"(raised), --threads, --stop-at, --max-bad-steps and --verbose may be given");
 		return -EINVAL;
 	}
@@ -488,8 +533,7 @@ static int env_order(const char *name, uint32_t max, uint32_t *out, char *err, s
 	return 0;
 }
 
-int settings_order(struct train_opts *o, const struct ckpt_state *saved, char *err,
-	size_t errlen)
+int settings_order(struct train_opts *o, const struct ckpt_state *saved, char *err, size_t errlen)
 {
 	static const struct {
 		const char *env, *what;
@@ -509,7 +553,8 @@ int settings_order(struct train_opts *o, const struct ckpt_state *saved, char *e
 			return -EINVAL;
 		if (from_ckpt[i]) {
 			if (env && env != from_ckpt[i]) {
-				snprintf(err, errlen, "--resume: %s=%u, but the run's loader order was saved "
+				snprintf(err, errlen,
+					"--resume: %s=%u, but the run's loader order was saved "
 					"with %s %u; unset it to resume",
 					k[i].env, env, k[i].what, from_ckpt[i]);
 				return -EINVAL;

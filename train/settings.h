@@ -64,7 +64,6 @@ int settings_parse(struct train_settings *s, const char *text, char *err, size_t
  * defaults; a resumed run takes what its checkpoint saved, and refuses an environment that says
  * otherwise (it would silently be another order). A checkpoint of state version 1 saved none:
  * it resumes with the environment or the defaults, as then. */
-int settings_order(struct train_opts *o, const struct ckpt_state *saved, char *err,
-	size_t errlen);
+int settings_order(struct train_opts *o, const struct ckpt_state *saved, char *err, size_t errlen);
 
 #endif

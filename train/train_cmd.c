@@ -59,7 +59,7 @@ struct trainer {
 	float loss_scale; /* 1 / tokens of a step: the mean over the accumulated micro-batches */
 	uint64_t rng;     /* initialisation, then sampling: saved in checkpoints */
 	struct guard guard;
-	int last_step;    /* --stop-at, else steps */
+	int last_step; /* --stop-at, else steps */
 
 	/* outputs (rank 0): log.csv, and the points of loss.svg */
 	char log_path[PATH_MAX + 16], svg_path[PATH_MAX + 16];
@@ -142,8 +142,9 @@ static void check_batch(struct trainer *t, const struct loader *l, const struct 
 			uint64_t index;
 			loader_token_source(l, &b->state, (uint32_t)(i / t->T),
 				(uint32_t)(i % t->T) + (uint32_t)a, &path, &index);
-			die(t, "%s: %s: token %u (token %llu of the file) is not below the vocabulary "
-			       "size %d (--vocab)",
+			die(t,
+				"%s: %s: token %u (token %llu of the file) is not below the vocabulary "
+				"size %d (--vocab)",
 				what, path, (uint32_t)arrays[a][i], (unsigned long long)index, V);
 		}
 }
@@ -196,8 +197,9 @@ static void lock_out_dir(struct trainer *t, const char *dir)
 		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
 		pid[n > 0 ? n : 0] = '\0';
 		pid[strcspn(pid, "\n")] = '\0';
-		die(t, "%s is in use by another ferry train run%s%s%s; wait for it to end or choose "
-		       "another directory",
+		die(t,
+			"%s is in use by another ferry train run%s%s%s; wait for it to end or choose "
+			"another directory",
 			dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
 	}
 	/* The holder's pid, for the message above; only the holder writes it. */
@@ -223,7 +225,8 @@ static void note_skipped(void *arg, uint64_t step, const char *reason)
 		snprintf(sk->newest_reason, sizeof(sk->newest_reason), "%s", reason);
 	}
 	if (sk->lines)
-		fprintf(sk->lines, "ferry train: --resume: skipping the checkpoint of step %llu: %s\n",
+		fprintf(sk->lines,
+			"ferry train: --resume: skipping the checkpoint of step %llu: %s\n",
 			(unsigned long long)step, reason);
 }
 
@@ -374,8 +377,8 @@ static void resume_settings(struct trainer *t)
 		die(t, "%s: %s", path, err);
 	if (t->o.steps_given) {
 		if (steps < t->s.steps)
-			die(t, "--steps %d: the run was set for %d; --steps may only be raised", steps,
-				t->s.steps);
+			die(t, "--steps %d: the run was set for %d; --steps may only be raised",
+				steps, t->s.steps);
 		t->s.steps = steps;
 	}
 	if (t->s.world_size != t->comm.world_size)
@@ -397,8 +400,9 @@ static void new_run(struct trainer *t)
 		lock_out_dir(t, t->o.out);
 	}
 	if (ckpt_latest(t->o.out, &old) == 0)
-		die(t, "%s holds a run with checkpoints; continue it with --resume %s or choose "
-		       "another --out",
+		die(t,
+			"%s holds a run with checkpoints; continue it with --resume %s or choose "
+			"another --out",
 			t->o.out, t->o.out);
 	t->s.world_size = t->comm.world_size;
 }
@@ -615,7 +619,9 @@ static void open_outputs(struct trainer *t)
 		1,
 #endif
 		loader_path_name(t->train_loader),
-		!o->cuda ? "" : o->fp32 ? ", cuda fp32" : ", cuda bf16");
+		!o->cuda  ? ""
+		: o->fp32 ? ", cuda fp32"
+			  : ", cuda bf16");
 	if (o->resume[0])
 		printf("ferry train: continuing %s from step %llu to %d\n", o->out,
 			(unsigned long long)t->start_step, t->s.steps);
@@ -636,8 +642,9 @@ static void prepare_steps(struct trainer *t)
 	const char *prof_env = getenv("FERRY_TRAIN_PROFILE");
 	t->m->profile = prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
 	if (t->m->profile && t->gpu && gpt2_cuda_profile(t->gpu, t->m->prof_s) < 0) {
-		fprintf(stderr, "ferry train: FERRY_TRAIN_PROFILE: not with --cuda-graph (a replayed "
-				"graph has no events inside); profile without it\n");
+		fprintf(stderr,
+			"ferry train: FERRY_TRAIN_PROFILE: not with --cuda-graph (a replayed "
+			"graph has no events inside); profile without it\n");
 		t->m->profile = 0;
 	}
 	guard_init(&t->guard, t->o.max_bad_steps);
@@ -663,7 +670,8 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		next_batch(t, t->train_loader, &b, "training data");
 		r->wait_ms += b.wait_ms;
 		if (t->o.verbose && micro == 0)
-			fprintf(stderr, "rank %d step %d: batch epoch %llu position %llu fnv %016llx\n",
+			fprintf(stderr,
+				"rank %d step %d: batch epoch %llu position %llu fnv %016llx\n",
 				t->comm.rank, step, (unsigned long long)b.state.epoch,
 				(unsigned long long)b.state.position,
 				(unsigned long long)agree_hash(AGREE_HASH_INIT, b.inputs,
@@ -691,8 +699,8 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		comm_allreduce_mean(&t->comm, &r->loss, 1);
 		r->norm = gpt2_grad_norm(m);
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
-		float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm :
-									     1.0f;
+		float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm
+									   : 1.0f;
 		if (!r->bad)
 			gpt2_update(m, &t->opt, r->lr, clip, step);
 	}
@@ -763,7 +771,8 @@ static void sample(struct trainer *t)
 		}
 		tokens[len++] = next;
 		if (V <= 256)
-			putchar(next == '\n' || next == '\t' || (next >= 32 && next < 127) || next >= 128
+			putchar(next == '\n' || next == '\t' || (next >= 32 && next < 127) ||
+						next >= 128
 					? next
 					: '?');
 		else
@@ -816,8 +825,10 @@ static void checkpoint(struct trainer *t, int step)
 	if (t->comm.rank == 0) {
 		struct loader_state ls;
 		loader_get_state(t->train_loader, &ls);
-		struct ckpt_state st = { .step = (uint64_t)step, .rng = t->rng,
-			.loader_epoch = ls.epoch, .loader_position = ls.position,
+		struct ckpt_state st = { .step = (uint64_t)step,
+			.rng = t->rng,
+			.loader_epoch = ls.epoch,
+			.loader_position = ls.position,
 			.settings = t->settings_text };
 		loader_get_order(t->train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
 		if (t->gpu)
@@ -841,7 +852,8 @@ static int run_steps(struct trainer *t)
 		train_step(t, step, &r);
 		log_step(t, step, &r);
 		/* a skipped step changed nothing worth a checkpoint that rotates out an older one */
-		int checkpoint_now = (t->s.ckpt_every > 0 && step % t->s.ckpt_every == 0 && !r.bad) ||
+		int checkpoint_now =
+			(t->s.ckpt_every > 0 && step % t->s.ckpt_every == 0 && !r.bad) ||
 			step == t->last_step;
 		if (checkpoint_now)
 			checkpoint(t, step);
@@ -850,7 +862,8 @@ static int run_steps(struct trainer *t)
 			if (!checkpoint_now)
 				checkpoint(t, step);
 			if (t->comm.rank == 0) {
-				report_write_svg(t->svg_path, t->points, t->nr_points, "ferry train: loss");
+				report_write_svg(t->svg_path, t->points, t->nr_points,
+					"ferry train: loss");
 				printf("ferry train: stopped by %s after step %d with a checkpoint; continue "
 				       "with ferry train --resume %s\n",
 					guard_signal_name(guard_stop_signal()), step, t->o.out);
@@ -860,9 +873,10 @@ static int run_steps(struct trainer *t)
 		/* the give-up hook: the same decision on every rank (loss and norm are) */
 		if (guard_should_give_up(&t->guard)) {
 			if (t->comm.rank == 0)
-				fprintf(stderr, "ferry train: %d steps in a row had a non-finite loss or "
-						"gradient norm (step %d: loss %g, norm %g); stopping, the last "
-						"checkpoint is the newest in %s\n",
+				fprintf(stderr,
+					"ferry train: %d steps in a row had a non-finite loss or "
+					"gradient norm (step %d: loss %g, norm %g); stopping, the last "
+					"checkpoint is the newest in %s\n",
 					t->guard.bad_in_row, step, r.loss, r.norm, t->o.out);
 			return 1;
 		}

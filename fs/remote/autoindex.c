@@ -97,7 +97,7 @@ static int month_of(const char *s)
 /* "23-Jan-2024" (nginx, old Apache) or "2024-01-23" (Apache 2.4) and "10:00". */
 static time_t parse_date(const char *d, size_t dl, const char *t, size_t tl)
 {
-	struct tm tm = {0};
+	struct tm tm = { 0 };
 	int y, mo, day, h, mi;
 
 	if (tl < 5 || !isdigit((unsigned char)t[0]) || !isdigit((unsigned char)t[1]) ||
@@ -199,7 +199,7 @@ int autoindex_parse(const char *html, size_t len, autoindex_cb cb, void *arg)
 	while ((p = find_ci(p, end, "<a"))) {
 		const char *tag_end, *h, *hv, *hv_end, *close, *tail_end, *next_a;
 		char *href = NULL, *name = NULL, *q;
-		struct autoindex_entry e = {0};
+		struct autoindex_entry e = { 0 };
 		size_t nl;
 
 		if (p + 2 >= end || !isspace((unsigned char)p[2])) {

@@ -269,10 +269,10 @@ static int take_pair(struct aws_credentials *cred, const char *id, const char *s
 	return 0;
 }
 
-int aws_config_load(
-	struct aws_config *cfg, const struct aws_config_request *req, char *errbuf, size_t errlen)
+int aws_config_load(struct aws_config *cfg, const struct aws_config_request *req, char *errbuf,
+	size_t errlen)
 {
-	struct ini_profile cp = {0}, fp = {0};
+	struct ini_profile cp = { 0 }, fp = { 0 };
 	char *cred_path = NULL, *conf_path = NULL;
 	bool explicit_profile = req->profile && *req->profile;
 	int err = -ENOMEM, r;

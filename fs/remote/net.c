@@ -240,8 +240,8 @@ static int parse_u64(const char **p, const char *end, uint64_t *out)
 	return 0;
 }
 
-int net_parse_content_range(
-	const char *value, size_t len, uint64_t *start, uint64_t *end, uint64_t *total)
+int net_parse_content_range(const char *value, size_t len, uint64_t *start, uint64_t *end,
+	uint64_t *total)
 {
 	const char *p = value, *e = value + len;
 	uint64_t a, b, t;
@@ -300,9 +300,9 @@ int64_t net_parse_retry_after(const char *value, size_t len)
 
 void net_format_http_date(int64_t t, char *buf, size_t buflen)
 {
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {
-		"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const char *const days[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul",
+		"Aug", "Sep", "Oct", "Nov", "Dec" };
 	time_t tt = (time_t)t;
 	struct tm tm;
 

@@ -26,12 +26,12 @@ enum net_error {
 	NET_HTTP_416, /* range not satisfiable: the object shrank */
 	NET_HTTP_429, /* too many requests: slow down and retry */
 	NET_HTTP_5XX,
-	NET_SHORT_BODY,	  /* fewer body bytes than announced or asked for */
+	NET_SHORT_BODY,   /* fewer body bytes than announced or asked for */
 	NET_BAD_RESPONSE, /* a response that does not answer the request (wrong range, a 2xx
 			   * other than 200/206, no version to check) */
-	NET_CHANGED,	  /* an answer about another version of the object (ETag, Last-Modified
+	NET_CHANGED,      /* an answer about another version of the object (ETag, Last-Modified
 			   * or size differs from the pinned one) */
-	NET_OTHER,	  /* any other libcurl failure */
+	NET_OTHER,        /* any other libcurl failure */
 	NET_NR_ERRORS,
 };
 
@@ -65,8 +65,8 @@ int net_error_to_errno(enum net_error e);
 /* Parses the value of a Content-Range header ("bytes START-END/TOTAL"; leading blanks and a
  * trailing CRLF allowed). TOTAL "*" is refused: ferry always needs the object size.
  * 0 or -EINVAL. */
-int net_parse_content_range(
-	const char *value, size_t len, uint64_t *start, uint64_t *end, uint64_t *total);
+int net_parse_content_range(const char *value, size_t len, uint64_t *start, uint64_t *end,
+	uint64_t *total);
 
 /* The delay a Retry-After header value asks for, in milliseconds: delta-seconds or an HTTP
  * date (relative to now). -1 when the value is neither. */

@@ -21,7 +21,7 @@ struct net_client {
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_lock;
 	CURL *pool[NET_POOL_MAX]; /* protected by pool_lock */
-	int nr_pool;		  /* protected by pool_lock */
+	int nr_pool;              /* protected by pool_lock */
 };
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
@@ -191,8 +191,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
-void net_request_start(
-	struct net_client *c, CURL *easy, const struct net_request *req, struct net_reply *rep)
+void net_request_start(struct net_client *c, CURL *easy, const struct net_request *req,
+	struct net_reply *rep)
 {
 	memset(rep, 0, sizeof(*rep));
 	rep->retry_after_ms = -1;
@@ -221,8 +221,8 @@ enum net_error net_request_finish(CURL *easy, CURLcode code, struct net_reply *r
 	return net_error_of(rep->code, rep->status);
 }
 
-enum net_error net_client_request(
-	struct net_client *c, const struct net_request *req, struct net_reply *rep)
+enum net_error net_client_request(struct net_client *c, const struct net_request *req,
+	struct net_reply *rep)
 {
 	CURL *easy = pool_get(c);
 	enum net_error ne;
@@ -246,8 +246,8 @@ void net_reply_done(struct net_reply *rep)
 	memset(rep, 0, sizeof(*rep));
 }
 
-void net_reply_describe_transport(
-	const struct net_reply *rep, const char *server, char *errbuf, size_t errlen)
+void net_reply_describe_transport(const struct net_reply *rep, const char *server, char *errbuf,
+	size_t errlen)
 {
 	const char *why = rep->curl_err[0] ? rep->curl_err : curl_easy_strerror(rep->code);
 

@@ -19,10 +19,10 @@ struct net_client;
 /* One request. */
 struct net_request {
 	const char *url;
-	bool head;			  /* HEAD: headers only */
+	bool head;                        /* HEAD: headers only */
 	const struct curl_slist *headers; /* extra request headers, or NULL */
-	size_t max_body_bytes;		  /* a longer body fails the request */
-	long timeout_s;			  /* the whole request; 0: only the low-speed limit */
+	size_t max_body_bytes;            /* a longer body fails the request */
+	long timeout_s;                   /* the whole request; 0: only the low-speed limit */
 };
 
 /* What came back: a transport failure (code), or an HTTP reply (status, headers, body). Strings
@@ -33,12 +33,12 @@ struct net_reply {
 	long os_errno; /* errno of a failed connect, 0 when none */
 	char *body;    /* NUL-terminated, NULL when empty */
 	size_t body_bytes;
-	char *etag;	/* only one that names a version (remote_etag_is_version), else NULL */
+	char *etag;     /* only one that names a version (remote_etag_is_version), else NULL */
 	char *location; /* of a 3xx, else NULL */
 	time_t last_modified; /* 0 when not sent */
 	bool has_length;
 	uint64_t content_length; /* when has_length */
-	int64_t retry_after_ms;	 /* what a Retry-After asks for, -1 when none */
+	int64_t retry_after_ms;  /* what a Retry-After asks for, -1 when none */
 	char curl_err[CURL_ERROR_SIZE];
 	/* private to net_client.c */
 	size_t body_cap, max_body_bytes;
@@ -56,14 +56,14 @@ void net_client_setup(struct net_client *c, CURL *easy);
 
 /* One blocking request on a pooled handle. Returns what the reply means (net_error_of);
  * rep is filled either way, and must be freed with net_reply_done. */
-enum net_error net_client_request(
-	struct net_client *c, const struct net_request *req, struct net_reply *rep);
+enum net_error net_client_request(struct net_client *c, const struct net_request *req,
+	struct net_reply *rep);
 
 /* The same in two steps, for a caller that runs several requests at once on its own multi
  * handle: net_request_start sets up easy (which the caller then adds), net_request_finish
  * reads the result once the transfer is done (code: the transfer's CURLcode). */
-void net_request_start(
-	struct net_client *c, CURL *easy, const struct net_request *req, struct net_reply *rep);
+void net_request_start(struct net_client *c, CURL *easy, const struct net_request *req,
+	struct net_reply *rep);
 enum net_error net_request_finish(CURL *easy, CURLcode code, struct net_reply *rep);
 
 void net_reply_done(struct net_reply *rep);
@@ -72,7 +72,7 @@ void net_reply_done(struct net_reply *rep);
  * a user can act on: "cannot connect to SERVER: Connection refused", a TLS failure with a
  * pointer to --ca-file, a timeout, a reply over the size cap. server names the host
  * ("host:port" or an endpoint URL), never a query, since the line reaches logs. */
-void net_reply_describe_transport(
-	const struct net_reply *rep, const char *server, char *errbuf, size_t errlen);
+void net_reply_describe_transport(const struct net_reply *rep, const char *server, char *errbuf,
+	size_t errlen);
 
 #endif

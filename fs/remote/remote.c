@@ -43,13 +43,15 @@ const struct remote_ops *remote_ops_for(const char *source, char *errbuf, size_t
 	if (!strncmp(source, "s3://", 5))
 		return &remote_s3_ops;
 	if (strstr(source, "://")) {
-		snprintf(errbuf, errlen, "unsupported source '%s': expected http://, https://, s3:// or a local directory",
+		snprintf(errbuf, errlen,
+			"unsupported source '%s': expected http://, https://, s3:// or a local directory",
 			source);
 		return NULL;
 	}
 	if (stat(source, &st) == 0 && S_ISDIR(st.st_mode))
 		return &remote_dir_ops;
-	snprintf(errbuf, errlen, "source '%s' is not a URL (http://, https://, s3://) nor an existing directory",
+	snprintf(errbuf, errlen,
+		"source '%s' is not a URL (http://, https://, s3://) nor an existing directory",
 		source);
 	return NULL;
 }

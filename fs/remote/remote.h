@@ -14,11 +14,11 @@ enum remote_type { REMOTE_FILE, REMOTE_DIR, REMOTE_SYMLINK };
 /* One entry of a listing, or the answer of a stat. Strings are owned by whoever filled it
  * (remote_entry_done frees them). */
 struct remote_entry {
-	char *name;        /* one path component (listing) or "" for the root (stat) */
+	char *name; /* one path component (listing) or "" for the root (stat) */
 	enum remote_type type;
-	uint64_t size;     /* bytes; 0 for directories */
+	uint64_t size; /* bytes; 0 for directories */
 	struct timespec mtime;
-	char *etag;        /* opaque version tag, quotes kept as sent; NULL when the store has none */
+	char *etag; /* opaque version tag, quotes kept as sent; NULL when the store has none */
 	char *link_target; /* REMOTE_SYMLINK only */
 };
 void remote_entry_done(struct remote_entry *e);
@@ -31,9 +31,10 @@ bool remote_etag_is_version(const char *etag);
 
 /* One object version: what a ranged read is pinned to. */
 struct remote_object {
-	const char *path;  /* relative to the source root, no leading '/', "" for a single-file source */
+	const char *
+		path; /* relative to the source root, no leading '/', "" for a single-file source */
 	uint64_t size;
-	const char *etag;  /* sent as If-Match when not NULL */
+	const char *etag; /* sent as If-Match when not NULL */
 	struct timespec mtime;
 };
 
@@ -42,16 +43,16 @@ typedef int (*remote_list_cb)(void *arg, const struct remote_entry *e);
 
 /* Options from the command line that backends may use. */
 struct remote_options {
-	const char *ca_file;      /* extra CA bundle for TLS, NULL for the system's */
-	bool insecure;            /* never set by default; tests only */
-	long connect_timeout_ms;  /* 0: default */
-	long low_speed_time_s;    /* a transfer slower than 1 KiB/s for this long fails; 0: default */
+	const char *ca_file;     /* extra CA bundle for TLS, NULL for the system's */
+	bool insecure;           /* never set by default; tests only */
+	long connect_timeout_ms; /* 0: default */
+	long low_speed_time_s; /* a transfer slower than 1 KiB/s for this long fails; 0: default */
 	int verbose;
 	/* S3 */
-	const char *endpoint;     /* http(s)://host:port, NULL: AWS from the region */
+	const char *endpoint; /* http(s)://host:port, NULL: AWS from the region */
 	const char *region;
 	const char *profile;
-	const char *addressing;   /* "path", "virtual", "auto" */
+	const char *addressing; /* "path", "virtual", "auto" */
 	bool no_sign_request;
 };
 

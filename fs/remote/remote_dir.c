@@ -20,8 +20,8 @@
 /* Immutable after open; safe to use from any thread. */
 struct remote_dir {
 	struct remote base;
-	char *root;   /* canonical absolute path of the tree */
-	int root_fd;  /* O_PATH descriptor of root: every access is relative to it */
+	char *root;  /* canonical absolute path of the tree */
+	int root_fd; /* O_PATH descriptor of root: every access is relative to it */
 };
 
 static struct remote_dir *to_dir(struct remote *r)
@@ -235,7 +235,8 @@ static ssize_t dir_read(struct remote *r, const struct remote_object *obj, void 
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != obj->size ||
-	    st.st_mtim.tv_sec != obj->mtime.tv_sec || st.st_mtim.tv_nsec != obj->mtime.tv_nsec) {
+		st.st_mtim.tv_sec != obj->mtime.tv_sec ||
+		st.st_mtim.tv_nsec != obj->mtime.tv_nsec) {
 		ret = -ESTALE;
 		goto out;
 	}
@@ -260,7 +261,8 @@ static ssize_t dir_read(struct remote *r, const struct remote_object *obj, void 
 	}
 	/* A change while we read would leave mixed bytes: check the version again. */
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != obj->size ||
-	    st.st_mtim.tv_sec != obj->mtime.tv_sec || st.st_mtim.tv_nsec != obj->mtime.tv_nsec) {
+		st.st_mtim.tv_sec != obj->mtime.tv_sec ||
+		st.st_mtim.tv_nsec != obj->mtime.tv_nsec) {
 		ret = -ESTALE;
 		goto out;
 	}

@@ -20,8 +20,8 @@
 #include "fs/remote/remote_i.h"
 #include "fs/remote/url.h"
 
-#define HTTP_HEAD_WINDOW 16	      /* HEADs in flight while listing a directory */
-#define HTTP_BODY_MAX	 (1ull << 30) /* a listing page or manifest larger than this is refused */
+#define HTTP_HEAD_WINDOW 16           /* HEADs in flight while listing a directory */
+#define HTTP_BODY_MAX    (1ull << 30) /* a listing page or manifest larger than this is refused */
 
 /* The backend's state, immutable after open (the client locks its own pool), so list, stat and
  * prepare_get run from any thread without locking. */
@@ -31,15 +31,15 @@ struct http_remote {
 	char *root_url; /* directory source: ends in '/'; single file: the file's URL */
 	char *hostport; /* "host:port", for messages */
 	bool single_file;
-	struct remote_entry file; /* single file: the one entry of the root */
+	struct remote_entry file;   /* single file: the one entry of the root */
 	struct manifest_index *man; /* NULL without a manifest */
 };
 
 /* One blocking GET or HEAD of url; rep is filled either way (net_reply_done). */
-static enum net_error http_do(
-	struct http_remote *h, const char *url, bool head, struct net_reply *rep)
+static enum net_error http_do(struct http_remote *h, const char *url, bool head,
+	struct net_reply *rep)
 {
-	struct net_request req = {.url = url, .head = head, .max_body_bytes = HTTP_BODY_MAX};
+	struct net_request req = { .url = url, .head = head, .max_body_bytes = HTTP_BODY_MAX };
 
 	return net_client_request(h->client, &req, rep);
 }
@@ -215,7 +215,7 @@ static int head_all(struct http_remote *h, const char *dir_url, struct ai_list *
 			}
 			slots[s].item = next++;
 			net_request_start(h->client, slots[s].easy,
-				&(struct net_request){.url = slots[s].url, .head = true},
+				&(struct net_request){ .url = slots[s].url, .head = true },
 				&slots[s].resp);
 			curl_easy_setopt(slots[s].easy, CURLOPT_PRIVATE, &slots[s]);
 			curl_multi_add_handle(multi, slots[s].easy);
@@ -263,7 +263,7 @@ out:
 static int index_list(struct http_remote *h, const char *path, remote_list_cb cb, void *arg)
 {
 	char *url = *path ? url_join(h->root_url, path, true) : strdup(h->root_url);
-	struct ai_list l = {0};
+	struct ai_list l = { 0 };
 	struct net_reply r;
 	enum net_error ne;
 	size_t i;
@@ -317,7 +317,7 @@ static int http_list(struct remote *r, const char *path, remote_list_cb cb, void
 static int http_stat(struct remote *r, const char *path, struct remote_entry *out)
 {
 	struct http_remote *h = (struct http_remote *)r;
-	struct remote_entry root = {.type = REMOTE_DIR};
+	struct remote_entry root = { .type = REMOTE_DIR };
 	struct net_reply resp;
 	enum net_error ne;
 	char *url;
@@ -347,12 +347,12 @@ static int http_stat(struct remote *r, const char *path, struct remote_entry *ou
 		root.type = REMOTE_DIR;
 		if (ne == NET_OK) {
 			root.mtime.tv_sec = resp.last_modified;
-			ret = entry_copy(
-				out, &root, strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+			ret = entry_copy(out, &root,
+				strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
 			goto out;
 		}
 	} else if (ne == NET_OK) {
-		struct ai_item it = {0};
+		struct ai_item it = { 0 };
 
 		ret = head_apply(&it, url, &resp);
 		if (!ret) {
@@ -438,7 +438,8 @@ static int open_dir(struct http_remote *h, char *errbuf, size_t errlen)
 	if (ne == NET_OK) {
 		char why[400];
 
-		ret = manifest_index_new(&h->man, r.body ? r.body : "", r.body_bytes, why, sizeof(why));
+		ret = manifest_index_new(&h->man, r.body ? r.body : "", r.body_bytes, why,
+			sizeof(why));
 		if (ret)
 			snprintf(errbuf, errlen, "%s: %s", murl, why);
 		goto out;
@@ -548,7 +549,7 @@ static int http_open(struct remote **out, const char *source, const struct remot
 		return -ENOMEM;
 	}
 	h->base.ops = &remote_http_ops;
-	client_opt = opt ? *opt : (struct remote_options){0};
+	client_opt = opt ? *opt : (struct remote_options){ 0 };
 	/* libcurl's trace (-vv) prints each request line, query and all: not for a URL whose
 	 * query may be a token (the S3 backend never traces, for its session token). */
 	if (u.query && client_opt.verbose > 1) {

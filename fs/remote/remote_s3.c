@@ -22,10 +22,10 @@
 #include "fs/remote/url.h"
 
 #define S3_MAX_REPLY_BYTES (64u << 20) /* a listing page of 1,000 keys is well under 1 MiB */
-#define S3_SYNC_RETRIES	   4	/* listings and HEADs; the fetch engine retries GETs itself */
-#define S3_BACKOFF_MS	   100	/* first retry, doubled each time (net_backoff_ms) */
+#define S3_SYNC_RETRIES    4    /* listings and HEADs; the fetch engine retries GETs itself */
+#define S3_BACKOFF_MS      100  /* first retry, doubled each time (net_backoff_ms) */
 #define S3_BACKOFF_MAX_MS  2000 /* also caps a Retry-After: a listing has a reader waiting */
-#define S3_TIMEOUT_S	   300	/* a listing page is small: unlike a chunk, no excuse for more */
+#define S3_TIMEOUT_S       300  /* a listing page is small: unlike a chunk, no excuse for more */
 #define S3_MAX_DIR_ENTRIES 10000000 /* one directory; beyond this the listing is refused */
 
 /* One mounted source. Everything but the counters (and the client's own locks) is set by open
@@ -38,7 +38,7 @@ struct remote_s3 {
 	bool single_file;
 	bool virtual_host;
 	char *scheme_host; /* "https://bucket.s3.us-east-1.amazonaws.com" */
-	char *host;	   /* the Host header: host[:port], port only when not default */
+	char *host;        /* the Host header: host[:port], port only when not default */
 	/* TLS and timeouts from the options; never a libcurl trace, which would print the
 	 * session token. */
 	struct net_client *client;
@@ -216,7 +216,7 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 	};
 
 	for (unsigned retry = 0;; retry++) {
-		struct s3_error_doc doc = {0};
+		struct s3_error_doc doc = { 0 };
 		struct curl_slist *hdrs = NULL;
 		enum net_error ne;
 		char *url = NULL;
@@ -247,7 +247,7 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 			doc.code[0] ? " " : "", doc.code);
 		ms = net_backoff_ms(retry, S3_BACKOFF_MS, S3_BACKOFF_MAX_MS, rep->retry_after_ms);
 		net_reply_done(rep);
-		nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
+		nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
 	}
 }
 
@@ -261,15 +261,15 @@ static int s3_list_page(struct remote_s3 *s, const char *prefix, const char *tok
 	struct net_reply rep;
 	int err;
 
-	q[nq++] = (struct s3_kv){"list-type", "2"};
-	q[nq++] = (struct s3_kv){"delimiter", "/"};
-	q[nq++] = (struct s3_kv){"encoding-type", "url"};
-	q[nq++] = (struct s3_kv){"prefix", prefix};
+	q[nq++] = (struct s3_kv){ "list-type", "2" };
+	q[nq++] = (struct s3_kv){ "delimiter", "/" };
+	q[nq++] = (struct s3_kv){ "encoding-type", "url" };
+	q[nq++] = (struct s3_kv){ "prefix", prefix };
 	if (token)
-		q[nq++] = (struct s3_kv){"continuation-token", token};
+		q[nq++] = (struct s3_kv){ "continuation-token", token };
 	if (max_keys) {
 		snprintf(mk, sizeof(mk), "%u", max_keys);
-		q[nq++] = (struct s3_kv){"max-keys", mk};
+		q[nq++] = (struct s3_kv){ "max-keys", mk };
 	}
 	err = s3_request(s, "GET", "", q, nq, &rep, errbuf, errlen);
 	if (err)
@@ -384,7 +384,7 @@ static int dir_list_add(struct dir_list *d, const char *name, bool is_dir, uint6
 static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *arg)
 {
 	struct remote_s3 *s = (struct remote_s3 *)r;
-	struct dir_list d = {0};
+	struct dir_list d = { 0 };
 	char *dir = NULL, *token = NULL;
 	char errbuf[512];
 	size_t dir_len;
@@ -436,7 +436,7 @@ static int s3_list(struct remote *r, const char *path, remote_list_cb cb, void *
 				note_unsafe(s, p->prefix, p->prefix_bytes);
 				continue;
 			}
-			err = dir_list_add(&d, name, true, 0, (struct timespec){0}, NULL);
+			err = dir_list_add(&d, name, true, 0, (struct timespec){ 0 }, NULL);
 		}
 		bool more = page.is_truncated;
 		if (!err && more) {
@@ -604,9 +604,9 @@ static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uin
 		return -ENOMEM;
 	snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
 		(unsigned long long)(off + len - 1));
-	extra[nr_extra++] = (struct s3_kv){"Range", range};
+	extra[nr_extra++] = (struct s3_kv){ "Range", range };
 	if (obj->etag && *obj->etag)
-		extra[nr_extra++] = (struct s3_kv){"If-Match", obj->etag};
+		extra[nr_extra++] = (struct s3_kv){ "If-Match", obj->etag };
 	err = s3_build(s, "GET", key, NULL, 0, extra, nr_extra, &url, headers);
 	free(key);
 	if (err)
@@ -687,13 +687,13 @@ static int setup_endpoint(struct remote_s3 *s, char *errbuf, size_t errlen)
 		scheme = "http";
 		hostport = ep + 7;
 	} else {
-		snprintf(
-			errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
+		snprintf(errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]",
+			ep);
 		goto out;
 	}
 	if (!*hostport || strpbrk(hostport, "/?#@ ")) {
-		snprintf(
-			errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]", ep);
+		snprintf(errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]",
+			ep);
 		goto out;
 	}
 	/* The Host header leaves out a default port, as curl and botocore do. */
@@ -748,7 +748,7 @@ out:
 static int s3_open(struct remote **out, const char *source, const struct remote_options *opt,
 	char *errbuf, size_t errlen)
 {
-	struct remote_options client_opt = {0}; /* verbose 0: see client */
+	struct remote_options client_opt = { 0 }; /* verbose 0: see client */
 	struct remote_s3 *s;
 	struct s3_list_page page;
 	const char *b, *slash;
@@ -834,8 +834,8 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 	free(dir);
 	if (!found && plen) {
 		if (dir_form) {
-			snprintf(
-				errbuf, errlen, "s3://%s/%s: no such prefix", s->bucket, s->prefix);
+			snprintf(errbuf, errlen, "s3://%s/%s: no such prefix", s->bucket,
+				s->prefix);
 			err = -ENOENT;
 			goto err;
 		}

@@ -85,11 +85,11 @@ static enum field field_of(const struct parse *p, const char *name)
 	static const struct {
 		const char *name;
 		enum field f;
-	} top[] = {{"IsTruncated", F_IS_TRUNCATED}, {"NextContinuationToken", F_NEXT_TOKEN},
-		{"KeyCount", F_KEY_COUNT}, {"EncodingType", F_ENCODING_TYPE}},
-	  contents[] = {{"Key", F_KEY}, {"Size", F_SIZE}, {"LastModified", F_LAST_MODIFIED},
-		  {"ETag", F_ETAG}},
-	  error[] = {{"Code", F_CODE}, {"Message", F_MESSAGE}, {"Region", F_REGION}};
+	} top[] = { { "IsTruncated", F_IS_TRUNCATED }, { "NextContinuationToken", F_NEXT_TOKEN },
+		{ "KeyCount", F_KEY_COUNT }, { "EncodingType", F_ENCODING_TYPE } },
+	  contents[] = { { "Key", F_KEY }, { "Size", F_SIZE }, { "LastModified", F_LAST_MODIFIED },
+		  { "ETag", F_ETAG } },
+	  error[] = { { "Code", F_CODE }, { "Message", F_MESSAGE }, { "Region", F_REGION } };
 
 	if (p->is_error_doc) {
 		if (p->depth != 2)
@@ -169,7 +169,7 @@ static bool parse_u64(const char *s, uint64_t *out)
 /* "2009-10-12T17:50:30.000Z"; false for anything else. */
 static bool parse_time(const char *s, struct timespec *out)
 {
-	struct tm tm = {0};
+	struct tm tm = { 0 };
 	int n = 0;
 	long ms = 0;
 
@@ -464,11 +464,11 @@ void s3_list_page_done(struct s3_list_page *page)
 	page->key_count = -1;
 }
 
-int s3_list_parse(
-	const char *xml, size_t len, struct s3_list_page *page, char *errbuf, size_t errlen)
+int s3_list_parse(const char *xml, size_t len, struct s3_list_page *page, char *errbuf,
+	size_t errlen)
 {
 	struct parse *p = calloc(1, sizeof(*p));
-	struct s3_error_doc doc = {0};
+	struct s3_error_doc doc = { 0 };
 	int err;
 
 	memset(page, 0, sizeof(*page));
@@ -491,8 +491,8 @@ int s3_list_parse(
 	if (!err && !p->has_truncated_field)
 		snprintf(p->err, sizeof(p->err), "a listing without IsTruncated");
 	else if (!err && page->is_truncated && (!page->next_token || !page->next_token[0]))
-		snprintf(
-			p->err, sizeof(p->err), "a truncated listing without a continuation token");
+		snprintf(p->err, sizeof(p->err),
+			"a truncated listing without a continuation token");
 	if (!err && p->err[0])
 		err = -EBADMSG;
 	for (size_t i = 0; !err && p->url_encoded && i < page->nr_objects; i++)
@@ -534,22 +534,22 @@ enum s3_error s3_error_classify(const char *code, long http_status)
 		const char *code;
 		enum s3_error e;
 	} codes[] = {
-		{"SignatureDoesNotMatch", S3_ERR_BAD_SIGNATURE},
-		{"InvalidAccessKeyId", S3_ERR_BAD_KEY_ID},
-		{"AccessDenied", S3_ERR_ACCESS_DENIED},
-		{"ExpiredToken", S3_ERR_EXPIRED},
-		{"TokenRefreshRequired", S3_ERR_EXPIRED},
-		{"RequestTimeTooSkewed", S3_ERR_EXPIRED},
-		{"NoSuchBucket", S3_ERR_NO_SUCH_BUCKET},
-		{"NoSuchKey", S3_ERR_NO_SUCH_KEY},
-		{"PermanentRedirect", S3_ERR_WRONG_REGION},
-		{"AuthorizationHeaderMalformed", S3_ERR_WRONG_REGION},
-		{"PreconditionFailed", S3_ERR_PRECONDITION},
-		{"InvalidRange", S3_ERR_RANGE},
-		{"SlowDown", S3_ERR_SLOW_DOWN},
-		{"InternalError", S3_ERR_SLOW_DOWN},
-		{"ServiceUnavailable", S3_ERR_SLOW_DOWN},
-		{"RequestTimeout", S3_ERR_SLOW_DOWN},
+		{ "SignatureDoesNotMatch", S3_ERR_BAD_SIGNATURE },
+		{ "InvalidAccessKeyId", S3_ERR_BAD_KEY_ID },
+		{ "AccessDenied", S3_ERR_ACCESS_DENIED },
+		{ "ExpiredToken", S3_ERR_EXPIRED },
+		{ "TokenRefreshRequired", S3_ERR_EXPIRED },
+		{ "RequestTimeTooSkewed", S3_ERR_EXPIRED },
+		{ "NoSuchBucket", S3_ERR_NO_SUCH_BUCKET },
+		{ "NoSuchKey", S3_ERR_NO_SUCH_KEY },
+		{ "PermanentRedirect", S3_ERR_WRONG_REGION },
+		{ "AuthorizationHeaderMalformed", S3_ERR_WRONG_REGION },
+		{ "PreconditionFailed", S3_ERR_PRECONDITION },
+		{ "InvalidRange", S3_ERR_RANGE },
+		{ "SlowDown", S3_ERR_SLOW_DOWN },
+		{ "InternalError", S3_ERR_SLOW_DOWN },
+		{ "ServiceUnavailable", S3_ERR_SLOW_DOWN },
+		{ "RequestTimeout", S3_ERR_SLOW_DOWN },
 	};
 
 	if (http_status >= 200 && http_status < 300)

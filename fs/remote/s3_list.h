@@ -16,11 +16,11 @@
 #define S3_LIST_MAX_DEPTH      16
 
 struct s3_list_object {
-	char *key;	  /* decoded (EncodingType url undone); may hold a NUL byte */
+	char *key;        /* decoded (EncodingType url undone); may hold a NUL byte */
 	size_t key_bytes; /* because of that */
 	uint64_t size;
 	struct timespec mtime; /* 0 when the server sent none */
-	char *etag;	       /* quotes kept; NULL when none */
+	char *etag;            /* quotes kept; NULL when none */
 };
 
 struct s3_list_prefix {
@@ -36,15 +36,15 @@ struct s3_list_page {
 	size_t nr_prefixes;
 	bool is_truncated;
 	char *next_token; /* NULL when none */
-	long key_count;	  /* -1 when absent */
+	long key_count;   /* -1 when absent */
 };
 
 /* Parses one page. -EBADMSG with a reason in errbuf for anything that is not a well-formed,
  * plausible ListBucketResult (a DOCTYPE or entity declaration, nesting deeper than
  * S3_LIST_MAX_DEPTH, a text over S3_LIST_MAX_TEXT_BYTES, a Contents without Key or with a bad
  * Size, IsTruncated without a token); -EREMOTEIO when it is an Error document. */
-int s3_list_parse(
-	const char *xml, size_t len, struct s3_list_page *page, char *errbuf, size_t errlen);
+int s3_list_parse(const char *xml, size_t len, struct s3_list_page *page, char *errbuf,
+	size_t errlen);
 void s3_list_page_done(struct s3_list_page *page);
 
 /* An S3 Error document's Code and Message (truncated to fit; "" when absent). */
@@ -63,12 +63,12 @@ enum s3_error {
 	S3_ERR_ACCESS_DENIED, /* AccessDenied, 403 */
 	S3_ERR_BAD_SIGNATURE, /* SignatureDoesNotMatch: wrong secret key */
 	S3_ERR_BAD_KEY_ID,    /* InvalidAccessKeyId: unknown access key */
-	S3_ERR_EXPIRED,	      /* ExpiredToken, RequestTimeTooSkewed */
+	S3_ERR_EXPIRED,       /* ExpiredToken, RequestTimeTooSkewed */
 	S3_ERR_NO_SUCH_BUCKET,
 	S3_ERR_NO_SUCH_KEY,  /* NoSuchKey, 404 */
 	S3_ERR_WRONG_REGION, /* PermanentRedirect, AuthorizationHeaderMalformed, 301 */
 	S3_ERR_PRECONDITION, /* 412: the object changed */
-	S3_ERR_RANGE,	     /* 416 */
+	S3_ERR_RANGE,        /* 416 */
 	S3_ERR_SLOW_DOWN,    /* 503 SlowDown, 500 InternalError, RequestTimeout: retry */
 	S3_ERR_OTHER,
 };

@@ -77,7 +77,7 @@ static void sb_put_encoded(struct sbuf *b, const char *s, bool keep_slash)
 		if ((*p < 0x80 && is_unreserved(*p)) || (keep_slash && *p == '/')) {
 			sb_putc(b, (char)*p);
 		} else {
-			char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+			char e[3] = { '%', hex[*p >> 4], hex[*p & 15] };
 			sb_putn(b, e, 3);
 		}
 	}
@@ -85,7 +85,7 @@ static void sb_put_encoded(struct sbuf *b, const char *s, bool keep_slash)
 
 char *s3_uri_encode(const char *s, bool keep_slash)
 {
-	struct sbuf b = {0};
+	struct sbuf b = { 0 };
 
 	sb_put_encoded(&b, s, keep_slash);
 	return sb_finish(&b);
@@ -140,8 +140,8 @@ struct canon_header {
 
 static int cmp_header(const void *a, const void *b)
 {
-	return strcmp(
-		((const struct canon_header *)a)->name, ((const struct canon_header *)b)->name);
+	return strcmp(((const struct canon_header *)a)->name,
+		((const struct canon_header *)b)->name);
 }
 
 static char *lower_dup(const char *s)
@@ -155,7 +155,7 @@ static char *lower_dup(const char *s)
 
 static char *trimall_dup(const char *s)
 {
-	struct sbuf b = {0};
+	struct sbuf b = { 0 };
 	bool space = false;
 
 	while (*s == ' ' || *s == '\t')
@@ -210,7 +210,7 @@ int s3_sign_request(const struct s3_sign_input *in, struct s3_signed *out)
 	struct enc_pair *q = NULL;
 	struct canon_header *h = NULL;
 	size_t nr_h = 0;
-	struct sbuf b = {0};
+	struct sbuf b = { 0 };
 	char date[9], hash[65];
 	struct tm tm;
 	int err = -ENOMEM;
@@ -313,7 +313,7 @@ int s3_sign_request(const struct s3_sign_input *in, struct s3_signed *out)
 		sb_putc(&b, '\n');
 	}
 	sb_putc(&b, '\n');
-	struct sbuf signed_headers = {0};
+	struct sbuf signed_headers = { 0 };
 	for (size_t i = 0; i < nr_h; i++) {
 		if (i)
 			sb_putc(&signed_headers, ';');

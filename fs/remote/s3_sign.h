@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#define S3_EMPTY_SHA256	    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define S3_EMPTY_SHA256     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define S3_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 
 struct aws_credentials;
@@ -22,29 +22,29 @@ struct s3_kv {
  * wants (RFC 3986 unreserved characters kept, '/' kept in the path, everything else %XX) and
  * returns the encoding, so the URL sent and the URL signed cannot differ. */
 struct s3_sign_input {
-	const char *method;	   /* "GET", "HEAD" */
-	const char *host;	   /* the Host header: "bucket.s3.amazonaws.com", "127.0.0.1:80" */
-	const char *path;	   /* "/bucket/key" or "/key"; starts with '/' */
+	const char *method;        /* "GET", "HEAD" */
+	const char *host;          /* the Host header: "bucket.s3.amazonaws.com", "127.0.0.1:80" */
+	const char *path;          /* "/bucket/key" or "/key"; starts with '/' */
 	const struct s3_kv *query; /* a value may be "" (e.g. "uploads=") */
 	size_t nr_query;
 	const struct s3_kv *headers; /* more headers to sign (range, if-match); any case */
 	size_t nr_headers;
 	const char *payload_hash; /* NULL: hash of the empty body; or S3_UNSIGNED_PAYLOAD */
 	const char *region;
-	const char *service;		    /* NULL: "s3" */
-	time_t when;			    /* the signing time (UTC seconds) */
+	const char *service;                /* NULL: "s3" */
+	time_t when;                        /* the signing time (UTC seconds) */
 	const struct aws_credentials *cred; /* NULL: not signed (anonymous) */
 };
 
 /* The signed request. Every string is owned here; s3_signed_done frees them. The header
  * lines ("Name: value") are what to send besides Host, in canonical order. */
 struct s3_signed {
-	char *encoded_path;	 /* the canonical URI, for the URL too */
-	char *encoded_query;	 /* the canonical query string ("" when none), for the URL too */
+	char *encoded_path;      /* the canonical URI, for the URL too */
+	char *encoded_query;     /* the canonical query string ("" when none), for the URL too */
 	char *canonical_request; /* NULL when anonymous */
-	char *string_to_sign;	 /* NULL when anonymous */
-	char *authorization;	 /* the Authorization header's value; NULL when anonymous */
-	char **header_lines;	 /* x-amz-* headers, the extra headers, and Authorization */
+	char *string_to_sign;    /* NULL when anonymous */
+	char *authorization;     /* the Authorization header's value; NULL when anonymous */
+	char **header_lines;     /* x-amz-* headers, the extra headers, and Authorization */
 	size_t nr_header_lines;
 	char amz_date[17]; /* 20130524T000000Z */
 };

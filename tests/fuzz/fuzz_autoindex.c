@@ -46,7 +46,7 @@ static int stop_at_first(void *arg, const struct autoindex_entry *e)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *html = fuzz_copy(data, size, false);
-	struct seen s = {0};
+	struct seen s = { 0 };
 	int ret, calls = 0;
 
 	if (!html)

@@ -26,9 +26,9 @@ static void rm_dir(void)
 
 static void setup_once(void)
 {
-	static const char *const unset[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+	static const char *const unset[] = { "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 		"AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3",
-		"AWS_ENDPOINT_URL", "AWS_PROFILE"};
+		"AWS_ENDPOINT_URL", "AWS_PROFILE" };
 
 	if (dir[0])
 		return;
@@ -63,7 +63,7 @@ static void put(const char *path, const uint8_t *data, size_t n, mode_t mode)
  * can hold such a value by chance. */
 static bool err_quotes_secret(const uint8_t *data, size_t n, const char *err)
 {
-	static const char *const keys[] = {"aws_secret_access_key", "aws_session_token"};
+	static const char *const keys[] = { "aws_secret_access_key", "aws_session_token" };
 
 	for (size_t k = 0; k < 2; k++) {
 		const uint8_t *p = data, *end = data + n;
@@ -93,7 +93,7 @@ static bool err_quotes_secret(const uint8_t *data, size_t n, const char *err)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct aws_config_request req = {0};
+	struct aws_config_request req = { 0 };
 	struct aws_config cfg;
 	const uint8_t *conf, *nul, *cred = NULL;
 	size_t conf_len, cred_len = 0;

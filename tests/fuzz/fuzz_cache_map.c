@@ -29,7 +29,7 @@
 #define OBJ_VERSION "\"5d41402abc4b2a76b9719d911017c592\""
 #define MAX_FILES   16
 
-static const struct remote_object obj = {.path = OBJ_PATH, .size = OBJ_SIZE, .etag = OBJ_VERSION};
+static const struct remote_object obj = { .path = OBJ_PATH, .size = OBJ_SIZE, .etag = OBJ_VERSION };
 
 struct file {
 	char *rel; /* relative to the cache directory */
@@ -90,8 +90,9 @@ static void rm_base(void)
  * object's data file (or, among several, the one ending in ".map"). */
 static void setup_once(void)
 {
-	struct cache_config cfg = {
-		.dir = tmpl_dir, .chunk_bytes = CHUNK_BYTES, .io = &io_sync_backend};
+	struct cache_config cfg = { .dir = tmpl_dir,
+		.chunk_bytes = CHUNK_BYTES,
+		.io = &io_sync_backend };
 	struct cache_object *o;
 	struct cache *c;
 	char err[256] = "", *data_rel;
@@ -113,8 +114,7 @@ static void setup_once(void)
 		object[i] = (uint8_t)(i * 7 + (i >> 16) * 13 + 1);
 
 	fuzz_check(cache_open(&c, &cfg, err, sizeof(err)) == 0, "the template cache opens");
-	fuzz_check(cache_object_open(c, &obj, OBJ_VERSION, &o) == 0,
-		"the template object opens");
+	fuzz_check(cache_object_open(c, &obj, OBJ_VERSION, &o) == 0, "the template object opens");
 	for (uint64_t i = 0; i < cache_object_nr_chunks(o); i++) {
 		uint64_t off = i * CHUNK_BYTES;
 		size_t len = OBJ_SIZE - off < CHUNK_BYTES ? (size_t)(OBJ_SIZE - off) : CHUNK_BYTES;
@@ -212,8 +212,9 @@ static uint8_t *make_map(const uint8_t *data, size_t size, size_t *len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct cache_config cfg = {
-		.dir = work_dir, .chunk_bytes = CHUNK_BYTES, .io = &io_sync_backend};
+	struct cache_config cfg = { .dir = work_dir,
+		.chunk_bytes = CHUNK_BYTES,
+		.io = &io_sync_backend };
 	static uint8_t buf[CHUNK_BYTES];
 	struct cache_object *o;
 	struct cache_stats st;
@@ -261,8 +262,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		memset(buf, 0xa5, len);
 		n = cache_object_read(o, buf, len, off);
-		fuzz_check(
-			n < 0 || n == (ssize_t)len, "a read of a pinned chunk is whole or fails");
+		fuzz_check(n < 0 || n == (ssize_t)len,
+			"a read of a pinned chunk is whole or fails");
 		if (n > 0 && memcmp(buf, object + off, len)) {
 			fprintf(stderr, "chunk %llu: wrong bytes served\n", (unsigned long long)i);
 			fuzz_check(false, "a read never returns a wrong byte");

@@ -25,8 +25,8 @@ static void check_range(const char *v, size_t len)
 		return;
 	}
 	fuzz_check(a <= b && b < t, "an accepted range is start <= end < total");
-	n = snprintf(
-		canon, sizeof(canon), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n", a, b, t);
+	n = snprintf(canon, sizeof(canon), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n", a, b,
+		t);
 	fuzz_check(net_parse_content_range(canon, (size_t)n, &a2, &b2, &t2) == 0 && a2 == a &&
 			   b2 == b && t2 == t,
 		"the canonical form of an accepted range parses to the same range");
@@ -49,8 +49,8 @@ static void check_retry_after(const char *v, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const names[] = {"Content-Range", "ETag", "Last-Modified", "Retry-After",
-		"Content-Length", "Content-Type", "x-amz-request-id", "Location"};
+	static const char *const names[] = { "Content-Range", "ETag", "Last-Modified",
+		"Retry-After", "Content-Length", "Content-Type", "x-amz-request-id", "Location" };
 	char *line = fuzz_copy(data, size, false);
 	bool known = false;
 

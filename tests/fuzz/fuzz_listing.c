@@ -30,13 +30,13 @@ static int fake_stat(struct remote *r, const char *path, struct remote_entry *ou
 
 static int fake_list(struct remote *r, const char *path, remote_list_cb cb, void *arg)
 {
-	struct remote_entry e = {.name = (char *)"x", .type = REMOTE_FILE, .size = 1};
+	struct remote_entry e = { .name = (char *)"x", .type = REMOTE_FILE, .size = 1 };
 
 	return cb(arg, &e);
 }
 
-static const struct remote_ops fake_ops = {.name = "fake", .list = fake_list, .stat = fake_stat};
-static struct remote fake_remote = {.ops = &fake_ops};
+static const struct remote_ops fake_ops = { .name = "fake", .list = fake_list, .stat = fake_stat };
+static struct remote fake_remote = { .ops = &fake_ops };
 
 static void rm_state(void)
 {
@@ -60,11 +60,11 @@ static void rm_state(void)
 /* Lists the root once online and finds the one file that appeared: the root's listing. */
 static void setup_once(void)
 {
-	struct namespace_config cfg = {.remote = &fake_remote,
+	struct namespace_config cfg = { .remote = &fake_remote,
 		.source = "fake://x/",
 		.ttl_s = -1,
 		.uid = getuid(),
-		.gid = getgid()};
+		.gid = getgid() };
 	struct namespace *ns;
 	struct ns_dir *dir;
 	struct dirent *e;
@@ -125,7 +125,7 @@ static void walk(struct namespace *ns)
 				"names are sorted and unique");
 		namespace_stat(ns, n, &st);
 		fuzz_check(st.st_ino == namespace_ino(n), "stat gives the node's ino");
-		fuzz_check(type == REMOTE_FILE	? S_ISREG(st.st_mode)
+		fuzz_check(type == REMOTE_FILE  ? S_ISREG(st.st_mode)
 			   : type == REMOTE_DIR ? S_ISDIR(st.st_mode)
 						: S_ISLNK(st.st_mode),
 			"stat's mode matches the type");
@@ -171,11 +171,11 @@ static void walk(struct namespace *ns)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct namespace_config cfg = {.remote = NULL,
+	struct namespace_config cfg = { .remote = NULL,
 		.source = "fake://x/",
 		.ttl_s = -1,
 		.uid = getuid(),
-		.gid = getgid()};
+		.gid = getgid() };
 	struct namespace *ns = NULL;
 	int fd, ret;
 

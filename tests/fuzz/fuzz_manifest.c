@@ -112,7 +112,8 @@ static void check_index(const char *buf, size_t size, const struct seen *s)
 
 	fuzz_check(ret == 0 || ret == -EINVAL || ret == -ENOMEM, "the index builds or is refused");
 	if (ret) {
-		fuzz_check(ret != -EINVAL || strstr(err, "not a directory"), "refused for a reason");
+		fuzz_check(ret != -EINVAL || strstr(err, "not a directory"),
+			"refused for a reason");
 		return;
 	}
 	for (size_t i = 0; i < s->nr; i++) {
@@ -142,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *buf = fuzz_copy(data, size, false), *again = NULL, err[256] = "";
 	size_t again_len = 0;
-	struct seen s = {0};
+	struct seen s = { 0 };
 	int ret;
 
 	if (!buf)

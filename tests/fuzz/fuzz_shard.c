@@ -98,7 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_err(ret, err);
 		if (ret == 0) {
 			check(info.token_bytes == 2 || info.token_bytes == 4, "idx: token width");
-			check(MEGATRON_HDR_BYTES + info.nr_seqs * 12 <= n, "idx: counts fit the file");
+			check(MEGATRON_HDR_BYTES + info.nr_seqs * 12 <= n,
+				"idx: counts fit the file");
 			check(info.nr_tokens * info.token_bytes == declared,
 				"idx: tokens fill the .bin exactly");
 		}

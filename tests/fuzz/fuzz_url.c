@@ -30,7 +30,7 @@ static void check_roundtrip(const char *name, bool component)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *s = fuzz_copy(data, size, true), err[256] = "", *dec = NULL, *j, *b;
-	struct url u = {0};
+	struct url u = { 0 };
 	int ret;
 
 	if (!s)

@@ -107,7 +107,8 @@ static inline double rel_err(const float *gpu, const float *cpu, size_t n)
 static inline void report(const char *what, const char *dt, double err, double tol)
 {
 	int ok = err <= tol;
-	printf("| %-34s | %-4s | %10.3e | %8.1e | %s |\n", what, dt, err, tol, ok ? "PASS" : "FAIL");
+	printf("| %-34s | %-4s | %10.3e | %8.1e | %s |\n", what, dt, err, tol,
+		ok ? "PASS" : "FAIL");
 	if (!ok)
 		nr_failed++;
 }

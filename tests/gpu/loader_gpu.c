@@ -22,14 +22,14 @@ static const uint64_t counts[NR_SHARDS] = { 70001, 4099, 123457 };
 static char dir[64];
 static int failures;
 
-#define CHECK_CUDA(call)                                                                   \
-	do {                                                                               \
-		cudaError_t e_ = (call);                                                   \
-		if (e_ != cudaSuccess) {                                                   \
-			fprintf(stderr, "loader-gpu-check: %s:%d: %s: %s\n", __FILE__,     \
-				__LINE__, #call, cudaGetErrorString(e_));                  \
-			exit(1);                                                           \
-		}                                                                          \
+#define CHECK_CUDA(call)                                                                           \
+	do {                                                                                       \
+		cudaError_t e_ = (call);                                                           \
+		if (e_ != cudaSuccess) {                                                           \
+			fprintf(stderr, "loader-gpu-check: %s:%d: %s: %s\n", __FILE__, __LINE__,   \
+				#call, cudaGetErrorString(e_));                                    \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
 static void fail(const char *fmt, const char *what, long a, long b)
@@ -101,8 +101,14 @@ static void locate(uint64_t g, uint32_t T, int *shard, uint64_t *tok)
  * tokens in the files. */
 static void check_device_batches(uint32_t w, bool shuffle, uint32_t B, uint32_t T, int nr)
 {
-	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 99,
-		.shuffle = shuffle, .world_size = 1, .nr_buffers = 4, .device = 0 };
+	struct loader_config cfg = { .paths = dir,
+		.batch = B,
+		.seq_len = T,
+		.seed = 99,
+		.shuffle = shuffle,
+		.world_size = 1,
+		.nr_buffers = 4,
+		.device = 0 };
 	size_t n = (size_t)B * T;
 	int32_t *h_in = malloc(n * 4), *h_tg = malloc(n * 4);
 	struct sampler smp;
@@ -138,19 +144,24 @@ static void check_device_batches(uint32_t w, bool shuffle, uint32_t B, uint32_t 
 		}
 		/* The way a trainer uses it: its stream waits on the event, no device sync. */
 		CHECK_CUDA(cudaStreamWaitEvent(compute, (cudaEvent_t)b.ready_event, 0));
-		CHECK_CUDA(cudaMemcpyAsync(h_in, b.d_inputs, n * 4, cudaMemcpyDeviceToHost,
-			compute));
-		CHECK_CUDA(cudaMemcpyAsync(h_tg, b.d_targets, n * 4, cudaMemcpyDeviceToHost,
-			compute));
+		CHECK_CUDA(
+			cudaMemcpyAsync(h_in, b.d_inputs, n * 4, cudaMemcpyDeviceToHost, compute));
+		CHECK_CUDA(
+			cudaMemcpyAsync(h_tg, b.d_targets, n * 4, cudaMemcpyDeviceToHost, compute));
 		CHECK_CUDA(cudaStreamSynchronize(compute));
 		if (memcmp(h_in, b.inputs, n * 4) != 0)
-			bad = fprintf(stderr, "FAIL: w=%u shuffle=%d batch %d: device inputs differ "
-				"from host inputs\n", w, shuffle, i);
+			bad = fprintf(stderr,
+				"FAIL: w=%u shuffle=%d batch %d: device inputs differ "
+				"from host inputs\n",
+				w, shuffle, i);
 		if (memcmp(h_tg, b.targets, n * 4) != 0)
-			bad = fprintf(stderr, "FAIL: w=%u shuffle=%d batch %d: device targets differ "
-				"from host targets\n", w, shuffle, i);
+			bad = fprintf(stderr,
+				"FAIL: w=%u shuffle=%d batch %d: device targets differ "
+				"from host targets\n",
+				w, shuffle, i);
 		for (uint32_t j = 0; j < B && !bad; j++) {
-			uint64_t g = sampler_sample(&smp, b.state.epoch, b.state.position, j), tok = 0;
+			uint64_t g = sampler_sample(&smp, b.state.epoch, b.state.position, j),
+				 tok = 0;
 			int s = -1;
 
 			locate(g, T, &s, &tok);
@@ -160,8 +171,10 @@ static void check_device_batches(uint32_t w, bool shuffle, uint32_t B, uint32_t 
 			for (uint32_t t = 0; t < T && !bad; t++) {
 				if ((uint32_t)h_in[j * T + t] != token_at(s, tok + t, w) ||
 					(uint32_t)h_tg[j * T + t] != token_at(s, tok + t + 1, w))
-					bad = fprintf(stderr, "FAIL: w=%u shuffle=%d batch %d row %u "
-						"col %u: widened token wrong\n", w, shuffle, i, j, t);
+					bad = fprintf(stderr,
+						"FAIL: w=%u shuffle=%d batch %d row %u "
+						"col %u: widened token wrong\n",
+						w, shuffle, i, j, t);
 			}
 		}
 		failures += bad != 0;
@@ -259,8 +272,14 @@ static double bench_staging(uint32_t B, uint32_t T, uint32_t w, int nr)
  * host widening, copy, GPU widening), for the record. */
 static void bench_loader(uint32_t B, uint32_t T, int nr)
 {
-	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 1,
-		.shuffle = false, .world_size = 1, .nr_buffers = 4, .device = 0 };
+	struct loader_config cfg = { .paths = dir,
+		.batch = B,
+		.seq_len = T,
+		.seed = 1,
+		.shuffle = false,
+		.world_size = 1,
+		.nr_buffers = 4,
+		.device = 0 };
 	struct loader *l;
 	cudaStream_t compute;
 	char err[256];
@@ -331,8 +350,8 @@ static int check_cufile(const char *mnt, const char *src)
 		struct loader_batch b, r;
 
 		if (loader_next_batch(dev, &b) < 0 || loader_next_batch(ref, &r) < 0) {
-			fprintf(stderr, "FAIL: cufile batch %d: %s / %s\n", i, loader_last_error(dev),
-				loader_last_error(ref));
+			fprintf(stderr, "FAIL: cufile batch %d: %s / %s\n", i,
+				loader_last_error(dev), loader_last_error(ref));
 			ret = 1;
 			break;
 		}
@@ -342,15 +361,15 @@ static int check_cufile(const char *mnt, const char *src)
 			break;
 		}
 		CHECK_CUDA(cudaStreamWaitEvent(compute, (cudaEvent_t)b.ready_event, 0));
-		CHECK_CUDA(cudaMemcpyAsync(h_in, b.d_inputs, n * 4, cudaMemcpyDeviceToHost,
-			compute));
-		CHECK_CUDA(cudaMemcpyAsync(h_tg, b.d_targets, n * 4, cudaMemcpyDeviceToHost,
-			compute));
+		CHECK_CUDA(
+			cudaMemcpyAsync(h_in, b.d_inputs, n * 4, cudaMemcpyDeviceToHost, compute));
+		CHECK_CUDA(
+			cudaMemcpyAsync(h_tg, b.d_targets, n * 4, cudaMemcpyDeviceToHost, compute));
 		CHECK_CUDA(cudaStreamSynchronize(compute));
 		if (memcmp(h_in, r.inputs, n * 4) || memcmp(h_tg, r.targets, n * 4) ||
 			memcmp(b.inputs, r.inputs, n * 4) || memcmp(b.targets, r.targets, n * 4)) {
-			fprintf(stderr, "FAIL: cufile batch %d differs from the source files' batch\n",
-				i);
+			fprintf(stderr,
+				"FAIL: cufile batch %d differs from the source files' batch\n", i);
 			ret = 1;
 		}
 	}
@@ -380,8 +399,14 @@ static void CUDART_CB stall(void *arg)
  * loader must not widen a later batch into a slot before those copies ran. */
 static void check_slow_consumer(uint32_t B, uint32_t T, int nr)
 {
-	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 5,
-		.shuffle = true, .world_size = 1, .nr_buffers = 3, .device = 0 };
+	struct loader_config cfg = { .paths = dir,
+		.batch = B,
+		.seq_len = T,
+		.seed = 5,
+		.shuffle = true,
+		.world_size = 1,
+		.nr_buffers = 3,
+		.device = 0 };
 	size_t n = (size_t)B * T;
 	int32_t *want = malloc(nr * n * 4), *got = malloc(nr * n * 4), *d_all;
 	struct loader *l;

@@ -279,15 +279,16 @@ static void test_optimizer(enum kdtype dt, uint64_t *rng)
 		float norm = gpt2_grad_norm(m);
 		float cs = norm > clip ? clip / norm : 1.0f;
 		float lr = 1e-3f;
-		float h[3] = { lr, 1.0f - powf(opt.beta1, (float)t), 1.0f - powf(opt.beta2, (float)t) };
+		float h[3] = { lr, 1.0f - powf(opt.beta1, (float)t),
+			1.0f - powf(opt.beta2, (float)t) };
 		CUDA_CHECK(cudaMemcpy(hp, h, 12, cudaMemcpyHostToDevice));
 		k_global_norm(ns, dgrads, P, clip, 1, scratch, 0);
 		size_t off = 0;
 		for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
 			float wd = gpt2_param_is_decayed(k) ? opt.weight_decay : 0.0f;
 			k_adamw(dmaster + off, (char *)dparams + off * kdtype_bytes(dt), dt,
-				dgrads + off, dm + off, dv + off, m->param_sizes[k], hp, ns + 1, opt.beta1,
-				opt.beta2, opt.eps, wd, 0);
+				dgrads + off, dm + off, dv + off, m->param_sizes[k], hp, ns + 1,
+				opt.beta1, opt.beta2, opt.eps, wd, 0);
 			off += m->param_sizes[k];
 		}
 		gpt2_update(m, &opt, lr, cs, t);

@@ -7,8 +7,8 @@
 #include "train/gpt_cuda.h"
 #include "train/model.h"
 
-#define B 4
-#define T 64
+#define B         4
+#define T         64
 #define NR_TOKENS 8192
 
 static const char *tensor_names[GPT2_NR_PARAM_TENSORS] = { "wte", "wpe", "ln1w", "ln1b", "qkvw",
@@ -38,7 +38,7 @@ static void batch(int step, int32_t *inp, int32_t *tgt)
 }
 
 static const struct adamw_config opt = { 0.9f, 0.95f, 1e-8f, 0.1f };
-#define LR 1e-3f
+#define LR   1e-3f
 #define CLIP 1.0f
 
 static float cpu_step(struct gpt2 *m, int step)

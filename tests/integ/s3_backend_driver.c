@@ -52,7 +52,7 @@ static int on_entry(void *arg, const struct remote_entry *e)
 
 static int walk(struct remote *r, const char *dir)
 {
-	struct walk w = {r, dir, NULL, 0};
+	struct walk w = { r, dir, NULL, 0 };
 	int err = r->ops->list(r, dir, on_entry, &w);
 
 	for (size_t i = 0; i < w.nr_subdirs; i++) {
@@ -71,7 +71,7 @@ static size_t on_body(char *d, size_t size, size_t n, void *arg)
 
 int main(int argc, char **argv)
 {
-	struct remote_options opt = {0};
+	struct remote_options opt = { 0 };
 	struct remote *r;
 	char errbuf[512] = "";
 	int i = 1, err, rc = 0;

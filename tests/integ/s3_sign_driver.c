@@ -47,14 +47,14 @@ int main(void)
 			fprintf(stderr, "s3_sign_driver: short line\n");
 			return 2;
 		}
-		struct aws_credentials cred = {f[4], f[5], f[6][0] ? f[6] : NULL};
+		struct aws_credentials cred = { f[4], f[5], f[6][0] ? f[6] : NULL };
 		size_t nq = (size_t)atoi(f[9]), k = 10;
 		struct s3_kv q[64], h[64];
 		for (size_t i = 0; i < nq; i++, k += 2)
-			q[i] = (struct s3_kv){f[k], f[k + 1]};
+			q[i] = (struct s3_kv){ f[k], f[k + 1] };
 		size_t nh = (size_t)atoi(f[k++]);
 		for (size_t i = 0; i < nh; i++, k += 2)
-			h[i] = (struct s3_kv){f[k], f[k + 1]};
+			h[i] = (struct s3_kv){ f[k], f[k + 1] };
 		struct s3_sign_input in = {
 			.method = f[0],
 			.host = f[1],

@@ -64,7 +64,7 @@ static const struct {
 	{ "x:y.txt", REMOTE_FILE, 2 },
 	{ "\xc3\xbcn\xc3\xaf.txt", REMOTE_FILE, 2 },
 };
-#define NR_TREE (sizeof(tree) / sizeof(tree[0]))
+#define NR_TREE    (sizeof(tree) / sizeof(tree[0]))
 #define TREE_MTIME 1706004000 /* 2024-01-23 10:00:00 UTC */
 
 static char *slurp(const char *name, size_t *len)
@@ -117,10 +117,13 @@ static void check_page(const char *file, bool sizes_all_exact, bool has_columns)
 		if (tree[i].type == REMOTE_DIR) {
 			cr_expect_not(s.exact[k]);
 		} else if (sizes_all_exact || tree[i].size < 1000) {
-			cr_expect(s.exact[k], "%s: size of '%s' should be exact", file, tree[i].name);
-			cr_expect_eq(s.size[k], tree[i].size, "%s: size of '%s'", file, tree[i].name);
+			cr_expect(s.exact[k], "%s: size of '%s' should be exact", file,
+				tree[i].name);
+			cr_expect_eq(s.size[k], tree[i].size, "%s: size of '%s'", file,
+				tree[i].name);
 		} else {
-			cr_expect_not(s.exact[k], "%s: '%s' has a rounded size", file, tree[i].name);
+			cr_expect_not(s.exact[k], "%s: '%s' has a rounded size", file,
+				tree[i].name);
 		}
 	}
 	seen_done(&s);

@@ -29,10 +29,10 @@ static void write_file(const char *rel, mode_t mode, const char *text)
 
 static void setup(void)
 {
-	static const char *vars[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+	static const char *vars[] = { "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 		"AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
 		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE",
-		"AWS_CONFIG_FILE"};
+		"AWS_CONFIG_FILE" };
 	char d[300];
 
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
@@ -85,7 +85,7 @@ Test(aws_config, environment_credentials_come_first)
 	setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
 	setenv("AWS_SECRET_ACCESS_KEY", "secretenv", 1);
 	setenv("AWS_SESSION_TOKEN", "tokenenv", 1);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), 0,
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)), 0,
 		"%s", err);
 	cr_assert_str_eq(c.cred.access_key_id, "AKIDENV");
 	cr_assert_str_eq(c.cred.secret_access_key, "secretenv");
@@ -102,7 +102,7 @@ Test(aws_config, default_profile_from_the_credentials_file_and_region_from_confi
 
 	write_file(".aws/credentials", 0600, creds);
 	write_file(".aws/config", 0644, config);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), 0,
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)), 0,
 		"%s", err);
 	cr_assert_str_eq(c.cred.access_key_id, "AKIDDEFAULT");
 	cr_assert_str_eq(c.cred.secret_access_key, "secretdefault");
@@ -120,7 +120,7 @@ Test(aws_config, aws_profile_selects_both_files_sections)
 	write_file(".aws/credentials", 0600, creds);
 	write_file(".aws/config", 0644, config);
 	setenv("AWS_PROFILE", "work", 1);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), 0,
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)), 0,
 		"%s", err);
 	cr_assert_str_eq(c.cred.access_key_id, "AKIDWORK");
 	cr_assert_str_eq(c.cred.secret_access_key, "secret/work+key");
@@ -139,8 +139,8 @@ Test(aws_config, an_explicit_profile_beats_environment_credentials)
 	write_file(".aws/credentials", 0600, creds);
 	setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
 	setenv("AWS_SECRET_ACCESS_KEY", "secretenv", 1);
-	cr_assert_eq(aws_config_load(
-			     &c, &(struct aws_config_request){.profile = "work"}, err, sizeof(err)),
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ .profile = "work" }, err,
+			     sizeof(err)),
 		0, "%s", err);
 	cr_assert_str_eq(c.cred.access_key_id, "AKIDWORK");
 	aws_config_done(&c);
@@ -155,22 +155,22 @@ Test(aws_config, options_beat_environment_beat_files_for_region_and_endpoint)
 	write_file(".aws/config", 0644, config);
 	setenv("AWS_DEFAULT_REGION", "from-default-region", 1);
 	setenv("AWS_ENDPOINT_URL", "http://env-general:1", 1);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), 0);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)), 0);
 	cr_assert_str_eq(c.region, "from-default-region");
 	cr_assert_str_eq(c.endpoint, "http://env-general:1");
 	aws_config_done(&c);
 
 	setenv("AWS_REGION", "from-region", 1);
 	setenv("AWS_ENDPOINT_URL_S3", "http://env-s3:2", 1);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), 0);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)), 0);
 	cr_assert_str_eq(c.region, "from-region");
 	cr_assert_str_eq(c.endpoint, "http://env-s3:2");
 	aws_config_done(&c);
 
 	cr_assert_eq(aws_config_load(&c,
-			     &(struct aws_config_request){.region = "opt-region",
+			     &(struct aws_config_request){ .region = "opt-region",
 				     .endpoint = "http://opt:3",
-				     .addressing = "virtual"},
+				     .addressing = "virtual" },
 			     err, sizeof(err)),
 		0);
 	cr_assert_str_eq(c.region, "opt-region");
@@ -185,15 +185,15 @@ Test(aws_config, refuses_a_credentials_file_readable_by_others_without_echoing_i
 	char err[256] = "";
 
 	write_file(".aws/credentials", 0644, creds);
-	cr_assert_eq(
-		aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), -EPERM);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)),
+		-EPERM);
 	cr_assert(strstr(err, "readable by others"), "%s", err);
 	cr_assert(strstr(err, "chmod 600"), "%s", err);
 	cr_assert_null(strstr(err, "secretdefault"), "%s", err);
 	cr_assert_null(strstr(err, "secret/work+key"), "%s", err);
 	write_file(".aws/credentials", 0640, creds);
-	cr_assert_eq(
-		aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), -EPERM);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)),
+		-EPERM);
 	cr_assert(strstr(err, "its group"), "%s", err);
 }
 
@@ -209,7 +209,7 @@ Test(aws_config, honours_the_file_location_variables)
 	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
 	snprintf(path, sizeof(path), "%s/config-elsewhere", home);
 	setenv("AWS_CONFIG_FILE", path, 1);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), 0,
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)), 0,
 		"%s", err);
 	cr_assert_str_eq(c.cred.access_key_id, "AKIDX");
 	cr_assert_str_eq(c.region, "sa-east-1");
@@ -223,8 +223,8 @@ Test(aws_config, credentials_in_the_config_file_are_used_when_the_other_has_none
 
 	write_file(".aws/config", 0600,
 		"[profile p]\naws_access_key_id = AKIDCONF\naws_secret_access_key = sconf\n");
-	cr_assert_eq(
-		aws_config_load(&c, &(struct aws_config_request){.profile = "p"}, err, sizeof(err)),
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ .profile = "p" }, err,
+			     sizeof(err)),
 		0, "%s", err);
 	cr_assert_str_eq(c.cred.access_key_id, "AKIDCONF");
 	aws_config_done(&c);
@@ -236,8 +236,8 @@ Test(aws_config, a_missing_profile_is_named_in_the_error)
 	char err[256] = "";
 
 	write_file(".aws/credentials", 0600, creds);
-	cr_assert_eq(aws_config_load(
-			     &c, &(struct aws_config_request){.profile = "nope"}, err, sizeof(err)),
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ .profile = "nope" }, err,
+			     sizeof(err)),
 		-ENOENT);
 	cr_assert(strstr(err, "profile 'nope' not found"), "%s", err);
 }
@@ -253,8 +253,8 @@ Test(aws_config, without_home_the_files_are_in_the_password_databases_home)
 	unsetenv("HOME");
 	snprintf(want, sizeof(want), "%s/.aws/credentials", pw->pw_dir);
 	cr_assert_eq(aws_config_load(&c,
-			     &(struct aws_config_request){.profile = "ferry-no-such-profile"}, err,
-			     sizeof(err)),
+			     &(struct aws_config_request){ .profile = "ferry-no-such-profile" },
+			     err, sizeof(err)),
 		-ENOENT);
 	cr_assert(strstr(err, want), "'%s' does not name %s", err, want);
 }
@@ -264,8 +264,8 @@ Test(aws_config, no_credentials_at_all_suggests_no_sign_request)
 	struct aws_config c;
 	char err[256] = "";
 
-	cr_assert_eq(
-		aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), -ENOENT);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)),
+		-ENOENT);
 	cr_assert(strstr(err, "--no-sign-request"), "%s", err);
 }
 
@@ -277,8 +277,8 @@ Test(aws_config, no_sign_request_is_anonymous_and_reads_no_credentials)
 	write_file(".aws/credentials", 0666, creds); /* would be refused if it were read */
 	setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
 	setenv("AWS_SECRET_ACCESS_KEY", "secretenv", 1);
-	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){.no_sign_request = true}, err,
-			     sizeof(err)),
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ .no_sign_request = true },
+			     err, sizeof(err)),
 		0, "%s", err);
 	cr_assert(c.anonymous);
 	cr_assert_null(c.cred.access_key_id);
@@ -292,12 +292,12 @@ Test(aws_config, half_a_key_pair_is_an_error)
 	char err[256] = "";
 
 	setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
-	cr_assert_eq(
-		aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)),
+		-EINVAL);
 	cr_assert(strstr(err, "not a secret access key"), "%s", err);
 	unsetenv("AWS_ACCESS_KEY_ID");
 	write_file(".aws/credentials", 0600, "[default]\naws_secret_access_key = onlysecret\n");
-	cr_assert_eq(
-		aws_config_load(&c, &(struct aws_config_request){0}, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(aws_config_load(&c, &(struct aws_config_request){ 0 }, err, sizeof(err)),
+		-EINVAL);
 	cr_assert_null(strstr(err, "onlysecret"), "%s", err);
 }

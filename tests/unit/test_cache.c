@@ -75,8 +75,10 @@ static void src_fill(const char *path, const char *version, uint64_t off, void *
 
 static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
 {
-	struct cache_config cfg = {
-		.dir = tmp_dir, .max_bytes = max_bytes, .chunk_bytes = CB, .io = io};
+	struct cache_config cfg = { .dir = tmp_dir,
+		.max_bytes = max_bytes,
+		.chunk_bytes = CB,
+		.io = io };
 	struct cache *c = NULL;
 	char err[256] = "";
 	int rc = cache_open(&c, &cfg, err, sizeof(err));
@@ -89,13 +91,13 @@ static struct cache *open_cache(const struct io_backend *io, uint64_t max_bytes)
 static int obj_open(struct cache *c, const char *path, uint64_t size, const char *version,
 	struct cache_object **o)
 {
-	struct remote_object obj = {.path = path, .size = size, .etag = version};
+	struct remote_object obj = { .path = path, .size = size, .etag = version };
 
 	return cache_object_open(c, &obj, version, o);
 }
 
-static struct cache_object *open_obj(
-	struct cache *c, const char *path, uint64_t size, const char *version)
+static struct cache_object *open_obj(struct cache *c, const char *path, uint64_t size,
+	const char *version)
 {
 	struct cache_object *o = NULL;
 	int rc = obj_open(c, path, size, version, &o);
@@ -112,8 +114,8 @@ static size_t len_of(struct cache_object *o, uint64_t idx)
 }
 
 /* The fetcher's part, with the oracle's bytes. */
-static int fill_from_src(
-	struct cache_object *o, const char *path, const char *version, uint64_t idx)
+static int fill_from_src(struct cache_object *o, const char *path, const char *version,
+	uint64_t idx)
 {
 	size_t len = len_of(o, idx);
 	void *buf = malloc(len);
@@ -147,8 +149,8 @@ static int get_chunk(struct cache_object *o, const char *path, const char *versi
 	return rc;
 }
 
-static int get_and_release(
-	struct cache_object *o, const char *path, const char *version, uint64_t idx)
+static int get_and_release(struct cache_object *o, const char *path, const char *version,
+	uint64_t idx)
 {
 	int rc = get_chunk(o, path, version, idx);
 
@@ -196,8 +198,8 @@ Test(cache, first_acquire_fetches_and_second_hits)
 		struct cache_object *o = open_obj(c, "/a/b.bin", 3 * CB, "etag-1");
 
 		cr_assert_eq(get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_FETCH);
-		cr_assert_eq(
-			get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_HIT, "%s", io[b]->name);
+		cr_assert_eq(get_and_release(o, "/a/b.bin", "etag-1", 1), CACHE_HIT, "%s",
+			io[b]->name);
 		cr_assert_eq(stats(c).hits, 1);
 		cr_assert_eq(stats(c).misses, 1);
 		cr_assert_eq(cache_object_cached_bytes(o), CB);
@@ -252,7 +254,7 @@ Test(cache, many_threads_on_one_absent_chunk_make_exactly_one_fetcher)
 {
 	enum { N = 12 };
 	struct cache *c = open_cache(NULL, 0);
-	struct crowd cw = {.o = open_obj(c, "/crowd", 4 * CB, "v")};
+	struct crowd cw = { .o = open_obj(c, "/crowd", 4 * CB, "v") };
 	pthread_t tids[N];
 
 	pthread_barrier_init(&cw.start, NULL, N);
@@ -299,7 +301,7 @@ Test(cache, waiters_get_the_error_of_a_failed_fetch)
 	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_FETCH);
 	cr_assert_eq(cache_chunk_acquire(o, 0, false), -EAGAIN);
 	for (int i = 0; i < N; i++) {
-		w[i] = (struct waiter){.o = o, .started = &started};
+		w[i] = (struct waiter){ .o = o, .started = &started };
 		cr_assert_eq(pthread_create(&tids[i], NULL, waiter_thread, &w[i]), 0);
 	}
 	while (atomic_load(&started) < N)
@@ -332,7 +334,7 @@ Test(cache, waiters_become_fetchers_after_a_failed_fill)
 	/* Limit one chunk, two pinned: a third fill cannot keep within one chunk over. */
 	struct cache *c = open_cache(NULL, CB);
 	struct cache_object *o = open_obj(c, "/full", 3 * CB, "v");
-	struct waiter w = {.o = o};
+	struct waiter w = { .o = o };
 	atomic_int started = 0;
 	pthread_t tid;
 
@@ -383,7 +385,7 @@ static void start_copiers(struct copier *w, pthread_t *tids, int n, struct cache
 	atomic_int *started)
 {
 	for (int i = 0; i < n; i++) {
-		w[i] = (struct copier){.o = o, .started = started};
+		w[i] = (struct copier){ .o = o, .started = started };
 		w[i].off = (uint64_t)i * 1000;
 		w[i].len = CB - w[i].off - (size_t)i * 7;
 		cr_assert_eq(pthread_create(&tids[i], NULL, copier_thread, &w[i]), 0);
@@ -477,7 +479,7 @@ Test(cache, syncing_while_chunks_are_filled_keeps_held_objects_readable)
 {
 	enum { NR_OBJ = 8, NR_CHUNKS = 64 };
 	struct cache *c = open_cache(NULL, 0);
-	struct sync_loop s = {.c = c};
+	struct sync_loop s = { .c = c };
 	struct cache_object *o[NR_OBJ];
 	char path[NR_OBJ][16];
 	pthread_t tid;
@@ -570,7 +572,7 @@ struct worker {
 	atomic_int *over;
 };
 
-static const char *const work_paths[3] = {"/w0", "/w1", "/w2"};
+static const char *const work_paths[3] = { "/w0", "/w1", "/w2" };
 
 static void *work_thread(void *p)
 {
@@ -630,8 +632,10 @@ Test(cache, limit_is_never_exceeded_by_more_than_one_chunk_under_random_load)
 	objs[1] = open_obj(c, work_paths[1], 7 * CB + 1000, "v");
 	objs[2] = open_obj(c, work_paths[2], 3000, "v");
 	for (int t = 0; t < NR_THREADS; t++) {
-		w[t] = (struct worker){
-			.c = c, .seed = 0x1234567ull * (t + 1), .bad = &bad, .over = &over};
+		w[t] = (struct worker){ .c = c,
+			.seed = 0x1234567ull * (t + 1),
+			.bad = &bad,
+			.over = &over };
 		memcpy(w[t].objs, objs, sizeof(objs));
 		cr_assert_eq(pthread_create(&tids[t], NULL, work_thread, &w[t]), 0);
 	}
@@ -761,7 +765,7 @@ Test(cache, unsynced_chunks_are_absent_after_reopen)
 
 Test(cache, cache_made_with_another_chunk_size_is_refused)
 {
-	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = 2 * CB};
+	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = 2 * CB };
 	struct cache *c = open_cache(NULL, 0), *c2 = NULL;
 	char err[256] = "";
 
@@ -777,7 +781,7 @@ Test(cache, cache_made_with_another_chunk_size_is_refused)
 Test(cache, second_process_on_one_cache_is_refused)
 {
 	struct cache *c = open_cache(NULL, 0);
-	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB};
+	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = CB };
 	struct cache *c2 = NULL;
 	char err[256] = "";
 	pid_t pid;
@@ -795,7 +799,7 @@ Test(cache, second_process_on_one_cache_is_refused)
 
 Test(cache, a_second_process_waits_for_a_cache_that_is_being_let_go)
 {
-	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB, .lock_wait_ms = 5000};
+	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = CB, .lock_wait_ms = 5000 };
 	struct cache *c, *c2 = NULL;
 	char err[256] = "", go;
 	int status, ready[2];
@@ -864,9 +868,11 @@ Test(cache, object_keeps_the_remote_identity_of_its_first_open)
 {
 	struct cache *c = open_cache(NULL, 0);
 	char etag[] = "\"e1\"";
-	struct remote_object a = {
-		.path = "/id", .size = 3 * CB, .etag = etag, .mtime = {.tv_sec = 5}};
-	struct remote_object b = a, star = {.path = "/star", .size = CB, .etag = "*"};
+	struct remote_object a = { .path = "/id",
+		.size = 3 * CB,
+		.etag = etag,
+		.mtime = { .tv_sec = 5 } };
+	struct remote_object b = a, star = { .path = "/star", .size = CB, .etag = "*" };
 	const struct remote_object *r;
 	struct cache_object *o, *o2, *s, *bad;
 
@@ -1016,7 +1022,7 @@ Test(cache, objects_with_every_chunk_evicted_leave_no_files_after_reopen)
 
 Test(cache, bad_arguments_are_refused)
 {
-	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = 32u << 10};
+	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = 32u << 10 };
 	struct cache *c = NULL;
 	struct cache_object *o;
 	char err[256] = "";
@@ -1026,7 +1032,7 @@ Test(cache, bad_arguments_are_refused)
 	c = open_cache(NULL, 0);
 	o = open_obj(c, "/x", CB, "v");
 	cr_assert_eq(cache_chunk_fill(o, 0, err, 10), -EINVAL); /* not the fetcher */
-	cache_chunk_release(o, 0);				/* not pinned: ignored */
+	cache_chunk_release(o, 0);                              /* not pinned: ignored */
 	cache_object_unref(o);
 	cache_free(c);
 	cache_free(NULL);
@@ -1035,11 +1041,13 @@ Test(cache, bad_arguments_are_refused)
 
 /* ---- damage, full and failing volumes, permissions, huge objects ---- */
 
-static struct cache *open_cache_at(
-	const char *dir, const struct io_backend *io, uint64_t max_bytes, uint32_t chunk_bytes)
+static struct cache *open_cache_at(const char *dir, const struct io_backend *io, uint64_t max_bytes,
+	uint32_t chunk_bytes)
 {
-	struct cache_config cfg = {
-		.dir = dir, .max_bytes = max_bytes, .chunk_bytes = chunk_bytes, .io = io};
+	struct cache_config cfg = { .dir = dir,
+		.max_bytes = max_bytes,
+		.chunk_bytes = chunk_bytes,
+		.io = io };
 	struct cache *c = NULL;
 	char err[256] = "";
 	int rc = cache_open(&c, &cfg, err, sizeof(err));
@@ -1306,7 +1314,7 @@ Test(cache, chunk_dropped_under_two_holders_is_evictable_once_both_release)
 	struct cache_object *o = open_obj(c, "/two", 2 * CB, "v");
 	unsigned char got[64];
 
-	get_chunk(o, "/two", "v", 0);				  /* holder A */
+	get_chunk(o, "/two", "v", 0);                             /* holder A */
 	cr_assert_eq(cache_chunk_acquire(o, 0, true), CACHE_HIT); /* holder B */
 	flip_byte(cache_object_data_path(o), 10);
 	cr_assert_eq(cache_object_read(o, got, sizeof(got), 0), -EBADMSG); /* A drops it */
@@ -1460,7 +1468,7 @@ Test(cache, full_volume_with_every_chunk_pinned_degrades_and_keeps_serving)
 	struct cache *c;
 	struct cache_object *o, *o2;
 	int saved, nr_stored = 0, nr_full = 0, nr_erofs = 0;
-	bool stored[NR] = {false};
+	bool stored[NR] = { false };
 
 	mount_small_volume("2m");
 	c = open_cache_at(vol_dir, NULL, 0, CB);
@@ -1619,7 +1627,7 @@ Test(cache, map_that_does_not_parse_is_discarded)
 
 Test(cache, cache_dir_owned_by_another_user_is_refused)
 {
-	struct cache_config cfg = {.dir = tmp_dir, .chunk_bytes = CB};
+	struct cache_config cfg = { .dir = tmp_dir, .chunk_bytes = CB };
 	struct cache *c = NULL;
 	char err[256] = "";
 
@@ -1678,7 +1686,7 @@ static size_t heap_bytes(void)
 Test(cache, huge_claimed_size_allocates_by_touch)
 {
 	const uint64_t size = 1ull << 45, nr = size / CB;
-	const uint64_t touch[] = {0, 1, nr / 2, nr - 1};
+	const uint64_t touch[] = { 0, 1, nr / 2, nr - 1 };
 	struct cache *c;
 	struct cache_object *o;
 	size_t before, grown;
@@ -1868,12 +1876,12 @@ Test(cache, readers_never_see_bytes_flipped_under_them_while_chunks_are_evicted_
 	enum { NR = 4 };
 	struct cache *c = open_cache_at(tmp_dir, NULL, 8 * 4 * CB, 4 * CB);
 	struct damaged_reader r[NR];
-	struct vandal v = {0};
+	struct vandal v = { 0 };
 	struct sync_loop s;
 	pthread_t tr[NR], tv, ts;
 	atomic_int wrong = 0, refused = 0;
 	struct cache_object *objs[3];
-	const char *paths[3] = {"/d0", "/d1", "/d2"};
+	const char *paths[3] = { "/d0", "/d1", "/d2" };
 
 	objs[0] = open_obj(c, paths[0], 20 * 4 * CB, "v");
 	objs[1] = open_obj(c, paths[1], 7 * 4 * CB + 1000, "v");
@@ -1882,12 +1890,13 @@ Test(cache, readers_never_see_bytes_flipped_under_them_while_chunks_are_evicted_
 		v.paths[k] = cache_object_data_path(objs[k]);
 		v.sizes[k] = cache_object_size(objs[k]);
 	}
-	s = (struct sync_loop){.c = c};
+	s = (struct sync_loop){ .c = c };
 	cr_assert_eq(pthread_create(&ts, NULL, sync_loop_thread, &s), 0);
 	cr_assert_eq(pthread_create(&tv, NULL, vandal_thread, &v), 0);
 	for (int t = 0; t < NR; t++) {
-		r[t] = (struct damaged_reader){
-			.seed = 0x1234567ull * (t + 1), .wrong = &wrong, .refused = &refused};
+		r[t] = (struct damaged_reader){ .seed = 0x1234567ull * (t + 1),
+			.wrong = &wrong,
+			.refused = &refused };
 		memcpy(r[t].objs, objs, sizeof(objs));
 		memcpy(r[t].paths, paths, sizeof(paths));
 		cr_assert_eq(pthread_create(&tr[t], NULL, damaged_reader_thread, &r[t]), 0);
@@ -1934,8 +1943,8 @@ static void *open_versions(void *arg)
 Test(cache, openers_of_three_versions_of_one_path_never_touch_a_freed_object, .timeout = 120)
 {
 	struct cache *c = open_cache(NULL, 0);
-	struct version_opener v[3] = {
-		{ .c = c, .version = "v1" }, { .c = c, .version = "v2" }, { .c = c, .version = "v3" } };
+	struct version_opener v[3] = { { .c = c, .version = "v1" }, { .c = c, .version = "v2" },
+		{ .c = c, .version = "v3" } };
 	pthread_t t[3];
 
 	for (int i = 0; i < 3; i++)

@@ -33,8 +33,11 @@ TestSuite(ckpt, .init = make_dir, .fini = remove_dir);
 
 static struct gpt2_config cfg(void)
 {
-	struct gpt2_config c = { .max_seq_len = 8, .vocab_size = 300,
-		.padded_vocab_size = gpt2_padded_vocab(300), .nr_layers = 2, .nr_heads = 2,
+	struct gpt2_config c = { .max_seq_len = 8,
+		.vocab_size = 300,
+		.padded_vocab_size = gpt2_padded_vocab(300),
+		.nr_layers = 2,
+		.nr_heads = 2,
 		.channels = 8 };
 	return c;
 }
@@ -100,7 +103,8 @@ Test(ckpt, loads_an_llmc_model_file_into_the_right_tensors)
 		t->attprojb, t->ln2w, t->ln2b, t->fcw, t->fcb, t->fcprojw, t->fcprojb, t->lnfw,
 		t->lnfb };
 	for (int k = 0; k < 16; k++) {
-		cr_assert_eq(firsts[k][0], (float)(k + 1), "tensor %d starts at the wrong place", k);
+		cr_assert_eq(firsts[k][0], (float)(k + 1), "tensor %d starts at the wrong place",
+			k);
 		cr_assert_eq(firsts[k][sizes[k] - 1], (float)(k + 1), "tensor %d ends wrong", k);
 	}
 	free(p);
@@ -140,8 +144,11 @@ Test(ckpt, state_round_trips_moments_step_rng_loader_position_and_settings)
 		m->m_memory[i] = (float)i * 0.5f;
 		m->v_memory[i] = (float)i * 0.25f;
 	}
-	struct ckpt_state st = { .step = 1234, .rng = 0xdeadbeefcafef00dULL, .loader_epoch = 3,
-		.loader_position = 77, .settings = "lr 0.0006\ndata /x/*.bin\n" };
+	struct ckpt_state st = { .step = 1234,
+		.rng = 0xdeadbeefcafef00dULL,
+		.loader_epoch = 3,
+		.loader_position = 77,
+		.settings = "lr 0.0006\ndata /x/*.bin\n" };
 	char path[128], err[512] = "";
 	snprintf(path, sizeof(path), "%s/state.bin", dir);
 	cr_assert_eq(ckpt_write_state(path, m, &st, err, sizeof(err)), 0, "%s", err);
@@ -165,8 +172,13 @@ Test(ckpt, state_round_trips_the_loader_order_settings)
 {
 	struct gpt2_config c = cfg();
 	struct gpt2 *m = gpt2_new(&c, 1, 4);
-	struct ckpt_state st = { .step = 5, .rng = 6, .loader_epoch = 1, .loader_position = 2,
-		.settings = "steps 20\n", .loader_block_bytes = 4096, .loader_window_blocks = 3 };
+	struct ckpt_state st = { .step = 5,
+		.rng = 6,
+		.loader_epoch = 1,
+		.loader_position = 2,
+		.settings = "steps 20\n",
+		.loader_block_bytes = 4096,
+		.loader_window_blocks = 3 };
 	struct ckpt_state got;
 	char path[128], err[512] = "";
 
@@ -186,8 +198,13 @@ Test(ckpt, a_version_1_state_file_reads_with_the_order_settings_unrecorded)
 {
 	struct gpt2_config c = cfg();
 	struct gpt2 *m = gpt2_new(&c, 1, 4);
-	struct ckpt_state st = { .step = 5, .rng = 6, .loader_epoch = 1, .loader_position = 2,
-		.settings = "steps 20\n", .loader_block_bytes = 4096, .loader_window_blocks = 3 };
+	struct ckpt_state st = { .step = 5,
+		.rng = 6,
+		.loader_epoch = 1,
+		.loader_position = 2,
+		.settings = "steps 20\n",
+		.loader_block_bytes = 4096,
+		.loader_window_blocks = 3 };
 	struct ckpt_state got;
 	char path[128], err[512] = "";
 	size_t bytes, v1_bytes;
@@ -227,15 +244,19 @@ Test(ckpt, keeps_the_last_n_checkpoints_and_finds_the_newest)
 	struct gpt2 *m = gpt2_new(&c, 1, 4);
 	char err[512] = "", model[256], state[256];
 	for (uint64_t step = 5; step <= 25; step += 5) {
-		struct ckpt_state st = { .step = step, .rng = 1, .loader_position = step,
+		struct ckpt_state st = { .step = step,
+			.rng = 1,
+			.loader_position = step,
 			.settings = "x 1\n" };
 		cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), 0, "%s", err);
 	}
 	for (uint64_t step = 5; step <= 25; step += 5) {
 		ckpt_paths(dir, step, model, state, sizeof(model));
 		int want = step >= 20;
-		cr_assert_eq(access(model, F_OK) == 0, want, "model of step %lu", (unsigned long)step);
-		cr_assert_eq(access(state, F_OK) == 0, want, "state of step %lu", (unsigned long)step);
+		cr_assert_eq(access(model, F_OK) == 0, want, "model of step %lu",
+			(unsigned long)step);
+		cr_assert_eq(access(state, F_OK) == 0, want, "state of step %lu",
+			(unsigned long)step);
 	}
 	uint64_t latest = 0;
 	cr_assert_eq(ckpt_latest(dir, &latest), 0);
@@ -318,7 +339,9 @@ Test(ckpt, malformed_state_files_are_rejected_with_one_line_errors)
 {
 	struct gpt2_config c = cfg();
 	struct gpt2 *m = gpt2_new(&c, 1, 4);
-	struct ckpt_state st = { .step = 10, .rng = 1, .loader_position = 10,
+	struct ckpt_state st = { .step = 10,
+		.rng = 1,
+		.loader_position = 10,
 		.settings = "steps 20\n" };
 	char path[128], err[512];
 	snprintf(path, sizeof(path), "%s/state.bin", dir);
@@ -391,7 +414,8 @@ Test(ckpt, non_finite_weights_are_never_written_and_never_rotate_out_finite_ones
 	cr_assert_eq(ckpt_save(dir, m, &st, 2, err, sizeof(err)), -EINVAL);
 	one_line_error(err);
 	ckpt_paths(dir, 3, model, state, sizeof(model));
-	cr_assert(!exists(model) && !exists(state), "a checkpoint with an infinite moment was written");
+	cr_assert(!exists(model) && !exists(state),
+		"a checkpoint with an infinite moment was written");
 	gpt2_free(m);
 }
 
@@ -516,7 +540,8 @@ Test(ckpt, rotation_leaves_checkpoints_newer_than_the_one_written)
 	uint64_t want[] = { 20, 25, 30 };
 	for (size_t i = 0; i < 3; i++) {
 		ckpt_paths(dir, want[i], model, state, sizeof(model));
-		cr_assert(exists(model) && exists(state), "step %lu removed", (unsigned long)want[i]);
+		cr_assert(exists(model) && exists(state), "step %lu removed",
+			(unsigned long)want[i]);
 	}
 	ckpt_paths(dir, 10, model, state, sizeof(model));
 	cr_assert(!exists(state), "step 10 kept beyond --keep 2");

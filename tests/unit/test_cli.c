@@ -76,10 +76,11 @@ Test(cli, translates_fstab_options_and_drops_standard_ones)
 	static const char *const want[] = { "--cache-dir", "/var/cache/ferry", "--cache-size",
 		"20G", "--no-sign-request", "-o", "allow_other,max_threads=4" };
 
-	cr_assert_eq(cli_fstab_to_args("ro,nodev,nosuid,_netdev,noauto,user,cache_dir=/var/cache/ferry,"
-				       "cache_size=20G,x-systemd.automount,no_sign_request,allow_other,"
-				       "defaults,max_threads=4",
-			     argv, &argc, 32, err, sizeof(err)),
+	cr_assert_eq(
+		cli_fstab_to_args("ro,nodev,nosuid,_netdev,noauto,user,cache_dir=/var/cache/ferry,"
+				  "cache_size=20G,x-systemd.automount,no_sign_request,allow_other,"
+				  "defaults,max_threads=4",
+			argv, &argc, 32, err, sizeof(err)),
 		0, "%s", err);
 	cr_assert_eq(argc, 7);
 	for (int i = 0; i < argc; i++)
@@ -146,7 +147,8 @@ Test(cli, translates_the_fstab_option_that_allows_outside_symlinks)
 	int argc = 0;
 
 	cr_assert_eq(cli_fstab_to_args("ro,allow_outside_symlinks", argv, &argc, 8, err,
-			     sizeof(err)), 0, "%s", err);
+			     sizeof(err)),
+		0, "%s", err);
 	cr_assert_eq(argc, 1);
 	cr_expect_str_eq(argv[0], "--allow-outside-symlinks");
 	free_args(argv, argc);
@@ -170,7 +172,8 @@ Test(cli, prints_a_degraded_cache_and_its_disk_errors)
 	char *t = stats_text("{\"hits\":3,\"misses\":1,\"degraded\":true,\"disk_errors\":17}");
 
 	cr_expect(strstr(t, "cache state      degraded: the cache volume kept failing, reads "
-			    "bypass the cache\n"), "%s", t);
+			    "bypass the cache\n"),
+		"%s", t);
 	cr_expect(strstr(t, "disk errors      17\n"), "%s", t);
 	cr_expect(strstr(t, "hit rate         75.0%\n"), "%s", t);
 	free(t);
@@ -298,7 +301,8 @@ Test(cli, draws_the_progress_of_a_warm)
 	char line[128];
 
 	cli_format_progress(line, sizeof(line), 1ull << 30, 4ull << 30, 2.0, false);
-	cr_expect_str_eq(line, "[=======                       ]  25%  1.0 GiB / 4.0 GiB  512.0 MiB/s");
+	cr_expect_str_eq(line,
+		"[=======                       ]  25%  1.0 GiB / 4.0 GiB  512.0 MiB/s");
 	/* While the walk still finds files, the total is a lower bound. */
 	cli_format_progress(line, sizeof(line), 0, 3ull << 20, 0, true);
 	cr_expect_str_eq(line, "[                              ]   0%  0 B / 3.0 MiB+  0 B/s");

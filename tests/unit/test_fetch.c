@@ -196,7 +196,8 @@ static void env_reopen(struct env *v)
 
 static int open_remote(struct remote **r, const char *url, const char *ca, char *err, size_t el)
 {
-	struct remote_options opt = { .ca_file = ca, .connect_timeout_ms = 2000,
+	struct remote_options opt = { .ca_file = ca,
+		.connect_timeout_ms = 2000,
 		.low_speed_time_s = 5 };
 
 	return remote_http_ops.open(r, url, &opt, err, el);
@@ -240,10 +241,13 @@ static void check_random_reads(struct env *v, int nr, unsigned seed)
 	for (int i = 0; i < nr; i++) {
 		uint64_t off = (uint64_t)rand_r(&seed) % (DATA_BYTES + 100);
 		size_t len = (size_t)rand_r(&seed) % (i % 10 == 0 ? 5 * CHUNK : 3000) + 1;
-		size_t want = off >= DATA_BYTES ? 0 : off + len > DATA_BYTES ? DATA_BYTES - off : len;
+		size_t want = off >= DATA_BYTES        ? 0
+			      : off + len > DATA_BYTES ? DATA_BYTES - off
+						       : len;
 		ssize_t n = fetcher_read(v->f, v->co, buf, len, off);
 
-		cr_assert_eq(n, (ssize_t)want, "read %zu at %llu: %zd", len, (unsigned long long)off, n);
+		cr_assert_eq(n, (ssize_t)want, "read %zu at %llu: %zd", len,
+			(unsigned long long)off, n);
 		cr_assert_eq(memcmp(buf, data + off, want), 0, "bytes differ at %llu+%zu",
 			(unsigned long long)off, len);
 	}
@@ -688,8 +692,7 @@ Test(fetch, a_429_is_retried_after_its_retry_after)
 	 * where the backoff alone would have waited 5 ms. */
 	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 4 * CHUNK),
-		(ssize_t)sizeof(buf));
+	cr_assert_eq(fetcher_read(v.f, v.co, buf, sizeof(buf), 4 * CHUNK), (ssize_t)sizeof(buf));
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	cr_assert_eq(memcmp(buf, data + 4 * CHUNK, sizeof(buf)), 0);
 	cr_expect_geq((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 900);
@@ -805,9 +808,11 @@ Test(fetch, a_cache_volume_that_cannot_read_back_never_fails_a_read)
 		}
 		for (int i = 0; i < 8; i++) {
 			pthread_join(t[i], NULL);
-			cr_assert_eq(args[i].n, (ssize_t)sizeof(args[i].buf), "round %d: %zd", round,
-				args[i].n);
-			cr_assert_eq(memcmp(args[i].buf, data + 3 * CHUNK + 17, sizeof(args[i].buf)), 0);
+			cr_assert_eq(args[i].n, (ssize_t)sizeof(args[i].buf), "round %d: %zd",
+				round, args[i].n);
+			cr_assert_eq(memcmp(args[i].buf, data + 3 * CHUNK + 17,
+					     sizeof(args[i].buf)),
+				0);
 		}
 	}
 	env_close(&v);

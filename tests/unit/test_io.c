@@ -101,8 +101,8 @@ Test(io, backends_write_and_read_back_the_same_bytes_at_random_offsets)
 
 			for (size_t k = 0; k < len; k++)
 				buf[k] = (unsigned char)rng_next(&seed);
-			cr_assert_eq(
-				io->pwrite(fd, buf, len, off), (ssize_t)len, "%s pwrite", io->name);
+			cr_assert_eq(io->pwrite(fd, buf, len, off), (ssize_t)len, "%s pwrite",
+				io->name);
 			memcpy(oracle + off, buf, len);
 			/* Read back a random range with this backend; compare with the oracle. */
 			len = 1 + rng_next(&seed) % MAX_OP;
@@ -156,7 +156,7 @@ Test(io, read_across_end_of_file_is_short_and_past_it_is_empty)
 
 Test(io, bad_descriptor_gives_ebadf)
 {
-	char buf[16] = {0};
+	char buf[16] = { 0 };
 	int fd = tmp_file("closed");
 
 	close(fd); /* nothing else opens files in this process meanwhile */
@@ -219,7 +219,7 @@ Test(io, threads_each_with_their_own_ring_do_not_mix_results)
 		int fd = tmp_file(backends[b]->name);
 
 		for (int t = 0; t < NR_THREADS; t++) {
-			args[t] = (struct thread_arg){backends[b], fd, t, 0};
+			args[t] = (struct thread_arg){ backends[b], fd, t, 0 };
 			cr_assert_eq(pthread_create(&tids[t], NULL, thread_rw, &args[t]), 0);
 		}
 		for (int t = 0; t < NR_THREADS; t++) {

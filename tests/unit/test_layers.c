@@ -89,15 +89,15 @@ static void check_grad(const char *what, struct fd_case *c, float *x, const floa
 
 static void matmul_fwd(struct fd_case *c)
 {
-	matmul_forward(c->out, c->ctx[0], c->ctx[1], c->ctx[2], c->dims[0], c->dims[1],
-		c->dims[2]);
+	matmul_forward(c->out, c->ctx[0], c->ctx[1], c->ctx[2], c->dims[0], c->dims[1], c->dims[2]);
 }
 
 Test(layers, matmul_forward_matches_a_double_precision_product)
 {
 	for (int trial = 0; trial < 5; trial++) {
 		int N = rnd_int(1, 13), C = rnd_int(1, 37), OC = rnd_int(1, 29);
-		float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 1), *b = randn(OC, 1);
+		float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 1),
+		      *b = randn(OC, 1);
 		float *out = zeros((size_t)N * OC);
 		matmul_forward(out, x, w, trial % 2 ? NULL : b, N, C, OC);
 		for (int n = 0; n < N; n++)
@@ -117,9 +117,11 @@ Test(layers, matmul_backward_matches_finite_differences)
 	for (int trial = 0; trial < 4; trial++) {
 		int N = rnd_int(1, 9), C = rnd_int(1, 21), OC = rnd_int(1, 17);
 		float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 0.5f);
-		float *b = randn(OC, 1), *out = zeros((size_t)N * OC), *dout = randn((size_t)N * OC, 1);
+		float *b = randn(OC, 1), *out = zeros((size_t)N * OC),
+		      *dout = randn((size_t)N * OC, 1);
 		float *dx = zeros((size_t)N * C), *dw = zeros((size_t)OC * C), *db = zeros(OC);
-		struct fd_case c = { matmul_fwd, out, (size_t)N * OC, dout, { x, w, b }, { N, C, OC } };
+		struct fd_case c = { matmul_fwd, out, (size_t)N * OC, dout, { x, w, b },
+			{ N, C, OC } };
 		matmul_forward(out, x, w, b, N, C, OC);
 		matmul_backward(dx, dw, db, dout, x, w, N, C, OC);
 		check_grad("dinp", &c, x, dx, (size_t)N * C, 1e-2f, 1e-3, 1e-3);
@@ -145,22 +147,25 @@ static void matmul_forward_twin(float *out, const float *x, const float *w, cons
 					l[k] += p[i + k] * q[i + k];
 			for (; i < C; i++)
 				tail += p[i] * q[i];
-			float d = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])) + tail;
+			float d = ((l[0] + l[1]) + (l[2] + l[3])) +
+				  ((l[4] + l[5]) + (l[6] + l[7])) + tail;
 			out[(size_t)n * OC + o] = (b ? b[o] : 0.0f) + d;
 		}
 }
 
-static void matmul_backward_twin(float *dx, float *dw, float *db, const float *dout,
-	const float *x, const float *w, int N, int C, int OC)
+static void matmul_backward_twin(float *dx, float *dw, float *db, const float *dout, const float *x,
+	const float *w, int N, int C, int OC)
 {
 	for (int n = 0; n < N; n++)
 		for (int c = 0; c < C; c++)
 			for (int o = 0; o < OC; o++)
-				dx[(size_t)n * C + c] += dout[(size_t)n * OC + o] * w[(size_t)o * C + c];
+				dx[(size_t)n * C + c] +=
+					dout[(size_t)n * OC + o] * w[(size_t)o * C + c];
 	for (int o = 0; o < OC; o++) {
 		for (int c = 0; c < C; c++)
 			for (int n = 0; n < N; n++)
-				dw[(size_t)o * C + c] += dout[(size_t)n * OC + o] * x[(size_t)n * C + c];
+				dw[(size_t)o * C + c] +=
+					dout[(size_t)n * OC + o] * x[(size_t)n * C + c];
 		float s = 0.0f;
 		for (int n = 0; n < N; n++)
 			s += dout[(size_t)n * OC + o];
@@ -176,12 +181,14 @@ Test(layers, blocked_matmul_gives_the_plain_loops_bits)
 		{ 130, 520, 70 } };
 	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
 		int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
-		float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 1), *b = randn(OC, 1);
+		float *x = randn((size_t)N * C, 1), *w = randn((size_t)OC * C, 1),
+		      *b = randn(OC, 1);
 		float *dout = randn((size_t)N * OC, 1);
 		float *out[2], *dx[2], *dw[2], *db[2];
 		for (int k = 0; k < 2; k++) {
 			out[k] = zeros((size_t)N * OC);
-			dx[k] = zeros((size_t)N * C), dw[k] = zeros((size_t)OC * C), db[k] = zeros(OC);
+			dx[k] = zeros((size_t)N * C), dw[k] = zeros((size_t)OC * C),
+			db[k] = zeros(OC);
 			for (size_t i = 0; i < (size_t)N * C; i++)
 				dx[k][i] = 0.5f; /* an old value to add to */
 		}
@@ -231,8 +238,8 @@ Test(layers, backward_accumulates_into_existing_gradients)
 
 static void layernorm_fwd(struct fd_case *c)
 {
-	layernorm_forward(c->out, c->ctx[3], c->ctx[4], c->ctx[0], c->ctx[1], c->ctx[2],
-		c->dims[0], c->dims[1]);
+	layernorm_forward(c->out, c->ctx[3], c->ctx[4], c->ctx[0], c->ctx[1], c->ctx[2], c->dims[0],
+		c->dims[1]);
 }
 
 Test(layers, layernorm_forward_matches_a_double_precision_twin)
@@ -311,7 +318,8 @@ Test(layers, attention_forward_matches_a_causal_double_precision_twin)
 					for (int u = 0; u <= t; u++)
 						o += exp(s[u] - mx) / sum *
 						     qkv[(b * T + u) * 3 * C + 2 * C + h * hs + i];
-					cr_assert_float_eq(out[(b * T + t) * C + h * hs + i], o, 1e-5);
+					cr_assert_float_eq(out[(b * T + t) * C + h * hs + i], o,
+						1e-5);
 				}
 				for (int u = t + 1; u < T; u++) /* nothing from the future */
 					cr_assert_eq(att[((b * NH + h) * T + t) * T + u], 0.0f);
@@ -415,7 +423,8 @@ static void softmax_fwd(struct fd_case *c)
 Test(layers, softmax_crossentropy_matches_log_sum_exp_and_finite_differences)
 {
 	for (int trial = 0; trial < 3; trial++) {
-		int N = rnd_int(1, 6), V = rnd_int(2, 40), Vp = V + (trial == 0 ? 0 : rnd_int(1, 9));
+		int N = rnd_int(1, 6), V = rnd_int(2, 40),
+		    Vp = V + (trial == 0 ? 0 : rnd_int(1, 9));
 		int32_t targets[6];
 		for (int i = 0; i < N; i++)
 			targets[i] = (int32_t)(rnd() % V);
@@ -431,13 +440,15 @@ Test(layers, softmax_crossentropy_matches_log_sum_exp_and_finite_differences)
 			double want = log(s) + mx - z[n * Vp + targets[n]];
 			cr_assert_float_eq(losses[n], want, 1e-5 * (1 + want));
 			for (int i = V; i < Vp; i++)
-				cr_assert_eq(probs[n * Vp + i], 0.0f, "padded column has probability");
+				cr_assert_eq(probs[n * Vp + i], 0.0f,
+					"padded column has probability");
 		}
 		softmax_crossentropy_backward(dz, probs, targets, dl, N, V, Vp);
 		for (int n = 0; n < N; n++)
 			for (int i = V; i < Vp; i++)
 				cr_assert_eq(dz[n * Vp + i], 0.0f, "padded column has a gradient");
-		struct fd_case c = { softmax_fwd, losses, N, dl, { z, probs, targets }, { N, V, Vp } };
+		struct fd_case c = { softmax_fwd, losses, N, dl, { z, probs, targets },
+			{ N, V, Vp } };
 		check_grad("dlogits", &c, z, dz, (size_t)N * Vp, 1e-2f, 1e-3, 1e-2);
 		free(z), free(probs), free(losses), free(dl), free(dz);
 	}

@@ -71,9 +71,17 @@ static struct loader *open_loader(uint32_t B, uint32_t T, bool shuffle, uint32_t
 {
 	/* Small blocks and windows, so that these small shards make several whole windows and
 	 * a tail in the shuffled order. */
-	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 1234,
-		.shuffle = shuffle, .rank = rank, .world_size = world, .nr_buffers = nr_buffers,
-		.device = -1, .block_bytes = 600, .window_blocks = 3 };
+	struct loader_config cfg = { .paths = dir,
+		.batch = B,
+		.seq_len = T,
+		.seed = 1234,
+		.shuffle = shuffle,
+		.rank = rank,
+		.world_size = world,
+		.nr_buffers = nr_buffers,
+		.device = -1,
+		.block_bytes = 600,
+		.window_blocks = 3 };
 	struct loader *l;
 	char err[256];
 
@@ -183,7 +191,8 @@ static int32_t *collect(const char *io, const char *threads, uint32_t B, uint32_
 Test(loader, io_uring_and_pread_give_identical_batches)
 {
 	write_shards(2);
-	int32_t *a = collect("pread", "1", 8, 20, 150, 4), *u = collect("uring", "1", 8, 20, 150, 4);
+	int32_t *a = collect("pread", "1", 8, 20, 150, 4),
+		*u = collect("uring", "1", 8, 20, 150, 4);
 	int32_t *d = collect(NULL, NULL, 8, 20, 150, 4);
 
 	cr_assert_eq(memcmp(a, u, (size_t)150 * 2 * 8 * 20 * 4), 0);
@@ -232,7 +241,10 @@ Test(loader, several_readers_resume_exactly_after_a_seek_while_filling)
 
 Test(loader, refuses_more_buffers_than_the_ring_tracks)
 {
-	struct loader_config cfg = { .paths = dir, .batch = 2, .seq_len = 8, .nr_buffers = 65,
+	struct loader_config cfg = { .paths = dir,
+		.batch = 2,
+		.seq_len = 8,
+		.nr_buffers = 65,
 		.device = -1 };
 	struct loader *l = (void *)1;
 	char err[256] = "";
@@ -308,8 +320,14 @@ Test(loader, resumes_exactly_at_every_position)
 Test(loader, order_settings_come_from_the_config_and_not_the_environment)
 {
 	enum { B = 2, T = 40, N = 40 };
-	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 99,
-		.shuffle = true, .world_size = 1, .device = -1, .block_bytes = 600,
+	struct loader_config cfg = { .paths = dir,
+		.batch = B,
+		.seq_len = T,
+		.seed = 99,
+		.shuffle = true,
+		.world_size = 1,
+		.device = -1,
+		.block_bytes = 600,
 		.window_blocks = 3 };
 	struct loader *l;
 	struct loader_batch b;
@@ -402,13 +420,16 @@ Test(loader, a_malformed_shard_is_named_when_the_loader_opens)
 	fclose(f);
 	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
 	cr_assert_null(l);
-	cr_assert(strstr(err, "shard_02.bin") && strstr(err, "magic") && !strchr(err, '\n'),
-		"%s", err);
+	cr_assert(strstr(err, "shard_02.bin") && strstr(err, "magic") && !strchr(err, '\n'), "%s",
+		err);
 }
 
 Test(loader, a_uint32_shard_among_uint16_ones_is_named_when_the_loader_opens)
 {
-	struct loader_config cfg = { .paths = dir, .batch = 2, .seq_len = 16, .device = -1,
+	struct loader_config cfg = { .paths = dir,
+		.batch = 2,
+		.seq_len = 16,
+		.device = -1,
 		.shuffle = true };
 	struct loader *l = NULL;
 	char path[128], err[512];
@@ -426,7 +447,8 @@ Test(loader, a_uint32_shard_among_uint16_ones_is_named_when_the_loader_opens)
 	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), -EINVAL);
 	cr_assert_null(l);
 	cr_assert(strstr(err, "shard_03.bin: token width u32, the first shard's") &&
-		strstr(err, "shard_00.bin) is u16"), "%s", err);
+			  strstr(err, "shard_00.bin) is u16"),
+		"%s", err);
 }
 
 Test(loader, refuses_a_fifo_at_once_instead_of_waiting_for_a_writer, .timeout = 20)
@@ -491,8 +513,12 @@ static uint32_t open_fds(void)
 static void check_tiny_shards(bool shuffle, uint32_t nr_batches)
 {
 	const uint32_t B = 8, T = 16, per = (TINY_TOKENS - 1) / T;
-	struct loader_config cfg = { .paths = dir, .batch = B, .seq_len = T, .seed = 5,
-		.shuffle = shuffle, .device = -1 };
+	struct loader_config cfg = { .paths = dir,
+		.batch = B,
+		.seq_len = T,
+		.seed = 5,
+		.shuffle = shuffle,
+		.device = -1 };
 	struct rlimit rl = { 256, 256 };
 	struct sampler smp;
 	struct loader *l;

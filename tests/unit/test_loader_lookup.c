@@ -51,8 +51,14 @@ static void teardown(void)
 static struct loader *open_loader(bool shuffle, uint32_t rank, uint32_t world)
 {
 	static char glob[96];
-	struct loader_config cfg = { .batch = 4, .seq_len = 16, .seed = 3, .shuffle = shuffle,
-		.rank = rank, .world_size = world, .device = -1, .block_bytes = 4096,
+	struct loader_config cfg = { .batch = 4,
+		.seq_len = 16,
+		.seed = 3,
+		.shuffle = shuffle,
+		.rank = rank,
+		.world_size = world,
+		.device = -1,
+		.block_bytes = 4096,
 		.window_blocks = 2 };
 	struct loader *l;
 	char err[256];
@@ -73,8 +79,8 @@ static void check_token(struct loader *l, const struct loader_batch *b, uint32_t
 	loader_token_source(l, &b->state, j, t + a, &path, &index);
 	cr_assert_eq(sscanf(strrchr(path, '/'), "/shard_%02d.bin", &s), 1);
 	cr_assert_eq((uint32_t)token, token_at(s, (uint32_t)index),
-		"row %u col %u %s: %d is not token %llu of %s", j, t, a ? "target" : "input",
-		token, (unsigned long long)index, path);
+		"row %u col %u %s: %d is not token %llu of %s", j, t, a ? "target" : "input", token,
+		(unsigned long long)index, path);
 }
 
 /* Every token of nr_batches batches is the one its source names. */

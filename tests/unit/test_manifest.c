@@ -70,31 +70,32 @@ Test(manifest, parses_every_field)
 Test(manifest, refuses_hostile_lines_with_their_number)
 {
 	static const char *bad[] = {
-		"x 1 1.0 - a",                       /* type */
-		"f -1 1.0 - a",                      /* size */
-		"f 99999999999999999999 1.0 - a",    /* size overflow */
-		"f 1 1.0 - ../etc/passwd",           /* parent */
-		"f 1 1.0 - /abs",                    /* absolute */
-		"f 1 1.0 - a//b",                    /* empty component */
-		"f 1 1.0 - a/./b",                   /* dot */
-		"f 1 1.0 - a%2F..%2Fb",              /* .. by escape */
-		"f 1 1.0 - a%00b",                   /* NUL by escape */
-		"f 1 1.0 - a%zz",                    /* bad escape */
-		"f 1 1.0 - a/",                      /* trailing slash */
-		"f 1 1.0000000000 - a",              /* 10 fraction digits */
-		"f 1 x - a",                         /* mtime */
-		"f 1 1.0 -",                         /* missing path */
-		"f 1 1.0 - a b",                     /* extra field */
-		"f  1 1.0 - a",                      /* double space */
-		"l 1 1.0 - a",                       /* link without target */
-		"f 1 1.0 - a ",                      /* trailing space */
-		"",                                  /* blank line */
+		"x 1 1.0 - a",                    /* type */
+		"f -1 1.0 - a",                   /* size */
+		"f 99999999999999999999 1.0 - a", /* size overflow */
+		"f 1 1.0 - ../etc/passwd",        /* parent */
+		"f 1 1.0 - /abs",                 /* absolute */
+		"f 1 1.0 - a//b",                 /* empty component */
+		"f 1 1.0 - a/./b",                /* dot */
+		"f 1 1.0 - a%2F..%2Fb",           /* .. by escape */
+		"f 1 1.0 - a%00b",                /* NUL by escape */
+		"f 1 1.0 - a%zz",                 /* bad escape */
+		"f 1 1.0 - a/",                   /* trailing slash */
+		"f 1 1.0000000000 - a",           /* 10 fraction digits */
+		"f 1 x - a",                      /* mtime */
+		"f 1 1.0 -",                      /* missing path */
+		"f 1 1.0 - a b",                  /* extra field */
+		"f  1 1.0 - a",                   /* double space */
+		"l 1 1.0 - a",                    /* link without target */
+		"f 1 1.0 - a ",                   /* trailing space */
+		"",                               /* blank line */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char m[512], err[256] = "";
 		struct seen s = { 0 };
 
-		snprintf(m, sizeof(m), "ferry-manifest 1\nf 1 1.0 - ok\n%s\nf 2 2.0 - ok2\n", bad[i]);
+		snprintf(m, sizeof(m), "ferry-manifest 1\nf 1 1.0 - ok\n%s\nf 2 2.0 - ok2\n",
+			bad[i]);
 		cr_expect_eq(parse(m, &s, err, sizeof(err)), -EINVAL, "accepted '%s'", bad[i]);
 		cr_expect(strstr(err, "line 3") != NULL, "'%s': %s", bad[i], err);
 		seen_done(&s);
@@ -123,7 +124,8 @@ Test(manifest, refuses_a_missing_or_wrong_header)
 	cr_expect_eq(parse("f 1 1.0 - a\n", &s, err, sizeof(err)), -EINVAL);
 	cr_expect(strstr(err, "line 1") != NULL, "%s", err);
 	cr_expect_eq(manifest_parse("ferry-manifest 1\nf 1 1.0 - a\0b\n", 29, collect, &s, err,
-			     sizeof(err)), -EINVAL);
+			     sizeof(err)),
+		-EINVAL);
 }
 
 Test(manifest, accepts_crlf_and_a_missing_final_newline)
@@ -131,8 +133,8 @@ Test(manifest, accepts_crlf_and_a_missing_final_newline)
 	char err[256];
 	struct seen s = { 0 };
 
-	cr_assert_eq(parse("ferry-manifest 1\r\nf 1 1.0 - a\r\nf 2 2.0 - b", &s, err, sizeof(err)), 0,
-		"%s", err);
+	cr_assert_eq(parse("ferry-manifest 1\r\nf 1 1.0 - a\r\nf 2 2.0 - b", &s, err, sizeof(err)),
+		0, "%s", err);
 	cr_assert_eq(s.nr, 2);
 	cr_expect_str_eq(s.e[1].name, "b");
 	seen_done(&s);
@@ -171,7 +173,8 @@ Test(manifest, writes_a_local_tree_that_parses_back_to_the_same_entries)
 	out = open_memstream(&text, &tl);
 	cr_assert_eq(manifest_write_tree(dir, out, err, sizeof(err)), 0, "%s", err);
 	fclose(out);
-	cr_assert_eq(manifest_parse(text, tl, collect, &s, err, sizeof(err)), 0, "%s\n%s", err, text);
+	cr_assert_eq(manifest_parse(text, tl, collect, &s, err, sizeof(err)), 0, "%s\n%s", err,
+		text);
 	cr_assert_eq(s.nr, 4, "%s", text);
 	/* byte order of names, depth first */
 	cr_expect_str_eq(s.e[0].name, "empty");

@@ -14,8 +14,11 @@
 
 static struct gpt2_config tiny(int V)
 {
-	struct gpt2_config c = { .max_seq_len = 16, .vocab_size = V,
-		.padded_vocab_size = gpt2_padded_vocab(V), .nr_layers = 2, .nr_heads = 2,
+	struct gpt2_config c = { .max_seq_len = 16,
+		.vocab_size = V,
+		.padded_vocab_size = gpt2_padded_vocab(V),
+		.nr_layers = 2,
+		.nr_heads = 2,
 		.channels = 16 };
 	return c;
 }
@@ -76,8 +79,8 @@ Test(model, whole_model_gradient_matches_finite_differences)
 			m->params_memory[i] = saved;
 			double fd = (plus - minus) / (2 * h), g = m->grads_memory[i];
 			cr_assert(fabs(fd - g) <= 3e-4 + 3e-2 * fabs(fd),
-				"tensor %d index %zu: backward %.6g, finite difference %.6g", k, i - off, g,
-				fd);
+				"tensor %d index %zu: backward %.6g, finite difference %.6g", k,
+				i - off, g, fd);
 		}
 		off += m->param_sizes[k];
 	}
@@ -170,7 +173,8 @@ Test(model, adamw_decays_only_the_2d_weights)
 		m->params_memory[i] += 0.5f;
 	float *before = malloc(m->nr_params * sizeof(float));
 	memcpy(before, m->params_memory, m->nr_params * sizeof(float));
-	gpt2_zero_grad(m); /* with no gradient, Adam's own step is zero: only decay moves a weight */
+	gpt2_zero_grad(
+		m); /* with no gradient, Adam's own step is zero: only decay moves a weight */
 	struct adamw_config opt = { 0.9f, 0.95f, 1e-8f, 0.1f };
 	gpt2_update(m, &opt, 0.01f, 1.0f, 1);
 	size_t off = 0;

@@ -65,8 +65,12 @@ static struct remote *open_remote(void)
 static struct namespace *open_ns(struct remote *r, double ttl)
 {
 	struct namespace_config cfg = {
-		.remote = r, .source = tree, .state_dir = state, .ttl_s = ttl,
-		.uid = getuid(), .gid = getgid(),
+		.remote = r,
+		.source = tree,
+		.state_dir = state,
+		.ttl_s = ttl,
+		.uid = getuid(),
+		.gid = getgid(),
 	};
 	struct namespace *ns = NULL;
 
@@ -388,8 +392,12 @@ Test(namespace, hides_symlinks_that_leave_the_mount_with_one_warning)
 Test(namespace, shows_symlinks_that_leave_the_mount_when_the_option_allows_them)
 {
 	struct namespace_config cfg = {
-		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
-		.gid = getgid(), .allow_outside_symlinks = true,
+		.source = tree,
+		.state_dir = state,
+		.ttl_s = 3600,
+		.uid = getuid(),
+		.gid = getgid(),
+		.allow_outside_symlinks = true,
 	};
 	struct namespace *ns = NULL;
 	struct ns_node *n;
@@ -414,7 +422,7 @@ Test(namespace, shows_symlinks_that_leave_the_mount_when_the_option_allows_them)
 
 struct fake_remote {
 	struct remote base;
-	const char *etag;   /* what the listing and the stat of "f" say */
+	const char *etag; /* what the listing and the stat of "f" say */
 };
 
 static const struct remote_ops fake_ops;
@@ -448,7 +456,9 @@ static int fake_stat(struct remote *r, const char *path, struct remote_entry *ou
 }
 
 static const struct remote_ops fake_ops = {
-	.name = "fake", .list = fake_list, .stat = fake_stat,
+	.name = "fake",
+	.list = fake_list,
+	.stat = fake_stat,
 };
 
 static void expect_mtime_version_for_etag(const char *etag)
@@ -513,7 +523,10 @@ static void kept_file(const char *state_dir, const char *dir_path, char *out, si
 Test(namespace, keeps_listings_0600_in_a_0700_directory_under_umask_000)
 {
 	struct namespace_config cfg = {
-		.source = tree, .ttl_s = 3600, .uid = getuid(), .gid = getgid(),
+		.source = tree,
+		.ttl_s = 3600,
+		.uid = getuid(),
+		.gid = getgid(),
 	};
 	char dir[600], file[700];
 	struct namespace *ns = NULL;
@@ -555,8 +568,12 @@ Test(namespace, makes_an_existing_listings_directory_private_again)
 static void keep_listings_with_a_shadow_link(void)
 {
 	struct namespace_config cfg = {
-		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
-		.gid = getgid(), .allow_outside_symlinks = true,
+		.source = tree,
+		.state_dir = state,
+		.ttl_s = 3600,
+		.uid = getuid(),
+		.gid = getgid(),
+		.allow_outside_symlinks = true,
 	};
 	struct namespace *ns = NULL;
 	struct stat sub;
@@ -579,8 +596,12 @@ static void keep_listings_with_a_shadow_link(void)
 static struct namespace *open_offline_allowing_links(void)
 {
 	struct namespace_config cfg = {
-		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
-		.gid = getgid(), .allow_outside_symlinks = true,
+		.source = tree,
+		.state_dir = state,
+		.ttl_s = 3600,
+		.uid = getuid(),
+		.gid = getgid(),
+		.allow_outside_symlinks = true,
 	};
 	struct namespace *ns = NULL;
 
@@ -664,8 +685,12 @@ Test(namespace, never_serves_a_kept_listing_that_does_not_parse)
 Test(namespace, refuses_an_offline_start_from_a_root_listing_of_another_user)
 {
 	struct namespace_config cfg = {
-		.source = tree, .state_dir = state, .ttl_s = 3600, .uid = getuid(),
-		.gid = getgid(), .allow_outside_symlinks = true,
+		.source = tree,
+		.state_dir = state,
+		.ttl_s = 3600,
+		.uid = getuid(),
+		.gid = getgid(),
+		.allow_outside_symlinks = true,
 	};
 	struct namespace *ns = NULL;
 	char file[700];

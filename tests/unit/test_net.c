@@ -43,7 +43,7 @@ Test(net, retries_only_what_may_heal)
 {
 	for (int e = 0; e < NET_NR_ERRORS; e++) {
 		bool want = e == NET_TIMEOUT || e == NET_RESET || e == NET_HTTP_5XX ||
-			e == NET_HTTP_429 || e == NET_SHORT_BODY || e == NET_BAD_RESPONSE;
+			    e == NET_HTTP_429 || e == NET_SHORT_BODY || e == NET_BAD_RESPONSE;
 
 		cr_expect_eq(net_error_is_retryable(e), want, "%s", net_error_str(e));
 		cr_expect_neq(strlen(net_error_str(e)), 0);

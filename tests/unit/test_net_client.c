@@ -50,7 +50,7 @@ static void *serve(void *arg)
 /* A listening socket on a free loopback port; s->port says which. */
 static void listen_loopback(struct server *s)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t al = sizeof(a);
 
 	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -83,7 +83,7 @@ static enum net_error request(struct server *s, struct net_request *req, struct 
 	enum net_error ne;
 
 	cr_assert_eq(net_global_init(), 0);
-	c = net_client_new(&(struct remote_options){0});
+	c = net_client_new(&(struct remote_options){ 0 });
 	cr_assert_not_null(c);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", s->port);
 	req->url = url;
@@ -95,7 +95,7 @@ static enum net_error request(struct server *s, struct net_request *req, struct 
 Test(net_client, captures_body_and_the_headers_the_backends_read)
 {
 	struct curl_slist *hdrs = curl_slist_append(NULL, "X-Asked: yes");
-	struct net_request req = {.headers = hdrs, .max_body_bytes = 5};
+	struct net_request req = { .headers = hdrs, .max_body_bytes = 5 };
 	struct net_reply rep;
 	struct server s;
 
@@ -121,7 +121,7 @@ Test(net_client, captures_body_and_the_headers_the_backends_read)
 
 Test(net_client, head_asks_for_no_body_and_keeps_the_length)
 {
-	struct net_request req = {.head = true};
+	struct net_request req = { .head = true };
 	struct net_reply rep;
 	struct server s;
 
@@ -139,7 +139,7 @@ Test(net_client, head_asks_for_no_body_and_keeps_the_length)
 
 Test(net_client, drops_an_etag_that_names_no_version_and_keeps_a_redirect)
 {
-	struct net_request req = {.head = true};
+	struct net_request req = { .head = true };
 	struct net_reply rep;
 	struct server s;
 
@@ -157,7 +157,7 @@ Test(net_client, drops_an_etag_that_names_no_version_and_keeps_a_redirect)
 
 Test(net_client, refuses_a_body_over_the_cap_in_one_line)
 {
-	struct net_request req = {.max_body_bytes = 10};
+	struct net_request req = { .max_body_bytes = 10 };
 	struct net_reply rep;
 	struct server s;
 	char err[256];
@@ -174,7 +174,7 @@ Test(net_client, refuses_a_body_over_the_cap_in_one_line)
 
 Test(net_client, says_cannot_connect_when_nobody_listens)
 {
-	struct net_request req = {.max_body_bytes = 10};
+	struct net_request req = { .max_body_bytes = 10 };
 	struct net_reply rep;
 	struct server s;
 	char err[256], want[256], where[64];

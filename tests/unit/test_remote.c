@@ -5,8 +5,8 @@
 
 Test(remote, takes_no_etag_that_is_star_empty_or_weak_as_a_version)
 {
-	static const char *const none[] = {"*", "\"*\"", "W/\"*\"", "", "\"\"", "W/\"\"", "W/",
-		"W/\"x\"", "W/\"65af-3039\""};
+	static const char *const none[] = { "*", "\"*\"", "W/\"*\"", "", "\"\"", "W/\"\"", "W/",
+		"W/\"x\"", "W/\"65af-3039\"" };
 
 	cr_expect(!remote_etag_is_version(NULL));
 	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
@@ -15,7 +15,7 @@ Test(remote, takes_no_etag_that_is_star_empty_or_weak_as_a_version)
 
 Test(remote, takes_an_ordinary_etag_as_a_version)
 {
-	static const char *const some[] = {"\"65af-3039\"", "abc", "\"**\"", "\"a*\""};
+	static const char *const some[] = { "\"65af-3039\"", "abc", "\"**\"", "\"a*\"" };
 
 	for (size_t i = 0; i < sizeof(some) / sizeof(some[0]); i++)
 		cr_expect(remote_etag_is_version(some[i]), "'%s' is a version", some[i]);

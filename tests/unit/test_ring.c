@@ -56,7 +56,8 @@ Test(ring, takes_slots_in_the_order_they_were_filled_across_wraparound)
 		ring_taken(&r);
 		ring_release_all(&r);
 		expect++;
-		cr_assert(r.released <= r.taken && r.taken <= r.filled && r.filled <= r.released + 3);
+		cr_assert(
+			r.released <= r.taken && r.taken <= r.filled && r.filled <= r.released + 3);
 	}
 }
 

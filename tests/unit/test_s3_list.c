@@ -119,19 +119,19 @@ Test(s3_list, access_denied_no_such_bucket_and_changed_objects_are_final)
 		long status;
 		int err;
 	} final[] = {
-		{"AccessDenied", 403, -EACCES},
-		{"SignatureDoesNotMatch", 403, -EACCES},
-		{"InvalidAccessKeyId", 403, -EACCES},
-		{"ExpiredToken", 400, -EACCES},
-		{NULL, 403, -EACCES},
-		{"NoSuchBucket", 404, -ENOENT},
-		{"NoSuchKey", 404, -ENOENT},
-		{NULL, 404, -ENOENT},
-		{"PreconditionFailed", 412, -ESTALE},
-		{NULL, 412, -ESTALE},
-		{"InvalidRange", 416, -ESTALE},
-		{"PermanentRedirect", 301, -EIO},
-		{"InvalidArgument", 400, -EIO},
+		{ "AccessDenied", 403, -EACCES },
+		{ "SignatureDoesNotMatch", 403, -EACCES },
+		{ "InvalidAccessKeyId", 403, -EACCES },
+		{ "ExpiredToken", 400, -EACCES },
+		{ NULL, 403, -EACCES },
+		{ "NoSuchBucket", 404, -ENOENT },
+		{ "NoSuchKey", 404, -ENOENT },
+		{ NULL, 404, -ENOENT },
+		{ "PreconditionFailed", 412, -ESTALE },
+		{ NULL, 412, -ESTALE },
+		{ "InvalidRange", 416, -ESTALE },
+		{ "PermanentRedirect", 301, -EIO },
+		{ "InvalidArgument", 400, -EIO },
 	};
 
 	for (size_t i = 0; i < sizeof(final) / sizeof(final[0]); i++) {

@@ -24,15 +24,15 @@ static const char *sig_of(const char *auth)
 
 Test(s3_sign, reproduces_the_aws_get_object_example)
 {
-	struct s3_kv h[] = {{"Range", "bytes=0-9"}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv h[] = { { "Range", "bytes=0-9" } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "examplebucket.s3.amazonaws.com",
 		.path = "/test.txt",
 		.headers = h,
 		.nr_headers = 1,
 		.region = "us-east-1",
 		.when = EXAMPLE_TIME,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
@@ -55,15 +55,15 @@ Test(s3_sign, reproduces_the_aws_get_object_example)
 
 Test(s3_sign, reproduces_the_aws_get_bucket_lifecycle_example)
 {
-	struct s3_kv q[] = {{"lifecycle", ""}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv q[] = { { "lifecycle", "" } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "examplebucket.s3.amazonaws.com",
 		.path = "/",
 		.query = q,
 		.nr_query = 1,
 		.region = "us-east-1",
 		.when = EXAMPLE_TIME,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
@@ -75,15 +75,15 @@ Test(s3_sign, reproduces_the_aws_get_bucket_lifecycle_example)
 
 Test(s3_sign, reproduces_the_aws_list_objects_example)
 {
-	struct s3_kv q[] = {{"prefix", "J"}, {"max-keys", "2"}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv q[] = { { "prefix", "J" }, { "max-keys", "2" } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "examplebucket.s3.amazonaws.com",
 		.path = "/",
 		.query = q,
 		.nr_query = 2,
 		.region = "us-east-1",
 		.when = EXAMPLE_TIME,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
@@ -97,8 +97,8 @@ Test(s3_sign, encodes_keys_byte_by_byte_keeping_only_unreserved_and_slash)
 {
 	char *e = s3_uri_encode("a b+c=d%e/é~_.-*'()!$&,;:@?#[]", true);
 
-	cr_assert_str_eq(
-		e, "a%20b%2Bc%3Dd%25e/%C3%A9~_.-%2A%27%28%29%21%24%26%2C%3B%3A%40%3F%23%5B%5D");
+	cr_assert_str_eq(e,
+		"a%20b%2Bc%3Dd%25e/%C3%A9~_.-%2A%27%28%29%21%24%26%2C%3B%3A%40%3F%23%5B%5D");
 	free(e);
 	e = s3_uri_encode("x/y//z", false);
 	cr_assert_str_eq(e, "x%2Fy%2F%2Fz");
@@ -110,21 +110,21 @@ Test(s3_sign, encodes_keys_byte_by_byte_keeping_only_unreserved_and_slash)
 
 Test(s3_sign, sorts_the_query_by_encoded_name_then_value)
 {
-	struct s3_kv q[] = {{"b", "2"}, {"a", "z"}, {"a", "y"}, {"A", "=&"},
-		{"continuation-token", "1/ab+c=="}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv q[] = { { "b", "2" }, { "a", "z" }, { "a", "y" }, { "A", "=&" },
+		{ "continuation-token", "1/ab+c==" } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/b",
 		.query = q,
 		.nr_query = 5,
 		.region = "r",
 		.when = 0,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
-	cr_assert_str_eq(
-		out.encoded_query, "A=%3D%26&a=y&a=z&b=2&continuation-token=1%2Fab%2Bc%3D%3D");
+	cr_assert_str_eq(out.encoded_query,
+		"A=%3D%26&a=y&a=z&b=2&continuation-token=1%2Fab%2Bc%3D%3D");
 	cr_assert(strstr(out.canonical_request, "\nA=%3D%26&a=y&a=z&b=2&") != NULL);
 	s3_signed_done(&out);
 }
@@ -132,12 +132,12 @@ Test(s3_sign, sorts_the_query_by_encoded_name_then_value)
 Test(s3_sign, signs_the_session_token_and_sends_it)
 {
 	struct aws_credentials c = example_cred;
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/k",
 		.region = "eu-west-1",
 		.when = EXAMPLE_TIME,
-		.cred = &c};
+		.cred = &c };
 	struct s3_signed out;
 	bool sent = false;
 
@@ -147,43 +147,43 @@ Test(s3_sign, signs_the_session_token_and_sends_it)
 	cr_assert(strstr(out.authorization,
 		"SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
 	for (size_t i = 0; i < out.nr_header_lines; i++)
-		sent |= !strcmp(
-			out.header_lines[i], "x-amz-security-token: FwoGZXIvYXdzE//token+/=");
+		sent |= !strcmp(out.header_lines[i],
+			"x-amz-security-token: FwoGZXIvYXdzE//token+/=");
 	cr_assert(sent);
 	s3_signed_done(&out);
 }
 
 Test(s3_sign, unsigned_payload_goes_in_the_header_and_the_request)
 {
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/k",
 		.region = "us-east-1",
 		.payload_hash = S3_UNSIGNED_PAYLOAD,
 		.when = EXAMPLE_TIME,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 	size_t n;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
 	n = strlen(out.canonical_request);
-	cr_assert_str_eq(
-		out.canonical_request + n - strlen("\nUNSIGNED-PAYLOAD"), "\nUNSIGNED-PAYLOAD");
+	cr_assert_str_eq(out.canonical_request + n - strlen("\nUNSIGNED-PAYLOAD"),
+		"\nUNSIGNED-PAYLOAD");
 	cr_assert(strstr(out.canonical_request, "x-amz-content-sha256:UNSIGNED-PAYLOAD\n"));
 	s3_signed_done(&out);
 }
 
 Test(s3_sign, trims_header_values_and_lowercases_names)
 {
-	struct s3_kv h[] = {{"X-Amz-Meta-Note", "  two   spaces\there  "}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv h[] = { { "X-Amz-Meta-Note", "  two   spaces\there  " } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/k",
 		.headers = h,
 		.nr_headers = 1,
 		.region = "r",
 		.when = 0,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
@@ -193,32 +193,32 @@ Test(s3_sign, trims_header_values_and_lowercases_names)
 
 Test(s3_sign, refuses_a_header_that_could_split_the_request)
 {
-	struct s3_kv h[] = {{"Range", "bytes=0-1\r\nX-Evil: 1"}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv h[] = { { "Range", "bytes=0-1\r\nX-Evil: 1" } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/k",
 		.headers = h,
 		.nr_headers = 1,
 		.region = "r",
 		.when = 0,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), -EINVAL);
-	h[0] = (struct s3_kv){"Host", "other"};
+	h[0] = (struct s3_kv){ "Host", "other" };
 	cr_assert_eq(s3_sign_request(&in, &out), -EINVAL);
 }
 
 Test(s3_sign, anonymous_requests_carry_no_signature)
 {
-	struct s3_kv h[] = {{"Range", "bytes=0-1"}};
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_kv h[] = { { "Range", "bytes=0-1" } };
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/a b",
 		.headers = h,
 		.nr_headers = 1,
 		.region = "r",
-		.when = 0};
+		.when = 0 };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);
@@ -231,12 +231,12 @@ Test(s3_sign, anonymous_requests_carry_no_signature)
 
 Test(s3_sign, never_puts_the_secret_in_any_output)
 {
-	struct s3_sign_input in = {.method = "GET",
+	struct s3_sign_input in = { .method = "GET",
 		.host = "h",
 		.path = "/k",
 		.region = "r",
 		.when = EXAMPLE_TIME,
-		.cred = &example_cred};
+		.cred = &example_cred };
 	struct s3_signed out;
 
 	cr_assert_eq(s3_sign_request(&in, &out), 0);

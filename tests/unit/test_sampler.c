@@ -24,11 +24,11 @@ struct cfg {
 	uint32_t G;
 };
 static const struct cfg cfgs[] = {
-	{ 1001, 4, 3, 8, 3 },   /* 10 whole windows of 3 x 8 x 3, a tail */
-	{ 1000, 5, 1, 20, 2 },  /* 25 whole windows, no tail */
-	{ 1000, 4, 2, 7, 4 },   /* S rounded up to 8 */
-	{ 97, 3, 2, 1000, 8 },  /* tail only */
-	{ 5000, 8, 4, 16, 1 },  /* one block per window */
+	{ 1001, 4, 3, 8, 3 },  /* 10 whole windows of 3 x 8 x 3, a tail */
+	{ 1000, 5, 1, 20, 2 }, /* 25 whole windows, no tail */
+	{ 1000, 4, 2, 7, 4 },  /* S rounded up to 8 */
+	{ 97, 3, 2, 1000, 8 }, /* tail only */
+	{ 5000, 8, 4, 16, 1 }, /* one block per window */
 	{ 4099, 1, 1, 64, 5 },
 };
 #define NR_CFGS (sizeof(cfgs) / sizeof(cfgs[0]))
@@ -40,8 +40,8 @@ static void init(struct sampler *s, const struct cfg *c, uint32_t rank, uint64_t
 
 Test(sampler, feistel_is_a_bijection_for_many_sizes)
 {
-	static const uint64_t sizes[] = { 1, 2, 3, 4, 5, 7, 16, 17, 100, 255, 256, 257, 1000,
-		4097, 65536, 100003 };
+	static const uint64_t sizes[] = { 1, 2, 3, 4, 5, 7, 16, 17, 100, 255, 256, 257, 1000, 4097,
+		65536, 100003 };
 
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		uint64_t n = sizes[i];
@@ -92,8 +92,9 @@ Test(sampler, each_sample_is_used_once_across_ranks_per_epoch)
 						uint64_t g = sampler_sample(&s, epoch, p, j);
 
 						cr_assert_lt(g, cf->n);
-						cr_assert_eq(seen[g], 0, "cfg %zu epoch %llu: %llu twice",
-							c, (unsigned long long)epoch,
+						cr_assert_eq(seen[g], 0,
+							"cfg %zu epoch %llu: %llu twice", c,
+							(unsigned long long)epoch,
 							(unsigned long long)g);
 						seen[g] = 1;
 						used++;
@@ -143,7 +144,8 @@ Test(sampler, every_sample_lies_in_its_window_runs_at_its_slot)
 
 					cr_assert_leq(nr, SAMPLER_MAX_RUNS(&s));
 					for (uint32_t i = 0; i < nr; i++) {
-						cr_assert_eq(runs[i].slot, size, "runs in slot order");
+						cr_assert_eq(runs[i].slot, size,
+							"runs in slot order");
 						cr_assert_leq(runs[i].first + runs[i].nr, cf->n);
 						size += runs[i].nr;
 					}
@@ -220,7 +222,8 @@ Test(sampler, resumes_exactly_at_every_position_including_mid_window)
 		for (uint64_t k = i; k < n && k < i + 3; k++) {
 			for (uint32_t j = 0; j < cf->B; j++)
 				cr_assert_eq(sampler_sample(&fresh, at.epoch, at.position, j),
-					order[k * cf->B + j], "resume at step %llu", (unsigned long long)i);
+					order[k * cf->B + j], "resume at step %llu",
+					(unsigned long long)i);
 			sampler_advance(&fresh, &at);
 		}
 	}

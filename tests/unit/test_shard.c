@@ -172,7 +172,8 @@ Test(shard, header_parser_checks_sizes_above_four_gigabytes_in_64_bits)
 		err);
 	cr_assert_eq(info.nr_tokens, (uint64_t)INT32_MAX);
 	cr_assert_eq(shard_parse_llmc(hdr, sizeof(hdr), size - (1ull << 32), &info, err,
-			     sizeof(err)), -EINVAL);
+			     sizeof(err)),
+		-EINVAL);
 }
 
 Test(shard, raw_files_take_their_count_from_the_size)
@@ -450,7 +451,8 @@ Test(shard, check_all_names_the_first_shard_that_disagrees)
 		err);
 	cr_assert_eq(dataset_check_all(&ds, 4, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "c_00300.bin: token width u32, the first shard's (") &&
-		strstr(err, "c_00000.bin) is u16"), "%s", err);
+			  strstr(err, "c_00000.bin) is u16"),
+		"%s", err);
 	dataset_done(&ds);
 }
 

@@ -24,17 +24,17 @@ static uint64_t id_of(const struct source_id_input *in)
 
 static uint64_t http_id(const char *url, uint32_t chunk_bytes)
 {
-	return id_of(&(struct source_id_input){.source = url, .chunk_bytes = chunk_bytes});
+	return id_of(&(struct source_id_input){ .source = url, .chunk_bytes = chunk_bytes });
 }
 
 static uint64_t s3_id(const char *src, const char *endpoint, const char *region,
 	const char *addressing, uint32_t chunk_bytes)
 {
-	return id_of(&(struct source_id_input){.source = src,
+	return id_of(&(struct source_id_input){ .source = src,
 		.endpoint = endpoint,
 		.region = region,
 		.addressing = addressing,
-		.chunk_bytes = chunk_bytes});
+		.chunk_bytes = chunk_bytes });
 }
 
 Test(source_id, holds_scheme_host_port_path_query_and_chunk_size_of_an_http_source)
@@ -44,7 +44,7 @@ Test(source_id, holds_scheme_host_port_path_query_and_chunk_size_of_an_http_sour
 	cr_assert_eq(source_id_key(
 			     &(struct source_id_input){
 				     .source = "HTTPS://Data.Example.ORG/sets/a/?t=1#frag",
-				     .chunk_bytes = 8 * MiB},
+				     .chunk_bytes = 8 * MiB },
 			     &key, err, sizeof(err)),
 		0, "%s", err);
 	cr_expect_str_eq(key, "ferry-source-id 1\n"
@@ -62,9 +62,10 @@ Test(source_id, holds_endpoint_region_addressing_bucket_prefix_and_chunk_size_of
 {
 	char *key = NULL, err[256];
 
-	cr_assert_eq(source_id_key(&(struct source_id_input){.source = "s3://bucket//train/shards/",
+	cr_assert_eq(source_id_key(&(struct source_id_input){ .source =
+								      "s3://bucket//train/shards/",
 					   .region = "eu-west-1",
-					   .chunk_bytes = MiB},
+					   .chunk_bytes = MiB },
 			     &key, err, sizeof(err)),
 		0, "%s", err);
 	cr_expect_str_eq(key, "ferry-source-id 1\n"
@@ -93,12 +94,12 @@ Test(source_id, changes_with_each_component_of_an_http_source)
 
 Test(source_id, is_the_same_for_spellings_of_one_http_source)
 {
-	cr_expect_eq(
-		http_id("http://h/data/", MiB), http_id("http://h/data", MiB), "trailing slash");
+	cr_expect_eq(http_id("http://h/data/", MiB), http_id("http://h/data", MiB),
+		"trailing slash");
 	cr_expect_eq(http_id("http://h/data/", MiB), http_id("http://h/data//", MiB),
 		"trailing slashes");
-	cr_expect_eq(
-		http_id("http://h/data/", MiB), http_id("http://h:80/data/", MiB), "default port");
+	cr_expect_eq(http_id("http://h/data/", MiB), http_id("http://h:80/data/", MiB),
+		"default port");
 	cr_expect_eq(http_id("https://h/d/", MiB), http_id("https://h:443/d/", MiB),
 		"default https port");
 	cr_expect_eq(http_id("http://H.Example/d/", MiB), http_id("HTTP://h.example/d/", MiB),
@@ -148,7 +149,7 @@ Test(source_id, is_the_realpath_of_a_local_directory)
 {
 	char dir[] = "/tmp/ferry-sid-XXXXXX", other[] = "/tmp/ferry-sid-XXXXXX";
 	char link[64], slashed[64], *key = NULL, err[256];
-	struct source_id_input in = {.chunk_bytes = MiB};
+	struct source_id_input in = { .chunk_bytes = MiB };
 	uint64_t a;
 
 	cr_assert(mkdtemp(dir));
@@ -177,8 +178,9 @@ Test(source_id, is_the_realpath_of_a_local_directory)
 
 Test(source_id, refuses_a_bad_endpoint_with_a_reason)
 {
-	struct source_id_input in = {
-		.source = "s3://b/p/", .endpoint = "ftp://x", .chunk_bytes = MiB};
+	struct source_id_input in = { .source = "s3://b/p/",
+		.endpoint = "ftp://x",
+		.chunk_bytes = MiB };
 	char err[256] = "";
 	uint64_t id;
 

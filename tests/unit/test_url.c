@@ -78,8 +78,9 @@ Test(url, encodes_paths_so_that_decoding_gives_them_back)
 	name[255] = '\0';
 	enc = url_encode_path(name);
 	for (const char *p = enc; *p; p++)
-		cr_assert(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%/",
-				  *p),
+		cr_assert(
+			strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%/",
+				*p),
 			"unexpected '%c' in %s", *p, enc);
 	cr_assert_eq(url_decode(enc, strlen(enc), &dec), 0);
 	cr_assert_str_eq(dec, name);
@@ -115,7 +116,8 @@ Test(url, redacts_the_query_of_an_http_url)
 {
 	static const char *const cases[][2] = {
 		{ "http://h/f.bin?token=s3cr3t", "http://h/f.bin?" URL_REDACTED },
-		{ "https://h:8443/a/f?X-Amz-Signature=ab&x=1#frag", "https://h:8443/a/f?" URL_REDACTED },
+		{ "https://h:8443/a/f?X-Amz-Signature=ab&x=1#frag",
+			"https://h:8443/a/f?" URL_REDACTED },
 		{ "HTTP://h/f?", "HTTP://h/f?" URL_REDACTED },
 		{ "http://user:pw@h/f", "http://" URL_REDACTED "@h/f" },
 		{ "http://h/dir/", "http://h/dir/" },
