@@ -50,13 +50,7 @@ static size_t job_header(char *line, size_t size, size_t n, void *arg)
 			j->resp_etag[vl] = '\0';
 		}
 	} else if ((v = net_header_value(line, len, "Last-Modified", &vl))) {
-		char date[64];
-
-		if (vl < sizeof(date)) {
-			memcpy(date, v, vl);
-			date[vl] = '\0';
-			j->resp_mtime = curl_getdate(date, NULL);
-		}
+		j->resp_mtime = net_parse_http_date(v, vl);
 	} else if ((v = net_header_value(line, len, "Retry-After", &vl))) {
 		j->retry_after_ms = net_parse_retry_after(v, vl);
 	}

@@ -245,34 +245,6 @@ extern "C" int k_attention_supported(int C, int NH)
 	return hs == 16 || hs == 32 || hs == 64 || hs == 128;
 }
 
-#define HS_SWITCH(hs, HS, ...)                                                                     \
-	switch (hs) {                                                                              \
-	case 16: {                                                                                 \
-		constexpr int HS = 16;                                                             \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	case 32: {                                                                                 \
-		constexpr int HS = 32;                                                             \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	case 64: {                                                                                 \
-		constexpr int HS = 64;                                                             \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	case 128: {                                                                                \
-		constexpr int HS = 128;                                                            \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	default:                                                                                   \
-		k_error_record(__FILE__, __LINE__, "attention",                                    \
-			"head size not 16, 32, 64 or 128");                                        \
-		return;                                                                            \
-	}
-
 extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int B, int T, int C,
 	int NH, enum kdtype dt, cudaStream_t s)
 {
@@ -280,7 +252,7 @@ extern "C" void k_attention_forward(void *out, float *lse, const void *qkv, int 
 	float scale = 1.0f / sqrtf((float)hs);
 	dim3 grid(div_up(T, AW), B * NH);
 	KDISPATCH(dt, X,
-		HS_SWITCH(hs, HS,
+		HEAD_SIZE_SWITCH(hs, HS,
 			attention_forward_kernel<X, HS>
 			<<<grid, AW * 32, 0, s>>>((X *)out, lse, (const X *)qkv, T, C, NH, scale)));
 	KLAUNCH_CHECK();
@@ -303,7 +275,7 @@ extern "C" void k_attention_backward(void *dqkv, float *delta, const void *dout,
 	dim3 grid(div_up(T, AW), B * NH);
 	attention_delta(delta, dout, out, B, T, C, NH, dt, s);
 	KDISPATCH(dt, X, {
-		HS_SWITCH(hs, HS, {
+		HEAD_SIZE_SWITCH(hs, HS, {
 			attention_dq_kernel<X, HS><<<grid, AW * 32, 0, s>>>((X *)dqkv,
 				(const X *)dout, (const X *)qkv, lse, delta, T, C, NH, scale);
 			attention_dkv_kernel<X, HS><<<grid, AW * 32, 0, s>>>((X *)dqkv,

@@ -304,30 +304,6 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 	store_acc<HS>(dst + 2 * C, C3, dv, 1.0f, 1.0f, ka, kb, T_, t);
 }
 
-#define TC_HS_SWITCH(hs, HS, ...)                                                                  \
-	switch (hs) {                                                                              \
-	case 16: {                                                                                 \
-		constexpr int HS = 16;                                                             \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	case 32: {                                                                                 \
-		constexpr int HS = 32;                                                             \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	case 64: {                                                                                 \
-		constexpr int HS = 64;                                                             \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	case 128: {                                                                                \
-		constexpr int HS = 128;                                                            \
-		__VA_ARGS__;                                                                       \
-		break;                                                                             \
-	}                                                                                          \
-	}
-
 extern "C" int k_attention_tc_supported(int C, int NH, enum kdtype dt)
 {
 	int hs = NH > 0 && C % NH == 0 ? C / NH : 0;
@@ -350,7 +326,7 @@ extern "C" void k_attention_forward_tc(void *out, float *lse, const void *qkv, i
 		return;
 	float scale = 1.0f / sqrtf((float)(C / NH));
 	dim3 grid(div_up(T, TC_BQ), B * NH);
-	TC_HS_SWITCH(C / NH, HS,
+	HEAD_SIZE_SWITCH(C / NH, HS,
 		attention_forward_tc_kernel<HS><<<grid, TC_WARPS * 32, 0, s>>>((bf16 *)out, lse,
 			(const bf16 *)qkv, T, C, NH, scale));
 	KLAUNCH_CHECK();
@@ -365,7 +341,7 @@ extern "C" void k_attention_backward_tc(void *dqkv, float *delta, const void *do
 	float scale = 1.0f / sqrtf((float)(C / NH));
 	dim3 grid(div_up(T, TC_BQ), B * NH);
 	attention_delta(delta, dout, out, B, T, C, NH, dt, s);
-	TC_HS_SWITCH(C / NH, HS, {
+	HEAD_SIZE_SWITCH(C / NH, HS, {
 		attention_dq_tc_kernel<HS><<<grid, TC_WARPS * 32, 0, s>>>((bf16 *)dqkv,
 			(const bf16 *)dout, (const bf16 *)qkv, lse, delta, T, C, NH, scale);
 		attention_dkv_tc_kernel<HS><<<grid, TC_WARPS * 32, 0, s>>>((bf16 *)dqkv,

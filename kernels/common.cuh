@@ -95,6 +95,37 @@ void k_error_record(const char *file, int line, const char *what, const char *ms
 	} while (0)
 #define KLAUNCH_CHECK() K_CHECK(cudaGetLastError())
 
+/* Runs the statement list with the compile-time constant HS set to the head size hs (16, 32,
+ * 64 or 128: the sizes the attention kernels are built for); any other hs is a recorded error
+ * and the calling function returns. */
+#define HEAD_SIZE_SWITCH(hs, HS, ...)                                                              \
+	switch (hs) {                                                                              \
+	case 16: {                                                                                 \
+		constexpr int HS = 16;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 32: {                                                                                 \
+		constexpr int HS = 32;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 64: {                                                                                 \
+		constexpr int HS = 64;                                                             \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	case 128: {                                                                                \
+		constexpr int HS = 128;                                                            \
+		__VA_ARGS__;                                                                       \
+		break;                                                                             \
+	}                                                                                          \
+	default:                                                                                   \
+		k_error_record(__FILE__, __LINE__, "attention",                                    \
+			"head size not 16, 32, 64 or 128");                                        \
+		return;                                                                            \
+	}
+
 /* delta (B,NH,T) = rowsum(dout * out) per head, the softmax backward's row term; both attention
  * backwards start with it (attention.cu). */
 void attention_delta(float *delta, const void *dout, const void *out, int B, int T, int C, int NH,

@@ -269,11 +269,23 @@ int net_parse_content_range(const char *value, size_t len, uint64_t *start, uint
 	return 0;
 }
 
+time_t net_parse_http_date(const char *value, size_t len)
+{
+	char date[64];
+	time_t t;
+
+	if (len >= sizeof(date))
+		return 0;
+	memcpy(date, value, len);
+	date[len] = '\0';
+	t = curl_getdate(date, NULL);
+	return t > 0 ? t : 0;
+}
+
 int64_t net_parse_retry_after(const char *value, size_t len)
 {
 	const char *p = value, *e = value + len;
 	uint64_t secs;
-	char date[64];
 	time_t t;
 
 	while (e > p && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
@@ -285,12 +297,8 @@ int64_t net_parse_retry_after(const char *value, size_t len)
 			return -1;
 		return (int64_t)secs * 1000;
 	}
-	if ((size_t)(e - p) >= sizeof(date))
-		return -1;
-	memcpy(date, p, (size_t)(e - p));
-	date[e - p] = '\0';
-	t = curl_getdate(date, NULL);
-	if (t < 0)
+	t = net_parse_http_date(p, (size_t)(e - p));
+	if (!t)
 		return -1;
 	/* A date years ahead asks for more than anyone waits; the caller caps it anyway. */
 	if ((int64_t)t - (int64_t)time(NULL) > INT64_MAX / 1000)

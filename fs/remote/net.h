@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <curl/curl.h>
 
 struct remote_options;
@@ -67,6 +68,10 @@ int net_error_to_errno(enum net_error e);
  * 0 or -EINVAL. */
 int net_parse_content_range(const char *value, size_t len, uint64_t *start, uint64_t *end,
 	uint64_t *total);
+
+/* An HTTP date (a Last-Modified value, say) as seconds since the epoch; 0 when the value is
+ * not a date. */
+time_t net_parse_http_date(const char *value, size_t len);
 
 /* The delay a Retry-After header value asks for, in milliseconds: delta-seconds or an HTTP
  * date (relative to now). -1 when the value is neither. */

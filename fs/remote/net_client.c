@@ -143,16 +143,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		free(rep->location);
 		rep->location = strndup(v, vl);
 	} else if ((v = net_header_value(line, len, "Last-Modified", &vl))) {
-		char tmp[64];
-
-		if (vl < sizeof(tmp)) {
-			time_t t;
-
-			memcpy(tmp, v, vl);
-			tmp[vl] = '\0';
-			t = curl_getdate(tmp, NULL);
-			rep->last_modified = t > 0 ? t : 0;
-		}
+		rep->last_modified = net_parse_http_date(v, vl);
 	} else if ((v = net_header_value(line, len, "Content-Length", &vl))) {
 		char *e;
 
