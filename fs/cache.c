@@ -77,7 +77,7 @@ static bool volume_error(int err)
  * fill succeeding between them) the cache stops storing, with one warning. Other failures
  * are logged at most once a second, and not at all once degraded: a full disk must not
  * flood the log. */
-void disk_error(struct cache *c, int err, const char *what, const char *path)
+void cache_disk_error(struct cache *c, int err, const char *what, const char *path)
 {
 	bool became = false, say = false;
 	time_t now = time(NULL);
@@ -102,7 +102,7 @@ void disk_error(struct cache *c, int err, const char *what, const char *path)
 
 /* A full volume that eviction made room on: a failed write all the same, counted, but not
  * one of a run towards degrading. */
-void disk_full_recovered(struct cache *c)
+void cache_disk_full_recovered(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
 	c->st.disk_errors++;
@@ -121,7 +121,7 @@ bool cache_degraded(struct cache *c)
 
 /* ---- chunk pages: under c->lock (or single-threaded while loading) ---- */
 
-struct chunk *chunk_find(struct cache_object *o, uint64_t idx)
+struct chunk *cache_chunk_find(struct cache_object *o, uint64_t idx)
 {
 	uint64_t first = idx / CHUNKS_PER_PAGE * CHUNKS_PER_PAGE;
 	struct chunk_page *p;
@@ -154,9 +154,9 @@ static void page_table_grow(struct cache_object *o)
 }
 
 /* The chunk's state, its page made when first touched; NULL when out of memory. */
-struct chunk *chunk_get(struct cache_object *o, uint64_t idx)
+struct chunk *cache_chunk_get(struct cache_object *o, uint64_t idx)
 {
-	struct chunk *ch = chunk_find(o, idx);
+	struct chunk *ch = cache_chunk_find(o, idx);
 	struct chunk_page *p;
 	uint64_t b;
 
@@ -183,7 +183,7 @@ struct chunk *chunk_get(struct cache_object *o, uint64_t idx)
 }
 
 /* Chunks of page p that exist (the last page of an object may be partly past its end). */
-unsigned page_nr_chunks(const struct cache_object *o, const struct chunk_page *p)
+unsigned cache_page_nr_chunks(const struct cache_object *o, const struct chunk_page *p)
 {
 	return (unsigned)min_u64(CHUNKS_PER_PAGE, o->nr_chunks - p->first);
 }
@@ -201,7 +201,7 @@ static void lru_remove(struct cache *c, struct chunk *ch)
 	ch->flags &= (uint8_t)~CH_IN_LRU;
 }
 
-void lru_append(struct cache *c, struct chunk *ch)
+void cache_lru_append(struct cache *c, struct chunk *ch)
 {
 	ch->lru_prev = c->lru.lru_prev;
 	ch->lru_next = &c->lru;
@@ -222,7 +222,7 @@ static int flight_start(struct chunk *ch)
 	return 0;
 }
 
-void flight_unref(struct flight *f)
+void cache_flight_unref(struct flight *f)
 {
 	if (--f->refs == 0) {
 		pthread_cond_destroy(&f->cond);
@@ -247,10 +247,10 @@ static void flight_finish(struct chunk *ch, int result)
 	f->done = true;
 	f->result = result;
 	pthread_cond_broadcast(&f->cond);
-	flight_unref(f);
+	cache_flight_unref(f);
 }
 
-void obj_mark_dirty(struct cache *c, struct cache_object *o)
+void cache_obj_mark_dirty(struct cache *c, struct cache_object *o)
 {
 	if (!o->on_dirty && !o->stale) {
 		o->on_dirty = true;
@@ -260,10 +260,10 @@ void obj_mark_dirty(struct cache *c, struct cache_object *o)
 }
 
 /* The chunk's record must be written again by the next sync. */
-void mark_dirty(struct cache *c, struct chunk *ch)
+void cache_mark_dirty(struct cache *c, struct chunk *ch)
 {
 	ch->page->dirty = true;
-	obj_mark_dirty(c, chunk_obj(ch));
+	cache_obj_mark_dirty(c, chunk_obj(ch));
 }
 
 static void dirty_remove(struct cache *c, struct cache_object *o)
@@ -281,7 +281,7 @@ static void dirty_remove(struct cache *c, struct cache_object *o)
 	o->on_dirty = false;
 }
 
-struct cache_object **table_slot(struct cache *c, const char *path)
+struct cache_object **cache_table_slot(struct cache *c, const char *path)
 {
 	struct cache_object **pp = &c->table[path_hash_of(path) & (c->nr_buckets - 1)];
 
@@ -313,21 +313,21 @@ static void table_grow(struct cache *c)
 	c->nr_buckets = n;
 }
 
-void table_insert(struct cache *c, struct cache_object *o)
+void cache_table_insert(struct cache *c, struct cache_object *o)
 {
 	struct cache_object **pp;
 
 	if (c->nr_in_table >= c->nr_buckets)
 		table_grow(c);
-	pp = table_slot(c, o->path);
+	pp = cache_table_slot(c, o->path);
 	o->hash_next = NULL;
 	*pp = o;
 	c->nr_in_table++;
 }
 
-void table_remove(struct cache *c, struct cache_object *o)
+void cache_table_remove(struct cache *c, struct cache_object *o)
 {
-	struct cache_object **pp = table_slot(c, o->path);
+	struct cache_object **pp = cache_table_slot(c, o->path);
 
 	if (*pp == o) {
 		*pp = o->hash_next;
@@ -336,7 +336,7 @@ void table_remove(struct cache *c, struct cache_object *o)
 	}
 }
 
-void all_insert(struct cache *c, struct cache_object *o)
+void cache_all_insert(struct cache *c, struct cache_object *o)
 {
 	o->all_prev = NULL;
 	o->all_next = c->all;
@@ -351,7 +351,7 @@ void all_insert(struct cache *c, struct cache_object *o)
 static void obj_detach(struct cache *c, struct cache_object *o)
 {
 	for (struct chunk_page *p = o->pages; p; p = p->next) {
-		for (unsigned k = 0; k < page_nr_chunks(o, p); k++) {
+		for (unsigned k = 0; k < cache_page_nr_chunks(o, p); k++) {
 			struct chunk *ch = &p->ch[k];
 
 			if (ch->state == CH_PRESENT) {
@@ -404,7 +404,7 @@ static void stale_remove(struct cache *c, struct cache_object *o)
 
 /* ---- objects: creation, files, deletion ---- */
 
-void obj_destroy(struct cache_object *o)
+void cache_obj_destroy(struct cache_object *o)
 {
 	struct chunk_page *p, *next;
 
@@ -431,8 +431,8 @@ void obj_destroy(struct cache_object *o)
 	free(o);
 }
 
-struct cache_object *obj_new(struct cache *c, const char *path, const char *version, uint64_t size,
-	uint64_t key_hash)
+struct cache_object *cache_obj_new(struct cache *c, const char *path, const char *version,
+	uint64_t size, uint64_t key_hash)
 {
 	struct cache_object *o = calloc(1, sizeof(*o));
 	size_t prefix_bytes = strlen(path) + strlen(version) + MAP_HEADER_BYTES;
@@ -457,20 +457,20 @@ struct cache_object *obj_new(struct cache *c, const char *path, const char *vers
 		    key_hash) < 0)
 		o->map_path = NULL;
 	if (!o->path || !o->version || !o->data_path || !o->map_path) {
-		obj_destroy(o);
+		cache_obj_destroy(o);
 		return NULL;
 	}
 	return o;
 }
 
-void obj_ref_locked(struct cache_object *o)
+void cache_obj_ref_locked(struct cache_object *o)
 {
 	o->refs++;
 }
 
 /* Drops a reference (c->lock not held). The last one closes the descriptors, and deletes
  * a stale object with its files. */
-void obj_put(struct cache_object *o)
+void cache_obj_put(struct cache_object *o)
 {
 	struct cache *c = o->cache;
 	bool last, dead = false;
@@ -508,7 +508,7 @@ void obj_put(struct cache_object *o)
 		all_remove(c, o);
 		pthread_cond_broadcast(&c->dead_cond);
 		pthread_mutex_unlock(&c->lock);
-		obj_destroy(o);
+		cache_obj_destroy(o);
 	}
 }
 
@@ -516,9 +516,9 @@ void obj_put(struct cache_object *o)
 
 /* Chooses least-recently used unpinned chunks until used_bytes <= max_bytes and at least
  * need bytes are chosen, or the list is empty. Each victim becomes EVICTING with a flight,
- * stops counting, and its object gets a reference; the caller runs evict_victims() after
+ * stops counting, and its object gets a reference; the caller runs cache_evict_victims() after
  * dropping c->lock. */
-struct chunk *pick_victims(struct cache *c, uint64_t need)
+struct chunk *cache_pick_victims(struct cache *c, uint64_t need)
 {
 	struct chunk *victims = NULL;
 	uint64_t picked = 0;
@@ -539,7 +539,7 @@ struct chunk *pick_victims(struct cache *c, uint64_t need)
 		c->st.evictions++;
 		o->cached_bytes -= len;
 		picked += len;
-		obj_ref_locked(o);
+		cache_obj_ref_locked(o);
 		ch->lru_next = victims;
 		victims = ch;
 	}
@@ -547,7 +547,7 @@ struct chunk *pick_victims(struct cache *c, uint64_t need)
 }
 
 /* Clears each victim's map record, then punches its bytes out of the data file. */
-void evict_victims(struct cache *c, struct chunk *victims)
+void cache_evict_victims(struct cache *c, struct chunk *victims)
 {
 	while (victims) {
 		struct chunk *ch = victims;
@@ -559,17 +559,17 @@ void evict_victims(struct cache *c, struct chunk *victims)
 		victims = ch->lru_next;
 		ch->lru_next = NULL;
 		pthread_mutex_lock(&o->io_lock);
-		if (obj_open_map(o, false) == 0) {
+		if (cache_obj_open_map(o, false) == 0) {
 			n = c->io->pwrite(o->map_fd, &zero, sizeof(zero),
 				o->records_off + idx * MAP_RECORD_BYTES);
 			if (n < 0) {
 				/* The record may still say present: the sums catch the hole. */
 				pthread_mutex_unlock(&o->io_lock);
-				disk_error(c, (int)n, "clearing a record of", o->map_path);
+				cache_disk_error(c, (int)n, "clearing a record of", o->map_path);
 				pthread_mutex_lock(&o->io_lock);
 			}
 		}
-		if (obj_open_data_locked(o, false) == 0 &&
+		if (cache_obj_open_data_locked(o, false) == 0 &&
 			fallocate(o->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				(off_t)(idx << c->chunk_shift), (off_t)len) < 0)
 			log_warn("cache: punching chunk %" PRIu64 " of %s: %s", idx, o->data_path,
@@ -578,25 +578,25 @@ void evict_victims(struct cache *c, struct chunk *victims)
 		pthread_mutex_lock(&c->lock);
 		ch->state = CH_ABSENT;
 		ch->flags = 0;
-		mark_dirty(c, ch);
+		cache_mark_dirty(c, ch);
 		flight_finish(ch, 0);
 		pthread_mutex_unlock(&c->lock);
-		obj_put(o);
+		cache_obj_put(o);
 	}
 }
 
 /* Evicts at least need bytes of least recently used unpinned chunks (for a full volume);
  * false when there was nothing to evict. No io_lock held. */
-bool make_room(struct cache *c, uint64_t need)
+bool cache_make_room(struct cache *c, uint64_t need)
 {
 	struct chunk *victims;
 
 	pthread_mutex_lock(&c->lock);
-	victims = pick_victims(c, need);
+	victims = cache_pick_victims(c, need);
 	pthread_mutex_unlock(&c->lock);
 	if (!victims)
 		return false;
-	evict_victims(c, victims);
+	cache_evict_victims(c, victims);
 	return true;
 }
 
@@ -611,7 +611,7 @@ static void chunk_drop(struct cache_object *o, uint64_t idx, uint16_t gen, int e
 	struct chunk *ch;
 
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_find(o, idx);
+	ch = cache_chunk_find(o, idx);
 	if (!ch || ch->state != CH_PRESENT || ch->gen != gen || ch->flight ||
 		flight_start(ch) < 0) {
 		pthread_mutex_unlock(&c->lock);
@@ -624,7 +624,7 @@ static void chunk_drop(struct cache_object *o, uint64_t idx, uint16_t gen, int e
 	c->st.nr_chunks--;
 	c->st.verify_failures++;
 	o->cached_bytes -= len;
-	obj_ref_locked(o);
+	cache_obj_ref_locked(o);
 	ch->lru_next = NULL;
 	pthread_mutex_unlock(&c->lock);
 	if (err == -EBADMSG)
@@ -632,20 +632,20 @@ static void chunk_drop(struct cache_object *o, uint64_t idx, uint16_t gen, int e
 			 "again",
 			idx, o->path);
 	else
-		disk_error(c, err, "reading", o->data_path);
-	evict_victims(c, ch);
+		cache_disk_error(c, err, "reading", o->data_path);
+	cache_evict_victims(c, ch);
 }
 
 /* Opens (or makes) the data file; a full volume gets one chunk's worth of least recently used
  * chunks evicted and one more try. No io_lock held (eviction takes others'). */
 static int obj_open_data_roomy(struct cache_object *o)
 {
-	int rc = obj_open_data(o);
+	int rc = cache_obj_open_data(o);
 
-	if ((rc == -ENOSPC || rc == -EDQUOT) && make_room(o->cache, o->cache->chunk_bytes)) {
-		rc = obj_open_data(o);
+	if ((rc == -ENOSPC || rc == -EDQUOT) && cache_make_room(o->cache, o->cache->chunk_bytes)) {
+		rc = cache_obj_open_data(o);
 		if (rc == 0)
-			disk_full_recovered(o->cache);
+			cache_disk_full_recovered(o->cache);
 	}
 	return rc;
 }
@@ -683,7 +683,7 @@ static int acquire(struct cache_object *o, uint64_t idx, bool wait, void *dst, u
 			   off + len > (idx << c->chunk_shift) + chunk_len(o, idx)))
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_get(o, idx);
+	ch = cache_chunk_get(o, idx);
 	if (!ch) {
 		rc = -ENOMEM;
 		goto out;
@@ -718,12 +718,12 @@ static int acquire(struct cache_object *o, uint64_t idx, bool wait, void *dst, u
 			pthread_cond_wait(&f->cond, &c->lock);
 		if (!f->done) {
 			flight_copy(c, f, idx << c->chunk_shift, dst, off, len);
-			flight_unref(f);
+			cache_flight_unref(f);
 			rc = CACHE_COPIED;
 			goto out;
 		}
 		rc = f->result;
-		flight_unref(f);
+		cache_flight_unref(f);
 		if (rc < 0)
 			goto out;
 	}
@@ -764,7 +764,7 @@ int cache_chunk_land(struct cache_object *o, uint64_t idx, const void *buf, size
 		return -EINVAL;
 	c = o->cache;
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_find(o, idx);
+	ch = cache_chunk_find(o, idx);
 	if (ch && ch->state == CH_FETCHING) {
 		land(ch->flight, buf);
 		rc = 0;
@@ -791,15 +791,15 @@ static ssize_t chunk_write(struct cache_object *o, const void *buf, size_t len, 
 	ssize_t n = c->io->pwrite(o->data_fd, buf, len, off);
 
 	if (n == -ENOSPC || n == -EDQUOT) {
-		punch(o->data_fd, off, len);
-		if (make_room(c, len)) {
+		cache_punch(o->data_fd, off, len);
+		if (cache_make_room(c, len)) {
 			n = c->io->pwrite(o->data_fd, buf, len, off);
 			if (n >= 0)
-				disk_full_recovered(c);
+				cache_disk_full_recovered(c);
 		}
 	}
 	if (n < 0)
-		punch(o->data_fd, off, len);
+		cache_punch(o->data_fd, off, len);
 	return n;
 }
 
@@ -816,7 +816,7 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 		return -EINVAL;
 	c = o->cache;
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_find(o, idx);
+	ch = cache_chunk_find(o, idx);
 	if (!ch || ch->state != CH_FETCHING) {
 		pthread_mutex_unlock(&c->lock);
 		return -EINVAL;
@@ -840,7 +840,7 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 	rc = obj_open_data_roomy(o);
 	if (rc < 0) {
 		if (rc != -EROFS && rc != -ENOMEM)
-			disk_error(c, rc, "creating", o->data_path);
+			cache_disk_error(c, rc, "creating", o->data_path);
 		goto fail;
 	}
 
@@ -848,13 +848,13 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 	 * concurrent fills cannot all slip under the limit at once. */
 	pthread_mutex_lock(&c->lock);
 	c->st.used_bytes += len;
-	victims = pick_victims(c, 0);
+	victims = cache_pick_victims(c, 0);
 	/* Only pinned chunks and other fills in progress remain: allow one chunk over. */
 	over = c->max_bytes && c->st.used_bytes > c->max_bytes + c->chunk_bytes;
 	if (over)
 		c->st.used_bytes -= len;
 	pthread_mutex_unlock(&c->lock);
-	evict_victims(c, victims);
+	cache_evict_victims(c, victims);
 	if (over) {
 		rc = -ENOSPC;
 		goto fail;
@@ -866,7 +866,7 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 		c->st.used_bytes -= len;
 		pthread_mutex_unlock(&c->lock);
 		rc = (int)n;
-		disk_error(c, rc, "writing", o->data_path);
+		cache_disk_error(c, rc, "writing", o->data_path);
 		goto fail;
 	}
 	pthread_mutex_lock(&c->lock);
@@ -883,7 +883,7 @@ int cache_chunk_fill(struct cache_object *o, uint64_t idx, const void *buf, size
 	c->st.nr_chunks++;
 	c->fail_run = 0;
 	o->cached_bytes += len;
-	mark_dirty(c, ch);
+	cache_mark_dirty(c, ch);
 	flight_finish(ch, 0);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
@@ -905,7 +905,7 @@ void cache_chunk_fail(struct cache_object *o, uint64_t idx, int err)
 		return;
 	c = o->cache;
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_find(o, idx);
+	ch = cache_chunk_find(o, idx);
 	if (ch && ch->state == CH_FETCHING)
 		fetch_abort(c, ch, err < 0 ? err : -EIO);
 	pthread_mutex_unlock(&c->lock);
@@ -920,12 +920,12 @@ void cache_chunk_release(struct cache_object *o, uint64_t idx)
 		return;
 	c = o->cache;
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_find(o, idx);
+	ch = cache_chunk_find(o, idx);
 	/* A chunk dropped under its holders keeps their pins until they release here. */
 	if (ch && ch->pins > 0 && --ch->pins == 0 && ch->state == CH_PRESENT) {
 		ch->stamp = ++c->clock;
-		lru_append(c, ch);
-		mark_dirty(c, ch);
+		cache_lru_append(c, ch);
+		cache_mark_dirty(c, ch);
 	}
 	pthread_mutex_unlock(&c->lock);
 }
@@ -1045,7 +1045,7 @@ ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_
 		int rc;
 
 		pthread_mutex_lock(&c->lock);
-		ch = chunk_find(o, idx);
+		ch = cache_chunk_find(o, idx);
 		if (!ch || ch->state != CH_PRESENT) {
 			pthread_mutex_unlock(&c->lock);
 			return -EBADMSG;
@@ -1086,7 +1086,7 @@ int cache_object_block_sums(struct cache_object *o, uint64_t off, uint64_t len, 
 	while (k < nr) {
 		uint64_t pos = off + (k << BLOCK_SHIFT), idx = pos >> c->chunk_shift;
 		uint64_t cstart = idx << c->chunk_shift, j = (pos - cstart) >> BLOCK_SHIFT, n;
-		struct chunk *ch = chunk_find(o, idx);
+		struct chunk *ch = cache_chunk_find(o, idx);
 
 		if (!ch || ch->state != CH_PRESENT) {
 			rc = -EINVAL;
@@ -1149,22 +1149,22 @@ int cache_object_open(struct cache *c, const struct remote_object *obj, const ch
 		if (!etag_copy)
 			return -ENOMEM;
 	}
-	key_hash = key_hash_of(path, version, size);
+	key_hash = cache_key_hash_of(path, version, size);
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		slot = table_slot(c, path);
+		slot = cache_table_slot(c, path);
 		o = *slot;
 		if (o && (o->size != size || strcmp(o->version, version) != 0)) {
 			/* A new version: the old one leaves the table now, and its chunks and
 			 * files go as soon as nobody reads it (right here when nobody does). */
-			table_remove(c, o);
+			cache_table_remove(c, o);
 			o->stale = true;
 			o->stale_next = c->stale;
 			c->stale = o;
 			dirty_remove(c, o);
-			obj_ref_locked(o);
+			cache_obj_ref_locked(o);
 			pthread_mutex_unlock(&c->lock);
-			obj_put(o);
+			cache_obj_put(o);
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}
@@ -1180,18 +1180,18 @@ int cache_object_open(struct cache *c, const struct remote_object *obj, const ch
 		if (o) {
 			stale_remove(c, o);
 			o->stale = false;
-			table_insert(c, o);
+			cache_table_insert(c, o);
 			break;
 		}
 		if (fresh) {
 			o = fresh;
 			fresh = NULL;
-			table_insert(c, o);
-			all_insert(c, o);
+			cache_table_insert(c, o);
+			cache_all_insert(c, o);
 			break;
 		}
 		pthread_mutex_unlock(&c->lock);
-		fresh = obj_new(c, path, version, size, key_hash);
+		fresh = cache_obj_new(c, path, version, size, key_hash);
 		if (!fresh) {
 			free(etag_copy);
 			return -ENOMEM;
@@ -1199,19 +1199,19 @@ int cache_object_open(struct cache *c, const struct remote_object *obj, const ch
 		pthread_mutex_lock(&c->lock);
 	}
 	obj_set_remote(o, obj, &etag_copy);
-	obj_ref_locked(o);
+	cache_obj_ref_locked(o);
 	pthread_mutex_unlock(&c->lock);
 	free(etag_copy);
-	obj_destroy(fresh); /* lost a race to another opener */
+	cache_obj_destroy(fresh); /* lost a race to another opener */
 	/* A full or failing volume does not fail the open: the object has no files, its chunks
 	 * are fetched and not stored, and a later fill tries to make the files again. */
 	rc = obj_open_data_roomy(o);
 	if (rc == -ENOMEM) {
-		obj_put(o);
+		cache_obj_put(o);
 		return rc;
 	}
 	if (rc < 0 && rc != -EROFS)
-		disk_error(c, rc, "creating", o->data_path);
+		cache_disk_error(c, rc, "creating", o->data_path);
 	*out = o;
 	return 0;
 }
@@ -1221,7 +1221,7 @@ struct cache_object *cache_object_ref(struct cache_object *o)
 	if (!o)
 		return NULL;
 	pthread_mutex_lock(&o->cache->lock);
-	obj_ref_locked(o);
+	cache_obj_ref_locked(o);
 	pthread_mutex_unlock(&o->cache->lock);
 	return o;
 }
@@ -1229,7 +1229,7 @@ struct cache_object *cache_object_ref(struct cache_object *o)
 void cache_object_unref(struct cache_object *o)
 {
 	if (o)
-		obj_put(o);
+		cache_obj_put(o);
 }
 
 uint64_t cache_object_size(const struct cache_object *o)

@@ -101,7 +101,7 @@ static uint64_t record_check(const struct map_record *r, uint64_t idx, uint64_t 
 	return XXH3_64bits_withSeed(r, offsetof(struct map_record, check), idx ^ key_hash);
 }
 
-uint64_t key_hash_of(const char *path, const char *version, uint64_t size)
+uint64_t cache_key_hash_of(const char *path, const char *version, uint64_t size)
 {
 	XXH3_state_t *s = XXH3_createState();
 	uint64_t h;
@@ -133,7 +133,7 @@ static uint64_t header_sum_of(const struct map_header *h, const char *path, cons
 	return sum;
 }
 
-void punch(int fd, uint64_t off, uint64_t len)
+void cache_punch(int fd, uint64_t off, uint64_t len)
 {
 	if (fd >= 0 && len)
 		(void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
@@ -256,7 +256,7 @@ static int obj_create_map(struct cache_object *o)
 
 /* Opens the data file (creating it for a new object when create is set, unless the cache is
  * degraded). Under io_lock. */
-int obj_open_data_locked(struct cache_object *o, bool create)
+int cache_obj_open_data_locked(struct cache_object *o, bool create)
 {
 	if (o->data_fd >= 0)
 		return 0;
@@ -271,18 +271,18 @@ int obj_open_data_locked(struct cache_object *o, bool create)
 
 /* Makes sure the data descriptor is open, creating the file for a new object. The caller
  * holds a reference. */
-int obj_open_data(struct cache_object *o)
+int cache_obj_open_data(struct cache_object *o)
 {
 	int rc;
 
 	pthread_mutex_lock(&o->io_lock);
-	rc = obj_open_data_locked(o, true);
+	rc = cache_obj_open_data_locked(o, true);
 	pthread_mutex_unlock(&o->io_lock);
 	return rc;
 }
 
 /* Opens the map (creating it when create is set and it does not exist yet). Under io_lock. */
-int obj_open_map(struct cache_object *o, bool create)
+int cache_obj_open_map(struct cache_object *o, bool create)
 {
 	if (o->map_fd >= 0)
 		return 0;
@@ -304,7 +304,7 @@ static bool page_records(struct cache *c, struct chunk_page *p, struct map_recor
 	uint32_t bpc = c->blocks_per_chunk;
 	bool redirty = false;
 
-	for (unsigned k = 0; k < page_nr_chunks(o, p); k++) {
+	for (unsigned k = 0; k < cache_page_nr_chunks(o, p); k++) {
 		struct chunk *ch = &p->ch[k];
 		uint64_t idx = p->first + k, len = chunk_len(o, idx);
 		struct map_record *r = &recs[k];
@@ -339,7 +339,7 @@ static int page_write(struct cache *c, struct cache_object *o, struct chunk_page
 	const struct map_record *recs, const uint64_t *slots, const bool *has)
 {
 	uint64_t slot_bytes = (uint64_t)c->blocks_per_chunk * sizeof(uint64_t);
-	unsigned nk = page_nr_chunks(o, p), k = 0, j;
+	unsigned nk = cache_page_nr_chunks(o, p), k = 0, j;
 	ssize_t n;
 
 	while (k < nk) {
@@ -378,7 +378,8 @@ static int obj_sync(struct cache *c, struct cache_object *o)
 	if (nr) {
 		dirty = malloc(nr * sizeof(*dirty));
 		if (!dirty) {
-			obj_mark_dirty(c, o); /* the pages stay dirty: the next sync takes them */
+			cache_obj_mark_dirty(c,
+				o); /* the pages stay dirty: the next sync takes them */
 			pthread_mutex_unlock(&c->lock);
 			rc = -ENOMEM;
 			goto out;
@@ -390,7 +391,7 @@ static int obj_sync(struct cache *c, struct cache_object *o)
 			continue;
 		p->dirty = false;
 		dirty[nr++] = p;
-		for (unsigned k = 0; k < page_nr_chunks(o, p); k++) {
+		for (unsigned k = 0; k < cache_page_nr_chunks(o, p); k++) {
 			struct chunk *ch = &p->ch[k];
 
 			if (ch->state == CH_PRESENT && !(ch->flags & CH_DURABLE)) {
@@ -411,11 +412,11 @@ static int obj_sync(struct cache *c, struct cache_object *o)
 		rc = -ENOMEM;
 		goto restore;
 	}
-	rc = obj_open_data_locked(o, false);
+	rc = cache_obj_open_data_locked(o, false);
 	if (rc == 0 && need_datasync)
 		rc = c->io->fdatasync(o->data_fd);
 	if (rc == 0)
-		rc = obj_open_map(o, true);
+		rc = cache_obj_open_map(o, true);
 	if (rc < 0)
 		goto disk;
 	for (i = 0; i < nr; i++) {
@@ -424,7 +425,7 @@ static int obj_sync(struct cache *c, struct cache_object *o)
 		pthread_mutex_lock(&c->lock);
 		redirty = page_records(c, dirty[i], recs, slots, has);
 		if (redirty)
-			mark_dirty(c, &dirty[i]->ch[0]);
+			cache_mark_dirty(c, &dirty[i]->ch[0]);
 		pthread_mutex_unlock(&c->lock);
 		rc = page_write(c, o, dirty[i], recs, slots, has);
 		if (rc < 0)
@@ -456,7 +457,7 @@ restore:
 	for (i = 0; i < nr; i++) {
 		for (unsigned k = 0; k < CHUNKS_PER_PAGE; k++)
 			dirty[i]->ch[k].flags &= (uint8_t)~CH_SYNCING;
-		mark_dirty(c, &dirty[i]->ch[0]);
+		cache_mark_dirty(c, &dirty[i]->ch[0]);
 	}
 	pthread_mutex_unlock(&c->lock);
 out:
@@ -475,7 +476,7 @@ int cache_sync(struct cache *c)
 	int rc = 0;
 
 	/* The dirty objects are moved into an array of our own under the lock: their
-	 * dirty_next links belong to c->dirty, which mark_dirty relinks (under the lock) as
+	 * dirty_next links belong to c->dirty, which cache_mark_dirty relinks (under the lock) as
 	 * soon as on_dirty is false, so walking them after unlocking would follow another
 	 * list and put references we never took. */
 	pthread_mutex_lock(&c->lock);
@@ -493,29 +494,29 @@ int cache_sync(struct cache *c)
 		c->dirty = o->dirty_next;
 		o->dirty_next = NULL;
 		o->on_dirty = false;
-		obj_ref_locked(o);
+		cache_obj_ref_locked(o);
 		objs[nr++] = o;
 	}
 	pthread_mutex_unlock(&c->lock);
 	for (i = 0; i < nr; i++) {
 		int r = obj_sync(c, objs[i]);
 
-		if ((r == -ENOSPC || r == -EDQUOT) && make_room(c, c->chunk_bytes)) {
+		if ((r == -ENOSPC || r == -EDQUOT) && cache_make_room(c, c->chunk_bytes)) {
 			r = obj_sync(c, objs[i]); /* the map's few new blocks fit now */
 			if (r == 0)
-				disk_full_recovered(c);
+				cache_disk_full_recovered(c);
 		}
 		if (r < 0 && rc == 0) {
 			rc = r;
 			snprintf(what, sizeof(what), "%s", objs[i]->map_path);
 		}
-		obj_put(objs[i]);
+		cache_obj_put(objs[i]);
 	}
 	free(objs);
 	/* One error per sync, however many maps it could not write: one full volume is not
 	 * DEGRADE_AFTER failures at once. */
 	if (rc < 0 && rc != -ENOMEM)
-		disk_error(c, rc, "syncing", what);
+		cache_disk_error(c, rc, "syncing", what);
 	return rc;
 }
 
@@ -736,7 +737,7 @@ static void obj_reclaim_orphans(struct cache *c, struct cache_object *o, int fd)
 			return;
 		for (uint64_t i = (uint64_t)data >> c->chunk_shift;
 			i < o->nr_chunks && (i << c->chunk_shift) < (uint64_t)hole; i++) {
-			struct chunk *ch = chunk_find(o, i);
+			struct chunk *ch = cache_chunk_find(o, i);
 
 			if (ch && ch->state == CH_PRESENT)
 				continue;
@@ -767,7 +768,7 @@ static void load_record(struct cache *c, struct cache_object *o, int mfd, uint64
 	n = c->io->pread(mfd, sums, nb * sizeof(*sums),
 		o->sums_off + idx * c->blocks_per_chunk * sizeof(*sums));
 	ch = n == (ssize_t)(nb * sizeof(*sums)) && XXH3_64bits(sums, nb * sizeof(*sums)) == r->sum
-		     ? chunk_get(o, idx)
+		     ? cache_chunk_get(o, idx)
 		     : NULL;
 	if (!ch) {
 		if (sums != &one)
@@ -890,11 +891,11 @@ static struct cache_object *map_load(struct cache *c, const char *map_path)
 			(ssize_t)h.version_bytes ||
 		header_sum_of(&h, path, version) != h.header_sum || strlen(path) != h.path_bytes ||
 		strlen(version) != h.version_bytes ||
-		key_hash_of(path, version, h.object_size) != h.key_hash) {
+		cache_key_hash_of(path, version, h.object_size) != h.key_hash) {
 		why = "header checksum mismatch";
 		goto bad;
 	}
-	o = obj_new(c, path, version, h.object_size, h.key_hash);
+	o = cache_obj_new(c, path, version, h.object_size, h.key_hash);
 	if (!o)
 		goto bad;
 	if (strcmp(o->map_path, map_path) != 0 || o->records_off != h.records_off) {
@@ -921,7 +922,7 @@ bad:
 	if (why)
 		log_warn("cache: removing %s: %s", map_path, why);
 	unlink_pair(map_path, data_path);
-	obj_destroy(o);
+	cache_obj_destroy(o);
 	o = NULL;
 out:
 	if (mfd >= 0)
@@ -939,7 +940,7 @@ static uint64_t obj_max_stamp(const struct cache_object *o)
 	uint64_t m = 0;
 
 	for (const struct chunk_page *p = o->pages; p; p = p->next)
-		for (unsigned k = 0; k < page_nr_chunks(o, p); k++)
+		for (unsigned k = 0; k < cache_page_nr_chunks(o, p); k++)
 			if (p->ch[k].state == CH_PRESENT && p->ch[k].stamp > m)
 				m = p->ch[k].stamp;
 	return m;
@@ -956,7 +957,7 @@ static int cmp_stamp(const void *a, const void *b)
  * deleted. Single-threaded (cache_open). */
 static void load_add(struct cache *c, struct cache_object *o)
 {
-	struct cache_object **slot = table_slot(c, o->path), *old = *slot;
+	struct cache_object **slot = cache_table_slot(c, o->path), *old = *slot;
 
 	if (old) {
 		struct cache_object *loser = obj_max_stamp(old) >= obj_max_stamp(o) ? o : old;
@@ -964,10 +965,10 @@ static void load_add(struct cache *c, struct cache_object *o)
 		log_info("cache: two versions of %s; removing %s", o->path, loser->map_path);
 		unlink_pair(loser->map_path, loser->data_path);
 		if (loser == o) {
-			obj_destroy(o);
+			cache_obj_destroy(o);
 			return;
 		}
-		table_remove(c, old);
+		cache_table_remove(c, old);
 		if (old->all_prev)
 			old->all_prev->all_next = old->all_next;
 		else
@@ -975,10 +976,10 @@ static void load_add(struct cache *c, struct cache_object *o)
 		if (old->all_next)
 			old->all_next->all_prev = old->all_prev;
 		c->st.nr_objects--;
-		obj_destroy(old);
+		cache_obj_destroy(old);
 	}
-	table_insert(c, o);
-	all_insert(c, o);
+	cache_table_insert(c, o);
+	cache_all_insert(c, o);
 }
 
 static bool is_hex16(const char *s)
@@ -1025,7 +1026,7 @@ static void load_dir(struct cache *c, const char *sub)
 			/* Every chunk was evicted (or never synced): nothing to keep, and
 			 * maps kept for emptied objects would make every mount slower. */
 			unlink_pair(o->map_path, o->data_path);
-			obj_destroy(o);
+			cache_obj_destroy(o);
 			continue;
 		}
 		if (o)
@@ -1058,7 +1059,7 @@ static int cache_load(struct cache *c)
 	}
 	for (struct cache_object *o = c->all; o; o = o->all_next) {
 		for (struct chunk_page *p = o->pages; p; p = p->next) {
-			for (unsigned k = 0; k < page_nr_chunks(o, p); k++) {
+			for (unsigned k = 0; k < cache_page_nr_chunks(o, p); k++) {
 				struct chunk *ch = &p->ch[k];
 
 				if (ch->state != CH_PRESENT)
@@ -1085,7 +1086,7 @@ static int cache_load(struct cache *c)
 	if (nr_present)
 		qsort(present, nr_present, sizeof(*present), cmp_stamp);
 	for (size_t i = 0; i < nr_present; i++)
-		lru_append(c, present[i]);
+		cache_lru_append(c, present[i]);
 	free(present);
 	return 0;
 }
@@ -1162,8 +1163,8 @@ int cache_open(struct cache **out, const struct cache_config *cfg, char *errbuf,
 		goto fail;
 	}
 	/* A smaller limit than last time: shrink now. */
-	victims = pick_victims(c, 0);
-	evict_victims(c, victims);
+	victims = cache_pick_victims(c, 0);
+	cache_evict_victims(c, victims);
 	*out = c;
 	return 0;
 fail:
@@ -1195,10 +1196,10 @@ void cache_free(struct cache *c)
 				f->done = true;
 				f->result = -ESHUTDOWN;
 				pthread_cond_broadcast(&f->cond);
-				flight_unref(f);
+				cache_flight_unref(f);
 			}
 		}
-		obj_destroy(o);
+		cache_obj_destroy(o);
 	}
 	if (c->meta_fd >= 0)
 		close(c->meta_fd);

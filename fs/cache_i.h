@@ -244,35 +244,35 @@ static inline uint64_t *chunk_sums(const struct cache *c, struct chunk *ch)
 
 /* ---- defined in cache.c ---- */
 
-void disk_error(struct cache *c, int err, const char *what, const char *path);
-void disk_full_recovered(struct cache *c);
+void cache_disk_error(struct cache *c, int err, const char *what, const char *path);
+void cache_disk_full_recovered(struct cache *c);
 bool cache_degraded(struct cache *c);
-struct chunk *chunk_find(struct cache_object *o, uint64_t idx);
-struct chunk *chunk_get(struct cache_object *o, uint64_t idx);
-unsigned page_nr_chunks(const struct cache_object *o, const struct chunk_page *p);
-void lru_append(struct cache *c, struct chunk *ch);
-void flight_unref(struct flight *f);
-void obj_mark_dirty(struct cache *c, struct cache_object *o);
-void mark_dirty(struct cache *c, struct chunk *ch);
-struct cache_object **table_slot(struct cache *c, const char *path);
-void table_insert(struct cache *c, struct cache_object *o);
-void table_remove(struct cache *c, struct cache_object *o);
-void all_insert(struct cache *c, struct cache_object *o);
-void obj_destroy(struct cache_object *o);
-struct cache_object *obj_new(struct cache *c, const char *path, const char *version, uint64_t size,
-	uint64_t key_hash);
-void obj_ref_locked(struct cache_object *o);
-void obj_put(struct cache_object *o);
-struct chunk *pick_victims(struct cache *c, uint64_t need);
-void evict_victims(struct cache *c, struct chunk *victims);
-bool make_room(struct cache *c, uint64_t need);
+struct chunk *cache_chunk_find(struct cache_object *o, uint64_t idx);
+struct chunk *cache_chunk_get(struct cache_object *o, uint64_t idx);
+unsigned cache_page_nr_chunks(const struct cache_object *o, const struct chunk_page *p);
+void cache_lru_append(struct cache *c, struct chunk *ch);
+void cache_flight_unref(struct flight *f);
+void cache_obj_mark_dirty(struct cache *c, struct cache_object *o);
+void cache_mark_dirty(struct cache *c, struct chunk *ch);
+struct cache_object **cache_table_slot(struct cache *c, const char *path);
+void cache_table_insert(struct cache *c, struct cache_object *o);
+void cache_table_remove(struct cache *c, struct cache_object *o);
+void cache_all_insert(struct cache *c, struct cache_object *o);
+void cache_obj_destroy(struct cache_object *o);
+struct cache_object *cache_obj_new(struct cache *c, const char *path, const char *version,
+	uint64_t size, uint64_t key_hash);
+void cache_obj_ref_locked(struct cache_object *o);
+void cache_obj_put(struct cache_object *o);
+struct chunk *cache_pick_victims(struct cache *c, uint64_t need);
+void cache_evict_victims(struct cache *c, struct chunk *victims);
+bool cache_make_room(struct cache *c, uint64_t need);
 
 /* ---- defined in cache_disk.c ---- */
 
-uint64_t key_hash_of(const char *path, const char *version, uint64_t size);
-void punch(int fd, uint64_t off, uint64_t len);
-int obj_open_data_locked(struct cache_object *o, bool create);
-int obj_open_data(struct cache_object *o);
-int obj_open_map(struct cache_object *o, bool create);
+uint64_t cache_key_hash_of(const char *path, const char *version, uint64_t size);
+void cache_punch(int fd, uint64_t off, uint64_t len);
+int cache_obj_open_data_locked(struct cache_object *o, bool create);
+int cache_obj_open_data(struct cache_object *o);
+int cache_obj_open_map(struct cache_object *o, bool create);
 
 #endif
