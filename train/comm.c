@@ -17,18 +17,21 @@ static int launched_by_mpi(void)
 	return 0;
 }
 
+bool comm_wants_nccl(void)
+{
+	const char *ws = getenv("WORLD_SIZE");
+	return !(HAVE_MPI && launched_by_mpi()) && ws && atoi(ws) > 1;
+}
+
 int comm_init(struct comm *c, int *argc, char ***argv)
 {
 	c->ops = &comm_none_ops;
 #if HAVE_MPI
 	if (launched_by_mpi())
 		c->ops = &comm_mpi_ops;
-#else
-	(void)launched_by_mpi;
 #endif
 #if HAVE_NCCL
-	const char *ws = getenv("WORLD_SIZE");
-	if (c->ops == &comm_none_ops && ws && atoi(ws) > 1)
+	if (comm_wants_nccl())
 		c->ops = &comm_nccl_ops;
 #endif
 	return c->ops->init(c, argc, argv);

@@ -5,6 +5,7 @@
 #ifndef FERRY_TRAIN_COMM_H
 #define FERRY_TRAIN_COMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,10 @@ extern const struct comm_ops comm_mpi_ops;
 extern const struct comm_ops comm_nccl_ops;
 #endif
 
+/* Whether comm_init would pick NCCL in a build that has it: WORLD_SIZE > 1 set (torchrun
+ * style) and no MPI launcher. HAVE_NCCL comes from train/meson.build: ferry-cuda has NCCL,
+ * ferry does not (it hands such runs to ferry-cuda, train_cmd.c). */
+bool comm_wants_nccl(void);
 /* Picks MPI when the process was started by mpirun/srun (and MPI was built in), else NCCL when
  * WORLD_SIZE > 1 is set (torchrun style, NCCL built in), else none. */
 int comm_init(struct comm *c, int *argc, char ***argv);

@@ -926,11 +926,57 @@ static void trainer_done(struct trainer *t)
 	comm_done(&t->comm);
 }
 
+#if FERRY_CUDA_BUILD_BESIDE
+/* This ferry has no GPU trainer; ferry-cuda, built beside it, does (train/meson.build). Whether
+ * this run needs it: --device cuda, or ranks that talk over NCCL. */
+static bool needs_cuda_build(int argc, char **argv)
+{
+	struct train_settings s;
+	struct train_opts o;
+	char err[256];
+
+	return comm_wants_nccl() ||
+	       (settings_parse_args(argc, argv, &s, &o, err, sizeof(err)) == 0 && o.cuda);
+}
+
+/* Becomes ferry-cuda from this executable's directory, with the same arguments (argv[0] is
+ * "train"), before MPI or anything else starts; returns only on failure, with one line said. */
+static int run_in_cuda_build(int argc, char **argv)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	ssize_t n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+	char **args = calloc((size_t)argc + 2, sizeof(*args));
+	char *slash;
+
+	if (n < 0 || !args) {
+		fprintf(stderr, "ferry train: cannot find the GPU trainer: %s\n", strerror(errno));
+		free(args);
+		return 1;
+	}
+	dir[n] = '\0';
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	snprintf(path, sizeof(path), "%s/ferry-cuda", dir);
+	args[0] = path;
+	memcpy(args + 1, argv, (size_t)argc * sizeof(*args));
+	execv(path, args);
+	fprintf(stderr, "ferry train: this run needs the GPU trainer, %s: %s\n", path,
+		strerror(errno));
+	free(args);
+	return 1;
+}
+#endif
+
 int train_main(int argc, char **argv)
 {
 	struct trainer t = { 0 };
 	int status;
 
+#if FERRY_CUDA_BUILD_BESIDE
+	if (needs_cuda_build(argc, argv))
+		return run_in_cuda_build(argc, argv);
+#endif
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (comm_init(&t.comm, &argc, &argv) < 0) {
 		fprintf(stderr, "ferry train: MPI initialisation failed\n");

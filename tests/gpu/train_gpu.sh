@@ -119,7 +119,8 @@ else
 	fi
 	FERRY=$BUILD/mount/ferry
 	echo "== libraries the binaries need"
-	for b in "$FERRY" "$BUILD"/loader/loader-gpu-check \
+	# ferry hands --device cuda runs to ferry-cuda beside it (the GPU trainer lives there)
+	for b in "$FERRY" "$BUILD"/mount/ferry-cuda "$BUILD"/loader/loader-gpu-check \
 		"$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,gpu_info,bench_attention}; do
 		if [ ! -x "$b" ]; then
 			row "binary: ${b#"$BUILD"/}" "missing" "built" FAIL
@@ -128,7 +129,7 @@ else
 		missing=$(ldd "$b" 2>&1 | awk '/not found/ { printf "%s%s", sep, $1; sep = " " }')
 		[ -z "$missing" ] || row "libraries: ${b#"$BUILD"/}" "missing: $missing" "-" FAIL
 	done
-	ldd "$FERRY" 2>&1 | grep -E 'cuda|cublas|nccl|mpi|not found'
+	ldd "$BUILD"/mount/ferry-cuda 2>&1 | grep -E 'cuda|cublas|nccl|mpi|not found'
 	run_step "gpu_info" 60 "$BUILD/tests/gpu/gpu_info"
 	case $? in
 	0) GPU=yes ;;
