@@ -512,8 +512,8 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 	if (fs.offline)
 		report_warning(ready_fd, "%s; serving what is cached (offline)", offline_why);
 	if (!fs.offline) {
-		ret = dir_prefetch_new(&fs.dir_prefetch, fs.ns, fs.cache, fs.fetcher,
-			fs.chunk_bytes, cfg->dir_readahead);
+		ret = dir_prefetch_new(&fs.dir_prefetch, fs.ns, fs.fetcher, fs.chunk_bytes,
+			cfg->dir_readahead);
 		if (ret) {
 			snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
 			goto fail;

@@ -34,7 +34,6 @@ struct stream {
 
 struct dir_prefetch {
 	struct namespace *ns;
-	struct cache *cache;
 	struct fetcher *fetcher;
 	uint32_t chunk_bytes;
 	unsigned ahead_files;
@@ -92,8 +91,8 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int dir_prefetch_new(struct dir_prefetch **out, struct namespace *ns, struct cache *c,
-	struct fetcher *f, uint32_t chunk_bytes, unsigned ahead_files)
+int dir_prefetch_new(struct dir_prefetch **out, struct namespace *ns, struct fetcher *f,
+	uint32_t chunk_bytes, unsigned ahead_files)
 {
 	struct dir_prefetch *dp;
 	int ret;
@@ -110,7 +109,6 @@ int dir_prefetch_new(struct dir_prefetch **out, struct namespace *ns, struct cac
 		return -ENOMEM;
 	}
 	dp->ns = ns;
-	dp->cache = c;
 	dp->fetcher = f;
 	dp->chunk_bytes = chunk_bytes;
 	dp->ahead_files = ahead_files;

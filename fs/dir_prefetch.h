@@ -8,15 +8,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct cache;
 struct fetcher;
 struct namespace;
 struct ns_node;
 struct dir_prefetch;
 
 /* ahead_files: files fetched ahead of the last one opened; 0 turns it off (*out = NULL). */
-int dir_prefetch_new(struct dir_prefetch **out, struct namespace *ns, struct cache *c,
-	struct fetcher *f, uint32_t chunk_bytes, unsigned ahead_files);
+int dir_prefetch_new(struct dir_prefetch **out, struct namespace *ns, struct fetcher *f,
+	uint32_t chunk_bytes, unsigned ahead_files);
 /* Stops the threads; what they queued to the fetch engine goes on there. */
 void dir_prefetch_free(struct dir_prefetch *dp);
 /* A regular file was opened (cached: all its bytes were in the cache): notes where, and queues
