@@ -105,8 +105,9 @@ int cache_chunk_acquire_copy(struct cache_object *o, uint64_t idx, void *dst, ui
  * of cache_chunk_acquire_copy are served from it until the chunk is filled. The cache does not
  * copy buf: it must stay valid and unchanged until cache_chunk_fill or cache_chunk_fail
  * returns, which take it back and wait for the last copier first; the fetcher then frees or
- * reuses it. A fill passes its own buf the same way (with no land before it). -EINVAL when
- * the caller is not the fetcher or len is wrong. */
+ * reuses it. A fill passes its own buf the same way (with no land before it). The cache cannot
+ * tell the fetcher from another caller: while the chunk is being fetched the first buf landed
+ * is the one served. -EINVAL when the chunk is not being fetched or len is wrong. */
 int cache_chunk_land(struct cache_object *o, uint64_t idx, const void *buf, size_t len);
 /* Fetcher only: stores the chunk's bytes (chunk_bytes, shorter for the last chunk) with their
  * block checksums, makes it visible once written, and wakes the waiters; while it writes,

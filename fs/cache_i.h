@@ -218,8 +218,6 @@ struct cache {
 
 /* ---- small helpers ---- */
 
-/* ---- small helpers ---- */
-
 static inline uint64_t min_u64(uint64_t a, uint64_t b)
 {
 	return a < b ? a : b;

@@ -128,7 +128,8 @@ void fetch_job_deliver(struct fetcher *f, struct fetch_job *j)
 		pthread_mutex_unlock(&b->lock);
 		return;
 	}
-	/* Readers waiting for this chunk copy it from here while it waits for its store. */
+	/* Readers waiting for this chunk copy it from here while it waits for its store. Landed
+	 * before the job is queued: once queued, a worker may store it and free the buffer. */
 	if (!j->err)
 		cache_chunk_land(j->co, j->idx, j->buf, j->len);
 	pthread_mutex_lock(&f->lock);
@@ -580,42 +581,60 @@ int fetcher_make_resident(struct fetcher *f, struct cache_object *co, uint64_t o
 	return do_range(f, co, NULL, off, (size_t)len);
 }
 
-unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n)
+/* Readahead chunks hold memory from submission until stored: a slot is taken before a chunk is
+ * acquired (so threads prefetching at once cannot pass the bound together) and given back
+ * unless a job keeps it (worker_main gives it back once the job is done). */
+static bool take_ahead_slot(struct fetcher *f)
+{
+	bool took;
+
+	pthread_mutex_lock(&f->lock);
+	took = f->nr_ahead < f->max_ahead;
+	if (took)
+		f->nr_ahead++;
+	pthread_mutex_unlock(&f->lock);
+	return took;
+}
+
+static void give_ahead_slot(struct fetcher *f)
+{
+	pthread_mutex_lock(&f->lock);
+	f->nr_ahead--;
+	pthread_mutex_unlock(&f->lock);
+}
+
+unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n,
+	uint64_t *next)
 {
 	uint64_t nr_chunks = cache_object_nr_chunks(co), idx;
 	unsigned started = 0;
 
 	for (idx = first; idx < first + n && idx < nr_chunks; idx++) {
 		struct fetch_job *j;
-		bool full;
 		int ret;
 
-		/* Readahead chunks hold memory from submission until stored: when the network or
-		 * the disk lags this far, the readers fetch the rest themselves. */
-		pthread_mutex_lock(&f->lock);
-		full = f->nr_ahead >= f->max_ahead;
-		pthread_mutex_unlock(&f->lock);
-		if (full)
+		/* When the network or the disk lags this far, the readers fetch the rest
+		 * themselves. */
+		if (!take_ahead_slot(f))
 			break;
 		ret = cache_chunk_acquire(co, idx, false);
-
-		if (ret == CACHE_HIT) {
-			cache_chunk_release(co, idx);
-			continue;
+		if (ret != CACHE_FETCH) {
+			give_ahead_slot(f);
+			if (ret == CACHE_HIT)
+				cache_chunk_release(co, idx);
+			continue; /* present, being fetched, or an error a reader will see */
 		}
-		if (ret != CACHE_FETCH)
-			continue; /* being fetched, or an error a reader will see */
 		j = job_new(f, co, idx, NULL);
 		if (!j) {
+			give_ahead_slot(f);
 			cache_chunk_fail(co, idx, -ENOMEM);
 			break;
 		}
-		pthread_mutex_lock(&f->lock);
-		f->nr_ahead++;
-		pthread_mutex_unlock(&f->lock);
 		submit(f, j);
 		started++;
 	}
+	if (next)
+		*next = idx;
 	return started;
 }
 

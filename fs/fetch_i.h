@@ -81,7 +81,7 @@ struct fetcher {
 	CURL **idle_easy;         /* curl thread */
 	unsigned nr_idle_easy, nr_active;
 	/* Readahead jobs from submission until stored or failed, each holding a chunk buffer:
-	 * protected by lock; fetcher_prefetch starts none while there are max_ahead. */
+	 * protected by lock; fetcher_prefetch takes a slot per chunk (take_ahead_slot). */
 	unsigned nr_ahead, max_ahead;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
 };

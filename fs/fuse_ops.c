@@ -323,7 +323,7 @@ static char *read_buf_get(size_t size)
  * the fetch engine for the next READAHEAD_BYTES in the background, once per chunk. */
 static void detect_sequential(struct ferryfs *fs, struct ferry_file *f, uint64_t off, size_t len)
 {
-	uint64_t first = 0, n = 0, end_chunk, nr_chunks;
+	uint64_t first = 0, n = 0, end_chunk = 0, nr_chunks;
 
 	nr_chunks = (f->obj.obj.size + fs->chunk_bytes - 1) / fs->chunk_bytes;
 	pthread_mutex_lock(&f->lock);
@@ -349,8 +349,17 @@ static void detect_sequential(struct ferryfs *fs, struct ferry_file *f, uint64_t
 		}
 	}
 	pthread_mutex_unlock(&f->lock);
-	if (n)
-		fetcher_prefetch(fs->fetcher, f->co, first, n);
+	if (n) {
+		uint64_t next;
+
+		fetcher_prefetch(fs->fetcher, f->co, first, n, &next);
+		/* Stopped at the memory bound: the chunks not gone through are asked for again by
+		 * the next sequential read, not left to be missed. */
+		pthread_mutex_lock(&f->lock);
+		if (next < end_chunk && f->prefetched_to == end_chunk)
+			f->prefetched_to = next;
+		pthread_mutex_unlock(&f->lock);
+	}
 }
 
 /* The errno a failed read gives its reader (docs/ferry.md): ESTALE when the object changed

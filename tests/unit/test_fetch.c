@@ -387,11 +387,14 @@ Test(fetch, abort_wakes_every_reader_waiting_on_a_stalled_readahead_chunk)
 	pthread_t th[6];
 	char url[256];
 	struct env v;
-	uint64_t t0;
+	uint64_t t0, next;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", start_faultserver("stallheaders", 1));
 	env_open(&v, url, NULL, "data.bin", NULL);
-	cr_assert_eq(fetcher_prefetch(v.f, v.co, 3, 1), 1);
+	cr_assert_eq(fetcher_prefetch(v.f, v.co, 3, 1, &next), 1);
+	cr_assert_eq(next, 4, "went through the one chunk asked for");
+	cr_assert_eq(fetcher_prefetch(v.f, v.co, 3, 1, &next), 0, "chunk 3 is being fetched");
+	cr_assert_eq(next, 4);
 	for (int i = 0; i < 6; i++) {
 		args[i].v = &v;
 		cr_assert_eq(pthread_create(&th[i], NULL, reader, &args[i]), 0);
@@ -763,7 +766,7 @@ Test(fetch, make_resident_and_prefetch_fill_the_cache)
 	env_open(&v, url, NULL, "data.bin", NULL);
 	cr_assert_eq(fetcher_make_resident(v.f, v.co, 0, 10 * CHUNK), 0);
 	cr_expect_eq(cache_object_cached_bytes(v.co), 10 * CHUNK);
-	fetcher_prefetch(v.f, v.co, 10, 1000);
+	fetcher_prefetch(v.f, v.co, 10, 1000, NULL);
 	for (int i = 0; i < 200 && cache_object_cached_bytes(v.co) < DATA_BYTES; i++)
 		usleep(20000);
 	cr_expect_eq(cache_object_cached_bytes(v.co), DATA_BYTES);
