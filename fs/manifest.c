@@ -546,8 +546,10 @@ static int index_add_parents(struct manifest_index *m, char *errbuf, size_t errl
 				return -ENOMEM;
 			p = index_find(m, nr, parent);
 			if (p && p->type != REMOTE_DIR) {
+				/* names cut short so that the reason always fits */
 				snprintf(errbuf, errlen,
-					"manifest lists '%s' under '%s', which is not a directory",
+					"manifest lists '%.100s' under '%.100s', which is not a "
+					"directory",
 					k.name, parent);
 				free(parent);
 				return -EINVAL;

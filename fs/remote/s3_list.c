@@ -147,6 +147,7 @@ static void XMLCALL on_start(void *arg, const XML_Char *name, const XML_Char **a
 	}
 	p->field = field_of(p, name);
 	p->text_len = 0;
+	p->text[0] = '\0'; /* an element without text (<Key/>) is "" */
 }
 
 static bool parse_u64(const char *s, uint64_t *out)
