@@ -4,6 +4,9 @@
 #   s3server.sh start STATE [BUCKET]  prints the endpoint URL; writes STATE/env (AWS_* variables,
 #                                     S3_ENDPOINT, S3_BUCKET) for `. STATE/env`
 #   s3server.sh stop STATE            kills the three daemons it started and removes their data
+#   s3server.sh stop-rgw STATE        kills radosgw alone (the endpoint refuses connections; the
+#                                     objects stay in the OSD)
+#   s3server.sh start-rgw STATE       starts it again on the same port, with the same objects
 # The bucket (default "ferry-test") is created with the fixed test user's key.
 # S3SERVER_MEMSTORE_BYTES (default 4 GiB) caps what the OSD holds, in its memory.
 set -euo pipefail
@@ -175,8 +178,35 @@ stop() {
 	rm -rf "$STATE/osd" "$STATE/mon" "$STATE/rgw" "$STATE/run"
 }
 
+# The S3 endpoint alone goes away and comes back, as a store's gateway does when restarted.
+stop_rgw() {
+	STATE=$(cd "$1" && pwd)
+	local f=$STATE/run/client.rgw.ferry.pid pid
+	[ -f "$f" ] || return 0
+	pid=$(cat "$f")
+	kill -KILL "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	rm -f "$f"
+}
+
+start_rgw() {
+	STATE=$(cd "$1" && pwd)
+	CONF=$STATE/ceph.conf
+	local port
+	port=$(sed -n 's/^rgw_frontends = beast endpoint=127.0.0.1:\([0-9]*\).*/\1/p' "$CONF")
+	[ -n "$port" ] || fail "no radosgw port in $CONF"
+	radosgw -c "$CONF" -n client.rgw.ferry >>"$STATE/log/setup.out" 2>&1 ||
+		fail "radosgw did not start again"
+	wait_for 300 rgw_up "$port" || fail "radosgw does not answer again on port $port"
+}
+
 case "${1:-}" in
 start) shift; start "$@" ;;
 stop) shift; stop "$@" ;;
-*) echo "usage: s3server.sh start STATE [BUCKET] | stop STATE" >&2; exit 2 ;;
+stop-rgw) shift; stop_rgw "$@" ;;
+start-rgw) shift; start_rgw "$@" ;;
+*) echo "usage: s3server.sh start STATE [BUCKET] | stop STATE | stop-rgw STATE | start-rgw STATE" >&2; exit 2 ;;
 esac
