@@ -18,6 +18,7 @@
 #include "fs/fuse_i.h"
 #include "fs/log.h"
 #include "fs/namespace.h"
+#include "fs/tier.h"
 
 /* A FERRY_IOC_RESIDENT hold: chunks [first, last] of co pinned until deadline. */
 struct pin {
@@ -31,12 +32,14 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 {
 	struct cache_stats cs;
 	struct fetch_stats st;
+	struct tier_stats ts;
 	struct timespec now;
 	double up, tput;
 	int n;
 
 	cache_get_stats(fs->cache, &cs);
 	fetcher_get_stats(fs->fetcher, &st);
+	tier_get_stats(fetcher_tier(fs->fetcher), &ts);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	up = (double)(now.tv_sec - fs->started.tv_sec) + (now.tv_nsec - fs->started.tv_nsec) / 1e9;
 	tput = st.fetch_ns ? (double)st.bytes_fetched * 1e9 / (double)st.fetch_ns : 0;
@@ -50,14 +53,21 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		"\"requests\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64 ","
 		"\"fetch_ns\":%" PRIu64 ",\"fetch_bytes_per_s\":%.0f,"
 		"\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64 ","
-		"\"dir_readahead_files\":%" PRIu64 "}\n",
+		"\"dir_readahead_files\":%" PRIu64 ","
+		"\"tier_state\":\"%s\",\"tier_hits\":%" PRIu64 ",\"tier_bytes\":%" PRIu64 ","
+		"\"tier_misses\":%" PRIu64 ",\"tier_rejected\":%" PRIu64 ",\"tier_errors\":%" PRIu64
+		","
+		"\"tier_puts\":%" PRIu64 ",\"tier_put_bytes\":%" PRIu64 ","
+		"\"tier_puts_dropped\":%" PRIu64 ",\"tier_put_queued\":%" PRIu64 "}\n",
 		FERRY_VERSION, (int)getpid(), fs->offline ? "true" : "false", up, cs.used_bytes,
 		cs.max_bytes, fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses,
 		cs.evictions, cs.verify_failures, cs.disk_errors, cs.degraded ? "true" : "false",
 		st.bytes_fetched, st.requests, st.retries, st.errors, st.fetch_ns, tput,
 		(uint64_t)atomic_load(&fs->nr_ops[FERRY_OP_READ]),
 		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors),
-		dir_prefetch_nr_files(fs->dir_prefetch));
+		dir_prefetch_nr_files(fs->dir_prefetch), tier_state_name(ts.state), ts.hits,
+		ts.bytes, ts.misses, ts.rejected, ts.errors, ts.puts, ts.put_bytes, ts.puts_dropped,
+		ts.put_queued);
 	return n < 0 ? 0 : (size_t)n;
 }
 

@@ -25,6 +25,7 @@
 #include "fs/log.h"
 #include "fs/namespace.h"
 #include "fs/source_id.h"
+#include "fs/tier.h"
 #include "fs/remote/url.h"
 
 #define DEFAULT_CHUNK_BYTES (8u << 20)
@@ -130,6 +131,36 @@ static int source_cache_id(const struct ferryfs_config *cfg, uint32_t chunk_byte
 	ret = source_id(&in, id, err, errlen);
 	aws_config_done(&ac);
 	return ret;
+}
+
+/* The shared chunk tier of --shared-cache. Its chunks are named by the source's identity with
+ * the cache's actual chunk size (an existing cache may have another than asked). A tier that
+ * refuses us (bad URL, no bucket, 403) fails the mount; one that does not answer only warns:
+ * it starts down and is tried again later. */
+static int open_tier(const struct ferryfs_config *cfg, uint32_t chunk_bytes, struct tier **out,
+	int ready_fd, char *err, size_t errlen)
+{
+	struct tier_config tc = {
+		.url = cfg->shared_cache,
+		.endpoint = cfg->shared_endpoint,
+		.region = cfg->shared_region,
+		.profile = cfg->shared_profile,
+		.remote = &cfg->remote,
+	};
+	bool warned;
+	int ret;
+
+	ret = source_cache_id(cfg, chunk_bytes, &tc.source_id, err, errlen);
+	if (ret)
+		return ret;
+	ret = tier_open(out, &tc, &warned, err, errlen);
+	if (ret)
+		return ret;
+	if (warned) {
+		report_warning(ready_fd, "%s", err);
+		err[0] = '\0';
+	}
+	return 0;
 }
 
 static char *source_cache_dir(const char *cache_root, uint64_t id)
@@ -485,6 +516,11 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		goto fail;
 	fs.chunk_bytes = cache_chunk_bytes(fs.cache);
 	fc.max_transfers = cfg->max_transfers;
+	if (cfg->shared_cache && !fs.offline) {
+		ret = open_tier(cfg, fs.chunk_bytes, &fc.tier, ready_fd, err, sizeof(err));
+		if (ret)
+			goto fail;
+	}
 	ret = fetcher_new(&fs.fetcher, fs.remote, fs.cache, &fc);
 	if (ret) {
 		snprintf(err, sizeof(err), "cannot start the fetch engine: %s", strerror(-ret));

@@ -22,6 +22,12 @@ struct ferryfs_config {
 	bool foreground;             /* log to stderr instead of syslog */
 	int verbose;
 	struct remote_options remote;
+	/* The shared chunk tier (fs/tier.h): s3://BUCKET[/PREFIX], NULL for none, and its own
+	 * S3 settings (NULL: the AWS chain's, as for an S3 source). */
+	const char *shared_cache;
+	const char *shared_endpoint;
+	const char *shared_region;
+	const char *shared_profile;
 };
 
 /* Opens the source and the cache, mounts, and serves until unmounted or sent SIGTERM/SIGINT.

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +27,7 @@
 #include "fs/namespace.h"
 #include "fs/remote/net.h"
 #include "fs/remote/remote.h"
+#include "fs/tier.h"
 
 /* With HTTP the workers only store readahead chunks (page-cache copies). Measured on 2 shared
  * cores, cold dd of 2 GiB through a fresh mount, 3 runs each: 1 storer 920-980 MB/s, 2 storers
@@ -108,6 +110,7 @@ static struct fetch_job *job_new(struct fetcher *f, struct cache_object *co, uin
 	j->idx = idx;
 	j->off = off;
 	j->batch = batch;
+	j->f = f;
 	j->read_job = !f->r->ops->http;
 	return j;
 }
@@ -163,11 +166,71 @@ static bool job_store(struct fetch_job *j)
 	return true;
 }
 
-/* Queues j for a worker (a read job) or the curl thread. Once queued, j may be done and freed
- * at any moment: nothing of it is read after the unlock. */
+/* The tier's name for chunk j->idx of j's object; version is room for the mtime as text. */
+static void tier_id_of(struct fetcher *f, const struct fetch_job *j, struct tier_chunk_id *id,
+	char *version, size_t version_len)
+{
+	const struct remote_object *obj = j->obj;
+
+	/* the cache's version name (namespace.c version_of): the ETag, else the mtime */
+	if (!obj->etag)
+		snprintf(version, version_len, "%lld.%09ld", (long long)obj->mtime.tv_sec,
+			obj->mtime.tv_nsec);
+	*id = (struct tier_chunk_id){
+		.source_id = tier_source_id(f->tier),
+		.path = obj->path,
+		.version = obj->etag ? obj->etag : version,
+		.idx = j->idx,
+		.off = j->off,
+		.len = j->len,
+	};
+}
+
+static void submit(struct fetcher *f, struct fetch_job *j);
+
+/* A tier GET thread's answer: a verified hit is done; anything else goes to the origin. */
+static void tier_got(void *arg, int result)
+{
+	struct fetch_job *j = arg;
+
+	if (!result) {
+		j->err = 0;
+		j->got = j->len;
+		j->from_tier = true;
+		fetch_job_deliver(j->f, j);
+		return;
+	}
+	j->got = 0; /* what a rejected object left in the buffer is overwritten */
+	submit(j->f, j);
+}
+
+/* Hands the bytes the origin sent for j to the tier's PUT queue (a copy, or a drop). */
+static void put_to_tier(struct fetcher *f, struct fetch_job *j)
+{
+	struct tier_chunk_id id;
+	char version[64];
+
+	if (!f->tier || j->err || j->from_tier)
+		return;
+	tier_id_of(f, j, &id, version, sizeof(version));
+	tier_put(f->tier, &id, j->buf);
+}
+
+/* Queues j for the tier's GET threads (once), a worker (a read job) or the curl thread. Once
+ * queued, j may be done and freed at any moment: nothing of it is read after the unlock. */
 static void submit(struct fetcher *f, struct fetch_job *j)
 {
 	bool to_curl = !j->read_job;
+
+	if (f->tier && !j->tier_tried) {
+		struct tier_chunk_id id;
+		char version[64];
+
+		j->tier_tried = true;
+		tier_id_of(f, j, &id, version, sizeof(version));
+		if (!tier_get(f->tier, &id, j->buf, tier_got, j))
+			return;
+	}
 
 	pthread_mutex_lock(&f->lock);
 	j->next = NULL;
@@ -227,6 +290,7 @@ static void *worker_main(void *arg)
 			if (j->err)
 				atomic_fetch_add(&f->errors, 1);
 		}
+		put_to_tier(f, j);
 		if (job_store(j))
 			cache_chunk_release(j->co, j->idx);
 		pthread_mutex_lock(&f->lock);
@@ -247,13 +311,20 @@ int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 	int ret;
 
 	*out = NULL;
-	if (!r || !c || (!r->ops->http && !r->ops->read))
+	if (!r || !c || (!r->ops->http && !r->ops->read)) {
+		tier_free(cfg ? cfg->tier : NULL);
 		return -EINVAL;
-	if (r->ops->http && net_global_init())
+	}
+	if (r->ops->http && net_global_init()) {
+		tier_free(cfg ? cfg->tier : NULL);
 		return -EIO;
+	}
 	f = calloc(1, sizeof(*f));
-	if (!f)
+	if (!f) {
+		tier_free(cfg ? cfg->tier : NULL);
 		return -ENOMEM;
+	}
+	f->tier = cfg ? cfg->tier : NULL;
 	f->r = r;
 	f->c = c;
 	f->chunk_bytes = cache_chunk_bytes(c);
@@ -297,6 +368,10 @@ void fetcher_free(struct fetcher *f)
 
 	if (!f)
 		return;
+	/* The tier first: its GET threads hand their jobs to the origin, so the curl thread and
+	 * the workers must still be there to fail them. */
+	tier_free(f->tier);
+	f->tier = NULL;
 	fetch_curl_stop(f);
 	pthread_mutex_lock(&f->lock);
 	f->stop_workers = true;
@@ -321,6 +396,13 @@ void fetcher_abort(struct fetcher *f)
 	f->aborted = true;
 	pthread_mutex_unlock(&f->lock);
 	fetch_curl_wake(f);
+	/* after aborted is set: the jobs it hands back to the origin fail at once */
+	tier_abort(f->tier);
+}
+
+struct tier *fetcher_tier(struct fetcher *f)
+{
+	return f ? f->tier : NULL;
 }
 
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st)
@@ -394,6 +476,7 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 			copy_part(f, buf, off, len, j->idx, j->buf);
 		if (j->err && !err)
 			err = j->err;
+		put_to_tier(f, j);
 		if (!j->uncached && job_store(j))
 			cache_chunk_release(j->co, j->idx);
 		job_free(f, j);

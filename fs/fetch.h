@@ -14,11 +14,15 @@ struct cache_object;
 struct fetcher;
 struct namespace;
 struct ns_node;
+struct tier;
 
 struct fetch_config {
 	unsigned max_transfers; /* transfers in flight at once; 0: 16 */
 	unsigned max_retries;   /* per chunk, for retryable failures; 0: 5 */
 	unsigned backoff_ms;    /* first backoff, doubled with jitter each retry; 0: 100 */
+	struct tier *tier;      /* the shared chunk tier, asked before the origin and filled
+	                         * with what the origin sent; the fetcher takes it over (also
+	                         * when fetcher_new fails). NULL: none */
 };
 
 struct fetch_stats {
@@ -33,6 +37,8 @@ int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 	const struct fetch_config *cfg);
 void fetcher_free(struct fetcher *f);
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st);
+/* The fetcher's shared tier (for its stats), NULL when none. */
+struct tier *fetcher_tier(struct fetcher *f);
 /* Fails every transfer waiting or in flight with EIO, and every later one at once, so that
  * readers blocked on a stalled server return and the daemon can stop without waiting out the
  * server's timeouts. Thread-safe; not for signal handlers. */

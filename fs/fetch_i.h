@@ -23,8 +23,9 @@ struct fetch_batch;
  * then the batch's reader (or a worker for readahead), which frees it. */
 struct fetch_job {
 	struct fetch_job *next;
-	struct fetch_job *active_next;   /* curl thread: list of transfers in flight */
-	struct fetch_batch *batch;       /* NULL: readahead, finished by a worker */
+	struct fetch_job *active_next; /* curl thread: list of transfers in flight */
+	struct fetch_batch *batch;     /* NULL: readahead, finished by a worker */
+	struct fetcher *f;
 	struct cache_object *co;         /* a reference */
 	const struct remote_object *obj; /* co's remote identity; its etag pins the response */
 	uint64_t idx, off;
@@ -35,6 +36,8 @@ struct fetch_job {
 	int err;                /* 0 or -errno once done */
 	bool read_job;          /* for a worker: still to be read through ops->read */
 	bool uncached;          /* for its reader only: the cache is not asked to store it */
+	bool tier_tried;        /* the shared tier was asked (or could not be): origin next */
+	bool from_tier;         /* the bytes came from the tier: not PUT back */
 	uint64_t not_before_ns; /* retry backoff */
 	uint64_t start_ns;
 	/* transfer state, curl thread only */
@@ -61,6 +64,7 @@ struct fetch_batch {
 struct fetcher {
 	struct remote *r;
 	struct cache *c;
+	struct tier *tier; /* NULL: none */
 	uint32_t chunk_bytes;
 	unsigned max_transfers, max_retries, backoff_ms;
 	pthread_mutex_t lock;

@@ -175,6 +175,10 @@ static const struct {
 	{ "addressing", "--addressing", true },
 	{ "no_sign_request", "--no-sign-request", false },
 	{ "allow_outside_symlinks", "--allow-outside-symlinks", false },
+	{ "shared_cache", "--shared-cache", true },
+	{ "shared_endpoint", "--shared-endpoint", true },
+	{ "shared_region", "--shared-region", true },
+	{ "shared_profile", "--shared-profile", true },
 	{ "verbose", "-v", false },
 };
 
@@ -331,6 +335,44 @@ static bool json_true(const char *json, const char *key)
 	return strstr(json, pat) != NULL;
 }
 
+/* The value of a string field ("" when absent) into buf. */
+static void json_str(const char *json, const char *key, char *buf, size_t len)
+{
+	char pat[64];
+	const char *p, *e;
+
+	buf[0] = '\0';
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(json, pat);
+	if (!p)
+		return;
+	p += strlen(pat);
+	e = strchr(p, '"');
+	if (e)
+		snprintf(buf, len, "%.*s", (int)(e - p), p);
+}
+
+/* The shared tier's line: its state, what it served, what was put and dropped. */
+static void cli_print_tier(FILE *out, const char *json)
+{
+	char state[16], a[32], b[32];
+
+	json_str(json, "tier_state", state, sizeof(state));
+	if (!state[0] || !strcmp(state, "off")) {
+		fprintf(out, "%-16s off\n", "shared tier");
+		return;
+	}
+	cli_format_bytes((uint64_t)cli_json_num(json, "tier_bytes"), a, sizeof(a));
+	cli_format_bytes((uint64_t)cli_json_num(json, "tier_put_bytes"), b, sizeof(b));
+	fprintf(out,
+		"%-16s %s: %.0f hits (%s), %.0f misses, %.0f rejected, %.0f errors; "
+		"%.0f puts (%s), %.0f dropped, %.0f queued\n",
+		"shared tier", state, cli_json_num(json, "tier_hits"), a,
+		cli_json_num(json, "tier_misses"), cli_json_num(json, "tier_rejected"),
+		cli_json_num(json, "tier_errors"), cli_json_num(json, "tier_puts"), b,
+		cli_json_num(json, "tier_puts_dropped"), cli_json_num(json, "tier_put_queued"));
+}
+
 void cli_print_stats(FILE *out, const char *json, const char *source)
 {
 	double hits = cli_json_num(json, "hits"), misses = cli_json_num(json, "misses");
@@ -372,6 +414,7 @@ void cli_print_stats(FILE *out, const char *json, const char *source)
 		cli_json_num(json, "verify_failures"));
 	if (json_has(json, "disk_errors"))
 		fprintf(out, "%-16s %.0f\n", "disk errors", cli_json_num(json, "disk_errors"));
+	cli_print_tier(out, json);
 }
 
 void cli_format_progress(char *buf, size_t len, uint64_t done_bytes, uint64_t total_bytes,

@@ -19,6 +19,7 @@
 #include "fs/ferryfs.h"
 #include "fs/remote/remote.h"
 #include "fs/remote/url.h"
+#include "fs/tier.h"
 #include "mount/cli.h"
 #include "mount/cmd.h"
 
@@ -61,7 +62,14 @@ static void usage(FILE *out)
 		"  --region NAME         region (default from AWS_REGION or the profile)\n"
 		"  --profile NAME        credentials profile (default AWS_PROFILE or 'default')\n"
 		"  --addressing MODE     path, virtual or auto (default auto)\n"
-		"  --no-sign-request     anonymous access to a public bucket\n",
+		"  --no-sign-request     anonymous access to a public bucket\n"
+		"Shared chunk tier (an S3 bucket the mounts of a cluster share; docs/ferry.md):\n"
+		"  --shared-cache s3://BUCKET/PREFIX\n"
+		"                        read chunks from there before the origin, and put\n"
+		"                        there every chunk the origin sends (in the background)\n"
+		"  --shared-endpoint URL its S3 endpoint (default: as for S3 sources)\n"
+		"  --shared-region NAME  its region\n"
+		"  --shared-profile NAME its credentials profile (default: the AWS chain)\n",
 		DEFAULT_CACHE_DIR);
 }
 
@@ -81,6 +89,10 @@ enum {
 	OPT_NO_SIGN,
 	OPT_INSECURE,
 	OPT_ALLOW_OUTSIDE_SYMLINKS,
+	OPT_SHARED_CACHE,
+	OPT_SHARED_ENDPOINT,
+	OPT_SHARED_REGION,
+	OPT_SHARED_PROFILE,
 };
 
 static const struct option long_opts[] = {
@@ -98,6 +110,10 @@ static const struct option long_opts[] = {
 	{ "addressing", required_argument, NULL, OPT_ADDRESSING },
 	{ "no-sign-request", no_argument, NULL, OPT_NO_SIGN },
 	{ "allow-outside-symlinks", no_argument, NULL, OPT_ALLOW_OUTSIDE_SYMLINKS },
+	{ "shared-cache", required_argument, NULL, OPT_SHARED_CACHE },
+	{ "shared-endpoint", required_argument, NULL, OPT_SHARED_ENDPOINT },
+	{ "shared-region", required_argument, NULL, OPT_SHARED_REGION },
+	{ "shared-profile", required_argument, NULL, OPT_SHARED_PROFILE },
 	/* Tests only: TLS without verification. Not in --help on purpose. */
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
 	{ "foreground", no_argument, NULL, 'f' },
@@ -367,6 +383,26 @@ int mount_main(int argc, char **argv)
 			break;
 		case OPT_ALLOW_OUTSIDE_SYMLINKS:
 			cfg.allow_outside_symlinks = true;
+			break;
+		case OPT_SHARED_CACHE: {
+			char *bucket, *prefix, why[512];
+
+			/* the same check as the daemon's, before anything is forked */
+			if (tier_parse_url(optarg, &bucket, &prefix, why, sizeof(why)))
+				return fail("%s", why);
+			free(bucket);
+			free(prefix);
+			cfg.shared_cache = optarg;
+			break;
+		}
+		case OPT_SHARED_ENDPOINT:
+			cfg.shared_endpoint = optarg;
+			break;
+		case OPT_SHARED_REGION:
+			cfg.shared_region = optarg;
+			break;
+		case OPT_SHARED_PROFILE:
+			cfg.shared_profile = optarg;
 			break;
 		case 'o':
 			if (add_fuse_opts(fuse_opts, sizeof(fuse_opts), optarg))

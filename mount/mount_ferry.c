@@ -20,7 +20,9 @@ static void usage(FILE *out)
 		"  OPTIONS: cache_dir=, cache_size=, chunk_size=, ca_file=, metadata_ttl=,\n"
 		"  max_transfers=, dir_readahead=, endpoint=, region=, profile=, addressing=,\n"
 		"  no_sign_request, allow_outside_symlinks (show symlinks that are absolute or\n"
-		"  leave the mount; hidden by default), verbose; ro, nodev, nosuid, _netdev,\n"
+		"  leave the mount; hidden by default), shared_cache=s3://BUCKET/PREFIX,\n"
+		"  shared_endpoint=, shared_region=, shared_profile= (the shared chunk tier),\n"
+		"  verbose; ro, nodev, nosuid, _netdev,\n"
 		"  noauto, user and the like are ignored;\n"
 		"  anything else goes to FUSE (allow_other, ...).\n");
 }
