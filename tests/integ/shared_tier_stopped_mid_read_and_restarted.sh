@@ -22,9 +22,10 @@ same_tree "$src" "$T/node1" >/dev/null || fail "node 1: bytes differ from the so
 tier_wait_drained "$T/node1"
 umount_ferry "$T/node1"
 
-# read_chunks FILE PAUSE INDEX...: reads those chunks of FILE through node 2 (random access,
-# no kernel readahead), each compared with the source; appends each index done to
-# $T/progress; fails on the first wrong byte or error.
+# read_chunks PAUSE INDEX...: reads two 4 KiB pieces of each of those chunks of big.bin through
+# node 2, compared with the source (small reads far apart, so that neither the kernel nor the
+# daemon reads ahead into other chunks: each chunk is asked of the tier when its turn comes);
+# appends "INDEX SECONDS" to $T/progress for each; fails on the first wrong byte or error.
 cat >"$T/read_chunks.py" <<'PY'
 import os, sys, time
 mnt, src, rel, chunk, pause = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
@@ -32,13 +33,15 @@ fd = os.open(os.path.join(mnt, rel), os.O_RDONLY)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
 with open(os.path.join(src, rel), "rb") as f:
     for i in map(int, sys.argv[6:]):
-        f.seek(i * chunk)
-        want = f.read(chunk)
         t0 = time.monotonic()
-        got = os.pread(fd, chunk, i * chunk)
+        for off in (i * chunk + chunk - 5000, i * chunk + 1000):
+            f.seek(off)
+            want = f.read(4096)
+            got = os.pread(fd, 4096, off)
+            if got != want:
+                sys.exit("%s at %d (chunk %d): %d bytes read, differ from the source" %
+                         (rel, off, i, len(got)))
         t = time.monotonic() - t0
-        if got != want:
-            sys.exit("%s chunk %d: %d bytes read, differ from the source" % (rel, i, len(got)))
         with open(os.environ["PROGRESS"], "a") as p:
             p.write("%d %.3f\n" % (i, t))
         time.sleep(pause)
@@ -96,17 +99,29 @@ log "tier hits $hits0 -> $hits1 over the last $((nr_big - 14)) chunks"
 [ $((hits1 - hits0)) -ge $((nr_big - 14)) ] ||
 	fail "tier hits grew by $((hits1 - hits0)) over $((nr_big - 14)) chunks the tier holds"
 
-log "radosgw frozen (SIGSTOP): reads of 10 small files still right, each within 15 s"
+# The tier's GETs give up after 10 s (TIER_GET_TIMEOUT_MS): 4 readers at once wait that long at
+# most, and their 3 timeouts open the breaker, after which reads do not wait for the tier.
+log "radosgw frozen (SIGSTOP): 4 small files read at once, right, each within 15 s"
 rgw_pid=$(cat "$S3_STATE/run/client.rgw.ferry.pid")
 kill -STOP "$rgw_pid"
 on_exit "kill -CONT $rgw_pid 2>/dev/null"
 t0=$SECONDS
-for _ in $(seq 10); do
-	t1=$SECONDS
-	read_a_small_file
-	[ $((SECONDS - t1)) -le 15 ] || fail "a read with the tier frozen took $((SECONDS - t1)) s"
+pids=()
+for _ in 1 2 3 4; do
+	read_a_small_file &
+	pids+=($!)
+	next_small=$((next_small + 1))
 done
-log "10 reads with the tier frozen took $((SECONDS - t0)) s; tier_state $(tier_stat "$T/node2" tier_state)"
+for p in "${pids[@]}"; do
+	wait "$p" || fail "a read with the tier frozen failed"
+done
+[ $((SECONDS - t0)) -le 15 ] || fail "4 reads with the tier frozen took $((SECONDS - t0)) s"
+log "4 reads with the tier frozen took $((SECONDS - t0)) s"
+tier_wait_state "$T/node2" down 5 read_a_small_file
+t0=$SECONDS
+for _ in 1 2 3 4 5; do read_a_small_file; done
+[ $((SECONDS - t0)) -le 3 ] ||
+	fail "5 reads with the tier frozen and its breaker open took $((SECONDS - t0)) s"
 kill -CONT "$rgw_pid"
 same_tree "$src" "$T/node2" >/dev/null || fail "node 2: bytes differ from the source at the end"
 is_mounted "$T/node2" || fail "node 2 is no longer mounted"

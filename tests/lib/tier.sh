@@ -62,12 +62,14 @@ origin_lines() { # how many requests the origin logged so far
 	wc -l <"$ORIGIN_LOG"
 }
 
-# origin_bytes [FROM_LINE]: body bytes the origin sent for files (GETs of URIs not ending in /:
-# directory listings are left out) in the requests it logged after line FROM_LINE (default 0).
+# origin_bytes [FROM_LINE]: body bytes the origin sent for files (GETs answered 200 or 206 of
+# URIs not ending in /: directory listings and the probe for a .ferry-manifest are left out) in
+# the requests it logged after line FROM_LINE (default 0).
 origin_bytes() {
 	awk -v from="${1:-0}" 'NR > from {
 		m = $6; gsub(/"/, "", m)
-		if (m == "GET" && $7 !~ /\/$/ && $10 ~ /^[0-9]+$/) n += $10
+		if (m == "GET" && $7 !~ /\/$/ && $7 != "/.ferry-manifest" && ($9 == 200 || $9 == 206))
+			n += $10
 	} END { print n + 0 }' "$ORIGIN_LOG"
 }
 
@@ -75,7 +77,7 @@ origin_bytes() {
 origin_ranges() {
 	awk -v from="${1:-0}" 'NR > from {
 		m = $6; gsub(/"/, "", m)
-		if (m == "GET" && $7 !~ /\/$/) print $7, $9, $10
+		if (m == "GET" && $7 !~ /\/$/ && $7 != "/.ferry-manifest") print $7, $9, $10
 	}' "$ORIGIN_LOG"
 }
 
