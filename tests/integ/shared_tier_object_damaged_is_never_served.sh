@@ -2,9 +2,9 @@
 # A node fills the shared tier (a bucket on radosgw); then tier objects are overwritten behind
 # ferry's back, with botocore: other bytes under the same metadata; the same bytes under other
 # metadata (ferry-offset, -version, -source, -path, -length, -xxh3, -format changed, or none at
-# all); truncated (metadata kept, or made to match the shorter bytes); empty; another chunk's
-# object copied over it with its metadata (of the same file, of another file at the same offset
-# and length). A fresh node reads everything: its bytes equal the source's, tier_rejected counts
+# all); truncated (metadata kept, or made to match the shorter bytes); longer; empty; another
+# chunk's object copied over it with its metadata (of the same file, of another file at the same
+# offset and length). A fresh node reads everything: its bytes equal the source's, tier_rejected counts
 # each damaged object once, and the origin (nginx's access log) sent exactly the damaged chunks.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/s3_lib.sh"
@@ -60,6 +60,7 @@ damage big.bin $((10 * C)) drop-meta
 damage big.bin $((11 * C)) truncate
 damage big.bin $((12 * C)) truncate-consistent
 damage big.bin $((13 * C)) empty
+damage big.bin $((16 * C)) append
 damage big.bin $((14 * C)) copy-from "$(key_of big.bin $((15 * C)))"
 damage big.bin $((23 * C)) copy-from "$(key_of big.bin $((22 * C)))"
 damage odd/chunk+1.bin 0 copy-from "$(key_of big.bin 0)"

@@ -22,6 +22,7 @@ tests/lib/s3server.sh writes (path-style addressing, region us-east-1).
                            appends "x"
         drop-meta          the same bytes, no metadata at all
         truncate           the first half of the bytes, the same metadata
+        append             the bytes and 1000 more, the same metadata
         truncate-consistent  the first half, ferry-length and ferry-xxh3 made to match it
         empty              no bytes, the same metadata
         copy-from KEY2     the object KEY2 copied over it, metadata included (copy_object)
@@ -174,6 +175,8 @@ def cmd_damage(s3, bucket, key, mode, *args):
         meta[field] = value
     elif mode == "drop-meta":
         meta = {}
+    elif mode == "append":
+        body = body + bytes(range(256)) * 3 + bytes(232)
     elif mode == "truncate":
         body = body[:len(body) // 2]
     elif mode == "truncate-consistent":
