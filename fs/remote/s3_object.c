@@ -324,6 +324,10 @@ static void setup(struct s3_bucket *b, CURL *easy, const char *url, struct curl_
 	/* The tier is a shortcut: a store that does not answer quickly is skipped. */
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	/* A store that accepted the connection and hangs is given up after 3 s of silence, not
+	 * the whole timeout. */
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, 3L);
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header_status);
