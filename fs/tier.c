@@ -25,6 +25,9 @@
 
 #define TIER_MAX_GETS_QUEUED  256 /* beyond this a miss goes to the origin at once */
 #define TIER_CHECK_TIMEOUT_MS 5000
+/* A GET that waited this long for a thread goes to the origin instead: with every thread on a
+ * slow tier, a read would otherwise wait out several timeouts in a row. */
+#define TIER_QUEUE_WAIT_NS (2000ull * 1000000ull)
 
 /* A GET or a PUT waiting for a thread. The strings of id point at path and version. */
 struct tier_req {
@@ -35,6 +38,7 @@ struct tier_req {
 	tier_get_cb cb; /* GET only */
 	void *arg;
 	bool probe; /* admitted as the breaker's one try */
+	uint64_t queued_ns;
 };
 
 /* The queues, the breaker and stop are protected by lock; the counters are atomics; the rest
@@ -441,8 +445,10 @@ static void *get_main(void *arg)
 				t->gets_tail = &t->gets;
 			t->nr_gets--;
 		}
-		/* Queued while up, but the tier went down since: not worth a timeout. */
-		go = r && (r->probe || t->state == TIER_UP) && !atomic_load(&t->aborted);
+		/* Queued while up, but the tier went down since, or it waited too long: not
+		 * worth a timeout. */
+		go = r && (r->probe || t->state == TIER_UP) && !atomic_load(&t->aborted) &&
+		     now_ns() - r->queued_ns < TIER_QUEUE_WAIT_NS;
 		if (r && r->probe && !go)
 			t->probing = false;
 		pthread_mutex_unlock(&t->lock);
@@ -520,6 +526,7 @@ int tier_get(struct tier *t, const struct tier_chunk_id *id, void *buf, tier_get
 		return -EAGAIN;
 	}
 	r->probe = probe;
+	r->queued_ns = now_ns();
 	*t->gets_tail = r;
 	t->gets_tail = &r->next;
 	t->nr_gets++;

@@ -384,8 +384,10 @@ int stat_main(int argc, char **argv)
 #define WARM_PIECE_CHUNKS     4
 #define WARM_PIECE_MIN_BYTES  (4ull << 20) /* with small chunks: fewer, larger requests */
 #define WARM_DRAW_MS          250          /* the progress line is redrawn this often */
-#define WARM_STOP_DAEMON_GONE (-1)         /* struct warm's stop: the daemon died */
-#define WARM_STOP_NO_ROOM     (-2)         /* the cache could not store a chunk (ENOSPC) */
+#define WARM_TIER_WAIT_S      300          /* for the shared tier's PUT queue to drain */
+#define WARM_TIER_POLL_MS     200
+#define WARM_STOP_DAEMON_GONE (-1) /* struct warm's stop: the daemon died */
+#define WARM_STOP_NO_ROOM     (-2) /* the cache could not store a chunk (ENOSPC) */
 
 /* One regular file found by the walk. Under warm.lock. */
 struct warm_file {
@@ -406,6 +408,8 @@ static struct {
 	struct timespec start;
 	char **roots; /* the canonical PATHs to walk */
 	uint64_t *root_piece_bytes;
+	char **root_mounts;         /* the mount point of each root, for its stats */
+	double *root_tier_dropped0; /* its tier_puts_dropped when the warm started */
 	int nr_roots;
 
 	pthread_mutex_t lock;
@@ -714,7 +718,8 @@ static void *warm_work(void *arg)
 /* Checks one PATH argument before anything starts: it exists and is on a live ferry mount.
  * Sets the canonical path to walk and the request size for its mount; 0, or -errno with the
  * one line said. */
-static int warm_check_root(const char *path, char **canon, uint64_t *piece_bytes)
+static int warm_check_root(const char *path, char **canon, uint64_t *piece_bytes,
+	char **mount_point, double *tier_dropped0)
 {
 	struct cli_mount *m = NULL;
 	uint64_t chunk_bytes = 8u << 20;
@@ -753,6 +758,9 @@ static int warm_check_root(const char *path, char **canon, uint64_t *piece_bytes
 	}
 	if (!ret && cli_json_num(json, "chunk_bytes") > 0)
 		chunk_bytes = (uint64_t)cli_json_num(json, "chunk_bytes");
+	if (!ret && cli_json_num(json, "tier_puts_dropped") > 0)
+		*tier_dropped0 = cli_json_num(json, "tier_puts_dropped");
+	*mount_point = strdup(m->mount_point);
 	*piece_bytes = WARM_PIECE_CHUNKS * chunk_bytes;
 	if (*piece_bytes < WARM_PIECE_MIN_BYTES)
 		*piece_bytes = (WARM_PIECE_MIN_BYTES + chunk_bytes - 1) / chunk_bytes * chunk_bytes;
@@ -871,6 +879,79 @@ static int warm_report(void)
 	return 0;
 }
 
+/* "warm fills the shared tier": what it read is in the tier once the mounts' PUT queues are
+ * empty. Waits for that (at most WARM_TIER_WAIT_S, a signal stops the wait), then says how
+ * many tier writes the mounts dropped while it ran. 0, or the exit status of a stop. */
+static int warm_tier_drain(int sig_fd)
+{
+	struct timespec t0, now;
+	bool said = false;
+	int ret = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < warm.nr_roots; i++) {
+		char json[4096], state[16] = "";
+		double queued, dropped, waited;
+		const char *p;
+
+		if (!warm.root_mounts[i] || read_stats(warm.root_mounts[i], json, sizeof(json)))
+			continue;
+		p = strstr(json, "\"tier_state\":\"");
+		if (p)
+			sscanf(p + 14, "%15[a-z]", state);
+		if (!state[0] || !strcmp(state, "off"))
+			continue;
+		for (;;) {
+			struct pollfd pfd = { .fd = sig_fd, .events = POLLIN };
+			struct signalfd_siginfo si;
+
+			queued = cli_json_num(json, "tier_put_queued");
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			waited = (double)(now.tv_sec - t0.tv_sec) +
+				 (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+			if (queued <= 0 || waited > WARM_TIER_WAIT_S)
+				break;
+			if (warm.tty)
+				fprintf(stderr,
+					"\r\033[Kwaiting for %.0f chunks to reach the shared "
+					"tier (%.0f s)",
+					queued, waited);
+			else if (!said)
+				fprintf(stderr,
+					"ferry warm: waiting for %.0f chunks to reach the "
+					"shared tier\n",
+					queued);
+			said = true;
+			if (poll(&pfd, 1, WARM_TIER_POLL_MS) > 0 &&
+				read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				if (warm.tty)
+					fputs("\r\033[K", stderr);
+				fprintf(stderr,
+					"ferry warm: stopped while %.0f chunks still wait "
+					"for the shared tier\n",
+					queued);
+				return 128 + (int)si.ssi_signo;
+			}
+			if (read_stats(warm.root_mounts[i], json, sizeof(json)))
+				break;
+		}
+		if (warm.tty && said)
+			fputs("\r\033[K", stderr);
+		dropped = cli_json_num(json, "tier_puts_dropped") - warm.root_tier_dropped0[i];
+		if (queued > 0) {
+			fprintf(stderr,
+				"ferry warm: %.0f chunks still wait for the shared tier of %s "
+				"after %d s\n",
+				queued, warm.root_mounts[i], WARM_TIER_WAIT_S);
+			ret = 1;
+		}
+		fprintf(stderr, "ferry warm: shared tier %s: %.0f writes dropped%s\n", state,
+			dropped > 0 ? dropped : 0,
+			dropped > 0 ? " (those chunks stay only in this node's cache)" : "");
+	}
+	return ret;
+}
+
 /* The signals that stop a warm: SIGINT and SIGTERM, unless ignored when ferry started (as
  * in a job a non-interactive shell put in the background), which they then stay. */
 static void warm_signals(sigset_t *sigs)
@@ -899,7 +980,9 @@ int warm_main(int argc, char **argv)
 		       "into the cache ahead of use, with a progress bar on a terminal. Ctrl-C or\n"
 		       "SIGTERM stops it within about a chunk's fetch, saying how much was warmed\n"
 		       "(exit 130 or 143). A PATH that is not on a ferry mount, or on one whose daemon\n"
-		       "died, is refused before anything starts.\n");
+		       "died, is refused before anything starts. On a mount with a shared tier\n"
+		       "(--shared-cache) it then waits (up to 5 minutes) until every chunk it fetched\n"
+		       "is in the tier, and says how many tier writes were dropped.\n");
 		return 0;
 	}
 	if (argc < 2) {
@@ -909,13 +992,17 @@ int warm_main(int argc, char **argv)
 	warm.nr_roots = argc - 1;
 	warm.roots = calloc((size_t)warm.nr_roots, sizeof(*warm.roots));
 	warm.root_piece_bytes = calloc((size_t)warm.nr_roots, sizeof(*warm.root_piece_bytes));
+	warm.root_mounts = calloc((size_t)warm.nr_roots, sizeof(*warm.root_mounts));
+	warm.root_tier_dropped0 = calloc((size_t)warm.nr_roots, sizeof(*warm.root_tier_dropped0));
 	bufs = calloc(WARM_WORKERS, sizeof(*bufs));
-	if (!warm.roots || !warm.root_piece_bytes || !bufs) {
+	if (!warm.roots || !warm.root_piece_bytes || !warm.root_mounts ||
+		!warm.root_tier_dropped0 || !bufs) {
 		fprintf(stderr, "ferry warm: %s\n", strerror(ENOMEM));
 		goto out;
 	}
 	for (int i = 0; i < warm.nr_roots; i++)
-		if (warm_check_root(argv[i + 1], &warm.roots[i], &warm.root_piece_bytes[i]))
+		if (warm_check_root(argv[i + 1], &warm.roots[i], &warm.root_piece_bytes[i],
+			    &warm.root_mounts[i], &warm.root_tier_dropped0[i]))
 			goto out;
 	warm_signals(&sigs);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
@@ -938,6 +1025,8 @@ int warm_main(int argc, char **argv)
 		pthread_join(workers[i], NULL);
 	pthread_join(walker, NULL);
 	ret = warm_report();
+	if (!ret)
+		ret = warm_tier_drain(sig_fd);
 out:
 	if (sig_fd >= 0)
 		close(sig_fd);
@@ -950,6 +1039,10 @@ out:
 		free(warm.roots[i]);
 	free(warm.roots);
 	free(warm.root_piece_bytes);
+	for (int i = 0; warm.root_mounts && i < warm.nr_roots; i++)
+		free(warm.root_mounts[i]);
+	free(warm.root_mounts);
+	free(warm.root_tier_dropped0);
 	free(warm.gone_path);
 	free(bufs);
 	return ret;

@@ -324,6 +324,10 @@ static void setup(struct s3_bucket *b, CURL *easy, const char *url, struct curl_
 	/* The tier is a shortcut: a store that does not answer quickly is skipped. */
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	/* A store that accepted the connection and hangs is given up after 3 s of silence, not
+	 * the whole timeout. */
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, 3L);
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header_status);
@@ -389,8 +393,8 @@ enum net_error s3_object_put(struct s3_bucket *b, CURL *easy, const char *key, c
 	size_t len, const struct s3_kv *meta, size_t nr_meta, long timeout_ms,
 	struct s3_object_reply *rep)
 {
-	struct s3_kv hdrs[S3_OBJECT_MAX_META + 1];
-	char *names[S3_OBJECT_MAX_META] = { 0 }, hash[65], *url = NULL;
+	struct s3_kv hdrs[S3_OBJECT_MAX_META + 1] = { { 0 } };
+	char *names[S3_OBJECT_MAX_META] = { 0 }, *url = NULL;
 	struct curl_slist *list = NULL;
 	size_t i, nr = 0;
 
@@ -405,8 +409,11 @@ enum net_error s3_object_put(struct s3_bucket *b, CURL *easy, const char *key, c
 		}
 		hdrs[nr++] = (struct s3_kv){ names[i], meta[i].value };
 	}
-	s3_sha256_hex(buf, len, hash);
-	if (build(b, "PUT", key, NULL, 0, hdrs, nr, hash, &url, &list))
+	/* UNSIGNED-PAYLOAD: the chunk's integrity is the tier's XXH3 check on every read, and
+	 * the SHA-256 of each chunk took CPU from the reads. Cold 256 MiB read through a mount
+	 * with a cold tier (radosgw on the same 2 cores), alternated runs: 1.36-1.70 s unsigned
+	 * against 1.77-2.10 s with the SHA-256. */
+	if (build(b, "PUT", key, NULL, 0, hdrs, nr, S3_UNSIGNED_PAYLOAD, &url, &list))
 		goto out;
 	/* libcurl adds "Expect: 100-continue" to large uploads: a round trip for nothing. */
 	struct curl_slist *l2 = curl_slist_append(list, "Expect:");

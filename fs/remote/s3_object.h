@@ -59,7 +59,7 @@ int s3_bucket_check(struct s3_bucket *b, CURL *easy, const char *prefix, long ti
 enum net_error s3_object_get(struct s3_bucket *b, CURL *easy, const char *key, void *buf,
 	size_t cap, long timeout_ms, struct s3_object_reply *rep);
 /* PUTs len bytes of buf as key with the metadata (names without "x-amz-meta-"); the payload
- * is signed by its SHA-256. Returns rep->ne. */
+ * is sent as UNSIGNED-PAYLOAD (the headers are signed). Returns rep->ne. */
 enum net_error s3_object_put(struct s3_bucket *b, CURL *easy, const char *key, const void *buf,
 	size_t len, const struct s3_kv *meta, size_t nr_meta, long timeout_ms,
 	struct s3_object_reply *rep);
