@@ -5,7 +5,8 @@
 # one line and a non-zero exit, leaving nothing mounted and no daemon behind, the secret never
 # shown. An unreachable tier endpoint (a closed port) is not an error: the mount comes up with
 # one warning line, tier_state "down", and serves the origin's bytes. The right options, given
-# as -o shared_cache=,shared_endpoint=,shared_region= through mount.ferry, bring the tier up.
+# as -o shared_cache=,shared_endpoint=,shared_region= through mount.ferry, bring the tier up;
+# the tier's user suspended while mounted (403s) makes it "denied", reads still right.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/s3_lib.sh"
 . "$FERRY_SRC/tests/lib/tier.sh"
@@ -83,5 +84,17 @@ tier_wait_drained "$M"
 read -r state puts < <(tier_stat "$M" tier_state tier_puts | paste -sd' ')
 [ "$state" = up ] || fail "-o shared_cache=: tier_state '$state', want 'up'"
 [ "$puts" = 4 ] || fail "-o shared_cache=: $puts chunks put into the tier, want 4 (1M chunks)"
+umount_ferry "$M"
+
+log "the tier's user suspended while mounted (403 on every request): 'denied', reads right"
+mount_ferry "$ORIGIN_URL" "$M" --cache-dir "$T/cache2" --shared-cache "s3://$TIER_BUCKET/o/" \
+	--shared-endpoint "$S3_ENDPOINT"
+[ "$(tier_stat "$M" tier_state)" = up ] || fail "a fresh mount of a good tier is not 'up'"
+radosgw-admin -c "$S3_STATE/ceph.conf" user suspend --uid ferry >/dev/null 2>&1 ||
+	fail "radosgw-admin user suspend failed"
+same_tree "$src" "$M" >/dev/null || fail "tier user suspended: bytes differ from the source"
+read -r state hits < <(tier_stat "$M" tier_state tier_hits | paste -sd' ')
+[ "$state" = denied ] || fail "tier user suspended: tier_state '$state' (hits $hits), want 'denied'"
+log "tier_state denied, $hits hits, origin bytes right"
 umount_ferry "$M"
 pass
