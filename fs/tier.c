@@ -629,7 +629,7 @@ void tier_abort(struct tier *t)
 	cancel_gets(t);
 }
 
-void tier_free(struct tier *t)
+void tier_stop(struct tier *t)
 {
 	unsigned i;
 
@@ -646,7 +646,15 @@ void tier_free(struct tier *t)
 		pthread_join(t->get_threads[i], NULL);
 	for (i = 0; i < t->nr_put_threads; i++)
 		pthread_join(t->put_threads[i], NULL);
+	t->nr_get_threads = t->nr_put_threads = 0;
 	cancel_gets(t);
+}
+
+void tier_free(struct tier *t)
+{
+	if (!t)
+		return;
+	tier_stop(t);
 	while (t->puts) {
 		struct tier_req *r = t->puts;
 
