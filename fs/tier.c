@@ -311,8 +311,7 @@ static void note_failure(struct tier *t, bool probe, bool denied, const char *wh
 			log_warn("shared cache %s is down (%s): reads go to the origin, retried in "
 				 "%d s",
 				t->url, why, TIER_DOWN_S);
-		if (t->state != TIER_DENIED || !probe)
-			t->state = TIER_DOWN;
+		t->state = TIER_DOWN;
 		t->retry_ns = now_ns() + TIER_DOWN_S * 1000000000ull;
 		t->nr_fails = 0;
 	}
