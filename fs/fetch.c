@@ -368,10 +368,10 @@ void fetcher_free(struct fetcher *f)
 
 	if (!f)
 		return;
-	/* The tier first: its GET threads hand their jobs to the origin, so the curl thread and
-	 * the workers must still be there to fail them. */
-	tier_free(f->tier);
-	f->tier = NULL;
+	/* The tier's threads first: they hand their jobs to the origin, so the curl thread and
+	 * the workers must still be there to fail them. The workers still hand it chunks (to
+	 * drop) until they stop: it is freed after them. */
+	tier_stop(f->tier);
 	fetch_curl_stop(f);
 	pthread_mutex_lock(&f->lock);
 	f->stop_workers = true;
@@ -380,6 +380,7 @@ void fetcher_free(struct fetcher *f)
 	for (i = 0; i < f->nr_workers; i++)
 		pthread_join(f->workers[i], NULL);
 	fetch_curl_free(f);
+	tier_free(f->tier);
 	for (i = 0; i < f->nr_bufs; i++)
 		free(f->bufs[i]);
 	free(f->bufs);

@@ -311,8 +311,7 @@ static void note_failure(struct tier *t, bool probe, bool denied, const char *wh
 			log_warn("shared cache %s is down (%s): reads go to the origin, retried in "
 				 "%d s",
 				t->url, why, TIER_DOWN_S);
-		if (t->state != TIER_DENIED || !probe)
-			t->state = TIER_DOWN;
+		t->state = TIER_DOWN;
 		t->retry_ns = now_ns() + TIER_DOWN_S * 1000000000ull;
 		t->nr_fails = 0;
 	}
@@ -629,7 +628,7 @@ void tier_abort(struct tier *t)
 	cancel_gets(t);
 }
 
-void tier_free(struct tier *t)
+void tier_stop(struct tier *t)
 {
 	unsigned i;
 
@@ -646,7 +645,15 @@ void tier_free(struct tier *t)
 		pthread_join(t->get_threads[i], NULL);
 	for (i = 0; i < t->nr_put_threads; i++)
 		pthread_join(t->put_threads[i], NULL);
+	t->nr_get_threads = t->nr_put_threads = 0;
 	cancel_gets(t);
+}
+
+void tier_free(struct tier *t)
+{
+	if (!t)
+		return;
+	tier_stop(t);
 	while (t->puts) {
 		struct tier_req *r = t->puts;
 

@@ -62,7 +62,10 @@ int tier_parse_url(const char *url, char **bucket, char **prefix, char *errbuf, 
  * *warned is set and errbuf holds the warning's text. */
 int tier_open(struct tier **out, const struct tier_config *cfg, bool *warned, char *errbuf,
 	size_t errlen);
-/* Stops the threads (queued GETs are answered -ECANCELED, queued PUTs dropped) and frees. */
+/* Stops the threads: queued GETs are answered -ECANCELED, queued PUTs dropped; later GETs are
+ * refused and later PUTs dropped, so the caller may still call in until tier_free. */
+void tier_stop(struct tier *t);
+/* tier_stop, then frees. */
 void tier_free(struct tier *t);
 /* Answers every queued GET -ECANCELED and cuts transfers in flight short; later GETs are
  * refused. For a daemon that stops. */

@@ -135,6 +135,29 @@ static int fail(const char *fmt, ...)
 	return 1;
 }
 
+/* Whether the tier's objects (TIER_PREFIX ferry-v1/...) would show in the mount: an S3
+ * source and a tier on the same endpoint (as given) and bucket, the tier's keys under the
+ * source's prefix. */
+static bool tier_inside_source(const struct ferryfs_config *cfg)
+{
+	char *sb = NULL, *sp = NULL, *tb = NULL, *tp = NULL, why[512];
+	const char *se = cfg->remote.endpoint, *te = cfg->shared_endpoint;
+	bool inside = false;
+
+	if (strncmp(cfg->source, "s3://", 5) || (se && !te) || (!se && te) ||
+		(se && te && strcmp(se, te)))
+		return false;
+	if (!tier_parse_url(cfg->source, &sb, &sp, why, sizeof(why)) &&
+		!tier_parse_url(cfg->shared_cache, &tb, &tp, why, sizeof(why)) && !strcmp(sb, tb))
+		inside = !strncmp(tp, sp, strlen(sp)) ||
+			 (!*tp && !strncmp("ferry-v1/", sp, strlen(sp) < 9 ? strlen(sp) : 9));
+	free(sb);
+	free(sp);
+	free(tb);
+	free(tp);
+	return inside;
+}
+
 static int check_mountpoint(const char *arg, char *canon)
 {
 	struct stat st;
@@ -461,6 +484,10 @@ int mount_main(int argc, char **argv)
 			return fail("source %s: %s", cfg.source, strerror(errno));
 		cfg.source = src;
 	}
+	if (cfg.shared_cache && tier_inside_source(&cfg))
+		return fail("the shared cache %s lies inside the source %s: the mount would list "
+			    "its own chunks",
+			cfg.shared_cache, cfg.source);
 	if (check_mountpoint(argv[optind + 1], mp))
 		return 1;
 	cfg.mountpoint = mp;
