@@ -26,11 +26,12 @@ tier_objects() {
 	"$PY" "$TIER_PY" "$@"
 }
 
-# tier_dataset DIR: a 24 MiB file, one of a chunk and a byte, and 100 small files of 1 byte to
-# 60 KB (none empty: an empty file has no chunk to share), seeded.
+# tier_dataset DIR: a 24 MiB file (TIER_BIG_MB: another size, e.g. the issue's 256), one of a
+# chunk and a byte, and 100 small files of 1 byte to 60 KB (TIER_NR_SMALL: another count; none
+# empty: an empty file has no chunk to share), seeded.
 tier_dataset() {
-	make_tree "$1" big.bin:24M "odd/chunk+1.bin:$((TIER_CHUNK_BYTES + 1))"
-	"$PY" - "$1/small" 100 <<'PY'
+	make_tree "$1" "big.bin:${TIER_BIG_MB:-24}M" "odd/chunk+1.bin:$((TIER_CHUNK_BYTES + 1))"
+	"$PY" - "$1/small" "${TIER_NR_SMALL:-100}" <<'PY'
 import os, random, sys
 root, n = sys.argv[1], int(sys.argv[2])
 os.makedirs(root, exist_ok=True)
