@@ -79,8 +79,9 @@ for i in 1 2 3; do
 	OBYTES[$i]=$(origin_bytes "$from")
 	cum=$((cum + OBYTES[$i]))
 	CUM[$i]=$cum
-	read -r HITS[$i] DROPPED[$i] REJ[$i] < <(tier_stat "$T/node$i" tier_hits tier_puts_dropped \
-		tier_rejected | paste -sd' ')
+	read -r "HITS[$i]" "DROPPED[$i]" "REJ[$i]" < <(tier_stat "$T/node$i" tier_hits \
+		tier_puts_dropped tier_rejected | paste -sd' ')
+	[ "${REJ[$i]}" = 0 ] || fail "node $i: ${REJ[$i]} tier objects rejected, none was damaged"
 	umount_ferry "$T/node$i"
 done
 

@@ -54,7 +54,7 @@ no_daemon_left "a wrong secret"
 
 log "an unreachable tier endpoint: the mount comes up with one warning"
 closed=$(free_port)
-echo "$(realpath -m "$M")" >>"$T/.mounts"
+realpath -m "$M" >>"$T/.mounts"
 rc=0
 t0=$SECONDS
 timeout 60 "$FERRY" mount --cache-dir "$T/cache" --shared-cache "s3://$TIER_BUCKET/p/" \
@@ -76,8 +76,10 @@ log "the right options as -o through mount.ferry: the tier is up and used"
 rm -rf "$T/cache"
 timeout 60 "$MOUNT_FERRY" "$ORIGIN_URL" "$M" -o "cache_dir=$T/cache,chunk_size=1M,$(printf \
 	'shared_cache=s3://%s/o/,shared_endpoint=%s,shared_region=us-east-1' "$TIER_BUCKET" \
-	"$S3_ENDPOINT")" 2>"$T/.err" || { cat "$T/.err" >&2; fail "mount.ferry with shared_cache= failed"; }
-[ ! -s "$T/.err" ] || { cat "$T/.err" >&2; fail "mount.ferry with good tier options said something"; }
+	"$S3_ENDPOINT")" 2>"$T/.err" ||
+	{ cat "$T/.err" >&2; fail "mount.ferry with shared_cache= failed"; }
+[ ! -s "$T/.err" ] ||
+	{ cat "$T/.err" >&2; fail "mount.ferry with good tier options said something"; }
 is_mounted "$M" || fail "mount.ferry returned 0 but nothing is mounted"
 same_tree "$src" "$M" >/dev/null || fail "-o shared_cache=: bytes differ from the source"
 tier_wait_drained "$M"

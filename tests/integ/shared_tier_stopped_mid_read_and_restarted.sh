@@ -28,7 +28,8 @@ umount_ferry "$T/node1"
 # appends "INDEX SECONDS" to $T/progress for each; fails on the first wrong byte or error.
 cat >"$T/read_chunks.py" <<'PY'
 import os, sys, time
-mnt, src, rel, chunk, pause = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+mnt, src, rel = sys.argv[1:4]
+chunk, pause = int(sys.argv[4]), float(sys.argv[5])
 fd = os.open(os.path.join(mnt, rel), os.O_RDONLY)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
 with open(os.path.join(src, rel), "rb") as f:
@@ -83,8 +84,8 @@ t_stop=$SECONDS
 wait "$reader" || fail "node 2: a read failed or was wrong while the tier went away"
 is_mounted "$T/node2" || fail "node 2 is no longer mounted"
 tier_wait_state "$T/node2" down 10 read_a_small_file
-log "tier_state down; reads during the outage took (s): $(tail -n 8 "$PROGRESS" | awk '{ print $2 }' |
-	paste -sd' ')"
+log "tier_state down; reads during the outage took (s):" \
+	"$(tail -n 8 "$PROGRESS" | awk '{ print $2 }' | paste -sd' ')"
 errors=$(tier_stat "$T/node2" tier_errors)
 [ "$errors" -ge 1 ] || fail "tier_errors is $errors after the tier went away"
 

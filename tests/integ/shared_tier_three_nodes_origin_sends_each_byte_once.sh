@@ -62,7 +62,8 @@ for i in 1 2 3; do
 	echo $! >"$T/race$i.pid"
 done
 for i in 1 2 3; do
-	wait "$(cat "$T/race$i.pid")" || { cat "$T/race$i.out" >&2; fail "node $i (at once): bytes differ"; }
+	wait "$(cat "$T/race$i.pid")" ||
+		{ cat "$T/race$i.out" >&2; fail "node $i (at once): bytes differ"; }
 done
 for i in 1 2 3; do tier_wait_drained "$T/node$i"; done
 got=$(origin_bytes "$from")

@@ -56,7 +56,8 @@ log "three ranks, each in its own mount namespace with its own mount at $T/mnt"
 from=$(origin_lines)
 export T FERRY TIER_BUCKET S3_ENDPOINT ORIGIN_URL
 timeout 300 "${mpirun[@]}" -x T -x FERRY -x TIER_BUCKET -x S3_ENDPOINT -x ORIGIN_URL \
-	-x AWS_ACCESS_KEY_ID -x AWS_SECRET_ACCESS_KEY -x AWS_REGION -x HOME unshare -m --propagation private bash "$T/rank.sh" "${args[@]}" \
+	-x AWS_ACCESS_KEY_ID -x AWS_SECRET_ACCESS_KEY -x AWS_REGION -x HOME \
+	unshare -m --propagation private bash "$T/rank.sh" "${args[@]}" \
 	>"$T/run3.out" 2>&1 || { tail -20 "$T/run3.out" >&2; fail "the three-rank run failed"; }
 ! is_mounted "$T/mnt" || fail "a rank's mount is seen outside its namespace"
 [ -z "$(pgrep -f -- "$T/cache\.")" ] || fail "a rank's ferry daemon is still running"
@@ -72,11 +73,13 @@ log "the origin sent $got bytes for $total bytes of shards: $r x"
 
 # step, loss, lr, grad_norm, val_loss (ms, tokens/s and data wait are timings)
 cols() { cut -d, -f1-4,8 "$1"; }
-[ "$(cols "$T/run1/log.csv" | wc -l)" = 7 ] || fail "the reference logged $(wc -l <"$T/run1/log.csv") lines, want 7"
+[ "$(cols "$T/run1/log.csv" | wc -l)" = 7 ] ||
+	fail "the reference logged $(wc -l <"$T/run1/log.csv") lines, want 7"
 diff <(cols "$T/run1/log.csv") <(cols "$T/run3/log.csv") >&2 ||
 	fail "three ranks through their mounts and the tier trained otherwise than on the source files"
 cmp "$T/run1/model_00000006.bin" "$T/run3/model_00000006.bin" || fail "the final weights differ"
 log "log.csv and the final weights equal the reference run's"
 [ $((got * 100)) -le $((total * 105)) ] ||
 	fail "the origin sent $got bytes, $r x the shards' $total (bar: 1.05)"
-pass "3 ranks through 3 mounts and one tier train as on the source files; the origin sent $r x the data"
+pass "3 ranks through 3 mounts and one tier train as on the source files;" \
+	"the origin sent $r x the data"

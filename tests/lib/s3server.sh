@@ -208,5 +208,8 @@ start) shift; start "$@" ;;
 stop) shift; stop "$@" ;;
 stop-rgw) shift; stop_rgw "$@" ;;
 start-rgw) shift; start_rgw "$@" ;;
-*) echo "usage: s3server.sh start STATE [BUCKET] | stop STATE | stop-rgw STATE | start-rgw STATE" >&2; exit 2 ;;
+*)
+	echo "usage: s3server.sh start STATE [BUCKET] | stop STATE | stop-rgw STATE | start-rgw STATE" >&2
+	exit 2
+	;;
 esac

@@ -119,7 +119,7 @@ PY
 
 # tier_need_stats MOUNTPOINT: FAILs unless ferry stat --json has every field of the interface.
 tier_need_stats() {
-	local f v missing=
+	local v missing=
 	local fields=(tier_state tier_hits tier_bytes tier_misses tier_rejected tier_errors
 		tier_puts tier_put_bytes tier_puts_dropped)
 	local i=0
@@ -134,7 +134,7 @@ tier_need_stats() {
 # are done: tier_put_queued is 0 where the daemon reports it, else its tier_puts,
 # tier_puts_dropped and tier_errors have not moved for 2 s. Fails after SECONDS (default 60).
 tier_wait_drained() {
-	local mnt=$1 limit=${2:-60} q puts dropped errors last= now same=0 start=$SECONDS
+	local mnt=$1 limit=${2:-60} q puts dropped errors last="" now same=0 start=$SECONDS
 	while [ $((SECONDS - start)) -lt "$limit" ]; do
 		{
 			read -r q
