@@ -285,6 +285,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	size_t len = size * n;
 
 	if (rep->status == 0 || (rep->status >= 200 && rep->status < 300)) {
+		if (!rep->buf)
+			return len; /* a PUT's answer: nothing in it is needed */
 		if (len > rep->cap - rep->body_bytes) {
 			rep->too_large = true;
 			return 0;

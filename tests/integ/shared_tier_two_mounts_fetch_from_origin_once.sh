@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two mounts of one HTTP origin (nginx) with their own cache directories and one shared chunk
 # tier (radosgw): A reads the dataset (a 20 MiB file and 50 small files) and its chunks go to
-# the tier (`ferry warm`, which returns once A's PUT queue has drained), then B reads the same. Every byte equals the source,
+# the tier (`ferry warm`, which returns once A's PUT queue has drained), then B (mounted by
+# mount.ferry with the fstab options shared_cache= and shared_endpoint=) reads the same. Every byte equals the source,
 # the origin sent the dataset's bytes once (nginx's access log: body bytes of GETs of files,
 # listings left out, at most 1.05 x the dataset), and B got its chunks from the tier.
 . "$(dirname "$0")/lib.sh"
@@ -29,7 +30,12 @@ log "A: $puts tier puts, $dropped dropped"
 [ "$puts" -gt 0 ] || fail "mount A put nothing into the tier"
 [ "$dropped" -eq 0 ] || fail "mount A dropped $dropped tier puts"
 
-mount_ferry "$src" "$T/b" --cache-dir "$T/cache-b" "${tier[@]}"
+mkdir -p "$T/b"
+echo "$T/b" >>"$T/.mounts"
+timeout 60 "$MOUNT_FERRY" "$src" "$T/b" \
+	-o "ro,cache_dir=$T/cache-b,shared_cache=s3://$S3_BUCKET/tier/,shared_endpoint=$S3_ENDPOINT" ||
+	fail "mount.ferry with shared_cache= failed"
+[ "$(stat_json "$T/b" tier_state)" = up ] || fail "mount B: tier state is not up"
 same_tree "$T/src" "$T/b" || fail "mount B: bytes differ from the source"
 hits=$(stat_json "$T/b" tier_hits)
 rejected=$(stat_json "$T/b" tier_rejected)
