@@ -2,7 +2,9 @@
  * Detection runs in the FUSE thread that answers the open, under dp->lock, and only queues
  * inos. Workers do the rest, since learning an object's version may take a request (a HEAD
  * when the listing had no ETag), then hand its first chunk to the fetch engine, which fetches
- * it with the other transfers and stores it as any readahead. */
+ * it with the other transfers and stores it as any readahead. A file the engine turns away
+ * (its readahead memory is full: the disk or the network lags) is not dropped: its walk queues
+ * it again at its next open. */
 #include "config.h"
 
 #include <errno.h>
@@ -27,9 +29,16 @@
 struct stream {
 	uint64_t dir;    /* 0: unused */
 	size_t next;     /* index after the file opened last */
-	size_t ahead_to; /* the files before this index are queued or opened */
+	size_t ahead_to; /* the files before this index are queued, fetched ahead or opened */
 	unsigned run;    /* opens in a row, each at most MAX_GAP entries after the previous */
 	uint64_t last_use;
+};
+
+/* A file to fetch ahead, and where it is: its walk is told when the engine turns it away. */
+struct ahead {
+	uint64_t ino;
+	uint64_t dir;
+	size_t index;
 };
 
 struct dir_prefetch {
@@ -43,7 +52,7 @@ struct dir_prefetch {
 	bool stop;                         /* lock */
 	struct stream streams[NR_STREAMS]; /* lock */
 	uint64_t clock;                    /* lock */
-	uint64_t queue[QUEUE_LEN];         /* lock: inos to fetch, a ring */
+	struct ahead queue[QUEUE_LEN];     /* lock: files to fetch, a ring */
 	unsigned head, len;                /* lock */
 	struct ns_file *files;             /* lock: scratch of ahead_files entries */
 	pthread_t workers[NR_WORKERS];
@@ -51,21 +60,40 @@ struct dir_prefetch {
 	atomic_uint_fast64_t nr_files;
 };
 
-static void fetch_one(struct dir_prefetch *dp, uint64_t ino)
+/* The engine did not go through file a: readahead holds its bound of memory. Its walk forgets
+ * that it was queued, so that the walk's next open queues it again (and what follows it), as a
+ * sequential reader asks again for the chunks it skipped; nothing else would ever fetch it
+ * ahead. A file the walk has opened since, or a walk started over, needs nothing. */
+static void turned_away(struct dir_prefetch *dp, const struct ahead *a)
 {
-	struct ns_node *n = namespace_get(dp->ns, ino);
+	pthread_mutex_lock(&dp->lock);
+	for (int i = 0; i < NR_STREAMS; i++) {
+		struct stream *s = &dp->streams[i];
+
+		if (s->dir == a->dir && a->index >= s->next && a->index < s->ahead_to)
+			s->ahead_to = a->index;
+	}
+	pthread_mutex_unlock(&dp->lock);
+}
+
+static void fetch_one(struct dir_prefetch *dp, const struct ahead *a)
+{
+	struct ns_node *n = namespace_get(dp->ns, a->ino);
 	struct cache_object *co;
+	uint64_t next = 1;
 
 	if (!n)
 		return;
 	if (fetcher_open_node(dp->fetcher, dp->ns, n, &co) == 0) {
 		/* The first chunk: all of a small file; for a large one, the part its own
 		 * readahead would wait for first. */
-		if (cache_object_size(co) && fetcher_prefetch(dp->fetcher, co, 0, 1, NULL))
+		if (cache_object_size(co) && fetcher_prefetch(dp->fetcher, co, 0, 1, &next))
 			atomic_fetch_add(&dp->nr_files, 1);
 		cache_object_unref(co);
 	}
 	namespace_put(dp->ns, n);
+	if (!next)
+		turned_away(dp, a);
 }
 
 static void *worker_main(void *arg)
@@ -74,17 +102,17 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&dp->lock);
 	for (;;) {
-		uint64_t ino;
+		struct ahead a;
 
 		while (!dp->len && !dp->stop)
 			pthread_cond_wait(&dp->cond, &dp->lock);
 		if (dp->stop)
 			break;
-		ino = dp->queue[dp->head];
+		a = dp->queue[dp->head];
 		dp->head = (dp->head + 1) % QUEUE_LEN;
 		dp->len--;
 		pthread_mutex_unlock(&dp->lock);
-		fetch_one(dp, ino);
+		fetch_one(dp, &a);
 		pthread_mutex_lock(&dp->lock);
 	}
 	pthread_mutex_unlock(&dp->lock);
@@ -164,6 +192,7 @@ static struct stream *stream_for(struct dir_prefetch *dp, uint64_t dir, bool *fr
 void dir_prefetch_opened(struct dir_prefetch *dp, struct ns_node *n, bool cached)
 {
 	struct stream *s;
+	struct ahead *a;
 	uint64_t dir, bytes = 0;
 	size_t idx, until, nr, queued = 0;
 	bool fresh;
@@ -209,7 +238,10 @@ void dir_prefetch_opened(struct dir_prefetch *dp, struct ns_node *n, bool cached
 			until = dp->files[i].index;
 			break;
 		}
-		dp->queue[(dp->head + dp->len) % QUEUE_LEN] = dp->files[i].ino;
+		a = &dp->queue[(dp->head + dp->len) % QUEUE_LEN];
+		a->ino = dp->files[i].ino;
+		a->dir = dir;
+		a->index = dp->files[i].index;
 		dp->len++;
 		queued++;
 	}
