@@ -17,7 +17,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: loader-dump --data PATHS [--format auto|llmc|raw-u16|raw-u32|megatron]\n"
 		   "  [--batch B] [--seq T] [--seed S] [--shuffle] [--rank R --world W]\n"
 		   "  [--buffers N] [--block-bytes N] [--window-blocks N] [--steps N]\n"
-		   "  [--epoch E --position P] [--out FILE] [--bench]\n");
+		   "  [--epoch E --position P] [--prefetch K] [--out FILE] [--bench]\n");
 }
 
 static double now_s(void)
@@ -49,6 +49,7 @@ int main(int argc, char **argv)
 		{ "help", 0, 0, 'h' },
 		{ "block-bytes", 1, 0, 'K' },
 		{ "window-blocks", 1, 0, 'G' },
+		{ "prefetch", 1, 0, 'P' },
 		{ 0, 0, 0, 0 },
 	};
 	struct loader_config cfg = { .batch = 4, .seq_len = 64, .device = -1, .world_size = 1 };
@@ -107,6 +108,9 @@ int main(int argc, char **argv)
 			break;
 		case 'G':
 			cfg.window_blocks = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'P':
+			cfg.prefetch_batches = (uint32_t)strtoul(optarg, NULL, 0);
 			break;
 		case 'N':
 			steps = strtoull(optarg, NULL, 0);
@@ -185,9 +189,15 @@ int main(int argc, char **argv)
 	if (bench && ret == 0) {
 		double dt = now_s() - t0;
 		double tokens = (double)steps * cfg.batch * cfg.seq_len;
+		struct loader_prefetch_info pi;
 
-		printf("tokens %.0f seconds %.4f tokens_per_s %.0f wait_ms_per_batch %.4f\n",
-			tokens, dt, tokens / dt, wait / steps);
+		loader_get_prefetch(l, &pi);
+		printf("tokens %.0f seconds %.4f tokens_per_s %.0f wait_ms_per_batch %.4f "
+		       "prefetch %s ahead %llu horizon %llu calls %llu bound %llu started %llu\n",
+			tokens, dt, tokens / dt, wait / steps, pi.on ? "on" : "off",
+			(unsigned long long)pi.ahead, (unsigned long long)pi.horizon,
+			(unsigned long long)pi.nr_calls, (unsigned long long)pi.nr_bound,
+			(unsigned long long)pi.nr_started);
 	}
 	if (f && fclose(f) != 0)
 		ret = -EIO;
