@@ -502,7 +502,7 @@ struct loader {
 	bool prefetch_started;
 	pthread_cond_t prefetch_cond;
 	uint64_t prefetch_gen;        /* lock */
-	uint64_t pf_horizon;          /* set at open */
+	_Atomic uint64_t pf_horizon;  /* K in use: cut by the daemon's cache once it answers */
 	_Atomic bool pf_on;           /* the daemon takes the ranges */
 	_Atomic uint64_t pf_ahead_to; /* global batch: those before it were handed over whole */
 	_Atomic uint64_t pf_calls, pf_bound, pf_started;

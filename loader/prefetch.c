@@ -39,6 +39,7 @@ struct prefetch {
 	bool stalled; /* the bound stopped the last call: retry at retry_ms */
 	double retry_ms;
 	/* The ranges of one unit, computed when the cursor enters it. */
+	uint64_t seen; /* the consumer's global batch the last round started from */
 	uint64_t cur_unit;
 	struct pf_range *cur;
 	uint32_t nr_cur, max_cur;
@@ -177,6 +178,17 @@ static enum pf_result hand_over(struct prefetch *p, uint64_t last)
 			if (n && r->shard != shard)
 				break;
 			shard = r->shard;
+			if (n && r->offset >= req->ranges[n - 1].offset &&
+				r->offset <=
+					req->ranges[n - 1].offset + req->ranges[n - 1].length) {
+				/* File order: batch after batch end to end, one range. */
+				struct ferry_prefetch_range *q = &req->ranges[n - 1];
+
+				if (r->offset + r->length > q->offset + q->length)
+					q->length = r->offset + r->length - q->offset;
+				p->idx++;
+				continue;
+			}
 			p->sent[n] = *r;
 			req->ranges[n].offset = r->offset;
 			req->ranges[n].length = r->length;
@@ -207,8 +219,15 @@ static enum pf_result hand_over(struct prefetch *p, uint64_t last)
 
 			/* Fetched far beyond what the cache holds, chunks would be evicted
 			 * before they are read. */
-			p->limit = req->cache_max_bytes && cap < p->horizon ? (cap ? cap : 1)
-									    : p->horizon;
+			uint64_t limit = req->cache_max_bytes && cap < p->horizon ? (cap ? cap : 1)
+										  : p->horizon;
+
+			bool cut = limit != (p->limit ? p->limit : p->horizon);
+
+			p->limit = limit;
+			atomic_store(&l->pf_horizon, limit);
+			if (cut)
+				return PF_DONE; /* the round sets its end again */
 		}
 		if (req->nr_done < n) {
 			/* Stopped by the daemon's readahead bound: go on from that range later
@@ -233,24 +252,31 @@ static enum pf_result prefetch_round(struct prefetch *p)
 	uint64_t c = global_batch(s, &l->next_state), first = unit_of(s, c), last, gen;
 	enum pf_result res;
 
+	p->seen = c;
 	if (p->gen != l->prefetch_gen || p->unit < first) {
 		/* A seek, or the consumer passed what was handed over: start from its unit. */
 		p->gen = l->prefetch_gen;
 		p->unit = first;
 		p->idx = 0;
 	}
-	/* The units of the next K batches, and, shuffled, the window after them, which the
-	 * readers read ahead of its first batch. */
-	last = unit_of(s, c + (p->limit ? p->limit : p->horizon)) + (s->shuffle ? 1 : 0);
-	if (p->unit > last)
-		return PF_DONE;
-	gen = p->gen;
-	pthread_mutex_unlock(&l->lock);
-	res = hand_over(p, last);
-	pthread_mutex_lock(&l->lock);
-	if (gen != l->prefetch_gen)
-		return PF_DONE; /* a seek came meanwhile: the next round starts over */
-	return res;
+	for (;;) {
+		uint64_t limit = p->limit;
+
+		/* The units of the next K batches, and, shuffled, the window after them, which
+		 * the readers read ahead of its first batch. */
+		last = unit_of(s, c + (limit ? limit : p->horizon)) + (s->shuffle ? 1 : 0);
+		if (p->unit > last)
+			return PF_DONE;
+		gen = p->gen;
+		pthread_mutex_unlock(&l->lock);
+		res = hand_over(p, last);
+		pthread_mutex_lock(&l->lock);
+		if (gen != l->prefetch_gen)
+			return PF_DONE; /* a seek came meanwhile: the next round starts over */
+		if (res != PF_DONE || p->limit == (limit ? limit : p->horizon))
+			return res;
+		/* The daemon's cache cut K (its first answer says how large it is). */
+	}
 }
 
 static void *prefetch_main(void *arg)
@@ -290,7 +316,11 @@ static void *prefetch_main(void *arg)
 			p->retry_ms = loader_now_ms() + PREFETCH_RETRY_MS;
 			continue;
 		}
-		/* Until the consumer moves on (or seeks, or the loader stops). */
+		/* Until the consumer moves on (or seeks, or the loader stops): signals sent
+		 * while the round ran without the lock are seen here. */
+		if (l->stop || p->gen != l->prefetch_gen ||
+			global_batch(&l->sampler, &l->next_state) != p->seen)
+			continue;
 		pthread_cond_wait(&l->prefetch_cond, &l->lock);
 	}
 	pthread_mutex_unlock(&l->lock);
@@ -319,17 +349,18 @@ static uint64_t horizon(const struct loader *l)
 int prefetch_start(struct loader *l)
 {
 	struct prefetch *p;
+	uint64_t k;
 	int ret;
 
-	if (!l->ds.nr_shards || !direct_probe(l->ds.shards[0].path) ||
-		!(l->pf_horizon = horizon(l)))
+	if (!l->ds.nr_shards || !direct_probe(l->ds.shards[0].path) || !(k = horizon(l)))
 		return 0;
+	atomic_store(&l->pf_horizon, k);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->l = l;
 	p->fd = -1;
-	p->horizon = l->pf_horizon;
+	p->horizon = k;
 	p->max_cur = l->cfg.batch > l->max_pieces ? l->cfg.batch : l->max_pieces;
 	p->cur = calloc(p->max_cur, sizeof(*p->cur));
 	p->runs = calloc(SAMPLER_MAX_RUNS(&l->sampler), sizeof(*p->runs));
@@ -398,7 +429,7 @@ void loader_get_prefetch(const struct loader *l, struct loader_prefetch_info *pi
 
 	memset(pi, 0, sizeof(*pi));
 	pi->on = atomic_load(&m->pf_on);
-	pi->horizon = m->pf_horizon;
+	pi->horizon = atomic_load(&m->pf_horizon);
 	pthread_mutex_lock(&m->lock);
 	c = global_batch(&m->sampler, &m->next_state);
 	pthread_mutex_unlock(&m->lock);
