@@ -3,14 +3,27 @@
 # ranges than the call takes, an offset + length that wraps, flags it does not know, a struct
 # of another size, a directory: each a clear error (EINVAL, or ENOTTY for what is not the call),
 # nothing fetched, the daemon up and serving the right bytes. A good request starts the chunks
-# of its ranges and says so; off a ferry mount the call is ENOTTY.
+# of its ranges and says so; one past the daemon's readahead bound says where it stopped; off
+# a ferry mount the call is ENOTTY.
 . "$(dirname "$0")/lib.sh"
 drv=$FERRY_BUILD/tests/integ/prefetch_ioctl_driver
 need_fuse
 need_built "$drv"
-mkdir -p "$T/src/d"
+mkdir -p "$T/src/d" "$T/src/slow"
 head -c $((10 << 20)) /dev/urandom >"$T/src/d/f.bin" # 10 MiB: chunks 0-9 of 1 MiB
+truncate -s 256M "$T/src/slow/big.bin"
 serve_nginx "$T/src"
+# slow/ at 64 KiB/s a request: prefetched chunks stay in flight, so the daemon's bound holds.
+master=$(cat "$NGINX_STATE/nginx.pid")
+old_workers=$(pgrep -P "$master" | sort)
+sed -i 's|location / { }|location / { } location /slow/ { limit_rate 64k; }|' "$NGINX_STATE/nginx.conf"
+grep -q 'limit_rate 64k' "$NGINX_STATE/nginx.conf" || fail "nginx.sh's config changed: no location to slow"
+nginx -p "$NGINX_STATE" -c "$NGINX_STATE/nginx.conf" -g "user root;" -s reload 2>/dev/null ||
+	fail "nginx did not reload"
+for _ in $(seq 100); do
+	[ -z "$(comm -12 <(pgrep -P "$master" | sort) <(echo "$old_workers"))" ] && break
+	sleep 0.1
+done
 mount_ferry "http://127.0.0.1:$PORT/" "$T/mnt" --chunk-size 1M
 f=$T/mnt/d/f.bin
 size=$((10 << 20))
@@ -46,6 +59,13 @@ for _ in $(seq 100); do [ "$(gets)" -ge 3 ] && break; sleep 0.1; done
 out=$("$drv" "$f" --nr 0) || fail "an empty request failed: $out"
 echo "$out" | grep -q "^nr_done 0 next_offset 0 nr_started 0 " || fail "an empty request answered: $out"
 cmp "$T/src/d/f.bin" "$f" || fail "the mount serves other bytes after the bad requests"
+
+# Chunk 0, then chunks 2-128: 128 chunks of 1 MiB fill the bound; chunk 129 is where it stopped.
+log "the readahead bound (128 MiB in memory) stops a request for 200 MiB and says where"
+out=$("$drv" "$T/mnt/slow/big.bin" 0:1048576 $((2 << 20)):$((200 << 20))) || fail "a large request failed: $out"
+echo "$out" | grep -q "^nr_done 1 next_offset $((129 << 20)) nr_started 128 nr_chunks 128 " ||
+	fail "a request past the bound answered: $out"
+cmp "$T/src/d/f.bin" "$f" || fail "the mount does not serve the right bytes while the bound is full"
 
 head -c 4096 /dev/zero >"$T/plain.bin"
 expect "Inappropriate ioctl for device" "off a ferry mount" "$T/plain.bin" 0:1
