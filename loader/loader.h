@@ -37,7 +37,7 @@ struct loader_config {
 	/* On a ferry mount the daemon is told of the byte ranges of the next prefetch_batches
 	 * batches after the one in use, in the order they are read (FERRY_IOC_PREFETCH), and
 	 * fetches them ahead in that order. 0: LOADER_DEFAULT_PREFETCH_BYTES of batches. At
-	 * least nr_buffers; cut to a quarter of the daemon's cache. FERRY_LOADER_PREFETCH=K in
+	 * most an epoch, cut to a quarter of the daemon's cache, at least nr_buffers. FERRY_LOADER_PREFETCH=K in
 	 * the environment overrides it, =0 turns it off. Changes no byte of any batch. */
 	uint32_t prefetch_batches;
 };

@@ -328,7 +328,8 @@ static void *prefetch_main(void *arg)
 }
 
 /* K: FERRY_LOADER_PREFETCH or cfg.prefetch_batches, else LOADER_DEFAULT_PREFETCH_BYTES of
- * batches; at least the ring's slots, which the readers fill ahead of the consumer. 0: off. */
+ * batches; at most an epoch; at least the ring's slots, which the readers fill ahead of the
+ * consumer. 0: off. */
 static uint64_t horizon(const struct loader *l)
 {
 	const char *env = getenv("FERRY_LOADER_PREFETCH");
@@ -343,6 +344,10 @@ static uint64_t horizon(const struct loader *l)
 		k = (LOADER_DEFAULT_PREFETCH_BYTES + batch_bytes - 1) / batch_bytes;
 	if (env && !k)
 		return 0;
+	/* Past an epoch the order asks for the same bytes again: on a small dataset the whole
+	 * of it is asked for once, not once per epoch of the horizon. */
+	if (k > l->sampler.steps_per_epoch)
+		k = l->sampler.steps_per_epoch;
 	return k < l->nr_slots ? l->nr_slots : k;
 }
 
