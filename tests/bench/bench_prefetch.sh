@@ -4,7 +4,9 @@
 # (limit_rate), with the loader's prefetch (FERRY_IOC_PREFETCH) and without, in one run. The cap
 # is measured in the same run: the origin's rate for 16 parallel range GETs (the daemon's
 # transfers). Prints tokens/s, the token bytes/s and the origin's bytes/s against the cap, and
-# the data wait per batch, as a markdown table.
+# the data wait per batch, as a markdown table; then again with a simulated training step per
+# batch (loader-dump --step-ms) as long as LOAD (0.6) of the cap needs for a batch, where the wait
+# says whether the loader is ahead.
 #   usage: bench_prefetch.sh [MB of tokens, default 64]   RATE=1m (nginx limit_rate)
 # nginx lets a response's first second of bytes through at once (its limit counts from one
 # second in), so the cap is measured with requests of the daemon's chunk size (2 MiB), which
@@ -14,6 +16,7 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FERRY_BUILD:-$src/build}
 mb=${1:-64}
 rate=${RATE:-1m}
+load=${LOAD:-0.6} # the simulated trainer's demand, a fraction of the cap
 B=16
 T=1024
 dump=$build/loader/loader-dump
@@ -86,7 +89,9 @@ run() {
 	daemon_pid=$!
 	for _ in $(seq 100); do [ -e "$tmp/mnt/s_0000.bin" ] && break; sleep 0.1; done
 	[ -e "$tmp/mnt/s_0000.bin" ] || { cat "$tmp/daemon.log" >&2; exit 1; }
-	out=$(env "$@" "$dump" --data "$tmp/mnt/s_*.bin" --batch $B --seq $T --shuffle --seed 1 \
+	local envs=() args=()
+	for a in "$@"; do case $a in *=*) envs+=("$a") ;; *) args+=("$a") ;; esac; done
+	out=$(env "${envs[@]}" "$dump" "${args[@]}" --data "$tmp/mnt/s_*.bin" --batch $B --seq $T --shuffle --seed 1 \
 		--steps "$steps" --bench 2>>"$tmp/dump.log")
 	fetched=$("$ferry" stat "$tmp/mnt" --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_fetched"])')
 	fusermount3 -u "$tmp/mnt"
@@ -96,21 +101,29 @@ run() {
 }
 off=$(run FERRY_LOADER_PREFETCH=0)
 on=$(run)
+# A trainer whose step takes as long as LOAD of the cap needs for a batch's tokens: the loader
+# can keep up, and the data wait shows whether it is ahead.
+step_ms=$(/usr/bin/python3 -c "print('%.3f' % ($B * $T * 2 / ($load * $cap) * 1e3))")
+off_step=$(run FERRY_LOADER_PREFETCH=0 --step-ms "$step_ms")
+on_step=$(run --step-ms "$step_ms")
 
-/usr/bin/python3 - "$cap" "$bytes" "$steps" "$rate" "$off" "$on" <<'PY'
+/usr/bin/python3 - "$cap" "$bytes" "$steps" "$rate" "$step_ms" "$off" "$on" "$off_step" "$on_step" <<'PY'
 import sys
 cap, nbytes, steps, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+step_ms = sys.argv[5]
 print("bench_prefetch: first epoch, cold mount, %.0f MB of uint16 shards, B=16 T=1024, "
       "shuffled, %d batches, 2 MiB chunks; origin nginx limit_rate %s a connection, cap (16 parallel range "
       "GETs of a chunk, same run) %.1f MB/s" % (nbytes / 1e6, steps, rate, cap / 1e6))
 print()
-print("| prefetch | seconds | tokens/s | token bytes/s ÷ cap | origin bytes/s ÷ cap | wait ms/batch | ahead at end |")
-print("|---|---|---|---|---|---|---|")
-for name, line in (("off", sys.argv[5]), ("on", sys.argv[6])):
+print("| prefetch | step | seconds | tokens/s | token bytes/s ÷ cap | origin bytes/s ÷ cap | wait ms/batch | after the first quarter | ahead at end |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, step, line in (("off", "none", sys.argv[6]), ("on", "none", sys.argv[7]),
+                         ("off", step_ms + " ms", sys.argv[8]), ("on", step_ms + " ms", sys.argv[9])):
     f = line.split()
     d = dict(zip(f[0::2], f[1::2]))
     s, tps = float(d["seconds"]), float(d["tokens_per_s"])
-    print("| %s | %.1f | %.0f | %.2f | %.2f | %.2f | %s |" % (name, s, tps, tps * 2 / cap,
-          int(d["fetched"]) / s / cap, float(d["wait_ms_per_batch"]),
+    print("| %s | %s | %.1f | %.0f | %.2f | %.2f | %.2f | %.3f | %s |" % (name, step, s, tps,
+          tps * 2 / cap, int(d["fetched"]) / s / cap, float(d["wait_ms_per_batch"]),
+          float(d["late_wait_ms_per_batch"]),
           d["ahead"] if d["prefetch"] == "on" else "-"))
 PY
