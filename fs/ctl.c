@@ -1,6 +1,7 @@
 /* The control interface of a ferry mount (ferry_ctl.h): the user.ferry.* xattrs that report
- * on the mount and its files, and the FERRY_IOC_RESIDENT ioctl with the pins it hands out,
- * which the pin thread releases when they expire. fuse_ops.c routes the requests here. */
+ * on the mount and its files, the FERRY_IOC_RESIDENT ioctl with the pins it hands out,
+ * which the pin thread releases when they expire, and FERRY_IOC_PREFETCH, which hands a
+ * reader's ranges to the fetcher's readahead. fuse_ops.c routes the requests here. */
 #include "config.h"
 
 #include <errno.h>
@@ -377,25 +378,14 @@ static void resident_sums(struct ferry_resident *r, struct cache_object *co, uin
 	r->nr_sums = n > 0 ? (uint32_t)n : 0;
 }
 
-void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
-	struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
-	size_t out_bufsz)
+static void ioctl_resident(fuse_req_t req, struct ferryfs *fs, struct fuse_file_info *fi,
+	const void *in_buf, size_t in_bufsz, size_t out_bufsz)
 {
-	struct ferryfs *fs = fs_of(req);
 	struct ferry_file *f;
 	struct ferry_resident *r;
 	uint64_t len, first = 0, last = 0;
 	int ret = 0;
 
-	count_op(fs, FERRY_OP_IOCTL);
-	if (flags & FUSE_IOCTL_COMPAT) {
-		fuse_reply_err(req, ENOSYS);
-		return;
-	}
-	if (cmd != FERRY_IOC_RESIDENT || (flags & FUSE_IOCTL_DIR)) {
-		fuse_reply_err(req, ENOTTY);
-		return;
-	}
 	if (in_bufsz < sizeof(*r) || out_bufsz < sizeof(*r)) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -443,4 +433,121 @@ void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	snprintf(r->cache_path, sizeof(r->cache_path), "%s", cache_object_data_path(f->co));
 	fuse_reply_ioctl(req, 0, r, sizeof(*r));
 	free(r);
+}
+
+/* Checks every range of p against a file of size bytes before anything starts: a request
+ * either is taken whole (as far as the readahead bound lets it) or changes nothing. */
+static int prefetch_check(const struct ferry_prefetch *p, uint64_t size)
+{
+	if (p->nr_ranges > FERRY_PREFETCH_MAX_RANGES || p->flags)
+		return -EINVAL;
+	for (uint32_t i = 0; i < p->nr_ranges; i++) {
+		const struct ferry_prefetch_range *r = &p->ranges[i];
+
+		if (!r->length || r->length > UINT64_MAX - r->offset ||
+			r->offset + r->length > size)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* Hands the chunks of p's ranges, in order, to the fetcher's readahead. Consecutive ranges
+ * that share a chunk (samples lying end to end) ask for it once; one asked for again later is
+ * skipped by the fetcher, present or in flight. Stops where the fetcher's bound stopped it. */
+static void prefetch_ranges(struct ferryfs *fs, struct ferry_file *f, struct ferry_prefetch *p)
+{
+	const uint64_t chunk = fs->chunk_bytes;
+	uint64_t prev_first = 0, prev_end = 0;
+	uint32_t i;
+
+	for (i = 0; i < p->nr_ranges; i++) {
+		const struct ferry_prefetch_range *r = &p->ranges[i];
+		uint64_t first = r->offset / chunk, end = (r->offset + r->length - 1) / chunk + 1;
+		uint64_t next;
+
+		if (first >= prev_first && first < prev_end) {
+			/* The run of chunks goes on: its start was asked for already. */
+			first = prev_end < end ? prev_end : end;
+			if (end > prev_end)
+				prev_end = end;
+		} else {
+			prev_first = first;
+			prev_end = end;
+		}
+		if (first == end)
+			continue;
+		p->nr_started += fetcher_prefetch(fs->fetcher, f->co, first, end - first, &next);
+		p->nr_chunks += (uint32_t)(next - first);
+		if (next < end) {
+			p->next_offset = next * chunk > r->offset ? next * chunk : r->offset;
+			break;
+		}
+	}
+	p->nr_done = i;
+	if (i == p->nr_ranges)
+		p->next_offset = i ? p->ranges[i - 1].offset + p->ranges[i - 1].length : 0;
+}
+
+static void ioctl_prefetch(fuse_req_t req, struct ferryfs *fs, struct fuse_file_info *fi,
+	const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	struct ferry_file *f = file_of(fi);
+	struct ferry_prefetch *p;
+	struct cache_stats cs;
+	int ret;
+
+	if (in_bufsz < sizeof(*p) || out_bufsz < offsetof(struct ferry_prefetch, ranges)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* 16 KiB: too large for a FUSE worker's stack. */
+	p = malloc(sizeof(*p));
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(p, in_buf, sizeof(*p));
+	ret = prefetch_check(p, f->obj.obj.size);
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		free(p);
+		return;
+	}
+	cache_get_stats(fs->cache, &cs);
+	p->nr_done = p->nr_started = p->nr_chunks = 0;
+	p->next_offset = 0;
+	p->chunk_bytes = fs->chunk_bytes;
+	p->file_size = f->obj.obj.size;
+	p->cache_max_bytes = cs.max_bytes;
+	prefetch_ranges(fs, f, p);
+	/* The ranges are the caller's own: only the answer goes back. */
+	fuse_reply_ioctl(req, 0, p, offsetof(struct ferry_prefetch, ranges));
+	free(p);
+}
+
+void ferry_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+	struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+	size_t out_bufsz)
+{
+	struct ferryfs *fs = fs_of(req);
+
+	count_op(fs, FERRY_OP_IOCTL);
+	if (flags & FUSE_IOCTL_COMPAT) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	if (flags & FUSE_IOCTL_DIR) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	switch (cmd) {
+	case FERRY_IOC_RESIDENT:
+		ioctl_resident(req, fs, fi, in_buf, in_bufsz, out_bufsz);
+		break;
+	case FERRY_IOC_PREFETCH:
+		ioctl_prefetch(req, fs, fi, in_buf, in_bufsz, out_bufsz);
+		break;
+	default:
+		fuse_reply_err(req, ENOTTY);
+	}
 }

@@ -1,5 +1,5 @@
 /* The control surface of a mounted ferry file system, for programs that hold no link to the
- * daemon: `ferry stat`, `ferry warm` and loader/. Extended attributes and one ioctl, both
+ * daemon: `ferry stat`, `ferry warm` and loader/. Extended attributes and two ioctls, all
  * carried by FUSE, so nothing but the mount itself is needed. */
 #ifndef FERRY_CTL_H
 #define FERRY_CTL_H
@@ -52,5 +52,41 @@ struct ferry_resident {
 #define FERRY_IOC_RESIDENT _IOWR('f', 1, struct ferry_resident)
 /* _IOC_SIZE holds 14 bits. */
 _Static_assert(sizeof(struct ferry_resident) < (1u << 14), "FERRY_IOC_RESIDENT too large");
+
+/* FERRY_IOC_PREFETCH: the caller's next reads of the open file, in the order it will need
+ * them: the daemon starts fetching the absent chunks covering ranges[0], then ranges[1], ...
+ * in the background (the same readahead as a sequential reader's, so at most 128 MiB of it in
+ * memory at once), and answers at once, never waiting for the network. Where that bound
+ * stopped it, nr_done < nr_ranges and next_offset is the first byte of ranges[nr_done] it did
+ * not go through (a chunk boundary): the caller asks again from there later, as chunks land
+ * and free the bound. "Gone through" means started, already present, or already being
+ * fetched; nothing is pinned, so a chunk fetched ahead can still be evicted before it is
+ * read (the caller keeps what it asks for well under cache_max_bytes).
+ *
+ * Every range must lie inside the file and be non-empty; more than FERRY_PREFETCH_MAX_RANGES,
+ * flags other than 0, a zero length, an offset + length that wraps or passes the file's end:
+ * EINVAL, and nothing is started. nr_ranges 0 only answers the out fields. Only the fields
+ * before ranges[] are written back. docs/ferry.md ("Prefetch from the training order"). */
+#define FERRY_PREFETCH_MAX_RANGES 1000u
+
+struct ferry_prefetch_range {
+	uint64_t offset;
+	uint64_t length;
+};
+
+struct ferry_prefetch {
+	uint32_t nr_ranges;       /* in: 0 .. FERRY_PREFETCH_MAX_RANGES */
+	uint32_t flags;           /* in: 0 */
+	uint32_t nr_done;         /* out: ranges gone through whole */
+	uint32_t chunk_bytes;     /* out: the cache's chunk size */
+	uint64_t next_offset;     /* out: in ranges[nr_done] when nr_done < nr_ranges */
+	uint64_t file_size;       /* out */
+	uint64_t cache_max_bytes; /* out: the cache's size limit (0: none) */
+	uint32_t nr_started;      /* out: chunk fetches this call started */
+	uint32_t nr_chunks;       /* out: chunks this call went through */
+	struct ferry_prefetch_range ranges[FERRY_PREFETCH_MAX_RANGES]; /* in */
+};
+#define FERRY_IOC_PREFETCH _IOWR('f', 2, struct ferry_prefetch)
+_Static_assert(sizeof(struct ferry_prefetch) < (1u << 14), "FERRY_IOC_PREFETCH too large");
 
 #endif

@@ -686,6 +686,14 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	pthread_cond_init(&l->fill_cond, NULL);
 	pthread_cond_init(&l->window_cond, NULL);
 	pthread_cond_init(&l->ready_cond, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&l->prefetch_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	l->cfg = *cfg;
 	l->cfg.world_size = W;
 	l->nr_slots = cfg->nr_buffers ? cfg->nr_buffers : 4;
@@ -773,6 +781,13 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	if (ret < 0)
 		goto nomem;
 	ring_init(&l->ring, l->nr_slots);
+	ret = prefetch_start(l);
+	if (ret == -ENOMEM)
+		goto nomem;
+	if (ret < 0) {
+		snprintf(errbuf, errlen, "cannot start the prefetch thread: %s", strerror(-ret));
+		goto fail;
+	}
 	for (uint32_t i = 0; i < l->nr_readers; i++) {
 		ret = pthread_create(&l->readers[i].thread, NULL, reader_main, &l->readers[i]);
 		if (ret != 0) {
@@ -799,10 +814,12 @@ void loader_free(struct loader *l)
 	pthread_mutex_lock(&l->lock);
 	l->stop = true;
 	pthread_cond_broadcast(&l->fill_cond);
+	pthread_cond_broadcast(&l->prefetch_cond);
 	pthread_mutex_unlock(&l->lock);
 	for (uint32_t i = 0; l->readers && i < l->nr_readers; i++)
 		if (l->readers[i].started)
 			pthread_join(l->readers[i].thread, NULL);
+	prefetch_stop(l);
 	stage_free(l->stage);
 	for (uint32_t i = 0; l->slots && i < l->nr_slots; i++)
 		free(l->slots[i].wide);
@@ -831,11 +848,40 @@ void loader_free(struct loader *l)
 	pthread_cond_destroy(&l->fill_cond);
 	pthread_cond_destroy(&l->window_cond);
 	pthread_cond_destroy(&l->ready_cond);
+	pthread_cond_destroy(&l->prefetch_cond);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->ds_lock);
 	pthread_mutex_destroy(&l->held_lock);
 	free(l->paths);
 	free(l);
+}
+
+/* The consumer's data wait over an epoch; under verbose, one line at the end of each: the
+ * wait, and how far ahead the daemon was told of the order (prefetch.c). */
+static void epoch_account(struct loader *l, double wait_ms, const struct loader_state *st)
+{
+	struct loader_prefetch_info pi;
+
+	l->epoch_batches++;
+	l->epoch_wait_ms += wait_ms;
+	if (st->position + 1 < l->sampler.steps_per_epoch)
+		return;
+	if (l->cfg.verbose) {
+		char ahead[128] = "prefetch off";
+
+		loader_get_prefetch(l, &pi);
+		if (pi.on)
+			snprintf(ahead, sizeof(ahead),
+				"prefetch %llu batches ahead of %llu asked (%llu calls, %llu "
+				"stopped by the daemon's bound)",
+				(unsigned long long)pi.ahead, (unsigned long long)pi.horizon,
+				(unsigned long long)pi.nr_calls, (unsigned long long)pi.nr_bound);
+		loader_say(l, "epoch %llu: %llu batches, data wait %.1f ms (%.3f ms a batch), %s",
+			(unsigned long long)st->epoch, (unsigned long long)l->epoch_batches,
+			l->epoch_wait_ms, l->epoch_wait_ms / (double)l->epoch_batches, ahead);
+	}
+	l->epoch_batches = 0;
+	l->epoch_wait_ms = 0;
 }
 
 int loader_next_batch(struct loader *l, struct loader_batch *b)
@@ -866,9 +912,11 @@ int loader_next_batch(struct loader *l, struct loader_batch *b)
 	}
 	l->next_state = slot->state;
 	sampler_advance(&l->sampler, &l->next_state);
+	pthread_cond_signal(&l->prefetch_cond);
 	pthread_mutex_unlock(&l->lock);
 
 	b->wait_ms = loader_now_ms() - t0;
+	epoch_account(l, b->wait_ms, &slot->state);
 	b->inputs = slot->inputs;
 	b->targets = slot->targets;
 	b->state = slot->state;
@@ -906,7 +954,11 @@ int loader_seek(struct loader *l, const struct loader_state *st)
 	l->next_state = *st;
 	l->reader_paused = false;
 	l->sticky_err = 0;
+	l->prefetch_gen++;
+	l->epoch_batches = 0;
+	l->epoch_wait_ms = 0;
 	pthread_cond_broadcast(&l->fill_cond);
+	pthread_cond_signal(&l->prefetch_cond);
 	pthread_mutex_unlock(&l->lock);
 	return 0;
 }

@@ -34,7 +34,15 @@ struct loader_config {
 	 * saves them in its checkpoints). 0: LOADER_DEFAULT_*. The environment plays no part. */
 	uint32_t block_bytes;   /* 1 .. LOADER_MAX_BLOCK_BYTES */
 	uint32_t window_blocks; /* 1 .. LOADER_MAX_WINDOW_BLOCKS */
+	/* On a ferry mount the daemon is told of the byte ranges of the next prefetch_batches
+	 * batches after the one in use, in the order they are read (FERRY_IOC_PREFETCH), and
+	 * fetches them ahead in that order. 0: LOADER_DEFAULT_PREFETCH_BYTES of batches. At
+	 * most an epoch, cut to a quarter of the daemon's cache, at least nr_buffers. FERRY_LOADER_PREFETCH=K in
+	 * the environment overrides it, =0 turns it off. Changes no byte of any batch. */
+	uint32_t prefetch_batches;
 };
+
+#define LOADER_DEFAULT_PREFETCH_BYTES (256ull << 20)
 
 /* 2 MiB blocks keep reads large on any mount (ferry's chunk is 8 MiB by default; FUSE splits
  * reads into 128 KiB-1 MiB requests anyway); 8 of them make a 16 MiB window per rank. */
@@ -107,5 +115,17 @@ void loader_token_source(const struct loader *l, const struct loader_state *st, 
 /* `ferry data make|inspect ...`: the command line of the dataset tools (loader/data_cmd.c).
  * Returns the process exit status. */
 int data_main(int argc, char **argv);
+
+/* Added for prefetch from the training order (issue 11); the functions above are unchanged. */
+struct loader_prefetch_info {
+	bool on;             /* the daemon takes the loader's ranges (a ferry mount) */
+	uint64_t horizon;    /* K: batches after the one in use it is told of */
+	uint64_t ahead;      /* batches after the one in use whose chunks the daemon has gone
+			      * through: present, in flight, or queued for fetching */
+	uint64_t nr_calls;   /* FERRY_IOC_PREFETCH calls */
+	uint64_t nr_bound;   /* calls the daemon's readahead bound stopped short */
+	uint64_t nr_started; /* chunk fetches they started */
+};
+void loader_get_prefetch(const struct loader *l, struct loader_prefetch_info *pi);
 
 #endif

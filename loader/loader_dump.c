@@ -14,10 +14,11 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: loader-dump --data PATHS [--format auto|llmc|raw-u16|raw-u32|megatron]\n"
-		   "  [--batch B] [--seq T] [--seed S] [--shuffle] [--rank R --world W]\n"
-		   "  [--buffers N] [--block-bytes N] [--window-blocks N] [--steps N]\n"
-		   "  [--epoch E --position P] [--out FILE] [--bench]\n");
+	fprintf(f,
+		"usage: loader-dump --data PATHS [--format auto|llmc|raw-u16|raw-u32|megatron]\n"
+		"  [--batch B] [--seq T] [--seed S] [--shuffle] [--rank R --world W]\n"
+		"  [--buffers N] [--block-bytes N] [--window-blocks N] [--steps N]\n"
+		"  [--epoch E --position P] [--prefetch K] [--step-ms MS] [--out FILE] [--bench]\n");
 }
 
 static double now_s(void)
@@ -49,6 +50,8 @@ int main(int argc, char **argv)
 		{ "help", 0, 0, 'h' },
 		{ "block-bytes", 1, 0, 'K' },
 		{ "window-blocks", 1, 0, 'G' },
+		{ "prefetch", 1, 0, 'P' },
+		{ "step-ms", 1, 0, 'M' },
 		{ 0, 0, 0, 0 },
 	};
 	struct loader_config cfg = { .batch = 4, .seq_len = 64, .device = -1, .world_size = 1 };
@@ -59,7 +62,7 @@ int main(int argc, char **argv)
 	bool bench = false, seek = false;
 	char err[512];
 	FILE *f = NULL;
-	double wait = 0, t0;
+	double wait = 0, late_wait = 0, t0, step_ms = 0;
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -107,6 +110,12 @@ int main(int argc, char **argv)
 			break;
 		case 'G':
 			cfg.window_blocks = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'P':
+			cfg.prefetch_batches = (uint32_t)strtoul(optarg, NULL, 0);
+			break;
+		case 'M':
+			step_ms = strtod(optarg, NULL);
 			break;
 		case 'N':
 			steps = strtoull(optarg, NULL, 0);
@@ -170,6 +179,15 @@ int main(int argc, char **argv)
 			break;
 		}
 		wait += b.wait_ms;
+		if (i >= steps / 4)
+			late_wait += b.wait_ms; /* once the first reads are over */
+		if (step_ms > 0) {
+			/* A training step's time, during which the loader reads ahead. */
+			struct timespec ts = { (time_t)(step_ms / 1e3),
+				(long)((step_ms - (time_t)(step_ms / 1e3) * 1e3) * 1e6) };
+
+			nanosleep(&ts, NULL);
+		}
 		if (f) {
 			uint64_t hdr[2] = { b.state.epoch, b.state.position };
 
@@ -185,9 +203,16 @@ int main(int argc, char **argv)
 	if (bench && ret == 0) {
 		double dt = now_s() - t0;
 		double tokens = (double)steps * cfg.batch * cfg.seq_len;
+		struct loader_prefetch_info pi;
 
-		printf("tokens %.0f seconds %.4f tokens_per_s %.0f wait_ms_per_batch %.4f\n",
-			tokens, dt, tokens / dt, wait / steps);
+		loader_get_prefetch(l, &pi);
+		printf("tokens %.0f seconds %.4f tokens_per_s %.0f wait_ms_per_batch %.4f "
+		       "prefetch %s ahead %llu horizon %llu calls %llu bound %llu started %llu "
+		       "late_wait_ms_per_batch %.4f\n",
+			tokens, dt, tokens / dt, wait / steps, pi.on ? "on" : "off",
+			(unsigned long long)pi.ahead, (unsigned long long)pi.horizon,
+			(unsigned long long)pi.nr_calls, (unsigned long long)pi.nr_bound,
+			(unsigned long long)pi.nr_started, late_wait / (double)(steps - steps / 4));
 	}
 	if (f && fclose(f) != 0)
 		ret = -EIO;

@@ -495,8 +495,22 @@ struct loader {
 	uint32_t nr_busy;               /* lock: readers filling a slot outside the lock */
 	bool reader_paused;             /* lock: stopped after a failed batch until a seek */
 	bool stop;                      /* lock */
-	int sticky_err;                 /* lock: the consumer met this error; until a seek */
-	char last_error[256];           /* consumer thread */
+	/* Prefetch from the order (prefetch.c): its thread waits on prefetch_cond, signalled
+	 * when the consumer moves on, seeks (prefetch_gen counts the seeks) or stops. */
+	struct prefetch *prefetch; /* the thread's own; NULL when off */
+	pthread_t prefetch_thread;
+	bool prefetch_started;
+	pthread_cond_t prefetch_cond;
+	uint64_t prefetch_gen;        /* lock */
+	_Atomic uint64_t pf_horizon;  /* K in use: cut by the daemon's cache once it answers */
+	_Atomic bool pf_on;           /* the daemon takes the ranges */
+	_Atomic uint64_t pf_ahead_to; /* global batch: those before it were handed over whole */
+	_Atomic uint64_t pf_calls, pf_bound, pf_started;
+	/* Consumer thread: this epoch's batches and data wait, for the per-epoch line. */
+	uint64_t epoch_batches;
+	double epoch_wait_ms;
+	int sticky_err;       /* lock: the consumer met this error; until a seek */
+	char last_error[256]; /* consumer thread */
 };
 
 /* loader.c */
@@ -508,6 +522,12 @@ const char *read_path_name(enum read_path p);
 uint32_t reader_group_end(struct reader *r, uint32_t first, uint32_t nr_ops);
 int reader_pin_shards(struct reader *r, uint32_t first, uint32_t end, char *err, size_t errlen);
 void reader_unpin_shards(struct reader *r);
+
+/* prefetch.c: on a ferry mount, the thread that tells the daemon the ranges of the next
+ * batches (FERRY_IOC_PREFETCH). Started before the readers; 0 or -errno (-ENOMEM). */
+int prefetch_start(struct loader *l);
+/* Joins the thread (l->stop set and prefetch_cond signalled first) and frees its state. */
+void prefetch_stop(struct loader *l);
 
 /* direct.c: the ferry fast path (the daemon's cache file, checked against its block sums) and
  * the cufile path. Every failure falls back to the plain reads of loader.c. */

@@ -798,6 +798,11 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 	printf("step %6d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | "
 	       "wait %.2f ms",
 		step, s->steps, r->loss, r->lr, r->norm, r->ms, tokens_per_s, r->wait_ms);
+	/* On a ferry mount: batches after this one whose chunks the daemon is fetching or has. */
+	struct loader_prefetch_info pi;
+	loader_get_prefetch(t->train_loader, &pi);
+	if (pi.on)
+		printf(" | ahead %llu", (unsigned long long)pi.ahead);
 	if (!isnan(val_loss))
 		printf(" | val %.6f", val_loss);
 	if (r->bad)
