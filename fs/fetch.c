@@ -294,7 +294,7 @@ static void *worker_main(void *arg)
 		if (job_store(j))
 			cache_chunk_release(j->co, j->idx);
 		pthread_mutex_lock(&f->lock);
-		f->nr_ahead--;
+		f->ahead_bytes -= j->len;
 		pthread_mutex_unlock(&f->lock);
 		job_free(f, j);
 	}
@@ -334,9 +334,9 @@ int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 	f->queue_tail = &f->queue;
 	f->work_tail = &f->work;
 	f->max_bufs = f->max_transfers + FETCH_WORKERS;
-	f->max_ahead = (unsigned)(FETCH_AHEAD_BYTES / f->chunk_bytes);
-	if (f->max_ahead < 2)
-		f->max_ahead = 2;
+	f->max_ahead_bytes = FETCH_AHEAD_BYTES;
+	if (f->max_ahead_bytes < 2ull * f->chunk_bytes)
+		f->max_ahead_bytes = 2ull * f->chunk_bytes;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->work_cond, NULL);
 	ret = -ENOMEM;
@@ -665,52 +665,57 @@ int fetcher_make_resident(struct fetcher *f, struct cache_object *co, uint64_t o
 	return do_range(f, co, NULL, off, (size_t)len);
 }
 
-/* Readahead chunks hold memory from submission until stored: a slot is taken before a chunk is
- * acquired (so threads prefetching at once cannot pass the bound together) and given back
- * unless a job keeps it (worker_main gives it back once the job is done). */
-static bool take_ahead_slot(struct fetcher *f)
+/* Readahead chunks hold memory from submission until stored: their bytes are taken before a
+ * chunk is acquired (so threads prefetching at once cannot pass the bound together) and given
+ * back unless a job keeps them (worker_main gives them back once the job is done). Counted in
+ * bytes, not chunks: a small file's job holds a buffer of its size (job_new), and counting it
+ * as a chunk let a directory walk's 32 small files (a few MiB) fill a bound of 16 chunks
+ * whenever the store lagged, turning the rest of the walk's readahead away. */
+static bool take_ahead(struct fetcher *f, uint64_t len)
 {
 	bool took;
 
 	pthread_mutex_lock(&f->lock);
-	took = f->nr_ahead < f->max_ahead;
+	took = f->ahead_bytes + len <= f->max_ahead_bytes;
 	if (took)
-		f->nr_ahead++;
+		f->ahead_bytes += len;
 	pthread_mutex_unlock(&f->lock);
 	return took;
 }
 
-static void give_ahead_slot(struct fetcher *f)
+static void give_ahead(struct fetcher *f, uint64_t len)
 {
 	pthread_mutex_lock(&f->lock);
-	f->nr_ahead--;
+	f->ahead_bytes -= len;
 	pthread_mutex_unlock(&f->lock);
 }
 
 unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n,
 	uint64_t *next)
 {
-	uint64_t nr_chunks = cache_object_nr_chunks(co), idx;
+	uint64_t nr_chunks = cache_object_nr_chunks(co), size = cache_object_size(co), idx;
 	unsigned started = 0;
 
 	for (idx = first; idx < first + n && idx < nr_chunks; idx++) {
+		uint64_t off = idx * f->chunk_bytes;
+		uint64_t len = size - off < f->chunk_bytes ? size - off : f->chunk_bytes;
 		struct fetch_job *j;
 		int ret;
 
 		/* When the network or the disk lags this far, the readers fetch the rest
 		 * themselves. */
-		if (!take_ahead_slot(f))
+		if (!take_ahead(f, len))
 			break;
 		ret = cache_chunk_acquire(co, idx, false);
 		if (ret != CACHE_FETCH) {
-			give_ahead_slot(f);
+			give_ahead(f, len);
 			if (ret == CACHE_HIT)
 				cache_chunk_release(co, idx);
 			continue; /* present, being fetched, or an error a reader will see */
 		}
 		j = job_new(f, co, idx, NULL);
 		if (!j) {
-			give_ahead_slot(f);
+			give_ahead(f, len);
 			cache_chunk_fail(co, idx, -ENOMEM);
 			break;
 		}

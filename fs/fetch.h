@@ -60,9 +60,10 @@ ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size
 
 /* Starts fetching the absent chunks among [first, first + n) in the background and returns at
  * once (readahead): how many it started (none for chunks present or being fetched). It stops
- * early while readahead holds its bound of chunk memory (FETCH_AHEAD_BYTES: queued, in flight
- * or waiting for the disk); *next (when not NULL) is then the first chunk it did not go
- * through, else first + n clipped to the object. co gets a reference for as long as needed. */
+ * early while readahead holds its bound of memory (FETCH_AHEAD_BYTES of chunk buffers, a short
+ * last chunk counting its own size: queued, in flight or waiting for the disk); *next (when
+ * not NULL) is then the first chunk it did not go through, else first + n clipped to the
+ * object. co gets a reference for as long as needed. */
 unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n,
 	uint64_t *next);
 

@@ -84,9 +84,10 @@ struct fetcher {
 	struct fetch_job *active; /* curl thread: transfers in flight */
 	CURL **idle_easy;         /* curl thread */
 	unsigned nr_idle_easy, nr_active;
-	/* Readahead jobs from submission until stored or failed, each holding a chunk buffer:
-	 * protected by lock; fetcher_prefetch takes a slot per chunk (take_ahead_slot). */
-	unsigned nr_ahead, max_ahead;
+	/* Bytes of the buffers of readahead jobs, from submission until stored or failed (a
+	 * chunk, or a short last chunk's own size): protected by lock; fetcher_prefetch takes
+	 * a job's bytes before it acquires the chunk (take_ahead). */
+	uint64_t ahead_bytes, max_ahead_bytes;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
 };
 

@@ -166,6 +166,14 @@ for _ in $(seq 100); do
 done
 [ "$(nr_cached "$T/mnt4" 3 34)" -ge 16 ] ||
 	fail "the stalled readahead never finished; $(why_not_ahead "$T/mnt4" $(seq 3 34))"
+# Counted in bytes, readahead memory holds all 32 small files at once: none was turned away.
+for _ in $(seq 100); do
+	[ "$(nr_cached "$T/mnt4" 3 34)" = 32 ] && break
+	sleep 0.1
+done
+[ "$(nr_cached "$T/mnt4" 3 34)" = 32 ] || fail "the engine turned away small files of the" \
+	"window: $(nr_cached "$T/mnt4" 3 34) of f003..f034 cached;" \
+	"$(why_not_ahead "$T/mnt4" $(seq 3 34))"
 # The next open queues again what was turned away: up to 17 files, of which the bound may turn
 # a few away again (when the store lags the queueing); the open after it asks for those. Without
 # asking again, only the 16 that stalled and f035 would be cached.
