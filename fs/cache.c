@@ -669,6 +669,13 @@ static void flight_copy(struct cache *c, struct flight *f, uint64_t chunk_off, v
 
 /* cache_chunk_acquire and cache_chunk_acquire_copy: dst (when set) takes [off, off + len)
  * from landed bytes instead of waiting for them to reach the disk. */
+/* c->lock held; ch present. */
+static void pin(struct cache *c, struct chunk *ch)
+{
+	if (ch->pins++ == 0)
+		lru_remove(c, ch);
+}
+
 static int acquire(struct cache_object *o, uint64_t idx, bool wait, void *dst, uint64_t off,
 	size_t len)
 {
@@ -693,8 +700,7 @@ static int acquire(struct cache_object *o, uint64_t idx, bool wait, void *dst, u
 
 		if (ch->state == CH_PRESENT) {
 			/* Checked block by block as it is read, not here: every read verifies. */
-			if (ch->pins++ == 0)
-				lru_remove(c, ch);
+			pin(c, ch);
 			c->st.hits++;
 			rc = CACHE_HIT;
 			goto out;
@@ -735,6 +741,25 @@ out:
 int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait)
 {
 	return acquire(o, idx, wait, NULL, 0, 0);
+}
+
+int cache_chunk_pin(struct cache_object *o, uint64_t idx)
+{
+	struct cache *c;
+	struct chunk *ch;
+	int rc = -ENOENT;
+
+	if (!o || idx >= o->nr_chunks)
+		return -EINVAL;
+	c = o->cache;
+	pthread_mutex_lock(&c->lock);
+	ch = cache_chunk_find(o, idx);
+	if (ch && ch->state == CH_PRESENT) {
+		pin(c, ch);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
 }
 
 int cache_chunk_acquire_copy(struct cache_object *o, uint64_t idx, void *dst, uint64_t off,

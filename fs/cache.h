@@ -94,6 +94,9 @@ enum { CACHE_HIT = 0, CACHE_FETCH = 1, CACHE_COPIED = 2 };
  * While another thread fetches it: waits when wait is true, else returns -EAGAIN. A waiter
  * whose fetcher failed gets the fetcher's error. */
 int cache_chunk_acquire(struct cache_object *o, uint64_t idx, bool wait);
+/* Pins chunk idx only if it is present (0, as CACHE_HIT but not counted as a hit), else
+ * -ENOENT (absent, being fetched or evicted): for a reader of what is kept that never fetches. */
+int cache_chunk_pin(struct cache_object *o, uint64_t idx);
 /* cache_chunk_acquire(o, idx, true) for a reader that can take bytes in memory: while another
  * thread fetches the chunk and its bytes have landed (cache_chunk_land, or a fill in progress),
  * copies [off, off + len) (within chunk idx) from the fetcher's buffer into dst and returns

@@ -146,6 +146,7 @@ static int open_tier(const struct ferryfs_config *cfg, uint32_t chunk_bytes, str
 		.region = cfg->shared_region,
 		.profile = cfg->shared_profile,
 		.remote = &cfg->remote,
+		.put_queue_bytes = cfg->shared_write_memory,
 	};
 	bool warned;
 	int ret;

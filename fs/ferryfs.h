@@ -28,6 +28,7 @@ struct ferryfs_config {
 	const char *shared_endpoint;
 	const char *shared_region;
 	const char *shared_profile;
+	uint64_t shared_write_memory; /* the tier's PUT queue (0: TIER_PUT_QUEUE_BYTES) */
 };
 
 /* Opens the source and the cache, mounts, and serves until unmounted or sent SIGTERM/SIGINT.

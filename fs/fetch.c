@@ -204,8 +204,9 @@ static void tier_got(void *arg, int result)
 	submit(j->f, j);
 }
 
-/* Hands the bytes the origin sent for j to the tier's PUT queue (a copy, or a drop). */
-static void put_to_tier(struct fetcher *f, struct fetch_job *j)
+/* Hands the bytes the origin sent for j to the tier's PUT queue: a copy, or, with the queue
+ * full, the chunk's name when this node's cache holds it (stored), read back later. */
+static void put_to_tier(struct fetcher *f, struct fetch_job *j, bool stored)
 {
 	struct tier_chunk_id id;
 	char version[64];
@@ -213,7 +214,32 @@ static void put_to_tier(struct fetcher *f, struct fetch_job *j)
 	if (!f->tier || j->err || j->from_tier)
 		return;
 	tier_id_of(f, j, &id, version, sizeof(version));
-	tier_put(f->tier, &id, j->buf);
+	tier_put(f->tier, &id, j->buf, stored ? j->co : NULL);
+}
+
+static void tier_hold(void *handle)
+{
+	cache_object_ref(handle);
+}
+
+static void tier_release(void *handle)
+{
+	cache_object_unref(handle);
+}
+
+/* A chunk whose tier PUT waited is read back from this node's cache, verified as every read
+ * from it is, if it is still there. */
+static int tier_reload(void *handle, const struct tier_chunk_id *id, void *buf)
+{
+	struct cache_object *co = handle;
+	ssize_t n;
+	int ret = cache_chunk_pin(co, id->idx);
+
+	if (ret)
+		return ret;
+	n = cache_object_read(co, buf, (size_t)id->len, id->off);
+	cache_chunk_release(co, id->idx);
+	return n == (ssize_t)id->len ? 0 : n < 0 ? (int)n : -EIO;
 }
 
 /* Queues j for the tier's GET threads (once), a worker (a read job) or the curl thread. Once
@@ -255,6 +281,7 @@ static void *worker_main(void *arg)
 
 	for (;;) {
 		struct fetch_job *j;
+		bool stored;
 
 		pthread_mutex_lock(&f->lock);
 		while (!f->work && !f->stop_workers)
@@ -290,8 +317,9 @@ static void *worker_main(void *arg)
 			if (j->err)
 				atomic_fetch_add(&f->errors, 1);
 		}
-		put_to_tier(f, j);
-		if (job_store(j))
+		stored = job_store(j);
+		put_to_tier(f, j, stored);
+		if (stored)
 			cache_chunk_release(j->co, j->idx);
 		pthread_mutex_lock(&f->lock);
 		f->ahead_bytes -= j->len;
@@ -325,6 +353,11 @@ int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 		return -ENOMEM;
 	}
 	f->tier = cfg ? cfg->tier : NULL;
+	tier_set_reload(f->tier, &(struct tier_reload){
+					 .hold = tier_hold,
+					 .release = tier_release,
+					 .read = tier_reload,
+				 });
 	f->r = r;
 	f->c = c;
 	f->chunk_bytes = cache_chunk_bytes(c);
@@ -464,6 +497,7 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 	pthread_mutex_lock(&b->lock);
 	for (;;) {
 		struct fetch_job *j = b->done;
+		bool stored;
 
 		if (!j) {
 			if (!b->pending)
@@ -477,8 +511,9 @@ static int drain(struct fetcher *f, struct fetch_batch *b, char *buf, uint64_t o
 			copy_part(f, buf, off, len, j->idx, j->buf);
 		if (j->err && !err)
 			err = j->err;
-		put_to_tier(f, j);
-		if (!j->uncached && job_store(j))
+		stored = !j->uncached && job_store(j);
+		put_to_tier(f, j, stored);
+		if (stored)
 			cache_chunk_release(j->co, j->idx);
 		job_free(f, j);
 		pthread_mutex_lock(&b->lock);

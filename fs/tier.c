@@ -34,7 +34,8 @@ struct tier_req {
 	struct tier_req *next;
 	struct tier_chunk_id id;
 	char *path, *version;
-	void *buf;      /* GET: the caller's; PUT: our copy of the bytes */
+	void *buf;      /* GET: the caller's; PUT: our copy of the bytes (NULL when later) */
+	void *handle;   /* a PUT waiting by name: where reload reads its bytes */
 	tier_get_cb cb; /* GET only */
 	void *arg;
 	bool probe; /* admitted as the breaker's one try */
@@ -52,8 +53,12 @@ struct tier {
 	struct tier_req *gets, **gets_tail;
 	unsigned nr_gets;
 	struct tier_req *puts, **puts_tail;
-	uint64_t put_bytes_queued; /* queued and in flight: the bound is on these */
-	uint64_t nr_puts_pending;  /* chunks queued or being PUT */
+	struct tier_req *later, **later_tail; /* PUTs waiting by name, taken after puts */
+	unsigned nr_later;
+	uint64_t put_bytes_queued; /* queued and in flight: the bound (put_queue_max) is on these */
+	uint64_t put_queue_max;
+	uint64_t nr_puts_pending;  /* chunks queued, waiting by name or being PUT */
+	struct tier_reload reload; /* set before the first PUT; read-only after */
 	bool stop;
 	atomic_bool aborted;
 	/* the breaker */
@@ -461,6 +466,36 @@ static void *get_main(void *arg)
 	return NULL;
 }
 
+/* The next PUT, under t->lock: one whose bytes are queued first (they hold memory), then one
+ * waiting by name. */
+static struct tier_req *next_put(struct tier *t)
+{
+	struct tier_req *r = t->puts;
+
+	if (r) {
+		t->puts = r->next;
+		if (!t->puts)
+			t->puts_tail = &t->puts;
+		return r;
+	}
+	r = t->later;
+	if (r) {
+		t->later = r->next;
+		if (!t->later)
+			t->later_tail = &t->later;
+		t->nr_later--;
+	}
+	return r;
+}
+
+/* A PUT waiting by name reads its bytes back from where the caller keeps them; false when they
+ * are gone (evicted, damaged) or there is no memory. */
+static bool reload_bytes(struct tier *t, struct tier_req *r)
+{
+	r->buf = malloc(r->id.len ? (size_t)r->id.len : 1);
+	return r->buf && t->reload.read(r->handle, &r->id, r->buf) == 0;
+}
+
 static void *put_main(void *arg)
 {
 	struct tier *t = arg;
@@ -468,27 +503,36 @@ static void *put_main(void *arg)
 
 	for (;;) {
 		struct tier_req *r;
-		bool go;
+		bool go, later;
 
 		pthread_mutex_lock(&t->lock);
-		while (!t->puts && !t->stop)
+		while (!t->puts && !t->later && !t->stop)
 			pthread_cond_wait(&t->put_cond, &t->lock);
-		r = t->puts;
+		r = next_put(t);
 		if (!r) {
 			pthread_mutex_unlock(&t->lock);
 			break;
 		}
-		t->puts = r->next;
-		if (!t->puts)
-			t->puts_tail = &t->puts;
-		go = !t->stop && admit(t, &r->probe);
+		later = !r->buf;
+		go = !t->stop && easy && admit(t, &r->probe);
 		pthread_mutex_unlock(&t->lock);
-		if (go && easy)
+		if (go && later && !reload_bytes(t, r)) {
+			go = false;
+			if (r->probe) { /* the breaker's one try was not made: another may be */
+				pthread_mutex_lock(&t->lock);
+				t->probing = false;
+				pthread_mutex_unlock(&t->lock);
+			}
+		}
+		if (go)
 			do_put(t, easy, r);
 		else
 			atomic_fetch_add(&t->dropped, 1);
+		if (later)
+			t->reload.release(r->handle);
 		pthread_mutex_lock(&t->lock);
-		t->put_bytes_queued -= r->id.len;
+		if (!later)
+			t->put_bytes_queued -= r->id.len;
 		t->nr_puts_pending--;
 		pthread_mutex_unlock(&t->lock);
 		req_free(r, true);
@@ -534,25 +578,63 @@ int tier_get(struct tier *t, const struct tier_chunk_id *id, void *buf, tier_get
 	return 0;
 }
 
-void tier_put(struct tier *t, const struct tier_chunk_id *id, const void *buf)
+void tier_set_reload(struct tier *t, const struct tier_reload *reload)
+{
+	if (t)
+		t->reload = *reload;
+}
+
+/* Queues a PUT of id's chunk to be read back later (tier_put found the queue full); false when
+ * that queue is full too. */
+static bool put_later(struct tier *t, const struct tier_chunk_id *id, void *handle)
 {
 	struct tier_req *r;
-	bool room;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->nr_later >= TIER_PUT_LATER_MAX) {
+		pthread_mutex_unlock(&t->lock);
+		return false;
+	}
+	t->nr_later++; /* taken before the copy, as the queue's bytes are */
+	pthread_mutex_unlock(&t->lock);
+	r = req_new(id);
+	pthread_mutex_lock(&t->lock);
+	if (!r || t->stop) {
+		t->nr_later--;
+		pthread_mutex_unlock(&t->lock);
+		req_free(r, false);
+		return false;
+	}
+	t->reload.hold(handle);
+	r->handle = handle;
+	t->nr_puts_pending++;
+	*t->later_tail = r;
+	t->later_tail = &r->next;
+	pthread_cond_signal(&t->put_cond);
+	pthread_mutex_unlock(&t->lock);
+	return true;
+}
+
+void tier_put(struct tier *t, const struct tier_chunk_id *id, const void *buf, void *handle)
+{
+	struct tier_req *r;
+	bool up, room;
 
 	if (!t)
 		return;
 	pthread_mutex_lock(&t->lock);
 	/* The room is taken before the copy, so two threads cannot pass the bound together. */
-	room = !t->stop && !atomic_load(&t->aborted) &&
-	       t->put_bytes_queued + id->len <= TIER_PUT_QUEUE_BYTES &&
-	       (t->state == TIER_UP || now_ns() >= t->retry_ns);
+	up = !t->stop && !atomic_load(&t->aborted) &&
+	     (t->state == TIER_UP || now_ns() >= t->retry_ns);
+	room = up && t->put_bytes_queued + id->len <= t->put_queue_max;
 	if (room) {
 		t->put_bytes_queued += id->len;
 		t->nr_puts_pending++;
 	}
 	pthread_mutex_unlock(&t->lock);
 	if (!room) {
-		atomic_fetch_add(&t->dropped, 1);
+		if (!up || !handle || !t->reload.read || !put_later(t, id, handle))
+			atomic_fetch_add(&t->dropped, 1);
 		return;
 	}
 	r = req_new(id);
@@ -634,7 +716,8 @@ void tier_stop(struct tier *t)
 
 	if (!t)
 		return;
-	/* Queued PUTs are dropped: an unmount does not wait for the tier. */
+	/* Queued PUTs (and those waiting by name) are dropped: an unmount does not wait for the
+	 * tier. */
 	atomic_store(&t->aborted, true);
 	pthread_mutex_lock(&t->lock);
 	t->stop = true;
@@ -659,6 +742,13 @@ void tier_free(struct tier *t)
 
 		t->puts = r->next;
 		req_free(r, true);
+	}
+	while (t->later) {
+		struct tier_req *r = t->later;
+
+		t->later = r->next;
+		t->reload.release(r->handle);
+		req_free(r, false);
 	}
 	s3_bucket_free(t->b);
 	pthread_cond_destroy(&t->get_cond);
@@ -717,8 +807,10 @@ int tier_open(struct tier **out, const struct tier_config *cfg, bool *warned, ch
 	pthread_cond_init(&t->put_cond, NULL);
 	t->gets_tail = &t->gets;
 	t->puts_tail = &t->puts;
+	t->later_tail = &t->later;
 	t->state = TIER_UP;
 	t->source_id = cfg->source_id;
+	t->put_queue_max = cfg->put_queue_bytes ? cfg->put_queue_bytes : TIER_PUT_QUEUE_BYTES;
 	ret = tier_parse_url(cfg->url, &t->bucket, &t->prefix, errbuf, errlen);
 	if (ret)
 		goto err;

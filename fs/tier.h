@@ -15,9 +15,10 @@ struct remote_options;
 struct s3_kv;
 struct tier;
 
-#define TIER_PUT_QUEUE_BYTES (64ull << 20) /* chunks waiting for their PUT, at most */
+#define TIER_PUT_QUEUE_BYTES (64ull << 20) /* chunks waiting for their PUT, by default */
 #define TIER_GET_THREADS     8
 #define TIER_PUT_THREADS     2
+#define TIER_PUT_LATER_MAX   65536 /* chunks whose PUT waits for room, named but not copied */
 #define TIER_GET_TIMEOUT_MS  10000 /* a whole GET of one chunk */
 #define TIER_PUT_TIMEOUT_MS  30000
 #define TIER_FAILS_TO_DOWN   3   /* failures in a row that open the breaker */
@@ -34,6 +35,7 @@ struct tier_config {
 	const char *profile;
 	const struct remote_options *remote; /* TLS settings (ca_file, insecure) */
 	uint64_t source_id;                  /* the source's cache identity (source_id.h) */
+	uint64_t put_queue_bytes;            /* the PUT queue's bound; 0: TIER_PUT_QUEUE_BYTES */
 };
 
 struct tier_stats {
@@ -81,9 +83,23 @@ typedef void (*tier_get_cb)(void *arg, int result);
 /* Queues a GET of id's chunk into buf (id->len bytes). 0: cb will be called; -EAGAIN: the
  * tier is off, down, denied or busy: not asked (cb is not called). id is copied. */
 int tier_get(struct tier *t, const struct tier_chunk_id *id, void *buf, tier_get_cb cb, void *arg);
-/* Copies the chunk into the PUT queue, or counts a drop when the queue is full or the tier is
- * not up. Never blocks on the network. */
-void tier_put(struct tier *t, const struct tier_chunk_id *id, const void *buf);
+/* Where a chunk's bytes are found again when its PUT had to wait (tier_put with a handle): the
+ * caller's local copy. hold takes a reference on handle and release gives it back; read fills
+ * buf with id's bytes (id->len of them, verified by the caller) and returns 0, or -errno when
+ * they are gone (the PUT is then dropped, counted). Called on the tier's PUT threads. */
+struct tier_reload {
+	void (*hold)(void *handle);
+	void (*release)(void *handle);
+	int (*read)(void *handle, const struct tier_chunk_id *id, void *buf);
+};
+/* Set once, before the first tier_put. */
+void tier_set_reload(struct tier *t, const struct tier_reload *reload);
+/* Copies the chunk into the PUT queue (put_queue_bytes of tier_config). When the queue is full and the
+ * caller names where the bytes are kept (handle, with tier_set_reload), the chunk waits by
+ * name (at most TIER_PUT_LATER_MAX of them) and is read back when a PUT thread is free: a
+ * node reading faster than the tier takes writes loses none of them. Else, and while the tier
+ * is not up, the write is dropped and counted. Never blocks on the network. */
+void tier_put(struct tier *t, const struct tier_chunk_id *id, const void *buf, void *handle);
 
 /* ---- the format, for tier.c and the tests ---- */
 

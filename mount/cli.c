@@ -179,6 +179,7 @@ static const struct {
 	{ "shared_endpoint", "--shared-endpoint", true },
 	{ "shared_region", "--shared-region", true },
 	{ "shared_profile", "--shared-profile", true },
+	{ "shared_write_memory", "--shared-write-memory", true },
 	{ "verbose", "-v", false },
 };
 

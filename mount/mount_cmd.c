@@ -69,7 +69,11 @@ static void usage(FILE *out)
 		"                        there every chunk the origin sends (in the background)\n"
 		"  --shared-endpoint URL its S3 endpoint (default: as for S3 sources)\n"
 		"  --shared-region NAME  its region\n"
-		"  --shared-profile NAME its credentials profile (default: the AWS chain)\n",
+		"  --shared-profile NAME its credentials profile (default: the AWS chain)\n"
+		"  --shared-write-memory SIZE\n"
+		"                        memory for chunks waiting to be written to the tier\n"
+		"                        (default 64M); past it they wait by name and are read\n"
+		"                        back from the cache\n",
 		DEFAULT_CACHE_DIR);
 }
 
@@ -93,6 +97,7 @@ enum {
 	OPT_SHARED_ENDPOINT,
 	OPT_SHARED_REGION,
 	OPT_SHARED_PROFILE,
+	OPT_SHARED_WRITE_MEMORY,
 };
 
 static const struct option long_opts[] = {
@@ -114,6 +119,7 @@ static const struct option long_opts[] = {
 	{ "shared-endpoint", required_argument, NULL, OPT_SHARED_ENDPOINT },
 	{ "shared-region", required_argument, NULL, OPT_SHARED_REGION },
 	{ "shared-profile", required_argument, NULL, OPT_SHARED_PROFILE },
+	{ "shared-write-memory", required_argument, NULL, OPT_SHARED_WRITE_MEMORY },
 	/* Tests only: TLS without verification. Not in --help on purpose. */
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
 	{ "foreground", no_argument, NULL, 'f' },
@@ -426,6 +432,14 @@ int mount_main(int argc, char **argv)
 			break;
 		case OPT_SHARED_PROFILE:
 			cfg.shared_profile = optarg;
+			break;
+		case OPT_SHARED_WRITE_MEMORY:
+			if (size_arg("--shared-write-memory", optarg, &cfg.shared_write_memory))
+				return 1;
+			if (cfg.shared_write_memory < (1ull << 20) ||
+				cfg.shared_write_memory > (64ull << 30))
+				return fail("--shared-write-memory '%s': expected 1M to 64G",
+					optarg);
 			break;
 		case 'o':
 			if (add_fuse_opts(fuse_opts, sizeof(fuse_opts), optarg))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bad shared-tier options at mount time: a --shared-cache that is not s3://BUCKET[/PREFIX]
 # (http://, s3:// with no bucket, garbage, empty; also as shared_cache= through mount.ferry), a
+# --shared-write-memory that is no size or outside 1M-64G, a
 # bucket the tier does not have (404 NoSuchBucket) and a wrong secret (403) fail the mount with
 # one line and a non-zero exit, leaving nothing mounted and no daemon behind, the secret never
 # shown. An unreachable tier endpoint (a closed port) is not an error: the mount comes up with
@@ -40,6 +41,9 @@ done
 expect_clean_failure "shared_cache=ftp://x/ through mount.ferry" "$M" "$MOUNT_FERRY" \
 	"$ORIGIN_URL" "$M" -o "cache_dir=$T/cache,shared_cache=ftp://x/,shared_endpoint=$S3_ENDPOINT"
 no_daemon_left "shared_cache=ftp://x/"
+for v in abc 0 512K 65G -1M; do
+	bad_mount "--shared-write-memory '$v'" "s3://$TIER_BUCKET/p/" --shared-write-memory "$v"
+done
 
 bad_mount "a tier bucket that does not exist" s3://no-such-tier-bucket/p/
 grep -qi "bucket" "$T/.err" || fail "a missing bucket: the line does not say so: $(cat "$T/.err")"

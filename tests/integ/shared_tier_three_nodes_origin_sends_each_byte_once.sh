@@ -4,7 +4,9 @@
 # before has put its chunks into the tier: the origin sends each byte at most once (the body
 # bytes in its access log, listings left out, at most 1.05 x the dataset), every node's bytes
 # equal the source, and the tier then holds one verified object per chunk (key layout, metadata,
-# bytes and checksum checked with botocore). Then the same three with fresh caches and a fresh
+# bytes and checksum checked with botocore). Node 1 has --shared-write-memory 1M, so the PUT
+# queue holds one chunk and the rest wait by name and are read back from its cache: none may
+# be dropped. Then the same three with fresh caches and a fresh
 # tier prefix read at once, racing on the same chunks: every byte right; the origin's ratio is
 # printed (no bar on it: two nodes missing a chunk at once may both fetch it).
 . "$(dirname "$0")/lib.sh"
@@ -22,7 +24,7 @@ log "one after the other"
 sum=0
 for i in 1 2 3; do
 	from=$(origin_lines)
-	node_mount "$i" seq/
+	if [ "$i" = 1 ]; then node_mount 1 seq/ --shared-write-memory 1M; else node_mount "$i" seq/; fi
 	[ "$i" = 1 ] && tier_need_stats "$T/node1"
 	same_tree "$src" "$T/node$i" >/dev/null || fail "node $i: bytes differ from the source"
 	tier_wait_drained "$T/node$i"
@@ -36,7 +38,7 @@ for i in 1 2 3; do
 	[ "$state" = up ] || fail "node $i: tier_state '$state', want 'up'"
 	[ "$rejected" = 0 ] || fail "node $i: $rejected tier objects rejected, none was damaged"
 	if [ "$i" = 1 ]; then
-		[ "$puts" = "$nr_chunks" ] ||
+		[ "$puts" = "$nr_chunks" ] && [ "$dropped" = 0 ] ||
 			fail "node 1 put $puts chunks into the tier ($dropped dropped), want $nr_chunks"
 		tier_objects verify "$TIER_BUCKET" seq/ "$src" "$TIER_CHUNK_BYTES" ||
 			fail "the tier's objects after node 1 do not verify (see above)"
