@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Three nodes (ferry mounts with their own cache directories and one shared tier, a bucket on
-# radosgw) read a dataset from an nginx origin one after the other, each waiting until the one
-# before has put its chunks into the tier: the origin sends each byte at most once (the body
-# bytes in its access log, listings left out, at most 1.05 x the dataset), every node's bytes
-# equal the source, and the tier then holds one verified object per chunk (key layout, metadata,
-# bytes and checksum checked with botocore). Node 1 has --shared-write-memory 1M, so the PUT
-# queue holds one chunk and the rest wait by name and are read back from its cache: none may
-# be dropped. Then the same three with fresh caches and a fresh
-# tier prefix read at once, racing on the same chunks: every byte right; the origin's ratio is
-# printed (no bar on it: two nodes missing a chunk at once may both fetch it).
+# radosgw) read a dataset (256 MiB and 500 small files, as in issue 11) from an nginx origin
+# one after the other, each waiting until the one before has put its chunks into the tier: the
+# origin sends each byte at most once (the body bytes in its access log, listings left out, at
+# most 1.05 x the dataset), every node's bytes equal the source, and the tier then holds one
+# verified object per chunk (key layout, metadata, bytes and checksum checked with botocore).
+# Node 1 has --shared-write-memory 1M, so the PUT queue holds one chunk and the rest wait by
+# name and are read back from its cache: none may be dropped. Then the same three with fresh
+# caches and a fresh tier prefix read at once, racing on the same chunks: every byte right;
+# the origin's ratio is printed (no bar on it: two nodes missing a chunk at once may both
+# fetch it).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/s3_lib.sh"
 . "$FERRY_SRC/tests/lib/tier.sh"
 tier_setup
+# The issue's dataset: a 256 MiB file and 500 small files (a node reads it faster than the tier
+# takes writes, the case the by-name PUTs are for).
+TIER_BIG_MB=${TIER_BIG_MB:-256} TIER_NR_SMALL=${TIER_NR_SMALL:-500}
 src=$T/src
 tier_dataset "$src"
 origin_serve "$src"
