@@ -17,6 +17,7 @@
 #include "fs/remote/net_client.h"
 #include "fs/remote/remote.h"
 #include "fs/remote/remote_i.h"
+#include "fs/remote/s3_address.h"
 #include "fs/remote/s3_list.h"
 #include "fs/remote/s3_sign.h"
 #include "fs/remote/url.h"
@@ -36,9 +37,7 @@ struct remote_s3 {
 	char *bucket;
 	char *prefix; /* "" or "a/b/" for a directory; the key for a single file */
 	bool single_file;
-	bool virtual_host;
-	char *scheme_host; /* "https://bucket.s3.us-east-1.amazonaws.com" */
-	char *host;        /* the Host header: host[:port], port only when not default */
+	struct s3_address addr; /* endpoint, Host header, addressing style */
 	/* TLS and timeouts from the options; never a libcurl trace, which would print the
 	 * session token. */
 	struct net_client *client;
@@ -60,21 +59,6 @@ static char *key_of(const struct remote_s3 *s, const char *path)
 	return k;
 }
 
-/* The request path for key ("" for the bucket itself), decoded; malloc'd. */
-static char *path_of(const struct remote_s3 *s, const char *key)
-{
-	char *p;
-	int n;
-
-	if (s->virtual_host)
-		n = asprintf(&p, "/%s", key);
-	else if (!*key)
-		n = asprintf(&p, "/%s", s->bucket);
-	else
-		n = asprintf(&p, "/%s/%s", s->bucket, key);
-	return n < 0 ? NULL : p;
-}
-
 /* Signs method on key with the query and extra headers; fills *url and *hdrs (caller frees). */
 static int s3_build(struct remote_s3 *s, const char *method, const char *key,
 	const struct s3_kv *query, size_t nr_query, const struct s3_kv *extra, size_t nr_extra,
@@ -83,7 +67,7 @@ static int s3_build(struct remote_s3 *s, const char *method, const char *key,
 	struct aws_credentials *cred = s->cfg.anonymous ? NULL : &s->cfg.cred;
 	struct s3_signed sig;
 	struct curl_slist *l = NULL;
-	char *path = path_of(s, key);
+	char *path = s3_address_path(&s->addr, key);
 	int err;
 
 	*url = NULL;
@@ -92,7 +76,7 @@ static int s3_build(struct remote_s3 *s, const char *method, const char *key,
 		return -ENOMEM;
 	struct s3_sign_input in = {
 		.method = method,
-		.host = s->host,
+		.host = s->addr.host,
 		.path = path,
 		.query = query,
 		.nr_query = nr_query,
@@ -106,7 +90,7 @@ static int s3_build(struct remote_s3 *s, const char *method, const char *key,
 	free(path);
 	if (err)
 		return err;
-	if (asprintf(url, "%s%s%s%s", s->scheme_host, sig.encoded_path,
+	if (asprintf(url, "%s%s%s%s", s->addr.scheme_host, sig.encoded_path,
 		    sig.encoded_query[0] ? "?" : "", sig.encoded_query) < 0) {
 		*url = NULL;
 		err = -ENOMEM;
@@ -182,7 +166,8 @@ static int s3_describe(struct remote_s3 *s, const char *what, const struct net_r
 			doc.message);
 		break;
 	case S3_ERR_NO_SUCH_BUCKET:
-		snprintf(errbuf, errlen, "no such bucket '%s' at %s", s->bucket, s->scheme_host);
+		snprintf(errbuf, errlen, "no such bucket '%s' at %s", s->bucket,
+			s->addr.scheme_host);
 		break;
 	case S3_ERR_WRONG_REGION:
 		snprintf(errbuf, errlen,
@@ -239,7 +224,7 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 		if (!net_error_is_retryable(ne) || retry >= S3_SYNC_RETRIES) {
 			if (rep->code == CURLE_OK)
 				return 0; /* the caller describes an HTTP failure */
-			net_reply_describe_transport(rep, s->scheme_host, errbuf, errlen);
+			net_reply_describe_transport(rep, s->addr.scheme_host, errbuf, errlen);
 			net_reply_done(rep);
 			return net_error_to_errno(ne);
 		}
@@ -630,23 +615,8 @@ static void s3_free(struct remote *r)
 	aws_config_done(&s->cfg);
 	free(s->bucket);
 	free(s->prefix);
-	free(s->scheme_host);
-	free(s->host);
+	s3_address_done(&s->addr);
 	free(s);
-}
-
-/* Bucket names that can be a DNS label under TLS wildcard certificates: virtual-host style
- * works for them. Dotted names break *.s3.amazonaws.com certificates, so they go path style. */
-static bool bucket_is_dns_safe(const char *b)
-{
-	size_t n = strlen(b);
-
-	if (n < 3 || n > 63 || b[0] == '-' || b[n - 1] == '-')
-		return false;
-	for (const char *p = b; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
-			return false;
-	return true;
 }
 
 static bool bucket_is_valid(const char *b)
@@ -660,89 +630,6 @@ static bool bucket_is_valid(const char *b)
 			    (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_'))
 			return false;
 	return true;
-}
-
-/* Splits the endpoint "scheme://host[:port][/]" and sets scheme_host and host for the
- * addressing style. */
-static int setup_endpoint(struct remote_s3 *s, char *errbuf, size_t errlen)
-{
-	char *ep = NULL;
-	const char *hostport, *scheme;
-	int err = -EINVAL;
-
-	if (s->cfg.endpoint) {
-		ep = strdup(s->cfg.endpoint);
-	} else if (asprintf(&ep, "https://s3.%s.amazonaws.com", s->cfg.region) < 0) {
-		ep = NULL;
-	}
-	if (!ep)
-		return -ENOMEM;
-	size_t n = strlen(ep);
-	while (n > 0 && ep[n - 1] == '/')
-		ep[--n] = '\0';
-	if (!strncmp(ep, "https://", 8)) {
-		scheme = "https";
-		hostport = ep + 8;
-	} else if (!strncmp(ep, "http://", 7)) {
-		scheme = "http";
-		hostport = ep + 7;
-	} else {
-		snprintf(errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]",
-			ep);
-		goto out;
-	}
-	if (!*hostport || strpbrk(hostport, "/?#@ ")) {
-		snprintf(errbuf, errlen, "bad S3 endpoint '%s': expected http(s)://host[:port]",
-			ep);
-		goto out;
-	}
-	/* The Host header leaves out a default port, as curl and botocore do. */
-	char *host = strdup(hostport);
-	if (!host) {
-		err = -ENOMEM;
-		goto out;
-	}
-	char *colon = strrchr(host, ':');
-	if (colon && !strchr(colon, ']') &&
-		((!strcmp(scheme, "http") && !strcmp(colon, ":80")) ||
-			(!strcmp(scheme, "https") && !strcmp(colon, ":443"))))
-		*colon = '\0';
-	bool aws = !s->cfg.endpoint || strstr(host, ".amazonaws.com") != NULL;
-	const char *mode = s->cfg.addressing ? s->cfg.addressing : "auto";
-	if (!strcmp(mode, "virtual")) {
-		s->virtual_host = true;
-	} else if (!strcmp(mode, "path")) {
-		s->virtual_host = false;
-	} else if (!strcmp(mode, "auto")) {
-		s->virtual_host = aws && bucket_is_dns_safe(s->bucket);
-	} else {
-		snprintf(errbuf, errlen,
-			"bad addressing style '%s': expected path, virtual or auto", mode);
-		free(host);
-		goto out;
-	}
-	if (s->virtual_host && !bucket_is_dns_safe(s->bucket) && !strcmp(mode, "virtual") &&
-		strchr(s->bucket, '_')) {
-		snprintf(errbuf, errlen, "bucket '%s' cannot be a host name: use --addressing path",
-			s->bucket);
-		free(host);
-		goto out;
-	}
-	if (s->virtual_host) {
-		if (asprintf(&s->host, "%s.%s", s->bucket, host) < 0 ||
-			asprintf(&s->scheme_host, "%s://%s.%s", scheme, s->bucket, hostport) < 0)
-			err = -ENOMEM;
-		else
-			err = 0;
-	} else {
-		s->host = host;
-		host = NULL;
-		err = asprintf(&s->scheme_host, "%s://%s", scheme, hostport) < 0 ? -ENOMEM : 0;
-	}
-	free(host);
-out:
-	free(ep);
-	return err;
 }
 
 static int s3_open(struct remote **out, const char *source, const struct remote_options *opt,
@@ -798,7 +685,7 @@ static int s3_open(struct remote **out, const char *source, const struct remote_
 		err = -EIO;
 		goto err;
 	}
-	err = setup_endpoint(s, errbuf, errlen);
+	err = s3_address_make(&s->addr, &s->cfg, s->bucket, "S3 endpoint", errbuf, errlen);
 	if (err)
 		goto err;
 

@@ -14,6 +14,7 @@
 #include "fs/remote/aws_config.h"
 #include "fs/remote/net_client.h"
 #include "fs/remote/remote.h"
+#include "fs/remote/s3_address.h"
 #include "fs/remote/s3_list.h"
 #include "fs/remote/s3_object.h"
 
@@ -21,85 +22,10 @@
 struct s3_bucket {
 	struct aws_config cfg;
 	char *bucket;
-	bool virtual_host;
-	char *endpoint;    /* "http://host:port", for messages */
-	char *scheme_host; /* what URLs start with */
-	char *host;        /* the Host header */
+	struct s3_address addr;
 	struct net_client *client;
 	const atomic_bool *abort; /* NULL: none */
 };
-
-static bool dns_safe(const char *b)
-{
-	size_t n = strlen(b);
-
-	if (n < 3 || n > 63 || b[0] == '-' || b[n - 1] == '-')
-		return false;
-	for (const char *p = b; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
-			return false;
-	return true;
-}
-
-/* The addressing of the S3 backend (remote_s3.c setup_endpoint): path style except on AWS
- * with a bucket that can be a DNS label, unless asked otherwise. */
-static int setup_endpoint(struct s3_bucket *b, char *errbuf, size_t errlen)
-{
-	const char *scheme, *hostport;
-	char *host, *colon;
-	size_t n;
-
-	if (b->cfg.endpoint)
-		b->endpoint = strdup(b->cfg.endpoint);
-	else if (asprintf(&b->endpoint, "https://s3.%s.amazonaws.com", b->cfg.region) < 0)
-		b->endpoint = NULL;
-	if (!b->endpoint)
-		return -ENOMEM;
-	n = strlen(b->endpoint);
-	while (n > 0 && b->endpoint[n - 1] == '/')
-		b->endpoint[--n] = '\0';
-	if (!strncmp(b->endpoint, "https://", 8)) {
-		scheme = "https";
-		hostport = b->endpoint + 8;
-	} else if (!strncmp(b->endpoint, "http://", 7)) {
-		scheme = "http";
-		hostport = b->endpoint + 7;
-	} else {
-		hostport = "";
-		scheme = "";
-	}
-	if (!*hostport || strpbrk(hostport, "/?#@ ")) {
-		snprintf(errbuf, errlen,
-			"bad shared cache endpoint '%s': expected "
-			"http(s)://host[:port]",
-			b->endpoint);
-		return -EINVAL;
-	}
-	host = strdup(hostport);
-	if (!host)
-		return -ENOMEM;
-	colon = strrchr(host, ':');
-	if (colon && !strchr(colon, ']') &&
-		((!strcmp(scheme, "http") && !strcmp(colon, ":80")) ||
-			(!strcmp(scheme, "https") && !strcmp(colon, ":443"))))
-		*colon = '\0';
-	const char *mode = b->cfg.addressing ? b->cfg.addressing : "auto";
-	bool aws = !b->cfg.endpoint || strstr(host, ".amazonaws.com");
-	b->virtual_host =
-		!strcmp(mode, "virtual") || (!strcmp(mode, "auto") && aws && dns_safe(b->bucket));
-	if (b->virtual_host) {
-		if (asprintf(&b->scheme_host, "%s://%s.%s", scheme, b->bucket, hostport) < 0)
-			b->scheme_host = NULL;
-		if (asprintf(&b->host, "%s.%s", b->bucket, host) < 0)
-			b->host = NULL;
-		free(host);
-	} else {
-		if (asprintf(&b->scheme_host, "%s://%s", scheme, hostport) < 0)
-			b->scheme_host = NULL;
-		b->host = host;
-	}
-	return b->scheme_host && b->host ? 0 : -ENOMEM;
-}
 
 int s3_bucket_open(struct s3_bucket **out, const char *bucket, const struct aws_config_request *req,
 	const struct remote_options *opt, char *errbuf, size_t errlen)
@@ -123,7 +49,7 @@ int s3_bucket_open(struct s3_bucket **out, const char *bucket, const struct aws_
 		err = -EIO;
 		goto err;
 	}
-	err = setup_endpoint(b, errbuf, errlen);
+	err = s3_address_make(&b->addr, &b->cfg, bucket, "shared cache endpoint", errbuf, errlen);
 	if (err)
 		goto err;
 	if (opt) {
@@ -151,9 +77,7 @@ void s3_bucket_free(struct s3_bucket *b)
 	net_client_free(b->client);
 	aws_config_done(&b->cfg);
 	free(b->bucket);
-	free(b->endpoint);
-	free(b->scheme_host);
-	free(b->host);
+	s3_address_done(&b->addr);
 	free(b);
 }
 
@@ -171,7 +95,7 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 
 const char *s3_bucket_endpoint(const struct s3_bucket *b)
 {
-	return b->endpoint;
+	return b->addr.endpoint;
 }
 
 /* Signs method on key (NULL: the bucket) and makes the URL and the header list. */
@@ -186,17 +110,12 @@ static int build(struct s3_bucket *b, const char *method, const char *key,
 
 	*url = NULL;
 	*list = NULL;
-	if (b->virtual_host)
-		err = asprintf(&path, "/%s", key ? key : "");
-	else if (key)
-		err = asprintf(&path, "/%s/%s", b->bucket, key);
-	else
-		err = asprintf(&path, "/%s", b->bucket);
-	if (err < 0)
+	path = s3_address_path(&b->addr, key);
+	if (!path)
 		return -ENOMEM;
 	struct s3_sign_input in = {
 		.method = method,
-		.host = b->host,
+		.host = b->addr.host,
 		.path = path,
 		.query = query,
 		.nr_query = nr_query,
@@ -212,7 +131,7 @@ static int build(struct s3_bucket *b, const char *method, const char *key,
 	if (err)
 		return err;
 	err = -ENOMEM;
-	if (asprintf(url, "%s%s%s%s", b->scheme_host, sig.encoded_path,
+	if (asprintf(url, "%s%s%s%s", b->addr.scheme_host, sig.encoded_path,
 		    sig.encoded_query[0] ? "?" : "", sig.encoded_query) < 0) {
 		*url = NULL;
 		goto out;
@@ -477,12 +396,12 @@ int s3_bucket_check(struct s3_bucket *b, CURL *easy, const char *prefix, long ti
 	if (ne == NET_OK || rep.too_large)
 		return 0;
 	if (rep.status == 0) {
-		snprintf(errbuf, errlen, "%s: %s", b->endpoint,
+		snprintf(errbuf, errlen, "%s: %s", b->addr.endpoint,
 			rep.curl_err[0] ? rep.curl_err : "no reply");
 		return -EHOSTUNREACH;
 	}
 	if (rep.status == 404 || !strcmp(rep.s3_code, "NoSuchBucket")) {
-		snprintf(errbuf, errlen, "no such bucket '%s' at %s", b->bucket, b->endpoint);
+		snprintf(errbuf, errlen, "no such bucket '%s' at %s", b->bucket, b->addr.endpoint);
 		return -ENOENT;
 	}
 	if (rep.status == 403) {
@@ -493,7 +412,7 @@ int s3_bucket_check(struct s3_bucket *b, CURL *easy, const char *prefix, long ti
 					     : "none");
 		return -EACCES;
 	}
-	snprintf(errbuf, errlen, "s3://%s at %s: HTTP %ld%s%s", b->bucket, b->endpoint, rep.status,
-		rep.s3_code[0] ? " " : "", rep.s3_code);
+	snprintf(errbuf, errlen, "s3://%s at %s: HTTP %ld%s%s", b->bucket, b->addr.endpoint,
+		rep.status, rep.s3_code[0] ? " " : "", rep.s3_code);
 	return -EIO;
 }
