@@ -598,15 +598,19 @@ static bool put_later(struct tier *t, const struct tier_chunk_id *id, void *hand
 	t->nr_later++; /* taken before the copy, as the queue's bytes are */
 	pthread_mutex_unlock(&t->lock);
 	r = req_new(id);
+	if (r) { /* the caller's lock is never taken under ours */
+		t->reload.hold(handle);
+		r->handle = handle;
+	}
 	pthread_mutex_lock(&t->lock);
 	if (!r || t->stop) {
 		t->nr_later--;
 		pthread_mutex_unlock(&t->lock);
+		if (r)
+			t->reload.release(handle);
 		req_free(r, false);
 		return false;
 	}
-	t->reload.hold(handle);
-	r->handle = handle;
 	t->nr_puts_pending++;
 	*t->later_tail = r;
 	t->later_tail = &r->next;

@@ -384,7 +384,7 @@ int stat_main(int argc, char **argv)
 #define WARM_PIECE_CHUNKS     4
 #define WARM_PIECE_MIN_BYTES  (4ull << 20) /* with small chunks: fewer, larger requests */
 #define WARM_DRAW_MS          250          /* the progress line is redrawn this often */
-#define WARM_TIER_WAIT_S      300          /* for the shared tier's PUT queue to drain */
+#define WARM_TIER_WAIT_S      60 /* for the shared tier's PUT queue to move while it drains */
 #define WARM_TIER_POLL_MS     200
 #define WARM_STOP_DAEMON_GONE (-1) /* struct warm's stop: the daemon died */
 #define WARM_STOP_NO_ROOM     (-2) /* the cache could not store a chunk (ENOSPC) */
@@ -880,8 +880,10 @@ static int warm_report(void)
 }
 
 /* "warm fills the shared tier": what it read is in the tier once the mounts' PUT queues are
- * empty. Waits for that (at most WARM_TIER_WAIT_S, a signal stops the wait), then says how
- * many tier writes the mounts dropped while it ran. 0, or the exit status of a stop. */
+ * empty. Waits for that as long as the queue gets shorter (a large warm leaves many chunks
+ * waiting by name: minutes of PUTs), giving up after WARM_TIER_WAIT_S without progress (a
+ * signal stops the wait), then says how many tier writes the mounts dropped while it ran. 0,
+ * or the exit status of a stop. */
 static int warm_tier_drain(int sig_fd)
 {
 	struct timespec t0, now;
@@ -891,7 +893,7 @@ static int warm_tier_drain(int sig_fd)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 0; i < warm.nr_roots; i++) {
 		char json[4096], state[16] = "";
-		double queued, dropped, waited;
+		double queued, dropped, waited, least = -1, still = 0;
 		const char *p;
 
 		if (!warm.root_mounts[i] || read_stats(warm.root_mounts[i], json, sizeof(json)))
@@ -909,7 +911,11 @@ static int warm_tier_drain(int sig_fd)
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			waited = (double)(now.tv_sec - t0.tv_sec) +
 				 (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-			if (queued <= 0 || waited > WARM_TIER_WAIT_S)
+			if (least < 0 || queued < least) {
+				least = queued;
+				still = waited;
+			}
+			if (queued <= 0 || waited - still > WARM_TIER_WAIT_S)
 				break;
 			if (warm.tty)
 				fprintf(stderr,
@@ -941,7 +947,7 @@ static int warm_tier_drain(int sig_fd)
 		if (queued > 0) {
 			fprintf(stderr,
 				"ferry warm: %.0f chunks still wait for the shared tier of %s "
-				"after %d s\n",
+				"after %d s without progress\n",
 				queued, warm.root_mounts[i], WARM_TIER_WAIT_S);
 			ret = 1;
 		}
