@@ -59,63 +59,6 @@ static char *key_of(const struct remote_s3 *s, const char *path)
 	return k;
 }
 
-/* Signs method on key with the query and extra headers; fills *url and *hdrs (caller frees). */
-static int s3_build(struct remote_s3 *s, const char *method, const char *key,
-	const struct s3_kv *query, size_t nr_query, const struct s3_kv *extra, size_t nr_extra,
-	char **url, struct curl_slist **hdrs)
-{
-	struct aws_credentials *cred = s->cfg.anonymous ? NULL : &s->cfg.cred;
-	struct s3_signed sig;
-	struct curl_slist *l = NULL;
-	char *path = s3_address_path(&s->addr, key);
-	int err;
-
-	*url = NULL;
-	*hdrs = NULL;
-	if (!path)
-		return -ENOMEM;
-	struct s3_sign_input in = {
-		.method = method,
-		.host = s->addr.host,
-		.path = path,
-		.query = query,
-		.nr_query = nr_query,
-		.headers = extra,
-		.nr_headers = nr_extra,
-		.region = s->cfg.region,
-		.when = time(NULL),
-		.cred = cred,
-	};
-	err = s3_sign_request(&in, &sig);
-	free(path);
-	if (err)
-		return err;
-	if (asprintf(url, "%s%s%s%s", s->addr.scheme_host, sig.encoded_path,
-		    sig.encoded_query[0] ? "?" : "", sig.encoded_query) < 0) {
-		*url = NULL;
-		err = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < sig.nr_header_lines; i++) {
-		struct curl_slist *n = curl_slist_append(l, sig.header_lines[i]);
-		if (!n) {
-			err = -ENOMEM;
-			goto out;
-		}
-		l = n;
-	}
-	*hdrs = l;
-	l = NULL;
-out:
-	curl_slist_free_all(l);
-	if (err) {
-		free(*url);
-		*url = NULL;
-	}
-	s3_signed_done(&sig);
-	return err;
-}
-
 /* ---- messages ---- */
 
 /* What a reply means for the retry policy and the -errno: its HTTP status refined by S3's Error
@@ -208,7 +151,8 @@ static int s3_request(struct remote_s3 *s, const char *method, const char *key,
 		uint64_t ms;
 		int err;
 
-		err = s3_build(s, method, key, query, nr_query, NULL, 0, &url, &hdrs);
+		err = s3_address_request(&s->addr, &s->cfg, method, key, query, nr_query, NULL, 0,
+			NULL, &url, &hdrs);
 		if (err) {
 			memset(rep, 0, sizeof(*rep));
 			snprintf(errbuf, errlen, "cannot sign the request: %s", strerror(-err));
@@ -592,7 +536,8 @@ static int s3_prepare_get(struct remote *r, const struct remote_object *obj, uin
 	extra[nr_extra++] = (struct s3_kv){ "Range", range };
 	if (obj->etag && *obj->etag)
 		extra[nr_extra++] = (struct s3_kv){ "If-Match", obj->etag };
-	err = s3_build(s, "GET", key, NULL, 0, extra, nr_extra, &url, headers);
+	err = s3_address_request(&s->addr, &s->cfg, "GET", key, NULL, 0, extra, nr_extra, NULL,
+		&url, headers);
 	free(key);
 	if (err)
 		return err;

@@ -5,9 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
 
 #include "fs/remote/aws_config.h"
 #include "fs/remote/s3_address.h"
+#include "fs/remote/s3_sign.h"
 
 bool s3_bucket_dns_safe(const char *b)
 {
@@ -135,4 +139,60 @@ char *s3_address_path(const struct s3_address *a, const char *key)
 	else
 		n = asprintf(&p, "/%s/%s", a->bucket, key);
 	return n < 0 ? NULL : p;
+}
+
+int s3_address_request(const struct s3_address *a, const struct aws_config *cfg, const char *method,
+	const char *key, const struct s3_kv *query, size_t nr_query, const struct s3_kv *extra,
+	size_t nr_extra, const char *payload_hash, char **url, struct curl_slist **hdrs)
+{
+	struct s3_signed sig;
+	struct curl_slist *l = NULL;
+	char *path = s3_address_path(a, key);
+	int err;
+
+	*url = NULL;
+	*hdrs = NULL;
+	if (!path)
+		return -ENOMEM;
+	struct s3_sign_input in = {
+		.method = method,
+		.host = a->host,
+		.path = path,
+		.query = query,
+		.nr_query = nr_query,
+		.headers = extra,
+		.nr_headers = nr_extra,
+		.payload_hash = payload_hash,
+		.region = cfg->region,
+		.when = time(NULL),
+		.cred = cfg->anonymous ? NULL : &cfg->cred,
+	};
+	err = s3_sign_request(&in, &sig);
+	free(path);
+	if (err)
+		return err;
+	err = -ENOMEM;
+	if (asprintf(url, "%s%s%s%s", a->scheme_host, sig.encoded_path,
+		    sig.encoded_query[0] ? "?" : "", sig.encoded_query) < 0) {
+		*url = NULL;
+		goto out;
+	}
+	for (size_t i = 0; i < sig.nr_header_lines; i++) {
+		struct curl_slist *n = curl_slist_append(l, sig.header_lines[i]);
+
+		if (!n)
+			goto out;
+		l = n;
+	}
+	*hdrs = l;
+	l = NULL;
+	err = 0;
+out:
+	curl_slist_free_all(l);
+	if (err) {
+		free(*url);
+		*url = NULL;
+	}
+	s3_signed_done(&sig);
+	return err;
 }

@@ -98,64 +98,6 @@ const char *s3_bucket_endpoint(const struct s3_bucket *b)
 	return b->addr.endpoint;
 }
 
-/* Signs method on key (NULL: the bucket) and makes the URL and the header list. */
-static int build(struct s3_bucket *b, const char *method, const char *key,
-	const struct s3_kv *query, size_t nr_query, const struct s3_kv *hdrs, size_t nr_hdrs,
-	const char *payload_hash, char **url, struct curl_slist **list)
-{
-	struct s3_signed sig;
-	struct curl_slist *l = NULL;
-	char *path;
-	int err;
-
-	*url = NULL;
-	*list = NULL;
-	path = s3_address_path(&b->addr, key);
-	if (!path)
-		return -ENOMEM;
-	struct s3_sign_input in = {
-		.method = method,
-		.host = b->addr.host,
-		.path = path,
-		.query = query,
-		.nr_query = nr_query,
-		.headers = hdrs,
-		.nr_headers = nr_hdrs,
-		.payload_hash = payload_hash,
-		.region = b->cfg.region,
-		.when = time(NULL),
-		.cred = b->cfg.anonymous ? NULL : &b->cfg.cred,
-	};
-	err = s3_sign_request(&in, &sig);
-	free(path);
-	if (err)
-		return err;
-	err = -ENOMEM;
-	if (asprintf(url, "%s%s%s%s", b->addr.scheme_host, sig.encoded_path,
-		    sig.encoded_query[0] ? "?" : "", sig.encoded_query) < 0) {
-		*url = NULL;
-		goto out;
-	}
-	for (size_t i = 0; i < sig.nr_header_lines; i++) {
-		struct curl_slist *n = curl_slist_append(l, sig.header_lines[i]);
-
-		if (!n)
-			goto out;
-		l = n;
-	}
-	*list = l;
-	l = NULL;
-	err = 0;
-out:
-	curl_slist_free_all(l);
-	if (err) {
-		free(*url);
-		*url = NULL;
-	}
-	s3_signed_done(&sig);
-	return err;
-}
-
 static size_t on_header(char *line, size_t size, size_t n, void *arg)
 {
 	static const char meta[] = "x-amz-meta-";
@@ -298,7 +240,8 @@ enum net_error s3_object_get(struct s3_bucket *b, CURL *easy, const char *key, v
 	char *url;
 
 	reply_init(rep, buf, cap);
-	if (build(b, "GET", key, NULL, 0, NULL, 0, NULL, &url, &hdrs)) {
+	if (s3_address_request(&b->addr, &b->cfg, "GET", key, NULL, 0, NULL, 0, NULL, &url,
+		    &hdrs)) {
 		rep->ne = NET_OTHER;
 		return rep->ne;
 	}
@@ -334,7 +277,8 @@ enum net_error s3_object_put(struct s3_bucket *b, CURL *easy, const char *key, c
 	 * the SHA-256 of each chunk took CPU from the reads. Cold 256 MiB read through a mount
 	 * with a cold tier (radosgw on the same 2 cores), alternated runs: 1.36-1.70 s unsigned
 	 * against 1.77-2.10 s with the SHA-256. */
-	if (build(b, "PUT", key, NULL, 0, hdrs, nr, S3_UNSIGNED_PAYLOAD, &url, &list))
+	if (s3_address_request(&b->addr, &b->cfg, "PUT", key, NULL, 0, hdrs, nr,
+		    S3_UNSIGNED_PAYLOAD, &url, &list))
 		goto out;
 	/* libcurl adds "Expect: 100-continue" to large uploads: a round trip for nothing. */
 	struct curl_slist *l2 = curl_slist_append(list, "Expect:");
@@ -379,7 +323,8 @@ int s3_bucket_check(struct s3_bucket *b, CURL *easy, const char *prefix, long ti
 
 	/* the listing's body is not looked at: only whether it came */
 	sink = malloc(1 << 16);
-	if (!sink || build(b, "GET", NULL, q, 3, NULL, 0, NULL, &url, &hdrs)) {
+	if (!sink || s3_address_request(&b->addr, &b->cfg, "GET", NULL, q, 3, NULL, 0, NULL, &url,
+			     &hdrs)) {
 		free(sink);
 		snprintf(errbuf, errlen, "out of memory");
 		return -ENOMEM;
