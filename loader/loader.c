@@ -354,8 +354,7 @@ static void window_prefetch(struct reader *r, uint64_t epoch, uint64_t index)
 	struct window *victim, *keep = window_find(l, epoch, index);
 	char err[8];
 
-	if (index + 1 < l->sampler.nr_windows ||
-		(index + 1 == l->sampler.nr_windows && l->sampler.tail_samples)) {
+	if (index + 1 < sampler_nr_windows_used(&l->sampler)) {
 		index++;
 	} else {
 		epoch++;
@@ -378,7 +377,7 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 	struct loader *l = r->l;
 	const uint32_t B = l->cfg.batch, T = l->cfg.seq_len, w = l->ds.token_bytes;
 	const size_t row_bytes = (size_t)(T + 1) * w;
-	uint64_t index = sampler_window(&l->sampler, st->position);
+	uint64_t index = sampler_batch_window(&l->sampler, st->position);
 	int32_t *inputs = slot->wide, *targets = slot->wide + (size_t)B * T;
 	const char **rows = r->rows;
 	struct window *win;
@@ -388,7 +387,8 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 	if (ret < 0)
 		return ret;
 	for (uint32_t j = 0; j < B && win->nr_pieces; j++) {
-		uint64_t t = sampler_window_slot(&l->sampler, st->epoch, st->position, j);
+		uint64_t t = sampler_window_slot(&l->sampler, st->epoch,
+			sampler_index(&l->sampler, st->position, j));
 		uint32_t lo = 0, hi = win->nr_pieces - 1;
 		const struct window_piece *p;
 
@@ -421,9 +421,9 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 	return 0;
 }
 
-/* Reads the batch at st into slot: shuffled, out of its window; in file order, with one read
- * for the B samples when they lie end to end in one shard, else one read per sample; then
- * widens them. */
+/* Reads the batch at st into slot: shuffled, out of its window; in file order (or shuffled
+ * across two windows), with one read for the B samples when they lie end to end in one shard,
+ * else one read per sample; then widens them. */
 static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_state *st)
 {
 	struct loader *l = r->l;
@@ -436,7 +436,10 @@ static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_s
 	int ret;
 
 	slot->errmsg[0] = '\0';
-	if (l->sampler.shuffle)
+	/* A batch that straddles two windows reads its samples one by one: holding two windows
+	 * at once could leave the other readers none to read ahead into. */
+	if (l->sampler.shuffle &&
+		sampler_batch_window(&l->sampler, st->position) != SAMPLER_NO_WINDOW)
 		return fill_from_window(r, slot, raw, st);
 	/* shards[] and first_sample are read-only after open: no lock to find a sample. */
 	for (uint32_t j = 0; j < B; j++) {
@@ -522,7 +525,9 @@ static void *reader_main(void *arg)
 		pthread_cond_broadcast(&l->ready_cond);
 		/* The next window is read while this one is used (and the ring is full). */
 		if (ret == 0 && l->sampler.shuffle && !l->stop)
-			window_prefetch(r, st.epoch, sampler_window(&l->sampler, st.position));
+			window_prefetch(r, st.epoch,
+				sampler_window(&l->sampler,
+					sampler_index(&l->sampler, st.position, l->cfg.batch - 1)));
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
@@ -587,19 +592,22 @@ static void choose_path(struct loader *l)
 			l->nr_readers, stage_name());
 	if (l->cfg.verbose && l->cfg.shuffle)
 		loader_say(l,
-			"shuffle: blocks of %llu samples, windows of %u blocks per rank (%zu bytes "
-			"each, %d kept), %llu whole windows and a tail of %llu samples per epoch",
+			"shuffle: blocks of %llu samples, windows of %u blocks read whole by every "
+			"rank (%zu bytes each, %d kept), %llu whole windows and a tail of %llu "
+			"samples; an epoch is %llu samples (global batch %llu)",
 			(unsigned long long)l->sampler.block_samples, l->sampler.window_blocks,
 			l->window_bytes, NR_WINDOWS, (unsigned long long)l->sampler.nr_windows,
-			(unsigned long long)l->sampler.tail_samples);
+			(unsigned long long)l->sampler.tail_samples,
+			(unsigned long long)l->sampler.used_samples,
+			(unsigned long long)l->sampler.global_batch);
 }
 
 /* The shuffled order's block and window sizes, and what a window needs in memory. */
 static int order_params(struct loader *l, char *err, size_t errlen)
 {
 	const struct dataset *ds = &l->ds;
-	const uint64_t B = l->cfg.batch, T = l->cfg.seq_len, w = ds->token_bytes;
-	uint64_t S, G, W = l->cfg.world_size, samples, bytes, pieces, in_place;
+	const uint64_t T = l->cfg.seq_len, w = ds->token_bytes;
+	uint64_t S, G, samples, bytes, pieces, in_place;
 
 	l->block_bytes = l->cfg.block_bytes ? l->cfg.block_bytes : LOADER_DEFAULT_BLOCK_BYTES;
 	l->window_blocks =
@@ -616,14 +624,14 @@ static int order_params(struct loader *l, char *err, size_t errlen)
 	}
 	if (!l->cfg.shuffle)
 		return 0;
-	/* As sampler_init rounds it. */
+	/* As sampler_init takes it. */
 	S = l->block_bytes / (T * w);
-	S = S ? (S + B - 1) / B * B : B;
+	S = S ? S : 1;
 	G = l->window_blocks;
 	/* The largest window: a whole one, or the tail when there is no whole one. */
 	samples = S * G;
-	if (ds->nr_samples / (S * G * W) == 0)
-		samples = ds->nr_samples / (B * W) * B;
+	if (ds->nr_samples / (S * G) == 0)
+		samples = ds->nr_samples;
 	bytes = samples * (T + 1) * w;
 	if (bytes > (4ull << 30)) {
 		snprintf(err, errlen,
@@ -666,6 +674,12 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	}
 	if (cfg->rank >= W) {
 		snprintf(errbuf, errlen, "rank %u is not below world size %u", cfg->rank, W);
+		return -EINVAL;
+	}
+	if (cfg->global_batch % ((uint64_t)B * W) != 0) {
+		snprintf(errbuf, errlen,
+			"global batch %llu is not a multiple of batch %u x world size %u",
+			(unsigned long long)cfg->global_batch, B, W);
 		return -EINVAL;
 	}
 	/* One read of a whole batch must fit a read_op (u32 length); 1 GiB per batch is far
@@ -721,12 +735,14 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	if (ret < 0)
 		goto fail;
 	sampler_init(&l->sampler, l->ds.nr_samples, B, W, cfg->rank, cfg->seed, cfg->shuffle,
-		l->block_bytes / ((uint64_t)T * l->ds.token_bytes), l->window_blocks);
+		l->block_bytes / ((uint64_t)T * l->ds.token_bytes), l->window_blocks,
+		cfg->global_batch);
 	if (l->sampler.steps_per_epoch == 0) {
 		snprintf(errbuf, errlen,
 			"%s: %llu samples of %u+1 tokens, fewer than one step "
-			"needs (batch %u x world %u)",
-			l->paths, (unsigned long long)l->ds.nr_samples, T, B, W);
+			"needs (%llu: batch %u x world %u x micro-batches)",
+			l->paths, (unsigned long long)l->ds.nr_samples, T,
+			(unsigned long long)l->sampler.global_batch, B, W);
 		ret = -EINVAL;
 		goto fail;
 	}
