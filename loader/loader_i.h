@@ -158,9 +158,10 @@ void dataset_unpin(struct dataset *ds, uint32_t s);
  * A window is global: every rank's slices of those positions come out of it, so a rank reads
  * the whole window (each block with one large read) and uses 1/world of it. The price of the
  * layout-free order is that read amplification (world x the bytes a rank trains on, read from
- * the page cache or the ferry cache of its node; the network fetch is shared on one mount), and
- * a batch that straddles two windows (one per window per rank at most, or every batch when
- * window_samples < B) read a sample at a time instead. The order is also less random than a
+ * the page cache or the ferry cache of its node; the network fetch is shared on one mount). A
+ * batch that straddles two windows (one per window per rank at most) takes its rows from both;
+ * one over more than two (window_samples < B), or whose second window has no room at once, is
+ * read a row at a time. The order is also less random than a
  * full permutation: within a window, positions draw from window_blocks blocks only; which
  * samples share a block changes every epoch through the rotation. A larger window
  * (loader_config.window_blocks) mixes more at the cost of window memory; a full permutation
@@ -498,6 +499,8 @@ struct loader {
 	_Atomic uint64_t nr_fallbacks;            /* fast-path reads redone through the mount: a
 						 * block that did not match, or had no sum */
 	_Atomic bool said_mismatch, said_missing; /* the first of each was said */
+	_Atomic uint64_t nr_rows_alone; /* shuffled batches read a row at a time, not out of
+					 * windows (see fill_batch) */
 
 	_Atomic bool nowait_ok; /* preadv2(RWF_NOWAIT) works on these files */
 	_Atomic uint32_t direct_fails;

@@ -192,6 +192,8 @@ check text_resume_mid "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 40 4096 3 1 37
 # no multiple of the 6 a position takes, so batches straddle windows; from position 1300 of
 # 1404, 300 positions cross into the next epoch (it ends after whole steps of 12)
 check text_global12  "$T/llmc/train_*.bin" llmc 3 32 7 1 1 2 300 2000 3 0 1300 12
+# windows of 2 samples, smaller than a batch: every batch is read a row at a time
+check text_tiny_windows "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 50 128 2
 check u32_shuffled   "$T/u32"              llmc 5 100 1 1 1 2 150 6000 4
 check raw_seq        "$T/raw/*.u16"        raw-u16 2 50 0 0 0 1 200
 check raw_shuffled   "$T/raw"              raw-u16 2 50 3 1 0 1 200 1000 2
