@@ -305,9 +305,11 @@ static int window_fill(struct reader *r, struct window *victim, uint64_t epoch, 
 }
 
 /* The window (epoch, index), read now if no reader has it or is reading it, with a use taken
- * (window_put gives it back). 0, or -errno with err set when reading it failed. */
-static int window_get(struct reader *r, uint64_t epoch, uint64_t index, struct window **out,
-	char *err, size_t errlen)
+ * (window_put gives it back). 0, or -errno with err set when reading it failed. With held (a
+ * window the caller holds already), -EAGAIN instead of waiting for room: the caller must not
+ * hold one window while it waits for another's room to be given back. */
+static int window_get(struct reader *r, uint64_t epoch, uint64_t index, const struct window *held,
+	struct window **out, char *err, size_t errlen)
 {
 	struct loader *l = r->l;
 	struct window *win;
@@ -321,13 +323,17 @@ static int window_get(struct reader *r, uint64_t epoch, uint64_t index, struct w
 			win->last_use = ++l->window_clock;
 			break;
 		}
-		if (!win && (win = window_victim(l, NULL))) {
+		if (!win && (win = window_victim(l, held))) {
 			ret = window_fill(r, win, epoch, index, err, errlen);
 			if (ret < 0) {
 				win = NULL;
 				break;
 			}
 			continue;
+		}
+		if (!win && held) {
+			ret = -EAGAIN;
+			break;
 		}
 		/* Another reader is reading it, or every window is in use for a moment. */
 		pthread_cond_wait(&l->window_cond, &l->lock);
@@ -354,8 +360,7 @@ static void window_prefetch(struct reader *r, uint64_t epoch, uint64_t index)
 	struct window *victim, *keep = window_find(l, epoch, index);
 	char err[8];
 
-	if (index + 1 < l->sampler.nr_windows ||
-		(index + 1 == l->sampler.nr_windows && l->sampler.tail_samples)) {
+	if (index + 1 < sampler_nr_windows_used(&l->sampler)) {
 		index++;
 	} else {
 		epoch++;
@@ -368,42 +373,65 @@ static void window_prefetch(struct reader *r, uint64_t epoch, uint64_t index)
 		window_fill(r, victim, epoch, index, err, sizeof(err));
 }
 
-/* Rows of a shuffled batch: each sample's T + 1 tokens come out of the window holding it,
- * widened straight into the batch (and copied raw into the staging buffer for the GPU). The
- * rows lie at random in a window larger than the CPU's caches: each is fetched while the one
- * before it is widened (into inputs, then from the cache again into targets). */
+/* The last piece of win starting at or before slot t. */
+static const struct window_piece *window_piece_of(const struct window *win, uint64_t t)
+{
+	uint32_t lo = 0, hi = win->nr_pieces - 1;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi + 1) / 2;
+
+		if (win->pieces[mid].slot <= t)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return &win->pieces[lo];
+}
+
+/* Rows of a shuffled batch: each sample's T + 1 tokens come out of the window holding it (one,
+ * or two when the batch straddles a window boundary), widened straight into the batch (and
+ * copied raw into the staging buffer for the GPU). The rows lie at random in a window larger
+ * than the CPU's caches: each is fetched while the one before it is widened (into inputs, then
+ * from the cache again into targets). -EAGAIN (nothing held, nothing filled) when the second
+ * window of a straddling batch has no room now: the caller reads the rows one by one. */
 static int fill_from_window(struct reader *r, struct loader_slot *slot, char *raw,
 	const struct loader_state *st)
 {
 	struct loader *l = r->l;
+	const struct sampler *s = &l->sampler;
 	const uint32_t B = l->cfg.batch, T = l->cfg.seq_len, w = l->ds.token_bytes;
 	const size_t row_bytes = (size_t)(T + 1) * w;
-	uint64_t index = sampler_window(&l->sampler, st->position);
+	const uint64_t first = sampler_index(s, st->position, 0);
+	const uint64_t index = sampler_window(s, first);
+	const uint64_t last = sampler_window(s, first + B - 1);
 	int32_t *inputs = slot->wide, *targets = slot->wide + (size_t)B * T;
 	const char **rows = r->rows;
-	struct window *win;
+	struct window *win[2] = { NULL, NULL };
 	int ret;
 
-	ret = window_get(r, st->epoch, index, &win, slot->errmsg, sizeof(slot->errmsg));
+	ret = window_get(r, st->epoch, index, NULL, &win[0], slot->errmsg, sizeof(slot->errmsg));
 	if (ret < 0)
 		return ret;
-	for (uint32_t j = 0; j < B && win->nr_pieces; j++) {
-		uint64_t t = sampler_window_slot(&l->sampler, st->epoch, st->position, j);
-		uint32_t lo = 0, hi = win->nr_pieces - 1;
-		const struct window_piece *p;
-
-		while (lo < hi) { /* the last piece starting at or before t */
-			uint32_t mid = (lo + hi + 1) / 2;
-
-			if (win->pieces[mid].slot <= t)
-				lo = mid;
-			else
-				hi = mid - 1;
+	if (last != index) {
+		/* Windows are taken in increasing order and the second only without waiting
+		 * for room, so two readers never wait on each other's windows. */
+		ret = window_get(r, st->epoch, last, win[0], &win[1], slot->errmsg,
+			sizeof(slot->errmsg));
+		if (ret < 0) {
+			window_put(l, win[0]);
+			return ret;
 		}
-		p = &win->pieces[lo];
-		rows[j] = win->buf + p->data + (t - p->slot) * T * w;
 	}
-	for (uint32_t j = 0; j < B && win->nr_pieces; j++) {
+	for (uint32_t j = 0; j < B; j++) {
+		uint64_t k = first + j;
+		const struct window *wn = win[sampler_window(s, k) == index ? 0 : 1];
+		uint64_t t = sampler_window_slot(s, st->epoch, k);
+		const struct window_piece *p = window_piece_of(wn, t);
+
+		rows[j] = wn->buf + p->data + (t - p->slot) * T * w;
+	}
+	for (uint32_t j = 0; j < B; j++) {
 		int32_t *in = inputs + (size_t)j * T, *tg = targets + (size_t)j * T;
 
 		if (j + 1 < B)
@@ -414,16 +442,18 @@ static int fill_from_window(struct reader *r, struct loader_slot *slot, char *ra
 		if (l->cfg.device >= 0)
 			memcpy(raw + (size_t)j * row_bytes, rows[j], row_bytes);
 	}
-	window_put(l, win);
+	if (win[1])
+		window_put(l, win[1]);
+	window_put(l, win[0]);
 	slot->row_stride = T + 1;
 	slot->inputs = inputs;
 	slot->targets = targets;
 	return 0;
 }
 
-/* Reads the batch at st into slot: shuffled, out of its window; in file order, with one read
- * for the B samples when they lie end to end in one shard, else one read per sample; then
- * widens them. */
+/* Reads the batch at st into slot: shuffled, out of its window; in file order (or shuffled
+ * across two windows), with one read for the B samples when they lie end to end in one shard,
+ * else one read per sample; then widens them. */
 static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_state *st)
 {
 	struct loader *l = r->l;
@@ -436,8 +466,20 @@ static int fill_batch(struct reader *r, uint32_t slot_idx, const struct loader_s
 	int ret;
 
 	slot->errmsg[0] = '\0';
-	if (l->sampler.shuffle)
-		return fill_from_window(r, slot, raw, st);
+	/* A batch over more than two windows (windows smaller than a batch), or whose second
+	 * window has no room now, reads its samples one by one. */
+	if (l->sampler.shuffle) {
+		uint64_t first = sampler_index(&l->sampler, st->position, 0);
+
+		if (sampler_window(&l->sampler, first + B - 1) <=
+			sampler_window(&l->sampler, first) + 1) {
+			ret = fill_from_window(r, slot, raw, st);
+			if (ret != -EAGAIN)
+				return ret;
+			slot->errmsg[0] = '\0';
+		}
+		atomic_fetch_add(&l->nr_rows_alone, 1);
+	}
 	/* shards[] and first_sample are read-only after open: no lock to find a sample. */
 	for (uint32_t j = 0; j < B; j++) {
 		uint64_t g = sampler_sample(&l->sampler, st->epoch, st->position, j);
@@ -522,7 +564,9 @@ static void *reader_main(void *arg)
 		pthread_cond_broadcast(&l->ready_cond);
 		/* The next window is read while this one is used (and the ring is full). */
 		if (ret == 0 && l->sampler.shuffle && !l->stop)
-			window_prefetch(r, st.epoch, sampler_window(&l->sampler, st.position));
+			window_prefetch(r, st.epoch,
+				sampler_window(&l->sampler,
+					sampler_index(&l->sampler, st.position, l->cfg.batch - 1)));
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
@@ -587,19 +631,22 @@ static void choose_path(struct loader *l)
 			l->nr_readers, stage_name());
 	if (l->cfg.verbose && l->cfg.shuffle)
 		loader_say(l,
-			"shuffle: blocks of %llu samples, windows of %u blocks per rank (%zu bytes "
-			"each, %d kept), %llu whole windows and a tail of %llu samples per epoch",
+			"shuffle: blocks of %llu samples, windows of %u blocks read whole by every "
+			"rank (%zu bytes each, %d kept), %llu whole windows and a tail of %llu "
+			"samples; an epoch is %llu samples (global batch %llu)",
 			(unsigned long long)l->sampler.block_samples, l->sampler.window_blocks,
 			l->window_bytes, NR_WINDOWS, (unsigned long long)l->sampler.nr_windows,
-			(unsigned long long)l->sampler.tail_samples);
+			(unsigned long long)l->sampler.tail_samples,
+			(unsigned long long)l->sampler.used_samples,
+			(unsigned long long)l->sampler.global_batch);
 }
 
 /* The shuffled order's block and window sizes, and what a window needs in memory. */
 static int order_params(struct loader *l, char *err, size_t errlen)
 {
 	const struct dataset *ds = &l->ds;
-	const uint64_t B = l->cfg.batch, T = l->cfg.seq_len, w = ds->token_bytes;
-	uint64_t S, G, W = l->cfg.world_size, samples, bytes, pieces, in_place;
+	const uint64_t T = l->cfg.seq_len, w = ds->token_bytes;
+	uint64_t S, G, samples, bytes, pieces, in_place;
 
 	l->block_bytes = l->cfg.block_bytes ? l->cfg.block_bytes : LOADER_DEFAULT_BLOCK_BYTES;
 	l->window_blocks =
@@ -616,14 +663,14 @@ static int order_params(struct loader *l, char *err, size_t errlen)
 	}
 	if (!l->cfg.shuffle)
 		return 0;
-	/* As sampler_init rounds it. */
+	/* As sampler_init takes it. */
 	S = l->block_bytes / (T * w);
-	S = S ? (S + B - 1) / B * B : B;
+	S = S ? S : 1;
 	G = l->window_blocks;
 	/* The largest window: a whole one, or the tail when there is no whole one. */
 	samples = S * G;
-	if (ds->nr_samples / (S * G * W) == 0)
-		samples = ds->nr_samples / (B * W) * B;
+	if (ds->nr_samples / (S * G) == 0)
+		samples = ds->nr_samples;
 	bytes = samples * (T + 1) * w;
 	if (bytes > (4ull << 30)) {
 		snprintf(err, errlen,
@@ -666,6 +713,12 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	}
 	if (cfg->rank >= W) {
 		snprintf(errbuf, errlen, "rank %u is not below world size %u", cfg->rank, W);
+		return -EINVAL;
+	}
+	if (cfg->global_batch % ((uint64_t)B * W) != 0) {
+		snprintf(errbuf, errlen,
+			"global batch %llu is not a multiple of batch %u x world size %u",
+			(unsigned long long)cfg->global_batch, B, W);
 		return -EINVAL;
 	}
 	/* One read of a whole batch must fit a read_op (u32 length); 1 GiB per batch is far
@@ -721,12 +774,14 @@ int loader_open(struct loader **out, const struct loader_config *cfg, char *errb
 	if (ret < 0)
 		goto fail;
 	sampler_init(&l->sampler, l->ds.nr_samples, B, W, cfg->rank, cfg->seed, cfg->shuffle,
-		l->block_bytes / ((uint64_t)T * l->ds.token_bytes), l->window_blocks);
+		l->block_bytes / ((uint64_t)T * l->ds.token_bytes), l->window_blocks,
+		cfg->global_batch);
 	if (l->sampler.steps_per_epoch == 0) {
 		snprintf(errbuf, errlen,
 			"%s: %llu samples of %u+1 tokens, fewer than one step "
-			"needs (batch %u x world %u)",
-			l->paths, (unsigned long long)l->ds.nr_samples, T, B, W);
+			"needs (%llu: batch %u x world %u x micro-batches)",
+			l->paths, (unsigned long long)l->ds.nr_samples, T,
+			(unsigned long long)l->sampler.global_batch, B, W);
 		ret = -EINVAL;
 		goto fail;
 	}
@@ -876,9 +931,12 @@ static void epoch_account(struct loader *l, double wait_ms, const struct loader_
 				"stopped by the daemon's bound)",
 				(unsigned long long)pi.ahead, (unsigned long long)pi.horizon,
 				(unsigned long long)pi.nr_calls, (unsigned long long)pi.nr_bound);
-		loader_say(l, "epoch %llu: %llu batches, data wait %.1f ms (%.3f ms a batch), %s",
+		loader_say(l,
+			"epoch %llu: %llu batches, data wait %.1f ms (%.3f ms a batch), %s; %llu "
+			"batches read a row at a time so far",
 			(unsigned long long)st->epoch, (unsigned long long)l->epoch_batches,
-			l->epoch_wait_ms, l->epoch_wait_ms / (double)l->epoch_batches, ahead);
+			l->epoch_wait_ms, l->epoch_wait_ms / (double)l->epoch_batches, ahead,
+			(unsigned long long)atomic_load(&l->nr_rows_alone));
 	}
 	l->epoch_batches = 0;
 	l->epoch_wait_ms = 0;

@@ -1,7 +1,8 @@
 /* loader/: token batches for training, read ahead of use from any path (fast path on a ferry
  * mount) into a fixed ring of page-aligned (pinned, with CUDA) host buffers, and onto the GPU
- * when a device is given. The sample order is a pure function of (seed, epoch, world size,
- * rank); a (epoch, position) pair resumes it exactly. */
+ * when a device is given. The sample order is a pure function of (seed, epoch, global position),
+ * the same for any world size: ranks take slices of each global batch. A (epoch, position) pair
+ * resumes it exactly, on this or (converted, see struct loader_state) another layout. */
 #ifndef FERRY_LOADER_H
 #define FERRY_LOADER_H
 
@@ -29,9 +30,9 @@ struct loader_config {
 	int device;                /* -1: host only; >= 0: CUDA device to stage batches onto */
 	int verbose;
 	/* The shuffled order's shape (see struct sampler in loader_i.h): about block_bytes of
-	 * tokens per block, window_blocks blocks per window per rank. Like seed, they change
-	 * the order, so a run that resumes must give the values it started with (ferry train
-	 * saves them in its checkpoints). 0: LOADER_DEFAULT_*. The environment plays no part. */
+	 * tokens per block, window_blocks blocks per window (every rank reads each window
+	 * whole). Like seed, they change the order, so a run that resumes must give the values
+	 * it started with (ferry train saves them in its checkpoints). 0: LOADER_DEFAULT_*. The environment plays no part. */
 	uint32_t block_bytes;   /* 1 .. LOADER_MAX_BLOCK_BYTES */
 	uint32_t window_blocks; /* 1 .. LOADER_MAX_WINDOW_BLOCKS */
 	/* On a ferry mount the daemon is told of the byte ranges of the next prefetch_batches
@@ -40,18 +41,30 @@ struct loader_config {
 	 * most an epoch, cut to a quarter of the daemon's cache, at least nr_buffers. FERRY_LOADER_PREFETCH=K in
 	 * the environment overrides it, =0 turns it off. Changes no byte of any batch. */
 	uint32_t prefetch_batches;
+	/* Samples per optimizer step over all ranks: world_size * batch * the micro-batches a
+	 * step accumulates; 0: world_size * batch. It must be a multiple of world_size * batch.
+	 * An epoch ends after its last whole global batch, so that layouts with the same global
+	 * batch (2 ranks of B, 1 rank of 2B, 1 rank of B accumulating 2) see the same samples in
+	 * the same order, step by step and across epochs. Changes the order as a seed would, but
+	 * only at the end of an epoch (which samples are left over). */
+	uint64_t global_batch;
 };
 
 #define LOADER_DEFAULT_PREFETCH_BYTES (256ull << 20)
 
 /* 2 MiB blocks keep reads large on any mount (ferry's chunk is 8 MiB by default; FUSE splits
- * reads into 128 KiB-1 MiB requests anyway); 8 of them make a 16 MiB window per rank. */
+ * reads into 128 KiB-1 MiB requests anyway); 8 of them make a 16 MiB window, which every rank
+ * reads. */
 #define LOADER_DEFAULT_BLOCK_BYTES   (2u << 20)
 #define LOADER_DEFAULT_WINDOW_BLOCKS 8u
 #define LOADER_MAX_BLOCK_BYTES       (256u << 20)
 #define LOADER_MAX_WINDOW_BLOCKS     1024u
 
-/* Where the order stands: the next batch is the position-th of epoch on this rank. */
+/* Where the order stands: the next batch is the position-th of epoch. position counts global
+ * micro-batches (world_size * batch samples, every rank's batch of one position is a slice of
+ * it), so it is the same on every rank; position * world_size * batch is the global position in
+ * the epoch's order, the layout-free form a checkpoint keeps (a run resumed on W' ranks of B'
+ * seeks to that / (W' * B')). */
 struct loader_state {
 	uint64_t epoch;
 	uint64_t position;

@@ -17,6 +17,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: loader-dump --data PATHS [--format auto|llmc|raw-u16|raw-u32|megatron]\n"
 		"  [--batch B] [--seq T] [--seed S] [--shuffle] [--rank R --world W]\n"
+		"  [--global-batch N (samples per step over all ranks; default B*W)]\n"
 		"  [--buffers N] [--block-bytes N] [--window-blocks N] [--steps N]\n"
 		"  [--epoch E --position P] [--prefetch K] [--step-ms MS] [--out FILE] [--bench]\n");
 }
@@ -52,6 +53,7 @@ int main(int argc, char **argv)
 		{ "window-blocks", 1, 0, 'G' },
 		{ "prefetch", 1, 0, 'P' },
 		{ "step-ms", 1, 0, 'M' },
+		{ "global-batch", 1, 0, 'g' },
 		{ 0, 0, 0, 0 },
 	};
 	struct loader_config cfg = { .batch = 4, .seq_len = 64, .device = -1, .world_size = 1 };
@@ -116,6 +118,9 @@ int main(int argc, char **argv)
 			break;
 		case 'M':
 			step_ms = strtod(optarg, NULL);
+			break;
+		case 'g':
+			cfg.global_batch = strtoull(optarg, NULL, 0);
 			break;
 		case 'N':
 			steps = strtoull(optarg, NULL, 0);

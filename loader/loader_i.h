@@ -135,46 +135,56 @@ void dataset_unpin(struct dataset *ds, uint32_t s);
 
 /* ---- sampler.c: the order, a pure function ---- */
 
-/* Batch `position` of epoch e on rank r holds the rank's samples x = position * B + j,
- * j < B. Without shuffle, x is sample (position * world + r) * B + j: file order, batches dealt
- * to ranks in turn. Every rank has steps_per_epoch = nr_samples / (B * world) batches; the
- * samples left over are not used that epoch.
+/* The order is one sequence of samples per epoch, the same for every layout: its k-th sample
+ * is sampler_order(epoch, k), a function of (seed, epoch, k) and the order's shape (block and
+ * window) only. Ranks take slices of it: batch `position` of rank r holds the samples at
+ * k = (position * world + r) * B + j, j < B; the world * B samples of a position are one global
+ * micro-batch, and global_batch / (world * B) micro-batches (gradient accumulation) make an
+ * optimizer step. So W ranks of batch B with A micro-batches a step read, step by step, the
+ * same samples as W' ranks of B' with A' whenever W * B * A = W' * B' * A'. An epoch uses its
+ * first used_samples = nr_samples rounded down to whole global batches (a number the same for
+ * all such layouts); every rank has steps_per_epoch = used_samples / (B * world) batches.
+ * Without shuffle, sampler_order(k) is k: file order.
  *
  * Shuffled, the order is a two-level shuffle built for large reads:
  * - the files' samples, rotated by an offset drawn per epoch (so block boundaries move each
- *   epoch), are cut into blocks of block_samples consecutive samples (about 2 MiB of tokens,
- *   a multiple of B);
+ *   epoch), are cut into blocks of block_samples consecutive samples (about 2 MiB of tokens);
  * - the nr_blocks blocks that fill whole windows are permuted per epoch (a keyed Feistel
- *   bijection); each window takes world * window_blocks consecutive blocks of that order,
- *   window_blocks of them to each rank;
- * - a rank reads its window_blocks blocks of a window, each with one large read, and takes
- *   its next window_samples samples from them in an order drawn per (epoch, window, rank)
- *   (another keyed bijection): a shuffle buffer whose content the block order fixes;
- * - the samples after the last whole window are the tail: each rank takes its own contiguous
- *   tail_samples of them, permuted the same way, and the rest (fewer than B * world) are
- *   dropped.
- * The price: the order is less random than a full permutation. Within a window, a rank's
- * batches come from window_blocks blocks only, so samples that sit close in the files tend to
- * be drawn close in time (within window_samples samples of each other); which samples share a
- * block changes every epoch through the rotation. A larger window (loader_config.window_blocks)
- * mixes more at the cost of window memory; a full permutation reads one sample (~2 KiB) per
- * read, which bench_loader.sh measured at about a third of dd's rate. */
+ *   bijection); window w is blocks [w * window_blocks, (w + 1) * window_blocks) of that order;
+ * - the order's positions [w * window_samples, (w + 1) * window_samples) take the window's
+ *   samples in an order drawn per (epoch, window) (another keyed bijection): a shuffle buffer
+ *   whose content the block order fixes;
+ * - the samples after the last whole window are the tail window, permuted the same way.
+ * A window is global: every rank's slices of those positions come out of it, so a rank reads
+ * the whole window (each block with one large read) and uses 1/world of it. The price of the
+ * layout-free order is that read amplification (world x the bytes a rank trains on, read from
+ * the page cache or the ferry cache of its node; the network fetch is shared on one mount). A
+ * batch that straddles two windows (one per window per rank at most) takes its rows from both;
+ * one over more than two (window_samples < B), or whose second window has no room at once, is
+ * read a row at a time. The order is also less random than a
+ * full permutation: within a window, positions draw from window_blocks blocks only; which
+ * samples share a block changes every epoch through the rotation. A larger window
+ * (loader_config.window_blocks) mixes more at the cost of window memory; a full permutation
+ * reads one sample (~2 KiB) per read, which bench_loader.sh measured at about a third of dd's
+ * rate. */
 struct sampler {
 	uint64_t nr_samples;
 	uint64_t steps_per_epoch;
 	uint64_t seed;
 	uint32_t batch, world, rank;
 	bool shuffle;
-	uint64_t block_samples;  /* a multiple of batch */
-	uint32_t window_blocks;  /* blocks per window per rank */
-	uint64_t window_samples; /* block_samples * window_blocks: one rank's share of a window */
+	uint64_t global_batch;   /* samples per optimizer step, a multiple of batch * world */
+	uint64_t used_samples;   /* per epoch: whole global batches */
+	uint64_t block_samples;  /* from block_bytes alone: not from the batch */
+	uint32_t window_blocks;  /* blocks per window */
+	uint64_t window_samples; /* block_samples * window_blocks */
 	uint64_t nr_windows;     /* whole windows per epoch; window nr_windows is the tail */
-	uint64_t nr_blocks;      /* nr_windows * world * window_blocks */
-	uint64_t tail_samples;   /* per rank, after the whole windows */
+	uint64_t nr_blocks;      /* nr_windows * window_blocks */
+	uint64_t tail_samples;   /* after the whole windows */
 };
 
 /* The loader's block (about this many bytes of tokens: block_samples = block_bytes /
- * (T * token bytes)) and window (blocks per rank) come from loader_config.block_bytes and
+ * (T * token bytes)) and window (blocks per window) come from loader_config.block_bytes and
  * window_blocks (LOADER_DEFAULT_* in loader.h); they change the order as a seed would. */
 /* The defaults under their older names (tests/gpu/loader_gpu.c builds its oracle with them). */
 #define LOADER_BLOCK_BYTES   LOADER_DEFAULT_BLOCK_BYTES
@@ -189,18 +199,30 @@ struct sampler_run {
 /* A window has at most window_blocks + 1 runs (one block may wrap past the last sample). */
 #define SAMPLER_MAX_RUNS(s) ((s)->window_blocks + 1u)
 
+/* global_batch: samples per optimizer step over all ranks; 0 (or not a multiple of
+ * batch * world): batch * world. */
 void sampler_init(struct sampler *s, uint64_t nr_samples, uint32_t batch, uint32_t world,
-	uint32_t rank, uint64_t seed, bool shuffle, uint64_t block_samples, uint32_t window_blocks);
-/* The j-th sample of the batch at (epoch, position); position < steps_per_epoch. */
+	uint32_t rank, uint64_t seed, bool shuffle, uint64_t block_samples, uint32_t window_blocks,
+	uint64_t global_batch);
+/* The position in the epoch's order of the j-th sample of this rank's batch `position`. */
+uint64_t sampler_index(const struct sampler *s, uint64_t position, uint32_t j);
+/* The k-th sample of the epoch's order (k < nr_samples): the same on every rank and layout. */
+uint64_t sampler_order(const struct sampler *s, uint64_t epoch, uint64_t k);
+/* The j-th sample of this rank's batch at (epoch, position); position < steps_per_epoch. */
 uint64_t sampler_sample(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j);
-/* Shuffled order: the window of a position, its number of samples on this rank, the runs of
- * files it reads, and the slot (in [0, size)) of the j-th sample of a batch. */
-uint64_t sampler_window(const struct sampler *s, uint64_t position);
+/* Shuffled order: the window of order position k, its number of samples, the runs of files it
+ * reads, and the slot (in [0, size)) of position k in it. */
+uint64_t sampler_window(const struct sampler *s, uint64_t k);
 uint64_t sampler_window_size(const struct sampler *s, uint64_t window);
 uint32_t sampler_window_runs(const struct sampler *s, uint64_t epoch, uint64_t window,
 	struct sampler_run *runs);
-uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t position,
-	uint32_t j);
+uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t k);
+/* Windows an epoch reaches into: those holding positions below used_samples. */
+uint64_t sampler_nr_windows_used(const struct sampler *s);
+/* The window holding all of this rank's batch at position, or SAMPLER_NO_WINDOW when the
+ * batch straddles windows (it is then read a sample at a time). */
+#define SAMPLER_NO_WINDOW UINT64_MAX
+uint64_t sampler_batch_window(const struct sampler *s, uint64_t position);
 /* A keyed bijection of [0, n), the building block of the order. */
 uint64_t sampler_feistel(uint64_t key, uint64_t n, uint64_t x);
 /* The state after st (next position, crossing into the next epoch). */
@@ -386,7 +408,7 @@ struct window_piece {
 
 enum window_state { WINDOW_FREE, WINDOW_LOADING, WINDOW_READY };
 
-/* A rank's window of the shuffled order (see struct sampler), read whole. Under loader->lock:
+/* A window of the shuffled order (see struct sampler), read whole. Under loader->lock:
  * state, epoch, index, users, last_use; buf and pieces are written only by the reader that set
  * state LOADING, and read only while READY and users > 0 (a READY window with no users may be
  * reused for another). */
@@ -477,6 +499,8 @@ struct loader {
 	_Atomic uint64_t nr_fallbacks;            /* fast-path reads redone through the mount: a
 						 * block that did not match, or had no sum */
 	_Atomic bool said_mismatch, said_missing; /* the first of each was said */
+	_Atomic uint64_t nr_rows_alone; /* shuffled batches read a row at a time, not out of
+					 * windows (see fill_batch) */
 
 	_Atomic bool nowait_ok; /* preadv2(RWF_NOWAIT) works on these files */
 	_Atomic uint32_t direct_fails;

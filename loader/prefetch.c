@@ -51,27 +51,39 @@ struct prefetch {
 };
 
 /* Units of the order: what the readers read at once. Shuffled, a window (each read whole,
- * the tail after the whole windows being the last one of an epoch); in file order, a batch. */
+ * the tail after the whole windows being the last one of an epoch; only those the epoch's used
+ * samples reach); in file order, a batch. */
 static uint64_t units_per_epoch(const struct sampler *s)
 {
 	if (!s->shuffle)
 		return s->steps_per_epoch;
-	return s->nr_windows + (s->tail_samples ? 1 : 0);
+	return sampler_nr_windows_used(s);
 }
 
-/* The unit holding global batch g (epoch * steps_per_epoch + position). */
+/* The unit holding global batch g (epoch * steps_per_epoch + position): shuffled, the window of
+ * this rank's first sample of it (a batch straddling two windows reads from both, and the
+ * next unit is handed over with the first). */
 static uint64_t unit_of(const struct sampler *s, uint64_t g)
 {
 	uint64_t e = g / s->steps_per_epoch, p = g % s->steps_per_epoch;
 
-	return e * units_per_epoch(s) + (s->shuffle ? sampler_window(s, p) : p);
+	return e * units_per_epoch(s) +
+	       (s->shuffle ? sampler_window(s, sampler_index(s, p, 0)) : p);
 }
 
+/* The first global batch whose first sample (on this rank) lies in unit or after it. */
 static uint64_t unit_first_batch(const struct sampler *s, uint64_t unit)
 {
-	uint64_t U = units_per_epoch(s), e = unit / U, u = unit % U;
+	uint64_t U = units_per_epoch(s), e = unit / U, u = unit % U, k, micro, p;
 
-	return e * s->steps_per_epoch + (s->shuffle ? u * s->window_samples / s->batch : u);
+	if (!s->shuffle)
+		return e * s->steps_per_epoch + u;
+	k = u * s->window_samples;
+	micro = (uint64_t)s->world * s->batch;
+	p = k <= (uint64_t)s->rank * s->batch
+		    ? 0
+		    : (k - (uint64_t)s->rank * s->batch + micro - 1) / micro;
+	return e * s->steps_per_epoch + (p < s->steps_per_epoch ? p : s->steps_per_epoch);
 }
 
 static uint64_t global_batch(const struct sampler *s, const struct loader_state *st)

@@ -1,7 +1,7 @@
-/* The sample order: a pure function of (seed, epoch, world size, rank, position), so a saved
- * (epoch, position) resumes exactly. Sits between the dataset (which sample is where) and the
- * reader (which bytes to fetch next): the shuffled order is built so that it can be read in
- * large reads, a window of whole blocks at a time. */
+/* The sample order: a pure function of (seed, epoch, global position), the same for any world
+ * size, so that a saved (epoch, position) resumes exactly, on any number of ranks. Sits between
+ * the dataset (which sample is where) and the reader (which bytes to fetch next): the shuffled
+ * order is built so that it can be read in large reads, a window of whole blocks at a time. */
 #include "config.h"
 
 #include <string.h>
@@ -51,9 +51,10 @@ uint64_t sampler_feistel(uint64_t key, uint64_t n, uint64_t x)
 }
 
 void sampler_init(struct sampler *s, uint64_t nr_samples, uint32_t batch, uint32_t world,
-	uint32_t rank, uint64_t seed, bool shuffle, uint64_t block_samples, uint32_t window_blocks)
+	uint32_t rank, uint64_t seed, bool shuffle, uint64_t block_samples, uint32_t window_blocks,
+	uint64_t global_batch)
 {
-	uint64_t per_window;
+	uint64_t micro;
 
 	memset(s, 0, sizeof(*s));
 	s->nr_samples = nr_samples;
@@ -62,16 +63,18 @@ void sampler_init(struct sampler *s, uint64_t nr_samples, uint32_t batch, uint32
 	s->rank = rank;
 	s->seed = seed;
 	s->shuffle = shuffle;
-	s->steps_per_epoch = nr_samples / ((uint64_t)s->batch * s->world);
-	/* A multiple of the batch, so that no batch straddles two windows. */
+	micro = (uint64_t)s->batch * s->world;
+	/* A multiple of the global micro-batch (loader_open refuses any other). */
+	s->global_batch = global_batch && global_batch % micro == 0 ? global_batch : micro;
+	s->used_samples = nr_samples / s->global_batch * s->global_batch;
+	s->steps_per_epoch = s->used_samples / micro;
+	/* Nothing here depends on the batch or the world size: the order is the same for all. */
 	s->block_samples = block_samples ? block_samples : 1;
-	s->block_samples = (s->block_samples + s->batch - 1) / s->batch * s->batch;
 	s->window_blocks = window_blocks ? window_blocks : 1;
 	s->window_samples = s->block_samples * s->window_blocks;
-	per_window = s->window_samples * s->world;
-	s->nr_windows = nr_samples / per_window;
-	s->nr_blocks = s->nr_windows * s->world * s->window_blocks;
-	s->tail_samples = s->steps_per_epoch * s->batch - s->nr_windows * s->window_samples;
+	s->nr_windows = nr_samples / s->window_samples;
+	s->nr_blocks = s->nr_windows * s->window_blocks;
+	s->tail_samples = nr_samples - s->nr_windows * s->window_samples;
 }
 
 static uint64_t epoch_key(const struct sampler *s, uint64_t epoch)
@@ -79,9 +82,9 @@ static uint64_t epoch_key(const struct sampler *s, uint64_t epoch)
 	return mix64(s->seed ^ mix64(epoch + GOLDEN));
 }
 
-static uint64_t window_key(const struct sampler *s, uint64_t key, uint64_t window)
+static uint64_t window_key(uint64_t key, uint64_t window)
 {
-	return mix64(key ^ mix64(window ^ mix64(s->rank + GOLDEN)));
+	return mix64(key ^ mix64(window + GOLDEN));
 }
 
 /* Where the virtual sample space starts in the files this epoch: moving it moves the block
@@ -91,9 +94,14 @@ static uint64_t rotation(const struct sampler *s, uint64_t key)
 	return mix64(key ^ SALT_ROT) % s->nr_samples;
 }
 
-uint64_t sampler_window(const struct sampler *s, uint64_t position)
+uint64_t sampler_index(const struct sampler *s, uint64_t position, uint32_t j)
 {
-	uint64_t w = position * s->batch / s->window_samples;
+	return (position * s->world + s->rank) * s->batch + j;
+}
+
+uint64_t sampler_window(const struct sampler *s, uint64_t k)
+{
+	uint64_t w = k / s->window_samples;
 
 	return w < s->nr_windows ? w : s->nr_windows;
 }
@@ -103,14 +111,26 @@ uint64_t sampler_window_size(const struct sampler *s, uint64_t window)
 	return window < s->nr_windows ? s->window_samples : s->tail_samples;
 }
 
+uint64_t sampler_nr_windows_used(const struct sampler *s)
+{
+	return s->used_samples ? sampler_window(s, s->used_samples - 1) + 1 : 0;
+}
+
+uint64_t sampler_batch_window(const struct sampler *s, uint64_t position)
+{
+	uint64_t first = sampler_index(s, position, 0), w = sampler_window(s, first);
+
+	return sampler_window(s, first + s->batch - 1) == w ? w : SAMPLER_NO_WINDOW;
+}
+
 /* The first virtual sample of the q-th run of a window (before rotation). */
 static uint64_t run_virtual(const struct sampler *s, uint64_t key, uint64_t window, uint32_t q)
 {
 	uint64_t slot;
 
 	if (window >= s->nr_windows)
-		return s->nr_windows * s->window_samples * s->world + s->rank * s->tail_samples;
-	slot = (window * s->world + s->rank) * s->window_blocks + q;
+		return s->nr_windows * s->window_samples;
+	slot = window * s->window_blocks + q;
 	return sampler_feistel(mix64(key ^ SALT_BLK), s->nr_blocks, slot) * s->block_samples;
 }
 
@@ -140,28 +160,33 @@ uint32_t sampler_window_runs(const struct sampler *s, uint64_t epoch, uint64_t w
 	return n;
 }
 
-uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j)
+uint64_t sampler_window_slot(const struct sampler *s, uint64_t epoch, uint64_t k)
 {
-	uint64_t w = sampler_window(s, position);
-	uint64_t t = position * s->batch + j - w * s->window_samples;
+	uint64_t w = sampler_window(s, k);
 
-	return sampler_feistel(window_key(s, epoch_key(s, epoch), w), sampler_window_size(s, w), t);
+	return sampler_feistel(window_key(epoch_key(s, epoch), w), sampler_window_size(s, w),
+		k - w * s->window_samples);
 }
 
-uint64_t sampler_sample(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j)
+uint64_t sampler_order(const struct sampler *s, uint64_t epoch, uint64_t k)
 {
 	uint64_t key, w, t, v;
 
 	if (!s->shuffle)
-		return (position * s->world + s->rank) * s->batch + j;
+		return k;
 	key = epoch_key(s, epoch);
-	w = sampler_window(s, position);
-	t = sampler_window_slot(s, epoch, position, j);
+	w = sampler_window(s, k);
+	t = sampler_window_slot(s, epoch, k);
 	if (w < s->nr_windows)
 		v = run_virtual(s, key, w, (uint32_t)(t / s->block_samples)) + t % s->block_samples;
 	else
 		v = run_virtual(s, key, w, 0) + t;
 	return (v + rotation(s, key)) % s->nr_samples;
+}
+
+uint64_t sampler_sample(const struct sampler *s, uint64_t epoch, uint64_t position, uint32_t j)
+{
+	return sampler_order(s, epoch, sampler_index(s, position, j));
 }
 
 void sampler_advance(const struct sampler *s, struct loader_state *st)

@@ -18,7 +18,9 @@
 #define STATE_MAGIC 0x54535246u /* "FRST" */
 /* Version 2 added the loader's order settings (two u32) after the settings length; version 1
  * files are still read, with those settings 0 (not recorded). */
-#define STATE_VERSION         2u
+/* 3: loader_position is the global position in the epoch's order (samples), not a rank's batch
+ * count; the order is the same for every world size from then on. */
+#define STATE_VERSION         3u
 #define STATE_V1_HEADER_BYTES (4 + 4 + 8 * 5 + 4)
 #define STATE_HEADER_BYTES    (STATE_V1_HEADER_BYTES + 4 + 4)
 
@@ -338,7 +340,7 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		rc = fail(err, errlen, -EINVAL, "%s: not a ferry state file (bad magic)", path);
 		goto out;
 	}
-	if (version != STATE_VERSION && version != 1) {
+	if (version != STATE_VERSION && version != 2 && version != 1) {
 		rc = fail(err, errlen, -EINVAL, "%s: state file version %u not supported", path,
 			version);
 		goto out;
@@ -394,6 +396,7 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 		goto out;
 	}
 	st->nr_params = nr_params;
+	st->version = version;
 	st->step = fields[0];
 	st->rng = fields[1];
 	st->loader_epoch = fields[2];

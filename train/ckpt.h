@@ -19,6 +19,9 @@ struct ckpt_state {
 	uint64_t step;         /* optimizer steps done */
 	uint64_t rng;          /* the trainer's RNG after that step */
 	uint64_t loader_epoch; /* the loader's position: the next batch to train on */
+	/* The global position in the epoch's order, in samples (loader_state.position times
+	 * ranks times batch), the same for any layout. State files before version 3 kept the
+	 * rank's batch count here, in an order that depended on the world size. */
 	uint64_t loader_position;
 	char *settings;
 	/* The loader's order settings (loader_config.block_bytes, window_blocks): they change
@@ -27,6 +30,7 @@ struct ckpt_state {
 	uint32_t loader_block_bytes;
 	uint32_t loader_window_blocks;
 	uint64_t nr_params; /* of the moments in the file: set by ckpt_read_state, not written */
+	uint32_t version;   /* of the file: set by ckpt_read_state, not written */
 };
 
 void ckpt_state_done(struct ckpt_state *st);

@@ -43,6 +43,7 @@ struct trainer {
 	/* --resume: the checkpoint the run continues from (state and settings), else zero */
 	uint64_t start_step;
 	struct ckpt_state resume_state;
+	int resume_world;    /* the ranks of the run that wrote it (its settings say) */
 	char *settings_text; /* settings_format(&s): saved in every checkpoint */
 
 	/* data: every batch is (B, T) on this rank; accum micro-batches make a step */
@@ -381,9 +382,11 @@ static void resume_settings(struct trainer *t)
 				steps, t->s.steps);
 		t->s.steps = steps;
 	}
-	if (t->s.world_size != t->comm.world_size)
-		die(t, "--resume: the run used %d ranks, this job has %d", t->s.world_size,
-			t->comm.world_size);
+	/* The order is the same for every world size and the checkpoint keeps a global
+	 * position: another number of ranks continues the same samples (the micro-batches a step
+	 * accumulates make up the difference, see open_data). */
+	t->resume_world = t->s.world_size;
+	t->s.world_size = t->comm.world_size;
 	snprintf(t->o.out, sizeof(t->o.out), "%s", t->o.resume);
 }
 
@@ -447,6 +450,21 @@ static void open_data(struct trainer *t)
 	t->B = s->batch;
 	t->T = s->seq_len;
 	t->device = t->o.cuda ? gpt2_cuda_local_device() : -1;
+	if (!t->o.resume[0] && !s->total_batch_tokens)
+		s->total_batch_tokens = (long long)t->B * t->T * W;
+	/* The global batch decides the samples of each step, whatever the layout: W ranks of B
+	 * accumulating A micro-batches read what 1 rank of W*B*A does. */
+	long long tokens_per_micro = (long long)t->B * t->T * W;
+	if (s->total_batch_tokens % tokens_per_micro != 0) {
+		if (t->o.resume[0])
+			die(t,
+				"--resume: the run's %lld tokens a step are not a multiple of "
+				"batch*seq-len*ranks = %lld on %d ranks",
+				s->total_batch_tokens, tokens_per_micro, W);
+		die(t, "--total-batch-tokens %lld is not a multiple of batch*seq-len*ranks = %lld",
+			s->total_batch_tokens, tokens_per_micro);
+	}
+	t->accum = (int)(s->total_batch_tokens / tokens_per_micro);
 	struct loader_config lc = {
 		.paths = s->data,
 		.format = LOADER_FORMAT_AUTO,
@@ -460,6 +478,7 @@ static void open_data(struct trainer *t)
 		.verbose = t->o.verbose,
 		.block_bytes = t->o.block_bytes,
 		.window_blocks = t->o.window_blocks,
+		.global_batch = (uint64_t)(s->total_batch_tokens / t->T),
 	};
 	if (loader_open(&t->train_loader, &lc, err, sizeof(err)) < 0)
 		die(t, "--data %s: %s", s->data, err);
@@ -467,6 +486,7 @@ static void open_data(struct trainer *t)
 		struct loader_config vc = lc;
 		vc.paths = s->val;
 		vc.shuffle = false;
+		vc.global_batch = 0;
 		if (loader_open(&t->val_loader, &vc, err, sizeof(err)) < 0)
 			die(t, "--val %s: %s", s->val, err);
 		uint64_t per_epoch = loader_steps_per_epoch(t->val_loader);
@@ -476,14 +496,7 @@ static void open_data(struct trainer *t)
 	if (!t->o.resume[0]) {
 		choose_vocab(t);
 		s->max_seq_len = t->T;
-		if (!s->total_batch_tokens)
-			s->total_batch_tokens = (long long)t->B * t->T * W;
 	}
-	long long tokens_per_micro = (long long)t->B * t->T * W;
-	if (s->total_batch_tokens % tokens_per_micro != 0)
-		die(t, "--total-batch-tokens %lld is not a multiple of batch*seq-len*ranks = %lld",
-			s->total_batch_tokens, tokens_per_micro);
-	t->accum = (int)(s->total_batch_tokens / tokens_per_micro);
 	agree_on_data(t);
 }
 
@@ -499,10 +512,23 @@ static void resume_model(struct trainer *t)
 	if (ckpt_read_state(path, t->m, &t->resume_state, err, sizeof(err)) < 0)
 		die(t, "%s", err);
 	t->rng = t->resume_state.rng;
-	struct loader_state ls = { t->resume_state.loader_epoch, t->resume_state.loader_position };
+	/* The checkpoint's global position (in samples) as this layout's batch count. A state
+	 * file before version 3 kept the writer's batch count, in the order of that time: the
+	 * same progress through the epoch, other samples. */
+	uint64_t micro = (uint64_t)t->B * t->comm.world_size;
+	uint64_t k = t->resume_state.loader_position;
+	if (t->resume_state.version < 3)
+		k *= (uint64_t)t->B * (uint64_t)t->resume_world;
+	if (k % micro != 0)
+		die(t,
+			"--resume: the checkpoint is at sample %llu of epoch %llu, not a multiple of "
+			"batch*ranks = %llu",
+			(unsigned long long)k, (unsigned long long)t->resume_state.loader_epoch,
+			(unsigned long long)micro);
+	struct loader_state ls = { t->resume_state.loader_epoch, k / micro };
 	if (loader_seek(t->train_loader, &ls) < 0)
-		die(t, "--resume: the loader cannot seek to epoch %llu position %llu",
-			(unsigned long long)ls.epoch, (unsigned long long)ls.position);
+		die(t, "--resume: the loader cannot seek to epoch %llu sample %llu",
+			(unsigned long long)ls.epoch, (unsigned long long)k);
 }
 
 /* The model: its weights resumed, read from --init, or drawn; then on the GPU with one. */
@@ -833,7 +859,7 @@ static void checkpoint(struct trainer *t, int step)
 		struct ckpt_state st = { .step = (uint64_t)step,
 			.rng = t->rng,
 			.loader_epoch = ls.epoch,
-			.loader_position = ls.position,
+			.loader_position = ls.position * (uint64_t)t->B * t->comm.world_size,
 			.settings = t->settings_text };
 		loader_get_order(t->train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
 		if (t->gpu)

@@ -120,7 +120,7 @@ static void check_device_batches(uint32_t w, bool shuffle, uint32_t B, uint32_t 
 	for (int s = 0; s < NR_SHARDS; s++)
 		total += counts[s] > T ? (counts[s] - 1) / T : 0;
 	sampler_init(&smp, total, B, 1, 0, 99, shuffle, LOADER_BLOCK_BYTES / (T * w),
-		LOADER_WINDOW_BLOCKS);
+		LOADER_WINDOW_BLOCKS, 0);
 	if (loader_open(&l, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "FAIL: loader_open on device 0: %s\n", err);
 		failures++;

@@ -2,7 +2,8 @@
 # Batches from the loader (every format, shuffled and sequential, several ranks, io_uring and
 # pread) equal batches computed independently in python/numpy from the same files, with the
 # sample order re-implemented from its definition (a two-level shuffle: keyed Feistel
-# permutations of blocks and of samples within windows; loader_i.h, struct sampler).
+# permutations of blocks and of samples within windows, one order for every layout; loader_i.h,
+# struct sampler).
 # Also checks `ferry data make` / `inspect` and their one-line errors.
 . "$(dirname "$0")/lib.sh"
 data_tool=$FERRY_BUILD/loader/ferry-data
@@ -74,9 +75,11 @@ PY
 
 cat >"$T/oracle.py" <<'PY'
 # The oracle: files read with numpy, the order re-derived from its definition (loader_i.h,
-# struct sampler): per epoch, the samples rotated by an offset; blocks of S samples (S a
-# multiple of B) permuted by a keyed Feistel network; each rank's window of G blocks
-# permuted within; the rest after the whole windows is the tail, a contiguous share per rank.
+# struct sampler): one order per epoch, the same for every layout; rank r's batch at position
+# p holds its positions k = (p * W + r) * B + j. The order: the samples rotated by an offset;
+# blocks of S samples permuted by a keyed Feistel network; window w (G blocks of that order)
+# permuted within; the rest after the whole windows is the tail window. An epoch uses whole
+# global batches (gb samples) only.
 import sys, glob, os, numpy as np
 M64 = (1 << 64) - 1
 GOLD = 0x9e3779b97f4a7c15
@@ -96,29 +99,28 @@ def feistel(key, n, x):
         x = (l << h) | r
         if x < n: return x
 class Order:
-    def __init__(s, n, B, W, rank, seed, S, G):
+    def __init__(s, n, B, W, rank, seed, S, G, gb):
         s.n, s.B, s.W, s.rank, s.seed, s.G = n, B, W, rank, seed, G
-        s.S = -(-max(S, 1) // B) * B
-        s.steps = n // (B * W)
-        s.wins = n // (s.S * G * W)
-        s.tail = s.steps * B - s.wins * s.S * G
+        s.S = max(S, 1)
+        gb = gb or B * W
+        s.steps = n // gb * gb // (B * W)
+        s.wins = n // (s.S * G)
+        s.tail = n - s.wins * s.S * G
     def sample(s, epoch, pos, j):
         key = mix(s.seed ^ mix(epoch + GOLD))
         rot = mix(key ^ 0x726f746174696f6e) % s.n
-        x = pos * s.B + j                        # the rank's own sample index
-        w = min(x // (s.S * s.G), s.wins)
-        t = x - w * s.S * s.G
+        k = (pos * s.W + s.rank) * s.B + j          # the position in the epoch's order
+        w = min(k // (s.S * s.G), s.wins)
+        t = k - w * s.S * s.G
         size = s.S * s.G if w < s.wins else s.tail
-        t = feistel(mix(key ^ mix(w ^ mix(s.rank + GOLD))), size, t)
+        t = feistel(mix(key ^ mix(w + GOLD)), size, t)
         if w < s.wins:
-            nblocks = s.wins * s.W * s.G
-            blk = feistel(mix(key ^ 0x626c6f636b730000), nblocks,
-                          (w * s.W + s.rank) * s.G + t // s.S)
+            blk = feistel(mix(key ^ 0x626c6f636b730000), s.wins * s.G, w * s.G + t // s.S)
             v = blk * s.S + t % s.S
         else:
-            v = s.wins * s.S * s.G * s.W + s.rank * s.tail + t
+            v = s.wins * s.S * s.G + t
         return (v + rot) % s.n
-dump, paths, fmt, B, T, seed, shuffle, rank, world, block_bytes, win_blocks = sys.argv[1:12]
+dump, paths, fmt, B, T, seed, shuffle, rank, world, block_bytes, win_blocks, gb = sys.argv[1:13]
 B, T, seed, rank, world = int(B), int(T), int(seed), int(rank), int(world)
 shuffle = shuffle == '1'
 files = sorted(glob.glob(paths + '/*')) if os.path.isdir(paths) else sorted(glob.glob(paths))
@@ -134,9 +136,9 @@ for p in files:
         shards.append(np.fromfile(p, dtype='<u2'))
 per = [(len(s) - 1) // T if len(s) > T else 0 for s in shards]
 n = sum(per); cum = np.cumsum([0] + per)
-steps = n // (B * world)
 width = shards[0].dtype.itemsize
-order = Order(n, B, world, rank, seed, int(block_bytes) // (T * width), int(win_blocks))
+order = Order(n, B, world, rank, seed, int(block_bytes) // (T * width), int(win_blocks), int(gb))
+steps = order.steps
 raw = np.fromfile(dump, dtype='<i4')
 rec = 4 + 2 * B * T
 assert len(raw) % rec == 0
@@ -156,13 +158,13 @@ for i in range(nb):
         want = shards[s][o:o + T + 1].astype(np.int64)
         if not (np.array_equal(inp[j], want[:-1]) and np.array_equal(tgt[j], want[1:])):
             sys.exit('batch %d (epoch %d pos %d) row %d differs from the files' % (i, epoch, pos, j))
-print('%d batches match (%s)' % (nb, 'S=%d G=%d, %d whole windows, tail %d' %
-      (order.S, order.G, order.wins, order.tail) if shuffle else 'file order'))
+print('%d batches match (%s, %d a rank an epoch)' % (nb, 'S=%d G=%d, %d whole windows, tail %d' %
+      (order.S, order.G, order.wins, order.tail) if shuffle else 'file order', steps))
 PY
 
-check() { # name paths fmt B seq seed shuffle rank world steps [block-bytes window-blocks [epoch pos]]
+check() { # name paths fmt B seq seed shuffle rank world steps [block-bytes window-blocks [epoch pos [global-batch]]]
 	local name=$1 paths=$2 fmt=$3 B=$4 seq=$5 seed=$6 shuf=$7 rank=$8 world=$9 steps=${10}
-	local bb=${11:-2097152} wb=${12:-8} flag="" seek=()
+	local bb=${11:-2097152} wb=${12:-8} gb=${15:-0} flag="" seek=()
 	[ "$shuf" = 1 ] && flag=--shuffle
 	[ -n "${13:-}" ] && seek=(--epoch "${13}" --position "${14}")
 	for io in io_uring pread; do
@@ -170,13 +172,14 @@ check() { # name paths fmt B seq seed shuffle rank world steps [block-bytes wind
 			"$dump" --data "$paths" --format "$fmt" --batch "$B" --seq "$seq" \
 			--block-bytes "$bb" --window-blocks "$wb" \
 			--seed "$seed" $flag --rank "$rank" --world "$world" --steps "$steps" \
+			--global-batch "$gb" \
 			"${seek[@]}" --out "$T/$name.$io" 2>"$T/$name.log" ||
 			{ cat "$T/$name.log" >&2; fail "$name: loader-dump with $io failed"; }
 	done
 	cmp -s "$T/$name.io_uring" "$T/$name.pread" || fail "$name: io_uring != pread"
 	printf '%s: ' "$name"
 	"$PY" "$T/oracle.py" "$T/$name.io_uring" "$paths" "$fmt" "$B" "$seq" "$seed" "$shuf" "$rank" \
-		"$world" "$bb" "$wb" || fail "$name: the loader's batches differ from the files"
+		"$world" "$bb" "$wb" "$gb" || fail "$name: the loader's batches differ from the files"
 }
 # Default blocks (2 MiB) make these small sets a tail only; small blocks give whole windows,
 # several pieces per window where shards end, and the epoch boundary within the run.
@@ -185,6 +188,12 @@ check text_windows   "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 700 4096 3
 check text_seq       "$T/llmc/train_*.bin" llmc 4 64 7 0 0 1 300
 check text_rank2of3  "$T/llmc/train_*.bin" llmc 3 32 9 1 2 3 200 2000 2
 check text_resume_mid "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 40 4096 3 1 37
+# rank 1 of 2 of batch 3 with 12 samples a step (2 micro-batches): windows of 93 samples are
+# no multiple of the 6 a position takes, so batches straddle windows; from position 1300 of
+# 1404, 300 positions cross into the next epoch (it ends after whole steps of 12)
+check text_global12  "$T/llmc/train_*.bin" llmc 3 32 7 1 1 2 300 2000 3 0 1300 12
+# windows of 2 samples, smaller than a batch: every batch is read a row at a time
+check text_tiny_windows "$T/llmc/train_*.bin" llmc 4 64 7 1 0 1 50 128 2
 check u32_shuffled   "$T/u32"              llmc 5 100 1 1 1 2 150 6000 4
 check raw_seq        "$T/raw/*.u16"        raw-u16 2 50 0 0 0 1 200
 check raw_shuffled   "$T/raw"              raw-u16 2 50 3 1 0 1 200 1000 2

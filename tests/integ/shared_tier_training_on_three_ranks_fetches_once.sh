@@ -4,8 +4,9 @@
 # directory and one shared tier (radosgw). Rank 0 warms the tier first (`ferry warm`, which
 # waits for the tier's PUTs); ranks 1 and 2 mount once it has. The run equals the same
 # three-rank run on one node reading the source files (losses, lr, grad norms and validation
-# losses in log.csv bit for bit, the final weights byte for byte: the sample order depends on
-# the world size, docs/train.md, so a one-rank run is not the reference), and the origin sends
+# losses in log.csv bit for bit, the final weights byte for byte: the samples are the same for
+# any world size, but a one-rank run sums gradients in another order, docs/train.md, so it is
+# not the bit-exact reference), and the origin sends
 # the shards about once (at most 1.05 x their bytes; nginx's access log).
 . "$(dirname "$0")/train_lib.sh"
 . "$(dirname "$0")/s3_lib.sh"

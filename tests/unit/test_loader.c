@@ -113,7 +113,7 @@ static void check_batch(const struct loader_batch *b, uint32_t B, uint32_t T, ui
 
 	for (int i = 0; i < NR_SHARDS; i++)
 		total += counts[i] > T ? (counts[i] - 1) / T : 0;
-	sampler_init(&s, total, B, world, rank, 1234, shuffle, 600 / (T * w), 3);
+	sampler_init(&s, total, B, world, rank, 1234, shuffle, 600 / (T * w), 3, 0);
 	for (uint32_t j = 0; j < B; j++) {
 		uint64_t g = sampler_sample(&s, b->state.epoch, b->state.position, j), tok;
 		int sh;
@@ -527,7 +527,7 @@ static void check_tiny_shards(bool shuffle, uint32_t nr_batches)
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	cr_assert_eq(loader_open(&l, &cfg, err, sizeof(err)), 0, "%s", err);
 	sampler_init(&smp, (uint64_t)TINY_SHARDS * per, B, 1, 0, 5, shuffle,
-		LOADER_DEFAULT_BLOCK_BYTES / (T * 2), LOADER_DEFAULT_WINDOW_BLOCKS);
+		LOADER_DEFAULT_BLOCK_BYTES / (T * 2), LOADER_DEFAULT_WINDOW_BLOCKS, 0);
 	for (uint32_t n = 0; n < nr_batches; n++) {
 		struct loader_batch b;
 
