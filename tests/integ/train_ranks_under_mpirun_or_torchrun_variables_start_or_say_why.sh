@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Launch: `ferry train` reads its place in the job from the launcher's variables
+# (train/launch.c). CPU ranks talk over MPI, so the 2-rank run started by mpirun trains, and the
+# same run started with torchrun's variables set by hand (RANK, WORLD_SIZE, LOCAL_RANK,
+# MASTER_ADDR, MASTER_PORT) and no mpirun ends at once with one line saying to use mpirun or
+# srun, instead of each rank training alone into one --out. Variables that contradict each
+# other, and GPU ranks in a build without CUDA (so without NCCL) are each one line and exit 1.
+# (CPU ranks of an srun step in a build without MPI: tests/unit/test_comm.c.)
+source "$(dirname "$0")/train_lib.sh"
+need_mpi
+work=$T
+make_shards "$work/data"
+args=(--data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 32 --batch 2
+	--total-batch-tokens 128 --steps 3 --warmup 1 --eval-every 0 --ckpt-every 0 --threads 1)
+# the variables of no launcher, so that only what a case sets is seen
+clean=(env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u MASTER_ADDR -u MASTER_PORT
+	-u TORCHELASTIC_RUN_ID -u TORCHELASTIC_RESTART_COUNT -u OMPI_COMM_WORLD_SIZE
+	-u OMPI_COMM_WORLD_RANK -u PMI_RANK -u PMI_SIZE -u SLURM_PROCID -u SLURM_STEP_ID
+	-u SLURM_STEPID -u SLURM_STEP_NUM_TASKS)
+
+# mpirun: 2 ranks train
+mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
+	"$FERRY" train "${args[@]}" --out "$work/mpi" >"$work/mpi.out" 2>"$work/mpi.err" ||
+	{ cat "$work/mpi.err" >&2; fail "2 ranks under mpirun did not train"; }
+[ "$(grep -c '^step' "$work/mpi.out")" = 3 ] || fail "mpirun: rank 0 did not log 3 steps"
+echo "ok: mpirun -np 2 trained 3 steps"
+
+# one_line DESC WANT VAR=VALUE...: ferry train with these variables (and no others of a
+# launcher) exits 1 within 10 s with one line on stderr that contains WANT, and writes no --out
+extra=()
+one_line() {
+	local desc=$1 want=$2 out rc=0 t0 t1
+	shift 2
+	out="$work/out.$RANDOM"
+	t0=$(date +%s%N)
+	timeout 60 "${clean[@]}" "$@" "$FERRY" train "${args[@]}" "${extra[@]}" --out "$out" \
+		>"$work/one.out" 2>"$work/one.err" </dev/null || rc=$?
+	t1=$(date +%s%N)
+	[ "$rc" = 1 ] || { cat "$work/one.err" >&2; fail "$desc: exit $rc, want 1"; }
+	[ "$(grep -c . "$work/one.err")" = 1 ] ||
+		{ sed 's/^/  stderr: /' "$work/one.err" >&2; fail "$desc: not one line on stderr"; }
+	grep -qF -- "$want" "$work/one.err" ||
+		fail "$desc: '$(cat "$work/one.err")' does not say '$want'"
+	[ $(((t1 - t0) / 1000000)) -lt 10000 ] || fail "$desc: took $(((t1 - t0) / 1000000)) ms"
+	[ ! -e "$out" ] || fail "$desc: wrote $out"
+	echo "ok: $desc -> $(cat "$work/one.err")"
+}
+
+# the same run by hand-set torchrun variables, both ranks at once, as torchrun would start them
+for r in 0 1; do
+	(
+		rc=0
+		timeout 60 "${clean[@]}" RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 \
+			MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$FERRY" train "${args[@]}" \
+			--out "$work/hand" >"$work/hand$r.out" 2>"$work/hand$r.err" </dev/null || rc=$?
+		echo "$rc" >"$work/hand$r.rc"
+	) &
+done
+wait
+for r in 0 1; do
+	[ "$(cat "$work/hand$r.rc")" = 1 ] || fail "rank $r under torchrun variables: exit $(cat "$work/hand$r.rc")"
+	[ "$(grep -c . "$work/hand$r.err")" = 1 ] && grep -q "start them with mpirun or srun" "$work/hand$r.err" ||
+		{ cat "$work/hand$r.err" >&2; fail "rank $r under torchrun variables: not the one line"; }
+done
+[ ! -e "$work/hand" ] || fail "ranks under torchrun variables wrote their --out"
+echo "ok: 2 CPU ranks under hand-set torchrun variables -> $(cat "$work/hand0.err")"
+
+one_line "torchrun's own variables, CPU" "2 CPU ranks started by torchrun" \
+	RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 \
+	MASTER_PORT=29500 TORCHELASTIC_RUN_ID=t TORCHELASTIC_RESTART_COUNT=0
+one_line "rank not below the world size" "rank 2 is not below the world size 2" \
+	RANK=2 WORLD_SIZE=2
+one_line "RANK without WORLD_SIZE" "WORLD_SIZE is not set" RANK=0
+one_line "a rank that is not a number" "OMPI_COMM_WORLD_RANK=x is not a whole number" \
+	OMPI_COMM_WORLD_RANK=x OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_LOCAL_RANK=0 \
+	OMPI_COMM_WORLD_LOCAL_SIZE=1
+one_line "Hydra without a local rank" "MPI_LOCALRANKID is not" PMI_RANK=1 PMI_SIZE=2
+if build_has CUDA; then
+	echo "skipped: GPU ranks in a build without CUDA (this build has CUDA)"
+else
+	extra=(--device cuda)
+	one_line "GPU ranks, no NCCL in the build" \
+		"2 GPU ranks started by RANK/WORLD_SIZE set by hand talk over NCCL" \
+		RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500
+	extra=()
+fi
+pass "mpirun trains; torchrun-style CPU ranks and bad launch variables get one line"
