@@ -56,10 +56,12 @@ bool comm_wants_nccl(void)
 	return false;
 }
 
-/* share_id without MPI: rank 0 serves the bytes on the rendezvous port (launch.h). */
-static int share_id_tcp(struct comm *c, void *buf, size_t n, char *err, size_t errlen)
+/* rank 0 serves the bytes on the rendezvous port (launch.h) */
+int comm_share_id_tcp(struct comm *c, void *buf, size_t n, char *err, size_t errlen)
 {
 	const struct launch *l = &c->launch;
+	if (l->world_size == 1)
+		return 0;
 	if (l->rendezvous_port == 0)
 		return refuse(err, errlen,
 			"%d GPU ranks started by %s meet over TCP: set MASTER_ADDR and MASTER_PORT "
@@ -93,7 +95,7 @@ static int start(struct comm *c, int *argc, char ***argv, bool gpu, bool lenient
 	if (kind < 0)
 		die("launch", err);
 	c->ops = &comm_none_ops;
-	c->share_id = share_id_tcp;
+	c->share_id = comm_share_id_tcp;
 #if HAVE_MPI
 	if (c->launch.mpi)
 		c->share_id = comm_mpi_share_id;

@@ -51,6 +51,10 @@ int comm_mpi_share_id(struct comm *c, void *buf, size_t n, char *err, size_t err
 extern const struct comm_ops comm_nccl_ops;
 #endif
 
+/* The TCP rendezvous as share_id (rendezvous.h): where the launcher is not MPI's, or MPI is
+ * not built in. Its port and deadline come from c->launch. */
+int comm_share_id_tcp(struct comm *c, void *buf, size_t n, char *err, size_t errlen);
+
 enum comm_kind { COMM_NONE, COMM_MPI, COMM_NCCL };
 
 /* Which collective ranks of launch l use: GPU ranks (gpu) NCCL, CPU ranks MPI, one process none

@@ -244,7 +244,6 @@ int launch_read(struct launch *l, char *err, size_t errlen)
 	l->kind = LAUNCH_SINGLE;
 	l->name = "one process";
 	l->world_size = 1;
-	l->local_world_size = 1;
 	if (is_set("TORCHELASTIC_RUN_ID") || is_set("TORCHELASTIC_RESTART_COUNT"))
 		rc = read_torchrun(l, true, err, errlen);
 	else if (is_set("OMPI_COMM_WORLD_SIZE") || is_set("OMPI_COMM_WORLD_RANK"))
@@ -257,6 +256,8 @@ int launch_read(struct launch *l, char *err, size_t errlen)
 		rc = read_slurm(l, err, errlen);
 	else if (is_set("RANK") || is_set("WORLD_SIZE"))
 		rc = read_torchrun(l, false, err, errlen);
+	else
+		l->local_world_size = 1;
 	if (rc < 0)
 		return rc;
 	if ((rc = env_num("FERRY_RENDEZVOUS_PORT", &l->rendezvous_port, err, errlen)) < 0)

@@ -26,7 +26,8 @@ struct launch {
 	const char *name;     /* the launcher in words, for messages: "mpirun (Open MPI)", ... */
 	int rank, world_size; /* 0 <= rank < world_size */
 	/* on this node: 0 <= local_rank < local_world_size; local_world_size 0 where the launcher
-	 * does not say (an srun step without a task count per node) */
+	 * does not say (LOCAL_RANK without LOCAL_WORLD_SIZE, an srun step without a task count
+	 * per node) */
 	int local_rank, local_world_size;
 	/* started by a launcher an MPI library can join (Open MPI, Hydra, srun's PMI): MPI_Init
 	 * then sees the same ranks */

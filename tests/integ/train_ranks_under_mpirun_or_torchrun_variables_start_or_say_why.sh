@@ -6,8 +6,19 @@
 # srun, instead of each rank training alone into one --out. Variables that contradict each
 # other, and GPU ranks in a build without CUDA (so without NCCL) are each one line and exit 1.
 # (CPU ranks of an srun step in a build without MPI: tests/unit/test_comm.c.)
+#
+# GPU ranks hand out the NCCL id by MPI_Bcast under mpirun and by a TCP rendezvous otherwise;
+# without a GPU, tests/integ/launch_driver does that handout alone: under mpirun, under a real
+# torchrun (whose own store holds MASTER_PORT: the rendezvous takes MASTER_PORT + 1) and by
+# hand with a rank that never arrives (one line naming it, within FERRY_RENDEZVOUS_TIMEOUT).
 source "$(dirname "$0")/train_lib.sh"
 need_mpi
+need_cmd torchrun
+drv=$FERRY_BUILD/tests/integ/launch_driver
+need_built "$drv"
+# torchrun 1.13 (Debian's) on Python 3.11 fails unless redirects and tee are given: its "0"
+# parses to None there. -r 1 -t 1 keeps each rank's stdout, tagged, on torchrun's.
+torchrun=(torchrun -r 1 -t 1 --no_python)
 work=$T
 make_shards "$work/data"
 args=(--data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 32 --batch 2
@@ -84,4 +95,71 @@ else
 		RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500
 	extra=()
 fi
-pass "mpirun trains; torchrun-style CPU ranks and bad launch variables get one line"
+# ids_agree FILE N: N lines "rank R holds id H", ranks 0..N-1, one H
+ids_agree() {
+	local n
+	n=$(grep -o 'rank [0-9]* holds id [0-9a-f]*' "$1" | sort -u | wc -l)
+	[ "$n" = "$2" ] || { cat "$1" >&2; fail "$3: $n of $2 ranks hold an id"; }
+	n=$(grep -o 'holds id [0-9a-f]*' "$1" | sort -u | wc -l)
+	[ "$n" = 1 ] || { cat "$1" >&2; fail "$3: the ranks hold $n different ids"; }
+	echo "ok: $3: $2 ranks hold one id ($(grep -o 'holds id [0-9a-f]*' "$1" | head -1))"
+}
+
+# the id by MPI_Bcast under mpirun
+timeout 60 mpirun --allow-run-as-root --oversubscribe -np 3 "$drv" share >"$work/mpi.ids" \
+	2>&1 || { cat "$work/mpi.ids" >&2; fail "mpirun: the id handout failed"; }
+grep -q 'rank 2 of 3, local rank 2 of 3, mpirun (Open MPI), mpi 1' "$work/mpi.ids" ||
+	{ cat "$work/mpi.ids" >&2; fail "mpirun: rank 2's launch not read"; }
+ids_agree "$work/mpi.ids" 3 "mpirun, MPI_Bcast"
+
+# the id by the rendezvous under a real torchrun, beside its store on MASTER_PORT
+port=$(free_port)
+timeout 120 "${clean[@]}" "${torchrun[@]}" --nproc_per_node 3 --master_port "$port" "$drv" share \
+	>"$work/torchrun.ids" 2>&1 || { cat "$work/torchrun.ids" >&2; fail "torchrun: the id handout failed"; }
+grep -q "rank 1 of 3, local rank 1 of 3, torchrun, mpi 0, restart 0, rendezvous port $((port + 1))" \
+	"$work/torchrun.ids" || { cat "$work/torchrun.ids" >&2; fail "torchrun: rank 1's launch not read"; }
+ids_agree "$work/torchrun.ids" 3 "torchrun, TCP rendezvous on MASTER_PORT + 1"
+# ... which is why it is not MASTER_PORT: there torchrun's store is listening
+port=$(free_port)
+rc=0
+timeout 120 "${clean[@]}" FERRY_RENDEZVOUS_PORT="$port" FERRY_RENDEZVOUS_TIMEOUT=5 \
+	"${torchrun[@]}" --nproc_per_node 2 --master_port "$port" "$drv" share >"$work/clash" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "rank 0 cannot listen on port $port: Address already in use" "$work/clash" ||
+	{ cat "$work/clash" >&2; fail "torchrun's store did not hold MASTER_PORT (exit $rc)"; }
+echo "ok: on MASTER_PORT itself rank 0 cannot listen: torchrun's store holds it"
+
+# CPU ranks of ferry train under a real torchrun: the line, from each, and torchrun fails
+port=$(free_port)
+rc=0
+timeout 120 "${clean[@]}" "${torchrun[@]}" --nproc_per_node 2 --master_port "$port" \
+	"$FERRY" train "${args[@]}" --out "$work/torchrun" >"$work/torchrun.train" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "ferry train under torchrun, CPU: exit $rc"
+[ "$(grep -c 'ferry train: launch: 2 CPU ranks started by torchrun' "$work/torchrun.train")" = 2 ] ||
+	{ cat "$work/torchrun.train" >&2; fail "ferry train under torchrun, CPU: not the line from both ranks"; }
+[ ! -e "$work/torchrun" ] || fail "ferry train under torchrun, CPU: wrote its --out"
+echo "ok: ferry train under torchrun, CPU: each rank said why, torchrun exited $rc"
+
+# by hand, rank 2 of 3 never comes: rank 0 names it, rank 1 hears it, within the timeout
+port=$(free_port)
+t0=$(date +%s%N)
+for r in 0 1; do
+	(
+		rc=0
+		timeout 60 "${clean[@]}" RANK=$r WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" \
+			FERRY_RENDEZVOUS_TIMEOUT=2 "$drv" share >"$work/miss$r.out" 2>"$work/miss$r.err" || rc=$?
+		echo "$rc" >"$work/miss$r.rc"
+	) &
+done
+wait
+ms=$((($(date +%s%N) - t0) / 1000000))
+for r in 0 1; do
+	[ "$(cat "$work/miss$r.rc")" = 1 ] && [ "$(grep -c . "$work/miss$r.err")" = 1 ] ||
+		{ cat "$work/miss$r.err" >&2; fail "rank $r of a rendezvous missing rank 2: exit $(cat "$work/miss$r.rc")"; }
+done
+grep -qx "launch_driver: rendezvous: rank 2 never arrived within 2 s (port $((port + 1)))" "$work/miss0.err" ||
+	fail "rank 0 said '$(cat "$work/miss0.err")'"
+grep -q "rank 0 gave up: rank 2 never arrived" "$work/miss1.err" || fail "rank 1 said '$(cat "$work/miss1.err")'"
+[ "$ms" -lt 6000 ] || fail "the ranks gave up after $ms ms (timeout 2 s)"
+echo "ok: rank 2 never arrived: after $ms ms, rank 0: $(cat "$work/miss0.err"); rank 1: $(cat "$work/miss1.err")"
+
+pass "mpirun trains; the id goes out under mpirun, torchrun and by hand; torchrun-style CPU ranks and bad launch variables get one line"

@@ -175,6 +175,18 @@ Test(launch, by_hand_on_one_node_local_rank_defaults_to_rank)
 	cr_expect_eq(l.rendezvous_port, 29501);
 }
 
+/* the ranks on the node are then unknown, not 1 (which local rank 1 would contradict) */
+Test(launch, local_rank_without_local_world_size)
+{
+	env((const char *const[]){ "RANK=3", "WORLD_SIZE=4", "LOCAL_RANK=1", NULL });
+	struct launch l = read_ok();
+	expect(&l, LAUNCH_BY_HAND, 3, 4, 1, 0, false);
+	clearenv();
+	env((const char *const[]){ "PMI_RANK=3", "PMI_SIZE=4", "MPI_LOCALRANKID=1", NULL });
+	l = read_ok();
+	expect(&l, LAUNCH_HYDRA, 3, 4, 1, 0, true);
+}
+
 Test(launch, rendezvous_port_and_timeout_can_be_set)
 {
 	env((const char *const[]){ "RANK=0", "WORLD_SIZE=2", "MASTER_PORT=29500",
