@@ -5,20 +5,13 @@
 # MASTER_ADDR, MASTER_PORT) and no mpirun ends at once with one line saying to use mpirun or
 # srun, instead of each rank training alone into one --out. Variables that contradict each
 # other, and GPU ranks in a build without CUDA (so without NCCL) are each one line and exit 1.
-# (CPU ranks of an srun step in a build without MPI: tests/unit/test_comm.c.)
+# In a build without MPI, the one check is that CPU ranks of an srun step get one line.
 #
 # GPU ranks hand out the NCCL id by MPI_Bcast under mpirun and by a TCP rendezvous otherwise;
 # without a GPU, tests/integ/launch_driver does that handout alone: under mpirun, under a real
 # torchrun (whose own store holds MASTER_PORT: the rendezvous takes MASTER_PORT + 1) and by
 # hand with a rank that never arrives (one line naming it, within FERRY_RENDEZVOUS_TIMEOUT).
 source "$(dirname "$0")/train_lib.sh"
-need_mpi
-need_cmd torchrun
-drv=$FERRY_BUILD/tests/integ/launch_driver
-need_built "$drv"
-# torchrun 1.13 (Debian's) on Python 3.11 fails unless redirects and tee are given: its "0"
-# parses to None there. -r 1 -t 1 keeps each rank's stdout, tagged, on torchrun's.
-torchrun=(torchrun -r 1 -t 1 --no_python)
 work=$T
 make_shards "$work/data"
 args=(--data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 32 --batch 2
@@ -27,14 +20,8 @@ args=(--data "$work/data/train_*.bin" --layers 1 --heads 1 --dim 16 --seq-len 32
 clean=(env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u MASTER_ADDR -u MASTER_PORT
 	-u TORCHELASTIC_RUN_ID -u TORCHELASTIC_RESTART_COUNT -u OMPI_COMM_WORLD_SIZE
 	-u OMPI_COMM_WORLD_RANK -u PMI_RANK -u PMI_SIZE -u SLURM_PROCID -u SLURM_STEP_ID
-	-u SLURM_STEPID -u SLURM_STEP_NUM_TASKS)
-
-# mpirun: 2 ranks train
-mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
-	"$FERRY" train "${args[@]}" --out "$work/mpi" >"$work/mpi.out" 2>"$work/mpi.err" ||
-	{ cat "$work/mpi.err" >&2; fail "2 ranks under mpirun did not train"; }
-[ "$(grep -c '^step' "$work/mpi.out")" = 3 ] || fail "mpirun: rank 0 did not log 3 steps"
-echo "ok: mpirun -np 2 trained 3 steps"
+	-u SLURM_STEPID -u SLURM_STEP_NUM_TASKS -u SLURM_LOCALID -u MPI_LOCALRANKID
+	-u FERRY_RENDEZVOUS_PORT -u FERRY_RENDEZVOUS_TIMEOUT)
 
 # one_line DESC WANT VAR=VALUE...: ferry train with these variables (and no others of a
 # launcher) exits 1 within 10 s with one line on stderr that contains WANT, and writes no --out
@@ -56,6 +43,28 @@ one_line() {
 	[ ! -e "$out" ] || fail "$desc: wrote $out"
 	echo "ok: $desc -> $(cat "$work/one.err")"
 }
+
+if ! build_has MPI; then
+	one_line "CPU ranks of an srun step, no MPI in the build" \
+		"2 CPU ranks started by srun (Slurm), but this ferry was built without MPI" \
+		SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=2 SLURM_STEP_ID=0 SLURM_LOCALID=1 SLURM_NODEID=0 \
+		SLURM_STEP_TASKS_PER_NODE=2
+	pass "CPU ranks of an srun step in a build without MPI get one line"
+fi
+need_mpi
+need_cmd torchrun
+drv=$FERRY_BUILD/tests/integ/launch_driver
+need_built "$drv"
+# torchrun 1.13 (Debian's) on Python 3.11 fails unless redirects and tee are given: its "0"
+# parses to None there. -r 1 -t 1 keeps each rank's stdout, tagged, on torchrun's.
+torchrun=(torchrun -r 1 -t 1 --no_python)
+
+# mpirun: 2 ranks train
+mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
+	"$FERRY" train "${args[@]}" --out "$work/mpi" >"$work/mpi.out" 2>"$work/mpi.err" ||
+	{ cat "$work/mpi.err" >&2; fail "2 ranks under mpirun did not train"; }
+[ "$(grep -c '^step' "$work/mpi.out")" = 3 ] || fail "mpirun: rank 0 did not log 3 steps"
+echo "ok: mpirun -np 2 trained 3 steps"
 
 # the same run by hand-set torchrun variables, both ranks at once, as torchrun would start them
 for r in 0 1; do
