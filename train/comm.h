@@ -1,6 +1,6 @@
 /* train/: the collective the data-parallel trainer needs, behind one small table of functions:
- * "none" (one process), "mpi" (Open MPI, when built with it) and "nccl" (GPU buffers, when built
- * with NCCL; started like torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+ * "none" (one process), "mpi" (CPU ranks, when built with MPI) and "nccl" (GPU ranks, when built
+ * with NCCL). The launcher (launch.h) says where a process sits; comm_choose says which table.
  * Each rank computes gradients on its own share of the batch; comm_allreduce_mean averages them. */
 #ifndef FERRY_TRAIN_COMM_H
 #define FERRY_TRAIN_COMM_H
@@ -9,12 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train/launch.h"
+
 struct comm;
 
 struct comm_ops {
 	const char *name;
-	/* 0 or -errno; sets rank and world_size */
-	int (*init)(struct comm *c, int *argc, char ***argv);
+	/* 0, or -errno with one line in err; sets rank and world_size (those of c->launch) */
+	int (*init)(struct comm *c, int *argc, char ***argv, char *err, size_t errlen);
 	/* buf (n) = sum over ranks of buf, the same bytes on every rank */
 	void (*allreduce_sum)(struct comm *c, float *buf, size_t n);
 	void (*barrier)(struct comm *c);
@@ -32,22 +34,43 @@ struct comm {
 	/* nccl: the cudaStream_t device reductions are enqueued on, set by the GPU trainer (NULL:
 	 * the legacy default stream); they return without waiting. Host buffers wait. */
 	void *cuda_stream;
+	struct launch launch; /* read by comm_init, before ops->init */
+	/* nccl: hands rank 0's n bytes (the NCCL id) to every rank: one MPI_Bcast where an MPI
+	 * launcher started the job and MPI is built in, else the TCP rendezvous (rendezvous.h).
+	 * 0, or -errno with one line in err. */
+	int (*share_id)(struct comm *c, void *buf, size_t n, char *err, size_t errlen);
 };
 
 extern const struct comm_ops comm_none_ops;
 #if HAVE_MPI
 extern const struct comm_ops comm_mpi_ops;
+/* comm_mpi.c: MPI_Init, one MPI_Bcast of buf from rank 0, MPI_Finalize; for share_id */
+int comm_mpi_share_id(struct comm *c, void *buf, size_t n, char *err, size_t errlen);
 #endif
 #if HAVE_NCCL
 extern const struct comm_ops comm_nccl_ops;
 #endif
 
-/* Whether comm_init would pick NCCL in a build that has it: WORLD_SIZE > 1 set (torchrun
- * style) and no MPI launcher. HAVE_NCCL comes from train/meson.build: ferry-cuda has NCCL,
- * ferry does not (it hands such runs to ferry-cuda, train_cmd.c). */
+/* The TCP rendezvous as share_id (rendezvous.h): where the launcher is not MPI's, or MPI is
+ * not built in. Its port and deadline come from c->launch. */
+int comm_share_id_tcp(struct comm *c, void *buf, size_t n, char *err, size_t errlen);
+
+enum comm_kind { COMM_NONE, COMM_MPI, COMM_NCCL };
+
+/* Which collective ranks of launch l use: GPU ranks (gpu) NCCL, CPU ranks MPI, one process none
+ * (a CPU process under an MPI launcher: MPI). COMM_* or -EINVAL with one line in err where the
+ * build lacks what the ranks need: CPU ranks without MPI would each train alone, and CPU ranks
+ * started without an MPI launcher (torchrun) have no MPI to join. */
+int comm_choose(const struct launch *l, bool gpu, bool have_mpi, bool have_nccl, char *err,
+	size_t errlen);
+/* Kept for train_cmd.c, which hands runs that need NCCL to ferry-cuda: only GPU ranks do, and
+ * they are --device cuda runs, which go there anyway. Always false. */
 bool comm_wants_nccl(void);
-/* Picks MPI when the process was started by mpirun/srun (and MPI was built in), else NCCL when
- * WORLD_SIZE > 1 is set (torchrun style, NCCL built in), else none. */
+/* Reads the launch, picks the collective for CPU or GPU ranks (gpu) and starts it. Returns 0;
+ * a launch it cannot serve ends the process: one line on stderr, exit status 1. */
+int comm_init_ranks(struct comm *c, int *argc, char ***argv, bool gpu);
+/* comm_init_ranks for `ferry train`'s arguments (argv[0] "train"): GPU ranks where they say
+ * --device cuda. */
 int comm_init(struct comm *c, int *argc, char ***argv);
 void comm_done(struct comm *c);
 /* buf = mean over ranks of buf: a sum, then one multiplication by 1/world_size. */

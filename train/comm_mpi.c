@@ -1,6 +1,7 @@
 /* train/: the MPI collective for data-parallel CPU training (one process per rank, started by
- * mpirun). MPI_Allreduce with a fixed world size reduces in the same order on every call, so
- * multi-rank runs stay reproducible. */
+ * mpirun or srun; comm.c), and the NCCL id's handout for GPU ranks under those launchers.
+ * MPI_Allreduce with a fixed world size reduces in the same order on every call, so multi-rank
+ * runs stay reproducible. */
 #include "config.h"
 
 #include "train/comm.h"
@@ -8,17 +9,59 @@
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 
-static int mpi_init(struct comm *c, int *argc, char ***argv)
+/* MPI_Init, and a check that MPI sees the ranks the launcher started: an MPI library that
+ * cannot reach its launcher (srun without --mpi=pmix or pmi2, another MPI's mpiexec) starts
+ * every process as a world of its own, and they would each train alone. */
+static int mpi_start(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
 {
-	int inited = 0;
+	const struct launch *l = &c->launch;
+	int inited = 0, rank = 0, world = 0;
 	MPI_Initialized(&inited);
-	if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS)
+	if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS) {
+		snprintf(err, errlen, "MPI_Init failed under %s", l->name);
 		return -EIO;
-	MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
-	MPI_Comm_size(MPI_COMM_WORLD, &c->world_size);
+	}
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	MPI_Comm_size(MPI_COMM_WORLD, &world);
+	if (world != l->world_size || rank != l->rank) {
+		snprintf(err, errlen,
+			"MPI sees rank %d of %d, but %s started rank %d of %d: this MPI library "
+			"cannot reach the launcher (srun needs --mpi=pmix or pmi2; mpiexec must be "
+			"the library's own)",
+			rank, world, l->name, l->rank, l->world_size);
+		MPI_Finalize();
+		return -EINVAL;
+	}
 	return 0;
+}
+
+static int mpi_init(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
+{
+	int rc = mpi_start(c, argc, argv, err, errlen);
+	if (rc < 0)
+		return rc;
+	c->rank = c->launch.rank;
+	c->world_size = c->launch.world_size;
+	return 0;
+}
+
+/* GPU ranks: MPI only carries the NCCL id, then ends, so no MPI progress thread or host
+ * buffers stay beside NCCL. A rank that dies later still ends the job: the launcher (mpirun,
+ * srun) watches its processes, not MPI. */
+int comm_mpi_share_id(struct comm *c, void *buf, size_t n, char *err, size_t errlen)
+{
+	int rc = mpi_start(c, NULL, NULL, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (n > INT_MAX || MPI_Bcast(buf, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS) {
+		snprintf(err, errlen, "MPI_Bcast of the NCCL id failed");
+		rc = -EIO;
+	}
+	MPI_Finalize();
+	return rc;
 }
 
 static void mpi_allreduce_sum(struct comm *c, float *buf, size_t n)

@@ -1,19 +1,14 @@
-/* train/: the NCCL collective for the GPU trainer, one process per GPU, started like torchrun:
- * RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. Rank 0 makes the NCCL id and hands it
- * to the others over one TCP connection each (MASTER_ADDR:MASTER_PORT); then every reduction
+/* train/: the NCCL collective for the GPU trainer, one process per GPU, under any launcher
+ * (launch.h): the GPU is the local rank's; rank 0 makes the NCCL id and comm->share_id hands it
+ * out (MPI_Bcast where MPI started the job, else the TCP rendezvous); then every reduction
  * runs on the GPU. Device buffers are reduced on comm->cuda_stream without waiting; host
  * buffers (the loss, a validation loss) go through a small device bounce buffer and wait. */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -36,123 +31,40 @@ static ncclComm_t nccl_comm;
 static float *bounce; /* device buffer for host reductions */
 static size_t bounce_n;
 
-static int env_int(const char *name, int dflt)
+static int nccl_init(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
 {
-	const char *s = getenv(name);
-	return s && *s ? atoi(s) : dflt;
-}
+	const struct launch *l = &c->launch;
+	int nr_devices = 0, device, rc;
+	ncclUniqueId id;
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *buf, size_t n)
-{
-	char *p = buf;
-	while (n) {
-		ssize_t r = read(fd, p, n);
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Rank 0 serves id to world-1 connections; the others connect (retrying while rank 0 starts). */
-static int exchange_id(ncclUniqueId *id, int rank, int world)
-{
-	const char *addr = getenv("MASTER_ADDR");
-	const char *port = getenv("MASTER_PORT");
-	if (!addr || !port) {
-		fprintf(stderr, "comm nccl: MASTER_ADDR and MASTER_PORT must be set\n");
-		return -EINVAL;
-	}
-	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
-	if (getaddrinfo(addr, port, &hints, &ai) != 0) {
-		fprintf(stderr, "comm nccl: cannot resolve %s:%s\n", addr, port);
-		return -EINVAL;
-	}
-	int ret = -EIO;
-	if (rank == 0) {
-		int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		struct sockaddr_in any = *(struct sockaddr_in *)ai->ai_addr;
-		if (s < 0 || bind(s, (struct sockaddr *)&any, sizeof(any)) < 0 ||
-			listen(s, world) < 0) {
-			fprintf(stderr, "comm nccl: cannot listen on %s:%s: %s\n", addr, port,
-				strerror(errno));
-			if (s >= 0)
-				close(s);
-			goto out;
-		}
-		for (int i = 1; i < world; i++) {
-			int c = accept(s, NULL, NULL);
-			if (c < 0 || write_all(c, id, sizeof(*id)) < 0) {
-				if (c >= 0)
-					close(c);
-				close(s);
-				goto out;
-			}
-			close(c);
-		}
-		close(s);
-		ret = 0;
-	} else {
-		for (int tries = 0; tries < 600; tries++) {
-			int s = socket(AF_INET, SOCK_STREAM, 0);
-			if (s >= 0 && connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
-				ret = read_all(s, id, sizeof(*id)) < 0 ? -EIO : 0;
-				close(s);
-				break;
-			}
-			if (s >= 0)
-				close(s);
-			usleep(100 * 1000);
-		}
-		if (ret < 0)
-			fprintf(stderr, "comm nccl: rank %d cannot get the NCCL id from %s:%s\n",
-				rank, addr, port);
-	}
-out:
-	freeaddrinfo(ai);
-	return ret;
-}
-
-static int nccl_init(struct comm *c, int *argc, char ***argv)
-{
-	int rank = env_int("RANK", -1), world = env_int("WORLD_SIZE", -1);
-	if (rank < 0 || world < 1 || rank >= world) {
-		fprintf(stderr,
-			"comm nccl: RANK and WORLD_SIZE must be set (0 <= RANK < WORLD_SIZE)\n");
-		return -EINVAL;
-	}
-	int nr_devices = 0;
 	if (cudaGetDeviceCount(&nr_devices) != cudaSuccess || nr_devices == 0) {
-		fprintf(stderr, "comm nccl: no CUDA device\n");
+		snprintf(err, errlen, "rank %d: no CUDA device", l->rank);
 		return -ENODEV;
+	}
+	/* One GPU per rank, by local rank. A node that shows each rank only its own GPU
+	 * (CUDA_VISIBLE_DEVICES per task) has one device and every local rank takes it; more
+	 * ranks than the GPUs it shows would put two ranks on one GPU. */
+	if (nr_devices > 1 && l->local_world_size > nr_devices) {
+		snprintf(err, errlen, "%s started %d ranks on this node, which has %d GPUs",
+			l->name, l->local_world_size, nr_devices);
+		return -EINVAL;
 	}
 	/* The trainer's and the loader's device: a communicator on another one would be handed
 	 * buffers it cannot use. */
-	if (cudaSetDevice(gpt2_cuda_local_device()) != cudaSuccess)
+	device = gpt2_cuda_local_device();
+	if (cudaSetDevice(device) != cudaSuccess) {
+		snprintf(err, errlen, "rank %d: cannot use GPU %d", l->rank, device);
 		return -ENODEV;
-	ncclUniqueId id;
-	if (rank == 0)
+	}
+	memset(&id, 0, sizeof(id));
+	if (l->rank == 0)
 		NCCL_CHECK(ncclGetUniqueId(&id));
-	if (exchange_id(&id, rank, world) < 0)
-		return -EIO;
-	NCCL_CHECK(ncclCommInitRank(&nccl_comm, world, id, rank));
-	c->rank = rank;
-	c->world_size = world;
+	rc = c->share_id(c, &id, sizeof(id), err, errlen);
+	if (rc < 0)
+		return rc;
+	NCCL_CHECK(ncclCommInitRank(&nccl_comm, l->world_size, id, l->rank));
+	c->rank = l->rank;
+	c->world_size = l->world_size;
 	return 0;
 }
 

@@ -5,7 +5,7 @@
 
 #include <stdlib.h>
 
-static int none_init(struct comm *c, int *argc, char ***argv)
+static int none_init(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
 {
 	c->rank = 0;
 	c->world_size = 1;

@@ -113,17 +113,14 @@ extern "C" int gpt2_cuda_available(char *err, size_t errlen)
 
 extern "C" int gpt2_cuda_local_device(void)
 {
-	const char *vars[] = { "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
-		"RANK" };
+	struct launch l;
+	char err[256];
 	int n = 0;
-	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+	/* a launch that does not read has already ended the run in comm_init */
+	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0 ||
+		launch_read(&l, err, sizeof(err)) < 0)
 		return 0;
-	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-		const char *s = getenv(vars[i]);
-		if (s && *s)
-			return atoi(s) % n;
-	}
-	return 0;
+	return l.local_rank % n;
 }
 
 /* After a sync: the recorded intervals into prof.secs; the last event stays as the start of

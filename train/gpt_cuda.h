@@ -28,9 +28,8 @@ struct gpt2_cuda;
 /* 0 when this build can train on a GPU and one is present; else -ENODEV or -ENOSYS with the
  * reason in err. */
 int gpt2_cuda_available(char *err, size_t errlen);
-/* The GPU of this process, modulo the devices: LOCAL_RANK (torchrun),
- * OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, RANK (one node), else 0. The trainer, the loader
- * and NCCL all use this one. */
+/* The GPU of this process: its local rank under any launcher (launch.h) modulo the devices,
+ * else 0. The trainer, the loader and NCCL all use this one. */
 int gpt2_cuda_local_device(void);
 
 /* A GPU copy of host's parameters and Adam moments for micro-batches of (B, T). NULL with the

@@ -17,7 +17,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: train_mpi_check OUT.bin (under mpirun -np 1 or 2)\n");
 		return 2;
 	}
-	if (comm_init(&comm, &argc, &argv) < 0 || comm.world_size > 2) {
+	comm_init_ranks(&comm, &argc, &argv, false); /* CPU ranks */
+	if (comm.world_size > 2) {
 		fprintf(stderr, "train_mpi_check: needs 1 or 2 ranks\n");
 		return 2;
 	}
