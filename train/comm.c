@@ -51,11 +51,6 @@ int comm_choose(const struct launch *l, bool gpu, bool have_mpi, bool have_nccl,
 		l->world_size, l->name);
 }
 
-bool comm_wants_nccl(void)
-{
-	return false;
-}
-
 /* rank 0 serves the bytes on the rendezvous port (launch.h) */
 int comm_share_id_tcp(struct comm *c, void *buf, size_t n, char *err, size_t errlen)
 {

@@ -63,9 +63,6 @@ enum comm_kind { COMM_NONE, COMM_MPI, COMM_NCCL };
  * started without an MPI launcher (torchrun) have no MPI to join. */
 int comm_choose(const struct launch *l, bool gpu, bool have_mpi, bool have_nccl, char *err,
 	size_t errlen);
-/* Kept for train_cmd.c, which hands runs that need NCCL to ferry-cuda: only GPU ranks do, and
- * they are --device cuda runs, which go there anyway. Always false. */
-bool comm_wants_nccl(void);
 /* Reads the launch, picks the collective for CPU or GPU ranks (gpu) and starts it. Returns 0;
  * a launch it cannot serve ends the process: one line on stderr, exit status 1. */
 int comm_init_ranks(struct comm *c, int *argc, char ***argv, bool gpu);

@@ -959,15 +959,14 @@ static void trainer_done(struct trainer *t)
 
 #if FERRY_CUDA_BUILD_BESIDE
 /* This ferry has no GPU trainer; ferry-cuda, built beside it, does (train/meson.build). Whether
- * this run needs it: --device cuda, or ranks that talk over NCCL. */
+ * this run needs it: --device cuda (only GPU ranks talk over NCCL). */
 static bool needs_cuda_build(int argc, char **argv)
 {
 	struct train_settings s;
 	struct train_opts o;
 	char err[256];
 
-	return comm_wants_nccl() ||
-	       (settings_parse_args(argc, argv, &s, &o, err, sizeof(err)) == 0 && o.cuda);
+	return settings_parse_args(argc, argv, &s, &o, err, sizeof(err)) == 0 && o.cuda;
 }
 
 /* Becomes ferry-cuda from this executable's directory, with the same arguments (argv[0] is
@@ -1009,10 +1008,7 @@ int train_main(int argc, char **argv)
 		return run_in_cuda_build(argc, argv);
 #endif
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (comm_init(&t.comm, &argc, &argv) < 0) {
-		fprintf(stderr, "ferry train: MPI initialisation failed\n");
-		return 1;
-	}
+	comm_init(&t.comm, &argc, &argv); /* a launch it cannot serve ends the process */
 	if (setup(&t, argc, argv) == SETTINGS_HELP) {
 		if (t.comm.rank == 0)
 			settings_usage(stdout);
