@@ -793,21 +793,46 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Writes one kept listing: temporary file made 0600 whatever the umask, fsync, rename over
- * the old one, fsync of the directory; a crash leaves the old file or the new one, never a
- * torn one. Caller holds ns->store_lock, not ns->lock (the disk is slow; lookups go on). */
-static int listing_write(struct namespace *ns, const char *dir_path, const char *text, size_t len)
-{
-	char *file = listing_file(ns, dir_path), *tmp = NULL;
-	int fd = -1, ret;
+/* A kept listing is written in two steps, so that a pass over many pays for one journal
+ * commit, not one each (ext4 commits all files written so far at the first fsync; the others'
+ * are then cheap): listing_write_tmp writes the text to a temporary file made 0600 whatever
+ * the umask, listing_commit fsyncs it and renames it over the old one, and the pass ends with
+ * one fsync of the directory. A crash leaves the old file or the new one, never a torn one.
+ * Callers hold ns->store_lock, not ns->lock (the disk is slow; lookups go on). */
+struct listing_file_pair {
+	char *tmp, *file;
+	char *dir_path;
+};
 
-	if (!file || asprintf(&tmp, "%s.tmp.%d", file, (int)gettid()) < 0) {
-		tmp = NULL;
+static void listing_pair_done(struct listing_file_pair *f)
+{
+	free(f->tmp);
+	free(f->file);
+	free(f->dir_path);
+	memset(f, 0, sizeof(*f));
+}
+
+static void listing_warn(struct namespace *ns, const char *dir_path, int err)
+{
+	log_warn("cannot keep the listing of '/%s' in %s: %s", dir_path, ns->state_dir,
+		strerror(-err));
+}
+
+/* The pair is filled (and the caller's to free) on success only. */
+static int listing_write_tmp(struct namespace *ns, const char *dir_path, const char *text,
+	size_t len, struct listing_file_pair *out)
+{
+	struct listing_file_pair f = { .file = listing_file(ns, dir_path),
+		.dir_path = strdup(dir_path) };
+	int fd, ret;
+
+	if (!f.file || !f.dir_path || asprintf(&f.tmp, "%s.tmp.%d", f.file, (int)gettid()) < 0) {
+		f.tmp = NULL;
 		ret = -ENOMEM;
 		goto out;
 	}
-	unlink(tmp); /* one left by a crash of a thread with this id */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	unlink(f.tmp); /* one left by a crash of a thread with this id */
+	fd = open(f.tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		goto out;
@@ -815,29 +840,45 @@ static int listing_write(struct namespace *ns, const char *dir_path, const char 
 	ret = fchmod(fd, 0600) ? -errno : 0;
 	if (!ret)
 		ret = write_all(fd, text, len);
-	if (!ret && fsync(fd))
-		ret = -errno;
 	if (close(fd) && !ret)
 		ret = -errno;
-	fd = -1;
-	if (!ret && rename(tmp, file))
+	if (ret)
+		unlink(f.tmp);
+out:
+	if (ret) {
+		listing_warn(ns, dir_path, ret);
+		listing_pair_done(&f);
+	} else {
+		*out = f;
+	}
+	return ret;
+}
+
+static int listing_commit(struct namespace *ns, struct listing_file_pair *f)
+{
+	int fd = open(f->tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = 0;
+
+	if (fd < 0 || fsync(fd))
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (!ret && rename(f->tmp, f->file))
 		ret = -errno;
 	if (ret) {
-		unlink(tmp);
-		goto out;
+		unlink(f->tmp);
+		listing_warn(ns, f->dir_path, ret);
 	}
-	fd = open(ns->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return ret;
+}
+
+static void state_dir_fsync(struct namespace *ns)
+{
+	int fd = open(ns->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
 	if (fd >= 0) {
 		fsync(fd);
 		close(fd);
 	}
-out:
-	if (ret)
-		log_warn("cannot keep the listing of '/%s' in %s: %s", dir_path, ns->state_dir,
-			strerror(-ret));
-	free(tmp);
-	free(file);
-	return ret;
 }
 
 static bool same_version(const struct ns_node *n, const struct remote_entry *e)
@@ -951,7 +992,7 @@ static int list_single_file(struct namespace *ns, struct listing *l)
 	return ret;
 }
 
-/* Makes dir's listing fresh: from the remote when online (kept on disk on success; on
+/* Makes dir's listing fresh: from the remote when online (kept on disk at the next sync; on
  * failure the previous listing, or the kept one, is served with a warning), from the kept
  * listing when offline. Takes dir->ds->list_lock; caller holds a reference on dir but not
  * ns->lock. */
@@ -978,8 +1019,8 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 				log_warn("skipped %zu unsafe name%s in '/%s' (such as '%s')",
 					l.nr_unsafe, l.nr_unsafe > 1 ? "s" : "", dir->ds->path,
 					l.first_unsafe ? l.first_unsafe : "");
-			/* Kept on disk by the next namespace_sync (the daemon's syncer, each
-			 * second): a lister does not wait for an fsync, which at a thousand
+			/* Kept on disk by the next namespace_sync (the daemon's syncer, or the
+			 * unmount): a lister does not wait for an fsync, which at a thousand
 			 * directories was seconds of a `find`. */
 			pthread_mutex_lock(&ns->lock);
 			ret = listing_merge(ns, dir, &l);
@@ -1141,66 +1182,84 @@ void namespace_free(struct namespace *ns)
 	free(ns);
 }
 
-/* One listing at a time: a snapshot of the 100,000-entry directory is megabytes, and the
+/* One snapshot at a time: a snapshot of the 100,000-entry directory is megabytes, and the
  * syncer's malloc arena kept what a batch of them took (100 MiB more RSS at ten million
- * files); what it took is given back after. A listing that cannot be written is marked dirty
- * again after the pass, so that one pass never retries it. */
+ * files); what it took is given back after. Each is written to its temporary file at once,
+ * and all are committed at the end (listing_write_tmp). A listing that cannot be written is
+ * marked dirty again after the pass, so that one pass never retries it. */
 int namespace_sync(struct namespace *ns)
 {
-	uint64_t *failed = NULL;
-	size_t nr_failed = 0, nr_written = 0;
+	struct listing_file_pair *files = NULL;
+	uint64_t *inos = NULL;
+	size_t nr = 0, cap = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&ns->store_lock);
 	for (;;) {
 		struct ns_node *n;
 		char *path = NULL, *text = NULL;
-		uint64_t ino;
 		size_t len = 0;
 		int r;
 
+		if (nr == cap) {
+			size_t c = cap ? cap * 2 : 16;
+			struct listing_file_pair *f = realloc(files, c * sizeof(*f));
+			uint64_t *v = f ? realloc(inos, c * sizeof(*v)) : NULL;
+
+			if (f)
+				files = f;
+			if (!v) {
+				ret = -ENOMEM;
+				break;
+			}
+			inos = v;
+			cap = c;
+		}
 		pthread_mutex_lock(&ns->lock);
 		if (!ns->dirty) {
 			pthread_mutex_unlock(&ns->lock);
 			break;
 		}
 		n = ns->dirty->node;
-		ino = node_ino(n);
+		inos[nr] = node_ino(n);
 		path = strdup(n->ds->path);
 		r = path ? listing_snapshot(ns, n, &text, &len) : -ENOMEM;
 		if (!r)
 			dir_clear_dirty(ns, n->ds);
 		pthread_mutex_unlock(&ns->lock);
-		if (r) {
-			free(path);
-			ret = r;
-			break;
-		}
-		r = listing_write(ns, path, text, len);
+		if (!r)
+			r = listing_write_tmp(ns, path, text, len, &files[nr]);
 		free(path);
 		free(text);
-		nr_written++;
 		if (r) {
-			uint64_t *v = realloc(failed, (nr_failed + 1) * sizeof(*v));
-
 			ret = ret ? ret : r;
-			if (v) {
-				failed = v;
-				failed[nr_failed++] = ino;
-			}
+			memset(&files[nr], 0, sizeof(files[nr])); /* no file: marked dirty again */
+		}
+		nr++;
+		if (r == -ENOMEM)
+			break;
+	}
+	for (size_t i = 0; i < nr; i++) {
+		if (files[i].tmp && listing_commit(ns, &files[i])) {
+			ret = ret ? ret : -EIO;
+			listing_pair_done(&files[i]);
 		}
 	}
+	if (nr)
+		state_dir_fsync(ns);
 	pthread_mutex_lock(&ns->lock);
-	for (size_t i = 0; i < nr_failed; i++) {
-		struct ns_node *n = table_find(ns, failed[i]);
+	for (size_t i = 0; i < nr; i++) {
+		struct ns_node *n = files[i].tmp ? NULL : table_find(ns, inos[i]);
 
 		if (n)
 			dir_mark_dirty(ns, n->ds);
+		listing_pair_done(&files[i]);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	pthread_mutex_unlock(&ns->store_lock);
-	free(failed);
-	if (nr_written)
+	free(files);
+	free(inos);
+	if (nr)
 		malloc_trim(0);
 	return ret;
 }
