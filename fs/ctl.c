@@ -119,12 +119,13 @@ static int xattr_value(struct ferryfs *fs, struct ns_node *n, const char *name, 
 		if (v)
 			ferry_stats_json(fs, v, len);
 	} else if (!strcmp(name, FERRY_XATTR_SOURCE)) {
-		const char *p = namespace_path(n);
+		char *p = namespace_path(fs->ns, n);
 		size_t sl = strlen(fs->source);
 
-		if (asprintf(&v, "%s%s%s", fs->source,
-			    *p && sl && fs->source[sl - 1] != '/' ? "/" : "", p) < 0)
+		if (p && asprintf(&v, "%s%s%s", fs->source,
+				 *p && sl && fs->source[sl - 1] != '/' ? "/" : "", p) < 0)
 			v = NULL;
+		free(p);
 	} else if (!strcmp(name, FERRY_XATTR_ETAG) && namespace_type(n) == REMOTE_FILE) {
 		v = namespace_etag(fs->ns, n);
 		if (!v)

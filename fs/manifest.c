@@ -189,37 +189,70 @@ int manifest_write_header(FILE *out)
 	return fprintf(out, "%s\n", MANIFEST_HEADER) < 0 ? -EIO : 0;
 }
 
+/* Writes v in decimal at o, at least min_digits of it (zeros before); returns the end. */
+static char *put_u64(char *o, uint64_t v, int min_digits)
+{
+	char d[20];
+	int n = 0;
+
+	do {
+		d[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v || n < min_digits);
+	while (n)
+		*o++ = d[--n];
+	return o;
+}
+
+/* One line, formatted by hand: a daemon writes a kept listing for each directory it lists, and
+ * at ten million entries fprintf and an encoded copy per field were a third of its CPU. */
 int manifest_write_entry(FILE *out, const char *path, const struct remote_entry *e)
 {
-	char *p = url_encode_path(path), *etag = NULL, *target = NULL;
-	char type = e->type == REMOTE_DIR ? 'd' : e->type == REMOTE_SYMLINK ? 'l' : 'f';
-	int ret = -ENOMEM;
+	const char *etag = e->etag && *e->etag ? e->etag : NULL;
+	const char *target =
+		e->type == REMOTE_SYMLINK ? (e->link_target ? e->link_target : "") : NULL;
+	size_t cap =
+		3 * (strlen(path) + (etag ? strlen(etag) : 0) + (target ? strlen(target) : 0)) + 64;
+	char stack[1024], *buf = cap <= sizeof(stack) ? stack : malloc(cap), *o = buf;
+	int64_t sec = e->mtime.tv_sec;
+	int ret;
 
-	if (!p)
-		goto out;
-	if (e->etag && !(etag = url_encode_component(e->etag)))
-		goto out;
-	/* A lone '-' is the "no ETag" field: an ETag "-" must be escaped, or it would read back
-	 * as none and the object would lose its version (found by fuzz_manifest). */
-	if (etag && !strcmp(etag, "-")) {
-		free(etag);
-		etag = strdup("%2D");
-		if (!etag)
-			goto out;
+	if (!buf)
+		return -ENOMEM;
+	*o++ = e->type == REMOTE_DIR ? 'd' : e->type == REMOTE_SYMLINK ? 'l' : 'f';
+	*o++ = ' ';
+	o = put_u64(o, e->type == REMOTE_DIR ? 0 : e->size, 1);
+	*o++ = ' ';
+	if (sec < 0)
+		*o++ = '-';
+	o = put_u64(o, sec < 0 ? -(uint64_t)sec : (uint64_t)sec, 1);
+	*o++ = '.';
+	o = put_u64(o, (uint64_t)e->mtime.tv_nsec, 9);
+	*o++ = ' ';
+	if (!etag) {
+		*o++ = '-';
+	} else {
+		size_t n = url_encode_to(o, etag, false);
+
+		/* A lone '-' is the "no ETag" field: an ETag "-" must be escaped, or it would
+		 * read back as none and the object would lose its version (found by
+		 * fuzz_manifest). */
+		if (n == 1 && *o == '-') {
+			memcpy(o, "%2D", 3);
+			n = 3;
+		}
+		o += n;
 	}
-	if (e->type == REMOTE_SYMLINK &&
-		!(target = url_encode_component(e->link_target ? e->link_target : "")))
-		goto out;
-	ret = fprintf(out, "%c %" PRIu64 " %lld.%09ld %s %s%s%s\n", type,
-		      e->type == REMOTE_DIR ? (uint64_t)0 : e->size, (long long)e->mtime.tv_sec,
-		      e->mtime.tv_nsec, etag && *etag ? etag : "-", p, target ? " " : "",
-		      target ? target : "") < 0
-		      ? -EIO
-		      : 0;
-out:
-	free(p);
-	free(etag);
-	free(target);
+	*o++ = ' ';
+	o += url_encode_to(o, path, true);
+	if (target) {
+		*o++ = ' ';
+		o += url_encode_to(o, target, false);
+	}
+	*o++ = '\n';
+	ret = fwrite(buf, 1, (size_t)(o - buf), out) == (size_t)(o - buf) ? 0 : -EIO;
+	if (buf != stack)
+		free(buf);
 	return ret;
 }
 
@@ -332,17 +365,24 @@ int manifest_write_tree(const char *dir, FILE *out, char *errbuf, size_t errlen)
 
 /* ---- the index ---- */
 
-/* One entry, 32 bytes. Its strings are in the arena at path_off: the path, then the ETag when
- * has_etag, then the target for a symlink, each NUL-terminated. */
+/* One entry, 24 bytes (ten million of them stay in memory for the mount's life). What is left
+ * is in the arena, before and at path_off: REC_PREFIX bytes (whether it has an ETag, then the
+ * bytes of the path before its last '/', 0 at the root, 16 bits little-endian), then the path,
+ * the ETag when it has one, and the target for a symlink, each NUL-terminated. */
 struct man_rec {
 	uint64_t size;
 	int64_t mtime_sec;
-	uint32_t mtime_nsec;
+	uint32_t mtime_nsec : 30;
+	uint32_t type : 2; /* enum remote_type */
 	uint32_t path_off;
-	uint16_t parent_bytes; /* of the path before its last '/' (0 at the root) */
-	uint8_t type;          /* enum remote_type */
-	bool has_etag;
 };
+
+#define REC_PREFIX 3
+
+_Static_assert(sizeof(struct man_rec) == 24, "a manifest record grew");
+
+static bool rec_has_etag(const struct manifest_index *m, const struct man_rec *r);
+static size_t rec_parent_bytes(const struct manifest_index *m, const struct man_rec *r);
 
 struct manifest_index {
 	char *arena;
@@ -369,13 +409,26 @@ static struct man_key key_of_path(const char *path)
 		.name = slash + 1 };
 }
 
+static bool rec_has_etag(const struct manifest_index *m, const struct man_rec *r)
+{
+	return m->arena[r->path_off - REC_PREFIX];
+}
+
+static size_t rec_parent_bytes(const struct manifest_index *m, const struct man_rec *r)
+{
+	const unsigned char *p = (const unsigned char *)m->arena + r->path_off - 2;
+
+	return (size_t)p[0] | (size_t)p[1] << 8;
+}
+
 static struct man_key key_of_rec(const struct manifest_index *m, const struct man_rec *r)
 {
 	const char *path = m->arena + r->path_off;
+	size_t parent_bytes = rec_parent_bytes(m, r);
 
 	return (struct man_key){ .parent = path,
-		.parent_bytes = r->parent_bytes,
-		.name = path + r->parent_bytes + (r->parent_bytes ? 1 : 0) };
+		.parent_bytes = parent_bytes,
+		.name = path + parent_bytes + (parent_bytes ? 1 : 0) };
 }
 
 static int parent_cmp(const struct man_key *a, const char *parent, size_t parent_bytes)
@@ -410,7 +463,8 @@ static void index_sort(struct manifest_index *m)
 		qsort_r(m->recs, m->nr_recs, sizeof(*m->recs), rec_cmp, m);
 }
 
-static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
+/* Appends bytes of s, then a NUL unless nul is false. */
+static int arena_put(struct manifest_index *m, const char *s, size_t bytes, bool nul)
 {
 	if (m->arena_bytes + bytes + 1 > UINT32_MAX)
 		return -EFBIG;
@@ -427,16 +481,25 @@ static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
 		m->arena_cap = cap;
 	}
 	memcpy(m->arena + m->arena_bytes, s, bytes);
-	m->arena[m->arena_bytes + bytes] = '\0';
-	m->arena_bytes += bytes + 1;
+	m->arena_bytes += bytes;
+	if (nul)
+		m->arena[m->arena_bytes++] = '\0';
 	return 0;
+}
+
+static int arena_add(struct manifest_index *m, const char *s, size_t bytes)
+{
+	return arena_put(m, s, bytes, true);
 }
 
 static int index_add(struct manifest_index *m, const char *path, size_t path_bytes,
 	const struct remote_entry *e)
 {
-	struct man_rec *r;
 	const char *slash = memrchr(path, '/', path_bytes);
+	size_t parent_bytes = slash ? (size_t)(slash - path) : 0;
+	char prefix[REC_PREFIX] = { e->etag != NULL, (char)(parent_bytes & 0xff),
+		(char)(parent_bytes >> 8) };
+	struct man_rec *r;
 	int ret;
 
 	if (m->nr_recs == m->cap_recs) {
@@ -448,15 +511,17 @@ static int index_add(struct manifest_index *m, const char *path, size_t path_byt
 		m->recs = v;
 		m->cap_recs = cap;
 	}
+	/* Paths are at most MANIFEST_MAX_PATH bytes, so parent_bytes fits its 16 bits. */
+	ret = arena_put(m, prefix, sizeof(prefix), false);
+	if (ret)
+		return ret;
 	r = &m->recs[m->nr_recs];
 	*r = (struct man_rec){
 		.path_off = (uint32_t)m->arena_bytes,
 		.size = e->size,
 		.mtime_sec = e->mtime.tv_sec,
 		.mtime_nsec = (uint32_t)e->mtime.tv_nsec,
-		.parent_bytes = slash ? (uint16_t)(slash - path) : 0,
-		.type = (uint8_t)e->type,
-		.has_etag = e->etag != NULL,
+		.type = (uint32_t)e->type,
 	};
 	ret = arena_add(m, path, path_bytes);
 	if (!ret && e->etag)
@@ -640,7 +705,7 @@ static struct remote_entry rec_entry(const struct manifest_index *m, const struc
 	};
 
 	s += strlen(s) + 1;
-	if (r->has_etag) {
+	if (rec_has_etag(m, r)) {
 		e.etag = s;
 		s += strlen(s) + 1;
 	}

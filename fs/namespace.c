@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,45 +25,71 @@
 /* What only a directory has: its listing. list_lock serialises listers of the directory (held
  * without ns->lock while the remote is asked; never taken while holding ns->lock); the rest is
  * protected by ns->lock. */
+/* What only a directory has: its path and its listing. list_lock serialises listers of the
+ * directory (held without ns->lock while the remote is asked; never taken while holding
+ * ns->lock); path never changes; the rest is protected by ns->lock. */
 struct ns_dirstate {
 	pthread_mutex_t list_lock;
-	struct ns_node **children; /* sorted by name */
+	char *path; /* the remote path, "" for the root */
+	char *etag;
+	/* The listing, sorted by name: nodes of inos first_ino .. first_ino + nr_children - 1
+	 * when children is NULL, else those of children. A first listing makes its nodes in
+	 * order, so at ten million entries no array of 8 bytes each is kept; a relist that
+	 * keeps some nodes of the one before needs the array (child_at). */
+	struct ns_node **children;
+	uint64_t first_ino;
 	size_t nr_children;
+	/* Live nodes whose parent this is, linked or not: a file's path is built from its
+	 * parent's, so a directory outlives each of its nodes (node_maybe_free). */
+	size_t nr_kids;
 	bool listed;
-	bool dirty;                /* the kept listing is older than children */
+	bool dirty; /* the kept listing is older than children: in ns->dirty */
+	struct ns_dirstate *dirty_prev, *dirty_next;
+	struct ns_node *node;      /* the directory's own */
 	struct timespec listed_at; /* CLOCK_MONOTONIC */
 };
 
-/* One file, directory or symlink, in one allocation with its path: there is one per entry seen,
- * ten million of them for a big dataset, so it holds only what every entry needs, and what one
- * type needs shares a union.
- * ino, parent_ino, type, name_off and path never change after creation (a relist that changes
- * an entry's type makes a new node). Everything else is protected by ns->lock.
+/* What a file or symlink has besides what every node has; NULL until one of them is set. */
+struct ns_extra {
+	char *etag;
+	char *aux; /* REMOTE_FILE: version at the previous open (keep_cache); SYMLINK: target */
+};
+
+/* Names this long or shorter (with their NUL) are kept in the node itself. */
+#define NS_NAME_INLINE 12
+
+/* One file, directory or symlink. There is one per entry seen, ten million of them for a big
+ * dataset, so a node is 56 bytes in a slot of the inode table (no allocation of its own, and
+ * its ino is where it sits), the name is in the node when it is short, and only a directory
+ * keeps its path: a file's is its parent's path and its name (node_path).
+ * parent_ino, type and the name never change after creation (a relist that changes an entry's
+ * type makes a new node). Everything else is protected by ns->lock.
  * A node lives while it is linked in its parent's listing, the kernel holds lookups on it
- * (nlookup), or someone holds a temporary reference (refs); the root lives until
- * namespace_free. */
+ * (nlookup), someone holds a temporary reference (refs), or, for a directory, one of its
+ * nodes lives (ds->nr_kids); the root lives until namespace_free. */
 struct ns_node {
-	uint64_t ino;
 	uint64_t parent_ino;
 	uint64_t size;
-	struct timespec mtime;
-	char *etag;
+	int64_t mtime_sec;
 	union {
-		char *last_open_version; /* REMOTE_FILE: version at the previous open (keep_cache) */
-		char *link_target;       /* REMOTE_SYMLINK: never NULL */
-		struct ns_dirstate *ds;  /* REMOTE_DIR: never NULL */
+		struct ns_extra *x;     /* REMOTE_FILE, REMOTE_SYMLINK: may be NULL */
+		struct ns_dirstate *ds; /* REMOTE_DIR: never NULL */
 	};
-	uint64_t nlookup;
-	uint32_t refs;
-	uint16_t name_off;        /* the name is path + name_off */
-	uint8_t type;             /* enum remote_type */
-	bool version_checked : 1; /* stat'ed since the last listing */
-	bool linked : 1;
-	bool kept : 1; /* scratch of listing_merge: reused by the new listing */
-	/* The remote path, then the name. The name is the path's last component, except for a
-	 * single-file source's one file: its path is "" and its name follows that NUL. */
-	char path[];
+	uint32_t mtime_nsec : 30;
+	uint32_t type : 2; /* enum remote_type */
+	/* Sticks at its maximum: a node looked up 4 billion times is never freed, rather than
+	 * freed while the kernel still knows it. */
+	uint32_t nlookup;
+	uint32_t refs : 27;
+	uint32_t live : 1; /* the slot holds a node */
+	uint32_t linked : 1;
+	uint32_t kept : 1;            /* scratch of listing_merge: reused by the new listing */
+	uint32_t version_checked : 1; /* stat'ed since the last listing */
+	uint32_t name_heap : 1;       /* name holds a pointer to the name, not the name */
+	char name[NS_NAME_INLINE];
 };
+
+_Static_assert(sizeof(struct ns_node) == 56, "a node grew: ten million of them are in memory");
 
 /* The table is protected by lock; remote, state_dir, ttl, uid, gid never change.
  * store_lock orders the writers of kept listings (a snapshot taken later is renamed later);
@@ -85,6 +113,9 @@ struct namespace
 	size_t nr_nodes;
 	uint64_t next_ino;
 	struct ns_node *root;
+	/* The directories whose kept listing is out of date, for namespace_sync: walking the
+	 * table for them each second read ten million nodes under the lock. */
+	struct ns_dirstate *dirty;
 };
 
 bool namespace_link_stays_inside(const char *dir_path, const char *target)
@@ -124,29 +155,145 @@ static double elapsed_s(const struct timespec *since)
 
 static const char *node_name(const struct ns_node *n)
 {
-	return n->path + n->name_off;
+	const char *p;
+
+	if (!n->name_heap)
+		return n->name;
+	memcpy(&p, n->name, sizeof(p));
+	return p;
+}
+
+static struct timespec node_mtime(const struct ns_node *n)
+{
+	return (struct timespec){ .tv_sec = (time_t)n->mtime_sec, .tv_nsec = n->mtime_nsec };
+}
+
+static void node_set_mtime(struct ns_node *n, const struct timespec *t)
+{
+	n->mtime_sec = t->tv_sec;
+	n->mtime_nsec = (uint32_t)t->tv_nsec & ((1u << 30) - 1);
+}
+
+static const char *node_etag(const struct ns_node *n)
+{
+	if (n->type == REMOTE_DIR)
+		return n->ds->etag;
+	return n->x ? n->x->etag : NULL;
+}
+
+static const char *node_aux(const struct ns_node *n)
+{
+	return n->type != REMOTE_DIR && n->x ? n->x->aux : NULL;
+}
+
+/* The symlink's target ("" when there is none). */
+static const char *node_link_target(const struct ns_node *n)
+{
+	const char *t = node_aux(n);
+
+	return t ? t : "";
+}
+
+/* Replaces *dst by a copy of src (NULL: none); -ENOMEM leaves NULL. */
+static int set_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = src ? strdup(src) : NULL;
+	return src && !*dst ? -ENOMEM : 0;
+}
+
+static char **node_slot(struct ns_node *n, bool etag, bool want)
+{
+	if (n->type == REMOTE_DIR)
+		return etag ? &n->ds->etag : NULL;
+	if (!n->x && (!want || !(n->x = calloc(1, sizeof(*n->x)))))
+		return NULL;
+	return etag ? &n->x->etag : &n->x->aux;
+}
+
+static int node_set_etag(struct ns_node *n, const char *etag)
+{
+	char **slot = node_slot(n, true, etag != NULL);
+
+	if (!slot)
+		return etag ? -ENOMEM : 0;
+	return set_str(slot, etag);
+}
+
+static int node_set_aux(struct ns_node *n, const char *aux)
+{
+	char **slot = node_slot(n, false, aux != NULL);
+
+	if (!slot)
+		return aux ? -ENOMEM : 0;
+	return set_str(slot, aux);
+}
+
+static void node_count_lookup(struct ns_node *n)
+{
+	if (n->nlookup != UINT32_MAX)
+		n->nlookup++;
 }
 
 /* ---- inode table (callers hold ns->lock) ---- */
 
 /* Inode numbers are handed out in order and never reused, so one number never names two
- * entries, and the table is an array indexed by them, in pages so that it grows without
- * moving: 8 bytes per entry, where a hash table took 20 (its chain pointer and its load
- * factor). A page whose nodes are all gone is freed. */
-#define NS_PAGE_NODES 1024 /* 8 KiB */
+ * entries, and the table is an array of nodes indexed by them, in pages so that it grows
+ * without moving. A page is NS_PAGE_BYTES, aligned to its size, so a node's ino follows from
+ * its address. Pages come from mmap: malloc would round each up or keep the alignment's
+ * slack. A page whose nodes are all gone is unmapped. */
+#define NS_PAGE_BYTES ((size_t)1 << 18)
 
 struct ns_page {
+	uint64_t first_ino;
 	size_t nr_live;
-	struct ns_node *slot[NS_PAGE_NODES];
+	struct ns_node nodes[];
 };
+
+#define NS_PAGE_NODES ((NS_PAGE_BYTES - sizeof(struct ns_page)) / sizeof(struct ns_node))
+
+static struct ns_page *page_new(uint64_t first_ino)
+{
+	char *p = mmap(NULL, 2 * NS_PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		-1, 0);
+	uintptr_t at, end;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Mapped twice the size, then trimmed to the aligned page inside. */
+	at = ((uintptr_t)p + NS_PAGE_BYTES - 1) & ~(uintptr_t)(NS_PAGE_BYTES - 1);
+	end = (uintptr_t)p + 2 * NS_PAGE_BYTES;
+	if (at > (uintptr_t)p)
+		munmap(p, at - (uintptr_t)p);
+	if (end > at + NS_PAGE_BYTES)
+		munmap((void *)(at + NS_PAGE_BYTES), end - at - NS_PAGE_BYTES);
+	((struct ns_page *)at)->first_ino = first_ino;
+	return (struct ns_page *)at;
+}
+
+static void page_free(struct ns_page *page)
+{
+	if (page)
+		munmap(page, NS_PAGE_BYTES);
+}
+
+static uint64_t node_ino(const struct ns_node *n)
+{
+	const struct ns_page *page =
+		(const struct ns_page *)((uintptr_t)n & ~(uintptr_t)(NS_PAGE_BYTES - 1));
+
+	return page->first_ino + (uint64_t)(n - page->nodes);
+}
 
 static struct ns_node *table_find(struct namespace *ns, uint64_t ino)
 {
 	size_t p = (size_t)(ino / NS_PAGE_NODES);
+	struct ns_node *n;
 
 	if (p >= ns->nr_pages || !ns->pages[p])
 		return NULL;
-	return ns->pages[p]->slot[ino % NS_PAGE_NODES];
+	n = &ns->pages[p]->nodes[ino % NS_PAGE_NODES];
+	return n->live ? n : NULL;
 }
 
 /* The live node with the smallest ino >= *ino, advancing *ino past it; NULL after the last. */
@@ -160,128 +307,236 @@ static struct ns_node *table_next(struct namespace *ns, uint64_t *ino)
 			*ino = (*ino / NS_PAGE_NODES + 1) * NS_PAGE_NODES;
 			continue;
 		}
-		n = page->slot[(*ino)++ % NS_PAGE_NODES];
-		if (n)
+		n = &page->nodes[(*ino)++ % NS_PAGE_NODES];
+		if (n->live)
 			return n;
 	}
 	return NULL;
 }
 
-static int table_add(struct namespace *ns, struct ns_node *n)
+/* A zeroed live node at the next ino. */
+static struct ns_node *table_add(struct namespace *ns)
 {
 	size_t p = (size_t)(ns->next_ino / NS_PAGE_NODES);
+	struct ns_node *n;
 
 	if (p >= ns->nr_pages) {
 		size_t nr = ns->nr_pages ? ns->nr_pages * 2 : 16;
 		struct ns_page **v = realloc(ns->pages, nr * sizeof(*v));
 
 		if (!v)
-			return -ENOMEM;
+			return NULL;
 		memset(v + ns->nr_pages, 0, (nr - ns->nr_pages) * sizeof(*v));
 		ns->pages = v;
 		ns->nr_pages = nr;
 	}
-	if (!ns->pages[p] && !(ns->pages[p] = calloc(1, sizeof(*ns->pages[p]))))
-		return -ENOMEM;
-	n->ino = ns->next_ino++;
-	ns->pages[p]->slot[n->ino % NS_PAGE_NODES] = n;
+	if (!ns->pages[p] && !(ns->pages[p] = page_new((uint64_t)p * NS_PAGE_NODES)))
+		return NULL;
+	n = &ns->pages[p]->nodes[ns->next_ino++ % NS_PAGE_NODES];
+	n->live = true;
 	ns->pages[p]->nr_live++;
 	ns->nr_nodes++;
-	return 0;
+	return n;
 }
 
 static void table_remove(struct namespace *ns, struct ns_node *n)
 {
-	size_t p = (size_t)(n->ino / NS_PAGE_NODES);
+	uint64_t ino = node_ino(n);
+	size_t p = (size_t)(ino / NS_PAGE_NODES);
 	struct ns_page *page = ns->pages[p];
 
-	page->slot[n->ino % NS_PAGE_NODES] = NULL;
-	/* The page that next_ino is filling stays, or the next node would allocate it again. */
+	memset(n, 0, sizeof(*n));
+	/* The page that next_ino is filling stays, or the next node would map it again. */
 	if (!--page->nr_live && p != ns->next_ino / NS_PAGE_NODES) {
-		free(page);
+		page_free(page);
 		ns->pages[p] = NULL;
 	}
 	ns->nr_nodes--;
 }
 
-static void node_free(struct ns_node *n)
+static void dir_mark_dirty(struct namespace *ns, struct ns_dirstate *ds)
 {
-	if (!n)
+	if (ds->dirty)
 		return;
+	ds->dirty = true;
+	ds->dirty_prev = NULL;
+	ds->dirty_next = ns->dirty;
+	if (ns->dirty)
+		ns->dirty->dirty_prev = ds;
+	ns->dirty = ds;
+}
+
+static void dir_clear_dirty(struct namespace *ns, struct ns_dirstate *ds)
+{
+	if (!ds->dirty)
+		return;
+	ds->dirty = false;
+	if (ds->dirty_prev)
+		ds->dirty_prev->dirty_next = ds->dirty_next;
+	else
+		ns->dirty = ds->dirty_next;
+	if (ds->dirty_next)
+		ds->dirty_next->dirty_prev = ds->dirty_prev;
+	ds->dirty_prev = ds->dirty_next = NULL;
+}
+
+/* Frees what n owns; its slot stays (namespace_free) or is cleared by table_remove. */
+static void node_done(struct namespace *ns, struct ns_node *n)
+{
+	if (n->name_heap)
+		free((char *)node_name(n));
 	if (n->type == REMOTE_DIR && n->ds) {
+		dir_clear_dirty(ns, n->ds);
 		pthread_mutex_destroy(&n->ds->list_lock);
+		free(n->ds->path);
+		free(n->ds->etag);
 		free(n->ds->children);
 		free(n->ds);
-	} else if (n->type == REMOTE_SYMLINK) {
-		free(n->link_target);
-	} else if (n->type == REMOTE_FILE) {
-		free(n->last_open_version);
+	} else if (n->type != REMOTE_DIR && n->x) {
+		free(n->x->etag);
+		free(n->x->aux);
+		free(n->x);
 	}
-	free(n->etag);
-	free(n);
+}
+
+/* The node at index i of a directory's listing (i < nr_children). */
+static struct ns_node *child_at(struct namespace *ns, const struct ns_dirstate *ds, size_t i)
+{
+	return ds->children ? ds->children[i] : table_find(ns, ds->first_ino + i);
 }
 
 static void node_maybe_free(struct namespace *ns, struct ns_node *n);
 
-/* Drops n's children from its listing (n itself is going away or being relisted). */
-static void unlink_children(struct namespace *ns, struct ns_node **children, size_t nr)
+/* Empties a directory's listing: its nodes are unlinked, and freed unless held or kept (by
+ * listing_merge, which clears kept). */
+static void unlink_listing(struct namespace *ns, struct ns_dirstate *ds)
 {
+	struct ns_node **kids = ds->children;
+	uint64_t first = ds->first_ino;
+	size_t nr = ds->nr_children;
+
+	ds->children = NULL;
+	ds->nr_children = 0;
 	for (size_t i = 0; i < nr; i++) {
-		children[i]->linked = false;
-		node_maybe_free(ns, children[i]);
+		struct ns_node *c = kids ? kids[i] : table_find(ns, first + i);
+
+		if (c->kept) {
+			c->kept = false;
+			continue;
+		}
+		c->linked = false;
+		node_maybe_free(ns, c);
 	}
+	free(kids);
 }
 
 static void node_maybe_free(struct namespace *ns, struct ns_node *n)
 {
+	struct ns_node *parent;
+
 	if (n == ns->root || n->linked || n->nlookup || n->refs)
 		return;
+	if (n->type == REMOTE_DIR && n->ds->nr_children) {
+		/* The listing goes: its nodes are unlinked (and freed unless held). The
+		 * count held here keeps n while they go, since each one freed looks at n. */
+		n->ds->nr_kids++;
+		unlink_listing(ns, n->ds);
+		n->ds->listed = false;
+		n->ds->nr_kids--;
+	}
+	if (n->type == REMOTE_DIR && n->ds->nr_kids)
+		return; /* a node of it still lives, and its path is built from n's */
+	parent = table_find(ns, n->parent_ino);
+	node_done(ns, n);
 	table_remove(ns, n);
-	if (n->type == REMOTE_DIR)
-		unlink_children(ns, n->ds->children, n->ds->nr_children);
-	node_free(n);
+	if (parent && parent->type == REMOTE_DIR) {
+		parent->ds->nr_kids--;
+		node_maybe_free(ns, parent);
+	}
 }
 
-static void set_str(char **dst, const char *src)
+/* Drops nodes from a listing being replaced: unlinked, freed unless held. */
+static void unlink_nodes(struct namespace *ns, struct ns_node **nodes, size_t nr)
 {
-	free(*dst);
-	*dst = src ? strdup(src) : NULL;
+	for (size_t i = 0; i < nr; i++) {
+		if (nodes[i]->kept) {
+			nodes[i]->kept = false;
+			continue;
+		}
+		nodes[i]->linked = false;
+		node_maybe_free(ns, nodes[i]);
+	}
 }
 
-static struct ns_node *node_new(struct namespace *ns, uint64_t parent_ino, const char *dir_path,
+/* The remote path of n, newly allocated: a directory's own, else its parent's path and its
+ * name; "" for a single-file source's file. Caller holds ns->lock. */
+static char *node_path(struct namespace *ns, struct ns_node *n)
+{
+	struct ns_node *parent;
+	const char *dir;
+	char *p;
+
+	if (n->type == REMOTE_DIR)
+		return strdup(n->ds->path);
+	if (ns->single_file)
+		return strdup("");
+	parent = table_find(ns, n->parent_ino);
+	dir = parent && parent->type == REMOTE_DIR ? parent->ds->path : "";
+	if (asprintf(&p, "%s%s%s", dir, *dir ? "/" : "", node_name(n)) < 0)
+		return NULL;
+	return p;
+}
+
+/* A new node for e in directory parent (NULL for the root), in the table. Caller holds
+ * ns->lock. */
+static struct ns_node *node_new(struct namespace *ns, struct ns_node *parent,
 	const struct remote_entry *e)
 {
-	size_t dir_bytes = ns->single_file ? 0 : strlen(dir_path), name_bytes = strlen(e->name);
-	size_t name_off = ns->single_file ? 1 : dir_bytes ? dir_bytes + 1 : 0;
-	struct ns_node *n;
+	size_t name_bytes = strlen(e->name) + 1;
+	struct ns_node *n = table_add(ns);
 
-	/* No store hands out a directory path of 64 KiB (PATH_MAX is 4 KiB). */
-	if (name_off > UINT16_MAX)
-		return NULL;
-	n = calloc(1, offsetof(struct ns_node, path) + name_off + name_bytes + 1);
 	if (!n)
 		return NULL;
-	if (dir_bytes) {
-		memcpy(n->path, dir_path, dir_bytes);
-		n->path[dir_bytes] = '/';
+	if (name_bytes <= NS_NAME_INLINE) {
+		memcpy(n->name, e->name, name_bytes);
+	} else {
+		char *heap = strdup(e->name);
+
+		if (!heap)
+			goto err;
+		memcpy(n->name, &heap, sizeof(heap));
+		n->name_heap = true;
 	}
-	memcpy(n->path + name_off, e->name, name_bytes + 1);
-	n->name_off = (uint16_t)name_off;
-	n->parent_ino = parent_ino;
-	n->type = (uint8_t)e->type;
+	n->parent_ino = parent ? node_ino(parent) : NS_ROOT_INO;
+	n->type = e->type;
 	n->size = e->size;
-	n->mtime = e->mtime;
-	n->etag = e->etag ? strdup(e->etag) : NULL;
-	if (n->type == REMOTE_SYMLINK)
-		n->link_target = strdup(e->link_target ? e->link_target : "");
-	else if (n->type == REMOTE_DIR && (n->ds = calloc(1, sizeof(*n->ds))))
+	node_set_mtime(n, &e->mtime);
+	if (n->type == REMOTE_DIR) {
+		const char *dir = parent ? parent->ds->path : "";
+
+		n->ds = calloc(1, sizeof(*n->ds));
+		if (!n->ds)
+			goto err;
 		pthread_mutex_init(&n->ds->list_lock, NULL);
-	if ((e->etag && !n->etag) || (n->type == REMOTE_SYMLINK && !n->link_target) ||
-		(n->type == REMOTE_DIR && !n->ds)) {
-		node_free(n);
-		return NULL;
+		n->ds->node = n;
+		if (!parent)
+			n->ds->path = strdup("");
+		else if (asprintf(&n->ds->path, "%s%s%s", dir, *dir ? "/" : "", e->name) < 0)
+			n->ds->path = NULL;
+		if (!n->ds->path)
+			goto err;
 	}
+	if (node_set_etag(n, e->etag) ||
+		(n->type == REMOTE_SYMLINK &&
+			node_set_aux(n, e->link_target ? e->link_target : "")))
+		goto err;
+	if (parent)
+		parent->ds->nr_kids++;
 	return n;
+err:
+	node_done(ns, n);
+	table_remove(ns, n);
+	return NULL;
 }
 
 /* ---- listings ---- */
@@ -369,19 +624,28 @@ static int cmp_entry(const void *a, const void *b)
 		((const struct remote_entry *)b)->name);
 }
 
-static int cmp_child(const void *key, const void *elem)
+/* The node named name in dir's listing and its index there, or NULL. Caller holds ns->lock. */
+static struct ns_node *find_child(struct namespace *ns, struct ns_node *dir, const char *name,
+	size_t *index)
 {
-	return strcmp(key, node_name(*(struct ns_node *const *)elem));
-}
+	size_t lo = 0, hi = dir->ds->nr_children;
 
-/* bsearch of a directory's children; NULL-safe for an empty listing (bsearch's base must not
- * be NULL even when there is nothing to search). */
-static struct ns_node **find_child(struct ns_node *dir, const char *name)
-{
-	if (!dir->ds->nr_children)
-		return NULL;
-	return bsearch(name, dir->ds->children, dir->ds->nr_children, sizeof(*dir->ds->children),
-		cmp_child);
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct ns_node *c = child_at(ns, dir->ds, mid);
+		int cmp = strcmp(name, node_name(c));
+
+		if (!cmp) {
+			if (index)
+				*index = mid;
+			return c;
+		}
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
 }
 
 static char *listing_file(struct namespace *ns, const char *path)
@@ -484,7 +748,7 @@ out:
 }
 
 /* The text of dir's listing (manifest format) in a new buffer. Caller holds ns->lock. */
-static int listing_snapshot(struct ns_node *dir, char **text, size_t *len)
+static int listing_snapshot(struct namespace *ns, struct ns_node *dir, char **text, size_t *len)
 {
 	FILE *f = open_memstream(text, len);
 	int ret;
@@ -493,13 +757,14 @@ static int listing_snapshot(struct ns_node *dir, char **text, size_t *len)
 		return -ENOMEM;
 	ret = manifest_write_header(f);
 	for (size_t i = 0; !ret && i < dir->ds->nr_children; i++) {
-		struct ns_node *c = dir->ds->children[i];
+		struct ns_node *c = child_at(ns, dir->ds, i);
 		struct remote_entry e = {
 			.type = c->type,
 			.size = c->size,
-			.mtime = c->mtime,
-			.etag = c->etag,
-			.link_target = c->type == REMOTE_SYMLINK ? c->link_target : NULL,
+			.mtime = node_mtime(c),
+			.etag = (char *)node_etag(c),
+			.link_target =
+				c->type == REMOTE_SYMLINK ? (char *)node_link_target(c) : NULL,
 		};
 
 		ret = manifest_write_entry(f, node_name(c), &e);
@@ -528,21 +793,46 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Writes one kept listing: temporary file made 0600 whatever the umask, fsync, rename over
- * the old one, fsync of the directory; a crash leaves the old file or the new one, never a
- * torn one. Caller holds ns->store_lock, not ns->lock (the disk is slow; lookups go on). */
-static int listing_write(struct namespace *ns, const char *dir_path, const char *text, size_t len)
-{
-	char *file = listing_file(ns, dir_path), *tmp = NULL;
-	int fd = -1, ret;
+/* A kept listing is written in two steps, so that a pass over many pays for one journal
+ * commit, not one each (ext4 commits all files written so far at the first fsync; the others'
+ * are then cheap): listing_write_tmp writes the text to a temporary file made 0600 whatever
+ * the umask, listing_commit fsyncs it and renames it over the old one, and the pass ends with
+ * one fsync of the directory. A crash leaves the old file or the new one, never a torn one.
+ * Callers hold ns->store_lock, not ns->lock (the disk is slow; lookups go on). */
+struct listing_file_pair {
+	char *tmp, *file;
+	char *dir_path;
+};
 
-	if (!file || asprintf(&tmp, "%s.tmp.%d", file, (int)gettid()) < 0) {
-		tmp = NULL;
+static void listing_pair_done(struct listing_file_pair *f)
+{
+	free(f->tmp);
+	free(f->file);
+	free(f->dir_path);
+	memset(f, 0, sizeof(*f));
+}
+
+static void listing_warn(struct namespace *ns, const char *dir_path, int err)
+{
+	log_warn("cannot keep the listing of '/%s' in %s: %s", dir_path, ns->state_dir,
+		strerror(-err));
+}
+
+/* The pair is filled (and the caller's to free) on success only. */
+static int listing_write_tmp(struct namespace *ns, const char *dir_path, const char *text,
+	size_t len, struct listing_file_pair *out)
+{
+	struct listing_file_pair f = { .file = listing_file(ns, dir_path),
+		.dir_path = strdup(dir_path) };
+	int fd, ret;
+
+	if (!f.file || !f.dir_path || asprintf(&f.tmp, "%s.tmp.%d", f.file, (int)gettid()) < 0) {
+		f.tmp = NULL;
 		ret = -ENOMEM;
 		goto out;
 	}
-	unlink(tmp); /* one left by a crash of a thread with this id */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	unlink(f.tmp); /* one left by a crash of a thread with this id */
+	fd = open(f.tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		goto out;
@@ -550,62 +840,54 @@ static int listing_write(struct namespace *ns, const char *dir_path, const char 
 	ret = fchmod(fd, 0600) ? -errno : 0;
 	if (!ret)
 		ret = write_all(fd, text, len);
-	if (!ret && fsync(fd))
-		ret = -errno;
 	if (close(fd) && !ret)
 		ret = -errno;
-	fd = -1;
-	if (!ret && rename(tmp, file))
+	if (ret)
+		unlink(f.tmp);
+out:
+	if (ret) {
+		listing_warn(ns, dir_path, ret);
+		listing_pair_done(&f);
+	} else {
+		*out = f;
+	}
+	return ret;
+}
+
+static int listing_commit(struct namespace *ns, struct listing_file_pair *f)
+{
+	int fd = open(f->tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = 0;
+
+	if (fd < 0 || fsync(fd))
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (!ret && rename(f->tmp, f->file))
 		ret = -errno;
 	if (ret) {
-		unlink(tmp);
-		goto out;
+		unlink(f->tmp);
+		listing_warn(ns, f->dir_path, ret);
 	}
-	fd = open(ns->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return ret;
+}
+
+static void state_dir_fsync(struct namespace *ns)
+{
+	int fd = open(ns->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
 	if (fd >= 0) {
 		fsync(fd);
 		close(fd);
 	}
-out:
-	if (ret)
-		log_warn("cannot keep the listing of '/%s' in %s: %s", dir_path, ns->state_dir,
-			strerror(-ret));
-	free(tmp);
-	free(file);
-	return ret;
-}
-
-/* Keeps dir's listing on disk now. Caller holds neither ns->lock nor ns->store_lock, and a
- * reference on dir. */
-static int listing_store(struct namespace *ns, struct ns_node *dir)
-{
-	char *text = NULL;
-	size_t len = 0;
-	int ret;
-
-	pthread_mutex_lock(&ns->store_lock);
-	pthread_mutex_lock(&ns->lock);
-	ret = listing_snapshot(dir, &text, &len);
-	if (!ret)
-		dir->ds->dirty = false;
-	pthread_mutex_unlock(&ns->lock);
-	if (!ret)
-		ret = listing_write(ns, dir->path, text, len);
-	if (ret) {
-		pthread_mutex_lock(&ns->lock);
-		dir->ds->dirty = true;
-		pthread_mutex_unlock(&ns->lock);
-	}
-	pthread_mutex_unlock(&ns->store_lock);
-	free(text);
-	return ret;
 }
 
 static bool same_version(const struct ns_node *n, const struct remote_entry *e)
 {
-	return n->size == e->size && n->mtime.tv_sec == e->mtime.tv_sec &&
-	       n->mtime.tv_nsec == e->mtime.tv_nsec &&
-	       ((!n->etag && !e->etag) || (n->etag && e->etag && !strcmp(n->etag, e->etag)));
+	const char *etag = node_etag(n);
+
+	return n->size == e->size && n->mtime_sec == e->mtime.tv_sec &&
+	       n->mtime_nsec == e->mtime.tv_nsec &&
+	       ((!etag && !e->etag) || (etag && e->etag && !strcmp(etag, e->etag)));
 }
 
 /* Replaces dir's children by the entries of l, keeping the nodes (and inode numbers) of names
@@ -621,36 +903,28 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		qsort(l->entries, l->nr, sizeof(*l->entries), cmp_entry);
 	for (size_t i = 0; i < l->nr; i++) {
 		struct remote_entry *e = &l->entries[i];
-		struct ns_node **old, *n;
+		struct ns_node *old, *n;
 
 		/* Duplicates (an S3 key next to a prefix of the same name): the first wins. */
 		if (nr && !strcmp(node_name(kids[nr - 1]), e->name))
 			continue;
-		old = find_child(dir, e->name);
-		if (old && (*old)->type == e->type) {
-			n = *old;
+		old = find_child(ns, dir, e->name, NULL);
+		if (old && old->type == e->type) {
+			n = old;
 			if (!same_version(n, e)) {
 				n->size = e->size;
-				n->mtime = e->mtime;
-				set_str(&n->etag, e->etag);
+				node_set_mtime(n, &e->mtime);
+				node_set_etag(n, e->etag); /* out of memory: no ETag */
 			}
 			if (n->type == REMOTE_SYMLINK)
-				set_str(&n->link_target, e->link_target);
+				node_set_aux(n, e->link_target);
 			n->version_checked = false;
 			n->kept = true;
 		} else {
-			n = node_new(ns, dir->ino, dir->path, e);
-			if (!n || table_add(ns, n)) {
-				node_free(n);
+			n = node_new(ns, dir, e);
+			if (!n) {
 				/* Undo: the old listing stays, the new nodes go. */
-				for (size_t k = 0; k < nr; k++) {
-					if (kids[k]->kept) {
-						kids[k]->kept = false;
-						continue;
-					}
-					kids[k]->linked = false;
-					node_maybe_free(ns, kids[k]);
-				}
+				unlink_nodes(ns, kids, nr);
 				free(kids);
 				return -ENOMEM;
 			}
@@ -658,17 +932,18 @@ static int listing_merge(struct namespace *ns, struct ns_node *dir, struct listi
 		n->linked = true;
 		kids[nr++] = n;
 	}
-	for (size_t i = 0; i < dir->ds->nr_children; i++) {
-		if (dir->ds->children[i]->kept) {
-			dir->ds->children[i]->kept = false;
-			continue;
-		}
-		dir->ds->children[i]->linked = false;
-		node_maybe_free(ns, dir->ds->children[i]);
-	}
-	free(dir->ds->children);
-	dir->ds->children = kids;
+	unlink_listing(ns, dir->ds);
 	dir->ds->nr_children = nr;
+	dir->ds->first_ino = nr ? node_ino(kids[0]) : 0;
+	for (size_t i = 1; i < nr && kids; i++) {
+		if (node_ino(kids[i]) != dir->ds->first_ino + i) {
+			struct ns_node **v = realloc(kids, nr * sizeof(*kids));
+
+			dir->ds->children = v ? v : kids;
+			kids = NULL;
+		}
+	}
+	free(kids); /* NULL when the array is kept */
 	dir->ds->listed = true;
 	clock_gettime(CLOCK_MONOTONIC, &dir->ds->listed_at);
 	return 0;
@@ -717,13 +992,13 @@ static int list_single_file(struct namespace *ns, struct listing *l)
 	return ret;
 }
 
-/* Makes dir's listing fresh: from the remote when online (kept on disk on success; on
+/* Makes dir's listing fresh: from the remote when online (kept on disk at the next sync; on
  * failure the previous listing, or the kept one, is served with a warning), from the kept
  * listing when offline. Takes dir->ds->list_lock; caller holds a reference on dir but not
  * ns->lock. */
 static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 {
-	struct listing l = { .ns = ns, .dir_path = dir->path };
+	struct listing l = { .ns = ns, .dir_path = dir->ds->path };
 	bool fresh;
 	int ret = 0;
 
@@ -738,17 +1013,20 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 		if (ns->single_file && dir == ns->root)
 			ret = list_single_file(ns, &l);
 		else
-			ret = ns->remote->ops->list(ns->remote, dir->path, listing_add, &l);
+			ret = ns->remote->ops->list(ns->remote, dir->ds->path, listing_add, &l);
 		if (!ret) {
 			if (l.nr_unsafe)
 				log_warn("skipped %zu unsafe name%s in '/%s' (such as '%s')",
-					l.nr_unsafe, l.nr_unsafe > 1 ? "s" : "", dir->path,
+					l.nr_unsafe, l.nr_unsafe > 1 ? "s" : "", dir->ds->path,
 					l.first_unsafe ? l.first_unsafe : "");
+			/* Kept on disk by the next namespace_sync (the daemon's syncer, or the
+			 * unmount): a lister does not wait for an fsync, which at a thousand
+			 * directories was seconds of a `find`. */
 			pthread_mutex_lock(&ns->lock);
 			ret = listing_merge(ns, dir, &l);
-			pthread_mutex_unlock(&ns->lock);
 			if (!ret)
-				listing_store(ns, dir);
+				dir_mark_dirty(ns, dir->ds);
+			pthread_mutex_unlock(&ns->lock);
 			goto out;
 		}
 		listing_done(&l);
@@ -756,20 +1034,20 @@ static int dir_refresh(struct namespace *ns, struct ns_node *dir)
 		if (dir->ds->listed) {
 			/* Keep serving the old listing; try again after another ttl. */
 			log_warn("cannot list '/%s' again (%s); keeping the previous listing",
-				dir->path, strerror(-ret));
+				dir->ds->path, strerror(-ret));
 			clock_gettime(CLOCK_MONOTONIC, &dir->ds->listed_at);
 			ret = 0;
 			pthread_mutex_unlock(&ns->lock);
 			goto out;
 		}
 		pthread_mutex_unlock(&ns->lock);
-		log_warn("cannot list '/%s': %s", dir->path, strerror(-ret));
+		log_warn("cannot list '/%s': %s", dir->ds->path, strerror(-ret));
 	}
-	ret = listing_load(ns, dir->path, &l);
+	ret = listing_load(ns, dir->ds->path, &l);
 	if (ret) {
 		if (ret == -ENOENT && !ns->remote)
 			log_warn("'/%s' was never listed while online; it is empty offline",
-				dir->path);
+				dir->ds->path);
 		ret = ns->remote ? -EIO : 0;
 		if (!ns->remote) {
 			/* Offline and never listed: an empty directory, said once. */
@@ -870,14 +1148,11 @@ int namespace_new(struct namespace **out, const struct namespace_config *cfg)
 		if (ret)
 			goto err;
 	}
-	ns->root = node_new(ns, NS_ROOT_INO, "", &re);
-	if (!ns->root || table_add(ns, ns->root)) {
-		node_free(ns->root);
-		ns->root = NULL;
+	ns->root = node_new(ns, NULL, &re);
+	if (!ns->root) {
 		ret = -ENOMEM;
 		goto err;
 	}
-	ns->root->type = REMOTE_DIR;
 	*out = ns;
 	return 0;
 err:
@@ -895,10 +1170,10 @@ void namespace_free(struct namespace *ns)
 
 		namespace_sync(ns);
 		while ((n = table_next(ns, &ino)))
-			node_free(n);
+			node_done(ns, n);
 	}
 	for (size_t i = 0; i < ns->nr_pages; i++)
-		free(ns->pages[i]);
+		page_free(ns->pages[i]);
 	free(ns->pages);
 	free(ns->source);
 	free(ns->state_dir);
@@ -907,65 +1182,85 @@ void namespace_free(struct namespace *ns)
 	free(ns);
 }
 
-/* A listing to write, taken under ns->lock and written after it is dropped. */
-struct pending_listing {
-	uint64_t ino;
-	char *path;
-	char *text;
-	size_t len;
-};
-
+/* One snapshot at a time: a snapshot of the 100,000-entry directory is megabytes, and the
+ * syncer's malloc arena kept what a batch of them took (100 MiB more RSS at ten million
+ * files); what it took is given back after. Each is written to its temporary file at once,
+ * and all are committed at the end (listing_write_tmp). A listing that cannot be written is
+ * marked dirty again after the pass, so that one pass never retries it. */
 int namespace_sync(struct namespace *ns)
 {
-	struct pending_listing *v = NULL;
-	struct ns_node *n;
+	struct listing_file_pair *files = NULL;
+	uint64_t *inos = NULL;
 	size_t nr = 0, cap = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&ns->store_lock);
-	pthread_mutex_lock(&ns->lock);
-	for (uint64_t ino = 0; (n = table_next(ns, &ino));) {
-		struct pending_listing *p;
+	for (;;) {
+		struct ns_node *n;
+		char *path = NULL, *text = NULL;
+		size_t len = 0;
+		int r;
 
-		if (n->type != REMOTE_DIR || !n->ds->dirty)
-			continue;
 		if (nr == cap) {
-			cap = cap ? cap * 2 : 16;
-			p = realloc(v, cap * sizeof(*v));
-			if (!p) {
+			size_t c = cap ? cap * 2 : 16;
+			struct listing_file_pair *f = realloc(files, c * sizeof(*f));
+			uint64_t *v = f ? realloc(inos, c * sizeof(*v)) : NULL;
+
+			if (f)
+				files = f;
+			if (!v) {
 				ret = -ENOMEM;
 				break;
 			}
-			v = p;
+			inos = v;
+			cap = c;
 		}
-		p = &v[nr];
-		p->ino = n->ino;
-		p->path = strdup(n->path);
-		if (!p->path || listing_snapshot(n, &p->text, &p->len)) {
-			free(p->path);
-			ret = -ENOMEM;
+		pthread_mutex_lock(&ns->lock);
+		if (!ns->dirty) {
+			pthread_mutex_unlock(&ns->lock);
 			break;
 		}
-		n->ds->dirty = false;
+		n = ns->dirty->node;
+		inos[nr] = node_ino(n);
+		path = strdup(n->ds->path);
+		r = path ? listing_snapshot(ns, n, &text, &len) : -ENOMEM;
+		if (!r)
+			dir_clear_dirty(ns, n->ds);
+		pthread_mutex_unlock(&ns->lock);
+		if (!r)
+			r = listing_write_tmp(ns, path, text, len, &files[nr]);
+		free(path);
+		free(text);
+		if (r) {
+			ret = ret ? ret : r;
+			memset(&files[nr], 0, sizeof(files[nr])); /* no file: marked dirty again */
+		}
 		nr++;
+		if (r == -ENOMEM)
+			break;
+	}
+	for (size_t i = 0; i < nr; i++) {
+		if (files[i].tmp && listing_commit(ns, &files[i])) {
+			ret = ret ? ret : -EIO;
+			listing_pair_done(&files[i]);
+		}
+	}
+	if (nr)
+		state_dir_fsync(ns);
+	pthread_mutex_lock(&ns->lock);
+	for (size_t i = 0; i < nr; i++) {
+		struct ns_node *n = files[i].tmp ? NULL : table_find(ns, inos[i]);
+
+		if (n)
+			dir_mark_dirty(ns, n->ds);
+		listing_pair_done(&files[i]);
 	}
 	pthread_mutex_unlock(&ns->lock);
-	for (size_t i = 0; i < nr; i++) {
-		int r = listing_write(ns, v[i].path, v[i].text, v[i].len);
-
-		if (r) {
-			pthread_mutex_lock(&ns->lock);
-			n = table_find(ns, v[i].ino);
-			if (n)
-				n->ds->dirty = true;
-			pthread_mutex_unlock(&ns->lock);
-			ret = ret ? ret : r;
-		}
-		free(v[i].path);
-		free(v[i].text);
-	}
 	pthread_mutex_unlock(&ns->store_lock);
-	free(v);
+	free(files);
+	free(inos);
+	if (nr)
+		malloc_trim(0);
 	return ret;
 }
 
@@ -1005,7 +1300,7 @@ void namespace_put(struct namespace *ns, struct ns_node *n)
 static void stat_locked(struct namespace *ns, struct ns_node *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = n->ino;
+	st->st_ino = node_ino(n);
 	st->st_uid = ns->uid;
 	st->st_gid = ns->gid;
 	switch (n->type) {
@@ -1016,7 +1311,7 @@ static void stat_locked(struct namespace *ns, struct ns_node *n, struct stat *st
 	case REMOTE_SYMLINK:
 		st->st_mode = S_IFLNK | 0777;
 		st->st_nlink = 1;
-		st->st_size = n->link_target ? (off_t)strlen(n->link_target) : 0;
+		st->st_size = (off_t)strlen(node_link_target(n));
 		break;
 	default:
 		st->st_mode = S_IFREG | 0444;
@@ -1027,9 +1322,9 @@ static void stat_locked(struct namespace *ns, struct ns_node *n, struct stat *st
 	if (n->type == REMOTE_FILE)
 		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
 	st->st_blksize = 1 << 20;
-	st->st_mtim = n->mtime;
-	st->st_ctim = n->mtime;
-	st->st_atim = n->mtime;
+	st->st_mtim = node_mtime(n);
+	st->st_ctim = st->st_mtim;
+	st->st_atim = st->st_mtim;
 }
 
 void namespace_stat(struct namespace *ns, struct ns_node *n, struct stat *st)
@@ -1046,17 +1341,22 @@ enum remote_type namespace_type(struct ns_node *n)
 
 uint64_t namespace_ino(struct ns_node *n)
 {
-	return n->ino;
+	return node_ino(n);
 }
 
-const char *namespace_path(struct ns_node *n)
+char *namespace_path(struct namespace *ns, struct ns_node *n)
 {
-	return n->path;
+	char *p;
+
+	pthread_mutex_lock(&ns->lock);
+	p = node_path(ns, n);
+	pthread_mutex_unlock(&ns->lock);
+	return p;
 }
 
 int namespace_lookup(struct namespace *ns, uint64_t parent, const char *name, struct stat *st)
 {
-	struct ns_node *dir = namespace_get(ns, parent), **found;
+	struct ns_node *dir = namespace_get(ns, parent), *found;
 	int ret;
 
 	if (!dir)
@@ -1073,10 +1373,10 @@ int namespace_lookup(struct namespace *ns, uint64_t parent, const char *name, st
 	if (ret)
 		goto out;
 	pthread_mutex_lock(&ns->lock);
-	found = find_child(dir, name);
+	found = find_child(ns, dir, name, NULL);
 	if (found) {
-		(*found)->nlookup++;
-		stat_locked(ns, *found, st);
+		node_count_lookup(found);
+		stat_locked(ns, found, st);
 	} else {
 		ret = -ENOENT;
 	}
@@ -1093,7 +1393,8 @@ void namespace_forget(struct namespace *ns, uint64_t ino, uint64_t nlookup)
 	pthread_mutex_lock(&ns->lock);
 	n = table_find(ns, ino);
 	if (n) {
-		n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+		if (n->nlookup != UINT32_MAX) /* stuck: see struct ns_node */
+			n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - (uint32_t)nlookup;
 		node_maybe_free(ns, n);
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1102,7 +1403,7 @@ void namespace_forget(struct namespace *ns, uint64_t ino, uint64_t nlookup)
 void namespace_count_lookup(struct namespace *ns, struct ns_node *n)
 {
 	pthread_mutex_lock(&ns->lock);
-	n->nlookup++;
+	node_count_lookup(n);
 	pthread_mutex_unlock(&ns->lock);
 }
 
@@ -1113,7 +1414,7 @@ int namespace_readlink(struct namespace *ns, struct ns_node *n, char **target)
 	pthread_mutex_lock(&ns->lock);
 	if (n->type != REMOTE_SYMLINK)
 		ret = -EINVAL;
-	else if (!(*target = strdup(n->link_target ? n->link_target : "")))
+	else if (!(*target = strdup(node_link_target(n))))
 		ret = -ENOMEM;
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
@@ -1124,7 +1425,7 @@ char *namespace_etag(struct namespace *ns, struct ns_node *n)
 	char *etag;
 
 	pthread_mutex_lock(&ns->lock);
-	etag = n->etag ? strdup(n->etag) : NULL;
+	etag = node_etag(n) ? strdup(node_etag(n)) : NULL;
 	pthread_mutex_unlock(&ns->lock);
 	return etag;
 }
@@ -1150,15 +1451,17 @@ int namespace_dir_open(struct namespace *ns, uint64_t ino, struct ns_dir **out)
 		goto out;
 	}
 	pthread_mutex_lock(&ns->lock);
-	d->ino = dir->ino;
+	d->ino = node_ino(dir);
 	d->parent_ino = dir->parent_ino;
 	d->entries = calloc(dir->ds->nr_children ? dir->ds->nr_children : 1, sizeof(*d->entries));
 	if (d->entries) {
 		d->nr_entries = dir->ds->nr_children;
 		for (size_t i = 0; i < dir->ds->nr_children; i++) {
-			d->entries[i].node = dir->ds->children[i];
-			d->entries[i].name = node_name(dir->ds->children[i]);
-			dir->ds->children[i]->refs++;
+			struct ns_node *c = child_at(ns, dir->ds, i);
+
+			d->entries[i].node = c;
+			d->entries[i].name = node_name(c);
+			c->refs++;
 		}
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1201,21 +1504,27 @@ static char *version_of(const char *etag, const struct timespec *mtime)
 /* The object of file n; opening: this is an open of n, which decides keep_cache. */
 static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *out, bool opening)
 {
+	struct timespec mtime;
+	const char *etag;
 	bool need_stat;
+	char *path;
 	int ret = 0;
 
 	memset(out, 0, sizeof(*out));
 	if (n->type != REMOTE_FILE)
 		return n->type == REMOTE_DIR ? -EISDIR : -ELOOP;
 	pthread_mutex_lock(&ns->lock);
-	need_stat = ns->remote && !n->etag && !n->version_checked;
+	need_stat = ns->remote && !node_etag(n) && !n->version_checked;
+	path = node_path(ns, n);
 	pthread_mutex_unlock(&ns->lock);
+	if (!path)
+		return -ENOMEM;
 	if (need_stat) {
 		struct remote_entry e;
 
 		/* The listing had no ETag (autoindex, local trees): ask for the object's own
 		 * version once, so fetches are pinned to it. */
-		ret = ns->remote->ops->stat(ns->remote, n->path, &e);
+		ret = ns->remote->ops->stat(ns->remote, path, &e);
 		if (!ret && !remote_etag_is_version(e.etag)) {
 			free(e.etag);
 			e.etag = NULL;
@@ -1226,20 +1535,21 @@ static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *
 				struct ns_node *parent = table_find(ns, n->parent_ino);
 
 				n->size = e.size;
-				n->mtime = e.mtime;
-				set_str(&n->etag, e.etag);
+				node_set_mtime(n, &e.mtime);
+				node_set_etag(n, e.etag); /* out of memory: no ETag */
 				if (parent && parent->type == REMOTE_DIR)
-					parent->ds->dirty = true;
+					dir_mark_dirty(ns, parent->ds);
 			}
 			n->version_checked = true;
 		} else if (ret == -ENOENT || (!ret && e.type != REMOTE_FILE)) {
 			pthread_mutex_unlock(&ns->lock);
 			if (!ret)
 				remote_entry_done(&e);
+			free(path);
 			return -ENOENT;
 		} else {
 			/* Unreachable: serve what the listing said; the fetch checks it. */
-			log_debug("cannot stat '/%s' (%s); using the listing's version", n->path,
+			log_debug("cannot stat '/%s' (%s); using the listing's version", path,
 				strerror(-ret));
 		}
 		pthread_mutex_unlock(&ns->lock);
@@ -1248,17 +1558,21 @@ static int object_of(struct namespace *ns, struct ns_node *n, struct ns_object *
 		ret = 0;
 	}
 	pthread_mutex_lock(&ns->lock);
+	mtime = node_mtime(n);
+	etag = node_etag(n);
 	out->obj.size = n->size;
-	out->obj.mtime = n->mtime;
-	out->obj.path = strdup(n->path);
-	out->obj.etag = n->etag ? strdup(n->etag) : NULL;
-	out->version = version_of(n->etag, &n->mtime);
-	if (!out->obj.path || (n->etag && !out->obj.etag) || !out->version) {
+	out->obj.mtime = mtime;
+	out->obj.path = path;
+	out->obj.etag = etag ? strdup(etag) : NULL;
+	out->version = version_of(etag, &mtime);
+	if ((etag && !out->obj.etag) || !out->version) {
 		ret = -ENOMEM;
 	} else if (opening) {
-		out->keep_cache =
-			n->last_open_version && !strcmp(n->last_open_version, out->version);
-		set_str(&n->last_open_version, out->version);
+		const char *last = node_aux(n);
+
+		out->keep_cache = last && !strcmp(last, out->version);
+		if (node_set_aux(n, out->version))
+			out->keep_cache = false; /* no record of this open: the next cannot keep */
 	}
 	pthread_mutex_unlock(&ns->lock);
 	if (ret)
@@ -1278,14 +1592,13 @@ int namespace_peek_object(struct namespace *ns, struct ns_node *n, struct ns_obj
 
 int namespace_position(struct namespace *ns, struct ns_node *n, uint64_t *parent_ino, size_t *index)
 {
-	struct ns_node *dir, **c;
+	struct ns_node *dir;
 	int ret = -ENOENT;
 
 	pthread_mutex_lock(&ns->lock);
 	dir = n->linked ? table_find(ns, n->parent_ino) : NULL;
-	if (dir && dir->type == REMOTE_DIR && (c = find_child(dir, node_name(n))) && *c == n) {
-		*parent_ino = dir->ino;
-		*index = (size_t)(c - dir->ds->children);
+	if (dir && dir->type == REMOTE_DIR && find_child(ns, dir, node_name(n), index) == n) {
+		*parent_ino = node_ino(dir);
 		ret = 0;
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1303,11 +1616,11 @@ size_t namespace_files_from(struct namespace *ns, uint64_t dir_ino, size_t from,
 	for (size_t i = from;
 		dir && dir->type == REMOTE_DIR && i < dir->ds->nr_children && i - from < span;
 		i++) {
-		const struct ns_node *c = dir->ds->children[i];
+		const struct ns_node *c = child_at(ns, dir->ds, i);
 
 		if (c->type != REMOTE_FILE)
 			continue;
-		out[nr++] = (struct ns_file){ .ino = c->ino, .size = c->size, .index = i };
+		out[nr++] = (struct ns_file){ .ino = node_ino(c), .size = c->size, .index = i };
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return nr;

@@ -56,8 +56,9 @@ void namespace_count_lookup(struct namespace *ns, struct ns_node *n);
 void namespace_stat(struct namespace *ns, struct ns_node *n, struct stat *st);
 enum remote_type namespace_type(struct ns_node *n);
 uint64_t namespace_ino(struct ns_node *n);
-/* Remote path of the node ("" for the root or a single-file source); valid while held. */
-const char *namespace_path(struct ns_node *n);
+/* Remote path of the node ("" for the root or a single-file source), newly allocated (NULL
+ * when out of memory): only directories keep their path, a file's is built from its parent's. */
+char *namespace_path(struct namespace *ns, struct ns_node *n);
 /* Newly allocated copies; -EINVAL when the node is not of that kind. */
 int namespace_readlink(struct namespace *ns, struct ns_node *n, char **target);
 /* ETag or NULL (caller frees). */

@@ -202,14 +202,11 @@ bad:
 	return -EINVAL;
 }
 
-static char *encode(const char *s, bool keep_slash)
+size_t url_encode_to(char *o, const char *s, bool keep_slash)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t len = strlen(s), n = 0;
-	char *o = malloc(len * 3 + 1);
+	size_t n = 0;
 
-	if (!o)
-		return NULL;
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 
@@ -222,7 +219,15 @@ static char *encode(const char *s, bool keep_slash)
 			o[n++] = hex[c & 15];
 		}
 	}
-	o[n] = '\0';
+	return n;
+}
+
+static char *encode(const char *s, bool keep_slash)
+{
+	char *o = malloc(strlen(s) * 3 + 1);
+
+	if (o)
+		o[url_encode_to(o, s, keep_slash)] = '\0';
 	return o;
 }
 

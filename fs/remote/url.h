@@ -29,6 +29,9 @@ int url_decode(const char *in, size_t len, char **out);
 char *url_encode_path(const char *path);
 /* Same, but '/' is encoded too (one path component). */
 char *url_encode_component(const char *name);
+/* Percent-encodes s into o (room for 3 * strlen(s) bytes), '/' kept when keep_slash; returns
+ * the bytes written, without a NUL. The allocation-free form, for writing listings. */
+size_t url_encode_to(char *o, const char *s, bool keep_slash);
 
 /* base is a directory URL ending in '/'; rel a relative path, NOT encoded. Returns
  * base + encoded(rel) (+ "/" when dir_slash), or NULL (ENOMEM). */

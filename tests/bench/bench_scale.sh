@@ -11,7 +11,7 @@
 # The goals are those of 10,000,000 files (the default: 1,000 x 10,000); SCALE_DIRS=90 is
 # the 1,000,000-file run (900,000 + 100,000). The manifest is generated once and kept in
 # SCALE_DATA (default /tmp/ferry-scale-data-DIRSxFILES+WIDE); only the manifest exists, no
-# file is ever read.
+# file is ever read. SCALE_PERF=FILE keeps a perf profile of the daemon during the find.
 . "$(dirname "$0")/../integ/lib.sh"
 need_fuse
 nr_dirs=${SCALE_DIRS:-1000}
@@ -57,8 +57,18 @@ pid=$(ferry_daemon_pid "$T/mnt")
 rss_mount=$(kib_of "$pid" VmRSS)
 
 cpu0=$(cpu_s "$pid")
+# SCALE_PERF=FILE: the daemon's profile during the find (perf record -g) is kept in FILE.
+if [ -n "${SCALE_PERF:-}" ]; then
+	perf record -g -o "$SCALE_PERF" -p "$pid" 2>"$T/perf.log" &
+	perf_pid=$!
+	sleep 1
+fi
 TIMEFORMAT='%R %U %S'
 { time find "$T/mnt" -mindepth 1 | wc -l >"$T/nr_found"; } 2>"$T/find_time"
+if [ -n "${SCALE_PERF:-}" ]; then
+	kill -INT "$perf_pid"
+	wait "$perf_pid" || true
+fi
 read -r find_s find_user_s find_sys_s <"$T/find_time"
 nr_found=$(cat "$T/nr_found")
 find_cpu_s=$(secs "$cpu0" "$(cpu_s "$pid")")

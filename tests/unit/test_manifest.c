@@ -231,6 +231,43 @@ Test(manifest, an_etag_of_one_dash_reads_back_as_that_etag)
 	free(text);
 }
 
+/* The writer formats lines by hand (no fprintf): each field exactly as docs/ferry.md says,
+ * including a negative mtime, zero-padded nanoseconds, escapes and a long path. */
+Test(manifest, writes_each_field_as_documented)
+{
+	struct remote_entry f = { .type = REMOTE_FILE,
+		.size = 18446744073709551615ull,
+		.mtime = { .tv_sec = -2, .tv_nsec = 5 },
+		.etag = "\"x y\"" };
+	struct remote_entry d = { .type = REMOTE_DIR, .size = 7, .mtime = { .tv_sec = 0 } };
+	struct remote_entry l = { .type = REMOTE_SYMLINK,
+		.size = 3,
+		.mtime = { .tv_sec = 1700000000, .tv_nsec = 999999999 },
+		.link_target = "../a b" };
+	char *text = NULL, *want = NULL, long_path[3000];
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+
+	memset(long_path, '%', sizeof(long_path) - 1);
+	long_path[sizeof(long_path) - 1] = '\0';
+	cr_assert_not_null(out);
+	cr_assert_eq(manifest_write_entry(out, "dir/f%1~.-_", &f), 0);
+	cr_assert_eq(manifest_write_entry(out, "dir", &d), 0);
+	cr_assert_eq(manifest_write_entry(out, "dir/ln", &l), 0);
+	cr_assert_eq(manifest_write_entry(out, long_path, &d), 0);
+	fclose(out);
+	cr_assert(asprintf(&want,
+			  "f 18446744073709551615 -2.000000005 %%22x%%20y%%22 dir/f%%251~.-_\n"
+			  "d 0 0.000000000 - dir\n"
+			  "l 3 1700000000.999999999 - dir/ln ..%%2Fa%%20b\n"
+			  "d 0 0.000000000 - %s\n",
+			  "") > 0);
+	cr_expect_eq(strncmp(text, want, strlen(want) - 1), 0, "wrote:\n%.300s", text);
+	cr_expect_eq(len, strlen(want) + 3 * (sizeof(long_path) - 1));
+	free(want);
+	free(text);
+}
+
 static struct manifest_index *index_of(const char *text)
 {
 	struct manifest_index *m = NULL;

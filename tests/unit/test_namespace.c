@@ -268,11 +268,11 @@ Test(namespace, forgets_a_node_dropped_from_its_listing_after_the_last_forget)
 	remote_dir_ops.free(r);
 }
 
-/* More entries than two pages of the inode table (1,024 each) come and go: the inode numbers of
+/* More entries than two pages of the inode table (4,680 each) come and go: the inode numbers of
  * the gone ones are never handed out again, and every number still listed finds its node. */
 Test(namespace, never_reuses_the_inode_numbers_of_a_page_of_gone_entries)
 {
-	enum { NR = 3000 };
+	enum { NR = 10000 };
 	struct remote *r = open_remote();
 	struct namespace *ns = open_ns(r, 0);
 	struct ns_dir *d;
@@ -301,13 +301,100 @@ Test(namespace, never_reuses_the_inode_numbers_of_a_page_of_gone_entries)
 	cr_expect_eq(namespace_ino(d->entries[0].node), last, "the one left keeps its number");
 	namespace_dir_free(ns, d);
 	cr_expect_null(namespace_get(ns, first));
-	cr_expect_null(namespace_get(ns, first + 1500), "a page of gone entries");
+	cr_expect_null(namespace_get(ns, first + 6000), "a page of gone entries");
 	cr_expect_lt(namespace_nr_nodes(ns), 10);
 	snprintf(p, sizeof(p), "%s/many/new", tree);
 	close(open(p, O_WRONLY | O_CREAT, 0644));
 	cr_assert_eq(namespace_lookup(ns, st.st_ino, "new", &st), 0);
 	cr_expect_gt(st.st_ino, last, "a new entry gets a new number");
 	namespace_forget(ns, st.st_ino, 1);
+	namespace_free(ns);
+	remote_dir_ops.free(r);
+}
+
+/* A relist that keeps some nodes and adds others between them: the listing is no longer one
+ * run of inode numbers (a first listing is), and must still list in name order, look each name
+ * up to its own node and tell each node's position. Names past the node's inline room too. */
+Test(namespace, relists_kept_and_new_names_in_order)
+{
+	static const char *const names[] = { "a", "b-a-name-longer-than-the-node-holds", "c", "d",
+		"e" };
+	struct remote *r = open_remote();
+	struct namespace *ns;
+	uint64_t kept[5] = { 0 }, pos_dir;
+	struct stat dir, st;
+	struct ns_dir *d;
+	char p[512];
+	size_t idx;
+
+	snprintf(p, sizeof(p), "%s/mix", tree);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	write_file("mix/a", "1");
+	write_file("mix/c", "333");
+	write_file("mix/e", "55555");
+	ns = open_ns(r, 0);
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "mix", &dir), 0);
+	for (int i = 0; i < 5; i += 2) {
+		cr_assert_eq(namespace_lookup(ns, dir.st_ino, names[i], &st), 0);
+		kept[i] = st.st_ino;
+	}
+	write_file("mix/b-a-name-longer-than-the-node-holds", "22");
+	write_file("mix/d", "4444");
+	cr_assert_eq(namespace_dir_open(ns, dir.st_ino, &d), 0);
+	cr_assert_eq(d->nr_entries, 5);
+	for (size_t i = 0; i < 5; i++) {
+		struct ns_node *n = d->entries[i].node;
+
+		cr_expect_str_eq(d->entries[i].name, names[i]);
+		if (kept[i])
+			cr_expect_eq(namespace_ino(n), kept[i], "%s keeps its inode", names[i]);
+		cr_assert_eq(namespace_position(ns, n, &pos_dir, &idx), 0);
+		cr_expect_eq(pos_dir, dir.st_ino);
+		cr_expect_eq(idx, i);
+	}
+	namespace_dir_free(ns, d);
+	for (size_t i = 0; i < 5; i++) {
+		char *path, want[64];
+		struct ns_node *n;
+
+		cr_assert_eq(namespace_lookup(ns, dir.st_ino, names[i], &st), 0, "%s", names[i]);
+		cr_expect_eq(st.st_size, i + 1, "%s", names[i]);
+		snprintf(want, sizeof(want), "mix/%s", names[i]);
+		n = namespace_get(ns, st.st_ino);
+		path = namespace_path(ns, n);
+		cr_expect_str_eq(path, want);
+		free(path);
+		namespace_put(ns, n);
+	}
+	namespace_free(ns);
+	remote_dir_ops.free(r);
+}
+
+/* Only directories keep their path, so a directory dropped from its listing stays while a node
+ * of it lives: the kernel still holds sub/inner after sub is gone and forgotten. */
+Test(namespace, a_file_outlives_its_dropped_directory_with_its_path)
+{
+	struct remote *r = open_remote();
+	struct namespace *ns = open_ns(r, 0);
+	struct stat sub, inner;
+	struct ns_node *n;
+	char p[512], *path;
+
+	cr_assert_eq(namespace_lookup(ns, NS_ROOT_INO, "sub", &sub), 0);
+	cr_assert_eq(namespace_lookup(ns, sub.st_ino, "inner", &inner), 0);
+	snprintf(p, sizeof(p), "rm -rf '%s/sub'", tree);
+	cr_assert_eq(system(p), 0);
+	cr_expect_eq(count_entries(ns, NS_ROOT_INO, "sub"), 0);
+	namespace_forget(ns, sub.st_ino, 1);
+	n = namespace_get(ns, inner.st_ino);
+	cr_assert_not_null(n, "the kernel still holds a lookup");
+	path = namespace_path(ns, n);
+	cr_expect_str_eq(path, "sub/inner");
+	free(path);
+	namespace_put(ns, n);
+	namespace_forget(ns, inner.st_ino, 1);
+	cr_expect_null(namespace_get(ns, inner.st_ino));
+	cr_expect_null(namespace_get(ns, sub.st_ino), "the directory goes with its last node");
 	namespace_free(ns);
 	remote_dir_ops.free(r);
 }
