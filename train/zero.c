@@ -87,10 +87,11 @@ void zero_reduce_grads(struct zero *z, struct gpt2 *m, struct comm *c)
 
 float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c)
 {
-	if (z->stage == 0)
+	/* stage 1 holds all the averaged gradients: stage 0's norm, bit for bit, no collective */
+	if (z->stage < 2)
 		return gpt2_grad_norm(m);
-	/* each slice's sum in double, the sum of slices in float: 1e-7 relative, and the same
-	 * on every rank (one all-reduce) */
+	/* each slice's sum in double, the sum of the slices in float (1e-7 relative), the same
+	 * on every rank: one all-reduce */
 	float sum = (float)gpt2_sum_squares(m->grads_memory + z->lo, z->hi - z->lo);
 	c->ops->allreduce_sum(c, &sum, 1);
 	return sqrtf(sum);
@@ -108,34 +109,50 @@ void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct ad
 	c->ops->allgather(c, m->params_memory, z->slice);
 }
 
-/* The whole of one moment from each rank's part: the all-gather needs it on every rank, rank 0
- * keeps it in *all. 0 or -ENOMEM. */
-static int gather_moment(struct zero *z, struct comm *c, const float *part, float **all)
+/* Floats of each rank's slice moved by one all-gather of a checkpoint: the other ranks hold
+ * world_size pieces for it, never a whole moment. */
+#define GATHER_PIECE (1u << 20)
+
+/* The whole of one moment into all (rank 0's, world_size * slice floats; NULL elsewhere) from
+ * each rank's part, piece by piece through tmp (world_size * GATHER_PIECE floats). */
+static void gather_moment(struct zero *z, struct comm *c, const float *part, float *all, float *tmp)
 {
-	float *buf = malloc(z->slice * (size_t)z->world_size * sizeof(float));
-	if (!buf)
-		return -ENOMEM;
-	memcpy(buf + z->lo, part, z->slice * sizeof(float));
-	c->ops->allgather(c, buf, z->slice);
-	if (z->rank == 0)
-		*all = buf;
-	else
-		free(buf);
-	return 0;
+	for (size_t off = 0; off < z->slice; off += GATHER_PIECE) {
+		size_t n = z->slice - off < GATHER_PIECE ? z->slice - off : GATHER_PIECE;
+		memcpy(tmp + (size_t)z->rank * n, part + off, n * sizeof(float));
+		c->ops->allgather(c, tmp, n);
+		if (z->rank != 0)
+			continue;
+		for (int r = 0; r < z->world_size; r++)
+			memcpy(all + (size_t)r * z->slice + off, tmp + (size_t)r * n,
+				n * sizeof(float));
+	}
 }
 
 int zero_gather_moments(struct zero *z, struct gpt2 *m, struct comm *c, char *err, size_t errlen)
 {
-	float *mm = NULL, *vv = NULL;
+	size_t whole = z->slice * (size_t)z->world_size;
+	size_t piece = z->slice < GATHER_PIECE ? z->slice : GATHER_PIECE;
+	float *tmp, *mm = NULL, *vv = NULL;
 	if (z->stage == 0)
 		return 0;
-	if (gather_moment(z, c, z->m, &mm) < 0 || gather_moment(z, c, z->v, &vv) < 0) {
+	tmp = malloc((piece ? piece : 1) * (size_t)z->world_size * sizeof(float));
+	if (z->rank == 0) {
+		mm = malloc(whole * sizeof(float));
+		vv = malloc(whole * sizeof(float));
+	}
+	if (!tmp || (z->rank == 0 && (!mm || !vv))) {
+		free(tmp);
 		free(mm);
+		free(vv);
 		snprintf(err, errlen,
 			"rank %d: out of memory gathering the optimizer state (%zu MiB)", z->rank,
-			(z->slice * (size_t)z->world_size * sizeof(float)) >> 20);
+			(2 * whole * sizeof(float)) >> 20);
 		return -ENOMEM;
 	}
+	gather_moment(z, c, z->m, mm, tmp);
+	gather_moment(z, c, z->v, vv, tmp);
+	free(tmp);
 	m->m_memory = mm;
 	m->v_memory = vv;
 	return 0;

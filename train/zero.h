@@ -46,9 +46,9 @@ void zero_memory(const struct zero *z, struct zero_memory *mem);
 /* The ranks' gradients averaged: all of them on every rank (stage 0 and 1), or this rank's
  * slice at m->grads_memory + lo (stage 2; the rest is left undefined). */
 void zero_reduce_grads(struct zero *z, struct gpt2 *m, struct comm *c);
-/* The global norm of the averaged gradients, the same on every rank: at stage 0 from all of
- * them; at 1 and 2 each rank's sum of squares over its slice, then one all-reduce of that
- * scalar. */
+/* The global norm of the averaged gradients, the same on every rank: at stage 0 and 1 from all
+ * of them (every rank has them); at stage 2 each rank's sum of squares over its slice, then one
+ * all-reduce of that scalar. */
 float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c);
 /* AdamW (gpt2_update's arguments): at stage 0 of everything; at 1 and 2 of this rank's slice,
  * then the parameters all-gathered, the same on every rank. */
@@ -57,8 +57,8 @@ void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct ad
 
 /* For a checkpoint in the whole-state format (ckpt.h): every rank calls it (a collective); the
  * moments are gathered and rank 0's m->m_memory and v_memory hold all of them until
- * zero_release_moments. At stage 0 nothing moves. 0, or -ENOMEM with one line in err (the
- * gather needs world_size * slice floats for a moment; the others' run ends with it). */
+ * zero_release_moments (the other ranks pass theirs on in pieces of 4 MiB). At stage 0 nothing
+ * moves. 0, or -ENOMEM with one line in err (the others' run ends with it). */
 int zero_gather_moments(struct zero *z, struct gpt2 *m, struct comm *c, char *err, size_t errlen);
 void zero_release_moments(struct zero *z, struct gpt2 *m);
 

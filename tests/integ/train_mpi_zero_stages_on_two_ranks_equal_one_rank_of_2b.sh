@@ -3,10 +3,10 @@
 # global batch every step (issue 12), so over 10 steps every loss is within 1e-4 relative of the
 # 1-rank run's and the final weights within 1e-5 (max |difference|, weights up to about 1: float
 # rounding of another reduction order only). Stages 1 and 2 change where the optimizer runs,
-# not what it computes: their final weights and optimizer state (gathered to rank 0 for the
-# checkpoint) equal stage 0's on 2 ranks to 1e-6 (each element is updated by the same code
-# from the same sums; only the gradient norm is summed in another order, which moves the
-# clipping factor by an ulp at most).
+# not what it computes: at stage 1 the final weights and the optimizer state (gathered to rank
+# 0 for the checkpoint) equal stage 0's on 2 ranks bit for bit (each element is updated by the
+# same code from the same sums); at stage 2 within 1e-5, as its gradient norm is a sum of the
+# ranks' slices, which can move the clipping factor by an ulp.
 # The model has 12325 parameters, odd and no multiple of 3, so the last rank's slice is short
 # and the padding is exercised. The memory line at start says each rank's optimizer state:
 # 8 bytes a parameter at stage 0, 8 a parameter of its slice (half, rounded up) at 1 and 2.
@@ -68,7 +68,7 @@ for z in (0, 1, 2):
           f"(step {int(rel.argmax()) + 1}), final weights max |difference| {dw:.3g} "
           f"(max |w| {float(np.abs(wref).max()):.3g}); vs ZeRO 0 on 2 ranks: weights {d0:.3g}, "
           f"moments {dm:.3g}")
-    ok &= bool(rel.max() <= 1e-4) and dw < 1e-5 and d0 <= 1e-6 and dm <= 1e-6
+    ok &= bool(rel.max() <= 1e-4) and dw < 1e-5 and d0 <= (0 if z < 2 else 1e-5) and dm <= (0 if z < 2 else 1e-5)
     nr, (p, g, o), stage, ranks = memory(run)
     if nr != w.size or stage != z or ranks != 2:
         print(f"{run}: memory line says stage {stage} over {ranks} ranks of {nr} parameters")
