@@ -11,8 +11,8 @@ usage: scripts/train-relaunch.sh [--max-restarts N] [--delay S] [--] [LAUNCHER..
 Runs the command; while it exits non-zero, runs it again from the newest checkpoint of its
 run directory that verifies: LAUNCHER (mpirun -np 2, srun, nothing ...) stays as given, and
 `ferry train ARGS` becomes `ferry train --resume DIR` plus those of ARGS a resumed run takes
-(--steps, --threads, --stop-at, --max-bad-steps, --device, --precision, --verbose,
---cuda-graph). DIR is ARGS' --out DIR (or --resume DIR). The first attempt runs as given
+(--steps, --threads, --stop-at, --max-bad-steps, --device, --precision, --zero-stage,
+--verbose, --cuda-graph). DIR is ARGS' --out DIR (or --resume DIR). The first attempt runs as given
 unless DIR holds a checkpoint already.
 
   --max-restarts N  restarts after a failed attempt before giving up (default 10); the last
@@ -95,8 +95,8 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 		continue
 		;;
 	--out | --resume | --steps | --threads | --stop-at | --max-bad-steps | --device | \
-		--precision | --data | --val | --model | --layers | --heads | --dim | --init | \
-		--vocab | --seq-len | --batch | --total-batch-tokens | --lr | --warmup | \
+		--precision | --zero-stage | --data | --val | --model | --layers | --heads | --dim | \
+		--init | --vocab | --seq-len | --batch | --total-batch-tokens | --lr | --warmup | \
 		--lr-final-frac | --weight-decay | --grad-clip | --seed | --eval-every | \
 		--val-batches | --ckpt-every | --keep | --sample | --loader-block-bytes | \
 		--loader-window-blocks) ;;
@@ -117,7 +117,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 		dir=$v
 		resume_given=true
 		;;
-	--steps | --threads | --stop-at | --max-bad-steps | --device | --precision)
+	--steps | --threads | --stop-at | --max-bad-steps | --device | --precision | --zero-stage)
 		kept+=("${both[@]}")
 		;;
 	esac

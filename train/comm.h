@@ -1,7 +1,9 @@
 /* train/: the collective the data-parallel trainer needs, behind one small table of functions:
  * "none" (one process), "mpi" (CPU ranks, when built with MPI) and "nccl" (GPU ranks, when built
  * with NCCL). The launcher (launch.h) says where a process sits; comm_choose says which table.
- * Each rank computes gradients on its own share of the batch; comm_allreduce_mean averages them. */
+ * Each rank computes gradients on its own share of the batch; comm_allreduce_mean averages them,
+ * or with ZeRO (zero.h) reduce_scatter_sum gives each rank its slice and allgather shares the
+ * updated slices. */
 #ifndef FERRY_TRAIN_COMM_H
 #define FERRY_TRAIN_COMM_H
 
@@ -22,6 +24,13 @@ struct comm_ops {
 	void (*barrier)(struct comm *c);
 	/* buf (n) = element-wise maximum over ranks of buf (host memory), on every rank */
 	void (*allreduce_max_u64)(struct comm *c, uint64_t *buf, size_t n);
+	/* buf holds world_size slices of count floats: afterwards slice `rank` (buf + rank *
+	 * count) is the sum over ranks of that slice; the other slices are undefined (ZeRO-2's
+	 * gradients, zero.h) */
+	void (*reduce_scatter_sum)(struct comm *c, float *buf, size_t count);
+	/* buf holds world_size slices of count floats, this rank's own slice filled in: afterwards
+	 * every slice is its rank's (ZeRO's parameters after the sharded update) */
+	void (*allgather)(struct comm *c, float *buf, size_t count);
 	void (*done)(struct comm *c);
 	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
 	void (*abort_all)(struct comm *c, int status);

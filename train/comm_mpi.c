@@ -11,6 +11,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* MPI_Init, and a check that MPI sees the ranks the launcher started: an MPI library that
  * cannot reach its launcher (srun without --mpi=pmix or pmi2, another MPI's mpiexec) starts
@@ -85,6 +86,34 @@ static void mpi_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 	}
 }
 
+/* A slice over INT_MAX floats (8 GiB a rank) would need a derived datatype; no model here comes
+ * near, so it ends the job rather than reduce the wrong bytes. */
+static int slice_count(struct comm *c, size_t count)
+{
+	if (count > (size_t)INT_MAX) {
+		fprintf(stderr, "comm mpi: a slice of %zu floats is beyond MPI's int count\n",
+			count);
+		MPI_Abort(MPI_COMM_WORLD, 1);
+		exit(1);
+	}
+	return (int)count;
+}
+
+/* MPI_IN_PLACE leaves the sum of slice `rank` at the start of buf; it moves to its place. */
+static void mpi_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
+{
+	int n = slice_count(c, count);
+	MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+	if (c->rank > 0)
+		memmove(buf + (size_t)c->rank * count, buf, count * sizeof(float));
+}
+
+static void mpi_allgather(struct comm *c, float *buf, size_t count)
+{
+	int n = slice_count(c, count);
+	MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n, MPI_FLOAT, MPI_COMM_WORLD);
+}
+
 static void mpi_barrier(struct comm *c)
 {
 	MPI_Barrier(MPI_COMM_WORLD);
@@ -114,6 +143,8 @@ const struct comm_ops comm_mpi_ops = {
 	.allreduce_sum = mpi_allreduce_sum,
 	.barrier = mpi_barrier,
 	.allreduce_max_u64 = mpi_allreduce_max_u64,
+	.reduce_scatter_sum = mpi_reduce_scatter_sum,
+	.allgather = mpi_allgather,
 	.done = mpi_done,
 	.abort_all = mpi_abort_all,
 };

@@ -115,6 +115,22 @@ static void nccl_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 	cudaFree(d);
 }
 
+/* Device buffers only (the GPU trainer's gradients and parameters), in place: NCCL's in-place
+ * slice is the rank's own, where comm.h puts it. Enqueued on comm->cuda_stream; no wait. */
+static void nccl_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
+{
+	cudaStream_t s = (cudaStream_t)c->cuda_stream;
+	NCCL_CHECK(ncclReduceScatter(buf, buf + (size_t)c->rank * count, count, ncclFloat, ncclSum,
+		nccl_comm, s));
+}
+
+static void nccl_allgather(struct comm *c, float *buf, size_t count)
+{
+	cudaStream_t s = (cudaStream_t)c->cuda_stream;
+	NCCL_CHECK(
+		ncclAllGather(buf + (size_t)c->rank * count, buf, count, ncclFloat, nccl_comm, s));
+}
+
 static void nccl_barrier(struct comm *c)
 {
 	float one = 1.0f;
@@ -145,6 +161,8 @@ const struct comm_ops comm_nccl_ops = {
 	.allreduce_sum = nccl_allreduce_sum,
 	.barrier = nccl_barrier,
 	.allreduce_max_u64 = nccl_allreduce_max_u64,
+	.reduce_scatter_sum = nccl_reduce_scatter_sum,
+	.allgather = nccl_allgather,
 	.done = nccl_done,
 	.abort_all = nccl_abort_all,
 };

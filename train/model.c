@@ -2,6 +2,7 @@
  * wired in the order of llm.c's train_gpt2.c. */
 #include "train/model.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,26 @@ struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T)
 	}
 	point_acts(&m->acts, m->acts_memory, m->act_sizes);
 	return m;
+}
+
+int gpt2_pad_flat(struct gpt2 *m, size_t nr_floats)
+{
+	if (m->is_view || nr_floats < m->nr_params)
+		return -EINVAL;
+	float *p = realloc(m->params_memory, nr_floats * sizeof(float));
+	if (!p)
+		return -ENOMEM;
+	m->params_memory = p;
+	float *g = realloc(m->grads_memory, nr_floats * sizeof(float));
+	if (!g)
+		return -ENOMEM;
+	m->grads_memory = g;
+	size_t tail = nr_floats - m->nr_params;
+	memset(p + m->nr_params, 0, tail * sizeof(float));
+	memset(g + m->nr_params, 0, tail * sizeof(float));
+	point_params(&m->params, m->params_memory, m->param_sizes);
+	point_params(&m->grads, m->grads_memory, m->param_sizes);
+	return 0;
 }
 
 void gpt2_free(struct gpt2 *m)
@@ -391,13 +412,12 @@ void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets
 /* Fixed chunks summed in a fixed order: the same norm whatever the number of threads. */
 #define NORM_CHUNK 65536
 
-float gpt2_grad_norm(const struct gpt2 *m)
+double gpt2_sum_squares(const float *g, size_t n)
 {
-	size_t n = m->nr_params, nr_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
-	double *partial = calloc(nr_chunks, sizeof(double));
+	size_t nr_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+	double *partial = calloc(nr_chunks ? nr_chunks : 1, sizeof(double));
 	if (!partial)
 		abort();
-	const float *g = m->grads_memory;
 #pragma omp parallel for schedule(static)
 	for (size_t k = 0; k < nr_chunks; k++) {
 		size_t end = (k + 1) * NORM_CHUNK < n ? (k + 1) * NORM_CHUNK : n;
@@ -410,31 +430,50 @@ float gpt2_grad_norm(const struct gpt2 *m)
 	for (size_t k = 0; k < nr_chunks; k++)
 		sum += partial[k];
 	free(partial);
-	return (float)sqrt(sum);
+	return sum;
 }
 
-void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t)
+float gpt2_grad_norm(const struct gpt2 *m)
+{
+	return (float)sqrt(gpt2_sum_squares(m->grads_memory, m->nr_params));
+}
+
+void gpt2_update_slice(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,
+	int t, size_t lo, size_t hi, const float *grads, float *mm, float *vv)
 {
 	float b1 = opt->beta1, b2 = opt->beta2;
 	float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
 	size_t off = 0;
+	/* tensor by tensor (their decay differs), each cut to [lo, hi) */
 	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		size_t start = off > lo ? off : lo, end = off + m->param_sizes[k];
+		off = end;
+		if (end > hi)
+			end = hi;
+		if (start >= end)
+			continue;
 		float wd = gpt2_param_is_decayed(k) ? opt->weight_decay : 0.0f;
-		float *p = m->params_memory + off, *g = m->grads_memory + off;
-		float *mm = m->m_memory + off, *vv = m->v_memory + off;
-		size_t n = m->param_sizes[k];
+		float *p = m->params_memory + start;
+		const float *g = grads + (start - lo);
+		float *mk = mm + (start - lo), *vk = vv + (start - lo);
+		size_t n = end - start;
 #pragma omp parallel for schedule(static)
 		for (size_t i = 0; i < n; i++) {
 			float grad = g[i] * grad_scale;
-			float mi = b1 * mm[i] + (1.0f - b1) * grad;
-			float vi = b2 * vv[i] + (1.0f - b2) * grad * grad;
-			mm[i] = mi;
-			vv[i] = vi;
+			float mi = b1 * mk[i] + (1.0f - b1) * grad;
+			float vi = b2 * vk[i] + (1.0f - b2) * grad * grad;
+			mk[i] = mi;
+			vk[i] = vi;
 			float mhat = mi / c1, vhat = vi / c2;
 			p[i] -= lr * (mhat / (sqrtf(vhat) + opt->eps) + wd * p[i]);
 		}
-		off += n;
 	}
+}
+
+void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t)
+{
+	gpt2_update_slice(m, opt, lr, grad_scale, t, 0, m->nr_params, m->grads_memory, m->m_memory,
+		m->v_memory);
 }
 
 float lr_schedule(float lr, int step, int warmup, int nr_steps, float final_frac)

@@ -146,10 +146,21 @@ void gpt2_zero_grad(struct gpt2 *m);
 /* Adds to grads the gradient of (loss_scale * sum of the per-token losses of the last
  * forward); loss_scale = 1/(B*T*accumulation steps) gives the gradient of the mean. */
 void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale);
+/* The sum of squares of g (n), in double, in fixed chunks: the same bits for any thread count. */
+double gpt2_sum_squares(const float *g, size_t n);
 /* sqrt of the sum of squares of all gradients, summed in double. */
 float gpt2_grad_norm(const struct gpt2 *m);
 /* One AdamW step (t counts from 1) with grads multiplied by grad_scale first (clipping). */
 void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t);
+/* gpt2_update of the flat parameters [lo, hi) only (hi <= nr_params), each element as
+ * gpt2_update would: grads, mm and vv (hi - lo) hold that slice's gradients and moments
+ * (ZeRO, zero.h). */
+void gpt2_update_slice(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,
+	int t, size_t lo, size_t hi, const float *grads, float *mm, float *vv);
+/* Grows params_memory and grads_memory to nr_floats (>= nr_params), the tail zero, so that
+ * they split into equal slices per rank (ZeRO); the tensors are pointed again. 0, -EINVAL or
+ * -ENOMEM. Before any view of m is made (gpt2_new_view copies the pointers). */
+int gpt2_pad_flat(struct gpt2 *m, size_t nr_floats);
 
 /* Learning rate at step (0-based) of nr_steps: linear warmup over warmup steps, then cosine
  * decay to lr * final_frac at the last step. */

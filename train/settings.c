@@ -255,6 +255,9 @@ void settings_usage(FILE *f)
 		"  --precision bf16|fp32  GPU weights, activations and matmuls (default bf16;\n"
 		"                       master weights, moments and gradients are fp32 always)\n"
 		"  --cuda-graph         replay each GPU step from a CUDA graph\n"
+		"  --zero-stage 0|1|2   CPU ranks: 1 shards the optimizer state over the ranks,\n"
+		"                       2 also reduce-scatters the gradients (default 0: every\n"
+		"                       rank keeps everything); a run resumes at any stage\n"
 		"  --help\n"
 		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
 		"and exit status 75 (resume with --resume DIR); a second signal ends it at once.\n");
@@ -334,6 +337,7 @@ static const struct arg {
 	ARG("loader-block-bytes", U32, O(block_bytes), 1, LOADER_MAX_BLOCK_BYTES, false),
 	ARG("loader-window-blocks", U32, O(window_blocks), 1, LOADER_MAX_WINDOW_BLOCKS, false),
 	ARG("max-bad-steps", INT, O(max_bad_steps), 0, INT_MAX, true),
+	ARG("zero-stage", INT, O(zero_stage), 0, 2, true),
 #undef ARG
 #undef CHOICE
 #undef S
@@ -464,7 +468,8 @@ static int check_resume_args(const bool given[NR_ARGS], char *err, size_t errlen
 		else
 			snprintf(err, errlen,
 				"--resume takes the run's saved settings; only --steps "
-				"(raised), --threads, --stop-at, --max-bad-steps and --verbose may be given");
+				"(raised), --threads, --stop-at, --max-bad-steps, --zero-stage, the "
+				"device options and --verbose may be given");
 		return -EINVAL;
 	}
 	return 0;
@@ -513,6 +518,13 @@ int settings_parse_args(int argc, char **argv, struct train_settings *s, struct 
 	c.s.dim = c.dim ? c.dim : 64 * c.model_n;
 	if (c.o.resume[0] && (rc = check_resume_args(given, err, errlen)) < 0)
 		return rc;
+	if (c.o.cuda && c.o.zero_stage) {
+		snprintf(err, errlen,
+			"--zero-stage %d is for CPU ranks: the GPU trainer keeps the whole optimizer "
+			"state on every GPU (use --zero-stage 0 with --device cuda)",
+			c.o.zero_stage);
+		return -EINVAL;
+	}
 	*s = c.s;
 	*o = c.o;
 	return 0;

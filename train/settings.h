@@ -42,6 +42,10 @@ struct train_opts {
 	uint32_t block_bytes, window_blocks;
 	int max_bad_steps; /* --max-bad-steps: non-finite steps in a row that end the run */
 	int steps_given;   /* --steps was given: with --resume it raises the saved steps */
+	/* --zero-stage: 0 every rank keeps the whole optimizer state, 1 each its slice, 2 also
+	 * receives only its slice of the gradients (zero.h). Not a saved setting: a run resumes
+	 * at any stage. */
+	int zero_stage;
 };
 
 /* settings_parse_args' answer to --help: print settings_usage and end with status 0. */

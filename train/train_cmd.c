@@ -1,6 +1,7 @@
 /* train/: `ferry train`, the CPU reference trainer: batches from the loader, forward and
  * backward (model.c), gradients averaged across ranks (comm.h), AdamW, evaluation, samples,
- * checkpoints and exact resume (ckpt.c), and the run's log.csv and loss.svg (report.c). The
+ * checkpoints and exact resume (ckpt.c), and the run's log.csv and loss.svg (report.c); with
+ * --zero-stage the optimizer state (and gradients) sharded over the ranks (zero.c). The
  * command line and the saved settings are settings.c's. */
 #include "config.h"
 
@@ -31,6 +32,7 @@
 #include "train/report.h"
 #include "train/settings.h"
 #include "train/train.h"
+#include "train/zero.h"
 
 /* One run of `ferry train` in this process, from the command line to the last checkpoint.
  * Filled in the order of train_main: settings (setup), data, model (and resume), outputs; the
@@ -56,6 +58,7 @@ struct trainer {
 	struct gpt2_config mc;
 	struct gpt2 *m, *gen;
 	struct gpt2_cuda *gpu;
+	struct zero zero; /* whose moments (and gradients) this rank keeps and updates */
 	struct adamw_config opt;
 	float loss_scale; /* 1 / tokens of a step: the mean over the accumulated micro-batches */
 	uint64_t rng;     /* initialisation, then sampling: saved in checkpoints */
@@ -304,6 +307,8 @@ static void agree_on_settings(struct trainer *t)
 	agree_add(&a, "--stop-at", value);
 	agree_add(&a, "--device", o->cuda ? "cuda" : "cpu");
 	agree_add(&a, "--precision", o->fp32 ? "fp32" : "bf16");
+	snprintf(value, sizeof(value), "%d", o->zero_stage);
+	agree_add(&a, "--zero-stage", value);
 	if (o->resume[0])
 		snprintf(value, sizeof(value), "resumed at step %llu",
 			(unsigned long long)t->start_step);
@@ -555,6 +560,9 @@ static void build_model(struct trainer *t)
 	} else {
 		gpt2_init_random(t->m, &t->rng);
 	}
+	/* the whole moments read or zeroed above become this rank's slice (--zero-stage) */
+	if (zero_init(&t->zero, t->m, &t->comm, t->o.zero_stage, err, sizeof(err)) < 0)
+		die(t, "%s", err);
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
@@ -648,6 +656,14 @@ static void open_outputs(struct trainer *t)
 		!o->cuda  ? ""
 		: o->fp32 ? ", cuda fp32"
 			  : ", cuda bf16");
+	if (!o->cuda) {
+		struct zero_memory zm;
+		zero_memory(&t->zero, &zm);
+		printf("ferry train: memory per rank: parameters %.3f MiB, gradients %.3f MiB, "
+		       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))\n",
+			zm.params / 1048576.0, zm.grads / 1048576.0, zm.optimizer / 1048576.0,
+			t->zero.stage, t->comm.world_size);
+	}
 	if (o->resume[0])
 		printf("ferry train: continuing %s from step %llu to %d\n", o->out,
 			(unsigned long long)t->start_step, t->s.steps);
@@ -720,15 +736,15 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		 * are never checkpointed (ckpt_save refuses them) */
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 	} else {
-		comm_allreduce_mean(&t->comm, m->grads_memory, m->nr_params);
+		zero_reduce_grads(&t->zero, m, &t->comm);
 		r->loss = (float)(loss_sum / t->accum);
 		comm_allreduce_mean(&t->comm, &r->loss, 1);
-		r->norm = gpt2_grad_norm(m);
+		r->norm = zero_grad_norm(&t->zero, m, &t->comm);
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 		float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm
 									   : 1.0f;
 		if (!r->bad)
-			gpt2_update(m, &t->opt, r->lr, clip, step);
+			zero_update(&t->zero, m, &t->comm, &t->opt, r->lr, clip, step);
 	}
 	r->ms = now_ms() - t0;
 }
@@ -849,10 +865,14 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 }
 
 /* The run's checkpoint after step (rank 0 writes, every rank waits): the model, then the state
- * with the loader's position; the log is synced first so that it never lags a checkpoint. */
+ * with the loader's position; the log is synced first so that it never lags a checkpoint. With
+ * ZeRO the ranks' slices of the moments are gathered to rank 0 first: the state file is the
+ * whole one, which any world size and stage resumes from. */
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
+	if (zero_gather_moments(&t->zero, t->m, &t->comm, err, sizeof(err)) < 0)
+		die(t, "checkpoint: %s", err);
 	if (t->comm.rank == 0) {
 		struct loader_state ls;
 		loader_get_state(t->train_loader, &ls);
@@ -869,6 +889,7 @@ static void checkpoint(struct trainer *t, int step)
 		if (ckpt_save(t->o.out, t->m, &st, t->s.keep, err, sizeof(err)) < 0)
 			die(t, "checkpoint: %s", err);
 	}
+	zero_release_moments(&t->zero, t->m);
 	comm_barrier(&t->comm);
 }
 
@@ -951,6 +972,7 @@ static void trainer_done(struct trainer *t)
 	ckpt_state_done(&t->resume_state);
 	gpt2_free(t->gen);
 	gpt2_cuda_free(t->gpu);
+	zero_done(&t->zero);
 	gpt2_free(t->m);
 	loader_free(t->train_loader);
 	loader_free(t->val_loader);

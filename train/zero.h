@@ -1,0 +1,65 @@
+/* train/: ZeRO stages 1 and 2 for the CPU trainer's data parallelism (DeepSpeed's names). Stage 1
+ * shards the AdamW moments: each rank keeps m and v for its 1/W slice of the flat parameters,
+ * updates only that slice and the parameters are then all-gathered. Stage 2 also reduce-scatters
+ * the gradients, so each rank receives the sum of its own slice only, where stage 0 and 1
+ * all-reduce all of them. Stage 0 is plain data parallelism: every rank keeps and updates
+ * everything. The trainer (train_cmd.c) calls the same four steps for every stage. */
+#ifndef FERRY_TRAIN_ZERO_H
+#define FERRY_TRAIN_ZERO_H
+
+#include <stddef.h>
+
+#include "train/comm.h"
+#include "train/model.h"
+
+/* One per process, fixed after zero_init; m and v are the rank's own. */
+struct zero {
+	int stage; /* 0, 1 or 2 */
+	int rank, world_size;
+	size_t nr_params; /* the model's */
+	/* floats per rank: nr_params rounded up to world_size equal slices. The model's params
+	 * and grads are padded to world_size * slice (gpt2_pad_flat) with zeros, as the
+	 * collectives move equal slices. */
+	size_t slice;
+	/* this rank's parameters [lo, hi): lo = rank * slice; hi <= nr_params (the last slices
+	 * are short by the padding; one of a tiny model on many ranks may be empty) */
+	size_t lo, hi;
+	float *m,
+		*v; /* (slice) the moments of [lo, hi), stage >= 1; NULL at stage 0 (the model's) */
+};
+
+/* Bytes one rank holds for the model's training state (activations aside). */
+struct zero_memory {
+	size_t params;    /* fp32 weights, the padding included */
+	size_t grads;     /* fp32 gradients: backward writes all of them on every rank */
+	size_t optimizer; /* AdamW's m and v: the whole at stage 0, one slice at 1 and 2 */
+};
+
+/* Takes over m's moments at stage >= 1: the rank's slice is copied out (of a resumed run's
+ * whole moments, or the zeros of a new run) and m->m_memory and v_memory are freed, NULL from
+ * then on. Before any view of m is made. 0, or -ENOMEM with one line in err. */
+int zero_init(struct zero *z, struct gpt2 *m, const struct comm *c, int stage, char *err,
+	size_t errlen);
+void zero_done(struct zero *z);
+void zero_memory(const struct zero *z, struct zero_memory *mem);
+
+/* The ranks' gradients averaged: all of them on every rank (stage 0 and 1), or this rank's
+ * slice at m->grads_memory + lo (stage 2; the rest is left undefined). */
+void zero_reduce_grads(struct zero *z, struct gpt2 *m, struct comm *c);
+/* The global norm of the averaged gradients, the same on every rank: at stage 0 and 1 from all
+ * of them (every rank has them); at stage 2 each rank's sum of squares over its slice, then one
+ * all-reduce of that scalar. */
+float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c);
+/* AdamW (gpt2_update's arguments): at stage 0 of everything; at 1 and 2 of this rank's slice,
+ * then the parameters all-gathered, the same on every rank. */
+void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct adamw_config *opt,
+	float lr, float grad_scale, int t);
+
+/* For a checkpoint in the whole-state format (ckpt.h): every rank calls it (a collective); the
+ * moments are gathered and rank 0's m->m_memory and v_memory hold all of them until
+ * zero_release_moments (the other ranks pass theirs on in pieces of 4 MiB). At stage 0 nothing
+ * moves. 0, or -ENOMEM with one line in err (the others' run ends with it). */
+int zero_gather_moments(struct zero *z, struct gpt2 *m, struct comm *c, char *err, size_t errlen);
+void zero_release_moments(struct zero *z, struct gpt2 *m);
+
+#endif
