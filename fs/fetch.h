@@ -59,7 +59,9 @@ ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size
 	uint64_t off);
 
 /* Starts fetching the absent chunks among [first, first + n) in the background and returns at
- * once (readahead): how many it started (none for chunks present or being fetched). It stops
+ * once (readahead): how many it started (none for chunks present or being fetched). Present
+ * chunks are read ahead from the cache's disk into the page cache by a thread of the fetcher
+ * (not counted in the return; still checked when read). It stops
  * early while readahead holds its bound of memory (FETCH_AHEAD_BYTES of chunk buffers, a short
  * last chunk counting its own size: queued, in flight or waiting for the disk); *next (when
  * not NULL) is then the first chunk it did not go through, else first + n clipped to the
