@@ -1092,6 +1092,27 @@ ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_
 	return (ssize_t)len;
 }
 
+void cache_object_readahead(struct cache_object *o, uint64_t idx)
+{
+	struct cache *c = o->cache;
+	struct chunk *ch;
+	uint64_t off, len;
+	bool present;
+	int fd;
+
+	pthread_mutex_lock(&c->lock);
+	ch = cache_chunk_find(o, idx);
+	present = ch && ch->state == CH_PRESENT;
+	fd = o->data_fd; /* lives as long as the caller's reference */
+	pthread_mutex_unlock(&c->lock);
+	if (!present || fd < 0)
+		return;
+	off = idx << c->chunk_shift;
+	len = min_u64(c->chunk_bytes, o->size - off);
+	/* A hint: an error (none expected on a regular file) changes nothing a reader sees. */
+	(void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 int cache_object_block_sums(struct cache_object *o, uint64_t off, uint64_t len, uint64_t *sums,
 	size_t max_sums)
 {

@@ -134,6 +134,12 @@ void cache_chunk_release(struct cache_object *o, uint64_t idx);
  * was read straight into buf before a failed check is zeroed). No allocation per call (a
  * 64 KiB buffer per calling thread, made once, takes unaligned edges). */
 ssize_t cache_object_read(struct cache_object *o, void *buf, size_t len, uint64_t off);
+/* Asks the kernel to read chunk idx of o's data file into the page cache (POSIX_FADV_WILLNEED),
+ * when the chunk is present; nothing else. A hint for a sequential reader's next chunks: what it
+ * reads later is still checked block by block by cache_object_read. It blocks while the disk
+ * reads are queued (milliseconds for a chunk), so it is for background threads, never a
+ * reader's. The caller holds a reference on o. */
+void cache_object_readahead(struct cache_object *o, uint64_t idx);
 /* The checksums of the blocks covering [off, off + len) (clipped to the object), at most
  * max_sums of them, into sums; returns how many, or -errno: -EINVAL when off is not a multiple
  * of CACHE_BLOCK_BYTES or a chunk of the range is not present. The caller pins the chunks

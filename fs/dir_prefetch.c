@@ -87,7 +87,8 @@ static void fetch_one(struct dir_prefetch *dp, const struct ahead *a)
 	if (fetcher_open_node(dp->fetcher, dp->ns, n, &co) == 0) {
 		/* The first chunk: all of a small file; for a large one, the part its own
 		 * readahead would wait for first. */
-		if (cache_object_size(co) && fetcher_prefetch(dp->fetcher, co, 0, 1, &next))
+		if (cache_object_size(co) &&
+			fetcher_prefetch_sequential(dp->fetcher, co, 0, 1, &next))
 			atomic_fetch_add(&dp->nr_files, 1);
 		cache_object_unref(co);
 	}

@@ -66,6 +66,13 @@ ssize_t fetcher_read(struct fetcher *f, struct cache_object *co, void *buf, size
  * object. co gets a reference for as long as needed. */
 unsigned fetcher_prefetch(struct fetcher *f, struct cache_object *co, uint64_t first, uint64_t n,
 	uint64_t *next);
+/* fetcher_prefetch for a reader that reads through the page cache in order (a sequential
+ * read of a file, a walk of a directory's files): the present chunks among them are also read
+ * from the cache's disk into the page cache ahead of it, by a thread of the fetcher (not
+ * counted in the return; still checked block by block when read). Not for a reader of the
+ * cache file with O_DIRECT (the loader's fast path), for which it would read twice. */
+unsigned fetcher_prefetch_sequential(struct fetcher *f, struct cache_object *co, uint64_t first,
+	uint64_t n, uint64_t *next);
 
 /* Blocks until the chunks covering [off, off+len) are present, fetching what is absent;
  * 0 or -errno. Used by `ferry warm` and the loader's residency call. */

@@ -51,6 +51,14 @@ struct fetch_job {
 	int64_t retry_after_ms; /* its Retry-After, -1 when none */
 };
 
+/* A present chunk whose bytes a sequential reader will want soon: for the disk-ahead thread
+ * (fetch.c, disk_ahead_main), which reads it into the page cache. */
+struct disk_ahead {
+	struct disk_ahead *next;
+	struct cache_object *co; /* a reference */
+	uint64_t idx;
+};
+
 /* The chunks one reader waits for. */
 struct fetch_batch {
 	pthread_mutex_t lock;
@@ -88,6 +96,14 @@ struct fetcher {
 	 * chunk, or a short last chunk's own size): protected by lock; fetcher_prefetch takes
 	 * a job's bytes before it acquires the chunk (take_ahead). */
 	uint64_t ahead_bytes, max_ahead_bytes;
+	/* Present chunks to read ahead from the cache's disk, for the disk-ahead thread:
+	 * protected by lock. */
+	struct disk_ahead *disk_queue, **disk_tail;
+	unsigned nr_disk_queued;
+	bool stop_disk;
+	pthread_cond_t disk_cond;
+	pthread_t disk_thread;
+	bool have_disk_thread;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
 };
 

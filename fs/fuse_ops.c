@@ -352,7 +352,7 @@ static void detect_sequential(struct ferryfs *fs, struct ferry_file *f, uint64_t
 	if (n) {
 		uint64_t next;
 
-		fetcher_prefetch(fs->fetcher, f->co, first, n, &next);
+		fetcher_prefetch_sequential(fs->fetcher, f->co, first, n, &next);
 		/* Stopped at the memory bound: the chunks not gone through are asked for again by
 		 * the next sequential read, not left to be missed. */
 		pthread_mutex_lock(&f->lock);
