@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,12 +469,58 @@ out:
 	return rc;
 }
 
+/* The objects of one cache_sync, shared by its threads. */
+struct sync_batch {
+	struct cache *c;
+	struct cache_object **objs;
+	size_t nr;
+	atomic_size_t next; /* the next object to take */
+	pthread_mutex_t lock;
+	int rc; /* the first error, and the map it was about */
+	char what[PATH_MAX];
+};
+
+static void *sync_worker(void *arg)
+{
+	struct sync_batch *b = arg;
+	struct cache *c = b->c;
+	size_t i;
+
+	while ((i = atomic_fetch_add(&b->next, 1)) < b->nr) {
+		struct cache_object *o = b->objs[i];
+		int r = obj_sync(c, o);
+
+		if ((r == -ENOSPC || r == -EDQUOT) && cache_make_room(c, c->chunk_bytes)) {
+			r = obj_sync(c, o); /* the map's few new blocks fit now */
+			if (r == 0)
+				cache_disk_full_recovered(c);
+		}
+		if (r < 0) {
+			pthread_mutex_lock(&b->lock);
+			if (b->rc == 0) {
+				b->rc = r;
+				snprintf(b->what, sizeof(b->what), "%s", o->map_path);
+			}
+			pthread_mutex_unlock(&b->lock);
+		}
+		cache_obj_put(o);
+	}
+	return NULL;
+}
+
+/* Objects synced at once. Each object costs up to four waits on the volume (its data, its new
+ * map, the map's records, its directory): one after another, 4000 small files took 16 s to
+ * sync at unmount against 2.3 s to read them. Syncs in flight together share the file
+ * system's journal commits, so threads cut that to what the volume needs. */
+#define SYNC_THREADS    16
+#define SYNC_PER_THREAD 8 /* fewer objects than this per thread: fewer threads */
+
 int cache_sync(struct cache *c)
 {
-	struct cache_object **objs = NULL, *o;
-	char what[PATH_MAX] = "";
-	size_t nr = 0, i;
-	int rc = 0;
+	struct sync_batch b = { .c = c, .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_t threads[SYNC_THREADS];
+	size_t nr_threads = 0, want;
+	struct cache_object *o;
 
 	/* The dirty objects are moved into an array of our own under the lock: their
 	 * dirty_next links belong to c->dirty, which cache_mark_dirty relinks (under the lock) as
@@ -481,43 +528,39 @@ int cache_sync(struct cache *c)
 	 * list and put references we never took. */
 	pthread_mutex_lock(&c->lock);
 	for (o = c->dirty; o; o = o->dirty_next)
-		nr++;
-	if (nr) {
-		objs = malloc(nr * sizeof(*objs));
-		if (!objs) {
+		b.nr++;
+	if (b.nr) {
+		b.objs = malloc(b.nr * sizeof(*b.objs));
+		if (!b.objs) {
 			pthread_mutex_unlock(&c->lock);
 			return -ENOMEM; /* the list stays: the next sync takes it */
 		}
 	}
-	nr = 0;
+	b.nr = 0;
 	while ((o = c->dirty)) {
 		c->dirty = o->dirty_next;
 		o->dirty_next = NULL;
 		o->on_dirty = false;
 		cache_obj_ref_locked(o);
-		objs[nr++] = o;
+		b.objs[b.nr++] = o;
 	}
 	pthread_mutex_unlock(&c->lock);
-	for (i = 0; i < nr; i++) {
-		int r = obj_sync(c, objs[i]);
-
-		if ((r == -ENOSPC || r == -EDQUOT) && cache_make_room(c, c->chunk_bytes)) {
-			r = obj_sync(c, objs[i]); /* the map's few new blocks fit now */
-			if (r == 0)
-				cache_disk_full_recovered(c);
-		}
-		if (r < 0 && rc == 0) {
-			rc = r;
-			snprintf(what, sizeof(what), "%s", objs[i]->map_path);
-		}
-		cache_obj_put(objs[i]);
-	}
-	free(objs);
+	want = b.nr / SYNC_PER_THREAD;
+	want = want > SYNC_THREADS ? SYNC_THREADS : want;
+	/* this thread is one of them; a thread that cannot start leaves its share to the rest */
+	while (nr_threads + 1 < want &&
+		pthread_create(&threads[nr_threads], NULL, sync_worker, &b) == 0)
+		nr_threads++;
+	sync_worker(&b);
+	for (size_t i = 0; i < nr_threads; i++)
+		pthread_join(threads[i], NULL);
+	free(b.objs);
+	pthread_mutex_destroy(&b.lock);
 	/* One error per sync, however many maps it could not write: one full volume is not
 	 * DEGRADE_AFTER failures at once. */
-	if (rc < 0 && rc != -ENOMEM)
-		cache_disk_error(c, rc, "syncing", what);
-	return rc;
+	if (b.rc < 0 && b.rc != -ENOMEM)
+		cache_disk_error(c, b.rc, "syncing", b.what);
+	return b.rc;
 }
 
 /* ---- open, load, free ---- */
