@@ -31,6 +31,15 @@ struct comm_ops {
 	/* buf holds world_size slices of count floats, this rank's own slice filled in: afterwards
 	 * every slice is its rank's (ZeRO's parameters after the sharded update) */
 	void (*allgather)(struct comm *c, float *buf, size_t count);
+	/* Overlapped gradient reduction (zero.c's buckets); NULL where the backend has none (the
+	 * trainer then reduces with allreduce_sum). start_allreduce_sum begins buf (n) = sum over
+	 * ranks of buf and returns at once: buf is not touched until wait_all, which returns once
+	 * every reduction started is done. progress lets the library move them along (MPI moves
+	 * a nonblocking collective only inside its calls) and says whether all are done. Every
+	 * rank starts the same reductions in the same order. */
+	void (*start_allreduce_sum)(struct comm *c, float *buf, size_t n);
+	bool (*progress)(struct comm *c);
+	void (*wait_all)(struct comm *c);
 	void (*done)(struct comm *c);
 	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
 	void (*abort_all)(struct comm *c, int status);
@@ -44,6 +53,7 @@ struct comm {
 	 * the legacy default stream); they return without waiting. Host buffers wait. */
 	void *cuda_stream;
 	struct launch launch; /* read by comm_init, before ops->init */
+	void *pending;        /* mpi: the reductions start_allreduce_sum began (comm_mpi.c) */
 	/* nccl: hands rank 0's n bytes (the NCCL id) to every rank: one MPI_Bcast where an MPI
 	 * launcher started the job and MPI is built in, else the TCP rendezvous (rendezvous.h).
 	 * 0, or -errno with one line in err. */

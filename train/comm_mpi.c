@@ -114,6 +114,63 @@ static void mpi_allgather(struct comm *c, float *buf, size_t count)
 	MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n, MPI_FLOAT, MPI_COMM_WORLD);
 }
 
+/* The requests in flight between start_allreduce_sum and wait_all: a bucket of the gradients is
+ * a dozen ranges (one per tensor), a step a few dozen requests. */
+struct mpi_pending {
+	MPI_Request *reqs;
+	int nr, cap;
+};
+
+static void mpi_start_allreduce_sum(struct comm *c, float *buf, size_t n)
+{
+	struct mpi_pending *p = c->pending;
+	if (!p) {
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			goto oom;
+		c->pending = p;
+	}
+	while (n > 0) {
+		int count = n > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)n;
+		if (p->nr == p->cap) {
+			int cap = p->cap ? 2 * p->cap : 64;
+			MPI_Request *reqs = realloc(p->reqs, (size_t)cap * sizeof(*reqs));
+			if (!reqs)
+				goto oom;
+			p->reqs = reqs;
+			p->cap = cap;
+		}
+		MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+			&p->reqs[p->nr++]);
+		buf += count;
+		n -= (size_t)count;
+	}
+	return;
+oom:
+	/* a rank that skipped a reduction would leave the others in it */
+	fprintf(stderr, "comm mpi: out of memory for the requests of a reduction\n");
+	MPI_Abort(MPI_COMM_WORLD, 1);
+	exit(1);
+}
+
+static bool mpi_progress(struct comm *c)
+{
+	struct mpi_pending *p = c->pending;
+	int done = 1;
+	if (p && p->nr > 0)
+		MPI_Testall(p->nr, p->reqs, &done, MPI_STATUSES_IGNORE);
+	return done;
+}
+
+static void mpi_wait_all(struct comm *c)
+{
+	struct mpi_pending *p = c->pending;
+	if (!p)
+		return;
+	MPI_Waitall(p->nr, p->reqs, MPI_STATUSES_IGNORE);
+	p->nr = 0;
+}
+
 static void mpi_barrier(struct comm *c)
 {
 	MPI_Barrier(MPI_COMM_WORLD);
@@ -125,6 +182,11 @@ static void mpi_done(struct comm *c)
 	MPI_Finalized(&finalized);
 	if (!finalized)
 		MPI_Finalize();
+	if (c->pending) {
+		free(((struct mpi_pending *)c->pending)->reqs);
+		free(c->pending);
+		c->pending = NULL;
+	}
 }
 
 static void mpi_abort_all(struct comm *c, int status)
@@ -145,6 +207,9 @@ const struct comm_ops comm_mpi_ops = {
 	.allreduce_max_u64 = mpi_allreduce_max_u64,
 	.reduce_scatter_sum = mpi_reduce_scatter_sum,
 	.allgather = mpi_allgather,
+	.start_allreduce_sum = mpi_start_allreduce_sum,
+	.progress = mpi_progress,
+	.wait_all = mpi_wait_all,
 	.done = mpi_done,
 	.abort_all = mpi_abort_all,
 };

@@ -404,9 +404,13 @@ void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets
 		layernorm_backward(dresidual, g->ln1w + l * C, g->ln1b + l * C, d->ln1 + nc,
 			residual, p->ln1w + l * C, a->ln1_mean + nl, a->ln1_rstd + nl, N, C);
 		lap(m, &t, PROF_B_LAYERNORM);
+		if (m->grads_ready)
+			m->grads_ready(m->grads_ready_arg, m, l);
 	}
 	encoder_backward(g->wte, g->wpe, d->encoded, inputs, B, T, C);
 	lap(m, &t, PROF_B_ENCODER);
+	if (m->grads_ready)
+		m->grads_ready(m->grads_ready_arg, m, GPT2_GRADS_EMBEDDINGS);
 }
 
 /* Fixed chunks summed in a fixed order: the same norm whatever the number of threads. */

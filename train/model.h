@@ -120,7 +120,16 @@ struct gpt2 {
 	int is_view;     /* params belong to another model (gpt2_new_view): no grads, no moments */
 	int profile;     /* time each layer call into prof_s (wall seconds, summed over calls) */
 	double prof_s[GPT2_NR_PROF];
+	/* Called by gpt2_backward as gradients become final, so that their reduction can start
+	 * while backward goes on (zero.c's buckets): with layer l after layer l's (L-1 down to 0;
+	 * lnfw and lnfb are final before layer L-1's), then with GPT2_GRADS_EMBEDDINGS after wte's
+	 * and wpe's (wte, tied with the output projection, is written first and last). Backward
+	 * writes no gradient again once its call came. NULL: none. */
+	void (*grads_ready)(void *arg, struct gpt2 *m, int layer);
+	void *grads_ready_arg;
 };
+
+#define GPT2_GRADS_EMBEDDINGS (-1)
 
 /* Vp for a vocabulary: a multiple of 128 above 256 (50257 -> 50304, as llm.c). */
 int gpt2_padded_vocab(int vocab_size);

@@ -258,6 +258,10 @@ void settings_usage(FILE *f)
 		"  --zero-stage 0|1|2   CPU ranks: 1 shards the optimizer state over the ranks,\n"
 		"                       2 also reduce-scatters the gradients (default 0: every\n"
 		"                       rank keeps everything); a run resumes at any stage\n"
+		"  --overlap on|off     CPU ranks: all-reduce the gradients in buckets while\n"
+		"                       backward runs (default on; stages 0 and 1), or in one\n"
+		"                       collective after it (off)\n"
+		"  --bucket-kib N       gradient bytes per bucket, in KiB (default 25600: 25 MiB)\n"
 		"  --help\n"
 		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
 		"and exit status 75 (resume with --resume DIR); a second signal ends it at once.\n");
@@ -338,6 +342,8 @@ static const struct arg {
 	ARG("loader-window-blocks", U32, O(window_blocks), 1, LOADER_MAX_WINDOW_BLOCKS, false),
 	ARG("max-bad-steps", INT, O(max_bad_steps), 0, INT_MAX, true),
 	ARG("zero-stage", INT, O(zero_stage), 0, 2, true),
+	CHOICE("overlap", O(no_overlap), "on", "off"),
+	ARG("bucket-kib", INT, O(bucket_kib), 1, 1 << 22, true),
 #undef ARG
 #undef CHOICE
 #undef S
@@ -371,6 +377,7 @@ static void defaults(struct cmdline *c)
 		.ckpt_every = 500,
 		.keep = 3 };
 	c->o.max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
+	c->o.bucket_kib = 25600; /* DDP's 25 MiB */
 	c->model_n = 6;
 }
 
@@ -468,8 +475,9 @@ static int check_resume_args(const bool given[NR_ARGS], char *err, size_t errlen
 		else
 			snprintf(err, errlen,
 				"--resume takes the run's saved settings; only --steps "
-				"(raised), --threads, --stop-at, --max-bad-steps, --zero-stage, the "
-				"device options and --verbose may be given");
+				"(raised), --threads, --stop-at, --max-bad-steps, --zero-stage, "
+				"--overlap, --bucket-kib, the device options and --verbose may be "
+				"given");
 		return -EINVAL;
 	}
 	return 0;

@@ -46,6 +46,11 @@ struct train_opts {
 	 * receives only its slice of the gradients (zero.h). Not a saved setting: a run resumes
 	 * at any stage. */
 	int zero_stage;
+	/* --overlap off (1): the gradients all-reduced in one collective after backward, the
+	 * simple twin of the buckets reduced during it (zero.h); --bucket-kib: their size. Not
+	 * saved: the results are the same bits on 2 ranks either way. */
+	int no_overlap;
+	int bucket_kib;
 };
 
 /* settings_parse_args' answer to --help: print settings_usage and end with status 0. */

@@ -76,6 +76,7 @@ struct trainer {
 struct step_result {
 	float loss, norm, lr;
 	double ms, wait_ms;
+	struct zero_comm_stats comm; /* the gradients' reduction (CPU ranks) */
 	int bad; /* non-finite loss or norm: the weights were not updated (guard.h) */
 };
 
@@ -309,6 +310,10 @@ static void agree_on_settings(struct trainer *t)
 	agree_add(&a, "--precision", o->fp32 ? "fp32" : "bf16");
 	snprintf(value, sizeof(value), "%d", o->zero_stage);
 	agree_add(&a, "--zero-stage", value);
+	/* one rank's buckets against another's single collective would never meet */
+	agree_add(&a, "--overlap", o->no_overlap ? "off" : "on");
+	snprintf(value, sizeof(value), "%d", o->bucket_kib);
+	agree_add(&a, "--bucket-kib", value);
 	if (o->resume[0])
 		snprintf(value, sizeof(value), "resumed at step %llu",
 			(unsigned long long)t->start_step);
@@ -563,6 +568,7 @@ static void build_model(struct trainer *t)
 	/* the whole moments read or zeroed above become this rank's slice (--zero-stage) */
 	if (zero_init(&t->zero, t->m, &t->comm, t->o.zero_stage, err, sizeof(err)) < 0)
 		die(t, "%s", err);
+	zero_set_overlap(&t->zero, &t->comm, !t->o.no_overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
@@ -703,6 +709,7 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 	struct gpt2 *m = t->m;
 	double t0 = now_ms(), loss_sum = 0.0;
 	r->wait_ms = 0.0;
+	memset(&r->comm, 0, sizeof(r->comm));
 	if (t->gpu)
 		gpt2_cuda_zero_grad(t->gpu);
 	else
@@ -723,6 +730,9 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 			continue;
 		}
 		gpt2_forward(m, b.inputs, b.targets);
+		/* the last micro-step's backward reduces; the others add up locally */
+		if (micro == t->accum - 1)
+			zero_reduce_begin(&t->zero, m, &t->comm);
 		gpt2_backward(m, b.inputs, b.targets, t->loss_scale);
 		loss_sum += m->mean_loss;
 	}
@@ -737,6 +747,7 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 	} else {
 		zero_reduce_grads(&t->zero, m, &t->comm);
+		r->comm = t->zero.stats;
 		r->loss = (float)(loss_sum / t->accum);
 		comm_allreduce_mean(&t->comm, &r->loss, 1);
 		r->norm = zero_grad_norm(&t->zero, m, &t->comm);
@@ -845,6 +856,10 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 	loader_get_prefetch(t->train_loader, &pi);
 	if (pi.on)
 		printf(" | ahead %llu", (unsigned long long)pi.ahead);
+	/* the reduction's time the step waited for, of the time it was in flight */
+	if (!t->gpu && t->comm.world_size > 1)
+		printf(" | comm %.2f of %.2f ms, %d bucket(s)", r->comm.exposed_ms,
+			r->comm.inflight_ms, r->comm.nr_buckets);
 	if (!isnan(val_loss))
 		printf(" | val %.6f", val_loss);
 	if (r->bad)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int zero_init(struct zero *z, struct gpt2 *m, const struct comm *c, int stage, char *err,
 	size_t errlen)
@@ -68,21 +69,129 @@ void zero_memory(const struct zero *z, struct zero_memory *mem)
 	mem->optimizer = 2 * z->slice * sizeof(float);
 }
 
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* buf (n) times 1/world_size: comm_allreduce_mean's multiplication, for the same bits */
+static void scale_mean(const struct comm *c, float *buf, size_t n)
+{
+	float inv = 1.0f / (float)c->world_size;
+	if (c->world_size > 1)
+		for (size_t i = 0; i < n; i++)
+			buf[i] *= inv;
+}
+
+void zero_set_overlap(struct zero *z, const struct comm *c, int overlap, size_t bucket_bytes)
+{
+	z->overlap = overlap && z->stage < 2 && c->world_size > 1 && c->ops->start_allreduce_sum;
+	z->bucket_bytes = bucket_bytes;
+}
+
+static void grads_ready(void *arg, struct gpt2 *m, int layer);
+
+void zero_reduce_begin(struct zero *z, struct gpt2 *m, struct comm *c)
+{
+	if (!z->overlap)
+		return;
+	z->comm = c;
+	z->armed = 1;
+	z->open_hi = m->config.nr_layers;
+	z->open_bytes = 0;
+	z->first_ms = 0.0;
+	memset(&z->stats, 0, sizeof(z->stats));
+	m->grads_ready = grads_ready;
+	m->grads_ready_arg = z;
+}
+
+/* One reduction started, its time counted as exposed (the call itself is the rank's). */
+static void start_range(struct zero *z, float *buf, size_t n)
+{
+	if (n == 0)
+		return;
+	if (z->first_ms == 0.0)
+		z->first_ms = now_ms();
+	z->comm->ops->start_allreduce_sum(z->comm, buf, n);
+}
+
+/* layers [lo, hi) of each per-layer tensor (wte and wpe before them, lnfw and lnfb after) */
+static void start_layers(struct zero *z, struct gpt2 *m, int lo, int hi)
+{
+	int L = m->config.nr_layers;
+	size_t off = m->param_sizes[0] + m->param_sizes[1];
+	for (int k = 2; k < GPT2_NR_PARAM_TENSORS - 2; k++) {
+		size_t per_layer = m->param_sizes[k] / (size_t)L;
+		start_range(z, m->grads_memory + off + (size_t)lo * per_layer,
+			(size_t)(hi - lo) * per_layer);
+		off += m->param_sizes[k];
+	}
+	if (hi == L) /* lnfw and lnfb, adjacent at the end, final before layer L - 1 */
+		start_range(z, m->grads_memory + off,
+			m->param_sizes[GPT2_NR_PARAM_TENSORS - 2] +
+				m->param_sizes[GPT2_NR_PARAM_TENSORS - 1]);
+}
+
+/* model.h's grads_ready: layer's gradients (or the embeddings') are final */
+static void grads_ready(void *arg, struct gpt2 *m, int layer)
+{
+	struct zero *z = arg;
+	double t0 = now_ms();
+	int L = m->config.nr_layers;
+	if (layer == GPT2_GRADS_EMBEDDINGS) {
+		/* the whole embeddings: wte is the largest tensor and its reduction the one
+		 * backward cannot hide */
+		start_range(z, m->grads_memory, m->param_sizes[0] + m->param_sizes[1]);
+		z->stats.nr_buckets++;
+		z->stats.exposed_ms += now_ms() - t0;
+		return;
+	}
+	for (int k = 2; k < GPT2_NR_PARAM_TENSORS - 2; k++)
+		z->open_bytes += m->param_sizes[k] / (size_t)L * sizeof(float);
+	if (z->open_bytes >= z->bucket_bytes || layer == 0) {
+		start_layers(z, m, layer, z->open_hi);
+		z->stats.nr_buckets++;
+		z->open_hi = layer;
+		z->open_bytes = 0;
+	}
+	/* MPI moves a nonblocking collective only inside MPI calls: one per layer */
+	if (z->stats.nr_buckets > 0)
+		z->comm->ops->progress(z->comm);
+	z->stats.exposed_ms += now_ms() - t0;
+}
+
 void zero_reduce_grads(struct zero *z, struct gpt2 *m, struct comm *c)
 {
+	double t0 = now_ms();
+	if (z->armed) {
+		z->armed = 0;
+		m->grads_ready = NULL;
+		c->ops->wait_all(c);
+		double t1 = now_ms();
+		z->stats.exposed_ms += t1 - t0;
+		z->stats.inflight_ms = z->first_ms > 0.0 ? t1 - z->first_ms : 0.0;
+		scale_mean(c, m->grads_memory, m->nr_params);
+		return;
+	}
+	memset(&z->stats, 0, sizeof(z->stats));
+	if (c->world_size == 1)
+		return;
+	z->stats.nr_buckets = 1;
 	if (z->stage < 2) {
-		comm_allreduce_mean(c, m->grads_memory, m->nr_params);
+		c->ops->allreduce_sum(c, m->grads_memory, m->nr_params);
+		z->stats.exposed_ms = z->stats.inflight_ms = now_ms() - t0;
+		scale_mean(c, m->grads_memory, m->nr_params);
 		return;
 	}
 	/* backward never writes the padding, but a reduce-scatter may leave anything there */
 	memset(m->grads_memory + z->nr_params, 0,
 		(z->slice * (size_t)z->world_size - z->nr_params) * sizeof(float));
 	c->ops->reduce_scatter_sum(c, m->grads_memory, z->slice);
+	z->stats.exposed_ms = z->stats.inflight_ms = now_ms() - t0;
 	/* the same multiplication as comm_allreduce_mean's, so 2 ranks give the same bits */
-	float inv = 1.0f / (float)c->world_size, *g = m->grads_memory + z->lo;
-	if (c->world_size > 1)
-		for (size_t i = 0; i < z->slice; i++)
-			g[i] *= inv;
+	scale_mean(c, m->grads_memory + z->lo, z->slice);
 }
 
 float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c)

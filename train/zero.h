@@ -26,6 +26,28 @@ struct zero {
 	size_t lo, hi;
 	float *m,
 		*v; /* (slice) the moments of [lo, hi), stage >= 1; NULL at stage 0 (the model's) */
+
+	/* Overlap (stages 0 and 1, more than one rank, a comm with start_allreduce_sum): the
+	 * last backward of a step starts each bucket's all-reduce as soon as backward has
+	 * written all of it, the last layers first (model.h's grads_ready), and zero_reduce_grads
+	 * waits for them. A bucket is layers [l, open_hi) of every per-layer tensor (a dozen
+	 * ranges of the flat buffer, one per tensor), closed once it holds bucket_bytes or
+	 * reaches layer 0; lnfw and lnfb join the first, wte and wpe make the last. Stage 2
+	 * reduce-scatters in one collective after backward, as without overlap. */
+	int overlap;         /* --overlap on, and the stage and comm allow it */
+	size_t bucket_bytes; /* --bucket-kib */
+	struct comm *comm;   /* set by zero_reduce_begin, for the hook */
+	int armed;           /* the backward running starts the reductions */
+	int open_hi;         /* the open bucket's layers end here */
+	size_t open_bytes;   /* in the open bucket so far */
+	double first_ms;     /* when the step's first bucket started */
+
+	/* the last step's reduction, for the step line */
+	struct zero_comm_stats {
+		int nr_buckets;     /* reductions started (1: the single collective) */
+		double exposed_ms;  /* time the step spent inside the collective calls */
+		double inflight_ms; /* from the first start to the end of the wait */
+	} stats;
 };
 
 /* Bytes one rank holds for the model's training state (activations aside). */
@@ -44,8 +66,19 @@ void zero_done(struct zero *z);
 void zero_memory(const struct zero *z, struct zero_memory *mem);
 
 /* The ranks' gradients averaged: all of them on every rank (stage 0 and 1), or this rank's
- * slice at m->grads_memory + lo (stage 2; the rest is left undefined). */
+ * slice at m->grads_memory + lo (stage 2; the rest is left undefined). With overlap it waits
+ * for the buckets backward started, then scales as comm_allreduce_mean does: the same bits as
+ * the single all-reduce on 2 ranks (a + b is b + a); on more ranks MPI may sum a bucket in
+ * another order than the whole, so the last bit may differ (each way is reproducible).
+ * Fills z->stats. */
 void zero_reduce_grads(struct zero *z, struct gpt2 *m, struct comm *c);
+/* --overlap (0: the single collective after backward, the simple twin) and --bucket-kib; the
+ * overlap is kept only where it applies (see struct zero). After zero_init. */
+void zero_set_overlap(struct zero *z, const struct comm *c, int overlap, size_t bucket_bytes);
+/* Before the last backward of a step (with accumulation the others add up locally): arms
+ * m's grads_ready hook, so that this backward starts the buckets' reductions. Nothing
+ * without overlap. */
+void zero_reduce_begin(struct zero *z, struct gpt2 *m, struct comm *c);
 /* The global norm of the averaged gradients, the same on every rank: at stage 0 and 1 from all
  * of them (every rank has them); at stage 2 each rank's sum of squares over its slice, then one
  * all-reduce of that scalar. */
