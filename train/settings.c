@@ -258,9 +258,9 @@ void settings_usage(FILE *f)
 		"  --zero-stage 0|1|2   CPU ranks: 1 shards the optimizer state over the ranks,\n"
 		"                       2 also reduce-scatters the gradients (default 0: every\n"
 		"                       rank keeps everything); a run resumes at any stage\n"
-		"  --overlap on|off     CPU ranks: all-reduce the gradients in buckets while\n"
-		"                       backward runs (default on; stages 0 and 1), or in one\n"
-		"                       collective after it (off)\n"
+		"  --overlap off|on     CPU ranks: all-reduce the gradients in one collective\n"
+		"                       after backward (default off), or in buckets while it\n"
+		"                       runs (on; stages 0 and 1; no gain measured on one node)\n"
 		"  --bucket-kib N       gradient bytes per bucket, in KiB (default 25600: 25 MiB)\n"
 		"  --help\n"
 		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
@@ -342,7 +342,7 @@ static const struct arg {
 	ARG("loader-window-blocks", U32, O(window_blocks), 1, LOADER_MAX_WINDOW_BLOCKS, false),
 	ARG("max-bad-steps", INT, O(max_bad_steps), 0, INT_MAX, true),
 	ARG("zero-stage", INT, O(zero_stage), 0, 2, true),
-	CHOICE("overlap", O(no_overlap), "on", "off"),
+	CHOICE("overlap", O(overlap), "off", "on"),
 	ARG("bucket-kib", INT, O(bucket_kib), 1, 1 << 22, true),
 #undef ARG
 #undef CHOICE

@@ -49,7 +49,7 @@ struct train_opts {
 	/* --overlap off (1): the gradients all-reduced in one collective after backward, the
 	 * simple twin of the buckets reduced during it (zero.h); --bucket-kib: their size. Not
 	 * saved: the results are the same bits on 2 ranks either way. */
-	int no_overlap;
+	int overlap;
 	int bucket_kib;
 };
 

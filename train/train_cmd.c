@@ -311,7 +311,7 @@ static void agree_on_settings(struct trainer *t)
 	snprintf(value, sizeof(value), "%d", o->zero_stage);
 	agree_add(&a, "--zero-stage", value);
 	/* one rank's buckets against another's single collective would never meet */
-	agree_add(&a, "--overlap", o->no_overlap ? "off" : "on");
+	agree_add(&a, "--overlap", o->overlap ? "on" : "off");
 	snprintf(value, sizeof(value), "%d", o->bucket_kib);
 	agree_add(&a, "--bucket-kib", value);
 	if (o->resume[0])
@@ -568,7 +568,7 @@ static void build_model(struct trainer *t)
 	/* the whole moments read or zeroed above become this rank's slice (--zero-stage) */
 	if (zero_init(&t->zero, t->m, &t->comm, t->o.zero_stage, err, sizeof(err)) < 0)
 		die(t, "%s", err);
-	zero_set_overlap(&t->zero, &t->comm, !t->o.no_overlap, (size_t)t->o.bucket_kib << 10);
+	zero_set_overlap(&t->zero, &t->comm, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));

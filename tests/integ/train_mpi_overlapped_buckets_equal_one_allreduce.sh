@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The gradients reduced in buckets while backward runs (--overlap on, the default) give the same
-# training as one all-reduce after backward (--overlap off, the simple twin), bit for bit on 2
+# The gradients reduced in buckets while backward runs (--overlap on) give the same training
+# as one all-reduce after backward (--overlap off, the default and simple twin), bit for bit on 2
 # MPI ranks: log.csv's losses, lr and norms, and the final weights and optimizer state byte for
 # byte, at ZeRO stages 0 and 1, with 3 micro-batches a step (only the last backward reduces).
 # The bucketed path is taken: with --bucket-kib 1 every layer makes its own bucket, so each step
@@ -55,21 +55,21 @@ same() { # a, b
 
 for z in 0 1; do
 	run off$z --zero-stage $z --overlap off
-	run on$z --zero-stage $z --bucket-kib 1
+	run on$z --zero-stage $z --overlap on --bucket-kib 1
 	steps off$z 1
 	steps on$z 4
 	same off$z on$z
 done
-run default0
+run default0 --overlap on # the default bucket size
 steps default0 2
 same off0 default0
-run on2 --zero-stage 2 --bucket-kib 1
+run on2 --zero-stage 2 --overlap on --bucket-kib 1
 steps on2 1
 
 # the ranks must agree: one rank's buckets would wait forever for the other's single collective
 rc=0
 timeout -k 5 60 "${mpirun[@]}" -np 1 "$FERRY" train "${args[@]}" \
-	--out "$work/mixed" : -np 1 "$FERRY" train "${args[@]}" --overlap off --out "$work/mixed" \
+	--out "$work/mixed" : -np 1 "$FERRY" train "${args[@]}" --overlap on --out "$work/mixed" \
 	>"$work/mixed.out" 2>"$work/mixed.err" || rc=$?
 [ "$rc" != 0 ] && grep -q -- "different --overlap (here: " "$work/mixed.err" ||
 	fail "ranks given --overlap on and off were not stopped: $(head -3 "$work/mixed.err")"
