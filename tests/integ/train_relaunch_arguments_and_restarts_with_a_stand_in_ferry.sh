@@ -128,4 +128,18 @@ wait "$bg" || rc=$?
 [ "$(cat "$T/signals" 2>/dev/null)" = TERM ] || fail "SIGTERM: the job got: $(cat "$T/signals")"
 [ "$(grep -c . "$T/calls")" = 1 ] || fail "SIGTERM: restarted"
 echo "ok: $(tail -1 "$T/err")"
+
+# the script parses ferry train's options itself (to know which take a value): it must know
+# every one that `ferry train --help` lists, or a run using a new option cannot be relaunched
+mapfile -t opts < <("$FERRY" train --help | grep -oE '^ +--[a-z-]+( [^ ]+)?' | grep -v -- --help)
+[ "${#opts[@]}" -ge 30 ] || fail "ferry train --help lists ${#opts[@]} options"
+for o in "${opts[@]}"; do
+	read -r name value <<<"$o"
+	reset 0
+	args=("$name")
+	[ -n "$value" ] && args+=("${value%%|*}")
+	"$relaunch" --delay 0 -- "$fake" train --out "$T/run" "${args[@]}" >/dev/null 2>"$T/err" ||
+		fail "ferry train $name: the relaunch script refuses it: $(cat "$T/err")"
+done
+echo "ok: the script knows ferry train's ${#opts[@]} options"
 pass "the relaunch script's arguments and restarts"
