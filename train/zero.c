@@ -167,3 +167,18 @@ void zero_release_moments(struct zero *z, struct gpt2 *m)
 	m->m_memory = NULL;
 	m->v_memory = NULL;
 }
+
+void zero_slice_bounds(size_t nr_params, int world_size, int rank, int stage, size_t *lo,
+	size_t *hi)
+{
+	size_t W = (size_t)world_size, slice = (nr_params + W - 1) / W;
+	if (stage == 0) {
+		*lo = 0;
+		*hi = nr_params;
+		return;
+	}
+	*lo = (size_t)rank * slice;
+	*hi = *lo + slice < nr_params ? *lo + slice : nr_params;
+	if (*hi < *lo)
+		*hi = *lo;
+}

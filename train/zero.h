@@ -61,5 +61,9 @@ void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct ad
  * moves. 0, or -ENOMEM with one line in err (the others' run ends with it). */
 int zero_gather_moments(struct zero *z, struct gpt2 *m, struct comm *c, char *err, size_t errlen);
 void zero_release_moments(struct zero *z, struct gpt2 *m);
+/* The parameters [*lo, *hi) whose moments rank keeps at stage (zero_init's bounds, before a
+ * zero_init): all of them at stage 0. A resume reads only those from a checkpoint. */
+void zero_slice_bounds(size_t nr_params, int world_size, int rank, int stage, size_t *lo,
+	size_t *hi);
 
 #endif
