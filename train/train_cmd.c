@@ -946,12 +946,10 @@ static void checkpoint_sharded(struct trainer *t, int step)
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
-	if (t->zero.stage > 0 && !t->gpu) {
+	if (t->zero.stage > 0) {
 		checkpoint_sharded(t, step);
 		return;
 	}
-	if (zero_gather_moments(&t->zero, t->m, &t->comm, err, sizeof(err)) < 0)
-		die(t, "checkpoint: %s", err);
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (t->gpu)
@@ -961,7 +959,6 @@ static void checkpoint(struct trainer *t, int step)
 		if (ckpt_save(t->o.out, t->m, &st, t->s.keep, err, sizeof(err)) < 0)
 			die(t, "checkpoint: %s", err);
 	}
-	zero_release_moments(&t->zero, t->m);
 	comm_barrier(&t->comm);
 }
 
