@@ -126,12 +126,15 @@ done
 [ -n "$dir" ] || die "ferry train needs --out DIR (or --resume DIR): the run to relaunch"
 resume_cmd=("${cmd[@]:0:at+2}" --resume "$dir" "${kept[@]}" "${cmd[@]:at+2+${#args[@]}}")
 
-# a checkpoint counts once its state file and its model file exist (train/ckpt.c list_steps);
-# which one verifies is ferry's to decide
+# a checkpoint counts once its state file (a sharded one: its DONE marker) and its model file
+# exist (train/ckpt.c list_steps); which one verifies is ferry's to decide
 has_checkpoint() {
 	local s
 	for s in "$dir"/state_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].bin; do
 		[ -f "$s" ] && [ -f "$dir/model_${s##*/state_}" ] && return 0
+	done
+	for s in "$dir"/DONE_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
+		[ -f "$s" ] && [ -f "$dir/model_${s##*/DONE_}.bin" ] && return 0
 	done
 	return 1
 }

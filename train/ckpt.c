@@ -8,12 +8,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define STATE_MAGIC 0x54535246u /* "FRST" */
 /* Version 2 added the loader's order settings (two u32) after the settings length; version 1
@@ -432,12 +434,18 @@ static uint64_t *list_steps(const char *dir, size_t *nr)
 	size_t cap = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {
-		/* exactly state_DDDDDDDD.bin */
+		/* exactly state_DDDDDDDD.bin, or manifest_DDDDDDDD.txt (a sharded one, complete
+		 * or not: ckpt_verify says which) */
 		const char *name = e->d_name;
-		if (strlen(name) != 18 || strncmp(name, "state_", 6) != 0 ||
-			strcmp(name + 14, ".bin") != 0 || strspn(name + 6, "0123456789") != 8)
+		unsigned long long s;
+		if (strlen(name) == 18 && strncmp(name, "state_", 6) == 0 &&
+			strcmp(name + 14, ".bin") == 0 && strspn(name + 6, "0123456789") == 8)
+			s = strtoull(name + 6, NULL, 10);
+		else if (strlen(name) == 21 && strncmp(name, "manifest_", 9) == 0 &&
+			 strcmp(name + 17, ".txt") == 0 && strspn(name + 9, "0123456789") == 8)
+			s = strtoull(name + 9, NULL, 10);
+		else
 			continue;
-		unsigned long long s = strtoull(name + 6, NULL, 10);
 		char model[PATH_MAX];
 		ckpt_paths(dir, s, model, NULL, sizeof(model));
 		if (access(model, R_OK) != 0)
@@ -458,7 +466,357 @@ static uint64_t *list_steps(const char *dir, size_t *nr)
 			steps[j] = steps[j - 1];
 			steps[j - 1] = t;
 		}
+	/* a step with both a state file and a manifest (a crash between formats) once */
+	size_t u = 0;
+	for (size_t i = 0; i < *nr; i++)
+		if (u == 0 || steps[u - 1] != steps[i])
+			steps[u++] = steps[i];
+	*nr = u;
 	return steps;
+}
+
+/* ---- sharded checkpoints (ckpt.h) ---- */
+
+#define SHARD_MAGIC        0x48535246u /* "FRSH" */
+#define SHARD_VERSION      1u
+#define SHARD_HEADER_BYTES 48
+#define MANIFEST_FIRST     "ferry checkpoint manifest 1\n"
+
+static void sharded_path(char *path, size_t len, const char *dir, const char *what, uint64_t step)
+{
+	if (strcmp(what, "manifest") == 0)
+		snprintf(path, len, "%s/manifest_%08llu.txt", dir, (unsigned long long)step);
+	else
+		snprintf(path, len, "%s/DONE_%08llu", dir, (unsigned long long)step);
+}
+
+static void shard_path(char *path, size_t len, const char *dir, uint64_t step, int rank)
+{
+	snprintf(path, len, "%s/shard_%08llu_%05d.bin", dir, (unsigned long long)step, rank);
+}
+
+static void fsync_dir(const char *dir)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+}
+
+/* The step's DONE first (it is no longer complete), then its manifest and every shard file of
+ * the step, whatever world size wrote them. */
+static void drop_sharded(const char *dir, uint64_t step)
+{
+	char path[PATH_MAX], prefix[32];
+	sharded_path(path, sizeof(path), dir, "DONE", step);
+	if (unlink(path) == 0)
+		fsync_dir(dir);
+	sharded_path(path, sizeof(path), dir, "manifest", step);
+	unlink(path);
+	int n = snprintf(prefix, sizeof(prefix), "shard_%08llu_", (unsigned long long)step);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strncmp(e->d_name, prefix, (size_t)n) == 0 &&
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < (int)sizeof(path))
+			unlink(path);
+	closedir(d);
+}
+
+static bool is_complete(const char *dir, uint64_t step)
+{
+	char path[PATH_MAX];
+	ckpt_paths(dir, step, NULL, path, sizeof(path));
+	if (access(path, F_OK) == 0)
+		return true;
+	sharded_path(path, sizeof(path), dir, "DONE", step);
+	return access(path, F_OK) == 0;
+}
+
+/* --keep: the keep newest complete checkpoints up to step stay, with the incomplete ones
+ * newer than the oldest of those; everything older goes, markers and shards with it. */
+static void prune(const char *dir, uint64_t step, int keep)
+{
+	if (keep <= 0)
+		return;
+	size_t nr;
+	uint64_t *steps = list_steps(dir, &nr);
+	/* Checkpoints after this step are left alone: they are of a future this run abandoned
+	 * when it resumed from an older one because they did not verify, and counting them
+	 * would rotate out the good ones (this run overwrites them when it gets there). */
+	while (nr > 0 && steps[nr - 1] > step)
+		nr--;
+	int complete = 0;
+	for (size_t i = nr; i-- > 0;) {
+		if (complete < keep) {
+			complete += is_complete(dir, steps[i]);
+			continue;
+		}
+		char model[PATH_MAX], state[PATH_MAX];
+		ckpt_paths(dir, steps[i], model, state, sizeof(model));
+		/* the state file and DONE first: without them it no longer counts as complete */
+		unlink(state);
+		drop_sharded(dir, steps[i]);
+		unlink(model);
+	}
+	free(steps);
+}
+
+int ckpt_shard_begin(const char *dir, uint64_t step, char *err, size_t errlen)
+{
+	char state[PATH_MAX];
+	ckpt_paths(dir, step, NULL, state, sizeof(state));
+	drop_sharded(dir, step);
+	if (unlink(state) < 0 && errno != ENOENT)
+		return fail(err, errlen, -errno, "%s: %s", state, strerror(errno));
+	fsync_dir(dir);
+	return 0;
+}
+
+int ckpt_write_shard(const char *dir, uint64_t step, int rank, int world_size, uint64_t nr_params,
+	uint64_t lo, uint64_t hi, const float *m, const float *v, struct ckpt_shard_info *info,
+	char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	shard_path(path, sizeof(path), dir, step, rank);
+	size_t n = (size_t)(hi - lo);
+	int rc = check_finite(path, "first moment", m, n, err, errlen);
+	if (rc == 0)
+		rc = check_finite(path, "second moment", v, n, err, errlen);
+	if (rc < 0)
+		return rc;
+	unsigned char head[SHARD_HEADER_BYTES];
+	uint32_t u32[4] = { SHARD_MAGIC, SHARD_VERSION, (uint32_t)rank, (uint32_t)world_size };
+	uint64_t u64[4] = { step, nr_params, lo, hi };
+	memcpy(head, u32, sizeof(u32));
+	memcpy(head + sizeof(u32), u64, sizeof(u64));
+	struct piece pieces[] = {
+		{ head, sizeof(head) },
+		{ m, n * sizeof(float) },
+		{ v, n * sizeof(float) },
+	};
+	XXH3_state_t *h = XXH3_createState();
+	if (!h)
+		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+	XXH3_64bits_reset(h);
+	for (int i = 0; i < 3; i++)
+		XXH3_64bits_update(h, pieces[i].data, pieces[i].bytes);
+	info->xxh3 = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	info->lo = lo;
+	info->hi = hi;
+	info->bytes = SHARD_HEADER_BYTES + 2 * (uint64_t)n * sizeof(float);
+	return write_atomic(path, pieces, 3, err, errlen);
+}
+
+int ckpt_write_manifest(const char *dir, const struct ckpt_state *st, uint64_t nr_params,
+	int zero_stage, int world_size, const struct ckpt_shard_info *shards, char *err,
+	size_t errlen)
+{
+	char path[PATH_MAX], *text = NULL;
+	size_t len = 0;
+	sharded_path(path, sizeof(path), dir, "manifest", st->step);
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+	const char *settings = st->settings ? st->settings : "";
+	fprintf(f,
+		MANIFEST_FIRST "step %llu\nworld_size %d\nzero_stage %d\nnr_params %llu\n"
+			       "rng %llu\nloader_epoch %llu\nloader_position %llu\n"
+			       "loader_block_bytes %u\nloader_window_blocks %u\n",
+		(unsigned long long)st->step, world_size, zero_stage, (unsigned long long)nr_params,
+		(unsigned long long)st->rng, (unsigned long long)st->loader_epoch,
+		(unsigned long long)st->loader_position, st->loader_block_bytes,
+		st->loader_window_blocks);
+	for (int r = 0; r < world_size; r++)
+		fprintf(f, "shard %d %llu %llu %llu %016llx\n", r, (unsigned long long)shards[r].lo,
+			(unsigned long long)shards[r].hi, (unsigned long long)shards[r].bytes,
+			(unsigned long long)shards[r].xxh3);
+	fprintf(f, "settings %zu\n%s\n", strlen(settings), settings);
+	fflush(f);
+	/* the manifest's own hash last: a torn or edited manifest is refused */
+	fprintf(f, "xxh3 %016llx\n", (unsigned long long)XXH3_64bits(text, len));
+	if (fclose(f) != 0) {
+		free(text);
+		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+	}
+	struct piece piece = { text, len };
+	int rc = write_atomic(path, &piece, 1, err, errlen);
+	free(text);
+	return rc;
+}
+
+int ckpt_finish_sharded(const char *dir, uint64_t step, int keep, char *err, size_t errlen)
+{
+	char path[PATH_MAX], line[64];
+	sharded_path(path, sizeof(path), dir, "DONE", step);
+	int n = snprintf(line, sizeof(line), "step %llu\n", (unsigned long long)step);
+	struct piece piece = { line, (size_t)n };
+	int rc = write_atomic(path, &piece, 1, err, errlen);
+	if (rc == 0)
+		prune(dir, step, keep);
+	return rc;
+}
+
+/* A manifest as read: the state (settings owned), the layout and each shard's entry. */
+struct manifest {
+	struct ckpt_state st;
+	uint64_t nr_params;
+	int zero_stage, world_size;
+	struct ckpt_shard_info *shards;
+};
+
+static void manifest_done(struct manifest *mf)
+{
+	ckpt_state_done(&mf->st);
+	free(mf->shards);
+	mf->shards = NULL;
+}
+
+static int read_manifest(const char *dir, uint64_t step, struct manifest *mf, char *err,
+	size_t errlen)
+{
+	char path[PATH_MAX], *buf;
+	size_t n;
+	memset(mf, 0, sizeof(*mf));
+	sharded_path(path, sizeof(path), dir, "manifest", step);
+	int rc = read_whole(path, &buf, &n, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = fail(err, errlen, -EINVAL, "%s: not a ferry checkpoint manifest", path);
+	/* the last line: "xxh3 HEX\n" over everything before it */
+	if (n < 24 || memchr(buf, '\0', n) || buf[n - 1] != '\n' ||
+		strncmp(buf, MANIFEST_FIRST, strlen(MANIFEST_FIRST)) != 0)
+		goto out;
+	buf[n - 1] = '\0';
+	char *last = strrchr(buf, '\n');
+	unsigned long long sum;
+	if (!last || sscanf(last + 1, "xxh3 %16llx", &sum) != 1)
+		goto out;
+	if (sum != XXH3_64bits(buf, (size_t)(last + 1 - buf))) {
+		rc = fail(err, errlen, -EINVAL, "%s: checksum mismatch (corrupt manifest)", path);
+		goto out;
+	}
+	*last = '\0';
+	unsigned long long v[7];
+	unsigned u[2];
+	int pos = 0;
+	char *p = buf + strlen(MANIFEST_FIRST);
+	if (sscanf(p,
+		    "step %llu\nworld_size %d\nzero_stage %d\nnr_params %llu\nrng %llu\n"
+		    "loader_epoch %llu\nloader_position %llu\nloader_block_bytes %u\n"
+		    "loader_window_blocks %u\n%n",
+		    &v[0], &mf->world_size, &mf->zero_stage, &v[1], &v[2], &v[3], &v[4], &u[0],
+		    &u[1], &pos) != 9 ||
+		pos == 0 || v[0] != step || mf->world_size < 1 || mf->world_size > 1 << 20 ||
+		v[1] > (uint64_t)1 << 40)
+		goto out;
+	p += pos;
+	mf->st.step = v[0];
+	mf->nr_params = mf->st.nr_params = v[1];
+	mf->st.rng = v[2];
+	mf->st.loader_epoch = v[3];
+	mf->st.loader_position = v[4];
+	mf->st.loader_block_bytes = u[0];
+	mf->st.loader_window_blocks = u[1];
+	mf->st.version = STATE_VERSION;
+	mf->shards = calloc((size_t)mf->world_size, sizeof(*mf->shards));
+	if (!mf->shards) {
+		rc = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	uint64_t covered = 0;
+	for (int r = 0; r < mf->world_size; r++) {
+		int rr;
+		struct ckpt_shard_info *s = &mf->shards[r];
+		unsigned long long a, b, c, d;
+		pos = 0;
+		if (sscanf(p, "shard %d %llu %llu %llu %16llx\n%n", &rr, &a, &b, &c, &d, &pos) !=
+				5 ||
+			pos == 0 || rr != r || a != covered || b < a || b > mf->nr_params ||
+			c != SHARD_HEADER_BYTES + 8 * (b - a))
+			goto out;
+		*s = (struct ckpt_shard_info){ a, b, c, d };
+		covered = b;
+		p += pos;
+	}
+	size_t settings_bytes;
+	pos = 0;
+	/* the settings run from after their line to the newline before the xxh3 line (*last) */
+	if (covered != mf->nr_params || sscanf(p, "settings %zu%n", &settings_bytes, &pos) != 1 ||
+		pos == 0 || p[pos++] != '\n' || (size_t)(last - (p + pos)) != settings_bytes)
+		goto out;
+	mf->st.settings = strndup(p + pos, settings_bytes);
+	if (!mf->st.settings) {
+		rc = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	if (rc < 0)
+		manifest_done(mf);
+	return rc;
+}
+
+/* One shard file against its manifest entry: size, XXH3, header, finite moments. */
+static int verify_shard(const char *dir, uint64_t step, const struct manifest *mf, int r, char *err,
+	size_t errlen)
+{
+	char path[PATH_MAX], *buf;
+	size_t n;
+	const struct ckpt_shard_info *s = &mf->shards[r];
+	shard_path(path, sizeof(path), dir, step, r);
+	int rc = read_whole(path, &buf, &n, err, errlen);
+	if (rc < 0)
+		return rc;
+	uint32_t u32[4];
+	uint64_t u64[4];
+	if (n != s->bytes) {
+		rc = fail(err, errlen, -EINVAL, "%s: size %zu bytes, the manifest says %llu", path,
+			n, (unsigned long long)s->bytes);
+		goto out;
+	}
+	if (XXH3_64bits(buf, n) != s->xxh3) {
+		rc = fail(err, errlen, -EINVAL, "%s: XXH3 mismatch (corrupt shard)", path);
+		goto out;
+	}
+	memcpy(u32, buf, sizeof(u32));
+	memcpy(u64, buf + sizeof(u32), sizeof(u64));
+	if (u32[0] != SHARD_MAGIC || u32[1] != SHARD_VERSION || u32[2] != (uint32_t)r ||
+		u32[3] != (uint32_t)mf->world_size || u64[0] != step || u64[1] != mf->nr_params ||
+		u64[2] != s->lo || u64[3] != s->hi) {
+		rc = fail(err, errlen, -EINVAL, "%s: header differs from the manifest", path);
+		goto out;
+	}
+	size_t nr = (size_t)(s->hi - s->lo);
+	/* moments at an offset of 48: aligned */
+	rc = check_finite(path, "moment", (const float *)(buf + SHARD_HEADER_BYTES), 2 * nr, err,
+		errlen);
+out:
+	free(buf);
+	return rc;
+}
+
+static int verify_sharded(const char *dir, uint64_t step, const char *model, size_t nr_params,
+	char *err, size_t errlen)
+{
+	struct manifest mf;
+	int rc = read_manifest(dir, step, &mf, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (mf.nr_params != nr_params)
+		rc = fail(err, errlen, -EINVAL,
+			"manifest_%08llu.txt: holds moments of %llu parameters, %s has %zu",
+			(unsigned long long)step, (unsigned long long)mf.nr_params, model,
+			nr_params);
+	for (int r = 0; r < mf.world_size && rc == 0; r++)
+		rc = verify_shard(dir, step, &mf, r, err, errlen);
+	manifest_done(&mf);
+	return rc;
 }
 
 int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st, int keep,
@@ -470,26 +828,16 @@ int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st
 	int rc = check_finite(state, "first moment", m->m_memory, m->nr_params, err, errlen);
 	if (rc == 0)
 		rc = check_finite(state, "second moment", m->v_memory, m->nr_params, err, errlen);
+	/* a sharded checkpoint of this step (an older run's) is no longer one */
+	if (rc == 0)
+		drop_sharded(dir, st->step);
 	if (rc == 0)
 		rc = ckpt_write_model(model, m, err, errlen);
 	if (rc == 0)
 		rc = ckpt_write_state(state, m, st, err, errlen);
-	if (rc < 0 || keep <= 0)
+	if (rc < 0)
 		return rc;
-	size_t nr;
-	uint64_t *steps = list_steps(dir, &nr);
-	/* Checkpoints after this step are left alone: they are of a future this run abandoned
-	 * when it resumed from an older one because they did not verify, and counting them
-	 * would rotate out the good ones (this run overwrites them when it gets there). */
-	while (nr > 0 && steps[nr - 1] > st->step)
-		nr--;
-	/* state first: without it the older checkpoint no longer counts as complete */
-	for (size_t i = 0; i + (size_t)keep < nr; i++) {
-		ckpt_paths(dir, steps[i], model, state, sizeof(model));
-		unlink(state);
-		unlink(model);
-	}
-	free(steps);
+	prune(dir, st->step, keep);
 	return 0;
 }
 
@@ -510,6 +858,16 @@ int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
 {
 	char model[PATH_MAX], state[PATH_MAX];
 	ckpt_paths(dir, step, model, state, sizeof(model));
+	/* sharded: complete only with its DONE, which rank 0 writes once every shard is on disk */
+	bool sharded = access(state, F_OK) != 0;
+	if (sharded) {
+		char done[PATH_MAX];
+		sharded_path(done, sizeof(done), dir, "DONE", step);
+		if (access(done, F_OK) != 0)
+			return fail(err, errlen, -EINVAL,
+				"DONE_%08llu missing: the checkpoint was never completed",
+				(unsigned long long)step);
+	}
 	struct gpt2_config c;
 	char *buf;
 	size_t n;
@@ -527,6 +885,8 @@ int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
 	free(buf);
 	if (rc < 0)
 		return rc;
+	if (sharded)
+		return verify_sharded(dir, step, model, nr_params, err, errlen);
 	struct ckpt_state st;
 	rc = ckpt_read_state(state, NULL, &st, err, errlen);
 	if (rc < 0)
@@ -556,5 +916,56 @@ int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, v
 		rc = -EINVAL;
 	}
 	free(steps);
+	return rc;
+}
+
+int ckpt_load_state(const char *dir, uint64_t step, struct gpt2 *m, uint64_t lo, uint64_t hi,
+	struct ckpt_state *st, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	ckpt_paths(dir, step, NULL, path, sizeof(path));
+	if (access(path, F_OK) == 0)
+		return ckpt_read_state(path, m, st, err, errlen);
+	struct manifest mf;
+	memset(st, 0, sizeof(*st));
+	int rc = read_manifest(dir, step, &mf, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (m && (m->nr_params != mf.nr_params || hi > mf.nr_params || lo > hi)) {
+		rc = fail(err, errlen, -EINVAL,
+			"manifest_%08llu.txt: holds moments of %llu parameters, model has %zu",
+			(unsigned long long)step, (unsigned long long)mf.nr_params, m->nr_params);
+		goto out;
+	}
+	/* each old shard that overlaps [lo, hi): its part of m and of v, nothing more */
+	for (int r = 0; m && r < mf.world_size && rc == 0; r++) {
+		const struct ckpt_shard_info *s = &mf.shards[r];
+		uint64_t a = s->lo > lo ? s->lo : lo, b = s->hi < hi ? s->hi : hi;
+		if (a >= b)
+			continue;
+		shard_path(path, sizeof(path), dir, step, r);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			rc = fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+			break;
+		}
+		size_t bytes = (size_t)(b - a) * sizeof(float);
+		off_t m_at = SHARD_HEADER_BYTES + (off_t)(a - s->lo) * 4;
+		off_t v_at = m_at + (off_t)(s->hi - s->lo) * 4;
+		if (pread(fd, m->m_memory + a, bytes, m_at) != (ssize_t)bytes ||
+			pread(fd, m->v_memory + a, bytes, v_at) != (ssize_t)bytes)
+			rc = fail(err, errlen, -EIO, "%s: short read", path);
+		else if ((rc = check_finite(path, "first moment", m->m_memory + a, b - a, err,
+				  errlen)) == 0)
+			rc = check_finite(path, "second moment", m->v_memory + a, b - a, err,
+				errlen);
+		close(fd);
+	}
+out:
+	if (rc == 0) {
+		*st = mf.st;
+		mf.st.settings = NULL;
+	}
+	manifest_done(&mf);
 	return rc;
 }

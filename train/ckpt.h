@@ -49,7 +49,9 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 	size_t errlen);
 
 /* A run directory holds model_%08d.bin and state_%08d.bin per checkpoint; the state file is
- * written last, so a checkpoint exists once its state file does. */
+ * written last, so a checkpoint exists once its state file does. A sharded checkpoint (ZeRO
+ * stage 1 and 2, below) has manifest_%08d.txt and shard_%08d_%05d.bin per writing rank in place
+ * of the state file, and is complete once DONE_%08d exists. */
 void ckpt_paths(const char *dir, uint64_t step, char *model, char *state, size_t len);
 int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st, int keep,
 	char *err, size_t errlen);
@@ -64,5 +66,34 @@ typedef void (*ckpt_skip_fn)(void *arg, uint64_t step, const char *reason);
 /* The step of the newest checkpoint in dir that verifies: 0 and *step set; -ENOENT when dir
  * holds none, -EINVAL when none of those it holds verifies. */
 int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, void *arg);
+
+/* ---- sharded checkpoints: each rank writes the moments of its slice, no gathering ----
+ * Rank 0 calls ckpt_shard_begin (the step's old DONE and state file gone: a rewritten step is
+ * never complete half old, half new), then after a barrier every rank ckpt_write_shard (its
+ * file fsynced before it returns), the ranks' ckpt_shard_info are gathered to rank 0, which
+ * writes the model file and ckpt_write_manifest, and after that ckpt_finish_sharded: the DONE
+ * marker, then the --keep pruning. */
+struct ckpt_shard_info {
+	uint64_t lo, hi; /* the parameters whose moments it holds, [lo, hi) */
+	uint64_t bytes;  /* of the file */
+	uint64_t xxh3;   /* XXH3-64 of the whole file */
+};
+
+int ckpt_shard_begin(const char *dir, uint64_t step, char *err, size_t errlen);
+/* m and v hold hi - lo floats each. */
+int ckpt_write_shard(const char *dir, uint64_t step, int rank, int world_size, uint64_t nr_params,
+	uint64_t lo, uint64_t hi, const float *m, const float *v, struct ckpt_shard_info *info,
+	char *err, size_t errlen);
+int ckpt_write_manifest(const char *dir, const struct ckpt_state *st, uint64_t nr_params,
+	int zero_stage, int world_size, const struct ckpt_shard_info *shards, char *err,
+	size_t errlen);
+int ckpt_finish_sharded(const char *dir, uint64_t step, int keep, char *err, size_t errlen);
+
+/* The state of the checkpoint of step in dir, whole or sharded (st as ckpt_read_state fills
+ * it); with m non-NULL also the moments of the parameters [lo, hi) into m->m_memory + lo and
+ * m->v_memory + lo, read from whichever shards hold them (any world size and stage: a
+ * resharding), or from the whole state file. */
+int ckpt_load_state(const char *dir, uint64_t step, struct gpt2 *m, uint64_t lo, uint64_t hi,
+	struct ckpt_state *st, char *err, size_t errlen);
 
 #endif

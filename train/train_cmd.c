@@ -382,7 +382,8 @@ static void resume_settings(struct trainer *t)
 		lock_out_dir(t, t->o.resume);
 	t->start_step = find_resumable(t, t->o.resume);
 	ckpt_paths(t->o.resume, t->start_step, NULL, path, sizeof(path));
-	if (ckpt_read_state(path, NULL, &t->resume_state, err, sizeof(err)) < 0)
+	if (ckpt_load_state(t->o.resume, t->start_step, NULL, 0, 0, &t->resume_state, err,
+		    sizeof(err)) < 0)
 		die(t, "%s", err);
 	if (settings_parse(&t->s, t->resume_state.settings, err, sizeof(err)) < 0)
 		die(t, "%s: %s", path, err);
@@ -517,9 +518,15 @@ static void resume_model(struct trainer *t)
 	ckpt_paths(t->o.resume, t->start_step, path, NULL, sizeof(path));
 	if (ckpt_read_model(path, t->m, err, sizeof(err)) < 0)
 		die(t, "%s", err);
-	ckpt_paths(t->o.resume, t->start_step, NULL, path, sizeof(path));
+	/* only the moments this rank keeps (zero_init's slice), from whichever of the
+	 * checkpoint's shards hold them, whatever world size and stage wrote it; a whole state
+	 * file is read whole */
+	size_t lo, hi;
+	zero_slice_bounds(t->m->nr_params, t->comm.world_size, t->comm.rank, t->o.zero_stage, &lo,
+		&hi);
 	ckpt_state_done(&t->resume_state);
-	if (ckpt_read_state(path, t->m, &t->resume_state, err, sizeof(err)) < 0)
+	if (ckpt_load_state(t->o.resume, t->start_step, t->m, lo, hi, &t->resume_state, err,
+		    sizeof(err)) < 0)
 		die(t, "%s", err);
 	t->rng = t->resume_state.rng;
 	/* The checkpoint's global position (in samples) as this layout's batch count. A state
@@ -879,24 +886,87 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 		report_write_svg(t->svg_path, t->points, t->nr_points, "ferry train: loss");
 }
 
+/* The state of the run after step, as the checkpoint keeps it. */
+static struct ckpt_state checkpoint_state(struct trainer *t, int step)
+{
+	struct loader_state ls;
+	loader_get_state(t->train_loader, &ls);
+	struct ckpt_state st = { .step = (uint64_t)step,
+		.rng = t->rng,
+		.loader_epoch = ls.epoch,
+		.loader_position = ls.position * (uint64_t)t->B * t->comm.world_size,
+		.settings = t->settings_text };
+	loader_get_order(t->train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
+	return st;
+}
+
+/* ZeRO 1 and 2: every rank writes the moments of its own slice (nothing gathered), rank 0 the
+ * model and the manifest, and once every rank has said its shard is on disk (fsynced: the
+ * all-gather of the shards' sizes and hashes is that barrier) the DONE marker that makes the
+ * checkpoint complete. A run killed before DONE leaves a checkpoint --resume skips. */
+static void checkpoint_sharded(struct trainer *t, int step)
+{
+	char err[PATH_MAX + 256];
+	struct zero *z = &t->zero;
+	int W = t->comm.world_size;
+	if (t->comm.rank == 0 && ckpt_shard_begin(t->o.out, (uint64_t)step, err, sizeof(err)) < 0)
+		die(t, "checkpoint: %s", err);
+	comm_barrier(&t->comm);
+	/* per rank: status, lo, hi, bytes, xxh3 as u64, moved as 10 floats' bytes */
+	enum { WORDS = 5 };
+	uint64_t *all = calloc((size_t)W * WORDS, sizeof(uint64_t)), *mine;
+	if (!all)
+		die(t, "checkpoint: out of memory");
+	mine = all + (size_t)t->comm.rank * WORDS;
+	struct ckpt_shard_info info;
+	int rc = ckpt_write_shard(t->o.out, (uint64_t)step, t->comm.rank, W, z->nr_params, z->lo,
+		z->hi, z->m, z->v, &info, err, sizeof(err));
+	if (rc < 0)
+		fprintf(stderr, "ferry train: checkpoint: rank %d: %s\n", t->comm.rank, err);
+	uint64_t words[WORDS] = { rc < 0, info.lo, info.hi, info.bytes, info.xxh3 };
+	memcpy(mine, words, sizeof(words));
+	t->comm.ops->allgather(&t->comm, (float *)all, WORDS * sizeof(uint64_t) / sizeof(float));
+	for (int r = 0; r < W; r++)
+		if (all[(size_t)r * WORDS])
+			die(t, "checkpoint of step %d: rank %d could not write its shard", step, r);
+	if (t->comm.rank == 0) {
+		struct ckpt_shard_info *shards = calloc((size_t)W, sizeof(*shards));
+		if (!shards)
+			die(t, "checkpoint: out of memory");
+		for (int r = 0; r < W; r++) {
+			const uint64_t *w = all + (size_t)r * WORDS;
+			shards[r] = (struct ckpt_shard_info){ w[1], w[2], w[3], w[4] };
+		}
+		struct ckpt_state st = checkpoint_state(t, step);
+		char model[PATH_MAX + 32];
+		ckpt_paths(t->o.out, (uint64_t)step, model, NULL, sizeof(model));
+		if (fsync(fileno(t->log)) < 0)
+			die(t, "%s: %s", t->log_path, strerror(errno));
+		if (ckpt_write_model(model, t->m, err, sizeof(err)) < 0 ||
+			ckpt_write_manifest(t->o.out, &st, z->nr_params, z->stage, W, shards, err,
+				sizeof(err)) < 0 ||
+			ckpt_finish_sharded(t->o.out, (uint64_t)step, t->s.keep, err, sizeof(err)) <
+				0)
+			die(t, "checkpoint: %s", err);
+		free(shards);
+	}
+	free(all);
+	comm_barrier(&t->comm);
+}
+
 /* The run's checkpoint after step (rank 0 writes, every rank waits): the model, then the state
  * with the loader's position; the log is synced first so that it never lags a checkpoint. With
- * ZeRO the ranks' slices of the moments are gathered to rank 0 first: the state file is the
- * whole one, which any world size and stage resumes from. */
+ * ZeRO 1 and 2 each rank writes its own shard of the state instead (checkpoint_sharded); any
+ * world size and stage resumes from either. */
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
-	if (zero_gather_moments(&t->zero, t->m, &t->comm, err, sizeof(err)) < 0)
-		die(t, "checkpoint: %s", err);
+	if (t->zero.stage > 0) {
+		checkpoint_sharded(t, step);
+		return;
+	}
 	if (t->comm.rank == 0) {
-		struct loader_state ls;
-		loader_get_state(t->train_loader, &ls);
-		struct ckpt_state st = { .step = (uint64_t)step,
-			.rng = t->rng,
-			.loader_epoch = ls.epoch,
-			.loader_position = ls.position * (uint64_t)t->B * t->comm.world_size,
-			.settings = t->settings_text };
-		loader_get_order(t->train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
+		struct ckpt_state st = checkpoint_state(t, step);
 		if (t->gpu)
 			gpt2_cuda_store(t->gpu, t->m);
 		if (fsync(fileno(t->log)) < 0)
@@ -904,7 +974,6 @@ static void checkpoint(struct trainer *t, int step)
 		if (ckpt_save(t->o.out, t->m, &st, t->s.keep, err, sizeof(err)) < 0)
 			die(t, "checkpoint: %s", err);
 	}
-	zero_release_moments(&t->zero, t->m);
 	comm_barrier(&t->comm);
 }
 

@@ -218,61 +218,17 @@ void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct ad
 	c->ops->allgather(c, m->params_memory, z->slice);
 }
 
-/* Floats of each rank's slice moved by one all-gather of a checkpoint: the other ranks hold
- * world_size pieces for it, never a whole moment. */
-#define GATHER_PIECE (1u << 20)
-
-/* The whole of one moment into all (rank 0's, world_size * slice floats; NULL elsewhere) from
- * each rank's part, piece by piece through tmp (world_size * GATHER_PIECE floats). */
-static void gather_moment(struct zero *z, struct comm *c, const float *part, float *all, float *tmp)
+void zero_slice_bounds(size_t nr_params, int world_size, int rank, int stage, size_t *lo,
+	size_t *hi)
 {
-	for (size_t off = 0; off < z->slice; off += GATHER_PIECE) {
-		size_t n = z->slice - off < GATHER_PIECE ? z->slice - off : GATHER_PIECE;
-		memcpy(tmp + (size_t)z->rank * n, part + off, n * sizeof(float));
-		c->ops->allgather(c, tmp, n);
-		if (z->rank != 0)
-			continue;
-		for (int r = 0; r < z->world_size; r++)
-			memcpy(all + (size_t)r * z->slice + off, tmp + (size_t)r * n,
-				n * sizeof(float));
-	}
-}
-
-int zero_gather_moments(struct zero *z, struct gpt2 *m, struct comm *c, char *err, size_t errlen)
-{
-	size_t whole = z->slice * (size_t)z->world_size;
-	size_t piece = z->slice < GATHER_PIECE ? z->slice : GATHER_PIECE;
-	float *tmp, *mm = NULL, *vv = NULL;
-	if (z->stage == 0)
-		return 0;
-	tmp = malloc((piece ? piece : 1) * (size_t)z->world_size * sizeof(float));
-	if (z->rank == 0) {
-		mm = malloc(whole * sizeof(float));
-		vv = malloc(whole * sizeof(float));
-	}
-	if (!tmp || (z->rank == 0 && (!mm || !vv))) {
-		free(tmp);
-		free(mm);
-		free(vv);
-		snprintf(err, errlen,
-			"rank %d: out of memory gathering the optimizer state (%zu MiB)", z->rank,
-			(2 * whole * sizeof(float)) >> 20);
-		return -ENOMEM;
-	}
-	gather_moment(z, c, z->m, mm, tmp);
-	gather_moment(z, c, z->v, vv, tmp);
-	free(tmp);
-	m->m_memory = mm;
-	m->v_memory = vv;
-	return 0;
-}
-
-void zero_release_moments(struct zero *z, struct gpt2 *m)
-{
-	if (z->stage == 0)
+	size_t W = (size_t)world_size, slice = (nr_params + W - 1) / W;
+	if (stage == 0) {
+		*lo = 0;
+		*hi = nr_params;
 		return;
-	free(m->m_memory);
-	free(m->v_memory);
-	m->m_memory = NULL;
-	m->v_memory = NULL;
+	}
+	*lo = (size_t)rank * slice;
+	*hi = *lo + slice < nr_params ? *lo + slice : nr_params;
+	if (*hi < *lo)
+		*hi = *lo;
 }

@@ -88,11 +88,9 @@ float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c);
 void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct adamw_config *opt,
 	float lr, float grad_scale, int t);
 
-/* For a checkpoint in the whole-state format (ckpt.h): every rank calls it (a collective); the
- * moments are gathered and rank 0's m->m_memory and v_memory hold all of them until
- * zero_release_moments (the other ranks pass theirs on in pieces of 4 MiB). At stage 0 nothing
- * moves. 0, or -ENOMEM with one line in err (the others' run ends with it). */
-int zero_gather_moments(struct zero *z, struct gpt2 *m, struct comm *c, char *err, size_t errlen);
-void zero_release_moments(struct zero *z, struct gpt2 *m);
+/* The parameters [*lo, *hi) whose moments rank keeps at stage (zero_init's bounds, before a
+ * zero_init): all of them at stage 0. A resume reads only those from a checkpoint. */
+void zero_slice_bounds(size_t nr_params, int world_size, int rank, int stage, size_t *lo,
+	size_t *hi);
 
 #endif

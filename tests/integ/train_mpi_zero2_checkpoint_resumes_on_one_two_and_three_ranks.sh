@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A ZeRO-2 run keeps each rank's slice of the optimizer state, and its checkpoint gathers the
-# slices into the one whole state file, so the run resumes on another world size and another
-# stage, each resharding what it reads. A run of 2 MPI ranks (batch 4 each, 24 samples a step:
+# A ZeRO-2 run keeps each rank's slice of the optimizer state, and its checkpoint keeps one
+# shard file per rank beside a manifest (train/ckpt.c), so the run resumes on another world size
+# and another stage, each rank reading the slices it needs from the old shards. A run of 2 MPI ranks (batch 4 each, 24 samples a step:
 # 3 micro-batches a rank) at --zero-stage 2 stops after step 15 with a checkpoint:
 # - resumed on 2 ranks at stage 2 it equals the uninterrupted 2-rank stage-2 run bit for bit
 #   (losses, lr, grad norms in log.csv; final weights and optimizer state byte for byte);
@@ -24,7 +24,7 @@ cols() { cut -d, -f1-4 "$1"; }
 	fail "the uninterrupted 2-rank run failed: $(tail -3 "$work/a.out")"
 "${mpirun[@]}" -np 2 "$FERRY" train "${args[@]}" --zero-stage 2 --out "$work/b" --stop-at 15 \
 	>"$work/b1.out" || fail "the 2-rank run to step 15 failed: $(tail -3 "$work/b1.out")"
-[ -f "$work/b/state_00000015.bin" ] || fail "no checkpoint at step 15"
+[ -f "$work/b/DONE_00000015" ] || fail "no complete checkpoint at step 15"
 grep -q "3 micro-step(s) per step" "$work/b1.out" || fail "2 ranks did not take 3 micro-batches"
 for run in one three1 three2; do
 	cp -a "$work/b" "$work/$run"
@@ -36,7 +36,12 @@ done
 	fail "resuming on 2 ranks failed: $(tail -3 "$work/b2.out")"
 diff <(cols "$work/a/log.csv") <(cols "$work/b/log.csv") >&2 || fail "2 ranks resumed: losses differ"
 cmp "$work/a/model_00000030.bin" "$work/b/model_00000030.bin" || fail "2 ranks resumed: weights differ"
-cmp "$work/a/state_00000030.bin" "$work/b/state_00000030.bin" || fail "2 ranks resumed: state differs"
+cmp "$work/a/manifest_00000030.txt" "$work/b/manifest_00000030.txt" ||
+	fail "2 ranks resumed: manifest (state and shard hashes) differs"
+for r in 0 1; do
+	cmp "$work/a/shard_00000030_0000$r.bin" "$work/b/shard_00000030_0000$r.bin" ||
+		fail "2 ranks resumed: shard $r differs"
+done
 echo "ok: resumed on 2 ranks at ZeRO stage 2, bit for bit"
 
 # on 1 rank, and on 3 ranks at stages 1 and 2: the same curve
@@ -54,15 +59,16 @@ for z in 1 2; do
 		fail "3 ranks: no memory line for stage $z: $(head -3 "$work/three$z.out")"
 done
 "$PY" - "$work" <<'PY' || fail "resumed on another world size, the run went elsewhere (see above)"
-import csv, sys, numpy as np
+import csv, os, sys, numpy as np
+sys.path.insert(0, os.environ["FERRY_SRC"] + "/tests/integ")
+import train_ckpt
 work = sys.argv[1]
 def losses(run):
     return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(f"{work}/{run}/log.csv"))}
 def weights(run):
     return np.fromfile(f"{work}/{run}/model_00000030.bin", dtype=np.float32)[256:]
 def moments(run, n):
-    b = open(f"{work}/{run}/state_00000030.bin", "rb").read()
-    return np.frombuffer(b[len(b) - 8 - 8 * n:len(b) - 8], dtype=np.float32)
+    return train_ckpt.moments(f"{work}/{run}", 30, n)
 a, wa = losses("a"), weights("a")
 ma = moments("a", wa.size)
 ok = True
