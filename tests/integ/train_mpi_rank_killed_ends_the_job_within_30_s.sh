@@ -39,7 +39,8 @@ kill_rank() { # rank
 	local job=$!
 	runs+=("$job")
 	# wait for step $at in rank 0's log
-	while [ "$(grep -c '^step' "$work/run$rank.out" 2>/dev/null || true)" -lt "$at" ]; do
+	# (the file is missing until mpirun opens it: grep then says nothing, which is 0 steps)
+	while n=$(grep -c '^step' "$work/run$rank.out" 2>/dev/null); [ "${n:-0}" -lt "$at" ]; do
 		kill -0 "$job" 2>/dev/null || { cat "$work/run$rank.err" >&2; fail "the run ended early"; }
 		i=$((i + 1))
 		[ "$i" -lt 6000 ] || fail "no step $at within 60 s"
