@@ -124,11 +124,35 @@ static void nccl_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
 		nccl_comm, s));
 }
 
+/* Device buffers enqueued without a wait; a host buffer (a sharded checkpoint's table of the
+ * shards) through the bounce buffer, waited for. */
 static void nccl_allgather(struct comm *c, float *buf, size_t count)
 {
+	struct cudaPointerAttributes attr;
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
-	NCCL_CHECK(
-		ncclAllGather(buf + (size_t)c->rank * count, buf, count, ncclFloat, nccl_comm, s));
+	size_t n = count * (size_t)c->world_size, mine = (size_t)c->rank * count;
+	if (cudaPointerGetAttributes(&attr, buf) == cudaSuccess &&
+		attr.type == cudaMemoryTypeDevice) {
+		NCCL_CHECK(ncclAllGather(buf + mine, buf, count, ncclFloat, nccl_comm, s));
+		return;
+	}
+	cudaGetLastError();
+	if (n > bounce_n) {
+		cudaFree(bounce);
+		if (cudaMalloc((void **)&bounce, n * sizeof(float)) != cudaSuccess) {
+			fprintf(stderr, "comm nccl: out of device memory\n");
+			exit(1);
+		}
+		bounce_n = n;
+	}
+	if (cudaMemcpyAsync(bounce + mine, buf + mine, count * sizeof(float),
+		    cudaMemcpyHostToDevice, s) != cudaSuccess)
+		exit(1);
+	NCCL_CHECK(ncclAllGather(bounce + mine, bounce, count, ncclFloat, nccl_comm, s));
+	if (cudaMemcpyAsync(buf, bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s) !=
+			cudaSuccess ||
+		cudaStreamSynchronize(s) != cudaSuccess)
+		exit(1);
 }
 
 static void nccl_barrier(struct comm *c)

@@ -69,8 +69,17 @@ struct gpt2_cuda {
 	enum kdtype dt;
 	size_t esz; /* bytes of a dt element */
 	size_t nr_params, sizes[GPT2_NR_PARAM_TENSORS], offs[GPT2_NR_PARAM_TENSORS];
-	float *master, *grads, *m, *v; /* (nr_params) fp32 */
-	void *params;                  /* (nr_params) dt; == master in fp32 */
+	float *master, *grads; /* (flat) fp32 */
+	float *m, *v;          /* (hi - lo) fp32: the rank's slice at ZeRO 1 and 2, else all */
+	void *params;          /* (nr_params) dt; == master in fp32 */
+	/* ZeRO (gpt2_cuda_opts.zero): stage, the rank's parameters [lo, hi) of slice per rank,
+	 * flat = world * slice floats of master and grads (the padding stays 0); stage 0: the
+	 * whole, flat = nr_params */
+	struct zero *zero;
+	int stage, rank, world;
+	size_t lo, hi, slice, flat;
+	float *sumsq;  /* (1) stage 2: the slice's sum of squares, then every rank's */
+	float *h_flat; /* stage >= 1 over a comm without device buffers: a host bounce, (flat) */
 	/* activations (dt unless said) */
 	void *encoded, *ln1, *qkv, *atty, *residual2, *ln2, *fch, *fch_gelu, *residual3, *lnf;
 	void *logits, *proj;
@@ -260,10 +269,25 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 		off += g->sizes[k];
 	}
 	size_t P = g->nr_params, N = g->N, esz = g->esz, NC = N * C;
-	g->master = (float *)dmalloc(P * 4);
-	g->grads = (float *)dmalloc(P * 4);
-	g->m = (float *)dmalloc(P * 4);
-	g->v = (float *)dmalloc(P * 4);
+	g->zero = o->zero && o->zero->stage > 0 ? o->zero : NULL;
+	g->world = 1;
+	g->lo = 0;
+	g->hi = g->slice = g->flat = P;
+	if (g->zero) {
+		g->stage = g->zero->stage;
+		g->rank = g->zero->rank;
+		g->world = g->zero->world_size;
+		g->lo = g->zero->lo;
+		g->hi = g->zero->hi;
+		g->slice = g->zero->slice;
+		g->flat = g->slice * (size_t)g->world;
+	}
+	size_t MV = g->hi - g->lo;
+	g->master = (float *)dmalloc(g->flat * 4);
+	g->grads = (float *)dmalloc(g->flat * 4);
+	g->m = (float *)dmalloc(MV * 4);
+	g->v = (float *)dmalloc(MV * 4);
+	g->sumsq = (float *)dmalloc(4);
 	g->params = g->dt == KDT_F32 ? (void *)g->master : dmalloc(P * esz);
 	g->encoded = dmalloc(NC * esz);
 	g->ln1 = dmalloc(L * NC * esz);
@@ -321,8 +345,11 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	CUDA_CHECK(cudaDeviceSynchronize()); /* dmalloc's memsets, on the legacy stream */
 	CUDA_CHECK(cudaMemcpyAsync(g->master, host->params_memory, P * 4, cudaMemcpyHostToDevice,
 		g->stream));
-	CUDA_CHECK(cudaMemcpyAsync(g->m, host->m_memory, P * 4, cudaMemcpyHostToDevice, g->stream));
-	CUDA_CHECK(cudaMemcpyAsync(g->v, host->v_memory, P * 4, cudaMemcpyHostToDevice, g->stream));
+	/* zero_init took the moments of the slice out of the host model (m_memory is NULL) */
+	const float *hm = g->zero ? g->zero->m : host->m_memory;
+	const float *hv = g->zero ? g->zero->v : host->v_memory;
+	CUDA_CHECK(cudaMemcpyAsync(g->m, hm, MV * 4, cudaMemcpyHostToDevice, g->stream));
+	CUDA_CHECK(cudaMemcpyAsync(g->v, hv, MV * 4, cudaMemcpyHostToDevice, g->stream));
 	if (g->dt != KDT_F32)
 		k_cast(g->params, g->dt, g->master, KDT_F32, P, g->stream);
 	sync_stream(g);
@@ -343,13 +370,14 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 		g->ln1_rstd, g->ln2_mean, g->ln2_rstd, g->lnf_mean, g->lnf_rstd, g->lse, g->losses,
 		g->dresidual, g->dln, g->datty, g->dfch, g->dqkv, g->delta, g->scratch,
 		g->enc_scratch, g->norm_scratch, g->loss_acc, g->eval_acc, g->normscale, g->hp,
-		g->d_in, g->d_tgt };
+		g->d_in, g->d_tgt, g->sumsq };
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		cudaFree(bufs[i]);
 	if (g->params != g->master)
 		cudaFree(g->params);
 	cudaFree(g->master);
 	cudaFreeHost(g->hp_host);
+	free(g->h_flat);
 	for (int i = 0; g->prof.secs && i < PROF_EVENTS; i++)
 		cudaEventDestroy(g->prof.ev[i]);
 	kmatmul_free(g->mm);
@@ -359,11 +387,20 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 
 extern "C" void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host)
 {
-	size_t bytes = g->nr_params * 4;
+	size_t bytes = g->nr_params * 4, mv = (g->hi - g->lo) * 4;
 	sync_stream(g);
 	CUDA_CHECK(cudaMemcpy(host->params_memory, g->master, bytes, cudaMemcpyDeviceToHost));
-	CUDA_CHECK(cudaMemcpy(host->m_memory, g->m, bytes, cudaMemcpyDeviceToHost));
-	CUDA_CHECK(cudaMemcpy(host->v_memory, g->v, bytes, cudaMemcpyDeviceToHost));
+	CUDA_CHECK(cudaMemcpy(g->zero ? g->zero->m : host->m_memory, g->m, mv,
+		cudaMemcpyDeviceToHost));
+	CUDA_CHECK(cudaMemcpy(g->zero ? g->zero->v : host->v_memory, g->v, mv,
+		cudaMemcpyDeviceToHost));
+}
+
+extern "C" void gpt2_cuda_memory(const struct gpt2_cuda *g, struct zero_memory *mem)
+{
+	mem->params = g->flat * 4 + (g->dt == KDT_F32 ? 0 : g->nr_params * g->esz);
+	mem->grads = g->flat * 4;
+	mem->optimizer = 2 * (g->hi - g->lo) * 4;
 }
 
 static void forward(struct gpt2_cuda *g)
@@ -485,19 +522,146 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 	prof_mark(g, PROF_B_ENCODER);
 }
 
+/* ZeRO 2 on more than one rank: each rank holds the summed gradients of its slice only */
+static int sharded_norm(const struct gpt2_cuda *g)
+{
+	return g->stage == 2 && g->world > 1;
+}
+
+/* part[block] = that block's sum of squares of x[0..n) in double: kernels/optim.cu's
+ * norm_partial_kernel (static there), the first of k_global_norm's two fixed-order passes */
+__global__ void sumsq_partial_kernel(double *part, const float *x, size_t n)
+{
+	__shared__ double sh[32];
+	double t = 0.0;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+		i += (size_t)gridDim.x * blockDim.x)
+		t += (double)x[i] * x[i];
+	for (int o = 16; o > 0; o >>= 1)
+		t += __shfl_down_sync(0xffffffffu, t, o);
+	if ((threadIdx.x & 31) == 0)
+		sh[threadIdx.x >> 5] = t;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		double total = 0.0;
+		for (int w = 0; w < (int)(blockDim.x >> 5); w++)
+			total += sh[w];
+		part[blockIdx.x] = total;
+	}
+}
+
+__global__ void sumsq_final_kernel(float *out, const double *part, int nr)
+{
+	double total = 0.0;
+	for (int i = 0; i < nr; i++)
+		total += part[i];
+	out[0] = (float)total;
+}
+
+/* k_global_norm's last pass on the ranks' summed squares (sumsq, float: 1e-7 relative, as the
+ * CPU trainer's zero_grad_norm) */
+__global__ void norm_from_sumsq_kernel(float *out, const float *sumsq, float clip, int world)
+{
+	float norm = sqrtf(sumsq[0]) / (float)world;
+	float scale = clip > 0.0f && norm > clip ? clip / norm : 1.0f;
+	out[0] = norm;
+	out[1] = scale / (float)world;
+}
+
+/* The step's norm and clipping factor into normscale when the slices hold it (ZeRO 2): the
+ * slice's sum of squares, one all-reduce of that scalar, then the norm. Outside any graph. */
+static void norm_over_slices(struct gpt2_cuda *g, struct comm *comm, float clip)
+{
+	cudaStream_t s = g->stream;
+	sumsq_partial_kernel<<<K_NORM_BLOCKS, 256, 0, s>>>(g->norm_scratch, g->grads + g->lo,
+		g->hi - g->lo);
+	CUDA_CHECK(cudaGetLastError());
+	sumsq_final_kernel<<<1, 1, 0, s>>>(g->sumsq, g->norm_scratch, K_NORM_BLOCKS);
+	CUDA_CHECK(cudaGetLastError());
+	if (strcmp(comm->ops->name, "nccl") == 0) {
+		comm->cuda_stream = g->stream;
+		comm->ops->allreduce_sum(comm, g->sumsq, 1);
+	} else {
+		float h = 0.0f;
+		CUDA_CHECK(cudaMemcpyAsync(&h, g->sumsq, 4, cudaMemcpyDeviceToHost, s));
+		sync_stream(g);
+		comm->ops->allreduce_sum(comm, &h, 1);
+		CUDA_CHECK(cudaMemcpy(g->sumsq, &h, 4, cudaMemcpyHostToDevice));
+	}
+	norm_from_sumsq_kernel<<<1, 1, 0, s>>>(g->normscale, g->sumsq, clip, g->world);
+	CUDA_CHECK(cudaGetLastError());
+}
+
 static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
 {
 	cudaStream_t s = g->stream;
-	k_global_norm(g->normscale, g->grads, g->nr_params, clip, world, g->norm_scratch, s);
+	if (!sharded_norm(g))
+		k_global_norm(g->normscale, g->grads, g->nr_params, clip, world, g->norm_scratch,
+			s);
 	/* read at execution time (also when replayed from a graph): the host fills hp_host first */
 	CUDA_CHECK(cudaMemcpyAsync(g->hp, g->hp_host, 3 * 4, cudaMemcpyHostToDevice, s));
+	/* each tensor's part of the rank's parameters [lo, hi): all of them at stage 0. With more
+	 * than one rank the bf16 copy is cast whole after the all-gather. */
 	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
 		float wd = gpt2_param_is_decayed(k) ? opt->weight_decay : 0.0f;
-		size_t o = g->offs[k];
-		k_adamw(g->master + o, g->dt == KDT_F32 ? NULL : at(g, g->params, o), g->dt,
-			g->grads + o, g->m + o, g->v + o, g->sizes[k], g->hp, g->normscale + 1,
-			opt->beta1, opt->beta2, opt->eps, wd, s);
+		size_t a = g->offs[k] > g->lo ? g->offs[k] : g->lo;
+		size_t b = g->offs[k] + g->sizes[k] < g->hi ? g->offs[k] + g->sizes[k] : g->hi;
+		if (a >= b)
+			continue;
+		void *p =
+			g->dt == KDT_F32 || (g->zero && g->world > 1) ? NULL : at(g, g->params, a);
+		k_adamw(g->master + a, p, g->dt, g->grads + a, g->m + (a - g->lo),
+			g->v + (a - g->lo), b - a, g->hp, g->normscale + 1, opt->beta1, opt->beta2,
+			opt->eps, wd, s);
 	}
+}
+
+/* ZeRO 1 and 2 over a comm without device buffers (MPI): buf (flat) through host memory */
+static float *host_flat(struct gpt2_cuda *g)
+{
+	if (!g->h_flat) {
+		g->h_flat = (float *)malloc(g->flat * 4);
+		if (!g->h_flat) {
+			fprintf(stderr, "ferry train: out of memory\n");
+			exit(1);
+		}
+	}
+	return g->h_flat;
+}
+
+/* Stage 2: the rank's slice of the summed gradients at grads + lo (the rest undefined) */
+static void reduce_scatter_grads(struct gpt2_cuda *g, struct comm *comm)
+{
+	size_t bytes = g->flat * 4;
+	if (strcmp(comm->ops->name, "nccl") == 0) {
+		comm->cuda_stream = g->stream;
+		comm->ops->reduce_scatter_sum(comm, g->grads, g->slice);
+		return;
+	}
+	float *h = host_flat(g);
+	CUDA_CHECK(cudaMemcpyAsync(h, g->grads, bytes, cudaMemcpyDeviceToHost, g->stream));
+	sync_stream(g);
+	comm->ops->reduce_scatter_sum(comm, h, g->slice);
+	CUDA_CHECK(cudaMemcpy(g->grads + g->lo, h + g->lo, g->slice * 4, cudaMemcpyHostToDevice));
+}
+
+/* Stage 1 and 2 after the update of the slice: every rank's master weights, then the bf16 copy */
+static void allgather_master(struct gpt2_cuda *g, struct comm *comm)
+{
+	size_t bytes = g->flat * 4;
+	if (strcmp(comm->ops->name, "nccl") == 0) {
+		comm->cuda_stream = g->stream;
+		comm->ops->allgather(comm, g->master, g->slice);
+	} else {
+		float *h = host_flat(g);
+		CUDA_CHECK(cudaMemcpyAsync(h + g->lo, g->master + g->lo, g->slice * 4,
+			cudaMemcpyDeviceToHost, g->stream));
+		sync_stream(g);
+		comm->ops->allgather(comm, h, g->slice);
+		CUDA_CHECK(cudaMemcpy(g->master, h, bytes, cudaMemcpyHostToDevice));
+	}
+	if (g->dt != KDT_F32)
+		k_cast(g->params, g->dt, g->master, KDT_F32, g->nr_params, g->stream);
 }
 
 /* The first call runs fn eagerly: its first cuBLASLt calls choose algorithms and load modules,
@@ -553,7 +717,8 @@ extern "C" int gpt2_cuda_profile(struct gpt2_cuda *g, double *secs)
 
 extern "C" void gpt2_cuda_zero_grad(struct gpt2_cuda *g)
 {
-	CUDA_CHECK(cudaMemsetAsync(g->grads, 0, g->nr_params * 4, g->stream));
+	/* the padding too: a reduce-scatter (ZeRO 2) leaves anything there */
+	CUDA_CHECK(cudaMemsetAsync(g->grads, 0, g->flat * 4, g->stream));
 	CUDA_CHECK(cudaMemsetAsync(g->loss_acc, 0, sizeof(double), g->stream));
 }
 
@@ -594,7 +759,10 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	const struct adamw_config *opt, float lr, float grad_clip, int t)
 {
 	int world = comm ? comm->world_size : 1;
-	if (world > 1) {
+	if (world > 1 && g->stage == 2) {
+		reduce_scatter_grads(g, comm);
+		norm_over_slices(g, comm, grad_clip);
+	} else if (world > 1) {
 		if (strcmp(comm->ops->name, "nccl") == 0) {
 			comm->cuda_stream = g->stream;
 			comm->ops->allreduce_sum(comm, g->grads, g->nr_params);
@@ -631,6 +799,8 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	} else {
 		optimizer(g, opt, grad_clip, world);
 	}
+	if (world > 1 && g->zero)
+		allgather_master(g, comm);
 }
 
 extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *norm)

@@ -12,6 +12,7 @@
 #include "loader/loader.h"
 #include "train/comm.h"
 #include "train/model.h"
+#include "train/zero.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,6 +22,12 @@ struct gpt2_cuda_opts {
 	int device;     /* CUDA device ordinal */
 	int bf16;       /* 1: bf16 weights/activations/matmuls; 0: fp32 throughout (checks) */
 	int cuda_graph; /* capture each micro-step and the update in CUDA graphs */
+	/* ZeRO (zero.h), the trainer's, after zero_init; NULL or stage 0: every GPU keeps the
+	 * whole. At stage 1 and 2 the GPU keeps AdamW's m and v of the rank's slice only (taken
+	 * from zero->m and v, given back there by gpt2_cuda_store), updates that slice and
+	 * all-gathers the fp32 master weights; stage 2 also reduce-scatters the gradients. The
+	 * master weights and gradients stay whole (padded to world_size * slice). */
+	struct zero *zero;
 };
 
 struct gpt2_cuda;
@@ -37,8 +44,12 @@ int gpt2_cuda_local_device(void);
 struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T,
 	const struct gpt2_cuda_opts *o, char *err, size_t errlen);
 void gpt2_cuda_free(struct gpt2_cuda *g);
-/* Master weights and moments back into host (waits for the GPU). */
+/* Master weights and moments back into host (waits for the GPU); at ZeRO stage 1 and 2 the
+ * moments of the slice into the zero's m and v. */
 void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host);
+/* Device bytes this rank holds for the training state (activations aside): the fp32 master
+ * weights and the bf16 copy, the fp32 gradients, AdamW's moments (a slice at ZeRO 1 and 2). */
+void gpt2_cuda_memory(const struct gpt2_cuda *g, struct zero_memory *mem);
 
 /* A training step: zero_grad, micro_step per micro-batch, update, then step_result, the one
  * place the host waits for the GPU. */
@@ -47,7 +58,10 @@ void gpt2_cuda_zero_grad(struct gpt2_cuda *g);
  * ready_event; else its host tokens); adds the batch's mean loss to the step's. */
 void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b, float loss_scale);
 /* Sums gradients over comm (NCCL on the device; other backends through host memory), the
- * global norm and clipping factor on the device, and AdamW at step t (from 1). The step's
+ * global norm and clipping factor on the device, and AdamW at step t (from 1). At ZeRO stage 1
+ * the update is of the rank's slice, then the master weights are all-gathered; stage 2
+ * reduce-scatters the gradients instead of all-reducing them, and the norm is each slice's sum
+ * of squares plus one all-reduce of that scalar. The collectives run outside the CUDA graph. The step's
  * hyperparameters go through one pinned host buffer that the queued copy reads when it runs:
  * step_result must come before the next update. */
 void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm, const struct adamw_config *opt,

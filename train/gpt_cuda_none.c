@@ -42,6 +42,11 @@ void gpt2_cuda_store(struct gpt2_cuda *g, struct gpt2 *host)
 	unreachable();
 }
 
+void gpt2_cuda_memory(const struct gpt2_cuda *g, struct zero_memory *mem)
+{
+	unreachable();
+}
+
 int gpt2_cuda_profile(struct gpt2_cuda *g, double *secs)
 {
 	unreachable();

@@ -255,7 +255,7 @@ void settings_usage(FILE *f)
 		"  --precision bf16|fp32  GPU weights, activations and matmuls (default bf16;\n"
 		"                       master weights, moments and gradients are fp32 always)\n"
 		"  --cuda-graph         replay each GPU step from a CUDA graph\n"
-		"  --zero-stage 0|1|2   CPU ranks: 1 shards the optimizer state over the ranks,\n"
+		"  --zero-stage 0|1|2   1 shards the optimizer state over the ranks,\n"
 		"                       2 also reduce-scatters the gradients (default 0: every\n"
 		"                       rank keeps everything); a run resumes at any stage\n"
 		"  --overlap off|on     CPU ranks: all-reduce the gradients in one collective\n"
@@ -526,13 +526,6 @@ int settings_parse_args(int argc, char **argv, struct train_settings *s, struct 
 	c.s.dim = c.dim ? c.dim : 64 * c.model_n;
 	if (c.o.resume[0] && (rc = check_resume_args(given, err, errlen)) < 0)
 		return rc;
-	if (c.o.cuda && c.o.zero_stage) {
-		snprintf(err, errlen,
-			"--zero-stage %d is for CPU ranks: the GPU trainer keeps the whole optimizer "
-			"state on every GPU (use --zero-stage 0 with --device cuda)",
-			c.o.zero_stage);
-		return -EINVAL;
-	}
 	*s = c.s;
 	*o = c.o;
 	return 0;

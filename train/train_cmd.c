@@ -577,7 +577,7 @@ static void build_model(struct trainer *t)
 		die(t, "%s", err);
 	zero_set_overlap(&t->zero, &t->comm, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
-		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph };
+		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
 		if (!t->gpu)
 			die(t, "%s", err);
@@ -669,13 +669,16 @@ static void open_outputs(struct trainer *t)
 		!o->cuda  ? ""
 		: o->fp32 ? ", cuda fp32"
 			  : ", cuda bf16");
-	if (!o->cuda) {
+	{
 		struct zero_memory zm;
-		zero_memory(&t->zero, &zm);
-		printf("ferry train: memory per rank: parameters %.3f MiB, gradients %.3f MiB, "
+		if (t->gpu)
+			gpt2_cuda_memory(t->gpu, &zm);
+		else
+			zero_memory(&t->zero, &zm);
+		printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
 		       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))\n",
-			zm.params / 1048576.0, zm.grads / 1048576.0, zm.optimizer / 1048576.0,
-			t->zero.stage, t->comm.world_size);
+			t->gpu ? "GPU " : "", zm.params / 1048576.0, zm.grads / 1048576.0,
+			zm.optimizer / 1048576.0, t->zero.stage, t->comm.world_size);
 	}
 	if (o->resume[0])
 		printf("ferry train: continuing %s from step %llu to %d\n", o->out,
@@ -909,6 +912,8 @@ static void checkpoint_sharded(struct trainer *t, int step)
 	char err[PATH_MAX + 256];
 	struct zero *z = &t->zero;
 	int W = t->comm.world_size;
+	if (t->gpu) /* the weights for rank 0's model file, the slice's moments into z */
+		gpt2_cuda_store(t->gpu, t->m);
 	if (t->comm.rank == 0 && ckpt_shard_begin(t->o.out, (uint64_t)step, err, sizeof(err)) < 0)
 		die(t, "checkpoint: %s", err);
 	comm_barrier(&t->comm);
