@@ -78,7 +78,8 @@ int main(void)
 	gpt2_init_random(m0, &rng);
 	memcpy(m->params_memory, m0->params_memory, m0->nr_params * 4);
 	size_t P = m0->nr_params;
-	struct gpt2_cuda_opts o32 = { 0, 0, 0 }, o16 = { 0, 1, 0 }, o16g = { 0, 1, 1 };
+	struct gpt2_cuda_opts o32 = { .bf16 = 0 }, o16 = { .bf16 = 1 },
+			      o16g = { .bf16 = 1, .cuda_graph = 1 };
 	struct gpt2_cuda *g32 = gpt2_cuda_new(m0, B, T, &o32, err, sizeof(err));
 	if (!g32) {
 		fprintf(stderr, "gpt2_cuda_new: %s\n", err);
