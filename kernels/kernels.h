@@ -105,6 +105,11 @@ void k_loss_accumulate(double *acc, const float *losses, int N, cudaStream_t s);
 #define K_NORM_BLOCKS 264
 void k_global_norm(float *out, const float *g, size_t n, float clip, int world, double *scratch,
 	cudaStream_t s);
+/* The same in two steps, for gradients held in slices across ranks (ZeRO 2): out[0] = the sum
+ * of squares of x[0..n) (k_global_norm's fixed-order first pass, then a float), which the ranks
+ * all-reduce; then k_norm_from_sumsq makes out[0..1] as k_global_norm does from that sum. */
+void k_sum_squares(float *out, const float *x, size_t n, double *scratch, cudaStream_t s);
+void k_norm_from_sumsq(float *out, const float *sumsq, float clip, int world, cudaStream_t s);
 
 /* AdamW on one tensor, as train/model.c gpt2_update: master (fp32) updated, and copied to
  * params (bf16) when params is not NULL. hp (device) = { lr, 1 - beta1^t, 1 - beta2^t },

@@ -42,6 +42,37 @@ extern "C" void k_global_norm(float *out, const float *g, size_t n, float clip, 
 	KLAUNCH_CHECK();
 }
 
+__global__ void sumsq_final_kernel(float *out, const double *part, int nr)
+{
+	double total = 0.0;
+	for (int i = 0; i < nr; i++)
+		total += part[i];
+	out[0] = (float)total;
+}
+
+extern "C" void k_sum_squares(float *out, const float *x, size_t n, double *scratch, cudaStream_t s)
+{
+	norm_partial_kernel<<<K_NORM_BLOCKS, 256, 0, s>>>(scratch, x, n);
+	KLAUNCH_CHECK();
+	sumsq_final_kernel<<<1, 1, 0, s>>>(out, scratch, K_NORM_BLOCKS);
+	KLAUNCH_CHECK();
+}
+
+__global__ void norm_from_sumsq_kernel(float *out, const float *sumsq, float clip, int world)
+{
+	float norm = sqrtf(sumsq[0]) / (float)world;
+	float scale = clip > 0.0f && norm > clip ? clip / norm : 1.0f;
+	out[0] = norm;
+	out[1] = scale / (float)world;
+}
+
+extern "C" void k_norm_from_sumsq(float *out, const float *sumsq, float clip, int world,
+	cudaStream_t s)
+{
+	norm_from_sumsq_kernel<<<1, 1, 0, s>>>(out, sumsq, clip, world);
+	KLAUNCH_CHECK();
+}
+
 template <typename T>
 __global__ void adamw_kernel(float *master, T *params, const float *grads, float *mm, float *vv,
 	size_t n, const float *hp, const float *grad_scale, float b1, float b2, float eps, float wd)

@@ -528,56 +528,12 @@ static int sharded_norm(const struct gpt2_cuda *g)
 	return g->stage == 2 && g->world > 1;
 }
 
-/* part[block] = that block's sum of squares of x[0..n) in double: kernels/optim.cu's
- * norm_partial_kernel (static there), the first of k_global_norm's two fixed-order passes */
-__global__ void sumsq_partial_kernel(double *part, const float *x, size_t n)
-{
-	__shared__ double sh[32];
-	double t = 0.0;
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-		i += (size_t)gridDim.x * blockDim.x)
-		t += (double)x[i] * x[i];
-	for (int o = 16; o > 0; o >>= 1)
-		t += __shfl_down_sync(0xffffffffu, t, o);
-	if ((threadIdx.x & 31) == 0)
-		sh[threadIdx.x >> 5] = t;
-	__syncthreads();
-	if (threadIdx.x == 0) {
-		double total = 0.0;
-		for (int w = 0; w < (int)(blockDim.x >> 5); w++)
-			total += sh[w];
-		part[blockIdx.x] = total;
-	}
-}
-
-__global__ void sumsq_final_kernel(float *out, const double *part, int nr)
-{
-	double total = 0.0;
-	for (int i = 0; i < nr; i++)
-		total += part[i];
-	out[0] = (float)total;
-}
-
-/* k_global_norm's last pass on the ranks' summed squares (sumsq, float: 1e-7 relative, as the
- * CPU trainer's zero_grad_norm) */
-__global__ void norm_from_sumsq_kernel(float *out, const float *sumsq, float clip, int world)
-{
-	float norm = sqrtf(sumsq[0]) / (float)world;
-	float scale = clip > 0.0f && norm > clip ? clip / norm : 1.0f;
-	out[0] = norm;
-	out[1] = scale / (float)world;
-}
-
 /* The step's norm and clipping factor into normscale when the slices hold it (ZeRO 2): the
  * slice's sum of squares, one all-reduce of that scalar, then the norm. Outside any graph. */
 static void norm_over_slices(struct gpt2_cuda *g, struct comm *comm, float clip)
 {
 	cudaStream_t s = g->stream;
-	sumsq_partial_kernel<<<K_NORM_BLOCKS, 256, 0, s>>>(g->norm_scratch, g->grads + g->lo,
-		g->hi - g->lo);
-	CUDA_CHECK(cudaGetLastError());
-	sumsq_final_kernel<<<1, 1, 0, s>>>(g->sumsq, g->norm_scratch, K_NORM_BLOCKS);
-	CUDA_CHECK(cudaGetLastError());
+	k_sum_squares(g->sumsq, g->grads + g->lo, g->hi - g->lo, g->norm_scratch, s);
 	if (strcmp(comm->ops->name, "nccl") == 0) {
 		comm->cuda_stream = g->stream;
 		comm->ops->allreduce_sum(comm, g->sumsq, 1);
@@ -588,8 +544,7 @@ static void norm_over_slices(struct gpt2_cuda *g, struct comm *comm, float clip)
 		comm->ops->allreduce_sum(comm, &h, 1);
 		CUDA_CHECK(cudaMemcpy(g->sumsq, &h, 4, cudaMemcpyHostToDevice));
 	}
-	norm_from_sumsq_kernel<<<1, 1, 0, s>>>(g->normscale, g->sumsq, clip, g->world);
-	CUDA_CHECK(cudaGetLastError());
+	k_norm_from_sumsq(g->normscale, g->sumsq, clip, g->world, s);
 }
 
 static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
