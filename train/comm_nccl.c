@@ -31,6 +31,19 @@ static ncclComm_t nccl_comm;
 static float *bounce; /* device buffer for host reductions */
 static size_t bounce_n;
 
+/* The bounce buffer grown to n floats; no device memory ends the process with one line. */
+static void bounce_reserve(size_t n)
+{
+	if (n <= bounce_n)
+		return;
+	cudaFree(bounce);
+	if (cudaMalloc((void **)&bounce, n * sizeof(float)) != cudaSuccess) {
+		fprintf(stderr, "comm nccl: out of device memory\n");
+		exit(1);
+	}
+	bounce_n = n;
+}
+
 static int nccl_init(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
 {
 	const struct launch *l = &c->launch;
@@ -78,14 +91,7 @@ static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
 		return;
 	}
 	cudaGetLastError(); /* a host pointer may leave an error behind on old runtimes */
-	if (n > bounce_n) {
-		cudaFree(bounce);
-		if (cudaMalloc((void **)&bounce, n * sizeof(float)) != cudaSuccess) {
-			fprintf(stderr, "comm nccl: out of device memory\n");
-			exit(1);
-		}
-		bounce_n = n;
-	}
+	bounce_reserve(n);
 	if (cudaMemcpyAsync(bounce, buf, n * sizeof(float), cudaMemcpyHostToDevice, s) !=
 		cudaSuccess)
 		exit(1);
@@ -137,14 +143,7 @@ static void nccl_allgather(struct comm *c, float *buf, size_t count)
 		return;
 	}
 	cudaGetLastError();
-	if (n > bounce_n) {
-		cudaFree(bounce);
-		if (cudaMalloc((void **)&bounce, n * sizeof(float)) != cudaSuccess) {
-			fprintf(stderr, "comm nccl: out of device memory\n");
-			exit(1);
-		}
-		bounce_n = n;
-	}
+	bounce_reserve(n);
 	if (cudaMemcpyAsync(bounce + mine, buf + mine, count * sizeof(float),
 		    cudaMemcpyHostToDevice, s) != cudaSuccess)
 		exit(1);
