@@ -275,55 +275,73 @@ void gpt2_init_random(struct gpt2 *m, uint64_t *rng)
 	fill_const(p->lnfw, C, 1.0f);
 }
 
-void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
+float *gpt2_residual(struct gpt2 *m, int l, bool grad)
+{
+	struct gpt2_acts *a = grad ? &m->grad_acts : &m->acts;
+	size_t NC = (size_t)m->B * m->T * m->config.channels;
+	return l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * NC;
+}
+
+void gpt2_forward_embed(struct gpt2 *m, const int32_t *inputs)
+{
+	struct gpt2_params *p = &m->params;
+	double t = m->profile ? now_s() : 0.0;
+
+	encoder_forward(m->acts.encoded, inputs, p->wte, p->wpe, m->B, m->T, m->config.channels);
+	lap(m, &t, PROF_F_ENCODER);
+}
+
+void gpt2_forward_block(struct gpt2 *m, int l)
 {
 	const struct gpt2_config *c = &m->config;
-	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
-	int V = c->vocab_size, Vp = c->padded_vocab_size, N = B * T;
+	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, N = B * T;
+	struct gpt2_params *p = &m->params;
+	struct gpt2_acts *a = &m->acts;
+	double t = m->profile ? now_s() : 0.0;
+	size_t nc = (size_t)l * N * C;
+	const float *residual = gpt2_residual(m, l, false);
+	float *ln1 = a->ln1 + nc, *qkv = a->qkv + 3 * nc, *atty = a->atty + nc;
+	float *att = a->att + (size_t)l * B * NH * T * T, *attproj = a->attproj + nc;
+	float *residual2 = a->residual2 + nc, *ln2 = a->ln2 + nc;
+	float *fch = a->fch + 4 * nc, *fch_gelu = a->fch_gelu + 4 * nc;
+	float *fcproj = a->fcproj + nc, *residual3 = a->residual3 + nc;
+
+	layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N, residual,
+		p->ln1w + l * C, p->ln1b + l * C, N, C);
+	lap(m, &t, PROF_F_LAYERNORM);
+	matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, N, C, 3 * C);
+	lap(m, &t, PROF_F_QKV);
+	attention_forward(atty, att, qkv, B, T, C, NH);
+	lap(m, &t, PROF_F_ATTENTION);
+	matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, N, C,
+		C);
+	lap(m, &t, PROF_F_ATTPROJ);
+	residual_forward(residual2, residual, attproj, N * C);
+	lap(m, &t, PROF_F_RESIDUAL);
+	layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N, residual2,
+		p->ln2w + l * C, p->ln2b + l * C, N, C);
+	lap(m, &t, PROF_F_LAYERNORM);
+	matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, N, C, 4 * C);
+	lap(m, &t, PROF_F_FC);
+	gelu_forward(fch_gelu, fch, N * 4 * C);
+	lap(m, &t, PROF_F_GELU);
+	matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * C * 4 * C, p->fcprojb + l * C, N,
+		4 * C, C);
+	lap(m, &t, PROF_F_FCPROJ);
+	residual_forward(residual3, residual2, fcproj, N * C);
+	lap(m, &t, PROF_F_RESIDUAL);
+}
+
+void gpt2_forward_head(struct gpt2 *m, const int32_t *targets)
+{
+	const struct gpt2_config *c = &m->config;
+	int C = c->channels, V = c->vocab_size, Vp = c->padded_vocab_size, N = m->B * m->T;
 	struct gpt2_params *p = &m->params;
 	struct gpt2_acts *a = &m->acts;
 	double t = m->profile ? now_s() : 0.0;
 
-	encoder_forward(a->encoded, inputs, p->wte, p->wpe, B, T, C);
-	lap(m, &t, PROF_F_ENCODER);
-	for (int l = 0; l < L; l++) {
-		size_t nc = (size_t)l * N * C;
-		const float *residual = l == 0 ? a->encoded : a->residual3 + nc - (size_t)N * C;
-		float *ln1 = a->ln1 + nc, *qkv = a->qkv + 3 * nc, *atty = a->atty + nc;
-		float *att = a->att + (size_t)l * B * NH * T * T, *attproj = a->attproj + nc;
-		float *residual2 = a->residual2 + nc, *ln2 = a->ln2 + nc;
-		float *fch = a->fch + 4 * nc, *fch_gelu = a->fch_gelu + 4 * nc;
-		float *fcproj = a->fcproj + nc, *residual3 = a->residual3 + nc;
-
-		layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N,
-			residual, p->ln1w + l * C, p->ln1b + l * C, N, C);
-		lap(m, &t, PROF_F_LAYERNORM);
-		matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, N, C,
-			3 * C);
-		lap(m, &t, PROF_F_QKV);
-		attention_forward(atty, att, qkv, B, T, C, NH);
-		lap(m, &t, PROF_F_ATTENTION);
-		matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C,
-			N, C, C);
-		lap(m, &t, PROF_F_ATTPROJ);
-		residual_forward(residual2, residual, attproj, N * C);
-		lap(m, &t, PROF_F_RESIDUAL);
-		layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N,
-			residual2, p->ln2w + l * C, p->ln2b + l * C, N, C);
-		lap(m, &t, PROF_F_LAYERNORM);
-		matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, N, C,
-			4 * C);
-		lap(m, &t, PROF_F_FC);
-		gelu_forward(fch_gelu, fch, N * 4 * C);
-		lap(m, &t, PROF_F_GELU);
-		matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * C * 4 * C,
-			p->fcprojb + l * C, N, 4 * C, C);
-		lap(m, &t, PROF_F_FCPROJ);
-		residual_forward(residual3, residual2, fcproj, N * C);
-		lap(m, &t, PROF_F_RESIDUAL);
-	}
-	const float *last = a->residual3 + (size_t)(L - 1) * N * C;
-	layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, p->lnfw, p->lnfb, N, C);
+	layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, gpt2_residual(m, c->nr_layers, false),
+		p->lnfw, p->lnfb, N, C);
 	lap(m, &t, PROF_F_LAYERNORM);
 	matmul_forward(a->logits, a->lnf, p->wte, NULL, N, C, Vp);
 	lap(m, &t, PROF_F_LMHEAD);
@@ -339,24 +357,37 @@ void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
 	m->mean_loss = (float)(sum / N);
 }
 
+void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets)
+{
+	gpt2_forward_embed(m, inputs);
+	for (int l = 0; l < m->config.nr_layers; l++)
+		gpt2_forward_block(m, l);
+	gpt2_forward_head(m, targets);
+}
+
 void gpt2_zero_grad(struct gpt2 *m)
 {
 	memset(m->grads_memory, 0, m->nr_params * sizeof(float));
 }
 
-void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale)
+void gpt2_backward_begin(struct gpt2 *m)
 {
-	const struct gpt2_config *c = &m->config;
-	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
-	int V = c->vocab_size, Vp = c->padded_vocab_size, N = B * T;
-	struct gpt2_params *p = &m->params, *g = &m->grads;
-	struct gpt2_acts *a = &m->acts, *d = &m->grad_acts;
 	double t = m->profile ? now_s() : 0.0;
 	size_t nr_acts = 0;
 	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
 		nr_acts += m->act_sizes[i];
 	memset(m->grad_acts_memory, 0, nr_acts * sizeof(float));
 	lap(m, &t, PROF_B_ZERO);
+}
+
+void gpt2_backward_head(struct gpt2 *m, const int32_t *targets, float loss_scale)
+{
+	const struct gpt2_config *c = &m->config;
+	int C = c->channels, L = c->nr_layers, V = c->vocab_size, Vp = c->padded_vocab_size;
+	int N = m->B * m->T;
+	struct gpt2_params *p = &m->params, *g = &m->grads;
+	struct gpt2_acts *a = &m->acts, *d = &m->grad_acts;
+	double t = m->profile ? now_s() : 0.0;
 
 	for (int i = 0; i < N; i++)
 		d->scratch[i] = loss_scale;
@@ -364,53 +395,72 @@ void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets
 	lap(m, &t, PROF_B_SOFTMAX);
 	matmul_backward(d->lnf, g->wte, NULL, d->logits, a->lnf, p->wte, N, C, Vp);
 	lap(m, &t, PROF_B_LMHEAD);
-	size_t last = (size_t)(L - 1) * N * C;
-	layernorm_backward(d->residual3 + last, g->lnfw, g->lnfb, d->lnf, a->residual3 + last,
-		p->lnfw, a->lnf_mean, a->lnf_rstd, N, C);
+	layernorm_backward(gpt2_residual(m, L, true), g->lnfw, g->lnfb, d->lnf,
+		gpt2_residual(m, L, false), p->lnfw, a->lnf_mean, a->lnf_rstd, N, C);
 	lap(m, &t, PROF_B_LAYERNORM);
+}
 
-	for (int l = L - 1; l >= 0; l--) {
-		size_t nc = (size_t)l * N * C;
-		const float *residual = l == 0 ? a->encoded : a->residual3 + nc - (size_t)N * C;
-		float *dresidual = l == 0 ? d->encoded : d->residual3 + nc - (size_t)N * C;
-		size_t nl = (size_t)l * N;
+void gpt2_backward_block(struct gpt2 *m, int l)
+{
+	const struct gpt2_config *c = &m->config;
+	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, N = B * T;
+	struct gpt2_params *p = &m->params, *g = &m->grads;
+	struct gpt2_acts *a = &m->acts, *d = &m->grad_acts;
+	double t = m->profile ? now_s() : 0.0;
+	size_t nc = (size_t)l * N * C, nl = (size_t)l * N;
+	const float *residual = gpt2_residual(m, l, false);
+	float *dresidual = gpt2_residual(m, l, true);
 
-		residual_backward(d->residual2 + nc, d->fcproj + nc, d->residual3 + nc, N * C);
-		lap(m, &t, PROF_B_RESIDUAL);
-		matmul_backward(d->fch_gelu + 4 * nc, g->fcprojw + (size_t)l * C * 4 * C,
-			g->fcprojb + l * C, d->fcproj + nc, a->fch_gelu + 4 * nc,
-			p->fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
-		lap(m, &t, PROF_B_FCPROJ);
-		gelu_backward(d->fch + 4 * nc, a->fch + 4 * nc, d->fch_gelu + 4 * nc, N * 4 * C);
-		lap(m, &t, PROF_B_GELU);
-		matmul_backward(d->ln2 + nc, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C,
-			d->fch + 4 * nc, a->ln2 + nc, p->fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
-		lap(m, &t, PROF_B_FC);
-		layernorm_backward(d->residual2 + nc, g->ln2w + l * C, g->ln2b + l * C, d->ln2 + nc,
-			a->residual2 + nc, p->ln2w + l * C, a->ln2_mean + nl, a->ln2_rstd + nl, N,
-			C);
-		lap(m, &t, PROF_B_LAYERNORM);
-		residual_backward(dresidual, d->attproj + nc, d->residual2 + nc, N * C);
-		lap(m, &t, PROF_B_RESIDUAL);
-		matmul_backward(d->atty + nc, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
-			d->attproj + nc, a->atty + nc, p->attprojw + (size_t)l * C * C, N, C, C);
-		lap(m, &t, PROF_B_ATTPROJ);
-		attention_backward(d->qkv + 3 * nc, d->atty + nc, a->qkv + 3 * nc,
-			a->att + (size_t)l * B * NH * T * T, B, T, C, NH);
-		lap(m, &t, PROF_B_ATTENTION);
-		matmul_backward(d->ln1 + nc, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C,
-			d->qkv + 3 * nc, a->ln1 + nc, p->qkvw + (size_t)l * 3 * C * C, N, C, 3 * C);
-		lap(m, &t, PROF_B_QKV);
-		layernorm_backward(dresidual, g->ln1w + l * C, g->ln1b + l * C, d->ln1 + nc,
-			residual, p->ln1w + l * C, a->ln1_mean + nl, a->ln1_rstd + nl, N, C);
-		lap(m, &t, PROF_B_LAYERNORM);
-		if (m->grads_ready)
-			m->grads_ready(m->grads_ready_arg, m, l);
-	}
-	encoder_backward(g->wte, g->wpe, d->encoded, inputs, B, T, C);
+	residual_backward(d->residual2 + nc, d->fcproj + nc, d->residual3 + nc, N * C);
+	lap(m, &t, PROF_B_RESIDUAL);
+	matmul_backward(d->fch_gelu + 4 * nc, g->fcprojw + (size_t)l * C * 4 * C,
+		g->fcprojb + l * C, d->fcproj + nc, a->fch_gelu + 4 * nc,
+		p->fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
+	lap(m, &t, PROF_B_FCPROJ);
+	gelu_backward(d->fch + 4 * nc, a->fch + 4 * nc, d->fch_gelu + 4 * nc, N * 4 * C);
+	lap(m, &t, PROF_B_GELU);
+	matmul_backward(d->ln2 + nc, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C,
+		d->fch + 4 * nc, a->ln2 + nc, p->fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
+	lap(m, &t, PROF_B_FC);
+	layernorm_backward(d->residual2 + nc, g->ln2w + l * C, g->ln2b + l * C, d->ln2 + nc,
+		a->residual2 + nc, p->ln2w + l * C, a->ln2_mean + nl, a->ln2_rstd + nl, N, C);
+	lap(m, &t, PROF_B_LAYERNORM);
+	residual_backward(dresidual, d->attproj + nc, d->residual2 + nc, N * C);
+	lap(m, &t, PROF_B_RESIDUAL);
+	matmul_backward(d->atty + nc, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
+		d->attproj + nc, a->atty + nc, p->attprojw + (size_t)l * C * C, N, C, C);
+	lap(m, &t, PROF_B_ATTPROJ);
+	attention_backward(d->qkv + 3 * nc, d->atty + nc, a->qkv + 3 * nc,
+		a->att + (size_t)l * B * NH * T * T, B, T, C, NH);
+	lap(m, &t, PROF_B_ATTENTION);
+	matmul_backward(d->ln1 + nc, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C,
+		d->qkv + 3 * nc, a->ln1 + nc, p->qkvw + (size_t)l * 3 * C * C, N, C, 3 * C);
+	lap(m, &t, PROF_B_QKV);
+	layernorm_backward(dresidual, g->ln1w + l * C, g->ln1b + l * C, d->ln1 + nc, residual,
+		p->ln1w + l * C, a->ln1_mean + nl, a->ln1_rstd + nl, N, C);
+	lap(m, &t, PROF_B_LAYERNORM);
+	if (m->grads_ready)
+		m->grads_ready(m->grads_ready_arg, m, l);
+}
+
+void gpt2_backward_embed(struct gpt2 *m, const int32_t *inputs)
+{
+	double t = m->profile ? now_s() : 0.0;
+
+	encoder_backward(m->grads.wte, m->grads.wpe, m->grad_acts.encoded, inputs, m->B, m->T,
+		m->config.channels);
 	lap(m, &t, PROF_B_ENCODER);
 	if (m->grads_ready)
 		m->grads_ready(m->grads_ready_arg, m, GPT2_GRADS_EMBEDDINGS);
+}
+
+void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale)
+{
+	gpt2_backward_begin(m);
+	gpt2_backward_head(m, targets, loss_scale);
+	for (int l = m->config.nr_layers - 1; l >= 0; l--)
+		gpt2_backward_block(m, l);
+	gpt2_backward_embed(m, inputs);
 }
 
 /* Fixed chunks summed in a fixed order: the same norm whatever the number of threads. */

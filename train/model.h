@@ -4,6 +4,7 @@
 #ifndef FERRY_TRAIN_MODEL_H
 #define FERRY_TRAIN_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -152,6 +153,23 @@ void gpt2_init_random(struct gpt2 *m, uint64_t *rng);
  * be lowered below the T given to gpt2_new for a shorter forward (generation). */
 void gpt2_forward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets);
 void gpt2_zero_grad(struct gpt2 *m);
+
+/* gpt2_forward and gpt2_backward in the pieces a pipeline stage runs (the whole passes are
+ * these in order): the embedding, block l (0 <= l < L), and the head (final layernorm, output
+ * projection, loss). A block reads the residual stream entering it, gpt2_residual(m, l, false),
+ * and writes the one entering block l + 1; backward mirrors it in grad_acts, after
+ * gpt2_backward_begin zeroed them. grads_ready is called by gpt2_backward_block and
+ * gpt2_backward_embed. */
+void gpt2_forward_embed(struct gpt2 *m, const int32_t *inputs);
+void gpt2_forward_block(struct gpt2 *m, int l);
+void gpt2_forward_head(struct gpt2 *m, const int32_t *targets);
+void gpt2_backward_begin(struct gpt2 *m);
+void gpt2_backward_head(struct gpt2 *m, const int32_t *targets, float loss_scale);
+void gpt2_backward_block(struct gpt2 *m, int l);
+void gpt2_backward_embed(struct gpt2 *m, const int32_t *inputs);
+/* The residual stream (B, T, C) entering block l (l == L: leaving the last block, the head's
+ * input) in acts, or its gradient in grad_acts (grad). */
+float *gpt2_residual(struct gpt2 *m, int l, bool grad);
 /* Adds to grads the gradient of (loss_scale * sum of the per-token losses of the last
  * forward); loss_scale = 1/(B*T*accumulation steps) gives the gradient of the mean. */
 void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale);
