@@ -78,7 +78,8 @@ struct gpt2_cuda {
 	struct zero *zero;
 	int stage, rank, world;
 	size_t lo, hi, slice, flat;
-	float *sumsq;  /* (1) stage 2: the slice's sum of squares, then every rank's */
+	struct comm *comm; /* gpt2_cuda_opts.comm */
+	float *sumsq;      /* (1) stage 2: the slice's sum of squares, then every rank's */
 	float *h_flat; /* stage >= 1 over a comm without device buffers: a host bounce, (flat) */
 	/* activations (dt unless said) */
 	void *encoded, *ln1, *qkv, *atty, *residual2, *ln2, *fch, *fch_gelu, *residual3, *lnf;
@@ -152,10 +153,16 @@ static void prof_collect(struct prof *p)
 	}
 }
 
-/* Waits for the stream; any error there or kept by the kernels ends the run. */
+/* Waits for the stream; any error there or kept by the kernels ends the run. Over NCCL the
+ * comm's sync waits, with its deadline: the stream may hold collectives. */
 static void sync_stream(struct gpt2_cuda *g)
 {
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	if (g->comm && g->comm->ops->sync && g->comm->world_size > 1) {
+		g->comm->cuda_stream = g->stream;
+		g->comm->ops->sync(g->comm);
+	} else {
+		CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	}
 	check_kernels();
 	if (g->prof.secs)
 		prof_collect(&g->prof);
@@ -269,6 +276,7 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 		off += g->sizes[k];
 	}
 	size_t P = g->nr_params, N = g->N, esz = g->esz, NC = N * C;
+	g->comm = o->comm;
 	g->zero = o->zero && o->zero->stage > 0 ? o->zero : NULL;
 	g->world = 1;
 	g->lo = 0;

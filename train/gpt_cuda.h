@@ -28,6 +28,10 @@ struct gpt2_cuda_opts {
 	 * all-gathers the fp32 master weights; stage 2 also reduce-scatters the gradients. The
 	 * master weights and gradients stay whole (padded to world_size * slice). */
 	struct zero *zero;
+	/* The ranks' comm (NULL: one process): where it has a sync (NCCL), every host wait for the
+	 * GPU goes through it, so that a collective a dead peer never joins ends the run with one
+	 * line after --comm-timeout instead of hanging in cudaStreamSynchronize. */
+	struct comm *comm;
 };
 
 struct gpt2_cuda;

@@ -577,7 +577,8 @@ static void build_model(struct trainer *t)
 		die(t, "%s", err);
 	zero_set_overlap(&t->zero, &t->comm, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
-		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero };
+		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
+			&t->comm };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
 		if (!t->gpu)
 			die(t, "%s", err);
