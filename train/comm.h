@@ -36,7 +36,9 @@ struct comm_ops {
 	 * ranks of buf and returns at once: buf is not touched until wait_all, which returns once
 	 * every reduction started is done. progress lets the library move them along (MPI moves
 	 * a nonblocking collective only inside its calls) and says whether all are done. Every
-	 * rank starts the same reductions in the same order. */
+	 * rank starts the same reductions in the same order. nccl: buf is device memory, the
+	 * reduction ordered after the work queued on cuda_stream so far; wait_all orders
+	 * cuda_stream after the reductions, on the device (the host waits in sync). */
 	void (*start_allreduce_sum)(struct comm *c, float *buf, size_t n);
 	bool (*progress)(struct comm *c);
 	void (*wait_all)(struct comm *c);

@@ -5,7 +5,7 @@
  * buffers (the loss, a validation loss) go through a small device bounce buffer and wait.
  * The communicator is non-blocking and every wait on it has a deadline (--comm-timeout): a
  * rank whose peer died aborts it and exits with one line instead of spinning in a collective
- * for ever. */
+ * for ever. Overlapped buckets (start_allreduce_sum) run on a side stream. */
 #include "config.h"
 
 #include <errno.h>
@@ -371,6 +371,44 @@ static void nccl_barrier(struct comm *c)
 	nccl_allreduce_sum(c, &one, 1);
 }
 
+/* A bucket (device memory): once the work queued on the compute stream so far is done (the
+ * trainer calls this right after the kernels that finish the bucket's gradients), summed on
+ * the side stream in fp32 while backward goes on. */
+static void nccl_start_allreduce_sum(struct comm *c, float *buf, size_t n)
+{
+	cuda_call(cudaEventRecord(nc.ready, (cudaStream_t)c->cuda_stream), "cudaEventRecord");
+	cuda_call(cudaStreamWaitEvent(nc.side, nc.ready, 0), "cudaStreamWaitEvent");
+	enqueued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nc.comm, nc.side),
+		"bucket all-reduce", n, nc.side);
+	nc.side_busy = true;
+}
+
+/* NCCL moves its collectives by itself: this only looks for an error the communicator met. */
+static bool nccl_progress(struct comm *c)
+{
+	ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(nc.comm, &st);
+	char line[160];
+	(void)c;
+	if (q != ncclSuccess)
+		st = q;
+	if (st != ncclSuccess && st != ncclInProgress) {
+		describe_pending(line, sizeof(line));
+		give_up(line, 0.0, st);
+	}
+	return cudaStreamQuery(nc.side) == cudaSuccess;
+}
+
+/* The compute stream waits for the buckets on the device; the host waits in sync. */
+static void nccl_wait_all(struct comm *c)
+{
+	if (!nc.side_busy)
+		return;
+	cuda_call(cudaEventRecord(nc.side_done, nc.side), "cudaEventRecord");
+	cuda_call(cudaStreamWaitEvent((cudaStream_t)c->cuda_stream, nc.side_done, 0),
+		"cudaStreamWaitEvent");
+	nc.side_busy = false;
+}
+
 static void nccl_sync(struct comm *c)
 {
 	wait_stream((cudaStream_t)c->cuda_stream);
@@ -379,12 +417,29 @@ static void nccl_sync(struct comm *c)
 
 static void nccl_done(struct comm *c)
 {
+	double t0 = now_s();
+	ncclResult_t r, q;
 	(void)c;
 	if (nc.comm) {
-		/* every collective flushed, then the state polled to ncclSuccess: the same
-		 * deadline, so a peer that died here too ends this rank with the line */
-		settle(ncclCommFinalize(nc.comm), "the communicator's finalize");
-		ncclCommDestroy(nc.comm);
+		/* every collective flushed, then the state polled to ncclSuccess within the
+		 * deadline. The run's work is done by now (its last checkpoint behind a barrier):
+		 * a peer gone at this point costs a line, not the exit status. */
+		r = ncclCommFinalize(nc.comm);
+		while (r == ncclInProgress && now_s() - t0 <= nc.timeout_s) {
+			sched_yield();
+			if ((q = ncclCommGetAsyncError(nc.comm, &r)) != ncclSuccess)
+				r = q;
+		}
+		if (r == ncclSuccess) {
+			ncclCommDestroy(nc.comm);
+		} else {
+			fprintf(stderr,
+				"ferry train: nccl: rank %d: finalize: %s after %.1f s; "
+				"the communicator aborted\n",
+				nc.rank, r == ncclInProgress ? "not done" : ncclGetErrorString(r),
+				now_s() - t0);
+			ncclCommAbort(nc.comm);
+		}
 	}
 	nc.comm = NULL;
 	cudaFree(nc.bounce);
@@ -421,6 +476,9 @@ const struct comm_ops comm_nccl_ops = {
 	.allreduce_max_u64 = nccl_allreduce_max_u64,
 	.reduce_scatter_sum = nccl_reduce_scatter_sum,
 	.allgather = nccl_allgather,
+	.start_allreduce_sum = nccl_start_allreduce_sum,
+	.progress = nccl_progress,
+	.wait_all = nccl_wait_all,
 	.sync = nccl_sync,
 	.done = nccl_done,
 	.abort_all = nccl_abort_all,

@@ -258,7 +258,7 @@ void settings_usage(FILE *f)
 		"  --zero-stage 0|1|2   1 shards the optimizer state over the ranks,\n"
 		"                       2 also reduce-scatters the gradients (default 0: every\n"
 		"                       rank keeps everything); a run resumes at any stage\n"
-		"  --overlap off|on     CPU ranks: all-reduce the gradients in one collective\n"
+		"  --overlap off|on     all-reduce the gradients in one collective\n"
 		"                       after backward (default off), or in buckets while it\n"
 		"                       runs (on; stages 0 and 1; no gain measured on one node)\n"
 		"  --bucket-kib N       gradient bytes per bucket, in KiB (default 25600: 25 MiB)\n"
