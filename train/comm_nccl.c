@@ -224,7 +224,8 @@ fail:
 static int nccl_init(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
 {
 	const struct launch *l = &c->launch;
-	ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+	/* static: a non-blocking setup goes on after the call returns */
+	static ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
 	int nr_devices = 0, device, rc;
 	ncclResult_t r, q;
 	ncclUniqueId id;
