@@ -49,6 +49,7 @@ static struct {
 	cudaStream_t side;
 	cudaEvent_t ready, side_done;
 	bool side_busy;
+	double side_since;          /* when the first of them started */
 	struct nccl_op ops[NR_OPS]; /* ring: collective seq at ops[(seq - 1) % NR_OPS] */
 	unsigned long long nr_ops;
 } nc;
@@ -381,6 +382,8 @@ static void nccl_start_allreduce_sum(struct comm *c, float *buf, size_t n)
 	cuda_call(cudaStreamWaitEvent(nc.side, nc.ready, 0), "cudaStreamWaitEvent");
 	enqueued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nc.comm, nc.side),
 		"bucket all-reduce", n, nc.side);
+	if (!nc.side_busy)
+		nc.side_since = now_s();
 	nc.side_busy = true;
 }
 
@@ -388,13 +391,13 @@ static void nccl_start_allreduce_sum(struct comm *c, float *buf, size_t n)
 static bool nccl_progress(struct comm *c)
 {
 	ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(nc.comm, &st);
-	char line[160];
 	(void)c;
 	if (q != ncclSuccess)
 		st = q;
 	if (st != ncclSuccess && st != ncclInProgress) {
+		char line[160];
 		describe_pending(line, sizeof(line));
-		give_up(line, 0.0, st);
+		give_up(line, now_s() - nc.side_since, st);
 	}
 	return cudaStreamQuery(nc.side) == cudaSuccess;
 }
