@@ -36,10 +36,17 @@ struct comm_ops {
 	 * ranks of buf and returns at once: buf is not touched until wait_all, which returns once
 	 * every reduction started is done. progress lets the library move them along (MPI moves
 	 * a nonblocking collective only inside its calls) and says whether all are done. Every
-	 * rank starts the same reductions in the same order. */
+	 * rank starts the same reductions in the same order. nccl: buf is device memory, the
+	 * reduction ordered after the work queued on cuda_stream so far; wait_all orders
+	 * cuda_stream after the reductions, on the device (the host waits in sync). */
 	void (*start_allreduce_sum)(struct comm *c, float *buf, size_t n);
 	bool (*progress)(struct comm *c);
 	void (*wait_all)(struct comm *c);
+	/* The host waits for the device work queued on cuda_stream (and the overlap's), the
+	 * collectives among it, for at most the comm's timeout: a peer that died leaves a
+	 * collective that never ends, and this ends the process with one line instead. NULL where
+	 * a collective is done when its call returns (none, mpi). */
+	void (*sync)(struct comm *c);
 	void (*done)(struct comm *c);
 	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
 	void (*abort_all)(struct comm *c, int status);
@@ -50,7 +57,9 @@ struct comm {
 	const struct comm_ops *ops;
 	int rank, world_size;
 	/* nccl: the cudaStream_t device reductions are enqueued on, set by the GPU trainer (NULL:
-	 * the legacy default stream); they return without waiting. Host buffers wait. */
+	 * the legacy default stream); they return without waiting. Host buffers wait. With
+	 * start_allreduce_sum it is the stream whose work so far makes the bucket final, and
+	 * wait_all makes it wait for the buckets (no host wait: see sync). */
 	void *cuda_stream;
 	struct launch launch; /* read by comm_init, before ops->init */
 	void *pending;        /* mpi: the reductions start_allreduce_sum began (comm_mpi.c) */

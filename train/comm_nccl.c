@@ -2,54 +2,237 @@
  * (launch.h): the GPU is the local rank's; rank 0 makes the NCCL id and comm->share_id hands it
  * out (MPI_Bcast where MPI started the job, else the TCP rendezvous); then every reduction
  * runs on the GPU. Device buffers are reduced on comm->cuda_stream without waiting; host
- * buffers (the loss, a validation loss) go through a small device bounce buffer and wait. */
+ * buffers (the loss, a validation loss) go through a small device bounce buffer and wait.
+ * The communicator is non-blocking and every wait on it has a deadline (--comm-timeout): a
+ * rank whose peer died aborts it and exits with one line instead of spinning in a collective
+ * for ever. Overlapped buckets (start_allreduce_sum) run on a side stream. */
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
 #include "train/comm.h"
 #include "train/gpt_cuda.h"
+#include "train/settings.h"
 
-#define NCCL_CHECK(x)                                                                              \
-	do {                                                                                       \
-		ncclResult_t r_ = (x);                                                             \
-		if (r_ != ncclSuccess) {                                                           \
-			fprintf(stderr, "NCCL error at %s:%d: %s: %s\n", __FILE__, __LINE__, #x,   \
-				ncclGetErrorString(r_));                                           \
-			exit(1);                                                                   \
-		}                                                                                  \
-	} while (0)
+/* The collectives kept for the watchdog's line: the last NR_OPS enqueued, each with an event
+ * recorded behind it on its stream, so that a wait that times out names the oldest one not
+ * done (the one a dead peer never joined). */
+#define NR_OPS 256
 
-/* one communicator per process */
-static ncclComm_t nccl_comm;
-static float *bounce; /* device buffer for host reductions */
-static size_t bounce_n;
+struct nccl_op {
+	cudaEvent_t done;
+	const char *what;       /* "all-reduce", ... */
+	size_t count;           /* elements */
+	unsigned long long seq; /* this rank's collectives, from 1 */
+};
+
+/* One communicator per process and everything that waits on it. The trainer's thread makes
+ * every call: NCCL takes no concurrent calls on one communicator. */
+static struct {
+	ncclComm_t comm;
+	int rank;
+	double timeout_s; /* --comm-timeout: the longest any wait on the communicator lasts */
+	float *bounce;    /* device buffer for host reductions */
+	size_t bounce_n;
+	/* Overlap: each bucket is reduced on side after the work queued on the compute stream up
+	 * to its start (ready, recorded there); wait_all orders the compute stream after side's
+	 * work so far (side_done). side_busy: buckets started since the last wait_all. */
+	cudaStream_t side;
+	cudaEvent_t ready, side_done;
+	bool side_busy;
+	double side_since;          /* when the first of them started */
+	struct nccl_op ops[NR_OPS]; /* ring: collective seq at ops[(seq - 1) % NR_OPS] */
+	unsigned long long nr_ops;
+} nc;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The communicator aborted (it stops the kernels spinning on it) and the process ended. The
+ * alarm bounds the abort and the exit: a driver that does not let go still ends with a
+ * non-zero status (SIGALRM's default action). */
+static void end_rank(int status) __attribute__((noreturn));
+static void end_rank(int status)
+{
+	fflush(stderr);
+	alarm(10);
+	if (nc.comm)
+		ncclCommAbort(nc.comm);
+	nc.comm = NULL;
+	exit(status);
+}
+
+/* The watchdog's end: one line naming this rank, the collective and how long it was waited
+ * for; r is the error NCCL reported, or ncclSuccess where the deadline passed. */
+static void give_up(const char *what, double waited_s, ncclResult_t r) __attribute__((noreturn));
+static void give_up(const char *what, double waited_s, ncclResult_t r)
+{
+	if (r == ncclSuccess)
+		fprintf(stderr,
+			"ferry train: nccl: rank %d: %s not done after %.1f s (--comm-timeout %.0f): "
+			"a rank died or stopped; aborting\n",
+			nc.rank, what, waited_s, nc.timeout_s);
+	else
+		fprintf(stderr,
+			"ferry train: nccl: rank %d: %s failed after %.1f s: %s; aborting\n",
+			nc.rank, what, waited_s, ncclGetErrorString(r));
+	end_rank(1);
+}
+
+static void cuda_call(cudaError_t e, const char *what)
+{
+	if (e == cudaSuccess)
+		return;
+	fprintf(stderr, "ferry train: nccl: rank %d: CUDA error in %s: %s\n", nc.rank, what,
+		cudaGetErrorString(e));
+	end_rank(1);
+}
+
+/* The oldest kept collective not done yet, in words. */
+static void describe_pending(char *line, size_t len)
+{
+	unsigned long long first = nc.nr_ops > NR_OPS ? nc.nr_ops - NR_OPS : 0;
+	for (unsigned long long i = first; i < nc.nr_ops; i++) {
+		const struct nccl_op *op = &nc.ops[i % NR_OPS];
+		if (cudaEventQuery(op->done) == cudaErrorNotReady) {
+			snprintf(line, len, "%s #%llu (%zu elements)", op->what, op->seq,
+				op->count);
+			return;
+		}
+	}
+	snprintf(line, len, "the GPU work after collective #%llu", nc.nr_ops);
+}
+
+/* A call on the non-blocking communicator returned r. ncclInProgress: it goes on in the
+ * background, and NCCL takes no other call, nor work on its streams, until the state is
+ * ncclSuccess; polled until then, within the deadline. what names the call for the line. */
+static void settle(ncclResult_t r, const char *what)
+{
+	double t0 = now_s();
+	while (r == ncclInProgress) {
+		if (now_s() - t0 > nc.timeout_s)
+			give_up(what, now_s() - t0, ncclSuccess);
+		sched_yield();
+		ncclResult_t q = ncclCommGetAsyncError(nc.comm, &r);
+		if (q != ncclSuccess)
+			r = q;
+	}
+	if (r != ncclSuccess)
+		give_up(what, now_s() - t0, r);
+}
+
+/* After a collective's call returned r on stream s: its state settled, an event behind it. */
+static void enqueued(ncclResult_t r, const char *what, size_t count, cudaStream_t s)
+{
+	struct nccl_op *op = &nc.ops[nc.nr_ops % NR_OPS];
+	if (r != ncclSuccess) {
+		char line[160];
+		snprintf(line, sizeof(line), "%s #%llu (%zu elements)", what, nc.nr_ops + 1, count);
+		settle(r, line);
+	}
+	op->what = what;
+	op->count = count;
+	op->seq = ++nc.nr_ops;
+	cuda_call(cudaEventRecord(op->done, s), "cudaEventRecord");
+}
+
+/* The host waits for stream s, within the deadline, asking NCCL for an error every
+ * millisecond. A poll, as NCCL's non-blocking model is: cudaStreamSynchronize takes no
+ * deadline, and its default wait spins on a core as this does. */
+static void wait_stream(cudaStream_t s)
+{
+	double t0 = now_s(), next_check = t0 + 1e-3;
+	char line[160];
+	cudaError_t e;
+	while ((e = cudaStreamQuery(s)) == cudaErrorNotReady) {
+		double t = now_s();
+		if (t >= next_check) {
+			ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(nc.comm, &st);
+			if (q != ncclSuccess)
+				st = q;
+			if (st != ncclSuccess && st != ncclInProgress) {
+				describe_pending(line, sizeof(line));
+				give_up(line, t - t0, st);
+			}
+			next_check = t + 1e-3;
+		}
+		if (t - t0 > nc.timeout_s) {
+			describe_pending(line, sizeof(line));
+			give_up(line, t - t0, ncclSuccess);
+		}
+		sched_yield();
+	}
+	cuda_call(e, "a wait for the GPU");
+}
 
 /* The bounce buffer grown to n floats; no device memory ends the process with one line. */
 static void bounce_reserve(size_t n)
 {
-	if (n <= bounce_n)
+	if (n <= nc.bounce_n)
 		return;
-	cudaFree(bounce);
-	if (cudaMalloc((void **)&bounce, n * sizeof(float)) != cudaSuccess) {
-		fprintf(stderr, "comm nccl: out of device memory\n");
-		exit(1);
-	}
-	bounce_n = n;
+	cudaFree(nc.bounce);
+	nc.bounce = NULL;
+	nc.bounce_n = 0;
+	cuda_call(cudaMalloc((void **)&nc.bounce, n * sizeof(float)), "cudaMalloc");
+	nc.bounce_n = n;
+}
+
+/* --comm-timeout from the command line comm_init was given: the trainer's own parse comes
+ * later, and a command line it refuses starts no NCCL (comm.c runs one process then). */
+static double comm_timeout_s(int argc, char **argv)
+{
+	struct train_settings s;
+	struct train_opts o;
+	char err[256];
+	if (settings_parse_args(argc, argv, &s, &o, err, sizeof(err)) != 0)
+		return 300.0;
+	return (double)o.comm_timeout_s;
+}
+
+/* The side stream of the overlap and the events: at the highest priority, as DDP's, so that
+ * the buckets' kernels are scheduled between backward's. */
+static int make_streams(char *err, size_t errlen)
+{
+	int lo = 0, hi = 0;
+	cudaDeviceGetStreamPriorityRange(&lo, &hi);
+	if (cudaStreamCreateWithPriority(&nc.side, cudaStreamNonBlocking, hi) != cudaSuccess ||
+		cudaEventCreateWithFlags(&nc.ready, cudaEventDisableTiming) != cudaSuccess ||
+		cudaEventCreateWithFlags(&nc.side_done, cudaEventDisableTiming) != cudaSuccess)
+		goto fail;
+	for (int i = 0; i < NR_OPS; i++)
+		if (cudaEventCreateWithFlags(&nc.ops[i].done, cudaEventDisableTiming) !=
+			cudaSuccess)
+			goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "rank %d: cannot create CUDA streams and events", nc.rank);
+	return -ENODEV;
 }
 
 static int nccl_init(struct comm *c, int *argc, char ***argv, char *err, size_t errlen)
 {
 	const struct launch *l = &c->launch;
+	/* static: a non-blocking setup goes on after the call returns */
+	static ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
 	int nr_devices = 0, device, rc;
+	ncclResult_t r, q;
 	ncclUniqueId id;
 
+	nc.rank = l->rank;
+	nc.timeout_s = comm_timeout_s(*argc, *argv);
 	if (cudaGetDeviceCount(&nr_devices) != cudaSuccess || nr_devices == 0) {
 		snprintf(err, errlen, "rank %d: no CUDA device", l->rank);
 		return -ENODEV;
@@ -69,37 +252,71 @@ static int nccl_init(struct comm *c, int *argc, char ***argv, char *err, size_t 
 		snprintf(err, errlen, "rank %d: cannot use GPU %d", l->rank, device);
 		return -ENODEV;
 	}
+	if ((rc = make_streams(err, errlen)) < 0)
+		return rc;
 	memset(&id, 0, sizeof(id));
-	if (l->rank == 0)
-		NCCL_CHECK(ncclGetUniqueId(&id));
+	if (l->rank == 0 && (r = ncclGetUniqueId(&id)) != ncclSuccess) {
+		snprintf(err, errlen, "rank 0: ncclGetUniqueId: %s", ncclGetErrorString(r));
+		return -EIO;
+	}
 	rc = c->share_id(c, &id, sizeof(id), err, errlen);
 	if (rc < 0)
 		return rc;
-	NCCL_CHECK(ncclCommInitRank(&nccl_comm, l->world_size, id, l->rank));
+	/* Non-blocking: the setup and every collective return at once (ncclInProgress), and
+	 * only a communicator made so can be aborted while a peer is missing. */
+	config.blocking = 0;
+	double t0 = now_s();
+	r = ncclCommInitRankConfig(&nc.comm, l->world_size, id, l->rank, &config);
+	while (r == ncclInProgress && now_s() - t0 <= nc.timeout_s) {
+		sched_yield();
+		if ((q = ncclCommGetAsyncError(nc.comm, &r)) != ncclSuccess)
+			r = q;
+	}
+	if (r != ncclSuccess) {
+		if (r == ncclInProgress)
+			snprintf(err, errlen,
+				"rank %d: the communicator of %d ranks not set up after %.1f s "
+				"(--comm-timeout %.0f)",
+				l->rank, l->world_size, now_s() - t0, nc.timeout_s);
+		else
+			snprintf(err, errlen, "rank %d: ncclCommInitRankConfig: %s", l->rank,
+				ncclGetErrorString(r));
+		if (nc.comm)
+			ncclCommAbort(nc.comm);
+		nc.comm = NULL;
+		return r == ncclInProgress ? -ETIMEDOUT : -EIO;
+	}
 	c->rank = l->rank;
 	c->world_size = l->world_size;
 	return 0;
 }
 
-static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
+static bool is_device(const void *buf)
 {
 	struct cudaPointerAttributes attr;
-	cudaStream_t s = (cudaStream_t)c->cuda_stream;
 	if (cudaPointerGetAttributes(&attr, buf) == cudaSuccess &&
-		attr.type == cudaMemoryTypeDevice) {
-		NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nccl_comm, s));
+		attr.type == cudaMemoryTypeDevice)
+		return true;
+	cudaGetLastError(); /* a host pointer may leave an error behind on old runtimes */
+	return false;
+}
+
+static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
+{
+	cudaStream_t s = (cudaStream_t)c->cuda_stream;
+	if (is_device(buf)) {
+		enqueued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nc.comm, s), "all-reduce",
+			n, s);
 		return;
 	}
-	cudaGetLastError(); /* a host pointer may leave an error behind on old runtimes */
 	bounce_reserve(n);
-	if (cudaMemcpyAsync(bounce, buf, n * sizeof(float), cudaMemcpyHostToDevice, s) !=
-		cudaSuccess)
-		exit(1);
-	NCCL_CHECK(ncclAllReduce(bounce, bounce, n, ncclFloat, ncclSum, nccl_comm, s));
-	if (cudaMemcpyAsync(buf, bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s) !=
-			cudaSuccess ||
-		cudaStreamSynchronize(s) != cudaSuccess)
-		exit(1);
+	cuda_call(cudaMemcpyAsync(nc.bounce, buf, n * sizeof(float), cudaMemcpyHostToDevice, s),
+		"cudaMemcpyAsync");
+	enqueued(ncclAllReduce(nc.bounce, nc.bounce, n, ncclFloat, ncclSum, nc.comm, s),
+		"all-reduce", n, s);
+	cuda_call(cudaMemcpyAsync(buf, nc.bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s),
+		"cudaMemcpyAsync");
+	wait_stream(s);
 }
 
 /* Small host tables only (the ranks' agreement at start): a device buffer of their own, freed
@@ -108,16 +325,13 @@ static void nccl_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 {
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
 	uint64_t *d = NULL;
-	if (cudaMalloc((void **)&d, n * sizeof(*d)) != cudaSuccess) {
-		fprintf(stderr, "comm nccl: out of device memory\n");
-		exit(1);
-	}
-	if (cudaMemcpyAsync(d, buf, n * sizeof(*d), cudaMemcpyHostToDevice, s) != cudaSuccess)
-		exit(1);
-	NCCL_CHECK(ncclAllReduce(d, d, n, ncclUint64, ncclMax, nccl_comm, s));
-	if (cudaMemcpyAsync(buf, d, n * sizeof(*d), cudaMemcpyDeviceToHost, s) != cudaSuccess ||
-		cudaStreamSynchronize(s) != cudaSuccess)
-		exit(1);
+	cuda_call(cudaMalloc((void **)&d, n * sizeof(*d)), "cudaMalloc");
+	cuda_call(cudaMemcpyAsync(d, buf, n * sizeof(*d), cudaMemcpyHostToDevice, s),
+		"cudaMemcpyAsync");
+	enqueued(ncclAllReduce(d, d, n, ncclUint64, ncclMax, nc.comm, s), "all-reduce (max)", n, s);
+	cuda_call(cudaMemcpyAsync(buf, d, n * sizeof(*d), cudaMemcpyDeviceToHost, s),
+		"cudaMemcpyAsync");
+	wait_stream(s);
 	cudaFree(d);
 }
 
@@ -126,32 +340,31 @@ static void nccl_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 static void nccl_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
 {
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
-	NCCL_CHECK(ncclReduceScatter(buf, buf + (size_t)c->rank * count, count, ncclFloat, ncclSum,
-		nccl_comm, s));
+	enqueued(ncclReduceScatter(buf, buf + (size_t)c->rank * count, count, ncclFloat, ncclSum,
+			 nc.comm, s),
+		"reduce-scatter", count, s);
 }
 
 /* Device buffers enqueued without a wait; a host buffer (a sharded checkpoint's table of the
  * shards) through the bounce buffer, waited for. */
 static void nccl_allgather(struct comm *c, float *buf, size_t count)
 {
-	struct cudaPointerAttributes attr;
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
 	size_t n = count * (size_t)c->world_size, mine = (size_t)c->rank * count;
-	if (cudaPointerGetAttributes(&attr, buf) == cudaSuccess &&
-		attr.type == cudaMemoryTypeDevice) {
-		NCCL_CHECK(ncclAllGather(buf + mine, buf, count, ncclFloat, nccl_comm, s));
+	if (is_device(buf)) {
+		enqueued(ncclAllGather(buf + mine, buf, count, ncclFloat, nc.comm, s), "all-gather",
+			count, s);
 		return;
 	}
-	cudaGetLastError();
 	bounce_reserve(n);
-	if (cudaMemcpyAsync(bounce + mine, buf + mine, count * sizeof(float),
-		    cudaMemcpyHostToDevice, s) != cudaSuccess)
-		exit(1);
-	NCCL_CHECK(ncclAllGather(bounce + mine, bounce, count, ncclFloat, nccl_comm, s));
-	if (cudaMemcpyAsync(buf, bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s) !=
-			cudaSuccess ||
-		cudaStreamSynchronize(s) != cudaSuccess)
-		exit(1);
+	cuda_call(cudaMemcpyAsync(nc.bounce + mine, buf + mine, count * sizeof(float),
+			  cudaMemcpyHostToDevice, s),
+		"cudaMemcpyAsync");
+	enqueued(ncclAllGather(nc.bounce + mine, nc.bounce, count, ncclFloat, nc.comm, s),
+		"all-gather", count, s);
+	cuda_call(cudaMemcpyAsync(buf, nc.bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s),
+		"cudaMemcpyAsync");
+	wait_stream(s);
 }
 
 static void nccl_barrier(struct comm *c)
@@ -160,22 +373,103 @@ static void nccl_barrier(struct comm *c)
 	nccl_allreduce_sum(c, &one, 1);
 }
 
+/* A bucket (device memory): once the work queued on the compute stream so far is done (the
+ * trainer calls this right after the kernels that finish the bucket's gradients), summed on
+ * the side stream in fp32 while backward goes on. */
+static void nccl_start_allreduce_sum(struct comm *c, float *buf, size_t n)
+{
+	cuda_call(cudaEventRecord(nc.ready, (cudaStream_t)c->cuda_stream), "cudaEventRecord");
+	cuda_call(cudaStreamWaitEvent(nc.side, nc.ready, 0), "cudaStreamWaitEvent");
+	enqueued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nc.comm, nc.side),
+		"bucket all-reduce", n, nc.side);
+	if (!nc.side_busy)
+		nc.side_since = now_s();
+	nc.side_busy = true;
+}
+
+/* NCCL moves its collectives by itself: this only looks for an error the communicator met. */
+static bool nccl_progress(struct comm *c)
+{
+	ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(nc.comm, &st);
+	(void)c;
+	if (q != ncclSuccess)
+		st = q;
+	if (st != ncclSuccess && st != ncclInProgress) {
+		char line[160];
+		describe_pending(line, sizeof(line));
+		give_up(line, now_s() - nc.side_since, st);
+	}
+	return cudaStreamQuery(nc.side) == cudaSuccess;
+}
+
+/* The compute stream waits for the buckets on the device; the host waits in sync. */
+static void nccl_wait_all(struct comm *c)
+{
+	if (!nc.side_busy)
+		return;
+	cuda_call(cudaEventRecord(nc.side_done, nc.side), "cudaEventRecord");
+	cuda_call(cudaStreamWaitEvent((cudaStream_t)c->cuda_stream, nc.side_done, 0),
+		"cudaStreamWaitEvent");
+	nc.side_busy = false;
+}
+
+static void nccl_sync(struct comm *c)
+{
+	wait_stream((cudaStream_t)c->cuda_stream);
+	wait_stream(nc.side);
+}
+
 static void nccl_done(struct comm *c)
 {
-	if (nccl_comm)
-		ncclCommDestroy(nccl_comm);
-	nccl_comm = NULL;
-	cudaFree(bounce);
-	bounce = NULL;
-	bounce_n = 0;
+	double t0 = now_s();
+	ncclResult_t r, q;
+	(void)c;
+	if (nc.comm) {
+		/* every collective flushed, then the state polled to ncclSuccess within the
+		 * deadline. The run's work is done by now (its last checkpoint behind a barrier):
+		 * a peer gone at this point costs a line, not the exit status. */
+		r = ncclCommFinalize(nc.comm);
+		while (r == ncclInProgress && now_s() - t0 <= nc.timeout_s) {
+			sched_yield();
+			if ((q = ncclCommGetAsyncError(nc.comm, &r)) != ncclSuccess)
+				r = q;
+		}
+		if (r == ncclSuccess) {
+			ncclCommDestroy(nc.comm);
+		} else {
+			fprintf(stderr,
+				"ferry train: nccl: rank %d: finalize: %s after %.1f s; "
+				"the communicator aborted\n",
+				nc.rank, r == ncclInProgress ? "not done" : ncclGetErrorString(r),
+				now_s() - t0);
+			ncclCommAbort(nc.comm);
+		}
+	}
+	nc.comm = NULL;
+	cudaFree(nc.bounce);
+	nc.bounce = NULL;
+	nc.bounce_n = 0;
+	for (int i = 0; i < NR_OPS; i++)
+		if (nc.ops[i].done)
+			cudaEventDestroy(nc.ops[i].done);
+	if (nc.ready)
+		cudaEventDestroy(nc.ready);
+	if (nc.side_done)
+		cudaEventDestroy(nc.side_done);
+	if (nc.side)
+		cudaStreamDestroy(nc.side);
+	memset(&nc.ops, 0, sizeof(nc.ops));
+	nc.ready = nc.side_done = NULL;
+	nc.side = NULL;
+	nc.nr_ops = 0;
 }
 
 static void nccl_abort_all(struct comm *c, int status)
 {
-	/* the others see their collective fail and exit through their own error path */
-	if (nccl_comm)
-		ncclCommAbort(nccl_comm);
-	exit(status);
+	/* the others see their collective fail, or wait out their deadline, and exit through
+	 * the watchdog */
+	(void)c;
+	end_rank(status);
 }
 
 const struct comm_ops comm_nccl_ops = {
@@ -186,6 +480,10 @@ const struct comm_ops comm_nccl_ops = {
 	.allreduce_max_u64 = nccl_allreduce_max_u64,
 	.reduce_scatter_sum = nccl_reduce_scatter_sum,
 	.allgather = nccl_allgather,
+	.start_allreduce_sum = nccl_start_allreduce_sum,
+	.progress = nccl_progress,
+	.wait_all = nccl_wait_all,
+	.sync = nccl_sync,
 	.done = nccl_done,
 	.abort_all = nccl_abort_all,
 };

@@ -78,6 +78,19 @@ struct gpt2_cuda {
 	struct zero *zero;
 	int stage, rank, world;
 	size_t lo, hi, slice, flat;
+	struct comm *comm; /* gpt2_cuda_opts.comm */
+	/* --overlap (zero.h's buckets, any stage the zero allows): shadow is a struct gpt2 with
+	 * the model's shapes whose grads_memory is grads, on the device, so that zero.c's
+	 * grads_ready hook, called by backward as on the CPU, starts the same buckets (it never
+	 * reads the memory, it hands comm ranges of it). armed: this backward starts them. */
+	struct zero *buckets;
+	struct gpt2 shadow;
+	int armed;
+	/* the step's reduction timed on the stream: ev_first when the first bucket's gradients
+	 * were final, ev_reduce before the wait for the buckets (or the single collective),
+	 * ev_reduced after it; read by gpt2_cuda_reduce_stats once the step is waited for */
+	cudaEvent_t ev_first, ev_reduce, ev_reduced;
+	int timed, overlapped, nr_buckets;
 	float *sumsq;  /* (1) stage 2: the slice's sum of squares, then every rank's */
 	float *h_flat; /* stage >= 1 over a comm without device buffers: a host bounce, (flat) */
 	/* activations (dt unless said) */
@@ -152,10 +165,16 @@ static void prof_collect(struct prof *p)
 	}
 }
 
-/* Waits for the stream; any error there or kept by the kernels ends the run. */
+/* Waits for the stream; any error there or kept by the kernels ends the run. Over NCCL the
+ * comm's sync waits, with its deadline: the stream may hold collectives. */
 static void sync_stream(struct gpt2_cuda *g)
 {
-	CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	if (g->comm && g->comm->ops->sync) {
+		g->comm->cuda_stream = g->stream;
+		g->comm->ops->sync(g->comm);
+	} else {
+		CUDA_CHECK(cudaStreamSynchronize(g->stream));
+	}
 	check_kernels();
 	if (g->prof.secs)
 		prof_collect(&g->prof);
@@ -269,6 +288,11 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 		off += g->sizes[k];
 	}
 	size_t P = g->nr_params, N = g->N, esz = g->esz, NC = N * C;
+	g->comm = o->comm;
+	g->buckets = o->zero;
+	g->shadow.config = *c;
+	g->shadow.nr_params = host->nr_params;
+	memcpy(g->shadow.param_sizes, host->param_sizes, sizeof(g->shadow.param_sizes));
 	g->zero = o->zero && o->zero->stage > 0 ? o->zero : NULL;
 	g->world = 1;
 	g->lo = 0;
@@ -334,6 +358,10 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	 * serialises with it; what it must wait for is ordered by events or synchronisation. NCCL
 	 * runs on it (comm->cuda_stream). */
 	CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
+	g->shadow.grads_memory = g->grads;
+	CUDA_CHECK(cudaEventCreate(&g->ev_first));
+	CUDA_CHECK(cudaEventCreate(&g->ev_reduce));
+	CUDA_CHECK(cudaEventCreate(&g->ev_reduced));
 	g->mm = kmatmul_new();
 	if (!g->mm) {
 		char msg[512];
@@ -381,6 +409,9 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 	for (int i = 0; g->prof.secs && i < PROF_EVENTS; i++)
 		cudaEventDestroy(g->prof.ev[i]);
 	kmatmul_free(g->mm);
+	cudaEventDestroy(g->ev_first);
+	cudaEventDestroy(g->ev_reduce);
+	cudaEventDestroy(g->ev_reduced);
 	cudaStreamDestroy(g->stream);
 	free(g);
 }
@@ -461,6 +492,19 @@ static void forward(struct gpt2_cuda *g)
 	prof_mark(g, PROF_F_LMHEAD);
 }
 
+/* Backward has queued the kernels that finish layer's gradients (or the embeddings'): zero.c's
+ * hook, when armed, starts a bucket it closes (comm_nccl.c orders the bucket after the work
+ * queued so far). ev_first is recorded again until a bucket has started: then it marks when the
+ * first bucket's gradients were final. */
+static void grads_ready(struct gpt2_cuda *g, int layer)
+{
+	if (!g->shadow.grads_ready)
+		return;
+	if (g->buckets->stats.nr_buckets == 0)
+		CUDA_CHECK(cudaEventRecord(g->ev_first, g->stream));
+	g->shadow.grads_ready(g->shadow.grads_ready_arg, &g->shadow, layer);
+}
+
 static void backward(struct gpt2_cuda *g, float loss_scale)
 {
 	const struct gpt2_config *c = &g->c;
@@ -516,10 +560,12 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl,
 			g->scratch, N, C, dt, s);
 		prof_mark(g, PROF_B_LAYERNORM);
+		grads_ready(g, l);
 	}
 	k_encoder_backward(grad(g, WTE, 0), grad(g, WPE, 0), g->dresidual, g->d_in, B, T, C, V,
 		g->enc_scratch, g->enc_scratch_bytes, dt, s);
 	prof_mark(g, PROF_B_ENCODER);
+	grads_ready(g, GPT2_GRADS_EMBEDDINGS);
 }
 
 /* ZeRO 2 on more than one rank: each rank holds the summed gradients of its slice only */
@@ -710,35 +756,88 @@ extern "C" void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_ba
 	}
 }
 
+extern "C" void gpt2_cuda_reduce_begin(struct gpt2_cuda *g)
+{
+	struct zero *z = g->buckets;
+	/* a replayed graph makes none of the host's calls the buckets need: the single
+	 * all-reduce after backward then; and only a comm of device buffers (NCCL) */
+	if (!z || !z->overlap || g->use_graph || !g->comm || !g->comm->ops->sync)
+		return;
+	g->comm->cuda_stream = g->stream;
+	zero_reduce_begin(z, &g->shadow, g->comm);
+	g->armed = 1;
+}
+
+/* The buckets backward started: the stream waits for them on the device (comm_nccl.c's
+ * wait_all), timed by ev_reduce and ev_reduced. zero_reduce_grads' end without its averaging,
+ * which the GPU does in its norm and AdamW (world). */
+static void buckets_wait(struct gpt2_cuda *g, struct comm *comm)
+{
+	struct zero *z = g->buckets;
+	g->shadow.grads_ready = NULL;
+	z->armed = 0;
+	g->armed = 0;
+	comm->cuda_stream = g->stream;
+	CUDA_CHECK(cudaEventRecord(g->ev_reduce, g->stream));
+	comm->ops->wait_all(comm);
+	CUDA_CHECK(cudaEventRecord(g->ev_reduced, g->stream));
+	g->timed = 1;
+	g->overlapped = 1;
+	g->nr_buckets = z->stats.nr_buckets;
+}
+
+/* A comm of device buffers (NCCL, the one with a sync) reduces even alone: that is how one GPU
+ * checks the NCCL path against the plain one (tests/gpu/test_comm_nccl_gpu.c). `ferry train`
+ * alone runs comm none, which has none. */
+static int reduces(const struct comm *comm)
+{
+	return comm && (comm->world_size > 1 || comm->ops->sync);
+}
+
+/* The gradients summed over comm after backward, in one collective timed on the stream, or
+ * the buckets backward started waited for; stage 2 reduce-scatters and takes its norm. */
+static void reduce_grads(struct gpt2_cuda *g, struct comm *comm, float grad_clip)
+{
+	int world = comm->world_size;
+	if (g->armed) {
+		buckets_wait(g, comm);
+		return;
+	}
+	CUDA_CHECK(cudaEventRecord(g->ev_reduce, g->stream));
+	if (world > 1 && g->stage == 2) {
+		reduce_scatter_grads(g, comm);
+	} else if (strcmp(comm->ops->name, "nccl") == 0) {
+		comm->cuda_stream = g->stream;
+		comm->ops->allreduce_sum(comm, g->grads, g->nr_params);
+	} else {
+		/* MPI without CUDA awareness: through host memory (slow; use NCCL on GPUs) */
+		size_t bytes = g->nr_params * 4;
+		float *h = (float *)malloc(bytes);
+		if (!h) {
+			fprintf(stderr, "ferry train: out of memory\n");
+			exit(1);
+		}
+		CUDA_CHECK(cudaMemcpyAsync(h, g->grads, bytes, cudaMemcpyDeviceToHost, g->stream));
+		sync_stream(g);
+		comm->ops->allreduce_sum(comm, h, g->nr_params);
+		/* on the stream: the optimizer after it must see the summed gradients */
+		CUDA_CHECK(cudaMemcpyAsync(g->grads, h, bytes, cudaMemcpyHostToDevice, g->stream));
+		free(h);
+	}
+	CUDA_CHECK(cudaEventRecord(g->ev_reduced, g->stream));
+	g->timed = 1;
+	g->overlapped = 0;
+	g->nr_buckets = 1;
+	if (world > 1 && g->stage == 2)
+		norm_over_slices(g, comm, grad_clip);
+}
+
 extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	const struct adamw_config *opt, float lr, float grad_clip, int t)
 {
 	int world = comm ? comm->world_size : 1;
-	if (world > 1 && g->stage == 2) {
-		reduce_scatter_grads(g, comm);
-		norm_over_slices(g, comm, grad_clip);
-	} else if (world > 1) {
-		if (strcmp(comm->ops->name, "nccl") == 0) {
-			comm->cuda_stream = g->stream;
-			comm->ops->allreduce_sum(comm, g->grads, g->nr_params);
-		} else {
-			/* MPI without CUDA awareness: through host memory (slow; use NCCL on GPUs) */
-			size_t bytes = g->nr_params * 4;
-			float *h = (float *)malloc(bytes);
-			if (!h) {
-				fprintf(stderr, "ferry train: out of memory\n");
-				exit(1);
-			}
-			CUDA_CHECK(cudaMemcpyAsync(h, g->grads, bytes, cudaMemcpyDeviceToHost,
-				g->stream));
-			sync_stream(g);
-			comm->ops->allreduce_sum(comm, h, g->nr_params);
-			/* on the stream: the optimizer after it must see the summed gradients */
-			CUDA_CHECK(cudaMemcpyAsync(g->grads, h, bytes, cudaMemcpyHostToDevice,
-				g->stream));
-			free(h);
-		}
-	}
+	if (reduces(comm))
+		reduce_grads(g, comm, grad_clip);
 	/* the same arithmetic as gpt2_update computes its bias corrections with */
 	g->hp_host[0] = lr;
 	g->hp_host[1] = 1.0f - powf(opt->beta1, (float)t);
@@ -756,6 +855,24 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	}
 	if (world > 1 && g->zero)
 		allgather_master(g, comm);
+}
+
+extern "C" void gpt2_cuda_reduce_stats(struct gpt2_cuda *g)
+{
+	float exposed = 0.0f, inflight = 0.0f;
+	if (!g->buckets)
+		return;
+	memset(&g->buckets->stats, 0, sizeof(g->buckets->stats));
+	if (!g->timed)
+		return;
+	g->timed = 0;
+	CUDA_CHECK(cudaEventElapsedTime(&exposed, g->ev_reduce, g->ev_reduced));
+	inflight = exposed;
+	if (g->overlapped)
+		CUDA_CHECK(cudaEventElapsedTime(&inflight, g->ev_first, g->ev_reduced));
+	g->buckets->stats.nr_buckets = g->nr_buckets;
+	g->buckets->stats.exposed_ms = exposed;
+	g->buckets->stats.inflight_ms = inflight;
 }
 
 extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *norm)

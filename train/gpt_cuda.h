@@ -28,6 +28,10 @@ struct gpt2_cuda_opts {
 	 * all-gathers the fp32 master weights; stage 2 also reduce-scatters the gradients. The
 	 * master weights and gradients stay whole (padded to world_size * slice). */
 	struct zero *zero;
+	/* The ranks' comm (NULL: one process): where it has a sync (NCCL), every host wait for the
+	 * GPU goes through it, so that a collective a dead peer never joins ends the run with one
+	 * line after --comm-timeout instead of hanging in cudaStreamSynchronize. */
+	struct comm *comm;
 };
 
 struct gpt2_cuda;
@@ -57,6 +61,11 @@ void gpt2_cuda_zero_grad(struct gpt2_cuda *g);
 /* Forward and backward of batch b (its staged device copy when the loader made one, after its
  * ready_event; else its host tokens); adds the batch's mean loss to the step's. */
 void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b, float loss_scale);
+/* Before the last micro_step of a step, with --overlap (the zero's overlap, given as
+ * gpt2_cuda_opts.zero) over NCCL: that backward starts zero.c's buckets on the comm's side
+ * stream as their gradients become final, and update waits for them instead of reducing after
+ * backward. Nothing otherwise, nor with --cuda-graph (a replayed graph makes no host calls). */
+void gpt2_cuda_reduce_begin(struct gpt2_cuda *g);
 /* Sums gradients over comm (NCCL on the device; other backends through host memory), the
  * global norm and clipping factor on the device, and AdamW at step t (from 1). At ZeRO stage 1
  * the update is of the rank's slice, then the master weights are all-gathered; stage 2
@@ -66,6 +75,12 @@ void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b, flo
  * step_result must come before the next update. */
 void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm, const struct adamw_config *opt,
 	float lr, float grad_clip, int t);
+/* After step_result: the last step's reduction timed on the GPU's stream into the zero's stats
+ * (gpt2_cuda_opts.zero; zeros where nothing was reduced), as zero_reduce_grads fills them on the
+ * CPU: exposed_ms the time the stream stood waiting for it after backward (all of the single
+ * collective's), inflight_ms from the first bucket's gradients being final to the end of that
+ * wait, nr_buckets (1: the single collective). */
+void gpt2_cuda_reduce_stats(struct gpt2_cuda *g);
 /* Waits for the step; returns this rank's mean loss over its accum micro-steps and sets *norm
  * to the gradient norm (of the mean over ranks, before clipping). */
 float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *norm);

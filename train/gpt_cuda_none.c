@@ -102,3 +102,13 @@ void gpt2_cuda_copy_grads(struct gpt2_cuda *g, float *out)
 {
 	unreachable();
 }
+
+void gpt2_cuda_reduce_begin(struct gpt2_cuda *g)
+{
+	unreachable();
+}
+
+void gpt2_cuda_reduce_stats(struct gpt2_cuda *g)
+{
+	unreachable();
+}

@@ -258,10 +258,12 @@ void settings_usage(FILE *f)
 		"  --zero-stage 0|1|2   1 shards the optimizer state over the ranks,\n"
 		"                       2 also reduce-scatters the gradients (default 0: every\n"
 		"                       rank keeps everything); a run resumes at any stage\n"
-		"  --overlap off|on     CPU ranks: all-reduce the gradients in one collective\n"
+		"  --overlap off|on     all-reduce the gradients in one collective\n"
 		"                       after backward (default off), or in buckets while it\n"
 		"                       runs (on; stages 0 and 1; no gain measured on one node)\n"
 		"  --bucket-kib N       gradient bytes per bucket, in KiB (default 25600: 25 MiB)\n"
+		"  --comm-timeout SEC   GPU ranks: an NCCL collective not done after SEC seconds\n"
+		"                       ends the rank with exit status 1 (default 300)\n"
 		"  --help\n"
 		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
 		"and exit status 75 (resume with --resume DIR); a second signal ends it at once.\n");
@@ -344,6 +346,7 @@ static const struct arg {
 	ARG("zero-stage", INT, O(zero_stage), 0, 2, true),
 	CHOICE("overlap", O(overlap), "off", "on"),
 	ARG("bucket-kib", INT, O(bucket_kib), 1, 1 << 22, true),
+	ARG("comm-timeout", INT, O(comm_timeout_s), 1, 86400, true),
 #undef ARG
 #undef CHOICE
 #undef S
@@ -378,6 +381,7 @@ static void defaults(struct cmdline *c)
 		.keep = 3 };
 	c->o.max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
 	c->o.bucket_kib = 25600; /* DDP's 25 MiB */
+	c->o.comm_timeout_s = 300;
 	c->model_n = 6;
 }
 

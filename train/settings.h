@@ -51,6 +51,9 @@ struct train_opts {
 	 * saved: the results are the same bits on 2 ranks either way. */
 	int overlap;
 	int bucket_kib;
+	/* --comm-timeout: seconds a GPU rank waits for an NCCL collective before it aborts the
+	 * communicator and exits (a peer died or hangs; comm_nccl.c) */
+	int comm_timeout_s;
 };
 
 /* settings_parse_args' answer to --help: print settings_usage and end with status 0. */

@@ -76,7 +76,7 @@ struct trainer {
 struct step_result {
 	float loss, norm, lr;
 	double ms, wait_ms;
-	struct zero_comm_stats comm; /* the gradients' reduction (CPU ranks) */
+	struct zero_comm_stats comm; /* the gradients' reduction */
 	int bad; /* non-finite loss or norm: the weights were not updated (guard.h) */
 };
 
@@ -577,7 +577,8 @@ static void build_model(struct trainer *t)
 		die(t, "%s", err);
 	zero_set_overlap(&t->zero, &t->comm, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
-		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero };
+		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
+			&t->comm };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
 		if (!t->gpu)
 			die(t, "%s", err);
@@ -736,6 +737,8 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 				(unsigned long long)agree_hash(AGREE_HASH_INIT, b.inputs,
 					(size_t)t->B * t->T * 4));
 		if (t->gpu) {
+			if (micro == t->accum - 1) /* --overlap: its backward starts buckets */
+				gpt2_cuda_reduce_begin(t->gpu);
 			gpt2_cuda_micro_step(t->gpu, &b, t->loss_scale);
 			continue;
 		}
@@ -751,6 +754,8 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		/* the reduction, norm, clipping and AdamW stay on the GPU; the loss is read */
 		gpt2_cuda_update(t->gpu, &t->comm, &t->opt, r->lr, s->grad_clip, step);
 		r->loss = gpt2_cuda_step_result(t->gpu, t->accum, &r->norm);
+		gpt2_cuda_reduce_stats(t->gpu);
+		r->comm = t->zero.stats;
 		comm_allreduce_mean(&t->comm, &r->loss, 1);
 		/* counted, but the GPU has applied the update already: the weights it spoils
 		 * are never checkpointed (ckpt_save refuses them) */
@@ -867,7 +872,7 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 	if (pi.on)
 		printf(" | ahead %llu", (unsigned long long)pi.ahead);
 	/* the reduction's time the step waited for, of the time it was in flight */
-	if (!t->gpu && t->comm.world_size > 1)
+	if (t->comm.world_size > 1)
 		printf(" | comm %.2f of %.2f ms, %d bucket(s)", r->comm.exposed_ms,
 			r->comm.inflight_ms, r->comm.nr_buckets);
 	if (!isnan(val_loss))

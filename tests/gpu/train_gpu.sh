@@ -144,7 +144,7 @@ else
 fi
 
 GPU_STEPS=("loader staging onto the GPU" "kernels against their CPU twins"
-	"whole model against the CPU trainer"
+	"whole model against the CPU trainer" "NCCL path on one GPU"
 	"attention micro-benchmark" "ferry train end to end" "d12 T=1024 benchmark"
 	"FERRY_TRAIN_PROFILE per layer kind")
 if [ "$GPU" != yes ]; then
@@ -180,6 +180,15 @@ kernel_rows kernel: "$WORK/kernels.log"
 run_step model 240 "$BUILD/tests/gpu/test_model_gpu"
 status_row "model: test_model_gpu" $?
 kernel_rows model: "$WORK/model.log"
+
+# the NCCL path on one GPU against none (built where NCCL is, which ferry-cuda then links)
+if ldd "$BUILD/mount/ferry-cuda" 2>/dev/null | grep -q libnccl; then
+	run_step comm_nccl 120 "$BUILD/tests/gpu/test_comm_nccl_gpu"
+	status_row "comm: test_comm_nccl_gpu" $?
+	kernel_rows comm: "$WORK/comm_nccl.log"
+else
+	row "NCCL path on one GPU" "not built: no NCCL" "-" SKIP
+fi
 
 run_step attention 60 "$BUILD/tests/gpu/bench_attention"
 status_row "attention: bench_attention" $?
