@@ -98,10 +98,12 @@ int ckpt_load_state(const char *dir, uint64_t step, struct gpt2 *m, uint64_t lo,
 	struct ckpt_state *st, char *err, size_t errlen);
 
 /* ---- tensor parallel (model.h's gpt2_tp): the files stay whole ----
- * Under tensor parallelism (and for a pipeline stage, whose rank holds the whole layout's
- * tensors of its layers: the same calls with its own model) the model file and the state file
- * are the whole model's, as a 1-rank run writes them: gathered on save, scattered on load, so
- * that any layout resumes any checkpoint and llm.c reads the model.
+ * Under tensor parallelism the model file and the state file are the whole model's, as a 1-rank
+ * run writes them: gathered on save, scattered on load, so that any layout resumes any
+ * checkpoint and llm.c reads the model (train_cmd.c's checkpoint_gathered and build_model use
+ * these). A pipeline stage's layers are whole tensors' layer ranges, not shards: a stage
+ * gathers them over grid.h's pipeline group into the same whole arrays before these calls (or,
+ * at T == 1, instead of them), and on load keeps its layers of what every rank read.
  *
  * ckpt_tp_gather: the whole layout (nr of gpt2_param_sizes floats) of one flat array of the
  * tensor group's shards (params, or moments in the same layout): shard is this rank's
