@@ -969,3 +969,25 @@ out:
 	manifest_done(&mf);
 	return rc;
 }
+
+int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard, float *whole,
+	char *err, size_t errlen)
+{
+	size_t n = m->nr_params, T = (size_t)tensor->world_size;
+	float *all = malloc(T * n * sizeof(float));
+	if (!all) {
+		snprintf(err, errlen, "out of memory gathering %zu tensor-parallel shards", T);
+		return -ENOMEM;
+	}
+	memcpy(all + (size_t)tensor->rank * n, shard, n * sizeof(float));
+	tensor->ops->allgather(tensor, all, n);
+	for (size_t t = 0; t < T; t++)
+		gpt2_tp_gather(m, (int)t, all + t * n, whole);
+	free(all);
+	return 0;
+}
+
+void ckpt_tp_scatter(const struct gpt2 *m, const float *whole, float *shard)
+{
+	gpt2_tp_scatter(m, m->tp.rank, whole, shard);
+}

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train/comm.h"
 #include "train/model.h"
 
 #define LLMC_MODEL_MAGIC   20240326
@@ -95,5 +96,24 @@ int ckpt_finish_sharded(const char *dir, uint64_t step, int keep, char *err, siz
  * resharding), or from the whole state file. */
 int ckpt_load_state(const char *dir, uint64_t step, struct gpt2 *m, uint64_t lo, uint64_t hi,
 	struct ckpt_state *st, char *err, size_t errlen);
+
+/* ---- tensor parallel (model.h's gpt2_tp): the files stay whole ----
+ * Under tensor parallelism the model file and the state file are the whole model's, as a 1-rank
+ * run writes them: gathered on save, scattered on load, so that any layout resumes any
+ * checkpoint and llm.c reads the model (train_cmd.c's checkpoint_gathered and build_model use
+ * these). A pipeline stage's layers are whole tensors' layer ranges, not shards: a stage
+ * gathers them over grid.h's pipeline group into the same whole arrays before these calls (or,
+ * at T == 1, instead of them), and on load keeps its layers of what every rank read.
+ *
+ * ckpt_tp_gather: the whole layout (nr of gpt2_param_sizes floats) of one flat array of the
+ * tensor group's shards (params, or moments in the same layout): shard is this rank's
+ * (m->nr_params floats of tensor rank m->tp.rank), whole is filled on every rank of tensor
+ * (an all-gather). A collective of the tensor group. 0, or -ENOMEM with one line in err (on
+ * that rank alone: the trainer ends the job).
+ * ckpt_tp_scatter: this rank's shard of a whole array, read from the files by every rank
+ * itself (no communication). */
+int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard, float *whole,
+	char *err, size_t errlen);
+void ckpt_tp_scatter(const struct gpt2 *m, const float *whole, float *shard);
 
 #endif

@@ -47,6 +47,14 @@ struct comm_ops {
 	 * collective that never ends, and this ends the process with one line instead. NULL where
 	 * a collective is done when its call returns (none, mpi). */
 	void (*sync)(struct comm *c);
+	/* A sub-communicator (the grid's groups, grid.h): the ranks of c that give the same color
+	 * make one, ordered by key; out gets this table, its own rank and world_size. A
+	 * collective of every rank of c. 0, or -errno with one line in err. NULL where the backend
+	 * has none (one process; NCCL: no model parallelism on the GPU yet). */
+	int (*split)(struct comm *c, int color, int key, struct comm *out, char *err,
+		size_t errlen);
+	/* c's resources; the process's too for the world's (MPI_Finalize), a sub-communicator's
+	 * only its own */
 	void (*done)(struct comm *c);
 	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
 	void (*abort_all)(struct comm *c, int status);
@@ -63,6 +71,10 @@ struct comm {
 	void *cuda_stream;
 	struct launch launch; /* read by comm_init, before ops->init */
 	void *pending;        /* mpi: the reductions start_allreduce_sum began (comm_mpi.c) */
+	void *group;          /* mpi: a sub-communicator's MPI_Comm (split); NULL: the world */
+	/* payload bytes of the reductions, gathers and scatters issued on c (each buffer's size
+	 * once, whatever the algorithm sends): the benchmark's count (mpi only) */
+	uint64_t nr_bytes;
 	/* nccl: hands rank 0's n bytes (the NCCL id) to every rank: one MPI_Bcast where an MPI
 	 * launcher started the job and MPI is built in, else the TCP rendezvous (rendezvous.h).
 	 * 0, or -errno with one line in err. */
@@ -98,6 +110,9 @@ int comm_init_ranks(struct comm *c, int *argc, char ***argv, bool gpu);
  * --device cuda. */
 int comm_init(struct comm *c, int *argc, char ***argv);
 void comm_done(struct comm *c);
+/* A group of one, this process alone (comm_none's table): a grid's group of size 1 never calls
+ * the world's backend. */
+void comm_self(struct comm *out);
 /* buf = mean over ranks of buf: a sum, then one multiplication by 1/world_size. */
 void comm_allreduce_mean(struct comm *c, float *buf, size_t n);
 void comm_barrier(struct comm *c);

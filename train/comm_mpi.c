@@ -65,12 +65,19 @@ int comm_mpi_share_id(struct comm *c, void *buf, size_t n, char *err, size_t err
 	return rc;
 }
 
+/* The MPI communicator of c: the world, or a sub-communicator of the grid (split) */
+static MPI_Comm mc(const struct comm *c)
+{
+	return c->group ? *(MPI_Comm *)c->group : MPI_COMM_WORLD;
+}
+
 static void mpi_allreduce_sum(struct comm *c, float *buf, size_t n)
 {
+	c->nr_bytes += n * sizeof(float);
 	/* MPI counts are int: large models go in pieces */
 	while (n > 0) {
 		int count = n > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)n;
-		MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+		MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, mc(c));
 		buf += count;
 		n -= (size_t)count;
 	}
@@ -80,7 +87,7 @@ static void mpi_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 {
 	while (n > 0) {
 		int count = n > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)n;
-		MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+		MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_UINT64_T, MPI_MAX, mc(c));
 		buf += count;
 		n -= (size_t)count;
 	}
@@ -103,7 +110,8 @@ static int slice_count(struct comm *c, size_t count)
 static void mpi_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
 {
 	int n = slice_count(c, count);
-	MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+	c->nr_bytes += count * (size_t)c->world_size * sizeof(float);
+	MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, mc(c));
 	if (c->rank > 0)
 		memmove(buf + (size_t)c->rank * count, buf, count * sizeof(float));
 }
@@ -111,7 +119,8 @@ static void mpi_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
 static void mpi_allgather(struct comm *c, float *buf, size_t count)
 {
 	int n = slice_count(c, count);
-	MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n, MPI_FLOAT, MPI_COMM_WORLD);
+	c->nr_bytes += count * (size_t)c->world_size * sizeof(float);
+	MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n, MPI_FLOAT, mc(c));
 }
 
 /* The requests in flight between start_allreduce_sum and wait_all: a bucket of the gradients is
@@ -130,6 +139,7 @@ static void mpi_start_allreduce_sum(struct comm *c, float *buf, size_t n)
 			goto oom;
 		c->pending = p;
 	}
+	c->nr_bytes += n * sizeof(float);
 	while (n > 0) {
 		int count = n > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)n;
 		if (p->nr == p->cap) {
@@ -140,7 +150,7 @@ static void mpi_start_allreduce_sum(struct comm *c, float *buf, size_t n)
 			p->reqs = reqs;
 			p->cap = cap;
 		}
-		MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+		MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, mc(c),
 			&p->reqs[p->nr++]);
 		buf += count;
 		n -= (size_t)count;
@@ -173,15 +183,40 @@ static void mpi_wait_all(struct comm *c)
 
 static void mpi_barrier(struct comm *c)
 {
-	MPI_Barrier(MPI_COMM_WORLD);
+	MPI_Barrier(mc(c));
+}
+
+/* MPI_Comm_split: Open MPI orders the new group by key, then by the old rank */
+static int mpi_split(struct comm *c, int color, int key, struct comm *out, char *err, size_t errlen)
+{
+	MPI_Comm *sub = malloc(sizeof(*sub));
+	if (!sub) {
+		snprintf(err, errlen, "out of memory for a communicator");
+		return -ENOMEM;
+	}
+	if (MPI_Comm_split(mc(c), color, key, sub) != MPI_SUCCESS) {
+		free(sub);
+		snprintf(err, errlen, "MPI_Comm_split failed");
+		return -EIO;
+	}
+	*out = (struct comm){ .ops = c->ops, .launch = c->launch, .group = sub };
+	MPI_Comm_rank(*sub, &out->rank);
+	MPI_Comm_size(*sub, &out->world_size);
+	return 0;
 }
 
 static void mpi_done(struct comm *c)
 {
 	int finalized = 0;
 	MPI_Finalized(&finalized);
-	if (!finalized)
+	if (c->group) {
+		if (!finalized)
+			MPI_Comm_free(c->group);
+		free(c->group);
+		c->group = NULL;
+	} else if (!finalized) {
 		MPI_Finalize();
+	}
 	if (c->pending) {
 		free(((struct mpi_pending *)c->pending)->reqs);
 		free(c->pending);
@@ -210,6 +245,7 @@ const struct comm_ops comm_mpi_ops = {
 	.start_allreduce_sum = mpi_start_allreduce_sum,
 	.progress = mpi_progress,
 	.wait_all = mpi_wait_all,
+	.split = mpi_split,
 	.done = mpi_done,
 	.abort_all = mpi_abort_all,
 };

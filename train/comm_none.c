@@ -42,6 +42,11 @@ static void none_abort_all(struct comm *c, int status)
 	exit(status);
 }
 
+void comm_self(struct comm *out)
+{
+	*out = (struct comm){ .ops = &comm_none_ops, .rank = 0, .world_size = 1 };
+}
+
 const struct comm_ops comm_none_ops = {
 	.name = "none",
 	.init = none_init,

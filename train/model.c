@@ -62,6 +62,22 @@ void gpt2_param_sizes(const struct gpt2_config *c, size_t s[GPT2_NR_PARAM_TENSOR
 	s[15] = C;
 }
 
+void gpt2_param_sizes_tp(const struct gpt2_config *c, int T, size_t s[GPT2_NR_PARAM_TENSORS])
+{
+	gpt2_param_sizes(c, s);
+	if (T <= 1)
+		return;
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
+		if (gpt2_param_is_sharded(k))
+			s[k] /= (size_t)T;
+}
+
+int gpt2_param_is_sharded(int tensor)
+{
+	return tensor == 4 || tensor == 5 || tensor == 6 || tensor == 10 || tensor == 11 ||
+	       tensor == 12;
+}
+
 int gpt2_param_is_decayed(int tensor)
 {
 	return tensor == 0 || tensor == 1 || tensor == 4 || tensor == 6 || tensor == 10 ||
@@ -79,24 +95,26 @@ static void point_params(struct gpt2_params *p, float *mem, const size_t *sizes)
 	}
 }
 
-static void act_sizes(const struct gpt2_config *c, int B, int T, size_t s[GPT2_NR_ACT_TENSORS])
+/* tp: the tensor ranks; qkv, atty, att, fch and fch_gelu hold the rank's heads and 4C/tp only */
+static void act_sizes(const struct gpt2_config *c, int B, int T, int tp,
+	size_t s[GPT2_NR_ACT_TENSORS])
 {
 	size_t L = c->nr_layers, C = c->channels, NH = c->nr_heads, Vp = c->padded_vocab_size;
-	size_t N = (size_t)B * T;
+	size_t N = (size_t)B * T, Cl = C / (size_t)tp, NHl = NH / (size_t)tp;
 	s[0] = N * C;
 	s[1] = L * N * C;
 	s[2] = L * N;
 	s[3] = L * N;
-	s[4] = L * N * 3 * C;
-	s[5] = L * N * C;
-	s[6] = L * B * NH * T * T;
+	s[4] = L * N * 3 * Cl;
+	s[5] = L * N * Cl;
+	s[6] = L * B * NHl * T * T;
 	s[7] = L * N * C;
 	s[8] = L * N * C;
 	s[9] = L * N * C;
 	s[10] = L * N;
 	s[11] = L * N;
-	s[12] = L * N * 4 * C;
-	s[13] = L * N * 4 * C;
+	s[12] = L * N * 4 * Cl;
+	s[13] = L * N * 4 * Cl;
 	s[14] = L * N * C;
 	s[15] = L * N * C;
 	s[16] = N * C;
@@ -122,22 +140,30 @@ static void point_acts(struct gpt2_acts *a, float *mem, const size_t *sizes)
 
 struct gpt2 *gpt2_new(const struct gpt2_config *config, int B, int T)
 {
+	return gpt2_new_tp(config, B, T, NULL);
+}
+
+struct gpt2 *gpt2_new_tp(const struct gpt2_config *config, int B, int T, const struct gpt2_tp *tp)
+{
 	const struct gpt2_config *c = config;
+	int size = tp && tp->size > 1 ? tp->size : 1;
 	if (c->nr_layers < 1 || c->nr_heads < 1 || c->channels < 1 ||
 		c->channels % c->nr_heads != 0 || c->vocab_size < 1 ||
 		c->padded_vocab_size < c->vocab_size || c->max_seq_len < 1 || B < 1 || T < 1 ||
-		T > c->max_seq_len)
+		T > c->max_seq_len || c->nr_heads % size != 0 ||
+		(size > 1 && (tp->rank < 0 || tp->rank >= size || !tp->allreduce_sum)))
 		return NULL;
 	struct gpt2 *m = calloc(1, sizeof(*m));
 	if (!m)
 		return NULL;
 	m->config = *c;
+	m->tp = size > 1 ? *tp : (struct gpt2_tp){ .size = 1 };
 	m->B = B;
 	m->T = T;
-	gpt2_param_sizes(c, m->param_sizes);
+	gpt2_param_sizes_tp(c, size, m->param_sizes);
 	for (int i = 0; i < GPT2_NR_PARAM_TENSORS; i++)
 		m->nr_params += m->param_sizes[i];
-	act_sizes(c, B, T, m->act_sizes);
+	act_sizes(c, B, T, size, m->act_sizes);
 	size_t nr_acts = 0;
 	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
 		nr_acts += m->act_sizes[i];
@@ -167,6 +193,7 @@ struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T)
 	if (!m)
 		return NULL;
 	m->config = src->config;
+	m->tp = src->tp;
 	m->B = B;
 	m->T = T;
 	m->is_view = 1;
@@ -174,7 +201,7 @@ struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T)
 	m->nr_params = src->nr_params;
 	m->params = src->params;
 	m->params_memory = src->params_memory;
-	act_sizes(&m->config, B, T, m->act_sizes);
+	act_sizes(&m->config, B, T, m->tp.size, m->act_sizes);
 	size_t nr_acts = 0;
 	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
 		nr_acts += m->act_sizes[i];
@@ -275,6 +302,78 @@ void gpt2_init_random(struct gpt2 *m, uint64_t *rng)
 	fill_const(p->lnfw, C, 1.0f);
 }
 
+/* A sharded tensor per layer: nr_blocks blocks of block floats in the whole layout, of which
+ * rank t of T holds [t * block / T, (t + 1) * block / T) of each (rows of q, k and v; the
+ * input columns of each output row of the row-parallel weights; fc's rows). */
+static void tp_blocks(int k, size_t C, size_t *nr_blocks, size_t *block)
+{
+	switch (k) {
+	case 4: /* qkvw (3C, C): q's, k's, v's rows */
+		*nr_blocks = 3;
+		*block = C * C;
+		return;
+	case 5: /* qkvb (3C) */
+		*nr_blocks = 3;
+		*block = C;
+		return;
+	case 6: /* attprojw (C, C): the input columns of each row */
+		*nr_blocks = C;
+		*block = C;
+		return;
+	case 10: /* fcw (4C, C): rows */
+		*nr_blocks = 1;
+		*block = 4 * C * C;
+		return;
+	case 11: /* fcb (4C) */
+		*nr_blocks = 1;
+		*block = 4 * C;
+		return;
+	default: /* 12, fcprojw (C, 4C): the input columns of each row */
+		*nr_blocks = C;
+		*block = 4 * C;
+		return;
+	}
+}
+
+/* whole <-> rank t's shard (to_shard: whole to shard), tensor by tensor */
+static void tp_copy(const struct gpt2 *m, int t, float *whole, float *shard, int to_shard)
+{
+	const struct gpt2_config *c = &m->config;
+	size_t whole_sizes[GPT2_NR_PARAM_TENSORS], L = c->nr_layers, T = m->tp.size;
+	gpt2_param_sizes(c, whole_sizes);
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		if (!gpt2_param_is_sharded(k) || T == 1) {
+			if (to_shard)
+				memcpy(shard, whole, whole_sizes[k] * sizeof(float));
+			else
+				memcpy(whole, shard, whole_sizes[k] * sizeof(float));
+		} else {
+			size_t nb, bw;
+			tp_blocks(k, (size_t)c->channels, &nb, &bw);
+			size_t bs = bw / T;
+			for (size_t b = 0; b < L * nb; b++) {
+				float *w = whole + b * bw + (size_t)t * bs, *s = shard + b * bs;
+				if (to_shard)
+					memcpy(s, w, bs * sizeof(float));
+				else
+					memcpy(w, s, bs * sizeof(float));
+			}
+		}
+		whole += whole_sizes[k];
+		shard += m->param_sizes[k];
+	}
+}
+
+void gpt2_tp_scatter(const struct gpt2 *m, int t, const float *whole, float *shard)
+{
+	tp_copy(m, t, (float *)whole, shard, 1);
+}
+
+void gpt2_tp_gather(const struct gpt2 *m, int t, const float *shard, float *whole)
+{
+	tp_copy(m, t, whole, (float *)shard, 0);
+}
+
 float *gpt2_residual(struct gpt2 *m, int l, bool grad)
 {
 	struct gpt2_acts *a = grad ? &m->grad_acts : &m->acts;
@@ -291,42 +390,78 @@ void gpt2_forward_embed(struct gpt2 *m, const int32_t *inputs)
 	lap(m, &t, PROF_F_ENCODER);
 }
 
+/* Tensor parallel: buf (n) summed over the tensor group (nothing on one rank) */
+static void tp_allreduce(struct gpt2 *m, float *buf, size_t n)
+{
+	if (m->tp.size > 1)
+		m->tp.allreduce_sum(m->tp.arg, buf, n);
+}
+
+/* out (N, C) += bias, after a row-parallel matmul's all-reduce: the bias added once */
+static void add_bias(float *out, const float *bias, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+	for (int i = 0; i < N; i++)
+		for (int o = 0; o < C; o++)
+			out[(size_t)i * C + o] += bias[o];
+}
+
+/* A row-parallel matmul (attproj, fcproj): on one rank matmul_forward itself, bias and all
+ * (the 1-rank path keeps its bits); on T ranks each rank's partial sum over its input columns,
+ * the all-reduce, then the bias. */
+static void row_parallel_forward(struct gpt2 *m, float *out, const float *inp, const float *w,
+	const float *bias, int N, int C, int OC)
+{
+	if (m->tp.size <= 1) {
+		matmul_forward(out, inp, w, bias, N, C, OC);
+		return;
+	}
+	matmul_forward(out, inp, w, NULL, N, C, OC);
+	tp_allreduce(m, out, (size_t)N * OC);
+	add_bias(out, bias, N, OC);
+}
+
 void gpt2_forward_block(struct gpt2 *m, int l)
 {
 	const struct gpt2_config *c = &m->config;
-	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, N = B * T;
+	int B = m->B, T = m->T, C = c->channels, N = B * T;
+	/* this tensor rank's channels of attention and of the MLP's hidden layer (all of them on
+	 * one rank), and its heads */
+	int Cl = C / m->tp.size, NHl = c->nr_heads / m->tp.size;
 	struct gpt2_params *p = &m->params;
 	struct gpt2_acts *a = &m->acts;
 	double t = m->profile ? now_s() : 0.0;
-	size_t nc = (size_t)l * N * C;
+	size_t nc = (size_t)l * N * C, ncl = (size_t)l * N * Cl;
 	const float *residual = gpt2_residual(m, l, false);
-	float *ln1 = a->ln1 + nc, *qkv = a->qkv + 3 * nc, *atty = a->atty + nc;
-	float *att = a->att + (size_t)l * B * NH * T * T, *attproj = a->attproj + nc;
+	float *ln1 = a->ln1 + nc, *qkv = a->qkv + 3 * ncl, *atty = a->atty + ncl;
+	float *att = a->att + (size_t)l * B * NHl * T * T, *attproj = a->attproj + nc;
 	float *residual2 = a->residual2 + nc, *ln2 = a->ln2 + nc;
-	float *fch = a->fch + 4 * nc, *fch_gelu = a->fch_gelu + 4 * nc;
+	float *fch = a->fch + 4 * ncl, *fch_gelu = a->fch_gelu + 4 * ncl;
 	float *fcproj = a->fcproj + nc, *residual3 = a->residual3 + nc;
 
 	layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N, residual,
 		p->ln1w + l * C, p->ln1b + l * C, N, C);
 	lap(m, &t, PROF_F_LAYERNORM);
-	matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, N, C, 3 * C);
+	matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * Cl * C, p->qkvb + l * 3 * Cl, N, C,
+		3 * Cl);
 	lap(m, &t, PROF_F_QKV);
-	attention_forward(atty, att, qkv, B, T, C, NH);
+	attention_forward(atty, att, qkv, B, T, Cl, NHl);
 	lap(m, &t, PROF_F_ATTENTION);
-	matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, N, C,
-		C);
+	row_parallel_forward(m, attproj, atty, p->attprojw + (size_t)l * C * Cl,
+		p->attprojb + l * C, N, Cl, C);
 	lap(m, &t, PROF_F_ATTPROJ);
 	residual_forward(residual2, residual, attproj, N * C);
 	lap(m, &t, PROF_F_RESIDUAL);
 	layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N, residual2,
 		p->ln2w + l * C, p->ln2b + l * C, N, C);
 	lap(m, &t, PROF_F_LAYERNORM);
-	matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, N, C, 4 * C);
+	matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * Cl * C, p->fcb + l * 4 * Cl, N, C,
+		4 * Cl);
 	lap(m, &t, PROF_F_FC);
-	gelu_forward(fch_gelu, fch, N * 4 * C);
+	gelu_forward(fch_gelu, fch, N * 4 * Cl);
 	lap(m, &t, PROF_F_GELU);
-	matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * C * 4 * C, p->fcprojb + l * C, N,
-		4 * C, C);
+	row_parallel_forward(m, fcproj, fch_gelu, p->fcprojw + (size_t)l * C * 4 * Cl,
+		p->fcprojb + l * C, N, 4 * Cl, C);
 	lap(m, &t, PROF_F_FCPROJ);
 	residual_forward(residual3, residual2, fcproj, N * C);
 	lap(m, &t, PROF_F_RESIDUAL);
@@ -403,38 +538,43 @@ void gpt2_backward_head(struct gpt2 *m, const int32_t *targets, float loss_scale
 void gpt2_backward_block(struct gpt2 *m, int l)
 {
 	const struct gpt2_config *c = &m->config;
-	int B = m->B, T = m->T, C = c->channels, NH = c->nr_heads, N = B * T;
+	int B = m->B, T = m->T, C = c->channels, N = B * T;
+	int Cl = C / m->tp.size, NHl = c->nr_heads / m->tp.size; /* as in gpt2_forward_block */
 	struct gpt2_params *p = &m->params, *g = &m->grads;
 	struct gpt2_acts *a = &m->acts, *d = &m->grad_acts;
 	double t = m->profile ? now_s() : 0.0;
-	size_t nc = (size_t)l * N * C, nl = (size_t)l * N;
+	size_t nc = (size_t)l * N * C, ncl = (size_t)l * N * Cl, nl = (size_t)l * N;
 	const float *residual = gpt2_residual(m, l, false);
 	float *dresidual = gpt2_residual(m, l, true);
 
 	residual_backward(d->residual2 + nc, d->fcproj + nc, d->residual3 + nc, N * C);
 	lap(m, &t, PROF_B_RESIDUAL);
-	matmul_backward(d->fch_gelu + 4 * nc, g->fcprojw + (size_t)l * C * 4 * C,
-		g->fcprojb + l * C, d->fcproj + nc, a->fch_gelu + 4 * nc,
-		p->fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
+	/* row-parallel: the output gradient is whole on every rank, the bias's gradient too */
+	matmul_backward(d->fch_gelu + 4 * ncl, g->fcprojw + (size_t)l * C * 4 * Cl,
+		g->fcprojb + l * C, d->fcproj + nc, a->fch_gelu + 4 * ncl,
+		p->fcprojw + (size_t)l * C * 4 * Cl, N, 4 * Cl, C);
 	lap(m, &t, PROF_B_FCPROJ);
-	gelu_backward(d->fch + 4 * nc, a->fch + 4 * nc, d->fch_gelu + 4 * nc, N * 4 * C);
+	gelu_backward(d->fch + 4 * ncl, a->fch + 4 * ncl, d->fch_gelu + 4 * ncl, N * 4 * Cl);
 	lap(m, &t, PROF_B_GELU);
-	matmul_backward(d->ln2 + nc, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C,
-		d->fch + 4 * nc, a->ln2 + nc, p->fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
+	/* column-parallel: each rank's part of the input gradient, summed (d->ln2 was zero) */
+	matmul_backward(d->ln2 + nc, g->fcw + (size_t)l * 4 * Cl * C, g->fcb + l * 4 * Cl,
+		d->fch + 4 * ncl, a->ln2 + nc, p->fcw + (size_t)l * 4 * Cl * C, N, C, 4 * Cl);
+	tp_allreduce(m, d->ln2 + nc, (size_t)N * C);
 	lap(m, &t, PROF_B_FC);
 	layernorm_backward(d->residual2 + nc, g->ln2w + l * C, g->ln2b + l * C, d->ln2 + nc,
 		a->residual2 + nc, p->ln2w + l * C, a->ln2_mean + nl, a->ln2_rstd + nl, N, C);
 	lap(m, &t, PROF_B_LAYERNORM);
 	residual_backward(dresidual, d->attproj + nc, d->residual2 + nc, N * C);
 	lap(m, &t, PROF_B_RESIDUAL);
-	matmul_backward(d->atty + nc, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
-		d->attproj + nc, a->atty + nc, p->attprojw + (size_t)l * C * C, N, C, C);
+	matmul_backward(d->atty + ncl, g->attprojw + (size_t)l * C * Cl, g->attprojb + l * C,
+		d->attproj + nc, a->atty + ncl, p->attprojw + (size_t)l * C * Cl, N, Cl, C);
 	lap(m, &t, PROF_B_ATTPROJ);
-	attention_backward(d->qkv + 3 * nc, d->atty + nc, a->qkv + 3 * nc,
-		a->att + (size_t)l * B * NH * T * T, B, T, C, NH);
+	attention_backward(d->qkv + 3 * ncl, d->atty + ncl, a->qkv + 3 * ncl,
+		a->att + (size_t)l * B * NHl * T * T, B, T, Cl, NHl);
 	lap(m, &t, PROF_B_ATTENTION);
-	matmul_backward(d->ln1 + nc, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C,
-		d->qkv + 3 * nc, a->ln1 + nc, p->qkvw + (size_t)l * 3 * C * C, N, C, 3 * C);
+	matmul_backward(d->ln1 + nc, g->qkvw + (size_t)l * 3 * Cl * C, g->qkvb + l * 3 * Cl,
+		d->qkv + 3 * ncl, a->ln1 + nc, p->qkvw + (size_t)l * 3 * Cl * C, N, C, 3 * Cl);
+	tp_allreduce(m, d->ln1 + nc, (size_t)N * C);
 	lap(m, &t, PROF_B_QKV);
 	layernorm_backward(dresidual, g->ln1w + l * C, g->ln1b + l * C, d->ln1 + nc, residual,
 		p->ln1w + l * C, a->ln1_mean + nl, a->ln1_rstd + nl, N, C);
@@ -487,9 +627,29 @@ double gpt2_sum_squares(const float *g, size_t n)
 	return sum;
 }
 
+double gpt2_sum_squares_tp(const struct gpt2 *m, const float *g, size_t lo, size_t hi)
+{
+	double sum = 0.0;
+	size_t off = 0;
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		size_t start = off > lo ? off : lo, end = off + m->param_sizes[k];
+		off = end;
+		if (end > hi)
+			end = hi;
+		if (start >= end || (!gpt2_param_is_sharded(k) && m->tp.rank != 0))
+			continue;
+		sum += gpt2_sum_squares(g + (start - lo), end - start);
+	}
+	return sum;
+}
+
 float gpt2_grad_norm(const struct gpt2 *m)
 {
-	return (float)sqrt(gpt2_sum_squares(m->grads_memory, m->nr_params));
+	if (m->tp.size <= 1)
+		return (float)sqrt(gpt2_sum_squares(m->grads_memory, m->nr_params));
+	float sum = (float)gpt2_sum_squares_tp(m, m->grads_memory, 0, m->nr_params);
+	m->tp.allreduce_sum(m->tp.arg, &sum, 1);
+	return sqrtf(sum);
 }
 
 void gpt2_update_slice(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,

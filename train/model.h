@@ -19,6 +19,23 @@ struct gpt2_config {
 
 #define GPT2_NR_PARAM_TENSORS 16
 
+/* Tensor parallelism as in Megatron-LM: T ranks each hold a shard of every block's matmuls.
+ * Column-parallel (the output rows split): qkvw/qkvb take the rank's heads' rows of each of q, k
+ * and v (3 * C/T rows, q's then k's then v's), fcw/fcb the rank's 4C/T rows. Row-parallel (the
+ * input columns split): attprojw (C, C/T) and fcprojw (C, 4C/T) the matching columns, their
+ * outputs partial sums that one all-reduce adds up; their biases are added once, after it.
+ * Replicated, the same bits on every rank: wte, wpe, the layernorms, attprojb, fcprojb, lnfw,
+ * lnfb (the vocabulary is small here: replicating it costs no communication at all). Forward
+ * all-reduces the outputs of attproj and fcproj, backward the input gradients of the qkv and fc
+ * matmuls (Megatron's g and f): four all-reduces of (B, T, C) per block and micro-batch. size 1
+ * (or a zeroed struct): the whole model, no call. */
+struct gpt2_tp {
+	int size, rank; /* T and this rank's t in [0, T) */
+	/* buf (n) = the sum over the tensor group of buf, the same bits on each of its ranks */
+	void (*allreduce_sum)(void *arg, float *buf, size_t n);
+	void *arg;
+};
+
 /* The parameters (and, with the same layout, their gradients and the Adam moments), one
  * contiguous block in the order of llm.c's model files. */
 struct gpt2_params {
@@ -108,6 +125,7 @@ extern const char *const gpt2_prof_names[GPT2_NR_PROF];
  * floats; acts/grad_acts are sized for micro-batches of (B, T) given to gpt2_new. */
 struct gpt2 {
 	struct gpt2_config config;
+	struct gpt2_tp tp; /* size 1: the whole model; else param_sizes are the rank's shards */
 	size_t param_sizes[GPT2_NR_PARAM_TENSORS];
 	size_t nr_params;
 	struct gpt2_params params, grads;
@@ -135,16 +153,30 @@ struct gpt2 {
 /* Vp for a vocabulary: a multiple of 128 above 256 (50257 -> 50304, as llm.c). */
 int gpt2_padded_vocab(int vocab_size);
 void gpt2_param_sizes(const struct gpt2_config *c, size_t sizes[GPT2_NR_PARAM_TENSORS]);
+/* The sizes of one tensor rank's shards of T (gpt2_tp); T == 1: gpt2_param_sizes. */
+void gpt2_param_sizes_tp(const struct gpt2_config *c, int T, size_t sizes[GPT2_NR_PARAM_TENSORS]);
+/* 1 for the tensors split over the tensor ranks (qkvw, qkvb, attprojw, fcw, fcb, fcprojw). */
+int gpt2_param_is_sharded(int tensor);
 /* 1 for tensors AdamW decays (the 2-D weights: wte, wpe, qkvw, attprojw, fcw, fcprojw). */
 int gpt2_param_is_decayed(int tensor);
 
 /* Allocates a model for micro-batches of B sequences of T <= max_seq_len tokens; NULL on a bad
  * shape or no memory. Parameters start at zero: see gpt2_init_random. */
 struct gpt2 *gpt2_new(const struct gpt2_config *config, int B, int T);
+/* gpt2_new for one rank of tensor parallelism: params, grads, moments and activations sized for
+ * its shards; NULL also where tp->size does not divide the heads. tp NULL or of size 1:
+ * gpt2_new. Such a model starts from a whole one: gpt2_tp_scatter. */
+struct gpt2 *gpt2_new_tp(const struct gpt2_config *config, int B, int T, const struct gpt2_tp *tp);
 void gpt2_free(struct gpt2 *m);
 /* A model that reads src's parameters (never a copy) with its own activations for (B, T):
  * for inference beside training, e.g. sampling one sequence. Forward only. */
 struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T);
+/* Between the whole model's flat layout (llm.c's, nr floats of gpt2_param_sizes) and tensor
+ * rank t's (m->tp.size, m's shards): gpt2_tp_scatter copies rank t's part of whole into shard
+ * (m->nr_params floats); gpt2_tp_gather puts shard, rank t's, in its places in whole, the
+ * replicated tensors too (the same on every rank). The same for params, grads and moments. */
+void gpt2_tp_scatter(const struct gpt2 *m, int t, const float *whole, float *shard);
+void gpt2_tp_gather(const struct gpt2 *m, int t, const float *shard, float *whole);
 /* GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L), layernorm
  * weights 1, biases 0. Draws from *rng (xorshift64*), advancing it. */
 void gpt2_init_random(struct gpt2 *m, uint64_t *rng);
@@ -175,8 +207,15 @@ float *gpt2_residual(struct gpt2 *m, int l, bool grad);
 void gpt2_backward(struct gpt2 *m, const int32_t *inputs, const int32_t *targets, float loss_scale);
 /* The sum of squares of g (n), in double, in fixed chunks: the same bits for any thread count. */
 double gpt2_sum_squares(const float *g, size_t n);
-/* sqrt of the sum of squares of all gradients, summed in double. */
+/* sqrt of the sum of squares of all gradients, summed in double. Under tensor parallelism the
+ * whole model's: the shards' squares summed over the tensor group, the replicated tensors
+ * counted once (gpt2_sum_squares_tp), one all-reduce. */
 float gpt2_grad_norm(const struct gpt2 *m);
+/* Under tensor parallelism, this rank's part of the whole model's sum of squares over the flat
+ * gradients [lo, hi) (g holds them, g[0] is flat index lo): the sharded tensors' squares, and
+ * the replicated ones' on tensor rank 0 only, so that the sum over the tensor group counts
+ * each replicated element once. */
+double gpt2_sum_squares_tp(const struct gpt2 *m, const float *g, size_t lo, size_t hi);
 /* One AdamW step (t counts from 1) with grads multiplied by grad_scale first (clipping). */
 void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t);
 /* gpt2_update of the flat parameters [lo, hi) only (hi <= nr_params), each element as

@@ -63,14 +63,18 @@ static int parse_path(const char *s, char *out)
 
 enum setting_type { S_STR, S_INT, S_LL, S_ULL, S_FLOAT };
 
+/* since: 0 for the keys every saved settings text has; else the default of one written before
+ * the key was (parsed as that value when missing) */
 static const struct setting {
 	const char *key;
 	enum setting_type type;
 	size_t offset;
+	int since_default;
 } settings_table[] = {
 /* clang-format 14 would split the braced initializer of these macros over four lines. */
 /* clang-format off */
-#define ST(key, type) { #key, type, offsetof(struct train_settings, key) }
+#define ST(key, type) { #key, type, offsetof(struct train_settings, key), 0 }
+#define ST_NEW(key, type, def) { #key, type, offsetof(struct train_settings, key), def }
 	/* clang-format on */
 	ST(data, S_STR),
 	ST(val, S_STR),
@@ -99,7 +103,10 @@ static const struct setting {
 	ST(keep, S_INT),
 	ST(sample, S_INT),
 	ST(world_size, S_INT),
+	ST_NEW(tensor_parallel, S_INT, 1),
+	ST_NEW(pipeline_parallel, S_INT, 1),
 #undef ST
+#undef ST_NEW
 };
 #define NR_SETTINGS (sizeof(settings_table) / sizeof(settings_table[0]))
 
@@ -190,12 +197,18 @@ int settings_parse(struct train_settings *s, const char *text, char *err, size_t
 		seen[i] = 1;
 		line += n + (nl ? 1 : 0);
 	}
-	for (size_t i = 0; i < NR_SETTINGS; i++)
+	for (size_t i = 0; i < NR_SETTINGS; i++) {
+		if (!seen[i] && settings_table[i].since_default) {
+			*(int *)((char *)s + settings_table[i].offset) =
+				settings_table[i].since_default;
+			continue;
+		}
 		if (!seen[i]) {
 			snprintf(err, errlen, "saved settings: '%s' missing",
 				settings_table[i].key);
 			return -EINVAL;
 		}
+	}
 	return 0;
 }
 
@@ -264,6 +277,10 @@ void settings_usage(FILE *f)
 		"  --bucket-kib N       gradient bytes per bucket, in KiB (default 25600: 25 MiB)\n"
 		"  --comm-timeout SEC   GPU ranks: an NCCL collective not done after SEC seconds\n"
 		"                       ends the rank with exit status 1 (default 300)\n"
+		"  --tensor-parallel T  split each block's matmuls over T ranks (Megatron; T\n"
+		"                       divides the heads; CPU ranks; default 1)\n"
+		"  --pipeline-parallel P  split the layers into P stages (default 1); the ranks\n"
+		"                       are data x T x P, a run resumes on any layout\n"
 		"  --help\n"
 		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
 		"and exit status 75 (resume with --resume DIR); a second signal ends it at once.\n");
@@ -347,6 +364,8 @@ static const struct arg {
 	CHOICE("overlap", O(overlap), "off", "on"),
 	ARG("bucket-kib", INT, O(bucket_kib), 1, 1 << 22, true),
 	ARG("comm-timeout", INT, O(comm_timeout_s), 1, 86400, true),
+	ARG("tensor-parallel", INT, S(tensor_parallel), 1, 1024, true),
+	ARG("pipeline-parallel", INT, S(pipeline_parallel), 1, 1024, true),
 #undef ARG
 #undef CHOICE
 #undef S
@@ -378,7 +397,9 @@ static void defaults(struct cmdline *c)
 		.eval_every = 100,
 		.val_batches = 20,
 		.ckpt_every = 500,
-		.keep = 3 };
+		.keep = 3,
+		.tensor_parallel = 1,
+		.pipeline_parallel = 1 };
 	c->o.max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
 	c->o.bucket_kib = 25600; /* DDP's 25 MiB */
 	c->o.comm_timeout_s = 300;
@@ -480,8 +501,8 @@ static int check_resume_args(const bool given[NR_ARGS], char *err, size_t errlen
 			snprintf(err, errlen,
 				"--resume takes the run's saved settings; only --steps "
 				"(raised), --threads, --stop-at, --max-bad-steps, --zero-stage, "
-				"--overlap, --bucket-kib, the device options and --verbose may be "
-				"given");
+				"--overlap, --bucket-kib, --tensor-parallel, --pipeline-parallel, "
+				"the device options and --verbose may be given");
 		return -EINVAL;
 	}
 	return 0;

@@ -27,6 +27,10 @@ struct train_settings {
 	unsigned long long seed;
 	int eval_every, val_batches, ckpt_every, keep, sample;
 	int world_size;
+	/* --tensor-parallel T, --pipeline-parallel P (grid.h; default 1): saved as world_size is,
+	 * for the record; a resumed run takes the command line's (any layout resumes any
+	 * checkpoint). State files without them parse as 1. */
+	int tensor_parallel, pipeline_parallel;
 };
 
 struct train_opts {

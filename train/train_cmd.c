@@ -27,6 +27,7 @@
 #include "train/ckpt.h"
 #include "train/comm.h"
 #include "train/gpt_cuda.h"
+#include "train/grid.h"
 #include "train/guard.h"
 #include "train/model.h"
 #include "train/report.h"
@@ -39,7 +40,10 @@
  * steps then change the model, rng, guard and the outputs. Rank 0 alone writes the run's files:
  * log, points and the checkpoints are its. */
 struct trainer {
-	struct comm comm;
+	struct comm comm; /* the world */
+	/* the data × tensor × pipeline layout (grid.h): the loader, ZeRO and the loss average
+	 * work in grid.data, the model's shards in grid.tensor */
+	struct grid grid;
 	struct train_settings s;
 	struct train_opts o;
 	/* --resume: the checkpoint the run continues from (state and settings), else zero */
@@ -76,7 +80,8 @@ struct trainer {
 struct step_result {
 	float loss, norm, lr;
 	double ms, wait_ms;
-	struct zero_comm_stats comm; /* the gradients' reduction */
+	struct zero_comm_stats comm; /* the gradients' reduction (CPU ranks) */
+	uint64_t tensor_bytes;       /* the tensor group's payload this step (comm.h nr_bytes) */
 	int bad; /* non-finite loss or norm: the weights were not updated (guard.h) */
 };
 
@@ -378,6 +383,7 @@ static void resume_settings(struct trainer *t)
 {
 	char err[1024], path[PATH_MAX + 32];
 	int steps = t->s.steps;
+	int T = t->s.tensor_parallel, P = t->s.pipeline_parallel;
 	if (t->comm.rank == 0)
 		lock_out_dir(t, t->o.resume);
 	t->start_step = find_resumable(t, t->o.resume);
@@ -398,6 +404,9 @@ static void resume_settings(struct trainer *t)
 	 * accumulates make up the difference, see open_data). */
 	t->resume_world = t->s.world_size;
 	t->s.world_size = t->comm.world_size;
+	/* like the world size, the layout is this run's: the checkpoint is whole (ckpt.h) */
+	t->s.tensor_parallel = T;
+	t->s.pipeline_parallel = P;
 	snprintf(t->o.out, sizeof(t->o.out), "%s", t->o.resume);
 }
 
@@ -421,6 +430,75 @@ static void new_run(struct trainer *t)
 	t->s.world_size = t->comm.world_size;
 }
 
+/* A layout the ranks cannot take: every rank finds it alike (from the same command line and
+ * world size), rank 0 says it and all leave as agree_or_exit's do. An MPI_Abort here could
+ * kill rank 0 before its line is out. */
+static void layout_die(struct trainer *t, const char *line) __attribute__((noreturn));
+static void layout_die(struct trainer *t, const char *line)
+{
+	if (t->comm.rank == 0)
+		fprintf(stderr, "ferry train: %s\n", line);
+	fflush(stderr);
+	fflush(stdout);
+	comm_done(&t->comm);
+	exit(1);
+}
+
+/* What the command line and the world size alone tell of --tensor-parallel and
+ * --pipeline-parallel, before anything is read or written. */
+static void check_layout_args(struct trainer *t)
+{
+	const struct train_settings *s = &t->s;
+	char err[512];
+	if (t->o.cuda && (s->tensor_parallel > 1 || s->pipeline_parallel > 1))
+		layout_die(t, "--tensor-parallel and --pipeline-parallel are built for CPU ranks "
+			      "only: the GPU trainer has neither yet (not with --device cuda)");
+	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, 0, 0, err,
+		    sizeof(err)) < 0)
+		layout_die(t, err);
+	if (s->tensor_parallel > 1 && s->sample)
+		layout_die(t, "--sample draws on rank 0 alone and a tensor-parallel forward needs "
+			      "every tensor rank: not with --tensor-parallel");
+}
+
+/* The layout against the model's heads and layers: a new run's (from --init's header where
+ * given), a resumed run's from its checkpoint's model file. A file that does not read is
+ * left to be reported where the model is loaded. */
+static void check_layout_model(struct trainer *t)
+{
+	const struct train_settings *s = &t->s;
+	struct gpt2_config c = { .nr_heads = s->heads, .nr_layers = s->layers };
+	char err[PATH_MAX + 256], path[PATH_MAX + 32];
+	const char *file = s->init[0] ? s->init : NULL;
+	if (t->o.resume[0]) {
+		ckpt_paths(t->o.resume, t->start_step, path, NULL, sizeof(path));
+		file = path;
+	}
+	if (file && ckpt_read_model_config(file, &c, err, sizeof(err)) < 0)
+		return;
+	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, c.nr_heads,
+		    c.nr_layers, err, sizeof(err)) < 0)
+		layout_die(t, err);
+	/* PIPELINE: the 1F1B schedule (pp.c) is wired in by its own change; until then the
+	 * layout is refused here, after the checks, rather than trained wrong */
+	if (s->pipeline_parallel > 1)
+		layout_die(t,
+			"--pipeline-parallel: the pipeline schedule is not in this build yet");
+}
+
+/* The grid's groups (a collective), once the ranks agree on the layout; rank 0 prints it. */
+static void make_grid(struct trainer *t)
+{
+	char err[512], line[256];
+	if (grid_init(&t->grid, &t->comm, t->s.tensor_parallel, t->s.pipeline_parallel, err,
+		    sizeof(err)) < 0)
+		die(t, "%s", err);
+	if (t->comm.rank == 0) {
+		grid_describe(&t->grid, 0, line, sizeof(line));
+		printf("ferry train: %s\n", line);
+	}
+}
+
 /* The settings of the run, checked, and the same on every rank. SETTINGS_HELP for --help. */
 static int setup(struct trainer *t, int argc, char **argv)
 {
@@ -434,10 +512,14 @@ static int setup(struct trainer *t, int argc, char **argv)
 	if (t->o.threads)
 		omp_set_num_threads(t->o.threads);
 #endif
-	if (t->o.resume[0])
+	check_layout_args(t);
+	if (t->o.resume[0]) {
 		resume_settings(t);
-	else
+		check_layout_model(t);
+	} else {
+		check_layout_model(t);
 		new_run(t);
+	}
 	if (settings_order(&t->o, t->o.resume[0] ? &t->resume_state : NULL, err, sizeof(err)) < 0)
 		die(t, "%s", err);
 	if (t->o.cuda && gpt2_cuda_available(err, sizeof(err)) < 0)
@@ -448,6 +530,7 @@ static int setup(struct trainer *t, int argc, char **argv)
 		die(t, "--stop-at %d: the run is already at step %llu", t->o.stop_at,
 			(unsigned long long)t->start_step);
 	agree_on_settings(t);
+	make_grid(t);
 	return 0;
 }
 
@@ -457,7 +540,8 @@ static void open_data(struct trainer *t)
 {
 	struct train_settings *s = &t->s;
 	char err[1024];
-	int W = t->comm.world_size;
+	/* the data ranks: every tensor and pipeline rank of one data rank reads its samples */
+	int W = t->grid.D;
 	t->B = s->batch;
 	t->T = s->seq_len;
 	t->device = t->o.cuda ? gpt2_cuda_local_device() : -1;
@@ -483,7 +567,7 @@ static void open_data(struct trainer *t)
 		.seq_len = (uint32_t)t->T,
 		.seed = s->seed,
 		.shuffle = true,
-		.rank = (uint32_t)t->comm.rank,
+		.rank = (uint32_t)t->grid.d,
 		.world_size = (uint32_t)W,
 		.device = t->device,
 		.verbose = t->o.verbose,
@@ -511,28 +595,29 @@ static void open_data(struct trainer *t)
 	agree_on_data(t);
 }
 
-/* The resumed run's weights, moments, RNG and data position, from its checkpoint. */
-static void resume_model(struct trainer *t)
+/* The resumed run's weights, moments, RNG and data position, from its checkpoint, into whole
+ * (t->m, or under tensor parallelism the whole model its shards are cut from). */
+static void resume_model(struct trainer *t, struct gpt2 *whole)
 {
 	char err[1024], path[PATH_MAX + 32];
 	ckpt_paths(t->o.resume, t->start_step, path, NULL, sizeof(path));
-	if (ckpt_read_model(path, t->m, err, sizeof(err)) < 0)
+	if (ckpt_read_model(path, whole, err, sizeof(err)) < 0)
 		die(t, "%s", err);
-	/* only the moments this rank keeps (zero_init's slice), from whichever of the
-	 * checkpoint's shards hold them, whatever world size and stage wrote it; a whole state
-	 * file is read whole */
-	size_t lo, hi;
-	zero_slice_bounds(t->m->nr_params, t->comm.world_size, t->comm.rank, t->o.zero_stage, &lo,
-		&hi);
+	/* only the moments this rank keeps (zero_init's slice of the data group), from whichever
+	 * of the checkpoint's shards hold them, whatever world size and stage wrote it; a whole
+	 * state file is read whole. Tensor ranks read all of them and keep their shards. */
+	size_t lo = 0, hi = whole->nr_params;
+	if (whole == t->m)
+		zero_slice_bounds(t->m->nr_params, t->grid.D, t->grid.d, t->o.zero_stage, &lo, &hi);
 	ckpt_state_done(&t->resume_state);
-	if (ckpt_load_state(t->o.resume, t->start_step, t->m, lo, hi, &t->resume_state, err,
+	if (ckpt_load_state(t->o.resume, t->start_step, whole, lo, hi, &t->resume_state, err,
 		    sizeof(err)) < 0)
 		die(t, "%s", err);
 	t->rng = t->resume_state.rng;
 	/* The checkpoint's global position (in samples) as this layout's batch count. A state
 	 * file before version 3 kept the writer's batch count, in the order of that time: the
 	 * same progress through the epoch, other samples. */
-	uint64_t micro = (uint64_t)t->B * t->comm.world_size;
+	uint64_t micro = (uint64_t)t->B * t->grid.D;
 	uint64_t k = t->resume_state.loader_position;
 	if (t->resume_state.version < 3)
 		k *= (uint64_t)t->B * (uint64_t)t->resume_world;
@@ -548,16 +633,29 @@ static void resume_model(struct trainer *t)
 			(unsigned long long)ls.epoch, (unsigned long long)k);
 }
 
-/* The model: its weights resumed, read from --init, or drawn; then on the GPU with one. */
+/* model.h's gpt2_tp all-reduce: the tensor group's */
+static void tensor_allreduce(void *arg, float *buf, size_t n)
+{
+	struct comm *c = arg;
+	c->ops->allreduce_sum(c, buf, n);
+}
+
+/* The model: its weights resumed, read from --init, or drawn; then on the GPU with one. Under
+ * tensor parallelism all three go to a whole model first, which every rank cuts its shards
+ * from (the same draws as one rank's: the same initial weights for any layout). */
 static void build_model(struct trainer *t)
 {
 	char err[1024];
+	struct gpt2_tp tp = { t->grid.T, t->grid.t, tensor_allreduce, t->grid.tensor };
 	model_config(t, &t->mc);
 	/* with a GPU the host model only holds weights and moments: no activations for (B, T) */
-	t->m = t->o.cuda ? gpt2_new(&t->mc, 1, 1) : gpt2_new(&t->mc, t->B, t->T);
+	t->m = t->o.cuda ? gpt2_new(&t->mc, 1, 1) : gpt2_new_tp(&t->mc, t->B, t->T, &tp);
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
+	struct gpt2 *whole = t->grid.T > 1 ? gpt2_new(&t->mc, 1, 1) : t->m;
+	if (!whole)
+		die(t, "out of memory");
 	/* splitmix64 of the seed: nearby seeds give unrelated streams, and never the state 0 */
 	uint64_t rng = t->s.seed + 0x9E3779B97F4A7C15ULL;
 	rng = (rng ^ (rng >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -565,17 +663,23 @@ static void build_model(struct trainer *t)
 	rng ^= rng >> 31;
 	t->rng = rng ? rng : 1;
 	if (t->o.resume[0]) {
-		resume_model(t);
+		resume_model(t, whole);
 	} else if (t->s.init[0]) {
-		if (ckpt_read_model(t->s.init, t->m, err, sizeof(err)) < 0)
+		if (ckpt_read_model(t->s.init, whole, err, sizeof(err)) < 0)
 			die(t, "%s", err);
 	} else {
-		gpt2_init_random(t->m, &t->rng);
+		gpt2_init_random(whole, &t->rng);
+	}
+	if (whole != t->m) {
+		ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
+		ckpt_tp_scatter(t->m, whole->m_memory, t->m->m_memory);
+		ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
+		gpt2_free(whole);
 	}
 	/* the whole moments read or zeroed above become this rank's slice (--zero-stage) */
-	if (zero_init(&t->zero, t->m, &t->comm, t->o.zero_stage, err, sizeof(err)) < 0)
+	if (zero_init(&t->zero, t->m, t->grid.data, t->o.zero_stage, err, sizeof(err)) < 0)
 		die(t, "%s", err);
-	zero_set_overlap(&t->zero, &t->comm, t->o.overlap, (size_t)t->o.bucket_kib << 10);
+	zero_set_overlap(&t->zero, t->grid.data, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
 			&t->comm };
@@ -657,10 +761,15 @@ static void open_outputs(struct trainer *t)
 		die(t, "%s: %s", t->log_path, strerror(errno));
 	if (!o->resume[0])
 		fprintf(t->log, "step,loss,lr,grad_norm,ms,tokens_per_s,data_wait_ms,val_loss\n");
+	/* the whole model's parameters, whatever part of them this rank holds */
+	size_t sizes[GPT2_NR_PARAM_TENSORS], nr_params = 0;
+	gpt2_param_sizes(mc, sizes);
+	for (int i = 0; i < GPT2_NR_PARAM_TENSORS; i++)
+		nr_params += sizes[i];
 	printf("ferry train: %s model L=%d NH=%d C=%d V=%d (%zu parameters), B=%d T=%d, "
 	       "%d rank(s), %d micro-step(s) per step, %d thread(s), loader %s%s\n",
 		o->resume[0] ? "resuming" : "new", mc->nr_layers, mc->nr_heads, mc->channels,
-		mc->vocab_size, t->m->nr_params, t->B, t->T, t->comm.world_size, t->accum,
+		mc->vocab_size, nr_params, t->B, t->T, t->comm.world_size, t->accum,
 #ifdef _OPENMP
 		omp_get_max_threads(),
 #else
@@ -679,7 +788,7 @@ static void open_outputs(struct trainer *t)
 		printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
 		       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))\n",
 			t->gpu ? "GPU " : "", zm.params / 1048576.0, zm.grads / 1048576.0,
-			zm.optimizer / 1048576.0, t->zero.stage, t->comm.world_size);
+			zm.optimizer / 1048576.0, t->zero.stage, t->grid.D);
 	}
 	if (o->resume[0])
 		printf("ferry train: continuing %s from step %llu to %d\n", o->out,
@@ -719,6 +828,8 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 	const struct train_settings *s = &t->s;
 	struct gpt2 *m = t->m;
 	double t0 = now_ms(), loss_sum = 0.0;
+	struct comm *data = t->grid.data;
+	uint64_t tensor_bytes = t->grid.tensor->nr_bytes;
 	r->wait_ms = 0.0;
 	memset(&r->comm, 0, sizeof(r->comm));
 	if (t->gpu)
@@ -745,7 +856,7 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		gpt2_forward(m, b.inputs, b.targets);
 		/* the last micro-step's backward reduces; the others add up locally */
 		if (micro == t->accum - 1)
-			zero_reduce_begin(&t->zero, m, &t->comm);
+			zero_reduce_begin(&t->zero, m, data);
 		gpt2_backward(m, b.inputs, b.targets, t->loss_scale);
 		loss_sum += m->mean_loss;
 	}
@@ -761,17 +872,20 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 		 * are never checkpointed (ckpt_save refuses them) */
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 	} else {
-		zero_reduce_grads(&t->zero, m, &t->comm);
+		zero_reduce_grads(&t->zero, m, data);
 		r->comm = t->zero.stats;
 		r->loss = (float)(loss_sum / t->accum);
-		comm_allreduce_mean(&t->comm, &r->loss, 1);
-		r->norm = zero_grad_norm(&t->zero, m, &t->comm);
+		/* the tensor ranks of a data rank have the same loss: the mean over the data
+		 * group's */
+		comm_allreduce_mean(data, &r->loss, 1);
+		r->norm = zero_grad_norm(&t->zero, m, data);
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 		float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm
 									   : 1.0f;
 		if (!r->bad)
-			zero_update(&t->zero, m, &t->comm, &t->opt, r->lr, clip, step);
+			zero_update(&t->zero, m, data, &t->opt, r->lr, clip, step);
 	}
+	r->tensor_bytes = t->grid.tensor->nr_bytes - tensor_bytes;
 	r->ms = now_ms() - t0;
 }
 
@@ -794,7 +908,7 @@ static float evaluate(struct trainer *t)
 		sum += t->m->mean_loss;
 	}
 	float loss = (float)(sum / t->s.val_batches);
-	comm_allreduce_mean(&t->comm, &loss, 1);
+	comm_allreduce_mean(t->grid.data, &loss, 1);
 	return loss;
 }
 
@@ -872,9 +986,12 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 	if (pi.on)
 		printf(" | ahead %llu", (unsigned long long)pi.ahead);
 	/* the reduction's time the step waited for, of the time it was in flight */
-	if (t->comm.world_size > 1)
+	if (t->grid.D > 1)
 		printf(" | comm %.2f of %.2f ms, %d bucket(s)", r->comm.exposed_ms,
 			r->comm.inflight_ms, r->comm.nr_buckets);
+	/* the payload of the tensor group's all-reduces (and the norm's) on this rank */
+	if (t->grid.T > 1)
+		printf(" | tensor comm %llu bytes", (unsigned long long)r->tensor_bytes);
 	if (!isnan(val_loss))
 		printf(" | val %.6f", val_loss);
 	if (r->bad)
@@ -902,7 +1019,7 @@ static struct ckpt_state checkpoint_state(struct trainer *t, int step)
 	struct ckpt_state st = { .step = (uint64_t)step,
 		.rng = t->rng,
 		.loader_epoch = ls.epoch,
-		.loader_position = ls.position * (uint64_t)t->B * t->comm.world_size,
+		.loader_position = ls.position * (uint64_t)t->B * t->grid.D,
 		.settings = t->settings_text };
 	loader_get_order(t->train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
 	return st;
@@ -964,6 +1081,58 @@ static void checkpoint_sharded(struct trainer *t, int step)
 	comm_barrier(&t->comm);
 }
 
+/* Under tensor parallelism: the whole model and its whole moments gathered (the moments first
+ * over the data group where ZeRO sliced them, then the shards over the tensor group of data
+ * rank 0, whose state every data rank shares), written by rank 0 as a 1-rank run writes them:
+ * one llm.c model file and one state file, which any layout resumes. Gathered rather than
+ * sharded: the shards of one layout are no other layout's, and at these sizes the gather costs
+ * less than a second format. */
+static void checkpoint_gathered(struct trainer *t, int step)
+{
+	char err[PATH_MAX + 256];
+	struct zero *z = &t->zero;
+	struct gpt2 *m = t->m, *whole = NULL;
+	float *mm = m->m_memory, *vv = m->v_memory, *own = NULL;
+	int rc = 0;
+	if (z->stage > 0) {
+		size_t n = z->slice * (size_t)t->grid.D;
+		own = calloc(2 * n, sizeof(float));
+		if (!own)
+			die(t, "checkpoint: out of memory");
+		mm = own;
+		vv = own + n;
+		memcpy(mm + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
+		memcpy(vv + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
+		t->grid.data->ops->allgather(t->grid.data, mm, z->slice);
+		t->grid.data->ops->allgather(t->grid.data, vv, z->slice);
+	}
+	if (t->grid.d == 0) {
+		whole = gpt2_new(&t->mc, 1, 1);
+		if (!whole)
+			die(t, "checkpoint: out of memory");
+		rc = ckpt_tp_gather(t->grid.tensor, m, m->params_memory, whole->params_memory, err,
+			sizeof(err));
+		if (rc == 0)
+			rc = ckpt_tp_gather(t->grid.tensor, m, mm, whole->m_memory, err,
+				sizeof(err));
+		if (rc == 0)
+			rc = ckpt_tp_gather(t->grid.tensor, m, vv, whole->v_memory, err,
+				sizeof(err));
+		if (rc < 0)
+			die(t, "checkpoint: %s", err);
+	}
+	if (t->comm.rank == 0) {
+		struct ckpt_state st = checkpoint_state(t, step);
+		if (fsync(fileno(t->log)) < 0)
+			die(t, "%s: %s", t->log_path, strerror(errno));
+		if (ckpt_save(t->o.out, whole, &st, t->s.keep, err, sizeof(err)) < 0)
+			die(t, "checkpoint: %s", err);
+	}
+	gpt2_free(whole);
+	free(own);
+	comm_barrier(&t->comm);
+}
+
 /* The run's checkpoint after step (rank 0 writes, every rank waits): the model, then the state
  * with the loader's position; the log is synced first so that it never lags a checkpoint. With
  * ZeRO 1 and 2 each rank writes its own shard of the state instead (checkpoint_sharded); any
@@ -971,6 +1140,10 @@ static void checkpoint_sharded(struct trainer *t, int step)
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
+	if (t->grid.T > 1) {
+		checkpoint_gathered(t, step);
+		return;
+	}
 	if (t->zero.stage > 0) {
 		checkpoint_sharded(t, step);
 		return;
@@ -1070,6 +1243,7 @@ static void trainer_done(struct trainer *t)
 	gpt2_free(t->m);
 	loader_free(t->train_loader);
 	loader_free(t->val_loader);
+	grid_done(&t->grid);
 	comm_done(&t->comm);
 }
 

@@ -196,9 +196,18 @@ void zero_reduce_grads(struct zero *z, struct gpt2 *m, struct comm *c)
 
 float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c)
 {
-	/* stage 1 holds all the averaged gradients: stage 0's norm, bit for bit, no collective */
+	/* stage 1 holds all the averaged gradients: stage 0's norm, bit for bit, no collective
+	 * (under tensor parallelism one in the tensor group, gpt2_grad_norm) */
 	if (z->stage < 2)
 		return gpt2_grad_norm(m);
+	if (m->tp.size > 1) {
+		/* this rank's slice of its shards, the replicated tensors counted on tensor rank
+		 * 0 alone: summed over the data group, then over the tensor group */
+		float part = (float)gpt2_sum_squares_tp(m, m->grads_memory + z->lo, z->lo, z->hi);
+		c->ops->allreduce_sum(c, &part, 1);
+		m->tp.allreduce_sum(m->tp.arg, &part, 1);
+		return sqrtf(part);
+	}
 	/* each slice's sum in double, the sum of the slices in float (1e-7 relative), the same
 	 * on every rank: one all-reduce */
 	float sum = (float)gpt2_sum_squares(m->grads_memory + z->lo, z->hi - z->lo);

@@ -3,7 +3,9 @@
  * updates only that slice and the parameters are then all-gathered. Stage 2 also reduce-scatters
  * the gradients, so each rank receives the sum of its own slice only, where stage 0 and 1
  * all-reduce all of them. Stage 0 is plain data parallelism: every rank keeps and updates
- * everything. The trainer (train_cmd.c) calls the same four steps for every stage. */
+ * everything. The trainer (train_cmd.c) calls the same four steps for every stage, with the
+ * data group's comm (grid.h): under tensor parallelism the flat parameters are the rank's
+ * shards, and the slices are of those. */
 #ifndef FERRY_TRAIN_ZERO_H
 #define FERRY_TRAIN_ZERO_H
 

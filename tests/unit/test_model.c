@@ -1,8 +1,11 @@
 /* Unit tests of train/model.c: the whole model's gradient against finite differences, a tiny
  * model memorising a fixed batch, bit-for-bit determinism, AdamW's decay rule, the gradient
- * norm and the learning-rate schedule. No loader: batches are made here. */
+ * norm and the learning-rate schedule; tensor parallelism (shards to and from the whole layout, and
+ * T ranks as T threads giving the whole model's loss, gradients and norm). No loader: batches are
+ * made here. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,4 +232,178 @@ Test(model, rejects_shapes_that_do_not_fit)
 	cr_assert_null(gpt2_new(&c, 1, 17), "T beyond max_seq_len");
 	c.channels = 15;
 	cr_assert_null(gpt2_new(&c, 1, 4), "C not a multiple of NH");
+}
+
+/* ---- tensor parallelism (model.h's gpt2_tp), T ranks as T threads of one process ---- */
+
+#define TP_MAX 4
+
+/* The tensor group's all-reduce between threads: each rank posts its buffer, rank 0 sums them
+ * in rank order into a scratch, every rank copies the sum back. */
+struct tp_group {
+	int T;
+	pthread_barrier_t bar;
+	float *bufs[TP_MAX];
+	float *sum;
+	size_t cap;
+	int calls;
+};
+
+struct tp_rank {
+	struct tp_group *g;
+	int t;
+	struct gpt2 *m;
+	const int32_t *inp, *tgt;
+	float norm;
+};
+
+static void tp_allreduce_threads(void *arg, float *buf, size_t n)
+{
+	struct tp_rank *r = arg;
+	struct tp_group *g = r->g;
+	g->bufs[r->t] = buf;
+	pthread_barrier_wait(&g->bar);
+	if (r->t == 0) {
+		if (n > g->cap) {
+			g->sum = realloc(g->sum, n * sizeof(float));
+			g->cap = n;
+		}
+		for (size_t i = 0; i < n; i++) {
+			float s = 0.0f;
+			for (int t = 0; t < g->T; t++)
+				s += g->bufs[t][i];
+			g->sum[i] = s;
+		}
+		g->calls++;
+	}
+	pthread_barrier_wait(&g->bar);
+	memcpy(buf, g->sum, n * sizeof(float));
+	pthread_barrier_wait(&g->bar);
+}
+
+static void *tp_rank_step(void *arg)
+{
+	struct tp_rank *r = arg;
+	gpt2_zero_grad(r->m);
+	gpt2_forward(r->m, r->inp, r->tgt);
+	gpt2_backward(r->m, r->inp, r->tgt, 1.0f / (r->m->B * r->m->T));
+	return NULL;
+}
+
+static void *tp_rank_norm(void *arg)
+{
+	struct tp_rank *r = arg;
+	r->norm = gpt2_grad_norm(r->m);
+	return NULL;
+}
+
+Test(model, tensor_shards_scatter_and_gather_back_to_the_whole_layout)
+{
+	struct gpt2_config c = tiny(64);
+	c.nr_heads = 4;
+	struct gpt2 *whole = gpt2_new(&c, 1, 4);
+	uint64_t rng = 9;
+	for (size_t i = 0; i < whole->nr_params; i++)
+		whole->params_memory[i] = rng_normal(&rng);
+	float *back = calloc(whole->nr_params, sizeof(float));
+	for (int T = 1; T <= 4; T *= 2) {
+		memset(back, 0, whole->nr_params * sizeof(float));
+		struct tp_group g = { .T = T };
+		struct gpt2 *m[TP_MAX];
+		struct tp_rank r[TP_MAX];
+		for (int t = 0; t < T; t++) {
+			r[t] = (struct tp_rank){ &g, t, NULL, NULL, NULL, 0.0f };
+			struct gpt2_tp tp = { T, t, tp_allreduce_threads, &r[t] };
+			m[t] = gpt2_new_tp(&c, 1, 4, &tp);
+			cr_assert_not_null(m[t]);
+			cr_assert_eq(T == 1, m[t]->nr_params == whole->nr_params);
+			gpt2_tp_scatter(m[t], t, whole->params_memory, m[t]->params_memory);
+			gpt2_tp_gather(m[t], t, m[t]->params_memory, back);
+		}
+		cr_assert(memcmp(back, whole->params_memory, whole->nr_params * sizeof(float)) == 0,
+			"T %d: the shards do not make up the whole", T);
+		if (T == 2) {
+			/* rank 1's first k row is row C + C/2 of layer 0's qkvw; its first column
+			 * of attprojw's row 3 is column C/2 of it; fcprojw likewise at 4C/2 */
+			size_t C = c.channels, Cl = C / 2;
+			cr_assert_eq(m[1]->params.qkvw[Cl * C], whole->params.qkvw[(C + Cl) * C]);
+			cr_assert_eq(m[1]->params.attprojw[3 * Cl],
+				whole->params.attprojw[3 * C + Cl]);
+			cr_assert_eq(m[1]->params.fcprojw[3 * 4 * Cl],
+				whole->params.fcprojw[3 * 4 * C + 4 * Cl]);
+			cr_assert_eq(m[1]->params.fcb[0], whole->params.fcb[4 * Cl]);
+		}
+		for (int t = 0; t < T; t++)
+			gpt2_free(m[t]);
+	}
+	free(back);
+	gpt2_free(whole);
+}
+
+Test(model, tensor_parallel_loss_gradients_and_norm_equal_the_whole_models)
+{
+	int B = 2, Tq = 8, V = 64;
+	struct gpt2_config c = tiny(V);
+	c.nr_heads = 4;
+	struct gpt2 *whole = gpt2_new(&c, B, Tq);
+	uint64_t rng = 11;
+	gpt2_init_random(whole, &rng);
+	/* nonzero biases, so that a bias added twice (or never) shows */
+	for (size_t i = 0; i < whole->nr_params; i++)
+		whole->params_memory[i] += 0.05f * rng_normal(&rng);
+	int32_t inp[16], tgt[16];
+	fixed_batch(inp, tgt, B * Tq, V, 5);
+	gpt2_zero_grad(whole);
+	gpt2_forward(whole, inp, tgt);
+	gpt2_backward(whole, inp, tgt, 1.0f / (B * Tq));
+	float norm = gpt2_grad_norm(whole);
+	float *grads = calloc(whole->nr_params, sizeof(float));
+	for (int T = 2; T <= 4; T *= 2) {
+		struct tp_group g = { .T = T };
+		pthread_barrier_init(&g.bar, NULL, (unsigned)T);
+		struct tp_rank r[TP_MAX];
+		pthread_t th[TP_MAX];
+		for (int t = 0; t < T; t++) {
+			r[t] = (struct tp_rank){ &g, t, NULL, inp, tgt, 0.0f };
+			struct gpt2_tp tp = { T, t, tp_allreduce_threads, &r[t] };
+			r[t].m = gpt2_new_tp(&c, B, Tq, &tp);
+			cr_assert_not_null(r[t].m);
+			gpt2_tp_scatter(r[t].m, t, whole->params_memory, r[t].m->params_memory);
+		}
+		for (int t = 0; t < T; t++)
+			pthread_create(&th[t], NULL, tp_rank_step, &r[t]);
+		for (int t = 0; t < T; t++)
+			pthread_join(th[t], NULL);
+		/* 2 all-reduces forward and 2 backward per layer */
+		cr_assert_eq(g.calls, 4 * c.nr_layers, "T %d: %d all-reduces", T, g.calls);
+		memset(grads, 0, whole->nr_params * sizeof(float));
+		for (int t = 0; t < T; t++) {
+			cr_assert_float_eq(r[t].m->mean_loss, whole->mean_loss,
+				1e-6 * whole->mean_loss, "T %d rank %d: loss %.9g, whole %.9g", T,
+				t, r[t].m->mean_loss, whole->mean_loss);
+			gpt2_tp_gather(r[t].m, t, r[t].m->grads_memory, grads);
+		}
+		float maxg = 0.0f, maxd = 0.0f;
+		for (size_t i = 0; i < whole->nr_params; i++) {
+			maxg = fmaxf(maxg, fabsf(whole->grads_memory[i]));
+			maxd = fmaxf(maxd, fabsf(grads[i] - whole->grads_memory[i]));
+		}
+		cr_assert(maxd <= 1e-5f * maxg, "T %d: gradients differ by %g (largest %g)", T,
+			maxd, maxg);
+		/* the norm: every rank calls it (one all-reduce) */
+		float norms[TP_MAX];
+		for (int t = 0; t < T; t++)
+			pthread_create(&th[t], NULL, tp_rank_norm, &r[t]);
+		for (int t = 0; t < T; t++) {
+			pthread_join(th[t], NULL);
+			norms[t] = r[t].norm;
+			cr_assert_float_eq(norms[t], norm, 1e-5 * norm,
+				"T %d rank %d: norm %g, whole %g", T, t, norms[t], norm);
+			gpt2_free(r[t].m);
+		}
+		pthread_barrier_destroy(&g.bar);
+		free(g.sum);
+	}
+	free(grads);
+	gpt2_free(whole);
 }
