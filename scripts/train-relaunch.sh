@@ -12,7 +12,8 @@ Runs the command; while it exits non-zero, runs it again from the newest checkpo
 run directory that verifies: LAUNCHER (mpirun -np 2, srun, nothing ...) stays as given, and
 `ferry train ARGS` becomes `ferry train --resume DIR` plus those of ARGS a resumed run takes
 (--steps, --threads, --stop-at, --max-bad-steps, --device, --precision, --zero-stage,
---overlap, --bucket-kib, --comm-timeout, --verbose, --cuda-graph). DIR is ARGS' --out DIR (or
+--overlap, --bucket-kib, --comm-timeout, --tensor-parallel, --pipeline-parallel, --verbose,
+--cuda-graph). DIR is ARGS' --out DIR (or
 --resume DIR).
 The first attempt runs as given unless DIR holds a checkpoint already.
 
@@ -100,7 +101,8 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 		--init | --vocab | --seq-len | --batch | --total-batch-tokens | --lr | --warmup | \
 		--lr-final-frac | --weight-decay | --grad-clip | --seed | --eval-every | \
 		--val-batches | --ckpt-every | --keep | --sample | --loader-block-bytes | \
-		--overlap | --bucket-kib | --comm-timeout | --loader-window-blocks) ;;
+		--overlap | --bucket-kib | --comm-timeout | --loader-window-blocks | --tensor-parallel | \
+		--pipeline-parallel) ;;
 	*) die "ferry train argument '$a' is not one this script knows (see --help)" ;;
 	esac
 	if [ "$name" = "$a" ]; then
@@ -119,7 +121,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 		resume_given=true
 		;;
 	--steps | --threads | --stop-at | --max-bad-steps | --device | --precision | --zero-stage | \
-		--overlap | --bucket-kib | --comm-timeout)
+		--overlap | --bucket-kib | --comm-timeout | --tensor-parallel | --pipeline-parallel)
 		kept+=("${both[@]}")
 		;;
 	esac
