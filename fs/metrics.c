@@ -343,14 +343,14 @@ static int listen_on(const char *addr, int *fd_out, char *err, size_t errlen)
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		ret = -errno;
+		ret = errno ? -errno : -EIO;
 		goto fail;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (res->ai_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 64)) {
-		ret = -errno;
+		ret = errno ? -errno : -EIO;
 		goto fail;
 	}
 	freeaddrinfo(res);
@@ -429,7 +429,7 @@ int metrics_server_new(struct metrics_server **out, const char *addr, struct fer
 	char *errbuf, size_t errlen)
 {
 	struct metrics_server *s;
-	int fd, ret;
+	int fd = -1, ret;
 
 	*out = NULL;
 	s = calloc(1, sizeof(*s));
