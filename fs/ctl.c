@@ -53,6 +53,7 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		"\"bytes_fetched\":%" PRIu64 ","
 		"\"requests\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"fetch_errors\":%" PRIu64 ","
 		"\"fetch_ns\":%" PRIu64 ",\"fetch_bytes_per_s\":%.0f,"
+		"\"cache_read_bytes\":%" PRIu64 ",\"chunks_in_flight\":%" PRIu64 ","
 		"\"reads\":%" PRIu64 ",\"read_bytes\":%" PRIu64 ",\"read_errors\":%" PRIu64 ","
 		"\"dir_readahead_files\":%" PRIu64 ","
 		"\"tier_state\":\"%s\",\"tier_hits\":%" PRIu64 ",\"tier_bytes\":%" PRIu64 ","
@@ -64,6 +65,7 @@ size_t ferry_stats_json(struct ferryfs *fs, char *buf, size_t len)
 		cs.max_bytes, fs->chunk_bytes, cs.nr_objects, cs.nr_chunks, cs.hits, cs.misses,
 		cs.evictions, cs.verify_failures, cs.disk_errors, cs.degraded ? "true" : "false",
 		st.bytes_fetched, st.requests, st.retries, st.errors, st.fetch_ns, tput,
+		st.cache_read_bytes, st.chunks_in_flight,
 		(uint64_t)atomic_load(&fs->nr_ops[FERRY_OP_READ]),
 		(uint64_t)atomic_load(&fs->read_bytes), (uint64_t)atomic_load(&fs->read_errors),
 		dir_prefetch_nr_files(fs->dir_prefetch), tier_state_name(ts.state), ts.hits,

@@ -23,6 +23,7 @@
 #include "fs/fetch.h"
 #include "fs/fuse_i.h"
 #include "fs/log.h"
+#include "fs/metrics.h"
 #include "fs/namespace.h"
 #include "fs/source_id.h"
 #include "fs/tier.h"
@@ -451,6 +452,7 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		      : cfg->verbose == 1 ? LOG_LEVEL_INFO
 					  : LOG_LEVEL_WARN);
 	clock_gettime(CLOCK_MONOTONIC, &fs.started);
+	metrics_histogram_init(&fs.read_latency, METRICS_LATENCY_FUSE_READ);
 	/* Everything shown (fsname, logs, user.ferry.source, ferry stat) is the redacted form;
 	 * the requests and the identity use cfg->source in full. */
 	fs.source = url_redact(cfg->source);
@@ -561,6 +563,13 @@ int ferryfs_main(const struct ferryfs_config *cfg, int ready_fd)
 		snprintf(err, sizeof(err), "cannot start a thread: %s", strerror(-ret));
 		goto fail;
 	}
+	/* Before the mount: an address that cannot be bound (a port in use) fails the mount
+	 * with its one line rather than leave a mount nobody can watch. */
+	if (cfg->metrics_addr) {
+		ret = metrics_server_new(&fs.metrics, cfg->metrics_addr, &fs, err, sizeof(err));
+		if (ret)
+			goto fail;
+	}
 
 	snprintf(opts, sizeof(opts),
 		"ro,default_permissions,subtype=ferry,max_read=%u,fsname=", 1u << 20);
@@ -635,6 +644,9 @@ fail:
 	log_error("%s", err);
 	report(&ready_fd, "%s", err);
 out:
+	/* First: its thread reads the cache, the fetcher and the tier freed below. */
+	metrics_server_free(fs.metrics);
+	fs.metrics = NULL;
 	fuse_loop_cfg_destroy(loop);
 	if (mounted)
 		fuse_session_unmount(se);

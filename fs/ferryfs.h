@@ -29,6 +29,8 @@ struct ferryfs_config {
 	const char *shared_region;
 	const char *shared_profile;
 	uint64_t shared_write_memory; /* the tier's PUT queue (0: TIER_PUT_QUEUE_BYTES) */
+	/* HOST:PORT to serve Prometheus metrics on (fs/metrics.h), NULL: none */
+	const char *metrics_addr;
 };
 
 /* Opens the source and the cache, mounts, and serves until unmounted or sent SIGTERM/SIGINT.

@@ -90,6 +90,7 @@ static void job_free(struct fetcher *f, struct fetch_job *j)
 		buf_put(f, j->buf);
 	cache_object_unref(j->co);
 	free(j);
+	atomic_fetch_sub_explicit(&f->nr_jobs, 1, memory_order_relaxed);
 }
 
 static struct fetch_job *job_new(struct fetcher *f, struct cache_object *co, uint64_t idx,
@@ -116,6 +117,7 @@ static struct fetch_job *job_new(struct fetcher *f, struct cache_object *co, uin
 	j->batch = batch;
 	j->f = f;
 	j->read_job = !f->r->ops->http;
+	atomic_fetch_add_explicit(&f->nr_jobs, 1, memory_order_relaxed);
 	return j;
 }
 
@@ -300,20 +302,25 @@ static void *worker_main(void *arg)
 		if (!j)
 			break;
 		if (j->read_job) {
-			uint64_t t0 = fetch_now_ns();
+			uint64_t t0 = fetch_now_ns(), ns;
 			ssize_t n;
 
 			j->read_job = false;
 			atomic_fetch_add(&f->requests, 1);
 			n = f->r->ops->read(f->r, j->obj, j->buf, j->len, j->off);
+			ns = fetch_now_ns() - t0;
 			if (n == (ssize_t)j->len) {
 				j->err = 0;
 				j->got = j->len;
 				atomic_fetch_add(&f->bytes_fetched, j->len);
-				atomic_fetch_add(&f->fetch_ns, fetch_now_ns() - t0);
+				atomic_fetch_add(&f->fetch_ns, ns);
 			} else {
 				j->err = n == -ESTALE ? -ESTALE : -EIO;
 			}
+			fetch_count_request(f, ns,
+				!j->err             ? NET_OK
+				: j->err == -ESTALE ? NET_CHANGED
+						    : FETCH_ERR_IO);
 			if (j->batch) {
 				fetch_job_deliver(f, j);
 				continue;
@@ -470,6 +477,7 @@ int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 	f->disk_tail = &f->disk_queue;
 	f->max_bufs = f->max_transfers + FETCH_WORKERS;
 	f->max_ahead_bytes = FETCH_AHEAD_BYTES;
+	metrics_histogram_init(&f->request_latency, METRICS_LATENCY_ORIGIN_REQUEST);
 	if (f->max_ahead_bytes < 2ull * f->chunk_bytes)
 		f->max_ahead_bytes = 2ull * f->chunk_bytes;
 	pthread_mutex_init(&f->lock, NULL);
@@ -555,6 +563,47 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *st)
 	st->retries = atomic_load(&f->retries);
 	st->errors = atomic_load(&f->errors);
 	st->fetch_ns = atomic_load(&f->fetch_ns);
+	st->cache_read_bytes = atomic_load_explicit(&f->cache_read_bytes, memory_order_relaxed);
+	st->chunks_in_flight = atomic_load_explicit(&f->nr_jobs, memory_order_relaxed);
+}
+
+const char *fetch_error_class_name(unsigned cls)
+{
+	static const char *const names[FETCH_NR_ERROR_CLASSES] = {
+		[NET_TIMEOUT] = "timeout",
+		[NET_RESET] = "reset",
+		[NET_RESOLVE] = "resolve",
+		[NET_CONNECT] = "connect",
+		[NET_TLS] = "tls",
+		[NET_HTTP_4XX] = "http_4xx",
+		[NET_HTTP_403] = "http_403",
+		[NET_HTTP_404] = "http_404",
+		[NET_HTTP_412] = "http_412",
+		[NET_HTTP_416] = "http_416",
+		[NET_HTTP_429] = "http_429",
+		[NET_HTTP_5XX] = "http_5xx",
+		[NET_SHORT_BODY] = "short_body",
+		[NET_BAD_RESPONSE] = "bad_response",
+		[NET_CHANGED] = "changed",
+		[NET_OTHER] = "other",
+		[FETCH_ERR_IO] = "io",
+	};
+	_Static_assert(FETCH_ERR_IO + 1 == FETCH_NR_ERROR_CLASSES,
+		"a class of enum net_error has no label");
+
+	return cls < FETCH_NR_ERROR_CLASSES ? names[cls] : NULL;
+}
+
+uint64_t fetcher_nr_errors_of_class(struct fetcher *f, unsigned cls)
+{
+	if (cls >= FETCH_NR_ERROR_CLASSES)
+		return 0;
+	return atomic_load_explicit(&f->error_classes[cls], memory_order_relaxed);
+}
+
+const struct metrics_histogram *fetcher_request_latency(struct fetcher *f)
+{
+	return &f->request_latency;
 }
 
 enum { CH_HIT, CH_MINE, CH_WAIT, CH_DONE };
@@ -594,6 +643,8 @@ static int read_hit(struct fetcher *f, struct cache_object *co, char *buf, uint6
 	cache_chunk_release(co, idx);
 	if (buf && n != (ssize_t)(b - a))
 		return n < 0 ? (int)n : -EIO;
+	if (buf)
+		atomic_fetch_add_explicit(&f->cache_read_bytes, (uint64_t)n, memory_order_relaxed);
 	return 0;
 }
 

@@ -29,9 +29,24 @@ struct fetch_stats {
 	uint64_t bytes_fetched;
 	uint64_t requests;
 	uint64_t retries;
-	uint64_t errors;   /* chunk fetches that failed for good */
-	uint64_t fetch_ns; /* summed wall time of successful transfers */
+	uint64_t errors;           /* chunk fetches that failed for good */
+	uint64_t fetch_ns;         /* summed wall time of successful transfers */
+	uint64_t cache_read_bytes; /* bytes read from the cache's disk into readers' buffers */
+	uint64_t chunks_in_flight; /* chunk fetches under way: queued for the tier or the
+	                            * origin, on the wire, or waiting for their store */
 };
+
+/* Failed requests to the origin (each try, retried or not) are counted by class: the classes
+ * of fs/remote/net.h's enum net_error (timeout, reset, http_5xx, ...) and "io" for a failed
+ * read of a local source. */
+#define FETCH_NR_ERROR_CLASSES 18
+/* The label of class cls; NULL for a number that names no class (0 is success). */
+const char *fetch_error_class_name(unsigned cls);
+uint64_t fetcher_nr_errors_of_class(struct fetcher *f, unsigned cls);
+/* The histogram of the time each request to the origin took, from its start to its end,
+ * failed ones too (fs/metrics.h). */
+struct metrics_histogram;
+const struct metrics_histogram *fetcher_request_latency(struct fetcher *f);
 
 int fetcher_new(struct fetcher **out, struct remote *r, struct cache *c,
 	const struct fetch_config *cfg);

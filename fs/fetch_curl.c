@@ -215,6 +215,7 @@ static void finish_transfer(struct fetcher *f, struct fetch_job *j, CURLcode cod
 	j->headers = NULL;
 	f->nr_active--;
 	ne = check_response(j, code);
+	fetch_count_request(f, fetch_now_ns() - j->start_ns, ne);
 	if (ne == NET_OK) {
 		atomic_fetch_add(&f->bytes_fetched, j->got);
 		atomic_fetch_add(&f->fetch_ns, fetch_now_ns() - j->start_ns);

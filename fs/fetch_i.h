@@ -12,6 +12,8 @@
 #include <curl/curl.h>
 
 #include "fs/fetch.h"
+#include "fs/metrics.h"
+#include "fs/remote/net.h"
 
 struct remote_object;
 
@@ -105,7 +107,25 @@ struct fetcher {
 	pthread_t disk_thread;
 	bool have_disk_thread;
 	atomic_uint_fast64_t bytes_fetched, requests, retries, errors, fetch_ns;
+	/* For --metrics-addr (fs/metrics.h), atomics too: failed origin requests by class
+	 * (enum net_error, then FETCH_ERR_IO), bytes readers got from the cache's disk, jobs
+	 * alive (job_new to job_free) and the latency of each origin request. */
+	atomic_uint_fast64_t error_classes[FETCH_NR_ERROR_CLASSES];
+	atomic_uint_fast64_t cache_read_bytes;
+	atomic_uint_fast64_t nr_jobs;
+	struct metrics_histogram request_latency;
 };
+
+/* The error class of a failed read of a backend without HTTP (a local directory). */
+#define FETCH_ERR_IO NET_NR_ERRORS
+
+/* Counts a finished request to the origin: its latency, and its class when it failed. */
+static inline void fetch_count_request(struct fetcher *f, uint64_t ns, unsigned cls)
+{
+	metrics_observe_ns(&f->request_latency, ns);
+	if (cls != NET_OK && cls < FETCH_NR_ERROR_CLASSES)
+		atomic_fetch_add_explicit(&f->error_classes[cls], 1, memory_order_relaxed);
+}
 
 uint64_t fetch_now_ns(void);
 /* A job is done (j->err set): to its reader, or to a worker to store. Any thread. */

@@ -13,12 +13,14 @@
 #include <time.h>
 
 #include "fs/ferryfs.h"
+#include "fs/metrics.h"
 #include "fs/namespace.h"
 
 struct cache;
 struct cache_object;
 struct dir_prefetch;
 struct fetcher;
+struct metrics_server;
 struct pin;
 
 /* The FUSE requests counted for the summary logged at unmount under -v: for a workload that
@@ -62,6 +64,8 @@ struct ferryfs {
 	atomic_uint_fast64_t nr_ops[FERRY_NR_OPS];
 	atomic_uint_fast64_t read_bytes;
 	atomic_uint_fast64_t read_errors;
+	struct metrics_histogram read_latency; /* every FUSE read, arrival to reply */
+	struct metrics_server *metrics;        /* --metrics-addr; NULL: none */
 
 	/* FERRY_IOC_RESIDENT pins, released by pin_thread when they expire. */
 	pthread_mutex_t pin_lock;

@@ -387,16 +387,13 @@ static int read_errno(ssize_t err)
  * one used, as DESIGN.md's passthrough numbers predicted. The splice path is gone since
  * every byte read from the cache is checked against its checksum first (fetcher_read), which
  * a splice from the cache file would skip. */
-static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-	struct fuse_file_info *fi)
+static void read_reply(fuse_req_t req, struct ferryfs *fs, struct ferry_file *f, size_t size,
+	off_t off)
 {
-	struct ferryfs *fs = fs_of(req);
-	struct ferry_file *f = file_of(fi);
 	uint64_t fsize = f->obj.obj.size;
 	ssize_t n;
 	char *buf;
 
-	count_op(fs, FERRY_OP_READ);
 	if (off < 0 || (uint64_t)off >= fsize || !size) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -419,6 +416,20 @@ static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	atomic_fetch_add(&fs->read_bytes, (uint64_t)n);
 	fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void ferry_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	struct fuse_file_info *fi)
+{
+	struct ferryfs *fs = fs_of(req);
+	struct timespec t0, t1;
+
+	count_op(fs, FERRY_OP_READ);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	read_reply(req, fs, file_of(fi), size, off);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	metrics_observe_ns(&fs->read_latency, (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u +
+						      (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec);
 }
 
 static void ferry_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

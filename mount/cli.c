@@ -180,6 +180,7 @@ static const struct {
 	{ "shared_region", "--shared-region", true },
 	{ "shared_profile", "--shared-profile", true },
 	{ "shared_write_memory", "--shared-write-memory", true },
+	{ "metrics_addr", "--metrics-addr", true },
 	{ "verbose", "-v", false },
 };
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "fs/ferryfs.h"
+#include "fs/metrics.h"
 #include "fs/remote/remote.h"
 #include "fs/remote/url.h"
 #include "fs/tier.h"
@@ -53,6 +54,11 @@ static void usage(FILE *out)
 		"  --allow-outside-symlinks\n"
 		"                        show symlinks whose target is absolute or leaves the\n"
 		"                        mount; by default they are hidden (one warning)\n"
+		"  --metrics-addr HOST:PORT\n"
+		"                        serve Prometheus metrics at http://HOST:PORT/metrics\n"
+		"                        (e.g. 127.0.0.1:9100, [::1]:9100; off by default); listens\n"
+		"                        on that address only, read-only and unauthenticated:\n"
+		"                        anyone who reaches it reads the counters\n"
 		"  -o OPTIONS            FUSE mount options, comma-separated (allow_other, ...)\n"
 		"  -f, --foreground      stay in the foreground, log to stderr\n"
 		"  -v, --verbose         more log output (twice: debug)\n"
@@ -98,6 +104,7 @@ enum {
 	OPT_SHARED_REGION,
 	OPT_SHARED_PROFILE,
 	OPT_SHARED_WRITE_MEMORY,
+	OPT_METRICS_ADDR,
 };
 
 static const struct option long_opts[] = {
@@ -120,6 +127,7 @@ static const struct option long_opts[] = {
 	{ "shared-region", required_argument, NULL, OPT_SHARED_REGION },
 	{ "shared-profile", required_argument, NULL, OPT_SHARED_PROFILE },
 	{ "shared-write-memory", required_argument, NULL, OPT_SHARED_WRITE_MEMORY },
+	{ "metrics-addr", required_argument, NULL, OPT_METRICS_ADDR },
 	/* Tests only: TLS without verification. Not in --help on purpose. */
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
 	{ "foreground", no_argument, NULL, 'f' },
@@ -440,6 +448,12 @@ int mount_main(int argc, char **argv)
 				cfg.shared_write_memory > (64ull << 30))
 				return fail("--shared-write-memory '%s': expected 1M to 64G",
 					optarg);
+			break;
+		case OPT_METRICS_ADDR:
+			/* The form here; whether it can be bound, in the daemon before it mounts. */
+			if (metrics_check_addr(optarg, err, sizeof(err)))
+				return fail("%s", err);
+			cfg.metrics_addr = optarg;
 			break;
 		case 'o':
 			if (add_fuse_opts(fuse_opts, sizeof(fuse_opts), optarg))

@@ -22,7 +22,7 @@ static void usage(FILE *out)
 		"  no_sign_request, allow_outside_symlinks (show symlinks that are absolute or\n"
 		"  leave the mount; hidden by default), shared_cache=s3://BUCKET/PREFIX,\n"
 		"  shared_endpoint=, shared_region=, shared_profile=, shared_write_memory=\n"
-		"  (the shared chunk tier),\n"
+		"  (the shared chunk tier), metrics_addr=HOST:PORT (Prometheus metrics),\n"
 		"  verbose; ro, nodev, nosuid, _netdev,\n"
 		"  noauto, user and the like are ignored;\n"
 		"  anything else goes to FUSE (allow_other, ...).\n");

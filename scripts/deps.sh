@@ -14,6 +14,8 @@ pkgs=(
 	# clang-14, and llvm-symbolizer for readable stacks in its reports
 	clang libclang-rt-14-dev llvm-14
 	clang-format # scripts/format.sh and the format suite: clang-format 14
+	# --metrics-addr: the HTTP server library, and promtool (in prometheus) for its tests
+	libmicrohttpd-dev prometheus
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -27,3 +29,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # nginx-light's package starts a system nginx on port 80; the tests run their own.
 systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
+# prometheus's package does the same with a Prometheus server on port 9090: the tests need only
+# its promtool.
+systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 ||
+	true
