@@ -144,6 +144,22 @@ int ferry_py_next(struct ferry_py_loader *p, int32_t *inputs, int32_t *targets, 
 	return 0;
 }
 
+int ferry_py_next_view(struct ferry_py_loader *p, const int32_t **inputs, const int32_t **targets,
+	uint64_t *epoch, uint64_t *position)
+{
+	struct loader_batch b;
+	int ret;
+
+	ret = loader_next_batch(p->l, &b);
+	if (ret < 0)
+		return ret;
+	*inputs = b.inputs;
+	*targets = b.targets;
+	*epoch = b.state.epoch;
+	*position = b.state.position;
+	return 0;
+}
+
 void ferry_py_state(struct ferry_py_loader *p, uint64_t *epoch, uint64_t *position)
 {
 	struct loader_state st;

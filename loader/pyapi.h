@@ -27,6 +27,10 @@ void ferry_py_close(struct ferry_py_loader *p);
  * each) and says where it stands in the order. 0, or -errno (ferry_py_error says why). */
 int ferry_py_next(struct ferry_py_loader *p, int32_t *inputs, int32_t *targets, uint64_t *epoch,
 	uint64_t *position);
+/* The next batch without a copy: inputs and targets point into the loader's ring, valid until
+ * the next call of ferry_py_next, ferry_py_next_view, ferry_py_seek or ferry_py_close. */
+int ferry_py_next_view(struct ferry_py_loader *p, const int32_t **inputs, const int32_t **targets,
+	uint64_t *epoch, uint64_t *position);
 /* Where the next batch stands: (epoch, position in global micro-batches). */
 void ferry_py_state(struct ferry_py_loader *p, uint64_t *epoch, uint64_t *position);
 int ferry_py_seek(struct ferry_py_loader *p, uint64_t epoch, uint64_t position);

@@ -2,7 +2,7 @@
 # ferry.TokenLoader yields the C loader's batches bit for bit: the same inputs, targets, epoch
 # and position as loader-dump (the C oracle) for every format, shuffled and in file order, on
 # several ranks of several worlds, with a global batch of 2 micro-batches and across epoch ends;
-# as torch tensors too; and exactly the batches `ferry train` hashes at each step (--verbose
+# as torch tensors and as views of the ring (copy=False) too; and exactly the batches `ferry train` hashes at each step (--verbose
 # prints each step's first micro-batch's FNV-1a), so the Python order is the trainer's.
 . "$(dirname "$0")/python_lib.sh"
 need_built "$FERRY"
@@ -83,8 +83,31 @@ for i, (e, p, x, y) in enumerate(want):
             not np.array_equal(gx.numpy(), x) or not np.array_equal(gy.numpy(), y):
         raise SystemExit("as_torch: batch %d differs or is no int32 tensor" % i)
 print("ok: as_torch: 20 batches equal as int32 tensors")
+
+# copy=False: views of the C loader's ring, each equal to the C batch while it is current.
+for as_torch in (False, True):
+    l = ferry.TokenLoader(T + "/u16/*.bin", 32, 8, seed=3, block_bytes=4096, window_blocks=3,
+                          copy=False, as_torch=as_torch)
+    for i, (e, p, x, y) in enumerate(want):
+        gx, gy = l.next_batch()
+        gx, gy = (gx.numpy(), gy.numpy()) if as_torch else (gx, gy)
+        if not np.array_equal(gx, x) or not np.array_equal(gy, y):
+            raise SystemExit("copy=False: batch %d differs" % i)
+        if not as_torch and gx.flags.writeable:
+            raise SystemExit("copy=False: a numpy view is writable")
+    l.close()
+print("ok: copy=False: 20 batches equal as views, numpy and torch")
 PY
 "$PY" "$T/compare.py" "$T" "$FERRY_BUILD" || fail "see above"
+# The ring outlives a closed loader while a view of it is alive: its 256 KiB slots are
+# mmap'd by malloc, so a view of a freed one would fault.
+"$PY" -c "
+import gc, ferry
+l = ferry.TokenLoader('$T/u16/*.bin', 512, 64, copy=False)
+kept = l.next_batch()
+l.close(); del l; gc.collect()
+print('ok: a view outlives its loader:', int(kept[0].sum()) + int(kept[1].sum()) > 0)" ||
+	fail "a view of a closed loader's ring could not be read"
 
 # ferry train's own batches: each step's FNV-1a of its first micro-batch's inputs (--verbose),
 # one rank accumulating 2 micro-batches, past the end of an epoch.

@@ -36,6 +36,18 @@ def _int(name, v):
     return max(_I64_MIN, min(_I64_MAX, v))
 
 
+class _Resource:
+    """The C loader, freed when the last of its TokenLoader and copy=False views lets go."""
+
+    def __init__(self, h):
+        self.h, self.pid = h, os.getpid()
+
+    def __del__(self):
+        # A forked child has none of the reader threads: joining them would hang.
+        if os.getpid() == self.pid:
+            _lib.lib.ferry_py_close(self.h)
+
+
 class TokenLoader:
     """Batches of (batch, seq_len) int32 inputs and targets (inputs shifted by one) from token
     shards (llm.c .bin, raw uint16/uint32, Megatron .bin/.idx), read ahead by the C loader's
@@ -50,14 +62,20 @@ class TokenLoader:
     the defaults). buffers: batches read ahead (0: 4). as_torch=True yields torch tensors
     (sharing the arrays' memory) instead of numpy arrays.
 
+    copy=False yields views of the C loader's own buffers instead of fresh arrays: no copy,
+    but a batch is valid only until the next one is asked for (the C loader then reuses its
+    buffer), so a loop must be done with each batch (or copy it) before taking the next;
+    list(loader) would hold overwritten batches. Numpy views are read-only; torch views are
+    not, and must not be written. The buffers stay allocated while any view is alive.
+
     Bad arguments and unreadable or malformed shards raise ValueError (EINVAL) or OSError (its
     errno) with the C loader's one-line reason, at construction."""
 
     def __init__(self, paths, seq_len, batch, seed=1, rank=0, world=1, *, shuffle=True,
                  global_batch=0, format="auto", block_bytes=0, window_blocks=0, buffers=0,
-                 as_torch=False):
+                 as_torch=False, copy=True):
+        self._res = None
         self._h = None
-        self._pid = os.getpid()
         if isinstance(paths, (list, tuple)):
             raise TypeError("paths: one glob, directory or file (as ferry train --data), "
                             "not a %s" % type(paths).__name__)
@@ -74,7 +92,7 @@ class TokenLoader:
         if as_torch:
             import torch  # noqa: F401  (ImportError here, not at the first batch)
             self._torch = torch
-        self.as_torch = bool(as_torch)
+        self.as_torch, self.copy = bool(as_torch), bool(copy)
         h = _lib._H()
         err = ctypes.create_string_buffer(1024)
         rc = _lib.lib.ferry_py_open(
@@ -83,6 +101,7 @@ class TokenLoader:
             args["block_bytes"], args["window_blocks"], args["buffers"], err, len(err))
         if rc < 0:
             raise _lib.error(rc, err.value)
+        self._res = _Resource(h)
         self._h = h
         self.paths = os.fsdecode(paths)
         self.seq_len, self.batch = args["seq_len"], args["batch"]
@@ -95,25 +114,25 @@ class TokenLoader:
         self.steps_per_epoch = _lib.lib.ferry_py_steps_per_epoch(h)
         self.vocab_size = _lib.lib.ferry_py_vocab_size(h)
         self._epoch, self._position = ctypes.c_uint64(), ctypes.c_uint64()
+        self._ptrs = (ctypes.c_void_p(), ctypes.c_void_p())
+        self._views = {}  # copy=False: the C buffer's address -> its view, one per ring slot
 
     # ---- the C handle ----
 
     def _handle(self):
         if self._h is None:
             raise ValueError("the loader is closed")
-        if os.getpid() != self._pid:
+        if os.getpid() != self._res.pid:
             # A forked child has none of the C loader's reader threads.
             raise RuntimeError("this TokenLoader was opened in process %d, not in this one "
                                "(%d): open one in each process (ferry.torch.TokenDataset "
-                               "does)" % (self._pid, os.getpid()))
+                               "does)" % (self._res.pid, os.getpid()))
         return self._h
 
     def close(self):
-        """Stops the reader threads and frees the buffers; the loader is unusable after."""
-        h, self._h = self._h, None
-        # In a forked child the threads do not exist: joining them would hang.
-        if h is not None and os.getpid() == self._pid:
-            _lib.lib.ferry_py_close(h)
+        """Stops the reader threads and frees the buffers (once no copy=False view of them is
+        left); the loader is unusable after."""
+        self._h, self._res, self._views = None, None, {}
 
     def __del__(self):
         self.close()
@@ -136,6 +155,8 @@ class TokenLoader:
         """The next batch (inputs, targets), crossing into the next epoch by itself, as
         `ferry train` takes them: its micro-batches in step order."""
         h = self._handle()
+        if not self.copy:
+            return self._next_view(h)
         shape = (self.batch, self.seq_len)
         inputs = np.empty(shape, dtype=np.int32)
         targets = np.empty(shape, dtype=np.int32)
@@ -147,6 +168,29 @@ class TokenLoader:
         if self.as_torch:
             return self._torch.from_numpy(inputs), self._torch.from_numpy(targets)
         return inputs, targets
+
+    def _next_view(self, h):
+        a, b = self._ptrs
+        rc = _lib.lib.ferry_py_next_view(h, ctypes.byref(a), ctypes.byref(b),
+                                         ctypes.byref(self._epoch), ctypes.byref(self._position))
+        if rc < 0:
+            raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+        self.last_epoch, self.last_position = self._epoch.value, self._position.value
+        return self._view(a.value), self._view(b.value)
+
+    def _view(self, addr):
+        v = self._views.get(addr)
+        if v is None:
+            n = self.batch * self.seq_len
+            mem = (ctypes.c_int32 * n).from_address(addr)
+            mem._owner = self._res  # the C buffers live as long as any view of them
+            v = np.frombuffer(mem, dtype=np.int32).reshape(self.batch, self.seq_len)
+            if self.as_torch:
+                v = self._torch.from_numpy(v)  # writable: torch has no read-only tensors
+            else:
+                v.flags.writeable = False
+            self._views[addr] = v
+        return v
 
     def __iter__(self):
         """The rest of the current epoch, from where the loader stands (all of it when it

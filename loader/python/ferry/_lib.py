@@ -26,6 +26,8 @@ _SIGNATURES = {
     ),
     "ferry_py_close": (None, [_H]),
     "ferry_py_next": (ctypes.c_int, [_H, ctypes.c_void_p, ctypes.c_void_p, _u64p, _u64p]),
+    "ferry_py_next_view": (ctypes.c_int, [_H, ctypes.POINTER(ctypes.c_void_p),
+                                          ctypes.POINTER(ctypes.c_void_p), _u64p, _u64p]),
     "ferry_py_state": (None, [_H, _u64p, _u64p]),
     "ferry_py_seek": (ctypes.c_int, [_H, ctypes.c_uint64, ctypes.c_uint64]),
     "ferry_py_steps_per_epoch": (ctypes.c_uint64, [_H]),
