@@ -115,5 +115,34 @@ try:
     l.next_batch()
 except ValueError as e:
     print("ok: a closed loader: %s" % e)
+else:
+    raise SystemExit("a closed loader gave a batch")
+
+# A forked child has none of the loader's threads: using it raises, and the child's exit
+# (which frees its copy of the loader) does not wait for threads that are not there.
+import time
+l = ferry.TokenLoader(good, 64, 4)
+l.next_batch()
+pid = os.fork()
+if pid == 0:
+    try:
+        l.next_batch()
+        code = 1
+    except RuntimeError as e:
+        code = 0 if "open one in each process" in str(e) else 2
+    del l
+    sys.exit(code)
+for _ in range(200):
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.1)
+else:
+    os.kill(pid, 9)
+    raise SystemExit("the forked child did not exit within 20 s")
+if os.waitstatus_to_exitcode(status) != 0:
+    raise SystemExit("the forked child: exit %d" % os.waitstatus_to_exitcode(status))
+l.next_batch()  # the parent's loader is untouched
+print("ok: a forked child is refused the loader and exits")
 PY
 pass "bad arguments and bad shards raise with the C loader's one-line reason"

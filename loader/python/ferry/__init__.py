@@ -11,6 +11,7 @@ for the same data, seed, batch, seq_len, rank and world. See docs/python.md.
 import ctypes
 import operator
 import os
+import threading
 
 import numpy as np
 
@@ -41,11 +42,13 @@ class _Resource:
 
     def __init__(self, h):
         self.h, self.pid = h, os.getpid()
+        # Held here: at interpreter exit the module's globals may be gone before this is.
+        self._close, self._getpid = _lib.lib.ferry_py_close, os.getpid
 
     def __del__(self):
         # A forked child has none of the reader threads: joining them would hang.
-        if os.getpid() == self.pid:
-            _lib.lib.ferry_py_close(self.h)
+        if self._getpid() == self.pid:
+            self._close(self.h)
 
 
 class TokenLoader:
@@ -107,6 +110,7 @@ class TokenLoader:
         self.seq_len, self.batch = args["seq_len"], args["batch"]
         self.rank, self.world = args["rank"], args["world"]
         self.seed, self.shuffle = seed, bool(shuffle)
+        self.format, self.buffers = format, args["buffers"]
         self.global_batch = args["global_batch"] or self.batch * self.world
         bb, wb = ctypes.c_uint32(), ctypes.c_uint32()
         _lib.lib.ferry_py_order(h, ctypes.byref(bb), ctypes.byref(wb))
@@ -116,6 +120,9 @@ class TokenLoader:
         self._epoch, self._position = ctypes.c_uint64(), ctypes.c_uint64()
         self._ptrs = (ctypes.c_void_p(), ctypes.c_void_p())
         self._views = {}  # copy=False: the C buffer's address -> its view, one per ring slot
+        # One caller at a time: the C loader hands out a batch's buffers until its next call,
+        # so a second thread's call would free them under the first one's copy.
+        self._lock = threading.Lock()
 
     # ---- the C handle ----
 
@@ -160,23 +167,26 @@ class TokenLoader:
         shape = (self.batch, self.seq_len)
         inputs = np.empty(shape, dtype=np.int32)
         targets = np.empty(shape, dtype=np.int32)
-        rc = _lib.lib.ferry_py_next(h, inputs.ctypes.data, targets.ctypes.data,
-                                    ctypes.byref(self._epoch), ctypes.byref(self._position))
-        if rc < 0:
-            raise _lib.error(rc, _lib.lib.ferry_py_error(h))
-        self.last_epoch, self.last_position = self._epoch.value, self._position.value
+        with self._lock:
+            rc = _lib.lib.ferry_py_next(h, inputs.ctypes.data, targets.ctypes.data,
+                                        ctypes.byref(self._epoch), ctypes.byref(self._position))
+            if rc < 0:
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            self.last_epoch, self.last_position = self._epoch.value, self._position.value
         if self.as_torch:
             return self._torch.from_numpy(inputs), self._torch.from_numpy(targets)
         return inputs, targets
 
     def _next_view(self, h):
         a, b = self._ptrs
-        rc = _lib.lib.ferry_py_next_view(h, ctypes.byref(a), ctypes.byref(b),
-                                         ctypes.byref(self._epoch), ctypes.byref(self._position))
-        if rc < 0:
-            raise _lib.error(rc, _lib.lib.ferry_py_error(h))
-        self.last_epoch, self.last_position = self._epoch.value, self._position.value
-        return self._view(a.value), self._view(b.value)
+        with self._lock:
+            rc = _lib.lib.ferry_py_next_view(h, ctypes.byref(a), ctypes.byref(b),
+                                             ctypes.byref(self._epoch),
+                                             ctypes.byref(self._position))
+            if rc < 0:
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            self.last_epoch, self.last_position = self._epoch.value, self._position.value
+            return self._view(a.value), self._view(b.value)
 
     def _view(self, addr):
         v = self._views.get(addr)
@@ -243,6 +253,7 @@ class TokenLoader:
         position = sample // micro
         if position == self.steps_per_epoch:
             epoch, position = epoch + 1, 0  # an epoch's end is the next one's start
-        rc = _lib.lib.ferry_py_seek(h, epoch, position)
+        with self._lock:
+            rc = _lib.lib.ferry_py_seek(h, epoch, position)
         if rc < 0:
             raise _lib.error(rc, _lib.lib.ferry_py_error(h))
