@@ -10,6 +10,22 @@ need_built "$dump"
 [ -f "$FERRY_BUILD/loader/libferry_loader.so" ] ||
 	fail "$FERRY_BUILD/loader/libferry_loader.so is not built (ninja -C $FERRY_BUILD)"
 export FERRY_LIB=$FERRY_BUILD/loader/libferry_loader.so
+# A sanitizer build's library needs its runtimes loaded first, which an uninstrumented python
+# only does when they are preloaded: python runs through a wrapper that preloads them (leak
+# checks off: they would report the interpreter's own allocations). The C programs python
+# starts (pyhelp.c_dump) get the environment of this script back.
+san_libs=$(ldd "$FERRY_LIB" | awk '/lib(asan|ubsan)\.so/ { print $3 }' | tr '\n' ' ')
+if [ -n "$san_libs" ]; then
+	cat >"$T/python3" <<PYWRAP
+#!/bin/sh
+export FERRY_TEST_LD_PRELOAD="\${LD_PRELOAD-}" FERRY_TEST_ASAN_OPTIONS="\${ASAN_OPTIONS-}"
+export LD_PRELOAD="$san_libs\${LD_PRELOAD-}"
+export ASAN_OPTIONS="\${ASAN_OPTIONS-}\${ASAN_OPTIONS:+:}detect_leaks=0"
+exec /usr/bin/python3 "\$@"
+PYWRAP
+	chmod +x "$T/python3"
+	PY=$T/python3
+fi
 export PYTHONPATH=$FERRY_SRC/loader/python:$T
 export PYTHONDONTWRITEBYTECODE=1 # nothing written into the source tree
 cat >"$T/pyhelp.py" <<'PY'
@@ -46,11 +62,23 @@ def read_dump(path, batch, seq_len):
         out.append((e, p, a[:n].reshape(batch, seq_len), a[n:].reshape(batch, seq_len)))
     return out
 
+def c_env():
+    """The environment of the test script, without what python3's sanitizer wrapper added."""
+    env = dict(os.environ)
+    for k in ("LD_PRELOAD", "ASAN_OPTIONS"):
+        if "FERRY_TEST_" + k in env:
+            v = env.pop("FERRY_TEST_" + k)
+            if v:
+                env[k] = v
+            else:
+                env.pop(k, None)
+    return env
+
 def c_dump(build, out, data, batch, seq, steps, extra=()):
     """The C loader's batches (loader-dump), the oracle."""
     cmd = [build + "/loader/loader-dump", "--data", data, "--batch", str(batch), "--seq",
            str(seq), "--steps", str(steps), "--out", out] + [str(x) for x in extra]
-    r = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=c_env())
     if r.returncode:
         raise SystemExit("loader-dump failed: %s: %s" % (" ".join(cmd), r.stderr.strip()))
     return read_dump(out, batch, seq)

@@ -23,7 +23,7 @@ good = T + "/s_*.bin"
 
 def c_reason(args):
     r = subprocess.run([build + "/loader/loader-dump", "--steps", "1"] + [str(a) for a in args],
-                       stderr=subprocess.PIPE, text=True, timeout=30)
+                       stderr=subprocess.PIPE, text=True, timeout=30, env=pyhelp.c_env())
     lines = [l for l in r.stderr.splitlines() if l.startswith("loader-dump: ")]
     if r.returncode == 0 or len(lines) != 1:
         raise SystemExit("loader-dump %s: rc %d, stderr %r" % (args, r.returncode, r.stderr))
