@@ -37,11 +37,24 @@ def _int(name, v):
     return max(_I64_MIN, min(_I64_MAX, v))
 
 
+# Bumped in every forked child: a loader made before the fork is not the child's (checked on
+# each batch, so a counter, not a getpid system call).
+_fork_generation = 0
+
+
+def _forked():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class _Resource:
     """The C loader, freed when the last of its TokenLoader and copy=False views lets go."""
 
     def __init__(self, h):
-        self.h, self.pid = h, os.getpid()
+        self.h, self.pid, self.generation = h, os.getpid(), _fork_generation
         # Held here: at interpreter exit the module's globals may be gone before this is.
         self._close, self._getpid = _lib.lib.ferry_py_close, os.getpid
 
@@ -119,6 +132,12 @@ class TokenLoader:
         self.vocab_size = _lib.lib.ferry_py_vocab_size(h)
         self._epoch, self._position = ctypes.c_uint64(), ctypes.c_uint64()
         self._ptrs = (ctypes.c_void_p(), ctypes.c_void_p())
+        self._ptr_refs = tuple(ctypes.byref(p) for p in self._ptrs)
+        self._epoch_ref = ctypes.byref(self._epoch)
+        self._position_ref = ctypes.byref(self._position)
+        self._next, self._next_view_fn = _lib.lib.ferry_py_next, _lib.lib.ferry_py_next_view
+        self._shape2 = (2, self.batch, self.seq_len)  # inputs, then targets
+        self._half_bytes = self.batch * self.seq_len * 4
         self._views = {}  # copy=False: the C buffer's address -> its view, one per ring slot
         # One caller at a time: the C loader hands out a batch's buffers until its next call,
         # so a second thread's call would free them under the first one's copy.
@@ -129,7 +148,7 @@ class TokenLoader:
     def _handle(self):
         if self._h is None:
             raise ValueError("the loader is closed")
-        if os.getpid() != self._res.pid:
+        if self._res.generation != _fork_generation:
             # A forked child has none of the C loader's reader threads.
             raise RuntimeError("this TokenLoader was opened in process %d, not in this one "
                                "(%d): open one in each process (ferry.torch.TokenDataset "
@@ -161,28 +180,31 @@ class TokenLoader:
     def next_batch(self):
         """The next batch (inputs, targets), crossing into the next epoch by itself, as
         `ferry train` takes them: its micro-batches in step order."""
-        h = self._handle()
+        # The per-batch path: a few microseconds of Python per call are what separates this
+        # from the C consumer at small batches, so no more than it needs (one allocation for
+        # both arrays, its address without numpy's .ctypes, prebuilt ctypes arguments).
+        h = self._h
+        if h is None or self._res.generation != _fork_generation:
+            h = self._handle()  # raises
         if not self.copy:
             return self._next_view(h)
-        shape = (self.batch, self.seq_len)
-        inputs = np.empty(shape, dtype=np.int32)
-        targets = np.empty(shape, dtype=np.int32)
+        out = np.empty(self._shape2, dtype=np.int32)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(out))
         with self._lock:
-            rc = _lib.lib.ferry_py_next(h, inputs.ctypes.data, targets.ctypes.data,
-                                        ctypes.byref(self._epoch), ctypes.byref(self._position))
+            rc = self._next(h, addr, addr + self._half_bytes, self._epoch_ref,
+                            self._position_ref)
             if rc < 0:
                 raise _lib.error(rc, _lib.lib.ferry_py_error(h))
             self.last_epoch, self.last_position = self._epoch.value, self._position.value
         if self.as_torch:
-            return self._torch.from_numpy(inputs), self._torch.from_numpy(targets)
-        return inputs, targets
+            out = self._torch.from_numpy(out)
+        return out[0], out[1]
 
     def _next_view(self, h):
         a, b = self._ptrs
         with self._lock:
-            rc = _lib.lib.ferry_py_next_view(h, ctypes.byref(a), ctypes.byref(b),
-                                             ctypes.byref(self._epoch),
-                                             ctypes.byref(self._position))
+            rc = self._next_view_fn(h, self._ptr_refs[0], self._ptr_refs[1], self._epoch_ref,
+                                    self._position_ref)
             if rc < 0:
                 raise _lib.error(rc, _lib.lib.ferry_py_error(h))
             self.last_epoch, self.last_position = self._epoch.value, self._position.value
