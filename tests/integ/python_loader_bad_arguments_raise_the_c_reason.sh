@@ -72,7 +72,9 @@ for kw, want in ((dict(seq_len=-1), "seq_len -1: want 0 to 4294967295"),
                  (dict(rank=-3), "rank -3: want 0 to 4294967295"),
                  (dict(format="parquet"), "format parquet: want auto, llmc, raw-u16, "
                                           "raw-u32 or megatron"),
-                 (dict(seed=-1), "seed -1: want 0 to 18446744073709551615")):
+                 (dict(seed=-1), "seed -1: want 0 to 18446744073709551615"),
+                 (dict(paths=good + "\0x"), "paths: a NUL byte in %r" % (good + "\0x")),
+                 (dict(paths=""), "no paths given")):
     args = dict(paths=good, seq_len=64, batch=4)
     args.update(kw)
     try:

@@ -96,6 +96,8 @@ class TokenLoader:
             raise TypeError("paths: one glob, directory or file (as ferry train --data), "
                             "not a %s" % type(paths).__name__)
         paths = os.fsencode(paths)
+        if b"\0" in paths:
+            raise ValueError("paths: a NUL byte in %r" % os.fsdecode(paths))
         if not isinstance(format, str):
             raise TypeError("format: want one of %s" % ", ".join(FORMATS))
         seed = operator.index(seed)
