@@ -19,7 +19,10 @@ reps=${BENCH_REPS:-5}
 PY=/usr/bin/python3
 dump=$build/loader/loader-dump
 lib=$build/loader/libferry_loader.so
-[ -x "$dump" ] && [ -f "$lib" ] || { echo "bench_python_loader: build $dump and $lib first" >&2; exit 1; }
+if [ ! -x "$dump" ] || [ ! -f "$lib" ]; then
+	echo "bench_python_loader: build $dump and $lib first" >&2
+	exit 1
+fi
 "$PY" -c "import numpy" 2>/dev/null || { echo "bench_python_loader: no numpy for $PY" >&2; exit 1; }
 tmp=$(mktemp -d /tmp/ferry_bench_python.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
