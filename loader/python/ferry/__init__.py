@@ -1,0 +1,283 @@
+"""ferry's token loader from Python: the C loader of `ferry train` (libferry_loader.so, through
+ctypes), yielding numpy arrays (or torch tensors) in exactly the order `ferry train` trains on
+for the same data, seed, batch, seq_len, rank and world. See docs/python.md.
+
+    import ferry
+    loader = ferry.TokenLoader("/mnt/data/train_*.bin", seq_len=1024, batch=8, seed=1)
+    for inputs, targets in loader:      # one epoch, from where the loader stands
+        ...                             # (8, 1024) int32 arrays
+    state = loader.state_dict()         # exact resume, mid-epoch too
+"""
+import ctypes
+import operator
+import os
+import threading
+
+import numpy as np
+
+from . import _lib
+
+__all__ = ["TokenLoader", "FORMATS"]
+__version__ = "0.1.0"
+
+FORMATS = ("auto", "llmc", "raw-u16", "raw-u32", "megatron")
+_I64_MAX = (1 << 63) - 1
+_I64_MIN = -(1 << 63)
+
+
+def _int(name, v):
+    """v as a Python int for a C int64 argument: TypeError for a non-integer; a value past
+    int64 is clamped so that the C side refuses it by name with its range."""
+    if isinstance(v, bool):
+        raise TypeError("%s: want an integer, got a bool" % name)
+    try:
+        v = operator.index(v)
+    except TypeError:
+        raise TypeError("%s: want an integer, got %s" % (name, type(v).__name__)) from None
+    return max(_I64_MIN, min(_I64_MAX, v))
+
+
+# Bumped in every forked child: a loader made before the fork is not the child's (checked on
+# each batch, so a counter, not a getpid system call).
+_fork_generation = 0
+
+
+def _forked():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Resource:
+    """The C loader, freed when the last of its TokenLoader and copy=False views lets go."""
+
+    def __init__(self, h):
+        self.h, self.pid, self.generation = h, os.getpid(), _fork_generation
+        # Held here: at interpreter exit the module's globals may be gone before this is.
+        self._close, self._getpid = _lib.lib.ferry_py_close, os.getpid
+
+    def __del__(self):
+        # A forked child has none of the reader threads: joining them would hang.
+        if self._getpid() == self.pid:
+            self._close(self.h)
+
+
+class TokenLoader:
+    """Batches of (batch, seq_len) int32 inputs and targets (inputs shifted by one) from token
+    shards (llm.c .bin, raw uint16/uint32, Megatron .bin/.idx), read ahead by the C loader's
+    threads; on a ferry mount they are read from the cache file directly, as `ferry train` does.
+
+    paths: one glob, directory or file, as `ferry train --data` (shards sorted by name).
+    seq_len, batch: T and B per rank. seed, rank, world: as `ferry train --seed` and its rank
+    and number of ranks (default seed 1 is ferry train's). shuffle=False reads in file order
+    (ferry train's validation). global_batch: samples per optimizer step over all ranks,
+    `--total-batch-tokens / seq_len` (default batch * world); it decides which samples end an
+    epoch. block_bytes, window_blocks: `--loader-block-bytes`, `--loader-window-blocks` (0:
+    the defaults). buffers: batches read ahead (0: 4). as_torch=True yields torch tensors
+    (sharing the arrays' memory) instead of numpy arrays.
+
+    copy=False yields views of the C loader's own buffers instead of fresh arrays: no copy,
+    but a batch is valid only until the next one is asked for (the C loader then reuses its
+    buffer), so a loop must be done with each batch (or copy it) before taking the next;
+    list(loader) would hold overwritten batches. Numpy views are read-only; torch views are
+    not, and must not be written. The buffers stay allocated while any view is alive.
+
+    Bad arguments and unreadable or malformed shards raise ValueError (EINVAL) or OSError (its
+    errno) with the C loader's one-line reason, at construction."""
+
+    def __init__(self, paths, seq_len, batch, seed=1, rank=0, world=1, *, shuffle=True,
+                 global_batch=0, format="auto", block_bytes=0, window_blocks=0, buffers=0,
+                 as_torch=False, copy=True):
+        self._res = None
+        self._h = None
+        if isinstance(paths, (list, tuple)):
+            raise TypeError("paths: one glob, directory or file (as ferry train --data), "
+                            "not a %s" % type(paths).__name__)
+        paths = os.fsencode(paths)
+        if b"\0" in paths:
+            raise ValueError("paths: a NUL byte in %r" % os.fsdecode(paths))
+        if not isinstance(format, str):
+            raise TypeError("format: want one of %s" % ", ".join(FORMATS))
+        seed = operator.index(seed)
+        if not 0 <= seed < (1 << 64):
+            raise ValueError("seed %d: want 0 to %d" % (seed, (1 << 64) - 1))
+        args = {k: _int(k, v) for k, v in (
+            ("seq_len", seq_len), ("batch", batch), ("rank", rank), ("world", world),
+            ("global_batch", global_batch), ("block_bytes", block_bytes),
+            ("window_blocks", window_blocks), ("buffers", buffers))}
+        if as_torch:
+            import torch  # noqa: F401  (ImportError here, not at the first batch)
+            self._torch = torch
+        self.as_torch, self.copy = bool(as_torch), bool(copy)
+        h = _lib._H()
+        err = ctypes.create_string_buffer(1024)
+        rc = _lib.lib.ferry_py_open(
+            ctypes.byref(h), paths, format.encode(), args["seq_len"], args["batch"], seed,
+            1 if shuffle else 0, args["rank"], args["world"], args["global_batch"],
+            args["block_bytes"], args["window_blocks"], args["buffers"], err, len(err))
+        if rc < 0:
+            raise _lib.error(rc, err.value)
+        self._res = _Resource(h)
+        self._h = h
+        self.paths = os.fsdecode(paths)
+        self.seq_len, self.batch = args["seq_len"], args["batch"]
+        self.rank, self.world = args["rank"], args["world"]
+        self.seed, self.shuffle = seed, bool(shuffle)
+        self.format, self.buffers = format, args["buffers"]
+        self.global_batch = args["global_batch"] or self.batch * self.world
+        bb, wb = ctypes.c_uint32(), ctypes.c_uint32()
+        _lib.lib.ferry_py_order(h, ctypes.byref(bb), ctypes.byref(wb))
+        self.block_bytes, self.window_blocks = bb.value, wb.value
+        self.steps_per_epoch = _lib.lib.ferry_py_steps_per_epoch(h)
+        self.vocab_size = _lib.lib.ferry_py_vocab_size(h)
+        self._epoch, self._position = ctypes.c_uint64(), ctypes.c_uint64()
+        self._ptrs = (ctypes.c_void_p(), ctypes.c_void_p())
+        self._ptr_refs = tuple(ctypes.byref(p) for p in self._ptrs)
+        self._epoch_ref = ctypes.byref(self._epoch)
+        self._position_ref = ctypes.byref(self._position)
+        self._next, self._next_view_fn = _lib.lib.ferry_py_next, _lib.lib.ferry_py_next_view
+        self._shape2 = (2, self.batch, self.seq_len)  # inputs, then targets
+        self._half_bytes = self.batch * self.seq_len * 4
+        self._views = {}  # copy=False: the C buffer's address -> its view, one per ring slot
+        # One caller at a time: the C loader hands out a batch's buffers until its next call,
+        # so a second thread's call would free them under the first one's copy.
+        self._lock = threading.Lock()
+
+    # ---- the C handle ----
+
+    def _handle(self):
+        if self._h is None:
+            raise ValueError("the loader is closed")
+        if self._res.generation != _fork_generation:
+            # A forked child has none of the C loader's reader threads.
+            raise RuntimeError("this TokenLoader was opened in process %d, not in this one "
+                               "(%d): open one in each process (ferry.torch.TokenDataset "
+                               "does)" % (self._res.pid, os.getpid()))
+        return self._h
+
+    def close(self):
+        """Stops the reader threads and frees the buffers (once no copy=False view of them is
+        left); the loader is unusable after."""
+        self._h, self._res, self._views = None, None, {}
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def read_path(self):
+        """How the C loader reads: "ferry-direct" (the cache file of a ferry mount),
+        "io_uring" or "pread"."""
+        return _lib.lib.ferry_py_path_name(self._handle()).decode()
+
+    # ---- batches ----
+
+    def next_batch(self):
+        """The next batch (inputs, targets), crossing into the next epoch by itself, as
+        `ferry train` takes them: its micro-batches in step order."""
+        # The per-batch path: a few microseconds of Python per call are what separates this
+        # from the C consumer at small batches, so no more than it needs (one allocation for
+        # both arrays, its address without numpy's .ctypes, prebuilt ctypes arguments).
+        h = self._h
+        if h is None or self._res.generation != _fork_generation:
+            h = self._handle()  # raises
+        if not self.copy:
+            return self._next_view(h)
+        out = np.empty(self._shape2, dtype=np.int32)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(out))
+        with self._lock:
+            rc = self._next(h, addr, addr + self._half_bytes, self._epoch_ref,
+                            self._position_ref)
+            if rc < 0:
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            self.last_epoch, self.last_position = self._epoch.value, self._position.value
+        if self.as_torch:
+            out = self._torch.from_numpy(out)
+        return out[0], out[1]
+
+    def _next_view(self, h):
+        a, b = self._ptrs
+        with self._lock:
+            rc = self._next_view_fn(h, self._ptr_refs[0], self._ptr_refs[1], self._epoch_ref,
+                                    self._position_ref)
+            if rc < 0:
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            self.last_epoch, self.last_position = self._epoch.value, self._position.value
+            return self._view(a.value), self._view(b.value)
+
+    def _view(self, addr):
+        v = self._views.get(addr)
+        if v is None:
+            n = self.batch * self.seq_len
+            mem = (ctypes.c_int32 * n).from_address(addr)
+            mem._owner = self._res  # the C buffers live as long as any view of them
+            v = np.frombuffer(mem, dtype=np.int32).reshape(self.batch, self.seq_len)
+            if self.as_torch:
+                v = self._torch.from_numpy(v)  # writable: torch has no read-only tensors
+            else:
+                v.flags.writeable = False
+            self._views[addr] = v
+        return v
+
+    def __iter__(self):
+        """The rest of the current epoch, from where the loader stands (all of it when it
+        stands at an epoch's start); iterating again goes on with the next epoch."""
+        while True:
+            batch = self.next_batch()
+            yield batch
+            if self.last_position + 1 >= self.steps_per_epoch:
+                return
+
+    def __len__(self):
+        return int(self.steps_per_epoch)
+
+    # ---- where the order stands ----
+
+    @property
+    def epoch(self):
+        return self.position()[0]
+
+    def position(self):
+        """(epoch, position) of the next batch; position counts global micro-batches of
+        batch * world samples."""
+        e, p = ctypes.c_uint64(), ctypes.c_uint64()
+        _lib.lib.ferry_py_state(self._handle(), ctypes.byref(e), ctypes.byref(p))
+        return e.value, p.value
+
+    def state_dict(self):
+        """Where the next batch stands, in `ferry train`'s checkpoint terms: the epoch and the
+        global sample position in its order (position * batch * world), with the settings
+        that decide the order, which load_state_dict checks."""
+        e, p = self.position()
+        return {"epoch": e, "sample": p * self.batch * self.world, "seed": self.seed,
+                "shuffle": self.shuffle, "global_batch": self.global_batch,
+                "block_bytes": self.block_bytes, "window_blocks": self.window_blocks}
+
+    def load_state_dict(self, state):
+        """Seeks to a state_dict's position: the next batch is the one the saving loader would
+        have given next, exactly, on the same layout; on another (batch, world) with the same
+        order settings, the same point of the global order, as ferry train resumes."""
+        h = self._handle()
+        for k in ("seed", "shuffle", "global_batch", "block_bytes", "window_blocks"):
+            if k in state and state[k] != getattr(self, k):
+                raise ValueError("state_dict: %s %s, this loader's is %s: another order" %
+                                 (k, state[k], getattr(self, k)))
+        epoch, sample = _int("epoch", state["epoch"]), _int("sample", state["sample"])
+        micro = self.batch * self.world
+        if epoch < 0 or sample < 0 or sample % micro:
+            raise ValueError("state_dict: epoch %d sample %d is not a multiple of "
+                             "batch*world = %d" % (epoch, sample, micro))
+        position = sample // micro
+        if position == self.steps_per_epoch:
+            epoch, position = epoch + 1, 0  # an epoch's end is the next one's start
+        with self._lock:
+            rc = _lib.lib.ferry_py_seek(h, epoch, position)
+        if rc < 0:
+            raise _lib.error(rc, _lib.lib.ferry_py_error(h))
