@@ -12,7 +12,7 @@ Runs the command; while it exits non-zero, runs it again from the newest checkpo
 run directory that verifies: LAUNCHER (mpirun -np 2, srun, nothing ...) stays as given, and
 `ferry train ARGS` becomes `ferry train --resume DIR` plus those of ARGS a resumed run takes
 (--steps, --threads, --stop-at, --max-bad-steps, --device, --precision, --zero-stage,
---overlap, --bucket-kib, --verbose, --cuda-graph). DIR is ARGS' --out DIR (or --resume DIR).
+--overlap, --bucket-kib, --pipeline-parallel, --verbose, --cuda-graph). DIR is ARGS' --out DIR (or --resume DIR).
 The first attempt runs as given unless DIR holds a checkpoint already.
 
   --max-restarts N  restarts after a failed attempt before giving up (default 10); the last
@@ -99,7 +99,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 		--init | --vocab | --seq-len | --batch | --total-batch-tokens | --lr | --warmup | \
 		--lr-final-frac | --weight-decay | --grad-clip | --seed | --eval-every | \
 		--val-batches | --ckpt-every | --keep | --sample | --loader-block-bytes | \
-		--overlap | --bucket-kib | --loader-window-blocks) ;;
+		--overlap | --bucket-kib | --loader-window-blocks | --pipeline-parallel) ;;
 	*) die "ferry train argument '$a' is not one this script knows (see --help)" ;;
 	esac
 	if [ "$name" = "$a" ]; then
@@ -118,7 +118,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 		resume_given=true
 		;;
 	--steps | --threads | --stop-at | --max-bad-steps | --device | --precision | --zero-stage | \
-		--overlap | --bucket-kib)
+		--overlap | --bucket-kib | --pipeline-parallel)
 		kept+=("${both[@]}")
 		;;
 	esac

@@ -262,6 +262,8 @@ void settings_usage(FILE *f)
 		"                       after backward (default off), or in buckets while it\n"
 		"                       runs (on; stages 0 and 1; no gain measured on one node)\n"
 		"  --bucket-kib N       gradient bytes per bucket, in KiB (default 25600: 25 MiB)\n"
+		"  --pipeline-parallel P  CPU ranks: the layers split into P stages, a step's\n"
+		"                       micro-batches in a 1F1B schedule (default 1); P ranks\n"
 		"  --help\n"
 		"SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint\n"
 		"and exit status 75 (resume with --resume DIR); a second signal ends it at once.\n");
@@ -344,6 +346,7 @@ static const struct arg {
 	ARG("zero-stage", INT, O(zero_stage), 0, 2, true),
 	CHOICE("overlap", O(overlap), "off", "on"),
 	ARG("bucket-kib", INT, O(bucket_kib), 1, 1 << 22, true),
+	ARG("pipeline-parallel", INT, O(pipeline_parallel), 1, 1024, true),
 #undef ARG
 #undef CHOICE
 #undef S
@@ -378,6 +381,7 @@ static void defaults(struct cmdline *c)
 		.keep = 3 };
 	c->o.max_bad_steps = GUARD_DEFAULT_MAX_BAD_STEPS;
 	c->o.bucket_kib = 25600; /* DDP's 25 MiB */
+	c->o.pipeline_parallel = 1;
 	c->model_n = 6;
 }
 
@@ -476,7 +480,8 @@ static int check_resume_args(const bool given[NR_ARGS], char *err, size_t errlen
 			snprintf(err, errlen,
 				"--resume takes the run's saved settings; only --steps "
 				"(raised), --threads, --stop-at, --max-bad-steps, --zero-stage, "
-				"--overlap, --bucket-kib, the device options and --verbose may be "
+				"--overlap, --bucket-kib, --pipeline-parallel, the device options and "
+				"--verbose may be "
 				"given");
 		return -EINVAL;
 	}

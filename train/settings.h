@@ -51,6 +51,9 @@ struct train_opts {
 	 * saved: the results are the same bits on 2 ranks either way. */
 	int overlap;
 	int bucket_kib;
+	/* --pipeline-parallel: stages the layers are split into (pp.h); 1: none. Not saved: a
+	 * run resumes on any layout. */
+	int pipeline_parallel;
 };
 
 /* settings_parse_args' answer to --help: print settings_usage and end with status 0. */

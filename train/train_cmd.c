@@ -29,6 +29,7 @@
 #include "train/gpt_cuda.h"
 #include "train/guard.h"
 #include "train/model.h"
+#include "train/pp.h"
 #include "train/report.h"
 #include "train/settings.h"
 #include "train/train.h"
@@ -59,6 +60,10 @@ struct trainer {
 	struct gpt2 *m, *gen;
 	struct gpt2_cuda *gpu;
 	struct zero zero; /* whose moments (and gradients) this rank keeps and updates */
+	/* --pipeline-parallel P > 1: this rank's stage, which trains (m then holds the whole
+	 * model's weights and moments for checkpoints, gathered on save); else NULL */
+	struct pp *pp;
+	double pp_wait_ms; /* the loader's wait in the step running, on a stage */
 	struct adamw_config opt;
 	float loss_scale; /* 1 / tokens of a step: the mean over the accumulated micro-batches */
 	uint64_t rng;     /* initialisation, then sampling: saved in checkpoints */
@@ -102,6 +107,19 @@ static double now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A layout every rank refuses alike (each decides from the same options and world size): rank 0
+ * says why in one line and every rank ends, none aborting the others mid-sentence. */
+static void refuse_layout(struct trainer *t, const char *why) __attribute__((noreturn));
+static void refuse_layout(struct trainer *t, const char *why)
+{
+	if (t->comm.rank == 0)
+		fprintf(stderr, "ferry train: %s\n", why);
+	fflush(stderr);
+	fflush(stdout);
+	comm_done(&t->comm);
+	exit(1);
 }
 
 /* ---- checks of the run and its data ---- */
@@ -314,6 +332,8 @@ static void agree_on_settings(struct trainer *t)
 	agree_add(&a, "--overlap", o->overlap ? "on" : "off");
 	snprintf(value, sizeof(value), "%d", o->bucket_kib);
 	agree_add(&a, "--bucket-kib", value);
+	snprintf(value, sizeof(value), "%d", o->pipeline_parallel);
+	agree_add(&a, "--pipeline-parallel", value);
 	if (o->resume[0])
 		snprintf(value, sizeof(value), "resumed at step %llu",
 			(unsigned long long)t->start_step);
@@ -430,6 +450,11 @@ static int setup(struct trainer *t, int argc, char **argv)
 		die(t, "%s", err);
 	if (rc == SETTINGS_HELP)
 		return rc;
+	/* the layout before anything is read or sized by it (the layers, with --init or
+	 * --resume known later, are checked in build_model) */
+	if (pp_check_layout(t->o.pipeline_parallel, t->comm.world_size, 0, t->o.cuda,
+		    t->o.zero_stage, t->o.overlap, 0, err, sizeof(err)) < 0)
+		refuse_layout(t, err);
 #ifdef _OPENMP
 	if (t->o.threads)
 		omp_set_num_threads(t->o.threads);
@@ -451,13 +476,25 @@ static int setup(struct trainer *t, int argc, char **argv)
 	return 0;
 }
 
+/* The ranks that read different samples (data parallel) and this rank's place among them: the
+ * stages of a pipeline read the same ones. */
+static int data_world(const struct trainer *t)
+{
+	return t->comm.world_size / t->o.pipeline_parallel;
+}
+
+static int data_rank(const struct trainer *t)
+{
+	return t->comm.rank / t->o.pipeline_parallel;
+}
+
 /* The loaders, and what the data decides: the vocabulary of a new run, and the micro-batches
  * of a step. */
 static void open_data(struct trainer *t)
 {
 	struct train_settings *s = &t->s;
 	char err[1024];
-	int W = t->comm.world_size;
+	int W = data_world(t);
 	t->B = s->batch;
 	t->T = s->seq_len;
 	t->device = t->o.cuda ? gpt2_cuda_local_device() : -1;
@@ -483,7 +520,7 @@ static void open_data(struct trainer *t)
 		.seq_len = (uint32_t)t->T,
 		.seed = s->seed,
 		.shuffle = true,
-		.rank = (uint32_t)t->comm.rank,
+		.rank = (uint32_t)data_rank(t),
 		.world_size = (uint32_t)W,
 		.device = t->device,
 		.verbose = t->o.verbose,
@@ -532,7 +569,7 @@ static void resume_model(struct trainer *t)
 	/* The checkpoint's global position (in samples) as this layout's batch count. A state
 	 * file before version 3 kept the writer's batch count, in the order of that time: the
 	 * same progress through the epoch, other samples. */
-	uint64_t micro = (uint64_t)t->B * t->comm.world_size;
+	uint64_t micro = (uint64_t)t->B * data_world(t);
 	uint64_t k = t->resume_state.loader_position;
 	if (t->resume_state.version < 3)
 		k *= (uint64_t)t->B * (uint64_t)t->resume_world;
@@ -553,8 +590,13 @@ static void build_model(struct trainer *t)
 {
 	char err[1024];
 	model_config(t, &t->mc);
-	/* with a GPU the host model only holds weights and moments: no activations for (B, T) */
-	t->m = t->o.cuda ? gpt2_new(&t->mc, 1, 1) : gpt2_new(&t->mc, t->B, t->T);
+	if (pp_check_layout(t->o.pipeline_parallel, t->comm.world_size, t->mc.nr_layers, t->o.cuda,
+		    t->o.zero_stage, t->o.overlap, t->s.sample, err, sizeof(err)) < 0)
+		refuse_layout(t, err);
+	/* with a GPU, or stages that train (pp), the host model only holds weights and
+	 * moments: no activations for (B, T) */
+	t->m = t->o.cuda || t->o.pipeline_parallel > 1 ? gpt2_new(&t->mc, 1, 1)
+						       : gpt2_new(&t->mc, t->B, t->T);
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
@@ -576,6 +618,16 @@ static void build_model(struct trainer *t)
 	if (zero_init(&t->zero, t->m, &t->comm, t->o.zero_stage, err, sizeof(err)) < 0)
 		die(t, "%s", err);
 	zero_set_overlap(&t->zero, &t->comm, t->o.overlap, (size_t)t->o.bucket_kib << 10);
+	if (t->o.pipeline_parallel > 1) {
+		t->pp = calloc(1, sizeof(*t->pp));
+		if (!t->pp || pp_init(t->pp, &t->comm, &t->mc, t->B, t->T, err, sizeof(err)) < 0)
+			die(t, "%s", t->pp ? err : "out of memory");
+		pp_scatter(t->pp, t->m);
+		if (t->comm.rank == 0)
+			printf("ferry train: pipeline of %d stages (this rank: stage %d, layers "
+			       "%d-%d)\n",
+				t->pp->nr_stages, t->pp->stage, t->pp->l0, t->pp->l1 - 1);
+	}
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
@@ -711,6 +763,33 @@ static void prepare_steps(struct trainer *t)
 
 /* ---- a step ---- */
 
+/* pp's next micro-batch: the loader's, checked, its wait counted in the step's */
+static void pp_batch(void *arg, struct loader_batch *b)
+{
+	struct trainer *t = arg;
+	next_batch(t, t->train_loader, b, "training data");
+	t->pp_wait_ms += b->wait_ms;
+}
+
+/* train_step on a pipeline stage (pp.h): the step's micro-batches in the 1F1B schedule, the
+ * whole model's norm, clipping, AdamW on the stage's part. */
+static void pp_train_step(struct trainer *t, int step, struct step_result *r)
+{
+	const struct train_settings *s = &t->s;
+	double t0 = now_ms();
+	memset(&r->comm, 0, sizeof(r->comm));
+	t->pp_wait_ms = 0.0;
+	r->loss = pp_forward_backward(t->pp, t->accum, pp_batch, t, t->loss_scale);
+	r->wait_ms = t->pp_wait_ms;
+	r->lr = lr_schedule(s->lr, step - 1, s->warmup, s->steps, s->lr_final_frac);
+	r->norm = pp_grad_norm(t->pp);
+	r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
+	float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm : 1.0f;
+	if (!r->bad)
+		pp_update(t->pp, &t->opt, r->lr, clip, step);
+	r->ms = now_ms() - t0;
+}
+
 /* One optimizer step: accum micro-batches forward and backward, the gradients averaged across
  * ranks, then clipping and AdamW unless the guard finds the step bad. */
 static void train_step(struct trainer *t, int step, struct step_result *r)
@@ -718,6 +797,10 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 	const struct train_settings *s = &t->s;
 	struct gpt2 *m = t->m;
 	double t0 = now_ms(), loss_sum = 0.0;
+	if (t->pp) {
+		pp_train_step(t, step, r);
+		return;
+	}
 	r->wait_ms = 0.0;
 	memset(&r->comm, 0, sizeof(r->comm));
 	if (t->gpu)
@@ -783,6 +866,10 @@ static float evaluate(struct trainer *t)
 		next_batch(t, t->val_loader, &b, "validation data");
 		if (t->gpu) {
 			sum += gpt2_cuda_eval(t->gpu, &b);
+			continue;
+		}
+		if (t->pp) {
+			sum += pp_eval_loss(t->pp, b.inputs, b.targets);
 			continue;
 		}
 		gpt2_forward(t->m, b.inputs, b.targets);
@@ -867,7 +954,7 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 	if (pi.on)
 		printf(" | ahead %llu", (unsigned long long)pi.ahead);
 	/* the reduction's time the step waited for, of the time it was in flight */
-	if (!t->gpu && t->comm.world_size > 1)
+	if (!t->gpu && !t->pp && t->comm.world_size > 1)
 		printf(" | comm %.2f of %.2f ms, %d bucket(s)", r->comm.exposed_ms,
 			r->comm.inflight_ms, r->comm.nr_buckets);
 	if (!isnan(val_loss))
@@ -897,7 +984,7 @@ static struct ckpt_state checkpoint_state(struct trainer *t, int step)
 	struct ckpt_state st = { .step = (uint64_t)step,
 		.rng = t->rng,
 		.loader_epoch = ls.epoch,
-		.loader_position = ls.position * (uint64_t)t->B * t->comm.world_size,
+		.loader_position = ls.position * (uint64_t)t->B * data_world(t),
 		.settings = t->settings_text };
 	loader_get_order(t->train_loader, &st.loader_block_bytes, &st.loader_window_blocks);
 	return st;
@@ -970,6 +1057,8 @@ static void checkpoint(struct trainer *t, int step)
 		checkpoint_sharded(t, step);
 		return;
 	}
+	if (t->pp) /* the stages' parts into rank 0's whole model */
+		pp_gather(t->pp, t->m);
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (t->gpu)
@@ -1050,6 +1139,8 @@ static void finish(struct trainer *t, int status)
 		printf("ferry train: done at step %d; log %s, plot %s\n", t->last_step, t->log_path,
 			t->svg_path);
 	fclose(t->log);
+	if (t->pp && status == 0)
+		pp_report(t->pp, t->accum, stdout);
 	if (t->m->profile && status == 0)
 		print_profile(t->m, t->last_step - (int)t->start_step);
 }
@@ -1062,6 +1153,9 @@ static void trainer_done(struct trainer *t)
 	gpt2_free(t->gen);
 	gpt2_cuda_free(t->gpu);
 	zero_done(&t->zero);
+	if (t->pp)
+		pp_done(t->pp);
+	free(t->pp);
 	gpt2_free(t->m);
 	loader_free(t->train_loader);
 	loader_free(t->val_loader);
