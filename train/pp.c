@@ -109,7 +109,10 @@ int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, in
 	pp->m = gpt2_new(&c, B, T);
 	if (!pp->m)
 		goto oom;
-	for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
+	/* the head's activations (lnf to scratch, the last 7: logits and probs are B*T*Vp each)
+	 * only where the head runs: the other stages' extra sets end before them */
+	bool last = pp->stage == pp->nr_stages - 1;
+	for (int i = 0; i < (last ? GPT2_NR_ACT_TENSORS : GPT2_NR_ACT_TENSORS - 7); i++)
 		pp->nr_act_floats += pp->m->act_sizes[i];
 	pp->nr_slots = pp->nr_stages - pp->stage;
 	pp->slots = calloc((size_t)pp->nr_slots, sizeof(*pp->slots));
@@ -210,6 +213,20 @@ void pp_scatter(struct pp *pp, const struct gpt2 *full)
 	for (int i = 0; i < 3; i++)
 		copy_part(dst[i], m->param_sizes, pp->l0, nl, src[i], full->param_sizes, L,
 			pp->stage, pp->nr_stages, true, false);
+}
+
+void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
+{
+	free(full->grads_memory);
+	full->grads_memory = NULL;
+	memset(&full->grads, 0, sizeof(full->grads));
+	if (pp->stage == 0)
+		return;
+	free(full->params_memory);
+	free(full->m_memory);
+	free(full->v_memory);
+	full->params_memory = full->m_memory = full->v_memory = NULL;
+	memset(&full->params, 0, sizeof(full->params));
 }
 
 void pp_gather(struct pp *pp, struct gpt2 *full)

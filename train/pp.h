@@ -38,7 +38,10 @@ struct pp {
 	/* Activations of the micro-batches in flight: at most P - stage on this stage under
 	 * 1F1B (its warm-up forwards and one more before its first backward). Micro-batch i
 	 * lives in slot i % nr_slots: the ones in flight are consecutive, so never two in one
-	 * slot. Slot 0 is the model's own acts_memory; the others are nr_act_floats each. */
+	 * slot. Slot 0 is the model's own acts_memory; the others are nr_act_floats each: all of
+	 * the activations on the last stage, on the others those up to residual3 (the head's,
+	 * logits and probs of B*T*Vp floats each, never run there: their pointers in such a slot
+	 * lead past its end and are never followed). */
 	int nr_slots;
 	float **slots;
 	size_t nr_act_floats;
@@ -71,6 +74,10 @@ void pp_done(struct pp *pp);
 /* This stage's parameters and AdamW moments from full, a whole model (read from a checkpoint,
  * --init, or drawn; every stage holds the same), local copies only. */
 void pp_scatter(struct pp *pp, const struct gpt2 *full);
+/* After pp_scatter: frees what full (the whole model) no longer needs beside the stages, its
+ * gradients everywhere and, but on stage 0 (where pp_gather writes a checkpoint's whole model),
+ * its parameters and moments too; the struct stays (config and sizes), its pointers NULL. */
+void pp_trim_whole(const struct pp *pp, struct gpt2 *full);
 /* The whole model's parameters and moments into full on stage 0 (the checkpoint writer) from
  * every stage's part; full is left as it was on the other stages. Every stage calls it. */
 void pp_gather(struct pp *pp, struct gpt2 *full);

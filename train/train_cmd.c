@@ -623,10 +623,12 @@ static void build_model(struct trainer *t)
 		if (!t->pp || pp_init(t->pp, &t->comm, &t->mc, t->B, t->T, err, sizeof(err)) < 0)
 			die(t, "%s", t->pp ? err : "out of memory");
 		pp_scatter(t->pp, t->m);
-		if (t->comm.rank == 0)
-			printf("ferry train: pipeline of %d stages (this rank: stage %d, layers "
-			       "%d-%d)\n",
-				t->pp->nr_stages, t->pp->stage, t->pp->l0, t->pp->l1 - 1);
+		pp_trim_whole(t->pp, t->m);
+		/* every rank its own line: the layout at start */
+		printf("ferry train: pipeline of %d stages: rank %d is stage %d, layers %d-%d, "
+		       "%zu parameters\n",
+			t->pp->nr_stages, t->comm.rank, t->pp->stage, t->pp->l0, t->pp->l1 - 1,
+			t->pp->m->nr_params);
 	}
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero };

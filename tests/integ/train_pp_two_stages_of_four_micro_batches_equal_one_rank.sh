@@ -31,8 +31,10 @@ run pp2 2 2 4
 run pp3 3 3 4
 run one2 1 1 2
 run pp3m2 3 3 2
-grep -q "pipeline of 2 stages (this rank: stage 0, layers 0-1)" "$work/pp2.out" ||
-	fail "no stage layout line: $(head -3 "$work/pp2.out")"
+for line in "rank 0 is stage 0, layers 0-1" "rank 1 is stage 1, layers 2-2"; do
+	grep -q "pipeline of 2 stages: $line" "$work/pp2.out" ||
+		fail "no stage layout line '$line': $(head -4 "$work/pp2.out")"
+done
 grep "bubble" "$work/pp2.out" "$work/pp3.out" || fail "no bubble line"
 
 "$PY" - "$work" <<'PY' || fail "a pipeline run went elsewhere than the 1-rank run (see above)"
