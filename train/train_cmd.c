@@ -781,6 +781,7 @@ static void pp_train_step(struct trainer *t, int step, struct step_result *r)
 	double t0 = now_ms();
 	memset(&r->comm, 0, sizeof(r->comm));
 	t->pp_wait_ms = 0.0;
+	t->pp->m->profile = t->m->profile; /* the stage's layers are the ones timed */
 	r->loss = pp_forward_backward(t->pp, t->accum, pp_batch, t, t->loss_scale);
 	r->wait_ms = t->pp_wait_ms;
 	r->lr = lr_schedule(s->lr, step - 1, s->warmup, s->steps, s->lr_final_frac);
@@ -1143,8 +1144,8 @@ static void finish(struct trainer *t, int status)
 	fclose(t->log);
 	if (t->pp && status == 0)
 		pp_report(t->pp, t->accum, stdout);
-	if (t->m->profile && status == 0)
-		print_profile(t->m, t->last_step - (int)t->start_step);
+	if (t->m->profile && status == 0) /* a pipeline: rank 0's stage */
+		print_profile(t->pp ? t->pp->m : t->m, t->last_step - (int)t->start_step);
 }
 
 static void trainer_done(struct trainer *t)
