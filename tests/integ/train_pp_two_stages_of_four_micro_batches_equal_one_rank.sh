@@ -7,7 +7,8 @@
 # projection's and the embedding's) in another order than one rank's, and the norm's sum of
 # squares is split by stage. The model has 3 layers, so the stages are uneven (2 + 1); a
 # pipeline of 3 on 3 ranks (a middle stage that holds neither embedding nor head) and one of 3
-# stages with 2 micro-batches (fewer than the stages: warm-up cut short) must match as well.
+# stages with 2 micro-batches (fewer than the stages: warm-up cut short) must match as well, and
+# so must 4 stages of a 5-layer model on 4 ranks (two middle stages, 2 + 1 + 1 + 1 layers).
 source "$(dirname "$0")/train_lib.sh"
 need_mpi
 work=$T
@@ -17,11 +18,13 @@ args=(--data "$work/data/train_*.bin" --layers 3 --heads 2 --dim 16 --seq-len 16
 	--steps 10 --warmup 2 --lr 3e-3 --seed 5 --eval-every 0 --ckpt-every 1000 --threads 1
 	--loader-block-bytes 4096 --loader-window-blocks 3)
 
-# run NAME NP P MICRO: P stages on NP ranks (1: no pipeline), MICRO micro-batches of 2 x 16
+# run NAME NP P MICRO [OPTION...]: P stages on NP ranks (1: no pipeline), MICRO micro-batches
+# of 2 x 16
 run() {
 	local name=$1 np=$2 p=$3 micro=$4
+	shift 4
 	"${mpirun[@]}" -np "$np" "$FERRY" train "${args[@]}" --total-batch-tokens $((micro * 32)) \
-		--pipeline-parallel "$p" --out "$work/$name" >"$work/$name.out" 2>&1 ||
+		--pipeline-parallel "$p" --out "$work/$name" "$@" >"$work/$name.out" 2>&1 ||
 		fail "$name ($p stage(s) on $np rank(s)) failed: $(tail -3 "$work/$name.out")"
 	grep -q "$micro micro-step(s) per step" "$work/$name.out" ||
 		fail "$name did not take $micro micro-batches: $(head -3 "$work/$name.out")"
@@ -31,6 +34,8 @@ run pp2 2 2 4
 run pp3 3 3 4
 run one2 1 1 2
 run pp3m2 3 3 2
+run one6l5 1 1 6 --layers 5
+run pp4l5 4 4 6 --layers 5
 for line in "rank 0 is stage 0, layers 0-1" "rank 1 is stage 1, layers 2-2"; do
 	grep -q "pipeline of 2 stages: $line" "$work/pp2.out" ||
 		fail "no stage layout line '$line': $(head -4 "$work/pp2.out")"
@@ -49,7 +54,8 @@ def weights(run):
 ok = True
 for one, run, what in (("one4", "pp2", "pipeline 2, 4 micro-batches"),
                        ("one4", "pp3", "pipeline 3, 4 micro-batches"),
-                       ("one2", "pp3m2", "pipeline 3, 2 micro-batches")):
+                       ("one2", "pp3m2", "pipeline 3, 2 micro-batches"),
+                       ("one6l5", "pp4l5", "pipeline 4 of 5 layers, 6 micro-batches")):
     a, b = losses(one), losses(run)
     if len(a) != 10 or len(b) != 10:
         print(f"{what}: {len(b)} steps logged, the 1-rank run {len(a)}; want 10"); ok = False; continue
