@@ -12,8 +12,8 @@ Runs the command; while it exits non-zero, runs it again from the newest checkpo
 run directory that verifies: LAUNCHER (mpirun -np 2, srun, nothing ...) stays as given, and
 `ferry train ARGS` becomes `ferry train --resume DIR` plus those of ARGS a resumed run takes
 (--steps, --threads, --stop-at, --max-bad-steps, --device, --precision, --zero-stage,
---overlap, --bucket-kib, --pipeline-parallel, --verbose, --cuda-graph). DIR is ARGS' --out DIR (or --resume DIR).
-The first attempt runs as given unless DIR holds a checkpoint already.
+--overlap, --bucket-kib, --pipeline-parallel, --verbose, --cuda-graph). DIR is ARGS' --out DIR
+(or --resume DIR). The first attempt runs as given unless DIR holds a checkpoint already.
 
   --max-restarts N  restarts after a failed attempt before giving up (default 10); the last
                     attempt's exit status is then this script's, after one line naming it

@@ -65,8 +65,11 @@ void pp_split(int nr_layers, int nr_stages, int stage, int *l0, int *l1);
 int pp_check_layout(int nr_stages, int world, int nr_layers, bool cuda, int zero_stage, int overlap,
 	int sample, char *err, size_t errlen);
 
-/* The stage of rank pipe->rank of a model of config full for (B, T) micro-batches. 0, or
- * -EINVAL / -ENOMEM with one line in err. */
+/* The stage of rank pipe->rank of a model of config full for (B, T) micro-batches. The pipe's
+ * ranks are the stages, in order: its sendrecv, allreduce_sum and allgather are called with
+ * them (today the world's comm, the pipeline being the whole world; with the data x pipeline
+ * grid, a communicator of one pipeline whose ops address its own ranks). 0, or -EINVAL /
+ * -ENOMEM with one line in err. */
 int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, int B, int T,
 	char *err, size_t errlen);
 void pp_done(struct pp *pp);
