@@ -58,6 +58,12 @@ struct comm_ops {
 	void (*done)(struct comm *c);
 	/* ends every rank with status (a rank alone cannot leave the others in a collective) */
 	void (*abort_all)(struct comm *c, int status);
+	/* Point-to-point, for pipeline parallel (pp.h): sends sbytes of sbuf to rank dest while
+	 * it receives rbytes into rbuf from rank src, so that two neighbours sending to each
+	 * other at once never wait on each other; dest or src < 0 skips that side. Messages
+	 * between two ranks arrive in the order sent. NULL where the backend has none. */
+	void (*sendrecv)(struct comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf,
+		size_t rbytes, int src);
 };
 
 /* One per process; rank and world_size are fixed after comm_init. */

@@ -234,6 +234,22 @@ static void mpi_abort_all(struct comm *c, int status)
 	exit(status);
 }
 
+/* One message a side, as MPI_BYTE: a pipeline's stream of a micro-batch (B*T*C floats) stays
+ * far below INT_MAX bytes; beyond it the job ends rather than send a part. */
+static void mpi_sendrecv(struct comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf,
+	size_t rbytes, int src)
+{
+	if (sbytes > (size_t)INT_MAX || rbytes > (size_t)INT_MAX) {
+		fprintf(stderr, "comm mpi: a message of %zu bytes is beyond MPI's int count\n",
+			sbytes > rbytes ? sbytes : rbytes);
+		MPI_Abort(MPI_COMM_WORLD, 1);
+		exit(1);
+	}
+	MPI_Sendrecv(sbuf, dest < 0 ? 0 : (int)sbytes, MPI_BYTE, dest < 0 ? MPI_PROC_NULL : dest, 0,
+		rbuf, src < 0 ? 0 : (int)rbytes, MPI_BYTE, src < 0 ? MPI_PROC_NULL : src, 0, mc(c),
+		MPI_STATUS_IGNORE);
+}
+
 const struct comm_ops comm_mpi_ops = {
 	.name = "mpi",
 	.init = mpi_init,
@@ -248,4 +264,5 @@ const struct comm_ops comm_mpi_ops = {
 	.split = mpi_split,
 	.done = mpi_done,
 	.abort_all = mpi_abort_all,
+	.sendrecv = mpi_sendrecv,
 };

@@ -703,3 +703,8 @@ float lr_schedule(float lr, int step, int warmup, int nr_steps, float final_frac
 	float lr_min = lr * final_frac;
 	return lr_min + coeff * (lr - lr_min);
 }
+
+void gpt2_point_acts(struct gpt2 *m, float *mem)
+{
+	point_acts(&m->acts, mem ? mem : m->acts_memory, m->act_sizes);
+}

@@ -237,4 +237,9 @@ uint64_t rng_next(uint64_t *state);
 float rng_uniform(uint64_t *state); /* [0, 1) */
 float rng_normal(uint64_t *state);
 
+/* Points m->acts at mem, a caller-owned block of the sum of m->act_sizes floats, or back at m's
+ * own acts_memory (mem NULL; m keeps owning and freeing that one): a pipeline stage keeps
+ * several micro-batches' activations alive at once (pp.h). */
+void gpt2_point_acts(struct gpt2 *m, float *mem);
+
 #endif

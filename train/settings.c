@@ -501,7 +501,7 @@ static int check_resume_args(const bool given[NR_ARGS], char *err, size_t errlen
 			snprintf(err, errlen,
 				"--resume takes the run's saved settings; only --steps "
 				"(raised), --threads, --stop-at, --max-bad-steps, --zero-stage, "
-				"--overlap, --bucket-kib, --tensor-parallel, --pipeline-parallel, "
+				"--overlap, --bucket-kib, --comm-timeout, --tensor-parallel, --pipeline-parallel, "
 				"the device options and --verbose may be given");
 		return -EINVAL;
 	}

@@ -30,6 +30,7 @@
 #include "train/grid.h"
 #include "train/guard.h"
 #include "train/model.h"
+#include "train/pp.h"
 #include "train/report.h"
 #include "train/settings.h"
 #include "train/train.h"
@@ -63,6 +64,10 @@ struct trainer {
 	struct gpt2 *m, *gen;
 	struct gpt2_cuda *gpu;
 	struct zero zero; /* whose moments (and gradients) this rank keeps and updates */
+	/* --pipeline-parallel P > 1: this rank's stage, which trains (m then holds the whole
+	 * model's weights and moments for checkpoints, gathered on save); else NULL */
+	struct pp *pp;
+	double pp_wait_ms; /* the loader's wait in the step running, on a stage */
 	struct adamw_config opt;
 	float loss_scale; /* 1 / tokens of a step: the mean over the accumulated micro-batches */
 	uint64_t rng;     /* initialisation, then sampling: saved in checkpoints */
@@ -456,6 +461,9 @@ static void check_layout_args(struct trainer *t)
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, 0, 0, err,
 		    sizeof(err)) < 0)
 		layout_die(t, err);
+	if (pp_check_layout(s->pipeline_parallel, s->tensor_parallel, t->o.zero_stage, t->o.overlap,
+		    s->sample, err, sizeof(err)) < 0)
+		layout_die(t, err);
 	if (s->tensor_parallel > 1 && s->sample)
 		layout_die(t, "--sample draws on rank 0 alone and a tensor-parallel forward needs "
 			      "every tensor rank: not with --tensor-parallel");
@@ -479,11 +487,6 @@ static void check_layout_model(struct trainer *t)
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, c.nr_heads,
 		    c.nr_layers, err, sizeof(err)) < 0)
 		layout_die(t, err);
-	/* PIPELINE: the 1F1B schedule (pp.c) is wired in by its own change; until then the
-	 * layout is refused here, after the checks, rather than trained wrong */
-	if (s->pipeline_parallel > 1)
-		layout_die(t,
-			"--pipeline-parallel: the pipeline schedule is not in this build yet");
 }
 
 /* The grid's groups (a collective), once the ranks agree on the layout; rank 0 prints it. */
@@ -648,8 +651,10 @@ static void build_model(struct trainer *t)
 	char err[1024];
 	struct gpt2_tp tp = { t->grid.T, t->grid.t, tensor_allreduce, t->grid.tensor };
 	model_config(t, &t->mc);
-	/* with a GPU the host model only holds weights and moments: no activations for (B, T) */
-	t->m = t->o.cuda ? gpt2_new(&t->mc, 1, 1) : gpt2_new_tp(&t->mc, t->B, t->T, &tp);
+	/* with a GPU, or stages that train (pp.c), the host model only holds weights and
+	 * moments: no activations for (B, T) */
+	t->m = t->o.cuda || t->grid.P > 1 ? gpt2_new(&t->mc, 1, 1)
+					  : gpt2_new_tp(&t->mc, t->B, t->T, &tp);
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
@@ -680,6 +685,19 @@ static void build_model(struct trainer *t)
 	if (zero_init(&t->zero, t->m, t->grid.data, t->o.zero_stage, err, sizeof(err)) < 0)
 		die(t, "%s", err);
 	zero_set_overlap(&t->zero, t->grid.data, t->o.overlap, (size_t)t->o.bucket_kib << 10);
+	if (t->grid.P > 1) {
+		t->pp = calloc(1, sizeof(*t->pp));
+		if (!t->pp ||
+			pp_init(t->pp, t->grid.pipeline, &t->mc, t->B, t->T, err, sizeof(err)) < 0)
+			die(t, "%s", t->pp ? err : "out of memory");
+		pp_scatter(t->pp, t->m);
+		pp_trim_whole(t->pp, t->m);
+		/* every rank its own line: the layout at start */
+		printf("ferry train: pipeline of %d stages: rank %d is stage %d, layers %d-%d, "
+		       "%zu parameters\n",
+			t->pp->nr_stages, t->comm.rank, t->pp->stage, t->pp->l0, t->pp->l1 - 1,
+			t->pp->m->nr_params);
+	}
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
 			&t->comm };
@@ -821,6 +839,40 @@ static void prepare_steps(struct trainer *t)
 
 /* ---- a step ---- */
 
+/* pp's next micro-batch: the loader's, checked, its wait counted in the step's */
+static void pp_batch(void *arg, struct loader_batch *b)
+{
+	struct trainer *t = arg;
+	next_batch(t, t->train_loader, b, "training data");
+	t->pp_wait_ms += b->wait_ms;
+}
+
+/* train_step on a pipeline stage (pp.h): the step's micro-batches in the 1F1B schedule, the
+ * whole model's norm, clipping, AdamW on the stage's part. */
+static void pp_train_step(struct trainer *t, int step, struct step_result *r)
+{
+	const struct train_settings *s = &t->s;
+	double t0 = now_ms();
+	memset(&r->comm, 0, sizeof(r->comm));
+	t->pp_wait_ms = 0.0;
+	t->pp->m->profile = t->m->profile; /* the stage's layers are the ones timed */
+	r->loss = pp_forward_backward(t->pp, t->accum, pp_batch, t, t->loss_scale);
+	r->wait_ms = t->pp_wait_ms;
+	/* the same stage of each data rank's pipeline: its gradients and the loss averaged, as
+	 * the unsplit model's are (the norm below then is the same on every rank) */
+	if (t->grid.D > 1) {
+		comm_allreduce_mean(t->grid.data, t->pp->m->grads_memory, t->pp->m->nr_params);
+		comm_allreduce_mean(t->grid.data, &r->loss, 1);
+	}
+	r->lr = lr_schedule(s->lr, step - 1, s->warmup, s->steps, s->lr_final_frac);
+	r->norm = pp_grad_norm(t->pp);
+	r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
+	float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm : 1.0f;
+	if (!r->bad)
+		pp_update(t->pp, &t->opt, r->lr, clip, step);
+	r->ms = now_ms() - t0;
+}
+
 /* One optimizer step: accum micro-batches forward and backward, the gradients averaged across
  * ranks, then clipping and AdamW unless the guard finds the step bad. */
 static void train_step(struct trainer *t, int step, struct step_result *r)
@@ -830,6 +882,10 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 	double t0 = now_ms(), loss_sum = 0.0;
 	struct comm *data = t->grid.data;
 	uint64_t tensor_bytes = t->grid.tensor->nr_bytes;
+	if (t->pp) {
+		pp_train_step(t, step, r);
+		return;
+	}
 	r->wait_ms = 0.0;
 	memset(&r->comm, 0, sizeof(r->comm));
 	if (t->gpu)
@@ -902,6 +958,10 @@ static float evaluate(struct trainer *t)
 		next_batch(t, t->val_loader, &b, "validation data");
 		if (t->gpu) {
 			sum += gpt2_cuda_eval(t->gpu, &b);
+			continue;
+		}
+		if (t->pp) {
+			sum += pp_eval_loss(t->pp, b.inputs, b.targets);
 			continue;
 		}
 		gpt2_forward(t->m, b.inputs, b.targets);
@@ -986,7 +1046,7 @@ static void log_step(struct trainer *t, int step, const struct step_result *r)
 	if (pi.on)
 		printf(" | ahead %llu", (unsigned long long)pi.ahead);
 	/* the reduction's time the step waited for, of the time it was in flight */
-	if (t->grid.D > 1)
+	if (!t->gpu && !t->pp && t->grid.D > 1)
 		printf(" | comm %.2f of %.2f ms, %d bucket(s)", r->comm.exposed_ms,
 			r->comm.inflight_ms, r->comm.nr_buckets);
 	/* the payload of the tensor group's all-reduces (and the norm's) on this rank */
@@ -1148,6 +1208,8 @@ static void checkpoint(struct trainer *t, int step)
 		checkpoint_sharded(t, step);
 		return;
 	}
+	if (t->pp) /* the stages' parts into rank 0's whole model */
+		pp_gather(t->pp, t->m);
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (t->gpu)
@@ -1228,8 +1290,10 @@ static void finish(struct trainer *t, int status)
 		printf("ferry train: done at step %d; log %s, plot %s\n", t->last_step, t->log_path,
 			t->svg_path);
 	fclose(t->log);
-	if (t->m->profile && status == 0)
-		print_profile(t->m, t->last_step - (int)t->start_step);
+	if (t->pp && status == 0)
+		pp_report(t->pp, t->accum, stdout);
+	if (t->m->profile && status == 0) /* a pipeline: rank 0's stage */
+		print_profile(t->pp ? t->pp->m : t->m, t->last_step - (int)t->start_step);
 }
 
 static void trainer_done(struct trainer *t)
@@ -1240,6 +1304,9 @@ static void trainer_done(struct trainer *t)
 	gpt2_free(t->gen);
 	gpt2_cuda_free(t->gpu);
 	zero_done(&t->zero);
+	if (t->pp)
+		pp_done(t->pp);
+	free(t->pp);
 	gpt2_free(t->m);
 	loader_free(t->train_loader);
 	loader_free(t->val_loader);

@@ -1,0 +1,505 @@
+/* train/: pipeline parallelism on CPU ranks (pp.h): a stage's model of its layers, the 1F1B
+ * schedule of a step's micro-batches with the residual stream sent forward and its gradient
+ * back, the tied wte's gradient summed between the first and last stage, the global gradient
+ * norm, AdamW on the stage's part, and the gather and scatter that keep checkpoints one whole
+ * llm.c model file. */
+#include "config.h"
+
+#include "train/pp.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void pp_split(int nr_layers, int nr_stages, int stage, int *l0, int *l1)
+{
+	int base = nr_layers / nr_stages, extra = nr_layers % nr_stages;
+	*l0 = stage * base + (stage < extra ? stage : extra);
+	*l1 = *l0 + base + (stage < extra ? 1 : 0);
+}
+
+int pp_check_layout(int nr_stages, int tensor, int zero_stage, int overlap, int sample, char *err,
+	size_t errlen)
+{
+	int P = nr_stages;
+	if (P == 1)
+		return 0;
+	if (tensor > 1) {
+		snprintf(err, errlen,
+			"--pipeline-parallel %d with --tensor-parallel %d: stages of tensor-parallel "
+			"blocks are not built yet; use one of the two (each combines with data "
+			"parallelism)",
+			P, tensor);
+		return -EINVAL;
+	}
+	if (zero_stage) {
+		snprintf(err, errlen,
+			"--pipeline-parallel %d with --zero-stage %d: the stages' optimizer state is "
+			"not sharded yet; pipeline with --zero-stage 0",
+			P, zero_stage);
+		return -EINVAL;
+	}
+	if (overlap) {
+		snprintf(err, errlen,
+			"--pipeline-parallel %d with --overlap on: a stage reduces its gradients over "
+			"the data group after the schedule, not in buckets",
+			P);
+		return -EINVAL;
+	}
+	if (sample) {
+		snprintf(err, errlen,
+			"--pipeline-parallel %d with --sample: sampling from a pipelined model is "
+			"not built yet",
+			P);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, int B, int T,
+	char *err, size_t errlen)
+{
+	memset(pp, 0, sizeof(*pp));
+	if (!pipe->ops->sendrecv) {
+		snprintf(err, errlen,
+			"--pipeline-parallel: the %s collective has no point-to-point sends",
+			pipe->ops->name);
+		return -EINVAL;
+	}
+	pp->pipe = pipe;
+	pp->stage = pipe->rank;
+	pp->nr_stages = pipe->world_size;
+	pp->full_layers = full->nr_layers;
+	pp->B = B;
+	pp->T = T;
+	pp_split(full->nr_layers, pp->nr_stages, pp->stage, &pp->l0, &pp->l1);
+	struct gpt2_config c = *full;
+	c.nr_layers = pp->l1 - pp->l0;
+	pp->m = gpt2_new(&c, B, T);
+	if (!pp->m)
+		goto oom;
+	/* the head's activations (lnf to scratch, the last 7: logits and probs are B*T*Vp each)
+	 * only where the head runs: the other stages' extra sets end before them */
+	bool last = pp->stage == pp->nr_stages - 1;
+	for (int i = 0; i < (last ? GPT2_NR_ACT_TENSORS : GPT2_NR_ACT_TENSORS - 7); i++)
+		pp->nr_act_floats += pp->m->act_sizes[i];
+	pp->nr_slots = pp->nr_stages - pp->stage;
+	pp->slots = calloc((size_t)pp->nr_slots, sizeof(*pp->slots));
+	if (!pp->slots)
+		goto oom;
+	pp->slots[0] = pp->m->acts_memory;
+	for (int k = 1; k < pp->nr_slots; k++) {
+		pp->slots[k] = calloc(pp->nr_act_floats, sizeof(float));
+		if (!pp->slots[k])
+			goto oom;
+	}
+	size_t NC = (size_t)B * T * c.channels;
+	pp->recv_fwd = calloc(NC, sizeof(float));
+	pp->recv_bwd = calloc(NC, sizeof(float));
+	if (!pp->recv_fwd || !pp->recv_bwd)
+		goto oom;
+	return 0;
+oom:
+	snprintf(err, errlen,
+		"--pipeline-parallel: out of memory for stage %d (layers %d-%d, %d activation "
+		"set(s) of B %d T %d)",
+		pp->stage, pp->l0, pp->l1 - 1, pp->nr_stages - pp->stage, B, T);
+	pp_done(pp);
+	return -ENOMEM;
+}
+
+void pp_done(struct pp *pp)
+{
+	if (pp->m)
+		gpt2_point_acts(pp->m, NULL);
+	for (int k = 1; pp->slots && k < pp->nr_slots; k++)
+		free(pp->slots[k]);
+	free(pp->slots);
+	free(pp->inputs);
+	free(pp->targets);
+	free(pp->recv_fwd);
+	free(pp->recv_bwd);
+	gpt2_free(pp->m);
+	memset(pp, 0, sizeof(*pp));
+}
+
+/* ---- a stage's part of the whole model ---- */
+
+/* Which of the non-layer tensors a stage keeps: wte on the first and the last (tied), wpe on
+ * the first, lnfw and lnfb on the last. */
+static bool stage_owns(int tensor, int stage, int nr_stages)
+{
+	bool first = stage == 0, last = stage == nr_stages - 1;
+	switch (tensor) {
+	case 0:
+		return first || last;
+	case 1:
+		return first;
+	case 14:
+	case 15:
+		return last;
+	default:
+		return true; /* a per-layer tensor: the stage's layers of it */
+	}
+}
+
+static bool is_layer_tensor(int tensor)
+{
+	return tensor >= 2 && tensor <= 13;
+}
+
+/* Copies a flat block of a stage of nr_layers layers from l0 (sizes ssizes) to or from a whole
+ * model's flat block (sizes fsizes of L layers): the per-layer tensors' rows of those layers,
+ * and the other tensors where owned says (all: every one). */
+static void copy_part(float *stage_flat, const size_t *ssizes, int l0, int nr_layers,
+	float *full_flat, const size_t *fsizes, int L, int stage, int nr_stages, bool all,
+	bool to_full)
+{
+	size_t so = 0, fo = 0;
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		float *s = stage_flat + so, *f = full_flat + fo;
+		size_t n = ssizes[k];
+		if (is_layer_tensor(k)) {
+			size_t per = fsizes[k] / (size_t)L;
+			f += (size_t)l0 * per;
+			n = (size_t)nr_layers * per;
+		} else if (!all && !stage_owns(k, stage, nr_stages)) {
+			n = 0;
+		}
+		if (n)
+			memcpy(to_full ? f : s, to_full ? s : f, n * sizeof(float));
+		so += ssizes[k];
+		fo += fsizes[k];
+	}
+}
+
+void pp_scatter(struct pp *pp, const struct gpt2 *full)
+{
+	struct gpt2 *m = pp->m;
+	int L = full->config.nr_layers, nl = pp->l1 - pp->l0;
+	float *src[3] = { full->params_memory, full->m_memory, full->v_memory };
+	float *dst[3] = { m->params_memory, m->m_memory, m->v_memory };
+	for (int i = 0; i < 3; i++)
+		copy_part(dst[i], m->param_sizes, pp->l0, nl, src[i], full->param_sizes, L,
+			pp->stage, pp->nr_stages, true, false);
+}
+
+void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
+{
+	free(full->grads_memory);
+	full->grads_memory = NULL;
+	memset(&full->grads, 0, sizeof(full->grads));
+	if (pp->stage == 0)
+		return;
+	free(full->params_memory);
+	free(full->m_memory);
+	free(full->v_memory);
+	full->params_memory = full->m_memory = full->v_memory = NULL;
+	memset(&full->params, 0, sizeof(full->params));
+}
+
+void pp_gather(struct pp *pp, struct gpt2 *full)
+{
+	struct gpt2 *m = pp->m;
+	struct comm *c = pp->pipe;
+	int L = full->config.nr_layers, P = pp->nr_stages;
+	if (pp->stage != 0) {
+		float *mine[3] = { m->params_memory, m->m_memory, m->v_memory };
+		for (int i = 0; i < 3; i++)
+			c->ops->sendrecv(c, mine[i], m->nr_params * sizeof(float), 0, NULL, 0, -1);
+		return;
+	}
+	float *dst[3] = { full->params_memory, full->m_memory, full->v_memory };
+	float *own[3] = { m->params_memory, m->m_memory, m->v_memory };
+	for (int i = 0; i < 3; i++)
+		copy_part(own[i], m->param_sizes, pp->l0, pp->l1 - pp->l0, dst[i],
+			full->param_sizes, L, 0, P, false, true);
+	for (int s = 1; s < P; s++) {
+		int l0, l1;
+		pp_split(L, P, s, &l0, &l1);
+		struct gpt2_config sc = full->config;
+		sc.nr_layers = l1 - l0;
+		size_t sizes[GPT2_NR_PARAM_TENSORS], n = 0;
+		gpt2_param_sizes(&sc, sizes);
+		for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
+			n += sizes[k];
+		float *buf = malloc(n * sizeof(float));
+		if (!buf) {
+			fprintf(stderr,
+				"ferry train: checkpoint: out of memory gathering stage %d\n", s);
+			c->ops->abort_all(c, 1);
+		}
+		for (int i = 0; i < 3; i++) {
+			c->ops->sendrecv(c, NULL, 0, -1, buf, n * sizeof(float), s);
+			copy_part(buf, sizes, l0, l1 - l0, dst[i], full->param_sizes, L, s, P,
+				false, true);
+		}
+		free(buf);
+	}
+}
+
+/* ---- the 1F1B schedule ---- */
+
+static size_t stream_bytes(const struct pp *pp)
+{
+	return (size_t)pp->B * pp->T * pp->m->config.channels * sizeof(float);
+}
+
+/* A send to dest and a receive from src at once (either < 0: none); the time it takes is the
+ * stage's idle time, the bubble. */
+static void xfer(struct pp *pp, const float *sbuf, int dest, float *rbuf, int src)
+{
+	if (dest < 0 && src < 0)
+		return;
+	size_t n = stream_bytes(pp);
+	double t = now_ms();
+	pp->pipe->ops->sendrecv(pp->pipe, sbuf, n, dest, rbuf, n, src);
+	pp->idle_ms += now_ms() - t;
+}
+
+static int prev_stage(const struct pp *pp)
+{
+	return pp->stage == 0 ? -1 : pp->stage - 1;
+}
+
+static int next_stage(const struct pp *pp)
+{
+	return pp->stage == pp->nr_stages - 1 ? -1 : pp->stage + 1;
+}
+
+/* Micro-batch i's activations: its slot (see struct pp). */
+static void use_slot(struct pp *pp, int i)
+{
+	gpt2_point_acts(pp->m, pp->slots[i % pp->nr_slots]);
+}
+
+/* Forward of micro-batch i (its batch read now, as every stage does in the same order): from
+ * the embedding or from the stream received, through the stage's blocks, and the loss on the
+ * last stage, added to *loss_sum. */
+static void forward_micro(struct pp *pp, int i, pp_next_batch_fn next, void *arg, double *loss_sum)
+{
+	struct gpt2 *m = pp->m;
+	size_t BT = (size_t)pp->B * pp->T;
+	struct loader_batch b;
+	next(arg, &b);
+	int32_t *in = pp->inputs + i * BT, *tg = pp->targets + i * BT;
+	memcpy(in, b.inputs, BT * sizeof(int32_t));
+	memcpy(tg, b.targets, BT * sizeof(int32_t));
+	use_slot(pp, i);
+	if (pp->stage == 0)
+		gpt2_forward_embed(m, in);
+	else
+		memcpy(gpt2_residual(m, 0, false), pp->recv_fwd, stream_bytes(pp));
+	for (int l = 0; l < m->config.nr_layers; l++)
+		gpt2_forward_block(m, l);
+	if (pp->stage == pp->nr_stages - 1) {
+		gpt2_forward_head(m, tg);
+		*loss_sum += m->mean_loss;
+	}
+}
+
+/* Backward of micro-batch i, adding to the stage's gradients: from the loss on the last stage,
+ * else from the gradient of the stream received; the embedding's on the first. Leaves the
+ * gradient of the stream entering the stage in gpt2_residual(m, 0, true). */
+static void backward_micro(struct pp *pp, int i, float loss_scale)
+{
+	struct gpt2 *m = pp->m;
+	size_t BT = (size_t)pp->B * pp->T;
+	int nl = m->config.nr_layers;
+	use_slot(pp, i);
+	gpt2_backward_begin(m);
+	if (pp->stage == pp->nr_stages - 1)
+		gpt2_backward_head(m, pp->targets + i * BT, loss_scale);
+	else
+		memcpy(gpt2_residual(m, nl, true), pp->recv_bwd, stream_bytes(pp));
+	for (int l = nl - 1; l >= 0; l--)
+		gpt2_backward_block(m, l);
+	if (pp->stage == 0)
+		gpt2_backward_embed(m, pp->inputs + i * BT);
+}
+
+/* The first and the last stage both hold wte (tied: the embedding's and the output
+ * projection's gradients): each adds the other's, a + b == b + a, so both update it to the
+ * same bits. Megatron's embedding group does the same all-reduce. */
+static void exchange_wte_grads(struct pp *pp)
+{
+	struct gpt2 *m = pp->m;
+	int P = pp->nr_stages;
+	if (P == 1 || (pp->stage != 0 && pp->stage != P - 1))
+		return;
+	size_t n = m->param_sizes[0];
+	float *other = malloc(n * sizeof(float));
+	if (!other) {
+		fprintf(stderr, "ferry train: out of memory for wte's gradient\n");
+		pp->pipe->ops->abort_all(pp->pipe, 1);
+	}
+	int peer = pp->stage == 0 ? P - 1 : 0;
+	pp->pipe->ops->sendrecv(pp->pipe, m->grads.wte, n * sizeof(float), peer, other,
+		n * sizeof(float), peer);
+	for (size_t i = 0; i < n; i++)
+		m->grads.wte[i] += other[i];
+	free(other);
+}
+
+float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, void *arg,
+	float loss_scale)
+{
+	struct gpt2 *m = pp->m;
+	int M = nr_micro, s = pp->stage, P = pp->nr_stages, nl = m->config.nr_layers;
+	int prev = prev_stage(pp), nxt = next_stage(pp);
+	size_t BT = (size_t)pp->B * pp->T;
+	double loss_sum = 0.0, t0 = now_ms();
+
+	if (M > pp->cap_micro) {
+		free(pp->inputs);
+		free(pp->targets);
+		pp->inputs = malloc((size_t)M * BT * sizeof(int32_t));
+		pp->targets = malloc((size_t)M * BT * sizeof(int32_t));
+		if (!pp->inputs || !pp->targets) {
+			fprintf(stderr, "ferry train: out of memory for %d micro-batches\n", M);
+			pp->pipe->ops->abort_all(pp->pipe, 1);
+		}
+		pp->cap_micro = M;
+	}
+	pp->idle_ms = 0.0;
+	gpt2_zero_grad(m);
+	/* 1F1B (PipeDream-Flush, as Megatron's non-interleaved schedule): P - s - 1 forwards
+	 * to fill the pipe, then each forward followed by the backward of the oldest
+	 * micro-batch in flight, then the backwards left. A send and the receive that follows
+	 * it go in one sendrecv, so neighbours that send to each other never deadlock. */
+	int warm = P - s - 1 < M ? P - s - 1 : M, steady = M - warm, fwd = 0, bwd = 0;
+	for (int i = 0; i < warm; i++, fwd++) {
+		xfer(pp, NULL, -1, pp->recv_fwd, prev);
+		forward_micro(pp, fwd, next, arg, &loss_sum);
+		xfer(pp, gpt2_residual(m, nl, false), nxt, NULL, -1);
+	}
+	if (steady > 0)
+		xfer(pp, NULL, -1, pp->recv_fwd, prev);
+	for (int i = 0; i < steady; i++, fwd++, bwd++) {
+		forward_micro(pp, fwd, next, arg, &loss_sum);
+		xfer(pp, gpt2_residual(m, nl, false), nxt, pp->recv_bwd, nxt);
+		backward_micro(pp, bwd, loss_scale);
+		xfer(pp, gpt2_residual(m, 0, true), prev, pp->recv_fwd,
+			i == steady - 1 ? -1 : prev);
+	}
+	for (int i = 0; i < warm; i++, bwd++) {
+		xfer(pp, NULL, -1, pp->recv_bwd, nxt);
+		backward_micro(pp, bwd, loss_scale);
+		xfer(pp, gpt2_residual(m, 0, true), prev, NULL, -1);
+	}
+	double total_ms = now_ms() - t0;
+	exchange_wte_grads(pp);
+
+	/* the bubble: this stage's idle share, averaged over the stages */
+	float frac = total_ms > 0.0 ? (float)(pp->idle_ms / total_ms) : 0.0f;
+	pp->pipe->ops->allreduce_sum(pp->pipe, &frac, 1);
+	pp->bubble.idle_ms += pp->idle_ms;
+	pp->bubble.total_ms += total_ms;
+	pp->bubble.mean_frac_sum += frac / P;
+	pp->bubble.nr_steps++;
+
+	/* the last stage's mean; the others add zeros, so every stage has its exact bits */
+	float loss = s == P - 1 ? (float)(loss_sum / M) : 0.0f;
+	pp->pipe->ops->allreduce_sum(pp->pipe, &loss, 1);
+	return loss;
+}
+
+float pp_grad_norm(struct pp *pp)
+{
+	struct gpt2 *m = pp->m;
+	struct comm *c = pp->pipe;
+	int P = pp->nr_stages;
+	size_t wte = m->param_sizes[0];
+	/* wte's gradient (the same on the first and last stage) counts once, the first's;
+	 * what a stage does not use has a zero gradient and adds nothing */
+	double ss = gpt2_sum_squares(m->grads_memory + wte, m->nr_params - wte);
+	if (pp->stage == 0)
+		ss += gpt2_sum_squares(m->grads.wte, wte);
+	/* the stages' sums as doubles (each two floats' bytes), added in stage order */
+	double *all = calloc((size_t)P, sizeof(double));
+	if (!all) {
+		fprintf(stderr, "ferry train: out of memory\n");
+		c->ops->abort_all(c, 1);
+	}
+	all[pp->stage] = ss;
+	c->ops->allgather(c, (float *)all, sizeof(double) / sizeof(float));
+	double sum = 0.0;
+	for (int s = 0; s < P; s++)
+		sum += all[s];
+	free(all);
+	return (float)sqrt(sum);
+}
+
+void pp_update(struct pp *pp, const struct adamw_config *opt, float lr, float grad_scale, int t)
+{
+	struct gpt2 *m = pp->m;
+	size_t wte = m->param_sizes[0], wpe = m->param_sizes[1];
+	size_t lnf = m->param_sizes[14] + m->param_sizes[15], n = m->nr_params;
+	bool first = pp->stage == 0, last = pp->stage == pp->nr_stages - 1;
+	/* [lo, hi) ranges of the flat block this stage updates: what it does not use stays */
+	size_t ranges[2][2];
+	int nr = 0;
+	if (first) {
+		ranges[nr][0] = 0;
+		ranges[nr++][1] = last ? n : n - lnf;
+	} else {
+		if (last) {
+			ranges[nr][0] = 0;
+			ranges[nr++][1] = wte;
+		}
+		ranges[nr][0] = wte + wpe;
+		ranges[nr++][1] = last ? n : n - lnf;
+	}
+	for (int i = 0; i < nr; i++) {
+		size_t lo = ranges[i][0], hi = ranges[i][1];
+		gpt2_update_slice(m, opt, lr, grad_scale, t, lo, hi, m->grads_memory + lo,
+			m->m_memory + lo, m->v_memory + lo);
+	}
+}
+
+float pp_eval_loss(struct pp *pp, const int32_t *inputs, const int32_t *targets)
+{
+	struct gpt2 *m = pp->m;
+	struct comm *c = pp->pipe;
+	int nl = m->config.nr_layers, P = pp->nr_stages;
+	size_t n = stream_bytes(pp);
+	use_slot(pp, 0);
+	if (pp->stage == 0)
+		gpt2_forward_embed(m, inputs);
+	else
+		c->ops->sendrecv(c, NULL, 0, -1, gpt2_residual(m, 0, false), n, pp->stage - 1);
+	for (int l = 0; l < nl; l++)
+		gpt2_forward_block(m, l);
+	float loss = 0.0f;
+	if (pp->stage == P - 1) {
+		gpt2_forward_head(m, targets);
+		loss = m->mean_loss;
+	} else {
+		c->ops->sendrecv(c, gpt2_residual(m, nl, false), n, pp->stage + 1, NULL, 0, -1);
+	}
+	c->ops->allreduce_sum(c, &loss, 1);
+	return loss;
+}
+
+void pp_report(const struct pp *pp, int nr_micro, FILE *f)
+{
+	const struct pp_bubble *b = &pp->bubble;
+	int P = pp->nr_stages, M = nr_micro;
+	if (pp->stage != 0 || b->nr_steps == 0)
+		return;
+	fprintf(f,
+		"ferry train: pipeline of %d stages, %d micro-batches a step: bubble %.3f measured "
+		"(idle/total, mean over stages and %d steps), %.3f theoretical (P-1)/(M+P-1)\n",
+		P, M, b->mean_frac_sum / b->nr_steps, b->nr_steps,
+		(double)(P - 1) / (double)(M + P - 1));
+}

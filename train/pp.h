@@ -1,0 +1,105 @@
+/* train/: pipeline parallelism for the CPU trainer (issue 13): the model's layers split into P
+ * stages over a pipeline group of ranks, the embedding on the first stage, the final layernorm,
+ * the output projection and the loss on the last. A step's micro-batches (the gradient
+ * accumulation's) run a 1F1B schedule; the residual stream goes forward and its gradient back
+ * by point-to-point sends (comm.h's sendrecv). The tied wte lives on the first and the last
+ * stage, its gradient summed between them before the optimizer. Checkpoints stay one whole
+ * llm.c model file: pp_gather puts the stages back together, pp_scatter takes a stage's part of a
+ * whole model. train_cmd.c drives it; the result equals the 1-rank run. */
+#ifndef FERRY_TRAIN_PP_H
+#define FERRY_TRAIN_PP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "loader/loader.h"
+#include "train/comm.h"
+#include "train/model.h"
+
+/* The bubble as measured: time a stage waited in its sends and receives during the schedule
+ * (idle) against the schedule's wall time (total), summed over the steps. */
+struct pp_bubble {
+	double idle_ms, total_ms; /* this stage's, summed over steps */
+	double mean_frac_sum;     /* sum over steps of the mean over stages of idle/total */
+	int nr_steps;
+};
+
+/* One per process, fixed after pp_init except the activation slots' contents. */
+struct pp {
+	struct comm *pipe; /* the pipeline group: stage s is its rank s */
+	int stage, nr_stages;
+	int l0, l1;      /* this stage's layers [l0, l1) of the whole model's L */
+	int full_layers; /* L */
+	struct gpt2 *m;  /* the stage's model: l1 - l0 layers (wte, wpe, lnf allocated on every
+			     * stage, used on the first (wte, wpe) and the last (wte, lnf)) */
+	int B, T;
+	/* Activations of the micro-batches in flight: at most P - stage on this stage under
+	 * 1F1B (its warm-up forwards and one more before its first backward). Micro-batch i
+	 * lives in slot i % nr_slots: the ones in flight are consecutive, so never two in one
+	 * slot. Slot 0 is the model's own acts_memory; the others are nr_act_floats each: all of
+	 * the activations on the last stage, on the others those up to residual3 (the head's,
+	 * logits and probs of B*T*Vp floats each, never run there: their pointers in such a slot
+	 * lead past its end and are never followed). */
+	int nr_slots;
+	float **slots;
+	size_t nr_act_floats;
+	/* the tokens of each micro-batch of the step (M, B, T): the first stage's backward needs
+	 * the inputs again, the last stage's the targets */
+	int32_t *inputs, *targets;
+	int cap_micro;
+	float *recv_fwd, *recv_bwd; /* (B, T, C): the stream and its gradient as received */
+	struct pp_bubble bubble;
+	double idle_ms; /* of the running step */
+};
+
+/* Layers [*l0, *l1) of stage of P over L layers: L / P each, the first L % P stages one more
+ * (the last stage also runs the head, the largest matmul at GPT-2's vocabulary). */
+void pp_split(int nr_layers, int nr_stages, int stage, int *l0, int *l1);
+
+/* What a pipeline of P stages does not combine with yet (the grid, grid_check, checks the
+ * rest: P against the ranks and the layers): tensor parallelism, ZeRO, overlapped buckets,
+ * --sample. 0, or -EINVAL with one line in err. */
+int pp_check_layout(int nr_stages, int tensor, int zero_stage, int overlap, int sample, char *err,
+	size_t errlen);
+
+/* The stage of rank pipe->rank of a model of config full for (B, T) micro-batches. The pipe's
+ * ranks are the stages, in order: its sendrecv, allreduce_sum and allgather are called with
+ * them (the grid's pipeline group, grid.h: the world's comm where the pipeline is the whole
+ * world, else a communicator of one pipeline whose ops address its own ranks). 0, or -EINVAL /
+ * -ENOMEM with one line in err. */
+int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, int B, int T,
+	char *err, size_t errlen);
+void pp_done(struct pp *pp);
+
+/* This stage's parameters and AdamW moments from full, a whole model (read from a checkpoint,
+ * --init, or drawn; every stage holds the same), local copies only. */
+void pp_scatter(struct pp *pp, const struct gpt2 *full);
+/* After pp_scatter: frees what full (the whole model) no longer needs beside the stages, its
+ * gradients everywhere and, but on stage 0 (where pp_gather writes a checkpoint's whole model),
+ * its parameters and moments too; the struct stays (config and sizes), its pointers NULL. */
+void pp_trim_whole(const struct pp *pp, struct gpt2 *full);
+/* The whole model's parameters and moments into full on stage 0 (the checkpoint writer) from
+ * every stage's part; full is left as it was on the other stages. Every stage calls it. */
+void pp_gather(struct pp *pp, struct gpt2 *full);
+
+/* Gives the next micro-batch of the step (the loader's, checked): every stage reads the same
+ * samples, in the same order. */
+typedef void (*pp_next_batch_fn)(void *arg, struct loader_batch *b);
+
+/* One step's forward and backward of nr_micro micro-batches under 1F1B, the gradients of each
+ * scaled by loss_scale and added up (zeroed first), wte's summed between the first and last
+ * stage. Returns the mean loss over the micro-batches, the same on every stage. */
+float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, void *arg,
+	float loss_scale);
+/* The whole model's gradient norm (wte counted once), the same on every stage. */
+float pp_grad_norm(struct pp *pp);
+/* AdamW on the parameters this stage uses (gpt2_update's arguments). */
+void pp_update(struct pp *pp, const struct adamw_config *opt, float lr, float grad_scale, int t);
+/* The loss of one batch, forward only, the same on every stage (evaluation). */
+float pp_eval_loss(struct pp *pp, const int32_t *inputs, const int32_t *targets);
+/* Stage 0: the measured bubble beside the theoretical (P - 1) / (M + P - 1), on f. */
+void pp_report(const struct pp *pp, int nr_micro, FILE *f);
+
+#endif
