@@ -2,7 +2,7 @@
 # Pipeline parallel (train/pp.c): `--pipeline-parallel 2` on 2 MPI ranks, 4 micro-batches a step
 # in the 1F1B schedule, trains on the same global batch as 1 rank accumulating the same 4
 # micro-batches, so over 10 steps every step's loss is within 1e-4 relative of the 1-rank run's
-# and the final weights (the gathered model file) and Adam moments within 1e-5 absolute. They
+# and the final weights (the gathered model file) within 1e-4 and Adam moments within 1e-5 absolute. They
 # are not bit for bit: wte's gradient is summed from the two stages' halves (the output
 # projection's and the embedding's) in another order than one rank's, and the norm's sum of
 # squares is split by stage. The model has 3 layers, so the stages are uneven (2 + 1); a
@@ -71,8 +71,8 @@ for one, run, what in (("one4", "pp2", "pipeline 2, 4 micro-batches"),
     ma, mb = train_ckpt.moments(f"{work}/{one}", 10, wa.size), train_ckpt.moments(f"{work}/{run}", 10, wb.size)
     dm = float(np.abs(ma - mb).max())
     print(f"{what} vs 1 rank: largest loss difference {rel:.3g} relative (limit 1e-4), "
-          f"weights {dw:.3g}, moments {dm:.3g} absolute (limit 1e-5) over {wa.size} parameters")
-    ok &= rel <= 1e-4 and dw <= 1e-5 and dm <= 1e-5
+          f"weights {dw:.3g} (limit 1e-4), moments {dm:.3g} (limit 1e-5) absolute over {wa.size} parameters")
+    ok &= rel <= 1e-4 and dw <= 1e-4 and dm <= 1e-5
 sys.exit(0 if ok else 1)
 PY
 pass "pipelines of 2, 3 and 4 stages, and data 2 x pipeline 2, equal the 1-rank run over 10 steps"
