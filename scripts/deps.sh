@@ -14,6 +14,10 @@ pkgs=(
 	# clang-14, and llvm-symbolizer for readable stacks in its reports
 	clang libclang-rt-14-dev llvm-14
 	clang-format # scripts/format.sh and the format suite: clang-format 14
+	# Kubernetes (scripts/deploy, issue 15): ferry fluid-mount parses Fluid's config.json
+	# with jansson; the image is a debootstrap root committed by buildah; the manifests'
+	# test reads YAML
+	libjansson-dev debootstrap buildah python3-yaml
 )
 missing=()
 for p in "${pkgs[@]}"; do
