@@ -146,15 +146,34 @@ static int opt_index(const char *key)
 	return -1;
 }
 
-/* A secret's value from the file Fluid mounted, without its trailing newline (kubectl create
- * secret --from-file keeps the file's). */
-static int read_secret(const char *key, const char *path, char **out)
+static bool under_dir(const char *path, const char *dir)
 {
-	char buf[8192];
+	size_t n = strlen(dir);
+
+	while (n && dir[n - 1] == '/')
+		n--;
+	return !strncmp(path, dir, n) && path[n] == '/';
+}
+
+/* A secret's value from the file Fluid mounted (path, under dir), without its trailing
+ * newline (kubectl create secret --from-file keeps the file's). A path that leads out of dir
+ * (.., a symlink) is refused: whoever writes the Dataset must not have the FUSE pod, which
+ * runs as root, read its other files and send them as a credential. The Secret volume's own
+ * symlinks (KEY -> ..data/KEY -> ..TIMESTAMP/KEY) stay inside. */
+static int read_secret(const char *key, const char *path, const char *dir, char **out)
+{
+	char buf[8192], real[PATH_MAX], real_dir[PATH_MAX];
 	const char *bad;
 	size_t n;
-	FILE *f = fopen(path, "re");
+	FILE *f;
 
+	if (!realpath(path, real))
+		return fail("option '%s': cannot read %s: %s", key, path, strerror(errno));
+	if (!realpath(dir, real_dir))
+		return fail("secrets dir %s: %s", dir, strerror(errno));
+	if (!under_dir(real, real_dir))
+		return fail("option '%s': %s leads out of the secrets dir %s", key, path, dir);
+	f = fopen(real, "re");
 	if (!f)
 		return fail("option '%s': cannot read %s: %s", key, path, strerror(errno));
 	n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -169,15 +188,6 @@ static int read_secret(const char *key, const char *path, char **out)
 		buf[--n] = '\0';
 	*out = strdup(buf);
 	return *out ? 0 : fail("out of memory");
-}
-
-static bool under_dir(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	while (n && dir[n - 1] == '/')
-		n--;
-	return !strncmp(path, dir, n) && path[n] == '/';
 }
 
 /* Takes the options of one JSON object (where: how the error names it); a later call
@@ -212,11 +222,20 @@ static int take_options(struct fluid_mount *m, json_t *opts, const char *where)
 		m->val[i] = NULL;
 		m->secret[i] = NULL;
 		if (under_dir(s, m->secrets_dir)) {
-			if (read_secret(key, s, &m->val[i]))
+			if (read_secret(key, s, m->secrets_dir, &m->val[i]))
 				return 1;
 			m->secret[i] = s;
 		} else if (!(m->val[i] = strdup(s))) {
 			return fail("out of memory");
+		}
+		for (size_t j = 0; fluid_opts[i].kind == K_ENV && j < NR_FLUID_OPTS; j++) {
+			/* aliases of one variable: the last one given wins */
+			if (j != (size_t)i && fluid_opts[j].kind == K_ENV &&
+				!strcmp(fluid_opts[j].to, fluid_opts[i].to)) {
+				free(m->val[j]);
+				m->val[j] = NULL;
+				m->secret[j] = NULL;
+			}
 		}
 		if (fluid_opts[i].kind == K_BOOL && m->val[i][0] && strcmp(m->val[i], "true") &&
 			strcmp(m->val[i], "false"))

@@ -48,6 +48,17 @@ bad "pvc source" '{"mounts":[{"mountPoint":"pvc://claim"}],"targetPath":"'"$M"'"
 bad "relative local source" '{"mounts":[{"mountPoint":"local://srv"}],"targetPath":"'"$M"'"}' "expected local:///ABSOLUTE/PATH"
 bad "secret file missing" '{"mounts":[{"mountPoint":"s3://b/p","options":{"access-key-id":"/etc/fluid/secrets/no-such-secret-'$$'/k"}}],"targetPath":"'"$M"'"}' "cannot read /etc/fluid/secrets/no-such-secret-$$/k"
 
+# A secret path that climbs out of the secrets dir, by .. or by a symlink, is refused.
+mkdir -p "$T/secrets/s"
+echo "not a secret" >"$T/outside"
+ln -s "$T/outside" "$T/secrets/s/link"
+printf '%s' '{"mounts":[{"mountPoint":"s3://b/p","options":{"access-key-id":"'"$T/secrets/s/../../outside"'"}}],"targetPath":"'"$M"'"}' >"$T/c.json"
+expect_clean_failure "secret path with .." "$M" "$FERRY" fluid-mount --secrets-dir "$T/secrets" "$T/c.json"
+grep -q "leads out of the secrets dir" "$T/.err" || fail "secret path with ..: $(cat "$T/.err")"
+sed -i "s#$T/secrets/s/../../outside#$T/secrets/s/link#" "$T/c.json"
+expect_clean_failure "secret path through a symlink" "$M" "$FERRY" fluid-mount --dry-run --secrets-dir "$T/secrets" "$T/c.json"
+grep -q "leads out of the secrets dir" "$T/.err" || fail "secret symlink: $(cat "$T/.err")"
+
 expect_clean_failure "config file missing" "$M" "$FERRY" fluid-mount "$T/no-such.json"
 grep -q "No such file or directory" "$T/.err" || fail "config file missing: $(cat "$T/.err")"
 expect_clean_failure "config is a directory" "$M" "$FERRY" fluid-mount "$T"

@@ -45,6 +45,14 @@ sed "s#/etc/fluid/secrets#$T/secrets#g" "$FX/minio_sample.json" >"$T/minio.json"
 dry minio "$T/minio.json" --secrets-dir "$T/secrets"
 expect_cmd minio "AWS_ACCESS_KEY_ID=<secret from $T/secrets/minio-secret/minio-access-key> AWS_SECRET_ACCESS_KEY=<secret from $T/secrets/minio-secret/minio-access-secret> ferry mount -f -o allow_other --endpoint http://minio:9000 --addressing path s3://my-first-bucket /runtime-mnt/thin/default/minio-demo/thin-fuse"
 grep -q "minioadmin\|miniopass" "$T/minio.out" "$T/minio.err" && fail "minio: a credential was printed"
+# Kubernetes' Secret volume layout: KEY -> ..data/KEY, ..data -> ..TIMESTAMP (inside the dir);
+# two names of one variable: the last one given wins.
+mkdir -p "$T/secrets/kube/..2026_01_01" && echo kubeak >"$T/secrets/kube/..2026_01_01/ak"
+ln -s ..2026_01_01 "$T/secrets/kube/..data" && ln -s ..data/ak "$T/secrets/kube/ak"
+printf '%s' '{"mounts":[{"mountPoint":"s3://b/p","options":{"aws-access-key-id":"inline","access-key-id":"'"$T/secrets/kube/ak"'"}}],"targetPath":"/t"}' >"$T/kube.json"
+dry kube "$T/kube.json" --secrets-dir "$T/secrets"
+expect_cmd kube "AWS_ACCESS_KEY_ID=<secret from $T/secrets/kube/ak> ferry mount -f -o allow_other s3://b/p /t"
+
 # A secret file Fluid did not mount: one line, no command.
 rm "$T/secrets/minio-secret/minio-access-secret"
 dry minio_gone "$T/minio.json" --secrets-dir "$T/secrets"
