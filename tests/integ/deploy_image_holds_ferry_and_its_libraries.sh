@@ -15,6 +15,16 @@ need_built "$FERRY"
 BUILD_SH=$FERRY_SRC/scripts/deploy/image/build.sh
 want_version=$("$FERRY" --version)
 
+# in_root ROOT CMD...: CMD under chroot, with /proc (a sanitizer build reads /proc/self)
+in_root() {
+	local root=$1 rc=0
+	shift
+	mount -t proc proc "$root/proc" || fail "cannot mount /proc in $root"
+	chroot "$root" "$@" || rc=$?
+	umount "$root/proc" || fail "cannot unmount $root/proc"
+	return $rc
+}
+
 # check_root ROOT: every executable ferry installs finds all its libraries inside ROOT
 check_root() {
 	local root=$1 exe so bad=0 out
@@ -74,12 +84,14 @@ print("layout ok: %d layer(s), entrypoint %s" % (len(m["layers"]), c["config"]["
 PY
 	[ -u "$root/usr/bin/fusermount3" ] || fail "$name: no setuid /usr/bin/fusermount3 in the layer"
 	out=$(check_root "$root") || fail "$name: $out"
-	[ "$(chroot "$root" ferry --version)" = "$want_version" ] ||
-		fail "$name: ferry --version in the root says '$(chroot "$root" ferry --version)'"
-	chroot "$root" ferry mount --help | grep -q "^usage: ferry mount" ||
-		fail "$name: ferry mount --help in the root"
-	chroot "$root" ferry fluid-mount --help | grep -q "^usage: ferry fluid-mount" ||
-		fail "$name: ferry fluid-mount --help in the root"
+	out=$(in_root "$root" ferry --version) || fail "$name: ferry --version in the root failed"
+	[ "$out" = "$want_version" ] || fail "$name: ferry --version in the root says '$out'"
+	out=$(in_root "$root" ferry mount --help) || fail "$name: ferry mount --help in the root failed"
+	grep -q "^usage: ferry mount" <<<"$out" || fail "$name: ferry mount --help in the root: $out"
+	out=$(in_root "$root" ferry fluid-mount --help) ||
+		fail "$name: ferry fluid-mount --help in the root failed"
+	grep -q "^usage: ferry fluid-mount" <<<"$out" ||
+		fail "$name: ferry fluid-mount --help in the root: $out"
 	log "ok: $name: $(du -sh "$root" | cut -f1) root, $(du -h "$tar" | cut -f1) archive, ldd finds every library"
 }
 
@@ -99,7 +111,7 @@ if out=$(check_root "$T/buildah.root"); then
 	fail "check_root passed with libcurl taken out"
 fi
 log "ok: with libcurl taken out: $out"
-rm -rf "$T/buildah.root" "$T/buildah.oci"
+rm -rf --one-file-system "$T/buildah.root" "$T/buildah.oci"
 
 start=$(date +%s)
 FERRY_IMAGE_ASSEMBLER=tar "$BUILD_SH" -o "$T/image-tar.tar" --build-dir "$FERRY_BUILD" \

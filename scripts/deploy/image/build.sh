@@ -75,12 +75,14 @@ mirror() {
 cleanup() {
 	local rc=$?
 	set +e
+	mountpoint -q "${root:-/nonexistent}/proc" && umount -l "$root/proc"
 	[ -n "${ctr:-}" ] && buildah "${BUILDAH[@]}" rm "$ctr" >/dev/null 2>&1
 	if [ -n "${own_work:-}" ]; then
-		rm -rf "$work"
+		rm -rf --one-file-system "$work"
 	else
 		[ -d "${work:-}/storage" ] && rm -rf "$work/storage" "$work/run"
-		[ "$keep_root" = 1 ] || rm -rf "${work:-/nonexistent}/root" "${work:-/nonexistent}/stage"
+		[ "$keep_root" = 1 ] ||
+			rm -rf --one-file-system "${work:-/nonexistent}/root" "${work:-/nonexistent}/stage"
 	fi
 	exit $rc
 }
@@ -162,7 +164,12 @@ rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc
 # The container's FUSE mounts need /dev/fuse from the runtime (privileged or a device plugin);
 # fusermount3 reads this file for allow_other by non-root users.
 echo user_allow_other >>"$root/etc/fuse.conf"
-chroot "$root" "$ferry_rel" --version >/dev/null || die "ferry does not run inside the root"
+# /proc for the run: a sanitizer build (the test suite's) reads /proc/self at start and exit
+mount -t proc proc "$root/proc" || die "cannot mount /proc in the root"
+chroot "$root" "$ferry_rel" --version >/dev/null
+rc=$?
+umount "$root/proc" || die "cannot unmount $root/proc"
+[ $rc -eq 0 ] || die "ferry does not run inside the root"
 
 # 4. Assemble and commit with buildah; vfs storage and chroot isolation need neither overlay
 # nor user namespaces. Where buildah fails, write the OCI layout by hand.
