@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "fs/remote/url.h"
+#include "mount/cli.h"
 #include "mount/cmd.h"
 
 #define FLUID_CONFIG     "/etc/fluid/config/config.json"
@@ -480,17 +482,22 @@ static int print_command(const struct fluid_mount *m, const char **args, int n)
 	return fflush(stdout) ? fail("stdout: %s", strerror(errno)) : 0;
 }
 
-/* targetPath: made when missing; a mount left by an earlier container whose daemon died
- * (ENOTCONN) is detached first, as Fluid restarts the container on the same path. */
+/* targetPath: made when missing; a ferry mount left there by an earlier container whose
+ * daemon died (a crash, SIGKILL: the kubelet restarts the container on the same path) is
+ * detached first. Such a mount is found by mountinfo and a statfs, which always reaches the
+ * daemon: a stat of the root can still be answered from the kernel's cached attributes. */
 static int prepare_target(const char *target)
 {
 	char *umount_args[] = { "umount", (char *)target, NULL };
-	char path[PATH_MAX];
-	struct stat st;
+	char path[PATH_MAX], fstype[64];
+	struct statfs sfs;
 
-	if (stat(target, &st) && errno == ENOTCONN) {
+	/* by its text: realpath would stat the dead mount */
+	if (!cli_lexical_abspath("/", target, path, sizeof(path)) &&
+		cli_is_mount_point(path, fstype, sizeof(fstype)) && !strcmp(fstype, "fuse.ferry") &&
+		statfs(path, &sfs) && (errno == ENOTCONN || errno == ECONNABORTED)) {
 		if (umount_main(2, umount_args))
-			return fail("targetPath %s: a dead mount is in the way", target);
+			return fail("targetPath %s: a dead ferry mount is in the way", target);
 	}
 	if (snprintf(path, sizeof(path), "%s", target) >= (int)sizeof(path))
 		return fail("targetPath %s: path too long", target);
