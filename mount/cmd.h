@@ -7,5 +7,6 @@ int umount_main(int argc, char **argv);
 int stat_main(int argc, char **argv);
 int warm_main(int argc, char **argv);
 int manifest_main(int argc, char **argv);
+int fluid_mount_main(int argc, char **argv); /* mount/fluid.c */
 
 #endif

@@ -19,6 +19,8 @@ static const struct {
 	{ "stat", stat_main, "show a mount's cache and fetch counters" },
 	{ "warm", warm_main, "fetch files or trees into the cache ahead of use" },
 	{ "manifest", manifest_main, "write DIR/.ferry-manifest for a local tree" },
+	{ "fluid-mount", fluid_mount_main,
+		"mount what a Fluid ThinRuntime's config.json describes" },
 	{ "data", data_main, "inspect and check token datasets" },
 	{ "train", train_main, "train a GPT model from token shards" },
 };

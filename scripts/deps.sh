@@ -16,6 +16,10 @@ pkgs=(
 	clang-format # scripts/format.sh and the format suite: clang-format 14
 	# --metrics-addr: the HTTP server library, and promtool (in prometheus) for its tests
 	libmicrohttpd-dev prometheus
+	# Kubernetes (scripts/deploy, issue 15): ferry fluid-mount parses Fluid's config.json
+	# with jansson; the image is a debootstrap root committed by buildah; the manifests'
+	# test reads YAML
+	libjansson-dev debootstrap buildah python3-yaml
 )
 missing=()
 for p in "${pkgs[@]}"; do
