@@ -132,6 +132,13 @@ pkgs=(fuse3)
 while IFS= read -r exe; do
 	objdump -p "$exe" >/dev/null 2>&1 || continue # scripts and data
 	resolved=$(ldd "$exe") || die "ldd ${exe#"$stage"} failed"
+	# a build with CUDA installs ferry-cuda, the GPU trainer: its libraries are NVIDIA's (the
+	# container toolkit mounts the driver's), not Debian's, and a FUSE runtime has no use for it
+	if grep -q '=> /usr/local/cuda' <<<"$resolved"; then
+		say "leaving out ${exe#"$stage"}: it needs CUDA's libraries (not in Debian)"
+		rm -f "$exe"
+		continue
+	fi
 	for so in $(objdump -p "$exe" | awk '$1 == "NEEDED" { print $2 }'); do
 		# "libx.so.1 => /path (addr)", or "/lib64/ld-linux-x86-64.so.2 (addr)" for the loader
 		path=$(awk -v so="$so" '($1 == so && $2 == "=>") { print $3; exit }
