@@ -643,13 +643,28 @@ double gpt2_sum_squares_tp(const struct gpt2 *m, const float *g, size_t lo, size
 	return sum;
 }
 
-float gpt2_grad_norm(const struct gpt2 *m)
+double gpt2_grad_sum_squares(const struct gpt2 *m, size_t lo, size_t hi)
+{
+	if (lo >= hi)
+		return 0.0;
+	if (m->tp.size <= 1)
+		return gpt2_sum_squares(m->grads_memory + lo, hi - lo);
+	return gpt2_sum_squares_tp(m, m->grads_memory + lo, lo, hi);
+}
+
+double gpt2_tp_sum(const struct gpt2 *m, double x)
 {
 	if (m->tp.size <= 1)
-		return (float)sqrt(gpt2_sum_squares(m->grads_memory, m->nr_params));
-	float sum = (float)gpt2_sum_squares_tp(m, m->grads_memory, 0, m->nr_params);
+		return x;
+	float sum = (float)x;
 	m->tp.allreduce_sum(m->tp.arg, &sum, 1);
-	return sqrtf(sum);
+	return sum;
+}
+
+float gpt2_grad_norm(const struct gpt2 *m)
+{
+	/* under tensor parallelism sqrt of a float sum: (float)sqrt((double)f) is sqrtf(f) */
+	return (float)sqrt(gpt2_tp_sum(m, gpt2_grad_sum_squares(m, 0, m->nr_params)));
 }
 
 void gpt2_update_slice(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale,

@@ -216,6 +216,13 @@ float gpt2_grad_norm(const struct gpt2 *m);
  * the replicated ones' on tensor rank 0 only, so that the sum over the tensor group counts
  * each replicated element once. */
 double gpt2_sum_squares_tp(const struct gpt2 *m, const float *g, size_t lo, size_t hi);
+/* This rank's part of the whole model's sum of squares of the gradients [lo, hi) (0 where lo >=
+ * hi): all of it on one rank (gpt2_sum_squares), under tensor parallelism gpt2_sum_squares_tp's.
+ * A pipeline stage (pp.c) sums the ranges it counts, then the tensor group's parts. */
+double gpt2_grad_sum_squares(const struct gpt2 *m, size_t lo, size_t hi);
+/* x summed over the tensor group (in float: one all-reduce), the same on each of its ranks; x
+ * itself on one rank. gpt2_grad_norm is sqrt(gpt2_tp_sum(gpt2_grad_sum_squares(all))). */
+double gpt2_tp_sum(const struct gpt2 *m, double x);
 /* One AdamW step (t counts from 1) with grads multiplied by grad_scale first (clipping). */
 void gpt2_update(struct gpt2 *m, const struct adamw_config *opt, float lr, float grad_scale, int t);
 /* gpt2_update of the flat parameters [lo, hi) only (hi <= nr_params), each element as

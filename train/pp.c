@@ -1,11 +1,13 @@
-/* train/: pipeline parallelism on CPU ranks (pp.h): a stage's model of its layers, the 1F1B
- * schedule of a step's micro-batches with the residual stream sent forward and its gradient
- * back, the tied wte's gradient summed between the first and last stage, the global gradient
- * norm, AdamW on the stage's part, and the gather and scatter that keep checkpoints one whole
- * llm.c model file. */
+/* train/: pipeline parallelism on CPU ranks (pp.h): a stage's model of its layers (its tensor
+ * rank's shards of them), the 1F1B schedule of a step's micro-batches with the residual stream
+ * sent forward and its gradient back, the tied wte's gradient summed between the first and last
+ * stage, the global gradient norm, AdamW on the stage's part (its ZeRO slice of it), and the
+ * gather and scatter that keep checkpoints one whole llm.c model file. */
 #include "config.h"
 
 #include "train/pp.h"
+
+#include "train/ckpt.h"
 
 #include <errno.h>
 #include <math.h>
@@ -28,27 +30,11 @@ void pp_split(int nr_layers, int nr_stages, int stage, int *l0, int *l1)
 	*l1 = *l0 + base + (stage < extra ? 1 : 0);
 }
 
-int pp_check_layout(int nr_stages, int tensor, int zero_stage, int overlap, int sample, char *err,
-	size_t errlen)
+int pp_check_layout(int nr_stages, int overlap, int sample, char *err, size_t errlen)
 {
 	int P = nr_stages;
 	if (P == 1)
 		return 0;
-	if (tensor > 1) {
-		snprintf(err, errlen,
-			"--pipeline-parallel %d with --tensor-parallel %d: stages of tensor-parallel "
-			"blocks are not built yet; use one of the two (each combines with data "
-			"parallelism)",
-			P, tensor);
-		return -EINVAL;
-	}
-	if (zero_stage) {
-		snprintf(err, errlen,
-			"--pipeline-parallel %d with --zero-stage %d: the stages' optimizer state is "
-			"not sharded yet; pipeline with --zero-stage 0",
-			P, zero_stage);
-		return -EINVAL;
-	}
 	if (overlap) {
 		snprintf(err, errlen,
 			"--pipeline-parallel %d with --overlap on: a stage reduces its gradients over "
@@ -66,9 +52,10 @@ int pp_check_layout(int nr_stages, int tensor, int zero_stage, int overlap, int 
 	return 0;
 }
 
-int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, int B, int T,
-	char *err, size_t errlen)
+int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
+	const struct gpt2_config *full, int B, int T, char *err, size_t errlen)
 {
+	struct comm *pipe = g->pipeline;
 	memset(pp, 0, sizeof(*pp));
 	if (!pipe->ops->sendrecv) {
 		snprintf(err, errlen,
@@ -76,6 +63,7 @@ int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, in
 			pipe->ops->name);
 		return -EINVAL;
 	}
+	pp->grid = g;
 	pp->pipe = pipe;
 	pp->stage = pipe->rank;
 	pp->nr_stages = pipe->world_size;
@@ -85,7 +73,7 @@ int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, in
 	pp_split(full->nr_layers, pp->nr_stages, pp->stage, &pp->l0, &pp->l1);
 	struct gpt2_config c = *full;
 	c.nr_layers = pp->l1 - pp->l0;
-	pp->m = gpt2_new(&c, B, T);
+	pp->m = gpt2_new_tp(&c, B, T, tp);
 	if (!pp->m)
 		goto oom;
 	/* the head's activations (lnf to scratch, the last 7: logits and probs are B*T*Vp each)
@@ -183,15 +171,51 @@ static void copy_part(float *stage_flat, const size_t *ssizes, int l0, int nr_la
 	}
 }
 
+/* The stage's whole tensors (its layers, unsharded: the layout pp_gather moves between stages
+ * and ckpt_tp_gather and _scatter convert to the tensor rank's shards): their sizes, and the
+ * sum returned. At T == 1 the stage model's own. */
+static size_t stage_whole_sizes(const struct pp *pp, size_t sizes[GPT2_NR_PARAM_TENSORS])
+{
+	size_t n = 0;
+	gpt2_param_sizes(&pp->m->config, sizes);
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
+		n += sizes[k];
+	return n;
+}
+
+/* malloc or the job ends with one line (a rank alone cannot leave the others waiting) */
+static float *alloc_or_abort(const struct pp *pp, size_t n, const char *what)
+{
+	float *p = malloc((n ? n : 1) * sizeof(float));
+	if (!p) {
+		fprintf(stderr, "ferry train: out of memory %s (stage %d)\n", what, pp->stage);
+		pp->pipe->ops->abort_all(pp->pipe, 1);
+	}
+	return p;
+}
+
 void pp_scatter(struct pp *pp, const struct gpt2 *full)
 {
 	struct gpt2 *m = pp->m;
 	int L = full->config.nr_layers, nl = pp->l1 - pp->l0;
+	size_t sizes[GPT2_NR_PARAM_TENSORS], n = stage_whole_sizes(pp, sizes);
 	float *src[3] = { full->params_memory, full->m_memory, full->v_memory };
 	float *dst[3] = { m->params_memory, m->m_memory, m->v_memory };
-	for (int i = 0; i < 3; i++)
-		copy_part(dst[i], m->param_sizes, pp->l0, nl, src[i], full->param_sizes, L,
+	/* tensor ranks: the stage's whole tensors first, then the rank's shards of them */
+	float *whole = m->tp.size > 1 ? alloc_or_abort(pp, n, "scattering the model") : NULL;
+	for (int i = 0; i < 3; i++) {
+		copy_part(whole ? whole : dst[i], sizes, pp->l0, nl, src[i], full->param_sizes, L,
 			pp->stage, pp->nr_stages, true, false);
+		if (whole)
+			ckpt_tp_scatter(m, whole, dst[i]);
+	}
+	free(whole);
+}
+
+/* The rank that writes checkpoints, the world's 0: where pp_gather ends */
+static bool is_writer(const struct pp *pp)
+{
+	return pp->stage == 0 && pp->grid->d == 0 && pp->grid->t == 0;
 }
 
 void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
@@ -199,7 +223,7 @@ void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 	free(full->grads_memory);
 	full->grads_memory = NULL;
 	memset(&full->grads, 0, sizeof(full->grads));
-	if (pp->stage == 0)
+	if (is_writer(pp))
 		return;
 	free(full->params_memory);
 	free(full->m_memory);
@@ -208,44 +232,81 @@ void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 	memset(&full->params, 0, sizeof(full->params));
 }
 
-void pp_gather(struct pp *pp, struct gpt2 *full)
+/* The stages' whole tensors (mine: this stage's params, m and v, n floats each of
+ * stage_whole_sizes) into full on stage 0, over the pipeline group. */
+static void gather_stages(struct pp *pp, float *const mine[3], size_t n, struct gpt2 *full)
 {
-	struct gpt2 *m = pp->m;
 	struct comm *c = pp->pipe;
 	int L = full->config.nr_layers, P = pp->nr_stages;
+	size_t own_sizes[GPT2_NR_PARAM_TENSORS];
 	if (pp->stage != 0) {
-		float *mine[3] = { m->params_memory, m->m_memory, m->v_memory };
 		for (int i = 0; i < 3; i++)
-			c->ops->sendrecv(c, mine[i], m->nr_params * sizeof(float), 0, NULL, 0, -1);
+			c->ops->sendrecv(c, mine[i], n * sizeof(float), 0, NULL, 0, -1);
 		return;
 	}
+	stage_whole_sizes(pp, own_sizes);
 	float *dst[3] = { full->params_memory, full->m_memory, full->v_memory };
-	float *own[3] = { m->params_memory, m->m_memory, m->v_memory };
 	for (int i = 0; i < 3; i++)
-		copy_part(own[i], m->param_sizes, pp->l0, pp->l1 - pp->l0, dst[i],
-			full->param_sizes, L, 0, P, false, true);
+		copy_part(mine[i], own_sizes, pp->l0, pp->l1 - pp->l0, dst[i], full->param_sizes, L,
+			0, P, false, true);
 	for (int s = 1; s < P; s++) {
 		int l0, l1;
 		pp_split(L, P, s, &l0, &l1);
 		struct gpt2_config sc = full->config;
 		sc.nr_layers = l1 - l0;
-		size_t sizes[GPT2_NR_PARAM_TENSORS], n = 0;
+		size_t sizes[GPT2_NR_PARAM_TENSORS], ns = 0;
 		gpt2_param_sizes(&sc, sizes);
 		for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
-			n += sizes[k];
-		float *buf = malloc(n * sizeof(float));
-		if (!buf) {
-			fprintf(stderr,
-				"ferry train: checkpoint: out of memory gathering stage %d\n", s);
-			c->ops->abort_all(c, 1);
-		}
+			ns += sizes[k];
+		float *buf = alloc_or_abort(pp, ns, "gathering a checkpoint's stages");
 		for (int i = 0; i < 3; i++) {
-			c->ops->sendrecv(c, NULL, 0, -1, buf, n * sizeof(float), s);
+			c->ops->sendrecv(c, NULL, 0, -1, buf, ns * sizeof(float), s);
 			copy_part(buf, sizes, l0, l1 - l0, dst[i], full->param_sizes, L, s, P,
 				false, true);
 		}
 		free(buf);
 	}
+}
+
+void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full)
+{
+	struct gpt2 *m = pp->m;
+	const struct grid *g = pp->grid;
+	float *mine[3] = { m->params_memory, m->m_memory, m->v_memory };
+	float *slices = NULL, *whole = NULL;
+	char err[256];
+	/* ZeRO: the stage's moments from its data group's slices (every data rank) */
+	if (z->stage > 0) {
+		size_t n = z->slice * (size_t)z->world_size;
+		slices = alloc_or_abort(pp, 2 * n, "gathering the optimizer state");
+		mine[1] = slices;
+		mine[2] = slices + n;
+		memcpy(mine[1] + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
+		memcpy(mine[2] + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
+		g->data->ops->allgather(g->data, mine[1], z->slice);
+		g->data->ops->allgather(g->data, mine[2], z->slice);
+	}
+	if (g->d != 0)
+		goto out; /* data rank 0's pipelines carry the checkpoint */
+	/* the tensor group's shards into the stage's whole tensors (every tensor rank) */
+	size_t sizes[GPT2_NR_PARAM_TENSORS], n = stage_whole_sizes(pp, sizes);
+	if (m->tp.size > 1) {
+		whole = alloc_or_abort(pp, 3 * n, "gathering tensor shards");
+		for (int i = 0; i < 3; i++) {
+			if (ckpt_tp_gather(g->tensor, m, mine[i], whole + i * n, err, sizeof(err)) <
+				0) {
+				fprintf(stderr, "ferry train: checkpoint: %s\n", err);
+				pp->pipe->ops->abort_all(pp->pipe, 1);
+			}
+			mine[i] = whole + i * n;
+		}
+		if (g->t != 0)
+			goto out;
+	}
+	gather_stages(pp, mine, n, full);
+out:
+	free(whole);
+	free(slices);
 }
 
 /* ---- the 1F1B schedule ---- */
@@ -414,17 +475,25 @@ float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, vo
 	return loss;
 }
 
-float pp_grad_norm(struct pp *pp)
+float pp_grad_norm(struct pp *pp, const struct zero *z)
 {
 	struct gpt2 *m = pp->m;
 	struct comm *c = pp->pipe;
 	int P = pp->nr_stages;
 	size_t wte = m->param_sizes[0];
+	/* the gradients this rank holds: all of them, or at ZeRO stage 2 its slice */
+	size_t lo = z->stage == 2 ? z->lo : 0, hi = z->stage == 2 ? z->hi : m->nr_params;
 	/* wte's gradient (the same on the first and last stage) counts once, the first's;
 	 * what a stage does not use has a zero gradient and adds nothing */
-	double ss = gpt2_sum_squares(m->grads_memory + wte, m->nr_params - wte);
+	double ss = gpt2_grad_sum_squares(m, lo > wte ? lo : wte, hi);
 	if (pp->stage == 0)
-		ss += gpt2_sum_squares(m->grads.wte, wte);
+		ss += gpt2_grad_sum_squares(m, lo, hi < wte ? hi : wte);
+	if (z->stage == 2) { /* the slices' sums, as zero_grad_norm adds them */
+		float part = (float)ss;
+		pp->grid->data->ops->allreduce_sum(pp->grid->data, &part, 1);
+		ss = part;
+	}
+	ss = gpt2_tp_sum(m, ss);
 	/* the stages' sums as doubles (each two floats' bytes), added in stage order */
 	double *all = calloc((size_t)P, sizeof(double));
 	if (!all) {
@@ -440,13 +509,15 @@ float pp_grad_norm(struct pp *pp)
 	return (float)sqrt(sum);
 }
 
-void pp_update(struct pp *pp, const struct adamw_config *opt, float lr, float grad_scale, int t)
+void pp_update(struct pp *pp, const struct zero *z, const struct adamw_config *opt, float lr,
+	float grad_scale, int t)
 {
 	struct gpt2 *m = pp->m;
 	size_t wte = m->param_sizes[0], wpe = m->param_sizes[1];
 	size_t lnf = m->param_sizes[14] + m->param_sizes[15], n = m->nr_params;
 	bool first = pp->stage == 0, last = pp->stage == pp->nr_stages - 1;
-	/* [lo, hi) ranges of the flat block this stage updates: what it does not use stays */
+	/* [lo, hi) ranges of the flat block this stage updates: what it does not use stays (a
+	 * zero gradient would still decay it) */
 	size_t ranges[2][2];
 	int nr = 0;
 	if (first) {
@@ -462,9 +533,20 @@ void pp_update(struct pp *pp, const struct adamw_config *opt, float lr, float gr
 	}
 	for (int i = 0; i < nr; i++) {
 		size_t lo = ranges[i][0], hi = ranges[i][1];
-		gpt2_update_slice(m, opt, lr, grad_scale, t, lo, hi, m->grads_memory + lo,
-			m->m_memory + lo, m->v_memory + lo);
+		if (z->stage == 0) {
+			gpt2_update_slice(m, opt, lr, grad_scale, t, lo, hi, m->grads_memory + lo,
+				m->m_memory + lo, m->v_memory + lo);
+			continue;
+		}
+		/* ZeRO: the part of the range in the rank's slice, with the slice's moments */
+		lo = lo > z->lo ? lo : z->lo;
+		hi = hi < z->hi ? hi : z->hi;
+		if (lo < hi)
+			gpt2_update_slice(m, opt, lr, grad_scale, t, lo, hi, m->grads_memory + lo,
+				z->m + (lo - z->lo), z->v + (lo - z->lo));
 	}
+	if (z->stage > 0)
+		pp->grid->data->ops->allgather(pp->grid->data, m->params_memory, z->slice);
 }
 
 float pp_eval_loss(struct pp *pp, const int32_t *inputs, const int32_t *targets)

@@ -3,9 +3,11 @@
  * the output projection and the loss on the last. A step's micro-batches (the gradient
  * accumulation's) run a 1F1B schedule; the residual stream goes forward and its gradient back
  * by point-to-point sends (comm.h's sendrecv). The tied wte lives on the first and the last
- * stage, its gradient summed between them before the optimizer. Checkpoints stay one whole
- * llm.c model file: pp_gather puts the stages back together, pp_scatter takes a stage's part of a
- * whole model. train_cmd.c drives it; the result equals the 1-rank run. */
+ * stage, its gradient summed between them before the optimizer. A stage may itself be split
+ * over the grid's tensor group (model.h's gpt2_tp: the full 3D grid) and its optimizer state
+ * over its data group (zero.h). Checkpoints stay one whole llm.c model file: pp_gather puts the
+ * slices, shards and stages back together, pp_scatter takes a rank's part of a whole model.
+ * train_cmd.c drives it; the result equals the 1-rank run. */
 #ifndef FERRY_TRAIN_PP_H
 #define FERRY_TRAIN_PP_H
 
@@ -16,7 +18,9 @@
 
 #include "loader/loader.h"
 #include "train/comm.h"
+#include "train/grid.h"
 #include "train/model.h"
+#include "train/zero.h"
 
 /* The bubble as measured: time a stage waited in its sends and receives during the schedule
  * (idle) against the schedule's wall time (total), summed over the steps. */
@@ -28,12 +32,14 @@ struct pp_bubble {
 
 /* One per process, fixed after pp_init except the activation slots' contents. */
 struct pp {
-	struct comm *pipe; /* the pipeline group: stage s is its rank s */
+	const struct grid *grid; /* the trainer's: its data and tensor groups */
+	struct comm *pipe;       /* the grid's pipeline group: stage s is its rank s */
 	int stage, nr_stages;
 	int l0, l1;      /* this stage's layers [l0, l1) of the whole model's L */
 	int full_layers; /* L */
-	struct gpt2 *m;  /* the stage's model: l1 - l0 layers (wte, wpe, lnf allocated on every
-			     * stage, used on the first (wte, wpe) and the last (wte, lnf)) */
+	struct gpt2 *m;  /* the stage's model: l1 - l0 layers, the tensor rank's shards of them
+			     * (wte, wpe, lnf allocated on every stage, used on the first (wte,
+			     * wpe) and the last (wte, lnf)) */
 	int B, T;
 	/* Activations of the micro-batches in flight: at most P - stage on this stage under
 	 * 1F1B (its warm-up forwards and one more before its first backward). Micro-batch i
@@ -59,30 +65,36 @@ struct pp {
 void pp_split(int nr_layers, int nr_stages, int stage, int *l0, int *l1);
 
 /* What a pipeline of P stages does not combine with yet (the grid, grid_check, checks the
- * rest: P against the ranks and the layers): tensor parallelism, ZeRO, overlapped buckets,
- * --sample. 0, or -EINVAL with one line in err. */
-int pp_check_layout(int nr_stages, int tensor, int zero_stage, int overlap, int sample, char *err,
-	size_t errlen);
+ * rest: P against the ranks and the layers): overlapped buckets, --sample. Tensor parallelism
+ * and ZeRO stages 1 and 2 combine. 0, or -EINVAL with one line in err. */
+int pp_check_layout(int nr_stages, int overlap, int sample, char *err, size_t errlen);
 
-/* The stage of rank pipe->rank of a model of config full for (B, T) micro-batches. The pipe's
- * ranks are the stages, in order: its sendrecv, allreduce_sum and allgather are called with
- * them (the grid's pipeline group, grid.h: the world's comm where the pipeline is the whole
- * world, else a communicator of one pipeline whose ops address its own ranks). 0, or -EINVAL /
- * -ENOMEM with one line in err. */
-int pp_init(struct pp *pp, struct comm *pipe, const struct gpt2_config *full, int B, int T,
-	char *err, size_t errlen);
+/* The stage of this rank (g->p) of a model of config full for (B, T) micro-batches, on g's
+ * pipeline group: its ranks are the stages, in order, and its sendrecv, allreduce_sum and
+ * allgather are called with them (the world's comm where the pipeline is the whole world, else
+ * a communicator of one pipeline, of one (d, t): tensor rank t of a stage sends to tensor rank t
+ * of the next, the residual stream being whole on each). tp: the stage's blocks split over g's
+ * tensor group (gpt2_new_tp; NULL or size 1: whole). 0, or -EINVAL / -ENOMEM with one line in
+ * err. */
+int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
+	const struct gpt2_config *full, int B, int T, char *err, size_t errlen);
 void pp_done(struct pp *pp);
 
 /* This stage's parameters and AdamW moments from full, a whole model (read from a checkpoint,
- * --init, or drawn; every stage holds the same), local copies only. */
+ * --init, or drawn; every rank holds the same): its layers, and of them its tensor rank's
+ * shards (ckpt_tp_scatter). Local copies only; before zero_init slices the moments. */
 void pp_scatter(struct pp *pp, const struct gpt2 *full);
 /* After pp_scatter: frees what full (the whole model) no longer needs beside the stages, its
- * gradients everywhere and, but on stage 0 (where pp_gather writes a checkpoint's whole model),
- * its parameters and moments too; the struct stays (config and sizes), its pointers NULL. */
+ * gradients everywhere and, but on the world's rank 0 (data 0, tensor 0, stage 0: where
+ * pp_gather puts a checkpoint's whole model), its parameters and moments too; the struct stays
+ * (config and sizes), its pointers NULL. */
 void pp_trim_whole(const struct pp *pp, struct gpt2 *full);
-/* The whole model's parameters and moments into full on stage 0 (the checkpoint writer) from
- * every stage's part; full is left as it was on the other stages. Every stage calls it. */
-void pp_gather(struct pp *pp, struct gpt2 *full);
+/* The whole model's parameters and moments into full on the world's rank 0 (the checkpoint
+ * writer), in three steps: a stage's moments all-gathered over its data group where ZeRO (z)
+ * sliced them, its tensor shards over its tensor group (ckpt_tp_gather), then the stages over
+ * the pipeline group of data 0, tensor 0. full is left as it was elsewhere. Every rank calls
+ * it. */
+void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full);
 
 /* Gives the next micro-batch of the step (the loader's, checked): every stage reads the same
  * samples, in the same order. */
@@ -93,10 +105,16 @@ typedef void (*pp_next_batch_fn)(void *arg, struct loader_batch *b);
  * stage. Returns the mean loss over the micro-batches, the same on every stage. */
 float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, void *arg,
 	float loss_scale);
-/* The whole model's gradient norm (wte counted once), the same on every stage. */
-float pp_grad_norm(struct pp *pp);
-/* AdamW on the parameters this stage uses (gpt2_update's arguments). */
-void pp_update(struct pp *pp, const struct adamw_config *opt, float lr, float grad_scale, int t);
+/* The whole model's gradient norm (wte counted once), the same on every rank, from the
+ * gradients zero_reduce_grads left (z: all of them, or at stage 2 the rank's slice): each
+ * stage's sum of squares of what it counts (the slices' summed over the data group at stage 2,
+ * the shards' over the tensor group, gpt2_tp_sum), then the stages' added in stage order. */
+float pp_grad_norm(struct pp *pp, const struct zero *z);
+/* AdamW on the parameters this stage uses (gpt2_update's arguments): all of them at ZeRO stage
+ * 0, else those of the rank's slice with z's moments, then the slices all-gathered over the
+ * data group (zero_update's way). */
+void pp_update(struct pp *pp, const struct zero *z, const struct adamw_config *opt, float lr,
+	float grad_scale, int t);
 /* The loss of one batch, forward only, the same on every stage (evaluation). */
 float pp_eval_loss(struct pp *pp, const int32_t *inputs, const int32_t *targets);
 /* Stage 0: the measured bubble beside the theoretical (P - 1) / (M + P - 1), on f. */

@@ -461,8 +461,7 @@ static void check_layout_args(struct trainer *t)
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, 0, 0, err,
 		    sizeof(err)) < 0)
 		layout_die(t, err);
-	if (pp_check_layout(s->pipeline_parallel, s->tensor_parallel, t->o.zero_stage, t->o.overlap,
-		    s->sample, err, sizeof(err)) < 0)
+	if (pp_check_layout(s->pipeline_parallel, t->o.overlap, s->sample, err, sizeof(err)) < 0)
 		layout_die(t, err);
 	if (s->tensor_parallel > 1 && s->sample)
 		layout_die(t, "--sample draws on rank 0 alone and a tensor-parallel forward needs "
@@ -610,7 +609,7 @@ static void resume_model(struct trainer *t, struct gpt2 *whole)
 	 * of the checkpoint's shards hold them, whatever world size and stage wrote it; a whole
 	 * state file is read whole. Tensor ranks read all of them and keep their shards. */
 	size_t lo = 0, hi = whole->nr_params;
-	if (whole == t->m)
+	if (whole == t->m && t->grid.P == 1) /* a stage's slice is of its own part (pp_scatter) */
 		zero_slice_bounds(t->m->nr_params, t->grid.D, t->grid.d, t->o.zero_stage, &lo, &hi);
 	ckpt_state_done(&t->resume_state);
 	if (ckpt_load_state(t->o.resume, t->start_step, whole, lo, hi, &t->resume_state, err,
@@ -658,7 +657,7 @@ static void build_model(struct trainer *t)
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
-	struct gpt2 *whole = t->grid.T > 1 ? gpt2_new(&t->mc, 1, 1) : t->m;
+	struct gpt2 *whole = t->m->tp.size > 1 ? gpt2_new(&t->mc, 1, 1) : t->m;
 	if (!whole)
 		die(t, "out of memory");
 	/* splitmix64 of the seed: nearby seeds give unrelated streams, and never the state 0 */
@@ -681,14 +680,10 @@ static void build_model(struct trainer *t)
 		ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
 		gpt2_free(whole);
 	}
-	/* the whole moments read or zeroed above become this rank's slice (--zero-stage) */
-	if (zero_init(&t->zero, t->m, t->grid.data, t->o.zero_stage, err, sizeof(err)) < 0)
-		die(t, "%s", err);
-	zero_set_overlap(&t->zero, t->grid.data, t->o.overlap, (size_t)t->o.bucket_kib << 10);
-	if (t->grid.P > 1) {
+	if (t->grid.P > 1) { /* the stage's part of the whole model (its tensor shards) */
 		t->pp = calloc(1, sizeof(*t->pp));
 		if (!t->pp ||
-			pp_init(t->pp, t->grid.pipeline, &t->mc, t->B, t->T, err, sizeof(err)) < 0)
+			pp_init(t->pp, &t->grid, &tp, &t->mc, t->B, t->T, err, sizeof(err)) < 0)
 			die(t, "%s", t->pp ? err : "out of memory");
 		pp_scatter(t->pp, t->m);
 		pp_trim_whole(t->pp, t->m);
@@ -698,6 +693,12 @@ static void build_model(struct trainer *t)
 			t->pp->nr_stages, t->comm.rank, t->pp->stage, t->pp->l0, t->pp->l1 - 1,
 			t->pp->m->nr_params);
 	}
+	/* the whole moments read or zeroed above become this rank's slice (--zero-stage), of
+	 * its stage's on a pipeline */
+	if (zero_init(&t->zero, t->pp ? t->pp->m : t->m, t->grid.data, t->o.zero_stage, err,
+		    sizeof(err)) < 0)
+		die(t, "%s", err);
+	zero_set_overlap(&t->zero, t->grid.data, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
 			&t->comm };
@@ -853,23 +854,23 @@ static void pp_train_step(struct trainer *t, int step, struct step_result *r)
 {
 	const struct train_settings *s = &t->s;
 	double t0 = now_ms();
-	memset(&r->comm, 0, sizeof(r->comm));
+	uint64_t tensor_bytes = t->grid.tensor->nr_bytes;
 	t->pp_wait_ms = 0.0;
 	t->pp->m->profile = t->m->profile; /* the stage's layers are the ones timed */
 	r->loss = pp_forward_backward(t->pp, t->accum, pp_batch, t, t->loss_scale);
 	r->wait_ms = t->pp_wait_ms;
-	/* the same stage of each data rank's pipeline: its gradients and the loss averaged, as
-	 * the unsplit model's are (the norm below then is the same on every rank) */
-	if (t->grid.D > 1) {
-		comm_allreduce_mean(t->grid.data, t->pp->m->grads_memory, t->pp->m->nr_params);
-		comm_allreduce_mean(t->grid.data, &r->loss, 1);
-	}
+	/* the same stage of each data rank's pipeline: its gradients (at ZeRO stage 2 its
+	 * slice's) and the loss averaged, as the unsplit model's are */
+	zero_reduce_grads(&t->zero, t->pp->m, t->grid.data);
+	r->comm = t->zero.stats;
+	comm_allreduce_mean(t->grid.data, &r->loss, 1);
 	r->lr = lr_schedule(s->lr, step - 1, s->warmup, s->steps, s->lr_final_frac);
-	r->norm = pp_grad_norm(t->pp);
+	r->norm = pp_grad_norm(t->pp, &t->zero);
 	r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 	float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm : 1.0f;
 	if (!r->bad)
-		pp_update(t->pp, &t->opt, r->lr, clip, step);
+		pp_update(t->pp, &t->zero, &t->opt, r->lr, clip, step);
+	r->tensor_bytes = t->grid.tensor->nr_bytes - tensor_bytes;
 	r->ms = now_ms() - t0;
 }
 
@@ -1200,16 +1201,15 @@ static void checkpoint_gathered(struct trainer *t, int step)
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
-	if (t->grid.T > 1) {
+	if (t->pp) { /* the stages' parts (ZeRO slices, tensor shards) into rank 0's whole model */
+		pp_gather(t->pp, &t->zero, t->m);
+	} else if (t->grid.T > 1) {
 		checkpoint_gathered(t, step);
 		return;
-	}
-	if (t->zero.stage > 0) {
+	} else if (t->zero.stage > 0) {
 		checkpoint_sharded(t, step);
 		return;
 	}
-	if (t->pp) /* the stages' parts into rank 0's whole model */
-		pp_gather(t->pp, t->m);
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (t->gpu)

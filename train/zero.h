@@ -5,7 +5,8 @@
  * all-reduce all of them. Stage 0 is plain data parallelism: every rank keeps and updates
  * everything. The trainer (train_cmd.c) calls the same four steps for every stage, with the
  * data group's comm (grid.h): under tensor parallelism the flat parameters are the rank's
- * shards, and the slices are of those. */
+ * shards, and the slices are of those; on a pipeline the stage's (pp.c, which updates and
+ * norms the slice itself: a stage updates only the parameters it uses). */
 #ifndef FERRY_TRAIN_ZERO_H
 #define FERRY_TRAIN_ZERO_H
 

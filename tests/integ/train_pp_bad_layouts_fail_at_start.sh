@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Pipeline layouts that cannot run end every rank at start with one line and exit status 1,
 # before a step (no log.csv is written): more stages than layers, fewer than 1, stages that do
-# not divide the ranks, and what a pipeline does not combine with yet: tensor parallelism, ZeRO,
-# overlapped buckets, --sample and the GPU trainer.
+# not divide the ranks, tensor x pipeline that does not divide them or the heads, and what a
+# pipeline does not combine with yet: overlapped buckets, --sample and the GPU trainer. (Tensor
+# parallelism and ZeRO combine: train_grid_*.)
 source "$(dirname "$0")/train_lib.sh"
 need_mpi
 work=$T
@@ -36,9 +37,10 @@ refused 2 "--pipeline-parallel 2 is more than the model's 1 layers" --layers 1 -
 refused 0 "--pipeline-parallel: '0' is not an integer in \[1, 1024\]" --layers 2 --pipeline-parallel 0
 refused 3 "3 rank(s) do not split into tensor 1 x pipeline 2" --layers 2 --pipeline-parallel 2
 refused 0 "1 rank(s) do not split into tensor 1 x pipeline 2" --layers 2 --pipeline-parallel 2
-refused 4 "--pipeline-parallel 2 with --tensor-parallel 2: stages of tensor-parallel blocks" \
+refused 6 "6 rank(s) do not split into tensor 2 x pipeline 2" \
 	--layers 2 --heads 2 --pipeline-parallel 2 --tensor-parallel 2
-refused 2 "--pipeline-parallel 2 with --zero-stage 1" --layers 2 --pipeline-parallel 2 --zero-stage 1
+refused 4 "--tensor-parallel 2 does not divide the model's 1 heads" \
+	--layers 2 --pipeline-parallel 2 --tensor-parallel 2
 refused 2 "--pipeline-parallel 2 with --overlap on" --layers 2 --pipeline-parallel 2 --overlap on
 refused 2 "--pipeline-parallel 2 with --sample" --layers 2 --pipeline-parallel 2 --sample 5
 # --device cuda: refused before a GPU is looked for (this build may have none; on 1 rank, as MPI
