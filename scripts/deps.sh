@@ -14,6 +14,7 @@ pkgs=(
 	# clang-14, and llvm-symbolizer for readable stacks in its reports
 	clang libclang-rt-14-dev llvm-14
 	clang-format # scripts/format.sh and the format suite: clang-format 14
+	strace # tests/integ/train_mpi_zero2_resume_reads_only_the_shards_a_rank_needs.sh: each rank's opens
 	# --metrics-addr: the HTTP server library, and promtool (in prometheus) for its tests
 	libmicrohttpd-dev prometheus
 	# Kubernetes (scripts/deploy, issue 15): ferry fluid-mount parses Fluid's config.json

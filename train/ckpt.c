@@ -2,6 +2,7 @@
  * and field checked first, so a truncated or foreign file is one error line, never a crash. */
 #include "train/ckpt.h"
 #include "train/guard.h"
+#include "train/zero.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -801,8 +802,26 @@ out:
 	return rc;
 }
 
+/* Whether a rank reads shard r of mf: every shard without a slice (ckpt_verify, the twin);
+ * with one, the shards that overlap the moments the rank will load (ckpt_load_state's), and a
+ * shard no slice overlaps (an empty one, of a tiny model on many ranks) by rank r % nr_ranks of
+ * the ranks verifying together, so that each shard is read by some rank. */
+static bool reads_shard(const struct manifest *mf, int r, const struct ckpt_slice *slice, int rank,
+	int nr_ranks)
+{
+	const struct ckpt_shard_info *s = &mf->shards[r];
+	if (!slice)
+		return true;
+	if (s->lo == s->hi)
+		return r % nr_ranks == rank;
+	size_t lo, hi;
+	zero_slice_bounds((size_t)mf->nr_params, slice->world_size, slice->rank, slice->stage, &lo,
+		&hi);
+	return s->lo < hi && lo < s->hi;
+}
+
 static int verify_sharded(const char *dir, uint64_t step, const char *model, size_t nr_params,
-	char *err, size_t errlen)
+	const struct ckpt_slice *slice, int rank, int nr_ranks, char *err, size_t errlen)
 {
 	struct manifest mf;
 	int rc = read_manifest(dir, step, &mf, err, errlen);
@@ -814,7 +833,8 @@ static int verify_sharded(const char *dir, uint64_t step, const char *model, siz
 			(unsigned long long)step, (unsigned long long)mf.nr_params, model,
 			nr_params);
 	for (int r = 0; r < mf.world_size && rc == 0; r++)
-		rc = verify_shard(dir, step, &mf, r, err, errlen);
+		if (reads_shard(&mf, r, slice, rank, nr_ranks))
+			rc = verify_shard(dir, step, &mf, r, err, errlen);
 	manifest_done(&mf);
 	return rc;
 }
@@ -854,7 +874,9 @@ int ckpt_latest(const char *dir, uint64_t *step)
 	return rc;
 }
 
-int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
+/* ckpt_verify, of a sharded checkpoint only the shards reads_shard gives this rank. */
+static int verify_step(const char *dir, uint64_t step, const struct ckpt_slice *slice, int rank,
+	int nr_ranks, char *err, size_t errlen)
 {
 	char model[PATH_MAX], state[PATH_MAX];
 	ckpt_paths(dir, step, model, state, sizeof(model));
@@ -886,7 +908,8 @@ int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
 	if (rc < 0)
 		return rc;
 	if (sharded)
-		return verify_sharded(dir, step, model, nr_params, err, errlen);
+		return verify_sharded(dir, step, model, nr_params, slice, rank, nr_ranks, err,
+			errlen);
 	struct ckpt_state st;
 	rc = ckpt_read_state(state, NULL, &st, err, errlen);
 	if (rc < 0)
@@ -897,6 +920,11 @@ int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
 			"%s: holds moments of %llu parameters, %s has %zu", state,
 			(unsigned long long)st.nr_params, model, nr_params);
 	return 0;
+}
+
+int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen)
+{
+	return verify_step(dir, step, NULL, 0, 1, err, errlen);
 }
 
 int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, void *arg)
@@ -914,6 +942,60 @@ int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, v
 		if (skipped)
 			skipped(arg, steps[i], err);
 		rc = -EINVAL;
+	}
+	free(steps);
+	return rc;
+}
+
+/* 1 + the newest of steps (ascending) below bound, or 0 for none: what allreduce_max agrees on */
+static uint64_t next_below(const uint64_t *steps, size_t nr, uint64_t bound)
+{
+	for (size_t i = nr; i-- > 0;)
+		if (steps[i] < bound)
+			return steps[i] + 1;
+	return 0;
+}
+
+/* A skip reason as words for allreduce_max_u64: only its finder's are non-zero, so the maximum
+ * is its bytes on every rank. */
+#define REASON_WORDS ((PATH_MAX + 256 + 7) / 8)
+
+int ckpt_find_resumable_ranks(struct comm *c, const char *dir, const struct ckpt_slice *slice,
+	uint64_t *step, ckpt_skip_fn skipped, void *arg)
+{
+	size_t nr;
+	uint64_t *steps = list_steps(dir, &nr);
+	uint64_t agreed[2] = { 0, next_below(steps, nr, UINT64_MAX) };
+	/* on the stack: an allocation that failed on one rank alone would leave it out of the
+	 * collective the others wait in */
+	uint64_t reason[REASON_WORDS];
+	char err[sizeof(reason)];
+	int rc = -ENOENT;
+	/* The candidate is the newest step any rank lists: a rank whose listing lags (a shared
+	 * file system's cache) checks it all the same, and no rank ever waits in a collective the
+	 * others skipped. Each round then checks it and names the next in one collective. */
+	c->ops->allreduce_max_u64(c, &agreed[1], 1);
+	while (agreed[1] > 0) {
+		uint64_t cand = agreed[1] - 1;
+		bool bad =
+			verify_step(dir, cand, slice, c->rank, c->world_size, err, sizeof(err)) < 0;
+		/* the lowest rank that found something wrong says what */
+		agreed[0] = bad ? (uint64_t)(c->world_size - c->rank) : 0;
+		agreed[1] = next_below(steps, nr, cand);
+		c->ops->allreduce_max_u64(c, agreed, 2);
+		if (agreed[0] == 0) {
+			*step = cand;
+			rc = 0;
+			break;
+		}
+		rc = -EINVAL;
+		memset(reason, 0, sizeof(reason));
+		if (c->rank == c->world_size - (int)agreed[0])
+			memcpy(reason, err, strnlen(err, sizeof(err) - 1));
+		c->ops->allreduce_max_u64(c, reason, REASON_WORDS);
+		((char *)reason)[sizeof(reason) - 1] = '\0';
+		if (skipped)
+			skipped(arg, cand, (const char *)reason);
 	}
 	free(steps);
 	return rc;

@@ -60,13 +60,33 @@ int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st
 int ckpt_latest(const char *dir, uint64_t *step);
 /* Reads the checkpoint of step in dir as a resume would, without a model to load into: the
  * model file's header and size, every parameter finite, the state file's size and checksum,
- * its moments finite and as many as the parameters. 0 or -errno with a one-line reason. */
+ * its moments finite and as many as the parameters; of a sharded one its DONE, its manifest and
+ * every shard (size, XXH3, header, finite moments). 0 or -errno with a one-line reason. */
 int ckpt_verify(const char *dir, uint64_t step, char *err, size_t errlen);
 /* Called for each checkpoint that does not verify, newest first, with its reason. */
 typedef void (*ckpt_skip_fn)(void *arg, uint64_t step, const char *reason);
 /* The step of the newest checkpoint in dir that verifies: 0 and *step set; -ENOENT when dir
- * holds none, -EINVAL when none of those it holds verifies. */
+ * holds none, -EINVAL when none of those it holds verifies. One process reading every file:
+ * the simple twin of ckpt_find_resumable_ranks, its oracle in the tests. */
 int ckpt_find_resumable(const char *dir, uint64_t *step, ckpt_skip_fn skipped, void *arg);
+
+/* The moments one rank of a resume loads (ckpt_load_state's [lo, hi)), for any checkpoint's
+ * nr_params: zero.h's zero_slice_bounds(nr_params, world_size, rank, stage); stage 0 (or
+ * world_size 1) all of them. */
+struct ckpt_slice {
+	int world_size, rank, stage;
+};
+
+/* ckpt_find_resumable over the ranks of c, each reading what it will load and no more: the model
+ * file whole and the state file whole as ckpt_verify does, and of a sharded checkpoint its DONE,
+ * its manifest and only the shards that overlap its slice (a shard no slice overlaps, an empty
+ * one, is read by rank r % world_size of c): with W ranks on the same W, one shard a rank, not
+ * W. The ranks agree on each candidate, newest first, with one allreduce_max_u64, so every rank
+ * returns the same, and a shard damaged that one rank alone read makes all of them fall back
+ * together. skipped is called on every rank with the same reason, the lowest finding rank's
+ * (shared in one more collective). A collective of every rank of c. */
+int ckpt_find_resumable_ranks(struct comm *c, const char *dir, const struct ckpt_slice *slice,
+	uint64_t *step, ckpt_skip_fn skipped, void *arg);
 
 /* ---- sharded checkpoints: each rank writes the moments of its slice, no gathering ----
  * Rank 0 calls ckpt_shard_begin (the step's old DONE and state file gone: a rewritten step is

@@ -245,16 +245,21 @@ static void note_skipped(void *arg, uint64_t step, const char *reason)
 			(unsigned long long)step, reason);
 }
 
-/* The newest checkpoint of dir that verifies (ckpt_verify), saying on stderr (rank 0) which
- * newer ones were skipped and why, one line each; none: the run ends with one line. */
+/* The newest checkpoint of dir that verifies on every rank, each rank reading only what it will
+ * load (ckpt_find_resumable_ranks), saying on stderr (rank 0) which newer ones were skipped and
+ * why, one line each; none: the run ends with one line. */
 static uint64_t find_resumable(struct trainer *t, const char *dir)
 {
 	struct skipped_ckpts sk = { 0 };
 	char *text = NULL;
 	size_t len = 0;
 	uint64_t step;
+	/* resume_model's slice: this rank's of the data group (grid.h's coordinates; the grid is
+	 * not made yet), all of the moments under tensor or pipeline parallelism */
+	int T = t->s.tensor_parallel, P = t->s.pipeline_parallel, D = t->comm.world_size / (T * P);
+	struct ckpt_slice slice = { D, (t->comm.rank / T) % D, T * P > 1 ? 0 : t->o.zero_stage };
 	sk.lines = open_memstream(&text, &len);
-	int rc = ckpt_find_resumable(dir, &step, note_skipped, &sk);
+	int rc = ckpt_find_resumable_ranks(&t->comm, dir, &slice, &step, note_skipped, &sk);
 	if (sk.lines)
 		fclose(sk.lines);
 	if (rc == -ENOENT)

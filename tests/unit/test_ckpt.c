@@ -2,6 +2,7 @@
  * right tensors; ours have llm.c's header), state files, keeping the last N, and malformed
  * files rejected with one-line errors. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "train/ckpt.h"
+#include "train/comm.h"
 #include "train/model.h"
 
 static char dir[64];
@@ -545,5 +547,232 @@ Test(ckpt, rotation_leaves_checkpoints_newer_than_the_one_written)
 	}
 	ckpt_paths(dir, 10, model, state, sizeof(model));
 	cr_assert(!exists(state), "step 10 kept beyond --keep 2");
+	gpt2_free(m);
+}
+
+/* ---- sharded checkpoints: each resuming rank reads only its shards, and the ranks agree ---- */
+
+/* R ranks as threads of this process, with the one collective ckpt_find_resumable_ranks uses:
+ * each rank posts its buffer, then takes the element-wise maximum of all of them. */
+#define MAX_RANKS 4
+static struct {
+	pthread_barrier_t barrier;
+	uint64_t *bufs[MAX_RANKS];
+} group;
+
+static void threads_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
+{
+	uint64_t *max = calloc(n, sizeof(*max));
+	cr_assert_not_null(max);
+	group.bufs[c->rank] = buf;
+	pthread_barrier_wait(&group.barrier);
+	for (int r = 0; r < c->world_size; r++)
+		for (size_t i = 0; i < n; i++)
+			if (group.bufs[r][i] > max[i])
+				max[i] = group.bufs[r][i];
+	/* every rank has read every buffer before any is overwritten */
+	pthread_barrier_wait(&group.barrier);
+	memcpy(buf, max, n * sizeof(*buf));
+	free(max);
+}
+
+static const struct comm_ops threads_ops = { .name = "threads",
+	.allreduce_max_u64 = threads_allreduce_max_u64 };
+
+/* What a search decided: its return, its step and every skipped step with its reason. */
+struct decision {
+	int rc;
+	uint64_t step;
+	char trail[2048];
+};
+
+static void note_trail(void *arg, uint64_t step, const char *reason)
+{
+	struct decision *d = arg;
+	size_t len = strlen(d->trail);
+	snprintf(d->trail + len, sizeof(d->trail) - len, "%llu: %s\n", (unsigned long long)step,
+		reason);
+}
+
+struct rank_run {
+	struct comm comm;
+	const char *where;
+	struct ckpt_slice slice;
+	struct decision d;
+};
+
+static void *rank_main(void *arg)
+{
+	struct rank_run *r = arg;
+	r->d.rc = ckpt_find_resumable_ranks(&r->comm, r->where, &r->slice, &r->d.step, note_trail,
+		&r->d);
+	return NULL;
+}
+
+/* ckpt_find_resumable_ranks on R ranks resuming at stage: every rank's decision, the same on
+ * all of them, into *d */
+static void decide_on_ranks(const char *where, int R, int stage, struct decision *d)
+{
+	struct rank_run runs[MAX_RANKS];
+	pthread_t th[MAX_RANKS];
+	cr_assert_eq(pthread_barrier_init(&group.barrier, NULL, (unsigned)R), 0);
+	for (int r = 0; r < R; r++) {
+		runs[r] = (struct rank_run){
+			.comm = { .ops = &threads_ops, .rank = r, .world_size = R },
+			.where = where,
+			.slice = { R, r, stage }
+		};
+		cr_assert_eq(pthread_create(&th[r], NULL, rank_main, &runs[r]), 0);
+	}
+	for (int r = 0; r < R; r++)
+		cr_assert_eq(pthread_join(th[r], NULL), 0);
+	pthread_barrier_destroy(&group.barrier);
+	for (int r = 1; r < R; r++) {
+		cr_assert_eq(runs[r].d.rc, runs[0].d.rc, "ranks 0 and %d return differently", r);
+		cr_assert(runs[r].d.rc < 0 || runs[r].d.step == runs[0].d.step,
+			"ranks 0 and %d resume different steps", r);
+		cr_assert_str_eq(runs[r].d.trail, runs[0].d.trail);
+	}
+	*d = runs[0].d;
+}
+
+/* A sharded checkpoint of m at step as W ranks write it, rank r's moments [bounds[r],
+ * bounds[r + 1]) (a bound repeated: an empty shard). */
+static void save_sharded(const char *where, struct gpt2 *m, uint64_t step, int W,
+	const uint64_t *bounds)
+{
+	char err[512] = "", model[256];
+	struct ckpt_shard_info info[MAX_RANKS];
+	struct ckpt_state st = { .step = step, .settings = "x 1\n" };
+	cr_assert_eq(ckpt_shard_begin(where, step, err, sizeof(err)), 0, "%s", err);
+	for (int r = 0; r < W; r++) {
+		uint64_t lo = bounds[r], hi = bounds[r + 1];
+		cr_assert_eq(ckpt_write_shard(where, step, r, W, m->nr_params, lo, hi,
+				     m->m_memory + lo, m->v_memory + lo, &info[r], err,
+				     sizeof(err)),
+			0, "%s", err);
+	}
+	ckpt_paths(where, step, model, NULL, sizeof(model));
+	cr_assert_eq(ckpt_write_model(model, m, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(ckpt_write_manifest(where, &st, m->nr_params, 2, W, info, err, sizeof(err)), 0,
+		"%s", err);
+	cr_assert_eq(ckpt_finish_sharded(where, step, 0, err, sizeof(err)), 0, "%s", err);
+}
+
+static void flip_middle_byte(const char *path)
+{
+	size_t n;
+	char *buf = read_bytes(path, &n);
+	buf[n / 2] ^= 1;
+	write_bytes(path, buf, n);
+	free(buf);
+}
+
+static void sharded_file(char *path, size_t len, const char *where, const char *name)
+{
+	snprintf(path, len, "%s/%s", where, name);
+}
+
+/* Steps 10, 20 and 30 written by 2 ranks (ZeRO slices), step 40 by 3 with an empty last shard. */
+static struct gpt2 *sharded_run(const char *where)
+{
+	struct gpt2_config c = cfg();
+	struct gpt2 *m = gpt2_new(&c, 1, 4);
+	cr_assert_not_null(m);
+	for (size_t i = 0; i < m->nr_params; i++) {
+		m->m_memory[i] = (float)i * 1e-3f;
+		m->v_memory[i] = (float)i * 1e-6f;
+	}
+	cr_assert_eq(mkdir(where, 0755), 0);
+	uint64_t n = m->nr_params, half = (n + 1) / 2;
+	uint64_t two[] = { 0, half, n }, empty_last[] = { 0, half, n, n };
+	for (uint64_t s = 10; s <= 30; s += 10)
+		save_sharded(where, m, s, 2, two);
+	save_sharded(where, m, 40, 3, empty_last);
+	return m;
+}
+
+Test(ckpt, a_rank_reads_only_the_shards_of_its_slice)
+{
+	char where[128], path[256];
+	snprintf(where, sizeof(where), "%s/run", dir);
+	struct gpt2 *m = sharded_run(where);
+	/* the newest, step 40: shard 1 damaged, which only the rank whose slice overlaps it (and
+	 * none other) reads; one process standing for one rank of two */
+	sharded_file(path, sizeof(path), where, "shard_00000040_00001.bin");
+	flip_middle_byte(path);
+	struct comm self;
+	comm_self(&self);
+	struct ckpt_slice first = { 2, 0, 2 }, second = { 2, 1, 2 }, all = { 2, 0, 0 };
+	struct decision d = { 0 };
+	cr_assert_eq(ckpt_find_resumable_ranks(&self, where, &first, &d.step, note_trail, &d), 0);
+	cr_assert_eq(d.step, 40, "rank 0 of 2 read shard 1, outside its slice: %s", d.trail);
+	cr_assert_eq(ckpt_find_resumable_ranks(&self, where, &second, &d.step, note_trail, &d), 0);
+	cr_assert_eq(d.step, 30);
+	cr_assert(strstr(d.trail, "40: ") && strstr(d.trail, "shard_00000040_00001.bin: XXH3"),
+		"%s", d.trail);
+	d.trail[0] = '\0';
+	cr_assert_eq(ckpt_find_resumable_ranks(&self, where, &all, &d.step, note_trail, &d), 0);
+	cr_assert_eq(d.step, 30, "stage 0 loads every moment, so it reads every shard");
+	gpt2_free(m);
+}
+
+/* Each damage, on 1 to 4 ranks at stages 0 and 2, decides as ckpt_find_resumable (every file,
+ * one process) does: the same step, the same skipped steps with the same reasons. */
+Test(ckpt, ranks_reading_their_own_shards_decide_as_one_reading_every_shard, .timeout = 60)
+{
+	static const char *const damages[][2] = {
+		{ "nothing", "" }, { "rm", "DONE_00000040" },
+		{ "flip", "shard_00000040_00000.bin" }, { "flip", "shard_00000040_00001.bin" },
+		{ "flip", "shard_00000040_00002.bin" }, /* the empty one: its header */
+		{ "rm", "shard_00000040_00002.bin" }, { "rm", "shard_00000040_00001.bin" },
+		{ "flip", "manifest_00000040.txt" },
+		{ "cut", "model_00000040.bin" }, /* no checksum: a flipped bit is a weight */
+		{ "flip+", "shard_00000030_00000.bin" }, /* 40 and 30: back to 20 */
+		{ "all", "" },                           /* none verifies */
+	};
+	char base[128], where[160], path[256], cmd[512];
+	snprintf(base, sizeof(base), "%s/base", dir);
+	struct gpt2 *m = sharded_run(base);
+	for (size_t k = 0; k < sizeof(damages) / sizeof(damages[0]); k++) {
+		const char *how = damages[k][0], *name = damages[k][1];
+		snprintf(where, sizeof(where), "%s/case%zu", dir, k);
+		snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s'", base, where);
+		cr_assert_eq(system(cmd), 0);
+		sharded_file(path, sizeof(path), where, name);
+		if (strcmp(how, "rm") == 0)
+			cr_assert_eq(unlink(path), 0);
+		if (strncmp(how, "flip", 4) == 0)
+			flip_middle_byte(path);
+		if (strcmp(how, "cut") == 0)
+			cr_assert_eq(truncate(path, 2000), 0);
+		if (strcmp(how, "flip+") == 0) {
+			sharded_file(path, sizeof(path), where, "shard_00000040_00001.bin");
+			flip_middle_byte(path);
+		}
+		if (strcmp(how, "all") == 0)
+			for (int s = 10; s <= 40; s += 10) {
+				snprintf(path, sizeof(path), "%s/shard_%08d_00001.bin", where, s);
+				flip_middle_byte(path);
+			}
+		struct decision want = { 0 }, got;
+		want.rc = ckpt_find_resumable(where, &want.step, note_trail, &want);
+		cr_assert(want.rc == 0 || strcmp(how, "all") == 0, "%s %s: %s", how, name,
+			want.trail);
+		cr_assert(strcmp(how, "nothing") == 0 || want.trail[0], "%s %s: not skipped", how,
+			name);
+		for (int R = 1; R <= MAX_RANKS; R++)
+			for (int stage = 0; stage <= 2; stage += 2) {
+				decide_on_ranks(where, R, stage, &got);
+				cr_assert_eq(got.rc, want.rc, "%s %s, %d rank(s) at stage %d", how,
+					name, R, stage);
+				cr_assert(got.rc < 0 || got.step == want.step,
+					"%s %s, %d rank(s) at stage %d: step %llu, want %llu", how,
+					name, R, stage, (unsigned long long)got.step,
+					(unsigned long long)want.step);
+				cr_assert_str_eq(got.trail, want.trail,
+					"%s %s, %d rank(s) at stage %d", how, name, R, stage);
+			}
+	}
 	gpt2_free(m);
 }
