@@ -27,7 +27,7 @@ one() {
 	local name=$1
 	shift
 	timeout 300 "$FERRY" train "$@" --out "$WORK/$name" >"$WORK/$name.out" 2>&1 ||
-		fail "$name: ferry train failed: $(tail -3 "$WORK/$name.out")"
+		fail "$name: ferry train failed: $(tail -n 3 "$WORK/$name.out")"
 }
 
 # compare A B LOSS_TOL WEIGHT_TOL: run B's 10 losses within LOSS_TOL relative of run A's, and
@@ -78,7 +78,7 @@ echo "== a tensor-2 GPU checkpoint resumes on the CPU trainer on 1 rank"
 ranks tstop 2 "${ARGS[@]}" --precision bf16 --tensor-parallel 2 --stop-at 5
 cp -a "$WORK/tstop" "$WORK/tcpu"
 timeout 300 "$FERRY" train --resume "$WORK/tcpu" --device cpu >"$WORK/tcpu.out" 2>&1 ||
-	fail "tcpu: the resume on the CPU failed: $(tail -3 "$WORK/tcpu.out")"
+	fail "tcpu: the resume on the CPU failed: $(tail -n 3 "$WORK/tcpu.out")"
 compare tp_bf16 tcpu 3e-2 -
 
 [ "$FAILED" = 0 ] && echo "PASS: --tensor-parallel 2 on GPU ranks equals 1 GPU" || exit 1
