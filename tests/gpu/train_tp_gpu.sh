@@ -15,6 +15,8 @@
 # - a tensor-2 bf16 GPU checkpoint (gathered into one llm.c model file and one state file)
 #   resumes on the CPU trainer on 1 rank: the losses of steps 6-10 within 3e-2 relative of the
 #   tensor-2 GPU run's (fp32 CPU against bf16 GPU, as train_zero_gpu.sh asks).
+# - with 4 GPUs or more, data 2 x tensor 2 (batch 2 a rank: the same global batch; its groups
+#   are ncclCommSplits) against the fp32 1-GPU run, within the fp32 tolerances.
 #   usage: FERRY_BUILD=DIR tests/gpu/train_tp_gpu.sh   (DIR: a tree built with -Dcuda=enabled)
 # shellcheck source=tests/gpu/train_nccl_lib.sh disable=SC1091
 source "$(dirname "$0")/train_nccl_lib.sh"
@@ -73,6 +75,16 @@ for p in fp32 bf16; do
 done
 compare one_fp32 tp_fp32 1e-4 1e-4
 compare one_bf16 tp_bf16 2e-2 2e-2
+
+# 4 GPUs or more: data 2 x tensor 2, the only layout here whose groups are ncclCommSplits
+# (on 2 ranks the tensor group is the world), against the same 1-GPU run (fp32)
+if [ "$NGPU" -ge 4 ]; then
+	echo "== fp32: data 2 x tensor 2 on 4 GPUs (batch 2 each) against 1 GPU"
+	ranks dt_fp32 4 "${ARGS[@]}" --precision fp32 --tensor-parallel 2 --batch 2
+	compare one_fp32 dt_fp32 1e-4 1e-4
+else
+	echo "untested here: data 2 x tensor 2 (needs 4 GPUs; this machine has $NGPU)"
+fi
 
 echo "== a tensor-2 GPU checkpoint resumes on the CPU trainer on 1 rank"
 ranks tstop 2 "${ARGS[@]}" --precision bf16 --tensor-parallel 2 --stop-at 5
