@@ -110,6 +110,14 @@ void k_global_norm(float *out, const float *g, size_t n, float clip, int world, 
  * all-reduce; then k_norm_from_sumsq makes out[0..1] as k_global_norm does from that sum. */
 void k_sum_squares(float *out, const float *x, size_t n, double *scratch, cudaStream_t s);
 void k_norm_from_sumsq(float *out, const float *sumsq, float clip, int world, cudaStream_t s);
+/* k_sum_squares over nr ranges of x (offs[r], lens[r]: host arrays, at most K_NORM_RANGES)
+ * at once: out[0] = the sum of their squares, each range's partials in double and all of them
+ * summed in one fixed order, then a float (twin: gpt2_sum_squares_tp, which sums a tensor-
+ * parallel rank's shards and, on tensor rank 0, the replicated tensors). scratch: nr *
+ * K_NORM_BLOCKS doubles. */
+#define K_NORM_RANGES 8
+void k_sum_squares_ranges(float *out, const float *x, const size_t *offs, const size_t *lens,
+	int nr, double *scratch, cudaStream_t s);
 
 /* AdamW on one tensor, as train/model.c gpt2_update: master (fp32) updated, and copied to
  * params (bf16) when params is not NULL. hp (device) = { lr, 1 - beta1^t, 1 - beta2^t },
@@ -117,6 +125,10 @@ void k_norm_from_sumsq(float *out, const float *sumsq, float clip, int world, cu
 void k_adamw(float *master, void *params, enum kdtype params_dt, const float *grads, float *m,
 	float *v, size_t n, const float *hp, const float *grad_scale, float beta1, float beta2,
 	float eps, float weight_decay, cudaStream_t s);
+
+/* out (N,OC) += bias (OC), rounded once to dt: the bias of a row-parallel matmul, added after
+ * the tensor ranks' partial sums were all-reduced (twin: add_bias in train/model.c). */
+void k_add_bias(void *out, const void *bias, int N, int OC, enum kdtype dt, cudaStream_t s);
 
 /* Column sums for bias gradients: dbias (OC) += sum over N rows of dout (N,OC), fp32, fixed
  * order. scratch: k_bias_backward_scratch_floats floats. */

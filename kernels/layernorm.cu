@@ -1,5 +1,7 @@
 /* kernels/: layernorm, with the residual add fused into it, and the column sums for bias
- * gradients (twins: layernorm_forward/_backward, residual_forward/_backward in train/layers.c).
+ * gradients, and the bias add after a row-parallel matmul's all-reduce (twins:
+ * layernorm_forward/_backward, residual_forward/_backward in train/layers.c, add_bias in
+ * train/model.c).
  * One warp per row; weight and bias gradients in two passes (per row-chunk partial sums, then
  * a fixed-order sum over chunks) instead of atomics, so they repeat bit for bit. */
 #include "kernels/common.cuh"
@@ -184,5 +186,25 @@ extern "C" void k_bias_backward(float *dbias, const void *dout, float *scratch, 
 		<<<grid, block, 0, s>>>(scratch, NULL, (const X *)dout, NULL, NULL, NULL, N, OC));
 	KLAUNCH_CHECK();
 	colsum_final_kernel<<<div_up(OC, 256), 256, 0, s>>>(dbias, NULL, scratch, NULL, R, OC);
+	KLAUNCH_CHECK();
+}
+
+template <typename T> __global__ void add_bias_kernel(T *out, const T *bias, size_t n, int OC)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+		i += (size_t)gridDim.x * blockDim.x)
+		out[i] = from_f<T>(to_f(out[i]) + to_f(bias[i % OC]));
+}
+
+extern "C" void k_add_bias(void *out, const void *bias, int N, int OC, enum kdtype dt,
+	cudaStream_t s)
+{
+	size_t n = (size_t)N * OC;
+	unsigned int grid = div_up(n, 256);
+	if (grid > 65536)
+		grid = 65536;
+	KDISPATCH(dt, X,
+		add_bias_kernel<X>
+		<<<grid ? grid : 1, 256, 0, s>>>((X *)out, (const X *)bias, n, OC));
 	KLAUNCH_CHECK();
 }

@@ -58,6 +58,19 @@ extern "C" void k_sum_squares(float *out, const float *x, size_t n, double *scra
 	KLAUNCH_CHECK();
 }
 
+extern "C" void k_sum_squares_ranges(float *out, const float *x, const size_t *offs,
+	const size_t *lens, int nr, double *scratch, cudaStream_t s)
+{
+	for (int r = 0; r < nr; r++) {
+		norm_partial_kernel<<<K_NORM_BLOCKS, 256, 0, s>>>(scratch +
+									  (size_t)r * K_NORM_BLOCKS,
+			x + offs[r], lens[r]);
+		KLAUNCH_CHECK();
+	}
+	sumsq_final_kernel<<<1, 1, 0, s>>>(out, scratch, nr * K_NORM_BLOCKS);
+	KLAUNCH_CHECK();
+}
+
 __global__ void norm_from_sumsq_kernel(float *out, const float *sumsq, float clip, int world)
 {
 	float norm = sqrtf(sumsq[0]) / (float)world;

@@ -50,9 +50,13 @@ struct comm_ops {
 	/* A sub-communicator (the grid's groups, grid.h): the ranks of c that give the same color
 	 * make one, ordered by key; out gets this table, its own rank and world_size. A
 	 * collective of every rank of c. 0, or -errno with one line in err. NULL where the backend
-	 * has none (one process; NCCL: no model parallelism on the GPU yet). */
+	 * has none (one process). */
 	int (*split)(struct comm *c, int color, int key, struct comm *out, char *err,
 		size_t errlen);
+	/* buf (n bf16 values, device memory) = the sum over ranks, enqueued on cuda_stream
+	 * without a wait: the GPU trainer's tensor-parallel activations in bf16 (allreduce_sum
+	 * is fp32). NULL where the backend has none (only nccl has). */
+	void (*allreduce_sum_bf16)(struct comm *c, void *buf, size_t n);
 	/* c's resources; the process's too for the world's (MPI_Finalize), a sub-communicator's
 	 * only its own */
 	void (*done)(struct comm *c);
@@ -77,7 +81,7 @@ struct comm {
 	void *cuda_stream;
 	struct launch launch; /* read by comm_init, before ops->init */
 	void *pending;        /* mpi: the reductions start_allreduce_sum began (comm_mpi.c) */
-	void *group;          /* mpi: a sub-communicator's MPI_Comm (split); NULL: the world */
+	void *group; /* a sub-communicator's MPI_Comm (mpi) or ncclComm_t (nccl); NULL: the world */
 	/* payload bytes of the reductions, gathers and scatters issued on c (each buffer's size
 	 * once, whatever the algorithm sends): the benchmark's count (mpi only) */
 	uint64_t nr_bytes;

@@ -5,7 +5,8 @@
  * buffers (the loss, a validation loss) go through a small device bounce buffer and wait.
  * The communicator is non-blocking and every wait on it has a deadline (--comm-timeout): a
  * rank whose peer died aborts it and exits with one line instead of spinning in a collective
- * for ever. Overlapped buckets (start_allreduce_sum) run on a side stream. */
+ * for ever. Overlapped buckets (start_allreduce_sum) run on a side stream. The grid's groups
+ * (grid.h) are ncclCommSplit's sub-communicators of the world's, watched the same way. */
 #include "config.h"
 
 #include <errno.h>
@@ -27,6 +28,8 @@
  * recorded behind it on its stream, so that a wait that times out names the oldest one not
  * done (the one a dead peer never joined). */
 #define NR_OPS 256
+/* the grid's groups: data, tensor and pipeline at most */
+#define NR_SUBS 4
 
 struct nccl_op {
 	cudaEvent_t done;
@@ -38,8 +41,12 @@ struct nccl_op {
 /* One communicator per process and everything that waits on it. The trainer's thread makes
  * every call: NCCL takes no concurrent calls on one communicator. */
 static struct {
-	ncclComm_t comm;
-	int rank;
+	ncclComm_t comm; /* the world's */
+	/* the sub-communicators split from it that are not done yet: every wait asks each of
+	 * them for an error, and the end of a rank aborts them all */
+	ncclComm_t subs[NR_SUBS];
+	int nr_subs;
+	int rank;         /* in the world, in every line said */
 	double timeout_s; /* --comm-timeout: the longest any wait on the communicator lasts */
 	float *bounce;    /* device buffer for host reductions */
 	size_t bounce_n;
@@ -69,6 +76,9 @@ static void end_rank(int status)
 {
 	fflush(stderr);
 	alarm(10);
+	for (int i = 0; i < nc.nr_subs; i++)
+		ncclCommAbort(nc.subs[i]);
+	nc.nr_subs = 0;
 	if (nc.comm)
 		ncclCommAbort(nc.comm);
 	nc.comm = NULL;
@@ -101,6 +111,31 @@ static void cuda_call(cudaError_t e, const char *what)
 	end_rank(1);
 }
 
+/* The communicator c's collectives run on: its group's, else the world's. */
+static ncclComm_t ncomm(const struct comm *c)
+{
+	return c->group ? (ncclComm_t)c->group : nc.comm;
+}
+
+/* The state of cm: an error, ncclInProgress or ncclSuccess. */
+static ncclResult_t comm_state(ncclComm_t cm)
+{
+	ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(cm, &st);
+	return q != ncclSuccess ? q : st;
+}
+
+/* The first error any of this process's communicators met (ncclSuccess: none): a wait on a
+ * stream may be held up by a collective of any of them. */
+static ncclResult_t comms_error(void)
+{
+	for (int i = -1; i < nc.nr_subs; i++) {
+		ncclResult_t st = comm_state(i < 0 ? nc.comm : nc.subs[i]);
+		if (st != ncclSuccess && st != ncclInProgress)
+			return st;
+	}
+	return ncclSuccess;
+}
+
 /* The oldest kept collective not done yet, in words. */
 static void describe_pending(char *line, size_t len)
 {
@@ -116,32 +151,31 @@ static void describe_pending(char *line, size_t len)
 	snprintf(line, len, "the GPU work after collective #%llu", nc.nr_ops);
 }
 
-/* A call on the non-blocking communicator returned r. ncclInProgress: it goes on in the
+/* A call on the non-blocking communicator cm returned r. ncclInProgress: it goes on in the
  * background, and NCCL takes no other call, nor work on its streams, until the state is
  * ncclSuccess; polled until then, within the deadline. what names the call for the line. */
-static void settle(ncclResult_t r, const char *what)
+static void settle(ncclComm_t cm, ncclResult_t r, const char *what)
 {
 	double t0 = now_s();
 	while (r == ncclInProgress) {
 		if (now_s() - t0 > nc.timeout_s)
 			give_up(what, now_s() - t0, ncclSuccess);
 		sched_yield();
-		ncclResult_t q = ncclCommGetAsyncError(nc.comm, &r);
-		if (q != ncclSuccess)
-			r = q;
+		r = comm_state(cm);
 	}
 	if (r != ncclSuccess)
 		give_up(what, now_s() - t0, r);
 }
 
-/* After a collective's call returned r on stream s: its state settled, an event behind it. */
-static void enqueued(ncclResult_t r, const char *what, size_t count, cudaStream_t s)
+/* After a collective's call on cm returned r on stream s: its state settled, an event behind
+ * it. */
+static void enqueued(ncclComm_t cm, ncclResult_t r, const char *what, size_t count, cudaStream_t s)
 {
 	struct nccl_op *op = &nc.ops[nc.nr_ops % NR_OPS];
 	if (r != ncclSuccess) {
 		char line[160];
 		snprintf(line, sizeof(line), "%s #%llu (%zu elements)", what, nc.nr_ops + 1, count);
-		settle(r, line);
+		settle(cm, r, line);
 	}
 	op->what = what;
 	op->count = count;
@@ -160,10 +194,8 @@ static void wait_stream(cudaStream_t s)
 	while ((e = cudaStreamQuery(s)) == cudaErrorNotReady) {
 		double t = now_s();
 		if (t >= next_check) {
-			ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(nc.comm, &st);
-			if (q != ncclSuccess)
-				st = q;
-			if (st != ncclSuccess && st != ncclInProgress) {
+			ncclResult_t st = comms_error();
+			if (st != ncclSuccess) {
 				describe_pending(line, sizeof(line));
 				give_up(line, t - t0, st);
 			}
@@ -305,18 +337,28 @@ static void nccl_allreduce_sum(struct comm *c, float *buf, size_t n)
 {
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
 	if (is_device(buf)) {
-		enqueued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nc.comm, s), "all-reduce",
-			n, s);
+		enqueued(ncomm(c), ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, ncomm(c), s),
+			"all-reduce", n, s);
 		return;
 	}
 	bounce_reserve(n);
 	cuda_call(cudaMemcpyAsync(nc.bounce, buf, n * sizeof(float), cudaMemcpyHostToDevice, s),
 		"cudaMemcpyAsync");
-	enqueued(ncclAllReduce(nc.bounce, nc.bounce, n, ncclFloat, ncclSum, nc.comm, s),
+	enqueued(ncomm(c), ncclAllReduce(nc.bounce, nc.bounce, n, ncclFloat, ncclSum, ncomm(c), s),
 		"all-reduce", n, s);
 	cuda_call(cudaMemcpyAsync(buf, nc.bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s),
 		"cudaMemcpyAsync");
 	wait_stream(s);
+}
+
+/* The tensor-parallel activations of a bf16 GPU run (device memory, in place), in bf16: on 2
+ * ranks the sum a + b is rounded to bf16 once, as an fp32 all-reduce cast back would round it,
+ * at half the bytes and without the two casts. */
+static void nccl_allreduce_sum_bf16(struct comm *c, void *buf, size_t n)
+{
+	cudaStream_t s = (cudaStream_t)c->cuda_stream;
+	enqueued(ncomm(c), ncclAllReduce(buf, buf, n, ncclBfloat16, ncclSum, ncomm(c), s),
+		"all-reduce (bf16)", n, s);
 }
 
 /* Small host tables only (the ranks' agreement at start): a device buffer of their own, freed
@@ -328,7 +370,8 @@ static void nccl_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 	cuda_call(cudaMalloc((void **)&d, n * sizeof(*d)), "cudaMalloc");
 	cuda_call(cudaMemcpyAsync(d, buf, n * sizeof(*d), cudaMemcpyHostToDevice, s),
 		"cudaMemcpyAsync");
-	enqueued(ncclAllReduce(d, d, n, ncclUint64, ncclMax, nc.comm, s), "all-reduce (max)", n, s);
+	enqueued(ncomm(c), ncclAllReduce(d, d, n, ncclUint64, ncclMax, ncomm(c), s),
+		"all-reduce (max)", n, s);
 	cuda_call(cudaMemcpyAsync(buf, d, n * sizeof(*d), cudaMemcpyDeviceToHost, s),
 		"cudaMemcpyAsync");
 	wait_stream(s);
@@ -340,8 +383,9 @@ static void nccl_allreduce_max_u64(struct comm *c, uint64_t *buf, size_t n)
 static void nccl_reduce_scatter_sum(struct comm *c, float *buf, size_t count)
 {
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
-	enqueued(ncclReduceScatter(buf, buf + (size_t)c->rank * count, count, ncclFloat, ncclSum,
-			 nc.comm, s),
+	enqueued(ncomm(c),
+		ncclReduceScatter(buf, buf + (size_t)c->rank * count, count, ncclFloat, ncclSum,
+			ncomm(c), s),
 		"reduce-scatter", count, s);
 }
 
@@ -352,15 +396,16 @@ static void nccl_allgather(struct comm *c, float *buf, size_t count)
 	cudaStream_t s = (cudaStream_t)c->cuda_stream;
 	size_t n = count * (size_t)c->world_size, mine = (size_t)c->rank * count;
 	if (is_device(buf)) {
-		enqueued(ncclAllGather(buf + mine, buf, count, ncclFloat, nc.comm, s), "all-gather",
-			count, s);
+		enqueued(ncomm(c), ncclAllGather(buf + mine, buf, count, ncclFloat, ncomm(c), s),
+			"all-gather", count, s);
 		return;
 	}
 	bounce_reserve(n);
 	cuda_call(cudaMemcpyAsync(nc.bounce + mine, buf + mine, count * sizeof(float),
 			  cudaMemcpyHostToDevice, s),
 		"cudaMemcpyAsync");
-	enqueued(ncclAllGather(nc.bounce + mine, nc.bounce, count, ncclFloat, nc.comm, s),
+	enqueued(ncomm(c),
+		ncclAllGather(nc.bounce + mine, nc.bounce, count, ncclFloat, ncomm(c), s),
 		"all-gather", count, s);
 	cuda_call(cudaMemcpyAsync(buf, nc.bounce, n * sizeof(float), cudaMemcpyDeviceToHost, s),
 		"cudaMemcpyAsync");
@@ -373,6 +418,95 @@ static void nccl_barrier(struct comm *c)
 	nccl_allreduce_sum(c, &one, 1);
 }
 
+/* Polls a non-blocking setup of sub (ncclCommSplit's), and its parent's state, to ncclSuccess
+ * within the deadline: r, or ncclInProgress when the deadline passed. */
+static ncclResult_t settle_setup(ncclComm_t parent, ncclComm_t sub, ncclResult_t r, double t0)
+{
+	while (r == ncclInProgress && now_s() - t0 <= nc.timeout_s) {
+		sched_yield();
+		r = comm_state(sub ? sub : parent);
+	}
+	while (r == ncclSuccess && (r = comm_state(parent)) == ncclInProgress &&
+		now_s() - t0 <= nc.timeout_s)
+		sched_yield();
+	return r;
+}
+
+/* The grid's groups: ncclCommSplit of c, non-blocking like the world's communicator, set up
+ * within the same deadline; its collectives are watched as the world's are (comms_error,
+ * end_rank). Every rank of c calls it, in the same order (grid_init). */
+static int nccl_split(struct comm *c, int color, int key, struct comm *out, char *err,
+	size_t errlen)
+{
+	/* static: a non-blocking setup goes on after the call returns */
+	static ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+	ncclComm_t sub = NULL;
+	int rank = 0, count = 0;
+	double t0 = now_s();
+
+	if (nc.nr_subs == NR_SUBS) {
+		snprintf(err, errlen, "rank %d: more than %d NCCL sub-communicators", nc.rank,
+			NR_SUBS);
+		return -ENOSPC;
+	}
+	config.blocking = 0;
+	ncclResult_t r = ncclCommSplit(ncomm(c), color, key, &sub, &config);
+	r = settle_setup(ncomm(c), sub, r, t0);
+	if (r == ncclSuccess && (ncclCommUserRank(sub, &rank) != ncclSuccess ||
+					ncclCommCount(sub, &count) != ncclSuccess))
+		r = ncclInternalError;
+	if (r != ncclSuccess) {
+		if (r == ncclInProgress)
+			snprintf(err, errlen,
+				"rank %d: the group of color %d not set up after %.1f s "
+				"(--comm-timeout %.0f)",
+				nc.rank, color, now_s() - t0, nc.timeout_s);
+		else
+			snprintf(err, errlen, "rank %d: ncclCommSplit: %s", nc.rank,
+				ncclGetErrorString(r));
+		if (sub)
+			ncclCommAbort(sub);
+		return r == ncclInProgress ? -ETIMEDOUT : -EIO;
+	}
+	nc.subs[nc.nr_subs++] = sub;
+	*out = (struct comm){ .ops = c->ops,
+		.rank = rank,
+		.world_size = count,
+		.cuda_stream = c->cuda_stream,
+		.launch = c->launch,
+		.group = sub,
+		.share_id = c->share_id };
+	return 0;
+}
+
+/* A group's communicator (c->group) finalized within the deadline, else aborted, and no
+ * longer watched. */
+static void sub_done(struct comm *c)
+{
+	ncclComm_t sub = (ncclComm_t)c->group;
+	double t0 = now_s();
+	ncclResult_t r = ncclCommFinalize(sub);
+	while (r == ncclInProgress && now_s() - t0 <= nc.timeout_s) {
+		sched_yield();
+		r = comm_state(sub);
+	}
+	if (r == ncclSuccess) {
+		ncclCommDestroy(sub);
+	} else {
+		fprintf(stderr,
+			"ferry train: nccl: rank %d: finalize of a group: %s after %.1f s; aborted\n",
+			nc.rank, r == ncclInProgress ? "not done" : ncclGetErrorString(r),
+			now_s() - t0);
+		ncclCommAbort(sub);
+	}
+	for (int i = 0; i < nc.nr_subs; i++)
+		if (nc.subs[i] == sub) {
+			nc.subs[i] = nc.subs[--nc.nr_subs];
+			break;
+		}
+	c->group = NULL;
+}
+
 /* A bucket (device memory): once the work queued on the compute stream so far is done (the
  * trainer calls this right after the kernels that finish the bucket's gradients), summed on
  * the side stream in fp32 while backward goes on. */
@@ -380,7 +514,7 @@ static void nccl_start_allreduce_sum(struct comm *c, float *buf, size_t n)
 {
 	cuda_call(cudaEventRecord(nc.ready, (cudaStream_t)c->cuda_stream), "cudaEventRecord");
 	cuda_call(cudaStreamWaitEvent(nc.side, nc.ready, 0), "cudaStreamWaitEvent");
-	enqueued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, nc.comm, nc.side),
+	enqueued(ncomm(c), ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, ncomm(c), nc.side),
 		"bucket all-reduce", n, nc.side);
 	if (!nc.side_busy)
 		nc.side_since = now_s();
@@ -390,11 +524,9 @@ static void nccl_start_allreduce_sum(struct comm *c, float *buf, size_t n)
 /* NCCL moves its collectives by itself: this only looks for an error the communicator met. */
 static bool nccl_progress(struct comm *c)
 {
-	ncclResult_t st = ncclSuccess, q = ncclCommGetAsyncError(nc.comm, &st);
+	ncclResult_t st = comms_error();
 	(void)c;
-	if (q != ncclSuccess)
-		st = q;
-	if (st != ncclSuccess && st != ncclInProgress) {
+	if (st != ncclSuccess) {
 		char line[160];
 		describe_pending(line, sizeof(line));
 		give_up(line, now_s() - nc.side_since, st);
@@ -423,7 +555,14 @@ static void nccl_done(struct comm *c)
 {
 	double t0 = now_s();
 	ncclResult_t r, q;
-	(void)c;
+	if (c->group) {
+		sub_done(c);
+		return;
+	}
+	/* groups their owner left behind (grid_done frees them first) */
+	for (int i = 0; i < nc.nr_subs; i++)
+		ncclCommAbort(nc.subs[i]);
+	nc.nr_subs = 0;
 	if (nc.comm) {
 		/* every collective flushed, then the state polled to ncclSuccess within the
 		 * deadline. The run's work is done by now (its last checkpoint behind a barrier):
@@ -484,6 +623,8 @@ const struct comm_ops comm_nccl_ops = {
 	.progress = nccl_progress,
 	.wait_all = nccl_wait_all,
 	.sync = nccl_sync,
+	.split = nccl_split,
+	.allreduce_sum_bf16 = nccl_allreduce_sum_bf16,
 	.done = nccl_done,
 	.abort_all = nccl_abort_all,
 };

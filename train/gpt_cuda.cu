@@ -2,7 +2,11 @@
  * from kernels/, with the residual adds fused into the layernorms, the GELU into the fc matmul
  * and the softmax's gradient into the logits buffer. Tokens enter through two fixed device
  * buffers so each micro-step (and the update) can be captured once in a CUDA graph and
- * replayed; the host waits for the GPU only in step_result (the loss) and eval. */
+ * replayed; the host waits for the GPU only in step_result (the loss) and eval. Under tensor
+ * parallelism each GPU holds its shards in model.c's layout (gpt2_tp): qkv and fc
+ * column-parallel on its heads and 4C/T rows, attproj and fcproj row-parallel, their outputs
+ * all-reduced over the tensor group on the stream (in the activation precision) before their
+ * bias is added, and the input gradients of qkv and fc all-reduced in backward. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +83,15 @@ struct gpt2_cuda {
 	int stage, rank, world;
 	size_t lo, hi, slice, flat;
 	struct comm *comm; /* gpt2_cuda_opts.comm */
+	/* Tensor parallelism (gpt2_cuda_opts.tensor): tp ranks, this one tp_rank; Cl and NHl its
+	 * channels of attention (C / tp; 4 * Cl of the MLP) and its heads, C and NH where tp is 1.
+	 * data: the group the gradients and the buckets are reduced over (comm without groups).
+	 * The norm sums the squares of the nr_norm ranges of grads (the shards, and on tensor
+	 * rank 0 the replicated tensors; within [lo, hi) at ZeRO 2) into sumsq. */
+	int tp, tp_rank, Cl, NHl;
+	struct comm *tensor, *data;
+	int nr_norm;
+	size_t norm_offs[K_NORM_RANGES], norm_lens[K_NORM_RANGES];
 	/* --overlap (zero.h's buckets, any stage the zero allows): shadow is a struct gpt2 with
 	 * the model's shapes whose grads_memory is grads, on the device, so that zero.c's
 	 * grads_ready hook, called by backward as on the CPU, starts the same buckets (it never
@@ -238,13 +251,63 @@ enum {
 	LNFB
 };
 
+/* Tensor parallelism: the ranges of the flat gradients whose squares make this rank's part of
+ * the whole model's norm (gpt2_sum_squares_tp's): every shard, the replicated tensors on
+ * tensor rank 0 alone (the sum over the tensor group counts them once), cut to the slice
+ * [lo, hi) the rank holds summed at ZeRO 2; adjacent ranges merged (tensor rank 0 has one). */
+static void tp_norm_ranges(struct gpt2_cuda *g)
+{
+	int sliced = g->stage == 2 && g->world > 1;
+	size_t lo = sliced ? g->lo : 0, hi = sliced ? g->hi : g->nr_params;
+	g->nr_norm = 0;
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+		size_t a = g->offs[k] > lo ? g->offs[k] : lo;
+		size_t b = g->offs[k] + g->sizes[k] < hi ? g->offs[k] + g->sizes[k] : hi;
+		if (a >= b || (!gpt2_param_is_sharded(k) && g->tp_rank != 0))
+			continue;
+		int n = g->nr_norm;
+		if (n > 0 && g->norm_offs[n - 1] + g->norm_lens[n - 1] == a) {
+			g->norm_lens[n - 1] += b - a;
+			continue;
+		}
+		/* at most 3 ranges: the shards are tensors 4-6 and 10-12 */
+		g->norm_offs[n] = a;
+		g->norm_lens[n] = b - a;
+		g->nr_norm++;
+	}
+}
+
 extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T,
 	const struct gpt2_cuda_opts *o, char *err, size_t errlen)
 {
 	const struct gpt2_config *c = &host->config;
 	int C = c->channels, L = c->nr_layers, NH = c->nr_heads, Vp = c->padded_vocab_size;
+	int tp = host->tp.size > 1 ? host->tp.size : 1;
 	if (gpt2_cuda_available(err, errlen) < 0)
 		return NULL;
+	/* the tensor group's all-reduces are on device buffers, inside forward and backward */
+	if (tp > 1 && (!o->tensor || !o->tensor->ops->allreduce_sum_bf16 ||
+			      o->tensor->world_size != tp)) {
+		snprintf(err, errlen,
+			"--device cuda --tensor-parallel %d: the tensor group needs GPU ranks over "
+			"NCCL",
+			tp);
+		return NULL;
+	}
+	/* NCCL may deadlock two communicators whose kernels run at once: the data group's
+	 * buckets on the side stream beside the tensor group's all-reduces in backward */
+	if (tp > 1 && o->zero && o->zero->overlap) {
+		snprintf(err, errlen,
+			"--overlap on: not with --tensor-parallel on GPUs (the data group's buckets "
+			"would run beside the tensor group's all-reduces); use --overlap off");
+		return NULL;
+	}
+	if (tp > 1 && o->cuda_graph) {
+		snprintf(err, errlen,
+			"--cuda-graph: not with --tensor-parallel (the tensor group's all-reduces "
+			"inside forward and backward are not captured)");
+		return NULL;
+	}
 	if (C % 8 || Vp % 8) {
 		snprintf(err, errlen,
 			"--device cuda: channels %d and padded vocabulary %d must be "
@@ -279,7 +342,15 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->use_graph = o->cuda_graph;
 	/* FERRY_CUDA_ATTENTION=cores keeps the CUDA-core kernel, the reference, for comparison */
 	const char *att = getenv("FERRY_CUDA_ATTENTION");
-	g->attention_tc = k_attention_tc_supported(C, NH, g->dt) && !(att && !strcmp(att, "cores"));
+	g->tp = tp;
+	g->tp_rank = tp > 1 ? host->tp.rank : 0;
+	g->Cl = C / tp;
+	g->NHl = NH / tp;
+	g->tensor = o->tensor;
+	g->data = o->data ? o->data : o->comm;
+	int Cl = g->Cl, NHl = g->NHl;
+	g->attention_tc =
+		k_attention_tc_supported(Cl, NHl, g->dt) && !(att && !strcmp(att, "cores"));
 	g->nr_params = host->nr_params;
 	size_t off = 0;
 	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
@@ -291,6 +362,7 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->comm = o->comm;
 	g->buckets = o->zero;
 	g->shadow.config = *c;
+	g->shadow.tp = host->tp;
 	g->shadow.nr_params = host->nr_params;
 	memcpy(g->shadow.param_sizes, host->param_sizes, sizeof(g->shadow.param_sizes));
 	g->zero = o->zero && o->zero->stage > 0 ? o->zero : NULL;
@@ -306,6 +378,8 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 		g->slice = g->zero->slice;
 		g->flat = g->slice * (size_t)g->world;
 	}
+	if (tp > 1)
+		tp_norm_ranges(g);
 	size_t MV = g->hi - g->lo;
 	g->master = (float *)dmalloc(g->flat * 4);
 	g->grads = (float *)dmalloc(g->flat * 4);
@@ -315,12 +389,14 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->params = g->dt == KDT_F32 ? (void *)g->master : dmalloc(P * esz);
 	g->encoded = dmalloc(NC * esz);
 	g->ln1 = dmalloc(L * NC * esz);
-	g->qkv = dmalloc(3 * L * NC * esz);
-	g->atty = dmalloc(L * NC * esz);
+	/* this rank's heads and MLP channels: NCl = NC / tp */
+	size_t NCl = N * (size_t)Cl;
+	g->qkv = dmalloc(3 * L * NCl * esz);
+	g->atty = dmalloc(L * NCl * esz);
 	g->residual2 = dmalloc(L * NC * esz);
 	g->ln2 = dmalloc(L * NC * esz);
-	g->fch = dmalloc(4 * L * NC * esz);
-	g->fch_gelu = dmalloc(4 * L * NC * esz);
+	g->fch = dmalloc(4 * L * NCl * esz);
+	g->fch_gelu = dmalloc(4 * L * NCl * esz);
 	g->residual3 = dmalloc(L * NC * esz);
 	g->lnf = dmalloc(NC * esz);
 	g->logits = dmalloc(N * Vp * esz);
@@ -331,14 +407,14 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->ln2_rstd = (float *)dmalloc(L * N * 4);
 	g->lnf_mean = (float *)dmalloc(N * 4);
 	g->lnf_rstd = (float *)dmalloc(N * 4);
-	g->lse = (float *)dmalloc(L * NH * N * 4);
+	g->lse = (float *)dmalloc(L * NHl * N * 4);
 	g->losses = (float *)dmalloc(N * 4);
 	g->dresidual = dmalloc(NC * esz);
 	g->dln = dmalloc(NC * esz);
-	g->datty = dmalloc(NC * esz);
-	g->dfch = dmalloc(4 * NC * esz);
-	g->dqkv = dmalloc(3 * NC * esz);
-	g->delta = (float *)dmalloc(NH * N * 4);
+	g->datty = dmalloc(NCl * esz);
+	g->dfch = dmalloc(4 * NCl * esz);
+	g->dqkv = dmalloc(3 * NCl * esz);
+	g->delta = (float *)dmalloc(NHl * N * 4);
 	size_t sf = k_layernorm_backward_scratch_floats((int)N, C);
 	size_t sb = k_bias_backward_scratch_floats((int)N, 4 * C);
 	if (k_bias_backward_scratch_floats((int)N, Vp) > sb)
@@ -346,7 +422,8 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->scratch = (float *)dmalloc((sf > sb ? sf : sb) * 4);
 	g->enc_scratch_bytes = k_encoder_backward_scratch_bytes(B, T, c->vocab_size);
 	g->enc_scratch = dmalloc(g->enc_scratch_bytes);
-	g->norm_scratch = (double *)dmalloc(K_NORM_BLOCKS * sizeof(double));
+	g->norm_scratch =
+		(double *)dmalloc((tp > 1 ? K_NORM_RANGES : 1) * K_NORM_BLOCKS * sizeof(double));
 	g->loss_acc = (double *)dmalloc(sizeof(double));
 	g->eval_acc = (double *)dmalloc(sizeof(double));
 	g->normscale = (float *)dmalloc(2 * 4);
@@ -434,14 +511,45 @@ extern "C" void gpt2_cuda_memory(const struct gpt2_cuda *g, struct zero_memory *
 	mem->optimizer = 2 * (g->hi - g->lo) * 4;
 }
 
+/* Tensor parallelism: buf (n elements of the activation type, device) summed over the tensor
+ * group on the stream. In the activation precision: the matmul has rounded the partial sums to
+ * it already, and on 2 ranks their sum is rounded to bf16 once either way, so an fp32
+ * all-reduce (a cast on either side) would cost two kernels and twice the bytes for nothing. */
+static void tensor_allreduce(struct gpt2_cuda *g, void *buf, size_t n)
+{
+	struct comm *t = g->tensor;
+	t->cuda_stream = g->stream;
+	if (g->dt == KDT_F32)
+		t->ops->allreduce_sum(t, (float *)buf, n);
+	else
+		t->ops->allreduce_sum_bf16(t, buf, n);
+}
+
+/* out (N, OC) = inp (N, K) @ w^T + bias. Row-parallel under tensor parallelism (attproj and
+ * fcproj: K is this rank's share of the inputs): the partial sums all-reduced, then the bias
+ * added once, as model.c does. One rank: the matmul with its bias epilogue, as before. */
+static void row_parallel_forward(struct gpt2_cuda *g, void *out, const void *inp, const void *w,
+	const void *bias, int K, int OC)
+{
+	if (g->tp == 1) {
+		k_matmul_forward(g->mm, out, NULL, inp, w, bias, g->N, K, OC, g->dt, g->stream);
+		return;
+	}
+	k_matmul_forward(g->mm, out, NULL, inp, w, NULL, g->N, K, OC, g->dt, g->stream);
+	tensor_allreduce(g, out, (size_t)g->N * OC);
+	k_add_bias(out, bias, g->N, OC, g->dt, g->stream);
+}
+
 static void forward(struct gpt2_cuda *g)
 {
 	const struct gpt2_config *c = &g->c;
-	int B = g->B, T = g->T, N = g->N, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
+	int B = g->B, T = g->T, N = g->N, C = c->channels, L = c->nr_layers;
 	int Vp = c->padded_vocab_size;
+	/* this tensor rank's attention channels and heads (all of them on one rank) */
+	int Cl = g->Cl, NHl = g->NHl;
 	enum kdtype dt = g->dt;
 	cudaStream_t s = g->stream;
-	size_t NC = (size_t)N * C;
+	size_t NC = (size_t)N * C, NCl = (size_t)N * Cl;
 
 	prof_mark(g, PROF_NONE);
 	k_encoder_forward(g->encoded, g->d_in, param(g, WTE, 0), param(g, WPE, 0), B, T, C, dt, s);
@@ -450,32 +558,33 @@ static void forward(struct gpt2_cuda *g)
 		param(g, LN1B, 0), N, C, dt, s);
 	prof_mark(g, PROF_F_LAYERNORM);
 	for (int l = 0; l < L; l++) {
-		size_t nc = l * NC, lc = (size_t)l * C;
+		/* lcl: layer l's offset in a per-layer tensor of this rank's width */
+		size_t nc = l * NC, ncl = l * NCl, lc = (size_t)l * C, lcl = (size_t)l * Cl;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
-		void *ln1 = at(g, g->ln1, nc), *qkv = at(g, g->qkv, 3 * nc),
-		     *atty = at(g, g->atty, nc);
+		void *ln1 = at(g, g->ln1, nc), *qkv = at(g, g->qkv, 3 * ncl),
+		     *atty = at(g, g->atty, ncl);
 		void *residual2 = at(g, g->residual2, nc), *ln2 = at(g, g->ln2, nc);
-		void *fch = at(g, g->fch, 4 * nc), *fch_gelu = at(g, g->fch_gelu, 4 * nc);
+		void *fch = at(g, g->fch, 4 * ncl), *fch_gelu = at(g, g->fch_gelu, 4 * ncl);
 		void *residual3 = at(g, g->residual3, nc);
 
-		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lc * C),
-			param(g, QKVB, 3 * lc), N, C, 3 * C, dt, s);
+		k_matmul_forward(g->mm, qkv, NULL, ln1, param(g, QKVW, 3 * lcl * C),
+			param(g, QKVB, 3 * lcl), N, C, 3 * Cl, dt, s);
 		prof_mark(g, PROF_F_QKV);
 		(g->attention_tc ? k_attention_forward_tc : k_attention_forward)(atty,
-			g->lse + (size_t)l * NH * N, qkv, B, T, C, NH, dt, s);
+			g->lse + (size_t)l * NHl * N, qkv, B, T, Cl, NHl, dt, s);
 		prof_mark(g, PROF_F_ATTENTION);
-		k_matmul_forward(g->mm, g->proj, NULL, atty, param(g, ATTPROJW, lc * C),
-			param(g, ATTPROJB, lc), N, C, C, dt, s);
+		row_parallel_forward(g, g->proj, atty, param(g, ATTPROJW, lc * Cl),
+			param(g, ATTPROJB, lc), Cl, C);
 		prof_mark(g, PROF_F_ATTPROJ);
 		k_residual_layernorm_forward(residual2, ln2, g->ln2_mean + (size_t)l * N,
 			g->ln2_rstd + (size_t)l * N, residual, g->proj, param(g, LN2W, lc),
 			param(g, LN2B, lc), N, C, dt, s);
 		prof_mark(g, PROF_F_LAYERNORM);
-		k_matmul_forward(g->mm, fch_gelu, fch, ln2, param(g, FCW, 4 * lc * C),
-			param(g, FCB, 4 * lc), N, C, 4 * C, dt, s);
+		k_matmul_forward(g->mm, fch_gelu, fch, ln2, param(g, FCW, 4 * lcl * C),
+			param(g, FCB, 4 * lcl), N, C, 4 * Cl, dt, s);
 		prof_mark(g, PROF_F_FC); /* the GELU is its epilogue */
-		k_matmul_forward(g->mm, g->proj, NULL, fch_gelu, param(g, FCPROJW, 4 * lc * C),
-			param(g, FCPROJB, lc), N, 4 * C, C, dt, s);
+		row_parallel_forward(g, g->proj, fch_gelu, param(g, FCPROJW, 4 * lc * Cl),
+			param(g, FCPROJB, lc), 4 * Cl, C);
 		prof_mark(g, PROF_F_FCPROJ);
 		if (l + 1 < L)
 			k_residual_layernorm_forward(residual3, at(g, g->ln1, nc + NC),
@@ -508,11 +617,12 @@ static void grads_ready(struct gpt2_cuda *g, int layer)
 static void backward(struct gpt2_cuda *g, float loss_scale)
 {
 	const struct gpt2_config *c = &g->c;
-	int B = g->B, T = g->T, N = g->N, C = c->channels, NH = c->nr_heads, L = c->nr_layers;
+	int B = g->B, T = g->T, N = g->N, C = c->channels, L = c->nr_layers;
 	int V = c->vocab_size, Vp = c->padded_vocab_size;
+	int Cl = g->Cl, NHl = g->NHl; /* as in forward */
 	enum kdtype dt = g->dt;
 	cudaStream_t s = g->stream;
-	size_t NC = (size_t)N * C;
+	size_t NC = (size_t)N * C, NCl = (size_t)N * Cl;
 
 	k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
 	k_loss_accumulate(g->loss_acc, g->losses, N, s);
@@ -527,34 +637,42 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 		g->scratch, N, C, dt, s);
 	prof_mark(g, PROF_B_LAYERNORM);
 	for (int l = L - 1; l >= 0; l--) {
-		size_t nc = l * NC, lc = (size_t)l * C, nl = (size_t)l * N;
+		size_t nc = l * NC, ncl = l * NCl, lc = (size_t)l * C, lcl = (size_t)l * Cl;
+		size_t nl = (size_t)l * N;
 		void *residual = l == 0 ? g->encoded : at(g, g->residual3, nc - NC);
 
-		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * C),
-			grad(g, FCPROJB, lc), g->dresidual, at(g, g->fch_gelu, 4 * nc),
-			param(g, FCPROJW, 4 * lc * C), g->scratch, N, 4 * C, C, dt, s);
+		/* row-parallel: the output gradient is whole on every tensor rank, the bias's
+		 * gradient too */
+		k_matmul_backward(g->mm, g->dfch, grad(g, FCPROJW, 4 * lc * Cl),
+			grad(g, FCPROJB, lc), g->dresidual, at(g, g->fch_gelu, 4 * ncl),
+			param(g, FCPROJW, 4 * lc * Cl), g->scratch, N, 4 * Cl, C, dt, s);
 		prof_mark(g, PROF_B_FCPROJ);
-		k_gelu_backward(g->dfch, at(g, g->fch, 4 * nc), g->dfch, 4 * NC, dt, s);
+		k_gelu_backward(g->dfch, at(g, g->fch, 4 * ncl), g->dfch, 4 * NCl, dt, s);
 		prof_mark(g, PROF_B_GELU);
-		k_matmul_backward(g->mm, g->dln, grad(g, FCW, 4 * lc * C), grad(g, FCB, 4 * lc),
-			g->dfch, at(g, g->ln2, nc), param(g, FCW, 4 * lc * C), g->scratch, N, C,
-			4 * C, dt, s);
+		/* column-parallel: each tensor rank's part of the input gradient, summed */
+		k_matmul_backward(g->mm, g->dln, grad(g, FCW, 4 * lcl * C), grad(g, FCB, 4 * lcl),
+			g->dfch, at(g, g->ln2, nc), param(g, FCW, 4 * lcl * C), g->scratch, N, C,
+			4 * Cl, dt, s);
+		if (g->tp > 1)
+			tensor_allreduce(g, g->dln, NC);
 		prof_mark(g, PROF_B_FC);
 		k_layernorm_backward(g->dresidual, grad(g, LN2W, lc), grad(g, LN2B, lc), g->dln,
 			at(g, g->residual2, nc), param(g, LN2W, lc), g->ln2_mean + nl,
 			g->ln2_rstd + nl, g->scratch, N, C, dt, s);
 		prof_mark(g, PROF_B_LAYERNORM);
-		k_matmul_backward(g->mm, g->datty, grad(g, ATTPROJW, lc * C), grad(g, ATTPROJB, lc),
-			g->dresidual, at(g, g->atty, nc), param(g, ATTPROJW, lc * C), g->scratch, N,
-			C, C, dt, s);
+		k_matmul_backward(g->mm, g->datty, grad(g, ATTPROJW, lc * Cl),
+			grad(g, ATTPROJB, lc), g->dresidual, at(g, g->atty, ncl),
+			param(g, ATTPROJW, lc * Cl), g->scratch, N, Cl, C, dt, s);
 		prof_mark(g, PROF_B_ATTPROJ);
 		(g->attention_tc ? k_attention_backward_tc : k_attention_backward)(g->dqkv,
-			g->delta, g->datty, at(g, g->qkv, 3 * nc), at(g, g->atty, nc),
-			g->lse + (size_t)l * NH * N, B, T, C, NH, dt, s);
+			g->delta, g->datty, at(g, g->qkv, 3 * ncl), at(g, g->atty, ncl),
+			g->lse + (size_t)l * NHl * N, B, T, Cl, NHl, dt, s);
 		prof_mark(g, PROF_B_ATTENTION);
-		k_matmul_backward(g->mm, g->dln, grad(g, QKVW, 3 * lc * C), grad(g, QKVB, 3 * lc),
-			g->dqkv, at(g, g->ln1, nc), param(g, QKVW, 3 * lc * C), g->scratch, N, C,
-			3 * C, dt, s);
+		k_matmul_backward(g->mm, g->dln, grad(g, QKVW, 3 * lcl * C), grad(g, QKVB, 3 * lcl),
+			g->dqkv, at(g, g->ln1, nc), param(g, QKVW, 3 * lcl * C), g->scratch, N, C,
+			3 * Cl, dt, s);
+		if (g->tp > 1)
+			tensor_allreduce(g, g->dln, NC);
 		prof_mark(g, PROF_B_QKV);
 		k_layernorm_backward(g->dresidual, grad(g, LN1W, lc), grad(g, LN1B, lc), g->dln,
 			residual, param(g, LN1W, lc), g->ln1_mean + nl, g->ln1_rstd + nl,
@@ -593,10 +711,28 @@ static void norm_over_slices(struct gpt2_cuda *g, struct comm *comm, float clip)
 	k_norm_from_sumsq(g->normscale, g->sumsq, clip, g->world, s);
 }
 
+/* Tensor parallelism: the whole model's norm and clipping factor into normscale, as the CPU's
+ * gpt2_grad_norm and zero_grad_norm take it: this rank's sum of squares over tp_norm_ranges,
+ * summed over the data group where ZeRO 2 sliced the gradients, then over the tensor group.
+ * Outside any graph (tensor parallelism has none). */
+static void norm_tensor(struct gpt2_cuda *g, struct comm *data, float clip, int world)
+{
+	cudaStream_t s = g->stream;
+	k_sum_squares_ranges(g->sumsq, g->grads, g->norm_offs, g->norm_lens, g->nr_norm,
+		g->norm_scratch, s);
+	if (sharded_norm(g)) {
+		data->cuda_stream = s;
+		data->ops->allreduce_sum(data, g->sumsq, 1);
+	}
+	g->tensor->cuda_stream = s;
+	g->tensor->ops->allreduce_sum(g->tensor, g->sumsq, 1);
+	k_norm_from_sumsq(g->normscale, g->sumsq, clip, world, s);
+}
+
 static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
 {
 	cudaStream_t s = g->stream;
-	if (!sharded_norm(g))
+	if (!sharded_norm(g) && g->tp == 1) /* else norm_over_slices or norm_tensor took it */
 		k_global_norm(g->normscale, g->grads, g->nr_params, clip, world, g->norm_scratch,
 			s);
 	/* read at execution time (also when replayed from a graph): the host fills hp_host first */
@@ -761,10 +897,10 @@ extern "C" void gpt2_cuda_reduce_begin(struct gpt2_cuda *g)
 	struct zero *z = g->buckets;
 	/* a replayed graph makes none of the host's calls the buckets need: the single
 	 * all-reduce after backward then; and only a comm of device buffers (NCCL) */
-	if (!z || !z->overlap || g->use_graph || !g->comm || !g->comm->ops->sync)
+	if (!z || !z->overlap || g->use_graph || !g->data || !g->data->ops->sync)
 		return;
-	g->comm->cuda_stream = g->stream;
-	zero_reduce_begin(z, &g->shadow, g->comm);
+	g->data->cuda_stream = g->stream;
+	zero_reduce_begin(z, &g->shadow, g->data);
 	g->armed = 1;
 }
 
@@ -828,7 +964,7 @@ static void reduce_grads(struct gpt2_cuda *g, struct comm *comm, float grad_clip
 	g->timed = 1;
 	g->overlapped = 0;
 	g->nr_buckets = 1;
-	if (world > 1 && g->stage == 2)
+	if (world > 1 && g->stage == 2 && g->tp == 1)
 		norm_over_slices(g, comm, grad_clip);
 }
 
@@ -838,6 +974,8 @@ extern "C" void gpt2_cuda_update(struct gpt2_cuda *g, struct comm *comm,
 	int world = comm ? comm->world_size : 1;
 	if (reduces(comm))
 		reduce_grads(g, comm, grad_clip);
+	if (g->tp > 1)
+		norm_tensor(g, comm, grad_clip, world);
 	/* the same arithmetic as gpt2_update computes its bias corrections with */
 	g->hp_host[0] = lr;
 	g->hp_host[1] = 1.0f - powf(opt->beta1, (float)t);

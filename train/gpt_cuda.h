@@ -32,6 +32,12 @@ struct gpt2_cuda_opts {
 	 * GPU goes through it, so that a collective a dead peer never joins ends the run with one
 	 * line after --comm-timeout instead of hanging in cudaStreamSynchronize. */
 	struct comm *comm;
+	/* Tensor parallelism (host->tp.size > 1, host a gpt2_new_tp model holding this rank's
+	 * shards, whose layout the GPU keeps): the tensor group's comm (NCCL: its allreduce_sum
+	 * and allreduce_sum_bf16 on device buffers), and the data group's, over which the
+	 * gradients are reduced (gpt2_cuda_update's comm) and --overlap's buckets run. NULL: no
+	 * groups, comm is the data group (the 1-D layouts). */
+	struct comm *tensor, *data;
 };
 
 struct gpt2_cuda;
@@ -44,7 +50,8 @@ int gpt2_cuda_available(char *err, size_t errlen);
 int gpt2_cuda_local_device(void);
 
 /* A GPU copy of host's parameters and Adam moments for micro-batches of (B, T). NULL with the
- * reason in err on an unsupported shape (C, Vp multiples of 8; head size 16/32/64/128). */
+ * reason in err on an unsupported shape (C, Vp multiples of 8; head size 16/32/64/128), and
+ * under tensor parallelism without an NCCL tensor group or with cuda_graph. */
 struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T,
 	const struct gpt2_cuda_opts *o, char *err, size_t errlen);
 void gpt2_cuda_free(struct gpt2_cuda *g);
@@ -66,8 +73,10 @@ void gpt2_cuda_micro_step(struct gpt2_cuda *g, const struct loader_batch *b, flo
  * stream as their gradients become final, and update waits for them instead of reducing after
  * backward. Nothing otherwise, nor with --cuda-graph (a replayed graph makes no host calls). */
 void gpt2_cuda_reduce_begin(struct gpt2_cuda *g);
-/* Sums gradients over comm (NCCL on the device; other backends through host memory), the
- * global norm and clipping factor on the device, and AdamW at step t (from 1). At ZeRO stage 1
+/* Sums gradients over comm (the data group; NCCL on the device; other backends through host
+ * memory), the global norm and clipping factor on the device (under tensor parallelism the
+ * whole model's: the shards' squares summed over the tensor group, the replicated tensors'
+ * counted once), and AdamW at step t (from 1). At ZeRO stage 1
  * the update is of the rank's slice, then the master weights are all-gathered; stage 2
  * reduce-scatters the gradients instead of all-reducing them, and the norm is each slice's sum
  * of squares plus one all-reduce of that scalar. The collectives run outside the CUDA graph. The step's

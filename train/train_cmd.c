@@ -460,9 +460,9 @@ static void check_layout_args(struct trainer *t)
 {
 	const struct train_settings *s = &t->s;
 	char err[512];
-	if (t->o.cuda && (s->tensor_parallel > 1 || s->pipeline_parallel > 1))
-		layout_die(t, "--tensor-parallel and --pipeline-parallel are built for CPU ranks "
-			      "only: the GPU trainer has neither yet (not with --device cuda)");
+	if (t->o.cuda && s->pipeline_parallel > 1)
+		layout_die(t, "--pipeline-parallel is built for CPU ranks only: the GPU trainer "
+			      "has no pipeline schedule yet (not with --device cuda)");
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, 0, 0, err,
 		    sizeof(err)) < 0)
 		layout_die(t, err);
@@ -655,10 +655,13 @@ static void build_model(struct trainer *t)
 	char err[1024];
 	struct gpt2_tp tp = { t->grid.T, t->grid.t, tensor_allreduce, t->grid.tensor };
 	model_config(t, &t->mc);
-	/* with a GPU, or stages that train (pp.c), the host model only holds weights and
-	 * moments: no activations for (B, T) */
-	t->m = t->o.cuda || t->grid.P > 1 ? gpt2_new(&t->mc, 1, 1)
-					  : gpt2_new_tp(&t->mc, t->B, t->T, &tp);
+	/* the host model holds only weights and moments (no activations for (B, T)) with a GPU
+	 * (the rank's tensor shards) and on a pipeline (the whole model: each stage takes its part
+	 * of it, checkpoints gather into it) */
+	if (t->grid.P > 1)
+		t->m = gpt2_new(&t->mc, 1, 1);
+	else
+		t->m = gpt2_new_tp(&t->mc, t->o.cuda ? 1 : t->B, t->o.cuda ? 1 : t->T, &tp);
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
@@ -706,7 +709,7 @@ static void build_model(struct trainer *t)
 	zero_set_overlap(&t->zero, t->grid.data, t->o.overlap, (size_t)t->o.bucket_kib << 10);
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
-			&t->comm };
+			&t->comm, t->grid.tensor, t->grid.data };
 		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
 		if (!t->gpu)
 			die(t, "%s", err);
@@ -925,11 +928,11 @@ static void train_step(struct trainer *t, int step, struct step_result *r)
 	r->lr = lr_schedule(s->lr, step - 1, s->warmup, s->steps, s->lr_final_frac);
 	if (t->gpu) {
 		/* the reduction, norm, clipping and AdamW stay on the GPU; the loss is read */
-		gpt2_cuda_update(t->gpu, &t->comm, &t->opt, r->lr, s->grad_clip, step);
+		gpt2_cuda_update(t->gpu, data, &t->opt, r->lr, s->grad_clip, step);
 		r->loss = gpt2_cuda_step_result(t->gpu, t->accum, &r->norm);
 		gpt2_cuda_reduce_stats(t->gpu);
 		r->comm = t->zero.stats;
-		comm_allreduce_mean(&t->comm, &r->loss, 1);
+		comm_allreduce_mean(data, &r->loss, 1);
 		/* counted, but the GPU has applied the update already: the weights it spoils
 		 * are never checkpointed (ckpt_save refuses them) */
 		r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
@@ -1160,6 +1163,8 @@ static void checkpoint_gathered(struct trainer *t, int step)
 	struct gpt2 *m = t->m, *whole = NULL;
 	float *mm = m->m_memory, *vv = m->v_memory, *own = NULL;
 	int rc = 0;
+	if (t->gpu) /* the shards' weights into m, the moments into m or z (ZeRO) */
+		gpt2_cuda_store(t->gpu, t->m);
 	if (z->stage > 0) {
 		size_t n = z->slice * (size_t)t->grid.D;
 		own = calloc(2 * n, sizeof(float));

@@ -4,7 +4,10 @@
  * backward, and with zero.c's buckets started during it on the side stream (--overlap on,
  * 1 KiB buckets: one per layer and one for the embeddings), fp32 and bf16. The step's
  * reduction stats say so (buckets counted, exposed <= in flight). Every host wait of the NCCL
- * runs goes through the watched sync. Exits 77 without a GPU. */
+ * runs goes through the watched sync. The grid's groups on GPU ranks: a split of the one-rank
+ * world (comm_nccl.c's split, ncclCommSplit) is a communicator of one whose all-reduces, fp32
+ * and bf16, leave device buffers as they were, and training over it equals the plain run.
+ * Exits 77 without a GPU. */
 #include "tests/gpu/gpu_test.h"
 
 #include "train/comm.h"
@@ -170,6 +173,40 @@ int main(void)
 		free(single.weights);
 		free(buckets.weights);
 	}
+	struct comm sub;
+	if (c.ops->split(&c, 0, 0, &sub, err, sizeof(err)) < 0) {
+		printf("FAIL: split: %s\n", err);
+		return 1;
+	}
+	report("split of 1 rank: rank 0 of 1", "-", sub.rank != 0 || sub.world_size != 1, 0.0);
+	{
+		size_t n = 1000;
+		float *x = hrand(n, 1, &rng), *y = hzero(n), *x16 = hzero(n);
+		float *d32 = dev_from(x, n, KDT_F32);
+		void *d16 = dev_from(x, n, KDT_BF16);
+		dev_to(x16, d16, n, KDT_BF16);
+		sub.cuda_stream = NULL;
+		sub.ops->allreduce_sum(&sub, d32, n);
+		sub.ops->allreduce_sum_bf16(&sub, d16, n);
+		sub.ops->sync(&sub);
+		dev_to(y, d32, n, KDT_F32);
+		report("split: all-reduce of 1 rank = its buffer", "fp32", rel_err(y, x, n), 0.0);
+		dev_to(y, d16, n, KDT_BF16);
+		report("split: all-reduce of 1 rank = its buffer", "bf16", rel_err(y, x16, n), 0.0);
+		cudaFree(d32), cudaFree(d16);
+		free(x), free(y), free(x16);
+	}
+	{
+		struct run plain, viasplit;
+		z.overlap = 0;
+		train(m0, 1, NULL, NULL, &plain);
+		train(m0, 1, &sub, &z, &viasplit);
+		report("nccl all-reduce over a split = plain", "bf16",
+			differs(&plain, &viasplit, P), 0.0);
+		free(plain.weights);
+		free(viasplit.weights);
+	}
+	sub.ops->done(&sub);
 	c.ops->done(&c);
 	zero_done(&z);
 	gpt2_free(m0);

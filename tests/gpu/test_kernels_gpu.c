@@ -249,6 +249,73 @@ static void test_crossentropy(enum kdtype dt, uint64_t *rng)
 
 /* norm, clipping and AdamW on a small model's parameter block against gpt2_grad_norm and
  * gpt2_update, three steps, the second one clipped */
+/* Tensor parallelism: the bias added once after a row-parallel matmul's all-reduce, against
+ * model.c's add_bias (static there: its loop, written out here). The inputs are rounded to dt
+ * first, so that only the kernel's own rounding of the sum is measured. */
+static void test_add_bias(enum kdtype dt, uint64_t *rng)
+{
+	int N = 100, OC = 96;
+	size_t n = (size_t)N * OC;
+	float *out = hrand(n, 1, rng), *bias = hrand(OC, 1, rng);
+	void *dout = dev_from(out, n, dt), *db = dev_from(bias, OC, dt);
+	dev_to(out, dout, n, dt);
+	dev_to(bias, db, OC, dt);
+	k_add_bias(dout, db, N, OC, dt, 0);
+	for (int i = 0; i < N; i++)
+		for (int o = 0; o < OC; o++)
+			out[(size_t)i * OC + o] += bias[o];
+	check("add_bias out (+=)", dt, dout, out, n, dt, 0.0);
+	cudaFree(dout), cudaFree(db);
+	free(out), free(bias);
+}
+
+/* A tensor rank's part of the whole model's sum of squares over [lo, hi): the ranges the GPU
+ * trainer gives k_sum_squares_ranges (every shard, the replicated tensors on tensor rank 0
+ * only, adjacent ones merged, as gpt_cuda.cu's tp_norm_ranges) against gpt2_sum_squares_tp. */
+static void test_sum_squares_ranges(uint64_t *rng)
+{
+	struct gpt2_config c = { 16, 32, 32, 2, 2, 16 };
+	for (int t = 0; t < 2; t++) {
+		struct gpt2_tp tp = { 2, t, NULL, NULL };
+		struct gpt2 *m = gpt2_new_tp(&c, 1, 4, &tp);
+		size_t P = m->nr_params, offs[K_NORM_RANGES], lens[K_NORM_RANGES];
+		size_t bounds[2][2] = { { 0, P }, { P / 3, P - P / 5 } }; /* whole; a ZeRO slice */
+		for (size_t i = 0; i < P; i++)
+			m->grads_memory[i] = urand(rng);
+		float *dg = dev_from(m->grads_memory, P, KDT_F32), *dout, got;
+		double *scratch;
+		CUDA_CHECK(cudaMalloc((void **)&dout, 4));
+		CUDA_CHECK(cudaMalloc((void **)&scratch, K_NORM_RANGES * K_NORM_BLOCKS * 8));
+		for (int b = 0; b < 2; b++) {
+			size_t lo = bounds[b][0], hi = bounds[b][1], off = 0;
+			int nr = 0;
+			for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+				size_t a = off > lo ? off : lo;
+				size_t e =
+					off + m->param_sizes[k] < hi ? off + m->param_sizes[k] : hi;
+				off += m->param_sizes[k];
+				if (a >= e || (!gpt2_param_is_sharded(k) && t != 0))
+					continue;
+				if (nr > 0 && offs[nr - 1] + lens[nr - 1] == a) {
+					lens[nr - 1] += e - a;
+					continue;
+				}
+				offs[nr] = a;
+				lens[nr++] = e - a;
+			}
+			k_sum_squares_ranges(dout, dg, offs, lens, nr, scratch, 0);
+			CUDA_CHECK(cudaMemcpy(&got, dout, 4, cudaMemcpyDeviceToHost));
+			double want = gpt2_sum_squares_tp(m, m->grads_memory + lo, lo, hi);
+			char name[64];
+			snprintf(name, sizeof(name), "sum_squares_ranges tp 2 rank %d %s", t,
+				b ? "slice" : "whole");
+			report(name, "f32", fabs(got - want) / want, 1e-6);
+		}
+		cudaFree(dg), cudaFree(dout), cudaFree(scratch);
+		gpt2_free(m);
+	}
+}
+
 static void test_optimizer(enum kdtype dt, uint64_t *rng)
 {
 	struct gpt2_config c = { 16, 32, 32, 2, 2, 16 };
@@ -340,7 +407,9 @@ int main(void)
 		test_attention(dt, 64, 4, &rng);
 		test_crossentropy(dt, &rng);
 		test_optimizer(dt, &rng);
+		test_add_bias(dt, &rng);
 	}
+	test_sum_squares_ranges(&rng);
 	CUDA_CHECK(cudaDeviceSynchronize());
 	kmatmul_free(h);
 	report_kernel_errors();

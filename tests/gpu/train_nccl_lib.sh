@@ -82,5 +82,5 @@ ranks() {
 		wait "$p" || st=1
 	done
 	cp "$WORK/$name.0.out" "$WORK/$name.out"
-	[ $st = 0 ] || fail "$name: a rank failed: $(tail -3 "$WORK/$name".*.out)"
+	[ $st = 0 ] || fail "$name: a rank failed: $(tail -n 3 "$WORK/$name".*.out)"
 }

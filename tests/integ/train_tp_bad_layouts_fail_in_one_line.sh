@@ -2,7 +2,7 @@
 # Layouts the ranks cannot take (issue 13) end with one line from rank 0 and a non-zero exit
 # before any data is read or --out made: tensor ranks that do not divide the heads, more
 # pipeline stages than layers, a world size that is no multiple of tensor x pipeline,
-# --tensor-parallel 0, and tensor parallelism on --device cuda (the GPU trainer has none).
+# --tensor-parallel 0, and pipeline parallelism on --device cuda (the GPU trainer has none).
 source "$(dirname "$0")/train_lib.sh"
 need_mpi
 work=$T
@@ -35,5 +35,5 @@ bad 2 "--pipeline-parallel 2 is more than the model's 1 layers" --pipeline-paral
 bad 3 "3 rank(s) do not split into tensor 2 x pipeline 1" --tensor-parallel 2 --heads 4
 bad 1 "--tensor-parallel: '0' is not an integer in [1, 1024]" --tensor-parallel 0
 bad 1 "--pipeline-parallel: '0' is not an integer in [1, 1024]" --pipeline-parallel 0
-bad 1 "not with --device cuda" --tensor-parallel 2 --heads 4 --device cuda
+bad 1 "not with --device cuda" --pipeline-parallel 2 --device cuda
 pass "each bad layout ends in its one line before any work"
