@@ -591,7 +591,9 @@ static void open_data(struct trainer *t)
 		vc.global_batch = 0;
 		if (loader_open(&t->val_loader, &vc, err, sizeof(err)) < 0)
 			die(t, "--val %s: %s", s->val, err);
-		uint64_t per_epoch = loader_steps_per_epoch(t->val_loader);
+		/* val_batches counts batches of one rank's order (evaluate): the D data ranks
+		 * read D of them a step of their own order */
+		uint64_t per_epoch = loader_steps_per_epoch(t->val_loader) * (uint64_t)W;
 		if (per_epoch > 0 && (uint64_t)s->val_batches > per_epoch)
 			s->val_batches = (int)per_epoch;
 	}
@@ -961,8 +963,12 @@ static float evaluate(struct trainer *t)
 	struct loader_state start = { 0, 0 };
 	if (loader_seek(t->val_loader, &start) < 0)
 		die(t, "validation loader: seek failed");
+	/* The first val_batches batches of the validation set's order, as one rank reads them:
+	 * data rank d's p-th batch is batch p·D + d of that order (the sampler's rule), so it
+	 * takes those with p·D + d < val_batches, and the mean is over all of them, whatever D. */
+	int D = t->grid.D, mine = (t->s.val_batches - t->grid.d + D - 1) / D;
 	double sum = 0.0;
-	for (int i = 0; i < t->s.val_batches; i++) {
+	for (int i = 0; i < mine; i++) {
 		struct loader_batch b;
 		next_batch(t, t->val_loader, &b, "validation data");
 		if (t->gpu) {
@@ -976,9 +982,9 @@ static float evaluate(struct trainer *t)
 		gpt2_forward(t->m, b.inputs, b.targets);
 		sum += t->m->mean_loss;
 	}
-	float loss = (float)(sum / t->s.val_batches);
-	comm_allreduce_mean(t->grid.data, &loss, 1);
-	return loss;
+	float total = (float)sum;
+	t->grid.data->ops->allreduce_sum(t->grid.data, &total, 1);
+	return total / (float)t->s.val_batches;
 }
 
 /* Prints --sample tokens drawn from the model (temperature 1), byte-level vocabularies as
