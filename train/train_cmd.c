@@ -440,57 +440,79 @@ static void new_run(struct trainer *t)
 	t->s.world_size = t->comm.world_size;
 }
 
-/* A layout the ranks cannot take: every rank finds it alike (from the same command line and
- * world size), rank 0 says it and all leave as agree_or_exit's do. An MPI_Abort here could
- * kill rank 0 before its line is out. */
-static void layout_die(struct trainer *t, const char *line) __attribute__((noreturn));
-static void layout_die(struct trainer *t, const char *line)
+/* Every rank calls it with the first layout error it found, or NULL. The ranks can find
+ * differently (another command line on one rank, a model file only some can read): they agree
+ * first, in one collective, so that none leaves the others waiting in theirs; then, if any
+ * found one, the lowest such rank says it in one line and every rank ends with status 1 (no
+ * MPI_Abort: it could kill the rank before its line is out). */
+static void layout_agree(struct trainer *t, const char *err)
 {
-	if (t->comm.rank == 0)
-		fprintf(stderr, "ferry train: %s\n", line);
+	int W = t->comm.world_size;
+	uint64_t lowest = err ? (uint64_t)(W - t->comm.rank) : 0;
+	t->comm.ops->allreduce_max_u64(&t->comm, &lowest, 1);
+	if (!lowest)
+		return;
+	if (err && W - (int)lowest == t->comm.rank)
+		fprintf(stderr, "ferry train: %s\n", err);
 	fflush(stderr);
 	fflush(stdout);
 	comm_done(&t->comm);
 	exit(1);
 }
 
-/* What the command line and the world size alone tell of --tensor-parallel and
- * --pipeline-parallel, before anything is read or written. */
-static void check_layout_args(struct trainer *t)
+/* The first layout error of the command line against the world size (NULL: none), before
+ * anything is read or written: T and P against the ranks, what the GPU trainer and a pipeline
+ * do not combine with. */
+static const char *layout_args_error(struct trainer *t, char *err, size_t errlen)
 {
 	const struct train_settings *s = &t->s;
-	char err[512];
 	if (t->o.cuda && s->pipeline_parallel > 1)
-		layout_die(t, "--pipeline-parallel is built for CPU ranks only: the GPU trainer "
-			      "has no pipeline schedule yet (not with --device cuda)");
+		return "--pipeline-parallel is built for CPU ranks only: the GPU trainer has no "
+		       "pipeline schedule yet (not with --device cuda)";
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, 0, 0, err,
-		    sizeof(err)) < 0)
-		layout_die(t, err);
-	if (pp_check_layout(s->pipeline_parallel, t->o.overlap, s->sample, err, sizeof(err)) < 0)
-		layout_die(t, err);
-	if (s->tensor_parallel > 1 && s->sample)
-		layout_die(t, "--sample draws on rank 0 alone and a tensor-parallel forward needs "
-			      "every tensor rank: not with --tensor-parallel");
+		    errlen) < 0 ||
+		pp_check_layout(s->pipeline_parallel, t->o.overlap, 0, err, errlen) < 0)
+		return err;
+	return NULL;
 }
 
-/* The layout against the model's heads and layers: a new run's (from --init's header where
- * given), a resumed run's from its checkpoint's model file. A file that does not read is
- * left to be reported where the model is loaded. */
-static void check_layout_model(struct trainer *t)
+static void check_layout_args(struct trainer *t)
+{
+	char err[512];
+	layout_agree(t, layout_args_error(t, err, sizeof(err)));
+}
+
+/* The first error of the layout against the run's settings (a resumed run's are the
+ * checkpoint's, --sample among them) and the model's heads and layers (--init's header, or a
+ * resumed run's model file; a file that does not read is left to be reported where the model
+ * is loaded). NULL: none. */
+static const char *layout_model_error(struct trainer *t, char *err, size_t errlen)
 {
 	const struct train_settings *s = &t->s;
 	struct gpt2_config c = { .nr_heads = s->heads, .nr_layers = s->layers };
-	char err[PATH_MAX + 256], path[PATH_MAX + 32];
+	char path[PATH_MAX + 32];
 	const char *file = s->init[0] ? s->init : NULL;
+	if (s->tensor_parallel > 1 && s->sample)
+		return "--sample draws on rank 0 alone and a tensor-parallel forward needs every "
+		       "tensor rank: not with --tensor-parallel";
+	if (pp_check_layout(s->pipeline_parallel, t->o.overlap, s->sample, err, errlen) < 0)
+		return err;
 	if (t->o.resume[0]) {
 		ckpt_paths(t->o.resume, t->start_step, path, NULL, sizeof(path));
 		file = path;
 	}
-	if (file && ckpt_read_model_config(file, &c, err, sizeof(err)) < 0)
-		return;
+	if (file && ckpt_read_model_config(file, &c, err, errlen) < 0)
+		return NULL;
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, c.nr_heads,
-		    c.nr_layers, err, sizeof(err)) < 0)
-		layout_die(t, err);
+		    c.nr_layers, err, errlen) < 0)
+		return err;
+	return NULL;
+}
+
+static void check_layout_model(struct trainer *t)
+{
+	char err[PATH_MAX + 256];
+	layout_agree(t, layout_model_error(t, err, sizeof(err)));
 }
 
 /* The grid's groups (a collective), once the ranks agree on the layout; rank 0 prints it. */
@@ -561,10 +583,12 @@ static void open_data(struct trainer *t)
 		if (t->o.resume[0])
 			die(t,
 				"--resume: the run's %lld tokens a step are not a multiple of "
-				"batch*seq-len*ranks = %lld on %d ranks",
+				"batch*seq-len*data ranks = %lld on %d data rank(s)",
 				s->total_batch_tokens, tokens_per_micro, W);
-		die(t, "--total-batch-tokens %lld is not a multiple of batch*seq-len*ranks = %lld",
-			s->total_batch_tokens, tokens_per_micro);
+		die(t,
+			"--total-batch-tokens %lld is not a multiple of batch*seq-len*data ranks = "
+			"%lld (%d data rank(s))",
+			s->total_batch_tokens, tokens_per_micro, W);
 	}
 	t->accum = (int)(s->total_batch_tokens / tokens_per_micro);
 	struct loader_config lc = {

@@ -3,6 +3,9 @@
 # before any data is read or --out made: tensor ranks that do not divide the heads, more
 # pipeline stages than layers, a world size that is no multiple of tensor x pipeline,
 # --tensor-parallel 0, and pipeline parallelism on --device cuda (the GPU trainer has none).
+# Two ranks given different layouts (one of them bad) end together in the bad one's line
+# instead of one leaving the other waiting in a collective; and a run saved with --sample is
+# refused when resumed on tensor or pipeline ranks (the saved settings are checked too).
 source "$(dirname "$0")/train_lib.sh"
 need_mpi
 work=$T
@@ -36,4 +39,33 @@ bad 3 "3 rank(s) do not split into tensor 2 x pipeline 1" --tensor-parallel 2 --
 bad 1 "--tensor-parallel: '0' is not an integer in [1, 1024]" --tensor-parallel 0
 bad 1 "--pipeline-parallel: '0' is not an integer in [1, 1024]" --pipeline-parallel 0
 bad 1 "not with --device cuda" --pipeline-parallel 2 --device cuda
+
+# one rank told tensor 3 (bad on 2 ranks), the other tensor 2 (good): every rank ends in time
+rc=0
+timeout 60 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 \
+	-np 1 "$FERRY" train "${args[@]}" --heads 6 --tensor-parallel 2 --out "$work/mixed" : \
+	-np 1 "$FERRY" train "${args[@]}" --heads 6 --tensor-parallel 3 --out "$work/mixed" \
+	>"$work/mixed.out" 2>"$work/mixed.err" || rc=$?
+[ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "ranks of different layouts: exit status $rc (124: a hang)"
+grep -qF "2 rank(s) do not split into tensor 3" "$work/mixed.err" ||
+	fail "ranks of different layouts: no line naming the bad one: $(head -3 "$work/mixed.err")"
+[ "$(grep -c '^ferry train:' "$work/mixed.err")" = 1 ] ||
+	fail "ranks of different layouts: not one line: $(grep '^ferry train:' "$work/mixed.err")"
+echo "ok: ranks given tensor 2 and tensor 3 end together: $(grep '^ferry train:' "$work/mixed.err")"
+
+# a run saved with --sample resumed on tensor 2 and on pipeline 2
+"$FERRY" train "${args[@]}" --heads 2 --sample 4 --stop-at 1 --eval-every 1 --out "$work/sampled" \
+	>"$work/sampled.out" 2>&1 || fail "the --sample run failed: $(tail -3 "$work/sampled.out")"
+for layout in "--tensor-parallel 2" "--pipeline-parallel 2"; do
+	before=$(md5sum <"$work/sampled/log.csv")
+	rc=0
+	# shellcheck disable=SC2086 # the layout is two words
+	timeout 60 "${mpirun[@]}" -np 2 "$FERRY" train --resume "$work/sampled" $layout \
+		>"$work/resume.out" 2>"$work/resume.err" || rc=$?
+	[ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "resume of a --sample run on $layout: exit status $rc"
+	grep -q "^ferry train: .*--sample" "$work/resume.err" ||
+		fail "resume of a --sample run on $layout: no --sample line: $(head -3 "$work/resume.err")"
+	[ "$(md5sum <"$work/sampled/log.csv")" = "$before" ] || fail "resume on $layout trained before refusing"
+	echo "ok: a --sample run resumed with $layout: $(grep -m1 '^ferry train:' "$work/resume.err")"
+done
 pass "each bad layout ends in its one line before any work"
