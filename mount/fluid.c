@@ -157,9 +157,10 @@ static void usage(FILE *out)
 		"Options (the Dataset's, then the ThinRuntime's fuse options, which win; '-' or '_'):\n"
 		"  cache-dir (default " FLUID_CACHE_ROOT "/fluid/NAMESPACE/NAME for Fluid's\n"
 		"  targetPath " FLUID_TARGET_ROOT
-		"NAMESPACE/NAME/...), cache-size, chunk-size, ca-file, metadata-ttl, max-transfers,\n"
-		"  dir-readahead, stall-timeout, metrics-addr, endpoint, region, profile, addressing,\n"
-		"  shared-cache, shared-endpoint, shared-region, shared-profile,\n"
+		"NAMESPACE/NAME/...), cache-size, chunk-size, ca-file,\n"
+		"  metadata-ttl, max-transfers, dir-readahead, stall-timeout, metrics-addr,\n"
+		"  endpoint, region, profile, addressing, shared-cache, shared-endpoint,\n"
+		"  shared-region, shared-profile,\n"
 		"  shared-write-memory: as ferry mount's --OPTION VALUE;\n"
 		"  no-sign-request, verbose: true or false (allow-outside-symlinks: only false);\n"
 		"  access-key-id, access-key-secret, session-token (also aws-access-key-id, ...,\n"
