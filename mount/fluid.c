@@ -26,6 +26,11 @@
 /* Where Fluid mounts the Secrets of a Dataset's encryptOptions (configmap storage, the
  * default): such an option's value is the path of the file holding the secret. */
 #define FLUID_SECRETS "/etc/fluid/secrets"
+/* ferry mount's default cache dir, where the profile mounts the node's cache hostPath */
+#define FLUID_CACHE_ROOT "/var/cache/ferry"
+/* Fluid's targetPath for a ThinRuntime: /runtime-mnt/thin/NAMESPACE/NAME/thin-fuse
+ * (pkg/ddc/thin: the runtime's mount root, then namespace and name) */
+#define FLUID_TARGET_ROOT "/runtime-mnt/thin/"
 
 /* What an option of the Dataset or the ThinRuntime becomes. */
 enum opt_kind {
@@ -54,6 +59,7 @@ static const struct fluid_opt fluid_opts[] = {
 	{ "max_transfers", K_ARG, "--max-transfers" },
 	{ "dir_readahead", K_ARG, "--dir-readahead" },
 	{ "stall_timeout", K_ARG, "--stall-timeout" },
+	{ "metrics_addr", K_ARG, "--metrics-addr" },
 	{ "endpoint", K_ARG, "--endpoint" },
 	{ "region", K_ARG, "--region" },
 	{ "profile", K_ARG, "--profile" },
@@ -89,44 +95,82 @@ struct fluid_mount {
 	char *source;
 	char *target;
 	const char *secrets_dir;
-	json_t *json; /* the parsed CONFIG: secret[] points into it */
+	const char *local_root; /* --local-root: local:// sources must lie under it; NULL: none */
+	json_t *json;           /* the parsed CONFIG: secret[] points into it */
 };
+
+/* A line on stderr with its control characters escaped (\n as \x0a): option keys, field
+ * names and accessModes come from the JSON, and a raw newline in one would forge a line. */
+static void vsay(const char *fmt, va_list ap)
+{
+	char buf[1024];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	fputs("ferry fluid-mount: ", stderr);
+	for (const unsigned char *p = (const unsigned char *)buf; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			fprintf(stderr, "\\x%02x", *p);
+		else
+			fputc(*p, stderr);
+	fputc('\n', stderr);
+}
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("ferry fluid-mount: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return 1;
+}
+
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+}
+
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
 }
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: ferry fluid-mount [--dry-run] [--secrets-dir DIR] [CONFIG]\n\n"
+		"usage: ferry fluid-mount [--dry-run] [--secrets-dir DIR] [--local-root DIR] "
+		"[CONFIG]\n\n"
 		"Mounts the source a Fluid ThinRuntime describes in CONFIG (default\n"
 		"  " FLUID_CONFIG ", else " FLUID_CONFIG_OLD ")\n"
 		"at its targetPath with `ferry mount -f -o allow_other`, in the foreground.\n\n"
 		"mountPoint: http(s)://..., s3://BUCKET/PREFIX, minio://BUCKET/PREFIX (the endpoint\n"
-		"from minio-url, path addressing) or local:///PATH.\n"
+		"from minio-url, path addressing) or local:///PATH (only under --local-root).\n"
 		"Options (the Dataset's, then the ThinRuntime's fuse options, which win; '-' or '_'):\n"
-		"  cache-dir, cache-size, chunk-size, ca-file, metadata-ttl, max-transfers,\n"
-		"  dir-readahead, stall-timeout, endpoint, region, profile, addressing,\n"
-		"  shared-cache, shared-endpoint, shared-region, shared-profile,\n"
+		"  cache-dir (default " FLUID_CACHE_ROOT "/fluid/NAMESPACE/NAME for Fluid's\n"
+		"  targetPath " FLUID_TARGET_ROOT
+		"NAMESPACE/NAME/...), cache-size, chunk-size, ca-file,\n"
+		"  metadata-ttl, max-transfers, dir-readahead, stall-timeout, metrics-addr,\n"
+		"  endpoint, region, profile, addressing, shared-cache, shared-endpoint,\n"
+		"  shared-region, shared-profile,\n"
 		"  shared-write-memory: as ferry mount's --OPTION VALUE;\n"
-		"  no-sign-request, allow-outside-symlinks, verbose: true or false;\n"
+		"  no-sign-request, verbose: true or false (allow-outside-symlinks: only false);\n"
 		"  access-key-id, access-key-secret, session-token (also aws-access-key-id, ...,\n"
-		"  minio-access-key, minio-access-secret): AWS_* variables of the mount. A value\n"
-		"  that is a path under the secrets dir is read from that file.\n"
+		"  minio-access-key, minio-access-secret): AWS_* variables of the mount; such a\n"
+		"  value that is a path under the secrets dir is read from that file.\n"
 		"Unknown options are named on stderr, one line each, and ignored.\n\n"
-		"  --dry-run            print the command it would run (credentials as <secret>)\n"
+		"  -n, --dry-run        print the command it would run (credentials as <secret>)\n"
 		"  --secrets-dir DIR    where Fluid mounts the Dataset's secrets (" FLUID_SECRETS
 		")\n"
+		"  --local-root DIR     allow local:///PATH sources under DIR (never the cache)\n"
 		"  -h, --help           this text\n");
 }
 
@@ -164,7 +208,7 @@ static bool under_dir(const char *path, const char *dir)
  * symlinks (KEY -> ..data/KEY -> ..TIMESTAMP/KEY) stay inside. */
 static int read_secret(const char *key, const char *path, const char *dir, char **out)
 {
-	char buf[8192], real[PATH_MAX], real_dir[PATH_MAX];
+	char buf[8192 + 2], real[PATH_MAX], real_dir[PATH_MAX];
 	const char *bad;
 	size_t n;
 	FILE *f;
@@ -178,8 +222,9 @@ static int read_secret(const char *key, const char *path, const char *dir, char 
 	f = fopen(real, "re");
 	if (!f)
 		return fail("option '%s': cannot read %s: %s", key, path, strerror(errno));
+	/* one byte more than 8 KiB: reading exactly a file's size does not set EOF */
 	n = fread(buf, 1, sizeof(buf) - 1, f);
-	bad = ferror(f) ? "read error" : !feof(f) ? "larger than 8 KiB" : NULL;
+	bad = ferror(f) ? "read error" : n > 8192 ? "larger than 8 KiB" : NULL;
 	fclose(f);
 	if (bad)
 		return fail("option '%s': %s: %s", key, path, bad);
@@ -196,6 +241,7 @@ static int read_secret(const char *key, const char *path, const char *dir, char 
  * replaces what an earlier one set. */
 static int take_options(struct fluid_mount *m, json_t *opts, const char *where)
 {
+	const char *seen[NR_FLUID_OPTS] = { 0 }; /* the key that set each option here */
 	const char *key;
 	json_t *v;
 
@@ -216,14 +262,35 @@ static int take_options(struct fluid_mount *m, json_t *opts, const char *where)
 		i = opt_index(key);
 		if (i < 0) {
 			/* the value may be a secret: only the name is shown */
-			fprintf(stderr, "ferry fluid-mount: unknown option '%s' in %s, ignored\n",
-				key, where);
+			warn("unknown option '%s' in %s, ignored", key, where);
 			continue;
 		}
+		for (size_t j = 0; j < NR_FLUID_OPTS; j++) {
+			if (seen[j] && (j == (size_t)i || (fluid_opts[i].kind == K_ENV &&
+								  fluid_opts[j].kind == K_ENV &&
+								  !strcmp(fluid_opts[j].to,
+									  fluid_opts[i].to)))) {
+				warn("%s: '%s' and '%s' set one option, the last one wins", where,
+					seen[j], key);
+				seen[j] = NULL;
+			}
+		}
+		seen[i] = key;
 		free(m->val[i]);
 		m->val[i] = NULL;
 		m->secret[i] = NULL;
-		if (under_dir(s, m->secrets_dir)) {
+		/* The Dataset's author picks the values. Only a credential is read from a file,
+		 * and only from the secrets dir; any other option is what it says (ca-file is a
+		 * path, endpoint a URL), never a file's content on a command line. */
+		if (fluid_opts[i].kind != K_ENV && has_control(s))
+			return fail("%s.%s: a control character in the value", where, key);
+		if (fluid_opts[i].kind == K_BOOL &&
+			!strcmp(fluid_opts[i].name, "allow_outside_symlinks") && strcmp(s, "false"))
+			return fail(
+				"%s.%s: not allowed from a Dataset (it would serve files outside "
+				"the source)",
+				where, key);
+		if (fluid_opts[i].kind == K_ENV && under_dir(s, m->secrets_dir)) {
 			if (read_secret(key, s, m->secrets_dir, &m->val[i]))
 				return 1;
 			m->secret[i] = s;
@@ -254,6 +321,75 @@ static const char *opt_val(const struct fluid_mount *m, const char *name)
 	return NULL;
 }
 
+/* A local:// source is a path of the FUSE container, which is privileged and holds every
+ * Dataset's cache (0444, allow_other): the Dataset's author, who may be any namespace's,
+ * could serve any of it. Only under the operator's --local-root, by its real path, and never
+ * the cache. */
+static int check_local(const struct fluid_mount *m, const char *path)
+{
+	char real[PATH_MAX], root[PATH_MAX], cache[PATH_MAX];
+	const char *cache_dir = opt_val(m, "cache_dir");
+
+	if (!m->local_root)
+		return fail("mountPoint local://%s: local sources are off (the operator allows "
+			    "them under a directory with ferry fluid-mount --local-root DIR)",
+			path);
+	for (const char *p = path; (p = strstr(p, "..")); p += 2)
+		if (p[-1] == '/' && (!p[2] || p[2] == '/'))
+			return fail("mountPoint local://%s: '..' in the path", path);
+	if (!realpath(m->local_root, root))
+		return fail("--local-root %s: %s", m->local_root, strerror(errno));
+	if (!realpath(path, real))
+		return fail("mountPoint local://%s: %s", path, strerror(errno));
+	if (strcmp(real, root) && !under_dir(real, root))
+		return fail("mountPoint local://%s: not under --local-root %s", path,
+			m->local_root);
+	for (int i = 0; i < 2; i++) {
+		const char *c = i ? cache_dir : FLUID_CACHE_ROOT;
+
+		if (!c || !realpath(c, cache))
+			continue;
+		if (!strcmp(cache, root) || under_dir(cache, root) || under_dir(root, cache))
+			return fail("--local-root %s: holds or lies in the cache dir %s",
+				m->local_root, c);
+	}
+	return 0;
+}
+
+/* Without a cache-dir option, each Dataset caches in its own directory under the node's
+ * cache root: ferry locks a source's cache dir, and two Datasets of one source on a node
+ * would share it and the second FUSE pod fail. The names come from Fluid's targetPath;
+ * a byte outside [A-Za-z0-9._-] becomes '_', a leading '.' too. */
+static int default_cache_dir(struct fluid_mount *m)
+{
+	int i = opt_index("cache_dir");
+	const char *p = m->target + strlen(FLUID_TARGET_ROOT);
+	char dir[PATH_MAX];
+	size_t n;
+
+	if (m->val[i] || strncmp(m->target, FLUID_TARGET_ROOT, strlen(FLUID_TARGET_ROOT)))
+		return 0;
+	n = (size_t)snprintf(dir, sizeof(dir), "%s/fluid", FLUID_CACHE_ROOT);
+	for (int part = 0; part < 2; part++) {
+		size_t len = strcspn(p, "/");
+
+		if (!len || !p[len] || n + len + 2 >= sizeof(dir))
+			return 0; /* not Fluid's NAMESPACE/NAME/...: the default */
+		dir[n++] = '/';
+		for (size_t k = 0; k < len; k++) {
+			char c = p[k];
+			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				  (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k);
+
+			dir[n++] = ok ? c : '_';
+		}
+		p += len + 1;
+	}
+	dir[n] = '\0';
+	m->val[i] = strdup(dir);
+	return m->val[i] ? 0 : fail("out of memory");
+}
+
 /* mountPoint -> ferry's SOURCE: http(s):// and s3:// as they are, minio://B/P as s3://B/P
  * on the minio-url endpoint, local:///PATH as PATH. */
 static int map_source(struct fluid_mount *m, const char *mp)
@@ -276,6 +412,8 @@ static int map_source(struct fluid_mount *m, const char *mp)
 		rest = mp + 8;
 		if (*rest != '/')
 			return fail("mountPoint '%s': expected local:///ABSOLUTE/PATH", mp);
+		if (check_local(m, rest))
+			return 1;
 		m->source = strdup(rest);
 	} else {
 		char *shown = url_redact(mp);
@@ -321,8 +459,7 @@ static int parse_config(struct fluid_mount *m, const char *path)
 			strcmp(key, "runtimeOptions") && strcmp(key, "accessModes") &&
 			strcmp(key, "persistentVolumeAttrs") &&
 			strcmp(key, "persistentVolumeMountOptions"))
-			fprintf(stderr, "ferry fluid-mount: unknown field '%s' in %s, ignored\n",
-				key, path);
+			warn("unknown field '%s' in %s, ignored", key, path);
 	}
 	mounts = json_object_get(root, "mounts");
 	if (!json_is_array(mounts)) {
@@ -350,9 +487,7 @@ static int parse_config(struct fluid_mount *m, const char *path)
 		if (strcmp(key, "mountPoint") && strcmp(key, "options") && strcmp(key, "name") &&
 			strcmp(key, "path") && strcmp(key, "readOnly") && strcmp(key, "shared") &&
 			strcmp(key, "encryptOptions"))
-			fprintf(stderr,
-				"ferry fluid-mount: unknown field '%s' in mounts[0], ignored\n",
-				key);
+			warn("unknown field '%s' in mounts[0], ignored", key);
 	}
 	/* the ThinRuntime's fuse options win over the Dataset's, as Fluid's runtime options
 	 * win over its profile's */
@@ -378,11 +513,15 @@ static int parse_config(struct fluid_mount *m, const char *path)
 		const char *mode = json_string_value(json_array_get(v, i));
 
 		if (mode && strncmp(mode, "ReadOnly", 8))
-			fprintf(stderr,
-				"ferry fluid-mount: accessModes %s: a ferry mount is read-only\n",
-				mode);
+			warn("accessModes %s: a ferry mount is read-only", mode);
 	}
-	ret = map_source(m, json_string_value(json_object_get(mnt, "mountPoint")));
+	if (has_control(m->target) ||
+		has_control(json_string_value(json_object_get(mnt, "mountPoint")))) {
+		fail("%s: a control character in the mountPoint or targetPath", path);
+		goto out;
+	}
+	ret = default_cache_dir(m) ||
+	      map_source(m, json_string_value(json_object_get(mnt, "mountPoint")));
 out:
 	/* secret[] points into root: the secrets' paths, shown by --dry-run */
 	if (ret)
@@ -534,6 +673,10 @@ int fluid_mount_main(int argc, char **argv)
 			if (++i >= argc)
 				return fail("--secrets-dir needs a directory");
 			m.secrets_dir = argv[i];
+		} else if (!strcmp(argv[i], "--local-root")) {
+			if (++i >= argc)
+				return fail("--local-root needs a directory");
+			m.local_root = argv[i];
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return fail("unknown option '%s' (try 'ferry fluid-mount --help')",
 				argv[i]);
@@ -554,6 +697,9 @@ int fluid_mount_main(int argc, char **argv)
 		ret = print_command(&m, args, n);
 		goto out;
 	}
+	/* after prepare_target: the fusermount3 it may run must not inherit the credentials */
+	if (prepare_target(m.target))
+		goto out;
 	for (size_t i = 0; i < NR_FLUID_OPTS; i++) {
 		if (fluid_opts[i].kind == K_ENV && m.val[i] &&
 			setenv(fluid_opts[i].to, m.val[i], 1)) {
@@ -561,8 +707,6 @@ int fluid_mount_main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (prepare_target(m.target))
-		goto out;
 	/* mount_main's getopt permutes its argv: a copy of the pointers, m owns the strings */
 	ret = mount_main(n, (char **)args);
 out:

@@ -9,6 +9,17 @@
 # layout written with tar and sha256sum where buildah cannot run.
 # The .deb downloads are kept in $FERRY_BUILD/deploy-cache between runs.
 . "$(dirname "$0")/lib.sh"
+# --work DIR is a directory build.sh deletes parts of (root, stage, storage): one that holds
+# someone's files and no marker of an earlier run is refused in one line, before anything is
+# deleted (--work ~ would have removed ~/root). Needs no root: checked first.
+mkdir -p "$T/home/root" && echo precious >"$T/home/root/file" && echo mine >"$T/home/notes"
+rc=0
+"$FERRY_SRC/scripts/deploy/image/build.sh" -o "$T/x.tar" --work "$T/home" >"$T/w.out" 2>"$T/w.err" || rc=$?
+[ "$rc" = 1 ] || fail "--work with files: exit $rc, want 1: $(cat "$T/w.err")"
+[ "$(grep -c . "$T/w.err")" = 1 ] && grep -q "^build.sh: --work $T/home: not empty and not made by build.sh" "$T/w.err" ||
+	fail "--work with files: $(cat "$T/w.err")"
+[ -f "$T/home/root/file" ] && [ -f "$T/home/notes" ] || fail "--work with files: build.sh deleted them"
+log "ok: --work on a directory with files is refused, nothing deleted"
 [ "$(id -u)" -eq 0 ] || skip "debootstrap and chroot need root"
 need_cmd debootstrap buildah objdump sha256sum
 need_built "$FERRY"

@@ -57,13 +57,13 @@ expect() { # NAME WANT [ARGS]
 	[ "$(cat "$T/out")" = "$want" ] || fail "$name: '$(cat "$T/out")', want '$want'"
 	log "ok: $name: $want"
 }
-expect imagenet "ferry mount -f -o allow_other --cache-size 200G --chunk-size 8M --metadata-ttl 1h --max-transfers 32 https://datasets.example.com/imagenet/ /runtime-mnt/thin/default/imagenet/thin-fuse"
+expect imagenet "ferry mount -f -o allow_other --cache-dir /var/cache/ferry/fluid/default/imagenet --cache-size 200G --chunk-size 8M --metadata-ttl 1h --max-transfers 32 https://datasets.example.com/imagenet/ /runtime-mnt/thin/default/imagenet/thin-fuse"
 # the Secret's files, where Fluid would mount them, are made under $T
 mkdir -p "$T/secrets/minio-secret"
 echo minioadmin >"$T/secrets/minio-secret/minio-access-key"
 echo minioadmin >"$T/secrets/minio-secret/minio-access-secret"
 sed -i "s#/etc/fluid/secrets#$T/secrets#g" "$T/cfg/minio-demo.json"
 S=$T/secrets/minio-secret
-expect minio-demo "AWS_ACCESS_KEY_ID=<secret from $S/minio-access-key> AWS_SECRET_ACCESS_KEY=<secret from $S/minio-access-secret> ferry mount -f -o allow_other --cache-size 50G --endpoint http://minio:9000 --addressing path s3://my-first-bucket /runtime-mnt/thin/default/minio-demo/thin-fuse" --secrets-dir "$T/secrets"
+expect minio-demo "AWS_ACCESS_KEY_ID=<secret from $S/minio-access-key> AWS_SECRET_ACCESS_KEY=<secret from $S/minio-access-secret> ferry mount -f -o allow_other --cache-dir /var/cache/ferry/fluid/default/minio-demo --cache-size 50G --endpoint http://minio:9000 --addressing path s3://my-first-bucket /runtime-mnt/thin/default/minio-demo/thin-fuse" --secrets-dir "$T/secrets"
 expect daemonset "ferry mount -f -o allow_other --cache-size 200G --metadata-ttl 1h https://datasets.example.com/imagenet/ /mnt/ferry/imagenet"
 pass

@@ -46,6 +46,11 @@ bad "minio without its url" '{"mounts":[{"mountPoint":"minio://bucket"}],"target
 bad "minio without a bucket" '{"mounts":[{"mountPoint":"minio://","options":{"minio-url":"http://m:9000"}}],"targetPath":"'"$M"'"}' "expected minio://BUCKET"
 bad "pvc source" '{"mounts":[{"mountPoint":"pvc://claim"}],"targetPath":"'"$M"'"}' "ferry mounts http://"
 bad "relative local source" '{"mounts":[{"mountPoint":"local://srv"}],"targetPath":"'"$M"'"}' "expected local:///ABSOLUTE/PATH"
+bad "local source without --local-root" '{"mounts":[{"mountPoint":"local:///var/cache/ferry"}],"targetPath":"'"$M"'"}' "local sources are off"
+bad "allow-outside-symlinks from the Dataset" '{"mounts":[{"mountPoint":"http://h/","options":{"allow-outside-symlinks":"true"}}],"targetPath":"'"$M"'"}' "allow-outside-symlinks: not allowed from a Dataset"
+bad "allow_outside_symlinks from the ThinRuntime" '{"mounts":['"$ok_mount"'],"runtimeOptions":{"allow_outside_symlinks":""},"targetPath":"'"$M"'"}' "not allowed from a Dataset"
+bad "a newline in an option's value" '{"mounts":[{"mountPoint":"http://h/","options":{"cache-size":"1G\nferry mount: FAKE"}}],"targetPath":"'"$M"'"}' "a control character in the value"
+bad "a newline in the targetPath" '{"mounts":['"$ok_mount"'],"targetPath":"'"$M"'\nx"}' "a control character in the mountPoint or targetPath"
 bad "secret file missing" '{"mounts":[{"mountPoint":"s3://b/p","options":{"access-key-id":"/etc/fluid/secrets/no-such-secret-'$$'/k"}}],"targetPath":"'"$M"'"}' "cannot read /etc/fluid/secrets/no-such-secret-$$/k"
 
 # A secret path that climbs out of the secrets dir, by .. or by a symlink, is refused.
@@ -59,6 +64,22 @@ sed -i "s#$T/secrets/s/../../outside#$T/secrets/s/link#" "$T/c.json"
 expect_clean_failure "secret path through a symlink" "$M" "$FERRY" fluid-mount --dry-run --secrets-dir "$T/secrets" "$T/c.json"
 grep -q "leads out of the secrets dir" "$T/.err" || fail "secret symlink: $(cat "$T/.err")"
 
+# local:// only under --local-root, by the real path: not outside, not by .., not through a
+# symlink, and a root holding the cache dir is refused.
+mkdir -p "$T/root/data" "$T/elsewhere" "$T/root/cache"
+ln -s "$T/elsewhere" "$T/root/link"
+local_bad() { # DESC MOUNTPOINT WANT [OPTIONS]
+	printf '%s' '{"mounts":[{"mountPoint":"'"$2"'","options":{'"${4:-}"'}}],"targetPath":"'"$M"'"}' >"$T/c.json"
+	expect_clean_failure "$1" "$M" "$FERRY" fluid-mount --dry-run --local-root "$T/root" "$T/c.json"
+	grep -qF -- "$3" "$T/.err" || fail "$1: want '$3' in: $(cat "$T/.err")"
+	[ ! -s "$T/.out" ] || fail "$1: printed '$(cat "$T/.out")'"
+}
+local_bad "local source outside the root" "local://$T/elsewhere" "not under --local-root"
+local_bad "local source by .." "local://$T/root/../elsewhere" "'..' in the path"
+local_bad "local source through a symlink" "local://$T/root/link" "not under --local-root"
+local_bad "local root holding the cache dir" "local://$T/root/data" "holds or lies in the cache dir" '"cache-dir":"'"$T/root/cache"'"'
+expect_clean_failure "--local-root without a dir" "$M" "$FERRY" fluid-mount --local-root
+
 expect_clean_failure "config file missing" "$M" "$FERRY" fluid-mount "$T/no-such.json"
 grep -q "No such file or directory" "$T/.err" || fail "config file missing: $(cat "$T/.err")"
 expect_clean_failure "config is a directory" "$M" "$FERRY" fluid-mount "$T"
@@ -71,4 +92,11 @@ expect_clean_failure "--secrets-dir without a dir" "$M" "$FERRY" fluid-mount --s
 printf '%s' '{"mounts":[{"mountPoint":"http://127.0.0.1:1/d/"}],"runtimeOptions":{"cache-size":"lots"},"targetPath":"'"$M"'"}' >"$T/c.json"
 expect_clean_failure "bad cache-size" "$M" "$FERRY" fluid-mount "$T/c.json"
 grep -q "^ferry mount: --cache-size" "$T/.err" || fail "bad cache-size: $(cat "$T/.err")"
+# A value naming a file under the secrets dir is that path, not the file's content: ferry
+# mount's error line names the path and never the secret.
+mkdir -p "$T/secrets/s" && printf 'topsecret' >"$T/secrets/s/secret"
+printf '%s' '{"mounts":[{"mountPoint":"http://127.0.0.1:1/d/","options":{"cache-size":"'"$T/secrets/s/secret"'"}}],"targetPath":"'"$M"'"}' >"$T/c.json"
+expect_clean_failure "cache-size naming a secret" "$M" "$FERRY" fluid-mount --secrets-dir "$T/secrets" "$T/c.json"
+grep -q topsecret "$T/.err" && fail "cache-size naming a secret: printed it: $(cat "$T/.err")"
+grep -qF "$T/secrets/s/secret" "$T/.err" || fail "cache-size naming a secret: $(cat "$T/.err")"
 pass

@@ -11,7 +11,8 @@
 #   --build-dir DIR   a configured meson build of this tree to install from (it is brought up
 #                     to date); default: a fresh release build in WORK/build, without
 #                     CUDA and MPI
-#   --work DIR        scratch space (the root, buildah's storage), default a temp dir, removed
+#   --work DIR        scratch space (the root, buildah's storage), default a temp dir, removed;
+#                     a new or empty directory, or one an earlier run marked (.ferry-image-work)
 #   --cache DIR       debootstrap's .deb cache, kept between runs (default WORK/debs)
 #   --tag NAME:TAG    the image name recorded in the archive, default ferry:VERSION
 #   --keep-root       leave WORK/root (the image's file tree) for inspection
@@ -48,6 +49,14 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
+# WORK/root, WORK/stage and WORK/storage are deleted, at the start and at exit: only in a
+# directory this script made or marked, never in one the user has files in (--work ~).
+marker=.ferry-image-work
+if [ -n "$work" ] && [ -e "$work" ]; then
+	[ -d "$work" ] || die "--work $work: not a directory"
+	[ -e "$work/$marker" ] || [ -z "$(ls -A "$work")" ] ||
+		die "--work $work: not empty and not made by build.sh (no $marker in it); give a new or empty directory"
+fi
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap and chroot)"
 for c in debootstrap buildah dpkg objdump meson; do
 	command -v "$c" >/dev/null || die "$c is not installed (scripts/deps.sh installs it)"
@@ -77,10 +86,12 @@ cleanup() {
 	set +e
 	mountpoint -q "${root:-/nonexistent}/proc" && umount -l "$root/proc"
 	[ -n "${ctr:-}" ] && buildah "${BUILDAH[@]}" rm "$ctr" >/dev/null 2>&1
-	if [ -n "${own_work:-}" ]; then
+	if [ -z "${work_ok:-}" ]; then
+		: # the work dir was not checked or made yet: nothing of ours is in it
+	elif [ -n "${own_work:-}" ]; then
 		rm -rf --one-file-system "$work"
 	else
-		[ -d "${work:-}/storage" ] && rm -rf "$work/storage" "$work/run"
+		[ -d "${work:-}/storage" ] && rm -rf --one-file-system "$work/storage" "$work/run"
 		[ "$keep_root" = 1 ] ||
 			rm -rf --one-file-system "${work:-/nonexistent}/root" "${work:-/nonexistent}/stage"
 	fi
@@ -95,11 +106,13 @@ if [ -z "$work" ]; then
 	[ "$keep_root" = 1 ] || own_work=1
 fi
 mkdir -p "$work"
+touch "$work/$marker" || die "--work $work: cannot write in it"
+work_ok=1
 cache=${cache:-$work/debs}
 mkdir -p "$cache"
 root=$work/root
 stage=$work/stage
-rm -rf "$root" "$stage"
+rm -rf --one-file-system "$root" "$stage"
 
 # 1. ferry, installed into a staging tree from a build of this tree.
 if [ -z "$build_dir" ]; then
@@ -173,10 +186,12 @@ rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc
 echo user_allow_other >>"$root/etc/fuse.conf"
 # /proc for the run: a sanitizer build (the test suite's) reads /proc/self at start and exit
 mount -t proc proc "$root/proc" || die "cannot mount /proc in the root"
-chroot "$root" "$ferry_rel" --version >/dev/null
-rc=$?
+# under set -e a bare failing command would exit here with no word and /proc still mounted
+if ! chroot "$root" "$ferry_rel" --version >/dev/null; then
+	umount "$root/proc"
+	die "ferry does not run inside the root"
+fi
 umount "$root/proc" || die "cannot unmount $root/proc"
-[ $rc -eq 0 ] || die "ferry does not run inside the root"
 
 # 4. Assemble and commit with buildah; vfs storage and chroot isolation need neither overlay
 # nor user namespaces. Where buildah fails, write the OCI layout by hand.
