@@ -158,7 +158,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	e = slurp(err, &n_err);
 	fuzz_check(rc == 0 || rc == 1, "exit 0 or 1");
 	fuzz_check(strlen(o) == n_out && strlen(e) == n_err, "no NUL byte printed");
-	fuzz_check(!strstr(o, SECRET) && !strstr(e, SECRET), "the secret is never printed");
+	/* (unless the input wrote it itself: the fuzzer learns the word from the comparisons) */
+	if (!memmem(data, size, SECRET, strlen(SECRET)))
+		fuzz_check(!strstr(o, SECRET) && !strstr(e, SECRET), "the secret is never printed");
 	if (rc == 0)
 		fuzz_check(n_out && strchr(o, '\n') == o + n_out - 1, "one command line");
 	else
