@@ -148,22 +148,32 @@ class TokenLoader:
     # ---- the C handle ----
 
     def _handle(self):
-        if self._h is None:
+        """The C handle and its _Resource, which the caller holds across its C call so that a
+        close() meanwhile cannot free the loader under it."""
+        res = self._res
+        if res is None:
             raise ValueError("the loader is closed")
         if self._res.generation != _fork_generation:
             # A forked child has none of the C loader's reader threads.
             raise RuntimeError("this TokenLoader was opened in process %d, not in this one "
                                "(%d): open one in each process (ferry.torch.TokenDataset "
-                               "does)" % (self._res.pid, os.getpid()))
-        return self._h
+                               "does)" % (res.pid, os.getpid()))
+        return res.h, res
 
     def close(self):
         """Stops the reader threads and frees the buffers (once no copy=False view of them is
-        left); the loader is unusable after."""
-        self._h, self._res, self._views = None, None, {}
+        left); the loader is unusable after. Safe from another thread: it waits for a
+        next_batch() in flight, whose caller keeps its batch, and the next one raises."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ raised before the lock was made
+            self._h, self._res = None, None
+            return
+        with lock:
+            self._h, self._res, self._views = None, None, {}
 
     def __del__(self):
-        self.close()
+        # Unreachable: no thread is inside a call, and the lock is not to be waited for here.
+        self._h, self._res, self._views = None, None, {}
 
     def __enter__(self):
         return self
@@ -175,7 +185,9 @@ class TokenLoader:
     def read_path(self):
         """How the C loader reads: "ferry-direct" (the cache file of a ferry mount),
         "io_uring" or "pread"."""
-        return _lib.lib.ferry_py_path_name(self._handle()).decode()
+        with self._lock:
+            h, res = self._handle()
+            return _lib.lib.ferry_py_path_name(h).decode()
 
     # ---- batches ----
 
@@ -185,14 +197,17 @@ class TokenLoader:
         # The per-batch path: a few microseconds of Python per call are what separates this
         # from the C consumer at small batches, so no more than it needs (one allocation for
         # both arrays, its address without numpy's .ctypes, prebuilt ctypes arguments).
-        h = self._h
-        if h is None or self._res.generation != _fork_generation:
-            h = self._handle()  # raises
         if not self.copy:
-            return self._next_view(h)
+            return self._next_view()
         out = np.empty(self._shape2, dtype=np.int32)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(out))
         with self._lock:
+            # Under the lock: a close() from another thread waits for this call, or went first
+            # and this raises; res keeps the C loader alive until the call returns.
+            res = self._res
+            if res is None or res.generation != _fork_generation:
+                self._handle()  # raises
+            h = res.h
             rc = self._next(h, addr, addr + self._half_bytes, self._epoch_ref,
                             self._position_ref)
             if rc < 0:
@@ -202,22 +217,23 @@ class TokenLoader:
             out = self._torch.from_numpy(out)
         return out[0], out[1]
 
-    def _next_view(self, h):
+    def _next_view(self):
         a, b = self._ptrs
         with self._lock:
+            h, res = self._handle()
             rc = self._next_view_fn(h, self._ptr_refs[0], self._ptr_refs[1], self._epoch_ref,
                                     self._position_ref)
             if rc < 0:
                 raise _lib.error(rc, _lib.lib.ferry_py_error(h))
             self.last_epoch, self.last_position = self._epoch.value, self._position.value
-            return self._view(a.value), self._view(b.value)
+            return self._view(a.value, res), self._view(b.value, res)
 
-    def _view(self, addr):
+    def _view(self, addr, res):
         v = self._views.get(addr)
         if v is None:
             n = self.batch * self.seq_len
             mem = (ctypes.c_int32 * n).from_address(addr)
-            mem._owner = self._res  # the C buffers live as long as any view of them
+            mem._owner = res  # the C buffers live as long as any view of them
             v = np.frombuffer(mem, dtype=np.int32).reshape(self.batch, self.seq_len)
             if self.as_torch:
                 v = self._torch.from_numpy(v)  # writable: torch has no read-only tensors
@@ -248,7 +264,9 @@ class TokenLoader:
         """(epoch, position) of the next batch; position counts global micro-batches of
         batch * world samples."""
         e, p = ctypes.c_uint64(), ctypes.c_uint64()
-        _lib.lib.ferry_py_state(self._handle(), ctypes.byref(e), ctypes.byref(p))
+        with self._lock:
+            h, res = self._handle()
+            _lib.lib.ferry_py_state(h, ctypes.byref(e), ctypes.byref(p))
         return e.value, p.value
 
     def state_dict(self):
@@ -264,7 +282,7 @@ class TokenLoader:
         """Seeks to a state_dict's position: the next batch is the one the saving loader would
         have given next, exactly, on the same layout; on another (batch, world) with the same
         order settings, the same point of the global order, as ferry train resumes."""
-        h = self._handle()
+        self._handle()  # a closed loader raises first
         for k in ("seed", "shuffle", "global_batch", "block_bytes", "window_blocks"):
             if k in state and state[k] != getattr(self, k):
                 raise ValueError("state_dict: %s %s, this loader's is %s: another order" %
@@ -278,6 +296,7 @@ class TokenLoader:
         if position == self.steps_per_epoch:
             epoch, position = epoch + 1, 0  # an epoch's end is the next one's start
         with self._lock:
+            h, res = self._handle()
             rc = _lib.lib.ferry_py_seek(h, epoch, position)
-        if rc < 0:
-            raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            if rc < 0:
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))
