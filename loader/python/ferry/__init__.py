@@ -9,6 +9,7 @@ for the same data, seed, batch, seq_len, rank and world. See docs/python.md.
     state = loader.state_dict()         # exact resume, mid-epoch too
 """
 import ctypes
+import hashlib
 import operator
 import os
 import threading
@@ -35,6 +36,48 @@ def _int(name, v):
     except TypeError:
         raise TypeError("%s: want an integer, got %s" % (name, type(v).__name__)) from None
     return max(_I64_MIN, min(_I64_MAX, v))
+
+
+_XATTR_ETAG = "user.ferry.etag"  # fs/ferry_ctl.h: the remote object's version on a ferry mount
+
+
+def _dataset(h, seq_len):
+    """What the order depends on besides the settings, as ferry train's ranks compare it
+    (train/agree.c): the shards the C loader opened, in its order (their names, sizes and
+    versions: a ferry mount's ETag, else the mtime to the nanosecond), and seq_len. Names
+    without their directory, so that a dataset moved or mounted elsewhere resumes."""
+    names, versions, n, size = hashlib.sha256(), hashlib.sha256(), 0, 0
+    path, idx = ctypes.c_char_p(), ctypes.c_char_p()
+    i = 0
+    while _lib.lib.ferry_py_shard_files(h, i, ctypes.byref(path), ctypes.byref(idx)) == 0:
+        i += 1
+        for f in (path.value, idx.value):
+            if f is None:
+                continue
+            st = os.stat(f)
+            names.update(os.path.basename(f) + b"\0")
+            try:
+                versions.update(b"etag:" + os.getxattr(f, _XATTR_ETAG) + b"\0")
+            except OSError:
+                versions.update(b"mtime:%d\0" % st.st_mtime_ns)
+            n, size = n + 1, size + st.st_size
+    return {"files": n, "bytes": size, "names": names.hexdigest()[:16],
+            "versions": versions.hexdigest()[:16], "seq_len": seq_len}
+
+
+def _check_dataset(state, mine, who):
+    """ValueError naming the first difference when state carries a dataset fingerprint that is
+    not mine. A state without one (written before the fingerprint, or built by hand from a
+    ferry train checkpoint's epoch and sample) is taken unchecked, as any key a state lacks."""
+    theirs = state.get("dataset")
+    if theirs is None:
+        return
+    if not isinstance(theirs, dict):
+        raise ValueError("state_dict: dataset %r is not a fingerprint (a dict)" % (theirs,))
+    for k in ("files", "bytes", "names", "versions", "seq_len"):
+        if theirs.get(k) != mine[k]:
+            raise ValueError("state_dict: dataset %s %s, this %s's is %s: another dataset" %
+                             (k, theirs.get(k), who, mine[k]))
 
 
 # Bumped in every forked child: a loader made before the fork is not the child's (checked on
@@ -79,9 +122,10 @@ class TokenLoader:
     (sharing the arrays' memory) instead of numpy arrays.
 
     copy=False yields views of the C loader's own buffers instead of fresh arrays: no copy,
-    but a batch is valid only until the next one is asked for (the C loader then reuses its
-    buffer), so a loop must be done with each batch (or copy it) before taking the next;
-    list(loader) would hold overwritten batches. Numpy views are read-only; torch views are
+    but a batch is valid only until the next one is asked for or load_state_dict() seeks (the
+    C loader then reuses its buffer; a seek refills the whole ring), so a loop must be done
+    with each batch (or copy it) before taking the next; list(loader) would hold overwritten
+    batches. Numpy views are read-only; torch views are
     not, and must not be written. The buffers stay allocated while any view is alive.
 
     Bad arguments and unreadable or malformed shards raise ValueError (EINVAL) or OSError (its
@@ -132,6 +176,7 @@ class TokenLoader:
         self.block_bytes, self.window_blocks = bb.value, wb.value
         self.steps_per_epoch = _lib.lib.ferry_py_steps_per_epoch(h)
         self.vocab_size = _lib.lib.ferry_py_vocab_size(h)
+        self.dataset = _dataset(h, self.seq_len)  # at open: the files the order was built from
         self._epoch, self._position = ctypes.c_uint64(), ctypes.c_uint64()
         self._ptrs = (ctypes.c_void_p(), ctypes.c_void_p())
         self._ptr_refs = tuple(ctypes.byref(p) for p in self._ptrs)
@@ -272,11 +317,13 @@ class TokenLoader:
     def state_dict(self):
         """Where the next batch stands, in `ferry train`'s checkpoint terms: the epoch and the
         global sample position in its order (position * batch * world), with the settings
-        that decide the order, which load_state_dict checks."""
+        that decide the order and a fingerprint of the dataset ("dataset": its files' names,
+        sizes and versions, and seq_len), which load_state_dict checks."""
         e, p = self.position()
         return {"epoch": e, "sample": p * self.batch * self.world, "seed": self.seed,
                 "shuffle": self.shuffle, "global_batch": self.global_batch,
-                "block_bytes": self.block_bytes, "window_blocks": self.window_blocks}
+                "block_bytes": self.block_bytes, "window_blocks": self.window_blocks,
+                "dataset": dict(self.dataset)}
 
     def load_state_dict(self, state):
         """Seeks to a state_dict's position: the next batch is the one the saving loader would
@@ -285,8 +332,13 @@ class TokenLoader:
         self._handle()  # a closed loader raises first
         for k in ("seed", "shuffle", "global_batch", "block_bytes", "window_blocks"):
             if k in state and state[k] != getattr(self, k):
+                if k == "global_batch" and state[k] == 0:
+                    raise ValueError("state_dict: global_batch 0 (a TokenDataset's default, "
+                                     "batch x world x its workers), this loader's is %d: "
+                                     "give the dataset its global_batch" % self.global_batch)
                 raise ValueError("state_dict: %s %s, this loader's is %s: another order" %
                                  (k, state[k], getattr(self, k)))
+        _check_dataset(state, self.dataset, "loader")
         epoch, sample = _int("epoch", state["epoch"]), _int("sample", state["sample"])
         micro = self.batch * self.world
         if epoch < 0 or sample < 0 or sample % micro:
