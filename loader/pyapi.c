@@ -200,3 +200,9 @@ const char *ferry_py_error(const struct ferry_py_loader *p)
 {
 	return loader_last_error(p->l);
 }
+
+int ferry_py_shard_files(const struct ferry_py_loader *p, uint32_t i, const char **path,
+	const char **idx_path)
+{
+	return loader_shard_files(p->l, i, path, idx_path);
+}

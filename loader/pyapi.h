@@ -40,5 +40,10 @@ void ferry_py_order(const struct ferry_py_loader *p, uint32_t *block_bytes,
 	uint32_t *window_blocks);
 const char *ferry_py_path_name(const struct ferry_py_loader *p);
 const char *ferry_py_error(const struct ferry_py_loader *p);
+/* The i-th shard in the loader's order: its token file and, for Megatron, its .idx (else NULL),
+ * as the loader opened them, so that Python fingerprints the files the order was built from.
+ * -ENOENT past the last. The strings live as long as the loader. Added after version 1. */
+int ferry_py_shard_files(const struct ferry_py_loader *p, uint32_t i, const char **path,
+	const char **idx_path);
 
 #endif

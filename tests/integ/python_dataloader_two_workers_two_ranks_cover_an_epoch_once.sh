@@ -122,5 +122,34 @@ except ValueError as e:
 else:
     raise SystemExit("global batch 18 was split over 2 workers")
 print("ok: a global batch of 18 is refused for 2 ranks x 2 workers of batch 3")
+
+# A dataset's state carries its global_batch and the dataset's fingerprint; another global
+# batch, or other files, are refused with one line (at load_state_dict, or where the workers
+# learn their default global batch: batch x world x workers).
+def refused(f, why):
+    try:
+        f()
+    except ValueError as e:
+        if why not in str(e):
+            raise SystemExit("the refusal said %r, want %r" % (str(e), why))
+        return
+    raise SystemExit("a state with %s was taken" % why)
+
+d12 = ferry.torch.TokenDataset(T + "/even/*.bin", S, B, seed=4, rank=0, world=W,
+                               global_batch=G, **kw)
+st = d12.state_dict(3)
+if st.get("global_batch") != G or "dataset" not in st:
+    raise SystemExit("TokenDataset.state_dict lacks global_batch or dataset: %s" % st)
+d24 = ferry.torch.TokenDataset(T + "/even/*.bin", S, B, seed=4, rank=0, world=W,
+                               global_batch=2 * G, **kw)
+refused(lambda: d24.load_state_dict(st), "state_dict: global_batch 12, this dataset's is 24")
+odd = ferry.torch.TokenDataset(T + "/odd/*.bin", S, B, seed=4, rank=0, world=W, **kw)
+refused(lambda: odd.load_state_dict(st), "another dataset")
+dflt = ferry.torch.TokenDataset(T + "/even/*.bin", S, B, seed=4, rank=0, world=W, **kw)
+one = ferry.TokenLoader(T + "/even/*.bin", S, B, seed=4, rank=0, world=W, **kw)
+one.next_batch()
+dflt.load_state_dict(one.state_dict())  # global_batch 6: only 1 worker would cut there
+refused(lambda: rank_stream(dflt), "state_dict: global_batch 6, this dataset's is 12")
+print("ok: a state of another global batch or dataset is refused")
 PY
 pass "2 DataLoader workers x 2 ranks take every sample of an epoch once, in ferry train's order"

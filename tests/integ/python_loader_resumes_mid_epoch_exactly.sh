@@ -90,5 +90,45 @@ except ValueError as e:
 else:
     raise SystemExit("a position past the epoch was taken")
 print("ok: states of another order are refused")
+
+# Another dataset: the state carries a fingerprint of the files the order was built from (their
+# names, sizes and versions, and seq_len), and a loader over other data refuses it in one line,
+# same seed and settings or not.
+import os, shutil
+def refused(loader, st, why):
+    try:
+        loader.load_state_dict(st)
+    except ValueError as e:
+        if why not in str(e) or "\n" in str(e) or "another dataset" not in str(e):
+            raise SystemExit("refusal said %r, want %r" % (str(e), why))
+        return str(e)
+    raise SystemExit("a state of another dataset (%s) was taken" % why)
+
+pyhelp.llmc(T + "/o_0.bin", rng.integers(0, 65535, 47020), vocab=65535)
+print("ok: another file: " + refused(ferry.TokenLoader(T + "/o_*.bin", S, 8, **kw), state,
+                                     "dataset files 3, this loader's is 1"))
+os.makedirs(T + "/rewritten")
+for i, n in enumerate([30011, 17000, 9]):  # the same names and sizes, other tokens
+    pyhelp.llmc("%s/rewritten/s_%d.bin" % (T, i), rng.integers(0, 65535, n), vocab=65535)
+print("ok: rewritten files: " + refused(
+    ferry.TokenLoader(T + "/rewritten/s_*.bin", S, 8, **kw), state, "dataset versions"))
+print("ok: another seq_len: " + refused(ferry.TokenLoader(data, 32, 8, **kw), state,
+                                        "dataset seq_len 48, this loader's is 32"))
+# The same files moved elsewhere (names, sizes and mtimes kept) are the same dataset.
+os.makedirs(T + "/moved")
+for i in range(3):
+    shutil.copy2("%s/s_%d.bin" % (T, i), "%s/moved/s_%d.bin" % (T, i))
+moved = ferry.TokenLoader(T + "/moved/s_*.bin", S, 8, **kw)
+moved.load_state_dict(state)
+# A state without the fingerprint (older, or epoch and sample of a ferry train checkpoint) is
+# taken unchecked, as any key a state lacks.
+old = ferry.TokenLoader(data, S, 8, **kw)
+old.load_state_dict({k: v for k, v in state.items() if k != "dataset"})
+ref8 = ferry.TokenLoader(data, S, 8, **kw)
+ref8.load_state_dict(state)
+want = take(ref8, 3)
+same(take(moved, 3), want, "the dataset moved elsewhere")
+same(take(old, 3), want, "a state without its dataset")
+print("ok: another dataset's state is refused; the same files moved, and an old state, resume")
 PY
 pass "a resume from state_dict is exact, mid-epoch and on another layout"

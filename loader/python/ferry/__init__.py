@@ -9,6 +9,7 @@ for the same data, seed, batch, seq_len, rank and world. See docs/python.md.
     state = loader.state_dict()         # exact resume, mid-epoch too
 """
 import ctypes
+import hashlib
 import operator
 import os
 import threading
@@ -35,6 +36,48 @@ def _int(name, v):
     except TypeError:
         raise TypeError("%s: want an integer, got %s" % (name, type(v).__name__)) from None
     return max(_I64_MIN, min(_I64_MAX, v))
+
+
+_XATTR_ETAG = "user.ferry.etag"  # fs/ferry_ctl.h: the remote object's version on a ferry mount
+
+
+def _dataset(h, seq_len):
+    """What the order depends on besides the settings, as ferry train's ranks compare it
+    (train/agree.c): the shards the C loader opened, in its order (their names, sizes and
+    versions: a ferry mount's ETag, else the mtime to the nanosecond), and seq_len. Names
+    without their directory, so that a dataset moved or mounted elsewhere resumes."""
+    names, versions, n, size = hashlib.sha256(), hashlib.sha256(), 0, 0
+    path, idx = ctypes.c_char_p(), ctypes.c_char_p()
+    i = 0
+    while _lib.lib.ferry_py_shard_files(h, i, ctypes.byref(path), ctypes.byref(idx)) == 0:
+        i += 1
+        for f in (path.value, idx.value):
+            if f is None:
+                continue
+            st = os.stat(f)
+            names.update(os.path.basename(f) + b"\0")
+            try:
+                versions.update(b"etag:" + os.getxattr(f, _XATTR_ETAG) + b"\0")
+            except OSError:
+                versions.update(b"mtime:%d\0" % st.st_mtime_ns)
+            n, size = n + 1, size + st.st_size
+    return {"files": n, "bytes": size, "names": names.hexdigest()[:16],
+            "versions": versions.hexdigest()[:16], "seq_len": seq_len}
+
+
+def _check_dataset(state, mine, who):
+    """ValueError naming the first difference when state carries a dataset fingerprint that is
+    not mine. A state without one (written before the fingerprint, or built by hand from a
+    ferry train checkpoint's epoch and sample) is taken unchecked, as any key a state lacks."""
+    theirs = state.get("dataset")
+    if theirs is None:
+        return
+    if not isinstance(theirs, dict):
+        raise ValueError("state_dict: dataset %r is not a fingerprint (a dict)" % (theirs,))
+    for k in ("files", "bytes", "names", "versions", "seq_len"):
+        if theirs.get(k) != mine[k]:
+            raise ValueError("state_dict: dataset %s %s, this %s's is %s: another dataset" %
+                             (k, theirs.get(k), who, mine[k]))
 
 
 # Bumped in every forked child: a loader made before the fork is not the child's (checked on
@@ -79,9 +122,10 @@ class TokenLoader:
     (sharing the arrays' memory) instead of numpy arrays.
 
     copy=False yields views of the C loader's own buffers instead of fresh arrays: no copy,
-    but a batch is valid only until the next one is asked for (the C loader then reuses its
-    buffer), so a loop must be done with each batch (or copy it) before taking the next;
-    list(loader) would hold overwritten batches. Numpy views are read-only; torch views are
+    but a batch is valid only until the next one is asked for or load_state_dict() seeks (the
+    C loader then reuses its buffer; a seek refills the whole ring), so a loop must be done
+    with each batch (or copy it) before taking the next; list(loader) would hold overwritten
+    batches. Numpy views are read-only; torch views are
     not, and must not be written. The buffers stay allocated while any view is alive.
 
     Bad arguments and unreadable or malformed shards raise ValueError (EINVAL) or OSError (its
@@ -132,6 +176,7 @@ class TokenLoader:
         self.block_bytes, self.window_blocks = bb.value, wb.value
         self.steps_per_epoch = _lib.lib.ferry_py_steps_per_epoch(h)
         self.vocab_size = _lib.lib.ferry_py_vocab_size(h)
+        self.dataset = _dataset(h, self.seq_len)  # at open: the files the order was built from
         self._epoch, self._position = ctypes.c_uint64(), ctypes.c_uint64()
         self._ptrs = (ctypes.c_void_p(), ctypes.c_void_p())
         self._ptr_refs = tuple(ctypes.byref(p) for p in self._ptrs)
@@ -148,22 +193,32 @@ class TokenLoader:
     # ---- the C handle ----
 
     def _handle(self):
-        if self._h is None:
+        """The C handle and its _Resource, which the caller holds across its C call so that a
+        close() meanwhile cannot free the loader under it."""
+        res = self._res
+        if res is None:
             raise ValueError("the loader is closed")
         if self._res.generation != _fork_generation:
             # A forked child has none of the C loader's reader threads.
             raise RuntimeError("this TokenLoader was opened in process %d, not in this one "
                                "(%d): open one in each process (ferry.torch.TokenDataset "
-                               "does)" % (self._res.pid, os.getpid()))
-        return self._h
+                               "does)" % (res.pid, os.getpid()))
+        return res.h, res
 
     def close(self):
         """Stops the reader threads and frees the buffers (once no copy=False view of them is
-        left); the loader is unusable after."""
-        self._h, self._res, self._views = None, None, {}
+        left); the loader is unusable after. Safe from another thread: it waits for a
+        next_batch() in flight, whose caller keeps its batch, and the next one raises."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ raised before the lock was made
+            self._h, self._res = None, None
+            return
+        with lock:
+            self._h, self._res, self._views = None, None, {}
 
     def __del__(self):
-        self.close()
+        # Unreachable: no thread is inside a call, and the lock is not to be waited for here.
+        self._h, self._res, self._views = None, None, {}
 
     def __enter__(self):
         return self
@@ -175,7 +230,9 @@ class TokenLoader:
     def read_path(self):
         """How the C loader reads: "ferry-direct" (the cache file of a ferry mount),
         "io_uring" or "pread"."""
-        return _lib.lib.ferry_py_path_name(self._handle()).decode()
+        with self._lock:
+            h, res = self._handle()
+            return _lib.lib.ferry_py_path_name(h).decode()
 
     # ---- batches ----
 
@@ -185,14 +242,17 @@ class TokenLoader:
         # The per-batch path: a few microseconds of Python per call are what separates this
         # from the C consumer at small batches, so no more than it needs (one allocation for
         # both arrays, its address without numpy's .ctypes, prebuilt ctypes arguments).
-        h = self._h
-        if h is None or self._res.generation != _fork_generation:
-            h = self._handle()  # raises
         if not self.copy:
-            return self._next_view(h)
+            return self._next_view()
         out = np.empty(self._shape2, dtype=np.int32)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(out))
         with self._lock:
+            # Under the lock: a close() from another thread waits for this call, or went first
+            # and this raises; res keeps the C loader alive until the call returns.
+            res = self._res
+            if res is None or res.generation != _fork_generation:
+                self._handle()  # raises
+            h = res.h
             rc = self._next(h, addr, addr + self._half_bytes, self._epoch_ref,
                             self._position_ref)
             if rc < 0:
@@ -202,22 +262,23 @@ class TokenLoader:
             out = self._torch.from_numpy(out)
         return out[0], out[1]
 
-    def _next_view(self, h):
+    def _next_view(self):
         a, b = self._ptrs
         with self._lock:
+            h, res = self._handle()
             rc = self._next_view_fn(h, self._ptr_refs[0], self._ptr_refs[1], self._epoch_ref,
                                     self._position_ref)
             if rc < 0:
                 raise _lib.error(rc, _lib.lib.ferry_py_error(h))
             self.last_epoch, self.last_position = self._epoch.value, self._position.value
-            return self._view(a.value), self._view(b.value)
+            return self._view(a.value, res), self._view(b.value, res)
 
-    def _view(self, addr):
+    def _view(self, addr, res):
         v = self._views.get(addr)
         if v is None:
             n = self.batch * self.seq_len
             mem = (ctypes.c_int32 * n).from_address(addr)
-            mem._owner = self._res  # the C buffers live as long as any view of them
+            mem._owner = res  # the C buffers live as long as any view of them
             v = np.frombuffer(mem, dtype=np.int32).reshape(self.batch, self.seq_len)
             if self.as_torch:
                 v = self._torch.from_numpy(v)  # writable: torch has no read-only tensors
@@ -248,27 +309,36 @@ class TokenLoader:
         """(epoch, position) of the next batch; position counts global micro-batches of
         batch * world samples."""
         e, p = ctypes.c_uint64(), ctypes.c_uint64()
-        _lib.lib.ferry_py_state(self._handle(), ctypes.byref(e), ctypes.byref(p))
+        with self._lock:
+            h, res = self._handle()
+            _lib.lib.ferry_py_state(h, ctypes.byref(e), ctypes.byref(p))
         return e.value, p.value
 
     def state_dict(self):
         """Where the next batch stands, in `ferry train`'s checkpoint terms: the epoch and the
         global sample position in its order (position * batch * world), with the settings
-        that decide the order, which load_state_dict checks."""
+        that decide the order and a fingerprint of the dataset ("dataset": its files' names,
+        sizes and versions, and seq_len), which load_state_dict checks."""
         e, p = self.position()
         return {"epoch": e, "sample": p * self.batch * self.world, "seed": self.seed,
                 "shuffle": self.shuffle, "global_batch": self.global_batch,
-                "block_bytes": self.block_bytes, "window_blocks": self.window_blocks}
+                "block_bytes": self.block_bytes, "window_blocks": self.window_blocks,
+                "dataset": dict(self.dataset)}
 
     def load_state_dict(self, state):
         """Seeks to a state_dict's position: the next batch is the one the saving loader would
         have given next, exactly, on the same layout; on another (batch, world) with the same
         order settings, the same point of the global order, as ferry train resumes."""
-        h = self._handle()
+        self._handle()  # a closed loader raises first
         for k in ("seed", "shuffle", "global_batch", "block_bytes", "window_blocks"):
             if k in state and state[k] != getattr(self, k):
+                if k == "global_batch" and state[k] == 0:
+                    raise ValueError("state_dict: global_batch 0 (a TokenDataset's default, "
+                                     "batch x world x its workers), this loader's is %d: "
+                                     "give the dataset its global_batch" % self.global_batch)
                 raise ValueError("state_dict: %s %s, this loader's is %s: another order" %
                                  (k, state[k], getattr(self, k)))
+        _check_dataset(state, self.dataset, "loader")
         epoch, sample = _int("epoch", state["epoch"]), _int("sample", state["sample"])
         micro = self.batch * self.world
         if epoch < 0 or sample < 0 or sample % micro:
@@ -278,6 +348,7 @@ class TokenLoader:
         if position == self.steps_per_epoch:
             epoch, position = epoch + 1, 0  # an epoch's end is the next one's start
         with self._lock:
+            h, res = self._handle()
             rc = _lib.lib.ferry_py_seek(h, epoch, position)
-        if rc < 0:
-            raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            if rc < 0:
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))

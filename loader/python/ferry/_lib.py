@@ -35,6 +35,9 @@ _SIGNATURES = {
     "ferry_py_order": (None, [_H, _u32p, _u32p]),
     "ferry_py_path_name": (ctypes.c_char_p, [_H]),
     "ferry_py_error": (ctypes.c_char_p, [_H]),
+    "ferry_py_shard_files": (ctypes.c_int, [_H, ctypes.c_uint32,
+                                            ctypes.POINTER(ctypes.c_char_p),
+                                            ctypes.POINTER(ctypes.c_char_p)]),
 }
 
 
@@ -56,7 +59,12 @@ def _load():
             tried.append(str(e))
             continue
         for name, (res, args) in _SIGNATURES.items():
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                # An older library of the same API version, before a function was added.
+                raise ImportError("%s has no %s: older than this package (reinstall both)" %
+                                  (path, name)) from None
             fn.restype = res
             fn.argtypes = args
         got = lib.ferry_py_api_version()

@@ -15,7 +15,7 @@ import os
 import torch
 import torch.utils.data
 
-from . import TokenLoader
+from . import TokenLoader, _check_dataset
 
 
 def _default_rank_world():
@@ -53,11 +53,13 @@ class TokenDataset(torch.utils.data.IterableDataset):
                        window_blocks=window_blocks, buffers=buffers)
         self.global_batch = global_batch  # 0: batch * world * workers
         self.epoch, self.start = 0, 0
+        self._state_gb = 0  # a loaded state's global_batch, checked where the workers know theirs
         # Opened here once, and closed, so that bad arguments and bad shards raise at once
         # in the caller's process, with the C reason, not in a worker.
         with TokenLoader(paths, seq_len, batch, seed, rank, world,
                          global_batch=global_batch, **self.kw) as probe:
             self.vocab_size = probe.vocab_size
+            self.dataset = probe.dataset  # the fingerprint state_dict carries
             self.kw["block_bytes"], self.kw["window_blocks"] = (probe.block_bytes,
                                                                 probe.window_blocks)
 
@@ -71,10 +73,12 @@ class TokenDataset(torch.utils.data.IterableDataset):
         the whole epoch it is the epoch's end, which TokenLoader.load_state_dict takes as the
         next epoch's start."""
         n = self.start + int(batches_seen)
+        # global_batch as given: 0 is the default, batch x world x the DataLoader's workers,
+        # which only the workers know; a TokenLoader refuses it (it needs the number).
         return {"epoch": self.epoch, "sample": n * self.batch * self.world,
                 "seed": self.seed, "shuffle": self.kw["shuffle"],
-                "block_bytes": self.kw["block_bytes"],
-                "window_blocks": self.kw["window_blocks"]}
+                "global_batch": self.global_batch, "block_bytes": self.kw["block_bytes"],
+                "window_blocks": self.kw["window_blocks"], "dataset": dict(self.dataset)}
 
     def load_state_dict(self, state):
         """The next iteration starts at a state_dict's position (TokenLoader's, or this
@@ -84,11 +88,20 @@ class TokenDataset(torch.utils.data.IterableDataset):
             if k in state and state[k] != mine:
                 raise ValueError("state_dict: %s %s, this dataset's is %s: another order" %
                                  (k, state[k], mine))
+        _check_dataset(state, self.dataset, "dataset")
+        gb = state.get("global_batch", 0)
+        if gb and self.global_batch and gb != self.global_batch:
+            raise ValueError("state_dict: global_batch %s, this dataset's is %s: another order" %
+                             (gb, self.global_batch))
+        if gb == 0 and self.global_batch and "global_batch" in state:
+            raise ValueError("state_dict: global_batch 0 (the default, batch x world x "
+                             "workers), this dataset's is %d: another order" % self.global_batch)
         micro = self.batch * self.world
         if state["sample"] % micro:
             raise ValueError("state_dict: epoch %d sample %d is not a multiple of "
                              "batch*world = %d" % (state["epoch"], state["sample"], micro))
         self.epoch, self.start = int(state["epoch"]), int(state["sample"]) // micro
+        self._state_gb = gb
 
     def _share(self):
         """This worker's C loader arguments and first position."""
@@ -101,6 +114,12 @@ class TokenDataset(torch.utils.data.IterableDataset):
                 "global_batch %d is not a multiple of batch %d x world %d x %d DataLoader "
                 "workers: the workers' loaders could not end the epoch where ferry train "
                 "does" % (gb, self.batch, self.world, n_workers))
+        if self._state_gb and self._state_gb != gb:
+            # This dataset's global_batch is the default: the state's must be what it is
+            # with this many workers.
+            raise ValueError("state_dict: global_batch %d, this dataset's is %d (batch %d x "
+                             "world %d x %d DataLoader workers): another order" %
+                             (self._state_gb, gb, self.batch, self.world, n_workers))
         k = self.start + i
         return (k % n_workers) * self.world + self.rank, self.world * n_workers, gb, \
             k // n_workers
