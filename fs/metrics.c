@@ -1,24 +1,17 @@
 /* Prometheus metrics of a mount (metrics.h): the exposition text of the counters that
- * `ferry stat` reads (cache, fetch engine, shared tier, FUSE) plus the latency histograms, and
- * the libmicrohttpd server that answers GET /metrics on the --metrics-addr given, and nowhere
- * else. A scrape copies counters (atomics; the cache's and the tier's small structs under
- * their locks, held for a copy as `ferry stat` holds them) on the server's own thread: a
- * FUSE request never waits for a scrape, nor for a slow client. */
+ * `ferry stat` reads (cache, fetch engine, shared tier, FUSE) plus the latency histograms.
+ * A scrape copies counters (atomics; the cache's and the tier's small structs under their
+ * locks, held for a copy as `ferry stat` holds them) on the server's own thread: a FUSE
+ * request never waits for a scrape, nor for a slow client. The server is a backend file:
+ * metrics_http.c (libmicrohttpd) or metrics_none.c (a build without it). */
 #include "config.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <stdarg.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
-#include <microhttpd.h>
 
 #include "fs/cache.h"
 #include "fs/dir_prefetch.h"
@@ -72,11 +65,6 @@ _Static_assert(sizeof(origin_request_bounds_ns) / sizeof(uint64_t) <= METRICS_MA
 	"too many bounds");
 _Static_assert(sizeof(fuse_read_bounds_ns) / sizeof(uint64_t) <= METRICS_MAX_BOUNDS,
 	"too many bounds");
-
-/* Connections served at once, and how long an idle one is kept: a scraper needs one, a few
- * curls beside it are fine; more than that is not a Prometheus server. */
-#define METRICS_MAX_CONNECTIONS 16
-#define METRICS_IDLE_TIMEOUT_S  10
 
 void metrics_histogram_init(struct metrics_histogram *h, enum metrics_latency kind)
 {
@@ -263,209 +251,4 @@ int metrics_render(struct ferryfs *fs, char **text, size_t *len)
 		return -ENOMEM;
 	}
 	return 0;
-}
-
-/* ---- the address ---- */
-
-/* Splits HOST:PORT ([V6]:PORT) into host (at most hostlen - 1 bytes) and port. */
-static int split_addr(const char *addr, char *host, size_t hostlen, char *port, size_t portlen,
-	char *err, size_t errlen)
-{
-	const char *colon, *h = addr, *he;
-	char *end;
-	long p;
-
-	if (addr[0] == '[') {
-		h = addr + 1;
-		he = strchr(h, ']');
-		if (!he || he[1] != ':') {
-			snprintf(err, errlen, "--metrics-addr '%s': expected [IPV6]:PORT", addr);
-			return -EINVAL;
-		}
-		colon = he + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		he = colon;
-		if (colon && memchr(addr, ':', (size_t)(colon - addr))) {
-			snprintf(err, errlen,
-				"--metrics-addr '%s': an IPv6 address goes in brackets, e.g. "
-				"[::1]:9100",
-				addr);
-			return -EINVAL;
-		}
-	}
-	if (!colon || he == h) {
-		snprintf(err, errlen,
-			"--metrics-addr '%s': expected HOST:PORT, e.g. 127.0.0.1:9100", addr);
-		return -EINVAL;
-	}
-	if ((size_t)(he - h) >= hostlen) {
-		snprintf(err, errlen, "--metrics-addr '%s': host name too long", addr);
-		return -EINVAL;
-	}
-	memcpy(host, h, (size_t)(he - h));
-	host[he - h] = '\0';
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (colon[1] < '0' || colon[1] > '9' || *end || errno || p < 1 || p > 65535) {
-		snprintf(err, errlen, "--metrics-addr '%s': the port must be 1 to 65535", addr);
-		return -EINVAL;
-	}
-	snprintf(port, portlen, "%ld", p);
-	return 0;
-}
-
-int metrics_check_addr(const char *addr, char *errbuf, size_t errlen)
-{
-	char host[256], port[8];
-
-	return split_addr(addr, host, sizeof(host), port, sizeof(port), errbuf, errlen);
-}
-
-/* A listening socket on addr's first address; only that address (an IPv6 one does not take
- * IPv4 too). SO_REUSEADDR lets a remount bind again while the last mount's connections sit
- * in TIME_WAIT; it does not let two listeners share a port. */
-static int listen_on(const char *addr, int *fd_out, char *err, size_t errlen)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	char host[256], port[8];
-	int fd, one = 1, ret;
-
-	ret = split_addr(addr, host, sizeof(host), port, sizeof(port), err, errlen);
-	if (ret)
-		return ret;
-	ret = getaddrinfo(host, port, &hints, &res);
-	if (ret) {
-		snprintf(err, errlen, "--metrics-addr '%s': cannot resolve '%s': %s", addr, host,
-			gai_strerror(ret));
-		return -EINVAL;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		ret = errno ? -errno : -EIO;
-		goto fail;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (res->ai_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 64)) {
-		ret = errno ? -errno : -EIO;
-		goto fail;
-	}
-	freeaddrinfo(res);
-	*fd_out = fd;
-	return 0;
-fail:
-	snprintf(err, errlen, "cannot serve metrics on %s: %s", addr, strerror(-ret));
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(res);
-	return ret;
-}
-
-/* ---- the server ---- */
-
-struct metrics_server {
-	struct MHD_Daemon *mhd;
-	struct ferryfs *fs;
-};
-
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char line[512];
-
-	vsnprintf(line, sizeof(line), fmt, ap);
-	line[strcspn(line, "\n")] = '\0';
-	log_debug("metrics server: %s", line);
-}
-
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
-	char *body, size_t len, bool owned)
-{
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-
-	r = MHD_create_response_from_buffer(len, body,
-		owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-	if (!r) {
-		if (owned)
-			free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	ret = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-/* GET or HEAD /metrics: the exposition text; anything else is refused. Answered on the first
- * call (a GET has no body to wait for). */
-static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
-	const char *method, const char *version, const char *upload_data, size_t *upload_data_size,
-	void **con_cls)
-{
-	static char not_found[] = "not found: metrics are at /metrics\n";
-	static char not_allowed[] = "method not allowed: GET /metrics\n";
-	struct metrics_server *s = cls;
-	char *text;
-	size_t len;
-
-	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
-		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", not_allowed,
-			sizeof(not_allowed) - 1, false);
-	if (strcmp(url, "/metrics"))
-		return reply(conn, MHD_HTTP_NOT_FOUND, "text/plain", not_found,
-			sizeof(not_found) - 1, false);
-	if (metrics_render(s->fs, &text, &len))
-		return MHD_NO; /* out of memory: the connection is closed */
-	return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len,
-		true);
-}
-
-int metrics_server_new(struct metrics_server **out, const char *addr, struct ferryfs *fs,
-	char *errbuf, size_t errlen)
-{
-	struct metrics_server *s;
-	int fd = -1, ret;
-
-	*out = NULL;
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		snprintf(errbuf, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	s->fs = fs;
-	ret = listen_on(addr, &fd, errbuf, errlen);
-	if (ret) {
-		free(s);
-		return ret;
-	}
-	/* One thread of its own polls the socket and answers every connection; it owns fd
-	 * from here on, and closes it when stopped. */
-	s->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
-		NULL, NULL, handle, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)METRICS_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)METRICS_IDLE_TIMEOUT_S, MHD_OPTION_END);
-	if (!s->mhd) {
-		close(fd);
-		free(s);
-		snprintf(errbuf, errlen,
-			"cannot serve metrics on %s: the HTTP server did not start", addr);
-		return -EIO;
-	}
-	log_info("serving metrics at http://%s/metrics", addr);
-	*out = s;
-	return 0;
-}
-
-void metrics_server_free(struct metrics_server *s)
-{
-	if (!s)
-		return;
-	MHD_stop_daemon(s->mhd);
-	free(s);
 }

@@ -1,7 +1,8 @@
 /* Prometheus metrics of a mount (--metrics-addr): latency histograms that the read path feeds
- * with a few relaxed atomic adds, and the HTTP server (libmicrohttpd, one thread of its own)
- * that answers GET /metrics with the counters `ferry stat` reads, in the text exposition
- * format. The server reads counters only: it never waits for, nor holds up, a FUSE request. */
+ * with a few relaxed atomic adds (metrics.c), and the HTTP server (metrics_http.c:
+ * libmicrohttpd, one thread of its own; metrics_none.c in a build without it) that answers
+ * GET /metrics with the counters `ferry stat` reads, in the text exposition format. The server
+ * reads counters only: it never waits for, nor holds up, a FUSE request. */
 #ifndef FERRY_METRICS_H
 #define FERRY_METRICS_H
 
@@ -47,13 +48,16 @@ static inline void metrics_observe_ns(struct metrics_histogram *h, uint64_t ns)
 }
 
 /* Checks a --metrics-addr value: HOST:PORT, HOST an IPv4 address, a name, or an IPv6 address
- * in brackets ([::1]:9100), PORT 1 to 65535. 0, or -EINVAL with a one-line reason. */
+ * in brackets ([::1]:9100), PORT 1 to 65535. 0, or -EINVAL with a one-line reason; -ENOTSUP
+ * (and "this build has no metrics server") in a build without the server. */
 int metrics_check_addr(const char *addr, char *errbuf, size_t errlen);
 
 /* Listens on addr (metrics_check_addr's form; a name listens on the first address it resolves
  * to) and serves GET /metrics from fs's counters on a thread of its own. Fails (-errno, one
  * line in errbuf) when the address is bad or cannot be bound: the port is in use, the address
- * is not this host's, a port under 1024 without the right. fs must outlive the server. */
+ * is not this host's, a port under 1024 without the right. fs must outlive the server.
+ * At most 16 connections at once; each is closed 2 s after it opened (or after its last
+ * answer), finished or not, so that slow clients cannot hold every slot. */
 int metrics_server_new(struct metrics_server **out, const char *addr, struct ferryfs *fs,
 	char *errbuf, size_t errlen);
 /* Stops the server: closes the listening socket and its connections and joins its thread. A

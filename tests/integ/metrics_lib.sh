@@ -5,6 +5,9 @@
 #                            'ferry_origin_errors_total{class="timeout"}') in FILE
 #   same_as_stat FILE MNT    every counter and gauge that `ferry stat --json` also reports
 #                            has the same value in FILE (a scrape taken while nothing moves)
+# A build without the metrics server (-Dmetrics=disabled, or no libmicrohttpd) SKIPs them.
+
+build_has METRICS || skip "this build has no metrics server (-Dmetrics=disabled or no libmicrohttpd)"
 
 scrape() { # url file
 	local code
