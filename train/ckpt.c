@@ -1056,6 +1056,30 @@ int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard
 	char *err, size_t errlen)
 {
 	size_t n = m->nr_params, T = (size_t)tensor->world_size;
+	if (T == 1) {
+		gpt2_tp_gather(m, 0, shard, whole);
+		return 0;
+	}
+	if (tensor->ops->sendrecv) {
+		/* to tensor rank 0 alone, one shard at a time: the others need no whole copy */
+		if (tensor->rank != 0) {
+			tensor->ops->sendrecv(tensor, shard, n * sizeof(float), 0, NULL, 0, -1);
+			return 0;
+		}
+		gpt2_tp_gather(m, 0, shard, whole);
+		float *buf = malloc(n * sizeof(float));
+		if (!buf) {
+			snprintf(err, errlen, "out of memory gathering a tensor-parallel shard");
+			return -ENOMEM;
+		}
+		for (size_t t = 1; t < T; t++) {
+			tensor->ops->sendrecv(tensor, NULL, 0, -1, buf, n * sizeof(float), (int)t);
+			gpt2_tp_gather(m, (int)t, buf, whole);
+		}
+		free(buf);
+		return 0;
+	}
+	/* a backend without point-to-point sends (NCCL): an all-gather, kept by rank 0 */
 	float *all = malloc(T * n * sizeof(float));
 	if (!all) {
 		snprintf(err, errlen, "out of memory gathering %zu tensor-parallel shards", T);
@@ -1063,7 +1087,7 @@ int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard
 	}
 	memcpy(all + (size_t)tensor->rank * n, shard, n * sizeof(float));
 	tensor->ops->allgather(tensor, all, n);
-	for (size_t t = 0; t < T; t++)
+	for (size_t t = 0; tensor->rank == 0 && t < T; t++)
 		gpt2_tp_gather(m, (int)t, all + t * n, whole);
 	free(all);
 	return 0;

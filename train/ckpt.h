@@ -127,9 +127,11 @@ int ckpt_load_state(const char *dir, uint64_t step, struct gpt2 *m, uint64_t lo,
  *
  * ckpt_tp_gather: the whole layout (nr of gpt2_param_sizes floats) of one flat array of the
  * tensor group's shards (params, or moments in the same layout): shard is this rank's
- * (m->nr_params floats of tensor rank m->tp.rank), whole is filled on every rank of tensor
- * (an all-gather). A collective of the tensor group. 0, or -ENOMEM with one line in err (on
- * that rank alone: the trainer ends the job).
+ * (m->nr_params floats of tensor rank m->tp.rank), whole is filled on tensor rank 0 only, the
+ * one that writes (the others pass NULL): each shard is sent to it, one at a time, so no rank
+ * holds T shards (a backend without sendrecv, NCCL, all-gathers them instead). A collective of
+ * the tensor group. 0, or -ENOMEM with one line in err (on that rank alone: the trainer ends
+ * the job).
  * ckpt_tp_scatter: this rank's shard of a whole array, read from the files by every rank
  * itself (no communication). */
 int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard, float *whole,

@@ -650,24 +650,30 @@ static void tensor_allreduce(void *arg, float *buf, size_t n)
 }
 
 /* The model: its weights resumed, read from --init, or drawn; then on the GPU with one. Under
- * tensor parallelism all three go to a whole model first, which every rank cuts its shards
- * from (the same draws as one rank's: the same initial weights for any layout). */
+ * tensor parallelism all three go to a whole model first (weights, and moments on a resume:
+ * gpt2_new_whole), which every rank cuts its shards from (the same draws as one rank's: the
+ * same initial weights for any layout) and frees before the first step. */
 static void build_model(struct trainer *t)
 {
 	char err[1024];
 	struct gpt2_tp tp = { t->grid.T, t->grid.t, tensor_allreduce, t->grid.tensor };
 	model_config(t, &t->mc);
 	/* the host model holds only weights and moments (no activations for (B, T)) with a GPU
-	 * (the rank's tensor shards) and on a pipeline (the whole model: each stage takes its part
-	 * of it, checkpoints gather into it) */
+	 * (the rank's tensor shards); on a pipeline it is the whole model's weights and moments
+	 * alone (gpt2_new_whole: each stage takes its part of it, and on rank 0 checkpoints
+	 * gather into it; the others free it once their stage has its part). A new run's moments
+	 * are zeros: the whole model a rank only cuts its part from holds none then, but rank 0's
+	 * of a pipeline keeps them for checkpoints. */
+	bool whole_moments = t->o.resume[0] || (t->grid.P > 1 && t->comm.rank == 0);
 	if (t->grid.P > 1)
-		t->m = gpt2_new(&t->mc, 1, 1);
+		t->m = gpt2_new_whole(&t->mc, whole_moments);
 	else
 		t->m = gpt2_new_tp(&t->mc, t->o.cuda ? 1 : t->B, t->o.cuda ? 1 : t->T, &tp);
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
-	struct gpt2 *whole = t->m->tp.size > 1 ? gpt2_new(&t->mc, 1, 1) : t->m;
+	/* tensor ranks: the whole model for the moment it takes to cut the rank's shards */
+	struct gpt2 *whole = t->m->tp.size > 1 ? gpt2_new_whole(&t->mc, whole_moments) : t->m;
 	if (!whole)
 		die(t, "out of memory");
 	/* splitmix64 of the seed: nearby seeds give unrelated streams, and never the state 0 */
@@ -684,10 +690,12 @@ static void build_model(struct trainer *t)
 	} else {
 		gpt2_init_random(whole, &t->rng);
 	}
-	if (whole != t->m) {
+	if (whole != t->m) { /* a new run's moments stay the shards' zeros */
 		ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
-		ckpt_tp_scatter(t->m, whole->m_memory, t->m->m_memory);
-		ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
+		if (whole->m_memory) {
+			ckpt_tp_scatter(t->m, whole->m_memory, t->m->m_memory);
+			ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
+		}
 		gpt2_free(whole);
 	}
 	if (t->grid.P > 1) { /* the stage's part of the whole model (its tensor shards) */
@@ -772,6 +780,42 @@ static void log_truncate(struct trainer *t)
 		die(t, "%s: %s", path, strerror(errno));
 }
 
+/* Rank 0's line of what a rank holds: its training state (the shards, the stage's part, the
+ * ZeRO slice), its activations on the CPU (the model's and their gradients, a pipeline stage's
+ * extra sets) and, on a pipeline, rank 0's whole model that checkpoints gather into (weights
+ * and moments; under tensor parallelism alone it is made at each checkpoint and freed). */
+static void print_memory(const struct trainer *t)
+{
+	struct zero_memory zm;
+	double MiB = 1048576.0, acts = 0.0, whole = 0.0;
+	if (t->gpu)
+		gpt2_cuda_memory(t->gpu, &zm);
+	else
+		zero_memory(&t->zero, &zm);
+	if (!t->gpu) {
+		const struct gpt2 *m = t->pp ? t->pp->m : t->m;
+		size_t n = 0;
+		for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
+			n += m->act_sizes[i];
+		acts = 2.0 * (double)n * sizeof(float);
+		if (t->pp)
+			acts += (double)(t->pp->nr_slots - 1) * t->pp->nr_act_floats *
+				sizeof(float);
+	}
+	if (t->pp && t->m->params_memory)
+		whole = (double)t->m->nr_params * sizeof(float) * (t->m->m_memory ? 3 : 1);
+	printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
+	       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))",
+		t->gpu ? "GPU " : "", zm.params / MiB, zm.grads / MiB, zm.optimizer / MiB,
+		t->zero.stage, t->grid.D);
+	if (!t->gpu)
+		printf(", activations %.3f MiB", acts / MiB);
+	if (whole > 0.0)
+		printf("; rank 0 also %.3f MiB: the whole model checkpoints gather into",
+			whole / MiB);
+	printf("\n");
+}
+
 /* Rank 0: log.csv opened (a resumed run's cut back to its checkpoint) and the run's first
  * lines on stdout. */
 static void open_outputs(struct trainer *t)
@@ -808,17 +852,7 @@ static void open_outputs(struct trainer *t)
 		!o->cuda  ? ""
 		: o->fp32 ? ", cuda fp32"
 			  : ", cuda bf16");
-	{
-		struct zero_memory zm;
-		if (t->gpu)
-			gpt2_cuda_memory(t->gpu, &zm);
-		else
-			zero_memory(&t->zero, &zm);
-		printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
-		       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))\n",
-			t->gpu ? "GPU " : "", zm.params / 1048576.0, zm.grads / 1048576.0,
-			zm.optimizer / 1048576.0, t->zero.stage, t->grid.D);
-	}
+	print_memory(t);
 	if (o->resume[0])
 		printf("ferry train: continuing %s from step %llu to %d\n", o->out,
 			(unsigned long long)t->start_step, t->s.steps);
@@ -1156,9 +1190,10 @@ static void checkpoint_sharded(struct trainer *t, int step)
 	comm_barrier(&t->comm);
 }
 
-/* Under tensor parallelism: the whole model and its whole moments gathered (the moments first
- * over the data group where ZeRO sliced them, then the shards over the tensor group of data
- * rank 0, whose state every data rank shares), written by rank 0 as a 1-rank run writes them:
+/* Under tensor parallelism: the whole model and its whole moments gathered onto rank 0 alone
+ * (the moments first over the data group where ZeRO sliced them, then the shards over the
+ * tensor group of data rank 0, whose state every data rank shares; only rank 0 holds a whole
+ * model, gpt2_new_whole's, and only while it writes), written as a 1-rank run writes them:
  * one llm.c model file and one state file, which any layout resumes. Gathered rather than
  * sharded: the shards of one layout are no other layout's, and at these sizes the gather costs
  * less than a second format. */
@@ -1171,30 +1206,30 @@ static void checkpoint_gathered(struct trainer *t, int step)
 	int rc = 0;
 	if (t->gpu) /* the shards' weights into m, the moments into m or z (ZeRO) */
 		gpt2_cuda_store(t->gpu, t->m);
-	if (z->stage > 0) {
+	if (z->stage > 0) { /* the slices onto data rank 0, whose tensor group gathers next */
 		size_t n = z->slice * (size_t)t->grid.D;
-		own = calloc(2 * n, sizeof(float));
-		if (!own)
-			die(t, "checkpoint: out of memory");
-		mm = own;
-		vv = own + n;
-		memcpy(mm + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
-		memcpy(vv + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
-		t->grid.data->ops->allgather(t->grid.data, mm, z->slice);
-		t->grid.data->ops->allgather(t->grid.data, vv, z->slice);
+		mm = vv = NULL;
+		if (t->grid.d == 0) {
+			own = calloc(2 * n, sizeof(float));
+			if (!own)
+				die(t, "checkpoint: out of memory");
+			mm = own;
+			vv = own + n;
+		}
+		if (zero_gather_moments(z, t->grid.data, mm, vv) < 0)
+			die(t, "checkpoint: out of memory gathering the optimizer state");
 	}
-	if (t->grid.d == 0) {
-		whole = gpt2_new(&t->mc, 1, 1);
-		if (!whole)
+	if (t->grid.d == 0) { /* onto tensor rank 0 of data rank 0: the world's 0, the writer */
+		if (t->comm.rank == 0 && !(whole = gpt2_new_whole(&t->mc, true)))
 			die(t, "checkpoint: out of memory");
-		rc = ckpt_tp_gather(t->grid.tensor, m, m->params_memory, whole->params_memory, err,
-			sizeof(err));
+		rc = ckpt_tp_gather(t->grid.tensor, m, m->params_memory,
+			whole ? whole->params_memory : NULL, err, sizeof(err));
 		if (rc == 0)
-			rc = ckpt_tp_gather(t->grid.tensor, m, mm, whole->m_memory, err,
-				sizeof(err));
+			rc = ckpt_tp_gather(t->grid.tensor, m, mm, whole ? whole->m_memory : NULL,
+				err, sizeof(err));
 		if (rc == 0)
-			rc = ckpt_tp_gather(t->grid.tensor, m, vv, whole->v_memory, err,
-				sizeof(err));
+			rc = ckpt_tp_gather(t->grid.tensor, m, vv, whole ? whole->v_memory : NULL,
+				err, sizeof(err));
 		if (rc < 0)
 			die(t, "checkpoint: %s", err);
 	}

@@ -61,6 +61,50 @@ void zero_done(struct zero *z)
 	z->v = NULL;
 }
 
+int zero_gather_moments(const struct zero *z, struct comm *c, float *mm, float *vv)
+{
+	size_t n = z->slice, W = (size_t)c->world_size, bytes = n * sizeof(float);
+	if (!c->ops->sendrecv) { /* every rank a whole copy, rank 0's kept */
+		float *all = calloc(2 * n * W, sizeof(float));
+		if (!all)
+			return -ENOMEM;
+		memcpy(all + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
+		memcpy(all + n * W + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
+		c->ops->allgather(c, all, n);
+		c->ops->allgather(c, all + n * W, n);
+		if (c->rank == 0) {
+			memcpy(mm, all, n * W * sizeof(float));
+			memcpy(vv, all + n * W, n * W * sizeof(float));
+		}
+		free(all);
+		return 0;
+	}
+	if (c->rank != 0) { /* a slice's floats past hi are padding: sent as they are, unused */
+		float *own = calloc(2 * n, sizeof(float));
+		if (!own)
+			return -ENOMEM;
+		memcpy(own, z->m, (z->hi - z->lo) * sizeof(float));
+		memcpy(own + n, z->v, (z->hi - z->lo) * sizeof(float));
+		c->ops->sendrecv(c, own, 2 * bytes, 0, NULL, 0, -1);
+		free(own);
+		return 0;
+	}
+	memset(mm, 0, n * W * sizeof(float));
+	memset(vv, 0, n * W * sizeof(float));
+	memcpy(mm + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
+	memcpy(vv + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
+	float *buf = malloc(2 * bytes);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t r = 1; r < W; r++) {
+		c->ops->sendrecv(c, NULL, 0, -1, buf, 2 * bytes, (int)r);
+		memcpy(mm + r * n, buf, bytes);
+		memcpy(vv + r * n, buf + n, bytes);
+	}
+	free(buf);
+	return 0;
+}
+
 void zero_memory(const struct zero *z, struct zero_memory *mem)
 {
 	size_t flat = z->stage == 0 ? z->nr_params : z->slice * (size_t)z->world_size;
