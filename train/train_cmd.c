@@ -1190,10 +1190,23 @@ static void checkpoint_sharded(struct trainer *t, int step)
 	comm_barrier(&t->comm);
 }
 
+/* checkpoint_gathered's arrays (ckpt_array's order: m, v, params), the tensor rank's shards of
+ * each, gathered into whole on tensor rank 0 (NULL on the others) */
+struct tp_fetch {
+	struct trainer *t;
+	float *shard[3];
+};
+
+static int tp_fetch_array(void *arg, int what, float *whole, char *err, size_t errlen)
+{
+	struct tp_fetch *f = arg;
+	return ckpt_tp_gather(f->t->grid.tensor, f->t->m, f->shard[what], whole, err, errlen);
+}
+
 /* Under tensor parallelism: the whole model and its whole moments gathered onto rank 0 alone
  * (the moments first over the data group where ZeRO sliced them, then the shards over the
- * tensor group of data rank 0, whose state every data rank shares; only rank 0 holds a whole
- * model, gpt2_new_whole's, and only while it writes), written as a 1-rank run writes them:
+ * tensor group of data rank 0, whose state every data rank shares; rank 0 holds one whole
+ * array at a time, ckpt_save_fetched's), written as a 1-rank run writes them:
  * one llm.c model file and one state file, which any layout resumes. Gathered rather than
  * sharded: the shards of one layout are no other layout's, and at these sizes the gather costs
  * less than a second format. */
@@ -1201,9 +1214,8 @@ static void checkpoint_gathered(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
 	struct zero *z = &t->zero;
-	struct gpt2 *m = t->m, *whole = NULL;
+	struct gpt2 *m = t->m;
 	float *mm = m->m_memory, *vv = m->v_memory, *own = NULL;
-	int rc = 0;
 	if (t->gpu) /* the shards' weights into m, the moments into m or z (ZeRO) */
 		gpt2_cuda_store(t->gpu, t->m);
 	if (z->stage > 0) { /* the slices onto data rank 0, whose tensor group gathers next */
@@ -1219,28 +1231,21 @@ static void checkpoint_gathered(struct trainer *t, int step)
 		if (zero_gather_moments(z, t->grid.data, mm, vv) < 0)
 			die(t, "checkpoint: out of memory gathering the optimizer state");
 	}
-	if (t->grid.d == 0) { /* onto tensor rank 0 of data rank 0: the world's 0, the writer */
-		if (t->comm.rank == 0 && !(whole = gpt2_new_whole(&t->mc, true)))
-			die(t, "checkpoint: out of memory");
-		rc = ckpt_tp_gather(t->grid.tensor, m, m->params_memory,
-			whole ? whole->params_memory : NULL, err, sizeof(err));
-		if (rc == 0)
-			rc = ckpt_tp_gather(t->grid.tensor, m, mm, whole ? whole->m_memory : NULL,
-				err, sizeof(err));
-		if (rc == 0)
-			rc = ckpt_tp_gather(t->grid.tensor, m, vv, whole ? whole->v_memory : NULL,
-				err, sizeof(err));
-		if (rc < 0)
-			die(t, "checkpoint: %s", err);
-	}
+	/* then the shards over the tensor group of data rank 0, one array at a time, onto tensor
+	 * rank 0 (the world's 0, the writer), which writes each before it takes the next */
+	struct tp_fetch f = { t, { mm, vv, m->params_memory } };
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (fsync(fileno(t->log)) < 0)
 			die(t, "%s: %s", t->log_path, strerror(errno));
-		if (ckpt_save(t->o.out, whole, &st, t->s.keep, err, sizeof(err)) < 0)
+		if (ckpt_save_fetched(t->o.out, &t->mc, &st, t->s.keep, tp_fetch_array, &f, err,
+			    sizeof(err)) < 0)
 			die(t, "checkpoint: %s", err);
+	} else if (t->grid.d == 0) { /* ckpt_save_fetched's order */
+		for (int what = CKPT_FIRST_MOMENTS; what <= CKPT_PARAMS; what++)
+			if (tp_fetch_array(&f, what, NULL, err, sizeof(err)) < 0)
+				die(t, "checkpoint: %s", err);
 	}
-	gpt2_free(whole);
 	free(own);
 	comm_barrier(&t->comm);
 }
