@@ -224,16 +224,9 @@ void pp_scatter(struct pp *pp, const struct gpt2 *full)
 	free(whole);
 }
 
-/* The rank that writes checkpoints, the world's 0: where pp_gather ends */
-static bool is_writer(const struct pp *pp)
-{
-	return pp->stage == 0 && pp->grid->d == 0 && pp->grid->t == 0;
-}
-
 void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 {
-	if (is_writer(pp))
-		return;
+	(void)pp;
 	free(full->params_memory);
 	free(full->m_memory);
 	free(full->v_memory);
@@ -241,63 +234,66 @@ void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 	memset(&full->params, 0, sizeof(full->params));
 }
 
-/* The stages' whole tensors (mine: this stage's params, m and v, n floats each of
- * stage_whole_sizes) into full on stage 0, over the pipeline group. */
-static void gather_stages(struct pp *pp, float *const mine[3], size_t n, struct gpt2 *full)
+/* The whole model's config and flat sizes, of which this stage holds layers [l0, l1) */
+static void full_sizes(const struct pp *pp, size_t sizes[GPT2_NR_PARAM_TENSORS])
+{
+	struct gpt2_config fc = pp->m->config;
+	fc.nr_layers = pp->full_layers;
+	gpt2_param_sizes(&fc, sizes);
+}
+
+/* The stages' whole tensors of one array (mine: this stage's, n floats of stage_whole_sizes)
+ * into full on stage 0, over the pipeline group. */
+static void gather_stages(struct pp *pp, const float *mine, size_t n, float *full)
 {
 	struct comm *c = pp->pipe;
-	int L = full->config.nr_layers, P = pp->nr_stages;
-	size_t own_sizes[GPT2_NR_PARAM_TENSORS];
+	int L = pp->full_layers, P = pp->nr_stages;
+	size_t own_sizes[GPT2_NR_PARAM_TENSORS], fsizes[GPT2_NR_PARAM_TENSORS];
 	if (pp->stage != 0) {
-		for (int i = 0; i < 3; i++)
-			c->ops->sendrecv(c, mine[i], n * sizeof(float), 0, NULL, 0, -1);
+		c->ops->sendrecv(c, mine, n * sizeof(float), 0, NULL, 0, -1);
 		return;
 	}
 	stage_whole_sizes(pp, own_sizes);
-	float *dst[3] = { full->params_memory, full->m_memory, full->v_memory };
-	for (int i = 0; i < 3; i++)
-		copy_part(mine[i], own_sizes, pp->l0, pp->l1 - pp->l0, dst[i], full->param_sizes, L,
-			0, P, false, true);
+	full_sizes(pp, fsizes);
+	copy_part((float *)mine, own_sizes, pp->l0, pp->l1 - pp->l0, full, fsizes, L, 0, P, false,
+		true);
 	for (int s = 1; s < P; s++) {
 		int l0, l1;
 		pp_split(L, P, s, &l0, &l1);
-		struct gpt2_config sc = full->config;
+		struct gpt2_config sc = pp->m->config;
 		sc.nr_layers = l1 - l0;
 		size_t sizes[GPT2_NR_PARAM_TENSORS], ns = 0;
 		gpt2_param_sizes(&sc, sizes);
 		for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
 			ns += sizes[k];
 		float *buf = alloc_or_abort(pp, ns, "gathering a checkpoint's stages");
-		for (int i = 0; i < 3; i++) {
-			c->ops->sendrecv(c, NULL, 0, -1, buf, ns * sizeof(float), s);
-			copy_part(buf, sizes, l0, l1 - l0, dst[i], full->param_sizes, L, s, P,
-				false, true);
-		}
+		c->ops->sendrecv(c, NULL, 0, -1, buf, ns * sizeof(float), s);
+		copy_part(buf, sizes, l0, l1 - l0, full, fsizes, L, s, P, false, true);
 		free(buf);
 	}
 }
 
-void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full)
+void pp_gather_array(struct pp *pp, const struct zero *z, int what, float *full)
 {
 	struct gpt2 *m = pp->m;
 	const struct grid *g = pp->grid;
-	float *mine[3] = { m->params_memory, m->m_memory, m->v_memory };
+	const float *mine = what == CKPT_PARAMS          ? m->params_memory
+			    : what == CKPT_FIRST_MOMENTS ? m->m_memory
+							 : m->v_memory;
 	float *slices = NULL, *whole = NULL;
 	char err[256];
-	/* ZeRO: the stage's moments from its data group's slices */
-	if (z->stage > 0) { /* onto data rank 0, whose pipelines carry the checkpoint */
-		size_t n = z->slice * (size_t)z->world_size;
-		mine[1] = mine[2] = NULL;
-		if (g->d == 0) {
-			slices = alloc_or_abort(pp, 2 * n, "gathering the optimizer state");
-			mine[1] = slices;
-			mine[2] = slices + n;
-		}
-		if (zero_gather_moments(z, g->data, mine[1], mine[2]) < 0) {
+	/* ZeRO: the stage's moments from its data group's slices, onto data rank 0 */
+	if (what != CKPT_PARAMS && z->stage > 0) {
+		if (g->d == 0)
+			slices = alloc_or_abort(pp, z->slice * (size_t)z->world_size,
+				"gathering the optimizer state");
+		if (zero_gather_slices(z, g->data, what == CKPT_FIRST_MOMENTS ? z->m : z->v,
+			    slices) < 0) {
 			fprintf(stderr,
 				"ferry train: out of memory gathering the optimizer state\n");
 			pp->pipe->ops->abort_all(pp->pipe, 1);
 		}
+		mine = slices;
 	}
 	if (g->d != 0)
 		goto out; /* data rank 0's pipelines carry the checkpoint */
@@ -306,15 +302,12 @@ void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full)
 	size_t sizes[GPT2_NR_PARAM_TENSORS], n = stage_whole_sizes(pp, sizes);
 	if (m->tp.size > 1) {
 		if (g->t == 0)
-			whole = alloc_or_abort(pp, 3 * n, "gathering tensor shards");
-		for (int i = 0; i < 3; i++) {
-			if (ckpt_tp_gather(g->tensor, m, mine[i], whole ? whole + i * n : NULL, err,
-				    sizeof(err)) < 0) {
-				fprintf(stderr, "ferry train: checkpoint: %s\n", err);
-				pp->pipe->ops->abort_all(pp->pipe, 1);
-			}
-			mine[i] = whole ? whole + i * n : NULL;
+			whole = alloc_or_abort(pp, n, "gathering tensor shards");
+		if (ckpt_tp_gather(g->tensor, m, mine, whole, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ferry train: checkpoint: %s\n", err);
+			pp->pipe->ops->abort_all(pp->pipe, 1);
 		}
+		mine = whole;
 		if (g->t != 0)
 			goto out;
 	}
@@ -322,6 +315,15 @@ void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full)
 out:
 	free(whole);
 	free(slices);
+}
+
+int pp_fetch_array(void *arg, int what, float *full, char *err, size_t errlen)
+{
+	struct pp_fetch *f = arg;
+	(void)err;
+	(void)errlen;
+	pp_gather_array(f->pp, f->z, what, full);
+	return 0;
 }
 
 /* ---- the 1F1B schedule ---- */

@@ -660,11 +660,10 @@ static void build_model(struct trainer *t)
 	model_config(t, &t->mc);
 	/* the host model holds only weights and moments (no activations for (B, T)) with a GPU
 	 * (the rank's tensor shards); on a pipeline it is the whole model's weights and moments
-	 * alone (gpt2_new_whole: each stage takes its part of it, and on rank 0 checkpoints
-	 * gather into it; the others free it once their stage has its part). A new run's moments
-	 * are zeros: the whole model a rank only cuts its part from holds none then, but rank 0's
-	 * of a pipeline keeps them for checkpoints. */
-	bool whole_moments = t->o.resume[0] || (t->grid.P > 1 && t->comm.rank == 0);
+	 * alone (gpt2_new_whole), which each stage takes its part of and frees (pp_trim_whole).
+	 * A new run's moments are zeros: the whole model a rank cuts its part from holds none
+	 * then. */
+	bool whole_moments = t->o.resume[0];
 	if (t->grid.P > 1)
 		t->m = gpt2_new_whole(&t->mc, whole_moments);
 	else
@@ -781,13 +780,13 @@ static void log_truncate(struct trainer *t)
 }
 
 /* Rank 0's line of what a rank holds: its training state (the shards, the stage's part, the
- * ZeRO slice), its activations on the CPU (the model's and their gradients, a pipeline stage's
- * extra sets) and, on a pipeline, rank 0's whole model that checkpoints gather into (weights
- * and moments; under tensor parallelism alone it is made at each checkpoint and freed). */
+ * ZeRO slice) and its activations on the CPU (the model's and their gradients, a pipeline
+ * stage's extra sets). Not in it: at a checkpoint of a split model rank 0 holds one whole
+ * array (ckpt_save_fetched) and a shard's or stage's buffer of the gather for a moment. */
 static void print_memory(const struct trainer *t)
 {
 	struct zero_memory zm;
-	double MiB = 1048576.0, acts = 0.0, whole = 0.0;
+	double MiB = 1048576.0, acts = 0.0;
 	if (t->gpu)
 		gpt2_cuda_memory(t->gpu, &zm);
 	else
@@ -802,17 +801,12 @@ static void print_memory(const struct trainer *t)
 			acts += (double)(t->pp->nr_slots - 1) * t->pp->nr_act_floats *
 				sizeof(float);
 	}
-	if (t->pp && t->m->params_memory)
-		whole = (double)t->m->nr_params * sizeof(float) * (t->m->m_memory ? 3 : 1);
 	printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
 	       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))",
 		t->gpu ? "GPU " : "", zm.params / MiB, zm.grads / MiB, zm.optimizer / MiB,
 		t->zero.stage, t->grid.D);
 	if (!t->gpu)
 		printf(", activations %.3f MiB", acts / MiB);
-	if (whole > 0.0)
-		printf("; rank 0 also %.3f MiB: the whole model checkpoints gather into",
-			whole / MiB);
 	printf("\n");
 }
 
@@ -1190,63 +1184,64 @@ static void checkpoint_sharded(struct trainer *t, int step)
 	comm_barrier(&t->comm);
 }
 
-/* checkpoint_gathered's arrays (ckpt_array's order: m, v, params), the tensor rank's shards of
- * each, gathered into whole on tensor rank 0 (NULL on the others) */
-struct tp_fetch {
-	struct trainer *t;
-	float *shard[3];
-};
-
+/* One of checkpoint_gathered's arrays (ckpt_array: m, v, params) into whole on the world's
+ * rank 0 (NULL elsewhere): under ZeRO the moments' slices first onto data rank 0, then the
+ * tensor shards of data rank 0 onto its tensor rank 0. Every rank calls it, in ckpt_array's
+ * order. */
 static int tp_fetch_array(void *arg, int what, float *whole, char *err, size_t errlen)
 {
-	struct tp_fetch *f = arg;
-	return ckpt_tp_gather(f->t->grid.tensor, f->t->m, f->shard[what], whole, err, errlen);
+	struct trainer *t = arg;
+	struct zero *z = &t->zero;
+	struct gpt2 *m = t->m;
+	const float *shard = what == CKPT_PARAMS          ? m->params_memory
+			     : what == CKPT_FIRST_MOMENTS ? m->m_memory
+							  : m->v_memory;
+	float *own = NULL;
+	int rc = 0;
+	if (what != CKPT_PARAMS && z->stage > 0) {
+		if (t->grid.d == 0 && !(own = malloc(z->slice * (size_t)t->grid.D * sizeof(float))))
+			rc = -ENOMEM;
+		if (rc == 0 && zero_gather_slices(z, t->grid.data,
+				       what == CKPT_FIRST_MOMENTS ? z->m : z->v, own) < 0)
+			rc = -ENOMEM;
+		if (rc < 0) {
+			snprintf(err, errlen, "out of memory gathering the optimizer state");
+			free(own);
+			return rc;
+		}
+		shard = own;
+	}
+	if (t->grid.d == 0)
+		rc = ckpt_tp_gather(t->grid.tensor, m, shard, whole, err, errlen);
+	free(own);
+	return rc;
 }
 
-/* Under tensor parallelism: the whole model and its whole moments gathered onto rank 0 alone
+/* Under tensor or pipeline parallelism (fetch: tp_fetch_array or pp.h's pp_fetch_array): the
+ * whole model and its whole moments gathered onto rank 0 alone
  * (the moments first over the data group where ZeRO sliced them, then the shards over the
  * tensor group of data rank 0, whose state every data rank shares; rank 0 holds one whole
  * array at a time, ckpt_save_fetched's), written as a 1-rank run writes them:
  * one llm.c model file and one state file, which any layout resumes. Gathered rather than
  * sharded: the shards of one layout are no other layout's, and at these sizes the gather costs
  * less than a second format. */
-static void checkpoint_gathered(struct trainer *t, int step)
+static void checkpoint_gathered(struct trainer *t, int step, ckpt_fetch_fn fetch, void *arg)
 {
 	char err[PATH_MAX + 256];
-	struct zero *z = &t->zero;
-	struct gpt2 *m = t->m;
-	float *mm = m->m_memory, *vv = m->v_memory, *own = NULL;
 	if (t->gpu) /* the shards' weights into m, the moments into m or z (ZeRO) */
 		gpt2_cuda_store(t->gpu, t->m);
-	if (z->stage > 0) { /* the slices onto data rank 0, whose tensor group gathers next */
-		size_t n = z->slice * (size_t)t->grid.D;
-		mm = vv = NULL;
-		if (t->grid.d == 0) {
-			own = calloc(2 * n, sizeof(float));
-			if (!own)
-				die(t, "checkpoint: out of memory");
-			mm = own;
-			vv = own + n;
-		}
-		if (zero_gather_moments(z, t->grid.data, mm, vv) < 0)
-			die(t, "checkpoint: out of memory gathering the optimizer state");
-	}
-	/* then the shards over the tensor group of data rank 0, one array at a time, onto tensor
-	 * rank 0 (the world's 0, the writer), which writes each before it takes the next */
-	struct tp_fetch f = { t, { mm, vv, m->params_memory } };
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (fsync(fileno(t->log)) < 0)
 			die(t, "%s: %s", t->log_path, strerror(errno));
-		if (ckpt_save_fetched(t->o.out, &t->mc, &st, t->s.keep, tp_fetch_array, &f, err,
+		if (ckpt_save_fetched(t->o.out, &t->mc, &st, t->s.keep, fetch, arg, err,
 			    sizeof(err)) < 0)
 			die(t, "checkpoint: %s", err);
-	} else if (t->grid.d == 0) { /* ckpt_save_fetched's order */
+	} else { /* ckpt_save_fetched's order */
 		for (int what = CKPT_FIRST_MOMENTS; what <= CKPT_PARAMS; what++)
-			if (tp_fetch_array(&f, what, NULL, err, sizeof(err)) < 0)
+			if (fetch(arg, what, NULL, err, sizeof(err)) < 0)
 				die(t, "checkpoint: %s", err);
 	}
-	free(own);
 	comm_barrier(&t->comm);
 }
 
@@ -1257,10 +1252,12 @@ static void checkpoint_gathered(struct trainer *t, int step)
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
-	if (t->pp) { /* the stages' parts (ZeRO slices, tensor shards) into rank 0's whole model */
-		pp_gather(t->pp, &t->zero, t->m);
+	if (t->pp) { /* the stages' parts (ZeRO slices, tensor shards), an array at a time */
+		struct pp_fetch f = { t->pp, &t->zero };
+		checkpoint_gathered(t, step, pp_fetch_array, &f);
+		return;
 	} else if (t->grid.T > 1) {
-		checkpoint_gathered(t, step);
+		checkpoint_gathered(t, step, tp_fetch_array, t);
 		return;
 	} else if (t->zero.stage > 0) {
 		checkpoint_sharded(t, step);

@@ -61,47 +61,37 @@ void zero_done(struct zero *z)
 	z->v = NULL;
 }
 
-int zero_gather_moments(const struct zero *z, struct comm *c, float *mm, float *vv)
+int zero_gather_slices(const struct zero *z, struct comm *c, const float *mine, float *whole)
 {
-	size_t n = z->slice, W = (size_t)c->world_size, bytes = n * sizeof(float);
+	size_t n = z->slice, W = (size_t)c->world_size, own = z->hi - z->lo;
 	if (!c->ops->sendrecv) { /* every rank a whole copy, rank 0's kept */
-		float *all = calloc(2 * n * W, sizeof(float));
+		float *all = calloc(n * W, sizeof(float));
 		if (!all)
 			return -ENOMEM;
-		memcpy(all + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
-		memcpy(all + n * W + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
+		memcpy(all + z->lo, mine, own * sizeof(float));
 		c->ops->allgather(c, all, n);
-		c->ops->allgather(c, all + n * W, n);
-		if (c->rank == 0) {
-			memcpy(mm, all, n * W * sizeof(float));
-			memcpy(vv, all + n * W, n * W * sizeof(float));
-		}
+		if (c->rank == 0)
+			memcpy(whole, all, n * W * sizeof(float));
 		free(all);
 		return 0;
 	}
-	if (c->rank != 0) { /* a slice's floats past hi are padding: sent as they are, unused */
-		float *own = calloc(2 * n, sizeof(float));
-		if (!own)
-			return -ENOMEM;
-		memcpy(own, z->m, (z->hi - z->lo) * sizeof(float));
-		memcpy(own + n, z->v, (z->hi - z->lo) * sizeof(float));
-		c->ops->sendrecv(c, own, 2 * bytes, 0, NULL, 0, -1);
-		free(own);
+	if (c->rank != 0 && own == n) { /* a full slice goes as it is */
+		c->ops->sendrecv(c, mine, n * sizeof(float), 0, NULL, 0, -1);
 		return 0;
 	}
-	memset(mm, 0, n * W * sizeof(float));
-	memset(vv, 0, n * W * sizeof(float));
-	memcpy(mm + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
-	memcpy(vv + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
-	float *buf = malloc(2 * bytes);
-	if (!buf)
-		return -ENOMEM;
-	for (size_t r = 1; r < W; r++) {
-		c->ops->sendrecv(c, NULL, 0, -1, buf, 2 * bytes, (int)r);
-		memcpy(mm + r * n, buf, bytes);
-		memcpy(vv + r * n, buf + n, bytes);
+	if (c->rank != 0) { /* a short slice's floats past hi are padding: zeros */
+		float *buf = calloc(n, sizeof(float));
+		if (!buf)
+			return -ENOMEM;
+		memcpy(buf, mine, own * sizeof(float));
+		c->ops->sendrecv(c, buf, n * sizeof(float), 0, NULL, 0, -1);
+		free(buf);
+		return 0;
 	}
-	free(buf);
+	memset(whole, 0, n * W * sizeof(float));
+	memcpy(whole + z->lo, mine, own * sizeof(float));
+	for (size_t r = 1; r < W; r++)
+		c->ops->sendrecv(c, NULL, 0, -1, whole + r * n, n * sizeof(float), (int)r);
 	return 0;
 }
 
