@@ -605,13 +605,21 @@ static void open_data(struct trainer *t)
 }
 
 /* The resumed run's weights, moments, RNG and data position, from its checkpoint, into whole
- * (t->m, or under tensor parallelism the whole model its shards are cut from). */
+ * (t->m, or under tensor parallelism the whole model its shards are cut from: the weights'
+ * shards are cut here, and the whole weights freed, before the moments are read). */
 static void resume_model(struct trainer *t, struct gpt2 *whole)
 {
 	char err[1024], path[PATH_MAX + 32];
 	ckpt_paths(t->o.resume, t->start_step, path, NULL, sizeof(path));
 	if (ckpt_read_model(path, whole, err, sizeof(err)) < 0)
 		die(t, "%s", err);
+	if (whole != t->m) { /* tensor ranks: the weights' shards now, the whole weights freed
+			      * before the state file's whole moments come in */
+		ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
+		free(whole->params_memory);
+		whole->params_memory = NULL;
+		memset(&whole->params, 0, sizeof(whole->params));
+	}
 	/* only the moments this rank keeps (zero_init's slice of the data group), from whichever
 	 * of the checkpoint's shards hold them, whatever world size and stage wrote it; a whole
 	 * state file is read whole. Tensor ranks read all of them and keep their shards. */
@@ -689,8 +697,9 @@ static void build_model(struct trainer *t)
 	} else {
 		gpt2_init_random(whole, &t->rng);
 	}
-	if (whole != t->m) { /* a new run's moments stay the shards' zeros */
-		ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
+	if (whole != t->m) {              /* a new run's moments stay the shards' zeros */
+		if (whole->params_memory) /* resume_model cut them already */
+			ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
 		if (whole->m_memory) {
 			ckpt_tp_scatter(t->m, whole->m_memory, t->m->m_memory);
 			ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
