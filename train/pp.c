@@ -234,7 +234,7 @@ void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 	memset(&full->params, 0, sizeof(full->params));
 }
 
-/* The whole model's config and flat sizes, of which this stage holds layers [l0, l1) */
+/* The whole model's flat sizes (of L layers, of which this stage holds [l0, l1)) */
 static void full_sizes(const struct pp *pp, size_t sizes[GPT2_NR_PARAM_TENSORS])
 {
 	struct gpt2_config fc = pp->m->config;
