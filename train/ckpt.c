@@ -284,6 +284,21 @@ out:
 	return rc;
 }
 
+/* The state file's header: everything before the settings text. */
+static void state_head(const struct ckpt_state *st, uint64_t nr_params, uint32_t settings_bytes,
+	unsigned char head[STATE_HEADER_BYTES])
+{
+	uint32_t magic = STATE_MAGIC, version = STATE_VERSION;
+	uint64_t fields[5] = { st->step, st->rng, st->loader_epoch, st->loader_position,
+		nr_params };
+	memcpy(head, &magic, 4);
+	memcpy(head + 4, &version, 4);
+	memcpy(head + 8, fields, sizeof(fields));
+	memcpy(head + 8 + sizeof(fields), &settings_bytes, 4);
+	memcpy(head + STATE_V1_HEADER_BYTES, &st->loader_block_bytes, 4);
+	memcpy(head + STATE_V1_HEADER_BYTES + 4, &st->loader_window_blocks, 4);
+}
+
 int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_state *st, char *err,
 	size_t errlen)
 {
@@ -296,15 +311,7 @@ int ckpt_write_state(const char *path, const struct gpt2 *m, const struct ckpt_s
 	const char *settings = st->settings ? st->settings : "";
 	uint32_t settings_bytes = (uint32_t)strlen(settings);
 	unsigned char head[STATE_HEADER_BYTES];
-	uint32_t magic = STATE_MAGIC, version = STATE_VERSION;
-	uint64_t fields[5] = { st->step, st->rng, st->loader_epoch, st->loader_position,
-		m->nr_params };
-	memcpy(head, &magic, 4);
-	memcpy(head + 4, &version, 4);
-	memcpy(head + 8, fields, sizeof(fields));
-	memcpy(head + 8 + sizeof(fields), &settings_bytes, 4);
-	memcpy(head + STATE_V1_HEADER_BYTES, &st->loader_block_bytes, 4);
-	memcpy(head + STATE_V1_HEADER_BYTES + 4, &st->loader_window_blocks, 4);
+	state_head(st, m->nr_params, settings_bytes, head);
 	uint64_t sum = fnv1a(FNV_OFFSET, head, sizeof(head));
 	sum = fnv1a(sum, settings, settings_bytes);
 	sum = fnv1a(sum, m->m_memory, moment_bytes);
@@ -861,6 +868,84 @@ int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st
 	return 0;
 }
 
+int ckpt_save_fetched(const char *dir, const struct gpt2_config *c, const struct ckpt_state *st,
+	int keep, ckpt_fetch_fn fetch, void *arg, char *err, size_t errlen)
+{
+	char model[PATH_MAX], state[PATH_MAX], tmp[PATH_MAX + 8], dname[PATH_MAX];
+	ckpt_paths(dir, st->step, model, state, sizeof(model));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", state);
+	size_t sizes[GPT2_NR_PARAM_TENSORS], n = 0;
+	gpt2_param_sizes(c, sizes);
+	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
+		n += sizes[k];
+	const char *settings = st->settings ? st->settings : "";
+	uint32_t settings_bytes = (uint32_t)strlen(settings);
+	unsigned char head[STATE_HEADER_BYTES];
+	state_head(st, n, settings_bytes, head);
+	float *buf = malloc(n * sizeof(float));
+	if (!buf)
+		return fail(err, errlen, -ENOMEM, "%s: out of memory (%zu floats)", state, n);
+	/* the state file first, into its temp file: the moments are checked before the model file
+	 * is written (no model file left without its state), and it is renamed last */
+	int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	uint64_t sum = fnv1a(FNV_OFFSET, head, sizeof(head));
+	sum = fnv1a(sum, settings, settings_bytes);
+	rc = write_all(fd, head, sizeof(head));
+	if (rc == 0)
+		rc = write_all(fd, settings, settings_bytes);
+	for (int what = CKPT_FIRST_MOMENTS; what <= CKPT_SECOND_MOMENTS && rc == 0; what++) {
+		if ((rc = fetch(arg, what, buf, err, errlen)) < 0)
+			goto out;
+		rc = check_finite(state,
+			what == CKPT_FIRST_MOMENTS ? "first moment" : "second moment", buf, n, err,
+			errlen);
+		if (rc < 0)
+			goto out;
+		sum = fnv1a(sum, buf, n * sizeof(float));
+		rc = write_all(fd, buf, n * sizeof(float));
+	}
+	if (rc == 0)
+		rc = write_all(fd, &sum, sizeof(sum));
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	fd = -1;
+	if (rc < 0) {
+		rc = fail(err, errlen, rc, "%s: %s", tmp, strerror(-rc));
+		goto out;
+	}
+	/* a sharded checkpoint of this step (an older run's) is no longer one */
+	drop_sharded(dir, st->step);
+	if ((rc = fetch(arg, CKPT_PARAMS, buf, err, errlen)) < 0)
+		goto out;
+	struct gpt2 whole = { .config = *c, .nr_params = n, .params_memory = buf };
+	if ((rc = ckpt_write_model(model, &whole, err, errlen)) < 0)
+		goto out;
+	if (rename(tmp, state) < 0) {
+		rc = fail(err, errlen, -errno, "%s: %s", state, strerror(errno));
+		goto out;
+	}
+	dir_of(state, dname, sizeof(dname));
+	int dfd = open(dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	prune(dir, st->step, keep);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		unlink(tmp);
+	free(buf);
+	return rc;
+}
+
 int ckpt_latest(const char *dir, uint64_t *step)
 {
 	size_t nr;
@@ -1056,6 +1141,30 @@ int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard
 	char *err, size_t errlen)
 {
 	size_t n = m->nr_params, T = (size_t)tensor->world_size;
+	if (T == 1) {
+		gpt2_tp_gather(m, 0, shard, whole);
+		return 0;
+	}
+	if (tensor->ops->sendrecv) {
+		/* to tensor rank 0 alone, one shard at a time: the others need no whole copy */
+		if (tensor->rank != 0) {
+			tensor->ops->sendrecv(tensor, shard, n * sizeof(float), 0, NULL, 0, -1);
+			return 0;
+		}
+		gpt2_tp_gather(m, 0, shard, whole);
+		float *buf = malloc(n * sizeof(float));
+		if (!buf) {
+			snprintf(err, errlen, "out of memory gathering a tensor-parallel shard");
+			return -ENOMEM;
+		}
+		for (size_t t = 1; t < T; t++) {
+			tensor->ops->sendrecv(tensor, NULL, 0, -1, buf, n * sizeof(float), (int)t);
+			gpt2_tp_gather(m, (int)t, buf, whole);
+		}
+		free(buf);
+		return 0;
+	}
+	/* a backend without point-to-point sends (NCCL): an all-gather, kept by rank 0 */
 	float *all = malloc(T * n * sizeof(float));
 	if (!all) {
 		snprintf(err, errlen, "out of memory gathering %zu tensor-parallel shards", T);
@@ -1063,7 +1172,7 @@ int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard
 	}
 	memcpy(all + (size_t)tensor->rank * n, shard, n * sizeof(float));
 	tensor->ops->allgather(tensor, all, n);
-	for (size_t t = 0; t < T; t++)
+	for (size_t t = 0; tensor->rank == 0 && t < T; t++)
 		gpt2_tp_gather(m, (int)t, all + t * n, whole);
 	free(all);
 	return 0;

@@ -56,6 +56,17 @@ int ckpt_read_state(const char *path, struct gpt2 *m, struct ckpt_state *st, cha
 void ckpt_paths(const char *dir, uint64_t step, char *model, char *state, size_t len);
 int ckpt_save(const char *dir, const struct gpt2 *m, const struct ckpt_state *st, int keep,
 	char *err, size_t errlen);
+/* ckpt_save of a whole model that no one holds whole (tensor parallel shards): the same two
+ * files, byte for byte, written from one buffer of the whole model's size that fetch fills with
+ * one array at a time, the first moments, the second, then the parameters (in that order, so
+ * that the caller's collectives match its peers'). The moments are checked finite before the
+ * model file is written, and the state file is renamed into place last. fetch returns 0 or
+ * -errno with a line in err; a failure may leave peers inside a collective (the trainer ends
+ * the job). */
+enum ckpt_array { CKPT_FIRST_MOMENTS, CKPT_SECOND_MOMENTS, CKPT_PARAMS };
+typedef int (*ckpt_fetch_fn)(void *arg, int what, float *whole, char *err, size_t errlen);
+int ckpt_save_fetched(const char *dir, const struct gpt2_config *c, const struct ckpt_state *st,
+	int keep, ckpt_fetch_fn fetch, void *arg, char *err, size_t errlen);
 /* The step of the newest checkpoint in dir: 0 and *step set, or -ENOENT. */
 int ckpt_latest(const char *dir, uint64_t *step);
 /* Reads the checkpoint of step in dir as a resume would, without a model to load into: the
@@ -127,9 +138,11 @@ int ckpt_load_state(const char *dir, uint64_t step, struct gpt2 *m, uint64_t lo,
  *
  * ckpt_tp_gather: the whole layout (nr of gpt2_param_sizes floats) of one flat array of the
  * tensor group's shards (params, or moments in the same layout): shard is this rank's
- * (m->nr_params floats of tensor rank m->tp.rank), whole is filled on every rank of tensor
- * (an all-gather). A collective of the tensor group. 0, or -ENOMEM with one line in err (on
- * that rank alone: the trainer ends the job).
+ * (m->nr_params floats of tensor rank m->tp.rank), whole is filled on tensor rank 0 only, the
+ * one that writes (the others pass NULL): each shard is sent to it, one at a time, so no rank
+ * holds T shards (a backend without sendrecv, NCCL, all-gathers them instead). A collective of
+ * the tensor group. 0, or -ENOMEM with one line in err (on that rank alone: the trainer ends
+ * the job).
  * ckpt_tp_scatter: this rank's shard of a whole array, read from the files by every rank
  * itself (no communication). */
 int ckpt_tp_gather(struct comm *tensor, const struct gpt2 *m, const float *shard, float *whole,

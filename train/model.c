@@ -185,6 +185,34 @@ struct gpt2 *gpt2_new_tp(const struct gpt2_config *config, int B, int T, const s
 	return m;
 }
 
+struct gpt2 *gpt2_new_whole(const struct gpt2_config *config, bool moments)
+{
+	const struct gpt2_config *c = config;
+	if (c->nr_layers < 1 || c->nr_heads < 1 || c->channels < 1 ||
+		c->channels % c->nr_heads != 0 || c->vocab_size < 1 ||
+		c->padded_vocab_size < c->vocab_size || c->max_seq_len < 1)
+		return NULL;
+	struct gpt2 *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->config = *c;
+	m->tp = (struct gpt2_tp){ .size = 1 };
+	gpt2_param_sizes(c, m->param_sizes);
+	for (int i = 0; i < GPT2_NR_PARAM_TENSORS; i++)
+		m->nr_params += m->param_sizes[i];
+	m->params_memory = calloc(m->nr_params, sizeof(float));
+	if (moments) {
+		m->m_memory = calloc(m->nr_params, sizeof(float));
+		m->v_memory = calloc(m->nr_params, sizeof(float));
+	}
+	if (!m->params_memory || (moments && (!m->m_memory || !m->v_memory))) {
+		gpt2_free(m);
+		return NULL;
+	}
+	point_params(&m->params, m->params_memory, m->param_sizes);
+	return m;
+}
+
 struct gpt2 *gpt2_new_view(const struct gpt2 *src, int B, int T)
 {
 	if (B < 1 || T < 1 || T > src->config.max_seq_len)

@@ -167,6 +167,12 @@ struct gpt2 *gpt2_new(const struct gpt2_config *config, int B, int T);
  * its shards; NULL also where tp->size does not divide the heads. tp NULL or of size 1:
  * gpt2_new. Such a model starts from a whole one: gpt2_tp_scatter. */
 struct gpt2 *gpt2_new_tp(const struct gpt2_config *config, int B, int T, const struct gpt2_tp *tp);
+/* The whole model's state only: parameters and, with moments, AdamW's m and v; no gradients,
+ * no activations (B = T = 0: never run forward). What a whole model is for beside a rank's
+ * shards or stage: drawn, read or resumed once at start and cut into the rank's part, or the
+ * target a checkpoint is gathered into on the rank that writes it. NULL on a bad shape or no
+ * memory. */
+struct gpt2 *gpt2_new_whole(const struct gpt2_config *config, bool moments);
 void gpt2_free(struct gpt2 *m);
 /* A model that reads src's parameters (never a copy) with its own activations for (B, T):
  * for inference beside training, e.g. sampling one sequence. Forward only. */

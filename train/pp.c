@@ -96,6 +96,14 @@ int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
 	pp->recv_bwd = calloc(NC, sizeof(float));
 	if (!pp->recv_fwd || !pp->recv_bwd)
 		goto oom;
+	if (pp->nr_stages > 1 && (pp->stage == 0 || last)) {
+		pp->wte_other = malloc(pp->m->param_sizes[0] * sizeof(float));
+		if (!pp->wte_other)
+			goto oom;
+	}
+	pp->norm_parts = calloc((size_t)pp->nr_stages, sizeof(double));
+	if (!pp->norm_parts)
+		goto oom;
 	return 0;
 oom:
 	snprintf(err, errlen,
@@ -117,6 +125,8 @@ void pp_done(struct pp *pp)
 	free(pp->targets);
 	free(pp->recv_fwd);
 	free(pp->recv_bwd);
+	free(pp->wte_other);
+	free(pp->norm_parts);
 	gpt2_free(pp->m);
 	memset(pp, 0, sizeof(*pp));
 }
@@ -204,6 +214,8 @@ void pp_scatter(struct pp *pp, const struct gpt2 *full)
 	/* tensor ranks: the stage's whole tensors first, then the rank's shards of them */
 	float *whole = m->tp.size > 1 ? alloc_or_abort(pp, n, "scattering the model") : NULL;
 	for (int i = 0; i < 3; i++) {
+		if (!src[i]) /* a new run's moments: the stage's own zeros */
+			continue;
 		copy_part(whole ? whole : dst[i], sizes, pp->l0, nl, src[i], full->param_sizes, L,
 			pp->stage, pp->nr_stages, true, false);
 		if (whole)
@@ -212,19 +224,9 @@ void pp_scatter(struct pp *pp, const struct gpt2 *full)
 	free(whole);
 }
 
-/* The rank that writes checkpoints, the world's 0: where pp_gather ends */
-static bool is_writer(const struct pp *pp)
-{
-	return pp->stage == 0 && pp->grid->d == 0 && pp->grid->t == 0;
-}
-
 void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 {
-	free(full->grads_memory);
-	full->grads_memory = NULL;
-	memset(&full->grads, 0, sizeof(full->grads));
-	if (is_writer(pp))
-		return;
+	(void)pp;
 	free(full->params_memory);
 	free(full->m_memory);
 	free(full->v_memory);
@@ -232,74 +234,80 @@ void pp_trim_whole(const struct pp *pp, struct gpt2 *full)
 	memset(&full->params, 0, sizeof(full->params));
 }
 
-/* The stages' whole tensors (mine: this stage's params, m and v, n floats each of
- * stage_whole_sizes) into full on stage 0, over the pipeline group. */
-static void gather_stages(struct pp *pp, float *const mine[3], size_t n, struct gpt2 *full)
+/* The whole model's flat sizes (of L layers, of which this stage holds [l0, l1)) */
+static void full_sizes(const struct pp *pp, size_t sizes[GPT2_NR_PARAM_TENSORS])
+{
+	struct gpt2_config fc = pp->m->config;
+	fc.nr_layers = pp->full_layers;
+	gpt2_param_sizes(&fc, sizes);
+}
+
+/* The stages' whole tensors of one array (mine: this stage's, n floats of stage_whole_sizes)
+ * into full on stage 0, over the pipeline group. */
+static void gather_stages(struct pp *pp, const float *mine, size_t n, float *full)
 {
 	struct comm *c = pp->pipe;
-	int L = full->config.nr_layers, P = pp->nr_stages;
-	size_t own_sizes[GPT2_NR_PARAM_TENSORS];
+	int L = pp->full_layers, P = pp->nr_stages;
+	size_t own_sizes[GPT2_NR_PARAM_TENSORS], fsizes[GPT2_NR_PARAM_TENSORS];
 	if (pp->stage != 0) {
-		for (int i = 0; i < 3; i++)
-			c->ops->sendrecv(c, mine[i], n * sizeof(float), 0, NULL, 0, -1);
+		c->ops->sendrecv(c, mine, n * sizeof(float), 0, NULL, 0, -1);
 		return;
 	}
 	stage_whole_sizes(pp, own_sizes);
-	float *dst[3] = { full->params_memory, full->m_memory, full->v_memory };
-	for (int i = 0; i < 3; i++)
-		copy_part(mine[i], own_sizes, pp->l0, pp->l1 - pp->l0, dst[i], full->param_sizes, L,
-			0, P, false, true);
+	full_sizes(pp, fsizes);
+	copy_part((float *)mine, own_sizes, pp->l0, pp->l1 - pp->l0, full, fsizes, L, 0, P, false,
+		true);
 	for (int s = 1; s < P; s++) {
 		int l0, l1;
 		pp_split(L, P, s, &l0, &l1);
-		struct gpt2_config sc = full->config;
+		struct gpt2_config sc = pp->m->config;
 		sc.nr_layers = l1 - l0;
 		size_t sizes[GPT2_NR_PARAM_TENSORS], ns = 0;
 		gpt2_param_sizes(&sc, sizes);
 		for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++)
 			ns += sizes[k];
 		float *buf = alloc_or_abort(pp, ns, "gathering a checkpoint's stages");
-		for (int i = 0; i < 3; i++) {
-			c->ops->sendrecv(c, NULL, 0, -1, buf, ns * sizeof(float), s);
-			copy_part(buf, sizes, l0, l1 - l0, dst[i], full->param_sizes, L, s, P,
-				false, true);
-		}
+		c->ops->sendrecv(c, NULL, 0, -1, buf, ns * sizeof(float), s);
+		copy_part(buf, sizes, l0, l1 - l0, full, fsizes, L, s, P, false, true);
 		free(buf);
 	}
 }
 
-void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full)
+void pp_gather_array(struct pp *pp, const struct zero *z, int what, float *full)
 {
 	struct gpt2 *m = pp->m;
 	const struct grid *g = pp->grid;
-	float *mine[3] = { m->params_memory, m->m_memory, m->v_memory };
+	const float *mine = what == CKPT_PARAMS          ? m->params_memory
+			    : what == CKPT_FIRST_MOMENTS ? m->m_memory
+							 : m->v_memory;
 	float *slices = NULL, *whole = NULL;
 	char err[256];
-	/* ZeRO: the stage's moments from its data group's slices (every data rank) */
-	if (z->stage > 0) {
-		size_t n = z->slice * (size_t)z->world_size;
-		slices = alloc_or_abort(pp, 2 * n, "gathering the optimizer state");
-		mine[1] = slices;
-		mine[2] = slices + n;
-		memcpy(mine[1] + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
-		memcpy(mine[2] + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
-		g->data->ops->allgather(g->data, mine[1], z->slice);
-		g->data->ops->allgather(g->data, mine[2], z->slice);
+	/* ZeRO: the stage's moments from its data group's slices, onto data rank 0 */
+	if (what != CKPT_PARAMS && z->stage > 0) {
+		if (g->d == 0)
+			slices = alloc_or_abort(pp, z->slice * (size_t)z->world_size,
+				"gathering the optimizer state");
+		if (zero_gather_slices(z, g->data, what == CKPT_FIRST_MOMENTS ? z->m : z->v,
+			    slices) < 0) {
+			fprintf(stderr,
+				"ferry train: out of memory gathering the optimizer state\n");
+			pp->pipe->ops->abort_all(pp->pipe, 1);
+		}
+		mine = slices;
 	}
 	if (g->d != 0)
 		goto out; /* data rank 0's pipelines carry the checkpoint */
-	/* the tensor group's shards into the stage's whole tensors (every tensor rank) */
+	/* the tensor group's shards into the stage's whole tensors, on tensor rank 0 (the one
+	 * that sends them on) */
 	size_t sizes[GPT2_NR_PARAM_TENSORS], n = stage_whole_sizes(pp, sizes);
 	if (m->tp.size > 1) {
-		whole = alloc_or_abort(pp, 3 * n, "gathering tensor shards");
-		for (int i = 0; i < 3; i++) {
-			if (ckpt_tp_gather(g->tensor, m, mine[i], whole + i * n, err, sizeof(err)) <
-				0) {
-				fprintf(stderr, "ferry train: checkpoint: %s\n", err);
-				pp->pipe->ops->abort_all(pp->pipe, 1);
-			}
-			mine[i] = whole + i * n;
+		if (g->t == 0)
+			whole = alloc_or_abort(pp, n, "gathering tensor shards");
+		if (ckpt_tp_gather(g->tensor, m, mine, whole, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ferry train: checkpoint: %s\n", err);
+			pp->pipe->ops->abort_all(pp->pipe, 1);
 		}
+		mine = whole;
 		if (g->t != 0)
 			goto out;
 	}
@@ -307,6 +315,15 @@ void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full)
 out:
 	free(whole);
 	free(slices);
+}
+
+int pp_fetch_array(void *arg, int what, float *full, char *err, size_t errlen)
+{
+	struct pp_fetch *f = arg;
+	(void)err;
+	(void)errlen;
+	pp_gather_array(f->pp, f->z, what, full);
+	return 0;
 }
 
 /* ---- the 1F1B schedule ---- */
@@ -399,17 +416,12 @@ static void exchange_wte_grads(struct pp *pp)
 	if (P == 1 || (pp->stage != 0 && pp->stage != P - 1))
 		return;
 	size_t n = m->param_sizes[0];
-	float *other = malloc(n * sizeof(float));
-	if (!other) {
-		fprintf(stderr, "ferry train: out of memory for wte's gradient\n");
-		pp->pipe->ops->abort_all(pp->pipe, 1);
-	}
+	float *other = pp->wte_other;
 	int peer = pp->stage == 0 ? P - 1 : 0;
 	pp->pipe->ops->sendrecv(pp->pipe, m->grads.wte, n * sizeof(float), peer, other,
 		n * sizeof(float), peer);
 	for (size_t i = 0; i < n; i++)
 		m->grads.wte[i] += other[i];
-	free(other);
 }
 
 float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, void *arg,
@@ -495,17 +507,13 @@ float pp_grad_norm(struct pp *pp, const struct zero *z)
 	}
 	ss = gpt2_tp_sum(m, ss);
 	/* the stages' sums as doubles (each two floats' bytes), added in stage order */
-	double *all = calloc((size_t)P, sizeof(double));
-	if (!all) {
-		fprintf(stderr, "ferry train: out of memory\n");
-		c->ops->abort_all(c, 1);
-	}
+	double *all = pp->norm_parts;
+	memset(all, 0, (size_t)P * sizeof(double));
 	all[pp->stage] = ss;
 	c->ops->allgather(c, (float *)all, sizeof(double) / sizeof(float));
 	double sum = 0.0;
 	for (int s = 0; s < P; s++)
 		sum += all[s];
-	free(all);
 	return (float)sqrt(sum);
 }
 

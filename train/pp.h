@@ -5,8 +5,8 @@
  * by point-to-point sends (comm.h's sendrecv). The tied wte lives on the first and the last
  * stage, its gradient summed between them before the optimizer. A stage may itself be split
  * over the grid's tensor group (model.h's gpt2_tp: the full 3D grid) and its optimizer state
- * over its data group (zero.h). Checkpoints stay one whole llm.c model file: pp_gather puts the
- * slices, shards and stages back together, pp_scatter takes a rank's part of a whole model.
+ * over its data group (zero.h). Checkpoints stay one whole llm.c model file: pp_gather_array puts
+ * the slices, shards and stages back together, pp_scatter takes a rank's part of a whole model.
  * train_cmd.c drives it; the result equals the 1-rank run. */
 #ifndef FERRY_TRAIN_PP_H
 #define FERRY_TRAIN_PP_H
@@ -56,6 +56,11 @@ struct pp {
 	int32_t *inputs, *targets;
 	int cap_micro;
 	float *recv_fwd, *recv_bwd; /* (B, T, C): the stream and its gradient as received */
+	/* per step, kept rather than allocated each time: wte's gradient from the other end
+	 * ((Vp, C) on the first and the last stage, NULL elsewhere) and the stages' sums of
+	 * squares of the norm (P doubles) */
+	float *wte_other;
+	double *norm_parts;
 	struct pp_bubble bubble;
 	double idle_ms; /* of the running step */
 };
@@ -81,20 +86,27 @@ int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
 void pp_done(struct pp *pp);
 
 /* This stage's parameters and AdamW moments from full, a whole model (read from a checkpoint,
- * --init, or drawn; every rank holds the same): its layers, and of them its tensor rank's
- * shards (ckpt_tp_scatter). Local copies only; before zero_init slices the moments. */
+ * --init, or drawn; every rank holds the same; gpt2_new_whole's): its layers, and of them its
+ * tensor rank's shards (ckpt_tp_scatter). Moments full does not hold (a new run's, NULL) stay
+ * the stage's zeros. Local copies only; before zero_init slices the moments. */
 void pp_scatter(struct pp *pp, const struct gpt2 *full);
-/* After pp_scatter: frees what full (the whole model) no longer needs beside the stages, its
- * gradients everywhere and, but on the world's rank 0 (data 0, tensor 0, stage 0: where
- * pp_gather puts a checkpoint's whole model), its parameters and moments too; the struct stays
- * (config and sizes), its pointers NULL. */
+/* After pp_scatter: frees full's parameters and moments (gpt2_new_whole's) on every rank: a
+ * checkpoint is gathered one array at a time (pp_gather_array), not into a whole model kept
+ * for it. The struct stays (config and sizes), its pointers NULL. */
 void pp_trim_whole(const struct pp *pp, struct gpt2 *full);
-/* The whole model's parameters and moments into full on the world's rank 0 (the checkpoint
- * writer), in three steps: a stage's moments all-gathered over its data group where ZeRO (z)
- * sliced them, its tensor shards over its tensor group (ckpt_tp_gather), then the stages over
- * the pipeline group of data 0, tensor 0. full is left as it was elsewhere. Every rank calls
- * it. */
-void pp_gather(struct pp *pp, const struct zero *z, struct gpt2 *full);
+/* One array of the whole model (ckpt.h's ckpt_array: the first moments, the second, the
+ * parameters) into full (the whole model's flat layout, gpt2_param_sizes) on the world's rank 0,
+ * the checkpoint writer, NULL elsewhere, in three steps: under ZeRO (z) the stage's slices
+ * onto data rank 0 of its data group, its tensor shards onto tensor rank 0 (ckpt_tp_gather),
+ * then the stages over the pipeline group of data 0, tensor 0. Every rank calls it for each
+ * array in ckpt_array's order: rank 0 through ckpt_save_fetched (pp_fetch_array, arg a struct
+ * pp_fetch), the others itself. */
+void pp_gather_array(struct pp *pp, const struct zero *z, int what, float *full);
+struct pp_fetch {
+	struct pp *pp;
+	const struct zero *z;
+};
+int pp_fetch_array(void *arg, int what, float *full, char *err, size_t errlen);
 
 /* Gives the next micro-batch of the step (the loader's, checked): every stage reads the same
  * samples, in the same order. */

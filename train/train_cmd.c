@@ -629,13 +629,21 @@ static void open_data(struct trainer *t)
 }
 
 /* The resumed run's weights, moments, RNG and data position, from its checkpoint, into whole
- * (t->m, or under tensor parallelism the whole model its shards are cut from). */
+ * (t->m, or under tensor parallelism the whole model its shards are cut from: the weights'
+ * shards are cut here, and the whole weights freed, before the moments are read). */
 static void resume_model(struct trainer *t, struct gpt2 *whole)
 {
 	char err[1024], path[PATH_MAX + 32];
 	ckpt_paths(t->o.resume, t->start_step, path, NULL, sizeof(path));
 	if (ckpt_read_model(path, whole, err, sizeof(err)) < 0)
 		die(t, "%s", err);
+	if (whole != t->m) { /* tensor ranks: the weights' shards now, the whole weights freed
+			      * before the state file's whole moments come in */
+		ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
+		free(whole->params_memory);
+		whole->params_memory = NULL;
+		memset(&whole->params, 0, sizeof(whole->params));
+	}
 	/* only the moments this rank keeps (zero_init's slice of the data group), from whichever
 	 * of the checkpoint's shards hold them, whatever world size and stage wrote it; a whole
 	 * state file is read whole. Tensor ranks read all of them and keep their shards. */
@@ -674,24 +682,29 @@ static void tensor_allreduce(void *arg, float *buf, size_t n)
 }
 
 /* The model: its weights resumed, read from --init, or drawn; then on the GPU with one. Under
- * tensor parallelism all three go to a whole model first, which every rank cuts its shards
- * from (the same draws as one rank's: the same initial weights for any layout). */
+ * tensor parallelism all three go to a whole model first (weights, and moments on a resume:
+ * gpt2_new_whole), which every rank cuts its shards from (the same draws as one rank's: the
+ * same initial weights for any layout) and frees before the first step. */
 static void build_model(struct trainer *t)
 {
 	char err[1024];
 	struct gpt2_tp tp = { t->grid.T, t->grid.t, tensor_allreduce, t->grid.tensor };
 	model_config(t, &t->mc);
 	/* the host model holds only weights and moments (no activations for (B, T)) with a GPU
-	 * (the rank's tensor shards) and on a pipeline (the whole model: each stage takes its part
-	 * of it, checkpoints gather into it) */
+	 * (the rank's tensor shards); on a pipeline it is the whole model's weights and moments
+	 * alone (gpt2_new_whole), which each stage takes its part of and frees (pp_trim_whole).
+	 * A new run's moments are zeros: the whole model a rank cuts its part from holds none
+	 * then. */
+	bool whole_moments = t->o.resume[0];
 	if (t->grid.P > 1)
-		t->m = gpt2_new(&t->mc, 1, 1);
+		t->m = gpt2_new_whole(&t->mc, whole_moments);
 	else
 		t->m = gpt2_new_tp(&t->mc, t->o.cuda ? 1 : t->B, t->o.cuda ? 1 : t->T, &tp);
 	if (!t->m)
 		die(t, "cannot allocate the model (L %d, C %d, B %d, T %d): out of memory",
 			t->mc.nr_layers, t->mc.channels, t->B, t->T);
-	struct gpt2 *whole = t->m->tp.size > 1 ? gpt2_new(&t->mc, 1, 1) : t->m;
+	/* tensor ranks: the whole model for the moment it takes to cut the rank's shards */
+	struct gpt2 *whole = t->m->tp.size > 1 ? gpt2_new_whole(&t->mc, whole_moments) : t->m;
 	if (!whole)
 		die(t, "out of memory");
 	/* splitmix64 of the seed: nearby seeds give unrelated streams, and never the state 0 */
@@ -708,10 +721,13 @@ static void build_model(struct trainer *t)
 	} else {
 		gpt2_init_random(whole, &t->rng);
 	}
-	if (whole != t->m) {
-		ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
-		ckpt_tp_scatter(t->m, whole->m_memory, t->m->m_memory);
-		ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
+	if (whole != t->m) {              /* a new run's moments stay the shards' zeros */
+		if (whole->params_memory) /* resume_model cut them already */
+			ckpt_tp_scatter(t->m, whole->params_memory, t->m->params_memory);
+		if (whole->m_memory) {
+			ckpt_tp_scatter(t->m, whole->m_memory, t->m->m_memory);
+			ckpt_tp_scatter(t->m, whole->v_memory, t->m->v_memory);
+		}
 		gpt2_free(whole);
 	}
 	if (t->grid.P > 1) { /* the stage's part of the whole model (its tensor shards) */
@@ -796,6 +812,37 @@ static void log_truncate(struct trainer *t)
 		die(t, "%s: %s", path, strerror(errno));
 }
 
+/* Rank 0's line of what a rank holds: its training state (the shards, the stage's part, the
+ * ZeRO slice) and its activations on the CPU (the model's and their gradients, a pipeline
+ * stage's extra sets). Not in it: at a checkpoint of a split model rank 0 holds one whole
+ * array (ckpt_save_fetched) and a shard's or stage's buffer of the gather for a moment. */
+static void print_memory(const struct trainer *t)
+{
+	struct zero_memory zm;
+	double MiB = 1048576.0, acts = 0.0;
+	if (t->gpu)
+		gpt2_cuda_memory(t->gpu, &zm);
+	else
+		zero_memory(&t->zero, &zm);
+	if (!t->gpu) {
+		const struct gpt2 *m = t->pp ? t->pp->m : t->m;
+		size_t n = 0;
+		for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
+			n += m->act_sizes[i];
+		acts = 2.0 * (double)n * sizeof(float);
+		if (t->pp)
+			acts += (double)(t->pp->nr_slots - 1) * t->pp->nr_act_floats *
+				sizeof(float);
+	}
+	printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
+	       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))",
+		t->gpu ? "GPU " : "", zm.params / MiB, zm.grads / MiB, zm.optimizer / MiB,
+		t->zero.stage, t->grid.D);
+	if (!t->gpu)
+		printf(", activations %.3f MiB", acts / MiB);
+	printf("\n");
+}
+
 /* Rank 0: log.csv opened (a resumed run's cut back to its checkpoint) and the run's first
  * lines on stdout. */
 static void open_outputs(struct trainer *t)
@@ -832,17 +879,7 @@ static void open_outputs(struct trainer *t)
 		!o->cuda  ? ""
 		: o->fp32 ? ", cuda fp32"
 			  : ", cuda bf16");
-	{
-		struct zero_memory zm;
-		if (t->gpu)
-			gpt2_cuda_memory(t->gpu, &zm);
-		else
-			zero_memory(&t->zero, &zm);
-		printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
-		       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))\n",
-			t->gpu ? "GPU " : "", zm.params / 1048576.0, zm.grads / 1048576.0,
-			zm.optimizer / 1048576.0, t->zero.stage, t->grid.D);
-	}
+	print_memory(t);
 	if (o->resume[0])
 		printf("ferry train: continuing %s from step %llu to %d\n", o->out,
 			(unsigned long long)t->start_step, t->s.steps);
@@ -1180,57 +1217,64 @@ static void checkpoint_sharded(struct trainer *t, int step)
 	comm_barrier(&t->comm);
 }
 
-/* Under tensor parallelism: the whole model and its whole moments gathered (the moments first
- * over the data group where ZeRO sliced them, then the shards over the tensor group of data
- * rank 0, whose state every data rank shares), written by rank 0 as a 1-rank run writes them:
+/* One of checkpoint_gathered's arrays (ckpt_array: m, v, params) into whole on the world's
+ * rank 0 (NULL elsewhere): under ZeRO the moments' slices first onto data rank 0, then the
+ * tensor shards of data rank 0 onto its tensor rank 0. Every rank calls it, in ckpt_array's
+ * order. */
+static int tp_fetch_array(void *arg, int what, float *whole, char *err, size_t errlen)
+{
+	struct trainer *t = arg;
+	struct zero *z = &t->zero;
+	struct gpt2 *m = t->m;
+	const float *shard = what == CKPT_PARAMS          ? m->params_memory
+			     : what == CKPT_FIRST_MOMENTS ? m->m_memory
+							  : m->v_memory;
+	float *own = NULL;
+	int rc = 0;
+	if (what != CKPT_PARAMS && z->stage > 0) {
+		if (t->grid.d == 0 && !(own = malloc(z->slice * (size_t)t->grid.D * sizeof(float))))
+			rc = -ENOMEM;
+		if (rc == 0 && zero_gather_slices(z, t->grid.data,
+				       what == CKPT_FIRST_MOMENTS ? z->m : z->v, own) < 0)
+			rc = -ENOMEM;
+		if (rc < 0) {
+			snprintf(err, errlen, "out of memory gathering the optimizer state");
+			free(own);
+			return rc;
+		}
+		shard = own;
+	}
+	if (t->grid.d == 0)
+		rc = ckpt_tp_gather(t->grid.tensor, m, shard, whole, err, errlen);
+	free(own);
+	return rc;
+}
+
+/* Under tensor or pipeline parallelism (fetch: tp_fetch_array or pp.h's pp_fetch_array): the
+ * whole model and its whole moments gathered onto rank 0 alone
+ * (the moments first over the data group where ZeRO sliced them, then the shards over the
+ * tensor group of data rank 0, whose state every data rank shares; rank 0 holds one whole
+ * array at a time, ckpt_save_fetched's), written as a 1-rank run writes them:
  * one llm.c model file and one state file, which any layout resumes. Gathered rather than
  * sharded: the shards of one layout are no other layout's, and at these sizes the gather costs
  * less than a second format. */
-static void checkpoint_gathered(struct trainer *t, int step)
+static void checkpoint_gathered(struct trainer *t, int step, ckpt_fetch_fn fetch, void *arg)
 {
 	char err[PATH_MAX + 256];
-	struct zero *z = &t->zero;
-	struct gpt2 *m = t->m, *whole = NULL;
-	float *mm = m->m_memory, *vv = m->v_memory, *own = NULL;
-	int rc = 0;
 	if (t->gpu) /* the shards' weights into m, the moments into m or z (ZeRO) */
 		gpt2_cuda_store(t->gpu, t->m);
-	if (z->stage > 0) {
-		size_t n = z->slice * (size_t)t->grid.D;
-		own = calloc(2 * n, sizeof(float));
-		if (!own)
-			die(t, "checkpoint: out of memory");
-		mm = own;
-		vv = own + n;
-		memcpy(mm + z->lo, z->m, (z->hi - z->lo) * sizeof(float));
-		memcpy(vv + z->lo, z->v, (z->hi - z->lo) * sizeof(float));
-		t->grid.data->ops->allgather(t->grid.data, mm, z->slice);
-		t->grid.data->ops->allgather(t->grid.data, vv, z->slice);
-	}
-	if (t->grid.d == 0) {
-		whole = gpt2_new(&t->mc, 1, 1);
-		if (!whole)
-			die(t, "checkpoint: out of memory");
-		rc = ckpt_tp_gather(t->grid.tensor, m, m->params_memory, whole->params_memory, err,
-			sizeof(err));
-		if (rc == 0)
-			rc = ckpt_tp_gather(t->grid.tensor, m, mm, whole->m_memory, err,
-				sizeof(err));
-		if (rc == 0)
-			rc = ckpt_tp_gather(t->grid.tensor, m, vv, whole->v_memory, err,
-				sizeof(err));
-		if (rc < 0)
-			die(t, "checkpoint: %s", err);
-	}
 	if (t->comm.rank == 0) {
 		struct ckpt_state st = checkpoint_state(t, step);
 		if (fsync(fileno(t->log)) < 0)
 			die(t, "%s: %s", t->log_path, strerror(errno));
-		if (ckpt_save(t->o.out, whole, &st, t->s.keep, err, sizeof(err)) < 0)
+		if (ckpt_save_fetched(t->o.out, &t->mc, &st, t->s.keep, fetch, arg, err,
+			    sizeof(err)) < 0)
 			die(t, "checkpoint: %s", err);
+	} else { /* ckpt_save_fetched's order */
+		for (int what = CKPT_FIRST_MOMENTS; what <= CKPT_PARAMS; what++)
+			if (fetch(arg, what, NULL, err, sizeof(err)) < 0)
+				die(t, "checkpoint: %s", err);
 	}
-	gpt2_free(whole);
-	free(own);
 	comm_barrier(&t->comm);
 }
 
@@ -1241,10 +1285,12 @@ static void checkpoint_gathered(struct trainer *t, int step)
 static void checkpoint(struct trainer *t, int step)
 {
 	char err[PATH_MAX + 256];
-	if (t->pp) { /* the stages' parts (ZeRO slices, tensor shards) into rank 0's whole model */
-		pp_gather(t->pp, &t->zero, t->m);
+	if (t->pp) { /* the stages' parts (ZeRO slices, tensor shards), an array at a time */
+		struct pp_fetch f = { t->pp, &t->zero };
+		checkpoint_gathered(t, step, pp_fetch_array, &f);
+		return;
 	} else if (t->grid.T > 1) {
-		checkpoint_gathered(t, step);
+		checkpoint_gathered(t, step, tp_fetch_array, t);
 		return;
 	} else if (t->zero.stage > 0) {
 		checkpoint_sharded(t, step);

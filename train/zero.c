@@ -61,6 +61,40 @@ void zero_done(struct zero *z)
 	z->v = NULL;
 }
 
+int zero_gather_slices(const struct zero *z, struct comm *c, const float *mine, float *whole)
+{
+	size_t n = z->slice, W = (size_t)c->world_size, own = z->hi - z->lo;
+	if (!c->ops->sendrecv) { /* every rank a whole copy, rank 0's kept */
+		float *all = calloc(n * W, sizeof(float));
+		if (!all)
+			return -ENOMEM;
+		memcpy(all + z->lo, mine, own * sizeof(float));
+		c->ops->allgather(c, all, n);
+		if (c->rank == 0)
+			memcpy(whole, all, n * W * sizeof(float));
+		free(all);
+		return 0;
+	}
+	if (c->rank != 0 && own == n) { /* a full slice goes as it is */
+		c->ops->sendrecv(c, mine, n * sizeof(float), 0, NULL, 0, -1);
+		return 0;
+	}
+	if (c->rank != 0) { /* a short slice's floats past hi are padding: zeros */
+		float *buf = calloc(n, sizeof(float));
+		if (!buf)
+			return -ENOMEM;
+		memcpy(buf, mine, own * sizeof(float));
+		c->ops->sendrecv(c, buf, n * sizeof(float), 0, NULL, 0, -1);
+		free(buf);
+		return 0;
+	}
+	memset(whole, 0, n * W * sizeof(float));
+	memcpy(whole + z->lo, mine, own * sizeof(float));
+	for (size_t r = 1; r < W; r++)
+		c->ops->sendrecv(c, NULL, 0, -1, whole + r * n, n * sizeof(float), (int)r);
+	return 0;
+}
+
 void zero_memory(const struct zero *z, struct zero_memory *mem)
 {
 	size_t flat = z->stage == 0 ? z->nr_params : z->slice * (size_t)z->world_size;

@@ -91,6 +91,14 @@ float zero_grad_norm(struct zero *z, const struct gpt2 *m, struct comm *c);
 void zero_update(struct zero *z, struct gpt2 *m, struct comm *c, const struct adamw_config *opt,
 	float lr, float grad_scale, int t);
 
+/* One array of slices (stage >= 1: mine, the rank's hi - lo floats, z->m or z->v) gathered
+ * whole for a checkpoint written whole, on the data group's rank 0 alone: whole there holds
+ * world_size * slice floats and receives every rank's slice in its place (the padding zero);
+ * elsewhere it is NULL and the rank only sends its own. A backend without sendrecv (NCCL)
+ * all-gathers instead, rank 0 keeping the result. A collective of c. 0, or -ENOMEM (that rank
+ * alone: the caller ends the job). */
+int zero_gather_slices(const struct zero *z, struct comm *c, const float *mine, float *whole);
+
 /* The parameters [*lo, *hi) whose moments rank keeps at stage (zero_init's bounds, before a
  * zero_init): all of them at stage 0. A resume reads only those from a checkpoint. */
 void zero_slice_bounds(size_t nr_params, int world_size, int rank, int stage, size_t *lo,
