@@ -9,6 +9,7 @@
 # layout written with tar and sha256sum where buildah cannot run.
 # The .deb downloads are kept in $FERRY_BUILD/deploy-cache between runs.
 . "$(dirname "$0")/lib.sh"
+build_has FLUID || skip "this build has no ferry fluid-mount (-Dfluid=disabled or no jansson)"
 # --work DIR is a directory build.sh deletes parts of (root, stage, storage): one that holds
 # someone's files and no marker of an earlier run is refused in one line, before anything is
 # deleted (--work ~ would have removed ~/root). Needs no root: checked first.

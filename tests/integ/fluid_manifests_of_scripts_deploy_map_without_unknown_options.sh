@@ -6,6 +6,7 @@
 # /runtime-mnt/thin/NAMESPACE/NAME/thin-fuse), and the DaemonSet's own ConfigMap, dry-run
 # through `ferry fluid-mount` without a word on stderr, to the expected command.
 . "$(dirname "$0")/lib.sh"
+build_has FLUID || skip "this build has no ferry fluid-mount (-Dfluid=disabled or no jansson)"
 need_built "$FERRY"
 need_python yaml
 D=$FERRY_SRC/scripts/deploy/fluid

@@ -4,6 +4,7 @@
 # its endpoint, a missing file, a pvc:// source) makes `ferry fluid-mount` print one line and
 # exit non-zero, with nothing mounted and no command printed; so do bad arguments.
 . "$(dirname "$0")/lib.sh"
+build_has FLUID || skip "this build has no ferry fluid-mount (-Dfluid=disabled or no jansson)"
 need_built "$FERRY"
 M=$T/mnt
 mkdir -p "$M"

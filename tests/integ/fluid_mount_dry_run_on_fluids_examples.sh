@@ -7,6 +7,7 @@
 # printed, the ThinRuntime's options winning over the Dataset's, unknown options named on
 # stderr one line each, an unsupported mountPoint refused in one line.
 . "$(dirname "$0")/lib.sh"
+build_has FLUID || skip "this build has no ferry fluid-mount (-Dfluid=disabled or no jansson)"
 need_built "$FERRY"
 FX=$FERRY_SRC/tests/integ/fixtures/fluid
 

@@ -6,6 +6,7 @@
 # ~/.aws), mounts, serves the uploaded bytes, and ends on SIGTERM with exit 0. A Secret holding
 # a wrong key fails the mount in one line.
 . "$(dirname "$0")/lib.sh"
+build_has FLUID || skip "this build has no ferry fluid-mount (-Dfluid=disabled or no jansson)"
 . "$(dirname "$0")/s3_lib.sh"
 need_fuse
 need_s3

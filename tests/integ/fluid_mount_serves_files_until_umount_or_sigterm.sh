@@ -6,6 +6,7 @@
 # `umount TARGET`, and SIGTERM from the kubelet. A second start finds the cache warm; a start
 # after a SIGKILL (the dead mount still on the path) detaches it and mounts again.
 . "$(dirname "$0")/lib.sh"
+build_has FLUID || skip "this build has no ferry fluid-mount (-Dfluid=disabled or no jansson)"
 need_fuse
 need_cmd umount
 make_tree "$T/src" ds/a.bin:3M ds/sub/b.txt:1000 ds/empty:0

@@ -65,6 +65,6 @@ PY
 rc=0
 "${mpirun[@]}" -np 3 "$FERRY" train --resume "$work/three" >"$work/three.out" 2>"$work/three.err" || rc=$?
 [ "$rc" != 0 ] || fail "resuming on 3 ranks with 80 samples a step was not refused"
-grep -q "tokens a step are not a multiple of batch\*seq-len\*ranks" "$work/three.err" ||
+grep -q "tokens a step are not a multiple of batch\*seq-len\*data ranks" "$work/three.err" ||
 	fail "resuming on 3 ranks: no clear line: $(head -3 "$work/three.err")"
 pass "a 2-rank checkpoint resumes bit for bit on 2 ranks and on the same curve on 1 rank"
