@@ -514,8 +514,14 @@ ferry_daemon_pid() {
 	local mnt p exe
 	mnt=$(realpath -m "$1")
 	exe=$(realpath "$FERRY")
+	# the daemon has the mountpoint itself among its arguments; `ferry warm MNT/FILE` and
+	# `ferry stat MNT` run the same executable and match the pattern too
 	for p in $(pgrep -f -- "$mnt" || true); do
 		[ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$exe" ] || continue
+		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qx -- "mount" || continue
+		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | while IFS= read -r a; do
+			[ "$(realpath -m -- "$a")" = "$mnt" ] && echo yes && break
+		done | grep -q yes || continue
 		echo "$p"
 		return 0
 	done
