@@ -19,9 +19,12 @@ args=(--data "$work/data/train_*.bin" --layers 2 --heads 1 --dim 17 --seq-len 33
 	--ckpt-every 5 --keep 2 --threads 1)
 cols() { cut -d, -f1-4 "$1"; }
 
-# each rank under strace, its opens in $work/strace.RANK (Open MPI names the rank)
+# each rank under strace, its opens in $work/strace.RANK (Open MPI names the rank); in a
+# sanitizer build without the leak check, which cannot run under ptrace (LeakSanitizer ends
+# the process with a fatal error); the untraced runs keep it
 cat >"$work/traced" <<EOF
 #!/bin/sh
+export ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}detect_leaks=0"
 exec strace -f -qq -e trace=openat,open -o "$work/strace.\$OMPI_COMM_WORLD_RANK" "\$@"
 EOF
 chmod +x "$work/traced"
