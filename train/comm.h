@@ -65,7 +65,9 @@ struct comm_ops {
 	/* Point-to-point, for pipeline parallel (pp.h): sends sbytes of sbuf to rank dest while
 	 * it receives rbytes into rbuf from rank src, so that two neighbours sending to each
 	 * other at once never wait on each other; dest or src < 0 skips that side. Messages
-	 * between two ranks arrive in the order sent. NULL where the backend has none. */
+	 * between two ranks arrive in the order sent. NULL where the backend has none. nccl:
+	 * device buffers are enqueued on cuda_stream without a wait (the GPU pipeline's
+	 * stages wait through sync); host buffers wait. */
 	void (*sendrecv)(struct comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf,
 		size_t rbytes, int src);
 };

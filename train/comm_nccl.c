@@ -6,7 +6,8 @@
  * The communicator is non-blocking and every wait on it has a deadline (--comm-timeout): a
  * rank whose peer died aborts it and exits with one line instead of spinning in a collective
  * for ever. Overlapped buckets (start_allreduce_sum) run on a side stream. The grid's groups
- * (grid.h) are ncclCommSplit's sub-communicators of the world's, watched the same way. */
+ * (grid.h) are ncclCommSplit's sub-communicators of the world's, watched the same way. The
+ * pipeline's point-to-point sends (sendrecv) are a grouped ncclSend and ncclRecv. */
 #include "config.h"
 
 #include <errno.h>
@@ -412,6 +413,63 @@ static void nccl_allgather(struct comm *c, float *buf, size_t count)
 	wait_stream(s);
 }
 
+/* One send and one receive in a group on stream s, so that two neighbours sending to each
+ * other at once never wait on each other (NCCL pairs them as MPI_Sendrecv does); bytes moved as
+ * ncclChar. Every call's result settled (a non-blocking communicator answers ncclInProgress
+ * until the group is enqueued). */
+static void p2p(struct comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf,
+	size_t rbytes, int src, cudaStream_t s)
+{
+	ncclComm_t cm = ncomm(c);
+	ncclResult_t r = ncclGroupStart(), q = ncclSuccess;
+	if (r == ncclSuccess && dest >= 0)
+		r = ncclSend(sbuf, sbytes, ncclChar, dest, cm, s);
+	if ((r == ncclSuccess || r == ncclInProgress) && src >= 0)
+		q = ncclRecv(rbuf, rbytes, ncclChar, src, cm, s);
+	if (q != ncclSuccess && q != ncclInProgress)
+		r = q;
+	/* the group is closed whatever went wrong inside it */
+	q = ncclGroupEnd();
+	if (r == ncclSuccess || r == ncclInProgress)
+		r = q;
+	enqueued(cm, r,
+		dest >= 0 && src >= 0 ? "send/receive"
+		: dest >= 0           ? "send"
+				      : "receive",
+		dest >= 0 ? sbytes : rbytes, s);
+}
+
+/* Point-to-point (pp.h): device buffers (the GPU pipeline's stream and its gradient, wte's
+ * gradient) enqueued on comm->cuda_stream without a wait, as the reductions are; host buffers
+ * (a checkpoint's stages gathered, pp_gather_array) through device buffers of their own, waited
+ * for. */
+static void nccl_sendrecv(struct comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf,
+	size_t rbytes, int src)
+{
+	cudaStream_t s = (cudaStream_t)c->cuda_stream;
+	void *ds = NULL, *dr = NULL;
+	if (dest < 0 && src < 0)
+		return;
+	if ((dest >= 0 && is_device(sbuf)) || (src >= 0 && is_device(rbuf))) {
+		p2p(c, sbuf, sbytes, dest, rbuf, rbytes, src, s);
+		return;
+	}
+	if (dest >= 0) {
+		cuda_call(cudaMalloc(&ds, sbytes ? sbytes : 1), "cudaMalloc");
+		cuda_call(cudaMemcpyAsync(ds, sbuf, sbytes, cudaMemcpyHostToDevice, s),
+			"cudaMemcpyAsync");
+	}
+	if (src >= 0)
+		cuda_call(cudaMalloc(&dr, rbytes ? rbytes : 1), "cudaMalloc");
+	p2p(c, ds, sbytes, dest, dr, rbytes, src, s);
+	if (src >= 0)
+		cuda_call(cudaMemcpyAsync(rbuf, dr, rbytes, cudaMemcpyDeviceToHost, s),
+			"cudaMemcpyAsync");
+	wait_stream(s);
+	cudaFree(ds);
+	cudaFree(dr);
+}
+
 static void nccl_barrier(struct comm *c)
 {
 	float one = 1.0f;
@@ -627,4 +685,5 @@ const struct comm_ops comm_nccl_ops = {
 	.allreduce_sum_bf16 = nccl_allreduce_sum_bf16,
 	.done = nccl_done,
 	.abort_all = nccl_abort_all,
+	.sendrecv = nccl_sendrecv,
 };
