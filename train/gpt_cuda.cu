@@ -6,7 +6,9 @@
  * parallelism each GPU holds its shards in model.c's layout (gpt2_tp): qkv and fc
  * column-parallel on its heads and 4C/T rows, attproj and fcproj row-parallel, their outputs
  * all-reduced over the tensor group on the stream (in the activation precision) before their
- * bias is added, and the input gradients of qkv and fc all-reduced in backward. */
+ * bias is added, and the input gradients of qkv and fc all-reduced in backward. A pipeline
+ * stage (pp.h) is a model of its layers that starts from the stream received or ends before the
+ * head, with an activation set per micro-batch in flight (gpt2_cuda_pp_*). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +127,20 @@ struct gpt2_cuda {
 	int attention_tc; /* attention on tensor cores */
 	float graph_loss_scale;
 	struct graph graph_step, graph_update;
+	/* A pipeline stage (gpt2_cuda_pp_stage; a whole model is its own first and last stage):
+	 * pp_first runs the embedding, else forward starts from pp_in (device, the stream
+	 * received); pp_last the final layernorm, head and loss, else backward starts from
+	 * pp_grad_in. The micro-batches in flight each have a slot of the activations a backward
+	 * reads (slot_fields): slot_ptrs holds nr_slots sets of NR_SLOT_FIELDS pointers, the
+	 * fields of this struct pointing at slot's. pp_norm: normscale comes from the stages'
+	 * norm (gpt2_cuda_pp_update), not from k_global_norm; unused: the tensors AdamW leaves
+	 * (a stage's wpe, wte or lnf it never runs). */
+	int pp_first, pp_last, pp_norm, nr_slots, slot;
+	const void *pp_in, *pp_grad_in;
+	void **slot_ptrs;
+	void *pp_recv[2]; /* (N, C) dt each: the stream and its gradient as received */
+	float *wte_other; /* (Vp, C): the other end's wte gradient (first and last stage) */
+	int unused[GPT2_NR_PARAM_TENSORS];
 	struct prof prof;
 	struct adamw_config graph_opt;
 	float graph_clip;
@@ -340,6 +356,7 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->dt = o->bf16 ? KDT_BF16 : KDT_F32;
 	g->esz = kdtype_bytes(g->dt);
 	g->use_graph = o->cuda_graph;
+	g->pp_first = g->pp_last = 1;
 	/* FERRY_CUDA_ATTENTION=cores keeps the CUDA-core kernel, the reference, for comparison */
 	const char *att = getenv("FERRY_CUDA_ATTENTION");
 	g->tp = tp;
@@ -428,7 +445,8 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	g->eval_acc = (double *)dmalloc(sizeof(double));
 	g->normscale = (float *)dmalloc(2 * 4);
 	g->hp = (float *)dmalloc(3 * 4);
-	CUDA_CHECK(cudaHostAlloc((void **)&g->hp_host, 3 * 4, cudaHostAllocDefault));
+	/* hp's 3, then a pipeline stage's normscale (gpt2_cuda_pp_update) */
+	CUDA_CHECK(cudaHostAlloc((void **)&g->hp_host, 5 * 4, cudaHostAllocDefault));
 	g->d_in = (int32_t *)dmalloc(N * 4);
 	g->d_tgt = (int32_t *)dmalloc(N * 4);
 	/* Non-blocking: nothing else (the loader's copies, a library's work on the legacy stream)
@@ -461,11 +479,14 @@ extern "C" struct gpt2_cuda *gpt2_cuda_new(const struct gpt2 *host, int B, int T
 	return g;
 }
 
+static void pp_free_slots(struct gpt2_cuda *g);
+
 extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 {
 	if (!g)
 		return;
 	sync_stream(g);
+	pp_free_slots(g);
 	if (g->graph_step.exec)
 		cudaGraphExecDestroy(g->graph_step.exec);
 	if (g->graph_update.exec)
@@ -475,7 +496,7 @@ extern "C" void gpt2_cuda_free(struct gpt2_cuda *g)
 		g->ln1_rstd, g->ln2_mean, g->ln2_rstd, g->lnf_mean, g->lnf_rstd, g->lse, g->losses,
 		g->dresidual, g->dln, g->datty, g->dfch, g->dqkv, g->delta, g->scratch,
 		g->enc_scratch, g->norm_scratch, g->loss_acc, g->eval_acc, g->normscale, g->hp,
-		g->d_in, g->d_tgt, g->sumsq };
+		g->d_in, g->d_tgt, g->sumsq, g->pp_recv[0], g->pp_recv[1], g->wte_other };
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		cudaFree(bufs[i]);
 	if (g->params != g->master)
@@ -552,7 +573,12 @@ static void forward(struct gpt2_cuda *g)
 	size_t NC = (size_t)N * C, NCl = (size_t)N * Cl;
 
 	prof_mark(g, PROF_NONE);
-	k_encoder_forward(g->encoded, g->d_in, param(g, WTE, 0), param(g, WPE, 0), B, T, C, dt, s);
+	if (g->pp_first)
+		k_encoder_forward(g->encoded, g->d_in, param(g, WTE, 0), param(g, WPE, 0), B, T, C,
+			dt, s);
+	else /* a later pipeline stage: the stream the previous one sent */
+		CUDA_CHECK(cudaMemcpyAsync(g->encoded, g->pp_in, NC * g->esz,
+			cudaMemcpyDeviceToDevice, s));
 	prof_mark(g, PROF_F_ENCODER);
 	k_layernorm_forward(g->ln1, g->ln1_mean, g->ln1_rstd, g->encoded, param(g, LN1W, 0),
 		param(g, LN1B, 0), N, C, dt, s);
@@ -591,12 +617,15 @@ static void forward(struct gpt2_cuda *g)
 				g->ln1_mean + (size_t)(l + 1) * N,
 				g->ln1_rstd + (size_t)(l + 1) * N, residual2, g->proj,
 				param(g, LN1W, lc + C), param(g, LN1B, lc + C), N, C, dt, s);
-		else
+		else /* on a stage before the last its lnf output is never read: the stage's
+		      * residual3 is what leaves it */
 			k_residual_layernorm_forward(residual3, g->lnf, g->lnf_mean, g->lnf_rstd,
 				residual2, g->proj, param(g, LNFW, 0), param(g, LNFB, 0), N, C, dt,
 				s);
 		prof_mark(g, PROF_F_LAYERNORM); /* the residual add is fused in */
 	}
+	if (!g->pp_last)
+		return;
 	k_matmul_forward(g->mm, g->logits, NULL, g->lnf, param(g, WTE, 0), NULL, N, C, Vp, dt, s);
 	prof_mark(g, PROF_F_LMHEAD);
 }
@@ -624,18 +653,24 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 	cudaStream_t s = g->stream;
 	size_t NC = (size_t)N * C, NCl = (size_t)N * Cl;
 
-	k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
-	k_loss_accumulate(g->loss_acc, g->losses, N, s);
-	prof_mark(g, PROF_B_SOFTMAX); /* softmax, loss and logits gradient in one kernel */
-	k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf, param(g, WTE, 0),
-		g->scratch, N, C, Vp, dt, s);
-	prof_mark(g, PROF_B_LMHEAD);
-	CUDA_CHECK(cudaMemsetAsync(g->dresidual, 0, NC * g->esz, s));
-	prof_mark(g, PROF_B_ZERO);
-	k_layernorm_backward(g->dresidual, grad(g, LNFW, 0), grad(g, LNFB, 0), g->dln,
-		at(g, g->residual3, (L - 1) * NC), param(g, LNFW, 0), g->lnf_mean, g->lnf_rstd,
-		g->scratch, N, C, dt, s);
-	prof_mark(g, PROF_B_LAYERNORM);
+	if (g->pp_last) {
+		k_crossentropy(g->logits, g->losses, g->d_tgt, loss_scale, 1, N, V, Vp, dt, s);
+		k_loss_accumulate(g->loss_acc, g->losses, N, s);
+		prof_mark(g, PROF_B_SOFTMAX); /* softmax, loss and logits gradient in one kernel */
+		k_matmul_backward(g->mm, g->dln, grad(g, WTE, 0), NULL, g->logits, g->lnf,
+			param(g, WTE, 0), g->scratch, N, C, Vp, dt, s);
+		prof_mark(g, PROF_B_LMHEAD);
+		CUDA_CHECK(cudaMemsetAsync(g->dresidual, 0, NC * g->esz, s));
+		prof_mark(g, PROF_B_ZERO);
+		k_layernorm_backward(g->dresidual, grad(g, LNFW, 0), grad(g, LNFB, 0), g->dln,
+			at(g, g->residual3, (L - 1) * NC), param(g, LNFW, 0), g->lnf_mean,
+			g->lnf_rstd, g->scratch, N, C, dt, s);
+		prof_mark(g, PROF_B_LAYERNORM);
+	} else { /* a stage before the last: the gradient of its stream, as the next sent it */
+		CUDA_CHECK(cudaMemcpyAsync(g->dresidual, g->pp_grad_in, NC * g->esz,
+			cudaMemcpyDeviceToDevice, s));
+		prof_mark(g, PROF_B_ZERO);
+	}
 	for (int l = L - 1; l >= 0; l--) {
 		size_t nc = l * NC, ncl = l * NCl, lc = (size_t)l * C, lcl = (size_t)l * Cl;
 		size_t nl = (size_t)l * N;
@@ -680,6 +715,8 @@ static void backward(struct gpt2_cuda *g, float loss_scale)
 		prof_mark(g, PROF_B_LAYERNORM);
 		grads_ready(g, l);
 	}
+	if (!g->pp_first) /* dresidual: the gradient the previous stage receives */
+		return;
 	k_encoder_backward(grad(g, WTE, 0), grad(g, WPE, 0), g->dresidual, g->d_in, B, T, C, V,
 		g->enc_scratch, g->enc_scratch_bytes, dt, s);
 	prof_mark(g, PROF_B_ENCODER);
@@ -732,7 +769,8 @@ static void norm_tensor(struct gpt2_cuda *g, struct comm *data, float clip, int 
 static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float clip, int world)
 {
 	cudaStream_t s = g->stream;
-	if (!sharded_norm(g) && g->tp == 1) /* else norm_over_slices or norm_tensor took it */
+	/* else norm_over_slices, norm_tensor or the pipeline's stages (pp_norm) took it */
+	if (!sharded_norm(g) && g->tp == 1 && !g->pp_norm)
 		k_global_norm(g->normscale, g->grads, g->nr_params, clip, world, g->norm_scratch,
 			s);
 	/* read at execution time (also when replayed from a graph): the host fills hp_host first */
@@ -741,6 +779,8 @@ static void optimizer(struct gpt2_cuda *g, const struct adamw_config *opt, float
 	 * than one rank the bf16 copy is cast whole after the all-gather. */
 	for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
 		float wd = gpt2_param_is_decayed(k) ? opt->weight_decay : 0.0f;
+		if (g->unused[k]) /* a zero gradient would still decay it */
+			continue;
 		size_t a = g->offs[k] > g->lo ? g->offs[k] : g->lo;
 		size_t b = g->offs[k] + g->sizes[k] < g->hi ? g->offs[k] + g->sizes[k] : g->hi;
 		if (a >= b)
@@ -1079,4 +1119,222 @@ extern "C" void gpt2_cuda_copy_grads(struct gpt2_cuda *g, float *out)
 	CUDA_CHECK(cudaMemcpyAsync(out, g->grads, g->nr_params * 4, cudaMemcpyDeviceToHost,
 		g->stream));
 	sync_stream(g);
+}
+
+/* ---- a pipeline stage (pp.h's GPU stage ops) ---- */
+
+/* The activations a micro-batch's backward reads, and its tokens: what each slot of a stage
+ * holds apart (lnf, logits, losses and proj are the last stage's, which has one slot, or a
+ * layer's scratch). Their fields in g and sizes in bytes; the number of them. */
+#define NR_SLOT_FIELDS 16
+static int slot_fields(struct gpt2_cuda *g, void **f[NR_SLOT_FIELDS], size_t bytes[NR_SLOT_FIELDS])
+{
+	size_t N = g->N, L = g->c.nr_layers, NC = N * g->c.channels, NCl = N * g->Cl;
+	size_t e = g->esz;
+	int n = 0;
+#define SLOT_FIELD(field, nbytes)                                                                  \
+	do {                                                                                       \
+		f[n] = (void **)&g->field;                                                         \
+		bytes[n++] = (nbytes);                                                             \
+	} while (0)
+	SLOT_FIELD(encoded, NC * e);
+	SLOT_FIELD(ln1, L * NC * e);
+	SLOT_FIELD(qkv, 3 * L * NCl * e);
+	SLOT_FIELD(atty, L * NCl * e);
+	SLOT_FIELD(residual2, L * NC * e);
+	SLOT_FIELD(ln2, L * NC * e);
+	SLOT_FIELD(fch, 4 * L * NCl * e);
+	SLOT_FIELD(fch_gelu, 4 * L * NCl * e);
+	SLOT_FIELD(residual3, L * NC * e);
+	SLOT_FIELD(ln1_mean, L * N * 4);
+	SLOT_FIELD(ln1_rstd, L * N * 4);
+	SLOT_FIELD(ln2_mean, L * N * 4);
+	SLOT_FIELD(ln2_rstd, L * N * 4);
+	SLOT_FIELD(lse, L * g->NHl * N * 4);
+	SLOT_FIELD(d_in, N * 4);
+	SLOT_FIELD(d_tgt, N * 4);
+#undef SLOT_FIELD
+	return n;
+}
+
+/* Points g's fields at slot k's set. */
+static void use_slot(struct gpt2_cuda *g, int k)
+{
+	void **f[NR_SLOT_FIELDS];
+	size_t bytes[NR_SLOT_FIELDS];
+	int n = slot_fields(g, f, bytes);
+	if (!g->slot_ptrs || k == g->slot)
+		return;
+	for (int i = 0; i < n; i++)
+		*f[i] = g->slot_ptrs[(size_t)k * NR_SLOT_FIELDS + i];
+	g->slot = k;
+}
+
+/* Slot 0's set back in g's fields (gpt2_cuda_free frees those), the others freed. */
+static void pp_free_slots(struct gpt2_cuda *g)
+{
+	if (!g->slot_ptrs)
+		return;
+	use_slot(g, 0);
+	for (size_t i = NR_SLOT_FIELDS; i < (size_t)g->nr_slots * NR_SLOT_FIELDS; i++)
+		cudaFree(g->slot_ptrs[i]);
+	free(g->slot_ptrs);
+	g->slot_ptrs = NULL;
+}
+
+extern "C" int gpt2_cuda_pp_stage(struct gpt2_cuda *g, int first, int last, int nr_slots, char *err,
+	size_t errlen)
+{
+	void **f[NR_SLOT_FIELDS];
+	size_t bytes[NR_SLOT_FIELDS];
+	int n = slot_fields(g, f, bytes);
+	if (g->tp > 1 || g->zero || g->use_graph || nr_slots < 1) {
+		snprintf(err, errlen,
+			"--device cuda --pipeline-parallel: a GPU stage is built without tensor "
+			"parallelism, ZeRO 1/2 and CUDA graphs");
+		return -EINVAL;
+	}
+	g->pp_first = first;
+	g->pp_last = last;
+	g->pp_norm = 1;
+	g->unused[WPE] = !first;
+	g->unused[WTE] = !first && !last;
+	g->unused[LNFW] = g->unused[LNFB] = !last;
+	g->slot_ptrs = (void **)calloc((size_t)nr_slots * NR_SLOT_FIELDS, sizeof(void *));
+	if (!g->slot_ptrs) {
+		snprintf(err, errlen, "out of memory");
+		return -EINVAL;
+	}
+	g->nr_slots = nr_slots;
+	g->slot = 0;
+	for (int i = 0; i < n; i++)
+		g->slot_ptrs[i] = *f[i];
+	for (int k = 1; k < nr_slots; k++)
+		for (int i = 0; i < n; i++)
+			g->slot_ptrs[(size_t)k * NR_SLOT_FIELDS + i] = dmalloc(bytes[i]);
+	size_t NC = (size_t)g->N * g->c.channels;
+	g->pp_recv[0] = dmalloc(NC * g->esz);
+	g->pp_recv[1] = dmalloc(NC * g->esz);
+	if ((first || last) && !(first && last))
+		g->wte_other = (float *)dmalloc(g->sizes[WTE] * 4);
+	if (!last) { /* the head's logits, the largest activation, never run here */
+		CUDA_CHECK(cudaFree(g->logits));
+		g->logits = dmalloc(16);
+	}
+	CUDA_CHECK(cudaDeviceSynchronize()); /* dmalloc's memsets, on the legacy stream */
+	return 0;
+}
+
+extern "C" void *gpt2_cuda_pp_recv(struct gpt2_cuda *g, int grad)
+{
+	return g->pp_recv[grad ? 1 : 0];
+}
+
+extern "C" size_t gpt2_cuda_pp_stream_bytes(const struct gpt2_cuda *g)
+{
+	return (size_t)g->N * g->c.channels * g->esz;
+}
+
+extern "C" void gpt2_cuda_pp_forward(struct gpt2_cuda *g, int i, const struct loader_batch *b,
+	const void *stream_in)
+{
+	use_slot(g, i % g->nr_slots);
+	load_batch(g, b);
+	g->pp_in = stream_in;
+	forward(g);
+}
+
+extern "C" void gpt2_cuda_pp_backward(struct gpt2_cuda *g, int i, const void *grad_in,
+	float loss_scale)
+{
+	use_slot(g, i % g->nr_slots);
+	g->pp_grad_in = grad_in;
+	backward(g, loss_scale);
+}
+
+extern "C" const void *gpt2_cuda_pp_stream_out(struct gpt2_cuda *g)
+{
+	size_t NC = (size_t)g->N * g->c.channels;
+	return at(g, g->residual3, (size_t)(g->c.nr_layers - 1) * NC);
+}
+
+extern "C" const void *gpt2_cuda_pp_grad_out(struct gpt2_cuda *g)
+{
+	return g->dresidual;
+}
+
+extern "C" void gpt2_cuda_pp_sync(struct gpt2_cuda *g, struct comm *pipe)
+{
+	pipe->cuda_stream = g->stream;
+	sync_stream(g);
+}
+
+/* The loss of the batch forward left in logits, forward only (gpt2_cuda_eval's end). */
+static float eval_loss(struct gpt2_cuda *g)
+{
+	const struct gpt2_config *c = &g->c;
+	double loss = 0.0;
+	k_crossentropy(g->logits, g->losses, g->d_tgt, 0.0f, 0, g->N, c->vocab_size,
+		c->padded_vocab_size, g->dt, g->stream);
+	CUDA_CHECK(cudaMemsetAsync(g->eval_acc, 0, sizeof(double), g->stream));
+	k_loss_accumulate(g->eval_acc, g->losses, g->N, g->stream);
+	CUDA_CHECK(cudaMemcpyAsync(&loss, g->eval_acc, sizeof(loss), cudaMemcpyDeviceToHost,
+		g->stream));
+	sync_stream(g);
+	return (float)loss;
+}
+
+extern "C" float gpt2_cuda_pp_eval_loss(struct gpt2_cuda *g)
+{
+	return eval_loss(g);
+}
+
+/* On the stream: the peer's gradient arrives before the add runs. a + b on one end, b + a on
+ * the other: the same bits. */
+extern "C" void gpt2_cuda_pp_exchange_wte(struct gpt2_cuda *g, struct comm *pipe, int peer)
+{
+	size_t n = g->sizes[WTE];
+	pipe->cuda_stream = g->stream;
+	pipe->ops->sendrecv(pipe, grad(g, WTE, 0), n * 4, peer, g->wte_other, n * 4, peer);
+	k_add_bias(grad(g, WTE, 0), g->wte_other, 1, (int)n, KDT_F32, g->stream);
+}
+
+/* the data group's ranks, whose summed gradients the update divides by */
+static int data_world(const struct gpt2_cuda *g)
+{
+	return g->data && g->data->world_size > 1 ? g->data->world_size : 1;
+}
+
+extern "C" void gpt2_cuda_pp_reduce(struct gpt2_cuda *g)
+{
+	if (data_world(g) > 1)
+		reduce_grads(g, g->data, 0.0f);
+}
+
+extern "C" double gpt2_cuda_pp_sum_squares(struct gpt2_cuda *g, int count_wte)
+{
+	size_t lo = count_wte ? 0 : g->sizes[WTE];
+	double D = data_world(g);
+	float h = 0.0f;
+	/* what the stage does not use has a zero gradient and adds nothing */
+	k_sum_squares(g->sumsq, g->grads + lo, g->nr_params - lo, g->norm_scratch, g->stream);
+	CUDA_CHECK(cudaMemcpyAsync(&h, g->sumsq, 4, cudaMemcpyDeviceToHost, g->stream));
+	sync_stream(g);
+	return (double)h / (D * D); /* of the mean: the gradients are the D ranks' sum */
+}
+
+extern "C" void gpt2_cuda_pp_update(struct gpt2_cuda *g, const struct adamw_config *opt, float lr,
+	float grad_scale, float norm, int t)
+{
+	int world = data_world(g);
+	/* read by the queued copies when they run: the host waited for the stream since the
+	 * last update (the step's loss) */
+	g->hp_host[0] = lr;
+	g->hp_host[1] = 1.0f - powf(opt->beta1, (float)t);
+	g->hp_host[2] = 1.0f - powf(opt->beta2, (float)t);
+	g->hp_host[3] = norm;
+	g->hp_host[4] = grad_scale / (float)world; /* k_global_norm's factor: of the summed */
+	CUDA_CHECK(cudaMemcpyAsync(g->normscale, g->hp_host + 3, 2 * 4, cudaMemcpyHostToDevice,
+		g->stream));
+	optimizer(g, opt, 0.0f, world);
 }

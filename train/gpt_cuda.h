@@ -102,6 +102,48 @@ float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *b);
  * CUDA graphs: a replayed graph has no events inside. */
 int gpt2_cuda_profile(struct gpt2_cuda *g, double *secs);
 
+/* A pipeline stage (pp.h's GPU stage ops; g made by gpt2_cuda_new from the stage's host model
+ * of its layers, at ZeRO stage 0, without tensor parallelism or CUDA graphs): first runs the
+ * embedding, last the final layernorm, the head and the loss; the others take the stream from
+ * the previous stage and give its gradient back. nr_slots activation sets (the micro-batches in
+ * flight under 1F1B, P - stage), micro-batch i in slot i % nr_slots with its tokens. 0, or
+ * -EINVAL with one line in err. */
+int gpt2_cuda_pp_stage(struct gpt2_cuda *g, int first, int last, int nr_slots, char *err,
+	size_t errlen);
+/* The device buffers the stream (grad 0) and its gradient (grad 1) are received into, of
+ * gpt2_cuda_pp_stream_bytes each: (B, T, C) in the activations' type. */
+void *gpt2_cuda_pp_recv(struct gpt2_cuda *g, int grad);
+size_t gpt2_cuda_pp_stream_bytes(const struct gpt2_cuda *g);
+/* Micro-batch i's forward: from the embedding of b's tokens, or from stream_in (device); the
+ * tokens kept in its slot (the first stage's backward and the last's loss read them). */
+void gpt2_cuda_pp_forward(struct gpt2_cuda *g, int i, const struct loader_batch *b,
+	const void *stream_in);
+/* Micro-batch i's backward, adding to the gradients: from its loss (added to the step's, read
+ * by gpt2_cuda_step_result) on the last stage, else from grad_in (device). */
+void gpt2_cuda_pp_backward(struct gpt2_cuda *g, int i, const void *grad_in, float loss_scale);
+/* After forward: the stream leaving the stage (the slot's last residual); after backward: the
+ * gradient of the stream that entered it. Device memory, valid until the next call. */
+const void *gpt2_cuda_pp_stream_out(struct gpt2_cuda *g);
+const void *gpt2_cuda_pp_grad_out(struct gpt2_cuda *g);
+/* The host waits for the stage's stream, on which pipe's transfers are enqueued (pipe's
+ * cuda_stream is set to it first), through the comm's deadline. */
+void gpt2_cuda_pp_sync(struct gpt2_cuda *g, struct comm *pipe);
+/* The last stage after a forward: the batch's mean loss (waits). */
+float gpt2_cuda_pp_eval_loss(struct gpt2_cuda *g);
+/* The first and the last stage: wte's gradient sent to peer over pipe while the peer's is
+ * received, then added (both ends hold the same sum). */
+void gpt2_cuda_pp_exchange_wte(struct gpt2_cuda *g, struct comm *pipe, int peer);
+/* The gradients summed over the data group (gpt2_cuda_opts.data) when it has more than one
+ * rank; the update divides by its size. */
+void gpt2_cuda_pp_reduce(struct gpt2_cuda *g);
+/* The stage's share of the squared norm of the mean gradient (waits): its gradients, wte's
+ * only where count_wte (the first stage: the tied wte counts once). */
+double gpt2_cuda_pp_sum_squares(struct gpt2_cuda *g, int count_wte);
+/* AdamW at step t on the tensors the stage uses, the gradients times grad_scale (the clipping
+ * factor of the whole model's norm, given, as pp.h computes it over the stages). */
+void gpt2_cuda_pp_update(struct gpt2_cuda *g, const struct adamw_config *opt, float lr,
+	float grad_scale, float norm, int t);
+
 /* For tests (tests/gpu/): the pieces of a step on host tokens, and the tensors to compare. */
 void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs, const int32_t *targets);
 void gpt2_cuda_forward(struct gpt2_cuda *g);

@@ -112,3 +112,71 @@ void gpt2_cuda_reduce_stats(struct gpt2_cuda *g)
 {
 	unreachable();
 }
+
+int gpt2_cuda_pp_stage(struct gpt2_cuda *g, int first, int last, int nr_slots, char *err,
+	size_t errlen)
+{
+	unreachable();
+}
+
+void *gpt2_cuda_pp_recv(struct gpt2_cuda *g, int grad)
+{
+	unreachable();
+}
+
+size_t gpt2_cuda_pp_stream_bytes(const struct gpt2_cuda *g)
+{
+	unreachable();
+}
+
+void gpt2_cuda_pp_forward(struct gpt2_cuda *g, int i, const struct loader_batch *b,
+	const void *stream_in)
+{
+	unreachable();
+}
+
+void gpt2_cuda_pp_backward(struct gpt2_cuda *g, int i, const void *grad_in, float loss_scale)
+{
+	unreachable();
+}
+
+const void *gpt2_cuda_pp_stream_out(struct gpt2_cuda *g)
+{
+	unreachable();
+}
+
+const void *gpt2_cuda_pp_grad_out(struct gpt2_cuda *g)
+{
+	unreachable();
+}
+
+void gpt2_cuda_pp_sync(struct gpt2_cuda *g, struct comm *pipe)
+{
+	unreachable();
+}
+
+float gpt2_cuda_pp_eval_loss(struct gpt2_cuda *g)
+{
+	unreachable();
+}
+
+void gpt2_cuda_pp_exchange_wte(struct gpt2_cuda *g, struct comm *pipe, int peer)
+{
+	unreachable();
+}
+
+void gpt2_cuda_pp_reduce(struct gpt2_cuda *g)
+{
+	unreachable();
+}
+
+double gpt2_cuda_pp_sum_squares(struct gpt2_cuda *g, int count_wte)
+{
+	unreachable();
+}
+
+void gpt2_cuda_pp_update(struct gpt2_cuda *g, const struct adamw_config *opt, float lr,
+	float grad_scale, float norm, int t)
+{
+	unreachable();
+}

@@ -1,8 +1,9 @@
-/* train/: pipeline parallelism on CPU ranks (pp.h): a stage's model of its layers (its tensor
+/* train/: pipeline parallelism (pp.h): a stage's model of its layers (its tensor
  * rank's shards of them), the 1F1B schedule of a step's micro-batches with the residual stream
  * sent forward and its gradient back, the tied wte's gradient summed between the first and last
  * stage, the global gradient norm, AdamW on the stage's part (its ZeRO slice of it), and the
- * gather and scatter that keep checkpoints one whole llm.c model file. */
+ * gather and scatter that keep checkpoints one whole llm.c model file. The schedule runs the
+ * stage ops of the CPU (model.h, host buffers) or of the GPU (gpt_cuda.h, device buffers). */
 #include "config.h"
 
 #include "train/pp.h"
@@ -52,8 +53,10 @@ int pp_check_layout(int nr_stages, int overlap, int sample, char *err, size_t er
 	return 0;
 }
 
+static const struct pp_stage_ops cpu_stage_ops;
+
 int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
-	const struct gpt2_config *full, int B, int T, char *err, size_t errlen)
+	const struct gpt2_config *full, int B, int T, bool gpu_model, char *err, size_t errlen)
 {
 	struct comm *pipe = g->pipeline;
 	memset(pp, 0, sizeof(*pp));
@@ -73,9 +76,17 @@ int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
 	pp_split(full->nr_layers, pp->nr_stages, pp->stage, &pp->l0, &pp->l1);
 	struct gpt2_config c = *full;
 	c.nr_layers = pp->l1 - pp->l0;
-	pp->m = gpt2_new_tp(&c, B, T, tp);
+	pp->ops = &cpu_stage_ops;
+	/* a GPU stage's activations live on the device: the host model of weights and moments
+	 * (and a (1, 1) activation set, as the GPU trainer's host model) */
+	pp->m = gpt2_new_tp(&c, gpu_model ? 1 : B, gpu_model ? 1 : T, tp);
 	if (!pp->m)
 		goto oom;
+	pp->norm_parts = calloc((size_t)pp->nr_stages, sizeof(double));
+	if (!pp->norm_parts)
+		goto oom;
+	if (gpu_model)
+		return 0;
 	/* the head's activations (lnf to scratch, the last 7: logits and probs are B*T*Vp each)
 	 * only where the head runs: the other stages' extra sets end before them */
 	bool last = pp->stage == pp->nr_stages - 1;
@@ -91,9 +102,9 @@ int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
 		if (!pp->slots[k])
 			goto oom;
 	}
-	size_t NC = (size_t)B * T * c.channels;
-	pp->recv_fwd = calloc(NC, sizeof(float));
-	pp->recv_bwd = calloc(NC, sizeof(float));
+	pp->stream_bytes = (size_t)B * T * c.channels * sizeof(float);
+	pp->recv_fwd = calloc(1, pp->stream_bytes);
+	pp->recv_bwd = calloc(1, pp->stream_bytes);
 	if (!pp->recv_fwd || !pp->recv_bwd)
 		goto oom;
 	if (pp->nr_stages > 1 && (pp->stage == 0 || last)) {
@@ -101,9 +112,6 @@ int pp_init(struct pp *pp, const struct grid *g, const struct gpt2_tp *tp,
 		if (!pp->wte_other)
 			goto oom;
 	}
-	pp->norm_parts = calloc((size_t)pp->nr_stages, sizeof(double));
-	if (!pp->norm_parts)
-		goto oom;
 	return 0;
 oom:
 	snprintf(err, errlen,
@@ -116,7 +124,10 @@ oom:
 
 void pp_done(struct pp *pp)
 {
-	if (pp->m)
+	gpt2_cuda_free(pp->gpu); /* its recv buffers with it */
+	if (pp->gpu)
+		pp->recv_fwd = pp->recv_bwd = NULL;
+	if (pp->m && pp->slots)
 		gpt2_point_acts(pp->m, NULL);
 	for (int k = 1; pp->slots && k < pp->nr_slots; k++)
 		free(pp->slots[k]);
@@ -326,33 +337,24 @@ int pp_fetch_array(void *arg, int what, float *full, char *err, size_t errlen)
 	return 0;
 }
 
-/* ---- the 1F1B schedule ---- */
+/* ---- the CPU stage (pp_stage_ops on model.h, host buffers) ---- */
 
-static size_t stream_bytes(const struct pp *pp)
+/* The step's tokens for M micro-batches: the first stage's backward needs the inputs again,
+ * the last stage's the targets. */
+static void reserve_micro(struct pp *pp, int M)
 {
-	return (size_t)pp->B * pp->T * pp->m->config.channels * sizeof(float);
-}
-
-/* A send to dest and a receive from src at once (either < 0: none); the time it takes is the
- * stage's idle time, the bubble. */
-static void xfer(struct pp *pp, const float *sbuf, int dest, float *rbuf, int src)
-{
-	if (dest < 0 && src < 0)
+	size_t BT = (size_t)pp->B * pp->T;
+	if (M <= pp->cap_micro)
 		return;
-	size_t n = stream_bytes(pp);
-	double t = now_ms();
-	pp->pipe->ops->sendrecv(pp->pipe, sbuf, n, dest, rbuf, n, src);
-	pp->idle_ms += now_ms() - t;
-}
-
-static int prev_stage(const struct pp *pp)
-{
-	return pp->stage == 0 ? -1 : pp->stage - 1;
-}
-
-static int next_stage(const struct pp *pp)
-{
-	return pp->stage == pp->nr_stages - 1 ? -1 : pp->stage + 1;
+	free(pp->inputs);
+	free(pp->targets);
+	pp->inputs = malloc((size_t)M * BT * sizeof(int32_t));
+	pp->targets = malloc((size_t)M * BT * sizeof(int32_t));
+	if (!pp->inputs || !pp->targets) {
+		fprintf(stderr, "ferry train: out of memory for %d micro-batches\n", M);
+		pp->pipe->ops->abort_all(pp->pipe, 1);
+	}
+	pp->cap_micro = M;
 }
 
 /* Micro-batch i's activations: its slot (see struct pp). */
@@ -361,35 +363,36 @@ static void use_slot(struct pp *pp, int i)
 	gpt2_point_acts(pp->m, pp->slots[i % pp->nr_slots]);
 }
 
-/* Forward of micro-batch i (its batch read now, as every stage does in the same order): from
- * the embedding or from the stream received, through the stage's blocks, and the loss on the
- * last stage, added to *loss_sum. */
-static void forward_micro(struct pp *pp, int i, pp_next_batch_fn next, void *arg, double *loss_sum)
+static void cpu_zero_grad(struct pp *pp)
+{
+	gpt2_zero_grad(pp->m);
+	pp->loss_sum = 0.0;
+}
+
+/* The loss on the last stage is the forward's (model.c computes it with the head), added to
+ * the step's. */
+static void cpu_forward(struct pp *pp, int i, const struct loader_batch *b)
 {
 	struct gpt2 *m = pp->m;
 	size_t BT = (size_t)pp->B * pp->T;
-	struct loader_batch b;
-	next(arg, &b);
 	int32_t *in = pp->inputs + i * BT, *tg = pp->targets + i * BT;
-	memcpy(in, b.inputs, BT * sizeof(int32_t));
-	memcpy(tg, b.targets, BT * sizeof(int32_t));
+	memcpy(in, b->inputs, BT * sizeof(int32_t));
+	memcpy(tg, b->targets, BT * sizeof(int32_t));
 	use_slot(pp, i);
 	if (pp->stage == 0)
 		gpt2_forward_embed(m, in);
 	else
-		memcpy(gpt2_residual(m, 0, false), pp->recv_fwd, stream_bytes(pp));
+		memcpy(gpt2_residual(m, 0, false), pp->recv_fwd, pp->stream_bytes);
 	for (int l = 0; l < m->config.nr_layers; l++)
 		gpt2_forward_block(m, l);
 	if (pp->stage == pp->nr_stages - 1) {
 		gpt2_forward_head(m, tg);
-		*loss_sum += m->mean_loss;
+		pp->loss_sum += m->mean_loss;
 	}
 }
 
-/* Backward of micro-batch i, adding to the stage's gradients: from the loss on the last stage,
- * else from the gradient of the stream received; the embedding's on the first. Leaves the
- * gradient of the stream entering the stage in gpt2_residual(m, 0, true). */
-static void backward_micro(struct pp *pp, int i, float loss_scale)
+/* Leaves the gradient of the stream entering the stage in gpt2_residual(m, 0, true). */
+static void cpu_backward(struct pp *pp, int i, float loss_scale)
 {
 	struct gpt2 *m = pp->m;
 	size_t BT = (size_t)pp->B * pp->T;
@@ -399,101 +402,59 @@ static void backward_micro(struct pp *pp, int i, float loss_scale)
 	if (pp->stage == pp->nr_stages - 1)
 		gpt2_backward_head(m, pp->targets + i * BT, loss_scale);
 	else
-		memcpy(gpt2_residual(m, nl, true), pp->recv_bwd, stream_bytes(pp));
+		memcpy(gpt2_residual(m, nl, true), pp->recv_bwd, pp->stream_bytes);
 	for (int l = nl - 1; l >= 0; l--)
 		gpt2_backward_block(m, l);
 	if (pp->stage == 0)
 		gpt2_backward_embed(m, pp->inputs + i * BT);
 }
 
+static const void *cpu_stream_out(struct pp *pp)
+{
+	return gpt2_residual(pp->m, pp->m->config.nr_layers, false);
+}
+
+static const void *cpu_grad_out(struct pp *pp)
+{
+	return gpt2_residual(pp->m, 0, true);
+}
+
+static float cpu_mean_loss(struct pp *pp, int nr_micro)
+{
+	return (float)(pp->loss_sum / nr_micro);
+}
+
+static float cpu_eval_loss(struct pp *pp)
+{
+	return pp->m->mean_loss;
+}
+
 /* The first and the last stage both hold wte (tied: the embedding's and the output
  * projection's gradients): each adds the other's, a + b == b + a, so both update it to the
  * same bits. Megatron's embedding group does the same all-reduce. */
-static void exchange_wte_grads(struct pp *pp)
+static void cpu_exchange_wte(struct pp *pp, int peer)
 {
 	struct gpt2 *m = pp->m;
-	int P = pp->nr_stages;
-	if (P == 1 || (pp->stage != 0 && pp->stage != P - 1))
-		return;
 	size_t n = m->param_sizes[0];
 	float *other = pp->wte_other;
-	int peer = pp->stage == 0 ? P - 1 : 0;
 	pp->pipe->ops->sendrecv(pp->pipe, m->grads.wte, n * sizeof(float), peer, other,
 		n * sizeof(float), peer);
 	for (size_t i = 0; i < n; i++)
 		m->grads.wte[i] += other[i];
 }
 
-float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, void *arg,
-	float loss_scale)
+static void cpu_reduce_grads(struct pp *pp, struct zero *z)
 {
-	struct gpt2 *m = pp->m;
-	int M = nr_micro, s = pp->stage, P = pp->nr_stages, nl = m->config.nr_layers;
-	int prev = prev_stage(pp), nxt = next_stage(pp);
-	size_t BT = (size_t)pp->B * pp->T;
-	double loss_sum = 0.0, t0 = now_ms();
-
-	if (M > pp->cap_micro) {
-		free(pp->inputs);
-		free(pp->targets);
-		pp->inputs = malloc((size_t)M * BT * sizeof(int32_t));
-		pp->targets = malloc((size_t)M * BT * sizeof(int32_t));
-		if (!pp->inputs || !pp->targets) {
-			fprintf(stderr, "ferry train: out of memory for %d micro-batches\n", M);
-			pp->pipe->ops->abort_all(pp->pipe, 1);
-		}
-		pp->cap_micro = M;
-	}
-	pp->idle_ms = 0.0;
-	gpt2_zero_grad(m);
-	/* 1F1B (PipeDream-Flush, as Megatron's non-interleaved schedule): P - s - 1 forwards
-	 * to fill the pipe, then each forward followed by the backward of the oldest
-	 * micro-batch in flight, then the backwards left. A send and the receive that follows
-	 * it go in one sendrecv, so neighbours that send to each other never deadlock. */
-	int warm = P - s - 1 < M ? P - s - 1 : M, steady = M - warm, fwd = 0, bwd = 0;
-	for (int i = 0; i < warm; i++, fwd++) {
-		xfer(pp, NULL, -1, pp->recv_fwd, prev);
-		forward_micro(pp, fwd, next, arg, &loss_sum);
-		xfer(pp, gpt2_residual(m, nl, false), nxt, NULL, -1);
-	}
-	if (steady > 0)
-		xfer(pp, NULL, -1, pp->recv_fwd, prev);
-	for (int i = 0; i < steady; i++, fwd++, bwd++) {
-		forward_micro(pp, fwd, next, arg, &loss_sum);
-		xfer(pp, gpt2_residual(m, nl, false), nxt, pp->recv_bwd, nxt);
-		backward_micro(pp, bwd, loss_scale);
-		xfer(pp, gpt2_residual(m, 0, true), prev, pp->recv_fwd,
-			i == steady - 1 ? -1 : prev);
-	}
-	for (int i = 0; i < warm; i++, bwd++) {
-		xfer(pp, NULL, -1, pp->recv_bwd, nxt);
-		backward_micro(pp, bwd, loss_scale);
-		xfer(pp, gpt2_residual(m, 0, true), prev, NULL, -1);
-	}
-	double total_ms = now_ms() - t0;
-	exchange_wte_grads(pp);
-
-	/* the bubble: this stage's idle share, averaged over the stages */
-	float frac = total_ms > 0.0 ? (float)(pp->idle_ms / total_ms) : 0.0f;
-	pp->pipe->ops->allreduce_sum(pp->pipe, &frac, 1);
-	pp->bubble.idle_ms += pp->idle_ms;
-	pp->bubble.total_ms += total_ms;
-	pp->bubble.mean_frac_sum += frac / P;
-	pp->bubble.nr_steps++;
-
-	/* the last stage's mean; the others add zeros, so every stage has its exact bits */
-	float loss = s == P - 1 ? (float)(loss_sum / M) : 0.0f;
-	pp->pipe->ops->allreduce_sum(pp->pipe, &loss, 1);
-	return loss;
+	zero_reduce_grads(z, pp->m, pp->grid->data);
 }
 
-float pp_grad_norm(struct pp *pp, const struct zero *z)
+/* From the gradients zero_reduce_grads left (z: all of them, or at stage 2 the rank's
+ * slice): the sum of squares of what the stage counts (the slices' summed over the data group
+ * at stage 2, the shards' over the tensor group, gpt2_tp_sum). */
+static double cpu_sum_squares(struct pp *pp, const struct zero *z)
 {
 	struct gpt2 *m = pp->m;
-	struct comm *c = pp->pipe;
-	int P = pp->nr_stages;
 	size_t wte = m->param_sizes[0];
-	/* the gradients this rank holds: all of them, or at ZeRO stage 2 its slice */
 	size_t lo = z->stage == 2 ? z->lo : 0, hi = z->stage == 2 ? z->hi : m->nr_params;
 	/* wte's gradient (the same on the first and last stage) counts once, the first's;
 	 * what a stage does not use has a zero gradient and adds nothing */
@@ -505,25 +466,17 @@ float pp_grad_norm(struct pp *pp, const struct zero *z)
 		pp->grid->data->ops->allreduce_sum(pp->grid->data, &part, 1);
 		ss = part;
 	}
-	ss = gpt2_tp_sum(m, ss);
-	/* the stages' sums as doubles (each two floats' bytes), added in stage order */
-	double *all = pp->norm_parts;
-	memset(all, 0, (size_t)P * sizeof(double));
-	all[pp->stage] = ss;
-	c->ops->allgather(c, (float *)all, sizeof(double) / sizeof(float));
-	double sum = 0.0;
-	for (int s = 0; s < P; s++)
-		sum += all[s];
-	return (float)sqrt(sum);
+	return gpt2_tp_sum(m, ss);
 }
 
-void pp_update(struct pp *pp, const struct zero *z, const struct adamw_config *opt, float lr,
-	float grad_scale, int t)
+static void cpu_update(struct pp *pp, const struct zero *z, const struct adamw_config *opt,
+	float lr, float grad_scale, float norm, int t)
 {
 	struct gpt2 *m = pp->m;
 	size_t wte = m->param_sizes[0], wpe = m->param_sizes[1];
 	size_t lnf = m->param_sizes[14] + m->param_sizes[15], n = m->nr_params;
 	bool first = pp->stage == 0, last = pp->stage == pp->nr_stages - 1;
+	(void)norm;
 	/* [lo, hi) ranges of the flat block this stage updates: what it does not use stays (a
 	 * zero gradient would still decay it) */
 	size_t ranges[2][2];
@@ -557,26 +510,278 @@ void pp_update(struct pp *pp, const struct zero *z, const struct adamw_config *o
 		pp->grid->data->ops->allgather(pp->grid->data, m->params_memory, z->slice);
 }
 
-float pp_eval_loss(struct pp *pp, const int32_t *inputs, const int32_t *targets)
+static const struct pp_stage_ops cpu_stage_ops = {
+	.name = "cpu",
+	.zero_grad = cpu_zero_grad,
+	.forward = cpu_forward,
+	.backward = cpu_backward,
+	.stream_out = cpu_stream_out,
+	.grad_out = cpu_grad_out,
+	.mean_loss = cpu_mean_loss,
+	.eval_loss = cpu_eval_loss,
+	.exchange_wte = cpu_exchange_wte,
+	.reduce_grads = cpu_reduce_grads,
+	.sum_squares = cpu_sum_squares,
+	.update = cpu_update,
+};
+
+/* ---- the GPU stage (pp_stage_ops on gpt_cuda.h, device buffers) ---- */
+
+/* The slots, the tokens of each micro-batch in flight and the loss live on the device
+ * (gpt2_cuda_pp_stage): the ops hand the schedule's calls on. */
+static void gpu_zero_grad(struct pp *pp)
 {
-	struct gpt2 *m = pp->m;
-	struct comm *c = pp->pipe;
-	int nl = m->config.nr_layers, P = pp->nr_stages;
-	size_t n = stream_bytes(pp);
-	use_slot(pp, 0);
-	if (pp->stage == 0)
-		gpt2_forward_embed(m, inputs);
-	else
-		c->ops->sendrecv(c, NULL, 0, -1, gpt2_residual(m, 0, false), n, pp->stage - 1);
-	for (int l = 0; l < nl; l++)
-		gpt2_forward_block(m, l);
-	float loss = 0.0f;
-	if (pp->stage == P - 1) {
-		gpt2_forward_head(m, targets);
-		loss = m->mean_loss;
-	} else {
-		c->ops->sendrecv(c, gpt2_residual(m, nl, false), n, pp->stage + 1, NULL, 0, -1);
+	gpt2_cuda_zero_grad(pp->gpu);
+}
+
+static void gpu_forward(struct pp *pp, int i, const struct loader_batch *b)
+{
+	gpt2_cuda_pp_forward(pp->gpu, i, b, pp->recv_fwd);
+}
+
+static void gpu_backward(struct pp *pp, int i, float loss_scale)
+{
+	gpt2_cuda_pp_backward(pp->gpu, i, pp->recv_bwd, loss_scale);
+}
+
+static const void *gpu_stream_out(struct pp *pp)
+{
+	return gpt2_cuda_pp_stream_out(pp->gpu);
+}
+
+static const void *gpu_grad_out(struct pp *pp)
+{
+	return gpt2_cuda_pp_grad_out(pp->gpu);
+}
+
+/* NCCL enqueues a device sendrecv on the pipeline comm's stream, the stage's: the host waits
+ * for that stream (through the comm's deadline) around each transfer, so that the schedule's
+ * timing is the wait and the buffers are free when it returns. The price: the launch queue
+ * drains once per transfer, which the CPU's blocking sends pay too. */
+static void gpu_drain(struct pp *pp)
+{
+	gpt2_cuda_pp_sync(pp->gpu, pp->pipe);
+}
+
+static float gpu_mean_loss(struct pp *pp, int nr_micro)
+{
+	return gpt2_cuda_step_result(pp->gpu, nr_micro, NULL);
+}
+
+static float gpu_eval_loss(struct pp *pp)
+{
+	return gpt2_cuda_pp_eval_loss(pp->gpu);
+}
+
+static void gpu_exchange_wte(struct pp *pp, int peer)
+{
+	gpt2_cuda_pp_exchange_wte(pp->gpu, pp->pipe, peer);
+}
+
+static void gpu_reduce_grads(struct pp *pp, struct zero *z)
+{
+	(void)z; /* stage 0: pp_use_gpu refuses the others */
+	gpt2_cuda_pp_reduce(pp->gpu);
+}
+
+static double gpu_sum_squares(struct pp *pp, const struct zero *z)
+{
+	(void)z;
+	return gpt2_cuda_pp_sum_squares(pp->gpu, pp->stage == 0);
+}
+
+static void gpu_update(struct pp *pp, const struct zero *z, const struct adamw_config *opt,
+	float lr, float grad_scale, float norm, int t)
+{
+	(void)z;
+	gpt2_cuda_pp_update(pp->gpu, opt, lr, grad_scale, norm, t);
+}
+
+static const struct pp_stage_ops gpu_stage_ops = {
+	.name = "cuda",
+	.zero_grad = gpu_zero_grad,
+	.forward = gpu_forward,
+	.backward = gpu_backward,
+	.stream_out = gpu_stream_out,
+	.grad_out = gpu_grad_out,
+	.drain = gpu_drain,
+	.mean_loss = gpu_mean_loss,
+	.eval_loss = gpu_eval_loss,
+	.exchange_wte = gpu_exchange_wte,
+	.reduce_grads = gpu_reduce_grads,
+	.sum_squares = gpu_sum_squares,
+	.update = gpu_update,
+};
+
+int pp_use_gpu(struct pp *pp, const struct gpt2_cuda_opts *o, char *err, size_t errlen)
+{
+	int P = pp->nr_stages, s = pp->stage;
+	if (pp->m->tp.size > 1 || (o->zero && o->zero->stage > 0) || o->cuda_graph) {
+		snprintf(err, errlen,
+			"--device cuda --pipeline-parallel %d: not with --tensor-parallel, "
+			"--zero-stage 1/2 or --cuda-graph (not built)",
+			P);
+		return -EINVAL;
 	}
+	pp->gpu = gpt2_cuda_new(pp->m, pp->B, pp->T, o, err, errlen);
+	if (!pp->gpu)
+		return -EINVAL;
+	if (gpt2_cuda_pp_stage(pp->gpu, s == 0, s == P - 1, P - s, err, errlen) < 0)
+		return -EINVAL;
+	pp->recv_fwd = gpt2_cuda_pp_recv(pp->gpu, false);
+	pp->recv_bwd = gpt2_cuda_pp_recv(pp->gpu, true);
+	pp->stream_bytes = gpt2_cuda_pp_stream_bytes(pp->gpu);
+	pp->ops = &gpu_stage_ops;
+	return 0;
+}
+
+void pp_store(struct pp *pp)
+{
+	if (pp->gpu)
+		gpt2_cuda_store(pp->gpu, pp->m);
+}
+
+/* ---- the 1F1B schedule, the same for every stage backend ---- */
+
+/* A send to dest and a receive from src at once (either < 0: none); the time it takes is the
+ * stage's idle time, the bubble. */
+static void xfer(struct pp *pp, const void *sbuf, int dest, void *rbuf, int src)
+{
+	if (dest < 0 && src < 0)
+		return;
+	size_t n = pp->stream_bytes;
+	if (pp->ops->drain)
+		pp->ops->drain(pp);
+	double t = now_ms();
+	pp->pipe->ops->sendrecv(pp->pipe, sbuf, n, dest, rbuf, n, src);
+	if (pp->ops->drain)
+		pp->ops->drain(pp);
+	pp->idle_ms += now_ms() - t;
+}
+
+static int prev_stage(const struct pp *pp)
+{
+	return pp->stage == 0 ? -1 : pp->stage - 1;
+}
+
+static int next_stage(const struct pp *pp)
+{
+	return pp->stage == pp->nr_stages - 1 ? -1 : pp->stage + 1;
+}
+
+/* Forward of micro-batch i, its batch read now (every stage reads the same samples in the
+ * same order). */
+static void forward_micro(struct pp *pp, int i, pp_next_batch_fn next, void *arg)
+{
+	struct loader_batch b;
+	next(arg, &b);
+	pp->ops->forward(pp, i, &b);
+}
+
+/* The first and the last stage sum wte's gradient (the stage ops' exchange). */
+static void exchange_wte_grads(struct pp *pp)
+{
+	int P = pp->nr_stages;
+	if (P == 1 || (pp->stage != 0 && pp->stage != P - 1))
+		return;
+	if (pp->ops->drain)
+		pp->ops->drain(pp);
+	pp->ops->exchange_wte(pp, pp->stage == 0 ? P - 1 : 0);
+}
+
+float pp_forward_backward(struct pp *pp, int nr_micro, pp_next_batch_fn next, void *arg,
+	float loss_scale)
+{
+	const struct pp_stage_ops *ops = pp->ops;
+	int M = nr_micro, s = pp->stage, P = pp->nr_stages;
+	int prev = prev_stage(pp), nxt = next_stage(pp);
+	double t0 = now_ms();
+
+	reserve_micro(pp, M);
+	pp->idle_ms = 0.0;
+	ops->zero_grad(pp);
+	/* 1F1B (PipeDream-Flush, as Megatron's non-interleaved schedule): P - s - 1 forwards
+	 * to fill the pipe, then each forward followed by the backward of the oldest
+	 * micro-batch in flight, then the backwards left. A send and the receive that follows
+	 * it go in one sendrecv, so neighbours that send to each other never deadlock. */
+	int warm = P - s - 1 < M ? P - s - 1 : M, steady = M - warm, fwd = 0, bwd = 0;
+	for (int i = 0; i < warm; i++, fwd++) {
+		xfer(pp, NULL, -1, pp->recv_fwd, prev);
+		forward_micro(pp, fwd, next, arg);
+		xfer(pp, ops->stream_out(pp), nxt, NULL, -1);
+	}
+	if (steady > 0)
+		xfer(pp, NULL, -1, pp->recv_fwd, prev);
+	for (int i = 0; i < steady; i++, fwd++, bwd++) {
+		forward_micro(pp, fwd, next, arg);
+		xfer(pp, ops->stream_out(pp), nxt, pp->recv_bwd, nxt);
+		ops->backward(pp, bwd, loss_scale);
+		xfer(pp, ops->grad_out(pp), prev, pp->recv_fwd, i == steady - 1 ? -1 : prev);
+	}
+	for (int i = 0; i < warm; i++, bwd++) {
+		xfer(pp, NULL, -1, pp->recv_bwd, nxt);
+		ops->backward(pp, bwd, loss_scale);
+		xfer(pp, ops->grad_out(pp), prev, NULL, -1);
+	}
+	if (ops->drain) /* the last backward's work is the schedule's */
+		ops->drain(pp);
+	double total_ms = now_ms() - t0;
+	exchange_wte_grads(pp);
+
+	/* the bubble: this stage's idle share, averaged over the stages */
+	float frac = total_ms > 0.0 ? (float)(pp->idle_ms / total_ms) : 0.0f;
+	pp->pipe->ops->allreduce_sum(pp->pipe, &frac, 1);
+	pp->bubble.idle_ms += pp->idle_ms;
+	pp->bubble.total_ms += total_ms;
+	pp->bubble.mean_frac_sum += frac / P;
+	pp->bubble.nr_steps++;
+
+	/* the last stage's mean; the others add zeros, so every stage has its exact bits */
+	float loss = s == P - 1 ? ops->mean_loss(pp, M) : 0.0f;
+	pp->pipe->ops->allreduce_sum(pp->pipe, &loss, 1);
+	return loss;
+}
+
+void pp_reduce_grads(struct pp *pp, struct zero *z)
+{
+	pp->ops->reduce_grads(pp, z);
+}
+
+float pp_grad_norm(struct pp *pp, const struct zero *z)
+{
+	struct comm *c = pp->pipe;
+	int P = pp->nr_stages;
+	double ss = pp->ops->sum_squares(pp, z);
+	/* the stages' sums as doubles (each two floats' bytes), added in stage order */
+	double *all = pp->norm_parts;
+	memset(all, 0, (size_t)P * sizeof(double));
+	all[pp->stage] = ss;
+	c->ops->allgather(c, (float *)all, sizeof(double) / sizeof(float));
+	double sum = 0.0;
+	for (int s = 0; s < P; s++)
+		sum += all[s];
+	return (float)sqrt(sum);
+}
+
+void pp_update(struct pp *pp, const struct zero *z, const struct adamw_config *opt, float lr,
+	float grad_scale, float norm, int t)
+{
+	pp->ops->update(pp, z, opt, lr, grad_scale, norm, t);
+}
+
+float pp_eval_loss(struct pp *pp, const struct loader_batch *b)
+{
+	struct comm *c = pp->pipe;
+	int P = pp->nr_stages;
+	/* micro-batch 0's slot; the tokens kept as a step keeps them */
+	reserve_micro(pp, 1);
+	xfer(pp, NULL, -1, pp->recv_fwd, pp->stage == 0 ? -1 : pp->stage - 1);
+	pp->ops->forward(pp, 0, b);
+	float loss = 0.0f;
+	if (pp->stage == P - 1)
+		loss = pp->ops->eval_loss(pp);
+	else
+		xfer(pp, pp->ops->stream_out(pp), pp->stage + 1, NULL, -1);
 	c->ops->allreduce_sum(c, &loss, 1);
 	return loss;
 }

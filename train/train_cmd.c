@@ -466,9 +466,25 @@ static void layout_agree(struct trainer *t, const char *err)
 static const char *layout_args_error(struct trainer *t, char *err, size_t errlen)
 {
 	const struct train_settings *s = &t->s;
-	if (t->o.cuda && s->pipeline_parallel > 1)
-		return "--pipeline-parallel is built for CPU ranks only: the GPU trainer has no "
-		       "pipeline schedule yet (not with --device cuda)";
+	/* the GPU pipeline's stages send device buffers to each other: NCCL's sendrecv */
+	if (t->o.cuda && s->pipeline_parallel > 1 && strcmp(t->comm.ops->name, "nccl") != 0) {
+		snprintf(err, errlen,
+			"--pipeline-parallel is built for CPU ranks only unless the GPU ranks talk "
+			"over NCCL (the stages' sends): not with --device cuda over comm '%s' "
+			"(%d rank(s))",
+			t->comm.ops->name, t->comm.world_size);
+		return err;
+	}
+	/* the GPU pipeline is built for whole stages with their whole optimizer state */
+	if (t->o.cuda && s->pipeline_parallel > 1 && s->tensor_parallel > 1)
+		return "--device cuda --pipeline-parallel with --tensor-parallel: GPU stages split "
+		       "over a tensor group are not built (run it on CPU ranks)";
+	if (t->o.cuda && s->pipeline_parallel > 1 && t->o.zero_stage > 0)
+		return "--device cuda --pipeline-parallel with --zero-stage 1 or 2: a GPU stage's "
+		       "sliced optimizer state is not built (use --zero-stage 0)";
+	if (t->o.cuda && s->pipeline_parallel > 1 && t->o.cuda_graph)
+		return "--device cuda --pipeline-parallel with --cuda-graph: a stage's micro-steps "
+		       "wait on sends between them and are not captured";
 	if (grid_check(t->comm.world_size, s->tensor_parallel, s->pipeline_parallel, 0, 0, err,
 		    errlen) < 0 ||
 		pp_check_layout(s->pipeline_parallel, t->o.overlap, 0, err, errlen) < 0)
@@ -732,8 +748,8 @@ static void build_model(struct trainer *t)
 	}
 	if (t->grid.P > 1) { /* the stage's part of the whole model (its tensor shards) */
 		t->pp = calloc(1, sizeof(*t->pp));
-		if (!t->pp ||
-			pp_init(t->pp, &t->grid, &tp, &t->mc, t->B, t->T, err, sizeof(err)) < 0)
+		if (!t->pp || pp_init(t->pp, &t->grid, &tp, &t->mc, t->B, t->T, t->o.cuda, err,
+				      sizeof(err)) < 0)
 			die(t, "%s", t->pp ? err : "out of memory");
 		pp_scatter(t->pp, t->m);
 		pp_trim_whole(t->pp, t->m);
@@ -752,8 +768,11 @@ static void build_model(struct trainer *t)
 	if (t->o.cuda) {
 		struct gpt2_cuda_opts go = { t->device, !t->o.fp32, t->o.cuda_graph, &t->zero,
 			&t->comm, t->grid.tensor, t->grid.data };
-		t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err));
-		if (!t->gpu)
+		/* a pipeline stage trains on the GPU through pp (its stage ops); t->gpu stays
+		 * NULL, t->m the whole model's emptied struct */
+		if (t->pp && pp_use_gpu(t->pp, &go, err, sizeof(err)) < 0)
+			die(t, "%s", err);
+		if (!t->pp && !(t->gpu = gpt2_cuda_new(t->m, t->B, t->T, &go, err, sizeof(err))))
 			die(t, "%s", err);
 	}
 	t->gen = t->s.sample ? gpt2_new_view(t->m, 1, t->mc.max_seq_len) : NULL;
@@ -820,11 +839,12 @@ static void print_memory(const struct trainer *t)
 {
 	struct zero_memory zm;
 	double MiB = 1048576.0, acts = 0.0;
-	if (t->gpu)
-		gpt2_cuda_memory(t->gpu, &zm);
+	const struct gpt2_cuda *gpu = t->gpu ? t->gpu : t->pp ? t->pp->gpu : NULL;
+	if (gpu)
+		gpt2_cuda_memory(gpu, &zm);
 	else
 		zero_memory(&t->zero, &zm);
-	if (!t->gpu) {
+	if (!gpu) {
 		const struct gpt2 *m = t->pp ? t->pp->m : t->m;
 		size_t n = 0;
 		for (int i = 0; i < GPT2_NR_ACT_TENSORS; i++)
@@ -836,9 +856,9 @@ static void print_memory(const struct trainer *t)
 	}
 	printf("ferry train: %smemory per rank: parameters %.3f MiB, gradients %.3f MiB, "
 	       "optimizer state %.3f MiB (ZeRO stage %d over %d rank(s))",
-		t->gpu ? "GPU " : "", zm.params / MiB, zm.grads / MiB, zm.optimizer / MiB,
+		gpu ? "GPU " : "", zm.params / MiB, zm.grads / MiB, zm.optimizer / MiB,
 		t->zero.stage, t->grid.D);
-	if (!t->gpu)
+	if (!gpu)
 		printf(", activations %.3f MiB", acts / MiB);
 	printf("\n");
 }
@@ -932,7 +952,7 @@ static void pp_train_step(struct trainer *t, int step, struct step_result *r)
 	r->wait_ms = t->pp_wait_ms;
 	/* the same stage of each data rank's pipeline: its gradients (at ZeRO stage 2 its
 	 * slice's) and the loss averaged, as the unsplit model's are */
-	zero_reduce_grads(&t->zero, t->pp->m, t->grid.data);
+	pp_reduce_grads(t->pp, &t->zero);
 	r->comm = t->zero.stats;
 	comm_allreduce_mean(t->grid.data, &r->loss, 1);
 	r->lr = lr_schedule(s->lr, step - 1, s->warmup, s->steps, s->lr_final_frac);
@@ -940,7 +960,7 @@ static void pp_train_step(struct trainer *t, int step, struct step_result *r)
 	r->bad = guard_step_is_bad(&t->guard, r->loss, r->norm);
 	float clip = s->grad_clip > 0.0f && r->norm > s->grad_clip ? s->grad_clip / r->norm : 1.0f;
 	if (!r->bad)
-		pp_update(t->pp, &t->zero, &t->opt, r->lr, clip, step);
+		pp_update(t->pp, &t->zero, &t->opt, r->lr, clip, r->norm, step);
 	r->tensor_bytes = t->grid.tensor->nr_bytes - tensor_bytes;
 	r->ms = now_ms() - t0;
 }
@@ -1037,7 +1057,7 @@ static float evaluate(struct trainer *t)
 			continue;
 		}
 		if (t->pp) {
-			sum += pp_eval_loss(t->pp, b.inputs, b.targets);
+			sum += pp_eval_loss(t->pp, &b);
 			continue;
 		}
 		gpt2_forward(t->m, b.inputs, b.targets);
@@ -1287,6 +1307,7 @@ static void checkpoint(struct trainer *t, int step)
 	char err[PATH_MAX + 256];
 	if (t->pp) { /* the stages' parts (ZeRO slices, tensor shards), an array at a time */
 		struct pp_fetch f = { t->pp, &t->zero };
+		pp_store(t->pp); /* a GPU stage's weights and moments into its host model */
 		checkpoint_gathered(t, step, pp_fetch_array, &f);
 		return;
 	} else if (t->grid.T > 1) {
