@@ -121,7 +121,7 @@ else
 	echo "== libraries the binaries need"
 	# ferry hands --device cuda runs to ferry-cuda beside it (the GPU trainer lives there)
 	for b in "$FERRY" "$BUILD"/mount/ferry-cuda "$BUILD"/loader/loader-gpu-check \
-		"$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,gpu_info,bench_attention}; do
+		"$BUILD"/tests/gpu/{test_kernels_gpu,test_model_gpu,test_pp_stage_gpu,gpu_info,bench_attention}; do
 		if [ ! -x "$b" ]; then
 			row "binary: ${b#"$BUILD"/}" "missing" "built" FAIL
 			continue
@@ -180,6 +180,11 @@ kernel_rows kernel: "$WORK/kernels.log"
 run_step model 240 "$BUILD/tests/gpu/test_model_gpu"
 status_row "model: test_model_gpu" $?
 kernel_rows model: "$WORK/model.log"
+
+# a pipeline stage (two stages of one model in one process, no NCCL) against the whole model
+run_step pp_stage 120 "$BUILD/tests/gpu/test_pp_stage_gpu"
+status_row "pipeline stage: test_pp_stage_gpu" $?
+kernel_rows pp_stage: "$WORK/pp_stage.log"
 
 # the NCCL path on one GPU against none (built where NCCL is, which ferry-cuda then links)
 if ldd "$BUILD/mount/ferry-cuda" 2>/dev/null | grep -q libnccl; then
