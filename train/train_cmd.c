@@ -469,10 +469,9 @@ static const char *layout_args_error(struct trainer *t, char *err, size_t errlen
 	/* the GPU pipeline's stages send device buffers to each other: NCCL's sendrecv */
 	if (t->o.cuda && s->pipeline_parallel > 1 && strcmp(t->comm.ops->name, "nccl") != 0) {
 		snprintf(err, errlen,
-			"--pipeline-parallel is built for CPU ranks only unless the GPU ranks talk "
-			"over NCCL (the stages' sends): not with --device cuda over comm '%s' "
-			"(%d rank(s))",
-			t->comm.ops->name, t->comm.world_size);
+			"--device cuda --pipeline-parallel needs GPU ranks that talk over NCCL (the "
+			"stages send device buffers): this run's %d rank(s) talk over '%s'",
+			t->comm.world_size, t->comm.ops->name);
 		return err;
 	}
 	/* the GPU pipeline is built for whole stages with their whole optimizer state */

@@ -45,6 +45,6 @@ refused 2 "--pipeline-parallel 2 with --overlap on" --layers 2 --pipeline-parall
 refused 2 "--pipeline-parallel 2 with --sample" --layers 2 --pipeline-parallel 2 --sample 5
 # --device cuda: refused before a GPU is looked for (this build may have none; on 1 rank, as MPI
 # ranks that say cuda are refused earlier by a build without NCCL)
-refused 0 "--pipeline-parallel is built for CPU ranks only" \
+refused 0 "--device cuda --pipeline-parallel needs GPU ranks that talk over NCCL" \
 	--layers 2 --pipeline-parallel 2 --device cuda
 pass "bad pipeline layouts end at start with one line"

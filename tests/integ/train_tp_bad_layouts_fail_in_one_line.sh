@@ -38,7 +38,7 @@ bad 2 "--pipeline-parallel 2 is more than the model's 1 layers" --pipeline-paral
 bad 3 "3 rank(s) do not split into tensor 2 x pipeline 1" --tensor-parallel 2 --heads 4
 bad 1 "--tensor-parallel: '0' is not an integer in [1, 1024]" --tensor-parallel 0
 bad 1 "--pipeline-parallel: '0' is not an integer in [1, 1024]" --pipeline-parallel 0
-bad 1 "not with --device cuda" --pipeline-parallel 2 --device cuda
+bad 1 "--device cuda --pipeline-parallel needs GPU ranks that talk over NCCL" --pipeline-parallel 2 --device cuda
 
 # one rank told tensor 3 (bad on 2 ranks), the other tensor 2 (good): every rank ends in time
 rc=0
