@@ -1,6 +1,7 @@
 /* The Python binding's side of the loader (loader/pyapi.h): a thin layer over loader.h that
- * checks Python's integers, hands batches out of the ring to arrays Python owns (lent buffers, or
- * copies), and keeps every struct on this side. Python calls it through ctypes (loader/python/ferry/_lib.py). */
+ * checks Python's integers, hands batches to arrays Python owns (buffers lent out of the ring,
+ * or copies), and keeps every struct on this side. Python calls it through ctypes
+ * (loader/python/ferry/_lib.py). */
 #include "config.h"
 
 #include <errno.h>

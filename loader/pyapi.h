@@ -1,7 +1,8 @@
 /* The loader's C API for Python (loader/python/ferry, through ctypes): flat arguments only (no
  * structs whose layout Python would have to mirror), checked here with one-line reasons, batches
- * lent out of the ring (or copied into the caller's buffers, or seen in place). libferry_loader.so exports these functions and nothing
- * else. Adding a function is compatible; changing one bumps FERRY_PY_API_VERSION. */
+ * lent out of the ring (or copied into the caller's buffers, or seen in place).
+ * libferry_loader.so exports these functions and nothing else. Adding a function is compatible;
+ * changing one bumps FERRY_PY_API_VERSION. */
 #ifndef FERRY_PYAPI_H
 #define FERRY_PYAPI_H
 
