@@ -1021,6 +1021,26 @@ int loader_seek(struct loader *l, const struct loader_state *st)
 	return 0;
 }
 
+int32_t *loader_swap_batch_buffer(struct loader *l, int32_t *spare)
+{
+	struct loader_slot *slot;
+	int32_t *held;
+
+	/* No lock, as the consumer's own: taken and released are written only by the consumer
+	 * (this thread), and the slot of its last batch, (taken - 1) % nr, is its own from its
+	 * take to its next call. No reader touches that slot meanwhile; the one that fills it
+	 * next claims it after the release, under the lock that orders this write before its
+	 * read of wide. */
+	if (l->ring.released == l->ring.taken)
+		return NULL;
+	slot = &l->slots[(l->ring.taken - 1) % l->ring.nr];
+	if (slot->err)
+		return NULL;
+	held = slot->wide;
+	slot->wide = spare;
+	return held;
+}
+
 uint64_t loader_steps_per_epoch(const struct loader *l)
 {
 	return l->sampler.steps_per_epoch;

@@ -141,4 +141,16 @@ struct loader_prefetch_info {
 };
 void loader_get_prefetch(const struct loader *l, struct loader_prefetch_info *pi);
 
+/* Added for the Python binding's lent batches (issue 15); the functions above are unchanged. */
+/* Takes the buffer of the batch the last loader_next_batch handed out out of the ring, with
+ * spare in its place, so that the batch outlives the next call without a copy. Returns that
+ * buffer, now the caller's to free() and never touched by the loader again: it holds the batch
+ * as b said (inputs at its start; targets at B * T, or at 1 when the batch was one run of
+ * B * T + 1 tokens). spare, 2 * B * T int32 from malloc(), is the loader's from then on (the
+ * readers fill it in turn; loader_free frees it). NULL when no batch is held (before the first
+ * loader_next_batch, after a failed one or a seek): spare stays the caller's. The host tokens
+ * only: a device's d_inputs and d_targets stay in the ring. From the thread that calls
+ * loader_next_batch, as that one's. */
+int32_t *loader_swap_batch_buffer(struct loader *l, int32_t *spare);
+
 #endif

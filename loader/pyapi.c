@@ -1,6 +1,7 @@
 /* The Python binding's side of the loader (loader/pyapi.h): a thin layer over loader.h that
- * checks Python's integers, copies batches out of the ring into arrays Python owns, and keeps
- * every struct on this side. Python calls it through ctypes (loader/python/ferry/_lib.py). */
+ * checks Python's integers, hands batches to arrays Python owns (buffers lent out of the ring,
+ * or copies), and keeps every struct on this side. Python calls it through ctypes
+ * (loader/python/ferry/_lib.py). */
 #include "config.h"
 
 #include <errno.h>
@@ -139,6 +140,46 @@ int ferry_py_next(struct ferry_py_loader *p, int32_t *inputs, int32_t *targets, 
 	bytes = p->batch_tokens * sizeof(int32_t);
 	memcpy(inputs, b.inputs, bytes);
 	memcpy(targets, b.targets, bytes);
+	*epoch = b.state.epoch;
+	*position = b.state.position;
+	return 0;
+}
+
+int32_t *ferry_py_buffer_new(const struct ferry_py_loader *p)
+{
+	/* malloc: the loader frees the spares it took in with free() (loader_swap_batch_buffer). */
+	return malloc(2 * p->batch_tokens * sizeof(int32_t));
+}
+
+void ferry_py_buffer_free(int32_t *buf)
+{
+	free(buf);
+}
+
+int ferry_py_next_lent(struct ferry_py_loader *p, int32_t *spare, int32_t **buf, uint64_t *epoch,
+	uint64_t *position)
+{
+	const size_t n = p->batch_tokens;
+	struct loader_batch b;
+	int32_t *held;
+	int ret;
+
+	ret = loader_next_batch(p->l, &b);
+	if (ret < 0)
+		return ret;
+	held = loader_swap_batch_buffer(p->l, spare);
+	if (!held) {
+		/* Never after a batch handed out; the copy would keep the promise all the same. */
+		memcpy(spare, b.inputs, n * sizeof(int32_t));
+		memcpy(spare + n, b.targets, n * sizeof(int32_t));
+		held = spare;
+	} else if (b.targets != held + n) {
+		/* One run of B * T + 1 tokens (file order): targets are inputs shifted by one in
+		 * the same memory. Python's two arrays are the caller's to write, so targets get
+		 * their own half: a write to inputs must not change them. */
+		memmove(held + n, b.targets, n * sizeof(int32_t));
+	}
+	*buf = held;
 	*epoch = b.state.epoch;
 	*position = b.state.position;
 	return 0;

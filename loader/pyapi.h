@@ -1,7 +1,8 @@
 /* The loader's C API for Python (loader/python/ferry, through ctypes): flat arguments only (no
  * structs whose layout Python would have to mirror), checked here with one-line reasons, batches
- * copied into the caller's buffers. libferry_loader.so exports these functions and nothing
- * else. Adding a function is compatible; changing one bumps FERRY_PY_API_VERSION. */
+ * lent out of the ring (or copied into the caller's buffers, or seen in place).
+ * libferry_loader.so exports these functions and nothing else. Adding a function is compatible;
+ * changing one bumps FERRY_PY_API_VERSION. */
 #ifndef FERRY_PYAPI_H
 #define FERRY_PYAPI_H
 
@@ -45,5 +46,21 @@ const char *ferry_py_error(const struct ferry_py_loader *p);
  * -ENOENT past the last. The strings live as long as the loader. Added after version 1. */
 int ferry_py_shard_files(const struct ferry_py_loader *p, uint32_t i, const char **path,
 	const char **idx_path);
+
+/* Added after version 1: batches lent out of the ring instead of copied (ferry's default). */
+/* A buffer of one batch, 2 * B * T int32, to give ferry_py_next_lent as its spare; NULL when
+ * out of memory. */
+int32_t *ferry_py_buffer_new(const struct ferry_py_loader *p);
+/* Frees a buffer of ferry_py_buffer_new or ferry_py_next_lent; NULL is a no-op. It needs no
+ * loader: a buffer outlives the loader it came from. */
+void ferry_py_buffer_free(int32_t *buf);
+/* The next batch in a buffer of its own, without a copy: the ring's buffer the batch was read
+ * into is taken out of the ring and returned in *buf (inputs, then targets at B * T: two
+ * arrays that do not overlap), and spare (a buffer from ferry_py_buffer_new or an earlier
+ * *buf, whose contents do not matter) takes its place. *buf is the caller's until it frees it
+ * or passes it as a later spare: the loader never writes it again, and ferry_py_close leaves it
+ * alone. 0, or -errno (ferry_py_error says why) with spare still the caller's. */
+int ferry_py_next_lent(struct ferry_py_loader *p, int32_t *spare, int32_t **buf, uint64_t *epoch,
+	uint64_t *position);
 
 #endif

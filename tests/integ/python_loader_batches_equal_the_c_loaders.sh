@@ -2,8 +2,9 @@
 # ferry.TokenLoader yields the C loader's batches bit for bit: the same inputs, targets, epoch
 # and position as loader-dump (the C oracle) for every format, shuffled and in file order, on
 # several ranks of several worlds, with a global batch of 2 micro-batches and across epoch ends;
-# as torch tensors and as views of the ring (copy=False) too; and exactly the batches `ferry train` hashes at each step (--verbose
-# prints each step's first micro-batch's FNV-1a), so the Python order is the trainer's.
+# as torch tensors, as copies (lent=False) and as views of the ring (copy=False) too; and exactly
+# the batches `ferry train` hashes at each step (--verbose prints each step's first
+# micro-batch's FNV-1a), so the Python order is the trainer's.
 . "$(dirname "$0")/python_lib.sh"
 need_built "$FERRY"
 need_python torch
@@ -83,6 +84,18 @@ for i, (e, p, x, y) in enumerate(want):
             not np.array_equal(gx.numpy(), x) or not np.array_equal(gy.numpy(), y):
         raise SystemExit("as_torch: batch %d differs or is no int32 tensor" % i)
 print("ok: as_torch: 20 batches equal as int32 tensors")
+
+# lent=False: the simple twin, fresh copies instead of the ring's lent buffers.
+for as_torch in (False, True):
+    l = ferry.TokenLoader(T + "/u16/*.bin", 32, 8, seed=3, block_bytes=4096, window_blocks=3,
+                          lent=False, as_torch=as_torch)
+    for i, (e, p, x, y) in enumerate(want):
+        gx, gy = l.next_batch()
+        gx, gy = (gx.numpy(), gy.numpy()) if as_torch else (gx, gy)
+        if not np.array_equal(gx, x) or not np.array_equal(gy, y):
+            raise SystemExit("lent=False: batch %d differs" % i)
+    l.close()
+print("ok: lent=False: 20 batches equal as copies, numpy and torch")
 
 # copy=False: views of the C loader's ring, each equal to the C batch while it is current.
 for as_torch in (False, True):

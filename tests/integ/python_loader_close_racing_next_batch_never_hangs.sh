@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # close() from one thread while another is inside next_batch() neither hangs nor touches freed
-# memory: 200 trials each of a thread looping next_batch() (copies, then copy=False views) and
+# memory: 200 trials each of a thread looping next_batch() (the default's lent buffers, then
+# lent=False copies, then copy=False views) and
 # the main thread calling close() after 2 ms; the looping thread's batch either finishes or
 # raises "the loader is closed" (ValueError, one line), and the C loader is freed only after
 # the call in flight returns. Before the fix close() dropped the last reference to the C loader
@@ -15,10 +16,10 @@ for i, n in enumerate([40000, 30000]):
     pyhelp.llmc("%s/s_%d.bin" % (T, i), rng.integers(0, 65535, n), vocab=65535)
 data = T + "/s_*.bin"
 
-for copy in (True, False):
+for mode in (dict(), dict(lent=False), dict(copy=False)):
     closed = 0
     for trial in range(200):
-        l = ferry.TokenLoader(data, 64, 4, seed=trial, block_bytes=4096, buffers=2, copy=copy)
+        l = ferry.TokenLoader(data, 64, 4, seed=trial, block_bytes=4096, buffers=2, **mode)
         errors, got = [], [0]
 
         def loop():
@@ -39,14 +40,14 @@ for copy in (True, False):
         l.close()
         t.join(30)
         if t.is_alive():
-            raise SystemExit("trial %d (copy=%s): next_batch still running 30 s after close()"
-                             % (trial, copy))
+            raise SystemExit("trial %d (%s): next_batch still running 30 s after close()"
+                             % (trial, mode))
         if errors:
-            raise SystemExit("trial %d (copy=%s): next_batch raised %s" % (trial, copy, errors[0]))
+            raise SystemExit("trial %d (%s): next_batch raised %s" % (trial, mode, errors[0]))
         closed += got[0] > 0
         del l
-    print("ok: copy=%s: 200 close() calls racing next_batch(), none hung or failed "
-          "(%d after some batches)" % (copy, closed))
+    print("ok: %s: 200 close() calls racing next_batch(), none hung or failed "
+          "(%d after some batches)" % (mode or "default", closed))
 PY
 rc=$?
 [ $rc = 124 ] && fail "close() racing next_batch() hung (killed after 120 s)"

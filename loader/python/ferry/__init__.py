@@ -107,6 +107,53 @@ class _Resource:
             self._close(self.h)
 
 
+class _Pool:
+    """One loader's spare batch buffers (C memory of 2 x B x T int32, as addresses), and the
+    way back of its lent ones. A lent buffer belongs to the arrays over it; when the last of
+    them dies (on whatever thread, whenever the garbage collector gets to it, at interpreter
+    exit too) it comes back here, to be the spare a later batch swaps into the ring, or is
+    freed once the pool is full or closed. Buffers never depend on the C loader: they are freed
+    with free(), whether it is open or not. No lock: a finalizer may run on a thread that holds
+    any lock already; list append and pop are atomic."""
+
+    def __init__(self, cap):
+        self.spares, self.open, self.cap = [], True, cap
+        # Held here: at interpreter exit the module's globals may be gone before this is.
+        self._free = _lib.lib.ferry_py_buffer_free
+
+    def put(self, addr):
+        if self.open and len(self.spares) < self.cap:
+            self.spares.append(addr)
+            if not self.open:  # closed meanwhile, perhaps after its drain: drain again
+                self.drain()
+        else:
+            self._free(addr)
+
+    def close(self):
+        self.open = False
+        self.drain()
+
+    def drain(self):
+        spares, free = self.spares, self._free
+        while True:
+            try:
+                addr = spares.pop()
+            except IndexError:
+                return
+            free(addr)
+
+
+def _lent_type(tokens, pool):
+    """The ctypes array a lent batch's numpy arrays lie on (their base): when it dies, its
+    buffer goes back to pool."""
+    class _Lent(ctypes.c_int32 * tokens):
+        __slots__ = ()
+
+        def __del__(self, put=pool.put, addressof=ctypes.addressof):
+            put(addressof(self))
+    return _Lent
+
+
 class TokenLoader:
     """Batches of (batch, seq_len) int32 inputs and targets (inputs shifted by one) from token
     shards (llm.c .bin, raw uint16/uint32, Megatron .bin/.idx), read ahead by the C loader's
@@ -121,6 +168,14 @@ class TokenLoader:
     the defaults). buffers: batches read ahead (0: 4). as_torch=True yields torch tensors
     (sharing the arrays' memory) instead of numpy arrays.
 
+    By default (copy=True) each batch is the caller's, to keep and write as long as it likes,
+    and costs no copy: the C loader's buffer it was read into is lent out of the ring (a spare
+    buffer takes its place), and comes back to be reused when the last array (or tensor, or
+    view) over it dies. A caller that keeps more batches than the ring has buffers only makes
+    the loader allocate more (what copies would cost); none is ever overwritten, closing the
+    loader leaves them alone. lent=False copies each batch into fresh numpy arrays instead
+    (the simple twin, the same batches).
+
     copy=False yields views of the C loader's own buffers instead of fresh arrays: no copy,
     but a batch is valid only until the next one is asked for or load_state_dict() seeks (the
     C loader then reuses its buffer; a seek refills the whole ring), so a loop must be done
@@ -133,7 +188,7 @@ class TokenLoader:
 
     def __init__(self, paths, seq_len, batch, seed=1, rank=0, world=1, *, shuffle=True,
                  global_batch=0, format="auto", block_bytes=0, window_blocks=0, buffers=0,
-                 as_torch=False, copy=True):
+                 as_torch=False, copy=True, lent=True):
         self._res = None
         self._h = None
         if isinstance(paths, (list, tuple)):
@@ -154,7 +209,7 @@ class TokenLoader:
         if as_torch:
             import torch  # noqa: F401  (ImportError here, not at the first batch)
             self._torch = torch
-        self.as_torch, self.copy = bool(as_torch), bool(copy)
+        self.as_torch, self.copy, self.lent = bool(as_torch), bool(copy), bool(lent)
         h = _lib._H()
         err = ctypes.create_string_buffer(1024)
         rc = _lib.lib.ferry_py_open(
@@ -186,6 +241,14 @@ class TokenLoader:
         self._shape2 = (2, self.batch, self.seq_len)  # inputs, then targets
         self._half_bytes = self.batch * self.seq_len * 4
         self._views = {}  # copy=False: the C buffer's address -> its view, one per ring slot
+        # copy=True (lent): the spares, a few more than the ring's buffers (a loop that keeps
+        # the last few batches gives them back together), and the lent buffers' array type.
+        self._pool = _Pool((self.buffers or 4) + 2)
+        self._Lent = _lent_type(2 * self.batch * self.seq_len, self._pool)
+        self._buf = ctypes.c_void_p()
+        self._buf_ref = ctypes.byref(self._buf)
+        self._next_lent_fn, self._buffer_new = _lib.lib.ferry_py_next_lent, \
+            _lib.lib.ferry_py_buffer_new
         # One caller at a time: the C loader hands out a batch's buffers until its next call,
         # so a second thread's call would free them under the first one's copy.
         self._lock = threading.Lock()
@@ -215,10 +278,14 @@ class TokenLoader:
             return
         with lock:
             self._h, self._res, self._views = None, None, {}
+            self._pool.close()  # lent batches stay their holders'; they are freed as they die
 
     def __del__(self):
         # Unreachable: no thread is inside a call, and the lock is not to be waited for here.
         self._h, self._res, self._views = None, None, {}
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
 
     def __enter__(self):
         return self
@@ -244,6 +311,8 @@ class TokenLoader:
         # both arrays, its address without numpy's .ctypes, prebuilt ctypes arguments).
         if not self.copy:
             return self._next_view()
+        if self.lent:
+            return self._next_lent()
         out = np.empty(self._shape2, dtype=np.int32)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(out))
         with self._lock:
@@ -257,6 +326,32 @@ class TokenLoader:
                             self._position_ref)
             if rc < 0:
                 raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            self.last_epoch, self.last_position = self._epoch.value, self._position.value
+        if self.as_torch:
+            out = self._torch.from_numpy(out)
+        return out[0], out[1]
+
+    def _next_lent(self):
+        with self._lock:
+            res = self._res
+            if res is None or res.generation != _fork_generation:
+                self._handle()  # raises
+            h = res.h
+            # The spare first: running out of memory must not cost a batch.
+            try:
+                spare = self._pool.spares.pop()
+            except IndexError:
+                spare = self._buffer_new(h)
+                if not spare:
+                    raise MemoryError("no memory for another batch of %d x %d tokens" %
+                                      (self.batch, self.seq_len))
+            rc = self._next_lent_fn(h, spare, self._buf_ref, self._epoch_ref,
+                                    self._position_ref)
+            if rc < 0:
+                self._pool.put(spare)
+                raise _lib.error(rc, _lib.lib.ferry_py_error(h))
+            # The buffer is this array's (its base) from here: back to the pool as it dies.
+            out = np.ndarray(self._shape2, np.int32, self._Lent.from_address(self._buf.value))
             self.last_epoch, self.last_position = self._epoch.value, self._position.value
         if self.as_torch:
             out = self._torch.from_numpy(out)

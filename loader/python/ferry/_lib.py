@@ -38,6 +38,11 @@ _SIGNATURES = {
     "ferry_py_shard_files": (ctypes.c_int, [_H, ctypes.c_uint32,
                                             ctypes.POINTER(ctypes.c_char_p),
                                             ctypes.POINTER(ctypes.c_char_p)]),
+    # Buffers as plain addresses (c_void_p): Python keeps them as ints.
+    "ferry_py_buffer_new": (ctypes.c_void_p, [_H]),
+    "ferry_py_buffer_free": (None, [ctypes.c_void_p]),
+    "ferry_py_next_lent": (ctypes.c_int, [_H, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                                          _u64p, _u64p]),
 }
 
 
