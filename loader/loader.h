@@ -141,7 +141,6 @@ struct loader_prefetch_info {
 };
 void loader_get_prefetch(const struct loader *l, struct loader_prefetch_info *pi);
 
-/* Added for the Python binding's lent batches (issue 15); the functions above are unchanged. */
 /* Takes the buffer of the batch the last loader_next_batch handed out out of the ring, with
  * spare in its place, so that the batch outlives the next call without a copy. Returns that
  * buffer, now the caller's to free() and never touched by the loader again: it holds the batch

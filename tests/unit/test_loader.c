@@ -611,3 +611,47 @@ Test(loader, reads_ahead_so_a_consumer_that_computes_rarely_waits)
 	cr_assert_lt(waited / 20, 2.0, "mean wait %.3f ms", waited / 20);
 	loader_free(l);
 }
+
+/* loader_swap_batch_buffer (the Python binding's lent batches): every batch taken out of the
+ * ring and kept, many more than the ring's buffers, still holds its own tokens once the readers
+ * have filled the spares put in their place; nothing is held before the first batch or after a
+ * seek. In file order a batch is one run (targets at inputs + 1), shuffled two halves. */
+static void keep_every_batch(bool shuffle)
+{
+	enum { B = 4, T = 16, N = 40 };
+	struct loader *l = open_loader(B, T, shuffle, 0, 1, 2);
+	struct loader_batch b, kept[N];
+	int32_t *held[N];
+	int32_t *spare = malloc((size_t)2 * B * T * sizeof(int32_t));
+
+	cr_assert_null(loader_swap_batch_buffer(l, spare), "a buffer before the first batch");
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(loader_next_batch(l, &b), 0, "%s", loader_last_error(l));
+		held[i] = loader_swap_batch_buffer(l, spare);
+		cr_assert_not_null(held[i]);
+		cr_assert_eq(b.inputs, held[i], "batch %d is not at the buffer's start", i);
+		kept[i] = b;
+		spare = malloc((size_t)2 * B * T * sizeof(int32_t));
+	}
+	for (int i = 0; i < N; i++) {
+		check_batch(&kept[i], B, T, 2, shuffle, 0, 1);
+		free(held[i]);
+	}
+	struct loader_state st = { 0, 3 };
+	cr_assert_eq(loader_seek(l, &st), 0);
+	cr_assert_null(loader_swap_batch_buffer(l, spare), "a buffer held across a seek");
+	free(spare);
+	loader_free(l);
+}
+
+Test(loader, batches_swapped_out_of_the_ring_keep_their_tokens_shuffled)
+{
+	write_shards(2);
+	keep_every_batch(true);
+}
+
+Test(loader, batches_swapped_out_of_the_ring_keep_their_tokens_in_file_order)
+{
+	write_shards(2);
+	keep_every_batch(false);
+}
