@@ -9,7 +9,7 @@
 # which copies each batch, 2 x B x T int32, into fresh numpy arrays: CPU time the C loader's
 # reader threads would otherwise have, which shows where cores are few).
 #   usage: bench_python_loader.sh [MB of tokens, default 128] [batch, default 16] [seq, default 1024]
-#   BENCH_REPS (default 5).
+#   BENCH_REPS (default 5), BENCH_EPOCHS (default 16).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FERRY_BUILD:-$src/build}
@@ -41,9 +41,12 @@ for i in range(max(1, mb // 32)):
 PY
 cat "$tmp"/s_*.bin >/dev/null
 data="$tmp/s_*.bin"
-# Two epochs (the C loader crosses epochs by itself): long enough to time on a busy machine.
+# BENCH_EPOCHS epochs (default 16; the loaders cross epochs by themselves): about a second a
+# run at the default size, so that the machine's noise (the C side alone varies by 40% over
+# runs of 0.15 s) does not decide the ratio.
+epochs=${BENCH_EPOCHS:-16}
 steps=$(FERRY_LIB=$lib PYTHONPATH=$src/loader/python PYTHONDONTWRITEBYTECODE=1 "$PY" -c "
-import ferry; print(2 * ferry.TokenLoader('$data', $S, $B).steps_per_epoch)")
+import ferry; print($epochs * ferry.TokenLoader('$data', $S, $B).steps_per_epoch)")
 
 c_run() {
 	"$dump" --data "$data" --batch "$B" --seq "$S" --seed 1 --shuffle --steps "$steps" --bench \
