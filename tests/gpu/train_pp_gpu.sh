@@ -112,7 +112,11 @@ falls pp_bf16
 # pipeline group is the world), against the same 1-GPU run (fp32)
 if [ "$NGPU" -ge 4 ]; then
 	echo "== fp32: data 2 x pipeline 2 on 4 GPUs (batch 2 each) against 1 GPU"
-	ranks dp_fp32 4 "${ARGS[@]}" --precision fp32 --pipeline-parallel 2 --batch 2
+	# --val-batches counts batches of one rank's order: 2 of batch 4 on 1 GPU are samples
+	# 0-7, which batch 2 on 2 data ranks reads as 4 (2 a rank); at 2 it would read 0-3 and
+	# its validation losses could never match
+	ranks dp_fp32 4 "${ARGS[@]}" --precision fp32 --pipeline-parallel 2 --batch 2 \
+		--val-batches 4
 	compare one_fp32 dp_fp32 1e-4 1e-4
 else
 	echo "untested here: data 2 x pipeline 2 (needs 4 GPUs; this machine has $NGPU)"
