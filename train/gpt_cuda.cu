@@ -1249,6 +1249,8 @@ extern "C" void gpt2_cuda_pp_backward(struct gpt2_cuda *g, int i, const void *gr
 {
 	use_slot(g, i % g->nr_slots);
 	g->pp_grad_in = grad_in;
+	/* FERRY_TRAIN_PROFILE: the transfers queued since the forward count for no layer */
+	prof_mark(g, PROF_NONE);
 	backward(g, loss_scale);
 }
 

@@ -918,7 +918,11 @@ static void prepare_steps(struct trainer *t)
 	t->last_step = t->o.stop_at ? t->o.stop_at : s->steps;
 	const char *prof_env = getenv("FERRY_TRAIN_PROFILE");
 	t->m->profile = prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
-	if (t->m->profile && t->gpu && gpt2_cuda_profile(t->gpu, t->m->prof_s) < 0) {
+	/* the GPU that runs the steps: the trainer's, or a pipeline stage's, timed into the
+	 * stage's model whose table finish() prints */
+	struct gpt2_cuda *gpu = t->gpu ? t->gpu : t->pp ? t->pp->gpu : NULL;
+	struct gpt2 *timed = t->pp ? t->pp->m : t->m;
+	if (t->m->profile && gpu && gpt2_cuda_profile(gpu, timed->prof_s) < 0) {
 		fprintf(stderr,
 			"ferry train: FERRY_TRAIN_PROFILE: not with --cuda-graph (a replayed "
 			"graph has no events inside); profile without it\n");

@@ -3,8 +3,9 @@
  * gradient copied between them where NCCL would send them, 4 micro-batches in 1F1B order (the
  * first stage holds two in flight, so a backward that read the other slot's activations is
  * caught), against the whole model on the same GPU: the loss, every gradient tensor (wte's as
- * the two ends' sum), and an evaluation's loss, in fp32. Exits 77 without a GPU. Written
- * without a GPU: never run yet. */
+ * the two ends' sum), the stages' shares of the squared norm, and an evaluation's loss, in fp32;
+ * then each stage's AdamW moves the tensors it runs and leaves the others' bits. Exits 77
+ * without a GPU. Written without a GPU: never run yet. */
 #include "tests/gpu/gpu_test.h"
 
 #include "train/gpt_cuda.h"
@@ -165,6 +166,17 @@ int main(void)
 		o1 += h1->param_sizes[k];
 	}
 
+	/* the stages' shares of the squared norm (pp_grad_norm's): each without wte, and wte's
+	 * two parts summed once (the NCCL exchange's result), against the whole model's */
+	double ss_w = 0.0, ss_p = gpt2_cuda_pp_sum_squares(g0, 0) + gpt2_cuda_pp_sum_squares(g1, 0);
+	for (size_t j = 0; j < whole->nr_params; j++)
+		ss_w += (double)dw[j] * dw[j];
+	for (size_t j = 0; j < whole->param_sizes[0]; j++) {
+		double w = (double)d0[j] + d1[j];
+		ss_p += w * w;
+	}
+	report("norm^2: stages' shares vs whole", "f32", fabs(ss_p - ss_w) / ss_w, 1e-5);
+
 	/* evaluation: forward only through the stages */
 	lb = batch(1);
 	float eval_w = gpt2_cuda_eval(gw, &lb);
@@ -173,6 +185,37 @@ int main(void)
 	gpt2_cuda_pp_forward(g1, 0, &lb, gpt2_cuda_pp_recv(g1, 0));
 	float eval_p = gpt2_cuda_pp_eval_loss(g1);
 	report("eval loss: 2 stages vs whole", "f32", fabs(eval_p - eval_w) / fabs(eval_w), 1e-6);
+	report_kernel_errors();
+
+	/* AdamW on each stage (pp_update's, after the evaluation: the ends' wte would differ, each
+	 * holding its own part of the gradient here): every tensor the stage runs moves, the ones
+	 * it never runs (stage 0's lnf, stage 1's wpe) keep their bits, as a zero gradient's
+	 * weight decay would not */
+	struct adamw_config opt = { 0.9f, 0.95f, 1e-8f, 0.1f };
+	struct gpt2 *st[2] = { h0, h1 };
+	struct gpt2_cuda *sg[2] = { g0, g1 };
+	for (int s = 0; s < 2; s++) {
+		struct gpt2 *h = st[s];
+		float *before = malloc(h->nr_params * 4);
+		memcpy(before, h->params_memory, h->nr_params * 4); /* what was uploaded */
+		gpt2_cuda_pp_update(sg[s], &opt, 1e-3f, 1.0f, 0.0f, 1);
+		gpt2_cuda_store(sg[s], h);
+		size_t off = 0;
+		for (int k = 0; k < GPT2_NR_PARAM_TENSORS; k++) {
+			size_t n = h->param_sizes[k], moved = 0;
+			for (size_t j = 0; j < n; j++)
+				if (memcmp(&before[off + j], &h->params_memory[off + j], 4))
+					moved++;
+			int used = !((s == 0 && (k == 14 || k == 15)) || (s == 1 && k == 1));
+			char what[64];
+			snprintf(what, sizeof(what), "adamw: stage %d %s %s", s, tensor_names[k],
+				used ? "moves" : "kept");
+			/* err 0 where right: used, some weight moved; unused, none did */
+			report(what, "f32", used ? (moved ? 0.0 : 1.0) : (double)moved, 0.0);
+			off += n;
+		}
+		free(before);
+	}
 	report_kernel_errors();
 
 	gpt2_cuda_free(gw);
