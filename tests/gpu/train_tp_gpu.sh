@@ -42,7 +42,10 @@ a, b, ltol, wtol = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 la, lb = ([float(r["loss"]) for r in csv.DictReader(open(p + "/log.csv"))] for p in (a, b))
 if len(la) != 10 or len(lb) != 10:
     print(f"steps logged: {len(la)} and {len(lb)}"); sys.exit(1)
-rel = [abs(x - y) / abs(x) for x, y in zip(la, lb)]
+# a NaN (a step gone wrong: the guard skips it, its loss is logged) counts as infinitely far:
+# max() with a NaN key, or a NaN in a plain max(), is passed over unless it comes first
+far = lambda d: d if d == d else float("inf")
+rel = [far(abs(x - y) / abs(x)) for x, y in zip(la, lb)]
 worst = max(range(10), key=lambda i: rel[i])
 ok = rel[worst] <= ltol
 line = (f"{b.rsplit('/', 1)[1]} vs {a.rsplit('/', 1)[1]}: loss max relative difference "
@@ -57,7 +60,7 @@ if wtol != "-":
     wa, wb = weights(a), weights(b)
     if len(wa) != len(wb):
         print(f"weights: {len(wa)} and {len(wb)} floats"); sys.exit(1)
-    dw = max(abs(x - y) for x, y in zip(wa, wb))
+    dw = max(far(abs(x - y)) for x, y in zip(wa, wb))
     line += (f", final weights max |difference| {dw:.3g} (tolerance {float(wtol):g}, "
              f"max |w| {max(abs(x) for x in wa):.3g}, {len(wa)} parameters)")
     ok = ok and dw <= float(wtol)

@@ -85,11 +85,14 @@ a, b = ([r["loss"] for r in csv.DictReader(open(p))] for p in sys.argv[1:3])
 tol = float(sys.argv[3])
 if len(a) != 10 or len(b) != 10:
     print(f"steps logged: {len(a)} and {len(b)}"); sys.exit(1)
-if tol == 0:
-    bad = [i + 1 for i in range(10) if a[i] != b[i]]
+if tol == 0:  # a NaN logged alike in both is no match either
+    bad = [i + 1 for i in range(10) if a[i] != b[i] or float(a[i]) != float(a[i])]
     print(f"{sys.argv[2]}: losses {'identical' if not bad else 'differ at steps %s' % bad}")
     sys.exit(1 if bad else 0)
-rel = max(abs(float(x) - float(y)) / abs(float(x)) for x, y in zip(a, b))
+# a NaN (a step gone wrong: the guard skips it, its loss is logged) counts as infinitely far:
+# a NaN in a plain max() is passed over unless it comes first
+far = lambda d: d if d == d else float("inf")
+rel = max(far(abs(float(x) - float(y)) / abs(float(x))) for x, y in zip(a, b))
 print(f"{sys.argv[2]}: loss max relative difference {rel:.3g} (tolerance {tol:g})")
 sys.exit(0 if rel <= tol else 1)
 PY

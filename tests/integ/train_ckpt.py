@@ -2,7 +2,14 @@
 # (train/ckpt.c): the whole state file (a header, the settings, m, v, an 8-byte checksum) or
 # a sharded one (manifest_%08d.txt, one shard_%08d_%05d.bin per writing rank: a 48-byte header,
 # m and v of the rank's slice). moments(dir, step, n) gives m then v, n floats each.
+# worst(diffs) is the largest of a comparison's differences, for a check against a tolerance.
 import numpy as np, os, re
+
+# A NaN (a step gone wrong: the trainer's guard skips its update but logs its loss) counts as
+# infinitely far: the builtin max() passes over a NaN unless it comes first (nan > x and x > nan
+# are both False), so a run whose loss turned NaN at step 2 would pass `max(...) <= tol`.
+def worst(diffs):
+    return max(d if d == d else float("inf") for d in diffs)
 
 def moments(d, step, n):
     state = f"{d}/state_{step:08d}.bin"

@@ -65,8 +65,8 @@ for run, what, vsteps in (("g", "tensor 2 x pipeline 2 -> 1 rank", (5, 10)),
     l = log(run)
     if sorted(l) != list(range(1, 11)):
         print(f"{what}: logged steps {sorted(l)}, want 1-10"); ok = False; continue
-    rel = max(abs(float(l[s]["loss"]) - float(a[s]["loss"])) / abs(float(a[s]["loss"])) for s in range(1, 11))
-    vrel = max(abs(float(l[s]["val_loss"]) - float(a[s]["val_loss"])) / abs(float(a[s]["val_loss"])) for s in vsteps)
+    rel = train_ckpt.worst(abs(float(l[s]["loss"]) - float(a[s]["loss"])) / abs(float(a[s]["loss"])) for s in range(1, 11))
+    vrel = train_ckpt.worst(abs(float(l[s]["val_loss"]) - float(a[s]["val_loss"])) / abs(float(a[s]["val_loss"])) for s in vsteps)
     w = weights(run)
     dw = float(np.abs(w - wa).max())
     dm = float(np.abs(train_ckpt.moments(f"{work}/{run}", 10, w.size) - ma).max())

@@ -77,7 +77,7 @@ for run, what in (("one", "1 rank"), ("three1", "3 ranks at ZeRO 1"), ("three2",
     if sorted(l) != list(range(1, 31)):
         print(f"{what}: logged steps {sorted(l)[:3]}... ({len(l)}), want 1-30"); ok = False; continue
     rel = np.array([abs(l[s] - a[s]) / abs(a[s]) for s in range(16, 31)])
-    head = max(abs(l[s] - a[s]) for s in range(1, 16))
+    head = train_ckpt.worst(abs(l[s] - a[s]) for s in range(1, 16))
     w = weights(run)
     dw = float(np.abs(wa - w).max())
     dm = float(np.abs(ma - moments(run, w.size)).max())

@@ -89,7 +89,7 @@ def losses(run):
 a, b = losses("a"), losses("run")
 w = np.fromfile(f"{work}/a/model_00000020.bin", dtype=np.float32)[256:]
 wb = np.fromfile(f"{work}/run/model_00000020.bin", dtype=np.float32)[256:]
-rel = max(abs(a[s] - b[s]) / abs(a[s]) for s in range(16, 21))
+rel = train_ckpt.worst(abs(a[s] - b[s]) / abs(a[s]) for s in range(16, 21))
 dm = float(np.abs(train_ckpt.moments(f"{work}/a", 20, w.size) -
                   train_ckpt.moments(f"{work}/run", 20, w.size)).max())
 print(f"resumed at stage 0: steps 16-20 loss max relative difference {rel:.3g}, "

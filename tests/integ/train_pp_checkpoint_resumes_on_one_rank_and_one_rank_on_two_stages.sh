@@ -53,8 +53,8 @@ for run, what in (("pp", "pipeline 2 -> 1 rank"), ("one", "1 rank -> pipeline 2"
     l = log(run)
     if sorted(l) != list(range(1, 11)):
         print(f"{what}: logged steps {sorted(l)}, want 1-10"); ok = False; continue
-    rel = max(abs(float(l[s]["loss"]) - float(a[s]["loss"])) / abs(float(a[s]["loss"])) for s in range(1, 11))
-    vrel = max(abs(float(l[s]["val_loss"]) - float(a[s]["val_loss"])) / abs(float(a[s]["val_loss"])) for s in (5, 10))
+    rel = train_ckpt.worst(abs(float(l[s]["loss"]) - float(a[s]["loss"])) / abs(float(a[s]["loss"])) for s in range(1, 11))
+    vrel = train_ckpt.worst(abs(float(l[s]["val_loss"]) - float(a[s]["val_loss"])) / abs(float(a[s]["val_loss"])) for s in (5, 10))
     w = weights(run)
     dw = float(np.abs(w - wa).max())
     dm = float(np.abs(train_ckpt.moments(f"{work}/{run}", 10, w.size) - ma).max())

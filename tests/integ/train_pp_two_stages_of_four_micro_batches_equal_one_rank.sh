@@ -65,7 +65,7 @@ for one, run, what in (("one4", "pp2", "pipeline 2, 4 micro-batches"),
     a, b = losses(one), losses(run)
     if len(a) != 10 or len(b) != 10:
         print(f"{what}: {len(b)} steps logged, the 1-rank run {len(a)}; want 10"); ok = False; continue
-    rel = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    rel = train_ckpt.worst(abs(x - y) / abs(x) for x, y in zip(a, b))
     wa, wb = weights(one), weights(run)
     dw = float(np.abs(wa - wb).max()) if wa.size == wb.size else float("inf")
     ma, mb = train_ckpt.moments(f"{work}/{one}", 10, wa.size), train_ckpt.moments(f"{work}/{run}", 10, wb.size)
