@@ -1067,12 +1067,11 @@ extern "C" float gpt2_cuda_step_result(struct gpt2_cuda *g, int accum, float *no
 	return (float)(loss / accum);
 }
 
-extern "C" float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *b)
+/* The loss of the batch forward left in logits, forward only (gpt2_cuda_eval's end). */
+static float eval_loss(struct gpt2_cuda *g)
 {
 	const struct gpt2_config *c = &g->c;
 	double loss = 0.0;
-	load_batch(g, b);
-	forward(g);
 	k_crossentropy(g->logits, g->losses, g->d_tgt, 0.0f, 0, g->N, c->vocab_size,
 		c->padded_vocab_size, g->dt, g->stream);
 	CUDA_CHECK(cudaMemsetAsync(g->eval_acc, 0, sizeof(double), g->stream));
@@ -1081,6 +1080,13 @@ extern "C" float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *
 		g->stream));
 	sync_stream(g);
 	return (float)loss;
+}
+
+extern "C" float gpt2_cuda_eval(struct gpt2_cuda *g, const struct loader_batch *b)
+{
+	load_batch(g, b);
+	forward(g);
+	return eval_loss(g);
 }
 
 extern "C" void gpt2_cuda_set_tokens(struct gpt2_cuda *g, const int32_t *inputs,
@@ -1269,21 +1275,6 @@ extern "C" void gpt2_cuda_pp_sync(struct gpt2_cuda *g, struct comm *pipe)
 {
 	pipe->cuda_stream = g->stream;
 	sync_stream(g);
-}
-
-/* The loss of the batch forward left in logits, forward only (gpt2_cuda_eval's end). */
-static float eval_loss(struct gpt2_cuda *g)
-{
-	const struct gpt2_config *c = &g->c;
-	double loss = 0.0;
-	k_crossentropy(g->logits, g->losses, g->d_tgt, 0.0f, 0, g->N, c->vocab_size,
-		c->padded_vocab_size, g->dt, g->stream);
-	CUDA_CHECK(cudaMemsetAsync(g->eval_acc, 0, sizeof(double), g->stream));
-	k_loss_accumulate(g->eval_acc, g->losses, g->N, g->stream);
-	CUDA_CHECK(cudaMemcpyAsync(&loss, g->eval_acc, sizeof(loss), cudaMemcpyDeviceToHost,
-		g->stream));
-	sync_stream(g);
-	return (float)loss;
 }
 
 extern "C" float gpt2_cuda_pp_eval_loss(struct gpt2_cuda *g)
