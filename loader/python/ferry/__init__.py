@@ -150,7 +150,11 @@ def _lent_type(tokens, pool):
         __slots__ = ()
 
         def __del__(self, put=pool.put, addressof=ctypes.addressof):
-            put(addressof(self))
+            # Only an array over a lent buffer (from_address) gives it back: a copy of one
+            # (copy.copy of a batch's base's base) owns memory of its own, ctypes', which the
+            # loader must neither fill nor free.
+            if not self._b_needsfree_:
+                put(addressof(self))
     return _Lent
 
 
