@@ -5,7 +5,8 @@
 # ferry train gives that rank), in order; also for the next epoch, after a resume at an odd
 # batch (the workers' turns shift), and with a tail of samples that no global batch takes (it
 # is dropped as ferry train drops it: the samples taken are the epoch's first used ones, each
-# once). Each token of these u32 shards is its own index, so a row names its sample.
+# once). Each token of these u32 shards is its own index, so a row names its sample. Persistent
+# workers, which set_epoch cannot reach, refuse a second iteration instead of repeating epoch 0.
 . "$(dirname "$0")/python_lib.sh"
 need_python torch
 
@@ -151,5 +152,27 @@ one.next_batch()
 dflt.load_state_dict(one.state_dict())  # global_batch 6: only 1 worker would cut there
 refused(lambda: rank_stream(dflt), "state_dict: global_batch 6, this dataset's is 12")
 print("ok: a state of another global batch or dataset is refused")
+
+# persistent_workers=True: the workers keep the copy of the dataset they started with, which
+# set_epoch never reaches. The first epoch is the rank's; the second iteration raises instead
+# of giving epoch 0 once more (before the fix it did, silently).
+ds = ferry.torch.TokenDataset(T + "/even/*.bin", S, B, seed=4, rank=0, world=W, **kw)
+dl = DataLoader(ds, batch_size=None, num_workers=N, persistent_workers=True)
+first = [x.numpy().copy() for x, _ in dl]
+want = c_rank(T + "/even/*.bin", 0, 0, 0, len(first))
+if len(first) != 30 or any(not np.array_equal(x, cx) for x, (_, _, cx, _) in zip(first, want)):
+    raise SystemExit("persistent workers: the first epoch is not the rank's")
+ds.set_epoch(1)
+try:
+    again = [x for x, _ in dl]
+except RuntimeError as e:
+    if "leave persistent_workers off" not in str(e):
+        raise SystemExit("persistent workers: the refusal said %s" % e)
+else:
+    raise SystemExit("persistent workers: set_epoch(1) gave %d batches%s" %
+                     (len(again), ", epoch 0's again" if len(again) == len(first) and
+                      all(np.array_equal(a.numpy(), b) for a, b in zip(again, first)) else ""))
+del dl
+print("ok: persistent workers: the first epoch, then a second iteration refused in one line")
 PY
 pass "2 DataLoader workers x 2 ranks take every sample of an epoch once, in ferry train's order"

@@ -4,7 +4,8 @@
 # (loader-dump, the oracle), can be written, and are freed as they die, once each. Buffers of
 # 256 KiB, which malloc maps on their own, so a batch left in freed memory would fault even
 # without the sanitizer. Arrays let go on other threads while the loader closes (100 trials)
-# and a process that exits with its loader open and batches alive end cleanly too.
+# and a process that exits with its loader open and batches alive end cleanly too. A copy of a
+# batch's buffer (copy.copy of the ctypes array under it) is its own, never taken in.
 . "$(dirname "$0")/python_lib.sh"
 need_python torch
 
@@ -75,6 +76,33 @@ for trial in range(100):
         if t.is_alive():
             raise SystemExit("trial %d: a thread dropping batches hung" % trial)
 print("ok: 100 closes racing batches dropped on two threads")
+
+# A copy of the ctypes array a batch lies on (its base's base) owns ctypes' memory, not a lent
+# buffer: dropping it must give the loader nothing. Before the fix its address went to the
+# spares, the readers filled freed memory and the loader freed it again (glibc aborted with
+# "double free or corruption"; the sanitizer saw a heap-use-after-free).
+import copy
+l = ferry.TokenLoader(data, 64, 8, seed=3, block_bytes=4096, buffers=2)
+ref = ferry.TokenLoader(data, 64, 8, seed=3, block_bytes=4096, buffers=2, lent=False)
+for i in range(20):
+    x, y = l.next_batch()
+    wx, wy = ref.next_batch()
+    c = np.frombuffer(copy.copy(x.base.base), dtype=np.int32).reshape(2, 8, 64)
+    if not np.array_equal(c[0], wx) or not np.array_equal(c[1], wy):
+        raise SystemExit("a copy of batch %d's buffer is not the batch" % i)
+    del x, y, c
+    gc.collect()
+    junk = [np.full(2 * 8 * 64, -1, np.int32) for _ in range(4)]  # reuses what was freed
+kept = [(l.next_batch(), ref.next_batch()) for _ in range(200)]
+for i, ((x, y), (wx, wy)) in enumerate(kept):
+    if not np.array_equal(x, wx) or not np.array_equal(y, wy):
+        raise SystemExit("batch %d after copies of buffers were dropped is not the C loader's"
+                         % (20 + i))
+l.close()
+ref.close()
+del kept
+gc.collect()
+print("ok: copies of a batch's buffer are their own, the loader never takes them in")
 PY
 
 # A process that ends with its loader open and batches alive: the finalizers run (or not) at

@@ -13,6 +13,7 @@ import hashlib
 import operator
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -83,11 +84,17 @@ def _check_dataset(state, mine, who):
 # Bumped in every forked child: a loader made before the fork is not the child's (checked on
 # each batch, so a counter, not a getpid system call).
 _fork_generation = 0
+# The open loaders, whose locks a forked child replaces: a thread of the parent may have held
+# one at the fork, and the child has no thread that would ever release it, so close() or a
+# call that is to raise "not in this process" would wait forever.
+_loaders = weakref.WeakSet()
 
 
 def _forked():
     global _fork_generation
     _fork_generation += 1
+    for loader in list(_loaders):
+        loader._lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -150,7 +157,11 @@ def _lent_type(tokens, pool):
         __slots__ = ()
 
         def __del__(self, put=pool.put, addressof=ctypes.addressof):
-            put(addressof(self))
+            # Only an array over a lent buffer (from_address) gives it back: a copy of one
+            # (copy.copy of a batch's base's base) owns memory of its own, ctypes', which the
+            # loader must neither fill nor free.
+            if not self._b_needsfree_:
+                put(addressof(self))
     return _Lent
 
 
@@ -252,6 +263,7 @@ class TokenLoader:
         # One caller at a time: the C loader hands out a batch's buffers until its next call,
         # so a second thread's call would free them under the first one's copy.
         self._lock = threading.Lock()
+        _loaders.add(self)
 
     # ---- the C handle ----
 

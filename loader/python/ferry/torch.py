@@ -38,7 +38,7 @@ class TokenDataset(torch.utils.data.IterableDataset):
     with ferry train's global batch (--total-batch-tokens / seq_len), N must divide the
     micro-batches a step accumulates, and the epochs are ferry train's. Call set_epoch before
     each epoch (persistent_workers would keep the workers' copies of the epoch: leave it
-    off)."""
+    off; a persistent worker's second iteration raises)."""
 
     def __init__(self, paths, seq_len, batch, seed=1, rank=None, world=None, *, shuffle=True,
                  global_batch=0, format="auto", block_bytes=0, window_blocks=0, buffers=0):
@@ -54,6 +54,7 @@ class TokenDataset(torch.utils.data.IterableDataset):
         self.global_batch = global_batch  # 0: batch * world * workers
         self.epoch, self.start = 0, 0
         self._state_gb = 0  # a loaded state's global_batch, checked where the workers know theirs
+        self._iterated_in = 0  # the DataLoader worker (pid) that iterated this copy already
         # Opened here once, and closed, so that bad arguments and bad shards raise at once
         # in the caller's process, with the C reason, not in a worker.
         with TokenLoader(paths, seq_len, batch, seed, rank, world,
@@ -125,6 +126,16 @@ class TokenDataset(torch.utils.data.IterableDataset):
             k // n_workers
 
     def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None:
+            # A worker iterates its own copy of the dataset, made when it started. Only a
+            # persistent worker (persistent_workers=True) iterates it again, and set_epoch and
+            # load_state_dict in the main process never reach that copy: it would silently
+            # give the epoch it started with once more.
+            if self._iterated_in == os.getpid():
+                raise RuntimeError("TokenDataset: a persistent DataLoader worker does not see "
+                                   "set_epoch or load_state_dict, so it would repeat its "
+                                   "first epoch: leave persistent_workers off")
+            self._iterated_in = os.getpid()
         vrank, vworld, gb, first = self._share()
         loader = TokenLoader(self.paths, self.seq_len, self.batch, self.seed, vrank, vworld,
                              global_batch=gb, as_torch=True, **self.kw)
