@@ -6,6 +6,7 @@ pkgs=(
 	libfuse3-dev fuse3 liburing-dev libcurl4-openssl-dev libssl-dev
 	libxxhash-dev libexpat1-dev libcriterion-dev
 	nginx-light curl openssl python3 python3-numpy python3-botocore
+	python3-dev # Python.h: the ferry package's extension module ferry._fast (loader/meson.build)
 	openmpi-bin libopenmpi-dev
 	# tests/bench/bench_http.sh: random reads, and a PyTorch DataLoader through the mount
 	fio python3-torch

@@ -28,6 +28,13 @@ PYWRAP
 fi
 export PYTHONPATH=$FERRY_SRC/loader/python:$T
 export PYTHONDONTWRITEBYTECODE=1 # nothing written into the source tree
+# ferry._fast, the default mode's per-batch work in C, beside the library where meson built it:
+# then it must load (a test that quietly fell back would test the pure path twice). The
+# *_pure_path entries of tests/integ/meson.build set FERRY_PURE=1: the pure-Python twin.
+if [ "${FERRY_PURE:-0}" = 0 ] && compgen -G "$FERRY_BUILD/loader/_fast*.so" >/dev/null; then
+	"$PY" -c "import ferry, sys; sys.exit(ferry._fast is None)" ||
+		fail "ferry._fast is built in $FERRY_BUILD/loader but the package does not load it"
+fi
 cat >"$T/pyhelp.py" <<'PY'
 """Test helpers: shards written with numpy, loader-dump's batch files read back."""
 import os, struct, subprocess, numpy as np

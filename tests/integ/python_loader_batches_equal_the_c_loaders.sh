@@ -4,7 +4,9 @@
 # several ranks of several worlds, with a global batch of 2 micro-batches and across epoch ends;
 # as torch tensors, as copies (lent=False) and as views of the ring (copy=False) too; and exactly
 # the batches `ferry train` hashes at each step (--verbose prints each step's first
-# micro-batch's FNV-1a), so the Python order is the trainer's.
+# micro-batch's FNV-1a), so the Python order is the trainer's. Where ferry._fast is built, the
+# default mode's C path and its pure-Python twin (ferry._fast = None) give the same batches,
+# positions and arrays (shape, dtype, flags), kept and compared after two epochs too.
 . "$(dirname "$0")/python_lib.sh"
 need_built "$FERRY"
 need_python torch
@@ -110,6 +112,42 @@ for as_torch in (False, True):
             raise SystemExit("copy=False: a numpy view is writable")
     l.close()
 print("ok: copy=False: 20 batches equal as views, numpy and torch")
+
+# ferry._fast against the pure-Python path, bit for bit: each batch as it comes, and all of
+# two epochs kept (list) and compared at the end, shuffled and in file order, numpy and torch.
+fast = ferry._fast
+if fast is None:
+    print("ok: no ferry._fast here (FERRY_PURE=1, or not built): the pure path was tested")
+    sys.exit(0)
+for kw in (dict(seed=3, block_bytes=4096, window_blocks=3, buffers=2),
+           dict(shuffle=False, buffers=1), dict(seed=8, as_torch=True)):
+    f = ferry.TokenLoader(T + "/u16/*.bin", 32, 8, **kw)
+    ferry._fast = None
+    p = ferry.TokenLoader(T + "/u16/*.bin", 32, 8, **kw)
+    ferry._fast = fast
+    if f._lender is None or p._lender is not None:
+        raise SystemExit("ferry._fast = None did not choose the pure path")
+    kf, kp = [], []
+    for i in range(2 * int(f.steps_per_epoch)):
+        a, b = f.next_batch(), p.next_batch()
+        if (f.last_epoch, f.last_position) != (p.last_epoch, p.last_position):
+            raise SystemExit("%s: batch %d at different positions" % (kw, i))
+        for u, v in zip(a, b):
+            if type(u) is not type(v) or u.dtype != v.dtype or u.shape != v.shape:
+                raise SystemExit("%s: batch %d: %s %s %s, pure %s %s %s" %
+                                 (kw, i, type(u), u.dtype, u.shape, type(v), v.dtype, v.shape))
+            u, v = (u.numpy(), v.numpy()) if kw.get("as_torch") else (u, v)
+            if u.tobytes() != v.tobytes() or u.flags.writeable != v.flags.writeable or \
+                    not u.flags.c_contiguous:
+                raise SystemExit("%s: batch %d differs between ferry._fast and pure" % (kw, i))
+        kf.append(a)
+        kp.append(b)
+    f.close()
+    p.close()
+    for i, (a, b) in enumerate(zip(kf, kp)):
+        if any(not np.array_equal(np.asarray(u), np.asarray(v)) for u, v in zip(a, b)):
+            raise SystemExit("%s: kept batch %d differs between ferry._fast and pure" % (kw, i))
+    print("ok: ferry._fast equals the pure path: %d batches, kept (%s)" % (len(kf), kw))
 PY
 "$PY" "$T/compare.py" "$T" "$FERRY_BUILD" || fail "see above"
 # The ring outlives a closed loader while a view of it is alive: its 256 KiB slots are

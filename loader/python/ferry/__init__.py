@@ -150,6 +150,39 @@ class _Pool:
             free(addr)
 
 
+def _load_fast():
+    """ferry._fast (python/ferry/_fast.c), the default mode's per-batch work in C, or None: the
+    pure-Python path then, the same batches. Beside this file once installed; in a build tree,
+    beside FERRY_LIB's library. FERRY_PURE=1 takes the pure path; so does setting ferry._fast
+    to None before opening a loader. Whatever goes wrong loading it only costs the speed."""
+    if os.environ.get("FERRY_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _fast as fast
+        return fast
+    except Exception:
+        pass
+    lib = os.environ.get("FERRY_LIB")
+    if not lib:
+        return None
+    try:
+        import importlib.machinery
+        import importlib.util
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(os.path.dirname(os.path.abspath(lib)), "_fast" + suffix)
+            if os.path.exists(path):
+                spec = importlib.util.spec_from_file_location(__name__ + "._fast", path)
+                fast = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(fast)
+                return fast
+    except Exception:
+        pass
+    return None
+
+
+_fast = _load_fast()
+
+
 def _lent_type(tokens, pool):
     """The ctypes array a lent batch's numpy arrays lie on (their base): when it dies, its
     buffer goes back to pool."""
@@ -260,6 +293,13 @@ class TokenLoader:
         self._buf_ref = ctypes.byref(self._buf)
         self._next_lent_fn, self._buffer_new = _lib.lib.ferry_py_next_lent, \
             _lib.lib.ferry_py_buffer_new
+        # ferry._fast's twin of _next_lent, where it loaded: the same C call and pool, in C.
+        self._lender = None
+        if _fast is not None:
+            self._lender = _fast.lender(
+                ctypes.cast(self._next_lent_fn, ctypes.c_void_p).value,
+                ctypes.cast(h, ctypes.c_void_p).value, self.batch, self.seq_len,
+                self._pool.put).next
         # One caller at a time: the C loader hands out a batch's buffers until its next call,
         # so a second thread's call would free them under the first one's copy.
         self._lock = threading.Lock()
@@ -324,6 +364,8 @@ class TokenLoader:
         if not self.copy:
             return self._next_view()
         if self.lent:
+            if self._lender is not None:
+                return self._next_fast()
             return self._next_lent()
         out = np.empty(self._shape2, dtype=np.int32)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(out))
@@ -368,6 +410,28 @@ class TokenLoader:
         if self.as_torch:
             out = self._torch.from_numpy(out)
         return out[0], out[1]
+
+    def _next_fast(self):
+        # _next_lent, with ferry._fast doing the C call (the GIL released) and the arrays.
+        with self._lock:
+            res = self._res
+            if res is None or res.generation != _fork_generation:
+                self._handle()  # raises
+            try:
+                spare = self._pool.spares.pop()
+            except IndexError:
+                spare = self._buffer_new(res.h)
+                if not spare:
+                    raise MemoryError("no memory for another batch of %d x %d tokens" %
+                                      (self.batch, self.seq_len))
+            r = self._lender(spare)
+            if r.__class__ is int:
+                self._pool.put(spare)
+                raise _lib.error(r, _lib.lib.ferry_py_error(res.h))
+            x, y, self.last_epoch, self.last_position = r
+        if self.as_torch:
+            return self._torch.from_numpy(x), self._torch.from_numpy(y)
+        return x, y
 
     def _next_view(self):
         a, b = self._ptrs
