@@ -20,11 +20,14 @@
 typedef int (*next_lent_fn)(void *h, void *spare, void **buf, uint64_t *epoch, uint64_t *position);
 
 /* A lent buffer, 2 x B x T int32: the base of its inputs and targets arrays. */
+/* clang-format cannot parse CPython's header macros: off around them */
+/* clang-format off */
 struct lent {
-	PyObject ob_base; /* PyObject_HEAD */
+	PyObject_HEAD
 	void *addr;
 	PyObject *put; /* the pool's put(addr) */
 };
+/* clang-format on */
 
 static void lent_dealloc(PyObject *self)
 {
@@ -46,25 +49,28 @@ static void lent_dealloc(PyObject *self)
 }
 
 /* No tp_new: made only by lender.next; copy.copy of one raises instead of sharing the buffer. */
+/* clang-format off */
 static PyTypeObject lent_type = {
-	/* PyVarObject_HEAD_INIT(NULL, 0), spelled out for clang-format */
-	.ob_base = { .ob_base = { .ob_refcnt = 1 }, .ob_size = 0 },
+	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "ferry._fast.Lent",
 	.tp_basicsize = sizeof(struct lent),
 	.tp_dealloc = lent_dealloc,
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "A batch buffer lent by the C loader; back to its pool when this dies.",
 };
+/* clang-format on */
 
 /* One TokenLoader's: the C function, its handle, the batch's shape, the pool's put. */
+/* clang-format off */
 struct lender {
-	PyObject ob_base; /* PyObject_HEAD */
+	PyObject_HEAD
 	next_lent_fn fn;
 	void *h;
 	npy_intp dims[2];
 	size_t half; /* bytes of inputs (targets follow) */
 	PyObject *put;
 };
+/* clang-format on */
 
 static void lender_dealloc(PyObject *self)
 {
@@ -151,9 +157,9 @@ static PyMethodDef lender_methods[] = {
 	{ NULL, NULL, 0, NULL },
 };
 
+/* clang-format off */
 static PyTypeObject lender_type = {
-	/* PyVarObject_HEAD_INIT(NULL, 0), spelled out for clang-format */
-	.ob_base = { .ob_base = { .ob_refcnt = 1 }, .ob_size = 0 },
+	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "ferry._fast.Lender",
 	.tp_basicsize = sizeof(struct lender),
 	.tp_dealloc = lender_dealloc,
@@ -161,6 +167,7 @@ static PyTypeObject lender_type = {
 	.tp_methods = lender_methods,
 	.tp_doc = "One TokenLoader's lent batches: lender(fn, handle, batch, seq_len, put).",
 };
+/* clang-format on */
 
 /* lender(fn, handle, batch, seq_len, put): fn and handle are addresses (ctypes'). */
 static PyObject *make_lender(PyObject *mod, PyObject *args)
